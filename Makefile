@@ -1,0 +1,50 @@
+# The two README commands are `make demo` and `make test`; everything else
+# here is what they are built from. Run as root on Debian 12 (apt-get).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+
+# Runtime: pango for WeasyPrint, IPAex/IPAmj fonts for certificates,
+# poppler + zbar to read QR codes back from PDFs, CUPS to print.
+SYSTEM_PACKAGES := python3 python3-venv python3-pip libpango-1.0-0 libpangoft2-1.0-0 \
+	fonts-ipaexfont fonts-ipamj-mincho poppler-utils zbar-tools cups-client
+# Tests add a real browser, a real print queue and a PDF printer.
+TEST_SYSTEM_PACKAGES := chromium chromium-driver cups printer-driver-cups-pdf
+
+.PHONY: demo test system-packages test-system-packages install install-test promtool
+
+demo: system-packages install
+	$(VENV)/bin/sonae demo run
+
+test: system-packages test-system-packages install-test promtool
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+system-packages:
+	@if command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	fi
+
+test-system-packages:
+	@if command -v apt-get >/dev/null; then \
+	  missing=$$(for p in $(TEST_SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	fi
+
+$(PY):
+	python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+install: $(PY)
+	$(PIP) install -q -e .
+
+install-test: $(PY)
+	$(PIP) install -q -e '.[test]'
+
+# promtool ships only inside Debian's prometheus package; extract the binary
+# alone instead of installing the whole server.
+promtool: $(VENV)/bin/promtool
+$(VENV)/bin/promtool: | $(PY)
+	@set -e; tmp=$$(mktemp -d); cd $$tmp; apt-get download prometheus >/dev/null 2>&1 || (apt-get update -qq && apt-get download prometheus >/dev/null); \
+	dpkg-deb -x prometheus_*.deb root; cp root/usr/bin/promtool $(CURDIR)/$(VENV)/bin/promtool; rm -rf $$tmp

@@ -1,0 +1,1 @@
+"""Sonae fallback: the counter appliance (Flask app, modes, issuance, audit, worker)."""

@@ -1,0 +1,85 @@
+"""The `sonae` command.
+
+Subcommands are grouped by area and loaded lazily from "module:attribute"
+strings, so `sonae --help` stays fast and no area imports another's CLI.
+Groups from other distributions (cloudsim) arrive through the
+`sonae.commands` entry-point group: nothing imports cloudsim.
+
+Every command exits non-zero with a one-line reason on stderr when it fails;
+expected failures raise `click.ClickException` (or one of the domain errors
+listed in EXPECTED_ERRORS, which are turned into one) — never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from importlib.metadata import entry_points
+
+import click
+
+# name -> "module:attribute"; each module is the CLI face of one area.
+COMMANDS = {
+    "serve": "fallback.commands.web:serve",
+    "worker": "fallback.commands.worker:worker",
+    "sync": "fallback.commands.sync:sync_group",
+    "snapshot": "fallback.commands.snapshot:snapshot_group",
+    "key": "fallback.commands.key:key_group",
+    "user": "fallback.commands.user:user_group",
+    "audit": "fallback.commands.audit:audit_group",
+    "verify": "fallback.commands.certificate:verify",
+    "certificate": "fallback.commands.certificate:certificate_group",
+    "mode": "fallback.commands.mode:mode_group",
+    "drill": "fallback.commands.drill:drill_group",
+    "demo": "fallback.commands.demo:demo_group",
+}
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    from sync.contract import ContractError
+    from sync.crypto import KeyFileError, WrongKeyError
+
+    from fallback.config import ConfigError
+
+    return (ConfigError, KeyFileError, WrongKeyError, ContractError)
+
+
+class LazyGroup(click.Group):
+    def _targets(self) -> dict[str, str]:
+        targets = dict(COMMANDS)
+        for ep in entry_points(group="sonae.commands"):
+            targets.setdefault(ep.name, ep.value)
+        return targets
+
+    def list_commands(self, ctx):
+        return sorted(self._targets())
+
+    def get_command(self, ctx, name):
+        target = self._targets().get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None  # area not built yet on this checkout
+            raise
+        return getattr(module, attr)
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except _expected_errors() as exc:
+            raise click.ClickException(str(exc)) from exc
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(package_name="sonae")
+def main():
+    """Sonae (備え): keeps the counters issuing certificates when the cloud
+    resident register is down."""
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""CLI faces of the appliance areas, one module per `sonae` subcommand group."""

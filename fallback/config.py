@@ -1,0 +1,218 @@
+"""Configuration: one TOML file plus environment overrides.
+
+The file's path comes from SONAE_CONFIG (default /etc/sonae/sonae.toml); a
+missing file means "all defaults". Any key can be overridden by an
+environment variable SONAE_<SECTION>_<KEY> (SONAE_UPSTREAM_URL,
+SONAE_SYNC_KEEP_GENERATIONS, ...); the value is converted to the type of the
+default. State lives under SONAE_HOME (default /var/lib/sonae).
+
+Every key the appliance reads is listed in DEFAULTS below, so this file is
+also the reference for what can be configured.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Mapping
+
+DEFAULT_CONFIG_PATH = "/etc/sonae/sonae.toml"
+DEFAULT_HOME = "/var/lib/sonae"
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "municipality": {
+        "code": "131113",  # 全国地方公共団体コード (6 digits with check digit)
+        "prefecture": "東京都",
+        "name": "大田区",
+        "mayor": "大田区長　鈴木　晶雅",
+    },
+    "upstream": {
+        "url": "http://127.0.0.1:8700",
+        "token_file": "/etc/sonae/upstream.token",
+        "token": "",  # alternative to token_file, normally from SONAE_UPSTREAM_TOKEN
+        "public_key": "",  # base64 of the raw Ed25519 public key
+        "timeout_s": 10.0,
+    },
+    "sync": {
+        "full_cron": "0 2 * * *",
+        "timezone": "Asia/Tokyo",
+        "changes_interval_s": 60,
+        "changes_batch": 10000,
+        "keep_generations": 7,
+        "max_drop_ratio": 0.05,
+        "mirror_individual_number": False,
+        "retry_attempts": 5,
+        "retry_backoff_s": 30.0,
+    },
+    "security": {
+        "key_file": "/etc/sonae/master.key",
+        "key": "",  # base64 master key, normally from SONAE_SECURITY_KEY
+        "signing_key_file": "/etc/sonae/signing.key",
+        "secret_key_file": "/etc/sonae/session.key",
+        "session_idle_minutes": 20,
+        "login_max_failures": 5,
+        "login_lockout_minutes": 15,
+        "view_flag_count": 30,  # residents viewed by one clerk ...
+        "view_flag_window_minutes": 10,  # ... within this window is flagged
+    },
+    "counter": {
+        "data_age_warning_hours": 26.0,
+        "data_age_hard_limit_hours": 240.0,
+        "third_party_during_downtime": False,
+        "fee_yen": 300,
+        "max_copies": 10,
+        "daily_cap_per_requester": 10,
+        # certificate type -> maximum data age in hours; older data stops that type
+        "kill_switch_hours": {"juminhyo": 0, "kisai": 0, "johyo": 0, "inkan": 0},
+        "offices": ["本庁"],
+    },
+    "printing": {
+        "printer": "",  # CUPS queue name; empty: browser printing only
+        "official_seal_image": "",  # 電子公印 PNG; empty prints 公印省略
+        "layout": "renketsu",
+        "eras": [
+            ["明治", "1868-01-25"],
+            ["大正", "1912-07-30"],
+            ["昭和", "1926-12-25"],
+            ["平成", "1989-01-08"],
+            ["令和", "2019-05-01"],
+        ],
+    },
+    "probes": {
+        "interval_s": 20,
+        "timeout_s": 5.0,
+        "down_after": 3,
+        "up_after": 2,
+        "auto_downtime_after_minutes": 0,  # 0: a supervisor always declares
+        "batch_deadline": "09:00",
+        "synthetic_resident": "",  # resident code read by the synthetic probe
+    },
+    "alerts": {
+        "webhook_url": "",
+        "smtp_host": "",
+        "smtp_port": 25,
+        "mail_from": "sonae@localhost",
+        "mail_to": "",
+        "snapshot_max_age_hours": 26.0,
+        "feed_stall_minutes": 10,
+        "disk_low_percent": 10.0,
+        "repeat_minutes": 60,
+        "morning_report": "07:30",
+    },
+    "sla": {"threshold_percent": 97.5},
+    "web": {"host": "127.0.0.1", "port": 8080, "threads": 16, "public_base_url": "http://127.0.0.1:8080"},
+}
+
+
+class ConfigError(Exception):
+    """The configuration file or an override cannot be used."""
+
+
+def _convert(raw: str, default: Any, name: str) -> Any:
+    try:
+        if isinstance(default, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError(raw)
+        if isinstance(default, int):
+            return int(raw)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, (list, dict)):
+            return json.loads(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r} is not a valid {type(default).__name__}") from exc
+    return raw
+
+
+class Config:
+    """Read-only view of the merged configuration: `config.section("sync")`
+    or `config["sync"]["keep_generations"]`."""
+
+    def __init__(self, values: dict[str, dict[str, Any]], home: Path, source: Path | None):
+        self._values = values
+        self.home = home
+        self.source = source
+
+    def __getitem__(self, section: str) -> dict[str, Any]:
+        return self._values[section]
+
+    def section(self, name: str) -> dict[str, Any]:
+        return self._values[name]
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        return copy.deepcopy(self._values)
+
+    # Paths under SONAE_HOME; each area owns one.
+    @property
+    def snapshot_dir(self) -> Path:
+        return self.home / "snapshots"
+
+    @property
+    def ops_db_path(self) -> Path:
+        return self.home / "ops.db"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.home / "log"
+
+
+def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    values = copy.deepcopy(DEFAULTS)
+    source = Path(path or env.get("SONAE_CONFIG") or DEFAULT_CONFIG_PATH)
+    if source.exists():
+        try:
+            loaded = tomllib.loads(source.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{source}: {exc}") from exc
+        for section, items in loaded.items():
+            if section not in values or not isinstance(items, dict):
+                raise ConfigError(f"{source}: unknown section [{section}]; known: {', '.join(values)}")
+            values[section].update(items)
+    elif path is not None:
+        raise ConfigError(f"configuration file {source} does not exist")
+    else:
+        source = None
+    for name, raw in env.items():
+        if not name.startswith("SONAE_") or name in ("SONAE_CONFIG", "SONAE_HOME"):
+            continue
+        rest = name[len("SONAE_"):].lower()
+        for section in values:
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1:]
+                values[section][key] = _convert(raw, DEFAULTS[section].get(key, ""), name)
+                break
+    home = Path(env.get("SONAE_HOME") or DEFAULT_HOME)
+    return Config(values, home, source)
+
+
+def render_toml(values: Mapping[str, Mapping[str, Any]]) -> str:
+    """Write a configuration as TOML (used by `sonae demo` and tests to
+    produce a real file rather than relying on environment variables)."""
+    lines: list[str] = []
+    for section, items in values.items():
+        lines.append(f"[{section}]")
+        for key, value in items.items():
+            lines.append(f"{key} = {_toml_value(value)}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    raise ConfigError(f"cannot write {value!r} as TOML")

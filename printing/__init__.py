@@ -1,0 +1,1 @@
+"""Sonae printing: render certificate data to signed PDFs and send them to printers."""

@@ -1,0 +1,1 @@
+"""Sonae sync: mirror the upstream register into verified, encrypted snapshot generations."""

@@ -1,0 +1,125 @@
+"""Keys and encrypted SQLite connections.
+
+Every SQLite file Sonae writes (snapshot generations, the operational
+database) is a SQLCipher database keyed with a *raw* 256-bit key derived from
+the master key by HKDF, one key per purpose. A raw key skips SQLCipher's
+PBKDF2 (≈100 ms per connection), which matters for a web server that opens
+the current snapshot often; the master key is already 32 random bytes, so key
+stretching buys nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import stat
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlcipher3 import dbapi2 as sqlcipher
+
+KEY_BYTES = 32
+
+
+class KeyFileError(Exception):
+    """A key file is missing, unreadable, too permissive or malformed."""
+
+
+class WrongKeyError(Exception):
+    """An encrypted database could not be opened with the key given."""
+
+
+def write_key_file(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write 32 random bytes, base64 on one line, mode 0600."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise KeyFileError(f"{path} already exists; refusing to overwrite a key (losing it loses the data it protects)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(base64.b64encode(os.urandom(KEY_BYTES)).decode("ascii") + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def decode_key(text: str, source: str) -> bytes:
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except binascii.Error as exc:
+        raise KeyFileError(f"{source} is not base64; write a new one with `sonae key init PATH`") from exc
+    if len(raw) != KEY_BYTES:
+        raise KeyFileError(f"{source} holds {len(raw)} bytes, a key must be {KEY_BYTES}; write one with `sonae key init PATH`")
+    return raw
+
+
+def read_key_file(path: str | os.PathLike, *, forbidden_dir: str | os.PathLike | None = None) -> bytes:
+    """Read a key file, refusing one that others can read or one kept inside
+    the data directory (a copied data directory must not carry its key)."""
+    path = Path(path)
+    if forbidden_dir is not None:
+        resolved, data_dir = path.resolve(), Path(forbidden_dir).resolve()
+        if resolved == data_dir or data_dir in resolved.parents:
+            raise KeyFileError(
+                f"key file {path} is inside the data directory {data_dir}; move it outside "
+                "(e.g. /etc/sonae/) so that a copy of the data does not carry its key"
+            )
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KeyFileError(f"key file {path} does not exist; create it with `sonae key init {path}` or set SONAE_SECURITY_KEY") from None
+    except PermissionError:
+        raise KeyFileError(f"key file {path} cannot be read by this user") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"key file {path} is readable by others (mode {stat.S_IMODE(mode):o}); run `chmod 600 {path}`")
+    return decode_key(path.read_text(encoding="ascii", errors="replace"), f"key file {path}")
+
+
+def derive_key(master: bytes, purpose: str) -> bytes:
+    """One independent key per purpose ("snapshot", "ops", ...)."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=f"sonae:{purpose}".encode()).derive(master)
+
+
+def _apply_key(conn, key: bytes) -> None:
+    conn.execute("PRAGMA cipher_log_level = NONE")
+    conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+
+
+def connect(path: str | os.PathLike, key: bytes, *, readonly: bool = False, check_same_thread: bool = True):
+    """Open an encrypted SQLite database; raise WrongKeyError (never a bare
+    "file is not a database") if the key does not open it."""
+    path = str(path)
+    if readonly:
+        conn = sqlcipher.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=check_same_thread)
+    else:
+        conn = sqlcipher.connect(path, check_same_thread=check_same_thread)
+    _apply_key(conn, key)
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlcipher.DatabaseError as exc:
+        conn.close()
+        raise WrongKeyError(
+            f"{path} cannot be opened with the configured key (wrong key, or not a Sonae database); "
+            "check security.key_file / SONAE_SECURITY_KEY"
+        ) from exc
+    return conn
+
+
+def rekey(path: str | os.PathLike, old_key: bytes, new_key: bytes) -> None:
+    """Re-encrypt a database in place under a new key (used by key rotation)."""
+    conn = connect(path, old_key)
+    try:
+        conn.execute(f"PRAGMA rekey = \"x'{new_key.hex()}'\"")
+        conn.commit()
+    finally:
+        conn.close()
+    connect(path, new_key).close()
+
+
+DatabaseError = sqlcipher.DatabaseError
+OperationalError = sqlcipher.OperationalError
+IntegrityError = sqlcipher.IntegrityError
