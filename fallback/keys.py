@@ -1,0 +1,59 @@
+"""Where the appliance's keys come from.
+
+The master key (32 bytes) comes from SONAE_SECURITY_KEY or from
+security.key_file, never from inside SONAE_HOME. Per-purpose keys are derived
+from it (sync.crypto.derive_key), so one file protects the snapshots and the
+operational database with independent keys. The certificate signing key is a
+separate Ed25519 key: it can be rotated without re-encrypting anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sync.crypto import KeyFileError, decode_key, derive_key, read_key_file
+
+from fallback.config import Config
+
+
+def master_key(config: Config) -> bytes:
+    inline = config["security"]["key"]
+    if inline:
+        return decode_key(inline, "SONAE_SECURITY_KEY")
+    return read_key_file(config["security"]["key_file"], forbidden_dir=config.home)
+
+
+def snapshot_key(config: Config) -> bytes:
+    return derive_key(master_key(config), "snapshot")
+
+
+def ops_key(config: Config) -> bytes:
+    return derive_key(master_key(config), "ops")
+
+
+def signing_key(config: Config) -> Ed25519PrivateKey:
+    """The Ed25519 key that signs certificate QR codes (32 raw private bytes,
+    base64, mode 0600 — the same file format as the master key)."""
+    raw = read_key_file(config["security"]["signing_key_file"], forbidden_dir=config.home)
+    return Ed25519PrivateKey.from_private_bytes(raw)
+
+
+def session_secret(config: Config) -> bytes:
+    """Flask's session secret. Derived from the master key when no separate
+    file exists, so a fresh appliance needs one secret, not three."""
+    path = Path(config["security"]["secret_key_file"])
+    if path.exists():
+        return read_key_file(path, forbidden_dir=config.home)
+    return derive_key(master_key(config), "flask-session")
+
+
+def key_status(config: Config) -> str | None:
+    """None when the master key loads, otherwise the reason it does not (for
+    /readyz and the 'encryption key missing' alert)."""
+    try:
+        master_key(config)
+    except KeyFileError as exc:
+        return str(exc)
+    return None
+

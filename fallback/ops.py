@@ -1,0 +1,168 @@
+"""The operational database: everything the appliance itself records
+(modes, users, issuance, serials, audit, sync runs, probes, drills).
+
+It is a SQLCipher file under SONAE_HOME, keyed with the "ops" key derived
+from the master key. The web server's threads and the worker process share
+it, so every connection uses WAL, a busy timeout, and synchronous=FULL —
+an issued serial must survive a power cut the instant it is committed.
+
+The schema is an ordered list of migrations; `migrate` applies the ones a
+database has not seen yet, in one transaction each.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from sync import crypto
+
+from fallback.config import Config
+from fallback.keys import ops_key
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+
+MIGRATIONS: list[str] = [
+    # 1: audit trail, modes, users, sync runs
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT,
+        detail TEXT NOT NULL,
+        drill INTEGER NOT NULL DEFAULT 0,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    );
+    CREATE INDEX audit_at ON audit(at);
+    CREATE INDEX audit_actor_action ON audit(actor, action, at);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+
+    CREATE TABLE mode_changes (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        from_mode TEXT,
+        to_mode TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL
+    );
+
+    CREATE TABLE users (
+        username TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        role TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        disabled INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        password_changed_at TEXT NOT NULL
+    );
+    CREATE TABLE login_failures (
+        id INTEGER PRIMARY KEY,
+        username TEXT NOT NULL,
+        remote TEXT,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX login_failures_user ON login_failures(username, at);
+
+    CREATE TABLE sync_runs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        outcome TEXT NOT NULL,
+        generation INTEGER,
+        records INTEGER,
+        bytes INTEGER,
+        as_of TEXT,
+        error TEXT,
+        detail TEXT
+    );
+    CREATE INDEX sync_runs_started ON sync_runs(started_at);
+    """,
+]
+
+
+def now() -> dt.datetime:
+    """The appliance's clock, always in Japan time (every figure a ward sees
+    is in JST)."""
+    return dt.datetime.now(TOKYO)
+
+
+def now_iso() -> str:
+    return now().isoformat(timespec="milliseconds")
+
+
+def connect_ops(path: str | Path, key: bytes, *, check_same_thread: bool = True):
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = crypto.connect(path, key, check_same_thread=check_same_thread)
+    conn.isolation_level = None  # explicit BEGIN/COMMIT: we decide what is atomic
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute("PRAGMA foreign_keys = ON")
+    migrate(conn)
+    return conn
+
+
+def open_ops(config: Config, *, check_same_thread: bool = True):
+    return connect_ops(config.ops_db_path, ops_key(config), check_same_thread=check_same_thread)
+
+
+def migrate(conn) -> int:
+    """Apply pending migrations; return the schema version."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the lock.
+            if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
+                conn.execute("COMMIT")
+                continue
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return len(MIGRATIONS)
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements; sqlite3.complete_statement keeps
+    trigger bodies (which contain ';') whole."""
+    from sqlcipher3 import dbapi2
+
+    statements, buffer = [], ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if dbapi2.complete_statement(buffer):
+            if buffer.strip():
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip():
+        statements.append(buffer.strip())
+    return statements
+
+
+class Transaction:
+    """`with Transaction(conn):` — BEGIN IMMEDIATE … COMMIT, or ROLLBACK on
+    any exception. IMMEDIATE takes the write lock up front, so two writers
+    never both read a counter before either writes it."""
+
+    def __init__(self, conn):
+        self.conn = conn
+
+    def __enter__(self):
+        self.conn.execute("BEGIN IMMEDIATE")
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb):
+        self.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        return False
