@@ -62,12 +62,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "data_age_warning_hours": 26.0,
         "data_age_hard_limit_hours": 240.0,
         "third_party_during_downtime": False,
-        "fee_yen": 300,
         "max_copies": 10,
         "daily_cap_per_requester": 10,
         # certificate type -> maximum data age in hours; older data stops that type
         "kill_switch_hours": {"juminhyo": 0, "kisai": 0, "johyo": 0, "inkan": 0},
-        "offices": ["本庁"],
+        # counter terminals: each has an id printed in the 発行番号, its office
+        # and its printer (printer id for the 発行番号, CUPS queue if any)
+        "terminals": [
+            {"id": "本庁1", "office": "本庁", "printer": "プリンタ001", "queue": ""},
+            {"id": "本庁2", "office": "本庁", "printer": "プリンタ002", "queue": ""},
+            {"id": "本庁3", "office": "本庁", "printer": "プリンタ003", "queue": ""},
+        ],
+        "fees_yen": {"juminhyo": 300, "kisai": 300, "johyo": 300, "inkan": 300},
+        # the appliance's reserved 発行番号 ranges (never the main system's)
+        "serial_range": [900001, 999999],
+        "drill_serial_range": [800001, 899999],
     },
     "printing": {
         "printer": "",  # CUPS queue name; empty: browser printing only

@@ -85,6 +85,24 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX sync_runs_started ON sync_runs(started_at);
     """,
+    # 2: server-side sessions (a cookie only carries the session id, so a
+    # logout or an idle timeout really ends the session)
+    """
+    CREATE TABLE sessions (
+        id TEXT PRIMARY KEY,
+        username TEXT NOT NULL,
+        role TEXT NOT NULL,
+        terminal TEXT NOT NULL,
+        office TEXT NOT NULL,
+        printer TEXT NOT NULL,
+        remote TEXT,
+        created_at TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        ended_at TEXT,
+        end_reason TEXT
+    );
+    CREATE INDEX sessions_user ON sessions(username, created_at);
+    """,
 ]
 
 

@@ -1,0 +1,46 @@
+"""The application factory (flaskr-style): config from one place, one
+blueprint per area, local state under SONAE_HOME."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Flask
+
+from fallback import db, security
+from fallback.config import Config, load_config
+from fallback.keys import session_secret
+from fallback.ops import open_ops
+
+BLUEPRINTS = (
+    "fallback.views.auth",
+)
+
+
+def create_app(config: Config | None = None) -> Flask:
+    config = config or load_config()
+    app = Flask(__name__, instance_path=str(config.home / "instance"))
+    app.config.update(
+        SONAE=config,
+        SECRET_KEY=session_secret(config),
+        SESSION_COOKIE_NAME="sonae_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=config["security"]["session_idle_minutes"]),
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        JSON_AS_ASCII=False,
+    )
+    app.json.ensure_ascii = False
+    # Open the operational database once at start: a wrong key or an
+    # unreadable file stops the server here with a clear message.
+    open_ops(config).close()
+    db.init_app(app)
+    security.init_app(app)
+    from importlib import import_module
+
+    for module_name in BLUEPRINTS:
+        app.register_blueprint(import_module(module_name).bp)
+    from fallback.banner import init_app as init_banner
+
+    init_banner(app)
+    return app

@@ -1,0 +1,85 @@
+"""What every screen shows at the top: the mode and the data-as-of time of
+the snapshot, turning to a warning past the configured age. The eight-day
+Ota outage must be visible on every screen, not discovered on a certificate.
+"""
+
+from __future__ import annotations
+
+from flask import current_app, g, request, url_for
+
+from fallback import modes
+from fallback.db import get_ops
+from fallback.registry import snapshot_summary
+from fallback.users import ROLES
+from printing.wareki import format_wareki_datetime
+
+NAV = (
+    # (endpoint, label, roles)
+    ("counter.search", "窓口（検索・交付）", {"clerk", "supervisor"}),
+    ("counter.deferred", "後日対応の受付", {"clerk", "supervisor"}),
+    ("supervisor.index", "係長メニュー", {"supervisor"}),
+    ("drills.index", "訓練", {"drill_coordinator", "supervisor", "clerk"}),
+    ("monitor.dashboard", "監視", {"it", "supervisor"}),
+    ("runbooks.index", "手順書", {"clerk", "supervisor", "drill_coordinator", "it", "auditor"}),
+    ("auditor.index", "監査", {"auditor"}),
+)
+
+
+def format_age(hours: float) -> str:
+    if hours < 1:
+        return f"{max(int(hours * 60), 0)}分"
+    if hours < 48:
+        return f"{int(hours)}時間{int(hours * 60) % 60}分"
+    return f"{int(hours // 24)}日{int(hours % 24)}時間"
+
+
+def banner_context() -> dict:
+    config = current_app.config["SONAE"]
+    state = modes.current(get_ops())
+    summary = snapshot_summary(config)
+    eras = config["printing"]["eras"]
+    warning_hours = config["counter"]["data_age_warning_hours"]
+    level, warning, as_of_text, age_text = "ok", None, None, None
+    if summary is None:
+        level = "danger"
+        warning = "住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。"
+    else:
+        as_of_text = format_wareki_datetime(summary.as_of, eras)
+        age_text = format_age(summary.age_hours)
+        if summary.age_hours > warning_hours:
+            level = "danger"
+            warning = f"データが{age_text}前のものです（基準 {warning_hours:g}時間）。交付前に内容が古い可能性を住民の方に説明してください。"
+    if state.mode in (modes.SUSPECT, modes.RECOVERY) and level == "ok":
+        level = "caution"
+    drill = None
+    if "drills.index" in current_app.view_functions:
+        from fallback.drills import active_drill
+
+        drill = active_drill(get_ops())
+    return {
+        "mode": state.mode,
+        "mode_label": state.label,
+        "as_of": summary.as_of if summary else None,
+        "as_of_text": as_of_text,
+        "age_text": age_text,
+        "level": level,
+        "warning": warning,
+        "drill": drill,
+    }
+
+
+def nav_items() -> list[dict]:
+    if g.get("staff") is None:
+        return []
+    items = []
+    for endpoint, label, allowed in NAV:
+        if g.staff.role in allowed and endpoint in current_app.view_functions:
+            url = url_for(endpoint)
+            items.append({"url": url, "label": label, "active": request.path.startswith(url)})
+    return items
+
+
+def init_app(app) -> None:
+    @app.context_processor
+    def inject_banner():
+        return {"banner": banner_context(), "nav_items": nav_items(), "role_labels": ROLES}

@@ -1,0 +1,78 @@
+"""`sonae user`: local staff accounts."""
+
+from __future__ import annotations
+
+import click
+
+from fallback import users
+from fallback.commands.common import config, operator
+from fallback.ops import open_ops
+
+
+def _password(value: str | None) -> str:
+    return value or click.prompt("Password", hide_input=True, confirmation_prompt=True)
+
+
+@click.group("user")
+def user_group():
+    """Add, disable, re-enable and reset staff accounts."""
+
+
+@user_group.command("add")
+@click.argument("username")
+@click.option("--name", "display_name", required=True, help="Display name, e.g. 窓口 一郎.")
+@click.option("--role", type=click.Choice(sorted(users.ROLES)), required=True)
+@click.option("--password", help="Initial password (prompted if omitted; at least 10 characters).")
+@click.option("--actor", help="Who is doing this (default: the OS user).")
+def add(username, display_name, role, password, actor):
+    """Create an account."""
+    conn = open_ops(config())
+    try:
+        users.add_user(conn, username, display_name, role, _password(password), actor=operator(actor))
+    except users.UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"added {username} ({role})")
+
+
+@user_group.command("disable")
+@click.argument("username")
+@click.option("--actor")
+def disable(username, actor):
+    """Disable an account; its open sessions end at their next request."""
+    try:
+        users.set_disabled(open_ops(config()), username, True, actor=operator(actor))
+    except users.UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"disabled {username}")
+
+
+@user_group.command("enable")
+@click.argument("username")
+@click.option("--actor")
+def enable(username, actor):
+    """Re-enable a disabled account."""
+    try:
+        users.set_disabled(open_ops(config()), username, False, actor=operator(actor))
+    except users.UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"enabled {username}")
+
+
+@user_group.command("reset")
+@click.argument("username")
+@click.option("--password", help="New password (prompted if omitted).")
+@click.option("--actor")
+def reset(username, password, actor):
+    """Set a new password and clear a login lockout."""
+    try:
+        users.reset_password(open_ops(config()), username, _password(password), actor=operator(actor))
+    except users.UserError as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"password reset for {username}")
+
+
+@user_group.command("list")
+def list_users():
+    """List accounts with role and state."""
+    for user in users.list_users(open_ops(config())):
+        click.echo(f"{user.username}\t{user.role}\t{'disabled' if user.disabled else 'active'}\t{user.display_name}")

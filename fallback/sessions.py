@@ -1,0 +1,76 @@
+"""Server-side staff sessions.
+
+The signed cookie carries only a random session id and the CSRF token; the
+session row holds who is logged in at which terminal and printer (the
+発行番号 needs both) and when it was last used. An idle session is ended on
+the server, so a cookie copied from a counter PC is worthless after the
+timeout or a logout.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+from dataclasses import dataclass
+
+from fallback import audit
+from fallback.ops import Transaction, now, now_iso
+
+# Writing last_seen on every request would make every page view a disk
+# sync; a minute's resolution is plenty for a 20-minute idle timeout.
+TOUCH_EVERY = dt.timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class StaffSession:
+    id: str
+    username: str
+    role: str
+    terminal: str
+    office: str
+    printer: str
+    last_seen: str
+
+
+def start(conn, *, username: str, role: str, terminal: str, office: str, printer: str, remote: str | None) -> StaffSession:
+    session_id = secrets.token_urlsafe(32)
+    stamp = now_iso()
+    with Transaction(conn):
+        conn.execute(
+            "INSERT INTO sessions (id, username, role, terminal, office, printer, remote, created_at, last_seen) VALUES (?,?,?,?,?,?,?,?,?)",
+            (session_id, username, role, terminal, office, printer, remote, stamp, stamp),
+        )
+        audit.append(conn, username, "session.start", terminal, {"office": office, "printer": printer, "remote": remote})
+    return StaffSession(session_id, username, role, terminal, office, printer, stamp)
+
+
+def resume(conn, session_id: str, *, idle_minutes: int) -> tuple[StaffSession | None, str | None]:
+    """Return (session, None) for a live session, or (None, why) — why is
+    "expired" when it just timed out, so the login page can say so."""
+    row = conn.execute(
+        "SELECT s.id, s.username, s.role, s.terminal, s.office, s.printer, s.last_seen, s.ended_at, u.disabled "
+        "FROM sessions s JOIN users u ON u.username = s.username WHERE s.id = ?",
+        (session_id,),
+    ).fetchone()
+    if row is None or row[7] is not None:
+        return None, None
+    if row[8]:
+        end(conn, session_id, "account disabled")
+        return None, None
+    last_seen = dt.datetime.fromisoformat(row[6])
+    current = now()
+    if current - last_seen > dt.timedelta(minutes=idle_minutes):
+        end(conn, session_id, "idle timeout")
+        return None, "expired"
+    if current - last_seen > TOUCH_EVERY:
+        conn.execute("UPDATE sessions SET last_seen = ? WHERE id = ?", (current.isoformat(timespec="milliseconds"), session_id))
+    return StaffSession(*row[:7]), None
+
+
+def end(conn, session_id: str, reason: str) -> None:
+    with Transaction(conn):
+        row = conn.execute("SELECT username, terminal FROM sessions WHERE id = ? AND ended_at IS NULL", (session_id,)).fetchone()
+        if row is None:
+            return
+        conn.execute("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?", (now_iso(), reason, session_id))
+        audit.append(conn, row[0], "session.end", row[1], {"reason": reason})

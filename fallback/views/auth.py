@@ -1,0 +1,84 @@
+"""Login and logout. A clerk logs in at a named counter terminal; the
+terminal fixes the office and printer printed in every 発行番号."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+
+from fallback import sessions, users
+from fallback.db import get_ops
+from fallback.security import public
+
+bp = Blueprint("auth", __name__)
+
+HOME_BY_ROLE = {
+    "clerk": "counter.search",
+    "supervisor": "supervisor.index",
+    "drill_coordinator": "drills.index",
+    "it": "monitor.dashboard",
+    "auditor": "auditor.index",
+}
+
+
+def terminals() -> list[dict]:
+    return current_app.config["SONAE"]["counter"]["terminals"]
+
+
+def home_url(role: str) -> str:
+    endpoint = HOME_BY_ROLE[role]
+    return url_for(endpoint) if endpoint in current_app.view_functions else url_for("auth.home")
+
+
+def _safe_next(target: str | None) -> str | None:
+    # Only same-site paths: never an absolute URL an attacker could plant.
+    if target and target.startswith("/") and not target.startswith("//") and not target.startswith("/login"):
+        return target.rstrip("?")
+    return None
+
+
+@bp.route("/login", methods=["GET", "POST"])
+@public
+def login():
+    error = None
+    if request.method == "POST":
+        config = current_app.config["SONAE"]["security"]
+        terminal_id = request.form.get("terminal", "")
+        terminal = next((t for t in terminals() if t["id"] == terminal_id), None)
+        try:
+            if terminal is None:
+                raise users.LoginRefused("端末を選んでください。")
+            user = users.authenticate(
+                get_ops(), request.form.get("username", "").strip(), request.form.get("password", ""),
+                max_failures=config["login_max_failures"], lockout_minutes=config["login_lockout_minutes"],
+                remote=request.remote_addr,
+            )
+        except users.LoginRefused as exc:
+            error = str(exc)
+        else:
+            staff = sessions.start(
+                get_ops(), username=user.username, role=user.role, terminal=terminal["id"],
+                office=terminal["office"], printer=terminal["printer"], remote=request.remote_addr,
+            )
+            session.clear()
+            session["sid"] = staff.id
+            session["csrf"] = secrets.token_urlsafe(32)
+            session.permanent = False
+            return redirect(_safe_next(request.args.get("next")) or home_url(user.role))
+    expired = request.args.get("expired") == "1"
+    return render_template("login.html", error=error, expired=expired, terminals=terminals()), (401 if error else 200)
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    sessions.end(get_ops(), g.staff.id, "logout")
+    session.clear()
+    return redirect(url_for("auth.login"))
+
+
+@bp.route("/")
+def home():
+    if HOME_BY_ROLE.get(g.staff.role) in current_app.view_functions:
+        return redirect(url_for(HOME_BY_ROLE[g.staff.role]))
+    return render_template("home.html")
