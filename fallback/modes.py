@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fallback import audit
+from fallback import audit, drills
 from fallback.ops import Transaction, now_iso
 
 STANDBY, SUSPECT, DOWNTIME, RECOVERY = "standby", "suspect", "downtime", "recovery"
@@ -71,6 +71,8 @@ def current(conn) -> ModeState:
 def change(conn, to_mode: str, *, actor: str, role: str, reason: str) -> ModeState:
     """Move to `to_mode`, recording who, when and why, in one transaction
     with its audit entry."""
+    if to_mode not in LABELS:
+        raise ModeError(f"不明なモード {to_mode!r} です（standby, suspect, downtime, recovery のいずれか）。")
     reason = (reason or "").strip()
     if not reason:
         raise ModeError("理由を入力してください。")
@@ -89,6 +91,9 @@ def change(conn, to_mode: str, *, actor: str, role: str, reason: str) -> ModeSta
             (stamp, state.mode, to_mode, actor, reason),
         )
         audit.append(conn, actor, "mode.change", to_mode, {"from": state.mode, "to": to_mode, "reason": reason})
+        if to_mode == DOWNTIME:
+            # A real outage always wins over a rehearsal.
+            drills.suspend_active(conn, actor=actor, reason=f"実際の障害によりダウン対策モードへ切替え: {reason}")
     return ModeState(to_mode, stamp, actor, reason)
 
 

@@ -103,6 +103,110 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX sessions_user ON sessions(username, created_at);
     """,
+    # 3: issuance — requests, one certificate row per copy, serial counters,
+    # deferred requests. A serial is committed (status 'allocated') before
+    # its PDF exists; one whose PDF never got made is voided, never reused.
+    """
+    CREATE TABLE serial_counters (
+        scope TEXT PRIMARY KEY,
+        next_serial INTEGER NOT NULL,
+        last_serial INTEGER NOT NULL
+    );
+    CREATE TABLE requests (
+        id INTEGER PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        drill_id INTEGER,
+        clerk TEXT NOT NULL,
+        office TEXT NOT NULL,
+        terminal TEXT NOT NULL,
+        printer TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        subject_code TEXT NOT NULL,
+        requester_type TEXT NOT NULL,
+        requester_name TEXT,
+        requester_key TEXT,
+        identity_document TEXT,
+        purpose TEXT,
+        contact TEXT,
+        options TEXT NOT NULL,
+        copies INTEGER NOT NULL,
+        fee_yen INTEGER NOT NULL,
+        outcome TEXT NOT NULL,
+        refusal_rule TEXT,
+        refusal_reason TEXT,
+        approved_by TEXT,
+        flags TEXT NOT NULL DEFAULT '[]',
+        snapshot_generation INTEGER,
+        data_as_of TEXT
+    );
+    CREATE INDEX requests_created ON requests(scope, created_at);
+    CREATE INDEX requests_requester ON requests(requester_key, created_at);
+    CREATE TABLE certificates (
+        serial INTEGER NOT NULL,
+        scope TEXT NOT NULL,
+        request_id INTEGER NOT NULL REFERENCES requests(id),
+        copy_number INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        issued_at TEXT NOT NULL,
+        rendered_at TEXT,
+        pages INTEGER,
+        content_digest TEXT,
+        resident_codes TEXT NOT NULL,
+        printed_records TEXT NOT NULL,
+        pdf BLOB,
+        print_job TEXT,
+        print_state TEXT,
+        PRIMARY KEY (scope, serial)
+    );
+    CREATE INDEX certificates_request ON certificates(request_id);
+    CREATE TABLE deferred_requests (
+        id INTEGER PRIMARY KEY,
+        created_at TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        drill_id INTEGER,
+        clerk TEXT NOT NULL,
+        office TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        resident_code TEXT,
+        name TEXT NOT NULL,
+        contact TEXT NOT NULL,
+        delivery TEXT NOT NULL,
+        consent INTEGER NOT NULL,
+        note TEXT,
+        status TEXT NOT NULL DEFAULT 'open',
+        status_changed_at TEXT,
+        status_changed_by TEXT
+    );
+    """,
+    # 4: drills — everything a drill does is tagged with its id and kept
+    # out of real figures
+    """
+    CREATE TABLE drills (
+        id INTEGER PRIMARY KEY,
+        scenario TEXT NOT NULL,
+        title TEXT NOT NULL,
+        description TEXT NOT NULL DEFAULT '',
+        planned_start TEXT NOT NULL,
+        planned_end TEXT NOT NULL,
+        participants TEXT NOT NULL,
+        terminals TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        ended_at TEXT,
+        end_reason TEXT
+    );
+    CREATE TABLE drill_events (
+        id INTEGER PRIMARY KEY,
+        drill_id INTEGER NOT NULL REFERENCES drills(id),
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        event TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '{}'
+    );
+    """,
 ]
 
 

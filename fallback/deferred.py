@@ -1,0 +1,93 @@
+"""Deferred requests: what cannot be done during downtime (moves, seal
+registration, certificates to collect or be mailed later) is written down
+with contact details and consent, as a worklist for after recovery."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from fallback import audit
+from fallback.ops import Transaction, now_iso
+
+KINDS = {
+    "tennyu": "転入届",
+    "tenshutsu": "転出届",
+    "tenkyo": "転居届",
+    "inkan_toroku": "印鑑登録",
+    "certificate_later": "証明書（後日交付）",
+    "certificate_mail": "証明書（郵送）",
+    "other": "その他",
+}
+DELIVERY = {"counter": "窓口で受取り", "mail": "郵送（区負担）", "phone": "電話で連絡"}
+STATUSES = {"open": "未対応", "contacted": "連絡済み", "done": "完了"}
+
+
+class DeferredError(Exception):
+    """A deferred request that cannot be recorded; the message says what to fix."""
+
+
+def record(conn, *, clerk: str, office: str, kind: str, name: str, contact: str, delivery: str, consent: bool,
+           resident_code: str | None = None, note: str = "", scope: str = "real", drill_id: int | None = None) -> int:
+    if kind not in KINDS:
+        raise DeferredError("受付の種類を選んでください。")
+    if not name.strip():
+        raise DeferredError("氏名を入力してください。")
+    if not contact.strip():
+        raise DeferredError("連絡先（電話番号など）を入力してください。復旧後に連絡するために必要です。")
+    if delivery not in DELIVERY:
+        raise DeferredError("受取り方法を選んでください。")
+    if not consent:
+        raise DeferredError("連絡先を復旧後の連絡に使うことについて、住民の方の同意を確認してください。")
+    with Transaction(conn):
+        cursor = conn.execute(
+            "INSERT INTO deferred_requests (created_at, scope, drill_id, clerk, office, kind, resident_code, name, contact, delivery, consent, note) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,1,?)",
+            (now_iso(), scope, drill_id, clerk, office, kind, resident_code or None, name.strip(), contact.strip(), delivery, note.strip()),
+        )
+        audit.append(conn, clerk, "deferred.record", resident_code, {"id": cursor.lastrowid, "kind": kind}, drill=scope == "drill")
+    return cursor.lastrowid
+
+
+def set_status(conn, request_id: int, status: str, *, actor: str) -> None:
+    if status not in STATUSES:
+        raise DeferredError(f"unknown status {status!r}")
+    with Transaction(conn):
+        changed = conn.execute(
+            "UPDATE deferred_requests SET status = ?, status_changed_at = ?, status_changed_by = ? WHERE id = ?",
+            (status, now_iso(), actor, request_id),
+        ).rowcount
+        if not changed:
+            raise DeferredError(f"受付番号 {request_id} はありません。")
+        audit.append(conn, actor, "deferred.status", str(request_id), {"status": status})
+
+
+COLUMNS = ("id", "created_at", "office", "clerk", "kind", "resident_code", "name", "contact", "delivery", "note", "status", "status_changed_at", "status_changed_by")
+
+
+def worklist(conn, *, scope: str = "real", drill_id: int | None = None, status: str | None = None) -> list[dict]:
+    clauses, params = ["scope = ?"], [scope]
+    if drill_id is not None:
+        clauses.append("drill_id = ?")
+        params.append(drill_id)
+    if status:
+        clauses.append("status = ?")
+        params.append(status)
+    rows = conn.execute(f"SELECT {', '.join(COLUMNS)} FROM deferred_requests WHERE {' AND '.join(clauses)} ORDER BY id", params)
+    return [dict(zip(COLUMNS, row)) for row in rows]
+
+
+def to_csv(rows: list[dict]) -> str:
+    """CSV with Japanese headings, BOM-prefixed so Excel on the ward's PCs
+    opens it as UTF-8."""
+    headings = ["受付番号", "受付日時", "窓口", "受付者", "種類", "住民票コード", "氏名", "連絡先", "受取り方法", "備考", "状況", "状況更新日時", "更新者"]
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(headings)
+    for row in rows:
+        writer.writerow([
+            row["id"], row["created_at"], row["office"], row["clerk"], KINDS[row["kind"]], row["resident_code"] or "",
+            row["name"], row["contact"], DELIVERY[row["delivery"]], row["note"] or "", STATUSES[row["status"]],
+            row["status_changed_at"] or "", row["status_changed_by"] or "",
+        ])
+    return "\ufeff" + out.getvalue()

@@ -1,0 +1,380 @@
+"""Issuing certificates at the counter: the rules a clerk would otherwise
+have to remember, serial numbers, and the durable record of every request.
+
+The order of work is what makes a crash survivable:
+  1. check every rule against the snapshot (a refusal is recorded and
+     audited, nothing else happens);
+  2. in ONE transaction: allocate a serial per copy, write the request and
+     one `certificates` row per copy with status 'allocated', and its audit
+     entry — committed with synchronous=FULL before any PDF exists;
+  3. render each copy and store it (status 'rendered');
+  4. hand it to the printer queue if the terminal has one.
+A crash between 2 and 3 leaves 'allocated' rows; `void_unrendered` turns
+them into 'void' at the next start. A serial is never handed out twice.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from sync.normalize import name_key
+
+from fallback import audit
+from fallback.ops import Transaction, now, now_iso
+
+KINDS = {
+    "juminhyo": "住民票の写し",
+    "kisai": "住民票記載事項証明書",
+    "johyo": "除票の写し",
+    "inkan": "印鑑登録証明書",
+}
+REQUESTER_TYPES = {
+    "self": "本人",
+    "household": "同一世帯の方",
+    "agent": "代理人（委任状あり）",
+    "third_party": "第三者",
+}
+IDENTITY_DOCUMENTS = (
+    "マイナンバーカード", "運転免許証", "旅券", "在留カード・特別永住者証明書", "健康保険証等（2点）", "印鑑登録証", "その他",
+)
+OPTIONAL_ITEMS = {
+    "honseki": "本籍・筆頭者",
+    "head": "世帯主・続柄",
+    "resident_code": "住民票コード",
+    "individual_number": "個人番号",
+    "nationality": "国籍・地域",
+    "category": "30条の45区分",
+    "status": "在留資格",
+    "period": "在留期間",
+    "expiry": "満了日",
+    "card_number": "在留カード等番号",
+    "alias": "通称",
+}
+LAYOUTS = {"renketsu": "世帯連記式", "kojin": "個人票"}
+
+
+class IssueRefused(Exception):
+    """A request the rules do not allow. `rule` is a stable identifier
+    (for the API and the drill report), the message is for the clerk."""
+
+    def __init__(self, rule: str, message: str):
+        super().__init__(message)
+        self.rule = rule
+        self.message = message
+
+
+class IssueError(Exception):
+    """A request that is malformed (not a rule refusal): missing or invalid
+    fields. The clerk fixes the form and tries again; nothing is recorded."""
+
+
+@dataclass
+class IssueRequest:
+    kind: str
+    subject_code: str
+    requester_type: str
+    identity_document: str = ""
+    requester_name: str = ""
+    purpose: str = ""
+    contact: str = ""
+    members: list[str] = field(default_factory=list)  # empty: the subject only (juminhyo: whole household if whole_household)
+    whole_household: bool = False
+    layout: str = "renketsu"
+    items: list[str] = field(default_factory=list)
+    omit_katagaki: bool = False
+    copies: int = 1
+    delegation_letter: bool = False
+    seal_card_number: str = ""
+    approved_by: str | None = None  # a supervisor who approved on the spot (already authenticated)
+    acknowledge_move_out: bool = False
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "members": self.members, "whole_household": self.whole_household, "layout": self.layout,
+            "items": sorted(self.items), "omit_katagaki": self.omit_katagaki,
+            "delegation_letter": self.delegation_letter,
+        }
+
+
+@dataclass(frozen=True)
+class Clerk:
+    username: str
+    office: str
+    terminal: str
+    printer: str
+
+
+@dataclass(frozen=True)
+class Scope:
+    """'real' or 'drill'; a drill has its own serial range and records."""
+
+    name: str
+    drill_id: int | None = None
+
+    @property
+    def is_drill(self) -> bool:
+        return self.name == "drill"
+
+
+REAL = Scope("real")
+
+
+@dataclass
+class Plan:
+    """What a valid request will print: the residents (in household order),
+    the seal for 印鑑登録証明書, and flags for the clerk."""
+
+    residents: list[dict]
+    seal: dict | None
+    flags: list[str]
+    fee_yen: int
+
+
+@dataclass(frozen=True)
+class IssuedCopy:
+    serial: int
+    scope: str
+    copy_number: int
+
+
+@dataclass(frozen=True)
+class IssueResult:
+    request_id: int
+    copies: list[IssuedCopy]
+    flags: list[str]
+    fee_yen: int
+
+
+# --- validation and rules ----------------------------------------------------
+
+
+def validate_form(req: IssueRequest, max_copies: int) -> None:
+    if req.kind not in KINDS:
+        raise IssueError(f"証明書の種類を選んでください（{req.kind!r} は使えません）。")
+    if req.requester_type not in REQUESTER_TYPES:
+        raise IssueError("請求者の区分を選んでください。")
+    if not req.identity_document:
+        raise IssueError("本人確認書類を選んでください。")
+    if req.requester_type != "self" and not req.requester_name.strip():
+        raise IssueError("請求者（窓口に来た方）の氏名を入力してください。")
+    if not 1 <= req.copies <= max_copies:
+        raise IssueError(f"通数は1から{max_copies}までです。")
+    unknown = [item for item in req.items if item not in OPTIONAL_ITEMS]
+    if unknown:
+        raise IssueError(f"不明な記載事項: {', '.join(unknown)}")
+    if req.layout not in LAYOUTS:
+        raise IssueError("様式（世帯連記式・個人票）を選んでください。")
+    if req.kind == "inkan" and not req.seal_card_number.strip():
+        raise IssueError("印鑑登録証の番号を入力してください（印鑑登録証明書は登録証の提示が必要です）。")
+
+
+def requester_key(req: IssueRequest) -> str:
+    """Who a daily cap counts against: the resident for 本人, otherwise the
+    requester's normalised name (hashed: the key is for counting only)."""
+    basis = f"self:{req.subject_code}" if req.requester_type == "self" else f"name:{name_key(req.requester_name)}"
+    return hashlib.sha256(basis.encode()).hexdigest()[:32]
+
+
+def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_hours: float,
+                 third_party_allowed: bool) -> Plan:
+    """Apply every rule; return what to print or raise IssueRefused."""
+    subject = register.resident(req.subject_code)
+    if subject is None:
+        raise IssueError("対象の住民が写しに見つかりません。検索し直してください。")
+    kill_hours = counter_config["kill_switch_hours"].get(req.kind, 0)
+    if kill_hours and data_age_hours > kill_hours:
+        raise IssueRefused(
+            "kill_switch",
+            f"データが{data_age_hours:.0f}時間前のものであり、{KINDS[req.kind]}の交付は停止中です（上限{kill_hours}時間）。後日交付として受け付けてください。",
+        )
+    if req.requester_type == "third_party" and not third_party_allowed:
+        raise IssueRefused("third_party", "障害対応中は第三者からの請求を受け付けていません。後日交付として受け付けてください。")
+    if req.requester_type == "agent" and not req.delegation_letter:
+        raise IssueRefused("agent_without_letter", "代理人の請求には委任状が必要です。")
+
+    removed = subject["status"] == "removed"
+    if req.kind == "johyo" and not removed:
+        raise IssueRefused("johyo_for_active", "この方は現在の住民です。除票の写しではなく住民票の写しを交付してください。")
+    if req.kind != "johyo" and removed:
+        raise IssueRefused("removed_resident", "この方は除票です（転出・死亡等）。現在の住民票は交付できません。除票の写しを選んでください。")
+
+    seal = None
+    if req.kind == "inkan":
+        seal = _active_seal(register, subject, req.seal_card_number)
+        residents = [subject]
+    elif req.kind == "johyo":
+        residents = [subject]
+    else:
+        residents = _members(register, subject, req)
+
+    flags = []
+    protected = [r for r in residents if r.get("support_measure")]
+    for resident in protected:
+        is_self = req.requester_type == "self" and resident["resident_code"] == req.subject_code
+        if not is_self and not req.approved_by:
+            raise IssueRefused(
+                "support_measure",
+                "支援措置（DV等）の対象者が含まれています。本人以外への交付には係長の承認が必要です。係長を呼んでください。",
+            )
+    if protected:
+        flags.append("support_measure_approved" if req.approved_by else "support_measure_self")
+    if any(r.get("planned_move_out") for r in residents):
+        if not req.acknowledge_move_out:
+            raise IssueRefused(
+                "planned_move_out",
+                "転出予定の届出がある方です。転出届の内容は証明書に記載されません。住民の方に説明し、確認欄にチェックしてください。",
+            )
+        flags.append("planned_move_out")
+    fee = counter_config["fees_yen"].get(req.kind, 300) * req.copies
+    return Plan(residents=residents, seal=seal, flags=flags, fee_yen=fee)
+
+
+def _active_seal(register, subject: dict, card_number: str) -> dict:
+    seals = register.seals_of(subject["resident_code"])
+    if not seals:
+        raise IssueRefused("no_seal", "この方の印鑑登録はありません。")
+    active = [s for s in seals if s["status"] == "active"]
+    if not active:
+        raise IssueRefused("seal_revoked", "この方の印鑑登録は廃止されています。印鑑登録証明書は交付できません。")
+    seal = active[0]
+    if card_number.strip().upper() != seal["card_number"].upper():
+        raise IssueRefused("seal_card_mismatch", "印鑑登録証の番号が登録と一致しません。登録証を確認してください。")
+    return seal
+
+
+def _members(register, subject: dict, req: IssueRequest) -> list[dict]:
+    household = [r for r in register.household(subject["household_id"]) if r["status"] == "active"]
+    if req.whole_household:
+        return household
+    wanted = set(req.members) | {req.subject_code}
+    chosen = [r for r in household if r["resident_code"] in wanted]
+    missing = wanted - {r["resident_code"] for r in chosen}
+    if missing:
+        raise IssueError("選んだ方の中に、同じ世帯の現在の住民でない方がいます。")
+    return chosen
+
+
+def check_daily_cap(conn, key: str, copies: int, cap: int, scope: Scope) -> None:
+    if cap <= 0:
+        return
+    start_of_day = now().replace(hour=0, minute=0, second=0, microsecond=0).isoformat(timespec="milliseconds")
+    issued = conn.execute(
+        "SELECT coalesce(sum(copies), 0) FROM requests WHERE requester_key = ? AND created_at >= ? AND outcome = 'issued' AND scope = ?",
+        (key, start_of_day, scope.name),
+    ).fetchone()[0]
+    if issued + copies > cap:
+        raise IssueRefused(
+            "daily_cap",
+            f"本日この請求者への交付は{issued}通で、上限{cap}通を超えます。必要であれば後日交付として受け付けてください。",
+        )
+
+
+# --- recording -----------------------------------------------------------------
+
+
+def record_refusal(conn, req: IssueRequest, clerk: Clerk, scope: Scope, refusal: IssueRefused, *, snapshot_generation, data_as_of) -> int:
+    with Transaction(conn):
+        request_id = _insert_request(conn, req, clerk, scope, outcome="refused", fee=0, flags=[],
+                                     snapshot_generation=snapshot_generation, data_as_of=data_as_of,
+                                     refusal=refusal)
+        audit.append(conn, clerk.username, "issue.refused", req.subject_code,
+                     {"request": request_id, "kind": req.kind, "rule": refusal.rule,
+                      "requester_type": req.requester_type}, drill=scope.is_drill)
+    return request_id
+
+
+def _insert_request(conn, req, clerk, scope, *, outcome, fee, flags, snapshot_generation, data_as_of, refusal=None) -> int:
+    cursor = conn.execute(
+        """INSERT INTO requests (created_at, scope, drill_id, clerk, office, terminal, printer, kind, subject_code,
+               requester_type, requester_name, requester_key, identity_document, purpose, contact, options, copies,
+               fee_yen, outcome, refusal_rule, refusal_reason, approved_by, flags, snapshot_generation, data_as_of)
+           VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)""",
+        (now_iso(), scope.name, scope.drill_id, clerk.username, clerk.office, clerk.terminal, clerk.printer, req.kind,
+         req.subject_code, req.requester_type, req.requester_name or None, requester_key(req), req.identity_document,
+         req.purpose, req.contact, json.dumps(req.options(), ensure_ascii=False), req.copies, fee, outcome,
+         refusal.rule if refusal else None, refusal.message if refusal else None, req.approved_by,
+         json.dumps(flags), snapshot_generation, data_as_of),
+    )
+    return cursor.lastrowid
+
+
+def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, *, serial_range: tuple[int, int],
+                        daily_cap: int, snapshot_generation: int, data_as_of: str) -> IssueResult:
+    """Step 2: serials, request, certificate rows and audit in one durable
+    transaction. The daily cap is checked inside it so two counters cannot
+    both slip under the cap at once."""
+    with Transaction(conn):
+        check_daily_cap(conn, requester_key(req), req.copies, daily_cap, scope)
+        first = _take_serials(conn, scope.name, req.copies, serial_range)
+        request_id = _insert_request(conn, req, clerk, scope, outcome="issued", fee=plan.fee_yen, flags=plan.flags,
+                                     snapshot_generation=snapshot_generation, data_as_of=data_as_of)
+        codes = [r["resident_code"] for r in plan.residents]
+        printed = json.dumps(
+            {"residents": [{"resident_code": r["resident_code"], "version": r["version"], "updated_at": r["updated_at"]} for r in plan.residents],
+             "seal": {"seal_number": plan.seal["seal_number"], "version": plan.seal["version"]} if plan.seal else None},
+            ensure_ascii=False,
+        )
+        stamp = now_iso()
+        copies = []
+        for offset in range(req.copies):
+            serial = first + offset
+            conn.execute(
+                "INSERT INTO certificates (serial, scope, request_id, copy_number, status, issued_at, resident_codes, printed_records) "
+                "VALUES (?,?,?,?, 'allocated', ?, ?, ?)",
+                (serial, scope.name, request_id, offset + 1, stamp, json.dumps(codes), printed),
+            )
+            copies.append(IssuedCopy(serial, scope.name, offset + 1))
+        audit.append(conn, clerk.username, "issue", req.subject_code,
+                     {"request": request_id, "kind": req.kind, "serials": [c.serial for c in copies],
+                      "requester_type": req.requester_type, "approved_by": req.approved_by, "flags": plan.flags,
+                      "residents": codes}, drill=scope.is_drill)
+    return IssueResult(request_id, copies, plan.flags, plan.fee_yen)
+
+
+def _take_serials(conn, scope: str, count: int, serial_range: tuple[int, int]) -> int:
+    row = conn.execute("SELECT next_serial, last_serial FROM serial_counters WHERE scope = ?", (scope,)).fetchone()
+    if row is None:
+        conn.execute("INSERT INTO serial_counters (scope, next_serial, last_serial) VALUES (?,?,?)", (scope, serial_range[0], serial_range[1]))
+        row = (serial_range[0], serial_range[1])
+    first, last = row
+    if first + count - 1 > last:
+        raise IssueRefused("serials_exhausted", "この装置に割り当てられた発行番号を使い切りました。情報政策課に連絡してください。")
+    conn.execute("UPDATE serial_counters SET next_serial = ? WHERE scope = ?", (first + count, scope))
+    return first
+
+
+def store_rendered(conn, scope: str, serial: int, *, pdf: bytes, pages: int, content_digest: str) -> None:
+    with Transaction(conn):
+        conn.execute(
+            "UPDATE certificates SET status = 'rendered', rendered_at = ?, pdf = ?, pages = ?, content_digest = ? "
+            "WHERE scope = ? AND serial = ? AND status = 'allocated'",
+            (now_iso(), pdf, pages, content_digest, scope, serial),
+        )
+
+
+def record_print_job(conn, scope: str, serial: int, job: str | None, state: str) -> None:
+    conn.execute("UPDATE certificates SET print_job = ?, print_state = ? WHERE scope = ? AND serial = ?", (job, state, scope, serial))
+
+
+def void_unrendered(conn, *, older_than: dt.timedelta = dt.timedelta(minutes=2)) -> list[tuple[str, int]]:
+    """Void serials whose PDF was never produced (a crash between commit and
+    render). Run at start-up and by the worker. Returns (scope, serial)."""
+    cutoff = (now() - older_than).isoformat(timespec="milliseconds")
+    with Transaction(conn):
+        rows = conn.execute(
+            "SELECT scope, serial FROM certificates WHERE status = 'allocated' AND issued_at < ?", (cutoff,)
+        ).fetchall()
+        for scope, serial in rows:
+            conn.execute("UPDATE certificates SET status = 'void' WHERE scope = ? AND serial = ?", (scope, serial))
+        if rows:
+            audit.append(conn, "system", "issue.void", None, {"serials": [[s, n] for s, n in rows], "reason": "PDF never rendered (crash)"})
+    return [(s, n) for s, n in rows]
+
+
+def certificate_pdf(conn, scope: str, serial: int) -> bytes | None:
+    row = conn.execute("SELECT pdf FROM certificates WHERE scope = ? AND serial = ? AND status = 'rendered'", (scope, serial)).fetchone()
+    return row[0] if row else None

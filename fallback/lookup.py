@@ -1,0 +1,109 @@
+"""Finding residents: query parsing, the audited search and record view,
+and the flag for a clerk paging through many residents.
+
+Every search is audited with its query and every record view with the
+resident code — in the encrypted operational database, never in a log file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+from printing.wareki import parse_date_input
+
+from fallback import audit
+from fallback.ops import now
+
+MAX_RESULTS = 50
+
+
+class QueryError(Exception):
+    """A search the clerk must correct; the message says how."""
+
+
+@dataclass(frozen=True)
+class Query:
+    kana: str = ""
+    name: str = ""
+    birth: str = ""
+    address: str = ""
+    code: str = ""
+
+    @property
+    def empty(self) -> bool:
+        return not any((self.kana, self.name, self.birth, self.address, self.code))
+
+    def as_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v}
+
+
+def parse_query(args, eras) -> tuple[Query, dict]:
+    """Turn form/API arguments into Register.search keyword arguments."""
+    query = Query(**{k: (args.get(k) or "").strip() for k in ("kana", "name", "birth", "address", "code")})
+    if query.empty:
+        raise QueryError("カナ・氏名・生年月日・住所・住民票コードのいずれかを入力してください。")
+    criteria: dict = {}
+    if query.kana:
+        criteria["kana"] = query.kana
+    if query.name:
+        criteria["name"] = query.name
+    if query.address:
+        criteria["address"] = query.address
+    if query.code:
+        code = query.code.translate(str.maketrans("０１２３４５６７８９", "0123456789")).replace("-", "")
+        if not (code.isdigit() and len(code) == 11):
+            raise QueryError("住民票コードは11桁の数字です。")
+        criteria["resident_code"] = code
+    if query.birth:
+        try:
+            criteria["birth_date"] = parse_date_input(query.birth, eras)
+        except ValueError as exc:
+            raise QueryError(f"生年月日を読み取れません: {exc}") from exc
+    if set(criteria) == {"address"} and len(query.address) < 3:
+        raise QueryError("住所だけで検索するときは、町名を3文字以上入力してください。")
+    return query, criteria
+
+
+def search(conn, register, query: Query, criteria: dict, *, actor: str, drill: bool) -> list[dict]:
+    rows = register.search(**criteria, limit=MAX_RESULTS + 1)
+    audit.record(conn, actor, "search", None, {"query": query.as_dict(), "results": min(len(rows), MAX_RESULTS + 1)}, drill=drill)
+    return rows
+
+
+def view_resident(conn, register, code: str, *, actor: str, drill: bool, flag_count: int, flag_window_minutes: int) -> dict | None:
+    resident = register.resident(code)
+    audit.record(conn, actor, "view", code, {"found": resident is not None}, drill=drill)
+    if resident is not None:
+        flag_bulk_viewing(conn, actor, flag_count=flag_count, window=dt.timedelta(minutes=flag_window_minutes), drill=drill)
+    return resident
+
+
+def flag_bulk_viewing(conn, actor: str, *, flag_count: int, window: dt.timedelta, drill: bool) -> bool:
+    """Flag (once per window) a clerk who viewed more distinct residents
+    than `flag_count` within `window`: the pattern of someone browsing the
+    register rather than serving the person at the counter."""
+    since = (now() - window).isoformat(timespec="milliseconds")
+    viewed = conn.execute(
+        "SELECT count(DISTINCT target) FROM audit WHERE actor = ? AND action = 'view' AND at >= ?", (actor, since)
+    ).fetchone()[0]
+    if viewed <= flag_count:
+        return False
+    already = conn.execute(
+        "SELECT 1 FROM audit WHERE actor = 'system' AND action = 'flag.bulk_viewing' AND target = ? AND at >= ?", (actor, since)
+    ).fetchone()
+    if already:
+        return False
+    audit.record(conn, "system", "flag.bulk_viewing", actor,
+                 {"distinct_residents": viewed, "window_minutes": int(window.total_seconds() // 60)}, drill=drill)
+    return True
+
+
+def open_flags(conn, since: str) -> list[dict]:
+    return [
+        {"at": at, "clerk": target, **json.loads(detail)}
+        for at, target, detail in conn.execute(
+            "SELECT at, target, detail FROM audit WHERE action = 'flag.bulk_viewing' AND at >= ? ORDER BY id DESC", (since,)
+        )
+    ]

@@ -1,0 +1,213 @@
+"""The JSON API under /api/v1: everything the counter screens do, through
+the same service functions. Authentication is the same staff session as
+the screens (cookie), and unsafe methods need the X-CSRF-Token header."""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, session, url_for
+
+from fallback import deferred, issuance, lookup, modes, sessions, users
+from fallback.certificates import issue_certificate, request_from_form, supervisor_approval
+from fallback.counter_state import counter_scope
+from fallback.db import get_ops
+from fallback.openapi import OPENAPI
+from fallback.registry import get_register, snapshot_summary
+from fallback.security import csrf_token, public, roles
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+COUNTER_ROLES = ("clerk", "supervisor")
+
+
+def error(status: int, code: str, message: str, **extra):
+    return jsonify(error=code, message=message, **extra), status
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    return body if isinstance(body, dict) else {}
+
+
+def _open_counter():
+    scope, locked = counter_scope(get_ops(), g.staff)
+    if scope is None:
+        return None, error(423, "counter_locked", locked)
+    if get_register() is None:
+        return None, error(503, "no_snapshot", "no snapshot has been loaded yet")
+    return scope, None
+
+
+@bp.route("/openapi.json")
+@public
+def openapi():
+    return jsonify(OPENAPI)
+
+
+@bp.route("/session", methods=["GET"])
+@public
+def session_info():
+    staff = g.staff
+    body = {"csrf_token": csrf_token(), "authenticated": staff is not None}
+    if staff is not None:
+        body.update(username=staff.username, role=staff.role, terminal=staff.terminal, office=staff.office, printer=staff.printer)
+    return jsonify(body)
+
+
+@bp.route("/session", methods=["POST"])
+@public
+def login():
+    body = _json_body()
+    security = current_app.config["SONAE"]["security"]
+    terminal = next((t for t in current_app.config["SONAE"]["counter"]["terminals"] if t["id"] == body.get("terminal")), None)
+    if terminal is None:
+        return error(400, "bad_terminal", "terminal must be one of the configured counter terminals")
+    try:
+        user = users.authenticate(get_ops(), str(body.get("username", "")), str(body.get("password", "")),
+                                  max_failures=security["login_max_failures"], lockout_minutes=security["login_lockout_minutes"],
+                                  remote=request.remote_addr)
+    except users.LoginRefused as exc:
+        return error(401, "login_refused", str(exc))
+    staff = sessions.start(get_ops(), username=user.username, role=user.role, terminal=terminal["id"], office=terminal["office"],
+                           printer=terminal["printer"], remote=request.remote_addr)
+    session.clear()
+    session["sid"] = staff.id
+    session["csrf"] = secrets.token_urlsafe(32)
+    return jsonify(username=user.username, role=user.role, terminal=staff.terminal, csrf_token=session["csrf"]), 201
+
+
+@bp.route("/session", methods=["DELETE"])
+def logout():
+    sessions.end(get_ops(), g.staff.id, "logout")
+    session.clear()
+    return "", 204
+
+
+@bp.route("/status")
+def status():
+    state = modes.current(get_ops())
+    summary = snapshot_summary(current_app.config["SONAE"])
+    return jsonify(
+        mode=state.mode, mode_label=state.label, mode_since=state.since or None,
+        snapshot=None if summary is None else {
+            "generation": summary.generation, "as_of": summary.as_of.isoformat(),
+            "age_hours": round(summary.age_hours, 3), "residents": summary.residents, "seals": summary.seals,
+        },
+    )
+
+
+def resident_summary(r: dict) -> dict:
+    return {
+        "resident_code": r["resident_code"], "name": r["name"], "name_kana": r["name_kana"], "alias": r.get("alias"),
+        "birth_date": r["birth_date"], "sex": r["sex"], "address": r["address"], "household_id": r["household_id"],
+        "head_name": r["head_name"], "relationship": r["relationship"], "status": r["status"],
+        "support_measure": r["support_measure"], "planned_move_out": r.get("planned_move_out") is not None,
+        "foreign": r.get("foreign") is not None,
+    }
+
+
+@bp.route("/residents")
+@roles(*COUNTER_ROLES)
+def search():
+    scope, locked = _open_counter()
+    if locked:
+        return locked
+    try:
+        query, criteria = lookup.parse_query(request.args, current_app.config["SONAE"]["printing"]["eras"])
+    except lookup.QueryError as exc:
+        return error(400, "bad_query", str(exc))
+    rows = lookup.search(get_ops(), get_register(), query, criteria, actor=g.staff.username, drill=scope.is_drill)
+    return jsonify(results=[resident_summary(r) for r in rows[: lookup.MAX_RESULTS]], truncated=len(rows) > lookup.MAX_RESULTS)
+
+
+@bp.route("/residents/<code>")
+@roles(*COUNTER_ROLES)
+def resident(code):
+    scope, locked = _open_counter()
+    if locked:
+        return locked
+    register = get_register()
+    security = current_app.config["SONAE"]["security"]
+    person = lookup.view_resident(get_ops(), register, code, actor=g.staff.username, drill=scope.is_drill,
+                                  flag_count=security["view_flag_count"], flag_window_minutes=security["view_flag_window_minutes"])
+    if person is None:
+        return error(404, "not_found", "no resident with this code in the snapshot")
+    return jsonify(
+        resident=resident_summary(person),
+        household=[resident_summary(m) for m in register.household(person["household_id"])],
+        seals=[{"seal_number": s["seal_number"], "status": s["status"], "registered_on": s["registered_on"]} for s in register.seals_of(code)],
+    )
+
+
+@bp.route("/residents/<code>/certificates", methods=["POST"])
+@roles(*COUNTER_ROLES)
+def issue(code):
+    scope, locked = _open_counter()
+    if locked:
+        return locked
+    body = _json_body()
+    conn = get_ops()
+    try:
+        req = request_from_form(code, body)
+        if body.get("approver"):
+            req.approved_by = supervisor_approval(conn, current_app.config["SONAE"], str(body["approver"]),
+                                                  str(body.get("approver_password", "")), clerk=g.staff.username, subject=code)
+        result = issue_certificate(conn, get_register(), req, g.staff, scope, current_app.config["SONAE"])
+    except issuance.IssueRefused as exc:
+        return error(422, "refused", exc.message, rule=exc.rule)
+    except issuance.IssueError as exc:
+        return error(400, "bad_request", str(exc))
+    return jsonify(
+        request_id=result.request_id, fee_yen=result.fee_yen, flags=result.flags,
+        certificates=[{"serial": c.serial, "scope": c.scope, "copy": c.copy_number,
+                       "pdf": url_for("api.certificate_pdf", scope=c.scope, serial=c.serial)} for c in result.copies],
+    ), 201
+
+
+@bp.route("/certificates/<scope>/<int:serial>.pdf")
+@roles(*COUNTER_ROLES)
+def certificate_pdf(scope, serial):
+    pdf = issuance.certificate_pdf(get_ops(), scope, serial)
+    if pdf is None:
+        return error(404, "not_found", "no rendered certificate with this serial")
+    from fallback import audit
+
+    audit.record(get_ops(), g.staff.username, "certificate.open", f"{scope}:{serial}", {}, drill=scope == "drill")
+    return Response(pdf, mimetype="application/pdf", headers={"Cache-Control": "no-store"})
+
+
+@bp.route("/deferred", methods=["GET"])
+@roles(*COUNTER_ROLES)
+def deferred_list():
+    scope, _ = counter_scope(get_ops(), g.staff)
+    return jsonify(deferred=deferred.worklist(get_ops(), scope=scope.name if scope else "real",
+                                              drill_id=scope.drill_id if scope else None))
+
+
+@bp.route("/deferred", methods=["POST"])
+@roles(*COUNTER_ROLES)
+def deferred_create():
+    body = _json_body()
+    scope, _ = counter_scope(get_ops(), g.staff)
+    try:
+        request_id = deferred.record(
+            get_ops(), clerk=g.staff.username, office=g.staff.office, kind=str(body.get("kind", "")),
+            name=str(body.get("name", "")), contact=str(body.get("contact", "")), delivery=str(body.get("delivery", "")),
+            consent=body.get("consent") is True, resident_code=body.get("resident_code") or None, note=str(body.get("note", "")),
+            scope=scope.name if scope else "real", drill_id=scope.drill_id if scope else None,
+        )
+    except deferred.DeferredError as exc:
+        return error(400, "bad_request", str(exc))
+    return jsonify(id=request_id), 201
+
+
+@bp.route("/mode", methods=["POST"])
+@roles("supervisor", "it")
+def change_mode():
+    body = _json_body()
+    try:
+        state = modes.change(get_ops(), str(body.get("to_mode", "")), actor=g.staff.username, role=g.staff.role,
+                             reason=str(body.get("reason", "")))
+    except modes.ModeError as exc:
+        return error(409, "mode_refused", str(exc))
+    return jsonify(mode=state.mode, since=state.since, reason=state.reason)

@@ -1,0 +1,161 @@
+"""The counter: search → select → certificate type → issue → print, all
+from the keyboard. Open only in downtime (or for a drill's participants)."""
+
+from __future__ import annotations
+
+from werkzeug.datastructures import MultiDict
+from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
+
+from fallback import deferred, issuance, lookup
+from fallback.certificates import issue_certificate, request_from_form, supervisor_approval
+from fallback.counter_state import counter_scope
+from fallback.db import get_ops
+from fallback.registry import get_register
+from fallback.security import roles
+
+bp = Blueprint("counter", __name__, url_prefix="/counter")
+
+COUNTER_ROLES = ("clerk", "supervisor")
+
+
+def _locked_page(reason: str):
+    return render_template("counter/locked.html", reason=reason), 423
+
+
+@bp.route("/")
+@roles(*COUNTER_ROLES)
+def search():
+    scope, locked = counter_scope(get_ops(), g.staff)
+    if scope is None:
+        return _locked_page(locked)
+    register = get_register()
+    if register is None:
+        return _locked_page("住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。")
+    results, error, query = None, None, None
+    if any(request.args.get(k) for k in ("kana", "name", "birth", "address", "code")):
+        try:
+            query, criteria = lookup.parse_query(request.args, current_app.config["SONAE"]["printing"]["eras"])
+            results = lookup.search(get_ops(), register, query, criteria, actor=g.staff.username, drill=scope.is_drill)
+        except lookup.QueryError as exc:
+            error = str(exc)
+    truncated = results is not None and len(results) > lookup.MAX_RESULTS
+    return render_template(
+        "counter/search.html", results=(results or [])[: lookup.MAX_RESULTS], searched=results is not None,
+        truncated=truncated, error=error, args=request.args, scope=scope,
+    )
+
+
+@bp.route("/resident/<code>")
+@roles(*COUNTER_ROLES)
+def resident(code):
+    scope, locked = counter_scope(get_ops(), g.staff)
+    if scope is None:
+        return _locked_page(locked)
+    register = get_register()
+    security = current_app.config["SONAE"]["security"]
+    person = lookup.view_resident(get_ops(), register, code, actor=g.staff.username, drill=scope.is_drill,
+                                  flag_count=security["view_flag_count"], flag_window_minutes=security["view_flag_window_minutes"])
+    if person is None:
+        abort(404, "この住民票コードの方は写しにいません。")
+    household = register.household(person["household_id"])
+    seals = register.seals_of(code)
+    return render_template("counter/resident.html", person=person, household=household, seals=seals, scope=scope,
+                           form=MultiDict(), error=None, **_form_choices())
+
+
+def _form_choices() -> dict:
+    return {
+        "kinds": issuance.KINDS, "requester_types": issuance.REQUESTER_TYPES, "documents": issuance.IDENTITY_DOCUMENTS,
+        "optional_items": issuance.OPTIONAL_ITEMS, "layouts": issuance.LAYOUTS,
+    }
+
+
+@bp.route("/resident/<code>/issue", methods=["POST"])
+@roles(*COUNTER_ROLES)
+def issue(code):
+    scope, locked = counter_scope(get_ops(), g.staff)
+    if scope is None:
+        return _locked_page(locked)
+    register = get_register()
+    conn = get_ops()
+    try:
+        req = request_from_form(code, request.form)
+        approval_user = request.form.get("approver", "").strip()
+        if approval_user:
+            req.approved_by = supervisor_approval(conn, current_app.config["SONAE"], approval_user,
+                                                  request.form.get("approver_password", ""), clerk=g.staff.username, subject=code)
+        result = issue_certificate(conn, register, req, g.staff, scope, current_app.config["SONAE"])
+    except (issuance.IssueError, issuance.IssueRefused) as exc:
+        person = register.resident(code)
+        if person is None:
+            abort(404)
+        refused = isinstance(exc, issuance.IssueRefused)
+        return render_template(
+            "counter/resident.html", person=person, household=register.household(person["household_id"]),
+            seals=register.seals_of(code), scope=scope, form=request.form, error=str(exc),
+            refusal_rule=exc.rule if refused else None, **_form_choices(),
+        ), 422
+    return redirect(url_for("counter.issued", request_id=result.request_id))
+
+
+@bp.route("/issued/<int:request_id>")
+@roles(*COUNTER_ROLES)
+def issued(request_id):
+    conn = get_ops()
+    request_row = conn.execute(
+        "SELECT id, kind, subject_code, copies, fee_yen, flags, clerk, scope FROM requests WHERE id = ? AND outcome = 'issued'", (request_id,)
+    ).fetchone()
+    if request_row is None:
+        abort(404)
+    copies = conn.execute(
+        "SELECT serial, scope, copy_number, status, pages, print_job, print_state FROM certificates WHERE request_id = ? ORDER BY copy_number",
+        (request_id,),
+    ).fetchall()
+    return render_template("counter/issued.html", req=request_row, copies=copies, kinds=issuance.KINDS)
+
+
+@bp.route("/certificate/<scope>/<int:serial>.pdf")
+@roles(*COUNTER_ROLES)
+def certificate_pdf(scope, serial):
+    conn = get_ops()
+    pdf = issuance.certificate_pdf(conn, scope, serial)
+    if pdf is None:
+        abort(404)
+    from fallback import audit
+
+    audit.record(conn, g.staff.username, "certificate.open", f"{scope}:{serial}", {}, drill=scope == "drill")
+    return Response(pdf, mimetype="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="{scope}-{serial:06d}.pdf"', "Cache-Control": "no-store"})
+
+
+@bp.route("/deferred", methods=["GET", "POST"], endpoint="deferred")
+@roles(*COUNTER_ROLES)
+def deferred_requests():
+    conn = get_ops()
+    scope, _ = counter_scope(conn, g.staff)
+    scope_name = scope.name if scope else "real"
+    drill_id = scope.drill_id if scope else None
+    error, saved = None, None
+    if request.method == "POST":
+        form = request.form
+        try:
+            saved = deferred.record(
+                conn, clerk=g.staff.username, office=g.staff.office, kind=form.get("kind", ""), name=form.get("name", ""),
+                contact=form.get("contact", ""), delivery=form.get("delivery", ""), consent=form.get("consent") == "1",
+                resident_code=form.get("resident_code") or None, note=form.get("note", ""), scope=scope_name, drill_id=drill_id,
+            )
+        except deferred.DeferredError as exc:
+            error = str(exc)
+    rows = deferred.worklist(conn, scope=scope_name, drill_id=drill_id)
+    return render_template("counter/deferred.html", rows=rows, error=error, saved=saved, form=request.form if error else MultiDict(),
+                           kinds=deferred.KINDS, delivery=deferred.DELIVERY, statuses=deferred.STATUSES,
+                           prefill_code=request.args.get("resident_code", ""), prefill_name=request.args.get("name", "")), (422 if error else 200)
+
+
+@bp.route("/deferred.csv")
+@roles("supervisor")
+def deferred_csv():
+    rows = deferred.worklist(get_ops(), scope="real")
+    return Response(deferred.to_csv(rows), mimetype="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": 'attachment; filename="deferred-requests.csv"'})
+
