@@ -112,7 +112,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "morning_report": "07:30",
     },
     "sla": {"threshold_percent": 97.5},
-    "web": {"host": "127.0.0.1", "port": 8080, "threads": 16, "public_base_url": "http://127.0.0.1:8080"},
+    "web": {
+        "host": "127.0.0.1",
+        "port": 8080,
+        "threads": 16,
+        "public_base_url": "http://127.0.0.1:8080",
+        "runbooks_dir": "",  # empty: runbooks/ beside the source tree
+    },
 }
 
 
