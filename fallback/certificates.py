@@ -6,12 +6,14 @@ the one place that turns a counter request into printed certificates.
 
 from __future__ import annotations
 
+from printing.model import CertificateError
+
 from fallback import audit, issuance, users
 from fallback.config import Config
 from fallback.issuance import Clerk, IssueRefused, IssueRequest, Scope
 from fallback.ops import now
 from fallback.printer import print_certificate
-from fallback.rendering import render_issued
+from fallback.rendering import build_certificate, render_issued
 
 
 def _flag(form, name: str) -> bool:
@@ -83,6 +85,10 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
             register, req, counter_config=counter, data_age_hours=age_hours,
             third_party_allowed=counter["third_party_during_downtime"],
         )
+        try:
+            build_certificate(config, req, plan, clerk, scope, serial=0, data_as_of=meta.as_of)
+        except CertificateError as exc:
+            raise issuance.IssueError(str(exc)) from exc
         serial_range = tuple(counter["drill_serial_range"] if scope.is_drill else counter["serial_range"])
         result = issuance.allocate_and_record(conn, req, plan, clerk, scope, serial_range=serial_range,
                                               daily_cap=counter["daily_cap_per_requester"], **snapshot)

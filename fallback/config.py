@@ -98,6 +98,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "auto_downtime_after_minutes": 0,  # 0: a supervisor always declares
         "batch_deadline": "09:00",
         "synthetic_resident": "",  # resident code read by the synthetic probe
+        # a batch still "running" between this time and batch_deadline is
+        # normal overnight work; outside that window it is stuck
+        "batch_window_start": "20:00",
+        "retention_days": 400,  # probe results kept (a year of SLA months)
     },
     "alerts": {
         "webhook_url": "",
@@ -110,8 +114,20 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "disk_low_percent": 10.0,
         "repeat_minutes": 60,
         "morning_report": "07:30",
+        "evaluate_interval_s": 20,
+        "webhook_retries": 3,
+        "webhook_timeout_s": 5.0,
+        "audit_verify_minutes": 60,  # the full audit-chain check is read-heavy
+        "metrics_token": "",  # empty: /metrics is public; else "Authorization: Bearer <token>"
     },
     "sla": {"threshold_percent": 97.5},
+    "drills": {
+        "yearly_month": 9,  # the ward's yearly downtime drill (Shinagawa: every September)
+        "remind_days_before": 60,  # `sonae drill schedule` starts reminding this many days ahead
+    },
+    "recovery": {
+        "interval_s": 60,  # the worker retries reconciliation this often until upstream answers
+    },
     "web": {
         "host": "127.0.0.1",
         "port": 8080,

@@ -207,6 +207,125 @@ MIGRATIONS: list[str] = [
         detail TEXT NOT NULL DEFAULT '{}'
     );
     """,
+    # 5: monitoring — one row per probe of one upstream component, the
+    # debounced state of each component, alerts and every delivery attempt,
+    # the morning reports, and the monitor's own cursors
+    """
+    CREATE TABLE probes (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        component TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        latency_ms REAL,
+        error TEXT
+    );
+    CREATE INDEX probes_component_at ON probes(component, at);
+    CREATE INDEX probes_at ON probes(at);
+    CREATE TABLE component_status (
+        component TEXT PRIMARY KEY,
+        status TEXT NOT NULL,
+        since TEXT NOT NULL,
+        streak_ok INTEGER NOT NULL,
+        streak_count INTEGER NOT NULL,
+        streak_since TEXT NOT NULL,
+        last_at TEXT NOT NULL,
+        last_state TEXT NOT NULL,
+        last_latency_ms REAL,
+        last_error TEXT,
+        probes_ok INTEGER NOT NULL DEFAULT 0,
+        probes_failed INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE alerts (
+        id INTEGER PRIMARY KEY,
+        key TEXT NOT NULL,
+        severity TEXT NOT NULL,
+        title TEXT NOT NULL,
+        what TEXT NOT NULL,
+        still_works TEXT NOT NULL,
+        runbook TEXT NOT NULL,
+        since TEXT NOT NULL,
+        opened_at TEXT NOT NULL,
+        last_notified_at TEXT NOT NULL,
+        notifications INTEGER NOT NULL DEFAULT 1,
+        resolved_at TEXT
+    );
+    CREATE UNIQUE INDEX alerts_one_open ON alerts(key) WHERE resolved_at IS NULL;
+    CREATE TABLE alert_deliveries (
+        id INTEGER PRIMARY KEY,
+        alert_id INTEGER NOT NULL REFERENCES alerts(id),
+        at TEXT NOT NULL,
+        event TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        ok INTEGER NOT NULL,
+        attempts INTEGER NOT NULL,
+        error TEXT
+    );
+    CREATE TABLE morning_reports (
+        day TEXT PRIMARY KEY,
+        generated_at TEXT NOT NULL,
+        report TEXT NOT NULL,
+        mailed INTEGER NOT NULL,
+        mail_error TEXT
+    );
+    CREATE TABLE monitor_state (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    """,
+    # 6: runbook ticks, drill personas, post-outage reconciliation. Ticks
+    # are appended (a withdrawn tick is a new row with done = 0), so the
+    # incident report can show who ticked what and when.
+    """
+    CREATE TABLE runbook_ticks (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        scope TEXT NOT NULL,
+        drill_id INTEGER,
+        runbook TEXT NOT NULL,
+        step_id TEXT NOT NULL,
+        step_text TEXT NOT NULL,
+        role TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        done INTEGER NOT NULL
+    );
+    CREATE INDEX runbook_ticks_scope ON runbook_ticks(scope, drill_id, at);
+
+    CREATE TABLE drill_personas (
+        id INTEGER PRIMARY KEY,
+        drill_id INTEGER NOT NULL REFERENCES drills(id),
+        case_key TEXT NOT NULL,
+        resident_code TEXT,
+        synthetic TEXT,
+        UNIQUE (drill_id, case_key)
+    );
+
+    CREATE TABLE recovery_checks (
+        id INTEGER PRIMARY KEY,
+        request_id INTEGER NOT NULL REFERENCES requests(id),
+        resident_code TEXT NOT NULL,
+        checked_at TEXT NOT NULL,
+        printed_version INTEGER NOT NULL,
+        printed_updated_at TEXT NOT NULL,
+        upstream_version INTEGER,
+        upstream_updated_at TEXT,
+        verdict TEXT NOT NULL,
+        difference TEXT NOT NULL DEFAULT '[]',
+        action TEXT NOT NULL DEFAULT '',
+        status TEXT NOT NULL DEFAULT 'open',
+        status_changed_at TEXT,
+        status_changed_by TEXT,
+        UNIQUE (request_id, resident_code)
+    );
+    CREATE TABLE recovery_attempts (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        checked INTEGER NOT NULL,
+        pending INTEGER NOT NULL,
+        error TEXT
+    );
+    """,
 ]
 
 

@@ -1,0 +1,55 @@
+"""From an issuance plan to the printing package's plain certificate data.
+
+`printing` knows nothing of configuration, snapshots or requests; this is
+where the appliance's config and the issued copy's stamp are turned into
+what it renders."""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+
+from printing.model import Certificate, IssueStamp, Municipality, PrintSettings
+from printing.render import RenderedCertificate, render_certificate
+
+from fallback.config import Config
+from fallback.issuance import Clerk, IssuedCopy, IssueRequest, Plan, Scope
+from fallback.keys import signing_key
+from fallback.ops import now
+
+
+@lru_cache(maxsize=4)
+def _settings(config: Config) -> tuple[PrintSettings, Municipality]:
+    # Config objects live as long as the app; building these once keeps the
+    # era table and the seal image parsed once, not per certificate.
+    settings = PrintSettings.from_config_section(config["printing"], font_cache_dir=config.home / "font-cache")
+    return settings, Municipality.from_config_section(config["municipality"])
+
+
+def print_settings(config: Config) -> PrintSettings:
+    return _settings(config)[0]
+
+
+def municipality(config: Config) -> Municipality:
+    return _settings(config)[1]
+
+
+def build_certificate(config: Config, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, *, serial: int,
+                      data_as_of: dt.datetime) -> Certificate:
+    """The certificate as printing sees it. Building it validates the
+    combination (layout, items, seal), so issuance builds one before it
+    allocates any serial: a request printing would refuse never costs one."""
+    settings, town = _settings(config)
+    stamp = IssueStamp(serial=serial, issued_at=now(), data_as_of=data_as_of, municipality=town,
+                       terminal=clerk.terminal, printer_id=clerk.printer, drill=scope.is_drill)
+    return Certificate(
+        kind=req.kind, residents=plan.residents, stamp=stamp, settings=settings,
+        layout="kojin" if req.kind in ("johyo", "inkan") else req.layout, seal=plan.seal,
+        requested=frozenset(req.items), omit_katagaki=req.omit_katagaki and req.kind == "kisai",
+    )
+
+
+def render_issued(config: Config, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, copy: IssuedCopy,
+                  data_as_of: dt.datetime) -> RenderedCertificate:
+    certificate = build_certificate(config, req, plan, clerk, scope, serial=copy.serial, data_as_of=data_as_of)
+    return render_certificate(certificate, signing_key(config))

@@ -1,0 +1,87 @@
+"""The `sonae` CLI as an operator runs it: a real subprocess, real config
+and keys, exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def sonae(*args, env=None, input=None):
+    return subprocess.run([sys.executable, "-m", "fallback.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, input=input)
+
+
+@pytest.fixture
+def env(sonae_env):
+    return {k: v for k, v in os.environ.items() if k.startswith("SONAE_")}
+
+
+def test_help_lists_every_area():
+    out = sonae("--help").stdout
+    for command in ("serve", "worker", "sync", "snapshot", "key", "user", "audit", "verify", "certificate", "mode", "demo", "cloudsim"):
+        assert f"  {command}" in out, command
+
+
+def test_user_lifecycle(env):
+    assert sonae("user", "add", "clerk1", "--name", "窓口 一郎", "--role", "clerk", "--password", "long-enough-pw", env=env).returncode == 0
+    duplicate = sonae("user", "add", "clerk1", "--name", "x", "--role", "clerk", "--password", "long-enough-pw", env=env)
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr and len(duplicate.stderr.strip().splitlines()) == 1
+    short = sonae("user", "add", "clerk2", "--name", "x", "--role", "clerk", "--password", "short", env=env)
+    assert short.returncode == 1 and "at least 10" in short.stderr
+    assert sonae("user", "disable", "clerk1", env=env).returncode == 0
+    assert "clerk1\tclerk\tdisabled" in sonae("user", "list", env=env).stdout
+    assert sonae("user", "reset", "clerk1", "--password", "another-long-pw", env=env).returncode == 0
+    assert sonae("user", "reset", "nobody", "--password", "another-long-pw", env=env).returncode == 1
+
+
+def test_mode_set_and_history_are_audited(env):
+    assert sonae("mode", "set", "downtime", "--reason", "住民記録システム障害", "--actor", "it-oncall", env=env).returncode == 0
+    assert sonae("mode", "show", env=env).stdout.startswith("downtime")
+    refused = sonae("mode", "set", "standby", "--reason", "x", env=env)
+    assert refused.returncode == 1 and "切り替えられません" in refused.stderr
+    exported = [json.loads(line) for line in sonae("audit", "export", "--action", "mode", env=env).stdout.splitlines()]
+    assert [(e["actor"], e["detail"]["to"]) for e in exported] == [("it-oncall", "downtime")]
+    assert "intact" in sonae("audit", "verify", env=env).stdout
+
+
+def test_wrong_key_is_a_one_line_error(env, tmp_path):
+    assert sonae("mode", "show", env=env).returncode == 0  # creates the ops database with the right key
+    other = tmp_path / "other.key"
+    other.write_text("A" * 43 + "=\n")
+    other.chmod(0o600)
+    result = sonae("mode", "show", env={**env, "SONAE_SECURITY_KEY_FILE": str(other)})
+    assert result.returncode == 1
+    assert "cannot be opened with the configured key" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_key_file_readable_by_others_is_refused(env):
+    os.chmod(env["SONAE_SECURITY_KEY_FILE"], 0o644)
+    result = sonae("mode", "show", env=env)
+    assert result.returncode == 1 and "chmod 600" in result.stderr
+
+
+def test_key_inside_data_directory_is_refused(env):
+    inside = os.path.join(env["SONAE_HOME"], "master.key")
+    with open(env["SONAE_SECURITY_KEY_FILE"]) as src, open(inside, "w") as dst:
+        dst.write(src.read())
+    os.chmod(inside, 0o600)
+    result = sonae("mode", "show", env={**env, "SONAE_SECURITY_KEY_FILE": inside})
+    assert result.returncode == 1 and "inside the data directory" in result.stderr
+
+
+def test_audit_verify_fails_on_a_tampered_log(env, sonae_env):
+    from fallback.ops import open_ops
+
+    sonae("user", "add", "clerk1", "--name", "x", "--role", "clerk", "--password", "long-enough-pw", env=env)
+    sonae("user", "disable", "clerk1", env=env)
+    conn = open_ops(sonae_env)
+    conn.execute("DROP TRIGGER audit_no_update")
+    conn.execute("UPDATE audit SET actor = 'someone-else' WHERE id = 1")
+    result = sonae("audit", "verify", env=env)
+    assert result.returncode == 1 and "entry 1" in result.stderr

@@ -1,0 +1,295 @@
+"""The counter through the real app: locks, search, the issuance rules,
+serials, deferred requests. Example register: 山田 household (3), 髙橋﨑子,
+葛󠄂城辻󠄂 (IVS), foreign residents, 佐藤美咲 (support measure), 鈴木次郎
+(removed), 田中健 (planned move-out)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+
+import pytest
+
+from fallback import audit, issuance
+from fallback.ops import open_ops
+
+from .conftest import text_of
+
+YAMADA_TARO, YAMADA_HANAKO, TAKAHASHI, KATSURAGI = "10000000011", "10000000029", "10000000045", "10000000053"
+SATO_SUPPORT, SUZUKI_REMOVED, TANAKA_MOVING = "10000000087", "10000000095", "10000000100"
+
+SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": "1"}
+
+
+def pdf_text(pdf: bytes, tmp_path) -> str:
+    path = tmp_path / "cert.pdf"
+    path.write_bytes(pdf)
+    return subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True).stdout
+
+
+# --- locks and login -----------------------------------------------------------
+
+
+def test_counter_is_locked_outside_downtime(login):
+    clerk = login("clerk1")
+    response = clerk.get("/counter/?kana=ヤマダ")
+    assert response.status_code == 423
+    assert "ダウン対策モード" in text_of(response)
+    api = clerk.api("GET", "/api/v1/residents?kana=ヤマダ")
+    assert api.status_code == 423 and api.get_json()["error"] == "counter_locked"
+
+
+def test_every_page_needs_login(appliance):
+    client = appliance.test_client()
+    for path in ("/counter/", "/supervisor/", f"/counter/resident/{YAMADA_TARO}"):
+        response = client.get(path)
+        assert response.status_code == 302 and "/login" in response.headers["Location"]
+    assert client.get("/api/v1/residents?kana=ヤマダ").status_code == 401
+
+
+def test_forms_without_csrf_token_are_refused(login, downtime):
+    clerk = login("clerk1")
+    response = clerk.client.post(f"/counter/resident/{YAMADA_TARO}/issue", data=SELF_REQUEST)
+    assert response.status_code == 400
+    api = clerk.client.post(f"/api/v1/residents/{YAMADA_TARO}/certificates", json=SELF_REQUEST)
+    assert api.status_code == 400 and api.get_json()["error"] == "csrf"
+
+
+def test_clerk_cannot_declare_downtime(login):
+    clerk = login("clerk1")
+    assert clerk.post("/supervisor/mode", {"to_mode": "downtime", "reason": "x"}).status_code == 403
+
+
+def test_declaring_downtime_needs_a_reason(login):
+    boss = login("boss")
+    boss.post("/supervisor/mode", {"to_mode": "downtime", "reason": ""})
+    assert "理由を入力" in text_of(boss.get("/supervisor/"))
+    assert boss.api("GET", "/api/v1/status").get_json()["mode"] == "standby"
+
+
+def test_failed_logins_lock_the_account(appliance):
+    client = appliance.test_client()
+    csrf = client.get("/api/v1/session").get_json()["csrf_token"]
+    for _ in range(5):
+        bad = client.post("/login", data={"username": "clerk1", "password": "wrong-password", "terminal": "本庁1", "csrf_token": csrf})
+        assert bad.status_code == 401
+    locked = client.post("/login", data={"username": "clerk1", "password": "correct-horse-battery", "terminal": "本庁1", "csrf_token": csrf})
+    assert locked.status_code == 401 and "ロック" in text_of(locked)
+
+
+def test_idle_session_expires(appliance, login, monkeypatch):
+    clerk = login("clerk1")
+    conn = open_ops(appliance.config["SONAE"])
+    stale = (dt.datetime.now(dt.timezone(dt.timedelta(hours=9))) - dt.timedelta(minutes=21)).isoformat()
+    conn.execute("UPDATE sessions SET last_seen = ?", (stale,))
+    response = clerk.get("/counter/")
+    assert response.status_code == 302 and "expired=1" in response.headers["Location"]
+    ended = conn.execute("SELECT end_reason FROM sessions").fetchall()
+    assert ("idle timeout",) in ended
+
+
+# --- search ----------------------------------------------------------------------
+
+
+def search_codes(clerk, **query) -> list[str]:
+    response = clerk.api("GET", "/api/v1/residents?" + "&".join(f"{k}={v}" for k, v in query.items()))
+    assert response.status_code == 200, response.get_json()
+    return [r["resident_code"] for r in response.get_json()["results"]]
+
+
+def test_search_by_kana_prefix_ignores_spaces_and_small_kana(login, downtime):
+    clerk = login("clerk1")
+    assert set(search_codes(clerk, kana="ヤマダ")) == {YAMADA_TARO, YAMADA_HANAKO, "10000000037"}
+    assert search_codes(clerk, kana="やまだ　たろう") == [YAMADA_TARO]
+
+
+def test_search_by_common_form_finds_variant_and_ivs_names(login, downtime):
+    clerk = login("clerk1")
+    assert search_codes(clerk, name="高橋") == [TAKAHASHI]
+    assert search_codes(clerk, name="葛城") == [KATSURAGI]
+
+
+@pytest.mark.parametrize("birth", ["1975-06-15", "S50.6.15", "昭和50年6月15日", "s50/6/15"])
+def test_search_by_birth_date_in_either_calendar(login, downtime, birth):
+    clerk = login("clerk1")
+    assert YAMADA_TARO in search_codes(clerk, birth=birth)
+
+
+def test_search_by_resident_code_and_combined(login, downtime):
+    clerk = login("clerk1")
+    assert search_codes(clerk, code=YAMADA_TARO) == [YAMADA_TARO]
+    assert search_codes(clerk, kana="ヤマダ", birth="1978-11-03") == [YAMADA_HANAKO]
+
+
+def test_unreadable_birth_date_is_explained(login, downtime):
+    clerk = login("clerk1")
+    response = clerk.api("GET", "/api/v1/residents?birth=S70.2.30")
+    assert response.status_code == 400 and "生年月日" in response.get_json()["message"]
+
+
+def test_searches_and_views_are_audited_with_query(appliance, login, downtime):
+    clerk = login("clerk1")
+    search_codes(clerk, kana="ヤマダ")
+    clerk.get(f"/counter/resident/{YAMADA_TARO}")
+    conn = open_ops(appliance.config["SONAE"])
+    rows = list(audit.entries(conn, actor="clerk1"))
+    searches = [r for r in rows if r["action"] == "search"]
+    views = [r for r in rows if r["action"] == "view"]
+    assert searches[-1]["detail"]["query"] == {"kana": "ヤマダ"}
+    assert views[-1]["target"] == YAMADA_TARO
+    assert audit.verify_chain(conn).ok
+
+
+def test_result_rows_mark_removed_support_and_moving_residents(login, downtime):
+    clerk = login("clerk1")
+    page = text_of(clerk.get("/counter/?code=" + SUZUKI_REMOVED))
+    assert "除票" in page
+    assert "支援措置" in text_of(clerk.get("/counter/?code=" + SATO_SUPPORT))
+    assert "転出予定" in text_of(clerk.get("/counter/?code=" + TANAKA_MOVING))
+
+
+def test_paging_through_many_residents_is_flagged(appliance, login, downtime):
+    appliance.config["SONAE"]["security"]["view_flag_count"] = 3
+    clerk = login("clerk1")
+    for code in (YAMADA_TARO, YAMADA_HANAKO, TAKAHASHI, KATSURAGI, TANAKA_MOVING):
+        clerk.get(f"/counter/resident/{code}")
+    boss = login("boss")
+    assert "clerk1" in text_of(boss.get("/supervisor/")).split("注意が必要な閲覧")[1][:200]
+
+
+# --- issuance ----------------------------------------------------------------------
+
+
+def issue(clerk, code, **fields):
+    body = {k: v for k, v in {**SELF_REQUEST, **fields}.items()}
+    return clerk.api("POST", f"/api/v1/residents/{code}/certificates", json=body)
+
+
+def test_issue_returns_a_pdf_with_a_reserved_serial(appliance, login, downtime, tmp_path):
+    clerk = login("clerk1")
+    response = issue(clerk, YAMADA_TARO, whole_household=True, copies=2)
+    assert response.status_code == 201, response.get_json()
+    body = response.get_json()
+    serials = [c["serial"] for c in body["certificates"]]
+    assert serials == [900001, 900002] and body["fee_yen"] == 600
+    pdf = clerk.get(body["certificates"][0]["pdf"]).data
+    text = pdf_text(pdf, tmp_path)
+    assert "山田" in text and "900001" in text and "住民票の写し" in text
+    conn = open_ops(appliance.config["SONAE"])
+    assert conn.execute("SELECT count(*) FROM certificates WHERE status = 'rendered'").fetchone()[0] == 2
+
+
+def test_html_flow_issues_and_shows_the_pdf(login, downtime):
+    clerk = login("clerk1")
+    response = clerk.post(f"/counter/resident/{YAMADA_TARO}/issue", {**SELF_REQUEST, "members": YAMADA_TARO})
+    assert response.status_code == 302
+    page = clerk.get(response.headers["Location"])
+    assert "交付しました" in text_of(page) and "900001" in text_of(page)
+
+
+def test_support_measure_record_goes_only_to_the_resident(appliance, login, downtime):
+    clerk = login("clerk1")
+    refused = issue(clerk, SATO_SUPPORT, requester_type="agent", requester_name="佐藤　一郎", delegation_letter=True)
+    assert refused.status_code == 422 and refused.get_json()["rule"] == "support_measure"
+    assert issue(clerk, SATO_SUPPORT).status_code == 201  # the resident herself
+    conn = open_ops(appliance.config["SONAE"])
+    attempts = [e for e in audit.entries(conn, action="support_measure.attempt")]
+    assert [a["detail"]["outcome"] for a in attempts] == ["refused", "issued"]
+
+
+def test_supervisor_approval_on_the_spot_allows_a_support_measure_issue(appliance, login, downtime):
+    clerk = login("clerk1")
+    wrong = issue(clerk, SATO_SUPPORT, requester_type="agent", requester_name="代理　人", delegation_letter=True,
+                  approver="clerk2", approver_password="correct-horse-battery")
+    assert wrong.status_code == 422 and wrong.get_json()["rule"] == "approval_failed"
+    approved = issue(clerk, SATO_SUPPORT, requester_type="agent", requester_name="代理　人", delegation_letter=True,
+                     approver="boss", approver_password="correct-horse-battery")
+    assert approved.status_code == 201
+    conn = open_ops(appliance.config["SONAE"])
+    row = conn.execute("SELECT approved_by FROM requests WHERE outcome = 'issued'").fetchone()
+    assert row == ("boss",)
+
+
+def test_third_party_is_refused_during_downtime(login, downtime):
+    clerk = login("clerk1")
+    response = issue(clerk, YAMADA_TARO, requester_type="third_party", requester_name="債権　者")
+    assert response.status_code == 422 and response.get_json()["rule"] == "third_party"
+
+
+def test_removed_resident_gets_johyo_not_juminhyo(login, downtime):
+    clerk = login("clerk1")
+    assert issue(clerk, SUZUKI_REMOVED).get_json()["rule"] == "removed_resident"
+    assert issue(clerk, SUZUKI_REMOVED, kind="johyo", layout="kojin").status_code == 201
+    assert issue(clerk, YAMADA_TARO, kind="johyo", layout="kojin").get_json()["rule"] == "johyo_for_active"
+
+
+def test_planned_move_out_must_be_acknowledged(login, downtime):
+    clerk = login("clerk1")
+    assert issue(clerk, TANAKA_MOVING).get_json()["rule"] == "planned_move_out"
+    issued = issue(clerk, TANAKA_MOVING, acknowledge_move_out=True)
+    assert issued.status_code == 201 and "planned_move_out" in issued.get_json()["flags"]
+
+
+def test_seal_certificate_needs_matching_card(login, downtime):
+    clerk = login("clerk1")
+    wrong = issue(clerk, YAMADA_TARO, kind="inkan", seal_card_number="C99999999")
+    assert wrong.get_json()["rule"] == "seal_card_mismatch"
+    assert issue(clerk, YAMADA_TARO, kind="inkan", seal_card_number="C00000011").status_code == 201
+    assert issue(clerk, KATSURAGI, kind="inkan", seal_card_number="").status_code == 400
+
+
+def test_daily_cap_per_requester(appliance, login, downtime):
+    appliance.config["SONAE"]["counter"]["daily_cap_per_requester"] = 3
+    clerk = login("clerk1")
+    assert issue(clerk, YAMADA_TARO, copies=2).status_code == 201
+    capped = issue(clerk, YAMADA_TARO, copies=2)
+    assert capped.status_code == 422 and capped.get_json()["rule"] == "daily_cap"
+
+
+def test_kill_switch_stops_a_type_when_data_is_too_old(appliance, login, downtime):
+    appliance.config["SONAE"]["counter"]["kill_switch_hours"] = {"inkan": 0.0001}
+    clerk = login("clerk1")
+    refused = issue(clerk, YAMADA_TARO, kind="inkan", seal_card_number="C00000011")
+    assert refused.get_json()["rule"] == "kill_switch"
+    assert issue(clerk, YAMADA_TARO).status_code == 201
+
+
+def test_refusals_are_recorded_and_audited(appliance, login, downtime):
+    clerk = login("clerk1")
+    issue(clerk, YAMADA_TARO, requester_type="third_party", requester_name="債権　者")
+    conn = open_ops(appliance.config["SONAE"])
+    assert conn.execute("SELECT outcome, refusal_rule FROM requests").fetchall() == [("refused", "third_party")]
+    assert [e["detail"]["rule"] for e in audit.entries(conn, action="issue.refused")] == ["third_party"]
+
+
+def test_serials_are_never_reused_after_a_crash(appliance, login, downtime):
+    """A crash after the serial is committed but before the PDF exists: the
+    serial is voided at the next start and the next issue continues after it."""
+    config = appliance.config["SONAE"]
+    conn = open_ops(config)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO serial_counters (scope, next_serial, last_serial) VALUES ('real', 900002, 999999)")
+    conn.execute("INSERT INTO requests (id, created_at, scope, clerk, office, terminal, printer, kind, subject_code, requester_type, options, copies, fee_yen, outcome) "
+                 "VALUES (1, '2026-01-01T00:00:00+09:00', 'real', 'clerk1', '本庁', '本庁1', 'プリンタ001', 'juminhyo', ?, 'self', '{}', 1, 300, 'issued')", (YAMADA_TARO,))
+    conn.execute("INSERT INTO certificates (serial, scope, request_id, copy_number, status, issued_at, resident_codes, printed_records) "
+                 "VALUES (900001, 'real', 1, 1, 'allocated', '2026-01-01T00:00:00+09:00', '[]', '{}')")
+    conn.execute("COMMIT")
+    assert issuance.void_unrendered(conn) == [("real", 900001)]
+    clerk = login("clerk1")
+    assert issue(clerk, YAMADA_TARO).get_json()["certificates"][0]["serial"] == 900002
+
+
+# --- deferred requests ------------------------------------------------------------
+
+
+def test_deferred_request_needs_contact_and_consent_and_exports_csv(login, downtime):
+    clerk = login("clerk1")
+    missing = clerk.post("/counter/deferred", {"kind": "tenkyo", "name": "山田　太郎", "contact": "", "delivery": "phone"})
+    assert missing.status_code == 422 and "連絡先" in text_of(missing)
+    saved = clerk.post("/counter/deferred", {"kind": "tenkyo", "name": "山田　太郎", "contact": "090-0000-0000", "delivery": "phone", "consent": "1"})
+    assert saved.status_code == 200 and "受付番号 1" in text_of(saved)
+    boss = login("boss")
+    csv_text = boss.get("/counter/deferred.csv").get_data(as_text=True)
+    assert csv_text.startswith("\ufeff受付番号") and "転居届" in csv_text and "090-0000-0000" in csv_text
+    assert clerk.get("/counter/deferred.csv").status_code == 403
