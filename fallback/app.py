@@ -7,13 +7,19 @@ import datetime as dt
 
 from flask import Flask
 
-from fallback import db, security
+from fallback import banner, db, filters, security
 from fallback.config import Config, load_config
 from fallback.keys import session_secret
 from fallback.ops import open_ops
 
 BLUEPRINTS = (
     "fallback.views.auth",
+    "fallback.views.monitor",
+    "fallback.views.health",
+    "fallback.views.counter",
+    "fallback.views.supervisor",
+    "fallback.views.api",
+    "fallback.views.verify",
 )
 
 
@@ -40,7 +46,6 @@ def create_app(config: Config | None = None) -> Flask:
 
     for module_name in BLUEPRINTS:
         app.register_blueprint(import_module(module_name).bp)
-    from fallback.banner import init_app as init_banner
-
-    init_banner(app)
+    banner.init_app(app)
+    filters.init_app(app)
     return app

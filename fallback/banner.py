@@ -10,6 +10,7 @@ from flask import current_app, g, request, url_for
 from fallback import modes
 from fallback.db import get_ops
 from fallback.registry import snapshot_summary
+from fallback.rendering import print_settings
 from fallback.users import ROLES
 from printing.wareki import format_wareki_datetime
 
@@ -37,7 +38,7 @@ def banner_context() -> dict:
     config = current_app.config["SONAE"]
     state = modes.current(get_ops())
     summary = snapshot_summary(config)
-    eras = config["printing"]["eras"]
+    eras = print_settings(config).eras
     warning_hours = config["counter"]["data_age_warning_hours"]
     level, warning, as_of_text, age_text = "ok", None, None, None
     if summary is None:

@@ -6,14 +6,13 @@ the one place that turns a counter request into printed certificates.
 
 from __future__ import annotations
 
-from printing.model import CertificateError
-
 from fallback import audit, issuance, users
 from fallback.config import Config
 from fallback.issuance import Clerk, IssueRefused, IssueRequest, Scope
 from fallback.ops import now
 from fallback.printer import print_certificate
 from fallback.rendering import build_certificate, render_issued
+from printing.model import CertificateError
 
 
 def _flag(form, name: str) -> bool:
@@ -107,7 +106,7 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
         issuance.store_rendered(conn, copy.scope, copy.serial, pdf=rendered.pdf, pages=rendered.pages,
                                 content_digest=rendered.content_digest)
         if terminal.get("queue"):
-            print_certificate(conn, terminal["queue"], copy, rendered.pdf)
+            print_certificate(conn, terminal["queue"], copy, rendered.pdf, actor=clerk.username)
     return result
 
 
@@ -118,5 +117,5 @@ def _touched(register, req: IssueRequest) -> list[dict]:
     if subject is None:
         return []
     if req.kind in ("juminhyo", "kisai") and (req.whole_household or req.members):
-        return register.household(subject["household_id"])
+        return register.household(subject["household_id"]).active
     return [subject]

@@ -36,10 +36,9 @@ COMMANDS = {
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
+    from fallback.config import ConfigError
     from sync.contract import ContractError
     from sync.crypto import KeyFileError, WrongKeyError
-
-    from fallback.config import ConfigError
 
     return (ConfigError, KeyFileError, WrongKeyError, ContractError)
 

@@ -16,8 +16,9 @@ import copy
 import json
 import os
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 DEFAULT_CONFIG_PATH = "/etc/sonae/sonae.toml"
 DEFAULT_HOME = "/var/lib/sonae"
@@ -134,6 +135,30 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "threads": 16,
         "public_base_url": "http://127.0.0.1:8080",
         "runbooks_dir": "",  # empty: runbooks/ beside the source tree
+    },
+    # What residents are told during an outage: the ward's policy that the
+    # drafted public notice states, and the waiting-time estimate it shows.
+    "notice": {
+        "convenience_store": True,  # the ward offers コンビニ交付 at all
+        # outage components that also stop コンビニ交付 (it reads the same register)
+        "convenience_store_needs": ["register", "batch"],
+        "moving_one_stop": True,  # point residents to 引越しワンストップサービス (マイナポータル)
+        "moves_accepted_for_later": True,  # 転入・転出・転居: accept now, process after recovery; false: come back another day
+        "mail_later_at_ward_cost": True,  # what cannot be issued now is mailed later at the ward's cost
+        "name_en": "Ota City",  # the ward's name in the English notice
+        "contact_section": "戸籍住民課",
+        "phone": "",
+        "website": "",
+        "next_update_minutes": 60,
+        "sns_post_chars": 140,
+        "refresh_seconds": 60,  # the public page reloads itself this often
+        "wait_window_minutes": 30,  # issuance records this recent feed the estimate
+        "wait_min_requests": 5,  # fewer requests at an office than this: "no estimate"
+    },
+    # The 交付申請書 printed pre-filled for a resident (or blank for paper-only work).
+    "forms": {
+        "template": "",  # a ward's own Jinja/HTML layout; empty: the built-in one
+        "title": "住民票の写し・印鑑登録証明書等 交付申請書",
     },
 }
 

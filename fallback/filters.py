@@ -7,11 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from fallback.rendering import print_settings
 from printing.wareki import format_seireki, format_wareki
 
 
 def init_app(app) -> None:
-    eras = app.config["SONAE"]["printing"]["eras"]
+    eras = print_settings(app.config["SONAE"]).eras
 
     @app.template_filter("birth")
     def birth(resident: dict) -> str:

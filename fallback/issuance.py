@@ -21,10 +21,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from sync.normalize import name_key
-
 from fallback import audit
 from fallback.ops import Transaction, now, now_iso
+from sync.normalize import name_key
 
 KINDS = {
     "juminhyo": "住民票の写し",
@@ -247,7 +246,7 @@ def _active_seal(register, subject: dict, card_number: str) -> dict:
 
 
 def _members(register, subject: dict, req: IssueRequest) -> list[dict]:
-    household = [r for r in register.household(subject["household_id"]) if r["status"] == "active"]
+    household = register.household(subject["household_id"]).active
     if req.whole_household:
         return household
     wanted = set(req.members) | {req.subject_code}

@@ -12,9 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sync.crypto import KeyFileError, decode_key, derive_key, read_key_file
 
 from fallback.config import Config
+from sync.crypto import KeyFileError, decode_key, derive_key, read_key_file
 
 
 def master_key(config: Config) -> bytes:

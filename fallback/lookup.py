@@ -11,10 +11,9 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-from printing.wareki import parse_date_input
-
 from fallback import audit
 from fallback.ops import now
+from printing.wareki import parse_date_input
 
 MAX_RESULTS = 50
 
@@ -78,6 +77,13 @@ def view_resident(conn, register, code: str, *, actor: str, drill: bool, flag_co
     if resident is not None:
         flag_bulk_viewing(conn, actor, flag_count=flag_count, window=dt.timedelta(minutes=flag_window_minutes), drill=drill)
     return resident
+
+
+def household_members(register, person: dict) -> list[dict]:
+    """Everyone in the person's household: current members in order, then
+    former members (除票), as the resident screen lists them."""
+    household = register.household(person["household_id"])
+    return household.active + household.removed
 
 
 def flag_bulk_viewing(conn, actor: str, *, flag_count: int, window: dt.timedelta, drill: bool) -> bool:

@@ -16,10 +16,9 @@ import datetime as dt
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sync import crypto
-
 from fallback.config import Config
 from fallback.keys import ops_key
+from sync import crypto
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 
@@ -325,6 +324,36 @@ MIGRATIONS: list[str] = [
         pending INTEGER NOT NULL,
         error TEXT
     );
+    """,
+    # 7: the residents' notice — every version Sonae drafted and a
+    # supervisor approved, kept for the incident report. An approved
+    # version is frozen (only its later withdrawal is recorded on it) and
+    # no version is ever deleted.
+    """
+    CREATE TABLE notice_versions (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,
+        drill_id INTEGER,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        situation TEXT NOT NULL,
+        drafted_texts TEXT NOT NULL,
+        texts TEXT NOT NULL,
+        next_update_at TEXT,
+        status TEXT NOT NULL,
+        edited_at TEXT,
+        edited_by TEXT,
+        approved_at TEXT,
+        approved_by TEXT,
+        withdrawn_at TEXT,
+        withdrawn_by TEXT
+    );
+    CREATE INDEX notice_versions_approved ON notice_versions(scope, approved_at);
+    CREATE TRIGGER notice_versions_frozen BEFORE UPDATE OF texts, next_update_at, status, approved_at, approved_by
+        ON notice_versions WHEN OLD.status = 'approved'
+        BEGIN SELECT RAISE(ABORT, 'an approved notice version cannot be changed'); END;
+    CREATE TRIGGER notice_versions_kept BEFORE DELETE ON notice_versions
+        BEGIN SELECT RAISE(ABORT, 'notice versions are kept'); END;
     """,
 ]
 

@@ -7,11 +7,11 @@ import datetime as dt
 from dataclasses import dataclass
 
 from flask import current_app, g
-from sync.store import SnapshotStore
 
 from fallback.config import Config
 from fallback.keys import snapshot_key
 from fallback.ops import now
+from sync.store import SnapshotStore
 
 
 def snapshot_store(config: Config) -> SnapshotStore:

@@ -9,13 +9,12 @@ from __future__ import annotations
 import datetime as dt
 from functools import lru_cache
 
-from printing.model import Certificate, IssueStamp, Municipality, PrintSettings
-from printing.render import RenderedCertificate, render_certificate
-
 from fallback.config import Config
 from fallback.issuance import Clerk, IssuedCopy, IssueRequest, Plan, Scope
 from fallback.keys import signing_key
 from fallback.ops import now
+from printing.model import Certificate, IssueStamp, Municipality, PrintSettings
+from printing.render import RenderedCertificate, render_certificate
 
 
 @lru_cache(maxsize=4)

@@ -6,7 +6,6 @@ serials, deferred requests. Example register: 山田 household (3), 髙橋﨑子
 from __future__ import annotations
 
 import datetime as dt
-import json
 import subprocess
 
 import pytest
@@ -25,7 +24,8 @@ SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document
 def pdf_text(pdf: bytes, tmp_path) -> str:
     path = tmp_path / "cert.pdf"
     path.write_bytes(pdf)
-    return subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    text = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True).stdout
+    return "".join(text.split())  # headings are letter-spaced
 
 
 # --- locks and login -----------------------------------------------------------

@@ -1,0 +1,125 @@
+"""`sonae verify FILE` and `sonae certificate specimen`.
+
+A specimen (見本) is rendered from the current snapshot so a ward can check
+layouts and fonts before go-live: no serial is consumed and nothing is
+recorded as issued (the look-up itself is audited, as every look-up is)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from printing.model import KINDS, OPTIONAL_ITEMS, Certificate, CertificateError, IssueStamp
+from printing.render import render_certificate
+from printing.signing import CertificateVerificationError
+from printing.verify import verify_file
+from sync.contract import public_key_from_b64, public_key_to_b64
+
+from fallback import audit
+from fallback.commands.common import config as load_config
+from fallback.commands.common import operator
+from fallback.keys import signing_key
+from fallback.ops import now, open_ops
+from fallback.registry import snapshot_store
+from fallback.rendering import municipality, print_settings
+
+
+@click.command("verify")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--public-key", help="The issuing appliance's public key (base64); default: this appliance's own.")
+@click.option("--accept-drill", is_flag=True, help="Show a drill certificate's contents instead of refusing it.")
+def verify(file, public_key, accept_drill):
+    """Check a certificate PDF or a scanned page: QR signature, and for a PDF
+    that the printed text matches what was signed."""
+    config = load_config()
+    key: Ed25519PublicKey = public_key_from_b64(public_key) if public_key else signing_key(config).public_key()
+    try:
+        result = verify_file(file, key, accept_drill=accept_drill, eras=print_settings(config).eras)
+    except CertificateVerificationError as exc:
+        raise click.ClickException(f"NOT VALID: {exc}") from exc
+    click.echo("VALID" + (" (drill — not a real certificate)" if result.certificate.drill else ""))
+    for label, value in result.statements.items():
+        click.echo(f"  {label}: {value}")
+    if not public_key:
+        _report_issuance(config, result.certificate)
+
+
+def _report_issuance(config, certificate) -> None:
+    """On the issuing appliance, also say what its records hold."""
+    scope = "drill" if certificate.drill else "real"
+    row = open_ops(config).execute(
+        "SELECT status, issued_at, content_digest FROM certificates WHERE scope = ? AND serial = ?", (scope, certificate.serial)
+    ).fetchone()
+    if row is None:
+        raise click.ClickException(f"NOT VALID: serial {certificate.serial:06d} is not in this appliance's issuance records")
+    if row[2] != certificate.content_digest:
+        raise click.ClickException("NOT VALID: the printed content differs from what this appliance recorded for the serial")
+    click.echo(f"  記録: {row[0]} ({row[1]})")
+
+
+@click.group("certificate")
+def certificate_group():
+    """Certificate layouts."""
+
+
+@certificate_group.command("public-key")
+def public_key():
+    """Print the public key that verifies this appliance's certificates (give
+    it to whoever checks certificates offline)."""
+    click.echo(public_key_to_b64(signing_key(load_config()).public_key()))
+
+
+@certificate_group.command("specimen")
+@click.option("--type", "kind", type=click.Choice(KINDS), required=True)
+@click.option("--resident", "code", required=True, help="住民票コード of the subject.")
+@click.option("--members", help="Comma-separated codes of household members to include (juminhyo/kisai), or 'all'.")
+@click.option("--items", help=f"Comma-separated optional items: {', '.join(OPTIONAL_ITEMS)}.")
+@click.option("--layout", type=click.Choice(["renketsu", "kojin"]), default="renketsu", show_default=True)
+@click.option("--omit-katagaki", is_flag=True, help="Leave out 方書 (kisai only).")
+@click.option("--drill", is_flag=True, help="Render as a drill certificate (訓練 watermark).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--actor")
+def specimen(kind, code, members, items, layout, omit_katagaki, drill, out, actor):
+    """Render a 見本 from the current snapshot; no serial is consumed."""
+    config = load_config()
+    store = snapshot_store(config)
+    if store.current() is None:
+        raise click.ClickException("no snapshot loaded yet; run `sonae sync full` first")
+    with store.open_register() as register:
+        subject = register.resident(code)
+        if subject is None:
+            raise click.ClickException(f"resident {code} is not in the current snapshot")
+        residents = _residents(register, subject, kind, members)
+        seal = None
+        if kind == "inkan":
+            seal = next((s for s in register.seals_of(code) if s["status"] == "active"), None)
+        as_of = register.meta.as_of
+    requested = frozenset(i for i in (items or "").split(",") if i)
+    stamp = IssueStamp(serial=0, issued_at=now(), data_as_of=as_of, municipality=municipality(config),
+                       terminal="見本", printer_id="見本", drill=drill, specimen=True)
+    try:
+        certificate = Certificate(kind=kind, residents=residents, stamp=stamp, settings=print_settings(config),
+                                  layout="kojin" if kind in ("johyo", "inkan") else layout, seal=seal,
+                                  requested=requested, omit_katagaki=omit_katagaki)
+    except (CertificateError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    rendered = render_certificate(certificate, signing_key(config))
+    out.write_bytes(rendered.pdf)
+    audit.record(open_ops(config), operator(actor), "certificate.specimen", code,
+                 {"kind": kind, "residents": [r["resident_code"] for r in residents]}, drill=drill)
+    click.echo(f"wrote {out} ({rendered.pages} page(s))")
+
+
+def _residents(register, subject: dict, kind: str, members: str | None) -> list[dict]:
+    if kind not in ("juminhyo", "kisai") or not members:
+        return [subject]
+    household = register.household(subject["household_id"]).active
+    if members == "all":
+        return household
+    wanted = set(members.split(",")) | {subject["resident_code"]}
+    chosen = [r for r in household if r["resident_code"] in wanted]
+    unknown = wanted - {r["resident_code"] for r in chosen}
+    if unknown:
+        raise click.ClickException(f"not current members of household {subject['household_id']}: {', '.join(sorted(unknown))}")
+    return chosen

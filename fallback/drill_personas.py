@@ -1,0 +1,137 @@
+"""Drill personas: the residents that staff play during a drill.
+
+Each case is a situation the counter gets wrong under pressure (a support-
+measure resident, a revoked seal, a removed resident, a foreign resident, a
+planned move-out, a household of six) plus an ordinary resident and a
+newcomer who is not in the register at all. The register cases are picked
+at random from the current snapshot, so clerks find them with the real
+search; the newcomer is synthetic, because a person who has not moved in
+yet cannot be in the register.
+
+The choice is stored per drill (resident codes only; names and addresses
+are read from the snapshot when the cards are shown), so every card stays
+the same for the whole drill.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+
+from sync import crypto
+
+from fallback import drills
+from fallback.ops import Transaction
+
+
+@dataclass(frozen=True)
+class PersonaCase:
+    label: str
+    request: str  # what the person playing the resident asks for
+    expected: str  # what a correct counter does
+
+
+_ACTIVE = "r.status = 'active'"
+_PLAIN = (f"{_ACTIVE} AND r.support_measure = 0 AND json_extract(rec.record, '$.foreign') IS NULL "
+          "AND json_extract(rec.record, '$.planned_move_out') IS NULL")
+CASES: dict[str, PersonaCase] = {
+    "ordinary": PersonaCase("一般の住民", "本人として、住民票の写し（世帯全員）を1通請求する。",
+                            "本人確認のうえ、データ時点を説明して交付する。"),
+    "support_measure": PersonaCase("支援措置（DV等）の対象者", "別に住む親族として、この方の住民票の写しを請求する。",
+                                   "係長の承認がなければ交付しない（お断り）。本人からの請求なら本人確認のうえ交付する。"),
+    "seal_revoked": PersonaCase("印鑑登録を廃止した方", "本人として、印鑑登録証明書を請求する。",
+                                "登録が廃止されているため交付できないと説明する。新しい登録は後日対応で受け付ける。"),
+    "removed": PersonaCase("除票の方（転出・死亡など）", "親族として、この方の住民票の写しを請求する。",
+                           "現在の住民票は交付できない。除票の写しを選んで交付する。"),
+    "foreign": PersonaCase("外国人住民", "本人として、在留資格と在留期間の載った住民票の写しを請求する。",
+                           "載せる事項（在留資格・在留期間など）を選んで交付する。"),
+    "planned_move_out": PersonaCase("転出予定の方", "本人として、住民票の写しを請求する。",
+                                    "転出届の内容は証明書に載らないことを説明し、確認欄にチェックして交付する。"),
+    "household_six": PersonaCase("6人世帯の世帯主", "本人として、世帯全員の住民票の写しを請求する。",
+                                 "世帯全員を選んで交付する（世帯連記式で2枚になる）。"),
+    "newcomer": PersonaCase("転入の届出に来た方（写しにいない方）", "区外から引っ越してきたので、転入届を出したい。",
+                            "ダウン対策モード中は転入届を処理できない。後日対応の受付に連絡先と同意を記録する。"),
+}
+
+# How to find each register case among the snapshot's residents
+# (r: the search table, rec: the record JSON).
+_FINDERS = {
+    "ordinary": _PLAIN,
+    "support_measure": f"{_ACTIVE} AND r.support_measure = 1",
+    "seal_revoked": (f"{_ACTIVE} AND EXISTS (SELECT 1 FROM seals s WHERE s.resident_code = r.resident_code AND s.status = 'revoked') "
+                     "AND NOT EXISTS (SELECT 1 FROM seals s WHERE s.resident_code = r.resident_code AND s.status = 'active')"),
+    "removed": "r.status = 'removed'",
+    "foreign": f"{_ACTIVE} AND json_extract(rec.record, '$.foreign') IS NOT NULL",
+    "planned_move_out": f"{_ACTIVE} AND json_extract(rec.record, '$.planned_move_out') IS NOT NULL",
+    "household_six": (f"{_ACTIVE} AND r.household_order = 1 AND r.household_id IN "
+                      "(SELECT household_id FROM residents WHERE status = 'active' GROUP BY household_id HAVING count(*) >= 6)"),
+}
+
+NEWCOMER = {
+    "name": "訓練　花子", "name_kana": "クンレン　ハナコ", "birth_date": "1990-04-01",
+    "previous_address": "神奈川県横浜市中区日本大通1番地", "note": "住民記録にはいない架空の方です（転入前）。",
+}
+
+
+@dataclass(frozen=True)
+class Persona:
+    case_key: str
+    case: PersonaCase
+    resident_code: str | None
+    synthetic: dict | None
+
+    @property
+    def found(self) -> bool:
+        return self.resident_code is not None or self.synthetic is not None
+
+
+def find_cases(snapshot_path, key: bytes, rng: random.Random) -> dict[str, str | None]:
+    """Case -> a resident code from the snapshot (None where the register has
+    no such resident). Each search starts at a random row and wraps round,
+    so it stops at the first match instead of reading the whole register."""
+    conn = crypto.connect(snapshot_path, key, readonly=True)
+    try:
+        top = conn.execute("SELECT coalesce(max(id), 0) FROM residents").fetchone()[0]
+        found: dict[str, str | None] = {}
+        for case_key, condition in _FINDERS.items():
+            start = rng.randint(0, top)
+            code = None
+            for range_clause in ("r.id >= ?", "r.id < ?"):
+                row = conn.execute(
+                    f"SELECT r.resident_code FROM residents r JOIN resident_records rec ON rec.id = r.id "
+                    f"WHERE {range_clause} AND {condition} ORDER BY r.id LIMIT 1", (start,)
+                ).fetchone()
+                if row:
+                    code = row[0]
+                    break
+            found[case_key] = code
+        return found
+    finally:
+        conn.close()
+
+
+def prepare(conn, drill_id: int, store, *, actor: str, rng: random.Random | None = None) -> list[Persona]:
+    """Choose this drill's personas from the snapshot store's current
+    generation and record them (replacing an earlier choice)."""
+    drill = drills.get(conn, drill_id)
+    if drill is None or drill.status == drills.ENDED:
+        raise drills.DrillError("終了した訓練の住民役は用意できません。")
+    generation = store.current()
+    if generation is None:
+        raise drills.DrillError("住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。")
+    found = find_cases(store.path_of(generation), store.key, rng or random.SystemRandom())
+    with Transaction(conn):
+        conn.execute("DELETE FROM drill_personas WHERE drill_id = ?", (drill_id,))
+        for case_key in CASES:
+            synthetic = json.dumps(NEWCOMER, ensure_ascii=False) if case_key == "newcomer" else None
+            conn.execute("INSERT INTO drill_personas (drill_id, case_key, resident_code, synthetic) VALUES (?,?,?,?)",
+                         (drill_id, case_key, found.get(case_key), synthetic))
+        drills.append_event(conn, drill_id, actor, "personas_prepared",
+                            {"missing": [k for k in _FINDERS if found.get(k) is None], "generation": generation})
+    return personas(conn, drill_id)
+
+
+def personas(conn, drill_id: int) -> list[Persona]:
+    rows = conn.execute("SELECT case_key, resident_code, synthetic FROM drill_personas WHERE drill_id = ? ORDER BY id", (drill_id,))
+    return [Persona(key, CASES[key], code, json.loads(synthetic) if synthetic else None) for key, code, synthetic in rows]

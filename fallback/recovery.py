@@ -1,0 +1,331 @@
+"""After the outage: check every certificate issued during it against the
+recovered upstream, and list those that were wrong when issued.
+
+For each real certificate request and each resident printed on it, Sonae
+asks the upstream for the resident as they are now (`/v1/residents/{code}`)
+and compares with what was printed — the `version` and `updated_at` stored
+in the certificate's printed_records:
+
+- same version: unchanged;
+- a newer version last updated *before* the certificate was issued: the
+  register had already changed when Sonae printed it (the snapshot was
+  behind) — **at risk**;
+- exactly one newer version, updated *after* issue: it was right when
+  issued — no action;
+- several newer versions, the last after issue: one of them may have come
+  before issue — at risk, to be checked by hand;
+- unknown upstream: at risk.
+
+The difference is worked out field by field against the record the
+certificate was printed from (read from the snapshot generation the request
+used, while that generation is kept). Each at-risk item carries the
+requester's contact details and a suggested action, and its own status
+(open / contacted / done) for the worklist.
+
+Nothing requires the upstream to be up when the outage ends: the worker
+calls `reconcile_once` every [recovery] interval_s, and every call checks
+what is still unchecked, stopping at the first upstream failure and
+recording the attempt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+
+from sync.errors import NoSnapshot, UpstreamUnavailable
+
+from fallback import audit, deferred, modes
+from fallback.config import Config, ConfigError
+from fallback.ops import Transaction, now_iso, open_ops
+from fallback.syncing import snapshot_store, upstream_from_config
+
+UNCHANGED, CHANGED_AFTER_ISSUE, AT_RISK, UNCERTAIN, MISSING = "unchanged", "changed_after_issue", "at_risk", "uncertain", "missing"
+VERDICTS = {
+    UNCHANGED: "変更なし",
+    CHANGED_AFTER_ISSUE: "交付の後に変更（交付時の内容は正しい）",
+    AT_RISK: "交付の前に住民記録が変わっていた",
+    UNCERTAIN: "交付の前後に複数回の変更（要確認）",
+    MISSING: "住民記録システムに記録がない",
+}
+AT_RISK_VERDICTS = (AT_RISK, UNCERTAIN, MISSING)
+STATUSES = deferred.STATUSES  # the same worklist states as deferred requests
+JOB_ID = "recovery.reconcile"
+
+FIELD_LABELS = {
+    "name": "氏名", "name_kana": "フリガナ", "name_alphabet": "氏名（アルファベット）", "alias": "通称",
+    "former_surname": "旧氏", "birth_date": "生年月日", "sex": "性別", "household_id": "世帯番号",
+    "household_order": "世帯内の順", "head_name": "世帯主", "relationship": "続柄", "address": "住所",
+    "address_since": "住所を定めた日", "resident_since": "住民となった日", "notified_on": "届出日",
+    "previous_address": "前住所", "honseki": "本籍", "hitto": "筆頭者", "individual_number": "個人番号",
+    "foreign": "外国人住民の事項", "status": "住民の状態", "removal": "除票の事由", "planned_move_out": "転出予定",
+    "support_measure": "支援措置", "atena_number": "宛名番号",
+}
+_IGNORED_FIELDS = ("version", "updated_at", "resident_code")
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    outcome: str  # "done", "nothing_to_check", "waiting_for_downtime_end", "upstream_unavailable"
+    checked: int
+    pending: int
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class _Pending:
+    request_id: int
+    issued_at: str
+    snapshot_generation: int | None
+    resident_code: str
+    printed_version: int
+    printed_updated_at: str
+
+
+def pending_checks(conn) -> list[_Pending]:
+    """(request, resident) pairs of real, issued certificates not checked
+    yet. Copies of one request print the same records, so one check covers
+    them all; voided serials were never handed out."""
+    rows = conn.execute(
+        "SELECT r.id, min(c.issued_at), r.snapshot_generation, c.printed_records FROM requests r "
+        "JOIN certificates c ON c.request_id = r.id "
+        "WHERE r.scope = 'real' AND c.scope = 'real' AND r.outcome = 'issued' AND c.status = 'rendered' "
+        "GROUP BY r.id ORDER BY r.id"
+    ).fetchall()
+    checked = set(conn.execute("SELECT request_id, resident_code FROM recovery_checks").fetchall())
+    pending = []
+    for request_id, issued_at, generation, printed in rows:
+        for resident in json.loads(printed)["residents"]:
+            if (request_id, resident["resident_code"]) not in checked:
+                pending.append(_Pending(request_id, issued_at, generation, resident["resident_code"],
+                                        resident["version"], resident["updated_at"]))
+    return pending
+
+
+def judge(printed_version: int, issued_at: str, current: dict | None) -> str:
+    if current is None:
+        return MISSING
+    if current["version"] == printed_version:
+        return UNCHANGED
+    changed_at = dt.datetime.fromisoformat(current["updated_at"])
+    if current["version"] > printed_version and changed_at <= dt.datetime.fromisoformat(issued_at):
+        return AT_RISK
+    if current["version"] == printed_version + 1:
+        return CHANGED_AFTER_ISSUE
+    return UNCERTAIN
+
+
+def _show(field: str, value) -> str:
+    if value is None or value == "":
+        return "なし"
+    if field == "address":
+        return "".join(value.get(k) or "" for k in ("prefecture", "city", "town", "banchi")) + (f"　{value['katagaki']}" if value.get("katagaki") else "")
+    if field == "support_measure":
+        return "対象" if value else "対象外"
+    if field == "status":
+        return {"active": "住民", "removed": "除票"}.get(value, str(value))
+    if isinstance(value, dict):
+        return "、".join(f"{v}" for v in value.values() if v)
+    return str(value)
+
+
+def difference(printed: dict | None, current: dict | None, printed_version: int) -> list[dict]:
+    """What changed, field by field, as the staff read it. Without the
+    printed record (its snapshot generation was pruned) only the versions
+    can be compared."""
+    if current is None:
+        return []
+    if printed is None:
+        return [{"field": "版", "printed": str(printed_version), "now": str(current["version"])}]
+    return [
+        {"field": FIELD_LABELS.get(key, key), "key": key, "printed": _show(key, printed.get(key)), "now": _show(key, current.get(key))}
+        for key in sorted(set(printed) | set(current), key=lambda k: list(FIELD_LABELS).index(k) if k in FIELD_LABELS else 99)
+        if key not in _IGNORED_FIELDS and printed.get(key) != current.get(key)
+    ]
+
+
+def suggested_action(verdict: str, changes: list[dict], current: dict | None) -> str:
+    if verdict not in AT_RISK_VERDICTS:
+        return ""
+    keys = {c.get("key") for c in changes}
+    if verdict == MISSING:
+        return "住民記録システムにこの住民票コードの記録がありません。情報政策課からベンダーに確認し、結果を請求者に連絡してください。"
+    if current.get("support_measure") and "support_measure" in keys:
+        return "支援措置が始まっていました。直ちに課長と支援措置の担当に報告し、交付先と証明書の扱いを確かめてください。"
+    if "status" in keys or "removal" in keys:
+        reason = (current.get("removal") or {}).get("reason", "転出・死亡等")
+        return f"交付の時点で{reason}の届出が済んでいました。請求者に連絡して証明書を回収し、除票の写しなど正しい証明書を案内してください。"
+    if keys & {"address", "name", "household_id", "head_name", "relationship", "alias", "foreign"}:
+        changed = "・".join(c["field"] for c in changes if c.get("key") in {"address", "name", "household_id", "head_name", "relationship", "alias", "foreign"})
+        return f"{changed}が変わっていました。請求者に連絡し、正しい内容の証明書を無料で交付し直して、先の証明書を回収してください。"
+    if "planned_move_out" in keys:
+        return "交付の前に転出予定の届出がありました。請求者に連絡して、証明書の内容を説明してください。"
+    return "記録の内容を住民記録システムで確かめ、証明書に影響があれば請求者に連絡して交付し直してください。"
+
+
+def reconcile_once(config: Config) -> ReconcileResult:
+    """Check what is still unchecked against the upstream; the worker calls
+    this every [recovery] interval_s until nothing is pending."""
+    conn = open_ops(config, check_same_thread=False)
+    try:
+        pending = pending_checks(conn)
+        if not pending:
+            return ReconcileResult("nothing_to_check", 0, 0)
+        if modes.current(conn).mode == modes.DOWNTIME:
+            # The upstream is down by declaration; checking now would only
+            # compare with the records the outage is hiding.
+            return ReconcileResult("waiting_for_downtime_end", 0, len(pending))
+        return _check(conn, config, pending)
+    finally:
+        conn.close()
+
+
+def _check(conn, config: Config, pending: list[_Pending]) -> ReconcileResult:
+    try:
+        upstream = upstream_from_config(config)
+    except ConfigError as exc:
+        _record_attempt(conn, "upstream_unavailable", 0, len(pending), str(exc))
+        return ReconcileResult("upstream_unavailable", 0, len(pending), str(exc))
+    store = snapshot_store(config)
+    registers: dict[int, object] = {}
+    checked = 0
+    try:
+        for item in pending:
+            try:
+                current = upstream.resident(item.resident_code)
+            except UpstreamUnavailable as exc:
+                _record_attempt(conn, "upstream_unavailable", checked, len(pending) - checked, str(exc))
+                return ReconcileResult("upstream_unavailable", checked, len(pending) - checked, str(exc))
+            printed = _printed_record(store, registers, item)
+            verdict = judge(item.printed_version, item.issued_at, current)
+            changes = difference(printed, current, item.printed_version) if verdict != UNCHANGED else []
+            with Transaction(conn):
+                conn.execute(
+                    "INSERT INTO recovery_checks (request_id, resident_code, checked_at, printed_version, printed_updated_at, "
+                    "upstream_version, upstream_updated_at, verdict, difference, action) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                    (item.request_id, item.resident_code, now_iso(), item.printed_version, item.printed_updated_at,
+                     current["version"] if current else None, current["updated_at"] if current else None, verdict,
+                     json.dumps(changes, ensure_ascii=False), suggested_action(verdict, changes, current)),
+                )
+                if verdict in AT_RISK_VERDICTS:
+                    audit.append(conn, "system", "recovery.at_risk", item.resident_code, {"request": item.request_id, "verdict": verdict})
+            checked += 1
+    finally:
+        upstream.close()
+        for register in registers.values():
+            if register is not None:
+                register.close()
+    _record_attempt(conn, "done", checked, 0, None)
+    return ReconcileResult("done", checked, 0)
+
+
+def _printed_record(store, registers: dict, item: _Pending) -> dict | None:
+    """The record as the certificate printed it, if that snapshot generation
+    is still kept and still holds that version."""
+    if item.snapshot_generation is None:
+        return None
+    if item.snapshot_generation not in registers:
+        try:
+            registers[item.snapshot_generation] = store.open_register(item.snapshot_generation)
+        except NoSnapshot:
+            registers[item.snapshot_generation] = None
+    register = registers[item.snapshot_generation]
+    record = register.resident(item.resident_code) if register is not None else None
+    # The change feed may have moved the generation on since issue.
+    return record if record is not None and record["version"] == item.printed_version else None
+
+
+def _record_attempt(conn, outcome: str, checked: int, pending: int, error: str | None) -> None:
+    with Transaction(conn):
+        conn.execute("INSERT INTO recovery_attempts (at, outcome, checked, pending, error) VALUES (?,?,?,?,?)",
+                     (now_iso(), outcome, checked, pending, error))
+
+
+def register_recovery_jobs(scheduler, config: Config) -> None:
+    """Add the reconciliation job to the worker's APScheduler scheduler."""
+    scheduler.add_job(reconcile_once, "interval", seconds=config["recovery"]["interval_s"], args=[config],
+                      id=JOB_ID, replace_existing=True, max_instances=1, coalesce=True)
+
+
+# --- what the recovery page and the incident report read --------------------
+
+
+@dataclass(frozen=True)
+class AtRiskCertificate:
+    check_id: int
+    request_id: int
+    issued_at: str
+    office: str
+    terminal: str
+    clerk: str
+    kind: str
+    subject_code: str
+    resident_code: str
+    requester_type: str
+    requester_name: str | None
+    contact: str | None
+    serials: list[int]
+    verdict: str
+    difference: list[dict]
+    action: str
+    status: str
+    status_changed_at: str | None
+    status_changed_by: str | None
+
+    @property
+    def verdict_label(self) -> str:
+        return VERDICTS[self.verdict]
+
+
+def at_risk(conn, *, since: str = "", until: str | None = None) -> list[AtRiskCertificate]:
+    """At-risk certificates of requests made within [since, until]."""
+    rows = conn.execute(
+        "SELECT k.id, r.id, r.created_at, r.office, r.terminal, r.clerk, r.kind, r.subject_code, k.resident_code, "
+        "r.requester_type, r.requester_name, r.contact, "
+        "(SELECT group_concat(serial) FROM certificates c WHERE c.request_id = r.id AND c.status = 'rendered'), "
+        "k.verdict, k.difference, k.action, k.status, k.status_changed_at, k.status_changed_by "
+        "FROM recovery_checks k JOIN requests r ON r.id = k.request_id "
+        f"WHERE r.scope = 'real' AND k.verdict IN ({','.join('?' * len(AT_RISK_VERDICTS))}) AND r.created_at >= ? AND r.created_at <= ? "
+        "ORDER BY r.id, k.id",
+        (*AT_RISK_VERDICTS, since, until or "9999"),
+    ).fetchall()
+    return [
+        AtRiskCertificate(*row[:12], [int(s) for s in (row[12] or "").split(",") if s], row[13], json.loads(row[14]), *row[15:])
+        for row in rows
+    ]
+
+
+def set_status(conn, check_id: int, status: str, *, actor: str) -> None:
+    if status not in STATUSES:
+        raise ValueError(f"unknown status {status!r}")
+    with Transaction(conn):
+        changed = conn.execute(
+            "UPDATE recovery_checks SET status = ?, status_changed_at = ?, status_changed_by = ? WHERE id = ?",
+            (status, now_iso(), actor, check_id),
+        ).rowcount
+        if not changed:
+            raise ValueError(f"no recovery check {check_id}")
+        audit.append(conn, actor, "recovery.status", str(check_id), {"status": status})
+
+
+@dataclass(frozen=True)
+class Progress:
+    issued_requests: int
+    checked: int
+    pending: int
+    at_risk: int
+    last_attempt: dict | None
+
+
+def progress(conn) -> Progress:
+    issued = conn.execute(
+        "SELECT count(DISTINCT r.id) FROM requests r JOIN certificates c ON c.request_id = r.id "
+        "WHERE r.scope = 'real' AND c.status = 'rendered'"
+    ).fetchone()[0]
+    checked, flagged = conn.execute(
+        f"SELECT count(*), coalesce(sum(verdict IN ({','.join('?' * len(AT_RISK_VERDICTS))})), 0) FROM recovery_checks", AT_RISK_VERDICTS
+    ).fetchone()
+    last = conn.execute("SELECT at, outcome, checked, pending, error FROM recovery_attempts ORDER BY id DESC LIMIT 1").fetchone()
+    return Progress(issued, checked, len(pending_checks(conn)), flagged,
+                    dict(zip(("at", "outcome", "checked", "pending", "error"), last)) if last else None)

@@ -1,0 +1,128 @@
+"""The background scheduler behind `sonae worker` (a process of its own,
+never inside the web server).
+
+Every periodic job of the appliance is one entry in JOBS: an id, how to
+build its trigger from the configuration, and what to run. `build_scheduler`
+turns the list into an APScheduler 3 scheduler. Each job runs at most once
+at a time (max_instances=1) and missed runs collapse into one (coalesce).
+
+Sync jobs:
+- sync-full: the full export on sync.full_cron in sync.timezone (02:00 JST);
+- sync-changes: every sync.changes_interval_s, and once at start. It runs a
+  full export instead when one is due (no snapshot yet, or the change feed
+  broke), otherwise it applies the change feed.
+Both retry on UpstreamUnavailable with exponential backoff
+(sync.retry_attempts attempts, waiting sync.retry_backoff_s × 2^n between
+them). Two syncs never overlap: the snapshot write lock refuses the second,
+and the refusal is recorded like every other run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from apscheduler.schedulers.base import BaseScheduler
+from apscheduler.schedulers.blocking import BlockingScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+from fallback.config import Config
+from fallback.syncing import EXPECTED_FAILURES, full_export_due, run_changes, run_full_sync
+from sync.errors import FeedBroken, UpstreamUnavailable
+
+log = logging.getLogger("sonae.worker")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    trigger: Callable[[Config], BaseTrigger]
+    run: Callable[[Config, threading.Event], None]
+    run_at_start: bool = False
+
+
+def with_retry(action: Callable[[], T], *, attempts: int, backoff_s: float, stopping: threading.Event, what: str) -> T:
+    """Run `action`; on UpstreamUnavailable wait backoff_s, 2×, 4× … and try
+    again, `attempts` times in all. A stopping worker stops waiting."""
+    attempt = 1
+    while True:
+        try:
+            return action()
+        except UpstreamUnavailable as exc:
+            if attempt >= attempts or stopping.is_set():
+                raise
+            delay = backoff_s * 2 ** (attempt - 1)
+            log.warning("%s: upstream unavailable (%s); attempt %d of %d, retrying in %.0f s", what, exc, attempt, attempts, delay)
+            if stopping.wait(delay):
+                raise
+            attempt += 1
+
+
+def _retrying(config: Config, stopping: threading.Event, action: Callable[[], T], what: str) -> T:
+    sync = config["sync"]
+    return with_retry(action, attempts=max(1, sync["retry_attempts"]), backoff_s=sync["retry_backoff_s"], stopping=stopping, what=what)
+
+
+def full_sync_job(config: Config, stopping: threading.Event) -> None:
+    try:
+        result = _retrying(config, stopping, lambda: run_full_sync(config), "full export")
+        log.info("full export: generation %d is current (%d residents, %d seals, as of %s)", result.generation, result.residents, result.seals, result.as_of)
+    except EXPECTED_FAILURES as exc:
+        log.error("full export not loaded: %s", exc)  # recorded in sync_runs
+
+
+def changes_job(config: Config, stopping: threading.Event) -> None:
+    try:
+        due = full_export_due(config)
+        if due is None:
+            try:
+                result = _retrying(config, stopping, lambda: run_changes(config), "change feed")
+                if result.applied or result.skipped:
+                    log.info("change feed: %d applied, %d skipped, now at seq %d", result.applied, result.skipped, result.last_seq)
+                return
+            except FeedBroken as exc:
+                due = f"the change feed broke ({exc})"
+        log.warning("running a full export now: %s", due)
+        full_sync_job(config, stopping)
+    except EXPECTED_FAILURES as exc:
+        log.error("change feed not applied: %s", exc)  # recorded in sync_runs
+
+
+JOBS: list[Job] = [
+    Job(
+        "sync-full",
+        lambda config: CronTrigger.from_crontab(config["sync"]["full_cron"], timezone=config["sync"]["timezone"]),
+        full_sync_job,
+    ),
+    Job(
+        "sync-changes",
+        lambda config: IntervalTrigger(seconds=config["sync"]["changes_interval_s"], timezone=config["sync"]["timezone"]),
+        changes_job,
+        run_at_start=True,
+    ),
+]
+
+
+def build_scheduler(config: Config, stopping: threading.Event, scheduler: BaseScheduler | None = None) -> BaseScheduler:
+    """The scheduler with every job in JOBS added (not started)."""
+    scheduler = scheduler or BlockingScheduler(timezone=config["sync"]["timezone"])
+    for job in JOBS:
+        scheduler.add_job(
+            job.run,
+            job.trigger(config),
+            args=(config, stopping),
+            id=job.id,
+            name=job.id,
+            max_instances=1,
+            coalesce=True,
+            misfire_grace_time=3600,
+            **({"next_run_time": dt.datetime.now(dt.UTC)} if job.run_at_start else {}),
+        )
+    return scheduler

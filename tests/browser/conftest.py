@@ -1,0 +1,68 @@
+"""A real browser (Debian's headless Chromium through ChromeDriver) against
+the counter app served by waitress, as on a counter PC."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.fallback.conftest import ACCOUNTS, PASSWORD, appliance  # noqa: F401  (fixture reuse)
+
+CHROMIUM_FLAGS = (
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1400,1000",
+    "--lang=ja",
+)
+
+
+@pytest.fixture
+def live_url(appliance):  # noqa: F811
+    import waitress.server
+
+    server = waitress.server.create_server(appliance, host="127.0.0.1", port=0, threads=8)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.effective_port}"
+    server.close()
+
+
+@pytest.fixture
+def open_browser():
+    drivers = []
+
+    def start():
+        options = webdriver.ChromeOptions()
+        options.binary_location = "/usr/bin/chromium"
+        for flag in CHROMIUM_FLAGS:
+            options.add_argument(flag)
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        driver.implicitly_wait(0)
+        drivers.append(driver)
+        return driver
+
+    yield start
+    for driver in drivers:
+        driver.quit()
+
+
+def wait_for(driver, css: str, timeout: float = 10):
+    return WebDriverWait(driver, timeout).until(expected_conditions.presence_of_element_located((By.CSS_SELECTOR, css)))
+
+
+def login(driver, base_url: str, username: str, terminal: str = "本庁1") -> None:
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select
+
+    driver.get(base_url + "/login")
+    wait_for(driver, "#username").send_keys(username)
+    Select(driver.find_element(By.ID, "terminal")).select_by_value(terminal)
+    password = driver.find_element(By.ID, "password")
+    password.send_keys(PASSWORD)
+    password.send_keys(Keys.ENTER)
+    WebDriverWait(driver, 10).until(lambda d: "/login" not in d.current_url)
