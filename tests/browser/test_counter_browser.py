@@ -15,7 +15,16 @@ def declare_downtime(driver, base_url):
     driver.get(base_url + "/supervisor/")
     wait_for(driver, "#declare-detail").send_keys("テスト: クラウド応答なし")
     driver.find_element(By.ID, "declare-downtime").click()
-    WebDriverWait(driver, 10).until(lambda d: "ダウン対策モード" in d.find_element(By.ID, "current-mode").text)
+    # The end-downtime form exists only once the new mode is in force.
+    wait_for(driver, "#end-downtime")
+    assert "ダウン対策モード" in driver.find_element(By.ID, "current-mode").text
+
+
+def wait_for_focus_on_first_result(driver):
+    """The page script moves the focus to the first result once loaded;
+    pressing Enter before that would resubmit the search instead."""
+    WebDriverWait(driver, 10).until(
+        lambda d: "result-row" in (d.switch_to.active_element.get_attribute("class") or ""))
 
 
 def press(driver, *keys):
@@ -44,8 +53,8 @@ def test_common_path_by_keyboard_only(live_url, open_browser):
     kana = wait_for(driver, "#q-kana")
     assert driver.switch_to.active_element == kana  # autofocus: the clerk starts typing at once
     kana.send_keys("やまだ たろう", Keys.ENTER)
-    wait_for(driver, "tr.result-row")
     # focus lands on the first result: Enter opens it
+    wait_for_focus_on_first_result(driver)
     press(driver, Keys.ENTER)
     wait_for(driver, "#issue-form")
     assert "山田" in driver.find_element(By.TAG_NAME, "h1").text
@@ -67,6 +76,7 @@ def test_dv_refusal_in_the_browser(live_url, open_browser):
     driver = open_browser()
     login(driver, live_url, "clerk1")
     driver.get(live_url + "/counter/?kana=サトウ")
+    wait_for_focus_on_first_result(driver)
     press(driver, Keys.ENTER)
     wait_for(driver, "#support-warning")
     Select(driver.find_element(By.ID, "requester-type")).select_by_value("agent")
