@@ -14,6 +14,7 @@ from fallback.counter_state import counter_scope
 from fallback.db import get_ops
 from fallback.openapi import OPENAPI
 from fallback.registry import get_register, snapshot_summary
+from fallback.rendering import print_settings
 from fallback.security import csrf_token, public, roles
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -113,7 +114,7 @@ def search():
     if locked:
         return locked
     try:
-        query, criteria = lookup.parse_query(request.args, current_app.config["SONAE"]["printing"]["eras"])
+        query, criteria = lookup.parse_query(request.args, print_settings(current_app.config["SONAE"]).eras)
     except lookup.QueryError as exc:
         return error(400, "bad_query", str(exc))
     rows = lookup.search(get_ops(), get_register(), query, criteria, actor=g.staff.username, drill=scope.is_drill)
@@ -134,7 +135,7 @@ def resident(code):
         return error(404, "not_found", "no resident with this code in the snapshot")
     return jsonify(
         resident=resident_summary(person),
-        household=[resident_summary(m) for m in register.household(person["household_id"])],
+        household=[resident_summary(m) for m in lookup.household_members(register, person)],
         seals=[{"seal_number": s["seal_number"], "status": s["status"], "registered_on": s["registered_on"]} for s in register.seals_of(code)],
     )
 

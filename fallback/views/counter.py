@@ -3,14 +3,15 @@ from the keyboard. Open only in downtime (or for a drill's participants)."""
 
 from __future__ import annotations
 
-from werkzeug.datastructures import MultiDict
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
+from werkzeug.datastructures import MultiDict
 
 from fallback import deferred, issuance, lookup
 from fallback.certificates import issue_certificate, request_from_form, supervisor_approval
 from fallback.counter_state import counter_scope
 from fallback.db import get_ops
 from fallback.registry import get_register
+from fallback.rendering import print_settings
 from fallback.security import roles
 
 bp = Blueprint("counter", __name__, url_prefix="/counter")
@@ -34,7 +35,7 @@ def search():
     results, error, query = None, None, None
     if any(request.args.get(k) for k in ("kana", "name", "birth", "address", "code")):
         try:
-            query, criteria = lookup.parse_query(request.args, current_app.config["SONAE"]["printing"]["eras"])
+            query, criteria = lookup.parse_query(request.args, print_settings(current_app.config["SONAE"]).eras)
             results = lookup.search(get_ops(), register, query, criteria, actor=g.staff.username, drill=scope.is_drill)
         except lookup.QueryError as exc:
             error = str(exc)
@@ -57,7 +58,7 @@ def resident(code):
                                   flag_count=security["view_flag_count"], flag_window_minutes=security["view_flag_window_minutes"])
     if person is None:
         abort(404, "この住民票コードの方は写しにいません。")
-    household = register.household(person["household_id"])
+    household = lookup.household_members(register, person)
     seals = register.seals_of(code)
     return render_template("counter/resident.html", person=person, household=household, seals=seals, scope=scope,
                            form=MultiDict(), error=None, **_form_choices())
@@ -91,7 +92,7 @@ def issue(code):
             abort(404)
         refused = isinstance(exc, issuance.IssueRefused)
         return render_template(
-            "counter/resident.html", person=person, household=register.household(person["household_id"]),
+            "counter/resident.html", person=person, household=lookup.household_members(register, person),
             seals=register.seals_of(code), scope=scope, form=request.form, error=str(exc),
             refusal_rule=exc.rule if refused else None, **_form_choices(),
         ), 422
