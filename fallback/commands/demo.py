@@ -143,6 +143,8 @@ def run_demo(root, residents, seed, web_port, upstream_port, fresh):
     if fresh and root.exists():
         shutil.rmtree(root)
     site = DemoSite(root, residents=residents, seed=seed, web_port=web_port, upstream_port=upstream_port)
+    # `kill` (SIGTERM) must stop the children too, as Ctrl+C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
         click.echo(f"starting cloudsim with {residents:,} synthetic residents …", err=True)
         upstream = site.start_cloudsim()
