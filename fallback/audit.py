@@ -26,9 +26,11 @@ def _entry_hash(prev_hash: str, at: str, actor: str, action: str, target: str | 
     return hashlib.sha256(material.encode("utf-8")).hexdigest()
 
 
-def record(conn, actor: str, action: str, target: str | None = None, detail: dict[str, Any] | None = None, *, drill: bool = False) -> int:
-    """Append one entry in its own transaction; returns its id."""
-    with Transaction(conn):
+def record(conn, actor: str, action: str, target: str | None = None, detail: dict[str, Any] | None = None, *,
+           drill: bool = False, durable: bool = True) -> int:
+    """Append one entry in its own transaction; returns its id. durable=False
+    is for high-rate look-up entries (see ops.Transaction)."""
+    with Transaction(conn, durable=durable):
         return append(conn, actor, action, target, detail, drill=drill)
 
 

@@ -67,13 +67,14 @@ def parse_query(args, eras) -> tuple[Query, dict]:
 
 def search(conn, register, query: Query, criteria: dict, *, actor: str, drill: bool) -> list[dict]:
     rows = register.search(**criteria, limit=MAX_RESULTS + 1)
-    audit.record(conn, actor, "search", None, {"query": query.as_dict(), "results": min(len(rows), MAX_RESULTS + 1)}, drill=drill)
+    audit.record(conn, actor, "search", None, {"query": query.as_dict(), "results": min(len(rows), MAX_RESULTS + 1)}, drill=drill,
+                 durable=False)
     return rows
 
 
 def view_resident(conn, register, code: str, *, actor: str, drill: bool, flag_count: int, flag_window_minutes: int) -> dict | None:
     resident = register.resident(code)
-    audit.record(conn, actor, "view", code, {"found": resident is not None}, drill=drill)
+    audit.record(conn, actor, "view", code, {"found": resident is not None}, drill=drill, durable=False)
     if resident is not None:
         flag_bulk_viewing(conn, actor, flag_count=flag_count, window=dt.timedelta(minutes=flag_window_minutes), drill=drill)
     return resident

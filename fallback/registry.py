@@ -1,5 +1,10 @@
 """The counter app's door into the mirrored register: the current snapshot
-generation, opened read-only, at most once per request."""
+generation, opened read-only.
+
+Each server thread keeps its reader open (see fallback.db) and reopens it
+when the CURRENT generation changes — a full load or a rollback is seen by
+the next request. Change-feed updates need no reopening: a reader sees each
+committed batch whole at its next query (WAL)."""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from dataclasses import dataclass
 from flask import current_app, g
 
 from fallback.config import Config
+from fallback.db import EXTENSION
 from fallback.keys import snapshot_key
 from fallback.ops import now
 from sync.store import SnapshotStore
@@ -19,12 +25,24 @@ def snapshot_store(config: Config) -> SnapshotStore:
 
 
 def get_register():
-    """The current generation's Register for this request, or None when no
-    snapshot has been loaded yet."""
-    if "register" not in g:
-        store = snapshot_store(current_app.config["SONAE"])
-        g.register = store.open_register() if store.current() is not None else None
-    return g.register
+    """The current generation's Register, or None when no snapshot has been
+    loaded yet. Checked against CURRENT once per request."""
+    local = current_app.extensions[EXTENSION]
+    if g.get("register_checked"):
+        return getattr(local, "register", None)
+    g.register_checked = True
+    store = getattr(local, "store", None)
+    if store is None:
+        store = local.store = snapshot_store(current_app.config["SONAE"])
+    current = store.current()
+    register = getattr(local, "register", None)
+    if register is not None and register.generation != current:
+        register.close()
+        register = None
+    if register is None and current is not None:
+        register = store.open_register(current)
+    local.register = register
+    return register
 
 
 @dataclass(frozen=True)

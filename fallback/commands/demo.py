@@ -89,7 +89,8 @@ class DemoSite:
             time.sleep(0.2)
         return json.loads(ready.read_text())
 
-    def configure(self, upstream: dict) -> None:
+    def configure(self, upstream: dict, extra: dict | None = None) -> None:
+        """Write keys and sonae.toml; `extra` overrides keys per section."""
         for name in ("master.key", "signing.key"):
             if not (self.etc / name).exists():
                 write_key_file(self.etc / name)
@@ -99,6 +100,8 @@ class DemoSite:
                                   secret_key_file=str(self.etc / "session.key"))
         values["web"].update(port=self.web_port, public_base_url=f"http://127.0.0.1:{self.web_port}")
         values["probes"].update(interval_s=10)
+        for section, items in (extra or {}).items():
+            values[section].update(items)
         (self.etc / "sonae.toml").write_text(render_toml(values), encoding="utf-8")
         self.home.mkdir(parents=True, exist_ok=True)
 

@@ -1,0 +1,293 @@
+"""Counter load: search latency at ward size and concurrent issuance.
+
+    python bench/bench_counter.py --residents 1000000 --dir /var/tmp/sonae-bench
+
+Builds (or reuses) an appliance in DIR exactly as `sonae demo run` does —
+cloudsim with N residents, `sonae sync full`, `sonae serve` under waitress —
+declares downtime, then measures through the HTTP API:
+
+1. search: C clients (default 8) issuing mixed counter searches (kana
+   prefix, kana + birth date, kanji name, address + kana, resident code)
+   for S seconds; p50/p95/p99 per query type. Baseline in the same run:
+   GET /api/v1/status through the same stack (login, session, audit-free),
+   and each p95 is printed as a ratio to it.
+2. issuance: K counters (default 30), each repeating search → view →
+   issue 住民票の写し → fetch the PDF with a think time between steps, for
+   M minutes. p50/p95/p99 per endpoint, errors, duplicate serials and audit
+   completeness. Baseline: a bare render of a certificate in this process
+   (printing.render, no HTTP, no database) — the ratio is what serving,
+   rules, serials and audit add around the PDF.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fallback.commands.demo import DemoSite  # noqa: E402
+
+PASSWORD = "bench-password-1"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def summary(values: list[float]) -> str:
+    return f"n={len(values):6d}  p50={percentile(values, 50) * 1000:7.1f} ms  p95={percentile(values, 95) * 1000:7.1f} ms  p99={percentile(values, 99) * 1000:7.1f} ms"
+
+
+class Counter:
+    """One logged-in counter terminal speaking the JSON API."""
+
+    def __init__(self, base: str, username: str, terminal: str):
+        self.base = base
+        self.http = requests.Session()
+        csrf = self.http.get(f"{base}/api/v1/session").json()["csrf_token"]
+        response = self.http.post(f"{base}/api/v1/session", json={"username": username, "password": PASSWORD, "terminal": terminal},
+                                  headers={"X-CSRF-Token": csrf})
+        response.raise_for_status()
+        self.csrf = response.json()["csrf_token"]
+
+    def timed(self, method: str, path: str, **kwargs) -> tuple[float, requests.Response]:
+        start = time.perf_counter()
+        response = self.http.request(method, self.base + path, headers={"X-CSRF-Token": self.csrf}, timeout=60, **kwargs)
+        return time.perf_counter() - start, response
+
+
+def setup_site(args) -> tuple[DemoSite, str]:
+    site = DemoSite(Path(args.dir), residents=args.residents, seed=args.seed, web_port=args.port, upstream_port=args.port + 100)
+    upstream = site.start_cloudsim()
+    terminals = [{"id": f"本庁{i}", "office": "本庁", "printer": f"プリンタ{i:03d}", "queue": ""} for i in range(1, args.counters + 1)]
+    site.configure(upstream, extra={"counter": {"terminals": terminals, "daily_cap_per_requester": 0},
+                                    "security": {"view_flag_count": 100000}, "web": {"threads": args.threads}})
+    if not (site.home / "snapshots" / "CURRENT").exists():
+        started = time.perf_counter()
+        print(site.run("sync", "full", "--actor", "bench").strip())
+        print(f"full sync of {args.residents:,} residents: {time.perf_counter() - started:.1f} s")
+    existing = site.run("user", "list")
+    for i in range(1, args.counters + 1):
+        if f"bench{i}\t" not in existing:
+            site.run("user", "add", f"bench{i}", "--name", f"bench {i}", "--role", "clerk", "--password", PASSWORD)
+    state = site.run("mode", "show")
+    if not state.startswith("downtime"):
+        if not state.startswith("standby"):
+            site.run("mode", "set", "standby", "--reason", "bench reset")
+        site.run("mode", "set", "downtime", "--reason", "負荷試験")
+    site.start("serve", log="bench-web.log")
+    base = f"http://127.0.0.1:{args.port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            requests.get(base + "/api/v1/session", timeout=2)
+            break
+        except requests.ConnectionError:
+            time.sleep(0.2)
+    return site, base
+
+
+def sample_residents(site: DemoSite, count: int, seed: int) -> list[dict]:
+    """Real rows from the snapshot to search for, read with the appliance's
+    own key (the bench runs on the box)."""
+    os.environ.update(site.env)
+    from fallback.config import load_config
+    from fallback.registry import snapshot_store
+
+    store = snapshot_store(load_config())
+    with store.open_register() as register:
+        conn = register._conn
+        total = register.meta.residents
+        rng = random.Random(seed)
+        rows = []
+        while len(rows) < count:
+            rowid = rng.randint(1, total)
+            found = conn.execute("SELECT r.resident_code FROM residents r WHERE r.rowid = ? AND r.status = 'active'", (rowid,)).fetchone()
+            if found:
+                rows.append(register.resident(found[0]))
+    return rows
+
+
+def queries_for(resident: dict) -> dict[str, str]:
+    surname_kana = resident["name_kana"].split("\u3000")[0]
+    surname = resident["name"].split("\u3000")[0]
+    return {
+        "kana_prefix": f"kana={resident['name_kana'][:len(surname_kana) + 2]}",
+        "kana_birth": f"kana={surname_kana}&birth={resident['birth_date']}",
+        "name": f"name={resident['name']}",
+        "address_kana": f"address={resident['address']['town']}&kana={surname_kana}",
+        "code": f"code={resident['resident_code']}",
+    }
+
+
+def bench_search(base: str, residents: list[dict], clients: int, seconds: float) -> None:
+    timings: dict[str, list[float]] = {}
+    errors = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + seconds
+
+    def client(index: int):
+        counter = Counter(base, f"bench{index + 1}", f"本庁{index + 1}")
+        rng = random.Random(index)
+        while time.monotonic() < stop_at:
+            kind, query = rng.choice(list(queries_for(rng.choice(residents)).items()))
+            elapsed, response = counter.timed("GET", "/api/v1/residents?" + query)
+            baseline, status = counter.timed("GET", "/api/v1/status")
+            with lock:
+                if response.status_code != 200 or status.status_code != 200:
+                    errors.append((kind, response.status_code))
+                timings.setdefault(kind, []).append(elapsed)
+                timings.setdefault("baseline_status", []).append(baseline)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    base_p95 = percentile(timings["baseline_status"], 95)
+    print(f"\n== search: {clients} concurrent clients, {seconds:.0f} s ==")
+    for kind, values in sorted(timings.items()):
+        ratio = percentile(values, 95) / base_p95
+        print(f"{kind:16} {summary(values)}  p95/baseline={ratio:5.2f}")
+    print(f"errors: {len(errors)}")
+
+
+def bare_render_seconds(site: DemoSite, resident: dict, rounds: int = 15) -> list[float]:
+    from fallback.config import load_config
+    from fallback.keys import signing_key
+    from fallback.ops import now
+    from fallback.rendering import municipality, print_settings
+    from printing.model import Certificate, IssueStamp
+    from printing.render import render_certificate
+
+    config = load_config()
+    stamp = IssueStamp(serial=1, issued_at=now(), data_as_of=now(), municipality=municipality(config), terminal="本庁1", printer_id="プリンタ001")
+    cert = Certificate(kind="juminhyo", residents=[resident], stamp=stamp, settings=print_settings(config))
+    key = signing_key(config)
+    timings = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        render_certificate(cert, key)
+        timings.append(time.perf_counter() - start)
+    return timings[3:]
+
+
+def bench_issue(site: DemoSite, base: str, residents: list[dict], counters: int, minutes: float, think: float) -> None:
+    timings: dict[str, list[float]] = {}
+    errors: list[str] = []
+    issued: list[int] = []
+    lock = threading.Lock()
+    stop_at = time.monotonic() + minutes * 60
+
+    def record(kind: str, elapsed: float, response: requests.Response, expected: int) -> bool:
+        with lock:
+            timings.setdefault(kind, []).append(elapsed)
+            if response.status_code != expected:
+                errors.append(f"{kind}: HTTP {response.status_code} {response.text[:120]}")
+                return False
+        return True
+
+    def counter_loop(index: int):
+        counter = Counter(base, f"bench{index + 1}", f"本庁{index + 1}")
+        rng = random.Random(1000 + index)
+        time.sleep(rng.uniform(0, think))  # counters do not start in lockstep
+        while time.monotonic() < stop_at:
+            resident = rng.choice(residents)
+            surname_kana = resident["name_kana"].split("\u3000")[0]
+            elapsed, response = counter.timed("GET", f"/api/v1/residents?kana={surname_kana}&birth={resident['birth_date']}")
+            record("search", elapsed, response, 200)
+            time.sleep(rng.uniform(0.5, 1.5) * think / 3)
+            elapsed, response = counter.timed("GET", f"/api/v1/residents/{resident['resident_code']}")
+            record("view", elapsed, response, 200)
+            time.sleep(rng.uniform(0.5, 1.5) * think / 3)
+            body = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1,
+                    "acknowledge_move_out": True}
+            start = time.perf_counter()
+            elapsed, response = counter.timed("POST", f"/api/v1/residents/{resident['resident_code']}/certificates", json=body)
+            if response.status_code == 422:  # a rule refused it (e.g. support measure): a real outcome, not an error
+                with lock:
+                    timings.setdefault("issue_refused", []).append(elapsed)
+                continue
+            if record("issue", elapsed, response, 201):
+                certificate = response.json()["certificates"][0]
+                pdf_elapsed, pdf = counter.timed("GET", certificate["pdf"])
+                if record("pdf", pdf_elapsed, pdf, 200):
+                    with lock:
+                        issued.append(certificate["serial"])
+                        timings.setdefault("request_to_pdf", []).append(time.perf_counter() - start)
+            time.sleep(rng.uniform(0.5, 1.5) * think / 3)
+
+    threads = [threading.Thread(target=counter_loop, args=(i,)) for i in range(counters)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    bare = bare_render_seconds(site, residents[0])
+    bare_p50 = statistics.median(bare)
+    print(f"\n== issuance: {counters} counters, {minutes:g} min, think ≈{think:g} s per cycle ==")
+    for kind, values in sorted(timings.items()):
+        print(f"{kind:16} {summary(values)}")
+    print(f"bare render (baseline) p50={bare_p50 * 1000:.1f} ms;  request→PDF p95 / bare p50 = {percentile(timings.get('request_to_pdf', []), 95) / bare_p50:.2f}")
+    print(f"certificates issued: {len(issued)}  ({len(issued) / (minutes * 60):.2f}/s)   errors: {len(errors)}")
+    for line in errors[:5]:
+        print("  ", line)
+    print(f"duplicate serials (client side): {len(issued) - len(set(issued))}")
+    check_records(site)
+
+
+def check_records(site: DemoSite) -> None:
+    from fallback.config import load_config
+    from fallback.ops import open_ops
+
+    conn = open_ops(load_config())
+    rows, distinct = conn.execute("SELECT count(*), count(DISTINCT scope || serial) FROM certificates").fetchone()
+    issued_requests = conn.execute("SELECT count(*) FROM requests WHERE outcome = 'issued'").fetchone()[0]
+    audited = conn.execute("SELECT count(*) FROM audit WHERE action = 'issue'").fetchone()[0]
+    print(f"ops database: {rows} certificates, {distinct} distinct serials; {issued_requests} issued requests, {audited} 'issue' audit entries"
+          f" -> audit complete: {issued_requests == audited}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--residents", type=int, default=1_000_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--dir", default="/var/tmp/sonae-bench")
+    parser.add_argument("--port", type=int, default=8190)
+    parser.add_argument("--threads", type=int, default=16, help="waitress threads")
+    parser.add_argument("--search-clients", type=int, default=8)
+    parser.add_argument("--search-seconds", type=float, default=30)
+    parser.add_argument("--counters", type=int, default=30)
+    parser.add_argument("--issue-minutes", type=float, default=2)
+    parser.add_argument("--think", type=float, default=10, help="seconds per counter cycle spent thinking (split over 3 steps)")
+    parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--skip-issue", action="store_true")
+    args = parser.parse_args()
+    site, base = setup_site(args)
+    try:
+        residents = sample_residents(site, 2000, args.seed)
+        print(json.dumps({"residents": args.residents, "cores": os.cpu_count(), "waitress_threads": args.threads}))
+        if not args.skip_search:
+            bench_search(base, residents, args.search_clients, args.search_seconds)
+        if not args.skip_issue:
+            bench_issue(site, base, residents, args.counters, args.issue_minutes, args.think)
+    finally:
+        site.stop()
+
+
+if __name__ == "__main__":
+    main()
