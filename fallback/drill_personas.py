@@ -19,10 +19,9 @@ import json
 import random
 from dataclasses import dataclass
 
-from sync import crypto
-
 from fallback import drills
 from fallback.ops import Transaction
+from sync import crypto
 
 
 @dataclass(frozen=True)
@@ -40,8 +39,8 @@ CASES: dict[str, PersonaCase] = {
                             "本人確認のうえ、データ時点を説明して交付する。"),
     "support_measure": PersonaCase("支援措置（DV等）の対象者", "別に住む親族として、この方の住民票の写しを請求する。",
                                    "係長の承認がなければ交付しない（お断り）。本人からの請求なら本人確認のうえ交付する。"),
-    "seal_revoked": PersonaCase("印鑑登録を廃止した方", "本人として、印鑑登録証明書を請求する。",
-                                "登録が廃止されているため交付できないと説明する。新しい登録は後日対応で受け付ける。"),
+    "seal_revoked": PersonaCase("廃止された印鑑登録証を持ってきた方", "本人として、カードに書いた（廃止された）印鑑登録証で印鑑登録証明書を請求する。",
+                                "廃止された登録証では交付できないと説明する。新しい登録は後日対応で受け付ける。"),
     "removed": PersonaCase("除票の方（転出・死亡など）", "親族として、この方の住民票の写しを請求する。",
                            "現在の住民票は交付できない。除票の写しを選んで交付する。"),
     "foreign": PersonaCase("外国人住民", "本人として、在留資格と在留期間の載った住民票の写しを請求する。",
@@ -59,8 +58,7 @@ CASES: dict[str, PersonaCase] = {
 _FINDERS = {
     "ordinary": _PLAIN,
     "support_measure": f"{_ACTIVE} AND r.support_measure = 1",
-    "seal_revoked": (f"{_ACTIVE} AND EXISTS (SELECT 1 FROM seals s WHERE s.resident_code = r.resident_code AND s.status = 'revoked') "
-                     "AND NOT EXISTS (SELECT 1 FROM seals s WHERE s.resident_code = r.resident_code AND s.status = 'active')"),
+    "seal_revoked": f"{_ACTIVE} AND EXISTS (SELECT 1 FROM seals s WHERE s.resident_code = r.resident_code AND s.status = 'revoked')",
     "removed": "r.status = 'removed'",
     "foreign": f"{_ACTIVE} AND json_extract(rec.record, '$.foreign') IS NOT NULL",
     "planned_move_out": f"{_ACTIVE} AND json_extract(rec.record, '$.planned_move_out') IS NOT NULL",
@@ -80,10 +78,6 @@ class Persona:
     case: PersonaCase
     resident_code: str | None
     synthetic: dict | None
-
-    @property
-    def found(self) -> bool:
-        return self.resident_code is not None or self.synthetic is not None
 
 
 def find_cases(snapshot_path, key: bytes, rng: random.Random) -> dict[str, str | None]:
@@ -135,3 +129,27 @@ def prepare(conn, drill_id: int, store, *, actor: str, rng: random.Random | None
 def personas(conn, drill_id: int) -> list[Persona]:
     rows = conn.execute("SELECT case_key, resident_code, synthetic FROM drill_personas WHERE drill_id = ? ORDER BY id", (drill_id,))
     return [Persona(key, CASES[key], code, json.loads(synthetic) if synthetic else None) for key, code, synthetic in rows]
+
+
+def card_details(persona: Persona, register) -> list[tuple[str, str]]:
+    """What the person playing the resident needs on their card, as
+    (label, value) lines: who they are and, for the revoked-seal case, the
+    number of the revoked 印鑑登録証 they present."""
+    if persona.synthetic is not None:
+        s = persona.synthetic
+        return [("氏名", f"{s['name']}（{s['name_kana']}）"), ("生年月日", s["birth_date"]), ("前住所", s["previous_address"]), ("", s["note"])]
+    resident = register.resident(persona.resident_code) if persona.resident_code and register is not None else None
+    if resident is None:
+        return []
+    a = resident["address"]
+    lines = [
+        ("氏名", f"{resident['name']}（{resident['name_kana']}）"), ("生年月日", resident["birth_date"]),
+        ("住所", f"{a['prefecture']}{a['city']}{a['town']}{a['banchi']}" + (f"　{a['katagaki']}" if a.get("katagaki") else "")),
+        ("住民票コード", resident["resident_code"]),
+    ]
+    if persona.case_key == "seal_revoked":
+        revoked = [s["card_number"] for s in register.seals_of(resident["resident_code"]) if s["status"] == "revoked"]
+        lines.append(("印鑑登録証の番号", revoked[0]))
+    if persona.case_key == "household_six":
+        lines.append(("世帯の人数", f"{len(register.household(resident['household_id']).active)}人"))
+    return lines

@@ -15,15 +15,14 @@ providers under a new key; providers are plain functions
 
 from __future__ import annotations
 
-import datetime as dt
-from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from fallback import deferred, documents, issuance, modes, recovery, runbooks
+from fallback import deferred, documents, issuance, modes, notice, recovery, runbooks
 from fallback.config import Config
 from fallback.drill_report import format_minutes, format_time, minutes_between
 from fallback.monitoring.probes import COMPONENT_LABELS
-from fallback.ops import now_iso
+from fallback.ops import now_iso, open_ops
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ class IncidentFacts:
     deferred_people: int
     residents_affected: int
     data_as_of: list[tuple[str, int | None, int]]  # (data-as-of, generation, requests)
-    ticks: list[runbooks.Tick] = field(default_factory=list)
+    ticks: list[runbooks.Tick]  # real runbook ticks and withdrawals within the incident
 
 
 def gather(conn, incident: Incident, *, runbook_list: list[runbooks.Runbook]) -> IncidentFacts:
@@ -277,6 +276,16 @@ def data_used(facts: IncidentFacts, config: Config) -> Section:
     ))
 
 
+def residents_notice(facts: IncidentFacts, config: Config) -> Section:
+    """Every version of the public notice approved during the incident, with
+    who approved it and when (fallback.notice keeps them)."""
+    conn = open_ops(config)
+    try:
+        return Section("住民へのお知らせ", notice.report_markdown(conn, facts.incident.started_at, facts.until))
+    finally:
+        conn.close()
+
+
 def blank(title: str) -> SectionProvider:
     def provider(facts: IncidentFacts, config: Config) -> Section:
         return Section(title, "（記入してください）")
@@ -284,7 +293,8 @@ def blank(title: str) -> SectionProvider:
 
 
 VARIANTS: dict[str, list[SectionProvider]] = {
-    "internal": [overview, events, timeline, ward_response, residents_affected, data_used, blank("障害原因"), blank("再発防止策")],
+    "internal": [overview, events, timeline, ward_response, residents_notice, residents_affected, data_used, blank("障害原因"),
+                 blank("再発防止策")],
 }
 
 

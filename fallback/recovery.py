@@ -9,7 +9,10 @@ in the certificate's printed_records:
 - same version: unchanged;
 - a newer version last updated *before* the certificate was issued: the
   register had already changed when Sonae printed it (the snapshot was
-  behind) — **at risk**;
+  behind) — **at risk**. An update stamped at the very moment of issue
+  counts as before: upstream timestamps may be whole seconds, and flagging
+  a correct certificate costs a phone call where missing a wrong one
+  leaves a resident holding it;
 - exactly one newer version, updated *after* issue: it was right when
   issued — no action;
 - several newer versions, the last after issue: one of them may have come
@@ -34,12 +37,11 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-from sync.errors import NoSnapshot, UpstreamUnavailable
-
 from fallback import audit, deferred, modes
 from fallback.config import Config, ConfigError
 from fallback.ops import Transaction, now_iso, open_ops
 from fallback.syncing import snapshot_store, upstream_from_config
+from sync.errors import NoSnapshot, UpstreamUnavailable
 
 UNCHANGED, CHANGED_AFTER_ISSUE, AT_RISK, UNCERTAIN, MISSING = "unchanged", "changed_after_issue", "at_risk", "uncertain", "missing"
 VERDICTS = {
@@ -125,6 +127,10 @@ def _show(field: str, value) -> str:
         return "対象" if value else "対象外"
     if field == "status":
         return {"active": "住民", "removed": "除票"}.get(value, str(value))
+    if field == "removal":
+        return f"{value['reason']}（{value['occurred_on']}）" + (f" {value['moved_to']}" if value.get("moved_to") else "")
+    if field == "planned_move_out":
+        return f"{value['date']} {value['moved_to']}へ転出予定"
     if isinstance(value, dict):
         return "、".join(f"{v}" for v in value.values() if v)
     return str(value)

@@ -25,9 +25,9 @@ from __future__ import annotations
 import hashlib
 import re
 import xml.etree.ElementTree as etree
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import markdown
 from markdown.extensions import Extension

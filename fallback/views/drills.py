@@ -1,0 +1,173 @@
+"""The drill screens: plan a drill, run it (start, 訓練上の宣言, end),
+prepare personas and the paper forms, and read its measured report."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from flask import Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, url_for
+from markupsafe import Markup
+
+from fallback import documents, drill_personas, drill_report, drills, forms, modes, paper_ledger, runbooks, users
+from fallback.db import get_ops
+from fallback.ops import TOKYO, now
+from fallback.registry import get_register, snapshot_store
+from fallback.security import roles
+
+bp = Blueprint("drills", __name__, url_prefix="/drills")
+
+COORDINATORS = ("drill_coordinator", "supervisor")
+VIEWERS = ("drill_coordinator", "supervisor", "clerk")
+
+
+def _drill_or_404(drill_id: int) -> drills.Drill:
+    drill = drills.get(get_ops(), drill_id)
+    if drill is None:
+        abort(404, "この訓練はありません。")
+    return drill
+
+
+def _jst(value: str) -> str:
+    """A datetime-local form value (Japan time) as ISO 8601 with offset."""
+    try:
+        return dt.datetime.fromisoformat(value).replace(tzinfo=TOKYO).isoformat(timespec="minutes")
+    except ValueError:
+        raise drills.DrillError("開始予定と終了予定の日時を入力してください。") from None
+
+
+@bp.route("/")
+@roles(*VIEWERS)
+def index():
+    conn = get_ops()
+    return render_template(
+        "drills/index.html", drills=drills.all_drills(conn), scenarios=drills.SCENARIOS,
+        staff=[u for u in users.list_users(conn) if not u.disabled],
+        terminals=current_app.config["SONAE"]["counter"]["terminals"], can_manage=g.staff.role in COORDINATORS,
+    )
+
+
+@bp.route("/new", methods=["POST"])
+@roles(*COORDINATORS)
+def create():
+    form = request.form
+    try:
+        drill_id = drills.create(
+            get_ops(), scenario=form.get("scenario", ""), title=form.get("title", ""), description=form.get("description", ""),
+            planned_start=_jst(form.get("planned_start", "")), planned_end=_jst(form.get("planned_end", "")),
+            participants=form.getlist("participants"), terminals=form.getlist("terminals"), actor=g.staff.username,
+        )
+    except drills.DrillError as exc:
+        flash(str(exc), "error")
+        return redirect(url_for("drills.index"))
+    flash("訓練を登録しました。", "info")
+    return redirect(url_for("drills.show", drill_id=drill_id))
+
+
+@bp.route("/<int:drill_id>")
+@roles(*VIEWERS)
+def show(drill_id):
+    drill = _drill_or_404(drill_id)
+    conn = get_ops()
+    can_manage = g.staff.role in COORDINATORS
+    personas = drill_personas.personas(conn, drill_id) if can_manage else []
+    return render_template(
+        "drills/show.html", drill=drill, events=drills.events(conn, drill_id), personas=_with_details(personas),
+        can_manage=can_manage, real_downtime=modes.current(conn).mode == modes.DOWNTIME,
+        runbook_slugs=runbooks.FOR_SCENARIO[drill.scenario],
+    )
+
+
+def _with_details(personas: list[drill_personas.Persona]) -> list[tuple[drill_personas.Persona, list[tuple[str, str]]]]:
+    register = get_register() if personas else None
+    return [(p, drill_personas.card_details(p, register)) for p in personas]
+
+
+def _act(drill_id: int, action, done_message: str):
+    try:
+        action()
+    except drills.DrillError as exc:
+        flash(str(exc), "error")
+    else:
+        flash(done_message, "info")
+    return redirect(url_for("drills.show", drill_id=drill_id))
+
+
+@bp.route("/<int:drill_id>/start", methods=["POST"])
+@roles(*COORDINATORS)
+def start(drill_id):
+    conn = get_ops()
+    return _act(drill_id, lambda: drills.start(conn, drill_id, actor=g.staff.username, current_mode=modes.current(conn).mode),
+                "訓練を開始しました。参加者の画面に「訓練中」と表示されます。")
+
+
+@bp.route("/<int:drill_id>/declare", methods=["POST"])
+@roles(*COORDINATORS)
+def declare(drill_id):
+    return _act(drill_id, lambda: drills.declare(get_ops(), drill_id, actor=g.staff.username, reason=request.form.get("reason", "")),
+                "訓練上の宣言を記録しました（実際の運用モードは変わりません）。")
+
+
+@bp.route("/<int:drill_id>/end", methods=["POST"])
+@roles(*COORDINATORS)
+def end(drill_id):
+    return _act(drill_id, lambda: drills.end(get_ops(), drill_id, actor=g.staff.username), "訓練を終了しました。")
+
+
+@bp.route("/<int:drill_id>/personas", methods=["POST"])
+@roles(*COORDINATORS)
+def prepare_personas(drill_id):
+    store = snapshot_store(current_app.config["SONAE"])
+    return _act(drill_id, lambda: drill_personas.prepare(get_ops(), drill_id, store, actor=g.staff.username),
+                "住民役を用意しました。")
+
+
+@bp.route("/<int:drill_id>/personas.pdf")
+@roles(*COORDINATORS)
+def persona_cards(drill_id):
+    drill = _drill_or_404(drill_id)
+    personas = _with_details(drill_personas.personas(get_ops(), drill_id))
+    pdf = documents.render_pdf("drills/persona_cards_pdf.html", title="住民役カード", drill=True, drill_info=drill, personas=personas)
+    return _pdf(pdf, f"drill-{drill_id}-personas.pdf")
+
+
+@bp.route("/<int:drill_id>/request-form.pdf")
+@roles(*COORDINATORS)
+def request_form_pdf(drill_id):
+    _drill_or_404(drill_id)
+    pdf = forms.request_form_pdf(current_app.config["SONAE"], None, printed_at=now(), drill=True)
+    drills.record_event(get_ops(), drill_id, g.staff.username, "paper_kit_printed", {"paper": "request_form"})
+    return _pdf(pdf, f"drill-{drill_id}-request-form.pdf")
+
+
+@bp.route("/<int:drill_id>/ledger.pdf")
+@roles(*COORDINATORS)
+def ledger_pdf(drill_id):
+    _drill_or_404(drill_id)
+    pdf = paper_ledger.ledger_pdf(current_app.config["SONAE"], drill=True)
+    drills.record_event(get_ops(), drill_id, g.staff.username, "paper_kit_printed", {"paper": "ledger"})
+    return _pdf(pdf, f"drill-{drill_id}-ledger.pdf")
+
+
+def _report_markdown(drill_id: int) -> str:
+    _drill_or_404(drill_id)
+    config = current_app.config["SONAE"]
+    return drill_report.build(get_ops(), drill_id, terminals=config["counter"]["terminals"],
+                              runbook_list=runbooks.load_all(runbooks.runbook_dir(config)))
+
+
+@bp.route("/<int:drill_id>/report")
+@roles(*COORDINATORS)
+def report(drill_id):
+    body = documents.markdown_to_html(_report_markdown(drill_id))
+    return render_template("drills/report.html", drill_id=drill_id, body=Markup(body))
+
+
+@bp.route("/<int:drill_id>/report.pdf")
+@roles(*COORDINATORS)
+def report_pdf(drill_id):
+    pdf = documents.markdown_pdf("訓練報告書", _report_markdown(drill_id), drill=True)
+    return _pdf(pdf, f"drill-{drill_id}-report.pdf")
+
+
+def _pdf(pdf: bytes, filename: str) -> Response:
+    return Response(pdf, mimetype="application/pdf", headers={"Content-Disposition": f'inline; filename="{filename}"'})
