@@ -1,0 +1,318 @@
+"""Certificate → HTML → PDF (WeasyPrint), with the signed QR code on every page.
+
+Every string that came from upstream goes through `_markup`: it is
+HTML-escaped, and the characters that need IPAmj明朝 are wrapped in a span set
+in a per-certificate IPAmj subset (see printing.glyphs). Each sheet is one
+page; if content ever overflows a sheet the page count no longer matches and
+the certificate is refused rather than printed with a split page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from itertools import takewhile
+from pathlib import Path
+
+import segno
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from PIL import Image, ImageChops, UnidentifiedImageError
+from weasyprint import HTML
+from weasyprint.text.fonts import FontConfiguration
+
+from printing.content import Item, PrintedContent, Sheet, printed_content
+from printing.glyphs import rare_clusters, rare_glyph_fonts, split_glyph_runs
+from printing.model import PEOPLE_PER_RENKETSU_SHEET, Certificate, CertificateError
+from printing.signing import CertificateClaims, residents_digest, sign_claims
+
+STYLESHEET = (Path(__file__).with_name("certificate.css")).read_text(encoding="utf-8")
+PDF_VARIANT = "pdf/a-2b"
+DRILL_NOTICE = "訓練用（TRAINING）：訓練で作成したもので、証明書としての効力はありません。"
+QR_MODULE_MM = 0.4  # 2.4 px per module at 150 dpi, 4.7 at a 300 dpi scan
+PAGE_WIDTH_MM = 182.0  # A4 minus the side margins in certificate.css
+
+# Label column width (mm) and item pairs per table row, per layout.
+_GRIDS = {"renketsu": (27.0, 3), "kojin": (34.0, 2), "inkan": (28.0, 1)}
+_INKAN_DETAILS_MM = PAGE_WIDTH_MM - 44.0 - 4.0
+_SEAL_OVERLAP_MM = 3.0  # how far the 電子公印 reaches over the issuer's name
+_ISSUER_LINE_MM = 5.1  # height of the 12 pt issuer line in certificate.css
+
+# WeasyPrint (Pango, fontconfig) is not documented as thread-safe and the
+# counter web server is threaded; one render at a time is also what the CPU
+# can do usefully on this two-core box.
+_render_lock = threading.Lock()
+
+
+class RenderError(RuntimeError):
+    """The certificate could not be laid out correctly; nothing is printed."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """The final HTML and what it vouches for, before WeasyPrint runs."""
+
+    html: str
+    content: PrintedContent
+    content_digest: str
+    qr_payload: str
+
+
+@dataclass(frozen=True)
+class RenderedCertificate:
+    pdf: bytes
+    pages: int
+    content_digest: str  # SHA-256 (hex) of the printed content, also in the QR
+    qr_payload: str  # the signed text in the QR code (printing.signing)
+
+
+def _markup(text: str) -> str:
+    """Escape upstream text; route rare glyphs to the IPAmj subset; keep line breaks."""
+    lines = []
+    for line in text.split("\n"):
+        parts = []
+        for run, rare in split_glyph_runs(line):
+            escaped = html.escape(run, quote=True)
+            parts.append(f'<span class="mj">{escaped}</span>' if rare else escaped)
+        lines.append("".join(parts))
+    return "<br>".join(lines)
+
+
+def _all_text(content: PrintedContent) -> list[str]:
+    texts = [content.title, content.certification, content.issuer, content.notice, content.serial_label]
+    for sheet in content.sheets:
+        for item in sheet.header:
+            texts += [item.label, item.value]
+        for entry in sheet.entries:
+            for item in entry.items:
+                texts += [item.label, item.value, item.annotation]
+    return texts
+
+
+def _value_html(item: Item) -> str:
+    annotation = f'<span class="annotation">{_markup(item.annotation)}</span>' if item.annotation else ""
+    return f'{annotation}<span class="value-{item.key}">{_markup(item.value)}</span>'
+
+
+def _items_table(items: tuple[Item, ...], grid: str, css_class: str, width_mm: float = PAGE_WIDTH_MM) -> str:
+    label_mm, pairs = _GRIDS[grid]
+    value_mm = (width_mm - label_mm * pairs) / pairs
+    columns = f'<col style="width:{label_mm}mm"><col style="width:{value_mm:.2f}mm">' * pairs
+    if pairs > 1:
+        # Leading full-row items (氏名) stay on top; short items are packed
+        # into rows before the other full-row ones, so no row is left half empty.
+        leading = list(takewhile(lambda item: item.wide, items))
+        rest = items[len(leading):]
+        items = (*leading, *(item for item in rest if not item.wide), *(item for item in rest if item.wide))
+    rows: list[list[Item]] = []
+    current: list[Item] = []
+    for item in items:
+        if item.wide:
+            if current:
+                rows.append(current)
+                current = []
+            rows.append([item])
+        else:
+            current.append(item)
+            if len(current) == pairs:
+                rows.append(current)
+                current = []
+    if current:
+        rows.append(current)
+    body = []
+    for row in rows:
+        cells = []
+        for position, item in enumerate(row):
+            # The last cell of a short row stretches to the table's edge.
+            span = 1 + 2 * (pairs - len(row)) if position == len(row) - 1 else 1
+            colspan = f' colspan="{span}"' if span > 1 else ""
+            cells.append(f'<th>{_markup(item.label)}</th><td{colspan}>{_value_html(item)}</td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<table class="items {css_class}"><colgroup>{columns}</colgroup>{"".join(body)}</table>'
+
+
+def _certification_html(content: PrintedContent, official_seal: _OfficialSeal | None) -> str:
+    if official_seal is None:
+        seal = '<span class="seal-omitted">公印省略</span>'
+    else:
+        # As a stamped 公印 is placed: overlapping the last character of the
+        # issuer's name by a few millimetres, centred on the line.
+        right = _SEAL_OVERLAP_MM - official_seal.width_mm
+        top = _ISSUER_LINE_MM / 2 - official_seal.height_mm / 2
+        seal = (
+            f'<img class="official-seal" alt="" src="data:image/png;base64,{official_seal.png_base64}" '
+            f'style="width:{official_seal.width_mm}mm;height:{official_seal.height_mm}mm;right:{right:.2f}mm;top:{top:.2f}mm">'
+        )
+    return (
+        '<div class="certification">'
+        f'<p class="text">{_markup(content.certification)}</p>'
+        f'<p class="date">{_markup(content.issue_date)}</p>'
+        f'<p class="issuer"><span class="issuer-name">{_markup(content.issuer)}</span>{seal}</p>'
+        "</div>"
+    )
+
+
+def _inkan_html(content: PrintedContent, sheet: Sheet) -> str:
+    impression = content.seal_impression
+    image = (
+        f'<img alt="" src="data:image/png;base64,{base64.b64encode(impression.png).decode("ascii")}" '
+        f'style="width:{impression.width_mm}mm;height:{impression.height_mm}mm">'
+    )
+    details = _items_table(sheet.entries[0].items, "inkan", "details-table", _INKAN_DETAILS_MM)
+    return (
+        '<table class="inkan"><tr>'
+        f'<td class="impression"><span class="caption">印影</span>{image}</td>'
+        f'<td class="details">{details}</td>'
+        "</tr></table>"
+    )
+
+
+def _sheet_html(content: PrintedContent, index: int, qr_svg: str, grid: str, official_seal: _OfficialSeal | None) -> str:
+    sheet = content.sheets[index]
+    # The diagonal mark is for the eye; this line is for anyone reading the
+    # text (pdftotext, a screen reader), where rotated text gets lost.
+    drill_line = f'<div class="drill-notice">{DRILL_NOTICE}</div>' if content.drill else ""
+    footer = (
+        f'<div class="page-footer"><div class="footer-text">{drill_line}'
+        f'<div class="notice">{_markup(content.notice)}</div>'
+        f'<div class="serial">発行番号　{_markup(content.page_label(index))}</div>'
+        f'</div><div class="qr">{qr_svg}</div></div>'
+    )
+    parts = [f'<section class="sheet">{footer}<h1>{_markup(content.title)}</h1>']
+    if content.kind == "inkan":
+        parts.append(_inkan_html(content, sheet))
+    else:
+        if sheet.header:
+            parts.append(_items_table(sheet.header, "renketsu", "header"))
+        parts.extend(_items_table(entry.items, grid, "entry") for entry in sheet.entries)
+    if index == len(content.sheets) - 1:
+        parts.append(_certification_html(content, official_seal))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+@dataclass(frozen=True)
+class _OfficialSeal:
+    png: bytes
+    width_mm: float
+    height_mm: float
+
+    @property
+    def png_base64(self) -> str:
+        return base64.b64encode(self.png).decode("ascii")
+
+
+@lru_cache(maxsize=8)
+def _load_official_seal(path: Path, modified_ns: int, size_mm: float) -> _OfficialSeal:
+    # Keyed by modification time so that replacing the image takes effect
+    # without a restart.
+    try:
+        with Image.open(path) as source:
+            rgba = source.convert("RGBA")
+    except (OSError, UnidentifiedImageError):
+        raise CertificateError(f"電子公印の画像 {path} が読めません（設定 printing.official_seal_image を確認してください）") from None
+    # Printed black whatever colour the source is: the amount of ink (how
+    # far the pixel is from white, so a red seal counts as full ink) becomes
+    # the opacity of black.
+    red, green, blue, alpha = rgba.split()
+    ink = ImageChops.invert(ImageChops.darker(ImageChops.darker(red, green), blue))
+    black = Image.new("LA", rgba.size, 0)
+    black.putalpha(ImageChops.multiply(ink, alpha))
+    out = io.BytesIO()
+    black.save(out, format="PNG", optimize=True)
+    width, height = rgba.size
+    scale = size_mm / max(width, height)
+    return _OfficialSeal(out.getvalue(), round(width * scale, 2), round(height * scale, 2))
+
+
+def _official_seal(cert: Certificate) -> _OfficialSeal | None:
+    path = cert.settings.official_seal_image
+    if path is None:
+        return None
+    try:
+        modified = path.stat().st_mtime_ns
+    except OSError:
+        raise CertificateError(f"電子公印の画像 {path} がありません（設定 printing.official_seal_image を確認してください）") from None
+    return _load_official_seal(path, modified, cert.settings.official_seal_mm)
+
+
+def _qr_svg(payload: str) -> str:
+    # make_qr, not make: segno.make may choose a Micro QR, which zbar (and
+    # many phone readers) cannot decode.
+    return segno.make_qr(payload, error="m").svg_inline(scale=QR_MODULE_MM, unit="mm", border=2, dark="#000")
+
+
+def _prepare(cert: Certificate, signing_key: Ed25519PrivateKey, people_per_sheet: int = PEOPLE_PER_RENKETSU_SHEET) -> _Prepared:
+    """Build the final HTML: content, digest, signed QR payload."""
+    content = printed_content(cert, people_per_sheet)
+    official_seal = _official_seal(cert)
+    digest = content.digest(official_seal.png if official_seal else None)
+    stamp = cert.stamp
+    serial = 0 if stamp.specimen else stamp.serial  # a specimen consumes no serial and shows 000000
+    claims = CertificateClaims(
+        municipality_code=stamp.municipality.code,
+        kind=cert.kind,
+        serial=serial,
+        issued_at=stamp.issued_at,
+        data_as_of=stamp.data_as_of,
+        drill=stamp.drill,
+        specimen=stamp.specimen,
+        residents_digest=residents_digest(
+            stamp.municipality.code, serial, [resident["resident_code"] for resident in cert.residents]
+        ),
+        content_digest=digest,
+    )
+    payload = sign_claims(claims, signing_key)
+    qr_svg = _qr_svg(payload)
+
+    font_face = ""
+    clusters = rare_clusters(_all_text(content))
+    if clusters:
+        font_path = rare_glyph_fonts(cert.settings.font_cache_dir).font_for(clusters)
+        font_face = f'@font-face {{ font-family: "SonaeRareGlyphs"; src: url("{font_path.as_uri()}"); }}\n'
+
+    grid = "inkan" if cert.kind == "inkan" else cert.layout
+    marks = ""
+    if content.drill:
+        marks += '<div class="drill-mark">訓練<br>TRAINING</div>'
+    if content.specimen:
+        marks += '<div class="specimen-mark">見本</div>'
+    sheets = "".join(_sheet_html(content, index, qr_svg, grid, official_seal) for index in range(len(content.sheets)))
+    document = (
+        '<!DOCTYPE html><html lang="ja"><head><meta charset="utf-8">'
+        f"<title>{html.escape(content.title)}</title>"
+        f"<style>{font_face}{STYLESHEET}</style></head>"
+        f'<body class="kind-{cert.kind} layout-{grid}">{marks}{sheets}</body></html>'
+    )
+    return _Prepared(document, content, digest, payload)
+
+
+def render_html(cert: Certificate, signing_key: Ed25519PrivateKey) -> str:
+    """The exact HTML render_certificate hands to WeasyPrint."""
+    return _prepare(cert, signing_key).html
+
+
+def render_certificate(cert: Certificate, signing_key: Ed25519PrivateKey) -> RenderedCertificate:
+    """Render, sign and check one certificate.
+
+    A 世帯連記式 sheet holds up to four people; when four do not fit (long
+    foreign names, every optional item) the household is laid out again with
+    fewer per sheet. Any other overflow raises RenderError."""
+    people_per_sheet = PEOPLE_PER_RENKETSU_SHEET
+    while True:
+        prepared = _prepare(cert, signing_key, people_per_sheet)
+        with _render_lock:
+            document = HTML(string=prepared.html).render(font_config=FontConfiguration())
+            pages = len(document.pages)
+            if pages == len(prepared.content.sheets):
+                pdf = document.write_pdf(pdf_variant=PDF_VARIANT)
+                return RenderedCertificate(pdf, pages, prepared.content_digest, prepared.qr_payload)
+        if cert.kind == "inkan" or cert.layout != "renketsu" or people_per_sheet == 1:
+            raise RenderError(
+                f"証明書の内容が用紙に収まりません（{len(prepared.content.sheets)}枚の予定が{pages}ページになりました）"
+            )
+        people_per_sheet -= 1
+
