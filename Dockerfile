@@ -16,7 +16,7 @@ ENV DEBIAN_FRONTEND=noninteractive \
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         python3 python3-venv libpango-1.0-0 libpangoft2-1.0-0 \
-        fonts-ipaexfont fonts-ipamj-mincho poppler-utils zbar-tools cups-client \
+        fonts-ipaexfont fonts-ipamj-mincho poppler-utils zbar-tools cups-client cups-ipp-utils \
     && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --system --home-dir /var/lib/sonae --shell /usr/sbin/nologin sonae \

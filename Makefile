@@ -8,7 +8,7 @@ PIP := $(VENV)/bin/pip
 # Runtime: pango for WeasyPrint, IPAex/IPAmj fonts for certificates,
 # poppler + zbar to read QR codes back from PDFs, CUPS to print.
 SYSTEM_PACKAGES := python3 python3-venv python3-pip libpango-1.0-0 libpangoft2-1.0-0 \
-	fonts-ipaexfont fonts-ipamj-mincho poppler-utils zbar-tools cups-client
+	fonts-ipaexfont fonts-ipamj-mincho poppler-utils zbar-tools cups-client cups-ipp-utils
 # Tests add a real browser, a real print queue and a PDF printer.
 TEST_SYSTEM_PACKAGES := chromium chromium-driver cups printer-driver-cups-pdf
 

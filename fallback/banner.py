@@ -5,9 +5,12 @@ Ota outage must be visible on every screen, not discovered on a certificate.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from flask import current_app, g, request, url_for
 
-from fallback import modes
+from fallback import drills, modes
+from fallback.counter_state import drill_scope
 from fallback.db import get_ops
 from fallback.registry import snapshot_summary
 from fallback.rendering import print_settings
@@ -40,27 +43,30 @@ def banner_context() -> dict:
     summary = snapshot_summary(config)
     eras = print_settings(config).eras
     warning_hours = config["counter"]["data_age_warning_hours"]
-    level, warning, as_of_text, age_text = "ok", None, None, None
+    level, warning, as_of, as_of_text, age_text = "ok", None, None, None, None
+    drill = drills.active_drill(get_ops())
     if summary is None:
         level = "danger"
         warning = "住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。"
     else:
-        as_of_text = format_wareki_datetime(summary.as_of, eras)
-        age_text = format_age(summary.age_hours)
-        if summary.age_hours > warning_hours:
+        # A long-outage drill's participants see the data as old as the
+        # scenario says, exactly as their certificates will print it.
+        offset = dt.timedelta(0)
+        if drill is not None and g.get("staff") is not None and drill.includes(g.staff.username, g.staff.terminal):
+            offset = drill_scope(drill, config).data_age_offset
+        as_of = summary.as_of - offset
+        age_hours = summary.age_hours + offset.total_seconds() / 3600
+        as_of_text = format_wareki_datetime(as_of, eras)
+        age_text = format_age(age_hours)
+        if age_hours > warning_hours:
             level = "danger"
             warning = f"データが{age_text}前のものです（基準 {warning_hours:g}時間）。交付前に内容が古い可能性を住民の方に説明してください。"
     if state.mode in (modes.SUSPECT, modes.RECOVERY) and level == "ok":
         level = "caution"
-    drill = None
-    if "drills.index" in current_app.view_functions:
-        from fallback.drills import active_drill
-
-        drill = active_drill(get_ops())
     return {
         "mode": state.mode,
         "mode_label": state.label,
-        "as_of": summary.as_of if summary else None,
+        "as_of": as_of,
         "as_of_text": as_of_text,
         "age_text": age_text,
         "level": level,

@@ -76,16 +76,17 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
     counter = config["counter"]
     issuance.validate_form(req, counter["max_copies"])
     meta = register.meta
-    age_hours = (now() - meta.as_of).total_seconds() / 3600
+    data_as_of = meta.as_of - scope.data_age_offset
+    age_hours = (now() - data_as_of).total_seconds() / 3600
     clerk = Clerk(staff.username, staff.office, staff.terminal, staff.printer)
-    snapshot = {"snapshot_generation": meta.generation, "data_as_of": meta.as_of.isoformat()}
+    snapshot = {"snapshot_generation": meta.generation, "data_as_of": data_as_of.isoformat()}
     try:
         plan = issuance.plan_request(
             register, req, counter_config=counter, data_age_hours=age_hours,
             third_party_allowed=counter["third_party_during_downtime"],
         )
         try:
-            build_certificate(config, req, plan, clerk, scope, serial=0, data_as_of=meta.as_of)
+            build_certificate(config, req, plan, clerk, scope, serial=0, data_as_of=data_as_of)
         except CertificateError as exc:
             raise issuance.IssueError(str(exc)) from exc
         serial_range = tuple(counter["drill_serial_range"] if scope.is_drill else counter["serial_range"])
@@ -102,7 +103,7 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
                      {"requester_type": req.requester_type, "outcome": "issued", "approved_by": req.approved_by}, drill=scope.is_drill)
     terminal = next((t for t in counter["terminals"] if t["id"] == staff.terminal), {})
     for copy in result.copies:
-        rendered = render_issued(config, req, plan, clerk, scope, copy, meta.as_of)
+        rendered = render_issued(config, req, plan, clerk, scope, copy, data_as_of)
         issuance.store_rendered(conn, copy.scope, copy.serial, pdf=rendered.pdf, pages=rendered.pages,
                                 content_digest=rendered.content_digest)
         if terminal.get("queue"):

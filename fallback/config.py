@@ -82,6 +82,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "printing": {
         "printer": "",  # CUPS queue name; empty: browser printing only
         "official_seal_image": "",  # 電子公印 PNG; empty prints 公印省略
+        "official_seal_mm": 25.0,  # printed size of the 電子公印 (at most 25 mm square)
+        "seal_impression_mm": 15.0,  # printed size of a registered 印影's longer side
+        # 認証文 per certificate type; a type left out keeps the standard text
+        "certification_texts": {},
         "layout": "renketsu",
         "eras": [
             ["明治", "1868-01-25"],
@@ -116,7 +120,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "repeat_minutes": 60,
         "morning_report": "07:30",
         "evaluate_interval_s": 20,
-        "webhook_retries": 3,
+        "webhook_retries": 3,  # attempts after the first; waits 1 s, 2 s, 4 s … between them
         "webhook_timeout_s": 5.0,
         "audit_verify_minutes": 60,  # the full audit-chain check is read-heavy
         "metrics_token": "",  # empty: /metrics is public; else "Authorization: Bearer <token>"
@@ -124,6 +128,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "sla": {"threshold_percent": 97.5},
     "drills": {
         "yearly_month": 9,  # the ward's yearly downtime drill (Shinagawa: every September)
+        # a long-outage drill rehearses with data this much older than it is
+        "long_outage_data_age_hours": 72,
         "remind_days_before": 60,  # `sonae drill schedule` starts reminding this many days ahead
     },
     "recovery": {

@@ -7,17 +7,33 @@ the drill (see drills.suspend_active), so the two never mix.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from fallback import drills, modes
 from fallback.issuance import REAL, Scope
 
+PAPER_ONLY_MESSAGE = (
+    "この訓練は「システムが全く使えない」想定です。紙の交付申請書と手書きの交付台帳で対応してください"
+    "（手順書「システムが全く使えない場合」）。"
+)
 
-def counter_scope(conn, staff) -> tuple[Scope | None, str | None]:
+
+def drill_scope(drill, config) -> Scope:
+    offset = dt.timedelta(0)
+    if drill.scenario == "long_outage":
+        offset = dt.timedelta(hours=config["drills"]["long_outage_data_age_hours"])
+    return Scope("drill", drill.id, offset)
+
+
+def counter_scope(conn, staff, config) -> tuple[Scope | None, str | None]:
     state = modes.current(conn)
     if state.counters_open:
         return REAL, None
     drill = drills.active_drill(conn)
     if drill is not None and drill.includes(staff.username, staff.terminal):
-        return Scope("drill", drill.id), None
+        if drill.scenario == "paper_only":
+            return None, PAPER_ONLY_MESSAGE
+        return drill_scope(drill, config), None
     return None, (
         f"現在は「{state.label}」です。住民記録の検索と交付は、係長がダウン対策モードを宣言したときだけ使えます"
         "（この装置は第二の住民記録システムではありません）。"

@@ -109,10 +109,13 @@ class Clerk:
 
 @dataclass(frozen=True)
 class Scope:
-    """'real' or 'drill'; a drill has its own serial range and records."""
+    """'real' or 'drill'; a drill has its own serial range and records.
+    A long-outage drill rehearses with data that looks `data_age_offset`
+    older than it is, so the age warning and kill switches are practised."""
 
     name: str
     drill_id: int | None = None
+    data_age_offset: dt.timedelta = dt.timedelta(0)
 
     @property
     def is_drill(self) -> bool:

@@ -31,7 +31,7 @@ def _json_body() -> dict:
 
 
 def _open_counter():
-    scope, locked = counter_scope(get_ops(), g.staff)
+    scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     if scope is None:
         return None, error(423, "counter_locked", locked)
     if get_register() is None:
@@ -180,7 +180,7 @@ def certificate_pdf(scope, serial):
 @bp.route("/deferred", methods=["GET"])
 @roles(*COUNTER_ROLES)
 def deferred_list():
-    scope, _ = counter_scope(get_ops(), g.staff)
+    scope, _ = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     return jsonify(deferred=deferred.worklist(get_ops(), scope=scope.name if scope else "real",
                                               drill_id=scope.drill_id if scope else None))
 
@@ -189,7 +189,7 @@ def deferred_list():
 @roles(*COUNTER_ROLES)
 def deferred_create():
     body = _json_body()
-    scope, _ = counter_scope(get_ops(), g.staff)
+    scope, _ = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     try:
         request_id = deferred.record(
             get_ops(), clerk=g.staff.username, office=g.staff.office, kind=str(body.get("kind", "")),

@@ -26,7 +26,7 @@ def _locked_page(reason: str):
 @bp.route("/")
 @roles(*COUNTER_ROLES)
 def search():
-    scope, locked = counter_scope(get_ops(), g.staff)
+    scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     if scope is None:
         return _locked_page(locked)
     register = get_register()
@@ -49,7 +49,7 @@ def search():
 @bp.route("/resident/<code>")
 @roles(*COUNTER_ROLES)
 def resident(code):
-    scope, locked = counter_scope(get_ops(), g.staff)
+    scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     if scope is None:
         return _locked_page(locked)
     register = get_register()
@@ -74,7 +74,7 @@ def _form_choices() -> dict:
 @bp.route("/resident/<code>/issue", methods=["POST"])
 @roles(*COUNTER_ROLES)
 def issue(code):
-    scope, locked = counter_scope(get_ops(), g.staff)
+    scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     if scope is None:
         return _locked_page(locked)
     register = get_register()
@@ -133,7 +133,7 @@ def certificate_pdf(scope, serial):
 @roles(*COUNTER_ROLES)
 def deferred_requests():
     conn = get_ops()
-    scope, _ = counter_scope(conn, g.staff)
+    scope, _ = counter_scope(conn, g.staff, current_app.config["SONAE"])
     scope_name = scope.name if scope else "real"
     drill_id = scope.drill_id if scope else None
     error, saved = None, None
