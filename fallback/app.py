@@ -20,6 +20,12 @@ BLUEPRINTS = (
     "fallback.views.supervisor",
     "fallback.views.api",
     "fallback.views.verify",
+    "fallback.views.runbooks",
+    "fallback.views.drills",
+    "fallback.views.recovery",
+    "fallback.views.public",
+    "fallback.views.notice_admin",
+    "fallback.views.forms",
 )
 
 

@@ -22,6 +22,7 @@ NAV = (
     ("counter.search", "窓口（検索・交付）", {"clerk", "supervisor"}),
     ("counter.deferred", "後日対応の受付", {"clerk", "supervisor"}),
     ("supervisor.index", "係長メニュー", {"supervisor"}),
+    ("notice_admin.index", "住民向けのお知らせ", {"supervisor"}),
     ("drills.index", "訓練", {"drill_coordinator", "supervisor", "clerk"}),
     ("monitor.dashboard", "監視", {"it", "supervisor"}),
     ("runbooks.index", "手順書", {"clerk", "supervisor", "drill_coordinator", "it", "auditor"}),

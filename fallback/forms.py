@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from printing.wareki import eras_from_config, format_seireki, format_wareki
-
 from fallback.config import Config
 from fallback.issuance import IDENTITY_DOCUMENTS, KINDS, OPTIONAL_ITEMS
 from fallback.notice import time_text
 from fallback.paper import html_to_pdf, render_html, template_from_file
+from printing.wareki import eras_from_config, format_seireki, format_wareki
 
 BUILT_IN_TEMPLATE = "forms/request_form.html"
 

@@ -16,15 +16,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import re
 from dataclasses import dataclass
 
-from printing.wareki import eras_from_config, format_wareki
-
-from fallback import audit, modes
+from fallback import audit, documents, modes
 from fallback.config import Config
 from fallback.issuance import KINDS
 from fallback.monitoring.probes import BATCH, DOWN, JUKI_NET, REGISTER, SYNTHETIC, component_statuses
 from fallback.ops import TOKYO, Transaction, now, now_iso
+from printing.wareki import eras_from_config, format_wareki
 
 LANGUAGES = {"ja": "日本語", "easy": "やさしい にほんご", "en": "English"}
 MAX_TITLE_CHARS = 100
@@ -561,3 +561,38 @@ def approved_between(conn, since: str, until: str | None = None, *, scope: str =
         (scope, drill_id, APPROVED, since, until or "9999"),
     ).fetchall()
     return [_version(r) for r in rows]
+
+
+# --- the incident report ------------------------------------------------------------------
+
+_MARKDOWN_LINE_START = re.compile(r"^([#+-]|\d+[.)])")
+
+
+def _quoted(line: str) -> str:
+    """One line of a notice as a Markdown quote line: escaped, and with a
+    leading list or heading marker neutralised, so a notice reads as typed."""
+    text = documents.md_text(line) if line.strip() else ""
+    return "> " + _MARKDOWN_LINE_START.sub(r"\\\1", text) + "  "
+
+
+def report_markdown(conn, since: str, until: str) -> str:
+    """What residents were told during an incident: each approved real
+    version with who approved it and when, and its Japanese text."""
+    approved = approved_between(conn, since, until)
+    if not approved:
+        return "この期間に承認した住民向けのお知らせはありません。"
+    parts = [documents.md_table(
+        ["版", "承認日時", "承認者", "見出し", "次回更新予定", "取下げ"],
+        [[f"第{v.id}版", _stamp(v.approved_at), v.approved_by, v.texts["ja"]["title"], _stamp(v.next_update_at),
+          f"{_stamp(v.withdrawn_at)} {v.withdrawn_by}" if v.withdrawn_at else "—"] for v in approved],
+    )]
+    for v in approved:
+        parts += ["", f"### 第{v.id}版（{_stamp(v.approved_at)} {documents.md_text(v.approved_by)} 承認）", "",
+                  _quoted(v.texts["ja"]["title"]), ">"]
+        parts += [_quoted(line) for line in v.texts["ja"]["body"].split("\n")]
+    parts += ["", "やさしい日本語と英語の文面は、Sonae の「住民向けのお知らせ」画面の各版にあります。"]
+    return "\n".join(parts)
+
+
+def _stamp(value: str | None) -> str:
+    return value[:16].replace("T", " ") if value else "—"

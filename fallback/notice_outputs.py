@@ -86,7 +86,7 @@ def _pack(text: str, budget: int) -> list[str]:
                 if all(is_heading or not entry.strip() for entry, is_heading in current):
                     # An empty post, or only a heading so far: the line
                     # must be cut to fill it.
-                    cut = _fill(pending, room())
+                    cut = _fill(pending, room(), budget)
                 else:
                     # After real content only whole sentences join the post.
                     cut = _prefix(pending, room(), _BREAKS[0])
@@ -110,13 +110,13 @@ def _prefix(text: str, room: int, pattern: re.Pattern) -> str | None:
     return text[:max(ends)] if ends else None
 
 
-def _fill(text: str, room: int) -> str:
+def _fill(text: str, room: int, budget: int) -> str:
     """The start of `text` that fills `room` well: the coarsest break that
-    fills at least a third of it, else the longest break of any kind, else
-    a hard cut."""
+    either leaves a rest fitting in one more post or fills two thirds of
+    the room, else the longest break of any kind, else a hard cut."""
     found = [cut for cut in (_prefix(text, room, pattern) for pattern in _BREAKS) if cut]
     for cut in found:
-        if len(cut) >= room // 3:
+        if len(text) - len(cut) <= budget or len(cut) >= room * 2 // 3:
             return cut
     return max(found, key=len) if found else text[:room]
 

@@ -1,5 +1,5 @@
-"""The papers the residents' side prints — the notice poster and the
-交付申請書 — from Jinja templates to PDF with WeasyPrint.
+"""Papers Sonae prints other than certificates (the notice poster, the
+交付申請書, staff documents) — from Jinja templates to PDF with WeasyPrint.
 
 They are rendered outside any web request (the incident report, a command)
 as well as inside one, so this uses its own template environment over
@@ -9,12 +9,13 @@ templates' stylesheets.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import jinja2
 from weasyprint import HTML
 from weasyprint.text.fonts import FontConfiguration
+
+from printing.render import weasyprint_lock
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 
@@ -25,11 +26,6 @@ _environment = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-
-# WeasyPrint (Pango, fontconfig) is not documented as thread-safe and the web
-# server is threaded; one render at a time is all two cores do usefully.
-_render_lock = threading.Lock()
-
 
 def render_html(template: str | jinja2.Template, **context) -> str:
     """A built-in template by name, or an already loaded template."""
@@ -44,5 +40,6 @@ def template_from_file(path: str | Path) -> jinja2.Template:
 
 
 def html_to_pdf(html: str) -> bytes:
-    with _render_lock:
+    # One WeasyPrint render at a time in the process, certificates included.
+    with weasyprint_lock:
         return HTML(string=html).write_pdf(font_config=FontConfiguration())

@@ -96,7 +96,7 @@ def _estimate(conn, office: str, at: dt.datetime, window: dt.timedelta, min_requ
         (office, since, until),
     ).fetchall()
     counters = len({terminal for _, _, _, terminal in rows})
-    if len(rows) < min_requests:
+    if len(rows) < max(min_requests, 1):
         return OfficeWait(office, None, False, len(rows), counters, None)
     handling = sum(_handling_minutes(conn, request_id, created_at, clerk) for request_id, created_at, clerk, _ in rows) / len(rows)
     offered_load = len(rows) / (window.total_seconds() / 60) * handling

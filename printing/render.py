@@ -44,7 +44,9 @@ _ISSUER_LINE_MM = 5.1  # height of the 12 pt issuer line in certificate.css
 # WeasyPrint (Pango, fontconfig) is not documented as thread-safe and the
 # counter web server is threaded; one render at a time is also what the CPU
 # can do usefully on this two-core box.
-_render_lock = threading.Lock()
+# Public: every WeasyPrint caller in the process (fallback's posters and
+# forms too) takes this same lock.
+weasyprint_lock = threading.Lock()
 
 
 class RenderError(RuntimeError):
@@ -304,7 +306,7 @@ def render_certificate(cert: Certificate, signing_key: Ed25519PrivateKey) -> Ren
     people_per_sheet = PEOPLE_PER_RENKETSU_SHEET
     while True:
         prepared = _prepare(cert, signing_key, people_per_sheet)
-        with _render_lock:
+        with weasyprint_lock:
             document = HTML(string=prepared.html).render(font_config=FontConfiguration())
             pages = len(document.pages)
             if pages == len(prepared.content.sheets):
