@@ -1,0 +1,175 @@
+"""Machine-readable health: readiness for the counters and the Prometheus
+metrics.
+
+Both are built from the operational database and the snapshot store on
+every request — never from in-process counters — so the web server's
+threads, the worker and any number of processes agree. Neither carries
+anything from a resident record: only counts, ages, states and times.
+They run inside a web request and read the snapshot through the server
+thread's register reader (fallback.registry).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+
+from fallback import modes
+from fallback.config import Config
+from fallback.issuance import KINDS
+from fallback.keys import key_status
+from fallback.monitoring import mirror, probes
+from fallback.registry import SnapshotSummary, snapshot_summary
+from sync.crypto import WrongKeyError
+from sync.errors import SyncError
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    body: dict  # the /readyz JSON
+    key_loaded: bool
+    snapshot: SnapshotSummary | None
+
+
+def readiness(config: Config, at: dt.datetime) -> Readiness:
+    """Ready to serve counters: the key loads, a snapshot is present, and its
+    data is not older than counter.data_age_hard_limit_hours."""
+    hard_limit = config["counter"]["data_age_hard_limit_hours"]
+    checks: dict[str, dict] = {}
+    key_problem = key_status(config)
+    checks["key"] = {"ok": key_problem is None, "detail": "暗号鍵を読み込めます" if key_problem is None else "暗号鍵を読み込めません"}
+    snapshot = None
+    if key_problem is None:
+        try:
+            snapshot = snapshot_summary(config)
+            detail = "住民記録の写しがあります" if snapshot else "住民記録の写しがまだありません"
+        except (SyncError, WrongKeyError):
+            detail = "住民記録の写しを開けません"
+        checks["snapshot"] = {"ok": snapshot is not None, "detail": detail}
+    if snapshot is not None:
+        checks["snapshot"].update(generation=snapshot.generation, data_as_of=snapshot.as_of.isoformat())
+        checks["data_age"] = {"ok": snapshot.age_hours <= hard_limit, "age_hours": round(snapshot.age_hours, 3), "limit_hours": hard_limit}
+    ready = key_problem is None and snapshot is not None and checks["data_age"]["ok"]
+    body = {"status": "ready" if ready else "not_ready", "checks": checks, "at": at.isoformat(timespec="seconds")}
+    return Readiness(ready, body, key_problem is None, snapshot)
+
+
+def _timestamp(iso: str | None) -> float | None:
+    return dt.datetime.fromisoformat(iso).timestamp() if iso else None
+
+
+def metric_families(config: Config, conn, at: dt.datetime) -> list:
+    """Every metric, read from the database and the snapshot store now
+    (`conn` is None when the key is missing: only the key and readiness
+    gauges can be given then)."""
+    families = []
+    state = readiness(config, at)
+    key = GaugeMetricFamily("sonae_key_loaded", "1 when the master encryption key loads")
+    key.add_metric([], int(state.key_loaded))
+    ready = GaugeMetricFamily("sonae_ready", "1 when the counters could be served (key, snapshot, data age)")
+    ready.add_metric([], int(state.ready))
+    families += [key, ready]
+    if conn is None:  # without the key the operational database cannot be opened
+        return families
+
+    mode = GaugeMetricFamily("sonae_mode", "1 for the current operating mode", labels=["mode"])
+    current = modes.current(conn).mode
+    for name in modes.LABELS:
+        mode.add_metric([name], int(name == current))
+    families.append(mode)
+
+    snapshot = state.snapshot
+    present = GaugeMetricFamily("sonae_snapshot_present", "1 when a snapshot generation is current and opens")
+    present.add_metric([], int(snapshot is not None))
+    families.append(present)
+    if snapshot is not None:
+        generation = GaugeMetricFamily("sonae_snapshot_generation", "number of the current snapshot generation")
+        generation.add_metric([], snapshot.generation)
+        age = GaugeMetricFamily("sonae_snapshot_age_seconds", "now minus the data-as-of time of the current snapshot")
+        age.add_metric([], snapshot.age_hours * 3600)
+        records = GaugeMetricFamily("sonae_snapshot_records", "records in the current snapshot", labels=["kind"])
+        records.add_metric(["residents"], snapshot.residents)
+        records.add_metric(["seals"], snapshot.seals)
+        families += [generation, age, records]
+
+    runs = CounterMetricFamily("sonae_sync_runs", "finished sync runs by kind and outcome", labels=["kind", "outcome"])
+    for kind, outcome, count in conn.execute(
+        "SELECT kind, outcome, count(*) FROM sync_runs WHERE finished_at IS NOT NULL GROUP BY kind, outcome ORDER BY kind, outcome"
+    ):
+        runs.add_metric([kind, outcome], count)
+    durations = SummaryMetricFamily("sonae_sync_duration_seconds", "duration of finished sync runs", labels=["kind"])
+    last_success = GaugeMetricFamily("sonae_sync_last_success_timestamp_seconds", "end of the last successful sync run", labels=["kind"])
+    for kind, count, total, last_ok in conn.execute(
+        "SELECT kind, count(*), coalesce(sum((julianday(finished_at) - julianday(started_at)) * 86400.0), 0), "
+        "max(CASE WHEN outcome = 'ok' THEN finished_at END) FROM sync_runs WHERE finished_at IS NOT NULL GROUP BY kind ORDER BY kind"
+    ):
+        durations.add_metric([kind], count_value=count, sum_value=total)
+        if last_ok:
+            last_success.add_metric([kind], _timestamp(last_ok))
+    families += [runs, durations, last_success]
+
+    statuses = probes.component_statuses(conn)
+    results = CounterMetricFamily("sonae_probe_results", "probe results per upstream component", labels=["component", "result"])
+    latency = GaugeMetricFamily("sonae_probe_latency_seconds", "latency of the last probe per component", labels=["component"])
+    last_probe = GaugeMetricFamily("sonae_probe_last_timestamp_seconds", "time of the last probe per component", labels=["component"])
+    component_up = GaugeMetricFamily("sonae_upstream_up", "debounced state per component: 1 up, 0 down (absent while unknown)",
+                                     labels=["component"])
+    for component, status in sorted(statuses.items()):
+        results.add_metric([component, "ok"], status.probes_ok)
+        results.add_metric([component, "failed"], status.probes_failed)
+        if status.last_latency_ms is not None:
+            latency.add_metric([component], status.last_latency_ms / 1000)
+        last_probe.add_metric([component], _timestamp(status.last_at))
+        if status.status != probes.UNKNOWN:
+            component_up.add_metric([component], int(status.status == probes.UP))
+    families += [results, latency, last_probe, component_up]
+
+    issued = CounterMetricFamily("sonae_certificates_issued", "certificates issued for real residents (drills excluded), by type",
+                                 labels=["kind"])
+    counts = dict(conn.execute(
+        "SELECT r.kind, count(*) FROM certificates c JOIN requests r ON r.id = c.request_id "
+        "WHERE c.scope = 'real' AND r.scope = 'real' AND c.status != 'void' GROUP BY r.kind"
+    ).fetchall())
+    for kind in KINDS:
+        issued.add_metric([kind], counts.get(kind, 0))
+    families.append(issued)
+
+    open_alerts = GaugeMetricFamily("sonae_alerts_open", "alerts open now, by severity", labels=["severity"])
+    opened = CounterMetricFamily("sonae_alerts", "alerts raised, by severity (mode-change notices are info)", labels=["severity"])
+    for severity, total, still_open in conn.execute(
+        "SELECT severity, count(*), sum(resolved_at IS NULL) FROM alerts GROUP BY severity ORDER BY severity"
+    ):
+        open_alerts.add_metric([severity], still_open)
+        opened.add_metric([severity], total)
+    deliveries = CounterMetricFamily("sonae_alert_deliveries", "alert deliveries by channel and result", labels=["channel", "result"])
+    for channel, ok, count in conn.execute("SELECT channel, ok, count(*) FROM alert_deliveries GROUP BY channel, ok ORDER BY channel, ok"):
+        deliveries.add_metric([channel, "ok" if ok else "failed"], count)
+    families += [open_alerts, opened, deliveries]
+
+    usage = mirror.disk_usage(config)
+    disk_free = GaugeMetricFamily("sonae_disk_free_bytes", "free bytes on the filesystem of SONAE_HOME")
+    disk_free.add_metric([], usage.free)
+    disk_size = GaugeMetricFamily("sonae_disk_size_bytes", "size of the filesystem of SONAE_HOME")
+    disk_size.add_metric([], usage.total)
+    families += [disk_free, disk_size]
+    return families
+
+
+class _Snapshot:
+    """A collector that yields families gathered beforehand (one per request)."""
+
+    def __init__(self, families: list):
+        self._families = families
+
+    def collect(self):
+        return iter(self._families)
+
+
+def metrics_text(config: Config, conn, at: dt.datetime) -> bytes:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(metric_families(config, conn, at)))
+    return generate_latest(registry)

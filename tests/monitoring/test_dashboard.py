@@ -1,0 +1,116 @@
+"""The IT dashboard and the morning report, through the real app."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+
+import pytest
+
+from fallback import users
+from fallback.app import create_app
+from fallback.monitoring import run_alert_cycle, run_morning_report, run_probe_cycle
+from fallback.ops import TOKYO, Transaction, now, open_ops
+from fallback.syncing import run_full_sync
+from tests.conftest import example_records, write_export
+from tests.fallback.conftest import PASSWORD, Staff, text_of
+from tests.monitoring.conftest import sensitive_values
+
+ACCOUNTS = {"it1": "it", "boss": "supervisor", "clerk1": "clerk"}
+
+
+@pytest.fixture
+def app(loaded):
+    conn = open_ops(loaded)
+    for username, role in ACCOUNTS.items():
+        users.add_user(conn, username, username, role, PASSWORD, actor="test")
+    conn.close()
+    application = create_app(loaded)
+    application.config["TESTING"] = True
+    return application
+
+
+def test_it_sees_mode_upstream_snapshot_runs_disk_alerts_and_charts(app, loaded, upstream, clock):
+    for _ in range(2):
+        run_probe_cycle(loaded, at=clock.tick())
+    upstream.components["juki_net"] = "down"
+    for _ in range(3):
+        run_probe_cycle(loaded, at=clock.tick())
+    run_alert_cycle(loaded, at=clock.at)
+
+    page = Staff(app, "it1").get("/monitor/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    text = text_of(page)
+    assert "障害の疑い" in text
+    assert "部分障害: 住基ネット連携が止まっています。" in text
+    assert "住民記録システムは使えます" in text
+    assert re.search(r'id="component-juki_net">\s*<td>住基ネット連携</td>\s*<td class="status-down">停止', html)
+    assert re.search(r'id="component-register">\s*<td>住民記録システム</td>\s*<td class="status-ok">正常', html)
+    assert "第1世代" in text and "データ時点" in text
+    assert "次の全件取込" in text
+    assert 'id="sync-runs"' in html and "全件" in text and "成功" in text
+    assert "空き" in text and "GiB" in text
+    assert "住基ネット連携が止まっています（部分障害）" in text  # the open alert
+    assert "runbooks/03-bubun-shogai.md" in text
+    assert html.count("<svg") >= 6  # a probe strip per component and the two charts
+    assert "上流の応答時間" in html and "住民記録の写しの古さ" in html
+    assert not re.search(r'(src|href)="https?://', html), "nothing is loaded from outside the appliance"
+    assert not [v for v in sensitive_values() if v in text]
+
+
+def test_record_counts_are_compared_with_the_previous_generation(app, loaded, tmp_path):
+    residents = example_records("residents")
+    newcomer = dict(residents[0], resident_code="99999999999", household_id="H-NEW", household_order=1)
+    run_full_sync(loaded, source_dir=write_export(tmp_path / "next", residents + [newcomer], example_records("seals"), last_seq=2000))
+    text = text_of(Staff(app, "it1").get("/monitor/"))
+    assert "第2世代" in text
+    assert f"住民 {len(residents) + 1}人（前世代比 +1）" in text
+    assert f"印鑑登録 {len(example_records('seals'))}件（前世代比 +0）" in text
+
+
+def test_the_dashboard_is_for_it_and_supervisors(app):
+    assert Staff(app, "boss").get("/monitor/").status_code == 200
+    assert Staff(app, "clerk1").get("/monitor/").status_code == 403
+    assert app.test_client().get("/monitor/").status_code == 302  # to the login page
+
+
+def test_the_morning_report_is_mailed_and_shown(app, loaded, smtp):
+    at = now()
+    yesterday = at.date() - dt.timedelta(days=1)
+    start = dt.datetime.combine(yesterday, dt.time(), tzinfo=TOKYO)
+    rows = []
+    for minute in range(0, 24 * 60, 1):  # yesterday, probed every minute; the register down 10:00–10:30
+        moment = start + dt.timedelta(minutes=minute)
+        ok = not (10 * 60 <= minute < 10 * 60 + 30)
+        rows.append((moment.isoformat(timespec="milliseconds"), "register", int(ok), "ok" if ok else "down", 30.0))
+    conn = open_ops(loaded)
+    with Transaction(conn):
+        conn.executemany("INSERT INTO probes (at, component, ok, state, latency_ms) VALUES (?,?,?,?,?)", rows)
+    conn.close()
+
+    report = run_morning_report(loaded, at=at)
+    assert report["healthy"] is True
+    assert len(smtp.messages) == 1
+    mail = smtp.messages[0]
+    assert str(mail["Subject"]).startswith("【朝の報告】異常なし")
+    body = mail.get_content()
+    assert "■ 昨夜の全件取込: 成功" in body
+    assert "■ データ時点:" in body and "第1世代" in body
+    assert "■ 件数: 住民" in body
+    assert "■ 拒否・失敗した取込: なし" in body
+    assert f"■ 昨日（{yesterday.isoformat()}）の上流の可用性" in body
+    assert "住民記録システム: 97.917%（停止 30分0秒" in body  # 23.5 h of 24 h
+    assert not [v for v in sensitive_values() if v in body]
+
+    page = Staff(app, "it1").get("/monitor/morning")
+    assert page.status_code == 200
+    text = text_of(page)
+    assert "異常なし" in text and "メールで送信しました" in text
+    assert "97.917%" in text
+
+
+def test_before_the_first_report_the_page_shows_a_preview(app):
+    page = Staff(app, "it1").get("/monitor/morning")
+    assert page.status_code == 200
+    assert "下書き" in text_of(page)
