@@ -33,6 +33,10 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from fallback.config import Config
+from fallback.issuance import void_unrendered
+from fallback.monitoring import register_monitoring_jobs
+from fallback.ops import open_ops
+from fallback.recovery import register_recovery_jobs
 from fallback.syncing import EXPECTED_FAILURES, full_export_due, run_changes, run_full_sync
 from sync.errors import FeedBroken, UpstreamUnavailable
 
@@ -125,4 +129,20 @@ def build_scheduler(config: Config, stopping: threading.Event, scheduler: BaseSc
             misfire_grace_time=3600,
             **({"next_run_time": dt.datetime.now(dt.UTC)} if job.run_at_start else {}),
         )
+    register_monitoring_jobs(scheduler, config)
+    register_recovery_jobs(scheduler, config)
+    scheduler.add_job(void_unrendered_serials, IntervalTrigger(minutes=5), args=(config,), id="issuance-void",
+                      name="issuance-void", max_instances=1, coalesce=True, next_run_time=dt.datetime.now(dt.UTC))
     return scheduler
+
+
+def void_unrendered_serials(config: Config) -> None:
+    """Serials committed by a web server that died before rendering their
+    PDF are voided (never reused), so the issuance log stays consistent."""
+    conn = open_ops(config)
+    try:
+        voided = void_unrendered(conn)
+    finally:
+        conn.close()
+    if voided:
+        log.warning("voided %d serial(s) whose certificate was never rendered", len(voided))

@@ -1,0 +1,44 @@
+"""`sonae worker`: the scheduler process (sync, probes, alerts, reconciliation)."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+import click
+
+from fallback.commands.common import config as load_config
+
+
+@click.command()
+@click.option("--list-jobs", is_flag=True, help="Print the jobs and their next run times, then exit.")
+def worker(list_jobs):
+    """Run the scheduled jobs until stopped (SIGTERM or Ctrl-C): the nightly
+    full export on sync.full_cron and the change feed every
+    sync.changes_interval_s."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from fallback.worker import build_scheduler
+
+    config = load_config()
+    stopping = threading.Event()
+    if list_jobs:
+        scheduler = build_scheduler(config, stopping, BackgroundScheduler(timezone=config["sync"]["timezone"]))
+        scheduler.start(paused=True)  # next run times are computed on start
+        for job in scheduler.get_jobs():
+            click.echo(f"{job.id:<16} next {job.next_run_time:%Y-%m-%d %H:%M:%S %Z}  {job.trigger}")
+        scheduler.shutdown(wait=False)
+        return
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    scheduler = build_scheduler(config, stopping)
+
+    def stop(signum, frame):
+        stopping.set()  # cut retry waits short
+        scheduler.shutdown(wait=False)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    click.echo("sonae worker: started; stop with SIGTERM or Ctrl-C", err=True)
+    scheduler.start()
+    click.echo("sonae worker: stopped", err=True)
