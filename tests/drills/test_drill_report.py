@@ -9,9 +9,9 @@ import pytest
 
 from fallback import documents, drill_report, drills, runbooks
 from fallback.ops import open_ops
+from tests.support import pdf_text
 
 from . import scripted
-from .conftest import pdf_text
 
 RUNBOOKS = runbooks.load_all(Path(__file__).resolve().parents[2] / "runbooks")
 TERMINALS = [{"id": "本庁1", "office": "本庁"}, {"id": "本庁2", "office": "本庁"}]

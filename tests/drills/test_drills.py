@@ -12,8 +12,7 @@ import sys
 from fallback import drill_report, drills, incident, modes, recovery, runbooks
 from fallback.ops import now, open_ops
 from fallback.views.supervisor import issuance_summary
-
-from .conftest import pdf_text, text_of
+from tests.support import pdf_text, text_of
 
 YAMADA_TARO, SUZUKI_REMOVED, SATO_SUPPORT, TANAKA_MOVING = "10000000011", "10000000095", "10000000087", "10000000100"
 SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": "1"}

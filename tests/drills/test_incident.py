@@ -8,9 +8,9 @@ import pytest
 
 from fallback import incident, runbooks
 from fallback.ops import Transaction, open_ops
+from tests.support import pdf_text, text_of
 
 from . import scripted
-from .conftest import pdf_text, text_of
 
 DAY1, DAY2 = "2025-01-06T", "2025-01-07T"
 Z = ":00.000+09:00"

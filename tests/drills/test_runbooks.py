@@ -13,8 +13,7 @@ import pytest
 from fallback import runbooks
 from fallback.cli import main
 from fallback.ops import open_ops
-
-from .conftest import text_of
+from tests.support import text_of
 
 RUNBOOK_DIR = Path(__file__).resolve().parents[2] / "runbooks"
 REQUIRED = ("01-shoki-taio", "02-downtime-madoguchi", "03-bubun-shogai", "04-paper-only", "05-fukkyu-kakunin",
@@ -125,7 +124,7 @@ def test_checklists_start_clean_for_each_incident(login, downtime):
 
 
 def test_the_paper_kit_is_a_blank_request_form_and_a_numbered_ledger(login, tmp_path):
-    from .conftest import pdf_text
+    from tests.support import pdf_text
 
     boss = login("boss")
     page = boss.get("/runbooks/").get_data(as_text=True)

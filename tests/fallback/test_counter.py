@@ -6,26 +6,17 @@ serials, deferred requests. Example register: 山田 household (3), 髙橋﨑子
 from __future__ import annotations
 
 import datetime as dt
-import subprocess
 
 import pytest
 
 from fallback import audit, issuance
 from fallback.ops import open_ops
-
-from .conftest import text_of
+from tests.support import pdf_text, squeezed, text_of
 
 YAMADA_TARO, YAMADA_HANAKO, TAKAHASHI, KATSURAGI = "10000000011", "10000000029", "10000000045", "10000000053"
 SATO_SUPPORT, SUZUKI_REMOVED, TANAKA_MOVING = "10000000087", "10000000095", "10000000100"
 
 SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": "1"}
-
-
-def pdf_text(pdf: bytes, tmp_path) -> str:
-    path = tmp_path / "cert.pdf"
-    path.write_bytes(pdf)
-    text = subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True).stdout
-    return "".join(text.split())  # headings are letter-spaced
 
 
 # --- locks and login -----------------------------------------------------------
@@ -174,7 +165,7 @@ def test_issue_returns_a_pdf_with_a_reserved_serial(appliance, login, downtime, 
     serials = [c["serial"] for c in body["certificates"]]
     assert serials == [900001, 900002] and body["fee_yen"] == 600
     pdf = clerk.get(body["certificates"][0]["pdf"]).data
-    text = pdf_text(pdf, tmp_path)
+    text = squeezed(pdf_text(pdf, tmp_path))
     assert "山田" in text and "900001" in text and "住民票の写し" in text
     conn = open_ops(appliance.config["SONAE"])
     assert conn.execute("SELECT count(*) FROM certificates WHERE status = 'rendered'").fetchone()[0] == 2
@@ -265,7 +256,7 @@ def test_refusals_are_recorded_and_audited(appliance, login, downtime):
 
 def test_serials_are_never_reused_after_a_crash(appliance, login, downtime):
     """A crash after the serial is committed but before the PDF exists: the
-    serial is voided at the next start and the next issue continues after it."""
+    serial is voided by the worker's sweep and the next issue continues after it."""
     config = appliance.config["SONAE"]
     conn = open_ops(config)
     conn.execute("BEGIN IMMEDIATE")
@@ -275,7 +266,7 @@ def test_serials_are_never_reused_after_a_crash(appliance, login, downtime):
     conn.execute("INSERT INTO certificates (serial, scope, request_id, copy_number, status, issued_at, resident_codes, printed_records) "
                  "VALUES (900001, 'real', 1, 1, 'allocated', '2026-01-01T00:00:00+09:00', '[]', '{}')")
     conn.execute("COMMIT")
-    assert issuance.void_unrendered(conn) == [("real", 900001)]
+    assert issuance.void_unrendered(conn, older_than=dt.timedelta(minutes=2)) == [("real", 900001)]
     clerk = login("clerk1")
     assert issue(clerk, YAMADA_TARO).get_json()["certificates"][0]["serial"] == 900002
 

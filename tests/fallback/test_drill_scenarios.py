@@ -8,8 +8,7 @@ import re
 
 from fallback import drills
 from fallback.ops import open_ops
-
-from .conftest import text_of
+from tests.support import text_of
 
 
 def start_drill(appliance, scenario: str) -> int:

@@ -13,8 +13,8 @@ from fallback.monitoring import run_alert_cycle, run_morning_report, run_probe_c
 from fallback.ops import TOKYO, Transaction, now, open_ops
 from fallback.syncing import run_full_sync
 from tests.conftest import example_records, write_export
-from tests.fallback.conftest import PASSWORD, Staff, text_of
 from tests.monitoring.conftest import sensitive_values
+from tests.support import PASSWORD, Staff, text_of
 
 ACCOUNTS = {"it1": "it", "boss": "supervisor", "clerk1": "clerk"}
 

@@ -13,7 +13,7 @@ from fallback import users
 from fallback.app import create_app
 from fallback.monitoring import sla
 from fallback.ops import TOKYO, Transaction, open_ops
-from tests.fallback.conftest import PASSWORD, Staff
+from tests.support import PASSWORD, Staff
 
 FEBRUARY = 28 * 86400
 OUTAGE_START, OUTAGE_END = dt.datetime(2026, 2, 10, 10, 0, tzinfo=TOKYO), dt.datetime(2026, 2, 10, 12, 0, tzinfo=TOKYO)

@@ -8,9 +8,10 @@ from __future__ import annotations
 from fallback import audit, forms
 from fallback.config import load_config
 from fallback.ops import open_ops
+from tests.support import pdf_text, squeezed
 
 from ..conftest import example_records
-from .conftest import jst, pdf_text, squeezed
+from .conftest import jst
 
 YAMADA_TARO, WANG_WEI, SATO_SUPPORT = "10000000011", "10000000061", "10000000087"
 PRINTED = jst(2026, 11, 25, 10, 5)
@@ -64,7 +65,7 @@ def test_a_ward_template_replaces_the_layout(sonae_env, tmp_path, monkeypatch):
     assert flat == "証明書交付申請書（大田区様式第3号）氏名山田太郎生年月日昭和50年6月15日"
 
 
-def test_counter_prints_the_prefilled_form(appliance, login, sonae_env, tmp_path):
+def test_counter_prints_the_prefilled_form(appliance, login, loaded_env, tmp_path):
     clerk = login("clerk1")
     # Outside downtime the counter is closed, and so is the form.
     assert clerk.get(f"/forms/request/{YAMADA_TARO}.pdf").status_code == 423
@@ -79,7 +80,7 @@ def test_counter_prints_the_prefilled_form(appliance, login, sonae_env, tmp_path
     flat = squeezed(pdf_text(response.data, tmp_path))
     assert "山田太郎" in flat and "東京都大田区西蒲田七丁目49番1号" in flat and "昭和50年6月15日" in flat
 
-    conn = open_ops(sonae_env)
+    conn = open_ops(loaded_env)
     printed = [(e["actor"], e["action"], e["target"]) for e in audit.entries(conn, actor="clerk1") if e["action"] in ("view", "form.prefilled")]
     conn.close()
     # The resident page view, then the form: a view and the print, both audited.
@@ -89,7 +90,7 @@ def test_counter_prints_the_prefilled_form(appliance, login, sonae_env, tmp_path
     assert clerk.get("/forms/request/99999999999.pdf").status_code == 404
 
 
-def test_support_measure_resident_gets_a_blank_form(appliance, login, sonae_env, tmp_path):
+def test_support_measure_resident_gets_a_blank_form(appliance, login, loaded_env, tmp_path):
     boss = login("boss")
     assert boss.post("/supervisor/mode", {"to_mode": "downtime", "reason": "住民記録システム障害"}).status_code == 302
     clerk = login("clerk1")
@@ -100,7 +101,7 @@ def test_support_measure_resident_gets_a_blank_form(appliance, login, sonae_env,
     assert refused.status_code == 403 and refused.mimetype == "text/html"
     body = refused.get_data(as_text=True)
     assert "支援措置" in body and resident(SATO_SUPPORT)["address"]["banchi"] not in body
-    conn = open_ops(sonae_env)
+    conn = open_ops(loaded_env)
     attempts = [e["detail"] for e in audit.entries(conn, action="support_measure.attempt")]
     conn.close()
     assert attempts == [{"outcome": "refused", "rule": "prefilled_form"}]

@@ -9,9 +9,9 @@ import re
 
 from fallback import drills, modes
 from fallback.ops import now, open_ops
+from tests.support import pdf_text, squeezed
 
 from ..conftest import example_records
-from .conftest import pdf_text, squeezed
 
 
 def declare_downtime(boss):
@@ -120,8 +120,8 @@ def test_no_resident_data_and_no_login_surface(appliance, login):
     assert all(set(office) == {"office", "minutes", "at_least"} for office in waits["offices"])
 
 
-def test_waiting_times_on_the_public_page(appliance, sonae_env):
-    conn = open_ops(sonae_env)
+def test_waiting_times_on_the_public_page(appliance, loaded_env):
+    conn = open_ops(loaded_env)
     modes.change(conn, modes.DOWNTIME, actor="boss", role="supervisor", reason="住民記録システム障害")
     start = now() - dt.timedelta(minutes=25)
     for visit in range(6):
@@ -144,8 +144,8 @@ def test_only_supervisors_manage_the_notice(login):
     assert clerk.post("/supervisor/notice/draft").status_code == 403
 
 
-def test_a_drill_notice_is_never_published(appliance, login, sonae_env, tmp_path):
-    conn = open_ops(sonae_env)
+def test_a_drill_notice_is_never_published(appliance, login, loaded_env, tmp_path):
+    conn = open_ops(loaded_env)
     drill_id = drills.create(conn, scenario="juki_net", title="9月の訓練", description="", planned_start="2026-09-01T09:00",
                              planned_end="2026-09-01T12:00", participants=["boss"], terminals=[], actor="coord")
     drills.start(conn, drill_id, actor="coord", current_mode="standby")

@@ -10,8 +10,9 @@ import pytest
 
 from fallback import modes, notice
 from fallback.notice_outputs import notice_sns_posts, notice_sns_text, sns_posts
+from tests.support import squeezed
 
-from .conftest import jst, squeezed
+from .conftest import jst
 
 COUNTER = re.compile(r" ?[（(]\d+/\d+[）)]$")
 

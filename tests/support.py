@@ -1,0 +1,107 @@
+"""Helpers shared by the tests of every area: signed exports built from the
+example register, and a logged-in staff client for the Flask app."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import gzip
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "fixtures"
+EXAMPLE_EXPORT = FIXTURES / "example-export"
+EXAMPLE_PUBLIC_KEY = (FIXTURES / "example-export-public-key.txt").read_text().strip()
+
+PASSWORD = "correct-horse-battery"
+# One account per role (two clerks, two supervisors for approval cases).
+ACCOUNTS = {"clerk1": "clerk", "clerk2": "clerk", "boss": "supervisor", "boss2": "supervisor",
+            "coord": "drill_coordinator", "it1": "it", "aud": "auditor"}
+
+
+def write_key(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
+    path.chmod(0o600)
+    return path
+
+
+# The example export's private key is 32 zero bytes (a published test key), so
+# tests can re-sign exports built from its records, e.g. with a fresh as_of.
+
+def example_records(kind: str) -> list[dict]:
+    with gzip.open(EXAMPLE_EXPORT / f"{kind}.ndjson.gz", "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def write_export(directory: Path, residents: list[dict], seals: list[dict], *, as_of: str | None = None,
+                 last_seq: int = 1000, municipality_code: str = "131113", export_id: str | None = None) -> Path:
+    """Write a signed export (manifest + gzip NDJSON) the way upstream does."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from sync.contract import sign_manifest
+
+    directory.mkdir(parents=True, exist_ok=True)
+    as_of = as_of or dt.datetime.now(dt.timezone(dt.timedelta(hours=9))).isoformat(timespec="seconds")
+    files = []
+    for kind, records in (("residents", residents), ("seals", seals)):
+        path = directory / f"{kind}.ndjson.gz"
+        with gzip.open(path, "wt", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        data = path.read_bytes()
+        files.append({"name": path.name, "kind": kind, "records": len(records), "bytes": len(data),
+                      "sha256": hashlib.sha256(data).hexdigest()})
+    manifest = {
+        "contract": 1, "export_id": export_id or f"{as_of}-test", "as_of": as_of, "last_seq": last_seq,
+        "municipality": {"code": municipality_code, "prefecture": "東京都", "name": "大田区"}, "files": files,
+    }
+    signed = sign_manifest(manifest, Ed25519PrivateKey.from_private_bytes(bytes(32)))
+    (directory / "manifest.json").write_text(json.dumps(signed, ensure_ascii=False, indent=2), encoding="utf-8")
+    return directory
+
+
+class Staff:
+    """A logged-in browser-like client: keeps the cookie and the CSRF token."""
+
+    def __init__(self, app, username, terminal="本庁1"):
+        self.client = app.test_client()
+        self.csrf = self.client.get("/api/v1/session").get_json()["csrf_token"]
+        response = self.client.post("/login", data={"username": username, "password": PASSWORD, "terminal": terminal, "csrf_token": self.csrf})
+        assert response.status_code == 302, response.get_data(as_text=True)
+        self.csrf = self.client.get("/api/v1/session").get_json()["csrf_token"]
+
+    def get(self, path, **kwargs):
+        return self.client.get(path, **kwargs)
+
+    def post(self, path, data=None, **kwargs):
+        data = dict(data or {})
+        data.setdefault("csrf_token", self.csrf)
+        return self.client.post(path, data=data, **kwargs)
+
+    def api(self, method, path, json=None):
+        return self.client.open(path, method=method, json=json, headers={"X-CSRF-Token": self.csrf})
+
+
+def text_of(response) -> str:
+    """The visible text of an HTML response (tags stripped)."""
+    return re.sub(r"<[^>]+>", " ", response.get_data(as_text=True))
+
+
+def pdf_text(pdf: bytes, tmp_path, name: str = "document.pdf") -> str:
+    """What a reader of the PDF sees: pdftotext's layout text."""
+    import subprocess
+
+    assert pdf.startswith(b"%PDF"), "not a PDF"
+    path = tmp_path / name
+    path.write_bytes(pdf)
+    return subprocess.run(["pdftotext", "-layout", str(path), "-"], capture_output=True, text=True, check=True).stdout
+
+
+def squeezed(text: str) -> str:
+    """Text without any whitespace: pdftotext spaces out letter-spaced
+    headings and wide layouts."""
+    return re.sub(r"\s+", "", text)
