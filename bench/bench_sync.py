@@ -1,0 +1,363 @@
+"""sync: full load, change feed and verification at ward size, from cloudsim
+over loopback HTTP.
+
+    .venv/bin/python bench/bench_sync.py [--sizes 100000 1000000] [--changes 10000] [--repeat 3]
+                                         [--state-dir bench/results/cloudsim] [--skip-plain]
+
+For each size, `sonae cloudsim serve` runs in its own process (its register
+is generated once and reused from --state-dir) and the appliance side runs as
+a real `sonae sync full` process with its own SONAE_HOME. Printed per size:
+
+- floor: downloading, gunzipping and JSON-parsing the same files without
+  validating or storing anything (in this process) — the baseline;
+- load: `sonae sync full` wall and CPU seconds (its parsing workers included),
+  peak RSS of the process tree (sampled from /proc every 0.1 s) and of the
+  main process alone, and the ratio load / floor;
+- plain: the same build (`sync.loader.build_register`) into plain SQLite and
+  into SQLCipher, in child processes: the cost of encryption as a ratio;
+- verify: `SnapshotStore.verify` of the new generation;
+- search: p50 / p95 of Register.search for typical counter queries;
+and, on the largest size, applying N changes from the feed, plus a linear
+extrapolation of load time and memory to 4,000,000 residents.
+
+Results are also written to bench/results/sync-<timestamp>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from fallback.config import load_config  # noqa: E402
+from fallback.registry import snapshot_store  # noqa: E402
+from sync import crypto  # noqa: E402
+from sync.changes import apply_changes  # noqa: E402
+from sync.upstream import HttpUpstream  # noqa: E402
+
+SONAE = str(Path(sys.executable).with_name("sonae"))
+REGISTER_DATE = "2026-11-24"
+
+
+# --- cloudsim in its own process -------------------------------------------------
+
+
+class CloudSimProcess:
+    def __init__(self, residents: int, state_root: Path, seed: int = 1):
+        self.state_dir = state_root / f"{residents}-seed{seed}"
+        self.ready = Path(tempfile.mkdtemp(prefix="bench-sync-")) / "ready.json"
+        self.process = subprocess.Popen(
+            [SONAE, "cloudsim", "serve", "--residents", str(residents), "--seed", str(seed), "--as-of", REGISTER_DATE,
+             "--state-dir", str(self.state_dir), "--port", "0", "--admin-port", "0", "--change-rate", "0",
+             "--ready-file", str(self.ready)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        deadline = time.monotonic() + 3600  # a first 1 M register takes minutes to generate
+        while not self.ready.exists():
+            if self.process.poll() is not None:
+                raise SystemExit(f"cloudsim did not start: {self.process.stderr.read()}")
+            if time.monotonic() > deadline:
+                raise SystemExit("cloudsim did not become ready within an hour")
+            time.sleep(0.5)
+        self.info = json.loads(self.ready.read_text())
+
+    def make_changes(self, at_least: int, after_seq: int) -> int:
+        """Let things happen in the ward until the feed holds `at_least` changes after `after_seq`."""
+        last_seq = after_seq
+        while last_seq - after_seq < at_least:
+            events = max(100, (at_least - (last_seq - after_seq)) // 2)
+            answer = subprocess.run([SONAE, "cloudsim", "changes", "--events", str(min(events, 100_000)),
+                                     "--admin-url", self.info["admin_url"], "--token", self.info["token"]],
+                                    capture_output=True, text=True, check=True).stdout
+            last_seq = int(answer.split("last_seq=")[1])
+        return last_seq
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=60)
+        shutil.rmtree(self.ready.parent, ignore_errors=True)
+
+
+# --- the appliance side -----------------------------------------------------------
+
+
+def appliance_env(home: Path, sim: CloudSimProcess) -> dict:
+    etc = home.parent / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    key = etc / "master.key"
+    if not key.exists():
+        subprocess.run([SONAE, "key", "init", str(key)], check=True, capture_output=True)
+    return {
+        **os.environ,
+        "SONAE_HOME": str(home),
+        "SONAE_CONFIG": str(etc / "sonae.toml"),
+        "SONAE_SECURITY_KEY_FILE": str(key),
+        "SONAE_UPSTREAM_URL": sim.info["url"],
+        "SONAE_UPSTREAM_TOKEN": sim.info["token"],
+        "SONAE_UPSTREAM_PUBLIC_KEY": sim.info["public_key"],
+        "SONAE_UPSTREAM_TIMEOUT_S": "120",
+    }
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants, from /proc."""
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, changed = {pid}, True
+    while changed:
+        grown = {child for child, parent in parents.items() if parent in tree}
+        changed = not grown <= tree
+        tree |= grown
+    total = 0
+    for member in tree:
+        try:
+            with open(f"/proc/{member}/statm") as handle:
+                total += int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except OSError:
+            continue
+    return total
+
+
+def run_measured(args: list[str], env: dict) -> dict:
+    """Run a command; wall and CPU seconds (children included), peak RSS of
+    its process tree (sampled) and of its main process (kernel's maximum)."""
+    started = time.perf_counter()
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak = 0
+    stop = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not stop.wait(0.1):
+            peak = max(peak, tree_rss_bytes(process.pid))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    _, status, usage = os.wait4(process.pid, 0)
+    stop.set()
+    sampler.join()
+    wall = time.perf_counter() - started
+    out, err = process.stdout.read(), process.stderr.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(args[1:])} failed: {err.strip()}")
+    return {"seconds": round(wall, 2), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 2),
+            "peak_tree_rss_mb": round(peak / 1e6), "main_maxrss_mb": round(usage.ru_maxrss / 1024), "stdout": out.strip()}
+
+
+def floor(sim: CloudSimProcess) -> dict:
+    """Download, gunzip and JSON-parse every file; store nothing."""
+    upstream = HttpUpstream(sim.info["url"], sim.info["token"], timeout=120)
+    cpu, started = time.process_time(), time.perf_counter()
+    manifest = upstream.manifest()
+    records = 0
+    for entry in manifest["files"]:
+        decompressor, pending = zlib.decompressobj(wbits=31), b""
+        digest = hashlib.sha256()
+        for chunk in upstream.iter_file(manifest["export_id"], entry["name"]):
+            digest.update(chunk)
+            data = chunk
+            while data:
+                if decompressor.eof:
+                    decompressor = zlib.decompressobj(wbits=31)
+                text = decompressor.decompress(data)
+                data = decompressor.unused_data
+                pieces = (pending + text).split(b"\n")
+                pending = pieces.pop()
+                for piece in pieces:
+                    json.loads(piece)
+                    records += 1
+    upstream.close()
+    return {"seconds": round(time.perf_counter() - started, 2), "cpu_seconds": round(time.process_time() - cpu, 2), "records": records}
+
+
+BUILD_CHILD = """
+import json, os, sys, time
+from sync import crypto
+from sync.loader import build_register, prepare_bulk_build
+from sync.upstream import HttpUpstream
+if __name__ == "__main__":
+    url, token, path, mode = sys.argv[1:5]
+    if mode == "plain":
+        import sqlite3
+        conn = sqlite3.connect(path, check_same_thread=False)
+    else:
+        conn = crypto.connect(path, os.urandom(32), check_same_thread=False)
+    prepare_bulk_build(conn)
+    upstream = HttpUpstream(url, token, timeout=120)
+    started = time.perf_counter()
+    figures = build_register(conn, upstream, upstream.manifest(), mirror_individual_number=False)
+    conn.close()
+    print(json.dumps({"seconds": round(time.perf_counter() - started, 2), "residents": figures.residents}))
+"""
+
+
+def encryption_cost(sim: CloudSimProcess, work: Path) -> dict:
+    script = work / "build_child.py"
+    script.write_text(BUILD_CHILD)
+    results = {}
+    for mode in ("plain", "sqlcipher"):
+        path = work / f"{mode}.db"
+        measured = run_measured([sys.executable, str(script), sim.info["url"], sim.info["token"], str(path), mode], dict(os.environ))
+        results[mode] = {**json.loads(measured["stdout"]), "cpu_seconds": measured["cpu_seconds"], "file_mb": round(path.stat().st_size / 1e6)}
+        path.unlink()
+    results["ratio"] = round(results["sqlcipher"]["seconds"] / results["plain"]["seconds"], 2)
+    return results
+
+
+# Typical counter searches, built from residents sampled across the register.
+SEARCH_KINDS = {
+    "kana (full)": lambda kana, name, birth, address: {"kana": kana},
+    "kana (1 char)": lambda kana, name, birth, address: {"kana": kana[:1]},
+    "kana (3) + birth date": lambda kana, name, birth, address: {"kana": kana[:3], "birth_date": birth},
+    "name (2 chars)": lambda kana, name, birth, address: {"name": name[:2]},
+    "name (2) + birth date": lambda kana, name, birth, address: {"name": name[:2], "birth_date": birth},
+    "birth date": lambda kana, name, birth, address: {"birth_date": birth},
+    "address (6 chars)": lambda kana, name, birth, address: {"address": address[:6]},
+    "kana (2) + address (4)": lambda kana, name, birth, address: {"kana": kana[:2], "address": address[:4]},
+}
+
+
+def search_latency(env: dict, samples: int = 300) -> dict:
+    os.environ.update({k: v for k, v in env.items() if k.startswith("SONAE_")})
+    store = snapshot_store(load_config())
+    conn = crypto.connect(store.path_of(store.current()), store.key, readonly=True)
+    rows = conn.execute("SELECT kana_key, name_key, birth_date, address_key FROM residents WHERE id % 997 = 0 LIMIT ?", (samples,)).fetchall()
+    conn.close()
+    per_kind, everything = {}, []
+    with store.open_register() as register:
+        for kind, make in SEARCH_KINDS.items():
+            timings = []
+            for row in rows:
+                started = time.perf_counter()
+                register.search(**make(*row), limit=51)
+                timings.append((time.perf_counter() - started) * 1000)
+            timings.sort()
+            per_kind[kind] = {"p50_ms": round(statistics.median(timings), 2), "p95_ms": round(timings[int(len(timings) * 0.95)], 2)}
+            everything += timings
+    everything.sort()
+    return {"queries": len(everything), "p50_ms": round(statistics.median(everything), 2),
+            "p95_ms": round(everything[int(len(everything) * 0.95)], 2), "max_ms": round(everything[-1], 2), "by_kind": per_kind}
+
+
+def changes_benchmark(sim: CloudSimProcess, env: dict, count: int) -> dict:
+    os.environ.update({k: v for k, v in env.items() if k.startswith("SONAE_")})
+    store = snapshot_store(load_config())
+    upstream = HttpUpstream(sim.info["url"], sim.info["token"], timeout=120)
+    try:
+        caught_up = apply_changes(upstream, store, batch=10000)  # a reused cloudsim state carries older changes: untimed
+        sim.make_changes(count, caught_up.last_seq)
+        result = apply_changes(upstream, store, batch=10000)
+    finally:
+        upstream.close()
+    per_10k = result.seconds / (result.applied + result.skipped) * 10000
+    return {"changes": result.applied + result.skipped, "applied": result.applied, "pages": result.pages,
+            "seconds": round(result.seconds, 2), "seconds_per_10000": round(per_10k, 2)}
+
+
+def bench_size(residents: int, args, work: Path) -> dict:
+    print(f"\n== {residents:,} residents ==", flush=True)
+    sim = CloudSimProcess(residents, args.state_dir)
+    try:
+        home = work / f"home-{residents}"
+        env = appliance_env(home, sim)
+        result = {"residents": residents}
+        floors = sorted((floor(sim) for _ in range(args.repeat)), key=lambda run: run["seconds"])
+        result["floor"] = {**floors[len(floors) // 2], "all_seconds": [run["seconds"] for run in floors]}
+        print(f"floor (download + gunzip + JSON parse, no storing): {result['floor']['seconds']:.1f} s, CPU {result['floor']['cpu_seconds']:.1f} s, "
+              f"{result['floor']['records']:,} records (median of {args.repeat})", flush=True)
+        loads = sorted((run_measured([SONAE, "sync", "full"], env) for _ in range(args.repeat)), key=lambda run: run["seconds"])
+        result["load"] = {**loads[len(loads) // 2], "all_seconds": [run["seconds"] for run in loads]}
+        load = result["load"]
+        load["ratio_to_floor"] = round(load["seconds"] / result["floor"]["seconds"], 2)
+        print(f"load  (`sonae sync full`): {load['seconds']:.1f} s wall, CPU {load['cpu_seconds']:.1f} s, peak RSS {load['peak_tree_rss_mb']} MB "
+              f"(process tree; main process {load['main_maxrss_mb']} MB)  ×{load['ratio_to_floor']} of the floor (median of {args.repeat}: "
+              f"{', '.join(f'{t:.1f}' for t in load['all_seconds'])} s)", flush=True)
+        os.environ.update({k: v for k, v in env.items() if k.startswith("SONAE_")})
+        store = snapshot_store(load_config())
+        result["snapshot_mb"] = round(sum(p.stat().st_size for p in store.path_of(store.current()).parent.iterdir()) / 1e6)
+        started = time.perf_counter()
+        report = store.verify()
+        result["verify"] = {"seconds": round(time.perf_counter() - started, 2), "ok": report.ok}
+        print(f"verify: {result['verify']['seconds']:.1f} s, ok={report.ok}; snapshot {result['snapshot_mb']} MB", flush=True)
+        result["search"] = search_latency(env)
+        worst = max(result["search"]["by_kind"].items(), key=lambda item: item[1]["p95_ms"])
+        print(f"search: p50 {result['search']['p50_ms']} ms, p95 {result['search']['p95_ms']} ms over {result['search']['queries']} queries "
+              f"(in process, no HTTP); slowest kind {worst[0]}: p95 {worst[1]['p95_ms']} ms", flush=True)
+        if not args.skip_plain:
+            result["encryption"] = encryption_cost(sim, work)
+            enc = result["encryption"]
+            print(f"build into plain SQLite {enc['plain']['seconds']:.1f} s vs SQLCipher {enc['sqlcipher']['seconds']:.1f} s: "
+                  f"encryption ×{enc['ratio']}", flush=True)
+        if residents == max(args.sizes) and args.changes:
+            result["changes"] = changes_benchmark(sim, env, args.changes)
+            ch = result["changes"]
+            print(f"changes: {ch['changes']:,} applied in {ch['seconds']:.2f} s ({ch['pages']} page(s)); "
+                  f"{ch['seconds_per_10000']:.2f} s per 10,000", flush=True)
+        return result
+    finally:
+        sim.stop()
+
+
+def extrapolate(results: list[dict], target: int = 4_000_000) -> dict | None:
+    if len(results) < 2:
+        return None
+    small, large = results[0], results[-1]
+    span = large["residents"] - small["residents"]
+
+    def linear(a: float, b: float) -> float:
+        return round(b + (b - a) / span * (target - large["residents"]), 1)
+
+    return {"residents": target,
+            "load_seconds": linear(small["load"]["seconds"], large["load"]["seconds"]),
+            "peak_tree_rss_mb": linear(small["load"]["peak_tree_rss_mb"], large["load"]["peak_tree_rss_mb"]),
+            "snapshot_mb": linear(small["snapshot_mb"], large["snapshot_mb"])}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--changes", type=int, default=10_000)
+    parser.add_argument("--state-dir", type=Path, default=ROOT / "bench" / "results" / "cloudsim")
+    parser.add_argument("--work-dir", type=Path, default=None, help="appliance homes (default: a temporary directory)")
+    parser.add_argument("--skip-plain", action="store_true", help="skip the plain-SQLite comparison")
+    parser.add_argument("--repeat", type=int, default=1, help="floor and load runs per size; the median is reported")
+    args = parser.parse_args()
+    args.sizes.sort()
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-sync-work-"))
+    print(f"bench_sync on {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; work dir {work}")
+    results = [bench_size(size, args, work) for size in args.sizes]
+    projection = extrapolate(results)
+    if projection:
+        print(f"\nlinear extrapolation to {projection['residents']:,} residents: load ≈ {projection['load_seconds']:.0f} s, "
+              f"peak RSS ≈ {projection['peak_tree_rss_mb']:.0f} MB, snapshot ≈ {projection['snapshot_mb']:.0f} MB")
+    out = ROOT / "bench" / "results" / f"sync-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()[0], "sizes": results,
+                               "extrapolation": projection}, indent=2))
+    print(f"\nresults: {out}")
+    if not args.work_dir:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

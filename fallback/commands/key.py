@@ -1,0 +1,77 @@
+"""`sonae key init|rotate`: the at-rest master key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from fallback import audit
+from fallback.commands.common import config as load_config
+from fallback.commands.common import operator
+from fallback.keys import master_key
+from fallback.ops import connect_ops
+from fallback.syncing import cli_errors, snapshot_store
+from sync import crypto
+
+
+@click.group("key")
+def key_group():
+    """Create and rotate the at-rest master key."""
+
+
+@key_group.command("init")
+@click.argument("path", type=click.Path(dir_okay=False))
+def init(path):
+    """Write a new master key (32 random bytes, base64, mode 0600) to PATH.
+
+    Keep PATH outside SONAE_HOME and keep an offline copy: without the key
+    the snapshots and the operational database cannot be read.
+    """
+    written = crypto.write_key_file(path)
+    click.echo(f"wrote a new 256-bit key to {written} (mode 0600); keep an offline copy — without it the data cannot be read")
+
+
+@key_group.command("rotate")
+@click.option("--new-key-file", required=True, type=click.Path(exists=True, dir_okay=False), help="The new master key, written with `sonae key init PATH`.")
+@click.option("--actor", help="Who rotates, for the audit log (default: the OS user).")
+def rotate(new_key_file, actor):
+    """Re-encrypt every snapshot generation and the operational database
+    under a new master key.
+
+    \b
+    1. sonae key init /etc/sonae/master-2027.key
+    2. stop `sonae serve` and `sonae worker`
+    3. sonae key rotate --new-key-file /etc/sonae/master-2027.key
+    4. set security.key_file = "/etc/sonae/master-2027.key" in sonae.toml
+       (or SONAE_SECURITY_KEY_FILE), start the services again
+    5. once they run, destroy the old key and its copies
+
+    Each database is re-encrypted in one transaction. If the command is
+    interrupted, run it again with the same file: databases already under
+    the new key are skipped.
+    """
+    new_key_file = Path(new_key_file).resolve()
+    config = load_config()
+    old_master = master_key(config)
+    new_master = crypto.read_key_file(new_key_file, forbidden_dir=config.home)
+    if new_master == old_master:
+        raise click.ClickException(f"{new_key_file} holds the key already in use; write a new one with `sonae key init PATH`")
+    store = snapshot_store(config)
+    with cli_errors(), store.write_lock():  # no sync writes while keys change
+        generations = store.rekey(crypto.derive_key(new_master, "snapshot"))
+        ops_path = config.ops_db_path
+        new_ops_key = crypto.derive_key(new_master, "ops")
+        try:
+            crypto.connect(ops_path, new_ops_key, readonly=True).close()
+        except crypto.WrongKeyError:
+            crypto.rekey(ops_path, crypto.derive_key(old_master, "ops"), new_ops_key)
+        ops = connect_ops(ops_path, new_ops_key)
+        try:
+            audit.record(ops, operator(actor), "key.rotate", None, {"new_key_file": str(new_key_file), "generations": generations})
+        finally:
+            ops.close()
+    click.echo(
+        f"re-encrypted {len(generations)} snapshot generation(s) and the operational database under the key in {new_key_file}.\n"
+        f"Now set security.key_file = \"{new_key_file}\" (or SONAE_SECURITY_KEY_FILE) and restart `sonae serve` and `sonae worker`."
+    )

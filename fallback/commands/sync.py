@@ -1,0 +1,97 @@
+"""`sonae sync full|changes|status`: load the upstream register into the
+snapshot store and keep it current."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from fallback.commands.common import config as load_config
+from fallback.commands.common import operator
+from fallback.ops import TOKYO, now
+from fallback.syncing import cli_errors, full_export_due, recent_runs, run_changes, run_full_sync, snapshot_store
+from sync.loader import OVERRIDE_DROP, OVERRIDE_MUNICIPALITY, OVERRIDE_UNKNOWN_SEAL_RESIDENTS
+
+
+def jst(moment) -> str:
+    return moment.astimezone(TOKYO).strftime("%Y-%m-%d %H:%M JST")
+
+
+@click.group("sync")
+def sync_group():
+    """Mirror the upstream resident register into encrypted snapshots."""
+
+
+@sync_group.command("full")
+@click.option("--from", "source_dir", type=click.Path(exists=True, file_okay=False), help="Load an export directory (manifest.json beside its files) instead of the upstream URL.")
+@click.option("--allow-drop", is_flag=True, help="Accept an export whose record count dropped by more than sync.max_drop_ratio.")
+@click.option("--allow-unknown-seal-residents", is_flag=True, help="Accept seals that point at residents not in the export.")
+@click.option("--allow-municipality-mismatch", is_flag=True, help="Accept an export for another municipality code.")
+@click.option("--actor", help="Who runs this, for the audit log (default: the OS user).")
+def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipality_mismatch, actor):
+    """Load the latest full export as a new snapshot generation.
+
+    The export is verified (signature, checksums, counts, every record) and
+    gated before it replaces the current generation; if anything is wrong
+    the current generation keeps serving and the reason is printed and
+    recorded. Override flags are audited.
+    """
+    flags = {OVERRIDE_DROP: allow_drop, OVERRIDE_UNKNOWN_SEAL_RESIDENTS: allow_unknown_seal_residents, OVERRIDE_MUNICIPALITY: allow_municipality_mismatch}
+    with cli_errors():
+        result = run_full_sync(load_config(), source_dir, {name for name, given in flags.items() if given}, operator(actor))
+    click.echo(
+        f"generation {result.generation} is current: {result.residents:,} residents, {result.seals:,} seals, "
+        f"data as of {jst(result.as_of)} (export {result.export_id}), loaded in {result.seconds:.1f} s"
+    )
+    for waived in result.overridden:
+        click.echo(f"overridden (audited): {waived}")
+    if result.pruned:
+        click.echo(f"pruned generation(s) {', '.join(map(str, result.pruned))}")
+
+
+@sync_group.command("changes")
+@click.option("--actor", help="Who runs this, for the sync record (default: the OS user).")
+def changes(actor):
+    """Apply the upstream change feed to the current generation."""
+    with cli_errors():
+        result = run_changes(load_config(), operator(actor))
+    click.echo(
+        f"generation {result.generation}: {result.applied:,} change(s) applied, {result.skipped:,} skipped as not newer; "
+        f"seq {result.from_seq:,} → {result.last_seq:,}; data as of {jst(result.as_of)}"
+    )
+
+
+@sync_group.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def status(as_json):
+    """The current generation, its data age, whether a full export is due,
+    and the latest sync runs."""
+    config = load_config()
+    with cli_errors():
+        store = snapshot_store(config)
+        current = store.current()
+        meta = None
+        if current is not None:
+            with store.open_register(current) as register:
+                meta = register.meta
+        due = full_export_due(config)
+        runs = recent_runs(config, 10)
+    if as_json:
+        click.echo(json.dumps({
+            "generation": current,
+            "as_of": meta.as_of.isoformat() if meta else None,
+            "age_hours": round(meta.age(now()).total_seconds() / 3600, 2) if meta else None,
+            "last_seq": meta.last_seq if meta else None,
+            "full_export_due": due,
+            "runs": runs,
+        }, ensure_ascii=False, indent=2))
+        return
+    if meta is None:
+        click.echo("no snapshot loaded yet")
+    else:
+        click.echo(f"generation {current}: data as of {jst(meta.as_of)} ({meta.age(now()).total_seconds() / 3600:.1f} h old), seq {meta.last_seq:,}, "
+                   f"{meta.residents:,} residents, {meta.seals:,} seals")
+    click.echo(f"full export due: {due}" if due else "full export due: no")
+    for run in runs:
+        click.echo(f"  {run['started_at']}  {run['kind']:<8} {run['outcome']:<8} {run['error'] or ''}")

@@ -1,0 +1,544 @@
+"""Full export → new snapshot generation, or a refusal that changes nothing.
+
+The order of work, cheapest refusal first:
+
+1. manifest: signature, contract shape (ExportInvalid);
+2. gates decided by the manifest alone: municipality, record-count drop
+   against the current generation (GateRefused, overridable);
+3. stream every file into `gen-N.tmp/register.db`: SHA-256 and byte count of
+   the compressed bytes as they arrive, gunzip, contract validation of every
+   record, batched inserts; at the end of each file its bytes, SHA-256,
+   gzip end and record count must match the manifest (ExportInvalid);
+4. unique indexes (duplicate keys → ExportInvalid), search indexes, ANALYZE;
+5. gate on seals whose resident is not in the export (GateRefused);
+6. install (fsync, rename) and promote (replace CURRENT), then prune.
+
+The pipeline of step 3: this thread reads, hashes and gunzips a file and
+cuts it into blocks of whole lines; the blocks are parsed and validated in
+worker processes (for a large export; in this process for a small one); a
+BlockInserter thread inserts the parsed blocks in file order. Memory does
+not grow with the register: a file is held a few blocks at a time, and
+duplicates are found by the unique index, not a Python set. The tmp
+database is written with journal and fsync off — if the process dies, the
+whole tmp directory is discarded — and made durable with one fsync before
+it is renamed into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime as dt
+import hashlib
+import json
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from sync import crypto
+from sync.contract import KEY_FIELD, VALIDATORS, ContractError, verify_manifest
+from sync.errors import ExportInvalid, GateRefused, StoreDamaged, SyncError
+from sync.schema import (
+    DIGEST_MODULUS,
+    ROW_BUILDERS,
+    SCHEMA_VERSION,
+    SEARCH_INDEXES,
+    SEARCH_TABLE,
+    TABLES,
+    UNIQUE_INDEXES,
+    blank_individual_number,
+    insert_record_sql,
+    insert_sql,
+    record_digest,
+    record_text,
+)
+from sync.store import SnapshotStore, disk_full_reported
+
+OVERRIDE_DROP = "allow-drop"
+OVERRIDE_UNKNOWN_SEAL_RESIDENTS = "allow-unknown-seal-residents"
+OVERRIDE_MUNICIPALITY = "allow-municipality-mismatch"
+OVERRIDES = frozenset({OVERRIDE_DROP, OVERRIDE_UNKNOWN_SEAL_RESIDENTS, OVERRIDE_MUNICIPALITY})
+
+BLOCK_BYTES = 2 << 20  # lines parsed and inserted together (~2,000 residents, ~600 seals)
+PARALLEL_MIN_BYTES = 16 << 20  # below this, parsing in this process is quicker than starting workers
+MAX_WORKERS = 4
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+DECOMPRESS_LIMIT = 1 << 20  # output per step, so a hostile file cannot inflate in one go
+
+
+@dataclass(frozen=True)
+class BuildFigures:
+    residents: int
+    seals: int
+    bytes: int
+    residents_digest: str
+    seals_digest: str
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    generation: int
+    previous_generation: int | None
+    export_id: str
+    as_of: dt.datetime
+    last_seq: int
+    residents: int
+    seals: int
+    bytes: int
+    seconds: float
+    source: str
+    overridden: tuple[str, ...]  # refusals waived by an override flag, with their figures
+    pruned: tuple[int, ...]
+
+
+def load_full(
+    upstream,
+    store: SnapshotStore,
+    *,
+    public_key: Ed25519PublicKey,
+    municipality_code: str,
+    max_drop_ratio: float = 0.05,
+    keep: int = 7,
+    mirror_individual_number: bool = False,
+    overrides: Iterable[str] = frozenset(),
+    workers: int | None = None,
+) -> LoadResult:
+    """Load the upstream's latest full export as a new current generation.
+    Raises ExportInvalid, GateRefused, UpstreamUnavailable, SnapshotDiskFull
+    or SyncBusy; in every such case the current generation is unchanged."""
+    overrides = frozenset(overrides)
+    unknown = overrides - OVERRIDES
+    if unknown:
+        raise ValueError(f"unknown override(s) {sorted(unknown)}; known: {sorted(OVERRIDES)}")
+    started = time.monotonic()
+    with store.write_lock():
+        store.cleanup_incomplete()
+        manifest = upstream.manifest()
+        try:
+            verify_manifest(manifest, public_key)
+        except ContractError as exc:
+            raise ExportInvalid(f"manifest: {exc}") from None
+        overridden: list[str] = []
+        _gate(check_municipality(manifest, municipality_code), OVERRIDE_MUNICIPALITY, overrides, overridden)
+        previous = store.current_if_readable()
+        _gate(_count_drop(store, manifest, max_drop_ratio), OVERRIDE_DROP, overrides, overridden)
+        with store.new_generation() as (number, db_path), disk_full_reported(store.directory):
+            conn = crypto.connect(db_path, store.key, check_same_thread=False)  # BlockInserter writes from its thread
+            try:
+                prepare_bulk_build(conn)
+                figures = build_register(conn, upstream, manifest, mirror_individual_number=mirror_individual_number, workers=workers)
+                _gate(check_seal_residents(conn), OVERRIDE_UNKNOWN_SEAL_RESIDENTS, overrides, overridden)
+                write_meta(conn, manifest, figures, source=upstream.describe(), mirror_individual_number=mirror_individual_number)
+                conn.commit()
+                conn.execute("PRAGMA journal_mode = WAL")  # readers and the change feed from now on
+            finally:
+                conn.close()
+            store.install(number)
+        store.promote_snapshot(number)
+        pruned = store.prune(keep)
+    return LoadResult(
+        generation=number,
+        previous_generation=previous,
+        export_id=manifest["export_id"],
+        as_of=dt.datetime.fromisoformat(manifest["as_of"]),
+        last_seq=manifest["last_seq"],
+        residents=figures.residents,
+        seals=figures.seals,
+        bytes=figures.bytes,
+        seconds=time.monotonic() - started,
+        source=upstream.describe(),
+        overridden=tuple(overridden),
+        pruned=tuple(pruned),
+    )
+
+
+# --- gates ---------------------------------------------------------------
+
+
+def _gate(refusal: GateRefused | None, override: str, overrides: frozenset[str], overridden: list[str]) -> None:
+    if refusal is None:
+        return
+    if override not in overrides:
+        raise refusal
+    overridden.append(f"{refusal.gate}: {refusal.figures}")
+
+
+def _count_drop(store: SnapshotStore, manifest: dict, max_drop_ratio: float) -> GateRefused | None:
+    """The record-count gate against the current generation; one that cannot
+    be read (damaged file or pointer, another key) cannot vouch for the new
+    counts, so loading then takes the operator's --allow-drop."""
+    try:
+        current = store.current()
+        if current is None:
+            return None
+        with store.open_register(current) as register:
+            meta = register.meta
+    except (StoreDamaged, crypto.DatabaseError, crypto.WrongKeyError) as exc:
+        return GateRefused("record count", f"the current generation cannot be read to compare record counts ({exc})", f"--{OVERRIDE_DROP}")
+    return check_count_drop(manifest, {"residents": meta.residents, "seals": meta.seals}, max_drop_ratio)
+
+
+def check_municipality(manifest: dict, municipality_code: str) -> GateRefused | None:
+    code = (manifest.get("municipality") or {}).get("code")
+    if code == municipality_code:
+        return None
+    return GateRefused(
+        "municipality",
+        f"the export is for municipality {code!r}, this appliance serves {municipality_code!r}",
+        f"--{OVERRIDE_MUNICIPALITY}",
+    )
+
+
+def check_count_drop(manifest: dict, current: dict[str, int], max_drop_ratio: float) -> GateRefused | None:
+    drops = []
+    for entry in manifest["files"]:
+        kind, new = entry["kind"], entry["records"]
+        old = current.get(kind, 0)
+        if old and new < old * (1 - max_drop_ratio):
+            drops.append(f"{kind} {new:,} vs {old:,} ({(new - old) / old:+.1%})")
+    if not drops:
+        return None
+    return GateRefused(
+        "record count",
+        f"{'; '.join(drops)} exceeds the {max_drop_ratio:.0%} limit of sync.max_drop_ratio",
+        f"--{OVERRIDE_DROP}",
+    )
+
+
+def check_seal_residents(conn) -> GateRefused | None:
+    orphan_sql = "FROM seals s WHERE NOT EXISTS (SELECT 1 FROM residents r WHERE r.resident_code = s.resident_code)"
+    count = conn.execute(f"SELECT count(*) {orphan_sql}").fetchone()[0]
+    if not count:
+        return None
+    examples = ", ".join(f"{seal} → {resident}" for seal, resident in conn.execute(f"SELECT s.seal_number, s.resident_code {orphan_sql} LIMIT 3"))
+    return GateRefused(
+        "seal residents",
+        f"{count:,} seal(s) point at residents not in the export (e.g. {examples})",
+        f"--{OVERRIDE_UNKNOWN_SEAL_RESIDENTS}",
+    )
+
+
+# --- building ------------------------------------------------------------
+
+
+def prepare_bulk_build(conn) -> None:
+    """Settings for writing a generation nobody reads yet."""
+    conn.execute("PRAGMA journal_mode = OFF")  # a failed build is discarded whole
+    conn.execute("PRAGMA synchronous = OFF")  # one fsync before install instead
+    conn.execute("PRAGMA cache_size = -16384")  # appends and sorts need little cache; memory stays flat
+    # Sort runs of the index builds stay in memory: temporary files are not
+    # covered by the database key and would hold names in plain text.
+    conn.execute("PRAGMA temp_store = MEMORY")
+
+
+def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: bool, workers: int | None = None) -> BuildFigures:
+    """Create the schema in `conn` and fill it from the export's files,
+    checking each against the manifest. Works on any SQLite connection
+    opened with check_same_thread=False (rows are inserted from a thread of
+    their own); the benchmark uses it to measure the cost of encryption.
+    `workers`: parsing processes (None: decided by the export's size)."""
+    conn.executescript(TABLES)
+    loaded: dict[str, tuple[int, str]] = {}
+    total_bytes = 0
+    files = {entry["kind"]: entry for entry in manifest["files"]}
+    with parse_executor(manifest, workers) as parsing:
+        for kind in ("residents", "seals"):  # residents first: the seal gate looks them up
+            entry = files[kind]
+            chunks = upstream.iter_file(manifest["export_id"], entry["name"])
+            loaded[kind] = _load_file(conn, chunks, entry, kind, mirror_individual_number, parsing)
+            total_bytes += entry["bytes"]
+    conn.commit()
+    for kind, statement in UNIQUE_INDEXES.items():
+        try:
+            conn.execute(statement)
+        except conn.IntegrityError:  # the connection's own driver (sqlcipher3 or sqlite3)
+            raise ExportInvalid(_duplicates_message(conn, kind, files[kind]["name"])) from None
+    for statement in SEARCH_INDEXES:
+        conn.execute(statement)
+    # Statistics for the planner, from a sample; only the search tables: the
+    # record tables are read by id alone, and counting them would scan
+    # every record again.
+    conn.execute("PRAGMA analysis_limit = 1000")
+    conn.execute("ANALYZE residents")
+    conn.execute("ANALYZE seals")
+    conn.commit()
+    return BuildFigures(
+        residents=loaded["residents"][0],
+        seals=loaded["seals"][0],
+        bytes=total_bytes,
+        residents_digest=loaded["residents"][1],
+        seals_digest=loaded["seals"][1],
+    )
+
+
+@dataclass(frozen=True)
+class ParsedBlock:
+    rows: list[tuple]
+    records: list[tuple[int, bytes]]
+    digest: int
+
+
+def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_individual_number: bool) -> ParsedBlock:
+    """Validate a block of NDJSON lines and turn them into rows. A pure
+    function of its arguments, so it can run in a worker process. A row's
+    id is its line number in the file."""
+    validate = VALIDATORS[kind]
+    build_row = ROW_BUILDERS[kind]
+    rows, records, digest = [], [], 0
+    for number, line in enumerate(block.split(b"\n"), start=first_line):
+        if not line.strip():
+            continue  # blank lines hold no record; the record count still has to match
+        try:
+            record = json.loads(line)
+            validate(record)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # ContractError is a ValueError
+            problem = exc if isinstance(exc, ContractError) else f"not a valid record in UTF-8 JSON ({type(exc).__name__})"
+            raise ExportInvalid(f"{name} line {number:,}: {problem}") from None
+        if kind == "residents" and blank_individual_number(record, mirror_individual_number):
+            line = record_text(record).encode("utf-8")
+        digest += record_digest(line)
+        rows.append(build_row(number, record))
+        records.append((number, line))
+    return ParsedBlock(rows, records, digest)
+
+
+def _load_file(conn, chunks: Iterable[bytes], entry: dict, kind: str, mirror_individual_number: bool, parsing: Parsing) -> tuple[int, str]:
+    """Insert one file's records; returns (records, digest). This thread
+    reads and cuts the file into blocks, `parsing` parses them (in worker
+    processes for a large export) and a BlockInserter inserts them in order."""
+    name = entry["name"]
+    export_file = ExportFile(chunks, entry)
+    inserter = BlockInserter(conn, kind, parsing.blocks_ahead)
+    try:
+        with inserter:
+            for first_line, block in export_file.blocks():
+                inserter.put(parsing.executor.submit(parse_block, kind, name, first_line, block, mirror_individual_number))
+    except ExportInvalid as exc:
+        if exc is not inserter.error:
+            raise  # the file itself differs from the manifest
+        # A bad record, unless the file itself is damaged: that is the cause to report.
+        raise ExportInvalid(export_file.damage() or exc.reason) from None
+    if inserter.count != entry["records"]:
+        raise ExportInvalid(f"{name}: {inserter.count:,} records, the manifest says {entry['records']:,}")
+    return inserter.count, f"{inserter.digest % DIGEST_MODULUS:064x}"
+
+
+class BlockInserter:
+    """Inserts parsed blocks, in file order, on a thread of its own: SQLite's
+    share of a load (B-tree inserts, page encryption — run without the GIL)
+    then overlaps with reading and decompressing the next blocks. The queue
+    of blocks waiting is bounded (memory); the first error stops the load."""
+
+    def __init__(self, conn, kind: str, blocks_ahead: int):
+        self._conn = conn
+        self._statements = (insert_sql(kind), insert_record_sql(kind))
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, blocks_ahead))
+        self.error: BaseException | None = None  # the first failure; stops the load
+        self._thread = threading.Thread(target=self._run, name="sonae-load-inserter", daemon=True)
+        self.count = self.digest = 0
+
+    def __enter__(self) -> BlockInserter:
+        self._thread.start()
+        return self
+
+    def put(self, parsed: Future) -> None:
+        if self.error is not None:
+            raise self.error
+        self._queue.put(parsed)
+
+    def _run(self) -> None:
+        insert_row, insert_record = self._statements
+        while (future := self._queue.get()) is not None:
+            if self.error is not None:
+                future.cancel()  # after an error, only drain so that `put` never blocks
+                continue
+            try:
+                parsed = future.result()
+                self._conn.executemany(insert_row, parsed.rows)
+                self._conn.executemany(insert_record, parsed.records)
+                self.count += len(parsed.rows)
+                self.digest += parsed.digest
+            except BrokenProcessPool as exc:
+                self.error = SyncError(f"a parsing process stopped unexpectedly ({exc}); look for out-of-memory kills (dmesg) and rerun")
+            except BaseException as exc:
+                self.error = exc
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if exc_type is None and self.error is not None:
+            raise self.error
+
+
+class InlineExecutor:
+    """Runs each task when it is submitted: for small exports, where starting
+    worker processes would cost more than the parsing."""
+
+    def submit(self, fn, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        pass
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Worker start-up: ask Linux to SIGKILL this process when its parent
+    dies (PR_SET_PDEATHSIG), so a killed load leaves no workers behind —
+    they hold their own task queue open and would otherwise wait forever."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+@dataclass(frozen=True)
+class Parsing:
+    executor: ProcessPoolExecutor | InlineExecutor
+    blocks_ahead: int
+
+
+@contextlib.contextmanager
+def parse_executor(manifest: dict, workers: int | None) -> Iterator[Parsing]:
+    """Worker processes for parsing, or none for a small export. `workers`
+    None: one per CPU when the export is large."""
+    if workers is None:
+        large = sum(entry["bytes"] for entry in manifest["files"]) >= PARALLEL_MIN_BYTES
+        workers = min(os.cpu_count() or 1, MAX_WORKERS) if large else 1
+    if workers <= 1:
+        executor = InlineExecutor()
+    else:
+        # spawn: fresh interpreters, safe even when the caller has threads
+        # (the worker's scheduler does); each dies with this process.
+        executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent, initargs=(os.getpid(),)
+        )
+    try:
+        # Blocks parsed ahead of the inserts: enough to keep every worker
+        # busy, few enough to bound memory; none when parsing inline.
+        yield Parsing(executor, 2 * workers if workers > 1 else 0)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+
+
+class ExportFile:
+    """One export file as its chunks arrive. `blocks()` yields its NDJSON
+    lines in blocks and, after the last one, checks byte count, SHA-256 and gzip end
+    against the manifest entry. When something inside the file looks wrong
+    (bad gzip, a broken record), `damage()` reads the rest and says whether
+    the file itself differs from the manifest — the root cause to report."""
+
+    def __init__(self, chunks: Iterable[bytes], entry: dict):
+        self.entry = entry
+        self.name = entry["name"]
+        self._chunks = iter(chunks)
+        self._sha = hashlib.sha256()
+        self._received = 0
+
+    def _arriving(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
+            self._sha.update(chunk)
+            self._received += len(chunk)
+            if self._received > self.entry["bytes"]:
+                raise ExportInvalid(f"{self.name}: more than the {self.entry['bytes']:,} bytes the manifest lists")
+            yield chunk
+
+    def _size_or_hash_problem(self) -> str | None:
+        if self._received != self.entry["bytes"]:
+            return f"{self.name}: {self._received:,} bytes, the manifest says {self.entry['bytes']:,} (truncated or altered)"
+        if self._sha.hexdigest() != self.entry["sha256"]:
+            return f"{self.name}: SHA-256 {self._sha.hexdigest()} differs from the manifest's {self.entry['sha256']} (altered or damaged)"
+        return None
+
+    def damage(self) -> str | None:
+        """Read the rest of the file; the size or hash difference, if any."""
+        try:
+            for _ in self._arriving():
+                pass
+        except ExportInvalid as exc:
+            return exc.reason
+        return self._size_or_hash_problem()
+
+    def blocks(self) -> Iterator[tuple[int, bytes]]:
+        """(number of the first line, whole lines joined by newlines) in
+        blocks of about BLOCK_BYTES, as the file decompresses."""
+        decompressor = zlib.decompressobj(wbits=31)
+        buffered: list[bytes] = []
+        size, next_line = 0, 1
+        for chunk in self._arriving():
+            data = chunk
+            while True:
+                if decompressor.eof:
+                    if not data:
+                        break
+                    decompressor = zlib.decompressobj(wbits=31)  # a further gzip member follows
+                try:
+                    text = decompressor.decompress(data, DECOMPRESS_LIMIT)
+                except zlib.error as exc:
+                    raise ExportInvalid(self.damage() or f"{self.name}: not valid gzip at byte {self._received:,} ({exc})") from None
+                buffered.append(text)
+                size += len(text)
+                if size >= BLOCK_BYTES:
+                    joined = b"".join(buffered)
+                    cut = joined.rfind(b"\n")
+                    if cut >= 0:
+                        yield next_line, joined[:cut]
+                        next_line += joined.count(b"\n", 0, cut) + 1
+                        joined = joined[cut + 1 :]
+                    buffered, size = [joined], len(joined)
+                data = decompressor.unused_data if decompressor.eof else decompressor.unconsumed_tail
+                if not data and not decompressor.eof and len(text) < DECOMPRESS_LIMIT:
+                    break  # input used up and no output left inside zlib
+        problem = self._size_or_hash_problem()
+        if problem:
+            raise ExportInvalid(problem)
+        if not decompressor.eof:
+            raise ExportInvalid(f"{self.name}: the gzip stream ends before its end marker (truncated)")
+        rest = b"".join(buffered)
+        if rest.strip():
+            yield next_line, rest
+
+
+def _duplicates_message(conn, kind: str, name: str) -> str:
+    column = KEY_FIELD[kind]
+    duplicates = conn.execute(
+        f"SELECT {column}, count(*) FROM {SEARCH_TABLE[kind]} GROUP BY {column} HAVING count(*) > 1 LIMIT 3"
+    ).fetchall()
+    listed = ", ".join(f"{key} ({n} rows)" for key, n in duplicates)
+    return f"{name}: duplicate {column} {listed}; each key must appear once"
+
+
+def write_meta(conn, manifest: dict, figures: BuildFigures, *, source: str, mirror_individual_number: bool) -> None:
+    municipality = manifest["municipality"]
+    values = {
+        "schema_version": SCHEMA_VERSION,
+        "contract": manifest["contract"],
+        "export_id": manifest["export_id"],
+        "municipality_code": municipality.get("code", ""),
+        "municipality_prefecture": municipality.get("prefecture", ""),
+        "municipality_name": municipality.get("name", ""),
+        "as_of": manifest["as_of"],
+        "export_as_of": manifest["as_of"],
+        "last_seq": manifest["last_seq"],
+        "loaded_at": dt.datetime.now(dt.UTC).astimezone().isoformat(timespec="seconds"),
+        "source": source,
+        "residents": figures.residents,
+        "seals": figures.seals,
+        "residents_digest": figures.residents_digest,
+        "seals_digest": figures.seals_digest,
+        "individual_number_mirrored": int(mirror_individual_number),
+    }
+    conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", values.items())

@@ -1,0 +1,249 @@
+"""Read-only view of one snapshot generation — the counter app's only way
+into the mirrored register.
+
+Opening is cheap (a raw key, no PBKDF2: about a millisecond), so the web
+server opens one Register per request or per thread; a Register (like its
+SQLite connection) must not be shared between threads. Every search is a
+single SQL statement, so it reads one consistent state even while the change
+feed commits a batch; `consistent_view()` extends that to several calls
+(e.g. a record and the data-as-of time printed with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from sync import crypto
+from sync.normalize import PREFIX_END, address_key, kana_key, name_key
+
+DB_NAME = "register.db"
+
+
+@dataclass(frozen=True)
+class SnapshotMeta:
+    """What a generation knows about itself."""
+
+    generation: int
+    export_id: str
+    municipality_code: str
+    municipality_prefecture: str
+    municipality_name: str
+    as_of: dt.datetime  # upstream time the data is consistent with (export or last change applied)
+    export_as_of: dt.datetime  # as_of of the full export the generation was built from
+    last_seq: int  # change-feed position
+    loaded_at: dt.datetime
+    source: str
+    residents: int
+    seals: int
+    residents_digest: str
+    seals_digest: str
+    individual_number_mirrored: bool
+
+    def age(self, now: dt.datetime | None = None) -> dt.timedelta:
+        return (now or dt.datetime.now(dt.UTC)) - self.as_of
+
+
+def read_meta(conn, generation: int) -> SnapshotMeta:
+    values = dict(conn.execute("SELECT key, value FROM meta"))
+    return SnapshotMeta(
+        generation=generation,
+        export_id=values["export_id"],
+        municipality_code=values["municipality_code"],
+        municipality_prefecture=values["municipality_prefecture"],
+        municipality_name=values["municipality_name"],
+        as_of=dt.datetime.fromisoformat(values["as_of"]),
+        export_as_of=dt.datetime.fromisoformat(values["export_as_of"]),
+        last_seq=int(values["last_seq"]),
+        loaded_at=dt.datetime.fromisoformat(values["loaded_at"]),
+        source=values["source"],
+        residents=int(values["residents"]),
+        seals=int(values["seals"]),
+        residents_digest=values["residents_digest"],
+        seals_digest=values["seals_digest"],
+        individual_number_mirrored=bool(values["individual_number_mirrored"]),
+    )
+
+
+@dataclass(frozen=True)
+class Household:
+    """A 世帯: current members in household order, and former members
+    (除票) of the same household separately."""
+
+    household_id: str
+    active: list[dict]
+    removed: list[dict]
+
+
+class Register:
+    def __init__(self, path: str | Path, key: bytes, generation: int):
+        self.path = Path(path)
+        self.generation = generation
+        self._conn = crypto.connect(self.path, key, readonly=True)
+        self._conn.isolation_level = None
+        self._conn.execute("PRAGMA query_only = ON")
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Register:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def consistent_view(self) -> Iterator[Register]:
+        """Everything read inside the block comes from one committed state."""
+        self._conn.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self._conn.execute("COMMIT")
+
+    @property
+    def meta(self) -> SnapshotMeta:
+        """Read fresh on every access: the change feed moves as_of forward."""
+        return read_meta(self._conn, self.generation)
+
+    def age(self, now: dt.datetime | None = None) -> dt.timedelta:
+        """How old the data is: now minus the as_of of the last applied state."""
+        return self.meta.age(now)
+
+    # --- search -----------------------------------------------------------
+
+    def search(
+        self,
+        *,
+        kana: str | None = None,
+        name: str | None = None,
+        birth_date: str | dt.date | None = None,
+        address: str | None = None,
+        resident_code: str | None = None,
+        limit: int = 50,
+    ) -> list[dict]:
+        """Residents (current and removed) matching every criterion given:
+        kana — prefix of the フリガナ; name — prefix of the name, the 通称 or
+        the alphabet name; birth_date — exact; address — prefix of 町字+番地
+        (the ward's own prefecture and city may be typed or left out);
+        resident_code — exact. Returns at most `limit` records (ask for
+        limit + 1 to learn whether there are more), ordered by kana and
+        birth date. Each criterion is an index range scan."""
+        sql, params = self._search_sql(kana, name, birth_date, address, resident_code, limit)
+        rows = self._conn.execute(sql, params).fetchall()
+        rows.sort(key=lambda row: (row[0], row[1]))
+        return [json.loads(row[2]) for row in rows]
+
+    def query_plan(
+        self,
+        *,
+        kana: str | None = None,
+        name: str | None = None,
+        birth_date: str | dt.date | None = None,
+        address: str | None = None,
+        resident_code: str | None = None,
+    ) -> list[str]:
+        """SQLite's plan for a search (tests and benchmarks check that every
+        criterion is answered from an index)."""
+        sql, params = self._search_sql(kana, name, birth_date, address, resident_code, 50)
+        return [row[3] for row in self._conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
+
+    def _search_sql(self, kana, name, birth_date, address, resident_code, limit) -> tuple[str, list]:
+        """One statement; each criterion a range or equality on an indexed
+        column. A name is looked up in three columns (name, 通称, alphabet
+        name): as three LIMITed index scans joined by UNION rather than an
+        OR, which would collect every match of a short prefix first."""
+        clauses: list[str] = []
+        params: list[object] = []
+        if kana is not None:
+            key = _required(kana_key(kana), "kana")
+            clauses.append("r.kana_key >= ? AND r.kana_key < ?")
+            params += [key, key + PREFIX_END]
+        if birth_date is not None:
+            clauses.append("r.birth_date = ?")
+            params.append(birth_date.isoformat() if isinstance(birth_date, dt.date) else str(birth_date).strip())
+        if address is not None:
+            key = _required(self._address_query_key(address), "address")
+            clauses.append("r.address_key >= ? AND r.address_key < ?")
+            params += [key, key + PREFIX_END]
+        if resident_code is not None:
+            clauses.append("r.resident_code = ?")
+            params.append(resident_code.strip())
+        limit = max(0, limit)
+        if name is None:
+            if not clauses:
+                raise ValueError("search needs at least one criterion (kana, name, birth_date, address or resident_code)")
+            sql = (
+                "SELECT r.kana_key, r.birth_date, rec.record FROM residents r JOIN resident_records rec ON rec.id = r.id "
+                f"WHERE {' AND '.join(clauses)} LIMIT ?"
+            )
+            return sql, [*params, limit]
+        key = _required(name_key(name), "name")
+        branches, branch_params = [], []
+        for column in ("name_key", "alias_key", "alpha_key"):
+            branches.append(f"SELECT id FROM (SELECT r.id FROM residents r WHERE {' AND '.join([f'r.{column} >= ? AND r.{column} < ?', *clauses])} LIMIT ?)")
+            branch_params += [key, key + PREFIX_END, *params, limit]
+        # CROSS JOIN keeps the matches as the outer loop: the rows are then
+        # fetched by id, never scanned.
+        sql = (
+            f"WITH hits(id) AS ({' UNION '.join(branches)}) "
+            "SELECT r.kana_key, r.birth_date, rec.record FROM hits CROSS JOIN residents r CROSS JOIN resident_records rec "
+            "WHERE r.id = hits.id AND rec.id = hits.id LIMIT ?"
+        )
+        return sql, [*branch_params, limit]
+
+    def _address_query_key(self, address: str) -> str:
+        """The query's address key without the ward's own prefecture and city,
+        which the stored keys leave out."""
+        key = address_key(address)
+        meta = self.meta
+        for leading in (address_key(meta.municipality_prefecture), address_key(meta.municipality_name)):
+            if leading and key.startswith(leading):
+                key = key[len(leading):]
+        return key
+
+    # --- lookups ----------------------------------------------------------
+
+    def resident(self, resident_code: str) -> dict | None:
+        row = self._conn.execute(
+            "SELECT rec.record FROM residents r JOIN resident_records rec ON rec.id = r.id WHERE r.resident_code = ?",
+            (resident_code,),
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def household(self, household_id: str) -> Household:
+        active, removed = [], []
+        for status, text in self._conn.execute(
+            "SELECT r.status, rec.record FROM residents r JOIN resident_records rec ON rec.id = r.id "
+            "WHERE r.household_id = ? ORDER BY r.household_order, r.resident_code",
+            (household_id,),
+        ):
+            (active if status == "active" else removed).append(json.loads(text))
+        return Household(household_id, active, removed)
+
+    def seals_of(self, resident_code: str) -> list[dict]:
+        """Every seal registration of a resident, active and revoked."""
+        return [
+            json.loads(text)
+            for (text,) in self._conn.execute(
+                "SELECT rec.record FROM seals s JOIN seal_records rec ON rec.id = s.id WHERE s.resident_code = ? ORDER BY s.seal_number",
+                (resident_code,),
+            )
+        ]
+
+    def seal(self, seal_number: str) -> dict | None:
+        row = self._conn.execute(
+            "SELECT rec.record FROM seals s JOIN seal_records rec ON rec.id = s.id WHERE s.seal_number = ?",
+            (seal_number,),
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+
+def _required(key: str, criterion: str) -> str:
+    if not key:
+        raise ValueError(f"the {criterion} criterion is empty after normalisation; type at least one character")
+    return key

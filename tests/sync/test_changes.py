@@ -1,0 +1,194 @@
+"""The change feed: applied page by page, idempotent, and refused whole when
+it cannot be trusted (the data stays, a full export becomes due)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+
+import pytest
+
+from fallback.syncing import full_export_due, run_changes, run_full_sync
+from sync import crypto
+from sync.changes import apply_changes
+from sync.errors import FeedBroken, UpstreamUnavailable
+from sync.upstream import HttpUpstream
+from tests.sync.conftest import assert_serving, reload_config, run_sonae, sync_runs
+from tests.sync.exports import change, make_resident, make_seal, resident_code
+from tests.sync.upstream_server import TOKEN
+
+
+def _held(store, code):
+    with store.open_register() as register:
+        return register.resident(code)
+
+
+def test_changes_are_applied_and_as_of_moves(loaded, store, upstream):
+    upstream.changes = [
+        change(1001, make_resident(100, name="新井\u3000春", name_kana="アライ\u3000ハル")),
+        change(1002, make_resident(3, version=2, address={"prefecture": "東京都", "city": "大田区", "town": "羽田一丁目", "banchi": "1番1号", "katagaki": None})),
+        change(1003, make_seal(3, status="revoked", version=2), kind="seals"),
+        change(1004, make_seal(6), kind="seals", op="delete"),
+    ]
+    upstream.as_of = "2026-11-25T09:30:00+09:00"
+    result = run_sonae("sync", "changes")
+    assert result.returncode == 0, result.stderr
+    assert "4 change(s) applied, 0 skipped as not newer; seq 1,000 → 1,004; data as of 2026-11-25 09:30 JST" in result.stdout
+    with store.open_register() as register:
+        meta = register.meta
+        assert (meta.last_seq, meta.residents, meta.seals) == (1004, 31, 9)
+        assert meta.as_of == dt.datetime.fromisoformat("2026-11-25T09:30:00+09:00")
+        assert register.search(kana="アライハル")[0]["resident_code"] == resident_code(100)
+        assert register.search(address="羽田1-1-1")[0]["resident_code"] == resident_code(3)
+        assert register.seal("S00000003")["status"] == "revoked"
+        assert register.seal("S00000006") is None
+        assert register.resident(resident_code(100))["individual_number"] is None  # dropped from changes too
+    assert store.verify().ok  # digests were maintained incrementally
+    run = sync_runs(reload_config())[-1]
+    assert (run["kind"], run["outcome"], run["records"], run["detail"]["last_seq"]) == ("changes", "ok", 4, 1004)
+
+
+def test_applying_is_idempotent(loaded, store, upstream):
+    upstream.changes = [
+        change(1001, make_resident(1)),  # version 1 is already held: skipped
+        change(1002, make_resident(2, version=3, name="山田\u3000三郎")),
+        change(1003, make_resident(2, version=2, name="山田\u3000二郎")),  # older than held: skipped
+        change(1004, make_seal(900), kind="seals", op="delete"),  # not held: skipped
+    ]
+    first = run_changes(reload_config())
+    assert (first.applied, first.skipped, first.last_seq) == (1, 3, 1004)
+    assert _held(store, resident_code(2))["name"] == "山田\u3000三郎"
+    digest_before = store.verify()
+    second = run_changes(reload_config())
+    assert (second.applied, second.skipped, second.last_seq) == (0, 0, 1004)
+    assert store.verify().ok and digest_before.ok
+
+
+def test_a_quiet_feed_still_moves_as_of(loaded, store, upstream):
+    upstream.as_of = "2026-11-25T12:00:00+09:00"
+    result = run_changes(reload_config())
+    assert (result.applied, result.as_of) == (0, dt.datetime.fromisoformat("2026-11-25T12:00:00+09:00"))
+    with store.open_register() as register:
+        assert register.meta.as_of == dt.datetime.fromisoformat("2026-11-25T12:00:00+09:00")
+
+
+def test_feed_is_paged_until_caught_up(loaded, store, upstream, monkeypatch):
+    upstream.changes = [change(1001 + i, make_resident(200 + i)) for i in range(23)]
+    monkeypatch.setenv("SONAE_SYNC_CHANGES_BATCH", "5")
+    result = run_changes(reload_config())
+    assert (result.applied, result.pages, result.last_seq) == (23, 5, 1023)
+    assert store.verify().ok
+
+
+def _gap():
+    return [change(1001, make_resident(100)), change(1002, make_resident(101)), change(1004, make_resident(102))]
+
+
+def _repeat():
+    return [change(1001, make_resident(100)), change(1001, make_resident(101))]
+
+
+def _malformed():
+    bad = change(1002, make_resident(101))
+    bad["op"] = "replace"
+    return [change(1001, make_resident(100)), bad]
+
+
+def _impossible_date():
+    return [change(1001, make_resident(100)), change(1002, make_resident(101, birth_date="2025-02-30"))]
+
+
+def _seal_of_unknown_resident():
+    return [change(1001, make_resident(100)), change(1002, make_seal(777), kind="seals")]
+
+
+@pytest.mark.parametrize(
+    ("changes", "reason"),
+    [
+        (_gap, r"gap in the change feed: expected seq 1,003, got 1,004 \(1 missing\)"),
+        (_repeat, r"seq 1,001 repeated \(expected 1,002\)"),
+        (_malformed, r"malformed change after seq 1,001: change 1002: op must be upsert or delete"),
+        (_impossible_date, r"malformed change after seq 1,001: resident 20000000101\.birth_date: '2025-02-30' is a date that cannot exist"),
+        (_seal_of_unknown_resident, r"change 1,002: seal S00000777 points at resident 20000000777, who is not in the register"),
+    ],
+    ids=["gap", "repeated seq", "malformed", "impossible date", "seal of unknown resident"],
+)
+def test_broken_feed_keeps_the_data_and_makes_a_full_export_due(loaded, store, upstream, changes, reason):
+    upstream.changes = changes()
+    config = reload_config()
+    with pytest.raises(FeedBroken, match=reason):
+        run_changes(config)
+    # Nothing of the broken page was applied.
+    with store.open_register() as register:
+        assert (register.meta.last_seq, register.meta.residents) == (1000, 30)
+        assert register.resident(resident_code(100)) is None
+    assert_serving(config, 1, 30)
+    run = sync_runs(config)[-1]
+    assert run["outcome"] == "refused" and run["detail"]["feed_broken"] is True
+    assert full_export_due(config).startswith("the change feed broke at")
+    # A successful full export clears it.
+    run_full_sync(config)
+    assert full_export_due(config) is None
+    assert store.current() == 2
+
+
+def test_feed_reset_upstream_is_broken(loaded, upstream, tmp_path):
+    upstream.changes = [change(1001, make_resident(100))]
+    run_changes(reload_config())
+    upstream.changes = []  # the upstream now says its feed ends at the export's 1000
+    with pytest.raises(FeedBroken, match="ends at seq 1,000, before seq 1,001 already applied: the feed was reset"):
+        run_changes(reload_config())
+
+
+def test_upstream_down_during_changes_is_a_failed_run_and_data_stays(loaded, upstream):
+    upstream.fault = "error5xx"
+    config = reload_config()
+    with pytest.raises(UpstreamUnavailable, match=r"HTTP 503 maintenance: register under maintenance"):
+        run_changes(config)
+    run = sync_runs(config)[-1]
+    assert run["outcome"] == "failed" and "HTTP 503" in run["error"]
+    assert full_export_due(config) is None  # an outage is not a broken feed
+    assert_serving(config, 1, 30)
+
+
+def test_changes_need_a_snapshot(config, upstream):
+    result = run_sonae("sync", "changes")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "Error: no snapshot to apply changes to; run `sonae sync full` first"
+
+
+def test_readers_never_see_half_applied_batches(loaded, store, upstream):
+    page, pages = 100, 12
+    upstream.changes = [change(1001 + i, make_resident(1000 + i)) for i in range(page * pages)]
+    observed: set[tuple[int, int]] = set()
+    problems: list[str] = []
+    stop = threading.Event()
+
+    def reader():
+        conn = crypto.connect(store.path_of(1), store.key, readonly=True)
+        with store.open_register() as register:
+            while not stop.is_set():
+                rows, meta_rows, last_seq = conn.execute(
+                    "SELECT (SELECT count(*) FROM residents), (SELECT value FROM meta WHERE key = 'residents'), "
+                    "(SELECT value FROM meta WHERE key = 'last_seq')"
+                ).fetchone()
+                observed.add((rows, last_seq))
+                if rows != meta_rows or rows - 30 != last_seq - 1000 or (last_seq - 1000) % page:
+                    problems.append(f"rows {rows}, meta {meta_rows}, last_seq {last_seq}")
+                with register.consistent_view():
+                    seq = register.meta.last_seq
+                    if seq > 1000 and register.resident(resident_code(1000 + seq - 1001)) is None:
+                        problems.append(f"meta says seq {seq} but its resident is missing")
+        conn.close()
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    feed = HttpUpstream(upstream.url, TOKEN)
+    try:
+        result = apply_changes(feed, store, batch=page)
+    finally:
+        stop.set()
+        thread.join()
+        feed.close()
+    assert result.applied == page * pages and not problems, problems[:5]
+    assert len(observed) > 2, "the reader saw the data move while batches were applied"

@@ -1,0 +1,88 @@
+"""The sync, snapshot and key commands: one-line failures, keys, the lock."""
+
+from __future__ import annotations
+
+import json
+
+from fallback.keys import master_key
+from fallback.registry import snapshot_store
+from sync import crypto
+from tests.support import write_key
+from tests.sync.conftest import audit_entries, reload_config, run_sonae, sync_runs
+
+
+def _one_line_error(result) -> str:
+    assert result.returncode == 1, result.stdout
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_wrong_key_is_a_clear_message(loaded, tmp_path):
+    other = {"SONAE_SECURITY_KEY_FILE": str(write_key(tmp_path / "other" / "master.key"))}
+    for args in (["snapshot", "list"], ["snapshot", "verify"], ["sync", "status"]):
+        line = _one_line_error(run_sonae(*args, env=other))
+        assert "cannot be opened with the configured key (wrong key, or not a Sonae database); check security.key_file" in line, line
+
+
+def test_missing_key_file_says_how_to_make_one(loaded, tmp_path):
+    line = _one_line_error(run_sonae("snapshot", "list", env={"SONAE_SECURITY_KEY_FILE": str(tmp_path / "nowhere.key")}))
+    assert line == f"Error: key file {tmp_path / 'nowhere.key'} does not exist; create it with `sonae key init {tmp_path / 'nowhere.key'}` or set SONAE_SECURITY_KEY"
+
+
+def test_a_second_sync_is_refused_while_one_runs(loaded, store, small_export):
+    with store.write_lock():
+        line = _one_line_error(run_sonae("sync", "full", "--from", str(small_export)))
+    assert "another sync is running (pid " in line and "wait for it to finish and rerun" in line
+    assert sync_runs(loaded)[-1]["outcome"] == "refused"
+    assert store.current() == 1
+
+
+def test_key_init_refuses_to_overwrite(tmp_path):
+    path = tmp_path / "k" / "master.key"
+    first = run_sonae("key", "init", str(path))
+    assert first.returncode == 0 and oct(path.stat().st_mode & 0o777) == "0o600"
+    line = _one_line_error(run_sonae("key", "init", str(path)))
+    assert "already exists; refusing to overwrite a key" in line
+
+
+def test_key_rotation_reencrypts_everything_and_resumes(loaded, small_export, tmp_path, monkeypatch):
+    assert run_sonae("sync", "full", "--from", str(small_export)).returncode == 0
+    old_master = master_key(loaded)
+    new_key_file = tmp_path / "etc" / "master-2027.key"
+    assert run_sonae("key", "init", str(new_key_file)).returncode == 0
+    new_master = crypto.read_key_file(new_key_file)
+    # An interrupted earlier rotation had already re-encrypted generation 1.
+    store = snapshot_store(loaded)
+    crypto.rekey(store.path_of(1), crypto.derive_key(old_master, "snapshot"), crypto.derive_key(new_master, "snapshot"))
+
+    result = run_sonae("key", "rotate", "--new-key-file", str(new_key_file), "--actor", "it-sato")
+    assert result.returncode == 0, result.stderr
+    assert "re-encrypted 1 snapshot generation(s) and the operational database" in result.stdout
+    assert f'set security.key_file = "{new_key_file}"' in result.stdout
+
+    # The old key opens nothing any more; the new one opens everything.
+    assert "cannot be opened with the configured key" in _one_line_error(run_sonae("snapshot", "list"))
+    monkeypatch.setenv("SONAE_SECURITY_KEY_FILE", str(new_key_file))
+    listing = run_sonae("snapshot", "list", "--json")
+    assert [g["generation"] for g in json.loads(listing.stdout)] == [1, 2]
+    for generation in ("1", "2"):
+        assert run_sonae("snapshot", "verify", generation).returncode == 0
+    entry = audit_entries(reload_config(), "key.rotate")[-1]
+    assert entry["actor"] == "it-sato" and entry["detail"]["generations"] == [2]
+
+
+def test_key_rotation_to_the_same_key_is_refused(loaded, tmp_path):
+    line = _one_line_error(run_sonae("key", "rotate", "--new-key-file", str(tmp_path / "etc" / "master.key")))
+    assert "holds the key already in use" in line
+
+
+def test_sync_status(loaded):
+    result = run_sonae("sync", "status", "--json")
+    assert result.returncode == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["generation"] == 1 and status["last_seq"] == 1000 and status["full_export_due"] is None
+    assert status["runs"][0]["outcome"] == "ok" and status["runs"][0]["kind"] == "full"
+    text = run_sonae("sync", "status").stdout
+    assert text.startswith("generation 1: data as of 2026-11-24 23:00 JST")

@@ -1,0 +1,141 @@
+"""A crash at any instant leaves the old or the new generation current, both
+intact: `sonae sync` is SIGKILLed at random points and the store is checked
+after each kill."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from fallback.syncing import INTERRUPTED, run_changes, run_full_sync
+from tests.sync.conftest import SONAE, reload_config, run_sonae, sync_runs
+from tests.sync.exports import change, make_resident, population, write_export
+
+
+def _kill_after(args: list[str], delay: float) -> int | None:
+    """Start `sonae *args`, SIGKILL it after `delay` s; returns its exit code
+    if it finished first."""
+    process = subprocess.Popen([SONAE, *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return process.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        return None
+
+
+def _assert_intact(store, allowed: set[int]) -> int:
+    current = store.current()
+    assert current in allowed, (current, allowed)
+    report = store.verify()
+    assert report.ok, report.problems
+    with store.open_register() as register:
+        assert register.meta.generation == current
+        assert register.search(kana="ヤマダ")
+    return current
+
+
+def test_sigkill_during_full_load_leaves_a_usable_generation(config, store, tmp_path):
+    residents, seals = population(5000)
+    write_export(tmp_path / "export", residents, seals)
+    started = time.monotonic()
+    run_full_sync(config, tmp_path / "export")
+    duration = time.monotonic() - started + 0.8  # plus the command's start-up
+    rng = random.Random(20261124)
+    outcomes = []
+    for _ in range(6):
+        before = store.current()
+        code = _kill_after(["sync", "full", "--from", str(tmp_path / "export")], rng.uniform(0.05, duration * 1.2))
+        current = _assert_intact(store, {before, before + 1} | set(store.generation_numbers()))
+        outcomes.append((code, current != before))
+    # Leftovers of killed builds are cleaned by the next writer, which also
+    # records the killed runs as interrupted.
+    result = run_sonae("sync", "full", "--from", str(tmp_path / "export"))
+    assert result.returncode == 0, result.stderr
+    assert not [p.name for p in store.directory.iterdir() if p.name.endswith((".tmp", ".deleting"))]
+    verify = run_sonae("snapshot", "verify")
+    assert verify.returncode == 0 and "ok" in verify.stdout, verify.stderr
+    runs = sync_runs(config)
+    assert runs[-1]["outcome"] == "ok"
+    assert all(r["outcome"] == "ok" or (r["outcome"] == "failed" and r["error"] == INTERRUPTED) for r in runs[:-1]), runs
+    assert any(code is None for code, _ in outcomes), "at least one run was killed mid-way"
+
+
+def test_sigkill_during_change_feed_leaves_whole_pages(loaded, store, upstream):
+    page = 50
+    upstream.changes = [change(1001 + i, make_resident(5000 + i)) for i in range(page * 40)]
+    rng = random.Random(7)
+    env = {"SONAE_SYNC_CHANGES_BATCH": str(page)}
+    for _ in range(3):
+        process = subprocess.Popen([SONAE, "sync", "changes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
+        time.sleep(rng.uniform(0.3, 2.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        _assert_intact(store, {1})
+        with store.open_register() as register:
+            meta = register.meta
+        assert (meta.last_seq - 1000) % page == 0 and meta.residents == 30 + meta.last_seq - 1000
+    result = run_changes(reload_config())
+    assert result.last_seq == 1000 + page * 40
+    assert store.verify().ok
+
+
+LOAD_WITH_WORKERS = """
+import sys
+from pathlib import Path
+from fallback.config import load_config
+from fallback.registry import snapshot_store
+from fallback.syncing import upstream_public_key
+from sync.loader import load_full
+from sync.upstream import DirectoryUpstream
+
+if __name__ == "__main__":
+    config = load_config()
+    load_full(DirectoryUpstream(Path(sys.argv[1])), snapshot_store(config), public_key=upstream_public_key(config),
+              municipality_code="131113", workers=2)
+"""
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    ppid = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def test_sigkill_while_worker_processes_parse_leaves_no_orphans(config, store, tmp_path):
+    residents, seals = population(20000)
+    write_export(tmp_path / "export", residents, seals)
+    run_full_sync(config, tmp_path / "export")
+    script = tmp_path / "load.py"
+    script.write_text(LOAD_WITH_WORKERS)
+    process = subprocess.Popen([sys.executable, str(script), str(tmp_path / "export")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(store.directory.glob("*.tmp")) and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.5)  # parsing under way
+    helpers = _descendants(process.pid)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert helpers, "the load had started worker processes"
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in helpers):
+        time.sleep(0.2)
+    alive = [pid for pid in helpers if os.path.exists(f"/proc/{pid}") and "Z" not in open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]]
+    assert not alive, f"worker processes outlived the killed load: {alive}"
+    _assert_intact(store, {1})

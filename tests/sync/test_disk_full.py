@@ -1,0 +1,55 @@
+"""A disk that fills up during a write: the write is refused with a clear
+reason, the half-built generation is removed, the previous one serves."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+from fallback.syncing import run_changes, run_full_sync
+from sync.errors import SnapshotDiskFull
+from tests.sync.conftest import assert_serving, reload_config, sync_runs
+from tests.sync.exports import change, make_resident, population, write_export
+
+
+@pytest.fixture
+def small_disk(config):
+    """The snapshot directory on a 2 MB tmpfs (needs root)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    directory = config.snapshot_dir
+    directory.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(directory)], capture_output=True, text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield directory
+    subprocess.run(["umount", "-l", str(directory)], check=True)
+
+
+def test_disk_full_during_a_full_load(config, small_disk, small_export, tmp_path):
+    run_full_sync(config, small_export)
+    residents, seals = population(20000)  # ~20 MB of register
+    write_export(tmp_path / "big", residents, seals)
+    with pytest.raises(SnapshotDiskFull, match=r"the snapshot disk is full \(.* MB free of 2\.\d MB in .*\); the previous generation keeps serving"):
+        run_full_sync(config, tmp_path / "big")
+    assert_serving(config, 1, 30)
+    run = sync_runs(config)[-1]
+    assert run["outcome"] == "failed" and "the snapshot disk is full" in run["error"]
+
+
+def test_disk_full_during_the_change_feed(config, small_disk, small_export, upstream):
+    run_full_sync(config, small_export)
+    filler = small_disk / "filler"
+    free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+    with open(filler, "wb") as handle:
+        handle.write(b"\0" * (free - 64 * 1024))
+    upstream.changes = [change(1001 + i, make_resident(100 + i, previous_address="大阪府" * 300)) for i in range(400)]
+    config = reload_config()
+    with pytest.raises(SnapshotDiskFull):
+        run_changes(config)
+    filler.unlink()
+    assert_serving(config, 1, 30)
+    run = sync_runs(config)[-1]
+    assert run["outcome"] == "failed" and "the snapshot disk is full" in run["error"]

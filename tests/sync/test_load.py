@@ -1,0 +1,242 @@
+"""Loading good exports, and what the counter app gets from the result."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+import pytest
+
+from fallback.registry import snapshot_store
+from sync.errors import NoSnapshot, StoreDamaged
+from tests.support import EXAMPLE_EXPORT
+from tests.sync.conftest import assert_serving, audit_entries, reload_config, run_sonae, sync_runs
+from tests.sync.exports import make_resident, make_seal, population, write_export
+
+
+def test_example_export_loads_and_is_searchable(config, store):
+    result = run_sonae("sync", "full", "--from", str(EXAMPLE_EXPORT))
+    assert result.returncode == 0, result.stderr
+    assert "generation 1 is current: 12 residents, 8 seals" in result.stdout
+    with store.open_register() as register:
+        meta = register.meta
+        assert (meta.generation, meta.residents, meta.seals, meta.last_seq) == (1, 12, 8, 1000)
+        assert meta.as_of == dt.datetime.fromisoformat("2026-11-24T23:00:00+09:00")
+        assert meta.municipality_code == "131113"
+        assert register.age(dt.datetime.fromisoformat("2026-11-25T23:00:00+09:00")) == dt.timedelta(days=1)
+        assert [r["name"] for r in register.search(kana="やまだ")] == ["山田\u3000一郎", "山田\u3000太郎", "山田\u3000花子"]
+        assert [r["name"] for r in register.search(name="高橋")] == ["髙橋\u3000﨑子"]
+        assert [r["name"] for r in register.search(name="葛城")] == ["葛\U000e0102城\u3000辻\U000e0102"]
+        assert [r["name"] for r in register.search(name="大山")] == ["王\u3000偉"]  # 通称
+        assert [r["name"] for r in register.search(name="wang wei")] == ["王\u3000偉"]  # alphabet name
+        assert len(register.search(address="東京都大田区西蒲田七丁目49番")) == 3
+        assert len(register.search(address="西蒲田7-49-1")) == 3
+        assert [r["name"] for r in register.search(kana="ヤマダ", birth_date=dt.date(1978, 11, 3))] == ["山田\u3000花子"]
+        assert register.search(resident_code="10000000011")[0]["name"] == "山田\u3000太郎"
+        assert register.search(kana="ヤマダ", birth_date="1999-01-01") == []
+        assert len(register.search(kana="ヤマダ", limit=2)) == 2
+        assert register.resident("10000000011")["relationship"] == "世帯主"
+        assert register.resident("99999999999") is None
+        household = register.household("0000100001")
+        assert [m["household_order"] for m in household.active] == [1, 2, 3] and household.removed == []
+        seals = register.seals_of("10000000011")
+        assert seals and register.seal(seals[0]["seal_number"])["resident_code"] == "10000000011"
+    assert sync_runs(config)[-1]["outcome"] == "ok"
+
+
+def test_removed_members_are_kept_apart_in_the_household(config, store, tmp_path):
+    residents = [make_resident(0), make_resident(1), make_resident(2, status="removed", removal={"reason": "死亡", "occurred_on": "2025-01-02", "notified_on": "2025-01-03", "moved_to": None})]
+    write_export(tmp_path / "e", residents, [])
+    assert run_sonae("sync", "full", "--from", str(tmp_path / "e")).returncode == 0
+    with store.open_register() as register:
+        household = register.household(residents[0]["household_id"])
+        assert [m["resident_code"] for m in household.active] == [residents[0]["resident_code"], residents[1]["resident_code"]]
+        assert [m["resident_code"] for m in household.removed] == [residents[2]["resident_code"]]
+        assert register.search(resident_code=residents[2]["resident_code"])[0]["status"] == "removed"
+
+
+def test_search_needs_a_criterion(loaded, store):
+    with store.open_register() as register, pytest.raises(ValueError, match="at least one criterion"):
+        register.search()
+    with store.open_register() as register, pytest.raises(ValueError, match="kana criterion is empty"):
+        register.search(kana="　")
+
+
+@pytest.mark.parametrize(
+    "criteria",
+    [
+        {"kana": "ヤマダ"},
+        {"name": "山田"},
+        {"birth_date": "1975-06-15"},
+        {"address": "西蒲田7"},
+        {"resident_code": "10000000011"},
+        {"kana": "ヤ", "address": "大森"},
+        {"name": "佐藤", "birth_date": "1980-01-01"},
+    ],
+)
+def test_every_search_is_an_index_range_scan(loaded, store, criteria):
+    with store.open_register() as register:
+        plan = register.query_plan(**criteria)
+    # Scanning the (few) matches of a subquery is fine; scanning a table or a whole index is not.
+    assert not any(re.match(r"SCAN (r|rec)\b", step) for step in plan), plan
+    assert any("USING COVERING INDEX" in step or "USING INDEX" in step or "USING INTEGER PRIMARY KEY" in step for step in plan)
+
+
+def test_individual_number_is_dropped_unless_mirrored(config, store, small_export, monkeypatch):
+    assert run_sonae("sync", "full", "--from", str(small_export)).returncode == 0
+    with store.open_register() as register:
+        assert register.resident("20000000000")["individual_number"] is None
+        assert not register.meta.individual_number_mirrored
+    result = run_sonae("sync", "full", "--from", str(small_export), env={"SONAE_SYNC_MIRROR_INDIVIDUAL_NUMBER": "true"})
+    assert result.returncode == 0, result.stderr
+    with store.open_register() as register:
+        assert register.resident("20000000000")["individual_number"] == "100000000000"
+        assert register.meta.individual_number_mirrored
+    assert store.verify().ok
+
+
+def test_snapshot_files_reveal_no_name_without_the_key(config, store, tmp_path, upstream):
+    from fallback.syncing import run_changes
+    from tests.sync.exports import change
+
+    residents, seals = population(300)
+    residents[7]["name"] = "須藤\u3000蘭丸"
+    write_export(upstream.export_dir, residents, seals)
+    assert run_sonae("sync", "full").returncode == 0
+    # A reader keeps the WAL from being checkpointed away while a change
+    # (a name only the change feed knows) is written into it.
+    with store.open_register() as reader:
+        upstream.changes = [change(1001, make_resident(9000, name="鬼頭\u3000鞠子", name_kana="キトウ\u3000マリコ"))]
+        run_changes(reload_config())
+        files = {path.name: path.read_bytes() for path in store.path_of(1).parent.iterdir()}
+        assert reader.meta.last_seq == 1001
+    assert len(files.get("register.db-wal", b"")) > 0, "the change is in the WAL"
+    raw = b"".join(files.values())
+    for needle in ("須藤", "蘭丸", "鬼頭", "鞠子", "キトウ", "20000000007", "20000009000", "西蒲田", "individual_number"):
+        assert needle.encode("utf-8") not in raw, needle
+    assert b"SQLite format 3" not in raw
+    with store.open_register() as register:
+        assert register.search(name="須藤蘭丸") and register.search(kana="キトウマリコ")
+
+
+def test_store_reports_missing_generations_and_a_bad_pointer(config, store):
+    assert store.current() is None
+    with pytest.raises(NoSnapshot, match="no snapshot has been loaded"):
+        store.open_register()
+    store.directory.mkdir(parents=True)
+    (store.directory / "CURRENT").write_text("gen-000009\n")
+    with pytest.raises(StoreDamaged, match="gen-000009, which does not exist"):
+        store.current()
+
+
+def test_generations_prune_and_rollback(config, small_export):
+    for _ in range(4):
+        assert run_sonae("sync", "full", "--from", str(small_export), env={"SONAE_SYNC_KEEP_GENERATIONS": "3"}).returncode == 0
+    store = snapshot_store(config)
+    assert store.generation_numbers() == [2, 3, 4] and store.current() == 4
+
+    listing = run_sonae("snapshot", "list", "--json")
+    generations = json.loads(listing.stdout)
+    assert [(g["generation"], g["current"]) for g in generations] == [(2, False), (3, False), (4, True)]
+    assert all(g["residents"] == 30 and g["as_of"] == "2026-11-24T23:00:00+09:00" and g["age_hours"] > 0 for g in generations)
+
+    result = run_sonae("snapshot", "rollback", "2", "--reason", "generation 4 shows the wrong town", "--actor", "it-tanaka")
+    assert result.returncode == 0, result.stderr
+    assert "generation 2 is current (was 4)" in result.stdout
+    assert_serving(config, 2, 30)
+    entry = audit_entries(config, "snapshot.rollback")[-1]
+    assert entry["actor"] == "it-tanaka" and entry["detail"] == {"from": 4, "to": 2, "reason": "generation 4 shows the wrong town"}
+
+    # Pruning never removes the current generation, even when it is the oldest.
+    assert run_sonae("sync", "full", "--from", str(small_export), env={"SONAE_SYNC_KEEP_GENERATIONS": "1"}).returncode == 0
+    assert store.generation_numbers() == [5] and store.current() == 5
+
+
+def test_rollback_to_a_missing_generation_is_refused(loaded):
+    result = run_sonae("snapshot", "rollback", "7", "--reason", "typo")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == ["Error: generation 7 does not exist in " + str(snapshot_store(loaded).directory) + " (generations: 1)"]
+
+
+def test_verify_finds_a_damaged_page(loaded):
+    store = snapshot_store(loaded)
+    path = store.path_of(1)
+    data = bytearray(path.read_bytes())
+    data[4096 * 3 + 100] ^= 0xFF  # one flipped bit in the fourth page
+    path.write_bytes(bytes(data))
+    result = run_sonae("snapshot", "verify")
+    assert result.returncode == 1
+    assert "generation 1 FAILED verification" in result.stderr and "page" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_verify_finds_records_altered_behind_sonaes_back(loaded):
+    store = snapshot_store(loaded)
+    from sync import crypto
+
+    conn = crypto.connect(store.path_of(1), store.key)
+    conn.execute("UPDATE resident_records SET record = replace(record, '山田', '川田') WHERE id = 1")
+    conn.commit()
+    conn.close()
+    report = store.verify()
+    assert not report.ok and any("residents: record digest differs" in p for p in report.problems)
+
+
+def test_seal_only_resident_changes_are_visible_in_counts(config, store, tmp_path):
+    residents = [make_resident(i) for i in range(5)]
+    seals = [make_seal(i) for i in range(5)] + [make_seal(9, resident_code=residents[0]["resident_code"])]
+    write_export(tmp_path / "e", residents, seals)
+    assert run_sonae("sync", "full", "--from", str(tmp_path / "e")).returncode == 0
+    with store.open_register() as register:
+        assert register.meta.seals == 6
+        assert [s["seal_number"] for s in register.seals_of(residents[0]["resident_code"])] == ["S00000000", "S00000009"]
+
+
+def test_parsing_in_worker_processes_gives_the_same_generation(config, store, tmp_path):
+    from fallback.syncing import upstream_public_key
+    from sync.errors import ExportInvalid
+    from sync.loader import load_full
+    from sync.upstream import DirectoryUpstream
+
+    residents, seals = population(12000)  # several blocks per file
+    write_export(tmp_path / "e", residents, seals)
+    options = {"public_key": upstream_public_key(config), "municipality_code": "131113"}
+    inline = load_full(DirectoryUpstream(tmp_path / "e"), store, workers=1, **options)
+    pooled = load_full(DirectoryUpstream(tmp_path / "e"), store, workers=2, **options)
+    metas = []
+    for result in (inline, pooled):
+        with store.open_register(result.generation) as register:
+            metas.append(register.meta)
+    assert (metas[0].residents, metas[0].residents_digest, metas[0].seals_digest) == (metas[1].residents, metas[1].residents_digest, metas[1].seals_digest)
+    assert store.verify(pooled.generation).ok
+    # A bad record found by a worker is reported with its line number.
+    residents[11000]["birth_date"] = "2025-02-30"
+    write_export(tmp_path / "bad", residents, seals)
+    with pytest.raises(ExportInvalid, match=r"residents.ndjson.gz line 11,001: resident 20000011000\.birth_date"):
+        load_full(DirectoryUpstream(tmp_path / "bad"), store, workers=2, **options)
+    assert store.current() == pooled.generation
+
+
+def test_a_damaged_pointer_is_repaired_by_rollback(loaded, store, small_export):
+    assert run_sonae("sync", "full", "--from", str(small_export)).returncode == 0
+    (store.directory / "CURRENT").write_text("gen-000042\n")
+    status = run_sonae("sync", "status")
+    assert status.returncode == 1 and "names gen-000042, which does not exist; choose another with `sonae snapshot rollback N`" in status.stderr
+    listing = json.loads(run_sonae("snapshot", "list", "--json").stdout)
+    assert [(g["generation"], g["current"]) for g in listing] == [(1, False), (2, False)]
+    result = run_sonae("snapshot", "rollback", "2", "--reason", "CURRENT was overwritten")
+    assert result.returncode == 0, result.stderr
+    assert "generation 2 is current (no readable generation was current)" in result.stdout
+    assert_serving(loaded, 2, 30)
+
+
+def test_an_unreadable_current_generation_needs_the_operator_to_load_a_new_one(loaded, store, small_export):
+    store.path_of(1).write_bytes(b"\x00" * 8192)  # destroyed
+    refused = run_sonae("sync", "full", "--from", str(small_export))
+    assert refused.returncode == 1
+    assert "record count gate refused the export: the current generation cannot be read to compare record counts" in refused.stderr
+    assert "rerun with --allow-drop" in refused.stderr
+    result = run_sonae("sync", "full", "--from", str(small_export), "--allow-drop")
+    assert result.returncode == 0, result.stderr
+    assert_serving(loaded, 2, 30)

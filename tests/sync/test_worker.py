@@ -1,0 +1,134 @@
+"""The scheduler: its jobs, retries with backoff, and a real `sonae worker`."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from fallback.registry import snapshot_store
+from fallback.syncing import full_export_due
+from fallback.worker import build_scheduler, changes_job, with_retry
+from sync.errors import SyncBusy, UpstreamUnavailable
+from tests.sync.conftest import SONAE, reload_config, sync_runs
+from tests.sync.exports import change, make_resident
+
+
+class RecordingEvent(threading.Event):
+    """A stop event that records the waits asked of it instead of sleeping."""
+
+    def __init__(self):
+        super().__init__()
+        self.waits: list[float] = []
+
+    def wait(self, timeout=None):
+        self.waits.append(timeout)
+        return self.is_set()
+
+
+def test_scheduler_has_the_sync_jobs_from_the_configuration(config, monkeypatch):
+    monkeypatch.setenv("SONAE_SYNC_FULL_CRON", "30 3 * * *")
+    monkeypatch.setenv("SONAE_SYNC_CHANGES_INTERVAL_S", "45")
+    scheduler = build_scheduler(reload_config(), threading.Event(), BackgroundScheduler(timezone="Asia/Tokyo"))
+    scheduler.start(paused=True)
+    try:
+        jobs = {job.id: job for job in scheduler.get_jobs()}
+        assert {"sync-full", "sync-changes"} <= set(jobs)
+        full = jobs["sync-full"]
+        assert (full.next_run_time.hour, full.next_run_time.minute, str(full.next_run_time.tzinfo)) == (3, 30, "Asia/Tokyo")
+        assert jobs["sync-changes"].trigger.interval.total_seconds() == 45
+        assert all(jobs[name].max_instances == 1 and jobs[name].coalesce for name in ("sync-full", "sync-changes"))
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_retry_backs_off_exponentially_then_succeeds():
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise UpstreamUnavailable("GET /v1/changes: no answer within 10 s")
+        return "done"
+
+    stopping = RecordingEvent()
+    assert with_retry(flaky, attempts=5, backoff_s=30, stopping=stopping, what="test") == "done"
+    assert stopping.waits == [30, 60]
+
+
+def test_retry_gives_up_after_the_last_attempt():
+    def down():
+        raise UpstreamUnavailable("GET /v1/changes: cannot connect (connection refused)")
+
+    stopping = RecordingEvent()
+    with pytest.raises(UpstreamUnavailable, match="connection refused"):
+        with_retry(down, attempts=3, backoff_s=2, stopping=stopping, what="test")
+    assert stopping.waits == [2, 4]
+
+
+def test_changes_tick_loads_a_full_export_when_one_is_due(config, upstream):
+    config = reload_config()
+    stopping = threading.Event()
+    changes_job(config, stopping)  # no snapshot yet: the tick runs a full export
+    assert snapshot_store(config).current() == 1
+    upstream.changes = [change(1001, make_resident(100)), change(1003, make_resident(101))]  # a gap
+    changes_job(config, stopping)  # the feed breaks; the tick loads a full export right away
+    kinds = [(r["kind"], r["outcome"]) for r in sync_runs(config)]
+    assert kinds == [("full", "ok"), ("changes", "refused"), ("full", "ok")]
+    assert snapshot_store(config).current() == 2 and full_export_due(config) is None
+
+
+def test_worker_process_syncs_and_stops_on_sigterm(config, upstream):
+    upstream.changes = [change(1001, make_resident(100))]
+    env = {"SONAE_SYNC_CHANGES_INTERVAL_S": "1"}
+    worker = subprocess.Popen([SONAE, "worker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            runs = sync_runs(config) if config.ops_db_path.exists() else []
+            if any(r["kind"] == "changes" and r["outcome"] == "ok" and r["records"] == 1 for r in runs):
+                break
+            time.sleep(0.3)
+        else:
+            pytest.fail(f"the worker did not sync within 60 s: {runs}")
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=60)
+    assert worker.returncode == 0, err
+    assert "sonae worker: stopped" in err
+    with snapshot_store(config).open_register() as register:
+        assert register.meta.last_seq == 1001
+
+
+def test_a_change_feed_turn_is_skipped_while_another_sync_runs(loaded, store, upstream):
+    upstream.changes = [change(1001, make_resident(100))]
+    with store.write_lock():  # the nightly full export, say
+        changes_job(reload_config(), threading.Event())
+    assert [r["kind"] for r in sync_runs(loaded)] == ["full"], "nothing recorded: the turn was skipped, not refused"
+    changes_job(reload_config(), threading.Event())
+    assert sync_runs(loaded)[-1]["kind"] == "changes" and sync_runs(loaded)[-1]["outcome"] == "ok"
+
+
+def test_retry_waits_for_a_held_lock():
+    calls = []
+
+    def busy_then_free():
+        calls.append(1)
+        if len(calls) == 1:
+            raise SyncBusy("another sync is running")
+        return "loaded"
+
+    stopping = RecordingEvent()
+    assert with_retry(busy_then_free, attempts=3, backoff_s=5, stopping=stopping, what="test") == "loaded"
+    assert stopping.waits == [5]
+
+
+def test_list_jobs(config):
+    result = subprocess.run([SONAE, "worker", "--list-jobs"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "sync-full" in result.stdout and "sync-changes" in result.stdout and "cron[" in result.stdout
