@@ -39,8 +39,9 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from fallback.config import ConfigError
     from sync.contract import ContractError
     from sync.crypto import KeyFileError, WrongKeyError
+    from sync.errors import SyncError
 
-    return (ConfigError, KeyFileError, WrongKeyError, ContractError)
+    return (ConfigError, KeyFileError, WrongKeyError, ContractError, SyncError)
 
 
 class LazyGroup(click.Group):
@@ -58,19 +59,21 @@ class LazyGroup(click.Group):
         if target is None:
             return None
         module_name, attr = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                return None  # area not built yet on this checkout
-            raise
-        return getattr(module, attr)
+        return getattr(importlib.import_module(module_name), attr)
 
     def invoke(self, ctx):
+        from sync.crypto import DatabaseError
+
         try:
             return super().invoke(ctx)
         except _expected_errors() as exc:
             raise click.ClickException(str(exc)) from exc
+        except DatabaseError as exc:
+            # The key opened the file (WrongKeyError otherwise), so it is damaged.
+            raise click.ClickException(
+                f"a database file is damaged ({exc}); run `sonae snapshot verify`, then `sonae snapshot rollback N` "
+                "to a good generation (runbooks/08-snapshot-restore.md)"
+            ) from exc
 
 
 @click.group(cls=LazyGroup)

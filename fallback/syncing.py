@@ -5,8 +5,10 @@ configuration, calls it, and records every run in the operational database
 (`sync_runs`: start, end, outcome ok / refused / failed, figures, the
 reason) and in the audit log where a person took a decision (an override
 flag, a rollback). Runs never overlap: the snapshot directory's write lock
-is held for the whole run, so a second `sonae sync …` (or a worker tick)
-is refused with a clear message and recorded as refused.
+is held for the whole run, so a second `sonae sync …` is refused with a
+clear message and recorded as refused (the worker skips its change-feed
+turn instead). A run cut off by a crash stays 'running' until the next run
+marks it failed as interrupted.
 
 A broken change feed is recorded as a refused `changes` run with
 detail.feed_broken; `full_export_due` reads that back, so the worker runs a
@@ -21,8 +23,6 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-
-import click
 
 from fallback import audit
 from fallback.config import Config, ConfigError
@@ -157,15 +157,6 @@ def recent_runs(config: Config, limit: int = 20) -> list[dict]:
         return [dict(zip(names, row)) for row in cursor]
     finally:
         ops.close()
-
-
-@contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
-    """Sync's domain errors as one-line CLI failures (no traceback)."""
-    try:
-        yield
-    except SyncError as exc:
-        raise click.ClickException(str(exc)) from exc
 
 
 # --- run records -----------------------------------------------------------

@@ -11,7 +11,7 @@ from fallback.commands.common import config as load_config
 from fallback.commands.common import operator
 from fallback.keys import master_key
 from fallback.ops import connect_ops
-from fallback.syncing import cli_errors, snapshot_store
+from fallback.syncing import snapshot_store
 from sync import crypto
 
 
@@ -58,7 +58,7 @@ def rotate(new_key_file, actor):
     if new_master == old_master:
         raise click.ClickException(f"{new_key_file} holds the key already in use; write a new one with `sonae key init PATH`")
     store = snapshot_store(config)
-    with cli_errors(), store.write_lock():  # no sync writes while keys change
+    with store.write_lock():  # no sync writes while keys change
         generations = store.rekey(crypto.derive_key(new_master, "snapshot"))
         ops_path = config.ops_db_path
         new_ops_key = crypto.derive_key(new_master, "ops")

@@ -10,7 +10,7 @@ from fallback.commands.common import config as load_config
 from fallback.commands.common import operator
 from fallback.commands.sync import jst
 from fallback.ops import now
-from fallback.syncing import cli_errors, rollback_snapshot, snapshot_store
+from fallback.syncing import rollback_snapshot, snapshot_store
 
 
 @click.group("snapshot")
@@ -22,8 +22,7 @@ def snapshot_group():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_generations(as_json):
     """Every generation with its data-as-of time, age and counts."""
-    with cli_errors():
-        infos = snapshot_store(load_config()).generations()
+    infos = snapshot_store(load_config()).generations()
     moment = now()
     if as_json:
         click.echo(json.dumps([_as_json(info, moment) for info in infos], ensure_ascii=False, indent=2))
@@ -68,8 +67,7 @@ def _as_json(info, moment) -> dict:
 def verify(generation):
     """Check a generation (default: the current one): every encrypted page,
     SQLite's structure, row counts and record digests."""
-    with cli_errors():
-        report = snapshot_store(load_config()).verify(generation)
+    report = snapshot_store(load_config()).verify(generation)
     if not report.ok:
         raise click.ClickException(
             f"generation {report.generation} FAILED verification: {'; '.join(report.problems)} — "
@@ -92,9 +90,8 @@ def rollback(generation, reason, actor):
     if not reason.strip():
         raise click.ClickException("--reason is empty; say why you roll back (it goes into the audit log)")
     config = load_config()
-    with cli_errors():
-        previous = rollback_snapshot(config, generation, reason, operator(actor))
-        with snapshot_store(config).open_register(generation) as register:
-            meta = register.meta
+    previous = rollback_snapshot(config, generation, reason, operator(actor))
+    with snapshot_store(config).open_register(generation) as register:
+        meta = register.meta
     was = f"was {previous}" if previous is not None else "no readable generation was current"
     click.echo(f"generation {generation} is current ({was}); data as of {jst(meta.as_of)}")

@@ -10,7 +10,7 @@ import click
 from fallback.commands.common import config as load_config
 from fallback.commands.common import operator
 from fallback.ops import TOKYO, now
-from fallback.syncing import cli_errors, full_export_due, recent_runs, run_changes, run_full_sync, snapshot_store
+from fallback.syncing import full_export_due, recent_runs, run_changes, run_full_sync, snapshot_store
 from sync.loader import OVERRIDE_DROP, OVERRIDE_MUNICIPALITY, OVERRIDE_UNKNOWN_SEAL_RESIDENTS
 
 
@@ -38,8 +38,7 @@ def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipalit
     recorded. Override flags are audited.
     """
     flags = {OVERRIDE_DROP: allow_drop, OVERRIDE_UNKNOWN_SEAL_RESIDENTS: allow_unknown_seal_residents, OVERRIDE_MUNICIPALITY: allow_municipality_mismatch}
-    with cli_errors():
-        result = run_full_sync(load_config(), source_dir, {name for name, given in flags.items() if given}, operator(actor))
+    result = run_full_sync(load_config(), source_dir, {name for name, given in flags.items() if given}, operator(actor))
     click.echo(
         f"generation {result.generation} is current: {result.residents:,} residents, {result.seals:,} seals, "
         f"data as of {jst(result.as_of)} (export {result.export_id}), loaded in {result.seconds:.1f} s"
@@ -54,8 +53,7 @@ def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipalit
 @click.option("--actor", help="Who runs this, for the sync record (default: the OS user).")
 def changes(actor):
     """Apply the upstream change feed to the current generation."""
-    with cli_errors():
-        result = run_changes(load_config(), operator(actor))
+    result = run_changes(load_config(), operator(actor))
     click.echo(
         f"generation {result.generation}: {result.applied:,} change(s) applied, {result.skipped:,} skipped as not newer; "
         f"seq {result.from_seq:,} → {result.last_seq:,}; data as of {jst(result.as_of)}"
@@ -68,15 +66,14 @@ def status(as_json):
     """The current generation, its data age, whether a full export is due,
     and the latest sync runs."""
     config = load_config()
-    with cli_errors():
-        store = snapshot_store(config)
-        current = store.current()
-        meta = None
-        if current is not None:
-            with store.open_register(current) as register:
-                meta = register.meta
-        due = full_export_due(config)
-        runs = recent_runs(config, 10)
+    store = snapshot_store(config)
+    current = store.current()
+    meta = None
+    if current is not None:
+        with store.open_register(current) as register:
+            meta = register.meta
+    due = full_export_due(config)
+    runs = recent_runs(config, 10)
     if as_json:
         click.echo(json.dumps({
             "generation": current,
