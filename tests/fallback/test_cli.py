@@ -85,3 +85,19 @@ def test_audit_verify_fails_on_a_tampered_log(env, sonae_env):
     conn.execute("UPDATE audit SET actor = 'someone-else' WHERE id = 1")
     result = sonae("audit", "verify", env=env)
     assert result.returncode == 1 and "entry 1" in result.stderr
+
+
+def test_a_damaged_snapshot_is_a_one_line_error_naming_the_way_out(loaded_env):
+    from fallback.registry import snapshot_store
+
+    env = {k: v for k, v in os.environ.items() if k.startswith("SONAE_")}
+    store = snapshot_store(loaded_env)
+    path = store.path_of(store.current())
+    data = bytearray(path.read_bytes())
+    for offset in range(4096, len(data), 4096):  # every page after the header page
+        data[offset + 100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    result = sonae("sync", "status", env=env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "damaged" in result.stderr and "sonae snapshot rollback" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
