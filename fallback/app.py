@@ -20,6 +20,7 @@ BLUEPRINTS = (
     "fallback.views.supervisor",
     "fallback.views.api",
     "fallback.views.verify",
+    "fallback.views.auditor",
     "fallback.views.runbooks",
     "fallback.views.drills",
     "fallback.views.recovery",
