@@ -7,10 +7,9 @@ browser instead."""
 
 from __future__ import annotations
 
-from printing.cups import PrinterStoppedError, PrintError, PrintTimeoutError, submit, wait_for_job
-
 from fallback import audit
 from fallback.issuance import IssuedCopy, record_print_job
+from printing.cups import PrintError, PrinterStoppedError, PrintTimeoutError, submit, wait_for_job
 
 # Long enough for a healthy local queue (cups-pdf takes ~0.2 s); a slow
 # printer is reported as "processing" rather than holding the clerk up.

@@ -10,11 +10,6 @@ from pathlib import Path
 
 import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from printing.model import KINDS, OPTIONAL_ITEMS, Certificate, CertificateError, IssueStamp
-from printing.render import render_certificate
-from printing.signing import CertificateVerificationError
-from printing.verify import verify_file
-from sync.contract import public_key_from_b64, public_key_to_b64
 
 from fallback import audit
 from fallback.commands.common import config as load_config
@@ -23,6 +18,11 @@ from fallback.keys import signing_key
 from fallback.ops import now, open_ops
 from fallback.registry import snapshot_store
 from fallback.rendering import municipality, print_settings
+from printing.model import KINDS, OPTIONAL_ITEMS, Certificate, CertificateError, IssueStamp
+from printing.render import render_certificate
+from printing.signing import CertificateVerificationError
+from printing.verify import verify_file
+from sync.contract import public_key_from_b64, public_key_to_b64
 
 
 @click.command("verify")

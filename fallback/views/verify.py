@@ -9,13 +9,13 @@ import tempfile
 from pathlib import Path
 
 from flask import Blueprint, current_app, render_template, request
-from printing.signing import CertificateVerificationError, verify_payload
-from printing.verify import verify_file
 
 from fallback.db import get_ops
 from fallback.keys import signing_key
 from fallback.rendering import print_settings
 from fallback.security import public
+from printing.signing import CertificateVerificationError, verify_payload
+from printing.verify import verify_file
 
 bp = Blueprint("verify", __name__, url_prefix="/verify")
 
