@@ -62,8 +62,10 @@ def banner_context() -> dict:
         if age_hours > warning_hours:
             level = "danger"
             warning = f"データが{age_text}前のものです（基準 {warning_hours:g}時間）。交付前に内容が古い可能性を住民の方に説明してください。"
-    if state.mode in (modes.SUSPECT, modes.RECOVERY) and level == "ok":
-        level = "caution"
+    if level == "ok" and state.mode != modes.STANDBY:
+        # Every mode but standby has its own colour, so nobody mistakes the
+        # downtime counter for the normal one.
+        level = state.mode
     return {
         "mode": state.mode,
         "mode_label": state.label,
@@ -79,11 +81,12 @@ def banner_context() -> dict:
 def nav_items() -> list[dict]:
     if g.get("staff") is None:
         return []
-    items = []
-    for endpoint, label, allowed in NAV:
-        if g.staff.role in allowed and endpoint in current_app.view_functions:
-            url = url_for(endpoint)
-            items.append({"url": url, "label": label, "active": request.path.startswith(url)})
+    items = [{"url": url_for(endpoint), "label": label, "active": False}
+             for endpoint, label, allowed in NAV if g.staff.role in allowed and endpoint in current_app.view_functions]
+    # The longest matching prefix wins: /supervisor/notice/ is the notice page, not the supervisor's desk.
+    matching = [item for item in items if request.path.startswith(item["url"])]
+    if matching:
+        max(matching, key=lambda item: len(item["url"]))["active"] = True
     return items
 
 
