@@ -3,6 +3,7 @@ over loopback HTTP.
 
     .venv/bin/python bench/bench_sync.py [--sizes 100000 1000000] [--changes 10000] [--repeat 3]
                                          [--state-dir bench/results/cloudsim] [--skip-plain]
+                                         [--work-dir DIR [--only-changes]]
 
 For each size, `sonae cloudsim serve` runs in its own process (its register
 is generated once and reused from --state-dir) and the appliance side runs as
@@ -17,8 +18,14 @@ a real `sonae sync full` process with its own SONAE_HOME. Printed per size:
   into SQLCipher, in child processes: the cost of encryption as a ratio;
 - verify: `SnapshotStore.verify` of the new generation;
 - search: p50 / p95 of Register.search for typical counter queries;
-and, on the largest size, applying N changes from the feed, plus a linear
-extrapolation of load time and memory to 4,000,000 residents.
+- certificate font: the worker's step after a load (fallback.syncing.
+  prepare_certificate_font: every resident's printed text scanned for rare
+  glyphs, the IPAmj subset built), in a child process: wall, CPU, peak RSS;
+and, on the largest size, applying N changes from the feed (with a reader
+open, as the counter app keeps them: the run then leaves its WAL to the next
+run, which is timed too), plus a linear extrapolation of load time and
+memory to 4,000,000 residents. --only-changes measures the change feed
+alone, on the generations an earlier run left in --work-dir.
 
 Results are also written to bench/results/sync-<timestamp>.json.
 """
@@ -211,6 +218,21 @@ if __name__ == "__main__":
 """
 
 
+FONT_CHILD = """
+import json
+from fallback.config import load_config
+from fallback.syncing import prepare_certificate_font
+print(json.dumps(prepare_certificate_font(load_config())))
+"""
+
+
+def certificate_font(env: dict) -> dict:
+    measured = run_measured([sys.executable, "-c", FONT_CHILD], env)
+    figures = json.loads(measured["stdout"]) or {}
+    return {"seconds": measured["seconds"], "cpu_seconds": measured["cpu_seconds"], "peak_tree_rss_mb": measured["peak_tree_rss_mb"],
+            "rare_glyphs": figures.get("rare_glyphs"), "missing": len(figures.get("missing", [])), "error": figures.get("error")}
+
+
 def encryption_cost(sim: CloudSimProcess, work: Path) -> dict:
     script = work / "build_child.py"
     script.write_text(BUILD_CHILD)
@@ -259,19 +281,36 @@ def search_latency(env: dict, samples: int = 300) -> dict:
             "p95_ms": round(everything[int(len(everything) * 0.95)], 2), "max_ms": round(everything[-1], 2), "by_kind": per_kind}
 
 
-def changes_benchmark(sim: CloudSimProcess, env: dict, count: int) -> dict:
+def changes_benchmark(sim: CloudSimProcess, env: dict, count: int, repeat: int) -> dict:
     os.environ.update({k: v for k, v in env.items() if k.startswith("SONAE_")})
     store = snapshot_store(load_config())
     upstream = HttpUpstream(sim.info["url"], sim.info["token"], timeout=120)
+    runs = []
     try:
-        caught_up = apply_changes(upstream, store, batch=10000)  # a reused cloudsim state carries older changes: untimed
-        sim.make_changes(count, caught_up.last_seq)
-        result = apply_changes(upstream, store, batch=10000)
+        # As on the appliance, the counter app's readers stay open: closing
+        # the feed's connection then neither checkpoints nor deletes the WAL,
+        # and each run copies the WAL the previous run left into the database.
+        with store.open_register():
+            for _ in range(repeat):
+                caught_up = apply_changes(upstream, store, batch=10000)  # a reused cloudsim state carries older changes: untimed
+                sim.make_changes(count, caught_up.last_seq)
+                result = apply_changes(upstream, store, batch=10000)
+                next_run = apply_changes(upstream, store, batch=10000)
+                runs.append({"changes": result.applied + result.skipped, "applied": result.applied, "pages": result.pages,
+                             "seconds": round(result.seconds, 2),
+                             "seconds_per_10000": round(result.seconds / (result.applied + result.skipped) * 10000, 2),
+                             "next_run_seconds": round(next_run.seconds, 2), "load_average": round(os.getloadavg()[0], 2)})
     finally:
         upstream.close()
-    per_10k = result.seconds / (result.applied + result.skipped) * 10000
-    return {"changes": result.applied + result.skipped, "applied": result.applied, "pages": result.pages,
-            "seconds": round(result.seconds, 2), "seconds_per_10000": round(per_10k, 2)}
+    runs.sort(key=lambda run: run["seconds_per_10000"])
+    return {**runs[len(runs) // 2], "all_seconds_per_10000": [run["seconds_per_10000"] for run in runs]}
+
+
+def print_changes(ch: dict, repeat: int) -> None:
+    print(f"changes: {ch['changes']:,} applied in {ch['seconds']:.2f} s ({ch['pages']} page(s)); "
+          f"{ch['seconds_per_10000']:.2f} s per 10,000 (median of {repeat}: {', '.join(f'{t:.2f}' for t in ch['all_seconds_per_10000'])}); "
+          f"the next run, copying them from the WAL into the database: {ch['next_run_seconds']:.2f} s (load average {ch['load_average']})",
+          flush=True)
 
 
 def bench_size(residents: int, args, work: Path) -> dict:
@@ -281,6 +320,10 @@ def bench_size(residents: int, args, work: Path) -> dict:
         home = work / f"home-{residents}"
         env = appliance_env(home, sim)
         result = {"residents": residents}
+        if args.only_changes:
+            result["changes"] = changes_benchmark(sim, env, args.changes, args.repeat)
+            print_changes(result["changes"], args.repeat)
+            return result
         floors = sorted((floor(sim) for _ in range(args.repeat)), key=lambda run: run["seconds"])
         result["floor"] = {**floors[len(floors) // 2], "all_seconds": [run["seconds"] for run in floors]}
         print(f"floor (download + gunzip + JSON parse, no storing): {result['floor']['seconds']:.1f} s, CPU {result['floor']['cpu_seconds']:.1f} s, "
@@ -292,6 +335,10 @@ def bench_size(residents: int, args, work: Path) -> dict:
         print(f"load  (`sonae sync full`): {load['seconds']:.1f} s wall, CPU {load['cpu_seconds']:.1f} s, peak RSS {load['peak_tree_rss_mb']} MB "
               f"(process tree; main process {load['main_maxrss_mb']} MB)  ×{load['ratio_to_floor']} of the floor (median of {args.repeat}: "
               f"{', '.join(f'{t:.1f}' for t in load['all_seconds'])} s)", flush=True)
+        result["certificate_font"] = font = certificate_font(env)
+        print(f"certificate font (worker step after the load): {font['seconds']:.1f} s wall, CPU {font['cpu_seconds']:.1f} s, "
+              f"peak RSS {font['peak_tree_rss_mb']} MB; {font['rare_glyphs']} rare glyph(s), {font['missing']} in no font"
+              f"{'; error: ' + font['error'] if font['error'] else ''}", flush=True)
         os.environ.update({k: v for k, v in env.items() if k.startswith("SONAE_")})
         store = snapshot_store(load_config())
         result["snapshot_mb"] = round(sum(p.stat().st_size for p in store.path_of(store.current()).parent.iterdir()) / 1e6)
@@ -309,10 +356,8 @@ def bench_size(residents: int, args, work: Path) -> dict:
             print(f"build into plain SQLite {enc['plain']['seconds']:.1f} s vs SQLCipher {enc['sqlcipher']['seconds']:.1f} s: "
                   f"encryption ×{enc['ratio']}", flush=True)
         if residents == max(args.sizes) and args.changes:
-            result["changes"] = changes_benchmark(sim, env, args.changes)
-            ch = result["changes"]
-            print(f"changes: {ch['changes']:,} applied in {ch['seconds']:.2f} s ({ch['pages']} page(s)); "
-                  f"{ch['seconds_per_10000']:.2f} s per 10,000", flush=True)
+            result["changes"] = changes_benchmark(sim, env, args.changes, args.repeat)
+            print_changes(result["changes"], args.repeat)
         return result
     finally:
         sim.stop()
@@ -340,13 +385,17 @@ def main() -> None:
     parser.add_argument("--state-dir", type=Path, default=ROOT / "bench" / "results" / "cloudsim")
     parser.add_argument("--work-dir", type=Path, default=None, help="appliance homes (default: a temporary directory)")
     parser.add_argument("--skip-plain", action="store_true", help="skip the plain-SQLite comparison")
-    parser.add_argument("--repeat", type=int, default=1, help="floor and load runs per size; the median is reported")
+    parser.add_argument("--repeat", type=int, default=1, help="floor, load and change-feed runs per size; the median is reported")
+    parser.add_argument("--only-changes", action="store_true",
+                        help="only the change feed, applied to the generation a previous run left in --work-dir")
     args = parser.parse_args()
     args.sizes.sort()
+    if args.only_changes and not args.work_dir:
+        parser.error("--only-changes needs the --work-dir of an earlier run")
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-sync-work-"))
     print(f"bench_sync on {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; work dir {work}")
     results = [bench_size(size, args, work) for size in args.sizes]
-    projection = extrapolate(results)
+    projection = None if args.only_changes else extrapolate(results)
     if projection:
         print(f"\nlinear extrapolation to {projection['residents']:,} residents: load ≈ {projection['load_seconds']:.0f} s, "
               f"peak RSS ≈ {projection['peak_tree_rss_mb']:.0f} MB, snapshot ≈ {projection['snapshot_mb']:.0f} MB")

@@ -35,6 +35,15 @@ class Change:
     record: dict | None
 
 
+class EventRefused(ValueError):
+    """A targeted event that cannot happen to this resident."""
+
+
+class ResidentNotFound(KeyError):
+    def __str__(self) -> str:
+        return f"no resident with code {self.args[0]!r}"
+
+
 def upsert_resident(record: dict) -> Change:
     return Change("residents", "upsert", record["resident_code"], record)
 
@@ -122,9 +131,12 @@ def is_japanese(record: dict) -> bool:
 
 def move_within_ward(ctx: EventContext) -> list[Change]:
     head = ctx.find_resident(is_head)
-    if head is None:
-        return []
-    members = ctx.household(head["household_id"])
+    return household_moved(ctx, head) if head else []
+
+
+def household_moved(ctx: EventContext, person: dict) -> list[Change]:
+    """転居: the person's whole household moves to a new address in the ward."""
+    members = ctx.household(person["household_id"])
     address = ctx.synth.address(len(members))
     today = ctx.today.isoformat()
     return [upsert_resident(ctx.touched(m, address=address, address_since=today, notified_on=today, planned_move_out=None))
@@ -291,6 +303,38 @@ def delete_erroneous_move_in(ctx: EventContext) -> list[Change]:
     return [Change("residents", "delete", json.loads(row[0])["resident_code"], None)]
 
 
+def died_today(ctx: EventContext, person: dict) -> list[Change]:
+    return ctx.removed(person, "死亡", ctx.today, None)
+
+
+def surname_changed(ctx: EventContext, person: dict) -> list[Change]:
+    """氏の変更: a new surname (and reading); the household's records name
+    their head anew, and the seal, which no longer matches the name, is
+    revoked."""
+    if not is_japanese(person):
+        raise EventRefused("a surname change is simulated for Japanese residents only")
+    surname = ctx.synth.surname()
+    given, given_reading = person["name"].split(SPACE)[1], person["name_kana"].split(SPACE)[1]
+    name = f"{surname.written}{SPACE}{given}"
+    today = ctx.today.isoformat()
+    changes = [upsert_resident(ctx.touched(person, name=name, name_kana=f"{surname.reading}{SPACE}{given_reading}",
+                                           head_name=name if is_head(person) else person["head_name"], notified_on=today))]
+    if is_head(person):
+        changes += [upsert_resident(ctx.touched(m, head_name=name)) for m in ctx.household(person["household_id"])
+                    if m["resident_code"] != person["resident_code"]]
+    return changes + ctx.revoked_seals(person["resident_code"])
+
+
+# Events an operator makes happen to one given resident (the admin port's
+# /admin/residents/<code>/events), e.g. so that a certificate issued during
+# an outage turns out to have been out of date.
+TARGETED_EVENTS: dict[str, Callable[[EventContext, dict], list[Change]]] = {
+    "move": household_moved,
+    "death": died_today,
+    "name_change": surname_changed,
+}
+
+
 EVENTS = Weighted(
     [move_within_ward, move_in, move_out, notify_move_out, birth, death, marriage, register_seal, revoke_seal,
      renew_residence, delete_erroneous_seal, delete_erroneous_move_in],
@@ -315,19 +359,44 @@ class ChangeFeed:
                 connection.close()
         return made
 
+    def make_for(self, resident_code: str, event: str) -> list[dict]:
+        """Let a TARGETED_EVENTS event happen to one active resident now;
+        returns the changes as the feed serves them."""
+        if event not in TARGETED_EVENTS:
+            raise EventRefused(f"unknown event {event!r}; known: {', '.join(TARGETED_EVENTS)}")
+        ordinal = codes.ordinal_of_resident_code(resident_code)
+        with self.register.lock:
+            connection = self.register.connect()
+            try:
+                with connection:
+                    row = None if ordinal is None else connection.execute(
+                        "SELECT record FROM residents WHERE ordinal = ?", (ordinal,)).fetchone()
+                    if row is None:
+                        raise ResidentNotFound(resident_code)
+                    person = json.loads(row[0])
+                    if person["status"] != "active":
+                        raise EventRefused(f"resident {resident_code} is not an active resident")
+                    seq, ctx = self._context(connection)
+                    changes = TARGETED_EVENTS[event](ctx, person)
+                    return [json.loads(line) for line in record_changes(connection, changes, seq, ctx.at)]
+            finally:
+                connection.close()
+
+    def _context(self, connection: sqlite3.Connection) -> tuple[int, EventContext]:
+        seq = store.last_seq(connection) + 1
+        rng = random.Random(f"cloudsim/{self.register.spec.seed}/feed/{seq}")
+        # Microseconds: a reader comparing a change with something it did
+        # within the same second must still be able to order the two.
+        return seq, EventContext(connection, self.register, rng, dt.datetime.now(JST))
+
     def _one_event(self, connection: sqlite3.Connection) -> int:
         with connection:
-            seq = store.last_seq(connection) + 1
-            rng = random.Random(f"cloudsim/{self.register.spec.seed}/feed/{seq}")
-            # Microseconds: a reader comparing a change with something it did
-            # within the same second must still be able to order the two.
-            ctx = EventContext(connection, self.register, rng, dt.datetime.now(JST))
+            seq, ctx = self._context(connection)
             for _ in range(MAX_ATTEMPTS):
-                changes = EVENTS.pick(rng)(ctx)
+                changes = EVENTS.pick(ctx.rng)(ctx)
                 if changes:
                     break
-            for offset, change in enumerate(changes):
-                apply(connection, change, seq + offset, ctx.at)
+            record_changes(connection, changes, seq, ctx.at)
         return len(changes)
 
     def page(self, after: int, limit: int) -> tuple[list[str], int]:
@@ -341,7 +410,13 @@ class ChangeFeed:
             connection.close()
 
 
-def apply(connection: sqlite3.Connection, change: Change, seq: int, at: str) -> None:
+def record_changes(connection: sqlite3.Connection, changes: list[Change], first_seq: int, at: str) -> list[str]:
+    """Apply `changes` with consecutive seqs from `first_seq`; returns the
+    feed entries written."""
+    return [apply(connection, change, first_seq + offset, at) for offset, change in enumerate(changes)]
+
+
+def apply(connection: sqlite3.Connection, change: Change, seq: int, at: str) -> str:
     if change.kind == "residents":
         ordinal = codes.ordinal_of_resident_code(change.key)
         if change.op == "delete":
@@ -358,5 +433,6 @@ def apply(connection: sqlite3.Connection, change: Change, seq: int, at: str) -> 
             owner = codes.ordinal_of_resident_code(change.record["resident_code"])
             connection.execute("INSERT OR REPLACE INTO seals VALUES (?, ?, ?, ?)",
                                (ordinal, owner, change.record["status"], encode(change.record)))
-    envelope = {"seq": seq, "op": change.op, "kind": change.kind, "key": change.key, "record": change.record, "at": at}
-    connection.execute("INSERT INTO changes VALUES (?, ?)", (seq, encode(envelope)))
+    envelope = encode({"seq": seq, "op": change.op, "kind": change.kind, "key": change.key, "record": change.record, "at": at})
+    connection.execute("INSERT INTO changes VALUES (?, ?)", (seq, envelope))
+    return envelope

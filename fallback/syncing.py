@@ -10,6 +10,16 @@ clear message and recorded as refused (the worker skips its change-feed
 turn instead). A run cut off by a crash stays 'running' until the next run
 marks it failed as interrupted.
 
+After every successful full load — by the worker or by hand — the worker
+prepares the IPAmj subset for the rare glyphs of the new generation's
+residents (printing.glyphs), so certificates printed from it cut their own
+small font quickly; `certificate_font_due` reads from the run history which
+load has not had its font yet. The step is not part of the load: it reads
+a generation that already serves, without the write lock, and cannot turn
+a load into a failure. A character no font has is recorded in the load's
+run detail (code point and residents, in the encrypted operational
+database) and counted in the log; any other failure is recorded likewise.
+
 A broken change feed is recorded as a refused `changes` run with
 detail.feed_broken; `full_export_due` reads that back, so the worker runs a
 full export next. Deriving "a full export is due" from the run history
@@ -20,7 +30,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
+import time
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -28,6 +41,7 @@ from fallback import audit
 from fallback.config import Config, ConfigError
 from fallback.ops import Transaction, now_iso, open_ops
 from fallback.registry import snapshot_store
+from printing.glyphs import GlyphMissingError, prepare_rare_glyph_font, rare_clusters
 from sync.changes import ChangesResult, apply_changes
 from sync.contract import ContractError, public_key_from_b64
 from sync.crypto import KeyFileError, WrongKeyError
@@ -40,6 +54,10 @@ REFUSALS = (GateRefused, ExportInvalid, FeedBroken, SyncBusy, NoSnapshot)
 EXPECTED_FAILURES = (SyncError, WrongKeyError, KeyFileError, ContractError, ConfigError)
 WORKER_ACTOR = "worker"
 INTERRUPTED = "interrupted: the process stopped before finishing (crash, kill or power cut); the previous generation kept serving"
+FONT_CACHE_DIR = "font-cache"  # under SONAE_HOME; fallback.rendering gives printing the same directory
+RESIDENTS_NAMED_PER_GLYPH = 20  # enough for IT to find and correct the records; the count says how many in all
+
+log = logging.getLogger("sonae.sync")
 
 
 def upstream_from_config(config: Config) -> HttpUpstream:
@@ -94,6 +112,101 @@ def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, o
             return result
     finally:
         upstream.close()
+
+
+def certificate_font_due(config: Config) -> tuple[int, int] | None:
+    """(sync run id, generation) of the successful full load that made the
+    current generation, if its certificate font has not been prepared yet."""
+    generation = snapshot_store(config).current_if_readable()
+    if generation is None:
+        return None
+    ops = open_ops(config)
+    try:
+        row = ops.execute(
+            "SELECT id FROM sync_runs WHERE kind = 'full' AND outcome = 'ok' AND generation = ? "
+            "AND json_extract(detail, '$.certificate_font') IS NULL ORDER BY id DESC LIMIT 1",
+            (generation,),
+        ).fetchone()
+    finally:
+        ops.close()
+    return (row[0], generation) if row else None
+
+
+def prepare_certificate_font(config: Config) -> dict | None:
+    """Prepare the certificate font for the current generation if it is due;
+    returns the figures recorded in its load's run detail, or None when
+    nothing was due."""
+    due = certificate_font_due(config)
+    if due is None:
+        return None
+    run_id, generation = due
+    figures = _prepare_certificate_font(config, snapshot_store(config), generation)
+    ops = open_ops(config)
+    try:
+        with Transaction(ops):
+            ops.execute(
+                "UPDATE sync_runs SET detail = json_set(coalesce(detail, '{}'), '$.certificate_font', json(?)) WHERE id = ?",
+                (json.dumps(figures, ensure_ascii=False), run_id),
+            )
+    finally:
+        ops.close()
+    return figures
+
+
+def _prepare_certificate_font(config: Config, store: SnapshotStore, generation: int) -> dict:
+    """Build the IPAmj subset for every rare glyph that the residents of
+    `generation` print with; returns the figures for the run's detail.
+    Never raises: the generation already serves, and without this font a
+    certificate with a rare glyph is only slower (it cuts its subset from
+    IPAmj itself)."""
+    started = time.monotonic()
+    holders: dict[str, list[str]] = {}
+    counts: Counter[str] = Counter()
+    figures: dict = {}
+    try:
+        with store.open_register(generation) as register:
+            for resident_code, text in register.printed_texts():
+                for cluster in rare_clusters((text,)):
+                    counts[cluster] += 1
+                    named = holders.setdefault(cluster, [])
+                    if len(named) < RESIDENTS_NAMED_PER_GLYPH:
+                        named.append(resident_code)
+        missing = _build_rare_glyph_font(set(counts), config.home / FONT_CACHE_DIR)
+        figures["rare_glyphs"] = len(counts) - len(missing)
+        figures["missing"] = [
+            {"character": " ".join(f"U+{ord(c):04X}" for c in cluster), "residents": holders[cluster], "count": counts[cluster]}
+            for cluster in missing
+        ]
+        if missing:
+            log.warning(
+                "certificate font: %d character(s) used by %d resident(s) exist in no certificate font; their certificates "
+                "are refused until the records are corrected. The code points and resident codes are in the detail of the "
+                "full sync run (`sonae sync status --json`)",
+                len(missing), sum(counts[cluster] for cluster in missing),
+            )
+    except Exception as exc:  # whatever fails here, the generation serves on and the failure is recorded
+        figures["error"] = f"{type(exc).__name__}: {exc}"
+        # The message may quote register text: it stays in the run's detail.
+        log.error("certificate font for generation %d not prepared (%s); see the full sync run's detail", generation, type(exc).__name__)
+    figures["seconds"] = round(time.monotonic() - started, 1)
+    return figures
+
+
+def _build_rare_glyph_font(clusters: set[str], cache_dir: Path) -> list[str]:
+    """Prepare the font for the clusters some font has; returns the others.
+    GlyphMissingError names the first character it finds missing (its only
+    handle on it): set that aside and build again."""
+    missing: list[str] = []
+    while True:
+        try:
+            prepare_rare_glyph_font(sorted(clusters), cache_dir)
+            return missing
+        except GlyphMissingError as exc:
+            named = {cluster for cluster in clusters if f"「{cluster}」" in str(exc)}
+            if not named:
+                raise
+            missing.extend(sorted(named))
+            clusters -= named
 
 
 def run_changes(config: Config, actor: str = WORKER_ACTOR) -> ChangesResult:

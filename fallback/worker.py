@@ -10,11 +10,15 @@ Sync jobs:
 - sync-full: the full export on sync.full_cron in sync.timezone (02:00 JST);
 - sync-changes: every sync.changes_interval_s, and once at start. It runs a
   full export instead when one is due (no snapshot yet, or the change feed
-  broke), otherwise it applies the change feed.
-Both retry on UpstreamUnavailable with exponential backoff
-(sync.retry_attempts attempts, waiting sync.retry_backoff_s × 2^n between
-them). Two syncs never overlap: the snapshot write lock refuses the second,
-and the refusal is recorded like every other run.
+  broke), otherwise it applies the change feed; while another sync runs
+  (the nightly full export) its turn is skipped.
+Both retry on UpstreamUnavailable (and a held lock) with exponential
+backoff (sync.retry_attempts attempts, waiting sync.retry_backoff_s × 2^n
+between them). Two syncs never overlap: the snapshot write lock refuses the
+second.
+Beside them, certificate-font (every sync.changes_interval_s, and once at
+start) prepares the rare-glyph font of the current generation when the full
+load that made it — the worker's or one by hand — has not had it yet.
 """
 
 from __future__ import annotations
@@ -37,8 +41,9 @@ from fallback.issuance import void_unrendered
 from fallback.monitoring import register_monitoring_jobs
 from fallback.ops import open_ops
 from fallback.recovery import register_recovery_jobs
-from fallback.syncing import EXPECTED_FAILURES, full_export_due, run_changes, run_full_sync
-from sync.errors import FeedBroken, UpstreamUnavailable
+from fallback.registry import snapshot_store
+from fallback.syncing import EXPECTED_FAILURES, full_export_due, prepare_certificate_font, run_changes, run_full_sync
+from sync.errors import FeedBroken, SyncBusy, UpstreamUnavailable
 
 log = logging.getLogger("sonae.worker")
 T = TypeVar("T")
@@ -53,17 +58,18 @@ class Job:
 
 
 def with_retry(action: Callable[[], T], *, attempts: int, backoff_s: float, stopping: threading.Event, what: str) -> T:
-    """Run `action`; on UpstreamUnavailable wait backoff_s, 2×, 4× … and try
-    again, `attempts` times in all. A stopping worker stops waiting."""
+    """Run `action`; when the upstream does not answer (or another sync holds
+    the lock) wait backoff_s, 2×, 4× … and try again, `attempts` times in
+    all. A stopping worker stops waiting."""
     attempt = 1
     while True:
         try:
             return action()
-        except UpstreamUnavailable as exc:
+        except (UpstreamUnavailable, SyncBusy) as exc:
             if attempt >= attempts or stopping.is_set():
                 raise
             delay = backoff_s * 2 ** (attempt - 1)
-            log.warning("%s: upstream unavailable (%s); attempt %d of %d, retrying in %.0f s", what, exc, attempt, attempts, delay)
+            log.warning("%s: %s; attempt %d of %d, retrying in %.0f s", what, exc, attempt, attempts, delay)
             if stopping.wait(delay):
                 raise
             attempt += 1
@@ -83,6 +89,9 @@ def full_sync_job(config: Config, stopping: threading.Event) -> None:
 
 
 def changes_job(config: Config, stopping: threading.Event) -> None:
+    if snapshot_store(config).writer_active():
+        log.info("another sync is running (the nightly full export?); this change-feed turn is skipped")
+        return
     try:
         due = full_export_due(config)
         if due is None:
@@ -99,6 +108,16 @@ def changes_job(config: Config, stopping: threading.Event) -> None:
         log.error("change feed not applied: %s", exc)  # recorded in sync_runs
 
 
+def certificate_font_job(config: Config, stopping: threading.Event) -> None:
+    try:
+        figures = prepare_certificate_font(config)
+    except EXPECTED_FAILURES as exc:
+        log.error("certificate font not prepared: %s", exc)
+        return
+    if figures is not None and "error" not in figures:
+        log.info("certificate font: %d rare glyph(s) prepared in %.1f s", figures["rare_glyphs"], figures["seconds"])
+
+
 JOBS: list[Job] = [
     Job(
         "sync-full",
@@ -109,6 +128,12 @@ JOBS: list[Job] = [
         "sync-changes",
         lambda config: IntervalTrigger(seconds=config["sync"]["changes_interval_s"], timezone=config["sync"]["timezone"]),
         changes_job,
+        run_at_start=True,
+    ),
+    Job(
+        "certificate-font",
+        lambda config: IntervalTrigger(seconds=config["sync"]["changes_interval_s"], timezone=config["sync"]["timezone"]),
+        certificate_font_job,
         run_at_start=True,
     ),
 ]
@@ -131,7 +156,7 @@ def build_scheduler(config: Config, stopping: threading.Event, scheduler: BaseSc
         )
     register_monitoring_jobs(scheduler, config)
     register_recovery_jobs(scheduler, config)
-    scheduler.add_job(void_unrendered_serials, IntervalTrigger(minutes=5), args=(config,), id="issuance-void",
+    scheduler.add_job(void_unrendered_serials, IntervalTrigger(seconds=config["counter"]["void_unrendered_after_s"]), args=(config,), id="issuance-void",
                       name="issuance-void", max_instances=1, coalesce=True, next_run_time=dt.datetime.now(dt.UTC))
     return scheduler
 
@@ -141,7 +166,7 @@ def void_unrendered_serials(config: Config) -> None:
     PDF are voided (never reused), so the issuance log stays consistent."""
     conn = open_ops(config)
     try:
-        voided = void_unrendered(conn)
+        voided = void_unrendered(conn, older_than=dt.timedelta(seconds=config["counter"]["void_unrendered_after_s"]))
     finally:
         conn.close()
     if voided:

@@ -31,10 +31,13 @@ from sync.schema import (
     ROW_BUILDERS,
     SEARCH_TABLE,
     blank_individual_number,
+    insert_sql,
     record_digest,
     record_text,
 )
 from sync.store import SnapshotStore, disk_full_reported
+
+KEYS_PER_QUERY = 500  # keys bound in one `IN (...)` lookup, well under SQLite's variable limit
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,12 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 10000, mirror_
             raise NoSnapshot("no snapshot to apply changes to; run `sonae sync full` first")
         conn = store.open_writable(generation)
         try:
+            # Copy what earlier runs left in the WAL into the database. A run
+            # leaves its own batches there: readers see them as soon as they
+            # are committed, and copying them (≈0.4 s with its fsyncs for a
+            # batch of 10,000) belongs to no batch. PASSIVE: never waits for
+            # the counter's readers; what they still use is copied next time.
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             state = _FeedState.read(conn, generation)
             from_seq, applied, skipped, pages = state.last_seq, 0, 0, 0
             while True:
@@ -105,11 +114,9 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 10000, mirror_
                     break
                 caught_up = changes[-1]["seq"] >= page["last_seq"]
                 with _transaction(conn):
-                    for change in changes:
-                        if _apply(conn, change, state, mirror_individual_number):
-                            applied += 1
-                        else:
-                            skipped += 1
+                    page_applied, page_skipped = _apply_page(conn, changes, state, mirror_individual_number)
+                    applied += page_applied
+                    skipped += page_skipped
                     state.last_seq = changes[-1]["seq"]
                     reached = page_as_of if caught_up else parse_timestamp(changes[-1]["at"], "change.at")
                     state.as_of = max(state.as_of, reached)
@@ -165,42 +172,131 @@ def check_page(page: dict, last_seq: int) -> tuple[list[dict], dt.datetime]:
     return changes, page_as_of
 
 
-def _apply(conn, change: dict, state: _FeedState, mirror_individual_number: bool) -> bool:
-    """Apply one change inside the page's transaction; False if skipped.
-    An update rewrites only the search columns that changed, so SQLite
-    touches only the indexes that hold them."""
-    kind, key = change["kind"], change["key"]
+@dataclass(frozen=True)
+class _Row:
+    """A record as stored: its search-table row (id first) and its JSON."""
+
+    row: tuple
+    text: str
+
+
+def _apply_page(conn, changes: list[dict], state: _FeedState, mirror_individual_number: bool) -> tuple[int, int]:
+    """Apply a checked page inside its transaction; returns (applied, skipped).
+
+    The page is first played through in memory, change by change, against
+    the records it touches (read in one indexed pass per kind, in key order),
+    so a key changed several times in one page is written once, with its
+    final state. The writes then go out per kind as a few executemany
+    statements in id order, touching each table page once."""
+    touched: dict[str, set[str]] = {kind: set() for kind in SEARCH_TABLE}
+    for change in changes:
+        touched[change["kind"]].add(change["key"])
+    held = {kind: _held_rows(conn, kind, keys) for kind, keys in touched.items()}
+    final: dict[str, dict[str, _Row | None]] = {kind: {key: held[kind].get(key) for key in keys} for kind, keys in touched.items()}
+    seal_residents = {c["record"]["resident_code"] for c in changes if c["kind"] == "seals" and c["op"] == "upsert"}
+    residents_held = _existing_keys(conn, "residents", seal_residents - touched["residents"])
+    version = {kind: COLUMNS[kind].index("version") for kind in SEARCH_TABLE}
+    applied = skipped = 0
+    for change in changes:
+        kind, key = change["kind"], change["key"]
+        current = final[kind][key]
+        if change["op"] == "delete":
+            if current is None:
+                skipped += 1
+                continue
+            final[kind][key] = None
+            applied += 1
+            continue
+        record = dict(change["record"])
+        if current is not None and current.row[version[kind]] >= record["version"]:
+            skipped += 1
+            continue
+        if kind == "seals":
+            owner = record["resident_code"]
+            known = final["residents"][owner] is not None if owner in final["residents"] else owner in residents_held
+            if not known:
+                raise FeedBroken(f"change {change['seq']:,}: seal {key} points at resident {owner}, who is not in the register")
+        if kind == "residents":
+            blank_individual_number(record, mirror_individual_number)
+        final[kind][key] = _Row(ROW_BUILDERS[kind](None, record), record_text(record))
+        applied += 1
+    for kind in SEARCH_TABLE:
+        _write(conn, kind, held[kind], final[kind], state)
+    return applied, skipped
+
+
+def _in_chunks(keys: set[str]) -> Iterator[list[str]]:
+    ordered = sorted(keys)
+    for start in range(0, len(ordered), KEYS_PER_QUERY):
+        yield ordered[start : start + KEYS_PER_QUERY]
+
+
+def _held_rows(conn, kind: str, keys: set[str]) -> dict[str, _Row]:
+    """The stored rows of `keys` (absent keys are left out)."""
+    search, columns = SEARCH_TABLE[kind], COLUMNS[kind]
+    key_at = columns.index(KEY_COLUMN[kind])
+    held = {}
+    for chunk in _in_chunks(keys):
+        for *row, text in conn.execute(
+            f"SELECT {', '.join('s.' + c for c in columns)}, r.record FROM {search} s JOIN {RECORD_TABLE[kind]} r ON r.id = s.id "
+            f"WHERE s.{KEY_COLUMN[kind]} IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        ):
+            held[row[key_at]] = _Row(tuple(row), text)
+    return held
+
+
+def _existing_keys(conn, kind: str, keys: set[str]) -> set[str]:
+    found = set()
+    for chunk in _in_chunks(keys):
+        sql = f"SELECT {KEY_COLUMN[kind]} FROM {SEARCH_TABLE[kind]} WHERE {KEY_COLUMN[kind]} IN ({', '.join('?' * len(chunk))})"
+        found.update(key for (key,) in conn.execute(sql, chunk))
+    return found
+
+
+def _write(conn, kind: str, held: dict[str, _Row], final: dict[str, _Row | None], state: _FeedState) -> None:
+    """Write the difference between the held and the final rows of one kind
+    and move the count and digest with it. An update rewrites only the
+    search columns that changed, so SQLite touches only the indexes that
+    hold them; updates are grouped by the set of columns they change."""
     search, records, columns = SEARCH_TABLE[kind], RECORD_TABLE[kind], COLUMNS[kind]
-    held = conn.execute(
-        f"SELECT {', '.join('s.' + c for c in columns)}, r.record FROM {search} s JOIN {records} r ON r.id = s.id WHERE s.{KEY_COLUMN[kind]} = ?",
-        (key,),
-    ).fetchone()
-    if change["op"] == "delete":
-        if held is None:
-            return False
-        conn.execute(f"DELETE FROM {search} WHERE id = ?", (held[0],))
-        conn.execute(f"DELETE FROM {records} WHERE id = ?", (held[0],))
-        state.digests[kind] -= record_digest(held[-1].encode("utf-8"))
-        state.counts[kind] -= 1
-        return True
-    record = dict(change["record"])
-    if held is not None and held[columns.index("version")] >= record["version"]:
-        return False
-    if kind == "seals" and conn.execute("SELECT 1 FROM residents WHERE resident_code = ?", (record["resident_code"],)).fetchone() is None:
-        raise FeedBroken(f"change {change['seq']:,}: seal {key} points at resident {record['resident_code']}, who is not in the register")
-    if kind == "residents":
-        blank_individual_number(record, mirror_individual_number)
-    text = record_text(record)
-    if held is None:
-        row = ROW_BUILDERS[kind](None, record)
-        row_id = conn.execute(f"INSERT INTO {search} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})", row).lastrowid
-        conn.execute(f"INSERT INTO {records} (id, record) VALUES (?, ?)", (row_id, text))
-        state.counts[kind] += 1
-    else:
-        row = ROW_BUILDERS[kind](held[0], record)
-        changed = [(column, new) for column, old, new in zip(columns[1:], held[1:-1], row[1:]) if old != new]
-        conn.execute(f"UPDATE {search} SET {', '.join(c + ' = ?' for c, _ in changed)} WHERE id = ?", (*(v for _, v in changed), held[0]))
-        conn.execute(f"UPDATE {records} SET record = ? WHERE id = ?", (text, held[0]))
-        state.digests[kind] -= record_digest(held[-1].encode("utf-8"))
-    state.digests[kind] += record_digest(text.encode("utf-8"))
-    return True
+    deletes: list[tuple[int]] = []
+    inserts: list[_Row] = []
+    updates: dict[tuple[int, ...], list[tuple]] = {}  # by the positions of the columns they change
+    texts: list[tuple[str, int]] = []
+    for key in sorted(final):  # new rows get their ids in key order
+        before, after = held.get(key), final[key]
+        if after is before:
+            continue  # every change of this key was skipped, or it came and went within the page
+        if before is not None:
+            state.digests[kind] -= record_digest(before.text.encode("utf-8"))
+        if after is None:
+            deletes.append((before.row[0],))
+            state.counts[kind] -= 1
+            continue
+        state.digests[kind] += record_digest(after.text.encode("utf-8"))
+        if before is None:
+            inserts.append(after)
+            state.counts[kind] += 1
+            continue
+        row_id = before.row[0]
+        changed = tuple(i for i in range(1, len(columns)) if before.row[i] != after.row[i])
+        updates.setdefault(changed, []).append((*(after.row[i] for i in changed), row_id))
+        texts.append((after.text, row_id))
+    if deletes:
+        deletes.sort()
+        conn.executemany(f"DELETE FROM {search} WHERE id = ?", deletes)
+        conn.executemany(f"DELETE FROM {records} WHERE id = ?", deletes)
+    for changed, rows in updates.items():  # never empty: an applied upsert has a newer version
+        rows.sort(key=lambda values: values[-1])
+        conn.executemany(f"UPDATE {search} SET {', '.join(columns[i] + ' = ?' for i in changed)} WHERE id = ?", rows)
+    if texts:
+        texts.sort(key=lambda values: values[1])
+        conn.executemany(f"UPDATE {records} SET record = ? WHERE id = ?", texts)
+    if inserts:
+        # Ids as SQLite would choose them (max + 1): the transaction holds
+        # the write lock, so nobody else can take them meanwhile.
+        next_id = conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {search}").fetchone()[0]
+        numbered = list(enumerate(inserts, start=next_id))
+        conn.executemany(insert_sql(kind), [(row_id, *row.row[1:]) for row_id, row in numbered])
+        conn.executemany(f"INSERT INTO {records} (id, record) VALUES (?, ?)", [(row_id, row.text) for row_id, row in numbered])

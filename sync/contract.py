@@ -88,24 +88,45 @@ def verify_manifest(manifest: dict, public_key: Ed25519PublicKey) -> None:
     check_manifest_shape(manifest)
 
 
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
+
+
+def _count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def check_manifest_shape(manifest: dict) -> None:
+    """Every field the loader reads, of the type it reads it as: a signed
+    manifest of the wrong shape is refused here, not by a TypeError later."""
     if manifest.get("contract") != CONTRACT_VERSION:
         raise ContractError(f"manifest is for contract {manifest.get('contract')!r}; this appliance reads contract {CONTRACT_VERSION}")
     for key in ("export_id", "as_of", "last_seq", "municipality", "files"):
         if key not in manifest:
             raise ContractError(f"manifest lacks {key!r}")
+    if not isinstance(manifest["export_id"], str) or not manifest["export_id"]:
+        raise ContractError("manifest.export_id must be a non-empty string")
     parse_timestamp(manifest["as_of"], "manifest.as_of")
-    if not isinstance(manifest["last_seq"], int) or manifest["last_seq"] < 0:
+    if not _count(manifest["last_seq"]):
         raise ContractError("manifest.last_seq must be a non-negative integer")
+    if not isinstance(manifest["municipality"], dict):
+        raise ContractError("manifest.municipality must be an object")
+    if not isinstance(manifest["files"], list):
+        raise ContractError("manifest.files must be a list")
     kinds = []
     for entry in manifest["files"]:
+        if not isinstance(entry, dict):
+            raise ContractError("manifest file entry is not an object")
         for key in ("name", "kind", "records", "bytes", "sha256"):
             if key not in entry:
                 raise ContractError(f"manifest file entry lacks {key!r}")
         if entry["kind"] not in FILE_KINDS:
             raise ContractError(f"manifest lists a file of unknown kind {entry['kind']!r}")
-        if "/" in entry["name"] or entry["name"].startswith("."):
+        if not isinstance(entry["name"], str) or not entry["name"] or "/" in entry["name"] or entry["name"].startswith("."):
             raise ContractError(f"manifest file name {entry['name']!r} is not a plain file name")
+        if not _count(entry["records"]) or not _count(entry["bytes"]):
+            raise ContractError(f"manifest file {entry['name']}: records and bytes must be non-negative integers")
+        if not isinstance(entry["sha256"], str) or not _SHA256_RE.fullmatch(entry["sha256"]):
+            raise ContractError(f"manifest file {entry['name']}: sha256 must be 64 hexadecimal digits")
         kinds.append(entry["kind"])
     if sorted(kinds) != sorted(FILE_KINDS):
         raise ContractError(f"manifest must list exactly one residents and one seals file, got {kinds}")
@@ -155,6 +176,8 @@ RESIDENT_OPTIONAL = frozenset(
 SEAL_REQUIRED = frozenset(
     {"seal_number", "resident_code", "registered_on", "card_number", "image_png", "status", "version", "updated_at"}
 )
+# Optional fields the counter searches on and prints as text.
+RESIDENT_OPTIONAL_TEXT = ("name_alphabet", "alias", "former_surname", "previous_address", "honseki", "hitto")
 ADDRESS_REQUIRED = ("prefecture", "city", "town", "banchi")
 FOREIGN_DATE_FIELDS = ("period_expiry", "became_resident_on")
 _RESIDENT_CODE_RE = re.compile(r"^\d{11}$")
@@ -197,12 +220,17 @@ def validate_resident(r: Any) -> None:
         parse_date(r[key], f"{where}.{key}")
     if r.get("address_since") is not None:
         parse_date(r["address_since"], f"{where}.address_since")
+    for key in RESIDENT_OPTIONAL_TEXT:
+        if r.get(key) is not None and not isinstance(r[key], str):
+            raise ContractError(f"{where}: {key} must be a string or null")
     address = r["address"]
     if not isinstance(address, dict):
         raise ContractError(f"{where}: address must be an object")
     for key in ADDRESS_REQUIRED:
         if not isinstance(address.get(key), str) or not address[key]:
             raise ContractError(f"{where}: address.{key} is missing")
+    if address.get("katagaki") is not None and not isinstance(address["katagaki"], str):
+        raise ContractError(f"{where}: address.katagaki must be a string or null")
     number = r.get("individual_number")
     if number is not None and (not isinstance(number, str) or not _INDIVIDUAL_NUMBER_RE.match(number)):
         raise ContractError(f"{where}: individual_number must be 12 digits or null")
@@ -235,6 +263,9 @@ def validate_seal(s: Any) -> None:
         raise ContractError("seal record is not a JSON object")
     _missing(s, SEAL_REQUIRED, "seal")
     where = f"seal {s['seal_number']}"
+    for key in ("seal_number", "card_number"):
+        if not isinstance(s[key], str) or not s[key]:
+            raise ContractError(f"{where}: {key} must be a non-empty string")
     if not isinstance(s["resident_code"], str) or not _RESIDENT_CODE_RE.match(s["resident_code"]):
         raise ContractError(f"{where}: resident_code must be 11 digits")
     if s["status"] not in ("active", "revoked"):

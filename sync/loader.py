@@ -16,7 +16,9 @@ The order of work, cheapest refusal first:
 The pipeline of step 3: this thread reads, hashes and gunzips a file and
 cuts it into blocks of whole lines; the blocks are parsed and validated in
 worker processes (for a large export; in this process for a small one); a
-BlockInserter thread inserts the parsed blocks in file order. Memory does
+BlockInserter thread inserts the parsed blocks in file order — the search
+rows from the workers, the records as lines of the block this process kept
+(only lines Sonae rewrote come back from a worker). Memory does
 not grow with the register: a file is held a few blocks at a time, and
 duplicates are found by the unique index, not a Python set. The tmp
 database is written with journal and fsync off — if the process dies, the
@@ -283,18 +285,19 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
 
 @dataclass(frozen=True)
 class ParsedBlock:
-    rows: list[tuple]
-    records: list[tuple[int, bytes]]
+    rows: list[tuple]  # search rows, each starting with its id: the line number
+    rewritten: dict[int, bytes]  # line number → the record as Sonae stores it, where that differs from the line
     digest: int
 
 
 def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_individual_number: bool) -> ParsedBlock:
     """Validate a block of NDJSON lines and turn them into rows. A pure
     function of its arguments, so it can run in a worker process. A row's
-    id is its line number in the file."""
+    id is its line number in the file. The lines themselves are not sent
+    back (the caller has the block): only those stored otherwise."""
     validate = VALIDATORS[kind]
     build_row = ROW_BUILDERS[kind]
-    rows, records, digest = [], [], 0
+    rows, rewritten, digest = [], {}, 0
     for number, line in enumerate(block.split(b"\n"), start=first_line):
         if not line.strip():
             continue  # blank lines hold no record; the record count still has to match
@@ -305,11 +308,10 @@ def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_indi
             problem = exc if isinstance(exc, ContractError) else f"not a valid record in UTF-8 JSON ({type(exc).__name__})"
             raise ExportInvalid(f"{name} line {number:,}: {problem}") from None
         if kind == "residents" and blank_individual_number(record, mirror_individual_number):
-            line = record_text(record).encode("utf-8")
+            line = rewritten[number] = record_text(record).encode("utf-8")
         digest += record_digest(line)
         rows.append(build_row(number, record))
-        records.append((number, line))
-    return ParsedBlock(rows, records, digest)
+    return ParsedBlock(rows, rewritten, digest)
 
 
 def _load_file(conn, chunks: Iterable[bytes], entry: dict, kind: str, mirror_individual_number: bool, parsing: Parsing) -> tuple[int, str]:
@@ -322,7 +324,7 @@ def _load_file(conn, chunks: Iterable[bytes], entry: dict, kind: str, mirror_ind
     try:
         with inserter:
             for first_line, block in export_file.blocks():
-                inserter.put(parsing.executor.submit(parse_block, kind, name, first_line, block, mirror_individual_number))
+                inserter.put(parsing.executor.submit(parse_block, kind, name, first_line, block, mirror_individual_number), first_line, block)
     except ExportInvalid as exc:
         if exc is not inserter.error:
             raise  # the file itself differs from the manifest
@@ -351,21 +353,25 @@ class BlockInserter:
         self._thread.start()
         return self
 
-    def put(self, parsed: Future) -> None:
+    def put(self, parsed: Future, first_line: int, block: bytes) -> None:
         if self.error is not None:
             raise self.error
-        self._queue.put(parsed)
+        self._queue.put((parsed, first_line, block))
 
     def _run(self) -> None:
         insert_row, insert_record = self._statements
-        while (future := self._queue.get()) is not None:
+        while (item := self._queue.get()) is not None:
+            future, first_line, block = item
             if self.error is not None:
                 future.cancel()  # after an error, only drain so that `put` never blocks
                 continue
             try:
                 parsed = future.result()
                 self._conn.executemany(insert_row, parsed.rows)
-                self._conn.executemany(insert_record, parsed.records)
+                lines = block.split(b"\n")
+                self._conn.executemany(
+                    insert_record, [(row[0], parsed.rewritten.get(row[0]) or lines[row[0] - first_line]) for row in parsed.rows]
+                )
                 self.count += len(parsed.rows)
                 self.digest += parsed.digest
             except BrokenProcessPool as exc:

@@ -23,6 +23,14 @@ from sync.normalize import PREFIX_END, address_key, kana_key, name_key
 
 DB_NAME = "register.db"
 
+# Every string of a RESIDENT that a certificate prints (printing.content):
+# names, 筆頭者, 本籍, the addresses and a removed resident's 転出先.
+PRINTED_FIELDS = (
+    "$.name", "$.name_kana", "$.alias", "$.name_alphabet", "$.former_surname", "$.head_name", "$.hitto", "$.honseki",
+    "$.previous_address", "$.address.prefecture", "$.address.city", "$.address.town", "$.address.banchi",
+    "$.address.katagaki", "$.removal.moved_to",
+)
+
 
 @dataclass(frozen=True)
 class SnapshotMeta:
@@ -234,6 +242,16 @@ class Register:
                 (resident_code,),
             )
         ]
+
+    def printed_texts(self) -> Iterator[tuple[str, str]]:
+        """(resident_code, text) for every resident, current and removed,
+        where text holds the strings a certificate prints of them
+        (PRINTED_FIELDS present), one per line. Streamed from one
+        consistent state; the fields are picked out by SQLite's JSON
+        functions, which is quicker than a Python dict per record when the
+        whole register is read."""
+        fields = ", ".join(f"json_extract(record, '{path}')" for path in PRINTED_FIELDS)
+        yield from self._conn.execute(f"SELECT json_extract(record, '$.resident_code'), concat_ws(char(10), {fields}) FROM resident_records")
 
     def seal(self, seal_number: str) -> dict | None:
         row = self._conn.execute(

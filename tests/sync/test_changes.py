@@ -4,6 +4,7 @@ it cannot be trusted (the data stays, a full export becomes due)."""
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import threading
 
 import pytest
@@ -192,3 +193,93 @@ def test_readers_never_see_half_applied_batches(loaded, store, upstream):
         feed.close()
     assert result.applied == page * pages and not problems, problems[:5]
     assert len(observed) > 2, "the reader saw the data move while batches were applied"
+
+
+def _stored_state(store, generation):
+    """Every stored row (search columns without the id, and the record)
+    and the meta figures of a generation."""
+    conn = crypto.connect(store.path_of(generation), store.key, readonly=True)
+    try:
+        residents = conn.execute(
+            "SELECT resident_code, household_id, household_order, status, support_measure, kana_key, name_key, alias_key, alpha_key, "
+            "birth_date, address_key, version, updated_at, rec.record FROM residents r JOIN resident_records rec ON rec.id = r.id ORDER BY resident_code"
+        ).fetchall()
+        seals = conn.execute(
+            "SELECT seal_number, resident_code, status, version, rec.record FROM seals s JOIN seal_records rec ON rec.id = s.id ORDER BY seal_number"
+        ).fetchall()
+        meta = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('residents', 'seals', 'residents_digest', 'seals_digest', 'last_seq')"))
+    finally:
+        conn.close()
+    return residents, seals, meta
+
+
+def test_a_page_ends_where_its_changes_one_by_one_end(loaded, config, store, upstream, small_export):
+    """A page is played through in memory and written once per key; the
+    result must be exactly that of applying its changes one at a time."""
+    moved = {"prefecture": "東京都", "city": "大田区", "town": "羽田一丁目", "banchi": "9番9号", "katagaki": None}
+    upstream.changes = [
+        change(1001, make_resident(100, name="新井\u3000春", name_kana="アライ\u3000ハル")),  # new resident …
+        change(1002, make_resident(100, version=2, name="新井\u3000夏", name_kana="アライ\u3000ナツ")),  # … renamed in the same page
+        change(1003, make_seal(100), kind="seals"),  # a seal of the resident who arrived in this page
+        change(1004, make_resident(3, version=2, address=moved)),
+        change(1005, make_resident(3, version=3, address={**moved, "banchi": "1番1号"})),
+        change(1006, make_resident(3, version=2, address=moved)),  # older than what the page already holds: skipped
+        change(1007, make_resident(4), op="delete"),  # removed and registered again
+        change(1008, make_resident(4, name="伊藤\u3000健")),
+        change(1009, make_resident(101)),  # arrives and leaves within the page
+        change(1010, make_resident(101), op="delete"),
+        change(1011, make_seal(9, status="revoked", version=2), kind="seals"),
+        change(1012, make_seal(12), kind="seals", op="delete"),
+        change(1013, make_seal(12, version=2), kind="seals"),
+    ]
+    one_by_one = apply_changes(HttpUpstream(upstream.url, TOKEN), store, batch=1)
+    run_full_sync(config, small_export, overrides={"allow-drop"})  # generation 2: the same export, the same feed to apply
+    whole = apply_changes(HttpUpstream(upstream.url, TOKEN), store, batch=1000)
+    assert (whole.generation, whole.pages, one_by_one.pages) == (2, 1, 13)
+    assert (whole.applied, whole.skipped) == (one_by_one.applied, one_by_one.skipped) == (12, 1)
+    assert _stored_state(store, 2) == _stored_state(store, 1)
+    with store.open_register() as register:
+        assert register.meta.residents == 31 and register.meta.seals == 11
+        assert register.search(kana="アライナツ")[0]["version"] == 2
+        assert register.search(kana="アライハル") == []  # the index entry of the first name is gone
+        assert [r["resident_code"] for r in register.search(address="羽田1-1-1")] == [resident_code(3)]
+        assert register.search(address="羽田1-9-9") == []
+        assert register.resident(resident_code(101)) is None
+        assert register.seal("S00000100")["resident_code"] == resident_code(100)
+        assert register.seal("S00000012")["version"] == 2
+    assert store.verify(1).ok and store.verify(2).ok
+
+
+def test_a_seal_of_a_resident_removed_earlier_in_the_page_breaks_the_feed(loaded, store, upstream):
+    upstream.changes = [change(1001, make_resident(3), op="delete"), change(1002, make_seal(3, version=2), kind="seals")]
+    with pytest.raises(FeedBroken, match=r"change 1,002: seal S00000003 points at resident 20000000003, who is not in the register"):
+        run_changes(reload_config())
+    assert _held(store, resident_code(3)) is not None
+    assert_serving(reload_config(), 1, 30)
+
+
+def _residents_in_the_database_file(store, generation, tmp_path) -> int:
+    """Residents in the database file alone, without its WAL."""
+    copy = tmp_path / "without-wal.db"
+    shutil.copyfile(store.path_of(generation), copy)
+    conn = crypto.connect(copy, store.key)
+    try:
+        return conn.execute("SELECT count(*) FROM residents").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_run_leaves_its_batches_in_the_wal_and_the_next_run_copies_them(loaded, store, upstream, tmp_path):
+    """Batches commit into the WAL, where readers see them at once; copying
+    them into the database file is left to the next run — also when the
+    counter's readers keep the database open (closing the writer then does
+    not checkpoint), so the WAL never grows without bound."""
+    upstream.changes = [change(1001 + i, make_resident(200 + i)) for i in range(300)]
+    with store.open_register() as register:
+        apply_changes(HttpUpstream(upstream.url, TOKEN), store, batch=100)
+        assert register.meta.residents == 330
+        assert _residents_in_the_database_file(store, 1, tmp_path) == 30
+        result = apply_changes(HttpUpstream(upstream.url, TOKEN), store, batch=100)
+        assert result.applied == 0
+        assert _residents_in_the_database_file(store, 1, tmp_path) == 330
+    assert store.verify().ok

@@ -38,11 +38,12 @@ def test_scheduler_has_the_sync_jobs_from_the_configuration(config, monkeypatch)
     scheduler.start(paused=True)
     try:
         jobs = {job.id: job for job in scheduler.get_jobs()}
-        assert {"sync-full", "sync-changes"} <= set(jobs)
+        assert {"sync-full", "sync-changes", "certificate-font"} <= set(jobs)
         full = jobs["sync-full"]
         assert (full.next_run_time.hour, full.next_run_time.minute, str(full.next_run_time.tzinfo)) == (3, 30, "Asia/Tokyo")
         assert jobs["sync-changes"].trigger.interval.total_seconds() == 45
-        assert all(jobs[name].max_instances == 1 and jobs[name].coalesce for name in ("sync-full", "sync-changes"))
+        assert jobs["certificate-font"].trigger.interval.total_seconds() == 45
+        assert all(jobs[name].max_instances == 1 and jobs[name].coalesce for name in ("sync-full", "sync-changes", "certificate-font"))
     finally:
         scheduler.shutdown(wait=False)
 

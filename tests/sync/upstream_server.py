@@ -26,7 +26,9 @@ class TestUpstream:
         self.requests: list[tuple[str, dict]] = []  # (path, headers) of every request
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        # stop() waits for serve_forever's next poll (0.5 s by default), and
+        # most sync tests stop a server.
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
 
     @property
     def url(self) -> str:
