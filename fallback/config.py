@@ -78,6 +78,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # the appliance's reserved 発行番号 ranges (never the main system's)
         "serial_range": [900001, 999999],
         "drill_serial_range": [800001, 899999],
+        # a serial committed this long ago whose PDF never came (the web
+        # server died mid-issuance) is voided by the worker, which looks
+        # this often; longer than any render and print wait
+        "void_unrendered_after_s": 120,
     },
     "printing": {
         "printer": "",  # CUPS queue name; empty: browser printing only

@@ -178,8 +178,8 @@ def _timeline(conn, incident: Incident, ticks: list[runbooks.Tick], runbook_list
     entries += [
         TimelineEntry(at, f"{office}で最初の証明書を交付", clerk)
         for office, at, clerk in conn.execute(
-            "SELECT office, min(created_at), clerk FROM requests WHERE scope = 'real' AND outcome = 'issued' AND created_at BETWEEN ? AND ? "
-            "GROUP BY office", window)
+            "SELECT office, min(created_at), clerk FROM requests r WHERE scope = 'real' AND outcome = 'issued' AND created_at BETWEEN ? AND ? "
+            "AND EXISTS (SELECT 1 FROM certificates c WHERE c.request_id = r.id AND c.status = 'rendered') GROUP BY office", window)
     ]
     return sorted(entries, key=lambda e: e.at)
 

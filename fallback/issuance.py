@@ -9,8 +9,9 @@ The order of work is what makes a crash survivable:
      entry — committed with synchronous=FULL before any PDF exists;
   3. render each copy and store it (status 'rendered');
   4. hand it to the printer queue if the terminal has one.
-A crash between 2 and 3 leaves 'allocated' rows; `void_unrendered` turns
-them into 'void' at the next start. A serial is never handed out twice.
+A crash between 2 and 3 leaves 'allocated' rows; the worker's
+`void_unrendered` turns them into 'void' once they are older than any
+render could take. A serial is never handed out twice.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ OPTIONAL_ITEMS = {
     "alias": "通称",
 }
 LAYOUTS = {"renketsu": "世帯連記式", "kojin": "個人票"}
+SQLITE_MAX_INTEGER = 2**63 - 1
 
 
 class IssueRefused(Exception):
@@ -264,8 +266,10 @@ def check_daily_cap(conn, key: str, copies: int, cap: int, scope: Scope) -> None
     if cap <= 0:
         return
     start_of_day = now().replace(hour=0, minute=0, second=0, microsecond=0).isoformat(timespec="milliseconds")
+    # Voided serials were never handed out; one still rendering counts.
     issued = conn.execute(
-        "SELECT coalesce(sum(copies), 0) FROM requests WHERE requester_key = ? AND created_at >= ? AND outcome = 'issued' AND scope = ?",
+        "SELECT count(*) FROM certificates c JOIN requests r ON r.id = c.request_id "
+        "WHERE r.requester_key = ? AND r.created_at >= ? AND r.scope = ? AND c.scope = r.scope AND c.status != 'void'",
         (key, start_of_day, scope.name),
     ).fetchone()[0]
     if issued + copies > cap:
@@ -315,8 +319,12 @@ def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope
         request_id = _insert_request(conn, req, clerk, scope, outcome="issued", fee=plan.fee_yen, flags=plan.flags,
                                      snapshot_generation=snapshot_generation, data_as_of=data_as_of)
         codes = [r["resident_code"] for r in plan.residents]
+        # Each record as printed, kept with the certificate: after the outage
+        # the change feed updates the snapshot in place, and reconciliation
+        # must still say field by field what the certificate got wrong.
         printed = json.dumps(
-            {"residents": [{"resident_code": r["resident_code"], "version": r["version"], "updated_at": r["updated_at"]} for r in plan.residents],
+            {"residents": [{"resident_code": r["resident_code"], "version": r["version"], "updated_at": r["updated_at"], "record": r}
+                           for r in plan.residents],
              "seal": {"seal_number": plan.seal["seal_number"], "version": plan.seal["version"]} if plan.seal else None},
             ensure_ascii=False,
         )
@@ -362,9 +370,11 @@ def record_print_job(conn, scope: str, serial: int, job: str | None, state: str)
     conn.execute("UPDATE certificates SET print_job = ?, print_state = ? WHERE scope = ? AND serial = ?", (job, state, scope, serial))
 
 
-def void_unrendered(conn, *, older_than: dt.timedelta = dt.timedelta(minutes=2)) -> list[tuple[str, int]]:
+def void_unrendered(conn, *, older_than: dt.timedelta) -> list[tuple[str, int]]:
     """Void serials whose PDF was never produced (a crash between commit and
-    render). Run at start-up and by the worker. Returns (scope, serial)."""
+    render) and that were allocated more than `older_than` ago — younger
+    ones may still be rendering. The worker runs this at its start and
+    every counter.void_unrendered_after_s. Returns (scope, serial)."""
     cutoff = (now() - older_than).isoformat(timespec="milliseconds")
     with Transaction(conn):
         rows = conn.execute(
@@ -378,5 +388,7 @@ def void_unrendered(conn, *, older_than: dt.timedelta = dt.timedelta(minutes=2))
 
 
 def certificate_pdf(conn, scope: str, serial: int) -> bytes | None:
+    if not 0 <= serial <= SQLITE_MAX_INTEGER:  # a URL can carry any number; no serial is that large
+        return None
     row = conn.execute("SELECT pdf FROM certificates WHERE scope = ? AND serial = ? AND status = 'rendered'", (scope, serial)).fetchone()
     return row[0] if row else None

@@ -20,8 +20,9 @@ in the certificate's printed_records:
 - unknown upstream: at risk.
 
 The difference is worked out field by field against the record the
-certificate was printed from (read from the snapshot generation the request
-used, while that generation is kept). Each at-risk item carries the
+certificate was printed from, which is kept with the certificate (the
+snapshot generation it came from has usually been moved on by the change
+feed by the time the upstream answers again). Each at-risk item carries the
 requester's contact details and a suggested action, and its own status
 (open / contacted / done) for the worklist.
 
@@ -40,8 +41,8 @@ from dataclasses import dataclass
 from fallback import audit, deferred, modes
 from fallback.config import Config, ConfigError
 from fallback.ops import Transaction, now_iso, open_ops
-from fallback.syncing import snapshot_store, upstream_from_config
-from sync.errors import NoSnapshot, UpstreamUnavailable
+from fallback.syncing import upstream_from_config
+from sync.errors import UpstreamUnavailable
 
 UNCHANGED, CHANGED_AFTER_ISSUE, AT_RISK, UNCERTAIN, MISSING = "unchanged", "changed_after_issue", "at_risk", "uncertain", "missing"
 VERDICTS = {
@@ -79,10 +80,10 @@ class ReconcileResult:
 class _Pending:
     request_id: int
     issued_at: str
-    snapshot_generation: int | None
     resident_code: str
     printed_version: int
     printed_updated_at: str
+    printed_record: dict | None  # None for a certificate recorded without its record
 
 
 def pending_checks(conn) -> list[_Pending]:
@@ -90,18 +91,18 @@ def pending_checks(conn) -> list[_Pending]:
     yet. Copies of one request print the same records, so one check covers
     them all; voided serials were never handed out."""
     rows = conn.execute(
-        "SELECT r.id, min(c.issued_at), r.snapshot_generation, c.printed_records FROM requests r "
+        "SELECT r.id, min(c.issued_at), c.printed_records FROM requests r "
         "JOIN certificates c ON c.request_id = r.id "
         "WHERE r.scope = 'real' AND c.scope = 'real' AND r.outcome = 'issued' AND c.status = 'rendered' "
         "GROUP BY r.id ORDER BY r.id"
     ).fetchall()
     checked = set(conn.execute("SELECT request_id, resident_code FROM recovery_checks").fetchall())
     pending = []
-    for request_id, issued_at, generation, printed in rows:
+    for request_id, issued_at, printed in rows:
         for resident in json.loads(printed)["residents"]:
             if (request_id, resident["resident_code"]) not in checked:
-                pending.append(_Pending(request_id, issued_at, generation, resident["resident_code"],
-                                        resident["version"], resident["updated_at"]))
+                pending.append(_Pending(request_id, issued_at, resident["resident_code"], resident["version"],
+                                        resident["updated_at"], resident.get("record")))
     return pending
 
 
@@ -138,8 +139,7 @@ def _show(field: str, value) -> str:
 
 def difference(printed: dict | None, current: dict | None, printed_version: int) -> list[dict]:
     """What changed, field by field, as the staff read it. Without the
-    printed record (its snapshot generation was pruned) only the versions
-    can be compared."""
+    printed record only the versions can be compared."""
     if current is None:
         return []
     if printed is None:
@@ -193,8 +193,6 @@ def _check(conn, config: Config, pending: list[_Pending]) -> ReconcileResult:
     except ConfigError as exc:
         _record_attempt(conn, "upstream_unavailable", 0, len(pending), str(exc))
         return ReconcileResult("upstream_unavailable", 0, len(pending), str(exc))
-    store = snapshot_store(config)
-    registers: dict[int, object] = {}
     checked = 0
     try:
         for item in pending:
@@ -203,10 +201,12 @@ def _check(conn, config: Config, pending: list[_Pending]) -> ReconcileResult:
             except UpstreamUnavailable as exc:
                 _record_attempt(conn, "upstream_unavailable", checked, len(pending) - checked, str(exc))
                 return ReconcileResult("upstream_unavailable", checked, len(pending) - checked, str(exc))
-            printed = _printed_record(store, registers, item)
             verdict = judge(item.printed_version, item.issued_at, current)
-            changes = difference(printed, current, item.printed_version) if verdict != UNCHANGED else []
+            changes = difference(item.printed_record, current, item.printed_version) if verdict != UNCHANGED else []
             with Transaction(conn):
+                if conn.execute("SELECT 1 FROM recovery_checks WHERE request_id = ? AND resident_code = ?",
+                                (item.request_id, item.resident_code)).fetchone():
+                    continue  # the worker and the supervisor's button may run at once: the other one checked it
                 conn.execute(
                     "INSERT INTO recovery_checks (request_id, resident_code, checked_at, printed_version, printed_updated_at, "
                     "upstream_version, upstream_updated_at, verdict, difference, action) VALUES (?,?,?,?,?,?,?,?,?,?)",
@@ -219,27 +219,8 @@ def _check(conn, config: Config, pending: list[_Pending]) -> ReconcileResult:
             checked += 1
     finally:
         upstream.close()
-        for register in registers.values():
-            if register is not None:
-                register.close()
     _record_attempt(conn, "done", checked, 0, None)
     return ReconcileResult("done", checked, 0)
-
-
-def _printed_record(store, registers: dict, item: _Pending) -> dict | None:
-    """The record as the certificate printed it, if that snapshot generation
-    is still kept and still holds that version."""
-    if item.snapshot_generation is None:
-        return None
-    if item.snapshot_generation not in registers:
-        try:
-            registers[item.snapshot_generation] = store.open_register(item.snapshot_generation)
-        except NoSnapshot:
-            registers[item.snapshot_generation] = None
-    register = registers[item.snapshot_generation]
-    record = register.resident(item.resident_code) if register is not None else None
-    # The change feed may have moved the generation on since issue.
-    return record if record is not None and record["version"] == item.printed_version else None
 
 
 def _record_attempt(conn, outcome: str, checked: int, pending: int, error: str | None) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -160,3 +161,21 @@ def test_nothing_is_checked_while_downtime_lasts(cloud):
     result = recovery.reconcile_once(config)
     assert result.outcome == "waiting_for_downtime_end" and result.pending == 1
     assert conn.execute("SELECT count(*) FROM recovery_checks").fetchone()[0] == 0
+
+
+def test_the_supervisors_button_and_the_worker_may_reconcile_at_once(cloud):
+    """Found by the outage day: the supervisor's 「今すぐ照合する」 and the
+    worker's job both check what is pending; the second to reach a
+    certificate must skip it, not fail on the one check per certificate."""
+    sim, config, app, conn = cloud
+    boss, clerk = Staff(app, "boss"), Staff(app, "clerk1")
+    boss.post("/supervisor/mode", {"to_mode": "downtime", "reason": "住民記録システム障害"})
+    sim.faults.set("slow", seconds=0.05)  # each look-up takes a while, so the two runs overlap
+    for resident in active_residents(config)[:12]:
+        assert clerk.post(f"/counter/resident/{resident['resident_code']}/issue", ISSUE).status_code == 302
+    boss.post("/supervisor/mode", {"to_mode": "recovery", "reason": "ベンダーから復旧の連絡"})
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(lambda _: recovery.reconcile_once(config), range(2)))
+    assert {r.outcome for r in results} == {"done"}
+    assert sum(r.checked for r in results) == 12  # every certificate checked once, by one of the two
+    assert conn.execute("SELECT count(*), count(DISTINCT request_id) FROM recovery_checks").fetchone() == (12, 12)
