@@ -16,6 +16,7 @@ from fallback.ops import now
 from printing.wareki import parse_date_input
 
 MAX_RESULTS = 50
+MAX_QUERY_LENGTH = 100  # per field; the API document says the same
 
 
 class QueryError(Exception):
@@ -41,6 +42,8 @@ class Query:
 def parse_query(args, eras) -> tuple[Query, dict]:
     """Turn form/API arguments into Register.search keyword arguments."""
     query = Query(**{k: (args.get(k) or "").strip() for k in ("kana", "name", "birth", "address", "code")})
+    if any(len(value) > MAX_QUERY_LENGTH for value in query.as_dict().values()):
+        raise QueryError(f"検索の条件が長すぎます（各欄{MAX_QUERY_LENGTH}文字まで）。")
     if query.empty:
         raise QueryError("カナ・氏名・生年月日・住所・住民票コードのいずれかを入力してください。")
     criteria: dict = {}
@@ -66,7 +69,10 @@ def parse_query(args, eras) -> tuple[Query, dict]:
 
 
 def search(conn, register, query: Query, criteria: dict, *, actor: str, drill: bool) -> list[dict]:
-    rows = register.search(**criteria, limit=MAX_RESULTS + 1)
+    try:
+        rows = register.search(**criteria, limit=MAX_RESULTS + 1)
+    except ValueError:  # a criterion of punctuation only ("・", "ー") leaves nothing to search for
+        raise QueryError("検索の条件が記号だけです。氏名・カナ・住所は文字で入力してください。") from None
     audit.record(conn, actor, "search", None, {"query": query.as_dict(), "results": min(len(rows), MAX_RESULTS + 1)}, drill=drill,
                  durable=False)
     return rows

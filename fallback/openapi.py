@@ -1,10 +1,25 @@
 """The OpenAPI 3.0 document for /api/v1, served at /api/v1/openapi.json and
-exercised by schemathesis in CI: every status an endpoint can answer is
-listed here, so an undocumented one fails the build."""
+exercised by schemathesis (tests/e2e/test_api_schema.py): every status an
+endpoint can answer is listed here, so an undocumented one fails the build.
+
+The request bodies written here are also what the API checks a body
+against (`body_problem`), so the document and the checks cannot drift
+apart: a body the document calls invalid is refused with 400.
+"""
 
 from __future__ import annotations
 
+import copy
+import re
+
+from fallback.deferred import DELIVERY
+from fallback.deferred import KINDS as DEFERRED_KINDS
+from fallback.lookup import MAX_QUERY_LENGTH
+
 _ERROR = {"$ref": "#/components/schemas/Error"}
+# At least one character that is not a space, as Python's str.strip() sees
+# spaces (ECMA's \s, which the document's readers use, is a different set).
+_TEXT = {"type": "string", "pattern": "[^\\t-\\r\\x1c- \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"}
 
 
 def _json(schema: dict) -> dict:
@@ -18,19 +33,23 @@ def _errors(*codes: int) -> dict:
 
 
 _SEARCH_PARAMS = [
-    {"name": name, "in": "query", "required": False, "schema": {"type": "string", "maxLength": 100}, "description": desc}
-    for name, desc in (("kana", "カナ氏名（前方一致）"), ("name", "漢字氏名（旧字・IVSは通常の字でも一致）"),
-                       ("birth", "生年月日（西暦または和暦: S50.6.15, 昭和50年6月15日, 1975-06-15）"),
-                       ("address", "住所（前方一致）"), ("code", "住民票コード（11桁）"))
+    {"name": name, "in": "query", "required": False, "schema": schema, "description": desc}
+    for name, desc, schema in (
+        ("kana", "カナ氏名（前方一致）", {"type": "string", "maxLength": MAX_QUERY_LENGTH}),
+        ("name", "漢字氏名（旧字・IVSは通常の字でも一致）", {"type": "string", "maxLength": MAX_QUERY_LENGTH}),
+        ("birth", "生年月日（西暦または和暦: S50.6.15, 昭和50年6月15日, 1975-06-15）", {"type": "string", "maxLength": MAX_QUERY_LENGTH}),
+        ("address", "住所（前方一致）", {"type": "string", "maxLength": MAX_QUERY_LENGTH}),
+        ("code", "住民票コード（11桁、全角・ハイフン可）", {"type": "string", "pattern": r"^-*([0-9０-９]-*){11}$"}),
+    )
 ]
 
-_ISSUE_BODY = {
+ISSUE_BODY = {
     "type": "object",
     "required": ["kind", "requester_type", "identity_document"],
     "properties": {
         "kind": {"type": "string", "enum": ["juminhyo", "kisai", "johyo", "inkan"]},
         "requester_type": {"type": "string", "enum": ["self", "household", "agent", "third_party"]},
-        "identity_document": {"type": "string"},
+        "identity_document": _TEXT,
         "requester_name": {"type": "string"},
         "purpose": {"type": "string"},
         "contact": {"type": "string"},
@@ -49,6 +68,16 @@ _ISSUE_BODY = {
         "approver_password": {"type": "string"},
     },
 }
+_LOGIN_BODY = {"type": "object", "required": ["username", "password", "terminal"], "properties": {
+    "username": {"type": "string"}, "password": {"type": "string"},
+    "terminal": {"type": "string", "description": "one of the configured counter terminals (enum filled in per appliance)"}}}
+DEFERRED_BODY = {"type": "object", "required": ["kind", "name", "contact", "delivery", "consent"], "properties": {
+    "kind": {"type": "string", "enum": list(DEFERRED_KINDS)}, "name": _TEXT, "contact": _TEXT,
+    "delivery": {"type": "string", "enum": list(DELIVERY)},
+    "consent": {"type": "boolean", "enum": [True], "description": "the resident agreed to be contacted after recovery"},
+    "resident_code": {"type": "string"}, "note": {"type": "string"}}}
+MODE_BODY = {"type": "object", "required": ["to_mode", "reason"], "properties": {
+    "to_mode": {"type": "string", "enum": ["standby", "suspect", "downtime", "recovery"]}, "reason": _TEXT}}
 
 OPENAPI = {
     "openapi": "3.0.3",
@@ -59,8 +88,7 @@ OPENAPI = {
             "get": {"summary": "Current session and CSRF token", "responses": {"200": {"description": "session", **_json({"type": "object"})}}},
             "post": {
                 "summary": "Log in at a counter terminal",
-                "requestBody": {"required": True, **_json({"type": "object", "required": ["username", "password", "terminal"],
-                    "properties": {"username": {"type": "string"}, "password": {"type": "string"}, "terminal": {"type": "string"}}})},
+                "requestBody": {"required": True, **_json(_LOGIN_BODY)},  # terminal's enum: see document()
                 "responses": {"201": {"description": "logged in", **_json({"type": "object"})}, **_errors(400, 401)},
             },
             "delete": {"summary": "Log out", "responses": {"204": {"description": "logged out"}, **_errors(400, 401)}},
@@ -84,29 +112,25 @@ OPENAPI = {
         "/api/v1/residents/{code}/certificates": {
             "post": {"summary": "Issue certificates",
                      "parameters": [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}],
-                     "requestBody": {"required": True, **_json(_ISSUE_BODY)},
-                     "responses": {"201": {"description": "issued", **_json({"type": "object"})}, **_errors(400, 401, 403, 422, 423, 503)}},
+                     "requestBody": {"required": True, **_json(ISSUE_BODY)},
+                     "responses": {"201": {"description": "issued", **_json({"type": "object"})}, **_errors(400, 401, 403, 404, 422, 423, 503)}},
         },
         "/api/v1/certificates/{scope}/{serial}.pdf": {
             "get": {"summary": "An issued certificate's PDF",
                     "parameters": [{"name": "scope", "in": "path", "required": True, "schema": {"type": "string", "enum": ["real", "drill"]}},
-                                   {"name": "serial", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0}}],
+                                   {"name": "serial", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}],
                     "responses": {"200": {"description": "PDF", "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
                                   **_errors(401, 403, 404)}},
         },
         "/api/v1/deferred": {
             "get": {"summary": "Deferred requests", "responses": {"200": {"description": "list", **_json({"type": "object"})}, **_errors(401, 403)}},
             "post": {"summary": "Record a deferred request",
-                     "requestBody": {"required": True, **_json({"type": "object", "required": ["kind", "name", "contact", "delivery", "consent"],
-                        "properties": {"kind": {"type": "string"}, "name": {"type": "string"}, "contact": {"type": "string"},
-                                       "delivery": {"type": "string"}, "consent": {"type": "boolean"},
-                                       "resident_code": {"type": "string"}, "note": {"type": "string"}}})},
+                     "requestBody": {"required": True, **_json(DEFERRED_BODY)},
                      "responses": {"201": {"description": "recorded", **_json({"type": "object"})}, **_errors(400, 401, 403)}},
         },
         "/api/v1/mode": {
             "post": {"summary": "Change the operating mode (supervisor)",
-                     "requestBody": {"required": True, **_json({"type": "object", "required": ["to_mode", "reason"], "properties": {
-                        "to_mode": {"type": "string", "enum": ["standby", "suspect", "downtime", "recovery"]}, "reason": {"type": "string"}}})},
+                     "requestBody": {"required": True, **_json(MODE_BODY)},
                      "responses": {"200": {"description": "changed", **_json({"type": "object"})}, **_errors(400, 401, 403, 409)}},
         },
     },
@@ -121,3 +145,51 @@ OPENAPI = {
             "support_measure": {"type": "boolean"}}},
     }},
 }
+
+
+def login_body(terminals: list[dict]) -> dict:
+    """The login body of this appliance: its configured terminals."""
+    body = copy.deepcopy(_LOGIN_BODY)
+    body["properties"]["terminal"]["enum"] = [t["id"] for t in terminals]
+    return body
+
+
+def document(terminals: list[dict]) -> dict:
+    """The document as this appliance serves it."""
+    served = copy.deepcopy(OPENAPI)
+    served["paths"]["/api/v1/session"]["post"]["requestBody"] = {"required": True, **_json(login_body(terminals))}
+    return served
+
+
+_TYPES = {"string": str, "boolean": bool, "integer": int, "array": list, "object": dict}
+
+
+def body_problem(schema: dict, body) -> str | None:
+    """What is wrong with a JSON body, judged by its schema in this document
+    (the subset of JSON Schema used here); None when nothing is."""
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    missing = [name for name in schema["required"] if name not in body]
+    if missing:
+        return f"missing: {', '.join(missing)}"
+    for name, rule in schema["properties"].items():
+        if name in body:
+            problem = _value_problem(rule, body[name])
+            if problem:
+                return f"{name}: {problem}"
+    return None
+
+
+def _value_problem(rule: dict, value) -> str | None:
+    expected = _TYPES[rule["type"]]
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        return f"must be of type {rule['type']}"
+    if "enum" in rule and value not in rule["enum"]:
+        return f"must be one of {rule['enum']}"
+    if "pattern" in rule and not re.search(rule["pattern"], value):
+        return f"must match {rule['pattern']}"
+    if "minimum" in rule and value < rule["minimum"] or "maximum" in rule and value > rule["maximum"]:
+        return f"must be between {rule.get('minimum')} and {rule.get('maximum')}"
+    if "items" in rule:
+        return next((f"item {i}: {p}" for i, item in enumerate(value) if (p := _value_problem(rule["items"], item))), None)
+    return None

@@ -8,11 +8,10 @@ import secrets
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, session, url_for
 
-from fallback import deferred, issuance, lookup, modes, sessions, users
+from fallback import deferred, issuance, lookup, modes, openapi, sessions, users
 from fallback.certificates import issue_certificate, request_from_form, supervisor_approval
 from fallback.counter_state import counter_scope
 from fallback.db import get_ops
-from fallback.openapi import OPENAPI
 from fallback.registry import get_register, snapshot_summary
 from fallback.rendering import print_settings
 from fallback.security import csrf_token, public, roles
@@ -25,9 +24,16 @@ def error(status: int, code: str, message: str, **extra):
     return jsonify(error=code, message=message, **extra), status
 
 
-def _json_body() -> dict:
+def _json_body(schema: dict) -> tuple[dict, tuple | None]:
+    """The request's JSON body, or the 400 answer naming what is wrong with
+    it by the API document's own schema."""
     body = request.get_json(silent=True)
-    return body if isinstance(body, dict) else {}
+    problem = openapi.body_problem(schema, body)
+    return (body, None) if problem is None else ({}, error(400, "bad_request", problem))
+
+
+def _terminals() -> list[dict]:
+    return current_app.config["SONAE"]["counter"]["terminals"]
 
 
 def _open_counter():
@@ -39,10 +45,20 @@ def _open_counter():
     return scope, None
 
 
+@bp.app_errorhandler(404)
+@bp.app_errorhandler(405)
+def no_such_route(exc):
+    """Under /api/ even a URL that matches no route answers in JSON."""
+    if not request.path.startswith(bp.url_prefix + "/"):
+        return exc
+    body, status = error(exc.code, "not_found" if exc.code == 404 else "method_not_allowed", exc.description)
+    return body, status, ({"Allow": ", ".join(sorted(exc.valid_methods))} if exc.code == 405 else {})
+
+
 @bp.route("/openapi.json")
 @public
-def openapi():
-    return jsonify(OPENAPI)
+def openapi_document():
+    return jsonify(openapi.document(_terminals()))
 
 
 @bp.route("/session", methods=["GET"])
@@ -58,13 +74,13 @@ def session_info():
 @bp.route("/session", methods=["POST"])
 @public
 def login():
-    body = _json_body()
+    body, bad = _json_body(openapi.login_body(_terminals()))
+    if bad:
+        return bad
     security = current_app.config["SONAE"]["security"]
-    terminal = next((t for t in current_app.config["SONAE"]["counter"]["terminals"] if t["id"] == body.get("terminal")), None)
-    if terminal is None:
-        return error(400, "bad_terminal", "terminal must be one of the configured counter terminals")
+    terminal = next(t for t in _terminals() if t["id"] == body["terminal"])
     try:
-        user = users.authenticate(get_ops(), str(body.get("username", "")), str(body.get("password", "")),
+        user = users.authenticate(get_ops(), body["username"], body["password"],
                                   max_failures=security["login_max_failures"], lockout_minutes=security["login_lockout_minutes"],
                                   remote=request.remote_addr)
     except users.LoginRefused as exc:
@@ -115,9 +131,9 @@ def search():
         return locked
     try:
         query, criteria = lookup.parse_query(request.args, print_settings(current_app.config["SONAE"]).eras)
+        rows = lookup.search(get_ops(), get_register(), query, criteria, actor=g.staff.username, drill=scope.is_drill)
     except lookup.QueryError as exc:
         return error(400, "bad_query", str(exc))
-    rows = lookup.search(get_ops(), get_register(), query, criteria, actor=g.staff.username, drill=scope.is_drill)
     return jsonify(results=[resident_summary(r) for r in rows[: lookup.MAX_RESULTS]], truncated=len(rows) > lookup.MAX_RESULTS)
 
 
@@ -146,7 +162,11 @@ def issue(code):
     scope, locked = _open_counter()
     if locked:
         return locked
-    body = _json_body()
+    body, bad = _json_body(openapi.ISSUE_BODY)
+    if bad:
+        return bad
+    if get_register().resident(code) is None:
+        return error(404, "not_found", "no resident with this code in the snapshot")
     conn = get_ops()
     try:
         req = request_from_form(code, body)
@@ -188,13 +208,15 @@ def deferred_list():
 @bp.route("/deferred", methods=["POST"])
 @roles(*COUNTER_ROLES)
 def deferred_create():
-    body = _json_body()
+    body, bad = _json_body(openapi.DEFERRED_BODY)
+    if bad:
+        return bad
     scope, _ = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     try:
         request_id = deferred.record(
-            get_ops(), clerk=g.staff.username, office=g.staff.office, kind=str(body.get("kind", "")),
-            name=str(body.get("name", "")), contact=str(body.get("contact", "")), delivery=str(body.get("delivery", "")),
-            consent=body.get("consent") is True, resident_code=body.get("resident_code") or None, note=str(body.get("note", "")),
+            get_ops(), clerk=g.staff.username, office=g.staff.office, kind=body["kind"], name=body["name"],
+            contact=body["contact"], delivery=body["delivery"], consent=body["consent"],
+            resident_code=body.get("resident_code") or None, note=body.get("note", ""),
             scope=scope.name if scope else "real", drill_id=scope.drill_id if scope else None,
         )
     except deferred.DeferredError as exc:
@@ -205,10 +227,11 @@ def deferred_create():
 @bp.route("/mode", methods=["POST"])
 @roles("supervisor", "it")
 def change_mode():
-    body = _json_body()
+    body, bad = _json_body(openapi.MODE_BODY)
+    if bad:
+        return bad
     try:
-        state = modes.change(get_ops(), str(body.get("to_mode", "")), actor=g.staff.username, role=g.staff.role,
-                             reason=str(body.get("reason", "")))
+        state = modes.change(get_ops(), body["to_mode"], actor=g.staff.username, role=g.staff.role, reason=body["reason"])
     except modes.ModeError as exc:
         return error(409, "mode_refused", str(exc))
     return jsonify(mode=state.mode, since=state.since, reason=state.reason)

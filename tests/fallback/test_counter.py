@@ -16,7 +16,7 @@ from tests.support import pdf_text, squeezed, text_of
 YAMADA_TARO, YAMADA_HANAKO, TAKAHASHI, KATSURAGI = "10000000011", "10000000029", "10000000045", "10000000053"
 SATO_SUPPORT, SUZUKI_REMOVED, TANAKA_MOVING = "10000000087", "10000000095", "10000000100"
 
-SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": "1"}
+SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
 
 
 # --- locks and login -----------------------------------------------------------
@@ -117,6 +117,37 @@ def test_unreadable_birth_date_is_explained(login, downtime):
     clerk = login("clerk1")
     response = clerk.api("GET", "/api/v1/residents?birth=S70.2.30")
     assert response.status_code == 400 and "生年月日" in response.get_json()["message"]
+
+
+@pytest.mark.parametrize("query, message", [("kana=・", "記号だけ"), ("address=東京都大田区", "記号だけ"), ("name=" + "山" * 101, "長すぎます")])
+def test_a_search_with_nothing_to_search_for_is_explained(login, downtime, query, message):
+    """Found by schemathesis: punctuation only used to reach the register
+    and fail there (HTTP 500); an overlong field was searched anyway."""
+    clerk = login("clerk1")
+    response = clerk.api("GET", f"/api/v1/residents?{query}")
+    assert response.status_code == 400 and message in response.get_json()["message"]
+    page = clerk.get(f"/counter/?{query}")
+    assert page.status_code == 200 and message in text_of(page)
+
+
+def test_the_api_refuses_what_its_document_refuses(appliance, login, downtime):
+    """Found by schemathesis: bodies of the wrong type were coerced with
+    str() and issued; an unknown resident was a 400; a serial beyond
+    SQLite's integers was a 500; a URL matching no route answered HTML."""
+    clerk = login("clerk1")
+    wrong = issue(clerk, YAMADA_TARO, identity_document={"forged": True})
+    assert wrong.status_code == 400 and wrong.get_json()["message"].startswith("identity_document:")
+    assert issue(clerk, YAMADA_TARO, copies="1").status_code == 400
+    assert issue(clerk, "99999999999").status_code == 404
+    assert clerk.api("POST", "/api/v1/deferred", json={"kind": "tenkyo", "name": "\u3000", "contact": "0", "delivery": "mail",
+                                                      "consent": True}).status_code == 400
+    assert clerk.get(f"/api/v1/certificates/real/{2**70}.pdf").status_code == 404
+    missing = clerk.get("/api/v1/no-such-thing")
+    assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
+    not_allowed = clerk.api("PUT", "/api/v1/status")
+    assert not_allowed.status_code == 405 and "GET" in not_allowed.headers["Allow"] and not_allowed.is_json
+    conn = open_ops(appliance.config["SONAE"])
+    assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 0  # nothing was recorded, let alone issued
 
 
 def test_searches_and_views_are_audited_with_query(appliance, login, downtime):
