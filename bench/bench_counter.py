@@ -14,24 +14,34 @@ declares downtime, then measures through the HTTP API:
    each p95 is printed as a ratio to it.
 2. issuance: K counters (default 30), each repeating search → view →
    issue 住民票の写し → fetch the PDF with a think time between steps, for
-   M minutes. p50/p95/p99 per endpoint, errors, duplicate serials and audit
-   completeness. Baseline: a bare render of a certificate in this process
-   (printing.render, no HTTP, no database) — the ratio is what serving,
-   rules, serials and audit add around the PDF.
+   M minutes. p50/p95/p99 per endpoint, errors, duplicate serials, and audit
+   completeness per action: every search, record view, issuance, refusal
+   and PDF opened has exactly one audit entry. Baseline: a bare render of a
+   certificate in this process (printing.render, no HTTP, no database) —
+   the ratio is what serving, rules, serials and audit add around the PDF.
+3. the knee (--knee 30,50,70,100): the issuance load again at each number
+   of counters for --knee-minutes each; certificates per second and p95 per
+   endpoint at each step, and the first step where adding counters stops
+   adding throughput (or the request→PDF p95 doubles): the knee.
+
+    python bench/bench_counter.py --residents 100000 --counters 30 --issue-minutes 10 --skip-search
+    python bench/bench_counter.py --residents 100000 --skip-search --skip-issue --knee 30,50,70,100
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import random
 import shutil
-import subprocess
 import statistics
+import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
@@ -78,7 +88,8 @@ class Counter:
 def setup_site(args) -> tuple[DemoSite, str]:
     site = DemoSite(Path(args.dir), residents=args.residents, seed=args.seed, web_port=args.port, upstream_port=args.port + 100)
     upstream = site.start_cloudsim()
-    terminals = [{"id": f"本庁{i}", "office": "本庁", "printer": f"プリンタ{i:03d}", "queue": ""} for i in range(1, args.counters + 1)]
+    counters = max([args.counters, *args.knee])
+    terminals = [{"id": f"本庁{i}", "office": "本庁", "printer": f"プリンタ{i:03d}", "queue": ""} for i in range(1, counters + 1)]
     site.configure(upstream, extra={"counter": {"terminals": terminals, "daily_cap_per_requester": 0},
                                     "security": {"view_flag_count": 100000}, "web": {"threads": args.threads}})
     if not (site.home / "snapshots" / "CURRENT").exists():
@@ -86,7 +97,7 @@ def setup_site(args) -> tuple[DemoSite, str]:
         print(site.run("sync", "full", "--actor", "bench").strip())
         print(f"full sync of {args.residents:,} residents: {time.perf_counter() - started:.1f} s")
     existing = site.run("user", "list")
-    for i in range(1, args.counters + 1):
+    for i in range(1, counters + 1):
         if f"bench{i}\t" not in existing:
             site.run("user", "add", f"bench{i}", "--name", f"bench {i}", "--role", "clerk", "--password", PASSWORD)
     state = site.run("mode", "show")
@@ -129,7 +140,6 @@ def sample_residents(site: DemoSite, count: int, seed: int) -> list[dict]:
 
 def queries_for(resident: dict) -> dict[str, str]:
     surname_kana = resident["name_kana"].split("\u3000")[0]
-    surname = resident["name"].split("\u3000")[0]
     return {
         "kana_prefix": f"kana={resident['name_kana'][:len(surname_kana) + 2]}",
         "kana_birth": f"kana={surname_kana}&birth={resident['birth_date']}",
@@ -162,7 +172,7 @@ def run_wrk(base: str, cookie: str, paths: list[str], clients: int, seconds: flo
     script.write_text(WRK_SCRIPT % (quoted, cookie), encoding="utf-8")
     result = subprocess.run(["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds:.0f}s", "-s", str(script), base],
                             capture_output=True, text=True, check=True)
-    line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT"))
+    line = next(text for text in result.stdout.splitlines() if text.startswith("RESULT"))
     requests_done, errors, p50, p95, p99 = line.split()[1:]
     return int(requests_done), int(errors), float(p50), float(p95), float(p99)
 
@@ -206,11 +216,35 @@ def bare_render_seconds(site: DemoSite, resident: dict, rounds: int = 15) -> lis
     return timings[3:]
 
 
-def bench_issue(site: DemoSite, base: str, residents: list[dict], counters: int, minutes: float, think: float) -> None:
+# Each action a counter takes, by the audit action it must leave behind.
+AUDITED = {"search": "search", "view": "view", "issue": "issue", "issue_refused": "issue.refused", "pdf": "certificate.open"}
+
+
+@dataclass
+class IssueRun:
+    counters: int
+    seconds: float
+    timings: dict[str, list[float]]
+    errors: list[str]
+    issued: list[int]
+    actions: collections.Counter  # successful actions by AUDITED key
+    since: str  # the appliance's clock when the run started (audit entries after it are the run's)
+
+    @property
+    def per_second(self) -> float:
+        return len(self.issued) / self.seconds
+
+
+def run_issue(base: str, residents: list[dict], counters: int, minutes: float, think: float) -> IssueRun:
+    """K counters at work for M minutes; what they saw and did."""
+    from fallback.ops import now_iso
+
     timings: dict[str, list[float]] = {}
     errors: list[str] = []
     issued: list[int] = []
+    actions: collections.Counter = collections.Counter()
     lock = threading.Lock()
+    since = now_iso()
     stop_at = time.monotonic() + minutes * 60
 
     def record(kind: str, elapsed: float, response: requests.Response, expected: int) -> bool:
@@ -219,6 +253,7 @@ def bench_issue(site: DemoSite, base: str, residents: list[dict], counters: int,
             if response.status_code != expected:
                 errors.append(f"{kind}: HTTP {response.status_code} {response.text[:120]}")
                 return False
+            actions[kind] += 1
         return True
 
     def counter_loop(index: int):
@@ -241,6 +276,7 @@ def bench_issue(site: DemoSite, base: str, residents: list[dict], counters: int,
             if response.status_code == 422:  # a rule refused it (e.g. support measure): a real outcome, not an error
                 with lock:
                     timings.setdefault("issue_refused", []).append(elapsed)
+                    actions["issue_refused"] += 1
                 continue
             if record("issue", elapsed, response, 201):
                 certificate = response.json()["certificates"][0]
@@ -256,29 +292,68 @@ def bench_issue(site: DemoSite, base: str, residents: list[dict], counters: int,
         t.start()
     for t in threads:
         t.join()
+    return IssueRun(counters, minutes * 60, timings, errors, issued, actions, since)
+
+
+def bench_issue(site: DemoSite, base: str, residents: list[dict], counters: int, minutes: float, think: float) -> None:
+    run = run_issue(base, residents, counters, minutes, think)
     bare = bare_render_seconds(site, residents[0])
     bare_p50 = statistics.median(bare)
     print(f"\n== issuance: {counters} counters, {minutes:g} min, think ≈{think:g} s per cycle ==")
-    for kind, values in sorted(timings.items()):
+    for kind, values in sorted(run.timings.items()):
         print(f"{kind:16} {summary(values)}")
-    print(f"bare render (baseline) p50={bare_p50 * 1000:.1f} ms;  request→PDF p95 / bare p50 = {percentile(timings.get('request_to_pdf', []), 95) / bare_p50:.2f}")
-    print(f"certificates issued: {len(issued)}  ({len(issued) / (minutes * 60):.2f}/s)   errors: {len(errors)}")
-    for line in errors[:5]:
+    print(f"bare render (baseline) p50={bare_p50 * 1000:.1f} ms;  request→PDF p95 / bare p50 = {percentile(run.timings.get('request_to_pdf', []), 95) / bare_p50:.2f}")
+    print(f"certificates issued: {len(run.issued)}  ({run.per_second:.2f}/s)   errors: {len(run.errors)}")
+    for line in run.errors[:5]:
         print("  ", line)
-    print(f"duplicate serials (client side): {len(issued) - len(set(issued))}")
-    check_records(site)
+    print(f"duplicate serials (client side): {len(run.issued) - len(set(run.issued))}")
+    check_records(run)
 
 
-def check_records(site: DemoSite) -> None:
+def check_records(run: IssueRun) -> None:
+    """Serials unique in the operational database, and one audit entry per
+    action the counters took during the run — no more, no fewer."""
     from fallback.config import load_config
     from fallback.ops import open_ops
 
     conn = open_ops(load_config())
-    rows, distinct = conn.execute("SELECT count(*), count(DISTINCT scope || serial) FROM certificates").fetchone()
-    issued_requests = conn.execute("SELECT count(*) FROM requests WHERE outcome = 'issued'").fetchone()[0]
-    audited = conn.execute("SELECT count(*) FROM audit WHERE action = 'issue'").fetchone()[0]
-    print(f"ops database: {rows} certificates, {distinct} distinct serials; {issued_requests} issued requests, {audited} 'issue' audit entries"
-          f" -> audit complete: {issued_requests == audited}")
+    try:
+        rows, distinct = conn.execute("SELECT count(*), count(DISTINCT scope || serial) FROM certificates").fetchone()
+        audited = dict(conn.execute(
+            "SELECT action, count(*) FROM audit WHERE at >= ? AND actor LIKE 'bench%' GROUP BY action", (run.since,)).fetchall())
+    finally:
+        conn.close()
+    print(f"ops database: {rows} certificates, {distinct} distinct serials -> serials unique: {rows == distinct}")
+    for kind, action in AUDITED.items():
+        done, entries = run.actions[kind], audited.get(action, 0)
+        print(f"  {kind:14} {done:7d} done, {entries:7d} '{action}' audit entries -> {'complete' if done == entries else 'MISMATCH'}")
+
+
+def bench_knee(base: str, residents: list[dict], levels: list[int], minutes: float, think: float) -> None:
+    """The issuance load at each number of counters. The knee is the first
+    step where adding counters no longer adds at least half the throughput
+    they would add if the box kept up, or where the request→PDF p95 has
+    doubled since the first step."""
+    print(f"\n== the knee: {', '.join(map(str, levels))} counters, {minutes:g} min each, think ≈{think:g} s per cycle ==")
+    print(f"{'counters':>8} {'certs/s':>8} {'search p95':>11} {'view p95':>9} {'issue p95':>10} {'issue p99':>10} {'req→PDF p95':>12} {'errors':>7}")
+    runs: list[IssueRun] = []
+    knee = None
+    for level in levels:
+        run = run_issue(base, residents, level, minutes, think)
+        runs.append(run)
+        p95 = {kind: percentile(run.timings.get(kind, []), 95) * 1000 for kind in ("search", "view", "issue", "request_to_pdf")}
+        print(f"{level:8d} {run.per_second:8.2f} {p95['search']:9.1f}ms {p95['view']:7.1f}ms {p95['issue']:8.1f}ms "
+              f"{percentile(run.timings.get('issue', []), 99) * 1000:8.1f}ms {p95['request_to_pdf']:10.1f}ms {len(run.errors):7d}")
+        if knee is None and len(runs) > 1:
+            previous, first = runs[-2], runs[0]
+            expected_gain = previous.per_second * (level / previous.counters - 1)
+            slowed = percentile(run.timings.get("request_to_pdf", []), 95) > 2 * percentile(first.timings.get("request_to_pdf", []), 95)
+            if run.per_second - previous.per_second < expected_gain / 2 or slowed:
+                knee = (previous.counters, level)
+    if knee:
+        print(f"knee: between {knee[0]} and {knee[1]} counters")
+    else:
+        print(f"no knee up to {levels[-1]} counters: throughput still grows with the counters and latency holds")
 
 
 def main() -> None:
@@ -295,6 +370,9 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=10, help="seconds per counter cycle spent thinking (split over 3 steps)")
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--skip-issue", action="store_true")
+    parser.add_argument("--knee", type=lambda text: [int(n) for n in text.split(",")], default=[],
+                        help="numbers of counters to step through, e.g. 30,50,70,100")
+    parser.add_argument("--knee-minutes", type=float, default=2)
     args = parser.parse_args()
     site, base = setup_site(args)
     try:
@@ -304,6 +382,8 @@ def main() -> None:
             bench_search(base, residents, args.search_clients, args.search_seconds, Path(args.dir))
         if not args.skip_issue:
             bench_issue(site, base, residents, args.counters, args.issue_minutes, args.think)
+        if args.knee:
+            bench_knee(base, residents, args.knee, args.knee_minutes, args.think)
     finally:
         site.stop()
 

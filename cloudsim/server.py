@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from cloudsim import exports
+from cloudsim.changes import EventRefused, ResidentNotFound
 from cloudsim.faults import UnknownFault
 from cloudsim.register import now_jst
 
@@ -298,6 +299,17 @@ def admin_app(sim: CloudSim) -> Flask:
             return error(400, "bad_request", "events must be an integer between 1 and 100000")
         made = sim.feed.make(events)
         return jsonify({"changes": made, "last_seq": sim.status()["last_seq"]})
+
+    @app.post("/admin/residents/<code>/events")
+    def resident_event(code: str):
+        body = request.get_json(silent=True) or {}
+        try:
+            changes = sim.feed.make_for(code, str(body.get("event", "")))
+        except ResidentNotFound as exc:
+            return error(404, "resident_not_found", str(exc))
+        except EventRefused as exc:
+            return error(409, "event_refused", str(exc))
+        return jsonify({"changes": changes, "last_seq": changes[-1]["seq"]})
 
     return app
 

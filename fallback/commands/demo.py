@@ -18,6 +18,7 @@ from pathlib import Path
 import click
 
 from fallback.config import DEFAULTS, render_toml
+from fallback.outage_day import FAULTS, DayOptions, run_outage_day
 from sync.crypto import write_key_file
 
 DEMO_ACCOUNTS = (
@@ -65,7 +66,9 @@ class DemoSite:
         self.processes.append(process)
         return process
 
-    def start_cloudsim(self) -> dict:
+    def start_cloudsim(self, change_rate: float | None = None) -> dict:
+        """Start cloudsim (changes per minute on its live feed: its default
+        unless given) and wait until it serves."""
         self.etc.mkdir(parents=True, exist_ok=True)
         ready = self.root / "cloudsim-ready.json"
         ready.unlink(missing_ok=True)
@@ -78,6 +81,7 @@ class DemoSite:
             "--port", str(self.upstream_port), "--admin-port", str(self.upstream_port + 1),
             "--token", token.read_text().strip(), "--key-file", str(self.etc / "upstream-signing.key"),
             "--state-dir", str(self.cloudsim_dir), "--ready-file", str(ready),
+            *([] if change_rate is None else ["--change-rate", str(change_rate)]),
             log="cloudsim.log",
         )
         deadline = time.monotonic() + 300
@@ -116,6 +120,13 @@ class DemoSite:
                 self.run("user", "add", username, "--name", display, "--role", role, "--password", password, "--actor", "demo")
             created.append((username, role, password))
         return created
+
+    def kill(self, process: subprocess.Popen) -> None:
+        """SIGKILL one of the processes (and its children), as a crash or
+        the OOM killer would; it is no longer one of the site's."""
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        self.processes.remove(process)
 
     def stop(self) -> None:
         for process in reversed(self.processes):
@@ -171,3 +182,43 @@ def run_demo(root, residents, seed, web_port, upstream_port, fresh):
         click.echo("\nstopping …", err=True)
     finally:
         site.stop()
+
+
+@demo_group.command("outage")
+@click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-outage"), show_default=True,
+              help="State of the day; the upstream's generated register in DIR/cloudsim is reused, the rest starts afresh.")
+@click.option("--residents", type=int, default=100_000, show_default=True)
+@click.option("--seed", type=int, default=1, show_default=True)
+@click.option("--port", "web_port", type=int, default=8080, show_default=True)
+@click.option("--upstream-port", type=int, default=8700, show_default=True)
+@click.option("--change-rate", type=float, default=30.0, show_default=True, help="upstream changes per minute on the live feed")
+@click.option("--probe-interval", type=click.IntRange(1), default=2, show_default=True, help="seconds between probes of the upstream")
+@click.option("--fault", "faults", multiple=True, type=click.Choice(list(FAULTS)),
+              help="inject a fault during the day (repeatable); see fallback/outage_day.py")
+@click.option("--flap-every", type=float, default=30.0, show_default=True, help="seconds between flips of the flapping fault")
+@click.option("--printer-queue", default="", help="CUPS queue of the first counter (printing; needed by printer_stopped)")
+@click.option("--screenshots", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="where the PNG of each step goes [default: DIR/screenshots]")
+def outage_demo(root, residents, seed, web_port, upstream_port, change_rate, probe_interval, faults, flap_every, printer_queue, screenshots):
+    """The outage day, scripted: the upstream goes down, alerts arrive, a
+    supervisor declares downtime and three counters work in headless
+    Chromium; the upstream comes back, reconciliation lists the certificates
+    at risk and the incident report is written to DIR."""
+    options = DayOptions(residents=residents, seed=seed, change_rate=change_rate, probe_interval_s=probe_interval,
+                         faults=frozenset(faults), flap_every_s=flap_every, printer_queue=printer_queue,
+                         screenshots=screenshots or root / "screenshots", web_port=web_port, upstream_port=upstream_port)
+    # `kill` (SIGTERM) must stop the children too, as Ctrl+C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    record = run_outage_day(root, options, say=lambda line: click.echo(line, err=True))
+    (root / "incident-report.md").write_text(record.report_markdown, encoding="utf-8")
+    (root / "incident-report.pdf").write_bytes(record.report_pdf)
+    click.echo(f"\nThe outage day ({residents:,} residents{', faults: ' + ', '.join(sorted(faults)) if faults else ''}):")
+    click.echo(f"  alerts received by mail (and webhook): {len(record.mails)}")
+    for subject in record.mails:
+        click.echo(f"    {subject}")
+    click.echo(f"  certificates issued: {record.certificates} in {len(record.issued)} requests; refused: "
+               f"{', '.join(r.rule for r in record.refused)}; deferred requests: {len(record.deferred)}")
+    click.echo(f"  incident report: {root / 'incident-report.md'} and .pdf; screenshots: {options.screenshots}")
+    if record.problems:
+        raise click.ClickException("the issuance log is not consistent: " + "; ".join(record.problems))
+    click.echo("  issuance log consistent; `sonae audit verify` passes")

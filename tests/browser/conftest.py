@@ -6,19 +6,12 @@ from __future__ import annotations
 import threading
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
+from fallback.outage_day import start_chromium
 from tests.support import PASSWORD
-
-CHROMIUM_FLAGS = (
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic", "--window-size=1400,1000",
-    "--lang=ja",
-)
 
 
 @pytest.fixture
@@ -37,14 +30,8 @@ def open_browser():
     drivers = []
 
     def start():
-        options = webdriver.ChromeOptions()
-        options.binary_location = "/usr/bin/chromium"
-        for flag in CHROMIUM_FLAGS:
-            options.add_argument(flag)
-        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-        driver.implicitly_wait(0)
-        drivers.append(driver)
-        return driver
+        drivers.append(start_chromium())
+        return drivers[-1]
 
     yield start
     for driver in drivers:

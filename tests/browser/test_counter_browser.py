@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -22,8 +23,9 @@ def declare_downtime(driver, base_url):
 
 def wait_for_focus_on_first_result(driver):
     """The page script moves the focus to the first result once loaded;
-    pressing Enter before that would resubmit the search instead."""
-    WebDriverWait(driver, 10).until(
+    pressing Enter before that would resubmit the search instead. The
+    element focused may belong to the page being replaced: look again."""
+    WebDriverWait(driver, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
         lambda d: "result-row" in (d.switch_to.active_element.get_attribute("class") or ""))
 
 

@@ -1,5 +1,6 @@
 """Fixtures for the printing tests: example records, a fixed signing key,
-a font cache, and a Certificate builder with the fixed issue stamp."""
+a font cache, a Certificate builder with the fixed issue stamp, and a
+private CUPS scheduler."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from printing.model import Certificate, IssueStamp, PrintSettings
+from tests.printing.cups_server import cups_server  # noqa: F401  (fixture)
 from tests.printing.support import make_stamp
 
 EXAMPLE_EXPORT = Path(__file__).resolve().parents[1] / "fixtures" / "example-export"

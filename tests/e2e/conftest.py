@@ -1,0 +1,180 @@
+"""The whole appliance end to end: the scripted outage day of
+fallback.outage_day (the same script as `sonae demo outage`) run against
+real processes — cloudsim, `sonae worker`, `sonae serve` under waitress —
+with headless Chromium at the desks, a real SMTP server and webhook
+receiver for the alerts, and a smaller register than the demo's."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+from pathlib import Path
+
+from fallback.config import load_config
+from fallback.ops import open_ops
+from fallback.outage_day import DayOptions, DayRecord, run_outage_day
+
+# Big enough to hold a resident for every case (support-measure households
+# are 0.06 % of the register); seed 2 has five of them in 10,000 residents.
+RESIDENTS = 10_000
+SEED = 2
+
+
+def free_port_pair() -> int:
+    """A port p with p and p + 1 free (cloudsim's contract and admin ports)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        try:
+            with socket.socket() as second:
+                second.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no two adjacent free ports")
+
+
+def run_day(root: Path, **overrides) -> DayRecord:
+    options = DayOptions(residents=RESIDENTS, seed=SEED, change_rate=12.0, probe_interval_s=1,
+                         web_port=free_port_pair(), upstream_port=free_port_pair(), **overrides)
+    return run_outage_day(root, options)
+
+
+def appliance_config(record: DayRecord):
+    """The day's appliance configuration (its processes have stopped; its
+    operational database and snapshots stay for inspection)."""
+    return load_config(record.root / "etc" / "sonae.toml", env={"SONAE_HOME": str(record.root / "home")})
+
+
+def ops_rows(record: DayRecord, sql: str, params: tuple = ()) -> list[tuple]:
+    conn = open_ops(appliance_config(record))
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def report_sections(markdown: str) -> dict[str, str]:
+    """The report's `## ` sections by title."""
+    parts = re.split(r"^## (.+)$", markdown, flags=re.MULTILINE)
+    return {parts[i].strip(): parts[i + 1].strip() for i in range(1, len(parts), 2)}
+
+
+def tables(text: str) -> list[list[dict[str, str]]]:
+    """Every Markdown table in `text`, as rows keyed by heading."""
+    found, lines = [], text.splitlines()
+    i = 0
+    while i < len(lines):
+        if lines[i].startswith("| ") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            headings = [cell.strip() for cell in lines[i].strip("|").split("|")]
+            rows, i = [], i + 2
+            while i < len(lines) and lines[i].startswith("| "):
+                rows.append(dict(zip(headings, (cell.strip() for cell in lines[i].strip().strip("|").split(" | ")))))
+                i += 1
+            found.append(rows)
+        else:
+            i += 1
+    return found
+
+
+def minute(moment) -> str:
+    """A time as the report prints it."""
+    return moment.isoformat()[:16].replace("T", " ")
+
+
+def printed_residents(record: DayRecord) -> dict[tuple[int, str], tuple[int, str]]:
+    """(request, resident) -> (version printed, issued at), from the
+    appliance's record of every rendered real certificate."""
+    printed = {}
+    for request_id, issued_at, records in ops_rows(
+            record, "SELECT request_id, min(issued_at), printed_records FROM certificates "
+                    "WHERE scope = 'real' AND status = 'rendered' GROUP BY request_id"):
+        for resident in json.loads(records)["residents"]:
+            printed[(request_id, resident["resident_code"])] = (resident["version"], issued_at)
+    return printed
+
+
+def listed_at_risk_by_feed(record: DayRecord) -> dict[tuple[int, str], bool]:
+    """(request, resident) -> whether reconciliation must list it, worked
+    out from the upstream's change feed alone: listed when the record had
+    changed upstream at or before the certificate was issued, when it
+    changed more than once since (one of them may have come first), or
+    when it was deleted."""
+    import datetime as dt
+    from collections import defaultdict
+
+    changes = defaultdict(list)
+    for change in record.feed_since_outage:
+        if change["kind"] == "residents":
+            changes[change["key"]].append(change)
+    listed = {}
+    for (request_id, code), (version, issued_at) in printed_residents(record).items():
+        later = [c for c in changes[code] if c["op"] == "delete" or c["record"]["version"] > version]
+        issued = dt.datetime.fromisoformat(issued_at)
+        listed[(request_id, code)] = bool(later) and (
+            any(dt.datetime.fromisoformat(c["at"]) <= issued for c in later) or len(later) > 1 or later[-1]["op"] == "delete")
+    return listed
+
+
+# --- the report's figures, expected from what the script did ----------------------
+
+
+def expected_issued(record: DayRecord) -> dict[tuple[str, str], int]:
+    """(type as printed, office) -> certificates handed out."""
+    from collections import Counter
+
+    from fallback.issuance import KINDS
+
+    counts = Counter()
+    for item in record.issued:
+        counts[(KINDS[item.kind], item.office)] += len(item.serials)
+    return dict(counts)
+
+
+def expected_deferred(record: DayRecord) -> dict[str, tuple[int, ...]]:
+    """Deferred request type as printed -> (count, then one count per status)."""
+    from collections import Counter
+
+    from fallback.deferred import KINDS, STATUSES
+
+    by_kind: dict[str, Counter] = {}
+    for item in record.deferred:
+        by_kind.setdefault(item.kind, Counter())[item.status] += 1
+    return {KINDS[kind]: (sum(by.values()), *(by[status] for status in STATUSES)) for kind, by in by_kind.items()}
+
+
+def requests_made(record: DayRecord) -> int:
+    """Every request the counters recorded, a refusal included, and the one
+    the web server died in (web_kill) — the clerk made it, nothing came of it."""
+    return len(record.issued) + len(record.refused) + (record.killed_request is not None)
+
+
+def affected_lines(record: DayRecord) -> list[str]:
+    requesters = {i.subject for i in record.issued} | {r.subject for r in record.refused}
+    deferred = {d.resident_code for d in record.deferred}
+    return [
+        f"- 影響を受けた住民：{len(requesters | deferred)}人",
+        f"- うち証明書を請求した方：{len(requesters)}人",
+        f"- うち後日対応で受け付けた方：{len(deferred)}人",
+    ]
+
+
+def assert_report_matches_the_day(record: DayRecord) -> dict[str, str]:
+    """The figures every variant of the day must get right; returns the sections."""
+    from collections import Counter
+
+    from fallback.deferred import STATUSES
+
+    report = report_sections(record.report_markdown)
+    response = report["区の対応"]
+    issued, deferred, at_risk = tables(response)
+    assert {(row["種類"], row["庁舎"]): int(row["枚数"]) for row in issued} == expected_issued(record)
+    assert f"合計 {record.certificates}枚。お断りした請求 {len(record.refused)}件。" in response
+    assert {row["種類"]: (int(row["件数"]), *(int(row[label]) for label in STATUSES.values())) for row in deferred} == expected_deferred(record)
+    listed = listed_at_risk_by_feed(record)
+    assert Counter(int(row["請求番号"]) for row in at_risk) == Counter(request for (request, _), yes in listed.items() if yes)
+    assert report["影響を受けた住民"].splitlines() == affected_lines(record)
+    assert sum(int(row["請求件数"]) for row in tables(report["使用したデータの時点"])[0]) == requests_made(record)
+    return report
