@@ -325,6 +325,15 @@ def surname_changed(ctx: EventContext, person: dict) -> list[Change]:
     return changes + ctx.revoked_seals(person["resident_code"])
 
 
+def seal_revoked(ctx: EventContext, person: dict) -> list[Change]:
+    """廃止: the resident's registered seal is revoked (the card was lost,
+    or the registration given up)."""
+    changes = ctx.revoked_seals(person["resident_code"])
+    if not changes:
+        raise EventRefused(f"resident {person['resident_code']} has no registered seal to revoke")
+    return changes
+
+
 # Events an operator makes happen to one given resident (the admin port's
 # /admin/residents/<code>/events), e.g. so that a certificate issued during
 # an outage turns out to have been out of date.
@@ -332,6 +341,7 @@ TARGETED_EVENTS: dict[str, Callable[[EventContext, dict], list[Change]]] = {
     "move": household_moved,
     "death": died_today,
     "name_change": surname_changed,
+    "seal_revoked": seal_revoked,
 }
 
 

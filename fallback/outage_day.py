@@ -297,7 +297,7 @@ class Cast:
 
     household: dict  # whole-household 住民票 (moves before issue)
     protected: dict  # support measure
-    sealed: dict  # active seal
+    sealed: dict  # active seal (revoked upstream before issue)
     revoked: dict  # every seal revoked
     removed: dict  # 除票
     renamed: dict  # 記載事項証明書 (surname changes before issue)
@@ -329,7 +329,7 @@ class Cast:
 
     def changes_before_issue(self) -> list[tuple[str, str]]:
         return [(self.household["resident_code"], "move"), (self.renamed["resident_code"], "name_change"),
-                (self.dying["resident_code"], "death")]
+                (self.dying["resident_code"], "death"), (self.sealed["resident_code"], "seal_revoked")]
 
     def changes_after_issue(self) -> list[tuple[str, str]]:
         return [(self.foreign["resident_code"], "move")]

@@ -19,6 +19,13 @@ in the certificate's printed_records:
   before issue — at risk, to be checked by hand;
 - unknown upstream: at risk.
 
+A 印鑑登録証明書 also printed a seal, and the upstream has no per-seal
+lookup: its seal is judged the same way against the snapshot once the
+change feed has brought it past the moment of issue (the snapshot's as_of
+is then later than the issue, so every change made before issue is in it).
+Until then the certificate stays pending. A seal revoked before issue puts
+the certificate at risk whatever its owner's record says.
+
 The difference is worked out field by field against the record the
 certificate was printed from, which is kept with the certificate (the
 snapshot generation it came from has usually been moved on by the change
@@ -41,8 +48,9 @@ from dataclasses import dataclass
 from fallback import audit, deferred, modes
 from fallback.config import Config, ConfigError
 from fallback.ops import Transaction, now_iso, open_ops
+from fallback.registry import snapshot_store
 from fallback.syncing import upstream_from_config
-from sync.errors import UpstreamUnavailable
+from sync.errors import NoSnapshot, UpstreamUnavailable
 
 UNCHANGED, CHANGED_AFTER_ISSUE, AT_RISK, UNCERTAIN, MISSING = "unchanged", "changed_after_issue", "at_risk", "uncertain", "missing"
 VERDICTS = {
@@ -70,7 +78,7 @@ _IGNORED_FIELDS = ("version", "updated_at", "resident_code")
 
 @dataclass(frozen=True)
 class ReconcileResult:
-    outcome: str  # "done", "nothing_to_check", "waiting_for_downtime_end", "upstream_unavailable"
+    outcome: str  # "done", "nothing_to_check", "waiting_for_downtime_end", "waiting_for_feed", "upstream_unavailable"
     checked: int
     pending: int
     error: str | None = None
@@ -84,6 +92,7 @@ class _Pending:
     printed_version: int
     printed_updated_at: str
     printed_record: dict | None  # None for a certificate recorded without its record
+    printed_seal: dict | None  # {"seal_number", "version"} on a 印鑑登録証明書
 
 
 def pending_checks(conn) -> list[_Pending]:
@@ -99,10 +108,12 @@ def pending_checks(conn) -> list[_Pending]:
     checked = set(conn.execute("SELECT request_id, resident_code FROM recovery_checks").fetchall())
     pending = []
     for request_id, issued_at, printed in rows:
-        for resident in json.loads(printed)["residents"]:
+        printed = json.loads(printed)
+        seal = printed.get("seal")
+        for resident in printed["residents"]:
             if (request_id, resident["resident_code"]) not in checked:
                 pending.append(_Pending(request_id, issued_at, resident["resident_code"], resident["version"],
-                                        resident["updated_at"], resident.get("record")))
+                                        resident["updated_at"], resident.get("record"), seal))
     return pending
 
 
@@ -117,6 +128,30 @@ def judge(printed_version: int, issued_at: str, current: dict | None) -> str:
     if current["version"] == printed_version + 1:
         return CHANGED_AFTER_ISSUE
     return UNCERTAIN
+
+
+SEVERITY = (UNCHANGED, CHANGED_AFTER_ISSUE, UNCERTAIN, AT_RISK, MISSING)
+
+
+def combined(*verdicts: str) -> str:
+    """The verdict of a certificate whose resident and seal were judged
+    apart: the graver one."""
+    return max(verdicts, key=SEVERITY.index)
+
+
+def seal_difference(printed: dict, current: dict | None) -> list[dict]:
+    """The seal row of a difference: printed while registered, now revoked,
+    deleted or re-registered."""
+    number = printed["seal_number"]
+    if current is None:
+        now_shown = f"{number}（記録なし）"
+    elif current["status"] == "revoked":
+        now_shown = f"{number}（廃止）"
+    elif current["version"] != printed["version"]:
+        now_shown = f"{number}（登録中・内容変更）"
+    else:
+        return []
+    return [{"field": "印鑑登録", "key": "seal", "printed": f"{number}（登録中）", "now": now_shown}]
 
 
 def _show(field: str, value) -> str:
@@ -155,8 +190,11 @@ def suggested_action(verdict: str, changes: list[dict], current: dict | None) ->
     if verdict not in AT_RISK_VERDICTS:
         return ""
     keys = {c.get("key") for c in changes}
-    if verdict == MISSING:
+    if verdict == MISSING and current is None:
         return "住民記録システムにこの住民票コードの記録がありません。情報政策課からベンダーに確認し、結果を請求者に連絡してください。"
+    if "seal" in keys:
+        return ("交付の前に印鑑登録の廃止・変更がありました。直ちに請求者に連絡して印鑑登録証明書を回収し、"
+                "提出先が分かればそちらにも連絡して、課長に報告してください。")
     if current.get("support_measure") and "support_measure" in keys:
         return "支援措置が始まっていました。直ちに課長と支援措置の担当に報告し、交付先と証明書の扱いを確かめてください。"
     if "status" in keys or "removal" in keys:
@@ -193,9 +231,13 @@ def _check(conn, config: Config, pending: list[_Pending]) -> ReconcileResult:
     except ConfigError as exc:
         _record_attempt(conn, "upstream_unavailable", 0, len(pending), str(exc))
         return ReconcileResult("upstream_unavailable", 0, len(pending), str(exc))
-    checked = 0
+    seals = _SealsAsOfNow(config)
+    checked = waiting = 0
     try:
         for item in pending:
+            if item.printed_seal is not None and not seals.caught_up_past(item.issued_at):
+                waiting += 1  # the change feed has not yet brought the snapshot past the issue
+                continue
             try:
                 current = upstream.resident(item.resident_code)
             except UpstreamUnavailable as exc:
@@ -203,6 +245,10 @@ def _check(conn, config: Config, pending: list[_Pending]) -> ReconcileResult:
                 return ReconcileResult("upstream_unavailable", checked, len(pending) - checked, str(exc))
             verdict = judge(item.printed_version, item.issued_at, current)
             changes = difference(item.printed_record, current, item.printed_version) if verdict != UNCHANGED else []
+            if item.printed_seal is not None:
+                seal = seals.seal(item.printed_seal["seal_number"])
+                verdict = combined(verdict, judge(item.printed_seal["version"], item.issued_at, seal))
+                changes += seal_difference(item.printed_seal, seal)
             with Transaction(conn):
                 if conn.execute("SELECT 1 FROM recovery_checks WHERE request_id = ? AND resident_code = ?",
                                 (item.request_id, item.resident_code)).fetchone():
@@ -219,8 +265,42 @@ def _check(conn, config: Config, pending: list[_Pending]) -> ReconcileResult:
             checked += 1
     finally:
         upstream.close()
+        seals.close()
+    if waiting:
+        message = f"{waiting} 印鑑登録証明書 wait until the change feed has brought the snapshot past their issue"
+        _record_attempt(conn, "waiting_for_feed", checked, waiting, message)
+        return ReconcileResult("waiting_for_feed", checked, waiting, message)
     _record_attempt(conn, "done", checked, 0, None)
     return ReconcileResult("done", checked, 0)
+
+
+class _SealsAsOfNow:
+    """Seals as the current snapshot holds them, opened when first needed."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.register = None
+        self.opened = False
+
+    def _open(self):
+        if not self.opened:
+            self.opened = True
+            try:
+                self.register = snapshot_store(self.config).open_register()
+            except NoSnapshot:
+                self.register = None
+        return self.register
+
+    def caught_up_past(self, issued_at: str) -> bool:
+        register = self._open()
+        return register is not None and register.meta.as_of > dt.datetime.fromisoformat(issued_at)
+
+    def seal(self, seal_number: str) -> dict | None:
+        return self._open().seal(seal_number)
+
+    def close(self) -> None:
+        if self.register is not None:
+            self.register.close()
 
 
 def _record_attempt(conn, outcome: str, checked: int, pending: int, error: str | None) -> None:

@@ -37,6 +37,7 @@ def reconcile():
         "done": (f"{result.checked}件を照合しました。", "info"),
         "nothing_to_check": ("照合する証明書はありません。", "info"),
         "waiting_for_downtime_end": ("ダウン対策モード中は照合しません。モードを終了すると照合を始めます。", "warning"),
+        "waiting_for_feed": (f"{result.checked}件を照合しました。印鑑登録証明書{result.pending}件は、差分の取り込みが交付時刻を過ぎてから照合します（自動）。", "info"),
         "upstream_unavailable": (f"住民記録システムが応答しません（{result.checked}件照合、残り{result.pending}件）。自動でやり直します。", "warning"),
     }
     flash(*messages[result.outcome])

@@ -1,6 +1,6 @@
-"""Targeted events on the admin port: an operator makes a move, a death or a
-surname change happen to one given resident, and the change feed, the
-resident endpoint and the next export all show it."""
+"""Targeted events on the admin port: an operator makes a move, a death, a
+surname change or a seal revocation happen to one given resident, and the
+change feed, the resident endpoint and the next export all show it."""
 
 from __future__ import annotations
 
@@ -107,6 +107,25 @@ def test_a_surname_change_is_refused_for_a_foreign_resident(sim, register):
     response = event(sim, person["resident_code"], "name_change")
     assert response.status_code == 409 and response.json()["error"] == "event_refused"
     assert current(sim, person["resident_code"]) == register[0][person["resident_code"]]
+
+
+def test_a_seal_revocation_revokes_only_the_seal(sim, register):
+    person = pick(sim, register, lambda r, household, seals: seals[r["resident_code"]])
+    response = event(sim, person["resident_code"], "seal_revoked")
+    assert response.status_code == 200
+    changes = response.json()["changes"]
+    assert {c["kind"] for c in changes} == {"seals"}
+    before = {s["seal_number"]: s for s in register[2][person["resident_code"]]}
+    assert {c["key"] for c in changes} == set(before)
+    for change in changes:
+        assert change["record"]["status"] == "revoked" and change["record"]["version"] == before[change["key"]]["version"] + 1
+    assert current(sim, person["resident_code"]) == register[0][person["resident_code"]]  # the resident's record is untouched
+
+
+def test_a_seal_revocation_is_refused_without_a_registered_seal(sim, register):
+    person = pick(sim, register, lambda r, household, seals: not seals[r["resident_code"]])
+    response = event(sim, person["resident_code"], "seal_revoked")
+    assert response.status_code == 409 and "no registered seal" in response.json()["message"]
 
 
 def test_unknown_residents_events_and_callers_are_refused(sim, register):

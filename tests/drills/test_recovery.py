@@ -179,3 +179,52 @@ def test_the_supervisors_button_and_the_worker_may_reconcile_at_once(cloud):
     assert {r.outcome for r in results} == {"done"}
     assert sum(r.checked for r in results) == 12  # every certificate checked once, by one of the two
     assert conn.execute("SELECT count(*), count(DISTINCT request_id) FROM recovery_checks").fetchone() == (12, 12)
+
+
+def residents_with_an_active_seal(config, count: int) -> list[tuple[str, str, str]]:
+    """(resident code, seal number, card number) of residents whose one
+    registered seal is active in Sonae's snapshot."""
+    found = []
+    with snapshot_store(config).open_register() as register:
+        for resident in active_residents(config):
+            seals = register.seals_of(resident["resident_code"])
+            if len(seals) == 1 and seals[0]["status"] == "active":
+                found.append((resident["resident_code"], seals[0]["seal_number"], seals[0]["card_number"]))
+            if len(found) == count:
+                return found
+    raise AssertionError(f"fewer than {count} residents with an active seal")
+
+
+def test_an_inkan_certificate_on_a_seal_revoked_before_issue_is_at_risk(cloud):
+    """The upstream has no per-seal lookup: the seal is judged against the
+    snapshot, and only once the change feed has brought it past the issue."""
+    sim, config, app, conn = cloud
+    boss, clerk = Staff(app, "boss"), Staff(app, "clerk1")
+    sim.faults.set("down")
+    boss.post("/supervisor/mode", {"to_mode": "downtime", "reason": "住民記録システム障害"})
+    (revoked, revoked_seal, revoked_card), (kept, _, kept_card) = residents_with_an_active_seal(config, 2)
+    sim.feed.make_for(revoked, "seal_revoked")  # the card was reported lost; Sonae's snapshot still has the seal active
+    for code, card in ((revoked, revoked_card), (kept, kept_card)):
+        response = clerk.post(f"/counter/resident/{code}/issue",
+                              {**ISSUE, "kind": "inkan", "identity_document": "印鑑登録証", "seal_card_number": card})
+        assert response.status_code == 302, text_of(response)[-400:]
+
+    boss.post("/supervisor/mode", {"to_mode": "recovery", "reason": "ベンダーから復旧の連絡"})
+    sim.faults.clear("down")
+    waiting = recovery.reconcile_once(config)  # the snapshot is still as of before the outage
+    assert waiting.outcome == "waiting_for_feed" and waiting.checked == 0 and waiting.pending == 2
+    assert recovery.progress(conn).pending == 2
+    assert "差分の取り込み待ち" in text_of(boss.get("/recovery/"))
+
+    time.sleep(1.1)  # cloudsim's feed is as of whole seconds: let the second of the issue pass
+    run_changes(config)
+    done = recovery.reconcile_once(config)
+    assert done.outcome == "done" and done.checked == 2
+    verdicts = dict(conn.execute("SELECT resident_code, verdict FROM recovery_checks").fetchall())
+    assert verdicts == {revoked: recovery.AT_RISK, kept: recovery.UNCHANGED}
+    item = next(a for a in recovery.at_risk(conn))
+    assert item.resident_code == revoked and item.kind == "inkan"
+    assert {"field": "印鑑登録", "key": "seal", "printed": f"{revoked_seal}（登録中）", "now": f"{revoked_seal}（廃止）"} in item.difference
+    assert "印鑑登録証明書を回収" in item.action
+    page = text_of(boss.get("/recovery/"))
+    assert f"{revoked_seal}（廃止）" in page and "印鑑登録証明書を回収" in page

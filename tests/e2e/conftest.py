@@ -84,37 +84,42 @@ def minute(moment) -> str:
     return moment.isoformat()[:16].replace("T", " ")
 
 
-def printed_residents(record: DayRecord) -> dict[tuple[int, str], tuple[int, str]]:
-    """(request, resident) -> (version printed, issued at), from the
-    appliance's record of every rendered real certificate."""
+def printed_subjects(record: DayRecord) -> dict[tuple[int, str], tuple[int, str, dict | None]]:
+    """(request, resident) -> (version printed, issued at, seal printed or
+    None), from the appliance's record of every rendered real certificate."""
     printed = {}
     for request_id, issued_at, records in ops_rows(
             record, "SELECT request_id, min(issued_at), printed_records FROM certificates "
                     "WHERE scope = 'real' AND status = 'rendered' GROUP BY request_id"):
-        for resident in json.loads(records)["residents"]:
-            printed[(request_id, resident["resident_code"])] = (resident["version"], issued_at)
+        records = json.loads(records)
+        for resident in records["residents"]:
+            printed[(request_id, resident["resident_code"])] = (resident["version"], issued_at, records.get("seal"))
     return printed
 
 
 def listed_at_risk_by_feed(record: DayRecord) -> dict[tuple[int, str], bool]:
     """(request, resident) -> whether reconciliation must list it, worked
-    out from the upstream's change feed alone: listed when the record had
-    changed upstream at or before the certificate was issued, when it
-    changed more than once since (one of them may have come first), or
-    when it was deleted."""
+    out from the upstream's change feed alone: listed when the record (or
+    the seal a 印鑑登録証明書 printed) had changed upstream at or before the
+    certificate was issued, when it changed more than once since (one of
+    them may have come first), or when it was deleted."""
     import datetime as dt
     from collections import defaultdict
 
     changes = defaultdict(list)
     for change in record.feed_since_outage:
-        if change["kind"] == "residents":
-            changes[change["key"]].append(change)
-    listed = {}
-    for (request_id, code), (version, issued_at) in printed_residents(record).items():
-        later = [c for c in changes[code] if c["op"] == "delete" or c["record"]["version"] > version]
-        issued = dt.datetime.fromisoformat(issued_at)
-        listed[(request_id, code)] = bool(later) and (
+        changes[(change["kind"], change["key"])].append(change)
+
+    def changed_first(kind: str, key: str, version: int, issued: dt.datetime) -> bool:
+        later = [c for c in changes[(kind, key)] if c["op"] == "delete" or c["record"]["version"] > version]
+        return bool(later) and (
             any(dt.datetime.fromisoformat(c["at"]) <= issued for c in later) or len(later) > 1 or later[-1]["op"] == "delete")
+
+    listed = {}
+    for (request_id, code), (version, issued_at, seal) in printed_subjects(record).items():
+        issued = dt.datetime.fromisoformat(issued_at)
+        listed[(request_id, code)] = changed_first("residents", code, version, issued) or (
+            seal is not None and changed_first("seals", seal["seal_number"], seal["version"], issued))
     return listed
 
 

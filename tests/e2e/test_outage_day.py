@@ -144,8 +144,8 @@ def test_the_certificates_at_risk_are_exactly_those_the_upstream_had_changed_bef
         by_request.setdefault(int(row["請求番号"]), []).append(row)
     issued_for = {i.subject: i for i in day.issued}
     changed_first = {c.resident_code: c.event for c in day.upstream_changes if c.before_issue}
-    field_of = {"move": "住所", "name_change": "氏名", "death": "住民の状態"}
-    action_of = {"move": "住所", "name_change": "氏名", "death": "死亡の届出が済んでいました"}
+    field_of = {"move": "住所", "name_change": "氏名", "death": "住民の状態", "seal_revoked": "印鑑登録"}
+    action_of = {"move": "住所", "name_change": "氏名", "death": "死亡の届出が済んでいました", "seal_revoked": "印鑑登録証明書を回収"}
     for code, event in changed_first.items():
         item = issued_for[code]
         for row in by_request[item.request_id]:
