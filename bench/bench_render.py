@@ -3,7 +3,8 @@
     .venv/bin/python bench/bench_render.py [--iterations 40]
 
 Cases: a 4-person 世帯連記式 住民票 (all optional items), the same household
-with an IVS name (葛󠄂城 辻󠄂, IPAmj glyphs), an 印鑑登録証明書, and the
+with an IVS name (葛󠄂城 辻󠄂, IPAmj glyphs), the same household with the
+地紋 (printing.anti_copy_pattern, for plain paper), an 印鑑登録証明書, and the
 baseline: WeasyPrint alone rendering the very HTML Sonae hands it for the
 plain case (HTML(string=...).write_pdf(), default options). The ratio is
 Sonae's render (HTML building, QR signing, rare-glyph lookup, PDF/A output,
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime as dt
 import gzip
 import json
@@ -97,6 +99,7 @@ def run(iterations: int, warmup: int, cache: Path) -> None:
     ivs = Certificate("juminhyo", ivs_household, stamp, settings, layout="renketsu", requested=everything)
     yamada = household[0]
     inkan = Certificate("inkan", [yamada], stamp, settings, layout="kojin", seal=seals[yamada["resident_code"]])
+    patterned = dataclasses.replace(plain, settings=dataclasses.replace(settings, anti_copy_pattern=True))
 
     # What sync/fallback do at snapshot time: one IPAmj subset for every name and address.
     texts = [f"{r['name']}\n{r['address']['town']}" for r in residents] + [ivs_household[1]["name"]]
@@ -112,6 +115,7 @@ def run(iterations: int, warmup: int, cache: Path) -> None:
     cases = {
         "juminhyo renketsu 4 people": lambda: render_certificate(plain, key),
         "juminhyo renketsu 4 people, IVS name": lambda: render_certificate(ivs, key),
+        "juminhyo renketsu 4 people, 地紋": lambda: render_certificate(patterned, key),
         "inkan": lambda: render_certificate(inkan, key),
         "bare WeasyPrint, same HTML (baseline)": lambda: HTML(string=plain_html).write_pdf(),
     }

@@ -87,7 +87,10 @@ class PrintSettings:
     seal_impression_mm: the printed size of the registered 印影's longer side
     (the contract carries the image without its physical size).
     font_cache_dir: where subsets of IPAmj明朝 for rare glyphs are kept
-    (see printing.glyphs); None uses a per-process temporary directory."""
+    (see printing.glyphs); None uses a per-process temporary directory.
+    anti_copy_pattern: lay the 地紋 with a hidden 「複写」 under every page
+    (printing.pattern), for plain paper; off when the ward prints on
+    改ざん防止用紙, which carries its own."""
 
     eras: tuple[Era, ...] = DEFAULT_ERAS
     certification_texts: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CERTIFICATION_TEXTS))
@@ -95,6 +98,7 @@ class PrintSettings:
     official_seal_mm: float = 25.0
     seal_impression_mm: float = 15.0
     font_cache_dir: Path | None = None
+    anti_copy_pattern: bool = False
 
     def __post_init__(self) -> None:
         missing = [kind for kind in KINDS if not self.certification_texts.get(kind)]
@@ -110,7 +114,7 @@ class PrintSettings:
         """From the [printing] config section. Keys read: eras,
         official_seal_image ("" = 公印省略), official_seal_mm,
         seal_impression_mm, certification_texts (a table kind -> text; kinds
-        not given keep their default)."""
+        not given keep their default), anti_copy_pattern."""
         texts = dict(DEFAULT_CERTIFICATION_TEXTS)
         texts.update(section.get("certification_texts") or {})
         seal_image = section.get("official_seal_image") or None
@@ -121,6 +125,7 @@ class PrintSettings:
             official_seal_mm=float(section.get("official_seal_mm", 25.0)),
             seal_impression_mm=float(section.get("seal_impression_mm", 15.0)),
             font_cache_dir=Path(font_cache_dir) if font_cache_dir else None,
+            anti_copy_pattern=bool(section.get("anti_copy_pattern", False)),
         )
 
 

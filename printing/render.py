@@ -27,6 +27,7 @@ from weasyprint.text.fonts import FontConfiguration
 from printing.content import Item, PrintedContent, Sheet, printed_content
 from printing.glyphs import rare_clusters, rare_glyph_fonts, split_glyph_runs
 from printing.model import PEOPLE_PER_RENKETSU_SHEET, Certificate, CertificateError
+from printing.pattern import page_background_css
 from printing.signing import CertificateClaims, residents_digest, sign_claims
 
 STYLESHEET = (Path(__file__).with_name("certificate.css")).read_text(encoding="utf-8")
@@ -286,7 +287,7 @@ def _prepare(cert: Certificate, signing_key: Ed25519PrivateKey, people_per_sheet
     document = (
         '<!DOCTYPE html><html lang="ja"><head><meta charset="utf-8">'
         f"<title>{html.escape(content.title)}</title>"
-        f"<style>{font_face}{STYLESHEET}</style></head>"
+        f"<style>{font_face}{STYLESHEET}{page_background_css() if cert.settings.anti_copy_pattern else ''}</style></head>"
         f'<body class="kind-{cert.kind} layout-{grid}">{marks}{sheets}</body></html>'
     )
     return _Prepared(document, content, digest, payload)
