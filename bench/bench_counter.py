@@ -244,6 +244,9 @@ def run_issue(base: str, residents: list[dict], counters: int, minutes: float, t
     issued: list[int] = []
     actions: collections.Counter = collections.Counter()
     lock = threading.Lock()
+    # waitress may still be answering requests a previous phase's wrk sent
+    # before it hung up; their audit entries are not this run's
+    time.sleep(3)
     since = now_iso()
     stop_at = time.monotonic() + minutes * 60
 

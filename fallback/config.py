@@ -91,6 +91,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # 認証文 per certificate type; a type left out keeps the standard text
         "certification_texts": {},
         "layout": "renketsu",
+        # 地紋 with a hidden 「複写」 under every page, for plain paper; leave
+        # off when certificates are printed on 改ざん防止用紙
+        "anti_copy_pattern": False,
         "eras": [
             ["明治", "1868-01-25"],
             ["大正", "1912-07-30"],

@@ -358,12 +358,17 @@ def _take_serials(conn, scope: str, count: int, serial_range: tuple[int, int]) -
 
 
 def store_rendered(conn, scope: str, serial: int, *, pdf: bytes, pages: int, content_digest: str) -> None:
+    """Keep the PDF of an allocated serial. Raises IssueError when the
+    worker has voided the serial meanwhile (the render took longer than
+    counter.void_unrendered_after_s): that PDF must never be handed out."""
     with Transaction(conn):
-        conn.execute(
+        stored = conn.execute(
             "UPDATE certificates SET status = 'rendered', rendered_at = ?, pdf = ?, pages = ?, content_digest = ? "
             "WHERE scope = ? AND serial = ? AND status = 'allocated'",
             (now_iso(), pdf, pages, content_digest, scope, serial),
-        )
+        ).rowcount
+    if not stored:
+        raise IssueError(f"発行番号 {serial} は作成に時間がかかりすぎたため無効になりました。この証明書は渡さず、もう一度交付してください。")
 
 
 def record_print_job(conn, scope: str, serial: int, job: str | None, state: str) -> None:
@@ -372,19 +377,33 @@ def record_print_job(conn, scope: str, serial: int, job: str | None, state: str)
 
 def void_unrendered(conn, *, older_than: dt.timedelta) -> list[tuple[str, int]]:
     """Void serials whose PDF was never produced (a crash between commit and
-    render) and that were allocated more than `older_than` ago — younger
-    ones may still be rendering. The worker runs this at its start and
-    every counter.void_unrendered_after_s. Returns (scope, serial)."""
+    render): allocated more than `older_than` ago, in a request none of
+    whose copies was rendered within that time either — a request whose
+    copies are still coming out one by one is left alone. The worker runs
+    this at its start and every counter.void_unrendered_after_s. Returns
+    (scope, serial)."""
     cutoff = (now() - older_than).isoformat(timespec="milliseconds")
     with Transaction(conn):
         rows = conn.execute(
-            "SELECT scope, serial FROM certificates WHERE status = 'allocated' AND issued_at < ?", (cutoff,)
+            "SELECT c.scope, c.serial FROM certificates c WHERE c.status = 'allocated' AND c.issued_at < ? "
+            "AND NOT EXISTS (SELECT 1 FROM certificates d WHERE d.request_id = c.request_id AND d.rendered_at >= ?)",
+            (cutoff, cutoff),
         ).fetchall()
         for scope, serial in rows:
             conn.execute("UPDATE certificates SET status = 'void' WHERE scope = ? AND serial = ?", (scope, serial))
         if rows:
             audit.append(conn, "system", "issue.void", None, {"serials": [[s, n] for s, n in rows], "reason": "PDF never rendered (crash)"})
     return [(s, n) for s, n in rows]
+
+
+def handed_out_by_kind(conn, scope: str = "real", since: str = "") -> dict[str, int]:
+    """Certificates handed out (rendered) by type, of requests made since
+    `since`: a serial voided before its PDF existed, or one still rendering,
+    was not handed out."""
+    return dict(conn.execute(
+        "SELECT r.kind, count(*) FROM certificates c JOIN requests r ON r.id = c.request_id "
+        "WHERE r.scope = ? AND c.scope = r.scope AND c.status = 'rendered' AND r.created_at >= ? GROUP BY r.kind", (scope, since)
+    ).fetchall())
 
 
 def certificate_pdf(conn, scope: str, serial: int) -> bytes | None:

@@ -43,7 +43,7 @@ _SEARCH_PARAMS = [
     )
 ]
 
-ISSUE_BODY = {
+_ISSUE_BODY = {
     "type": "object",
     "required": ["kind", "requester_type", "identity_document"],
     "properties": {
@@ -60,7 +60,7 @@ ISSUE_BODY = {
             "honseki", "head", "resident_code", "individual_number", "nationality", "category", "status", "period",
             "expiry", "card_number", "alias"]}},
         "omit_katagaki": {"type": "boolean"},
-        "copies": {"type": "integer", "minimum": 1, "maximum": 10},
+        "copies": {"type": "integer", "minimum": 1, "description": "at most counter.max_copies (maximum filled in per appliance)"},
         "delegation_letter": {"type": "boolean"},
         "seal_card_number": {"type": "string"},
         "acknowledge_move_out": {"type": "boolean"},
@@ -112,7 +112,7 @@ OPENAPI = {
         "/api/v1/residents/{code}/certificates": {
             "post": {"summary": "Issue certificates",
                      "parameters": [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}],
-                     "requestBody": {"required": True, **_json(ISSUE_BODY)},
+                     "requestBody": {"required": True, **_json(_ISSUE_BODY)},  # copies' maximum: see document()
                      "responses": {"201": {"description": "issued", **_json({"type": "object"})}, **_errors(400, 401, 403, 404, 422, 423, 503)}},
         },
         "/api/v1/certificates/{scope}/{serial}.pdf": {
@@ -154,10 +154,19 @@ def login_body(terminals: list[dict]) -> dict:
     return body
 
 
-def document(terminals: list[dict]) -> dict:
-    """The document as this appliance serves it."""
+def issue_body(max_copies: int) -> dict:
+    """The issue body of this appliance: its cap on copies."""
+    body = copy.deepcopy(_ISSUE_BODY)
+    body["properties"]["copies"]["maximum"] = max_copies
+    return body
+
+
+def document(counter: dict) -> dict:
+    """The document as this appliance serves it, from its [counter] section."""
     served = copy.deepcopy(OPENAPI)
-    served["paths"]["/api/v1/session"]["post"]["requestBody"] = {"required": True, **_json(login_body(terminals))}
+    served["paths"]["/api/v1/session"]["post"]["requestBody"] = {"required": True, **_json(login_body(counter["terminals"]))}
+    served["paths"]["/api/v1/residents/{code}/certificates"]["post"]["requestBody"] = {
+        "required": True, **_json(issue_body(counter["max_copies"]))}
     return served
 
 

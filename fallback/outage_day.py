@@ -76,6 +76,27 @@ CHROMIUM_FLAGS = (
 SCREENSHOT_SIZE = (1200, 800)
 
 
+def free_ports(count: int, *, width: int = 1) -> list[int]:
+    """`count` distinct ports p, each free with the `width` - 1 ports after
+    it (cloudsim takes p and p + 1). They are picked below Linux's
+    ephemeral range (32768–60999), so that no outgoing connection of the
+    day takes one between the pick and the server binding it."""
+    rng = random.Random()
+    chosen: list[int] = []
+    while len(chosen) < count:
+        port = rng.randrange(20000, 32000 - width)
+        if any(abs(port - other) < width for other in chosen):
+            continue
+        try:
+            for offset in range(width):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port + offset))
+        except OSError:
+            continue
+        chosen.append(port)
+    return chosen
+
+
 class DayFailed(click.ClickException):
     """A step of the day did not happen as the script expects."""
 
@@ -235,9 +256,7 @@ class AlertInbox:
         self._http.daemon_threads = True
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
         self.webhook_url = f"http://127.0.0.1:{self._http.server_address[1]}/hooks/sonae"
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.smtp_port = probe.getsockname()[1]
+        self.smtp_port = free_ports(1)[0]
         self._smtp = Controller(Mailbox(), hostname="127.0.0.1", port=self.smtp_port)
         self._smtp.start()
 
@@ -652,7 +671,7 @@ class OutageDay:
             terminals[0]["queue"] = options.printer_queue
         counter = {"terminals": terminals}
         if "web_kill" in options.faults:
-            counter["void_unrendered_after_s"] = 5
+            counter["void_unrendered_after_s"] = 10
         sync = {"changes_interval_s": max(2, interval), "retry_attempts": 1, "retry_backoff_s": 1.0}
         if "worker_kill" in options.faults:
             sync["changes_batch"] = 20  # many small pages: the kill lands between two of them
@@ -770,8 +789,12 @@ class OutageDay:
             desk.wait("#q-code").send_keys(resident["resident_code"], Keys.ENTER)
             desk.wait("#results")
         wait_until(lambda: "result-row" in desk.focused("class"), 10, "the focus on the first result")
-        while not desk.focused("data-href").endswith(target):
+        for _ in range(len(desk.find("tr.result-row"))):
+            if desk.focused("data-href").endswith(target):
+                break
             desk.press(Keys.ARROW_DOWN)
+        else:
+            raise DayFailed(f"{resident['resident_code']} is not among the results")
         desk.shot("counter-search")
         desk.press(Keys.ENTER)
         desk.wait("#issue-form")
@@ -1112,7 +1135,7 @@ class OutageDay:
         stats = os.statvfs(self.mounted)
         free = stats.f_bavail * stats.f_frsize
         with open(self.mounted / "filler", "wb") as handle:
-            handle.write(b"\0" * max(0, free - 48 * 1024))
+            os.posix_fallocate(handle.fileno(), 0, max(1, free - 48 * 1024))  # takes the space without building it in memory
         self.say("the snapshot disk is full")
 
     def close(self) -> None:

@@ -51,6 +51,7 @@ from fallback.ops import Transaction, now_iso, open_ops
 from fallback.registry import snapshot_store
 from fallback.syncing import upstream_from_config
 from sync.errors import NoSnapshot, UpstreamUnavailable
+from sync.schema import blank_individual_number
 
 UNCHANGED, CHANGED_AFTER_ISSUE, AT_RISK, UNCERTAIN, MISSING = "unchanged", "changed_after_issue", "at_risk", "uncertain", "missing"
 VERDICTS = {
@@ -243,12 +244,17 @@ def _check(conn, config: Config, pending: list[_Pending]) -> ReconcileResult:
             except UpstreamUnavailable as exc:
                 _record_attempt(conn, "upstream_unavailable", checked, len(pending) - checked, str(exc))
                 return ReconcileResult("upstream_unavailable", checked, len(pending) - checked, str(exc))
+            if current is not None:  # 個人番号 stays out unless mirrored, as in the snapshot the certificate came from
+                current = dict(current)
+                blank_individual_number(current, config["sync"]["mirror_individual_number"])
             verdict = judge(item.printed_version, item.issued_at, current)
             changes = difference(item.printed_record, current, item.printed_version) if verdict != UNCHANGED else []
             if item.printed_seal is not None:
                 seal = seals.seal(item.printed_seal["seal_number"])
-                verdict = combined(verdict, judge(item.printed_seal["version"], item.issued_at, seal))
-                changes += seal_difference(item.printed_seal, seal)
+                seal_verdict = judge(item.printed_seal["version"], item.issued_at, seal)
+                verdict = combined(verdict, seal_verdict)
+                if seal_verdict in AT_RISK_VERDICTS:  # a seal changed after issue was right on the certificate
+                    changes += seal_difference(item.printed_seal, seal)
             with Transaction(conn):
                 if conn.execute("SELECT 1 FROM recovery_checks WHERE request_id = ? AND resident_code = ?",
                                 (item.request_id, item.resident_code)).fetchone():

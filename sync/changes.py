@@ -281,13 +281,14 @@ def _write(conn, kind: str, held: dict[str, _Row], final: dict[str, _Row | None]
             continue
         row_id = before.row[0]
         changed = tuple(i for i in range(1, len(columns)) if before.row[i] != after.row[i])
-        updates.setdefault(changed, []).append((*(after.row[i] for i in changed), row_id))
+        if changed:  # a key deleted and upserted again within the page may come back with the same search columns
+            updates.setdefault(changed, []).append((*(after.row[i] for i in changed), row_id))
         texts.append((after.text, row_id))
     if deletes:
         deletes.sort()
         conn.executemany(f"DELETE FROM {search} WHERE id = ?", deletes)
         conn.executemany(f"DELETE FROM {records} WHERE id = ?", deletes)
-    for changed, rows in updates.items():  # never empty: an applied upsert has a newer version
+    for changed, rows in updates.items():
         rows.sort(key=lambda values: values[-1])
         conn.executemany(f"UPDATE {search} SET {', '.join(columns[i] + ' = ?' for i in changed)} WHERE id = ?", rows)
     if texts:

@@ -116,6 +116,23 @@ class VerifyReport:
         return not self.problems
 
 
+LOCK_PATIENCE_S = 0.5  # longer than any probe holds the lock (writer_active), far shorter than a sync
+
+
+def _flock_within(fd: int, seconds: float) -> bool:
+    """Take the exclusive lock, trying again for `seconds` (a probe may
+    hold it for an instant); False if it stays held."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+
 class SnapshotStore:
     """The snapshot directory. Readers call `current`, `open_register`,
     `generations` and `verify`; writers (loader, change feed, rollback,
@@ -267,9 +284,7 @@ class SnapshotStore:
         path = self.directory / LOCK_FILE
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _flock_within(fd, LOCK_PATIENCE_S):
                 holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
                 raise SyncBusy(
                     f"another sync is running ({holder} holds {path}); two syncs never run at once — wait for it to finish and rerun"

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 
 from fallback import modes
 from fallback.config import Config
-from fallback.issuance import KINDS
+from fallback.issuance import KINDS, handed_out_by_kind
 from fallback.keys import key_status
 from fallback.monitoring import mirror, probes
 from fallback.registry import SnapshotSummary, snapshot_summary
@@ -130,10 +130,7 @@ def metric_families(config: Config, conn, at: dt.datetime) -> list:
 
     issued = CounterMetricFamily("sonae_certificates_issued", "certificates issued for real residents (drills excluded), by type",
                                  labels=["kind"])
-    counts = dict(conn.execute(
-        "SELECT r.kind, count(*) FROM certificates c JOIN requests r ON r.id = c.request_id "
-        "WHERE c.scope = 'real' AND r.scope = 'real' AND c.status != 'void' GROUP BY r.kind"
-    ).fetchall())
+    counts = handed_out_by_kind(conn)
     for kind in KINDS:
         issued.add_metric([kind], counts.get(kind, 0))
     families.append(issued)

@@ -52,13 +52,14 @@ def no_such_route(exc):
     if not request.path.startswith(bp.url_prefix + "/"):
         return exc
     body, status = error(exc.code, "not_found" if exc.code == 404 else "method_not_allowed", exc.description)
-    return body, status, ({"Allow": ", ".join(sorted(exc.valid_methods))} if exc.code == 405 else {})
+    allowed = sorted(getattr(exc, "valid_methods", None) or [])  # abort(405) from a view names none
+    return body, status, ({"Allow": ", ".join(allowed)} if allowed else {})
 
 
 @bp.route("/openapi.json")
 @public
 def openapi_document():
-    return jsonify(openapi.document(_terminals()))
+    return jsonify(openapi.document(current_app.config["SONAE"]["counter"]))
 
 
 @bp.route("/session", methods=["GET"])
@@ -162,7 +163,7 @@ def issue(code):
     scope, locked = _open_counter()
     if locked:
         return locked
-    body, bad = _json_body(openapi.ISSUE_BODY)
+    body, bad = _json_body(openapi.issue_body(current_app.config["SONAE"]["counter"]["max_copies"]))
     if bad:
         return bad
     if get_register().resident(code) is None:

@@ -20,12 +20,7 @@ def _today_start() -> str:
 
 
 def issuance_summary(conn, since: str, scope: str = "real") -> dict:
-    # Certificates, not requests' copies: a serial voided because the server
-    # died before its PDF existed was never handed out.
-    by_kind = dict(conn.execute(
-        "SELECT r.kind, count(*) FROM certificates c JOIN requests r ON r.id = c.request_id "
-        "WHERE r.scope = ? AND c.scope = r.scope AND c.status != 'void' AND r.created_at >= ? GROUP BY r.kind", (scope, since)
-    ).fetchall())
+    by_kind = issuance.handed_out_by_kind(conn, scope, since)
     refused = dict(conn.execute(
         "SELECT refusal_rule, count(*) FROM requests WHERE scope = ? AND outcome = 'refused' AND created_at >= ? GROUP BY refusal_rule", (scope, since)
     ).fetchall())

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 from pathlib import Path
 
 from fallback.config import load_config
 from fallback.ops import open_ops
-from fallback.outage_day import DayOptions, DayRecord, run_outage_day
+from fallback.outage_day import DayOptions, DayRecord, free_ports, run_outage_day
 
 # Big enough to hold a resident for every case (support-measure households
 # are 0.06 % of the register); seed 2 has five of them in 10,000 residents.
@@ -21,24 +20,10 @@ RESIDENTS = 10_000
 SEED = 2
 
 
-def free_port_pair() -> int:
-    """A port p with p and p + 1 free (cloudsim's contract and admin ports)."""
-    for _ in range(50):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        try:
-            with socket.socket() as second:
-                second.bind(("127.0.0.1", port + 1))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no two adjacent free ports")
-
-
 def run_day(root: Path, **overrides) -> DayRecord:
+    web_port, upstream_port = free_ports(2, width=2)
     options = DayOptions(residents=RESIDENTS, seed=SEED, change_rate=12.0, probe_interval_s=1,
-                         web_port=free_port_pair(), upstream_port=free_port_pair(), **overrides)
+                         web_port=web_port, upstream_port=upstream_port, **overrides)
     return run_outage_day(root, options)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -24,7 +25,7 @@ from .conftest import appliance_config, assert_report_matches_the_day, ops_rows,
 
 def sonae(record: DayRecord, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "SONAE_HOME": str(record.root / "home"), "SONAE_CONFIG": str(record.root / "etc" / "sonae.toml")}
-    return subprocess.run([".venv/bin/sonae", *args], capture_output=True, text=True, env=env)
+    return subprocess.run([sys.executable, "-m", "fallback.cli", *args], capture_output=True, text=True, env=env)
 
 
 def assert_the_day_ends_consistent(record: DayRecord) -> None:

@@ -10,7 +10,7 @@ import datetime as dt
 import pytest
 
 from fallback import audit, issuance
-from fallback.ops import open_ops
+from fallback.ops import now, open_ops
 from tests.support import pdf_text, squeezed, text_of
 
 YAMADA_TARO, YAMADA_HANAKO, TAKAHASHI, KATSURAGI = "10000000011", "10000000029", "10000000045", "10000000053"
@@ -148,6 +148,17 @@ def test_the_api_refuses_what_its_document_refuses(appliance, login, downtime):
     assert not_allowed.status_code == 405 and "GET" in not_allowed.headers["Allow"] and not_allowed.is_json
     conn = open_ops(appliance.config["SONAE"])
     assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 0  # nothing was recorded, let alone issued
+
+
+def test_the_copies_cap_is_the_configured_one_in_the_api_and_its_document(appliance, login, downtime):
+    appliance.config["SONAE"]["counter"].update(max_copies=12, daily_cap_per_requester=0)
+    clerk = login("clerk1")
+    document = clerk.get("/api/v1/openapi.json").get_json()
+    body = document["paths"]["/api/v1/residents/{code}/certificates"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body["properties"]["copies"]["maximum"] == 12
+    assert issue(clerk, YAMADA_TARO, copies=12).status_code == 201
+    too_many = issue(clerk, YAMADA_TARO, copies=13)
+    assert too_many.status_code == 400 and "copies" in too_many.get_json()["message"]
 
 
 def test_searches_and_views_are_audited_with_query(appliance, login, downtime):
@@ -300,6 +311,38 @@ def test_serials_are_never_reused_after_a_crash(appliance, login, downtime):
     assert issuance.void_unrendered(conn, older_than=dt.timedelta(minutes=2)) == [("real", 900001)]
     clerk = login("clerk1")
     assert issue(clerk, YAMADA_TARO).get_json()["certificates"][0]["serial"] == 900002
+
+
+def allocate_copies(conn, copies: int, *, allocated_at: str) -> None:
+    """A request whose `copies` serials were committed at `allocated_at`,
+    none rendered yet (as issuance leaves them before rendering)."""
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("INSERT INTO requests (id, created_at, scope, clerk, office, terminal, printer, kind, subject_code, requester_type, options, copies, fee_yen, outcome) "
+                 "VALUES (1, ?, 'real', 'clerk1', '本庁', '本庁1', 'プリンタ001', 'juminhyo', ?, 'self', '{}', ?, 300, 'issued')",
+                 (allocated_at, YAMADA_TARO, copies))
+    for number in range(1, copies + 1):
+        conn.execute("INSERT INTO certificates (serial, scope, request_id, copy_number, status, issued_at, resident_codes, printed_records) "
+                     "VALUES (?, 'real', 1, ?, 'allocated', ?, '[]', '{}')", (900000 + number, number, allocated_at))
+    conn.execute("COMMIT")
+
+
+def test_copies_still_coming_out_one_by_one_are_not_voided(appliance, login, downtime):
+    """Copies render one after another: a request whose first copy was
+    rendered just now is still at work, however old its serials are."""
+    conn = open_ops(appliance.config["SONAE"])
+    allocate_copies(conn, 2, allocated_at=(now() - dt.timedelta(minutes=5)).isoformat(timespec="milliseconds"))
+    issuance.store_rendered(conn, "real", 900001, pdf=b"%PDF-1.7", pages=1, content_digest="d")
+    assert issuance.void_unrendered(conn, older_than=dt.timedelta(minutes=2)) == []
+    assert conn.execute("SELECT status FROM certificates ORDER BY serial").fetchall() == [("rendered",), ("allocated",)]
+
+
+def test_a_copy_voided_while_it_rendered_is_never_handed_out(appliance, login, downtime):
+    conn = open_ops(appliance.config["SONAE"])
+    allocate_copies(conn, 1, allocated_at=(now() - dt.timedelta(minutes=5)).isoformat(timespec="milliseconds"))
+    assert issuance.void_unrendered(conn, older_than=dt.timedelta(minutes=2)) == [("real", 900001)]
+    with pytest.raises(issuance.IssueError, match="900001.*無効"):
+        issuance.store_rendered(conn, "real", 900001, pdf=b"%PDF-1.7", pages=1, content_digest="d")
+    assert conn.execute("SELECT status, pdf FROM certificates").fetchall() == [("void", None)]
 
 
 # --- deferred requests ------------------------------------------------------------

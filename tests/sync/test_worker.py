@@ -15,6 +15,7 @@ from fallback.registry import snapshot_store
 from fallback.syncing import full_export_due
 from fallback.worker import build_scheduler, changes_job, with_retry
 from sync.errors import SyncBusy, UpstreamUnavailable
+from sync.store import LOCK_FILE, LOCK_PATIENCE_S
 from tests.sync.conftest import SONAE, reload_config, sync_runs
 from tests.sync.exports import change, make_resident
 
@@ -133,3 +134,22 @@ def test_list_jobs(config):
     result = subprocess.run([SONAE, "worker", "--list-jobs"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "sync-full" in result.stdout and "sync-changes" in result.stdout and "cron[" in result.stdout
+
+
+def test_the_workers_probe_never_refuses_a_sync_started_by_hand(loaded, store):
+    """writer_active takes the lock for an instant; a writer arriving in that
+    instant waits for it instead of being refused."""
+    import fcntl
+    import os
+
+    probe = os.open(store.directory / LOCK_FILE, os.O_RDWR)
+    fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the probe, caught holding it
+    releaser = threading.Timer(0.2, os.close, args=(probe,))
+    releaser.start()
+    started = time.monotonic()
+    try:
+        with store.write_lock():
+            waited = time.monotonic() - started
+    finally:
+        releaser.join()
+    assert 0.1 < waited < LOCK_PATIENCE_S
