@@ -144,7 +144,7 @@ def test_the_workers_probe_never_refuses_a_sync_started_by_hand(loaded, store):
 
     probe = os.open(store.directory / LOCK_FILE, os.O_RDWR)
     fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the probe, caught holding it
-    releaser = threading.Timer(0.2, os.close, args=(probe,))
+    releaser = threading.Timer(0.05, os.close, args=(probe,))
     releaser.start()
     started = time.monotonic()
     try:
@@ -152,4 +152,4 @@ def test_the_workers_probe_never_refuses_a_sync_started_by_hand(loaded, store):
             waited = time.monotonic() - started
     finally:
         releaser.join()
-    assert 0.1 < waited < LOCK_PATIENCE_S
+    assert 0.04 < waited < LOCK_PATIENCE_S
