@@ -10,7 +10,6 @@ digest of what the paper says, independent of fonts and page geometry.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as _dt
 import hashlib
 import io
@@ -203,7 +202,7 @@ class _Formatter:
                 if image.format != "PNG":
                     raise UnidentifiedImageError("not a PNG")
                 width, height = image.size
-        except (binascii.Error, UnidentifiedImageError, OSError, KeyError, TypeError):
+        except (ValueError, UnidentifiedImageError, OSError, KeyError, TypeError):  # ValueError: bad base64, or not ASCII
             raise CertificateError("登録されている印影の画像が読めません（印影データが壊れています）") from None
         longer = self.cert.settings.seal_impression_mm
         scale = longer / max(width, height)

@@ -75,7 +75,7 @@ def verify_manifest(manifest: dict, public_key: Ed25519PublicKey) -> None:
         raise ContractError("manifest has no signature; refusing an unsigned export")
     try:
         signature = base64.b64decode(signature_b64, validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or characters outside ASCII
         raise ContractError("manifest signature is not valid base64") from exc
     body = {k: v for k, v in manifest.items() if k != "signature"}
     try:

@@ -11,7 +11,6 @@ stretching buys nothing.
 from __future__ import annotations
 
 import base64
-import binascii
 import os
 import stat
 from pathlib import Path
@@ -50,7 +49,7 @@ def write_key_file(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
 def decode_key(text: str, source: str) -> bytes:
     try:
         raw = base64.b64decode(text.strip(), validate=True)
-    except binascii.Error as exc:
+    except ValueError as exc:  # binascii.Error, or characters outside ASCII
         raise KeyFileError(f"{source} is not base64; write a new one with `sonae key init PATH`") from exc
     if len(raw) != KEY_BYTES:
         raise KeyFileError(f"{source} holds {len(raw)} bytes, a key must be {KEY_BYTES}; write one with `sonae key init PATH`")

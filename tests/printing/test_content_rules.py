@@ -85,8 +85,9 @@ def test_inkan_prints_seal_impression_at_stated_size_with_identity(residents, se
     assert printed_mm == pytest.approx(settings.seal_impression_mm, abs=0.3)
 
 
-def test_inkan_with_an_unreadable_seal_image_is_refused(residents, seals, certificate, signing_key):
-    broken = dict(seals["10000000011"], image_png="bm90IGEgcG5n")  # base64 of "not a png"
+@pytest.mark.parametrize("image_png", ["bm90IGEgcG5n", "iVBORw0KGgo\u5370"], ids=["base64 of 'not a png'", "not ASCII"])
+def test_inkan_with_an_unreadable_seal_image_is_refused(residents, seals, certificate, signing_key, image_png):
+    broken = dict(seals["10000000011"], image_png=image_png)
     with pytest.raises(CertificateError, match="印影"):
         render(certificate("inkan", [residents["10000000011"]], seal=broken), signing_key)
 

@@ -39,6 +39,14 @@ def test_a_second_sync_is_refused_while_one_runs(loaded, store, small_export):
     assert store.current() == 1
 
 
+def test_a_key_file_that_is_not_base64_says_how_to_make_one(loaded, tmp_path):
+    damaged = tmp_path / "damaged.key"
+    damaged.write_text("鍵ではありません\n", encoding="utf-8")
+    damaged.chmod(0o600)
+    line = _one_line_error(run_sonae("snapshot", "list", env={"SONAE_SECURITY_KEY_FILE": str(damaged)}))
+    assert "is not base64" in line and "sonae key init" in line, line
+
+
 def test_key_init_refuses_to_overwrite(tmp_path):
     path = tmp_path / "k" / "master.key"
     first = run_sonae("key", "init", str(path))
