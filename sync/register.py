@@ -141,26 +141,18 @@ class Register:
         resident_code — exact. Returns at most `limit` records (ask for
         limit + 1 to learn whether there are more), ordered by kana and
         birth date. Each criterion is an index range scan."""
-        sql, params = self._search_sql(kana, name, birth_date, address, resident_code, limit)
+        sql, params = self._search_sql(kana=kana, name=name, birth_date=birth_date, address=address, resident_code=resident_code, limit=limit)
         rows = self._conn.execute(sql, params).fetchall()
         rows.sort(key=lambda row: (row[0], row[1]))
         return [json.loads(row[2]) for row in rows]
 
-    def query_plan(
-        self,
-        *,
-        kana: str | None = None,
-        name: str | None = None,
-        birth_date: str | dt.date | None = None,
-        address: str | None = None,
-        resident_code: str | None = None,
-    ) -> list[str]:
-        """SQLite's plan for a search (tests and benchmarks check that every
-        criterion is answered from an index)."""
-        sql, params = self._search_sql(kana, name, birth_date, address, resident_code, 50)
+    def query_plan(self, **criteria) -> list[str]:
+        """SQLite's plan for `search(**criteria)` (tests and benchmarks check
+        that every criterion is answered from an index)."""
+        sql, params = self._search_sql(**criteria)
         return [row[3] for row in self._conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
 
-    def _search_sql(self, kana, name, birth_date, address, resident_code, limit) -> tuple[str, list]:
+    def _search_sql(self, *, kana=None, name=None, birth_date=None, address=None, resident_code=None, limit=50) -> tuple[str, list]:
         """One statement; each criterion a range or equality on an indexed
         column. A name is looked up in three columns (name, 通称, alphabet
         name): as three LIMITed index scans joined by UNION rather than an
