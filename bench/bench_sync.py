@@ -204,16 +204,23 @@ from sync.loader import build_register, prepare_bulk_build
 from sync.upstream import HttpUpstream
 if __name__ == "__main__":
     url, token, path, mode = sys.argv[1:5]
+    scratch_path = path + ".scratch"
     if mode == "plain":
         import sqlite3
         conn = sqlite3.connect(path, check_same_thread=False)
+        scratch = sqlite3.connect(scratch_path, check_same_thread=False)
     else:
-        conn = crypto.connect(path, os.urandom(32), check_same_thread=False)
+        key = os.urandom(32)
+        conn = crypto.connect(path, key, check_same_thread=False)
+        scratch = crypto.connect(scratch_path, key, check_same_thread=False)
     prepare_bulk_build(conn)
+    prepare_bulk_build(scratch)
     upstream = HttpUpstream(url, token, timeout=120)
     started = time.perf_counter()
-    figures = build_register(conn, upstream, upstream.manifest(), mirror_individual_number=False)
+    figures = build_register(conn, upstream, upstream.manifest(), mirror_individual_number=False, scratch=scratch)
     conn.close()
+    scratch.close()
+    os.unlink(scratch_path)
     print(json.dumps({"seconds": round(time.perf_counter() - started, 2), "residents": figures.residents}))
 """
 

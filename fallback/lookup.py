@@ -68,14 +68,30 @@ def parse_query(args, eras) -> tuple[Query, dict]:
     return query, criteria
 
 
-def search(conn, register, query: Query, criteria: dict, *, actor: str, drill: bool) -> list[dict]:
+@dataclass(frozen=True)
+class Found:
+    """What a search found: the summaries of at most MAX_RESULTS residents
+    (sync.schema.resident_summary) as the JSON texts the snapshot stores,
+    and whether more matched."""
+
+    texts: list[str]
+    truncated: bool
+
+    def summaries(self) -> list[dict]:
+        return [json.loads(text) for text in self.texts]
+
+    def json_array(self) -> str:
+        """The summaries as a JSON array, without parsing them."""
+        return "[" + ",".join(self.texts) + "]"
+
+
+def search(conn, register, query: Query, criteria: dict, *, actor: str, drill: bool) -> Found:
     try:
-        rows = register.search(**criteria, limit=MAX_RESULTS + 1)
+        texts = register.search_texts(**criteria, limit=MAX_RESULTS + 1)
     except ValueError:  # a criterion of punctuation only ("・", "ー") leaves nothing to search for
         raise QueryError("検索の条件が記号だけです。氏名・カナ・住所は文字で入力してください。") from None
-    audit.record(conn, actor, "search", None, {"query": query.as_dict(), "results": min(len(rows), MAX_RESULTS + 1)}, drill=drill,
-                 durable=False)
-    return rows
+    audit.record(conn, actor, "search", None, {"query": query.as_dict(), "results": len(texts)}, drill=drill, durable=False)
+    return Found(texts[:MAX_RESULTS], len(texts) > MAX_RESULTS)
 
 
 def view_resident(conn, register, code: str, *, actor: str, drill: bool, flag_count: int, flag_window_minutes: int) -> dict | None:

@@ -355,11 +355,12 @@ class Cast:
 
 
 def pick_cast(register, seed: int) -> Cast:
-    """Residents for every case, each from a household of its own."""
+    """Residents for every case, each from a household of its own: chosen
+    by their search summaries, cast with their whole records."""
     sample: dict[str, dict] = {}
     for initial in "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモヤユヨラリルレロワ":
-        for record in register.search(kana=initial, limit=400):
-            sample[record["resident_code"]] = record
+        for summary in register.search(kana=initial, limit=400):
+            sample[summary["resident_code"]] = summary
     rng = random.Random(seed)
     people = sorted(sample.values(), key=lambda r: r["resident_code"])
     rng.shuffle(people)
@@ -372,7 +373,7 @@ def pick_cast(register, seed: int) -> Cast:
         return households[person["household_id"]]
 
     def plain(person) -> bool:
-        return (person["status"] == "active" and not person["support_measure"] and not person.get("planned_move_out")
+        return (person["status"] == "active" and not person["support_measure"] and not person["planned_move_out"]
                 and person["household_id"] not in used)
 
     def take(wanted, what: str) -> dict:
@@ -394,21 +395,24 @@ def pick_cast(register, seed: int) -> Cast:
             return True
         return False
 
-    household = take(lambda p: plain(p) and p["foreign"] is None and 2 <= len(members(p)) <= 4 and calm_household(p),
+    household = take(lambda p: plain(p) and not p["foreign"] and 2 <= len(members(p)) <= 4 and calm_household(p),
                      "a household of two to four")
-    protected = take(lambda p: p["status"] == "active" and p["support_measure"] and not p.get("planned_move_out"),
+    protected = take(lambda p: p["status"] == "active" and p["support_measure"] and not p["planned_move_out"],
                      "a resident under a support measure")
     sealed = take(lambda p: plain(p) and seals(p, "active"), "a resident with a registered seal")
     revoked = take(lambda p: plain(p) and seals(p, "revoked"), "a resident whose seal was revoked")
     removed = take(lambda p: p["status"] == "removed" and not p["support_measure"], "a removed resident")
-    renamed = take(lambda p: plain(p) and p["foreign"] is None, "a Japanese resident")
+    renamed = take(lambda p: plain(p) and not p["foreign"], "a Japanese resident")
     dying = take(lambda p: plain(p) and p["relationship"] != "世帯主" and len(members(p)) >= 2 and calm_household(p),
                  "a household member who is not its head")
     third = take(plain, "any resident")
-    foreign = take(lambda p: plain(p) and p["foreign"] is not None, "a foreign resident")
+    foreign = take(lambda p: plain(p) and p["foreign"], "a foreign resident")
     mover = take(plain, "any resident")
     relative = next(m for m in members(dying) if m["resident_code"] != dying["resident_code"])
-    return Cast(household, protected, sealed, revoked, removed, renamed, dying, relative, third, foreign, mover, seal_cards)
+    cast = [register.resident(p["resident_code"]) for p in (household, protected, sealed, revoked, removed, renamed, dying)]
+    cast.append(relative)
+    cast += [register.resident(p["resident_code"]) for p in (third, foreign, mover)]
+    return Cast(*cast, seal_cards)
 
 
 # --- a browser at a desk ------------------------------------------------------------------

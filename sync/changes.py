@@ -34,6 +34,8 @@ from sync.schema import (
     insert_sql,
     record_digest,
     record_text,
+    summary_key,
+    summary_text,
 )
 from sync.store import SnapshotStore, disk_full_reported
 
@@ -174,10 +176,12 @@ def check_page(page: dict, last_seq: int) -> tuple[list[dict], dt.datetime]:
 
 @dataclass(frozen=True)
 class _Row:
-    """A record as stored: its search-table row (id first) and its JSON."""
+    """A record as stored: its search-table row (id first) and its JSON
+    (and a resident's summary, when the page brings the record)."""
 
     row: tuple
     text: str
+    summary: str | None = None
 
 
 def _apply_page(conn, changes: list[dict], state: _FeedState, mirror_individual_number: bool) -> tuple[int, int]:
@@ -218,7 +222,7 @@ def _apply_page(conn, changes: list[dict], state: _FeedState, mirror_individual_
                 raise FeedBroken(f"change {change['seq']:,}: seal {key} points at resident {owner}, who is not in the register")
         if kind == "residents":
             blank_individual_number(record, mirror_individual_number)
-        final[kind][key] = _Row(ROW_BUILDERS[kind](None, record), record_text(record))
+        final[kind][key] = _Row(ROW_BUILDERS[kind](None, record), record_text(record), summary_text(record) if kind == "residents" else None)
         applied += 1
     for kind in SEARCH_TABLE:
         _write(conn, kind, held[kind], final[kind], state)
@@ -264,6 +268,8 @@ def _write(conn, kind: str, held: dict[str, _Row], final: dict[str, _Row | None]
     inserts: list[_Row] = []
     updates: dict[tuple[int, ...], list[tuple]] = {}  # by the positions of the columns they change
     texts: list[tuple[str, int]] = []
+    summaries_gone: list[tuple] = []  # residents: summary keys to delete
+    summaries: list[tuple] = []  # residents: summary rows to write
     for key in sorted(final):  # new rows get their ids in key order
         before, after = held.get(key), final[key]
         if after is before:
@@ -273,6 +279,8 @@ def _write(conn, kind: str, held: dict[str, _Row], final: dict[str, _Row | None]
         if after is None:
             deletes.append((before.row[0],))
             state.counts[kind] -= 1
+            if kind == "residents":
+                summaries_gone.append(summary_key(before.row))
             continue
         state.digests[kind] += record_digest(after.text.encode("utf-8"))
         if before is None:
@@ -280,6 +288,11 @@ def _write(conn, kind: str, held: dict[str, _Row], final: dict[str, _Row | None]
             state.counts[kind] += 1
             continue
         row_id = before.row[0]
+        if kind == "residents":
+            old_key, new_key = summary_key(before.row), summary_key((row_id, *after.row[1:]))
+            if old_key != new_key:
+                summaries_gone.append(old_key)
+            summaries.append((*new_key, after.summary))
         changed = tuple(i for i in range(1, len(columns)) if before.row[i] != after.row[i])
         if changed:  # a key deleted and upserted again within the page may come back with the same search columns
             updates.setdefault(changed, []).append((*(after.row[i] for i in changed), row_id))
@@ -301,3 +314,10 @@ def _write(conn, kind: str, held: dict[str, _Row], final: dict[str, _Row | None]
         numbered = list(enumerate(inserts, start=next_id))
         conn.executemany(insert_sql(kind), [(row_id, *row.row[1:]) for row_id, row in numbered])
         conn.executemany(f"INSERT INTO {records} (id, record) VALUES (?, ?)", [(row_id, row.text) for row_id, row in numbered])
+        if kind == "residents":
+            summaries += [(*summary_key((row_id, *row.row[1:])), row.summary) for row_id, row in numbered]
+    if summaries_gone:
+        conn.executemany("DELETE FROM resident_summaries WHERE kana_key = ? AND birth_date = ? AND id = ?", sorted(summaries_gone))
+    if summaries:
+        conn.executemany("INSERT OR REPLACE INTO resident_summaries (kana_key, birth_date, id, summary) VALUES (?, ?, ?, ?)",
+                         sorted(summaries))

@@ -68,3 +68,8 @@ class SnapshotDiskFull(SyncError):
 class StoreDamaged(SyncError):
     """The snapshot directory is not in a state this appliance wrote
     (a CURRENT pointer to a missing generation, an unreadable pointer)."""
+
+
+class SnapshotOutdated(StoreDamaged):
+    """A generation built by an earlier Sonae with another snapshot layout;
+    a full load builds a current one."""

@@ -9,7 +9,8 @@ The order of work, cheapest refusal first:
    the compressed bytes as they arrive, gunzip, contract validation of every
    record, batched inserts; at the end of each file its bytes, SHA-256,
    gzip end and record count must match the manifest (ExportInvalid);
-4. unique indexes (duplicate keys → ExportInvalid), search indexes, ANALYZE;
+4. unique indexes (duplicate keys → ExportInvalid), the residents' summaries
+   in kana order, search indexes, ANALYZE;
 5. gate on seals whose resident is not in the export (GateRefused);
 6. install (fsync, rename) and promote (replace CURRENT), then prune.
 
@@ -24,6 +25,14 @@ duplicates are found by the unique index, not a Python set. The tmp
 database is written with journal and fsync off — if the process dies, the
 whole tmp directory is discarded — and made durable with one fsync before
 it is renamed into place.
+
+The summaries (see sync.schema) must be stored in kana order, but arrive in
+file order, and sorting a million of them in memory would double the load's
+memory. Each parsing task sorts its block's summaries; the inserter writes
+them, run after run, into a scratch database beside the new one (encrypted
+with the same key: it holds names); a k-way merge of the runs, one row per
+run in memory, then appends them to `resident_summaries` in key order, and
+the scratch database is deleted.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import contextlib
 import ctypes
 import datetime as dt
 import hashlib
+import heapq
 import json
 import multiprocessing
 import os
@@ -50,6 +60,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sync import crypto
 from sync.contract import KEY_FIELD, VALIDATORS, ContractError, verify_manifest
 from sync.errors import ExportInvalid, GateRefused, StoreDamaged, SyncError
+from sync.register import read_meta
 from sync.schema import (
     DIGEST_MODULUS,
     ROW_BUILDERS,
@@ -63,6 +74,8 @@ from sync.schema import (
     insert_sql,
     record_digest,
     record_text,
+    summary_key,
+    summary_text,
 )
 from sync.store import SnapshotStore, disk_full_reported
 
@@ -76,6 +89,7 @@ PARALLEL_MIN_BYTES = 16 << 20  # below this, parsing in this process is quicker 
 MAX_WORKERS = 4
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 DECOMPRESS_LIMIT = 1 << 20  # output per step, so a hostile file cannot inflate in one go
+SCRATCH_NAME = "summaries-scratch.db"  # beside register.db in the generation being built
 
 
 @dataclass(frozen=True)
@@ -136,14 +150,21 @@ def load_full(
         _gate(_count_drop(store, manifest, max_drop_ratio), OVERRIDE_DROP, overrides, overridden)
         with store.new_generation() as (number, db_path), disk_full_reported(store.directory):
             conn = crypto.connect(db_path, store.key, check_same_thread=False)  # BlockInserter writes from its thread
+            scratch_path = db_path.with_name(SCRATCH_NAME)
+            scratch = crypto.connect(scratch_path, store.key, check_same_thread=False)
             try:
                 prepare_bulk_build(conn)
-                figures = build_register(conn, upstream, manifest, mirror_individual_number=mirror_individual_number, workers=workers)
+                prepare_bulk_build(scratch)
+                figures = build_register(conn, upstream, manifest, mirror_individual_number=mirror_individual_number, workers=workers,
+                                         scratch=scratch)
+                scratch.close()
+                scratch_path.unlink()
                 _gate(check_seal_residents(conn), OVERRIDE_UNKNOWN_SEAL_RESIDENTS, overrides, overridden)
                 write_meta(conn, manifest, figures, source=upstream.describe(), mirror_individual_number=mirror_individual_number)
                 conn.commit()
                 conn.execute("PRAGMA journal_mode = WAL")  # readers and the change feed from now on
             finally:
+                scratch.close()
                 conn.close()
             store.install(number)
         store.promote_snapshot(number)
@@ -176,16 +197,20 @@ def _gate(refusal: GateRefused | None, override: str, overrides: frozenset[str],
 
 
 def _count_drop(store: SnapshotStore, manifest: dict, max_drop_ratio: float) -> GateRefused | None:
-    """The record-count gate against the current generation; one that cannot
-    be read (damaged file or pointer, another key) cannot vouch for the new
-    counts, so loading then takes the operator's --allow-drop."""
+    """The record-count gate against the current generation (whatever its
+    layout: the counts are in its meta); one that cannot be read (damaged
+    file or pointer, another key) cannot vouch for the new counts, so
+    loading then takes the operator's --allow-drop."""
     try:
         current = store.current()
         if current is None:
             return None
-        with store.open_register(current) as register:
-            meta = register.meta
-    except (StoreDamaged, crypto.DatabaseError, crypto.WrongKeyError) as exc:
+        conn = crypto.connect(store.path_of(current), store.key, readonly=True)
+        try:
+            meta = read_meta(conn, current)
+        finally:
+            conn.close()
+    except (StoreDamaged, crypto.DatabaseError, crypto.WrongKeyError, KeyError) as exc:
         return GateRefused("record count", f"the current generation cannot be read to compare record counts ({exc})", f"--{OVERRIDE_DROP}")
     return check_count_drop(manifest, {"residents": meta.residents, "seals": meta.seals}, max_drop_ratio)
 
@@ -243,13 +268,17 @@ def prepare_bulk_build(conn) -> None:
     conn.execute("PRAGMA temp_store = MEMORY")
 
 
-def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: bool, workers: int | None = None) -> BuildFigures:
+def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: bool, scratch, workers: int | None = None) -> BuildFigures:
     """Create the schema in `conn` and fill it from the export's files,
     checking each against the manifest. Works on any SQLite connection
     opened with check_same_thread=False (rows are inserted from a thread of
     their own); the benchmark uses it to measure the cost of encryption.
+    `scratch`: a connection like `conn` to an empty database the caller
+    deletes afterwards, where the summaries are sorted.
     `workers`: parsing processes (None: decided by the export's size)."""
     conn.executescript(TABLES)
+    scratch.execute(SUMMARY_RUNS)
+    runs: list[tuple[int, int]] = []
     loaded: dict[str, tuple[int, str]] = {}
     total_bytes = 0
     files = {entry["kind"]: entry for entry in manifest["files"]}
@@ -257,7 +286,7 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
         for kind in ("residents", "seals"):  # residents first: the seal gate looks them up
             entry = files[kind]
             chunks = upstream.iter_file(manifest["export_id"], entry["name"])
-            loaded[kind] = _load_file(conn, chunks, entry, kind, mirror_individual_number, parsing)
+            loaded[kind] = _load_file(conn, scratch, runs, chunks, entry, kind, mirror_individual_number, parsing)
             total_bytes += entry["bytes"]
     conn.commit()
     for kind, statement in UNIQUE_INDEXES.items():
@@ -265,6 +294,8 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
             conn.execute(statement)
         except conn.IntegrityError:  # the connection's own driver (sqlcipher3 or sqlite3)
             raise ExportInvalid(_duplicates_message(conn, kind, files[kind]["name"])) from None
+    scratch.commit()
+    merge_summary_runs(conn, scratch, runs)
     for statement in SEARCH_INDEXES:
         conn.execute(statement)
     # Statistics for the planner, from a sample; only the search tables: the
@@ -283,11 +314,23 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
     )
 
 
+SUMMARY_RUNS = "CREATE TABLE summary_runs (kana_key TEXT NOT NULL, birth_date TEXT NOT NULL, id INTEGER NOT NULL, summary TEXT NOT NULL)"
+
+
+def merge_summary_runs(conn, scratch, runs: list[tuple[int, int]]) -> None:
+    """Append every summary to resident_summaries in key order: a k-way merge
+    of the sorted runs (rowid ranges of scratch's summary_runs), so memory
+    holds one row per run and every insert lands at the end of the B-tree."""
+    cursors = [scratch.execute("SELECT kana_key, birth_date, id, summary FROM summary_runs WHERE rowid >= ? AND rowid < ?", run) for run in runs]
+    conn.executemany("INSERT INTO resident_summaries (kana_key, birth_date, id, summary) VALUES (?, ?, ?, ?)", heapq.merge(*cursors))
+
+
 @dataclass(frozen=True)
 class ParsedBlock:
     rows: list[tuple]  # search rows, each starting with its id: the line number
     rewritten: dict[int, bytes]  # line number → the record as Sonae stores it, where that differs from the line
     digest: int
+    summaries: list[tuple]  # residents: (kana_key, birth_date, id, summary), sorted
 
 
 def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_individual_number: bool) -> ParsedBlock:
@@ -297,7 +340,7 @@ def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_indi
     back (the caller has the block): only those stored otherwise."""
     validate = VALIDATORS[kind]
     build_row = ROW_BUILDERS[kind]
-    rows, rewritten, digest = [], {}, 0
+    rows, rewritten, summaries, digest = [], {}, [], 0
     for number, line in enumerate(block.split(b"\n"), start=first_line):
         if not line.strip():
             continue  # blank lines hold no record; the record count still has to match
@@ -310,17 +353,23 @@ def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_indi
         if kind == "residents" and blank_individual_number(record, mirror_individual_number):
             line = rewritten[number] = record_text(record).encode("utf-8")
         digest += record_digest(line)
-        rows.append(build_row(number, record))
-    return ParsedBlock(rows, rewritten, digest)
+        row = build_row(number, record)
+        rows.append(row)
+        if kind == "residents":
+            summaries.append((*summary_key(row), summary_text(record)))
+    summaries.sort()
+    return ParsedBlock(rows, rewritten, digest, summaries)
 
 
-def _load_file(conn, chunks: Iterable[bytes], entry: dict, kind: str, mirror_individual_number: bool, parsing: Parsing) -> tuple[int, str]:
-    """Insert one file's records; returns (records, digest). This thread
-    reads and cuts the file into blocks, `parsing` parses them (in worker
-    processes for a large export) and a BlockInserter inserts them in order."""
+def _load_file(conn, scratch, runs: list[tuple[int, int]], chunks: Iterable[bytes], entry: dict, kind: str, mirror_individual_number: bool,
+               parsing: Parsing) -> tuple[int, str]:
+    """Insert one file's records (and add its summary runs to `runs`);
+    returns (records, digest). This thread reads and cuts the file into
+    blocks, `parsing` parses them (in worker processes for a large export)
+    and a BlockInserter inserts them in order."""
     name = entry["name"]
     export_file = ExportFile(chunks, entry)
-    inserter = BlockInserter(conn, kind, parsing.blocks_ahead)
+    inserter = BlockInserter(conn, kind, parsing.blocks_ahead, scratch, runs)
     try:
         with inserter:
             for first_line, block in export_file.blocks():
@@ -339,10 +388,13 @@ class BlockInserter:
     """Inserts parsed blocks, in file order, on a thread of its own: SQLite's
     share of a load (B-tree inserts, page encryption — run without the GIL)
     then overlaps with reading and decompressing the next blocks. The queue
-    of blocks waiting is bounded (memory); the first error stops the load."""
+    of blocks waiting is bounded (memory); the first error stops the load.
+    A block's sorted summaries go to `scratch` as one run."""
 
-    def __init__(self, conn, kind: str, blocks_ahead: int):
+    def __init__(self, conn, kind: str, blocks_ahead: int, scratch, runs: list[tuple[int, int]]):
         self._conn = conn
+        self._scratch = scratch
+        self._runs = runs
         self._statements = (insert_sql(kind), insert_record_sql(kind))
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, blocks_ahead))
         self.error: BaseException | None = None  # the first failure; stops the load
@@ -372,6 +424,13 @@ class BlockInserter:
                 self._conn.executemany(
                     insert_record, [(row[0], parsed.rewritten.get(row[0]) or lines[row[0] - first_line]) for row in parsed.rows]
                 )
+                if parsed.summaries:
+                    first = self._runs[-1][1] if self._runs else 1
+                    self._scratch.executemany(
+                        "INSERT INTO summary_runs (rowid, kana_key, birth_date, id, summary) VALUES (?, ?, ?, ?, ?)",
+                        [(first + offset, *summary) for offset, summary in enumerate(parsed.summaries)],
+                    )
+                    self._runs.append((first, first + len(parsed.summaries)))
                 self.count += len(parsed.rows)
                 self.digest += parsed.digest
             except BrokenProcessPool as exc:

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sync import crypto
+from sync.errors import SnapshotOutdated
 from sync.normalize import PREFIX_END, address_key, kana_key, name_key
+from sync.schema import SCHEMA_VERSION
 
 DB_NAME = "register.db"
 
@@ -77,6 +79,18 @@ def read_meta(conn, generation: int) -> SnapshotMeta:
     )
 
 
+def check_schema(conn, generation: int) -> None:
+    """Refuse a generation built by a Sonae whose snapshot layout differs."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    found = int(row[0]) if row else 0
+    if found != SCHEMA_VERSION:
+        conn.close()
+        raise SnapshotOutdated(
+            f"generation {generation} has snapshot layout {found}, this Sonae reads layout {SCHEMA_VERSION} "
+            "(it was built before an upgrade); run `sonae sync full` to build a current generation"
+        )
+
+
 @dataclass(frozen=True)
 class Household:
     """A 世帯: current members in household order, and former members
@@ -94,6 +108,7 @@ class Register:
         self._conn = crypto.connect(self.path, key, readonly=True)
         self._conn.isolation_level = None
         self._conn.execute("PRAGMA query_only = ON")
+        check_schema(self._conn, generation)
 
     def close(self) -> None:
         self._conn.close()
@@ -138,13 +153,20 @@ class Register:
         kana — prefix of the フリガナ; name — prefix of the name, the 通称 or
         the alphabet name; birth_date — exact; address — prefix of 町字+番地
         (the ward's own prefecture and city may be typed or left out);
-        resident_code — exact. Returns at most `limit` records (ask for
-        limit + 1 to learn whether there are more), ordered by kana and
-        birth date. Each criterion is an index range scan."""
-        sql, params = self._search_sql(kana=kana, name=name, birth_date=birth_date, address=address, resident_code=resident_code, limit=limit)
+        resident_code — exact. Returns the summaries (sync.schema.
+        resident_summary) of at most `limit` residents (ask for limit + 1 to
+        learn whether there are more), ordered by kana and birth date. Each
+        criterion is an index range scan."""
+        return [json.loads(text) for text in self.search_texts(kana=kana, name=name, birth_date=birth_date, address=address,
+                                                                resident_code=resident_code, limit=limit)]
+
+    def search_texts(self, **criteria) -> list[str]:
+        """`search`, with each summary as the JSON text stored: for a caller
+        that passes the results on unparsed (the API)."""
+        sql, params = self._search_sql(**criteria)
         rows = self._conn.execute(sql, params).fetchall()
-        rows.sort(key=lambda row: (row[0], row[1]))
-        return [json.loads(row[2]) for row in rows]
+        rows.sort()
+        return [row[2] for row in rows]
 
     def query_plan(self, **criteria) -> list[str]:
         """SQLite's plan for `search(**criteria)` (tests and benchmarks check
@@ -153,48 +175,73 @@ class Register:
         return [row[3] for row in self._conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
 
     def _search_sql(self, *, kana=None, name=None, birth_date=None, address=None, resident_code=None, limit=50) -> tuple[str, list]:
-        """One statement; each criterion a range or equality on an indexed
-        column. A name is looked up in three columns (name, 通称, alphabet
-        name): as three LIMITed index scans joined by UNION rather than an
-        OR, which would collect every match of a short prefix first."""
+        """One statement. Each criterion is a range or equality on an indexed
+        column; the matches' (kana_key, birth_date, id) come from the index
+        and their summaries from resident_summaries, whose key they are — so
+        a result list is read from a few neighbouring pages. CROSS JOIN keeps
+        the matches as the outer loop."""
         clauses: list[str] = []
         params: list[object] = []
         if kana is not None:
-            key = _required(kana_key(kana), "kana")
+            kana_prefix = _required(kana_key(kana), "kana")
             clauses.append("r.kana_key >= ? AND r.kana_key < ?")
-            params += [key, key + PREFIX_END]
+            params += [kana_prefix, kana_prefix + PREFIX_END]
         if birth_date is not None:
             clauses.append("r.birth_date = ?")
             params.append(birth_date.isoformat() if isinstance(birth_date, dt.date) else str(birth_date).strip())
         if address is not None:
-            key = _required(self._address_query_key(address), "address")
+            address_prefix = _required(self._address_query_key(address), "address")
             clauses.append("r.address_key >= ? AND r.address_key < ?")
-            params += [key, key + PREFIX_END]
+            params += [address_prefix, address_prefix + PREFIX_END]
         if resident_code is not None:
             clauses.append("r.resident_code = ?")
             params.append(resident_code.strip())
         limit = max(0, limit)
-        if name is None:
-            if not clauses:
-                raise ValueError("search needs at least one criterion (kana, name, birth_date, address or resident_code)")
-            sql = (
-                "SELECT r.kana_key, r.birth_date, rec.record FROM residents r JOIN resident_records rec ON rec.id = r.id "
-                f"WHERE {' AND '.join(clauses)} LIMIT ?"
-            )
-            return sql, [*params, limit]
+        summaries = ("SELECT s.kana_key, s.birth_date, s.summary FROM {outer} CROSS JOIN resident_summaries s "
+                     "WHERE s.kana_key = {alias}.kana_key AND s.birth_date = {alias}.birth_date AND s.id = {alias}.id")
+        if name is not None:
+            return self._name_search_sql(name, clauses, params, limit, summaries)
+        if not clauses:
+            raise ValueError("search needs at least one criterion (kana, name, birth_date, address or resident_code)")
+        if kana is not None and address is not None:
+            return self._town_search_sql(address_prefix, clauses, params, limit, summaries)
+        sql = summaries.format(outer="residents r", alias="r") + f" AND {' AND '.join(clauses)} LIMIT ?"
+        return sql, [*params, limit]
+
+    @staticmethod
+    def _name_search_sql(name: str, clauses: list[str], params: list, limit: int, summaries: str) -> tuple[str, list]:
+        """A name is looked up in three columns (name, 通称, alphabet name):
+        as three LIMITed index scans joined by UNION rather than an OR,
+        which would collect every match of a short prefix first."""
         key = _required(name_key(name), "name")
         branches, branch_params = [], []
         for column in ("name_key", "alias_key", "alpha_key"):
-            branches.append(f"SELECT id FROM (SELECT r.id FROM residents r WHERE {' AND '.join([f'r.{column} >= ? AND r.{column} < ?', *clauses])} LIMIT ?)")
+            branches.append("SELECT * FROM (SELECT r.kana_key, r.birth_date, r.id FROM residents r "
+                            f"WHERE {' AND '.join([f'r.{column} >= ? AND r.{column} < ?', *clauses])} LIMIT ?)")
             branch_params += [key, key + PREFIX_END, *params, limit]
-        # CROSS JOIN keeps the matches as the outer loop: the rows are then
-        # fetched by id, never scanned.
-        sql = (
-            f"WITH hits(id) AS ({' UNION '.join(branches)}) "
-            "SELECT r.kana_key, r.birth_date, rec.record FROM hits CROSS JOIN residents r CROSS JOIN resident_records rec "
-            "WHERE r.id = hits.id AND rec.id = hits.id LIMIT ?"
-        )
+        sql = f"WITH hits(kana_key, birth_date, id) AS ({' UNION '.join(branches)}) " + summaries.format(outer="hits", alias="hits") + " LIMIT ?"
         return sql, [*branch_params, limit]
+
+    @staticmethod
+    def _town_search_sql(address_prefix: str, clauses: list[str], params: list, limit: int, summaries: str) -> tuple[str, list]:
+        """Kana with an address: every row whose address key starts with
+        the query's has a town key (sync.schema.town_key) that either starts
+        with the query (a town, or part of a name shared by several towns)
+        or begins it (the query goes on into the 番地). Those towns are found
+        in the index — the first by a range, the next by seeking past each,
+        the others among the query's own prefixes — and each is one range of
+        residents_town on town and kana."""
+        prefixes = [address_prefix[:end] for end in range(1, len(address_prefix) + 1)]
+        sql = (
+            "WITH RECURSIVE towns(town_key) AS ("
+            "SELECT min(town_key) FROM residents WHERE town_key >= ? AND town_key < ? "
+            "UNION ALL SELECT (SELECT min(town_key) FROM residents WHERE town_key > towns.town_key AND town_key < ?) "
+            "FROM towns WHERE towns.town_key IS NOT NULL), "
+            f"candidates(town_key) AS (SELECT town_key FROM towns WHERE town_key IS NOT NULL UNION VALUES {', '.join(['(?)'] * len(prefixes))}) "
+            + summaries.format(outer="candidates CROSS JOIN residents r", alias="r")
+            + f" AND r.town_key = candidates.town_key AND {' AND '.join(clauses)} LIMIT ?"
+        )
+        return sql, [address_prefix, address_prefix + PREFIX_END, address_prefix + PREFIX_END, *prefixes, *params, limit]
 
     def _address_query_key(self, address: str) -> str:
         """The query's address key without the ward's own prefecture and city,

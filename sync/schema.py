@@ -2,7 +2,13 @@
 of upstream records into its rows.
 
 Each kind is split into a narrow search table (the keys the counter searches
-on) and a records table holding the JSON, joined on `id`. Building an index
+on) and a records table holding the JSON, joined on `id`. Residents have a
+third table, `resident_summaries`: what a result list shows of each person
+(resident_summary), as JSON, stored in kana order (a WITHOUT ROWID table whose
+key begins with the kana key). A search finds ids in an index and reads the
+summaries of its matches from a few neighbouring pages, where the records
+would be one page each, scattered over the whole file; the summary text goes
+out to the API as it is stored. Building an index
 reads its whole table, and every page read of an encrypted database is
 decrypted and authenticated: with the JSON beside the keys, six indexes over
 1 M residents read ~9 GB through SQLCipher (≈21 s); over the narrow table they
@@ -22,10 +28,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 from sync.normalize import address_key, kana_key, name_key
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: resident_summaries, residents.town_key
 DIGEST_MODULUS = 2**256
 
 TABLES = """
@@ -43,10 +50,18 @@ CREATE TABLE residents (
     alpha_key TEXT,
     birth_date TEXT NOT NULL,
     address_key TEXT NOT NULL,
+    town_key TEXT NOT NULL,
     version INTEGER NOT NULL,
     updated_at TEXT NOT NULL
 );
 CREATE TABLE resident_records (id INTEGER PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE resident_summaries (
+    kana_key TEXT NOT NULL,
+    birth_date TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    PRIMARY KEY (kana_key, birth_date, id)
+) WITHOUT ROWID;
 CREATE TABLE seals (
     id INTEGER PRIMARY KEY,
     seal_number TEXT NOT NULL,
@@ -74,13 +89,18 @@ SEARCH_INDEXES = (
     "CREATE INDEX residents_alpha ON residents(alpha_key, birth_date, kana_key) WHERE alpha_key IS NOT NULL",
     "CREATE INDEX residents_birth ON residents(birth_date, kana_key, name_key)",
     "CREATE INDEX residents_address ON residents(address_key, kana_key, birth_date)",
+    # 町字 and kana together ("西蒲田七丁目" + "ヤマダ"): an address prefix
+    # covers a whole town, so the kana can only narrow it inside an index
+    # that puts the town first.
+    "CREATE INDEX residents_town ON residents(town_key, kana_key, birth_date, address_key)",
     "CREATE INDEX residents_household ON residents(household_id, household_order)",
     "CREATE INDEX seals_resident ON seals(resident_code)",
 )
 RESIDENT_COLUMNS = (
     "id", "resident_code", "household_id", "household_order", "status", "support_measure", "kana_key",
-    "name_key", "alias_key", "alpha_key", "birth_date", "address_key", "version", "updated_at",
+    "name_key", "alias_key", "alpha_key", "birth_date", "address_key", "version", "updated_at", "town_key",
 )
+_KANA_AT, _BIRTH_AT = RESIDENT_COLUMNS.index("kana_key"), RESIDENT_COLUMNS.index("birth_date")
 SEAL_COLUMNS = ("id", "seal_number", "resident_code", "status", "version", "updated_at")
 SEARCH_TABLE = {"residents": "residents", "seals": "seals"}
 RECORD_TABLE = {"residents": "resident_records", "seals": "seal_records"}
@@ -122,6 +142,7 @@ def resident_row(row_id: int | None, record: dict) -> tuple:
     """The search-table row of a validated RESIDENT."""
     alias, alphabet = record.get("alias"), record.get("name_alphabet")
     address = record["address"]
+    full_address_key = address_key(address["town"] + address["banchi"])
     return (
         row_id,
         record["resident_code"],
@@ -134,10 +155,40 @@ def resident_row(row_id: int | None, record: dict) -> tuple:
         name_key(alias) if alias else None,
         name_key(alphabet) if alphabet else None,
         record["birth_date"],
-        address_key(address["town"] + address["banchi"]),
+        full_address_key,
         record["version"],
         record["updated_at"],
+        town_key(address["town"], full_address_key),
     )
+
+
+def town_key(town: str, full_address_key: str) -> str:
+    """The 町字's part of the address key. Always a prefix of the full key
+    (the search relies on it), even where normalising the 町字 alone reads a
+    trailing numeral differently from the whole address."""
+    return os.path.commonprefix([address_key(town), full_address_key])
+
+
+def resident_summary(record: dict) -> dict:
+    """What a result list shows of a resident: enough to tell people apart
+    (name, kana, birth date, address, household) and the flags a clerk must
+    see before opening the record (除票, 支援措置, 転出予定, 外国人住民)."""
+    return {
+        "resident_code": record["resident_code"], "name": record["name"], "name_kana": record["name_kana"],
+        "alias": record.get("alias"), "birth_date": record["birth_date"], "sex": record["sex"], "address": record["address"],
+        "household_id": record["household_id"], "head_name": record["head_name"], "relationship": record["relationship"],
+        "status": record["status"], "support_measure": record["support_measure"],
+        "planned_move_out": record.get("planned_move_out") is not None, "foreign": record.get("foreign") is not None,
+    }
+
+
+def summary_text(record: dict) -> str:
+    return record_text(resident_summary(record))
+
+
+def summary_key(row: tuple) -> tuple:
+    """The resident_summaries key (kana_key, birth_date, id) of a residents row."""
+    return (row[_KANA_AT], row[_BIRTH_AT], row[0])
 
 
 def seal_row(row_id: int | None, record: dict) -> tuple:

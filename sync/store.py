@@ -32,7 +32,7 @@ from pathlib import Path
 
 from sync import crypto
 from sync.errors import NoSnapshot, SnapshotDiskFull, StoreDamaged, SyncBusy
-from sync.register import DB_NAME, Register, SnapshotMeta, read_meta
+from sync.register import DB_NAME, Register, SnapshotMeta, check_schema, read_meta
 from sync.schema import DIGEST_MODULUS, RECORD_TABLE, SEARCH_TABLE, record_digest
 
 CURRENT_FILE = "CURRENT"
@@ -197,6 +197,8 @@ class SnapshotStore:
                     meta = register.meta
             except crypto.DatabaseError as exc:
                 problem = f"cannot be read ({exc}); run `sonae snapshot verify {number}`"
+            except StoreDamaged as exc:  # an older layout
+                problem = str(exc)
             infos.append(GenerationInfo(number, directory, number == current, size, meta, problem))
         return infos
 
@@ -218,8 +220,8 @@ class SnapshotStore:
 
     def verify(self, generation: int | None = None) -> VerifyReport:
         """Check a generation end to end: every page's HMAC (the file was not
-        altered or damaged), SQLite's structure, row counts and the record
-        digests against `meta`."""
+        altered or damaged), SQLite's structure, row counts, the record
+        digests against `meta`, and one search summary per resident."""
         number = self._existing(generation)
         report = VerifyReport(number)
         started = time.monotonic()
@@ -265,6 +267,14 @@ class SnapshotStore:
             report.problems.append(f"{kind}: {orphans:,} search rows have no record")
         if f"{digest % DIGEST_MODULUS:064x}" != expected_digest:
             report.problems.append(f"{kind}: record digest differs from meta (records were added, lost or altered)")
+        if kind == "residents":
+            summaries = conn.execute("SELECT count(*) FROM resident_summaries").fetchone()[0]
+            unmatched = conn.execute(
+                "SELECT count(*) FROM residents r WHERE NOT EXISTS (SELECT 1 FROM resident_summaries s "
+                "WHERE s.kana_key = r.kana_key AND s.birth_date = r.birth_date AND s.id = r.id)"
+            ).fetchone()[0]
+            if summaries != rows or unmatched:
+                report.problems.append(f"residents: {summaries:,} search summaries for {rows:,} residents, {unmatched:,} without one")
 
     # --- writing -----------------------------------------------------------
 
@@ -400,7 +410,9 @@ class SnapshotStore:
         never corrupt; a power cut may undo the last committed batches, but
         they carry their own last_seq in the same transaction, so the feed
         simply delivers them again."""
-        conn = crypto.connect(self.path_of(self._existing(generation)), self.key)
+        number = self._existing(generation)
+        conn = crypto.connect(self.path_of(number), self.key)
+        check_schema(conn, number)
         conn.isolation_level = None
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")

@@ -32,17 +32,16 @@ def search():
     register = get_register()
     if register is None:
         return _locked_page("住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。")
-    results, error, query = None, None, None
+    found, error, query = None, None, None
     if any(request.args.get(k) for k in ("kana", "name", "birth", "address", "code")):
         try:
             query, criteria = lookup.parse_query(request.args, print_settings(current_app.config["SONAE"]).eras)
-            results = lookup.search(get_ops(), register, query, criteria, actor=g.staff.username, drill=scope.is_drill)
+            found = lookup.search(get_ops(), register, query, criteria, actor=g.staff.username, drill=scope.is_drill)
         except lookup.QueryError as exc:
             error = str(exc)
-    truncated = results is not None and len(results) > lookup.MAX_RESULTS
     return render_template(
-        "counter/search.html", results=(results or [])[: lookup.MAX_RESULTS], searched=results is not None,
-        truncated=truncated, error=error, args=request.args, scope=scope,
+        "counter/search.html", results=found.summaries() if found else [], searched=found is not None,
+        truncated=found is not None and found.truncated, error=error, args=request.args, scope=scope,
     )
 
 

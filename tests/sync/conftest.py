@@ -16,6 +16,8 @@ from fallback.config import load_config
 from fallback.ops import open_ops
 from fallback.registry import snapshot_store
 from fallback.syncing import run_full_sync
+from sync import crypto
+from sync.schema import summary_text
 from tests.sync.exports import population, write_export
 from tests.sync.upstream_server import TOKEN, TestUpstream
 
@@ -103,5 +105,23 @@ def assert_serving(config, generation: int, residents: int) -> None:
     with store.open_register() as register:
         assert register.meta.residents == residents
         assert register.search(kana="ヤマダ"), "the register answers a search"
+    assert_summaries_match_records(store, generation)
     leftovers = [p.name for p in store.directory.iterdir() if p.name.endswith((".tmp", ".deleting"))]
     assert not leftovers, leftovers
+
+
+def assert_summaries_match_records(store, generation: int) -> None:
+    """resident_summaries holds exactly one row per resident, keyed by the
+    resident's search row and equal to the summary of the stored record."""
+    conn = crypto.connect(store.path_of(generation), store.key, readonly=True)
+    try:
+        expected = sorted(
+            (kana, birth, row_id, summary_text(json.loads(record)))
+            for kana, birth, row_id, record in conn.execute(
+                "SELECT r.kana_key, r.birth_date, r.id, rec.record FROM residents r JOIN resident_records rec ON rec.id = r.id"
+            )
+        )
+        stored = conn.execute("SELECT kana_key, birth_date, id, summary FROM resident_summaries").fetchall()
+    finally:
+        conn.close()
+    assert stored == expected  # in key order too: the table is clustered by kana
