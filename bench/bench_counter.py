@@ -92,7 +92,7 @@ def setup_site(args) -> tuple[DemoSite, str]:
     terminals = [{"id": f"本庁{i}", "office": "本庁", "printer": f"プリンタ{i:03d}", "queue": ""} for i in range(1, counters + 1)]
     site.configure(upstream, extra={"counter": {"terminals": terminals, "daily_cap_per_requester": 0},
                                     "security": {"view_flag_count": 100000}, "web": {"threads": args.threads}})
-    if not (site.home / "snapshots" / "CURRENT").exists():
+    if not serving_snapshot(site):
         started = time.perf_counter()
         print(site.run("sync", "full", "--actor", "bench").strip())
         print(f"full sync of {args.residents:,} residents: {time.perf_counter() - started:.1f} s")
@@ -115,6 +115,21 @@ def setup_site(args) -> tuple[DemoSite, str]:
         except requests.ConnectionError:
             time.sleep(0.2)
     return site, base
+
+
+def serving_snapshot(site: DemoSite) -> bool:
+    """Whether the site has a current generation this Sonae can serve (one
+    built by an earlier version with another layout is loaded again)."""
+    os.environ.update(site.env)
+    from fallback.config import load_config
+    from fallback.registry import snapshot_store
+    from sync.errors import NoSnapshot, SnapshotOutdated
+
+    try:
+        snapshot_store(load_config()).open_register().close()
+    except (NoSnapshot, SnapshotOutdated):
+        return False
+    return True
 
 
 def sample_residents(site: DemoSite, count: int, seed: int) -> list[dict]:

@@ -425,11 +425,9 @@ class BlockInserter:
                     insert_record, [(row[0], parsed.rewritten.get(row[0]) or lines[row[0] - first_line]) for row in parsed.rows]
                 )
                 if parsed.summaries:
+                    # Rowids follow on from the previous run: the table only grows.
                     first = self._runs[-1][1] if self._runs else 1
-                    self._scratch.executemany(
-                        "INSERT INTO summary_runs (rowid, kana_key, birth_date, id, summary) VALUES (?, ?, ?, ?, ?)",
-                        [(first + offset, *summary) for offset, summary in enumerate(parsed.summaries)],
-                    )
+                    self._scratch.executemany("INSERT INTO summary_runs (kana_key, birth_date, id, summary) VALUES (?, ?, ?, ?)", parsed.summaries)
                     self._runs.append((first, first + len(parsed.summaries)))
                 self.count += len(parsed.rows)
                 self.digest += parsed.digest
