@@ -45,7 +45,7 @@ from printing.glyphs import GlyphMissingError, prepare_rare_glyph_font, rare_clu
 from sync.changes import ChangesResult, apply_changes
 from sync.contract import ContractError, public_key_from_b64
 from sync.crypto import KeyFileError, WrongKeyError
-from sync.errors import ExportInvalid, FeedBroken, GateRefused, NoSnapshot, SyncBusy, SyncError
+from sync.errors import ExportInvalid, FeedBroken, GateRefused, NoSnapshot, SnapshotOutdated, SyncBusy, SyncError
 from sync.loader import LoadResult, load_full
 from sync.store import SnapshotStore
 from sync.upstream import DirectoryUpstream, HttpUpstream
@@ -247,10 +247,16 @@ def rollback_snapshot(config: Config, generation: int, reason: str, actor: str) 
 
 
 def full_export_due(config: Config) -> str | None:
-    """Why a full export should run now (no snapshot yet, or the change feed
-    broke after the last successful full load), or None."""
-    if snapshot_store(config).current() is None:
+    """Why a full export should run now (no snapshot yet, one of an older
+    layout, or the change feed broke after the last successful full load),
+    or None."""
+    store = snapshot_store(config)
+    if store.current() is None:
         return "no snapshot has been loaded yet"
+    try:
+        store.open_register().close()
+    except SnapshotOutdated as exc:
+        return str(exc)
     ops = open_ops(config)
     try:
         row = ops.execute(

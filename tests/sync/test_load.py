@@ -114,6 +114,7 @@ def test_kana_with_an_address_finds_what_the_address_alone_finds(config, store, 
 
 
 def test_a_generation_of_an_older_layout_is_refused_and_replaced_by_a_full_load(loaded, config, store, small_export):
+    from fallback.syncing import full_export_due
     from sync import crypto
     from sync.errors import SnapshotOutdated
 
@@ -125,6 +126,7 @@ def test_a_generation_of_an_older_layout_is_refused_and_replaced_by_a_full_load(
         store.open_register()
     listed = run_sonae("snapshot", "list")
     assert "run `sonae sync full`" in listed.stdout + listed.stderr
+    assert "generation 1 has snapshot layout 1" in full_export_due(config)  # the worker loads a current one unasked
     result = run_sonae("sync", "full", "--from", str(small_export))  # the count gate still reads the old generation's meta
     assert result.returncode == 0, result.stderr
     assert_serving(config, 2, 30)
