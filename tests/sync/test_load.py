@@ -232,6 +232,24 @@ def test_verify_finds_records_altered_behind_sonaes_back(loaded):
     assert not report.ok and any("residents: record digest differs" in p for p in report.problems)
 
 
+@pytest.mark.parametrize("tamper", [
+    "DELETE FROM resident_summaries WHERE id = 2",  # a resident no search would find
+    "UPDATE resident_summaries SET kana_key = 'ア' || kana_key WHERE id = 3",  # found under another kana
+    "INSERT INTO resident_summaries SELECT 'ン', birth_date, id, summary FROM resident_summaries WHERE id = 4",  # found twice
+])
+def test_verify_finds_search_summaries_out_of_step_with_the_residents(loaded, tamper):
+    store = snapshot_store(loaded)
+    from sync import crypto
+
+    assert store.verify().ok
+    conn = crypto.connect(store.path_of(1), store.key)
+    conn.execute(tamper)
+    conn.commit()
+    conn.close()
+    report = store.verify()
+    assert not report.ok and any("residents: the search summaries" in p and "are not keyed one to one" in p for p in report.problems), report.problems
+
+
 def test_seal_only_resident_changes_are_visible_in_counts(config, store, tmp_path):
     residents = [make_resident(i) for i in range(5)]
     seals = [make_seal(i) for i in range(5)] + [make_seal(9, resident_code=residents[0]["resident_code"])]
