@@ -42,7 +42,6 @@ import ctypes
 import datetime as dt
 import hashlib
 import heapq
-import json
 import multiprocessing
 import os
 import queue
@@ -55,6 +54,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
+import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sync import crypto
@@ -345,7 +345,7 @@ def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_indi
         if not line.strip():
             continue  # blank lines hold no record; the record count still has to match
         try:
-            record = json.loads(line)
+            record = orjson.loads(line)
             validate(record)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:  # ContractError is a ValueError
             problem = exc if isinstance(exc, ContractError) else f"not a valid record in UTF-8 JSON ({type(exc).__name__})"

@@ -27,8 +27,9 @@ record added, lost or altered outside Sonae.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
+
+import orjson
 
 from sync.normalize import address_key, kana_key, name_key
 
@@ -124,8 +125,10 @@ def insert_record_sql(kind: str) -> str:
 
 def record_text(record: dict) -> str:
     """How a record that Sonae had to change (or that came inside a change)
-    is stored; records from an export are stored as the line received."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+    is stored; records from an export are stored as the line received.
+    Compact UTF-8 JSON, keys in the record's order (what
+    json.dumps(ensure_ascii=False, separators=(",", ":")) writes)."""
+    return orjson.dumps(record).decode("utf-8")
 
 
 def record_digest(text_utf8: bytes) -> int:
