@@ -1,1 +1,0 @@
-"""CLI faces of the appliance areas, one module per `sonae` subcommand group."""
