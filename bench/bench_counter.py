@@ -50,7 +50,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fallback.commands.demo import DemoSite  # noqa: E402
+from fallback.demo.commands import DemoSite  # noqa: E402
 
 PASSWORD = "bench-password-1"
 
@@ -122,7 +122,7 @@ def serving_snapshot(site: DemoSite) -> bool:
     built by an earlier version with another layout is loaded again)."""
     os.environ.update(site.env)
     from fallback.config import load_config
-    from fallback.registry import snapshot_store
+    from fallback.mirror.registry import snapshot_store
     from sync.errors import NoSnapshot, SnapshotOutdated
 
     try:
@@ -137,7 +137,7 @@ def sample_residents(site: DemoSite, count: int, seed: int) -> list[dict]:
     own key (the bench runs on the box)."""
     os.environ.update(site.env)
     from fallback.config import load_config
-    from fallback.registry import snapshot_store
+    from fallback.mirror.registry import snapshot_store
 
     store = snapshot_store(load_config())
     with store.open_register() as register:
@@ -213,9 +213,9 @@ def bench_search(base: str, residents: list[dict], clients: int, seconds: float,
 
 def bare_render_seconds(site: DemoSite, resident: dict, rounds: int = 15) -> list[float]:
     from fallback.config import load_config
+    from fallback.counter.rendering import municipality, print_settings
     from fallback.keys import signing_key
     from fallback.ops import now
-    from fallback.rendering import municipality, print_settings
     from printing.model import Certificate, IssueStamp
     from printing.render import render_certificate
 

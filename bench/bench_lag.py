@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from fallback.commands.demo import DemoSite  # noqa: E402
+from fallback.demo.commands import DemoSite  # noqa: E402
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
         print(site.run("sync", "full", "--actor", "bench").strip())
         os.environ.update(site.env)
         from fallback.config import load_config
-        from fallback.registry import snapshot_store
+        from fallback.mirror.registry import snapshot_store
 
         store = snapshot_store(load_config())
         site.start("worker", log="bench-lag-worker.log")

@@ -18,7 +18,7 @@ a real `sonae sync full` process with its own SONAE_HOME. Printed per size:
   into SQLCipher, in child processes: the cost of encryption as a ratio;
 - verify: `SnapshotStore.verify` of the new generation;
 - search: p50 / p95 of Register.search for typical counter queries;
-- certificate font: the worker's step after a load (fallback.syncing.
+- certificate font: the worker's step after a load (fallback.mirror.syncing.
   prepare_certificate_font: every resident's printed text scanned for rare
   glyphs, the IPAmj subset built), in a child process: wall, CPU, peak RSS;
 and, on the largest size, applying N changes from the feed (with a reader
@@ -51,7 +51,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from fallback.config import load_config  # noqa: E402
-from fallback.registry import snapshot_store  # noqa: E402
+from fallback.mirror.registry import snapshot_store  # noqa: E402
 from sync import crypto  # noqa: E402
 from sync.changes import apply_changes  # noqa: E402
 from sync.upstream import HttpUpstream  # noqa: E402
@@ -228,7 +228,7 @@ if __name__ == "__main__":
 FONT_CHILD = """
 import json
 from fallback.config import load_config
-from fallback.syncing import prepare_certificate_font
+from fallback.mirror.syncing import prepare_certificate_font
 print(json.dumps(prepare_certificate_font(load_config())))
 """
 

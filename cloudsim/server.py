@@ -18,19 +18,35 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
 from cloudsim import exports
-from cloudsim.changes import EventRefused, ResidentNotFound
-from cloudsim.faults import UnknownFault
-from cloudsim.register import now_jst
+from cloudsim.changes import ChangeFeed, EventRefused, ResidentNotFound
+from cloudsim.faults import FaultSwitches, UnknownFault
+from cloudsim.register import Register, now_jst
 
-if TYPE_CHECKING:
-    from cloudsim.sim import CloudSim
+
+class Simulation(Protocol):
+    """What the two HTTP faces need of a running simulation. `cloudsim.sim`
+    builds the simulation on top of these faces, so they know it only by
+    this shape and the import goes one way."""
+
+    register: Register
+    token: str
+    feed: ChangeFeed
+    faults: FaultSwitches
+    contract: Listener
+
+    def status(self) -> dict: ...
+
+    def publish(self) -> dict: ...
+
+    def resident_line(self, code: str) -> str | None: ...
+
 
 HOST = "127.0.0.1"
 FILE_BLOCK = 256 * 1024
@@ -122,7 +138,7 @@ def json_errors(app: Flask) -> None:
 # --- the contract port ----------------------------------------------------------
 
 
-def health_body(sim: CloudSim) -> dict:
+def health_body(sim: Simulation) -> dict:
     faults = sim.faults
     register = "down" if faults.active("error5xx") else "ok"
     juki_net = "down" if faults.active("juki_net_down") else "ok"
@@ -132,7 +148,7 @@ def health_body(sim: CloudSim) -> dict:
             "as_of": now_jst().isoformat()}
 
 
-def served_manifest(sim: CloudSim) -> dict:
+def served_manifest(sim: Simulation) -> dict:
     manifest = sim.register.latest_manifest()
     if sim.faults.active("bad_signature"):
         signature = bytearray(base64.b64decode(manifest["signature"]))
@@ -157,7 +173,7 @@ def file_stream(path: Path, start: int, stop: int, flip_at: int | None, still_se
             yield bytes(block)
 
 
-def contract_app(sim: CloudSim) -> Flask:
+def contract_app(sim: Simulation) -> Flask:
     app = Flask("cloudsim.contract")
     json_errors(app)
 
@@ -215,7 +231,7 @@ def contract_app(sim: CloudSim) -> Flask:
     return app
 
 
-def serve_file(sim: CloudSim, path: Path) -> Response:
+def serve_file(sim: Simulation, path: Path) -> Response:
     size = path.stat().st_size
     length = size // 2 if sim.faults.active("truncated_file") else size
     flip_at = size // 2 if sim.faults.active("bytes_mismatch") else None
@@ -245,7 +261,7 @@ def serve_file(sim: CloudSim, path: Path) -> Response:
 # --- the admin port ---------------------------------------------------------------
 
 
-def admin_app(sim: CloudSim) -> Flask:
+def admin_app(sim: Simulation) -> Flask:
     app = Flask("cloudsim.admin")
     json_errors(app)
 

@@ -7,26 +7,27 @@ import datetime as dt
 
 from flask import Flask
 
-from fallback import banner, db, filters, security
+from fallback import banner, db, filters
 from fallback.config import Config, load_config
 from fallback.keys import session_secret
 from fallback.ops import open_ops
+from fallback.staff import security
 
 BLUEPRINTS = (
-    "fallback.views.auth",
-    "fallback.views.monitor",
-    "fallback.views.health",
-    "fallback.views.counter",
-    "fallback.views.supervisor",
-    "fallback.views.api",
-    "fallback.views.verify",
-    "fallback.views.auditor",
-    "fallback.views.runbooks",
-    "fallback.views.drills",
-    "fallback.views.recovery",
-    "fallback.views.public",
-    "fallback.views.notice_admin",
-    "fallback.views.forms",
+    "fallback.staff.auth_views",
+    "fallback.monitoring.views",
+    "fallback.monitoring.health_views",
+    "fallback.counter.views",
+    "fallback.modes.views",
+    "fallback.counter.api",
+    "fallback.verification.views",
+    "fallback.staff.auditor_views",
+    "fallback.runbooks.views",
+    "fallback.drills.views",
+    "fallback.recovery.views",
+    "fallback.residents.public_views",
+    "fallback.residents.notice_views",
+    "fallback.residents.form_views",
 )
 
 

@@ -20,18 +20,18 @@ import click
 
 # name -> "module:attribute"; each module is the CLI face of one area.
 COMMANDS = {
-    "serve": "fallback.commands.web:serve",
-    "worker": "fallback.commands.worker:worker",
-    "sync": "fallback.commands.sync:sync_group",
-    "snapshot": "fallback.commands.snapshot:snapshot_group",
-    "key": "fallback.commands.key:key_group",
-    "user": "fallback.commands.user:user_group",
-    "audit": "fallback.commands.audit:audit_group",
-    "verify": "fallback.commands.certificate:verify",
-    "certificate": "fallback.commands.certificate:certificate_group",
-    "mode": "fallback.commands.mode:mode_group",
-    "drill": "fallback.commands.drill:drill_group",
-    "demo": "fallback.commands.demo:demo_group",
+    "serve": "fallback.serve:serve",
+    "worker": "fallback.worker_command:worker",
+    "sync": "fallback.mirror.sync_commands:sync_group",
+    "snapshot": "fallback.mirror.snapshot_commands:snapshot_group",
+    "key": "fallback.key_commands:key_group",
+    "user": "fallback.staff.commands:user_group",
+    "audit": "fallback.staff.audit_commands:audit_group",
+    "verify": "fallback.counter.commands:verify",
+    "certificate": "fallback.counter.commands:certificate_group",
+    "mode": "fallback.modes.commands:mode_group",
+    "drill": "fallback.drills.commands:drill_group",
+    "demo": "fallback.demo.commands:demo_group",
 }
 
 

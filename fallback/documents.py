@@ -7,11 +7,12 @@ templates, rendered through fallback.paper like every other paper Sonae
 prints. Everything the staff typed is escaped before it goes into
 Markdown, and raw HTML is switched off in the converter, so a reason or a
 name can never become markup. PDFs use IPAex fonts only (IPAexMincho for
-body text, IPAexGothic for headings; see incident/pdf_base.html).
+body text, IPAexGothic for headings; see documents/pdf_base.html).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 
 import markdown
@@ -57,4 +58,20 @@ def render_pdf(template: str, **context) -> bytes:
 
 def markdown_pdf(title: str, text: str, *, drill: bool) -> bytes:
     """A report as PDF; `drill` puts the 訓練 watermark on every page."""
-    return render_pdf("incident/document_pdf.html", title=title, body=markdown_to_html(text), drill=drill)
+    return render_pdf("documents/document_pdf.html", title=title, body=markdown_to_html(text), drill=drill)
+
+
+# Times and durations as reports print them (stamps are ISO 8601 in JST).
+def minutes_between(start: str, end: str) -> float:
+    return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds() / 60
+
+
+def format_minutes(minutes: float | None) -> str:
+    if minutes is None:
+        return "—"
+    whole = int(round(minutes))
+    return f"{whole // 60}時間{whole % 60}分" if whole >= 60 else f"{whole}分"
+
+
+def format_time(stamp: str | None) -> str:
+    return stamp[:16].replace("T", " ") if stamp else "—"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
-from fallback.rendering import print_settings
+from fallback.counter.rendering import print_settings
 from printing.wareki import format_seireki, format_wareki
 
 

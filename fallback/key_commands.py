@@ -7,11 +7,11 @@ from pathlib import Path
 import click
 
 from fallback import audit
-from fallback.commands.common import config as load_config
-from fallback.commands.common import operator
+from fallback.cli_support import config as load_config
+from fallback.cli_support import operator
 from fallback.keys import master_key
+from fallback.mirror.syncing import snapshot_store
 from fallback.ops import connect_ops
-from fallback.syncing import snapshot_store
 from sync import crypto
 
 

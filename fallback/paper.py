@@ -2,8 +2,9 @@
 交付申請書, staff documents) — from Jinja templates to PDF with WeasyPrint.
 
 They are rendered outside any web request (the incident report, a command)
-as well as inside one, so this uses its own template environment over
-fallback/templates rather than Flask's. Fonts are IPAex only, named in the
+as well as inside one, so this uses its own template environment rather
+than Flask's, over the same folders: fallback/templates (the shared base)
+and each feature's templates/. Fonts are IPAex only, named in the
 templates' stylesheets.
 """
 
@@ -17,10 +18,11 @@ from weasyprint.text.fonts import FontConfiguration
 
 from printing.render import weasyprint_lock
 
-TEMPLATES_DIR = Path(__file__).with_name("templates")
+PACKAGE_DIR = Path(__file__).parent
+TEMPLATE_DIRS = [PACKAGE_DIR / "templates", *sorted(PACKAGE_DIR.glob("*/templates"))]
 
 _environment = jinja2.Environment(
-    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+    loader=jinja2.FileSystemLoader(TEMPLATE_DIRS),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from fallback.commands.common import config as load
+from fallback.cli_support import config as load
 
 
 @click.command()

@@ -37,12 +37,12 @@ from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from fallback.config import Config
-from fallback.issuance import void_unrendered
+from fallback.counter.issuance import void_unrendered
+from fallback.mirror.registry import snapshot_store
+from fallback.mirror.syncing import EXPECTED_FAILURES, full_export_due, prepare_certificate_font, run_changes, run_full_sync
 from fallback.monitoring import register_monitoring_jobs
 from fallback.ops import open_ops
 from fallback.recovery import register_recovery_jobs
-from fallback.registry import snapshot_store
-from fallback.syncing import EXPECTED_FAILURES, full_export_due, prepare_certificate_font, run_changes, run_full_sync
 from sync.errors import FeedBroken, SyncBusy, UpstreamUnavailable
 
 log = logging.getLogger("sonae.worker")

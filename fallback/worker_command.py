@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from fallback.commands.common import config as load_config
+from fallback.cli_support import config as load_config
 
 
 @click.command()

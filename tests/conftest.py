@@ -60,9 +60,9 @@ def loaded_template(tmp_path_factory):
     """Built once per test run: a home with the example register loaded
     through the real sync and one account per role (Argon2 hashing and a
     full load per test would dominate the suite's time)."""
-    from fallback import users
+    from fallback.mirror.syncing import run_full_sync
     from fallback.ops import open_ops
-    from fallback.syncing import run_full_sync
+    from fallback.staff import users
 
     root = tmp_path_factory.mktemp("loaded-appliance")
     with pytest.MonkeyPatch.context() as monkeypatch:

@@ -8,17 +8,18 @@ import secrets
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, session, url_for
 
-from fallback import deferred, issuance, lookup, modes, openapi, sessions, users
-from fallback.certificates import issue_certificate, request_from_form, supervisor_approval
-from fallback.counter_state import counter_scope
+from fallback import deferred, modes
+from fallback.counter import issuance, lookup, openapi
+from fallback.counter.certificates import issue_certificate, request_from_form, supervisor_approval
+from fallback.counter.rendering import print_settings
+from fallback.counter.state import COUNTER_ROLES, counter_scope
 from fallback.db import get_ops
-from fallback.registry import get_register, snapshot_summary
-from fallback.rendering import print_settings
-from fallback.security import csrf_token, public, roles
+from fallback.mirror.registry import get_register, snapshot_summary
+from fallback.staff import sessions, users
+from fallback.staff.security import csrf_token, public, roles
 from sync.schema import resident_summary
 
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
-COUNTER_ROLES = ("clerk", "supervisor")
+bp = Blueprint("api", __name__, url_prefix="/api/v1", template_folder="templates")
 
 
 def error(status: int, code: str, message: str, **extra):

@@ -6,12 +6,14 @@ the one place that turns a counter request into printed certificates.
 
 from __future__ import annotations
 
-from fallback import audit, issuance, users
+from fallback import audit
 from fallback.config import Config
-from fallback.issuance import Clerk, IssueRefused, IssueRequest, Scope
+from fallback.counter import issuance
+from fallback.counter.issuance import Clerk, IssueRefused, IssueRequest, Scope
+from fallback.counter.printer import print_certificate
+from fallback.counter.rendering import build_certificate, render_issued
 from fallback.ops import now
-from fallback.printer import print_certificate
-from fallback.rendering import build_certificate, render_issued
+from fallback.staff import users
 from printing.model import CertificateError
 
 

@@ -12,12 +12,12 @@ import click
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from fallback import audit
-from fallback.commands.common import config as load_config
-from fallback.commands.common import operator
+from fallback.cli_support import config as load_config
+from fallback.cli_support import operator
+from fallback.counter.rendering import municipality, print_settings
 from fallback.keys import signing_key
+from fallback.mirror.registry import snapshot_store
 from fallback.ops import now, open_ops
-from fallback.registry import snapshot_store
-from fallback.rendering import municipality, print_settings
 from printing.model import KINDS, OPTIONAL_ITEMS, Certificate, CertificateError, IssueStamp
 from printing.render import render_certificate
 from printing.signing import CertificateVerificationError

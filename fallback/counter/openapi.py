@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 import re
 
+from fallback.counter.lookup import MAX_QUERY_LENGTH
 from fallback.deferred import DELIVERY
 from fallback.deferred import KINDS as DEFERRED_KINDS
-from fallback.lookup import MAX_QUERY_LENGTH
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 # At least one character that is not a space, as Python's str.strip() sees

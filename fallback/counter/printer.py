@@ -8,7 +8,7 @@ browser instead."""
 from __future__ import annotations
 
 from fallback import audit
-from fallback.issuance import IssuedCopy, record_print_job
+from fallback.counter.issuance import IssuedCopy, record_print_job
 from printing.cups import PrintError, PrinterStoppedError, PrintTimeoutError, submit, wait_for_job
 
 # Long enough for a healthy local queue (cups-pdf takes ~0.2 s); a slow

@@ -10,7 +10,7 @@ import datetime as dt
 from functools import lru_cache
 
 from fallback.config import Config
-from fallback.issuance import Clerk, IssuedCopy, IssueRequest, Plan, Scope
+from fallback.counter.issuance import Clerk, IssuedCopy, IssueRequest, Plan, Scope
 from fallback.keys import signing_key
 from fallback.ops import now
 from printing.model import Certificate, IssueStamp, Municipality, PrintSettings

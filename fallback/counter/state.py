@@ -10,7 +10,10 @@ from __future__ import annotations
 import datetime as dt
 
 from fallback import drills, modes
-from fallback.issuance import REAL, Scope
+from fallback.counter.issuance import REAL, Scope
+
+# Who works at a counter: the screens, the API and the request forms all use this.
+COUNTER_ROLES = ("clerk", "supervisor")
 
 PAPER_ONLY_MESSAGE = (
     "この訓練は「システムが全く使えない」想定です。紙の交付申請書と手書きの交付台帳で対応してください"

@@ -6,17 +6,17 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
-from fallback import deferred, issuance, lookup
-from fallback.certificates import issue_certificate, request_from_form, supervisor_approval
-from fallback.counter_state import counter_scope
+from fallback import deferred
+from fallback.counter import issuance, lookup
+from fallback.counter.certificates import issue_certificate, request_from_form, supervisor_approval
+from fallback.counter.rendering import print_settings
+from fallback.counter.state import COUNTER_ROLES, counter_scope
 from fallback.db import get_ops
-from fallback.registry import get_register
-from fallback.rendering import print_settings
-from fallback.security import roles
+from fallback.mirror.registry import get_register
+from fallback.staff.security import roles
 
-bp = Blueprint("counter", __name__, url_prefix="/counter")
+bp = Blueprint("counter", __name__, url_prefix="/counter", template_folder="templates")
 
-COUNTER_ROLES = ("clerk", "supervisor")
 
 
 def _locked_page(reason: str):

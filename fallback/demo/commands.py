@@ -5,138 +5,16 @@ runs them, so the demo exercises what production runs."""
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
 import shutil
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import click
 
-from fallback.config import DEFAULTS, render_toml
-from fallback.outage_day import FAULTS, DayOptions, run_outage_day
-from sync.crypto import write_key_file
-
-DEMO_ACCOUNTS = (
-    ("madoguchi1", "窓口 一郎", "clerk"),
-    ("madoguchi2", "窓口 二郎", "clerk"),
-    ("madoguchi3", "窓口 三子", "clerk"),
-    ("kakaricho", "係長 花子", "supervisor"),
-    ("kunren", "訓練 担当", "drill_coordinator"),
-    ("joho", "情報 政策", "it"),
-    ("kansa", "監査 太郎", "auditor"),
-)
-
-
-class DemoSite:
-    """Paths and processes of one demo installation under `root`."""
-
-    def __init__(self, root: Path, *, residents: int, seed: int, web_port: int, upstream_port: int):
-        self.root = root.resolve()
-        self.home = self.root / "home"
-        self.etc = self.root / "etc"
-        self.cloudsim_dir = self.root / "cloudsim"
-        self.residents, self.seed = residents, seed
-        self.web_port, self.upstream_port = web_port, upstream_port
-        self.processes: list[subprocess.Popen] = []
-
-    @property
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(SONAE_HOME=str(self.home), SONAE_CONFIG=str(self.etc / "sonae.toml"))
-        return env
-
-    def sonae(self, *args: str) -> list[str]:
-        return [sys.executable, "-m", "fallback.cli", *args]
-
-    def run(self, *args: str) -> str:
-        result = subprocess.run(self.sonae(*args), env=self.env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise click.ClickException(f"`sonae {' '.join(args)}` failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
-        return result.stdout
-
-    def start(self, *args: str, log: str) -> subprocess.Popen:
-        self.root.joinpath("logs").mkdir(parents=True, exist_ok=True)
-        with open(self.root / "logs" / log, "ab") as out:
-            process = subprocess.Popen(self.sonae(*args), env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        self.processes.append(process)
-        return process
-
-    def start_cloudsim(self, change_rate: float | None = None) -> dict:
-        """Start cloudsim (changes per minute on its live feed: its default
-        unless given) and wait until it serves."""
-        self.etc.mkdir(parents=True, exist_ok=True)
-        ready = self.root / "cloudsim-ready.json"
-        ready.unlink(missing_ok=True)
-        token = (self.etc / "upstream.token")
-        if not token.exists():
-            token.write_text(secrets.token_urlsafe(24))
-            token.chmod(0o600)
-        self.start(
-            "cloudsim", "serve", "--residents", str(self.residents), "--seed", str(self.seed),
-            "--port", str(self.upstream_port), "--admin-port", str(self.upstream_port + 1),
-            "--token", token.read_text().strip(), "--key-file", str(self.etc / "upstream-signing.key"),
-            "--state-dir", str(self.cloudsim_dir), "--ready-file", str(ready),
-            *([] if change_rate is None else ["--change-rate", str(change_rate)]),
-            log="cloudsim.log",
-        )
-        deadline = time.monotonic() + 300
-        while not ready.exists():
-            if self.processes[-1].poll() is not None:
-                raise click.ClickException(f"cloudsim exited; see {self.root / 'logs' / 'cloudsim.log'}")
-            if time.monotonic() > deadline:
-                raise click.ClickException("cloudsim did not become ready within 5 minutes")
-            time.sleep(0.2)
-        return json.loads(ready.read_text())
-
-    def configure(self, upstream: dict, extra: dict | None = None) -> None:
-        """Write keys and sonae.toml; `extra` overrides keys per section."""
-        for name in ("master.key", "signing.key"):
-            if not (self.etc / name).exists():
-                write_key_file(self.etc / name)
-        values = {section: dict(items) for section, items in DEFAULTS.items()}
-        values["upstream"].update(url=upstream["url"], token_file=str(self.etc / "upstream.token"), public_key=upstream["public_key"])
-        values["security"].update(key_file=str(self.etc / "master.key"), signing_key_file=str(self.etc / "signing.key"),
-                                  secret_key_file=str(self.etc / "session.key"))
-        values["web"].update(port=self.web_port, public_base_url=f"http://127.0.0.1:{self.web_port}")
-        values["probes"].update(interval_s=10)
-        for section, items in (extra or {}).items():
-            values[section].update(items)
-        (self.etc / "sonae.toml").write_text(render_toml(values), encoding="utf-8")
-        self.home.mkdir(parents=True, exist_ok=True)
-
-    def seed_accounts(self) -> list[tuple[str, str, str]]:
-        existing = self.run("user", "list")
-        created = []
-        for username, display, role in DEMO_ACCOUNTS:
-            password = secrets.token_urlsafe(9)
-            if f"{username}\t" in existing:
-                self.run("user", "reset", username, "--password", password, "--actor", "demo")
-            else:
-                self.run("user", "add", username, "--name", display, "--role", role, "--password", password, "--actor", "demo")
-            created.append((username, role, password))
-        return created
-
-    def kill(self, process: subprocess.Popen) -> None:
-        """SIGKILL one of the processes (and its children), as a crash or
-        the OOM killer would; it is no longer one of the site's."""
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        self.processes.remove(process)
-
-    def stop(self) -> None:
-        for process in reversed(self.processes):
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-        for process in self.processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+from fallback.demo.outage_day import FAULTS, DayOptions, run_outage_day
+from fallback.demo.site import DemoSite
 
 
 @click.group("demo")

@@ -41,18 +41,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 import requests
 
 from fallback.config import load_config
+from fallback.demo.site import DemoSite
+from fallback.mirror.registry import snapshot_store
 from fallback.ops import now, open_ops
-from fallback.registry import snapshot_store
 from printing.wareki import format_wareki
-
-if TYPE_CHECKING:
-    from fallback.commands.demo import DemoSite
 
 FAULTS = {
     "web_kill": "the web server is SIGKILLed in the middle of an issuance, then restarted",
@@ -1188,7 +1185,6 @@ def run_outage_day(root: Path, options: DayOptions, say: Callable[[str], None] =
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    from fallback.commands.demo import DemoSite
 
     site = DemoSite(root, residents=options.residents, seed=options.seed, web_port=options.web_port,
                     upstream_port=options.upstream_port)

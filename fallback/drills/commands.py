@@ -8,10 +8,13 @@ from pathlib import Path
 
 import click
 
-from fallback import documents, drill_report, drills, forms, paper_ledger, runbooks
-from fallback.commands.common import config as load_config
-from fallback.commands.common import operator
+from fallback import documents, drills, runbooks
+from fallback.cli_support import config as load_config
+from fallback.cli_support import operator
+from fallback.drills import report as drill_report
 from fallback.ops import now, open_ops
+from fallback.residents import forms
+from fallback.runbooks import paper_ledger
 
 
 @click.group("drill")

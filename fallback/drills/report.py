@@ -14,6 +14,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from fallback import deferred, documents, drills, runbooks
+from fallback.documents import format_minutes, format_time, minutes_between
 from fallback.ops import now_iso
 
 # The rule identifiers of issuance.IssueRefused, as the report names them.
@@ -34,21 +35,6 @@ RULE_LABELS = {
 }
 # A clerk who picked the wrong certificate type for the person.
 WRONG_TYPE_RULES = ("johyo_for_active", "removed_resident")
-
-
-def minutes_between(start: str, end: str) -> float:
-    return (dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds() / 60
-
-
-def format_minutes(minutes: float | None) -> str:
-    if minutes is None:
-        return "—"
-    whole = int(round(minutes))
-    return f"{whole // 60}時間{whole % 60}分" if whole >= 60 else f"{whole}分"
-
-
-def format_time(stamp: str | None) -> str:
-    return stamp[:16].replace("T", " ") if stamp else "—"
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,18 @@ import datetime as dt
 from flask import Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
-from fallback import documents, drill_personas, drill_report, drills, forms, modes, paper_ledger, runbooks, users
+from fallback import documents, drills, modes, runbooks
 from fallback.db import get_ops
+from fallback.drills import personas as drill_personas
+from fallback.drills import report as drill_report
+from fallback.mirror.registry import get_register, snapshot_store
 from fallback.ops import TOKYO, now
-from fallback.registry import get_register, snapshot_store
-from fallback.security import roles
+from fallback.residents import forms
+from fallback.runbooks import paper_ledger
+from fallback.staff import users
+from fallback.staff.security import roles
 
-bp = Blueprint("drills", __name__, url_prefix="/drills")
+bp = Blueprint("drills", __name__, url_prefix="/drills", template_folder="templates")
 
 COORDINATORS = ("drill_coordinator", "supervisor")
 VIEWERS = ("drill_coordinator", "supervisor", "clerk")

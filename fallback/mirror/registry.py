@@ -45,6 +45,15 @@ def get_register():
     return register
 
 
+def format_age(hours: float) -> str:
+    """The age of data as staff read it: 分 under an hour, 時間 under two days, then 日."""
+    if hours < 1:
+        return f"{max(int(hours * 60), 0)}分"
+    if hours < 48:
+        return f"{int(hours)}時間{int(hours * 60) % 60}分"
+    return f"{int(hours // 24)}日{int(hours % 24)}時間"
+
+
 @dataclass(frozen=True)
 class SnapshotSummary:
     generation: int

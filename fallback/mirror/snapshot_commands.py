@@ -6,11 +6,11 @@ import json
 
 import click
 
-from fallback.commands.common import config as load_config
-from fallback.commands.common import operator
-from fallback.commands.sync import jst
+from fallback.cli_support import config as load_config
+from fallback.cli_support import operator
+from fallback.mirror.sync_commands import jst
+from fallback.mirror.syncing import rollback_snapshot, snapshot_store
 from fallback.ops import now
-from fallback.syncing import rollback_snapshot, snapshot_store
 
 
 @click.group("snapshot")

@@ -7,10 +7,10 @@ import json
 
 import click
 
-from fallback.commands.common import config as load_config
-from fallback.commands.common import operator
+from fallback.cli_support import config as load_config
+from fallback.cli_support import operator
+from fallback.mirror.syncing import full_export_due, recent_runs, run_changes, run_full_sync, snapshot_store
 from fallback.ops import TOKYO, now
-from fallback.syncing import full_export_due, recent_runs, run_changes, run_full_sync, snapshot_store
 from sync.loader import OVERRIDE_DROP, OVERRIDE_MUNICIPALITY, OVERRIDE_UNKNOWN_SEAL_RESIDENTS
 
 

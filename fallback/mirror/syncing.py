@@ -39,8 +39,8 @@ from pathlib import Path
 
 from fallback import audit
 from fallback.config import Config, ConfigError
+from fallback.mirror.registry import snapshot_store
 from fallback.ops import Transaction, now_iso, open_ops
-from fallback.registry import snapshot_store
 from printing.glyphs import GlyphMissingError, prepare_rare_glyph_font, rare_clusters
 from sync.changes import ChangesResult, apply_changes
 from sync.contract import ContractError, public_key_from_b64
@@ -54,7 +54,7 @@ REFUSALS = (GateRefused, ExportInvalid, FeedBroken, SyncBusy, NoSnapshot)
 EXPECTED_FAILURES = (SyncError, WrongKeyError, KeyFileError, ContractError, ConfigError)
 WORKER_ACTOR = "worker"
 INTERRUPTED = "interrupted: the process stopped before finishing (crash, kill or power cut); the previous generation kept serving"
-FONT_CACHE_DIR = "font-cache"  # under SONAE_HOME; fallback.rendering gives printing the same directory
+FONT_CACHE_DIR = "font-cache"  # under SONAE_HOME; fallback.counter.rendering gives printing the same directory
 RESIDENTS_NAMED_PER_GLYPH = 20  # enough for IT to find and correct the records; the count says how many in all
 
 log = logging.getLogger("sonae.sync")

@@ -7,7 +7,7 @@ from __future__ import annotations
 import click
 
 from fallback import modes
-from fallback.commands.common import config, operator
+from fallback.cli_support import config, operator
 from fallback.ops import open_ops
 
 

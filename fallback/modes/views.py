@@ -7,12 +7,13 @@ import datetime as dt
 
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 
-from fallback import deferred, issuance, lookup, modes
+from fallback import deferred, modes
+from fallback.counter import issuance, lookup
 from fallback.db import get_ops
 from fallback.ops import now
-from fallback.security import roles
+from fallback.staff.security import roles
 
-bp = Blueprint("supervisor", __name__, url_prefix="/supervisor")
+bp = Blueprint("supervisor", __name__, url_prefix="/supervisor", template_folder="templates")
 
 
 def _today_start() -> str:

@@ -35,9 +35,9 @@ import re
 from dataclasses import dataclass
 
 from fallback import audit, modes
-from fallback.banner import format_age
 from fallback.config import Config
 from fallback.keys import key_status
+from fallback.mirror.registry import format_age
 from fallback.monitoring import mirror, notify, probes
 from fallback.ops import TOKYO, Transaction, now, open_ops
 from sync.crypto import WrongKeyError

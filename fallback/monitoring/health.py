@@ -6,7 +6,7 @@ every request — never from in-process counters — so the web server's
 threads, the worker and any number of processes agree. Neither carries
 anything from a resident record: only counts, ages, states and times.
 They run inside a web request and read the snapshot through the server
-thread's register reader (fallback.registry).
+thread's register reader (fallback.mirror.registry).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 
 from fallback import modes
 from fallback.config import Config
-from fallback.issuance import KINDS, handed_out_by_kind
+from fallback.counter.issuance import KINDS, handed_out_by_kind
 from fallback.keys import key_status
+from fallback.mirror.registry import SnapshotSummary, snapshot_summary
 from fallback.monitoring import mirror, probes
-from fallback.registry import SnapshotSummary, snapshot_summary
 from sync.crypto import WrongKeyError
 from sync.errors import SyncError
 

@@ -19,9 +19,9 @@ from fallback.db import get_ops
 from fallback.keys import key_status
 from fallback.monitoring import health
 from fallback.ops import now
-from fallback.security import public
+from fallback.staff.security import public
 
-bp = Blueprint("health", __name__)
+bp = Blueprint("health", __name__, template_folder="templates")
 
 
 def _no_store(response):

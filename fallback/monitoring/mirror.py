@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from apscheduler.triggers.cron import CronTrigger
 
 from fallback.config import Config
-from fallback.registry import snapshot_store
+from fallback.mirror.registry import snapshot_store
 from sync import crypto
 from sync.register import SnapshotMeta
 

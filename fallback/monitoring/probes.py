@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from fallback import modes
 from fallback.config import Config, ConfigError
 from fallback.keys import key_status
+from fallback.mirror.syncing import upstream_from_config
 from fallback.monitoring import mirror
 from fallback.ops import Transaction, now, open_ops
-from fallback.syncing import upstream_from_config
 from sync.crypto import WrongKeyError
 from sync.errors import SyncError, UpstreamUnavailable
 from sync.upstream import HttpUpstream

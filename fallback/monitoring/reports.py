@@ -16,8 +16,8 @@ import datetime as dt
 import json
 import logging
 
-from fallback.banner import format_age
 from fallback.config import Config
+from fallback.mirror.registry import format_age
 from fallback.monitoring import alerts, mirror, notify, sla
 from fallback.ops import Transaction, now, open_ops
 from sync.crypto import WrongKeyError

@@ -8,14 +8,14 @@ import re
 
 from flask import Blueprint, Response, current_app, render_template, request
 
-from fallback.banner import format_age
 from fallback.db import get_ops
+from fallback.mirror.registry import format_age
 from fallback.monitoring import alerts, reports, sla
 from fallback.monitoring import dashboard as dashboard_data
 from fallback.ops import now
-from fallback.security import roles
+from fallback.staff.security import roles
 
-bp = Blueprint("monitor", __name__, url_prefix="/monitor")
+bp = Blueprint("monitor", __name__, url_prefix="/monitor", template_folder="templates")
 MONITOR_ROLES = ("it", "supervisor")
 _MONTH = re.compile(r"^(\d{4})-(\d{2})$")
 

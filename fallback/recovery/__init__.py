@@ -47,9 +47,9 @@ from dataclasses import dataclass
 
 from fallback import audit, deferred, modes
 from fallback.config import Config, ConfigError
+from fallback.mirror.registry import snapshot_store
+from fallback.mirror.syncing import upstream_from_config
 from fallback.ops import Transaction, now_iso, open_ops
-from fallback.registry import snapshot_store
-from fallback.syncing import upstream_from_config
 from sync.errors import NoSnapshot, UpstreamUnavailable
 from sync.schema import blank_individual_number
 

@@ -18,11 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fallback import deferred, documents, issuance, modes, notice, recovery, runbooks
+from fallback import deferred, documents, modes, recovery, runbooks
 from fallback.config import Config
-from fallback.drill_report import format_minutes, format_time, minutes_between
+from fallback.counter import issuance
+from fallback.documents import format_minutes, format_time, minutes_between
 from fallback.monitoring.probes import COMPONENT_LABELS
 from fallback.ops import now_iso, open_ops
+from fallback.residents import notice
 
 
 @dataclass(frozen=True)
@@ -278,7 +280,7 @@ def data_used(facts: IncidentFacts, config: Config) -> Section:
 
 def residents_notice(facts: IncidentFacts, config: Config) -> Section:
     """Every version of the public notice approved during the incident, with
-    who approved it and when (fallback.notice keeps them)."""
+    who approved it and when (fallback.residents.notice keeps them)."""
     conn = open_ops(config)
     try:
         return Section("住民へのお知らせ", notice.report_markdown(conn, facts.incident.started_at, facts.until))

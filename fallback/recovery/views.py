@@ -7,11 +7,13 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
-from fallback import deferred, documents, incident, issuance, recovery, runbooks
+from fallback import deferred, documents, recovery, runbooks
+from fallback.counter import issuance
 from fallback.db import get_ops
-from fallback.security import roles
+from fallback.recovery import incident
+from fallback.staff.security import roles
 
-bp = Blueprint("recovery", __name__, url_prefix="/recovery")
+bp = Blueprint("recovery", __name__, url_prefix="/recovery", template_folder="templates")
 
 WORKERS = ("supervisor", "it")
 READERS = ("supervisor", "it", "auditor")

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, abort, current_app, g, render_template
 
-from fallback import audit, forms, lookup
-from fallback.counter_state import counter_scope
+from fallback import audit
+from fallback.counter import lookup
+from fallback.counter.state import COUNTER_ROLES, counter_scope
 from fallback.db import get_ops
+from fallback.mirror.registry import get_register
 from fallback.ops import now
-from fallback.registry import get_register
-from fallback.security import roles
-from fallback.views.counter import COUNTER_ROLES
+from fallback.residents import forms
+from fallback.staff.security import roles
 
-bp = Blueprint("forms", __name__, url_prefix="/forms")
+bp = Blueprint("forms", __name__, url_prefix="/forms", template_folder="templates")
 
 
 def _pdf(pdf: bytes, filename: str) -> Response:

@@ -23,9 +23,9 @@ from __future__ import annotations
 import datetime as dt
 
 from fallback.config import Config
-from fallback.issuance import IDENTITY_DOCUMENTS, KINDS, OPTIONAL_ITEMS
-from fallback.notice import time_text
+from fallback.counter.issuance import IDENTITY_DOCUMENTS, KINDS, OPTIONAL_ITEMS
 from fallback.paper import html_to_pdf, render_html, template_from_file
+from fallback.residents.notice import time_text
 from printing.wareki import eras_from_config, format_seireki, format_wareki
 
 BUILT_IN_TEMPLATE = "forms/request_form.html"

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from fallback import audit, documents, modes
 from fallback.config import Config
-from fallback.issuance import KINDS
+from fallback.counter.issuance import KINDS
 from fallback.monitoring.probes import BATCH, DOWN, JUKI_NET, REGISTER, SYNTHETIC, component_statuses
 from fallback.ops import TOKYO, Transaction, now, now_iso
 from printing.wareki import eras_from_config, format_wareki

@@ -8,8 +8,8 @@ import datetime as dt
 import re
 
 from fallback.config import Config
-from fallback.notice import LANGUAGES, NoticeVersion, next_update_line, time_text
 from fallback.paper import html_to_pdf, render_html
+from fallback.residents.notice import LANGUAGES, NoticeVersion, next_update_line, time_text
 
 # Where a long line may be broken, coarsest first: after a sentence, after a
 # clause, at a space. Past these, a hard cut is the only choice left.

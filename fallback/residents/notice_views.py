@@ -14,18 +14,19 @@ import datetime as dt
 
 from flask import Blueprint, Response, abort, current_app, flash, g, redirect, render_template, request, url_for
 
-from fallback import drills, modes, notice
-from fallback.counter_state import counter_scope
+from fallback import drills, modes
+from fallback.counter.issuance import KINDS, REAL
+from fallback.counter.state import counter_scope
 from fallback.db import get_ops
-from fallback.issuance import KINDS, REAL
+from fallback.mirror.registry import snapshot_summary
 from fallback.monitoring.probes import COMPONENT_LABELS
-from fallback.notice_outputs import notice_sns_posts, notice_sns_text, poster_pdf
 from fallback.ops import TOKYO, now
-from fallback.registry import snapshot_summary
-from fallback.security import roles
-from fallback.views.public import notice_page
+from fallback.residents import notice
+from fallback.residents.notice_outputs import notice_sns_posts, notice_sns_text, poster_pdf
+from fallback.residents.public_views import notice_page
+from fallback.staff.security import roles
 
-bp = Blueprint("notice_admin", __name__, url_prefix="/supervisor/notice")
+bp = Blueprint("notice_admin", __name__, url_prefix="/supervisor/notice", template_folder="templates")
 
 STATUS_LABELS = {notice.DRAFT: "下書き", notice.APPROVED: "承認済み", notice.DISCARDED: "破棄"}
 

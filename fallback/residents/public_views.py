@@ -14,14 +14,15 @@ import datetime as dt
 
 from flask import Blueprint, current_app, jsonify, make_response, render_template
 
-from fallback import modes, notice
+from fallback import modes
 from fallback.db import get_ops
-from fallback.notice import LANGUAGES, next_update_line, time_text
 from fallback.ops import now
-from fallback.security import public
-from fallback.waits import OfficeWait, estimate_waits
+from fallback.residents import notice
+from fallback.residents.notice import LANGUAGES, next_update_line, time_text
+from fallback.residents.waits import OfficeWait, estimate_waits
+from fallback.staff.security import public
 
-bp = Blueprint("public", __name__)
+bp = Blueprint("public", __name__, template_folder="templates")
 
 
 def wait_text(wait: OfficeWait) -> dict[str, str]:

@@ -86,7 +86,7 @@ class Runbook:
 
 def runbook_dir(config: Config) -> Path:
     configured = config["web"]["runbooks_dir"]
-    return Path(configured) if configured else Path(__file__).resolve().parent.parent / "runbooks"
+    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "runbooks"
 
 
 def load_all(directory: Path) -> list[Runbook]:

@@ -1,6 +1,6 @@
 """The 手書き交付台帳: the ledger each counter keeps while no system works
 at all (runbook 04). The other half of the paper kit, the blank 交付申請書,
-is fallback.forms' request form printed without a resident.
+is fallback.residents.forms' request form printed without a resident.
 
 The kit is printed while Sonae still works and kept in a drawer, because on
 the day it is needed Sonae may be the thing that is down. Ledger lines carry

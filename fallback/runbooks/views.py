@@ -7,11 +7,12 @@ from __future__ import annotations
 from flask import Blueprint, Response, abort, current_app, flash, g, get_template_attribute, redirect, render_template, request, url_for
 from markupsafe import Markup
 
-from fallback import audit, modes, paper_ledger, runbooks
+from fallback import audit, modes, runbooks
 from fallback.db import get_ops
-from fallback.security import roles
+from fallback.runbooks import paper_ledger
+from fallback.staff.security import roles
 
-bp = Blueprint("runbooks", __name__, url_prefix="/runbooks")
+bp = Blueprint("runbooks", __name__, url_prefix="/runbooks", template_folder="templates")
 
 ALL_STAFF = ("clerk", "supervisor", "drill_coordinator", "it", "auditor")
 # Who ticks steps off: the supervisor runs the procedure; IT and the drill

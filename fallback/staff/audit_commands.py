@@ -7,7 +7,7 @@ import json
 import click
 
 from fallback import audit as audit_log
-from fallback.commands.common import config
+from fallback.cli_support import config
 from fallback.ops import open_ops
 
 

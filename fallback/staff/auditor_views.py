@@ -11,9 +11,9 @@ from flask import Blueprint, Response, g, render_template, request
 
 from fallback import audit
 from fallback.db import get_ops
-from fallback.security import roles
+from fallback.staff.security import roles
 
-bp = Blueprint("auditor", __name__, url_prefix="/audit")
+bp = Blueprint("auditor", __name__, url_prefix="/audit", template_folder="templates")
 
 PAGE_SIZE = 500
 FILTERS = ("since", "until", "actor", "action", "target")

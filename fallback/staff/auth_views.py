@@ -7,11 +7,11 @@ import secrets
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 
-from fallback import sessions, users
 from fallback.db import get_ops
-from fallback.security import public
+from fallback.staff import sessions, users
+from fallback.staff.security import public
 
-bp = Blueprint("auth", __name__)
+bp = Blueprint("auth", __name__, template_folder="templates")
 
 HOME_BY_ROLE = {
     "clerk": "counter.search",

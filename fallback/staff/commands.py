@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import click
 
-from fallback import users
-from fallback.commands.common import config, operator
+from fallback.cli_support import config, operator
 from fallback.ops import open_ops
+from fallback.staff import users
 
 
 def _password(value: str | None) -> str:

@@ -10,14 +10,14 @@ from pathlib import Path
 
 from flask import Blueprint, current_app, render_template, request
 
+from fallback.counter.rendering import print_settings
 from fallback.db import get_ops
 from fallback.keys import signing_key
-from fallback.rendering import print_settings
-from fallback.security import public
+from fallback.staff.security import public
 from printing.signing import CertificateVerificationError, verify_payload
 from printing.verify import verify_file
 
-bp = Blueprint("verify", __name__, url_prefix="/verify")
+bp = Blueprint("verify", __name__, url_prefix="/verify", template_folder="templates")
 
 MAX_UPLOAD_BYTES = 2 * 1024 * 1024
 

@@ -10,7 +10,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from fallback.outage_day import start_chromium
+from fallback.demo.outage_day import start_chromium
 from tests.support import PASSWORD
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from fallback import documents, drill_report, drills, runbooks
+from fallback import documents, drills, runbooks
+from fallback.drills import report as drill_report
 from fallback.ops import open_ops
 from tests.support import pdf_text
 

@@ -9,9 +9,11 @@ import os
 import subprocess
 import sys
 
-from fallback import drill_report, drills, incident, modes, recovery, runbooks
+from fallback import drills, modes, recovery, runbooks
+from fallback.drills import report as drill_report
+from fallback.modes.views import issuance_summary
 from fallback.ops import now, open_ops
-from fallback.views.supervisor import issuance_summary
+from fallback.recovery import incident
 from tests.support import pdf_text, text_of
 
 YAMADA_TARO, SUZUKI_REMOVED, SATO_SUPPORT, TANAKA_MOVING = "10000000011", "10000000095", "10000000087", "10000000100"

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
-from fallback import incident, runbooks
+from fallback import runbooks
 from fallback.ops import Transaction, open_ops
+from fallback.recovery import incident
 from tests.support import pdf_text, text_of
 
 from . import scripted

@@ -14,12 +14,13 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from cloudsim.sim import start_cloudsim
-from fallback import recovery, users
+from fallback import recovery
 from fallback.app import create_app
 from fallback.config import load_config
+from fallback.mirror.registry import snapshot_store
+from fallback.mirror.syncing import run_changes, run_full_sync
 from fallback.ops import open_ops
-from fallback.registry import snapshot_store
-from fallback.syncing import run_changes, run_full_sync
+from fallback.staff import users
 from tests.support import ACCOUNTS, PASSWORD, Staff, text_of
 
 ISSUE = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": "1",

@@ -1,5 +1,5 @@
 """The whole appliance end to end: the scripted outage day of
-fallback.outage_day (the same script as `sonae demo outage`) run against
+fallback.demo.outage_day (the same script as `sonae demo outage`) run against
 real processes — cloudsim, `sonae worker`, `sonae serve` under waitress —
 with headless Chromium at the desks, a real SMTP server and webhook
 receiver for the alerts, and a smaller register than the demo's."""
@@ -11,8 +11,8 @@ import re
 from pathlib import Path
 
 from fallback.config import load_config
+from fallback.demo.outage_day import DayOptions, DayRecord, free_ports, run_outage_day
 from fallback.ops import open_ops
-from fallback.outage_day import DayOptions, DayRecord, free_ports, run_outage_day
 
 # Big enough to hold a resident for every case (support-measure households
 # are 0.06 % of the register); seed 2 has five of them in 10,000 residents.
@@ -130,7 +130,7 @@ def expected_issued(record: DayRecord) -> dict[tuple[str, str], int]:
     """(type as printed, office) -> certificates handed out."""
     from collections import Counter
 
-    from fallback.issuance import KINDS
+    from fallback.counter.issuance import KINDS
 
     counts = Counter()
     for item in record.issued:

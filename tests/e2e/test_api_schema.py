@@ -20,7 +20,7 @@ from schemathesis.config import SchemathesisConfig
 
 from fallback import modes
 from fallback.config import DEFAULTS
-from fallback.openapi import document
+from fallback.counter.openapi import document
 from fallback.ops import open_ops
 from tests.browser.conftest import live_url  # noqa: F401  (fixture)
 from tests.support import PASSWORD

@@ -14,7 +14,7 @@ import re
 import pytest
 import requests
 
-from fallback.openapi import OPENAPI
+from fallback.counter.openapi import OPENAPI
 from fallback.ops import open_ops
 from tests.browser.conftest import live_url  # noqa: F401  (fixture)
 from tests.support import ACCOUNTS, PASSWORD, example_records

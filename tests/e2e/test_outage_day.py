@@ -14,9 +14,9 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from fallback.drill_report import format_minutes
-from fallback.issuance import KINDS
-from fallback.outage_day import CLERKS, SUPERVISOR, TERMINALS
+from fallback.counter.issuance import KINDS
+from fallback.demo.outage_day import CLERKS, SUPERVISOR, TERMINALS
+from fallback.documents import format_minutes
 from fallback.recovery import VERDICTS
 
 from .conftest import (
@@ -224,7 +224,7 @@ def test_no_resident_data_in_any_log_or_plain_file(day):
     the names and addresses of the whole register — appear in no log of the
     appliance and no plain-text file under SONAE_HOME (cloudsim, the
     upstream, is left out: it is the register)."""
-    from fallback.registry import snapshot_store
+    from fallback.mirror.registry import snapshot_store
 
     config = appliance_config(day)
     needles = set()

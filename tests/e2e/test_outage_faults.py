@@ -15,9 +15,9 @@ import sys
 import pytest
 
 from fallback.app import create_app
-from fallback.outage_day import DayRecord
-from fallback.syncing import INTERRUPTED
-from fallback.views.supervisor import issuance_summary
+from fallback.demo.outage_day import DayRecord
+from fallback.mirror.syncing import INTERRUPTED
+from fallback.modes.views import issuance_summary
 from tests.printing.cups_server import cups_server  # noqa: F401  (fixture)
 
 from .conftest import appliance_config, assert_report_matches_the_day, ops_rows, run_day

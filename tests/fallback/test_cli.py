@@ -88,7 +88,7 @@ def test_audit_verify_fails_on_a_tampered_log(env, sonae_env):
 
 
 def test_a_damaged_snapshot_is_a_one_line_error_naming_the_way_out(loaded_env):
-    from fallback.registry import snapshot_store
+    from fallback.mirror.registry import snapshot_store
 
     env = {k: v for k, v in os.environ.items() if k.startswith("SONAE_")}
     store = snapshot_store(loaded_env)

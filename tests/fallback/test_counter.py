@@ -9,7 +9,8 @@ import datetime as dt
 
 import pytest
 
-from fallback import audit, issuance
+from fallback import audit
+from fallback.counter import issuance
 from fallback.ops import now, open_ops
 from tests.support import pdf_text, squeezed, text_of
 

@@ -197,7 +197,7 @@ def config(configure):
 @pytest.fixture
 def loaded(config, fresh_example_export):
     """The configured appliance with the example register as its snapshot."""
-    from fallback.syncing import run_full_sync
+    from fallback.mirror.syncing import run_full_sync
 
     run_full_sync(config, source_dir=fresh_example_export)
     return config

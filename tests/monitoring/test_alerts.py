@@ -11,9 +11,9 @@ import shutil
 import pytest
 
 from fallback import audit, modes
+from fallback.mirror.syncing import run_changes, run_full_sync
 from fallback.monitoring import alerts, run_alert_cycle, run_probe_cycle
 from fallback.ops import open_ops
-from fallback.syncing import run_changes, run_full_sync
 from sync.errors import ExportInvalid, UpstreamUnavailable
 from tests.conftest import example_records, write_export
 from tests.monitoring.conftest import ops_rows, sensitive_values

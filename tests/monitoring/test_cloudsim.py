@@ -11,9 +11,9 @@ import pytest
 
 from cloudsim.sim import start_cloudsim
 from fallback import modes
+from fallback.mirror.syncing import run_full_sync
 from fallback.monitoring import alerts, run_alert_cycle, run_probe_cycle
 from fallback.ops import TOKYO, open_ops
-from fallback.syncing import run_full_sync
 from tests.monitoring.conftest import Clock
 
 

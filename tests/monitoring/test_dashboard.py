@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from fallback import users
 from fallback.app import create_app
+from fallback.mirror.syncing import run_full_sync
 from fallback.monitoring import run_alert_cycle, run_morning_report, run_probe_cycle
 from fallback.ops import TOKYO, Transaction, now, open_ops
-from fallback.syncing import run_full_sync
+from fallback.staff import users
 from tests.conftest import example_records, write_export
 from tests.monitoring.conftest import sensitive_values
 from tests.support import PASSWORD, Staff, text_of

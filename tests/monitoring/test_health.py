@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from fallback.app import create_app
+from fallback.mirror.syncing import run_full_sync
 from fallback.monitoring import run_alert_cycle, run_probe_cycle
 from fallback.ops import Transaction, now_iso, open_ops
-from fallback.syncing import run_full_sync
 from tests.conftest import example_records, write_export
 from tests.monitoring.conftest import sensitive_values
 

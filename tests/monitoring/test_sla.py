@@ -9,10 +9,10 @@ import subprocess
 
 import pytest
 
-from fallback import users
 from fallback.app import create_app
 from fallback.monitoring import sla
 from fallback.ops import TOKYO, Transaction, open_ops
+from fallback.staff import users
 from tests.support import PASSWORD, Staff
 
 FEBRUARY = 28 * 86400

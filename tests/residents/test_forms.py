@@ -5,9 +5,10 @@ layout replaceable by the ward's own template."""
 
 from __future__ import annotations
 
-from fallback import audit, forms
+from fallback import audit
 from fallback.config import load_config
 from fallback.ops import open_ops
+from fallback.residents import forms
 from tests.support import pdf_text, squeezed
 
 from ..conftest import example_records

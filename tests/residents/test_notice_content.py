@@ -8,9 +8,10 @@ import datetime as dt
 
 import pytest
 
-from fallback import modes, notice
+from fallback import modes
 from fallback.config import load_config
 from fallback.monitoring.probes import JUKI_NET, REGISTER, ProbeResult, reconcile_mode, record_results
+from fallback.residents import notice
 
 from .conftest import jst
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from fallback import audit, incident, modes, notice
+from fallback import audit, modes
 from fallback.ops import now
+from fallback.recovery import incident
+from fallback.residents import notice
 
 EDITED = {
     "ja": {"title": "【大田区】窓口のお知らせ", "body": "本日は住民票の写しを発行しています。\r\n\r\n■ 現在できないこと\r\n・転入届"},

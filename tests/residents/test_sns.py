@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from fallback import modes, notice
-from fallback.notice_outputs import notice_sns_posts, notice_sns_text, sns_posts
+from fallback import modes
+from fallback.residents import notice
+from fallback.residents.notice_outputs import notice_sns_posts, notice_sns_text, sns_posts
 from tests.support import squeezed
 
 from .conftest import jst

@@ -14,7 +14,7 @@ import pytest
 from fallback import modes
 from fallback.config import load_config
 from fallback.ops import open_ops
-from fallback.waits import erlang_c_wait, estimate_waits
+from fallback.residents.waits import erlang_c_wait, estimate_waits
 
 from .conftest import jst
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from fallback.config import load_config
+from fallback.mirror.registry import snapshot_store
+from fallback.mirror.syncing import run_full_sync
 from fallback.ops import open_ops
-from fallback.registry import snapshot_store
-from fallback.syncing import run_full_sync
 from sync import crypto
 from sync.schema import summary_text
 from tests.sync.exports import population, write_export

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from fallback.syncing import run_full_sync
+from fallback.mirror.syncing import run_full_sync
 from sync.errors import ExportInvalid, GateRefused
 from sync.loader import OVERRIDE_DROP
 from tests.sync.conftest import assert_serving, audit_entries, run_sonae, sync_runs

@@ -10,7 +10,7 @@ import threading
 
 from fontTools.ttLib import TTFont
 
-from fallback.syncing import certificate_font_due, prepare_certificate_font, run_full_sync
+from fallback.mirror.syncing import certificate_font_due, prepare_certificate_font, run_full_sync
 from fallback.worker import certificate_font_job
 from printing.glyphs import UNION_INDEX
 from tests.sync.conftest import assert_serving, run_sonae, sync_runs

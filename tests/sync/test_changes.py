@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from fallback.syncing import full_export_due, run_changes, run_full_sync
+from fallback.mirror.syncing import full_export_due, run_changes, run_full_sync
 from sync import crypto
 from sync.changes import apply_changes
 from sync.errors import FeedBroken, UpstreamUnavailable

@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from fallback.registry import snapshot_store
-from fallback.syncing import full_export_due, run_changes, run_full_sync
+from fallback.mirror.registry import snapshot_store
+from fallback.mirror.syncing import full_export_due, run_changes, run_full_sync
 from fallback.worker import changes_job
 from sync.errors import ExportInvalid, FeedBroken, GateRefused, UpstreamUnavailable
 from sync.upstream import HttpUpstream

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from fallback.keys import master_key
-from fallback.registry import snapshot_store
+from fallback.mirror.registry import snapshot_store
 from sync import crypto
 from tests.support import write_key
 from tests.sync.conftest import audit_entries, reload_config, run_sonae, sync_runs

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import time
 
-from fallback.syncing import INTERRUPTED, run_changes, run_full_sync
+from fallback.mirror.syncing import INTERRUPTED, run_changes, run_full_sync
 from tests.sync.conftest import SONAE, reload_config, run_sonae, sync_runs
 from tests.sync.exports import change, make_resident, population, write_export
 
@@ -88,8 +88,8 @@ LOAD_WITH_WORKERS = """
 import sys
 from pathlib import Path
 from fallback.config import load_config
-from fallback.registry import snapshot_store
-from fallback.syncing import upstream_public_key
+from fallback.mirror.registry import snapshot_store
+from fallback.mirror.syncing import upstream_public_key
 from sync.loader import load_full
 from sync.upstream import DirectoryUpstream
 

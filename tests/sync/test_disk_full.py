@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from fallback.syncing import run_changes, run_full_sync
+from fallback.mirror.syncing import run_changes, run_full_sync
 from sync.errors import SnapshotDiskFull
 from tests.sync.conftest import assert_serving, reload_config, sync_runs
 from tests.sync.exports import change, make_resident, population, write_export

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from fallback.registry import snapshot_store
+from fallback.mirror.registry import snapshot_store
 from sync.errors import NoSnapshot, StoreDamaged
 from tests.support import EXAMPLE_EXPORT
 from tests.sync.conftest import assert_serving, assert_summaries_match_records, audit_entries, reload_config, run_sonae, sync_runs
@@ -114,7 +114,7 @@ def test_kana_with_an_address_finds_what_the_address_alone_finds(config, store, 
 
 
 def test_a_generation_of_an_older_layout_is_refused_and_replaced_by_a_full_load(loaded, config, store, small_export):
-    from fallback.syncing import full_export_due
+    from fallback.mirror.syncing import full_export_due
     from sync import crypto
     from sync.errors import SnapshotOutdated
 
@@ -146,7 +146,7 @@ def test_individual_number_is_dropped_unless_mirrored(config, store, small_expor
 
 
 def test_snapshot_files_reveal_no_name_without_the_key(config, store, tmp_path, upstream):
-    from fallback.syncing import run_changes
+    from fallback.mirror.syncing import run_changes
     from tests.sync.exports import change
 
     residents, seals = population(300)
@@ -261,7 +261,7 @@ def test_seal_only_resident_changes_are_visible_in_counts(config, store, tmp_pat
 
 
 def test_parsing_in_worker_processes_gives_the_same_generation(config, store, tmp_path):
-    from fallback.syncing import upstream_public_key
+    from fallback.mirror.syncing import upstream_public_key
     from sync.errors import ExportInvalid
     from sync.loader import SCRATCH_NAME, load_full
     from sync.upstream import DirectoryUpstream

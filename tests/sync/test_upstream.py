@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from fallback.syncing import run_full_sync
+from fallback.mirror.syncing import run_full_sync
 from sync.errors import UpstreamUnavailable
 from sync.upstream import DirectoryUpstream, HttpUpstream
 from tests.sync.conftest import assert_serving, reload_config, run_sonae, sync_runs

@@ -11,8 +11,8 @@ import time
 import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from fallback.registry import snapshot_store
-from fallback.syncing import full_export_due
+from fallback.mirror.registry import snapshot_store
+from fallback.mirror.syncing import full_export_due
 from fallback.worker import build_scheduler, changes_job, with_retry
 from sync.errors import SyncBusy, UpstreamUnavailable
 from sync.store import LOCK_FILE, LOCK_PATIENCE_S

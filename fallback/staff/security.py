@@ -13,8 +13,8 @@ import secrets
 
 from flask import abort, current_app, g, jsonify, redirect, render_template, request, session, url_for
 
-from fallback import sessions
 from fallback.db import get_ops
+from fallback.staff import sessions
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

@@ -10,11 +10,11 @@ import datetime as dt
 from flask import current_app, g, request, url_for
 
 from fallback import drills, modes
-from fallback.counter_state import drill_scope
+from fallback.counter.rendering import print_settings
+from fallback.counter.state import drill_scope
 from fallback.db import get_ops
-from fallback.registry import snapshot_summary
-from fallback.rendering import print_settings
-from fallback.users import ROLES
+from fallback.mirror.registry import format_age, snapshot_summary
+from fallback.staff.users import ROLES
 from printing.wareki import format_wareki_datetime
 
 NAV = (
@@ -28,14 +28,6 @@ NAV = (
     ("runbooks.index", "手順書", {"clerk", "supervisor", "drill_coordinator", "it", "auditor"}),
     ("auditor.index", "監査", {"auditor"}),
 )
-
-
-def format_age(hours: float) -> str:
-    if hours < 1:
-        return f"{max(int(hours * 60), 0)}分"
-    if hours < 48:
-        return f"{int(hours)}時間{int(hours * 60) % 60}分"
-    return f"{int(hours // 24)}日{int(hours % 24)}時間"
 
 
 def banner_context() -> dict:

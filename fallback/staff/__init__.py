@@ -1,0 +1,3 @@
+"""Staff: local accounts, sessions, login, and the auditor's desk over the
+audit chain.
+"""
