@@ -27,7 +27,7 @@ COMMANDS = {
     "key": "fallback.key_commands:key_group",
     "user": "fallback.staff.commands:user_group",
     "audit": "fallback.staff.audit_commands:audit_group",
-    "verify": "fallback.counter.commands:verify",
+    "verify": "fallback.verification.commands:verify",
     "certificate": "fallback.counter.commands:certificate_group",
     "mode": "fallback.modes.commands:mode_group",
     "drill": "fallback.drills.commands:drill_group",

@@ -7,15 +7,22 @@ it, so every connection uses WAL, a busy timeout, and synchronous=FULL —
 an issued serial must survive a power cut the instant it is committed.
 
 The schema is an ordered list of migrations; `migrate` applies the ones a
-database has not seen yet, in one transaction each.
+database has not seen yet, in one transaction each. A migration is SQL, or a
+function of a sqlite-utils Database over the same connection and inside the
+same transaction (sqlite-utils' create, add_column and create_index stay
+inside it; table changes go through `transform_table`, which keeps the
+table's triggers and indexes).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from zoneinfo import ZoneInfo
+
+import sqlite_utils
 
 from fallback.config import Config
 from fallback.keys import ops_key
@@ -23,7 +30,7 @@ from sync import crypto
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     # 1: audit trail, modes, users, sync runs
     """
     CREATE TABLE audit (
@@ -395,14 +402,45 @@ def migrate(conn) -> int:
             if conn.execute("PRAGMA user_version").fetchone()[0] >= number:
                 conn.execute("COMMIT")
                 continue
-            for statement in _statements(script):
-                conn.execute(statement)
+            if callable(script):
+                script(schema_database(conn))
+            else:
+                for statement in _statements(script):
+                    conn.execute(statement)
             conn.execute(f"PRAGMA user_version = {number}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
     return len(MIGRATIONS)
+
+
+def schema_database(conn) -> sqlite_utils.Database:
+    """sqlite-utils over an open connection, for migrations: no plugins, no
+    connection-wide pragmas of its own."""
+    return sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+
+
+def transform_table(db: sqlite_utils.Database, table: str, **changes) -> None:
+    """sqlite-utils' transform (rebuild a table with changed columns,
+    types, constraints) as statements inside the caller's transaction.
+    The rebuild drops the table's triggers with the old table (sqlite-utils
+    re-creates only its indexes), so whatever went is created again from
+    its stored SQL: without this the audit table would silently stop being
+    append-only."""
+    def attached() -> dict[str, str]:
+        return dict(db.execute(
+            "SELECT name, sql FROM sqlite_master WHERE tbl_name = ? AND type IN ('index', 'trigger') AND sql IS NOT NULL",
+            [table],
+        ).fetchall())
+
+    before = attached()
+    for statement in db[table].transform_sql(**changes):
+        db.execute(statement)
+    after = attached()
+    for name, sql in sorted(before.items()):
+        if name not in after:
+            db.execute(sql)
 
 
 def _statements(script: str) -> list[str]:
