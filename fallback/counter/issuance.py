@@ -184,11 +184,21 @@ def requester_key(req: IssueRequest) -> str:
 
 
 def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_hours: float,
-                 third_party_allowed: bool) -> Plan:
-    """Apply every rule; return what to print or raise IssueRefused."""
+                 third_party_allowed: bool, enforce_data_age_limit: bool = True) -> Plan:
+    """Apply every rule; return what to print or raise IssueRefused.
+
+    `enforce_data_age_limit` is off only for a drill, whose long-outage
+    scenario rehearses with data made to look old on purpose."""
     subject = register.resident(req.subject_code)
     if subject is None:
         raise IssueError("対象の住民が写しに見つかりません。検索し直してください。")
+    hard_limit = counter_config["data_age_hard_limit_hours"]
+    if enforce_data_age_limit and data_age_hours > hard_limit:
+        raise IssueRefused(
+            "data_too_old",
+            f"住民記録の写しが{data_age_hours:.0f}時間前のもので、交付できる上限（{hard_limit:g}時間）を超えています。"
+            "証明書は交付されていません。後日交付として受け付け、情報政策課に写しの更新を依頼してください。",
+        )
     kill_hours = counter_config["kill_switch_hours"].get(req.kind, 0)
     if kill_hours and data_age_hours > kill_hours:
         raise IssueRefused(

@@ -289,6 +289,33 @@ def test_kill_switch_stops_a_type_when_data_is_too_old(appliance, login, downtim
     assert issue(clerk, YAMADA_TARO).status_code == 201
 
 
+def _data_age_hours(appliance) -> float:
+    from fallback.mirror.registry import snapshot_summary
+
+    with appliance.app_context():
+        return snapshot_summary(appliance.config["SONAE"]).age_hours
+
+
+def test_data_older_than_the_hard_limit_is_never_issued(appliance, login, downtime):
+    """Just outside the limit: refused by the API and the screen, nothing
+    allocated, a deferred request offered."""
+    appliance.config["SONAE"]["counter"]["data_age_hard_limit_hours"] = _data_age_hours(appliance) - 0.001
+    clerk = login("clerk1")
+    refused = issue(clerk, YAMADA_TARO)
+    assert refused.status_code == 422 and refused.get_json()["rule"] == "data_too_old"
+    assert "交付されていません" in refused.get_json()["message"] and "後日交付" in refused.get_json()["message"]
+    page = clerk.post(f"/counter/resident/{YAMADA_TARO}/issue", {**SELF_REQUEST, "members": YAMADA_TARO})
+    assert "上限" in text_of(page) and "後日対応として受け付ける" in text_of(page)
+    conn = open_ops(appliance.config["SONAE"])
+    assert conn.execute("SELECT count(*) FROM certificates").fetchone()[0] == 0
+    assert {r[0] for r in conn.execute("SELECT refusal_rule FROM requests")} == {"data_too_old"}
+
+
+def test_data_just_inside_the_hard_limit_is_issued(appliance, login, downtime):
+    appliance.config["SONAE"]["counter"]["data_age_hard_limit_hours"] = _data_age_hours(appliance) + 0.05
+    assert issue(login("clerk1"), YAMADA_TARO).status_code == 201
+
+
 def test_refusals_are_recorded_and_audited(appliance, login, downtime):
     clerk = login("clerk1")
     issue(clerk, YAMADA_TARO, requester_type="third_party", requester_name="債権　者")
