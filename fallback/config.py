@@ -13,6 +13,7 @@ also the reference for what can be configured.
 from __future__ import annotations
 
 import copy
+import difflib
 import json
 import os
 import tomllib
@@ -199,6 +200,36 @@ def _convert(raw: str, default: Any, name: str) -> Any:
     return raw
 
 
+def _nearest(name: str, known, *, prefix: str = "") -> str:
+    """'; did you mean X?' for a misspelt name, else the list of known names."""
+    match = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    if match:
+        return f"; did you mean {prefix}{match[0].upper() if prefix else match[0]}?"
+    return f"; known: {', '.join(known)}"
+
+
+_TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", list: "a list", dict: "a table"}
+
+
+def _checked(section: str, key: str, value: Any, *, where: str) -> Any:
+    """A value of the right type for a known key: a typo or a wrong type
+    would otherwise leave a setting silently at its default (a kill switch
+    that never fires)."""
+    if key not in DEFAULTS[section]:
+        raise ConfigError(f"{where}: [{section}] has no key {key!r}{_nearest(key, DEFAULTS[section])}")
+    default = DEFAULTS[section][key]
+    expected = type(default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: {section}.{key} must be {_TYPE_NAMES.get(expected, expected.__name__)}, not {value!r}")
+    if expected is dict and default:
+        unknown = [k for k in value if k not in default]
+        if unknown:
+            raise ConfigError(f"{where}: {section}.{key} has no entry {unknown[0]!r}{_nearest(unknown[0], default)}")
+    return value
+
+
 class Config:
     """Read-only view of the merged configuration: `config.section("sync")`
     or `config["sync"]["keep_generations"]`."""
@@ -242,8 +273,9 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
             raise ConfigError(f"{source}: {exc}") from exc
         for section, items in loaded.items():
             if section not in values or not isinstance(items, dict):
-                raise ConfigError(f"{source}: unknown section [{section}]; known: {', '.join(values)}")
-            values[section].update(items)
+                raise ConfigError(f"{source}: unknown section [{section}]{_nearest(section, values)}")
+            for key, value in items.items():
+                values[section][key] = _checked(section, key, value, where=str(source))
     elif path is not None:
         raise ConfigError(f"configuration file {source} does not exist")
     else:
@@ -255,7 +287,10 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
         for section in values:
             if rest.startswith(section + "_"):
                 key = rest[len(section) + 1:]
-                values[section][key] = _convert(raw, DEFAULTS[section].get(key, ""), name)
+                if key not in DEFAULTS[section]:
+                    raise ConfigError(f"environment variable {name}: [{section}] has no key {key!r}"
+                                      f"{_nearest(key, DEFAULTS[section], prefix=f'SONAE_{section.upper()}_')}")
+                values[section][key] = _checked(section, key, _convert(raw, DEFAULTS[section][key], name), where=name)
                 break
     home = Path(env.get("SONAE_HOME") or DEFAULT_HOME)
     return Config(values, home, source)

@@ -1,0 +1,63 @@
+"""Configuration refuses what it does not know: a typo must not leave a
+setting silently at its default."""
+
+import pytest
+
+from fallback.config import DEFAULTS, ConfigError, load_config
+
+
+def write(tmp_path, text):
+    path = tmp_path / "sonae.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_known_keys_are_read(tmp_path):
+    config = load_config(write(tmp_path, '[counter]\nkill_switch_hours = { inkan = 48 }\nmax_copies = 5\n'), env={})
+    assert config["counter"]["kill_switch_hours"] == {"inkan": 48} and config["counter"]["max_copies"] == 5
+
+
+def test_a_misspelt_key_is_refused_with_the_nearest_known_one(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[counter\] has no key 'kill_switch_hour'; did you mean kill_switch_hours\?"):
+        load_config(write(tmp_path, '[counter]\nkill_switch_hour = { inkan = 48 }\n'), env={})
+
+
+def test_an_unknown_section_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown section \[counters\]; did you mean counter\?"):
+        load_config(write(tmp_path, '[counters]\nmax_copies = 5\n'), env={})
+
+
+def test_an_unknown_key_far_from_any_lists_the_known_ones(tmp_path):
+    with pytest.raises(ConfigError, match=r"has no key 'colour'; known: printer, "):
+        load_config(write(tmp_path, '[printing]\ncolour = "red"\n'), env={})
+
+
+def test_a_wrong_type_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"counter.max_copies must be a whole number, not '5'"):
+        load_config(write(tmp_path, '[counter]\nmax_copies = "5"\n'), env={})
+    with pytest.raises(ConfigError, match=r"counter.third_party_during_downtime must be true or false"):
+        load_config(write(tmp_path, '[counter]\nthird_party_during_downtime = 1\n'), env={})
+
+
+def test_a_whole_number_is_accepted_where_a_number_is_expected(tmp_path):
+    config = load_config(write(tmp_path, '[counter]\ndata_age_hard_limit_hours = 48\n'), env={})
+    assert config["counter"]["data_age_hard_limit_hours"] == 48.0
+
+
+def test_an_unknown_entry_in_a_fixed_table_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"counter.fees_yen has no entry 'juminhyou'; did you mean juminhyo\?"):
+        load_config(write(tmp_path, '[counter]\nfees_yen = { juminhyou = 200 }\n'), env={})
+
+
+def test_environment_overrides_are_checked_too(tmp_path):
+    assert load_config(env={"SONAE_SYNC_KEEP_GENERATIONS": "3"})["sync"]["keep_generations"] == 3
+    with pytest.raises(ConfigError, match=r"SONAE_SYNC_KEEP_GENERATION: \[sync\] has no key 'keep_generation'; "
+                                          r"did you mean SONAE_SYNC_KEEP_GENERATIONS\?"):
+        load_config(env={"SONAE_SYNC_KEEP_GENERATION": "3"})
+    with pytest.raises(ConfigError, match=r"SONAE_COUNTER_KILL_SWITCH_HOURS: counter.kill_switch_hours has no entry 'inkn'"):
+        load_config(env={"SONAE_COUNTER_KILL_SWITCH_HOURS": '{"inkn": 3}'})
+
+
+def test_environment_variables_of_other_tools_are_left_alone():
+    config = load_config(env={"SONAE_CLOUDSIM_TOKEN": "x", "SONAE_PDF": "1"})
+    assert config["sync"] == DEFAULTS["sync"]
