@@ -27,6 +27,7 @@ COMMANDS = {
     "key": "fallback.key_commands:key_group",
     "user": "fallback.staff.commands:user_group",
     "audit": "fallback.staff.audit_commands:audit_group",
+    "ops": "fallback.ops_commands:ops_group",
     "verify": "fallback.verification.commands:verify",
     "certificate": "fallback.counter.commands:certificate_group",
     "mode": "fallback.modes.commands:mode_group",
@@ -71,8 +72,8 @@ class LazyGroup(click.Group):
         except DatabaseError as exc:
             # The key opened the file (WrongKeyError otherwise), so it is damaged.
             raise click.ClickException(
-                f"a database file is damaged ({exc}); run `sonae snapshot verify`, then `sonae snapshot rollback N` "
-                "to a good generation (runbooks/08-snapshot-restore.md)"
+                f"a database file is damaged ({exc}); for the register copy run `sonae snapshot verify`, then "
+                "`sonae snapshot rollback N` to a good generation; for ops.db run `sonae ops verify` (runbooks/08-snapshot-restore.md)"
             ) from exc
 
 

@@ -59,6 +59,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "login_lockout_minutes": 15,
         "view_flag_count": 30,  # residents viewed by one clerk ...
         "view_flag_window_minutes": 10,  # ... within this window is flagged
+        # the audit chain's head after every issuance (fallback/anchor.py); put
+        # it on another device than SONAE_HOME where the box has one
+        "audit_anchor_file": "",  # empty: SONAE_HOME/audit-anchor.json
     },
     "counter": {
         "data_age_warning_hours": 26.0,

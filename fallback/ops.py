@@ -460,6 +460,20 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
+def damage(conn) -> list[str]:
+    """What is wrong with an open operational database, page by page and
+    structurally (empty: nothing). Reads every page: for `sonae ops verify`,
+    not for a request."""
+    found = [f"encrypted page check: {message}" for (message,) in conn.execute("PRAGMA cipher_integrity_check")]
+    structure = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+    if structure != ["ok"]:
+        found += [f"integrity check: {message}" for message in structure[:10]]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version != len(MIGRATIONS):
+        found.append(f"schema version {version}, this Sonae expects {len(MIGRATIONS)}")
+    return found
+
+
 class Transaction:
     """`with Transaction(conn):` — BEGIN IMMEDIATE … COMMIT, or ROLLBACK on
     any exception. IMMEDIATE takes the write lock up front, so two writers

@@ -6,7 +6,7 @@ the one place that turns a counter request into printed certificates.
 
 from __future__ import annotations
 
-from fallback import audit
+from fallback import anchor, audit
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.counter.issuance import Clerk, IssueRefused, IssueRequest, Scope
@@ -93,7 +93,8 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
             raise issuance.IssueError(str(exc)) from exc
         serial_range = tuple(counter["drill_serial_range"] if scope.is_drill else counter["serial_range"])
         result = issuance.allocate_and_record(conn, req, plan, clerk, scope, serial_range=serial_range,
-                                              daily_cap=counter["daily_cap_per_requester"], **snapshot)
+                                              daily_cap=counter["daily_cap_per_requester"],
+                                              serial_floor=anchor.serial_floor(config, scope.name), **snapshot)
     except IssueRefused as refusal:
         if req.kind and any(r.get("support_measure") for r in _touched(register, req)):
             audit.record(conn, clerk.username, "support_measure.attempt", req.subject_code,
@@ -103,6 +104,7 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
     if "support_measure_approved" in plan.flags or "support_measure_self" in plan.flags:
         audit.record(conn, clerk.username, "support_measure.attempt", req.subject_code,
                      {"requester_type": req.requester_type, "outcome": "issued", "approved_by": req.approved_by}, drill=scope.is_drill)
+    anchor.write_anchor(config, conn)
     terminal = next((t for t in counter["terminals"] if t["id"] == staff.terminal), {})
     for copy in result.copies:
         rendered = render_issued(config, req, plan, clerk, scope, copy, data_as_of)

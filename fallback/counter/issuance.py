@@ -319,13 +319,15 @@ def _insert_request(conn, req, clerk, scope, *, outcome, fee, flags, snapshot_ge
 
 
 def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, *, serial_range: tuple[int, int],
-                        daily_cap: int, snapshot_generation: int, data_as_of: str) -> IssueResult:
+                        daily_cap: int, snapshot_generation: int, data_as_of: str, serial_floor: int = 0) -> IssueResult:
     """Step 2: serials, request, certificate rows and audit in one durable
     transaction. The daily cap is checked inside it so two counters cannot
-    both slip under the cap at once."""
+    both slip under the cap at once. Serials at or below `serial_floor`
+    (the highest the audit anchor saw handed out) are never taken, even if
+    the database has lost them."""
     with Transaction(conn):
         check_daily_cap(conn, requester_key(req), req.copies, daily_cap, scope)
-        first = _take_serials(conn, scope.name, req.copies, serial_range)
+        first = _take_serials(conn, scope.name, req.copies, serial_range, serial_floor)
         request_id = _insert_request(conn, req, clerk, scope, outcome="issued", fee=plan.fee_yen, flags=plan.flags,
                                      snapshot_generation=snapshot_generation, data_as_of=data_as_of)
         codes = [r["resident_code"] for r in plan.residents]
@@ -355,12 +357,12 @@ def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope
     return IssueResult(request_id, copies, plan.flags, plan.fee_yen)
 
 
-def _take_serials(conn, scope: str, count: int, serial_range: tuple[int, int]) -> int:
+def _take_serials(conn, scope: str, count: int, serial_range: tuple[int, int], floor: int) -> int:
     row = conn.execute("SELECT next_serial, last_serial FROM serial_counters WHERE scope = ?", (scope,)).fetchone()
     if row is None:
         conn.execute("INSERT INTO serial_counters (scope, next_serial, last_serial) VALUES (?,?,?)", (scope, serial_range[0], serial_range[1]))
         row = (serial_range[0], serial_range[1])
-    first, last = row
+    first, last = max(row[0], floor + 1), row[1]
     if first + count - 1 > last:
         raise IssueRefused("serials_exhausted", "この装置に割り当てられた発行番号を使い切りました。情報政策課に連絡してください。")
     conn.execute("UPDATE serial_counters SET next_serial = ? WHERE scope = ?", (first + count, scope))

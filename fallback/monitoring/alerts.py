@@ -34,7 +34,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from fallback import audit, modes
+from fallback import anchor, audit, modes
 from fallback.config import Config
 from fallback.keys import key_status
 from fallback.mirror.registry import format_age
@@ -303,16 +303,22 @@ def disk_conditions(config: Config, at: dt.datetime) -> list[Condition]:
 
 
 def audit_conditions(conn, config: Config, at: dt.datetime) -> list[Condition]:
-    """Verify the audit chain at most every alerts.audit_verify_minutes (it
-    reads the whole log); between checks the stored verdict stands."""
+    """Verify the audit chain, and the database against the audit anchor, at
+    most every alerts.audit_verify_minutes (it reads the whole log); between
+    checks the stored verdict stands."""
     stored = _state(conn, "audit_check")
     due = stored is None or at - dt.datetime.fromisoformat(stored["checked_at"]) >= dt.timedelta(
         minutes=config["alerts"]["audit_verify_minutes"])
     if due:
         report = audit.verify_chain(conn)
+        try:
+            lost = anchor.problems(conn, anchor.read_anchor(config))
+        except anchor.AnchorError as exc:
+            lost = [str(exc)]
+        ok = report.ok and not lost
         first_bad = stored["first_bad_at"] if stored and not stored["ok"] else at.isoformat(timespec="milliseconds")
-        stored = {"checked_at": at.isoformat(timespec="milliseconds"), "ok": report.ok, "entries": report.entries,
-                  "reason": report.reason, "first_bad_at": None if report.ok else first_bad}
+        stored = {"checked_at": at.isoformat(timespec="milliseconds"), "ok": ok, "entries": report.entries,
+                  "reason": report.reason if not report.ok else "; ".join(lost), "first_bad_at": None if ok else first_bad}
         with Transaction(conn):
             _set_state(conn, "audit_check", stored)
     if stored["ok"]:
@@ -446,7 +452,11 @@ def reconcile(conn, config: Config, conditions: list[Condition], at: dt.datetime
 # --- messages --------------------------------------------------------------------
 
 
-def build_message(config: Config, alert: Alert, event: str, mode_label: str, at: dt.datetime) -> notify.Message:
+def build_message(config: Config, alert: Alert, event: str, mode_label: str, at: dt.datetime,
+                  audit_head: anchor.Anchor | None = None) -> notify.Message:
+    """The mail and the webhook body. `audit_head` is the audit chain's head
+    as the database holds it now: every message IT keeps is one more copy
+    outside the box to check a restored database against."""
     municipality = config["municipality"]
     dashboard = config["web"]["public_base_url"].rstrip("/") + "/monitor/"
     runbook = alert.runbook
@@ -465,6 +475,7 @@ def build_message(config: Config, alert: Alert, event: str, mode_label: str, at:
         f"開く手順書: {runbook_ref(runbook)}",
         f"現在の運用モード: {mode_label}",
         f"監視画面: {dashboard}",
+        *([f"記録の照合用: {audit_head.line()}"] if audit_head else []),
         "",
         f"この通知は Sonae（{municipality['prefecture']}{municipality['name']} 障害対応システム）が自動で送信しました。",
     ]
@@ -474,6 +485,7 @@ def build_message(config: Config, alert: Alert, event: str, mode_label: str, at:
         "still_works": None if event == RESOLVED else alert.still_works, "runbook": f"runbooks/{runbook}.md",
         "runbook_title": RUNBOOKS[runbook], "mode": mode_label, "dashboard": dashboard,
         "municipality": {"code": municipality["code"], "name": municipality["name"]}, "at": at.isoformat(timespec="milliseconds"),
+        "audit_head": {"entries": audit_head.entries, "hash": audit_head.head, "serials": audit_head.serials} if audit_head else None,
     }
     subject = f"{prefix}{title}（Sonae {municipality['name']}）"
     return notify.Message(subject, "\n".join(lines), payload)
@@ -484,7 +496,7 @@ def _send(conn, config: Config, events: list[tuple[int, str]], at: dt.datetime) 
     sent = []
     for alert_id, event in events:
         alert = _alerts(conn, "WHERE id = ?", (alert_id,))[0]
-        deliveries = notify.deliver(config, build_message(config, alert, event, mode_label, at))
+        deliveries = notify.deliver(config, build_message(config, alert, event, mode_label, at, anchor.head_of(conn)))
         with Transaction(conn):
             for d in deliveries:
                 conn.execute(

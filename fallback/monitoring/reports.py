@@ -12,10 +12,12 @@ with the IPAex fonts only.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import logging
 
+from fallback import anchor
 from fallback.config import Config
 from fallback.mirror.registry import format_age
 from fallback.monitoring import alerts, mirror, notify, sla
@@ -68,6 +70,7 @@ def build_morning_report(conn, config: Config, at: dt.datetime) -> dict:
         "full_load": full_load, "snapshot": snapshot, "snapshot_error": snapshot_error, "problem_runs": problems,
         "yesterday": yesterday.isoformat(), "availability": availability, "threshold_percent": config["sla"]["threshold_percent"],
         "open_alerts": open_alerts, "max_age_hours": max_age,
+        "audit_head": dataclasses.asdict(anchor.head_of(conn)),
     }
 
 
@@ -116,6 +119,8 @@ def morning_report_text(config: Config, report: dict) -> tuple[str, str]:
             lines.append(f"　- 【{alerts.SEVERITY_LABELS[alert['severity']]}】{alert['title']}（{alerts.format_moment(alert['since'])}から）")
     else:
         lines.append("■ 対応中の警報: なし")
+    if report.get("audit_head"):
+        lines.append(f"■ 記録の照合用: {anchor.Anchor(**report['audit_head']).line()}")
     lines += ["", f"監視画面: {config['web']['public_base_url'].rstrip('/')}/monitor/morning"]
     subject = f"【朝の報告】{verdict}　{report['day']}（Sonae {municipality}）"
     return subject, "\n".join(lines)

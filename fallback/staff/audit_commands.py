@@ -6,6 +6,7 @@ import json
 
 import click
 
+from fallback import anchor
 from fallback import audit as audit_log
 from fallback.cli_support import config
 from fallback.ops import open_ops
@@ -18,12 +19,23 @@ def audit_group():
 
 @audit_group.command("verify")
 def verify():
-    """Check every entry's hash; exit 1 naming the first altered, removed or
-    reordered entry."""
-    report = audit_log.verify_chain(open_ops(config()))
+    """Check every entry's hash and the database against the audit anchor;
+    exit 1 naming the first altered, removed or reordered entry, or the
+    newest entries the database has lost."""
+    loaded = config()
+    conn = open_ops(loaded)
+    report = audit_log.verify_chain(conn)
     if not report.ok:
         raise click.ClickException(f"audit chain broken at entry {report.first_break}: {report.reason}")
-    click.echo(f"audit chain intact: {report.entries} entries")
+    try:
+        held = anchor.read_anchor(loaded)
+    except anchor.AnchorError as exc:
+        raise click.ClickException(str(exc)) from exc
+    lost = anchor.problems(conn, held)
+    if lost:
+        raise click.ClickException("; ".join(lost) + " (runbooks/08-snapshot-restore.md)")
+    click.echo(f"audit chain intact: {report.entries} entries"
+               + (f"; matches the anchor of {held.at[:19]} ({held.entries} entries)" if held else "; no anchor yet (nothing issued)"))
 
 
 @audit_group.command("export")
