@@ -186,10 +186,24 @@ def test_a_stalled_change_feed_is_alerted(loaded, webhook, clock):
     assert "最後に取込が成功したのは" in alert["what"]
 
 
-def test_low_disk_space_is_alerted(configure, webhook, clock):
-    config = configure(ALERTS_DISK_LOW_PERCENT=100.5)  # every real disk is "low" against this
+def _free_percent(config) -> float:
+    usage = shutil.disk_usage(config.home)
+    return 100 * usage.free / usage.total
+
+
+def test_low_disk_space_is_alerted_just_below_the_threshold(configure, webhook, clock):
+    """The threshold is on the free share: 1 % above what is free alerts."""
+    config = configure()
+    config = configure(ALERTS_DISK_LOW_PERCENT=round(_free_percent(config) + 1, 2))
     run_alert_cycle(config, at=clock.tick())
     assert ("disk.low", "opened") in webhook.events("disk.")
+
+
+def test_enough_disk_space_is_not_alerted_just_above_the_threshold(configure, webhook, clock):
+    config = configure()
+    config = configure(ALERTS_DISK_LOW_PERCENT=round(_free_percent(config) - 1, 2))
+    run_alert_cycle(config, at=clock.tick())
+    assert ("disk.low", "opened") not in webhook.events("disk.")
 
 
 def test_a_missing_key_is_alerted_without_the_database_and_recorded_once_it_is_back(loaded, webhook, smtp, clock):
