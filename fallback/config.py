@@ -231,6 +231,19 @@ class Config:
         return self.home / "log"
 
 
+def unknown_keys(raw: Mapping[str, Any]) -> list[str]:
+    """What a configuration file sets that Sonae does not read ("[section]"
+    or "section.key"), in file order: usually a misspelt key whose
+    intended setting silently keeps its default."""
+    unknown = []
+    for section, items in raw.items():
+        if section not in DEFAULTS or not isinstance(items, Mapping):
+            unknown.append(f"[{section}]")
+        else:
+            unknown += [f"{section}.{key}" for key in items if key not in DEFAULTS[section]]
+    return unknown
+
+
 def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     values = copy.deepcopy(DEFAULTS)
