@@ -91,26 +91,29 @@ class LazyGroup(click.Group):
     def invoke(self, ctx):
         from fallback.access import permission_message, state_problem
         from fallback.config import load_config
-        from sync.crypto import DatabaseError
+        from sync.crypto import DatabaseError, WrongKeyError
 
         try:
             return super().invoke(ctx)
+        except (WrongKeyError, DatabaseError) as exc:
+            # SQLite cannot tell a file it may not open or write from a wrong
+            # key or damage: a state directory the appliance may not write is
+            # neither, so it is named first.
+            if problem := state_problem(load_config().home):
+                raise click.ClickException(problem) from exc
+            if isinstance(exc, WrongKeyError):
+                raise click.ClickException(str(exc)) from exc
+            # The key opened the file (WrongKeyError otherwise), so it is damaged.
+            raise click.ClickException(
+                f"a database file is damaged ({exc}); run `sonae snapshot verify`, then `sonae snapshot rollback N` "
+                "to a good generation (runbooks/08-snapshot-restore.md)"
+            ) from exc
         except _expected_errors() as exc:
             raise click.ClickException(str(exc)) from exc
         except PermissionError as exc:
             if exc.filename is None:
                 raise
             raise click.ClickException(permission_message(exc.filename, write=_writing(exc))) from exc
-        except DatabaseError as exc:
-            # SQLite says "unable to open" or "readonly database" for a state
-            # directory the appliance may not write: that is no damage.
-            if problem := state_problem(load_config().home):
-                raise click.ClickException(problem) from exc
-            # The key opened the file (WrongKeyError otherwise), so it is damaged.
-            raise click.ClickException(
-                f"a database file is damaged ({exc}); run `sonae snapshot verify`, then `sonae snapshot rollback N` "
-                "to a good generation (runbooks/08-snapshot-restore.md)"
-            ) from exc
 
 
 def _writing(exc: PermissionError) -> bool:

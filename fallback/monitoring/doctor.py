@@ -322,7 +322,7 @@ def disk_space(config: Config) -> list[Finding]:
 def first_supervisor(config: Config) -> list[Finding]:
     """Someone must be able to declare downtime. The operational database is
     read, never created or migrated, here."""
-    hint = "create one: sonae user add USERNAME --role supervisor"
+    hint = "create one: sonae user add USERNAME --name NAME --role supervisor"
     if not config.ops_db_path.exists():
         return [Finding("accounts", PROBLEM, f"no supervisor account yet (no operational database): {hint}")]
     try:
