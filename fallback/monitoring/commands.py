@@ -7,6 +7,7 @@ import click
 import requests
 
 from fallback.cli_support import config as load_config
+from fallback.config import ConfigError
 from fallback.monitoring import doctor as checks
 
 
@@ -19,7 +20,12 @@ def doctor():
     Run it as the appliance's user (runuser -u sonae -- sonae doctor).
     Exits non-zero when anything needs fixing.
     """
-    findings = checks.run_checks(load_config())
+    try:
+        config = load_config()
+    except ConfigError as exc:  # nothing else can be checked without it
+        findings = [checks.Finding("configuration", checks.PROBLEM, str(exc))]
+    else:
+        findings = checks.run_checks(config)
     for finding in findings:
         click.echo(finding.line)
     problems = sum(1 for f in findings if f.status == checks.PROBLEM)

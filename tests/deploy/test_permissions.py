@@ -54,7 +54,7 @@ def test_a_root_owned_state_volume_is_a_permission_problem_not_damage(box):
     box.give(box.etc)
     for command in (("user", "list"), ("snapshot", "list"), ("serve", "--port", "1"), ("worker", "--list-jobs")):
         line = one_line_error(box.sonae(*command))
-        assert line.startswith(f"Error: permission denied: Sonae cannot "), (command, line)
+        assert line.startswith("Error: permission denied: Sonae cannot "), (command, line)
         assert f" {box.home}" in line and "owner uid 0 (root), gid 0 (root), mode 0700" in line, (command, line)
         assert RUNS_AS in line and "damaged" not in line and "rollback" not in line
 
