@@ -69,9 +69,8 @@ def test_the_counter_app_has_a_health_check_the_image_can_run(compose):
 
 
 def test_sonae_health_asks_the_configured_port(tmp_path, monkeypatch):
-    from tests.sync.upstream_server import TestUpstream  # any loopback server: /healthz is answered 401 there
-
     from tests.support import EXAMPLE_EXPORT
+    from tests.sync.upstream_server import TestUpstream  # any loopback server: /healthz is answered 401 there
 
     server = TestUpstream(EXAMPLE_EXPORT).start()
     try:
