@@ -9,10 +9,11 @@ PIP := $(VENV)/bin/pip
 # poppler + zbar to read QR codes back from PDFs, CUPS to print.
 SYSTEM_PACKAGES := python3 python3-venv python3-pip libpango-1.0-0 libpangoft2-1.0-0 \
 	fonts-ipaexfont fonts-ipamj-mincho poppler-utils zbar-tools cups-client cups-ipp-utils
-# Tests add a real browser, a real print queue and a PDF printer.
-TEST_SYSTEM_PACKAGES := chromium chromium-driver cups printer-driver-cups-pdf
+# Tests add a real browser, a real print queue and a PDF printer, and
+# systemd-analyze to verify the units in deploy/systemd/.
+TEST_SYSTEM_PACKAGES := chromium chromium-driver cups printer-driver-cups-pdf systemd
 
-.PHONY: demo test system-packages test-system-packages install install-test promtool
+.PHONY: demo test system-packages test-system-packages install install-test promtool lock
 
 # The outage day first (headless Chromium at the desks, about a minute once
 # its register is generated), then the demo to explore; a day that fails
@@ -38,13 +39,31 @@ test-system-packages:
 
 $(PY):
 	python3 -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
 
+# Installs take every third-party package from a lock with hashes (pip
+# refuses anything unpinned or altered), then Sonae itself without
+# resolving anything. `install` is a production install (what the image
+# has); `install-test` adds the demo and test extras and cloudsim, the
+# stand-in upstream, which is its own distribution in cloudsim/.
 install: $(PY)
-	$(PIP) install -q -e .
+	$(PIP) install -q --require-hashes -r requirements.lock
+	$(PIP) install -q --no-deps --no-build-isolation -e .
 
 install-test: $(PY)
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q --require-hashes -r requirements-dev.lock
+	$(PIP) install -q --no-deps --no-build-isolation -e . -e ./cloudsim
+
+# Regenerate both locks from pyproject.toml (needs PyPI) after changing a
+# dependency; pins already in a lock are kept while they still fit, so
+# delete the lock files first to take newer releases. pip-tools runs in
+# a venv of its own, outside the appliance's.
+LOCK_VENV := .venv-lock
+LOCK := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --all-build-deps \
+	--strip-extras --no-emit-index-url --no-emit-find-links
+lock:
+	test -x $(LOCK_VENV)/bin/pip-compile || (python3 -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q pip-tools)
+	$(LOCK) -o requirements.lock pyproject.toml
+	$(LOCK) --extra demo --extra test -o requirements-dev.lock pyproject.toml
 
 # promtool ships only inside Debian's prometheus package; extract the binary
 # alone instead of installing the whole server.

@@ -8,11 +8,17 @@ Groups from other distributions (cloudsim) arrive through the
 Every command exits non-zero with a one-line reason on stderr when it fails;
 expected failures raise `click.ClickException` (or one of the domain errors
 listed in EXPECTED_ERRORS, which are turned into one) — never a traceback.
+A file the appliance may not read or write is named with its owner and mode
+(fallback.access), never reported as damage.
+
+A production install has no cloudsim (the image, `make install`): `sonae
+cloudsim` and `sonae demo` then say that they come with the `demo` extra.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import sys
 from importlib.metadata import entry_points
 
@@ -33,7 +39,26 @@ COMMANDS = {
     "mode": "fallback.modes.commands:mode_group",
     "drill": "fallback.drills.commands:drill_group",
     "demo": "fallback.demo.commands:demo_group",
+    "doctor": "fallback.monitoring.commands:doctor",
+    "health": "fallback.monitoring.commands:health",
 }
+# Commands that need cloudsim, which only a demo or test install has.
+DEMO_COMMANDS = ("cloudsim", "demo")
+DEMO_MISSING = ("`sonae {name}` needs cloudsim, which a production install leaves out: it comes with the `demo` extra "
+                "of a source checkout (`make demo`, or pip install -e ./cloudsim -e '.[demo]')")
+
+
+def demo_installed() -> bool:
+    return importlib.util.find_spec("cloudsim") is not None
+
+
+def _needs_demo(name: str) -> click.Command:
+    @click.command(name, context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+                   help="Not installed here: comes with the `demo` extra.", add_help_option=False)
+    def refuse():
+        raise click.ClickException(DEMO_MISSING.format(name=name))
+
+    return refuse
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
@@ -53,9 +78,11 @@ class LazyGroup(click.Group):
         return targets
 
     def list_commands(self, ctx):
-        return sorted(self._targets())
+        return sorted(set(self._targets()) | set(DEMO_COMMANDS))
 
     def get_command(self, ctx, name):
+        if name in DEMO_COMMANDS and not demo_installed():
+            return _needs_demo(name)
         target = self._targets().get(name)
         if target is None:
             return None
@@ -63,18 +90,39 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module_name), attr)
 
     def invoke(self, ctx):
-        from sync.crypto import DatabaseError
+        from fallback.access import permission_message, state_problem
+        from fallback.config import load_config
+        from sync.crypto import DatabaseError, WrongKeyError
 
         try:
             return super().invoke(ctx)
-        except _expected_errors() as exc:
-            raise click.ClickException(str(exc)) from exc
-        except DatabaseError as exc:
+        except (WrongKeyError, DatabaseError) as exc:
+            # SQLite cannot tell a file it may not open or write from a wrong
+            # key or damage: a state directory the appliance may not write is
+            # neither, so it is named first.
+            if problem := state_problem(load_config().home):
+                raise click.ClickException(problem) from exc
+            if isinstance(exc, WrongKeyError):
+                raise click.ClickException(str(exc)) from exc
             # The key opened the file (WrongKeyError otherwise), so it is damaged.
             raise click.ClickException(
                 f"a database file is damaged ({exc}); for the register copy run `sonae snapshot verify`, then "
                 "`sonae snapshot rollback N` to a good generation; for ops.db run `sonae ops verify` (runbooks/08-snapshot-restore.md)"
             ) from exc
+        except _expected_errors() as exc:
+            raise click.ClickException(str(exc)) from exc
+        except PermissionError as exc:
+            if exc.filename is None:
+                raise
+            raise click.ClickException(permission_message(exc.filename, write=_writing(exc))) from exc
+
+
+def _writing(exc: PermissionError) -> bool:
+    """Whether the refused operation wanted to write: reading is judged
+    first, so a file that cannot even be read is named as such."""
+    from fallback.access import blocking_path
+
+    return blocking_path(exc.filename) is None
 
 
 @click.group(cls=LazyGroup)

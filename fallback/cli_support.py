@@ -1,16 +1,29 @@
-"""Helpers shared by the CLI modules: the loaded config and the acting
-operator's name for the audit trail."""
+"""Helpers shared by the CLI modules: the loaded config (checked at the
+start of a service) and the acting operator's name for the audit trail."""
 
 from __future__ import annotations
 
 import getpass
 import os
 
+import click
+
+from fallback.access import state_problem
 from fallback.config import Config, load_config
 
 
 def config() -> Config:
     return load_config()
+
+
+def service_config() -> Config:
+    """The configuration of `sonae serve` and `sonae worker`: refused at
+    start, naming the path, its owner and mode, when the state directory
+    cannot be written — not at the first request or job."""
+    loaded = load_config()
+    if problem := state_problem(loaded.home):
+        raise click.ClickException(problem)
+    return loaded
 
 
 def operator(actor: str | None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from fallback.cli_support import config as load
+from fallback.cli_support import service_config
 
 
 @click.command()
@@ -18,7 +18,7 @@ def serve(host, port, threads):
 
     from fallback.app import create_app
 
-    config = load()
+    config = service_config()
     app = create_app(config)
     host = host or config["web"]["host"]
     port = port or config["web"]["port"]

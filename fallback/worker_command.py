@@ -8,7 +8,7 @@ import threading
 
 import click
 
-from fallback.cli_support import config as load_config
+from fallback.cli_support import service_config
 
 
 @click.command()
@@ -21,7 +21,7 @@ def worker(list_jobs):
 
     from fallback.worker import build_scheduler
 
-    config = load_config()
+    config = service_config()
     stopping = threading.Event()
     if list_jobs:
         scheduler = build_scheduler(config, stopping, BackgroundScheduler(timezone=config["sync"]["timezone"]))

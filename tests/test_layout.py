@@ -27,7 +27,7 @@ ALLOWED = {
 # base and the features listed before it; its faces (web views, the JSON
 # API, CLI commands, the report a feature writes) may import any feature's
 # services, never another feature's faces. The README's architecture section shows the same table.
-BASE = {"config", "keys", "ops", "audit", "anchor", "db", "paper", "documents", "cli_support"}
+BASE = {"config", "keys", "ops", "audit", "anchor", "db", "paper", "documents", "cli_support", "access"}
 SHELL = {"app", "cli", "banner", "filters", "serve", "worker", "worker_command", "key_commands", "ops_commands"}
 FEATURES = ("staff", "mirror", "deferred", "drills", "modes", "counter", "monitoring", "runbooks", "residents", "recovery",
             "verification")
@@ -197,12 +197,20 @@ def test_dockerfile_copies_what_exists():
     assert not missing, f"COPY sources missing: {missing}"
     assert re.search(r"^USER\s+(?!root)\S+", dockerfile, re.M), "the image must run as a non-root user"
     assert 'VOLUME ["/var/lib/sonae"]' in dockerfile
-    assert re.search(r'^CMD \["sonae", "serve"', dockerfile, re.M)
+    assert re.search(r'^CMD \["sonae", "serve"\]$', dockerfile, re.M), "the port and address come from web.port and web.host"
+    bases = re.findall(r"^FROM\s+(\S+)", dockerfile, re.M)
+    stages = set(re.findall(r"^FROM\s+\S+\s+AS\s+(\S+)", dockerfile, re.M))
+    external = [base for base in bases if base not in stages]
+    assert external and all(re.search(r"@sha256:[0-9a-f]{64}$", base) for base in external), f"base images not pinned by digest: {external}"
 
 
 def test_readme_has_exactly_two_setup_commands():
     readme = (ROOT / "README.md").read_text()
-    block = readme.split("## Two commands", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    before, block = readme.split("## Two commands", 1)[1].split("```sh", 1)
+    block = block.split("```", 1)[0]
+    # the prerequisites a minimal Debian 12 lacks come first, in one line
+    prerequisites = re.search(r"`apt-get update && apt-get install -y ([^`]+)`", before)
+    assert prerequisites and {"make", "git", "python3"} <= set(prerequisites.group(1).split())
     commands = [line for line in block.splitlines() if line.strip() and not line.strip().startswith("#")]
     assert [c.split("#")[0].strip() for c in commands] == ["make demo", "make test"]
     ci = (ROOT / ".ci" / "run").read_text()

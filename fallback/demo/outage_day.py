@@ -1129,7 +1129,9 @@ class OutageDay:
         directory = self.site.home / "snapshots"
         directory.mkdir(parents=True, exist_ok=True)
         size_mb = max(64, self.options.residents // 250)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(directory)], check=True, capture_output=True)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_mb}m", "tmpfs", str(directory)], capture_output=True, text=True)
+        if mounted.returncode:
+            raise DayFailed(f"the disk_full fault cannot mount its small tmpfs here: {(mounted.stderr or mounted.stdout).strip()}")
         self.mounted = directory
 
     def fill_snapshot_disk(self) -> None:

@@ -18,6 +18,7 @@ from fallback.app import create_app
 from fallback.demo.outage_day import DayRecord
 from fallback.mirror.syncing import INTERRUPTED
 from fallback.modes.views import issuance_summary
+from tests.mounts import require_tmpfs
 from tests.printing.cups_server import cups_server  # noqa: F401  (fixture)
 
 from .conftest import appliance_config, assert_report_matches_the_day, ops_rows, run_day
@@ -79,8 +80,8 @@ def test_worker_killed_mid_sync(tmp_path):
     assert ("ok",) in later
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="the small snapshot disk is a tmpfs mount (root)")
 def test_snapshot_disk_fills_up_during_a_sync(tmp_path):
+    require_tmpfs()  # the small snapshot disk is a tmpfs
     day = run_day(tmp_path / "site", faults=frozenset({"disk_full"}))
     assert_the_day_ends_consistent(day)
     assert "the snapshot disk is full" in day.fault_notes["disk_full"]

@@ -10,20 +10,18 @@ import pytest
 
 from fallback.mirror.syncing import run_changes, run_full_sync
 from sync.errors import SnapshotDiskFull
+from tests.mounts import require_tmpfs
 from tests.sync.conftest import assert_serving, reload_config, sync_runs
 from tests.sync.exports import change, make_resident, population, write_export
 
 
 @pytest.fixture
 def small_disk(config):
-    """The snapshot directory on a 2 MB tmpfs (needs root)."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root")
+    """The snapshot directory on a 2 MB tmpfs (where this process may mount one)."""
+    require_tmpfs()
     directory = config.snapshot_dir
     directory.mkdir(parents=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(directory)], capture_output=True, text=True)
-    if mounted.returncode:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(directory)], check=True, capture_output=True)
     yield directory
     subprocess.run(["umount", "-l", str(directory)], check=True)
 

@@ -1,0 +1,349 @@
+"""`sonae doctor`: is this box ready for its first start, and if not, what
+to fix — one line per finding.
+
+Each check is a function of the configuration that returns findings; none
+writes anything (the operational database is opened read-only, and only if
+it exists), so the doctor can run before the first start, as often as IT
+likes, and from /readyz or the IT dashboard. `run_checks` runs them all in
+the order the first run meets them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import shutil
+import stat
+import subprocess
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from fallback import access
+from fallback.config import Config, ConfigError
+from fallback.keys import ops_key
+from fallback.mirror.syncing import upstream_from_config
+from fallback.staff.users import list_users
+from printing.glyphs import IPAEX_MINCHO, IPAMJ_MINCHO
+from sync import crypto
+from sync.contract import CONTRACT_VERSION, ContractError, public_key_from_b64, verify_manifest
+from sync.errors import SyncError
+from sync.store import SnapshotStore
+
+OK, PROBLEM, UNKNOWN = "ok", "problem", "unknown"
+
+
+@dataclass(frozen=True)
+class Finding:
+    check: str  # which check: "configuration", "keys", …
+    status: str  # OK, PROBLEM or UNKNOWN (cannot be told from here)
+    message: str  # one line: what is fine, or what to fix
+
+    @property
+    def line(self) -> str:
+        return f"{self.status.upper():8} {self.check:14} {self.message}"
+
+
+def _ok(check: str, message: str) -> list[Finding]:
+    return [Finding(check, OK, message)]
+
+
+# --- the user ------------------------------------------------------------------
+
+
+def running_user(config: Config) -> list[Finding]:
+    """Permissions are judged as the process that runs the doctor sees them,
+    so it must be the appliance's own user."""
+    if os.geteuid() == 0:
+        return [Finding("user", PROBLEM, "the doctor runs as root, which reads every file: run it as the appliance's user "
+                                         "(runuser -u sonae -- sonae doctor) so that permissions are checked as the services meet them")]
+    return _ok("user", f"checking as {access.running_as()}, the user the services run as")
+
+
+# --- configuration ---------------------------------------------------------------
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def configuration(config: Config, env: Mapping[str, str] | None = None) -> list[Finding]:
+    """The file itself, the ward's municipality, and the address printed on
+    certificates."""
+    env = os.environ if env is None else env
+    findings = []
+    raw: dict = {}
+    if config.source is None:
+        findings.append(Finding("configuration", PROBLEM, "no configuration file: write /etc/sonae/sonae.toml "
+                                                          "(from deploy/sonae.toml.example) or set SONAE_CONFIG"))
+    else:
+        # Unknown keys never get this far: load_config refuses them, and
+        # `sonae doctor` prints that refusal as its one line.
+        raw = tomllib.loads(config.source.read_text(encoding="utf-8"))
+    municipality = raw.get("municipality", {})
+    unset = [key for key in ("code", "name", "prefecture", "mayor")
+             if key not in municipality and f"SONAE_MUNICIPALITY_{key.upper()}" not in env]
+    if unset:
+        findings.append(Finding("configuration", PROBLEM, f"municipality.{', municipality.'.join(unset)} not set: certificates would "
+                                                          f"carry the example ward ({config['municipality']['name']}); set them in [municipality]"))
+    base_url = config["web"]["public_base_url"]
+    host = urlparse(base_url).hostname or ""
+    if _is_loopback(host):
+        findings.append(Finding("configuration", PROBLEM, f"web.public_base_url is {base_url}, which only this box can open: "
+                                                          "set the address residents use to verify certificates (printed in every QR code)"))
+    if not findings:
+        return _ok("configuration", f"{config.source}: every key known, {config['municipality']['name']}, certificates point at {base_url}")
+    return findings
+
+
+# --- keys ------------------------------------------------------------------------
+
+
+def _key_files(config: Config) -> list[tuple[str, Path, bool]]:
+    """(what, path, required) of every secret file the configuration uses."""
+    security, upstream = config["security"], config["upstream"]
+    files = [("signing key", Path(security["signing_key_file"]), True)]
+    if not security["key"]:
+        files.insert(0, ("master key", Path(security["key_file"]), True))
+    files.append(("session key", Path(security["secret_key_file"]), False))
+    if not upstream["token"]:
+        files.append(("upstream token", Path(upstream["token_file"]), True))
+    return files
+
+
+def _key_problem(what: str, path: Path, home: Path) -> str | None:
+    if access.blocking_path(path):
+        return f"{what}: {access.permission_message(path)}"
+    if not path.exists():
+        hint = "write it with `sonae key init " + str(path) + "`" if what != "upstream token" else "put the vendor's bearer token there"
+        return f"{what} {path} does not exist: {hint}"
+    resolved, state = path.resolve(), home.resolve()
+    if resolved == state or state in resolved.parents:
+        return f"{what} {path} is inside the state directory {state}: move it (e.g. to /etc/sonae/) so that a copy of the data does not carry it"
+    info = path.stat()
+    if stat.S_IMODE(info.st_mode) & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"{what} {path} has mode {stat.S_IMODE(info.st_mode):04o}: run `chmod 600 {path}`"
+    if info.st_uid != os.geteuid():
+        return (f"{what} {path}: {access.owner_and_mode(path)}, and Sonae runs as {access.running_as()}: "
+                f"chown it to that uid")
+    if what in ("master key", "signing key"):
+        try:
+            crypto.read_key_file(path, forbidden_dir=home)
+        except crypto.KeyFileError as exc:
+            return str(exc)
+    return None
+
+
+def keys(config: Config) -> list[Finding]:
+    """Every key file: present, readable by this uid and owned by it, mode
+    0600, outside the state directory, and (for the keys) well-formed."""
+    findings, fine = [], []
+    for what, path, required in _key_files(config):
+        if not required and not path.exists() and not access.blocking_path(path):
+            continue  # the session key is derived from the master key when its file is absent
+        if problem := _key_problem(what, path, config.home):
+            findings.append(Finding("keys", PROBLEM, problem))
+        else:
+            fine.append(str(path))
+    return findings or _ok("keys", f"{', '.join(fine)}: present, mode 0600, owned by {access.running_as()}, outside {config.home}")
+
+
+def state_directory(config: Config) -> list[Finding]:
+    if problem := access.state_problem(config.home):
+        return [Finding("state", PROBLEM, problem)]
+    return _ok("state", f"{config.home} can be written by {access.running_as()}")
+
+
+# --- certificates: the 電子公印 and the fonts --------------------------------------
+
+
+def seal_image(config: Config) -> list[Finding]:
+    """Real issuance is refused without a configured 電子公印 image."""
+    from PIL import Image, UnidentifiedImageError
+
+    configured = config["printing"]["official_seal_image"]
+    if not configured:
+        return [Finding("seal", PROBLEM, "no 電子公印 image configured: real issuance is refused without one; "
+                                         "set printing.official_seal_image to the ward's seal (PNG)")]
+    path = Path(configured)
+    if access.blocking_path(path):
+        return [Finding("seal", PROBLEM, access.permission_message(path))]
+    if not path.is_file():
+        return [Finding("seal", PROBLEM, f"printing.official_seal_image {path} does not exist: put the seal image there or correct the path")]
+    try:
+        with Image.open(path) as image:
+            size = image.size
+    except (UnidentifiedImageError, OSError) as exc:
+        return [Finding("seal", PROBLEM, f"printing.official_seal_image {path} is not an image ({exc}): export the seal as PNG")]
+    return _ok("seal", f"電子公印 {path} ({size[0]}×{size[1]} px)")
+
+
+def fonts(config: Config, required: tuple[Path, ...] = (IPAEX_MINCHO, IPAMJ_MINCHO)) -> list[Finding]:
+    missing = [path for path in required if not path.is_file()]
+    if missing:
+        return [Finding("fonts", PROBLEM, f"{', '.join(map(str, missing))} missing: certificates need them; "
+                                          "apt-get install fonts-ipaexfont fonts-ipamj-mincho")]
+    return _ok("fonts", "IPAex明朝 and IPAmj明朝 installed")
+
+
+# --- printing ------------------------------------------------------------------------
+
+
+def _queues(config: Config) -> dict[str, list[str]]:
+    """CUPS queue -> the terminals (or "printing.printer") that name it."""
+    queues: dict[str, list[str]] = {}
+    for terminal in config["counter"]["terminals"]:
+        if terminal.get("queue"):
+            queues.setdefault(terminal["queue"], []).append(terminal["id"])
+    if config["printing"]["printer"]:
+        queues.setdefault(config["printing"]["printer"], []).append("printing.printer")
+    return queues
+
+
+def cups_queues(config: Config) -> list[Finding]:
+    queues = _queues(config)
+    if not queues:
+        return _ok("printers", "no CUPS queue named: the counters print from the browser")
+    if shutil.which("lpstat") is None:
+        return [Finding("printers", PROBLEM, f"queues {', '.join(queues)} are named but the CUPS client is missing: apt-get install cups-client")]
+    findings = []
+    for queue, users in queues.items():
+        asked = subprocess.run(["lpstat", "-p", queue], capture_output=True, text=True, timeout=30)
+        said = (asked.stdout + asked.stderr).strip().splitlines()
+        first = said[0] if said else f"exit status {asked.returncode}"
+        if asked.returncode != 0:
+            findings.append(Finding("printers", PROBLEM, f"queue {queue} ({', '.join(users)}) is not known to the print server "
+                                                         f"({first}): add it with lpadmin, or correct counter.terminals"))
+        elif "disabled" in first:
+            findings.append(Finding("printers", PROBLEM, f"queue {queue} ({', '.join(users)}) is stopped ({first}): cupsenable {queue}"))
+    return findings or _ok("printers", f"queues {', '.join(queues)} accept jobs")
+
+
+# --- the upstream ---------------------------------------------------------------------
+
+
+def upstream(config: Config) -> list[Finding]:
+    """TLS, the public key, an answer, and the manifest: signed by that key,
+    in the contract version this Sonae reads."""
+    section = config["upstream"]
+    url = section["url"]
+    findings = []
+    if urlparse(url).scheme != "https" and not section.get("allow_insecure_http", False):
+        findings.append(Finding("upstream", PROBLEM, f"upstream.url {url} is not TLS: use the vendor's https:// address"))
+    public_key = None
+    if not section["public_key"]:
+        findings.append(Finding("upstream", PROBLEM, "upstream.public_key is not set: configure the vendor's Ed25519 public key (base64)"))
+    else:
+        try:
+            public_key = public_key_from_b64(section["public_key"])
+        except ContractError as exc:
+            findings.append(Finding("upstream", PROBLEM, str(exc)))
+    try:
+        client = upstream_from_config(config)
+    except ConfigError as exc:
+        return [*findings, Finding("upstream", PROBLEM, str(exc))]
+    try:
+        client.health()
+        manifest = client.manifest()
+    except SyncError as exc:
+        return [*findings, Finding("upstream", PROBLEM, f"not reachable: {exc}")]
+    finally:
+        client.close()
+    if manifest.get("contract") != CONTRACT_VERSION:
+        findings.append(Finding("upstream", PROBLEM, f"the upstream serves contract {manifest.get('contract')!r}, this Sonae reads "
+                                                     f"contract {CONTRACT_VERSION}: ask the vendor, or upgrade Sonae"))
+    elif public_key is not None:
+        try:
+            verify_manifest(manifest, public_key)
+        except ContractError as exc:
+            findings.append(Finding("upstream", PROBLEM, f"the newest export: {exc}"))
+    return findings or _ok("upstream", f"{url} answers over TLS; its newest export is contract {CONTRACT_VERSION}, signed by the configured key")
+
+
+# --- the clock and the disk -----------------------------------------------------------
+
+
+def clock(config: Config, timedatectl: str = "timedatectl") -> list[Finding]:
+    """Certificates state their time and the data age is judged by this
+    clock: it must follow NTP."""
+    try:
+        asked = subprocess.run([timedatectl, "show", "-p", "NTPSynchronized", "--value"], capture_output=True, text=True, timeout=10)
+    except FileNotFoundError:
+        asked = None
+    answer = asked.stdout.strip() if asked and asked.returncode == 0 else ""
+    if answer == "yes":
+        return _ok("clock", "synchronised by NTP")
+    if answer == "no":
+        return [Finding("clock", PROBLEM, "not synchronised by NTP: enable it (timedatectl set-ntp true, or the ward's NTP server in "
+                                          "/etc/systemd/timesyncd.conf)")]
+    why = "timedatectl is not installed" if asked is None else (asked.stderr.strip().splitlines() or ["no answer"])[-1]
+    return [Finding("clock", UNKNOWN, f"cannot tell whether NTP keeps the clock ({why}): check on the host")]
+
+
+def _bytes(count: int) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e8 else f"{count / 1e6:.1f} MB"
+
+
+def generation_room(generation_bytes: int, free_bytes: int) -> bool:
+    """A full load builds the next generation beside the current one, with
+    its scratch database beside it: room for two generations."""
+    return free_bytes >= 2 * generation_bytes
+
+
+def disk_space(config: Config) -> list[Finding]:
+    existing = next(p for p in (config.snapshot_dir, *config.snapshot_dir.parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    store = SnapshotStore(config.snapshot_dir, key=b"")  # only the CURRENT pointer is read: no key needed
+    try:
+        current = store.current()
+    except SyncError as exc:
+        return [Finding("disk", UNKNOWN, f"cannot size a generation ({exc}); {_bytes(free)} free")]
+    if current is None:
+        return [Finding("disk", UNKNOWN, f"no generation yet to size one by; {_bytes(free)} free on {existing} "
+                                         "(1,000,000 residents take about 2.8 GB a generation)")]
+    size = sum(path.stat().st_size for path in store.path_of(current).parent.rglob("*") if path.is_file())
+    if not generation_room(size, free):
+        return [Finding("disk", PROBLEM, f"{_bytes(free)} free on {existing}, a full load needs room for two generations of "
+                                         f"{_bytes(size)}: free space or lower sync.keep_generations")]
+    return _ok("disk", f"{_bytes(free)} free on {existing}: room for two generations of {_bytes(size)}")
+
+
+# --- accounts ----------------------------------------------------------------------------
+
+
+def first_supervisor(config: Config) -> list[Finding]:
+    """Someone must be able to declare downtime. The operational database is
+    read, never created or migrated, here."""
+    hint = "create one: sonae user add USERNAME --name NAME --role supervisor"
+    if not config.ops_db_path.exists():
+        return [Finding("accounts", PROBLEM, f"no supervisor account yet (no operational database): {hint}")]
+    try:
+        conn = crypto.connect(config.ops_db_path, ops_key(config), readonly=True)
+    except (crypto.KeyFileError, crypto.WrongKeyError) as exc:
+        return [Finding("accounts", UNKNOWN, f"cannot read the accounts: {exc}")]
+    try:
+        supervisors = [u.username for u in list_users(conn) if u.role == "supervisor" and not u.disabled]
+    except crypto.DatabaseError as exc:
+        return [Finding("accounts", UNKNOWN, f"cannot read the accounts: {exc}")]
+    finally:
+        conn.close()
+    if not supervisors:
+        return [Finding("accounts", PROBLEM, f"no enabled supervisor account: {hint}")]
+    return _ok("accounts", f"supervisor account(s): {', '.join(supervisors)}")
+
+
+# In the order a first run meets them.
+CHECKS: tuple[Callable[[Config], list[Finding]], ...] = (
+    running_user, configuration, keys, state_directory, seal_image, fonts, cups_queues, upstream, clock, disk_space, first_supervisor,
+)
+
+
+def run_checks(config: Config) -> list[Finding]:
+    return [finding for check in CHECKS for finding in check(config)]

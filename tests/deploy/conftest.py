@@ -1,0 +1,75 @@
+"""Fixtures for the deployment tests: a box laid out as a ward installs it
+(keys in etc/, state in home/) in a folder an unprivileged uid can reach,
+and a way to run `sonae` as that uid, as the services run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support import EXAMPLE_PUBLIC_KEY, write_key
+
+ROOT = Path(__file__).resolve().parents[2]
+APPLIANCE_UID = 65534  # nobody: a uid that owns nothing of the test's
+
+
+@dataclass
+class Box:
+    root: Path
+
+    @property
+    def etc(self) -> Path:
+        return self.root / "etc"
+
+    @property
+    def home(self) -> Path:
+        return self.root / "home"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "SONAE_HOME": str(self.home), "SONAE_CONFIG": str(self.etc / "sonae.toml"),
+                "SONAE_SECURITY_KEY_FILE": str(self.etc / "master.key"),
+                "SONAE_SECURITY_SIGNING_KEY_FILE": str(self.etc / "signing.key"),
+                "SONAE_SECURITY_SECRET_KEY_FILE": str(self.etc / "session.key"),
+                "SONAE_UPSTREAM_PUBLIC_KEY": EXAMPLE_PUBLIC_KEY}
+
+    def sonae(self, *args: str, uid: int | None = APPLIANCE_UID, timeout: float = 60) -> subprocess.CompletedProcess:
+        """`sonae ARGS` as `uid` (None: as this process)."""
+        drop = [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        return subprocess.run([*drop, sys.executable, "-m", "fallback.cli", *args], cwd=ROOT, env=self.env(),
+                              capture_output=True, text=True, timeout=timeout)
+
+    def give(self, path: Path, uid: int = APPLIANCE_UID) -> None:
+        for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+            os.chown(item, uid, uid)
+
+
+@pytest.fixture
+def box():
+    """etc/ with a master and a signing key, an empty home/, all owned by
+    root; the folder itself open to every uid (pytest's tmp_path is not)."""
+    if os.geteuid() != 0:
+        pytest.skip("the permission tests hand files to another uid: they run as root (as CI does)")
+    root = Path(tempfile.mkdtemp(prefix="sonae-box-"))
+    root.chmod(0o755)
+    box = Box(root)
+    box.etc.mkdir(mode=0o755)
+    box.home.mkdir(mode=0o700)
+    write_key(box.etc / "master.key")
+    write_key(box.etc / "signing.key")
+    yield box
+    shutil.rmtree(root)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The refusal: exit status 1 and exactly one line on stderr, no traceback."""
+    assert result.returncode == 1, (result.returncode, result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    return lines[0]

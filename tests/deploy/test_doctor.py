@@ -1,0 +1,386 @@
+"""`sonae doctor`: each check says what is fine, or one line of what to
+fix — a passing and a failing case for every check."""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import json
+import os
+import shutil
+import ssl
+import subprocess
+import sys
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.x509.oid import NameOID
+from PIL import Image
+
+from fallback.config import load_config, render_toml
+from fallback.monitoring import doctor
+from fallback.monitoring.doctor import OK, PROBLEM, UNKNOWN
+from sync.contract import CONTRACT_VERSION, sign_manifest
+from tests.deploy.conftest import APPLIANCE_UID, ROOT
+from tests.mounts import require_tmpfs
+from tests.printing.cups_server import cups_server  # noqa: F401  (fixture)
+from tests.support import example_records, write_export
+from tests.sync import upstream_server
+from tests.sync.upstream_server import TOKEN
+
+WARD = {"code": "132012", "prefecture": "東京都", "name": "八王子市", "mayor": "八王子市長　○○　○○"}
+
+
+def statuses(findings) -> list[str]:
+    return [f.status for f in findings]
+
+
+def only(findings, status: str) -> str:
+    assert statuses(findings) == [status], [f.line for f in findings]
+    return findings[0].message
+
+
+def write_config(sonae_env, **sections) -> object:
+    path = sonae_env.source or (sonae_env.home.parent / "etc" / "sonae.toml")
+    path.write_text(render_toml(sections), encoding="utf-8")
+    return load_config()
+
+
+# --- the user ----------------------------------------------------------------
+
+
+def test_the_doctor_run_as_root_says_to_run_it_as_the_appliance(sonae_env):
+    assert "run it as the appliance's user" in only(doctor.running_user(sonae_env), PROBLEM)
+
+
+def test_the_doctor_run_as_the_appliance_is_content():
+    said = subprocess.run(["setpriv", f"--reuid={APPLIANCE_UID}", f"--regid={APPLIANCE_UID}", "--clear-groups", sys.executable, "-c",
+                           "from fallback.monitoring.doctor import running_user; [f] = running_user(None); print(f.status, f.message)"],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    assert said.stdout.strip() == "ok checking as uid 65534 (nobody), the user the services run as"
+
+
+# --- configuration ------------------------------------------------------------
+
+
+def test_a_ward_configuration_passes(sonae_env):
+    config = write_config(sonae_env, municipality=WARD, web={"public_base_url": "https://sonae.city.hachioji.example.lg.jp"})
+    assert "八王子市" in only(doctor.configuration(config, env={}), OK)
+
+
+def test_a_misspelt_key_is_the_doctors_one_line_with_the_nearest_key(sonae_env):
+    sonae_env.home.parent.joinpath("etc", "sonae.toml").write_text("[sync]\nkeep_generation = 3\n")
+    result = subprocess.run([sys.executable, "-m", "fallback.cli", "doctor"], cwd=ROOT, capture_output=True, text=True, env=os.environ)
+    assert result.returncode == 1 and len(result.stdout.splitlines()) == 1
+    assert result.stdout.startswith("PROBLEM  configuration  ")
+    assert "[sync] has no key 'keep_generation'; did you mean keep_generations?" in result.stdout
+
+
+def test_a_missing_municipality_is_named(sonae_env):
+    config = write_config(sonae_env, municipality={"code": "132012"}, web={"public_base_url": "https://a.example.jp"})
+    message = only(doctor.configuration(config, env={}), PROBLEM)
+    assert message.startswith("municipality.name, municipality.prefecture, municipality.mayor not set")
+    # an environment override counts as set
+    assert statuses(doctor.configuration(config, env={f"SONAE_MUNICIPALITY_{k.upper()}": "x" for k in WARD})) == [OK]
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://localhost:8080", "https://[::1]/"])
+def test_a_loopback_public_base_url_is_refused(sonae_env, url):
+    config = write_config(sonae_env, municipality=WARD, web={"public_base_url": url})
+    assert f"web.public_base_url is {url}, which only this box can open" in only(doctor.configuration(config, env={}), PROBLEM)
+
+
+# --- keys and the state directory --------------------------------------------------
+
+
+@pytest.fixture
+def keyed(sonae_env, monkeypatch):
+    token = sonae_env.home.parent / "etc" / "upstream.token"
+    token.write_text(TOKEN)
+    token.chmod(0o600)
+    monkeypatch.setenv("SONAE_UPSTREAM_TOKEN_FILE", str(token))
+    return load_config()
+
+
+def test_keys_of_the_appliance_pass(keyed):
+    assert "present, mode 0600, owned by uid 0 (root)" in only(doctor.keys(keyed), OK)
+
+
+def test_a_key_readable_by_others_is_named(keyed):
+    path = keyed["security"]["signing_key_file"]
+    os.chmod(path, 0o644)
+    assert only(doctor.keys(keyed), PROBLEM) == f"signing key {path} has mode 0644: run `chmod 600 {path}`"
+
+
+def test_a_key_owned_by_another_uid_is_named(keyed):
+    path = keyed["upstream"]["token_file"]
+    os.chown(path, APPLIANCE_UID, APPLIANCE_UID)
+    assert only(doctor.keys(keyed), PROBLEM) == (f"upstream token {path}: owner uid 65534 (nobody), gid 65534 (nogroup), mode 0600, "
+                                                 "and Sonae runs as uid 0 (root): chown it to that uid")
+
+
+def test_a_missing_key_and_a_key_inside_the_state_directory_are_named(keyed, monkeypatch):
+    inside = keyed.home / "master.key"
+    shutil.copy2(keyed["security"]["key_file"], inside)
+    monkeypatch.setenv("SONAE_SECURITY_KEY_FILE", str(inside))
+    monkeypatch.setenv("SONAE_SECURITY_SIGNING_KEY_FILE", str(keyed.home.parent / "etc" / "nowhere.key"))
+    messages = [f.message for f in doctor.keys(load_config())]
+    assert messages[0].startswith(f"master key {inside} is inside the state directory")
+    assert messages[1] == f"signing key {keyed.home.parent / 'etc' / 'nowhere.key'} does not exist: write it with `sonae key init " \
+                          f"{keyed.home.parent / 'etc' / 'nowhere.key'}`"
+
+
+def doctor_as_appliance(check: str, env: dict) -> list[list[str]]:
+    code = (f"import json; from fallback.config import load_config; from fallback.monitoring import doctor; "
+            f"print(json.dumps([[f.status, f.message] for f in doctor.{check}(load_config())]))")
+    said = subprocess.run(["setpriv", f"--reuid={APPLIANCE_UID}", f"--regid={APPLIANCE_UID}", "--clear-groups", sys.executable, "-c", code],
+                          cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    return json.loads(said.stdout)
+
+
+def test_the_state_directory_owned_by_root_is_named_for_the_appliance(box):
+    [(status, message)] = doctor_as_appliance("state_directory", box.env())
+    assert status == PROBLEM
+    assert message.startswith(f"permission denied: Sonae cannot write {box.home}, owner uid 0 (root), gid 0 (root), mode 0700")
+
+
+def test_the_state_directory_of_the_appliance_passes(box):
+    box.give(box.home)
+    assert doctor_as_appliance("state_directory", box.env()) == [[OK, f"{box.home} can be written by uid 65534 (nobody)"]]
+
+
+# --- the 電子公印 and the fonts -----------------------------------------------------------
+
+
+def test_no_seal_image_is_a_problem_for_real_issuance(sonae_env):
+    assert "real issuance is refused without one" in only(doctor.seal_image(sonae_env), PROBLEM)
+
+
+def test_a_seal_image_passes_and_a_file_that_is_no_image_is_named(sonae_env, monkeypatch, tmp_path):
+    seal = tmp_path / "seal.png"
+    Image.new("RGBA", (300, 300), (200, 0, 0, 255)).save(seal)
+    monkeypatch.setenv("SONAE_PRINTING_OFFICIAL_SEAL_IMAGE", str(seal))
+    assert only(doctor.seal_image(load_config()), OK) == f"電子公印 {seal} (300×300 px)"
+    seal.write_text("not a picture")
+    assert "is not an image" in only(doctor.seal_image(load_config()), PROBLEM)
+
+
+def test_the_certificate_fonts_are_installed(sonae_env):
+    assert only(doctor.fonts(sonae_env), OK) == "IPAex明朝 and IPAmj明朝 installed"
+
+
+def test_a_missing_font_is_named_with_its_package(sonae_env, tmp_path):
+    message = only(doctor.fonts(sonae_env, required=(tmp_path / "ipamjm.ttf",)), PROBLEM)
+    assert message == f"{tmp_path / 'ipamjm.ttf'} missing: certificates need them; apt-get install fonts-ipaexfont fonts-ipamj-mincho"
+
+
+# --- printers ------------------------------------------------------------------------------
+
+
+def terminals(queue: str) -> str:
+    return json.dumps([{"id": "本庁1", "office": "本庁", "printer": "プリンタ001", "queue": queue}], ensure_ascii=False)
+
+
+def test_no_queue_named_means_browser_printing(sonae_env):
+    assert only(doctor.cups_queues(sonae_env), OK) == "no CUPS queue named: the counters print from the browser"
+
+
+def test_queues_of_the_terminals_are_asked_of_the_print_server(sonae_env, cups_server, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("CUPS_SERVER", cups_server.socket)
+    monkeypatch.setenv("SONAE_COUNTER_TERMINALS", terminals("SONAE_PDF"))
+    assert only(doctor.cups_queues(load_config()), OK) == "queues SONAE_PDF accept jobs"
+    monkeypatch.setenv("SONAE_COUNTER_TERMINALS", terminals("COUNTER9"))
+    message = only(doctor.cups_queues(load_config()), PROBLEM)
+    assert message.startswith("queue COUNTER9 (本庁1) is not known to the print server (") and "lpadmin" in message
+    subprocess.run(["cupsdisable", "-h", cups_server.socket, "SONAE_PDF"], check=True)
+    monkeypatch.setenv("SONAE_COUNTER_TERMINALS", terminals("SONAE_PDF"))
+    assert "is stopped" in only(doctor.cups_queues(load_config()), PROBLEM)
+
+
+# --- the upstream -----------------------------------------------------------------------------
+
+
+def self_signed(tmp_path) -> tuple[str, str]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "upstream.test")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = tmp_path / "upstream.pem", tmp_path / "upstream.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def export_of_contract(tmp_path, version: int, signer=None):
+    directory = write_export(tmp_path / f"export-{version}", example_records("residents"), example_records("seals"))
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["contract"] = version
+    signed = sign_manifest(manifest, signer or Ed25519PrivateKey.from_private_bytes(bytes(32)))
+    (directory / "manifest.json").write_text(json.dumps(signed, ensure_ascii=False))
+    return directory
+
+
+@pytest.fixture
+def tls_upstream(tmp_path, monkeypatch):
+    """A real upstream over TLS with a certificate of its own, trusted
+    through REQUESTS_CA_BUNDLE as a ward's CA would be."""
+    cert, key = self_signed(tmp_path)
+    servers = []
+
+    def start(export_dir, *, trusted: bool = True):
+        server = upstream_server.TestUpstream(export_dir)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        server._server.socket = context.wrap_socket(server._server.socket, server_side=True)
+        server.start()
+        servers.append(server)
+        monkeypatch.setenv("SONAE_UPSTREAM_URL", server.url.replace("http://", "https://"))
+        monkeypatch.setenv("SONAE_UPSTREAM_TOKEN", TOKEN)
+        if trusted:
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", cert)
+        return load_config()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def test_an_upstream_over_tls_with_a_signed_manifest_passes(sonae_env, tls_upstream, tmp_path):
+    config = tls_upstream(export_of_contract(tmp_path, CONTRACT_VERSION))
+    assert only(doctor.upstream(config), OK).endswith(f"answers over TLS; its newest export is contract {CONTRACT_VERSION}, "
+                                                      "signed by the configured key")
+
+
+def test_an_upstream_whose_certificate_is_not_trusted_is_unreachable(sonae_env, tls_upstream, tmp_path):
+    config = tls_upstream(export_of_contract(tmp_path, CONTRACT_VERSION), trusted=False)
+    message = only(doctor.upstream(config), PROBLEM)
+    assert message.startswith("not reachable: GET https://127.0.0.1:") and "CERTIFICATE_VERIFY_FAILED" in message
+
+
+def test_another_contract_version_is_named(sonae_env, tls_upstream, tmp_path):
+    config = tls_upstream(export_of_contract(tmp_path, CONTRACT_VERSION + 1))
+    assert only(doctor.upstream(config), PROBLEM).startswith(f"the upstream serves contract {CONTRACT_VERSION + 1}, "
+                                                             f"this Sonae reads contract {CONTRACT_VERSION}")
+
+
+def test_a_manifest_signed_by_another_key_is_named(sonae_env, tls_upstream, tmp_path):
+    config = tls_upstream(export_of_contract(tmp_path, CONTRACT_VERSION, Ed25519PrivateKey.generate()))
+    assert "signature does not verify against the configured upstream public key" in only(doctor.upstream(config), PROBLEM)
+
+
+def test_plain_http_and_a_missing_public_key_are_named(sonae_env, monkeypatch):
+    monkeypatch.setenv("SONAE_UPSTREAM_URL", "http://127.0.0.1:9")  # discard: nothing answers
+    monkeypatch.setenv("SONAE_UPSTREAM_PUBLIC_KEY", "")
+    monkeypatch.setenv("SONAE_UPSTREAM_TOKEN", TOKEN)
+    messages = [f.message for f in doctor.upstream(load_config())]
+    assert messages[0] == "upstream.url http://127.0.0.1:9 is not TLS: use the vendor's https:// address"
+    assert messages[1].startswith("upstream.public_key is not set")
+    assert messages[2].startswith("not reachable: GET http://127.0.0.1:9/v1/health: cannot connect")
+
+
+# --- the clock ----------------------------------------------------------------------------------
+
+
+def timedatectl_saying(tmp_path, answer: str) -> str:
+    """A stand-in for systemd's timedatectl, which needs a running systemd
+    (a container has none): it answers the one question the doctor asks."""
+    program = tmp_path / "timedatectl"
+    program.write_text(f'#!/bin/sh\n[ "$*" = "show -p NTPSynchronized --value" ] && echo {answer}\n')
+    program.chmod(0o755)
+    return str(program)
+
+
+def test_a_clock_synchronised_by_ntp_passes(sonae_env, tmp_path):
+    assert only(doctor.clock(sonae_env, timedatectl_saying(tmp_path, "yes")), OK) == "synchronised by NTP"
+
+
+def test_a_clock_not_synchronised_is_a_problem(sonae_env, tmp_path):
+    assert only(doctor.clock(sonae_env, timedatectl_saying(tmp_path, "no")), PROBLEM).startswith("not synchronised by NTP")
+
+
+def test_a_clock_that_cannot_be_asked_is_unknown(sonae_env, tmp_path):
+    message = only(doctor.clock(sonae_env, str(tmp_path / "absent")), UNKNOWN)
+    assert message == "cannot tell whether NTP keeps the clock (timedatectl is not installed): check on the host"
+
+
+# --- the disk ----------------------------------------------------------------------------------
+
+
+def test_room_for_two_generations_at_the_boundary():
+    assert doctor.generation_room(1000, 2000) and not doctor.generation_room(1000, 1999)
+
+
+def test_a_disk_with_room_for_two_generations_passes(loaded_env):
+    assert "room for two generations of" in only(doctor.disk_space(loaded_env), OK)
+
+
+def test_a_disk_without_room_for_two_generations_is_a_problem(loaded_env, tmp_path, monkeypatch):
+    require_tmpfs()
+    generation = sum(p.stat().st_size for p in loaded_env.snapshot_dir.rglob("*") if p.is_file())
+    small = tmp_path / "small-home"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={generation * 5 // 2}", "tmpfs", str(small)], check=True)
+    try:
+        shutil.copytree(loaded_env.snapshot_dir, small / "snapshots")
+        monkeypatch.setenv("SONAE_HOME", str(small))
+        message = only(doctor.disk_space(load_config()), PROBLEM)
+        assert "a full load needs room for two generations of" in message and "keep_generations" in message
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)
+
+
+def test_no_generation_yet_cannot_be_sized(sonae_env):
+    assert "no generation yet to size one by" in only(doctor.disk_space(sonae_env), UNKNOWN)
+
+
+# --- accounts --------------------------------------------------------------------------------------
+
+
+def test_a_supervisor_account_passes(loaded_env):
+    assert only(doctor.first_supervisor(loaded_env), OK) == "supervisor account(s): boss, boss2"
+
+
+def test_no_supervisor_is_a_problem_and_nothing_is_created(sonae_env):
+    message = only(doctor.first_supervisor(sonae_env), PROBLEM)
+    assert message == "no supervisor account yet (no operational database): create one: sonae user add USERNAME --name NAME --role supervisor"
+    assert not sonae_env.ops_db_path.exists()
+
+
+def test_only_other_roles_is_a_problem(loaded_env):
+    from fallback.ops import open_ops
+    from fallback.staff.users import set_disabled
+
+    conn = open_ops(loaded_env)
+    for name in ("boss", "boss2"):
+        set_disabled(conn, name, True, actor="test")
+    conn.close()
+    assert only(doctor.first_supervisor(loaded_env), PROBLEM).startswith("no enabled supervisor account")
+
+
+# --- the command --------------------------------------------------------------------------------------
+
+
+def test_sonae_doctor_prints_one_line_per_finding_and_fails_on_a_problem(sonae_env):
+    result = subprocess.run([sys.executable, "-m", "fallback.cli", "doctor"], cwd=ROOT, capture_output=True, text=True, env=os.environ)
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert {line.split()[1] for line in lines} == {"user", "configuration", "keys", "state", "seal", "fonts", "printers", "upstream",
+                                                   "clock", "disk", "accounts"}
+    assert all(line.split()[0] in ("OK", "PROBLEM", "UNKNOWN") for line in lines)
+    assert result.stderr.strip().splitlines()[-1].startswith("Error: ") and "to fix before the first start" in result.stderr
+
+
+def test_sonae_doctor_on_a_configuration_that_does_not_load_says_so_in_one_line(sonae_env):
+    sonae_env.home.parent.joinpath("etc", "sonae.toml").write_text("[printer]\nqueue = 1\n")
+    result = subprocess.run([sys.executable, "-m", "fallback.cli", "doctor"], cwd=ROOT, capture_output=True, text=True, env=os.environ)
+    assert result.returncode == 1
+    assert result.stdout.startswith("PROBLEM  configuration  ") and "unknown section [printer]" in result.stdout
+    assert len(result.stdout.splitlines()) == 1

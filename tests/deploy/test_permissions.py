@@ -1,0 +1,77 @@
+"""Permission and ownership problems, met as an appliance running under its
+own uid meets them: one line naming the path, its owner and mode, and the
+uid the appliance runs as — never a traceback, never "damaged"."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from tests.deploy.conftest import APPLIANCE_UID, one_line_error
+
+RUNS_AS = f"Sonae runs as uid {APPLIANCE_UID} (nobody)"
+
+
+def test_a_key_mounted_for_another_uid_is_named_with_its_owner_and_mode(box):
+    box.give(box.home)
+    line = one_line_error(box.sonae("user", "list"))
+    assert line == (f"Error: permission denied: Sonae cannot read {box.etc / 'master.key'}, owner uid 0 (root), gid 0 (root), "
+                    f"mode 0600; {RUNS_AS}: give that uid access (chown or chmod), or run Sonae as the owner")
+
+
+def test_a_key_owned_by_the_appliance_is_read(box):
+    box.give(box.home)
+    box.give(box.etc / "master.key")
+    result = box.sonae("user", "list")
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_counter_app_refuses_to_start_on_a_key_it_cannot_read(box):
+    box.give(box.home)
+    line = one_line_error(box.sonae("serve", "--port", "1"))
+    assert f"cannot read {box.etc / 'master.key'}, owner uid 0 (root)" in line and RUNS_AS in line
+
+
+def test_key_init_into_a_root_owned_folder_names_the_folder(box):
+    line = one_line_error(box.sonae("key", "init", str(box.etc / "new.key")))
+    assert line.startswith(f"Error: permission denied: Sonae cannot write {box.etc} (on the way to {box.etc / 'new.key'}")
+    assert "owner uid 0 (root), gid 0 (root), mode 0755" in line and RUNS_AS in line
+    assert not (box.etc / "new.key").exists()
+
+
+def test_key_init_into_a_folder_of_the_appliance_writes_the_key(box):
+    box.give(box.etc)
+    result = box.sonae("key", "init", str(box.etc / "new.key"))
+    assert result.returncode == 0, result.stderr
+    written = (box.etc / "new.key").stat()
+    assert written.st_uid == APPLIANCE_UID and stat.S_IMODE(written.st_mode) == 0o600
+
+
+def test_a_root_owned_state_volume_is_a_permission_problem_not_damage(box):
+    # root used the box first (a volume populated by hand, or a restore run as root)
+    assert box.sonae("user", "list", uid=None).returncode == 0
+    assert (box.home / "ops.db").exists()
+    box.give(box.etc)
+    for command in (("user", "list"), ("snapshot", "list"), ("serve", "--port", "1"), ("worker", "--list-jobs")):
+        line = one_line_error(box.sonae(*command))
+        assert line.startswith("Error: permission denied: Sonae cannot "), (command, line)
+        assert f" {box.home}" in line and "owner uid 0 (root), gid 0 (root), mode 0700" in line, (command, line)
+        assert RUNS_AS in line and "damaged" not in line and "rollback" not in line
+
+
+def test_a_root_owned_database_inside_the_appliances_volume_is_named(box):
+    assert box.sonae("user", "list", uid=None).returncode == 0
+    box.give(box.etc)
+    os.chown(box.home, APPLIANCE_UID, APPLIANCE_UID)  # the volume is the appliance's, what root left in it is not
+    line = one_line_error(box.sonae("user", "add", "kakaricho", "--name", "係長", "--role", "supervisor",
+                                    "--password", "a-long-enough-password"))
+    assert line.startswith(f"Error: permission denied: Sonae cannot write {box.home / 'ops.db'}, owner uid 0 (root)"), line
+    assert RUNS_AS in line and "damaged" not in line
+
+
+def test_a_volume_owned_by_the_appliance_serves(box):
+    assert box.sonae("user", "list", uid=None).returncode == 0
+    box.give(box.etc)
+    box.give(box.home)
+    result = box.sonae("user", "list")
+    assert result.returncode == 0, result.stderr
