@@ -6,6 +6,7 @@ what it renders."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from functools import lru_cache
 
@@ -22,7 +23,13 @@ def _settings(config: Config) -> tuple[PrintSettings, Municipality]:
     # Config objects live as long as the app; building these once keeps the
     # era table and the seal image parsed once, not per certificate.
     settings = PrintSettings.from_config_section(config["printing"], font_cache_dir=config.home / "font-cache")
+    settings = dataclasses.replace(settings, verification_url=verification_url(config))
     return settings, Municipality.from_config_section(config["municipality"])
+
+
+def verification_url(config: Config) -> str:
+    """The public check's address printed on every certificate."""
+    return config["web"]["public_base_url"].rstrip("/") + "/verify"
 
 
 def print_settings(config: Config) -> PrintSettings:
