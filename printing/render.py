@@ -28,7 +28,17 @@ from PIL import Image, ImageChops, UnidentifiedImageError
 from weasyprint import HTML
 from weasyprint.text.fonts import FontConfiguration
 
-from printing.content import Item, PrintedContent, Sheet, printed_content
+from printing.content import (
+    DRILL_MARK,
+    DRILL_NOTICE,
+    SEAL_CAPTION,
+    SPECIMEN_MARK,
+    VERIFICATION_LEAD,
+    Item,
+    PrintedContent,
+    Sheet,
+    printed_content,
+)
 from printing.glyphs import rare_clusters, rare_glyph_fonts, split_glyph_runs
 from printing.model import PEOPLE_PER_RENKETSU_SHEET, Certificate, CertificateError
 from printing.pattern import page_background_css
@@ -36,7 +46,6 @@ from printing.signing import Field, SignedPage, sign_page
 
 STYLESHEET = (Path(__file__).with_name("certificate.css")).read_text(encoding="utf-8")
 PDF_VARIANT = "pdf/a-2b"
-DRILL_NOTICE = "訓練用（TRAINING）：訓練で作成したもので、証明書としての効力はありません。"
 # QR modules are whole dots of a 300 dpi grid (and so of 600 and 1200 dpi
 # printers): 4 dots (0.339 mm) when the code fits the footer that way, else
 # 3 dots (0.254 mm, 6 dots of a 600 dpi counter printer). A page whose code
@@ -189,7 +198,7 @@ def _inkan_html(content: PrintedContent, sheet: Sheet) -> str:
     details = _items_table(sheet.entries[0].items, "inkan", "details-table", _INKAN_DETAILS_MM)
     return (
         '<table class="inkan"><tr>'
-        f'<td class="impression"><span class="caption">印影</span>{image}</td>'
+        f'<td class="impression"><span class="caption">{SEAL_CAPTION}</span>{image}</td>'
         f'<td class="details">{details}</td>'
         "</tr></table>"
     )
@@ -202,7 +211,7 @@ def _sheet_html(content: PrintedContent, index: int, qr_svg: str, grid: str, off
     # text (pdftotext, a screen reader), where rotated text gets lost.
     drill_line = f'<div class="drill-notice">{DRILL_NOTICE}</div>' if content.drill else ""
     address = (
-        f'<div class="verification">この証明書の内容はQRコードで確認できます　{html.escape(verification_url)}</div>'
+        f'<div class="verification">{VERIFICATION_LEAD}　{html.escape(verification_url)}</div>'
         if verification_url else ""
     )
     footer = (
@@ -337,9 +346,9 @@ def _prepare(cert: Certificate, signing_key: Ed25519PrivateKey, people_per_sheet
 
     marks = ""
     if content.drill:
-        marks += '<div class="drill-mark">訓練<br>TRAINING</div>'
+        marks += f'<div class="drill-mark">{"<br>".join(DRILL_MARK)}</div>'
     if content.specimen:
-        marks += '<div class="specimen-mark">見本</div>'
+        marks += f'<div class="specimen-mark">{SPECIMEN_MARK}</div>'
     sheets = "".join(
         _sheet_html(content, index, qr_svgs[index], grid, official_seal, cert.settings.verification_url)
         for index in range(len(content.sheets))
