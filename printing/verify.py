@@ -87,6 +87,10 @@ class Verification:
         the machine can tell: the checker still compares it by eye."""
         return not self.differences and not self.problems
 
+    def differing(self, page: int) -> set[str]:
+        """The names of page `page`'s fields that differ."""
+        return {difference.field for difference in self.differences if difference.page == page}
+
     @property
     def drill(self) -> bool:
         return self.pages[0].drill
@@ -171,7 +175,7 @@ def _pdf_page_count(pdf: bytes, deadline: float, limits: Limits) -> int:
         raise UnreadableFileError("PDFにページがありません")
     if pages > limits.max_pages:
         raise UnreadableFileError(f"ページが多すぎます（{pages}ページ。証明書の確認は{limits.max_pages}ページまでです）")
-    for number, box, *corners in _BOX.findall(result.stdout.decode("utf-8", "replace")):
+    for number, _box, *corners in _BOX.findall(result.stdout.decode("utf-8", "replace")):
         try:
             x0, y0, x1, y1 = (float(value) for value in corners)
         except ValueError:
@@ -248,14 +252,24 @@ def _name(person: Sequence) -> str:
     return next((field.value.split("\n")[0] for field in person if field.label == "氏名"), "")
 
 
+def person_field(number: int, person: Sequence, label: str) -> str:
+    """How a difference names a person's field: 「2人目（山田　花子）の続柄」."""
+    return f"{number}人目（{_name(person)}）の{label}"
+
+
+CLOSING_FIELDS = ("証明文", "交付日", "市区町村長名")
+
+
 def _expected(page: SignedPage) -> list[tuple[str, str, str]]:
     """(what the field is, its signed value, its text as the page prints it), in reading order."""
     tokens = [("表題", page.title, page.title)]
     tokens += [(field.label, field.value, field.label + field.annotation + field.value) for field in page.header]
     for number, person in enumerate(page.people, start=1):
-        who = f"{number}人目（{_name(person)}）の"
-        tokens += [(who + field.label, field.value, field.label + field.annotation + field.value) for field in person]
-    for label, value in zip(("証明文", "交付日", "市区町村長名"), page.closing):
+        tokens += [
+            (person_field(number, person, field.label), field.value, field.label + field.annotation + field.value)
+            for field in person
+        ]
+    for label, value in zip(CLOSING_FIELDS, page.closing):
         tokens.append((label, value, value))
     tokens += [("住民記録の時点", page.notice, page.notice), ("発行番号", page.serial_line, page.serial_line)]
     return tokens
@@ -342,6 +356,17 @@ def verify_document(
     differences = [difference for page, text in zip(pages, texts) if _normalise(text) for difference in compare_text(page, text)]
     problems = pages_in_order(pages) if data.startswith(b"%PDF-") else _mixed(pages)
     return Verification(pages, text_checked, tuple(differences), tuple(problems))
+
+
+def verify_payloads(
+    texts: Sequence[str], public_key: Ed25519PublicKey, *, accept_drill: bool = False, accept_specimen: bool = False
+) -> Verification:
+    """Verify QR payloads read by another reader (a phone), one per page
+    given: as a scan, there is no text to compare."""
+    pages = tuple(verify_payload(text, public_key, accept_drill=accept_drill, accept_specimen=accept_specimen) for text in texts)
+    if not pages:
+        raise QrCodeNotFoundError("QRコードの内容がありません")
+    return Verification(pages, False, (), tuple(_mixed(pages)))
 
 
 def _mixed(pages: Sequence[SignedPage]) -> list[str]:
