@@ -151,8 +151,10 @@ def _timeout() -> CheckTimeoutError:
     )
 
 
-def decode_qr_codes(image: bytes, deadline: float, limits: Limits = Limits()) -> list[str]:
-    """Every QR code zbarimg finds in one image (PNG, JPEG, PGM …), in memory."""
+def decode_qr_codes(image: bytes, deadline: float | None = None, limits: Limits = Limits()) -> list[str]:
+    """Every QR code zbarimg finds in one image (PNG, JPEG, PGM …), in memory,
+    by `deadline` (time.monotonic(); default: limits.seconds from now)."""
+    deadline = time.monotonic() + limits.seconds if deadline is None else deadline
     result = _run(["zbarimg", "--raw", "-q", "-Sdisable", "-Sqrcode.enable", "-"], image, deadline, limits)
     # zbarimg exits 4 when the image holds no code at all.
     if result.returncode not in (0, 4):
