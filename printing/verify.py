@@ -224,19 +224,20 @@ def _pdf_texts(pdf: bytes, pages: int, deadline: float, limits: Limits) -> list[
 def _check_image(data: bytes, limits: Limits) -> None:
     """Refuse what is not a PNG or JPEG, or holds more pixels than a photo
     of the paper would, from the header alone (nothing is decoded here)."""
+    too_large = f"画像が大きすぎます（{limits.max_image_pixels // 1_000_000}百万画素までにしてください）"
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(data)) as image:
                 kind, (width, height) = image.format, image.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError):
+    except Image.DecompressionBombError:  # Pillow's own bound, far above ours
+        raise UnreadableFileError(too_large) from None
+    except (UnidentifiedImageError, OSError, ValueError):
         raise UnreadableFileError("証明書のPDF、またはPNG・JPEGの画像を選んでください（このファイルは読めません）") from None
     if kind not in ("PNG", "JPEG"):
         raise UnreadableFileError(f"画像はPNGかJPEGで送ってください（このファイルは{kind}です）")
     if width * height > limits.max_image_pixels:
-        raise UnreadableFileError(
-            f"画像が大きすぎます（{width}×{height}画素。{limits.max_image_pixels // 1_000_000}百万画素までにしてください）"
-        )
+        raise UnreadableFileError(f"{too_large[:-1]}。この画像は{width}×{height}画素です）")
 
 
 # --- comparing the text -----------------------------------------------------
