@@ -115,12 +115,13 @@ def statements(page: SignedPage, eras: Sequence[Era] = DEFAULT_ERAS) -> dict[str
 
 def what_to_compare(page: SignedPage) -> str:
     """For a scan without text: exactly what the checker compares by eye."""
-    people = "、".join(f"{number}人目（{_name(person)}）" for number, person in enumerate(page.people, start=1))
     parts = [f"{page.page}/{page.pages}ページ：表題「{page.title}」"]
     if page.header:
         parts.append("、".join(field.label for field in page.header))
-    if people:
-        parts.append(f"{people}の全項目（{len(page.people[0])}項目ずつ、氏名・フリガナ・生年月日・住所を含む）")
+    parts += [
+        f"{number}人目（{_name(person)}）の全項目（{len(person)}項目：{'・'.join(field.label for field in person)}）"
+        for number, person in enumerate(page.people, start=1)
+    ]
     if page.closing:
         parts.append("証明文・交付日・市区町村長名")
     parts.append("住民記録の時点の文・発行番号")
