@@ -278,24 +278,24 @@ def _official_seal(cert: Certificate) -> _OfficialSeal | None:
     return _load_official_seal(path, modified, cert.settings.official_seal_mm)
 
 
-def qr_module_mm(payload: str) -> tuple[float, int]:
-    """The module size (mm) and the symbol's modules across for this
-    payload; _QrTooLarge when it does not fit the footer at 3 dots."""
+def qr_code(payload: str) -> tuple[segno.QRCode, float]:
+    """The code for this payload and its module size (mm); _QrTooLarge when
+    it does not fit the footer at 3 dots."""
     # make_qr, not make: segno.make may choose a Micro QR, which zbar (and
-    # many phone readers) cannot decode.
-    modules = segno.make_qr(payload, error=QR_ERROR_LEVEL).symbol_size(border=0)[0]
+    # many phone readers) cannot decode. Made once per page: choosing the
+    # mask is most of a render's QR cost (≈ 45 ms at version 19).
+    code = segno.make_qr(payload, error=QR_ERROR_LEVEL)
+    modules = code.symbol_size(border=0)[0]
     for dots in QR_MODULE_DOTS_AT_300_DPI:
         module_mm = dots * 25.4 / 300
         if (modules + 2 * QR_BORDER_MODULES) * module_mm <= QR_MAX_MM:
-            return module_mm, modules
+            return code, module_mm
     raise _QrTooLarge(f"QRコードが用紙の余白に収まりません（{modules}モジュール）")
 
 
 def _qr_svg(payload: str) -> str:
-    module_mm, _modules = qr_module_mm(payload)
-    return segno.make_qr(payload, error=QR_ERROR_LEVEL).svg_inline(
-        scale=module_mm, unit="mm", border=QR_BORDER_MODULES, dark="#000"
-    )
+    code, module_mm = qr_code(payload)
+    return code.svg_inline(scale=module_mm, unit="mm", border=QR_BORDER_MODULES, dark="#000")
 
 
 def _fields(items: tuple[Item, ...], grid: str) -> tuple[Field, ...]:

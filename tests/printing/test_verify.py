@@ -9,7 +9,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from printing.model import OPTIONAL_ITEMS
-from printing.render import QR_MAX_MM, qr_module_mm, render_certificate
+from printing.render import QR_MAX_MM, qr_code, render_certificate
 from printing.signing import DrillCertificateError, verify_payload
 from printing.verify import QrCodeNotFoundError, decode_qr_codes, statements, verify_document, what_to_compare
 from tests.printing.support import extra_members, household, make_stamp
@@ -50,7 +50,8 @@ def test_six_person_household_fits_a_sharp_code_on_each_page(residents, certific
     rendered = render_certificate(cert, signing_key)
     assert rendered.pages == 2
     for number, payload in enumerate(rendered.qr_payloads, start=1):
-        module_mm, modules = qr_module_mm(payload)
+        code, module_mm = qr_code(payload)
+        modules = code.symbol_size(border=0)[0]
         assert module_mm in (4 * 25.4 / 300, 3 * 25.4 / 300)  # whole dots of a 300 dpi grid
         assert (modules + 4) * module_mm <= QR_MAX_MM
         assert decode_qr_codes(scan(rendered.pdf, page=number)) == [payload]
