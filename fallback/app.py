@@ -4,8 +4,9 @@ blueprint per area, local state under SONAE_HOME."""
 from __future__ import annotations
 
 import datetime as dt
+import io
 
-from flask import Flask
+from flask import Flask, Request, current_app
 
 from fallback import banner, db, filters
 from fallback.config import Config, load_config
@@ -31,9 +32,25 @@ BLUEPRINTS = (
 )
 
 
+class InMemoryUploadsRequest(Request):
+    """Uploads stay in memory, never in a temporary file (werkzeug spools
+    those over 500 KB to /tmp in clear), within MAX_CONTENT_LENGTH or the
+    larger bound a view declares with `sonae_max_upload_bytes` (a phone
+    photo of a certificate for /verify)."""
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        return io.BytesIO()
+
+    @property
+    def max_content_length(self) -> int | None:
+        view = current_app.view_functions.get(self.endpoint) if self.endpoint else None
+        return getattr(view, "sonae_max_upload_bytes", None) or super().max_content_length
+
+
 def create_app(config: Config | None = None) -> Flask:
     config = config or load_config()
     app = Flask(__name__, instance_path=str(config.home / "instance"))
+    app.request_class = InMemoryUploadsRequest
     app.config.update(
         SONAE=config,
         SECRET_KEY=session_secret(config),

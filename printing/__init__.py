@@ -4,8 +4,8 @@ Plain data in, no configuration read here (the caller passes its values):
 
 - printing.model    Certificate, IssueStamp, Municipality, PrintSettings
 - printing.render   render_certificate(cert, signing_key) -> RenderedCertificate; render_html
-- printing.signing  the signed QR payload; verify_payload(text, public_key)
-- printing.verify   verify_file(path, public_key): QR read back from a PDF or a scan
+- printing.signing  each page's signed QR payload (SignedPage); verify_payload(text, public_key)
+- printing.verify   verify_document(data, public_key): codes read back from a PDF or a scan, text compared
 - printing.cups     submit / job_state / wait_for_job / printer_status
 - printing.glyphs   prepare_rare_glyph_font(texts, cache_dir) at snapshot time
 - printing.wareki   format_wareki, format_seireki, format_wareki_datetime, parse_date_input

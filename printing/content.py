@@ -26,6 +26,16 @@ from printing.wareki import JST, format_seireki, format_wareki, format_wareki_da
 # The register records a move within Japan as 国内転出; the certificate says 転出.
 REMOVAL_WORDS = {"国内転出": "転出"}
 
+# What a page prints besides its content, which its QR code does not sign:
+# marks its flags already say, a caption, and the address of the public
+# check (a ward may move it), printed last.
+DRILL_NOTICE = "訓練用（TRAINING）：訓練で作成したもので、証明書としての効力はありません。"
+DRILL_MARK = ("訓練", "TRAINING")
+SPECIMEN_MARK = "見本"
+SEAL_CAPTION = "印影"
+VERIFICATION_LEAD = "この証明書の内容はQRコードで確認できます"
+UNSIGNED_TEXTS = (DRILL_NOTICE, *DRILL_MARK, SPECIMEN_MARK, SEAL_CAPTION)
+
 
 @dataclass(frozen=True)
 class Item:

@@ -90,7 +90,9 @@ class PrintSettings:
     (see printing.glyphs); None uses a per-process temporary directory.
     anti_copy_pattern: lay the 地紋 with a hidden 「複写」 under every page
     (printing.pattern), for plain paper; off when the ward prints on
-    改ざん防止用紙, which carries its own."""
+    改ざん防止用紙, which carries its own.
+    verification_url: the public page where anyone checks a certificate's
+    QR code, printed beside it ("" prints no address)."""
 
     eras: tuple[Era, ...] = DEFAULT_ERAS
     certification_texts: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CERTIFICATION_TEXTS))
@@ -99,6 +101,7 @@ class PrintSettings:
     seal_impression_mm: float = 15.0
     font_cache_dir: Path | None = None
     anti_copy_pattern: bool = False
+    verification_url: str = ""
 
     def __post_init__(self) -> None:
         missing = [kind for kind in KINDS if not self.certification_texts.get(kind)]

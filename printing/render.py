@@ -1,4 +1,8 @@
-"""Certificate → HTML → PDF (WeasyPrint), with the signed QR code on every page.
+"""Certificate → HTML → PDF (WeasyPrint), with a signed QR code on every page.
+
+Each page's code carries that page's printed text (printing.signing), laid
+out in the same reading order as the page, beside the address where anyone
+can check it (PrintSettings.verification_url).
 
 Every string that came from upstream goes through `_markup`: it is
 HTML-escaped, and the characters that need IPAmj明朝 are wrapped in a span set
@@ -24,16 +28,33 @@ from PIL import Image, ImageChops, UnidentifiedImageError
 from weasyprint import HTML
 from weasyprint.text.fonts import FontConfiguration
 
-from printing.content import Item, PrintedContent, Sheet, printed_content
+from printing.content import (
+    DRILL_MARK,
+    DRILL_NOTICE,
+    SEAL_CAPTION,
+    SPECIMEN_MARK,
+    VERIFICATION_LEAD,
+    Item,
+    PrintedContent,
+    Sheet,
+    printed_content,
+)
 from printing.glyphs import rare_clusters, rare_glyph_fonts, split_glyph_runs
 from printing.model import PEOPLE_PER_RENKETSU_SHEET, Certificate, CertificateError
 from printing.pattern import page_background_css
-from printing.signing import CertificateClaims, residents_digest, sign_claims
+from printing.signing import Field, SignedPage, sign_page
 
 STYLESHEET = (Path(__file__).with_name("certificate.css")).read_text(encoding="utf-8")
 PDF_VARIANT = "pdf/a-2b"
-DRILL_NOTICE = "訓練用（TRAINING）：訓練で作成したもので、証明書としての効力はありません。"
-QR_MODULE_MM = 0.4  # 2.4 px per module at 150 dpi, 4.7 at a 300 dpi scan
+# QR modules are whole dots of a 300 dpi grid (and so of 600 and 1200 dpi
+# printers): 4 dots (0.339 mm) when the code fits the footer that way, else
+# 3 dots (0.254 mm, 6 dots of a 600 dpi counter printer). A page whose code
+# does not fit at 3 dots is laid out again with fewer people (see
+# render_certificate).
+QR_MODULE_DOTS_AT_300_DPI = (4, 3)
+QR_BORDER_MODULES = 2
+QR_MAX_MM = 29.0  # the footer's height (certificate.css: 33 mm margin less 3 mm padding, 1 mm spare)
+QR_ERROR_LEVEL = "m"
 PAGE_WIDTH_MM = 182.0  # A4 minus the side margins in certificate.css
 
 # Label column width (mm) and item pairs per table row, per layout.
@@ -54,6 +75,10 @@ class RenderError(RuntimeError):
     """The certificate could not be laid out correctly; nothing is printed."""
 
 
+class _QrTooLarge(RenderError):
+    pass
+
+
 @dataclass(frozen=True)
 class _Prepared:
     """The final HTML and what it vouches for, before WeasyPrint runs."""
@@ -61,15 +86,15 @@ class _Prepared:
     html: str
     content: PrintedContent
     content_digest: str
-    qr_payload: str
+    qr_payloads: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class RenderedCertificate:
     pdf: bytes
     pages: int
-    content_digest: str  # SHA-256 (hex) of the printed content, also in the QR
-    qr_payload: str  # the signed text in the QR code (printing.signing)
+    content_digest: str  # SHA-256 (hex) of the printed content, kept in the issuance record
+    qr_payloads: tuple[str, ...]  # each page's signed QR text (printing.signing), in page order
 
 
 def _markup(text: str) -> str:
@@ -100,16 +125,22 @@ def _value_html(item: Item) -> str:
     return f'{annotation}<span class="value-{item.key}">{_markup(item.value)}</span>'
 
 
+def _reading_order(items: tuple[Item, ...], grid: str) -> tuple[Item, ...]:
+    """The items in the order the table shows them (and the QR code signs them)."""
+    if _GRIDS[grid][1] == 1:
+        return items
+    # Leading full-row items (氏名) stay on top; short items are packed
+    # into rows before the other full-row ones, so no row is left half empty.
+    leading = tuple(takewhile(lambda item: item.wide, items))
+    rest = items[len(leading):]
+    return (*leading, *(item for item in rest if not item.wide), *(item for item in rest if item.wide))
+
+
 def _items_table(items: tuple[Item, ...], grid: str, css_class: str, width_mm: float = PAGE_WIDTH_MM) -> str:
     label_mm, pairs = _GRIDS[grid]
     value_mm = (width_mm - label_mm * pairs) / pairs
     columns = f'<col style="width:{label_mm}mm"><col style="width:{value_mm:.2f}mm">' * pairs
-    if pairs > 1:
-        # Leading full-row items (氏名) stay on top; short items are packed
-        # into rows before the other full-row ones, so no row is left half empty.
-        leading = list(takewhile(lambda item: item.wide, items))
-        rest = items[len(leading):]
-        items = (*leading, *(item for item in rest if not item.wide), *(item for item in rest if item.wide))
+    items = _reading_order(items, grid)
     rows: list[list[Item]] = []
     current: list[Item] = []
     for item in items:
@@ -167,21 +198,26 @@ def _inkan_html(content: PrintedContent, sheet: Sheet) -> str:
     details = _items_table(sheet.entries[0].items, "inkan", "details-table", _INKAN_DETAILS_MM)
     return (
         '<table class="inkan"><tr>'
-        f'<td class="impression"><span class="caption">印影</span>{image}</td>'
+        f'<td class="impression"><span class="caption">{SEAL_CAPTION}</span>{image}</td>'
         f'<td class="details">{details}</td>'
         "</tr></table>"
     )
 
 
-def _sheet_html(content: PrintedContent, index: int, qr_svg: str, grid: str, official_seal: _OfficialSeal | None) -> str:
+def _sheet_html(content: PrintedContent, index: int, qr_svg: str, grid: str, official_seal: _OfficialSeal | None,
+                verification_url: str) -> str:
     sheet = content.sheets[index]
     # The diagonal mark is for the eye; this line is for anyone reading the
     # text (pdftotext, a screen reader), where rotated text gets lost.
     drill_line = f'<div class="drill-notice">{DRILL_NOTICE}</div>' if content.drill else ""
+    address = (
+        f'<div class="verification">{VERIFICATION_LEAD}　{html.escape(verification_url)}</div>'
+        if verification_url else ""
+    )
     footer = (
         f'<div class="page-footer"><div class="footer-text">{drill_line}'
         f'<div class="notice">{_markup(content.notice)}</div>'
-        f'<div class="serial">発行番号　{_markup(content.page_label(index))}</div>'
+        f'<div class="serial">発行番号　{_markup(content.page_label(index))}</div>{address}'
         f'</div><div class="qr">{qr_svg}</div></div>'
     )
     parts = [f'<section class="sheet">{footer}<h1>{_markup(content.title)}</h1>']
@@ -242,10 +278,53 @@ def _official_seal(cert: Certificate) -> _OfficialSeal | None:
     return _load_official_seal(path, modified, cert.settings.official_seal_mm)
 
 
-def _qr_svg(payload: str) -> str:
+def qr_code(payload: str) -> tuple[segno.QRCode, float]:
+    """The code for this payload and its module size (mm); _QrTooLarge when
+    it does not fit the footer at 3 dots."""
     # make_qr, not make: segno.make may choose a Micro QR, which zbar (and
-    # many phone readers) cannot decode.
-    return segno.make_qr(payload, error="m").svg_inline(scale=QR_MODULE_MM, unit="mm", border=2, dark="#000")
+    # many phone readers) cannot decode. Made once per page: choosing the
+    # mask is most of a render's QR cost (≈ 45 ms at version 19).
+    code = segno.make_qr(payload, error=QR_ERROR_LEVEL)
+    modules = code.symbol_size(border=0)[0]
+    for dots in QR_MODULE_DOTS_AT_300_DPI:
+        module_mm = dots * 25.4 / 300
+        if (modules + 2 * QR_BORDER_MODULES) * module_mm <= QR_MAX_MM:
+            return code, module_mm
+    raise _QrTooLarge(f"QRコードが用紙の余白に収まりません（{modules}モジュール）")
+
+
+def _qr_svg(payload: str) -> str:
+    code, module_mm = qr_code(payload)
+    return code.svg_inline(scale=module_mm, unit="mm", border=QR_BORDER_MODULES, dark="#000")
+
+
+def _fields(items: tuple[Item, ...], grid: str) -> tuple[Field, ...]:
+    return tuple(Field(item.label, item.value, item.annotation) for item in _reading_order(items, grid))
+
+
+def _signed_page(cert: Certificate, content: PrintedContent, index: int, grid: str, official_seal: _OfficialSeal | None) -> SignedPage:
+    """What page `index` prints, for its QR code."""
+    sheet = content.sheets[index]
+    stamp = cert.stamp
+    last = index == len(content.sheets) - 1
+    issuer_line = content.issuer if official_seal else f"{content.issuer}　公印省略"
+    return SignedPage(
+        municipality_code=stamp.municipality.code,
+        kind=cert.kind,
+        serial=0 if stamp.specimen else stamp.serial,  # a specimen consumes no serial and shows 000000
+        issued_at=stamp.issued_at,
+        data_as_of=stamp.data_as_of,
+        drill=stamp.drill,
+        specimen=stamp.specimen,
+        page=index + 1,
+        pages=len(content.sheets),
+        title=content.title,
+        header=_fields(sheet.header, "renketsu"),
+        people=tuple(_fields(entry.items, grid) for entry in sheet.entries),
+        closing=(content.certification, content.issue_date, issuer_line) if last else (),
+        notice=content.notice,
+        serial_line=f"発行番号　{content.page_label(index)}",
+    )
 
 
 def _prepare(cert: Certificate, signing_key: Ed25519PrivateKey, people_per_sheet: int = PEOPLE_PER_RENKETSU_SHEET) -> _Prepared:
@@ -253,23 +332,11 @@ def _prepare(cert: Certificate, signing_key: Ed25519PrivateKey, people_per_sheet
     content = printed_content(cert, people_per_sheet)
     official_seal = _official_seal(cert)
     digest = content.digest(official_seal.png if official_seal else None)
-    stamp = cert.stamp
-    serial = 0 if stamp.specimen else stamp.serial  # a specimen consumes no serial and shows 000000
-    claims = CertificateClaims(
-        municipality_code=stamp.municipality.code,
-        kind=cert.kind,
-        serial=serial,
-        issued_at=stamp.issued_at,
-        data_as_of=stamp.data_as_of,
-        drill=stamp.drill,
-        specimen=stamp.specimen,
-        residents_digest=residents_digest(
-            stamp.municipality.code, serial, [resident["resident_code"] for resident in cert.residents]
-        ),
-        content_digest=digest,
+    grid = "inkan" if cert.kind == "inkan" else cert.layout
+    payloads = tuple(
+        sign_page(_signed_page(cert, content, index, grid, official_seal), signing_key) for index in range(len(content.sheets))
     )
-    payload = sign_claims(claims, signing_key)
-    qr_svg = _qr_svg(payload)
+    qr_svgs = [_qr_svg(payload) for payload in payloads]
 
     font_face = ""
     clusters = rare_clusters(_all_text(content))
@@ -277,20 +344,22 @@ def _prepare(cert: Certificate, signing_key: Ed25519PrivateKey, people_per_sheet
         font_path = rare_glyph_fonts(cert.settings.font_cache_dir).font_for(clusters)
         font_face = f'@font-face {{ font-family: "SonaeRareGlyphs"; src: url("{font_path.as_uri()}"); }}\n'
 
-    grid = "inkan" if cert.kind == "inkan" else cert.layout
     marks = ""
     if content.drill:
-        marks += '<div class="drill-mark">訓練<br>TRAINING</div>'
+        marks += f'<div class="drill-mark">{"<br>".join(DRILL_MARK)}</div>'
     if content.specimen:
-        marks += '<div class="specimen-mark">見本</div>'
-    sheets = "".join(_sheet_html(content, index, qr_svg, grid, official_seal) for index in range(len(content.sheets)))
+        marks += f'<div class="specimen-mark">{SPECIMEN_MARK}</div>'
+    sheets = "".join(
+        _sheet_html(content, index, qr_svgs[index], grid, official_seal, cert.settings.verification_url)
+        for index in range(len(content.sheets))
+    )
     document = (
         '<!DOCTYPE html><html lang="ja"><head><meta charset="utf-8">'
         f"<title>{html.escape(content.title)}</title>"
         f"<style>{font_face}{STYLESHEET}{page_background_css() if cert.settings.anti_copy_pattern else ''}</style></head>"
         f'<body class="kind-{cert.kind} layout-{grid}">{marks}{sheets}</body></html>'
     )
-    return _Prepared(document, content, digest, payload)
+    return _Prepared(document, content, digest, payloads)
 
 
 def render_html(cert: Certificate, signing_key: Ed25519PrivateKey) -> str:
@@ -302,17 +371,24 @@ def render_certificate(cert: Certificate, signing_key: Ed25519PrivateKey) -> Ren
     """Render, sign and check one certificate.
 
     A 世帯連記式 sheet holds up to four people; when four do not fit (long
-    foreign names, every optional item) the household is laid out again with
-    fewer per sheet. Any other overflow raises RenderError."""
+    foreign names, every optional item), or their QR code would not fit the
+    footer, the household is laid out again with fewer per sheet. Any other
+    overflow raises RenderError."""
     people_per_sheet = PEOPLE_PER_RENKETSU_SHEET
     while True:
-        prepared = _prepare(cert, signing_key, people_per_sheet)
+        try:
+            prepared = _prepare(cert, signing_key, people_per_sheet)
+        except _QrTooLarge:
+            if cert.kind == "inkan" or cert.layout != "renketsu" or people_per_sheet == 1:
+                raise
+            people_per_sheet -= 1
+            continue
         with weasyprint_lock:
             document = HTML(string=prepared.html).render(font_config=FontConfiguration())
             pages = len(document.pages)
             if pages == len(prepared.content.sheets):
                 pdf = document.write_pdf(pdf_variant=PDF_VARIANT)
-                return RenderedCertificate(pdf, pages, prepared.content_digest, prepared.qr_payload)
+                return RenderedCertificate(pdf, pages, prepared.content_digest, prepared.qr_payloads)
         if cert.kind == "inkan" or cert.layout != "renketsu" or people_per_sheet == 1:
             raise RenderError(
                 f"証明書の内容が用紙に収まりません（{len(prepared.content.sheets)}枚の予定が{pages}ページになりました）"

@@ -1,123 +1,379 @@
-"""Check a certificate from its PDF or from a scan of the paper.
+"""Check a certificate from its PDF or from a scan or photo of the paper.
 
-The QR code is read back with the same tools a ward's IT can run by hand
-(pdftoppm to rasterise a PDF, zbarimg to decode), then its signature is
-checked (printing.signing). Every page carries the same code; a page without
-it, or pages carrying different codes, mean sheets were swapped. For a PDF
-the text layer is also compared with what the signature says the paper
-shows (発行番号, 交付日, data-as-of time), which catches an edited PDF whose
-QR code was left alone.
+Offline: the file's QR codes are read back with the tools a ward's IT can
+run by hand (pdftoppm, zbarimg), each page's code is checked against the
+appliance's public key (printing.signing), and what it signs is returned for
+the checker to compare with the paper. Where the file has a text layer (a
+PDF as issued), every signed field is also compared with the page's text,
+and each field that differs is named.
+
+The file may be hostile (the public page takes uploads). It stays in memory
+and reaches the tools on their standard input; its page count and page
+sizes are checked before anything is rendered; only a page's footer (then,
+if the code is not there, the whole page) is rendered, at a bounded size;
+every tool runs under a memory limit and within one deadline for the whole
+check; an image's pixel count is checked from its header before it is
+decoded.
 """
 
 from __future__ import annotations
 
+import difflib
+import io
+import re
 import subprocess
-import tempfile
+import time
+import unicodedata
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from PIL import Image, UnidentifiedImageError
 
-from printing.signing import CertificateVerificationError, VerifiedCertificate, verify_payload
-from printing.wareki import DEFAULT_ERAS, Era
-
-RASTER_DPI = 200  # 3 px per 0.4 mm QR module: enough for zbar, fast enough for a counter
-_TOOL_TIMEOUT_S = 60
+from printing.content import UNSIGNED_TEXTS, VERIFICATION_LEAD
+from printing.signing import CertificateVerificationError, SignedPage, pages_in_order, verify_payload
+from printing.wareki import DEFAULT_ERAS, Era, format_wareki, format_wareki_datetime
 
 
 class QrCodeNotFoundError(CertificateVerificationError):
     pass
 
 
-class PrintedTextMismatchError(CertificateVerificationError):
+class UnreadableFileError(CertificateVerificationError):
+    """Not a PDF, PNG or JPEG, or one outside the bounds a certificate keeps."""
+
+
+class CheckTimeoutError(CertificateVerificationError):
     pass
 
 
 @dataclass(frozen=True)
-class FileVerification:
-    certificate: VerifiedCertificate
-    pages: int
-    statements: dict[str, str]  # what the paper must say (VerifiedCertificate.expected_statements)
-    text_checked: bool  # True when the file's text layer was there and matched the statements
+class Limits:
+    """What a file may be before anything expensive is done with it."""
+
+    max_pages: int = 20  # a 個人票 certificate for a large household
+    max_page_side_pt: float = 1400.0  # a little over A3's long side (1191 pt)
+    min_page_side_pt: float = 144.0  # two inches
+    max_image_pixels: int = 30_000_000  # a 12 MP phone photo fits twice over
+    raster_long_side_px: int = 3508  # A4's long side at 300 dpi: 3 px per QR module
+    seconds: float = 20.0  # the whole check
+    tool_memory_bytes: int = 1024 * 1024 * 1024  # address space of each pdftoppm / zbarimg
 
 
-def _run(command: list[str]) -> subprocess.CompletedProcess:
+FOOTER_SHARE = 0.13  # the bottom 38 mm of an A4 page: the footer with the QR code
+
+
+@dataclass(frozen=True)
+class Difference:
+    """A signed field the page's text does not show as signed."""
+
+    page: int
+    field: str  # in words: 「2人目（山田　花子）の続柄」
+    signed: str  # what the QR code says the paper prints
+
+
+@dataclass(frozen=True)
+class Verification:
+    pages: tuple[SignedPage, ...]  # in file order; every one's signature checked
+    text_checked: bool  # the file had a text layer, compared field by field
+    differences: tuple[Difference, ...]
+    problems: tuple[str, ...]  # pages missing, repeated or from another certificate
+
+    @property
+    def valid(self) -> bool:
+        """The signatures hold, the pages make one certificate and, where
+        there is text, it says what was signed. A scan is valid as far as
+        the machine can tell: the checker still compares it by eye."""
+        return not self.differences and not self.problems
+
+    def differing(self, page: int) -> set[str]:
+        """The names of page `page`'s fields that differ."""
+        return {difference.field for difference in self.differences if difference.page == page}
+
+    @property
+    def drill(self) -> bool:
+        return self.pages[0].drill
+
+    @property
+    def serial(self) -> int:
+        return self.pages[0].serial
+
+
+def statements(page: SignedPage, eras: Sequence[Era] = DEFAULT_ERAS) -> dict[str, str]:
+    """The certificate's identity, in words, for the top of a check."""
+    return {
+        "証明書": page.certificate_title,
+        "発行番号": page.serial_text,
+        "交付日": format_wareki(page.issued_at.date(), eras),
+        "住民記録の時点": format_wareki_datetime(page.data_as_of, eras),
+        "団体コード": page.municipality_code,
+        "種別": "訓練" if page.drill else ("見本" if page.specimen else "本番"),
+        "ページ": f"全{page.pages}ページ",
+    }
+
+
+def what_to_compare(page: SignedPage) -> str:
+    """For a scan without text: exactly what the checker compares by eye."""
+    parts = [f"{page.page}/{page.pages}ページ：表題「{page.title}」"]
+    if page.header:
+        parts.append("、".join(field.label for field in page.header))
+    parts += [
+        f"{number}人目（{_name(person)}）の全項目（{len(person)}項目：{'・'.join(field.label for field in person)}）"
+        for number, person in enumerate(page.people, start=1)
+    ]
+    if page.closing:
+        parts.append("証明文・交付日・市区町村長名")
+    parts.append("住民記録の時点の文・発行番号")
+    return "、".join(parts) + "を、下の署名された内容と一字ずつ見比べてください。"
+
+
+# --- reading the file -------------------------------------------------------
+
+
+def _run(command: list[str], stdin: bytes, deadline: float, limits: Limits) -> subprocess.CompletedProcess:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise _timeout()
     try:
-        return subprocess.run(command, capture_output=True, timeout=_TOOL_TIMEOUT_S, check=False)
+        return subprocess.run(
+            ["prlimit", f"--as={limits.tool_memory_bytes}", "--", *command],
+            input=stdin, capture_output=True, timeout=remaining, check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise _timeout() from None
     except FileNotFoundError:
-        raise RuntimeError(f"{command[0]} is not installed (poppler-utils / zbar-tools are needed to verify certificates)") from None
+        raise RuntimeError("prlimit is not installed (util-linux, with poppler-utils and zbar-tools, is needed to verify certificates)") from None
 
 
-def decode_qr_codes(image: Path) -> list[str]:
-    """Every QR code zbarimg finds in one image (PNG, JPEG, TIFF …)."""
-    result = _run(["zbarimg", "--raw", "-q", "-Sdisable", "-Sqrcode.enable", str(image)])
+def _timeout() -> CheckTimeoutError:
+    return CheckTimeoutError(
+        "ファイルの確認に時間がかかりすぎたため中止しました。証明書のPDFをそのまま、または1ページずつの画像（PNG・JPEG）で送ってください"
+    )
+
+
+def decode_qr_codes(image: bytes, deadline: float | None = None, limits: Limits = Limits()) -> list[str]:
+    """Every QR code zbarimg finds in one image (PNG, JPEG, PGM …), in memory,
+    by `deadline` (time.monotonic(); default: limits.seconds from now)."""
+    deadline = time.monotonic() + limits.seconds if deadline is None else deadline
+    result = _run(["zbarimg", "--raw", "-q", "-Sdisable", "-Sqrcode.enable", "-"], image, deadline, limits)
     # zbarimg exits 4 when the image holds no code at all.
     if result.returncode not in (0, 4):
-        raise QrCodeNotFoundError(f"画像を読めません: {image.name}")
+        raise UnreadableFileError("画像を読めません（ファイルが壊れているか、大きすぎます）")
     return [line for line in result.stdout.decode("utf-8", "replace").splitlines() if line.strip()]
 
 
-def _pdf_pages(pdf: Path, workdir: Path) -> list[Path]:
-    result = _run(["pdftoppm", "-r", str(RASTER_DPI), "-gray", "-png", str(pdf), str(workdir / "page")])
+_PAGES = re.compile(r"^Pages:\s+(\d+)\s*$", re.MULTILINE)
+_BOX = re.compile(r"^Page\s+(\d+)\s+(MediaBox|CropBox):\s+(\S+)\s+(\S+)\s+(\S+)\s+(\S+)\s*$", re.MULTILINE)
+
+
+def _pdf_page_count(pdf: bytes, deadline: float, limits: Limits) -> int:
+    """The page count, once every page is known to be of a paper size."""
+    result = _run(["pdfinfo", "-box", "-f", "1", "-l", str(limits.max_pages), "-"], pdf, deadline, limits)
+    found = _PAGES.search(result.stdout.decode("utf-8", "replace"))
+    if result.returncode != 0 or not found:
+        raise UnreadableFileError("PDFとして読めません（ファイルが壊れているか、暗号化されています）")
+    pages = int(found.group(1))
+    if pages == 0:
+        raise UnreadableFileError("PDFにページがありません")
+    if pages > limits.max_pages:
+        raise UnreadableFileError(f"ページが多すぎます（{pages}ページ。証明書の確認は{limits.max_pages}ページまでです）")
+    for number, _box, *corners in _BOX.findall(result.stdout.decode("utf-8", "replace")):
+        try:
+            x0, y0, x1, y1 = (float(value) for value in corners)
+        except ValueError:
+            raise UnreadableFileError(f"{number}ページ目の大きさが読めません") from None
+        sides = (abs(x1 - x0), abs(y1 - y0))
+        if max(sides) > limits.max_page_side_pt or min(sides) < limits.min_page_side_pt:
+            raise UnreadableFileError(
+                f"{number}ページ目の大きさ（{sides[0]:.0f}×{sides[1]:.0f}ポイント）は証明書の用紙ではありません"
+            )
+    return pages
+
+
+def _render(pdf: bytes, page: int, deadline: float, limits: Limits, *, footer_only: bool) -> bytes:
+    """One page as grayscale PGM, its long side at most raster_long_side_px
+    whatever the page claims to be."""
+    long_side = limits.raster_long_side_px
+    command = ["pdftoppm", "-f", str(page), "-l", str(page), "-singlefile", "-gray", "-scale-to", str(long_side)]
+    if footer_only:
+        # A4 portrait at this scale is 2480 × 3508 px; the footer is its bottom strip.
+        height = int(long_side * FOOTER_SHARE)
+        command += ["-x", "0", "-y", str(long_side - height), "-W", str(long_side), "-H", str(height)]
+    result = _run([*command, "-"], pdf, deadline, limits)
     if result.returncode != 0:
-        raise QrCodeNotFoundError("PDFとして読めません（ファイルが壊れているか、PDFではありません）")
-    return sorted(workdir.glob("page-*.png"))
+        raise UnreadableFileError(f"PDFの{page}ページ目を読めません（ファイルが壊れています）")
+    return result.stdout
 
 
-def _pdf_text(pdf: Path) -> str:
-    result = _run(["pdftotext", "-layout", str(pdf), "-"])
-    return result.stdout.decode("utf-8", "replace")
+def _pdf_codes(pdf: bytes, pages: int, deadline: float, limits: Limits) -> list[list[str]]:
+    codes = []
+    for page in range(1, pages + 1):
+        found = decode_qr_codes(_render(pdf, page, deadline, limits, footer_only=True), deadline, limits)
+        if not found:  # a scanned PDF, or a page turned round: look at the whole page
+            found = decode_qr_codes(_render(pdf, page, deadline, limits, footer_only=False), deadline, limits)
+        codes.append(found)
+    return codes
 
 
-def _single_payload(pages: Sequence[list[str]]) -> str:
-    for number, codes in enumerate(pages, start=1):
-        if len(codes) != 1:
-            found = "QRコードがありません" if not codes else f"QRコードが{len(codes)}個あります"
-            raise QrCodeNotFoundError(f"{number}ページ目に{found}（証明書のQRコードは各ページに1つです）")
-    if len(set(codes[0] for codes in pages)) != 1:
-        raise QrCodeNotFoundError("ページごとに別の証明書のQRコードがあります（用紙が差し替えられた疑いがあります）")
-    return pages[0][0]
+def _pdf_texts(pdf: bytes, pages: int, deadline: float, limits: Limits) -> list[str]:
+    result = _run(["pdftotext", "-raw", "-f", "1", "-l", str(pages), "-", "-"], pdf, deadline, limits)
+    texts = result.stdout.decode("utf-8", "replace").split("\f") if result.returncode == 0 else []
+    return (texts + [""] * pages)[:pages]
 
 
-def verify_file(
-    path: str | Path,
+def _check_image(data: bytes, limits: Limits) -> None:
+    """Refuse what is not a PNG or JPEG, or holds more pixels than a photo
+    of the paper would, from the header alone (nothing is decoded here)."""
+    too_large = f"画像が大きすぎます（{limits.max_image_pixels // 1_000_000}百万画素までにしてください）"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                kind, (width, height) = image.format, image.size
+    except Image.DecompressionBombError:  # Pillow's own bound, far above ours
+        raise UnreadableFileError(too_large) from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise UnreadableFileError("証明書のPDF、またはPNG・JPEGの画像を選んでください（このファイルは読めません）") from None
+    if kind not in ("PNG", "JPEG"):
+        raise UnreadableFileError(f"画像はPNGかJPEGで送ってください（このファイルは{kind}です）")
+    if width * height > limits.max_image_pixels:
+        raise UnreadableFileError(f"{too_large[:-1]}。この画像は{width}×{height}画素です）")
+
+
+# --- comparing the text -----------------------------------------------------
+
+_VARIATION_SELECTORS = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+
+
+def _normalise(text: str) -> str:
+    """Text as compared: NFKC, without whitespace or variation selectors
+    (pdftotext may or may not keep an IVS; the glyph is checked by eye)."""
+    return "".join(_VARIATION_SELECTORS.sub("", unicodedata.normalize("NFKC", text)).split())
+
+
+def _name(person: Sequence) -> str:
+    return next((field.value.split("\n")[0] for field in person if field.label == "氏名"), "")
+
+
+def person_field(number: int, person: Sequence, label: str) -> str:
+    """How a difference names a person's field: 「2人目（山田　花子）の続柄」."""
+    return f"{number}人目（{_name(person)}）の{label}"
+
+
+CLOSING_FIELDS = ("証明文", "交付日", "市区町村長名")
+
+
+def _expected(page: SignedPage) -> list[tuple[str, str, str]]:
+    """(what the field is, its signed value, its text as the page prints it), in reading order."""
+    tokens = [("表題", page.title, page.title)]
+    tokens += [(field.label, field.value, field.label + field.annotation + field.value) for field in page.header]
+    for number, person in enumerate(page.people, start=1):
+        tokens += [
+            (person_field(number, person, field.label), field.value, field.label + field.annotation + field.value)
+            for field in person
+        ]
+    for label, value in zip(CLOSING_FIELDS, page.closing):
+        tokens.append((label, value, value))
+    tokens += [("住民記録の時点", page.notice, page.notice), ("発行番号", page.serial_line, page.serial_line)]
+    return tokens
+
+
+def _unexplained(extra: str, *, trailing: bool) -> bool:
+    """True when text the page has beyond its signed fields is not one of
+    the page's unsigned texts (marks, caption; the check's address last)."""
+    if trailing and extra.startswith(_normalise(VERIFICATION_LEAD)):
+        return False
+    for text in sorted((_normalise(text) for text in UNSIGNED_TEXTS), key=len, reverse=True):
+        extra = extra.replace(text, "")
+    return bool(extra)
+
+
+def compare_text(page: SignedPage, text: str) -> list[Difference]:
+    """Each signed field of `page` that the page's text does not show as signed."""
+    tokens = _expected(page)
+    spans, expected = [], ""
+    for _what, _value, printed in tokens:
+        start = len(expected)
+        expected += _normalise(printed)
+        spans.append((start, len(expected)))
+    actual = _normalise(text)
+    differing: set[int] = set()
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, expected, actual, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        if tag == "insert":
+            inside = [index for index, (start, end) in enumerate(spans) if start < i1 < end]
+            if inside:
+                differing.update(inside)
+            elif _unexplained(actual[j1:j2], trailing=i1 == len(expected)):
+                # Unexplained text between two fields: the one before it was lengthened.
+                before = [index for index, (_start, end) in enumerate(spans) if end == i1]
+                differing.add(before[-1] if before else 0)
+            continue
+        differing.update(index for index, (start, end) in enumerate(spans) if start < i2 and i1 < end)
+    return [Difference(page.page, tokens[index][0], tokens[index][1]) for index in sorted(differing)]
+
+
+# --- the check ----------------------------------------------------------------
+
+
+def _one_code_per_page(codes: Sequence[list[str]]) -> list[str]:
+    for number, found in enumerate(codes, start=1):
+        if len(found) != 1:
+            what = "QRコードが読み取れません" if not found else f"QRコードが{len(found)}個あります"
+            raise QrCodeNotFoundError(f"{number}ページ目の{what}（証明書のQRコードは各ページに1つです。塗りつぶし・汚れ・貼り付けがないか確認してください）")
+    return [found[0] for found in codes]
+
+
+def verify_document(
+    data: bytes,
     public_key: Ed25519PublicKey,
     *,
     accept_drill: bool = False,
     accept_specimen: bool = False,
-    eras: Sequence[Era] = DEFAULT_ERAS,
-) -> FileVerification:
-    """Verify a certificate PDF, or an image of one page of the paper.
+    limits: Limits = Limits(),
+) -> Verification:
+    """Verify a certificate PDF, or an image of a page of the paper.
 
-    Raises a CertificateVerificationError subclass with a message for the
-    person checking (QrCodeNotFoundError, PrintedTextMismatchError, and those
-    of printing.signing.verify_payload)."""
-    path = Path(path)
-    with path.open("rb") as handle:
-        is_pdf = handle.read(5) == b"%PDF-"
-    if is_pdf:
-        with tempfile.TemporaryDirectory(prefix="sonae-verify-") as workdir:
-            images = _pdf_pages(path, Path(workdir))
-            codes = [decode_qr_codes(image) for image in images]
+    Raises a CertificateVerificationError subclass, with a message for the
+    person checking, when no signed content can be shown (QrCodeNotFoundError,
+    UnreadableFileError, CheckTimeoutError, and those of
+    printing.signing.verify_payload). Otherwise returns what each page
+    signs, with the fields whose text differs and the pages that do not
+    belong."""
+    deadline = time.monotonic() + limits.seconds
+    if data.startswith(b"%PDF-"):
+        count = _pdf_page_count(data, deadline, limits)
+        payloads = _one_code_per_page(_pdf_codes(data, count, deadline, limits))
+        texts = _pdf_texts(data, count, deadline, limits)
     else:
-        codes = [decode_qr_codes(path)]
-    if not codes:
-        raise QrCodeNotFoundError("ページがありません")
-    certificate = verify_payload(_single_payload(codes), public_key, accept_drill=accept_drill, accept_specimen=accept_specimen)
-    statements = certificate.expected_statements(eras)
-    # Whitespace is dropped on both sides: letter-spaced headings come out
-    # of pdftotext with spaces between the characters. A PDF without any
-    # text is a scan, checked by its QR code alone.
-    text = "".join(_pdf_text(path).split()) if is_pdf else ""
-    if text:
-        missing = [
-            label
-            for label in ("証明書", "発行番号", "交付日", "住民記録の時点")
-            if "".join(statements[label].split()) not in text
-        ]
-        if missing:
-            raise PrintedTextMismatchError(
-                f"印字内容がQRコードの署名と合いません（{'、'.join(missing)}）。証明書が書き換えられた疑いがあります"
+        _check_image(data, limits)
+        payloads = decode_qr_codes(data, deadline, limits)
+        if not payloads:
+            raise QrCodeNotFoundError(
+                "画像にQRコードが見つかりません（QRコードが塗りつぶされたり汚れたりしていないか、ピントが合っているか確認してください）"
             )
-    return FileVerification(certificate, len(codes), statements, bool(text))
+        texts = [""] * len(payloads)
+    pages = tuple(verify_payload(text, public_key, accept_drill=accept_drill, accept_specimen=accept_specimen) for text in payloads)
+    text_checked = any(_normalise(text) for text in texts)
+    differences = [difference for page, text in zip(pages, texts) if _normalise(text) for difference in compare_text(page, text)]
+    problems = pages_in_order(pages) if data.startswith(b"%PDF-") else _mixed(pages)
+    return Verification(pages, text_checked, tuple(differences), tuple(problems))
+
+
+def verify_payloads(
+    texts: Sequence[str], public_key: Ed25519PublicKey, *, accept_drill: bool = False, accept_specimen: bool = False
+) -> Verification:
+    """Verify QR payloads read by another reader (a phone), one per page
+    given: as a scan, there is no text to compare."""
+    pages = tuple(verify_payload(text, public_key, accept_drill=accept_drill, accept_specimen=accept_specimen) for text in texts)
+    if not pages:
+        raise QrCodeNotFoundError("QRコードの内容がありません")
+    return Verification(pages, False, (), tuple(_mixed(pages)))
+
+
+def _mixed(pages: Sequence[SignedPage]) -> list[str]:
+    """An image shows some pages: they must belong together, but need not be all of them."""
+    problems = pages_in_order(pages)
+    return problems if any(not page.same_certificate(pages[0]) for page in pages) else []

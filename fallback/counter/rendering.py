@@ -6,8 +6,11 @@ what it renders."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import ipaddress
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 from fallback.config import Config
 from fallback.counter.issuance import Clerk, IssuedCopy, IssueRequest, Plan, Scope
@@ -22,7 +25,29 @@ def _settings(config: Config) -> tuple[PrintSettings, Municipality]:
     # Config objects live as long as the app; building these once keeps the
     # era table and the seal image parsed once, not per certificate.
     settings = PrintSettings.from_config_section(config["printing"], font_cache_dir=config.home / "font-cache")
+    settings = dataclasses.replace(settings, verification_url=verification_url(config))
     return settings, Municipality.from_config_section(config["municipality"])
+
+
+def verification_url(config: Config) -> str:
+    """The public check's address printed on every certificate."""
+    return config["web"]["public_base_url"].rstrip("/") + "/verify"
+
+
+def verification_address_problem(config: Config) -> str | None:
+    """Why the printed verification address reaches no one else, or None.
+    The shipped default (loopback) is fine for the demo, not for a ward."""
+    host = urlsplit(config["web"]["public_base_url"]).hostname or ""
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = host == "localhost" or host.endswith(".localhost")
+    if not host or loopback:
+        return (
+            f"web.public_base_url が設定されていません（{config['web']['public_base_url'] or '空'}）。"
+            "証明書に印字される確認先がこの装置の中を指し、提出先から確認できません"
+        )
+    return None
 
 
 def print_settings(config: Config) -> PrintSettings:

@@ -7,6 +7,7 @@ import datetime as dt
 
 from fallback import modes
 from fallback.config import Config
+from fallback.counter.rendering import verification_address_problem
 from fallback.monitoring import alerts, charts, mirror, probes
 from sync.crypto import WrongKeyError
 from sync.errors import SyncError
@@ -94,4 +95,5 @@ def dashboard(conn, config: Config, at: dt.datetime) -> dict:
             "WHERE d.ok = 0 ORDER BY d.id DESC LIMIT 10").fetchall(),
         "latency_chart": latency_chart(conn, at),
         "age_chart": age_chart(conn, at),
+        "verification_address_problem": verification_address_problem(config),
     }

@@ -20,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 from fallback import modes
 from fallback.config import Config
 from fallback.counter.issuance import KINDS, handed_out_by_kind
+from fallback.counter.rendering import verification_address_problem
 from fallback.keys import key_status
 from fallback.mirror.registry import SnapshotSummary, snapshot_summary
 from fallback.monitoring import mirror, probes
@@ -53,6 +54,10 @@ def readiness(config: Config, at: dt.datetime) -> Readiness:
     if snapshot is not None:
         checks["snapshot"].update(generation=snapshot.generation, data_as_of=snapshot.as_of.isoformat())
         checks["data_age"] = {"ok": snapshot.age_hours <= hard_limit, "age_hours": round(snapshot.age_hours, 3), "limit_hours": hard_limit}
+    # Reported, not a reason to stop the counters: certificates still issue,
+    # only their printed verification address is of no use outside.
+    address_problem = verification_address_problem(config)
+    checks["verification_address"] = {"ok": address_problem is None, "detail": address_problem or "確認先が設定されています"}
     ready = key_problem is None and snapshot is not None and checks["data_age"]["ok"]
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "at": at.isoformat(timespec="seconds")}
     return Readiness(ready, body, key_problem is None, snapshot)

@@ -1,5 +1,10 @@
 """`sonae verify FILE`: the certificate check from the console, for a
-certificate received by post or a scan handed in at another office."""
+certificate received by post or a scan handed in at another office.
+
+Offline, like /verify: the QR codes say what the paper must say. On the
+issuing appliance (no --public-key) it also says what the issuance records
+hold for the serial, and that the certificate issued under it signs the
+same pages."""
 
 from __future__ import annotations
 
@@ -12,8 +17,8 @@ from fallback.cli_support import config as load_config
 from fallback.counter.rendering import print_settings
 from fallback.keys import signing_key
 from fallback.ops import open_ops
-from printing.signing import CertificateVerificationError
-from printing.verify import verify_file
+from printing.signing import CertificateVerificationError, SignedPage
+from printing.verify import Verification, statements, verify_document, what_to_compare
 from sync.contract import public_key_from_b64
 
 
@@ -22,29 +27,77 @@ from sync.contract import public_key_from_b64
 @click.option("--public-key", help="The issuing appliance's public key (base64); default: this appliance's own.")
 @click.option("--accept-drill", is_flag=True, help="Show a drill certificate's contents instead of refusing it.")
 def verify(file, public_key, accept_drill):
-    """Check a certificate PDF or a scanned page: QR signature, and for a PDF
-    that the printed text matches what was signed."""
+    """Check a certificate PDF or a scanned page: each page's QR signature,
+    and for a PDF every signed field against the printed text."""
     config = load_config()
     key: Ed25519PublicKey = public_key_from_b64(public_key) if public_key else signing_key(config).public_key()
     try:
-        result = verify_file(file, key, accept_drill=accept_drill, eras=print_settings(config).eras)
+        result = verify_document(file.read_bytes(), key, accept_drill=accept_drill)
     except CertificateVerificationError as exc:
         raise click.ClickException(f"NOT VALID: {exc}") from exc
-    click.echo("VALID" + (" (drill — not a real certificate)" if result.certificate.drill else ""))
-    for label, value in result.statements.items():
-        click.echo(f"  {label}: {value}")
+    failures = _verdict_lines(result)
+    _echo_signed(result, print_settings(config).eras)
     if not public_key:
-        _report_issuance(config, result.certificate)
+        failures += _issuance_lines(config, result)
+    if failures:
+        raise click.ClickException(f"NOT VALID: {len(failures)} problem(s), listed above")
 
 
-def _report_issuance(config, certificate) -> None:
-    """On the issuing appliance, also say what its records hold."""
-    scope = "drill" if certificate.drill else "real"
+def _verdict_lines(result: Verification) -> list[str]:
+    """Print VALID or one NOT VALID line per problem; return the problems."""
+    failures = [f"page {d.page}: {d.field} differs from the signed 「{d.signed}」" for d in result.differences]
+    failures += list(result.problems)
+    for failure in failures:
+        click.echo(f"NOT VALID: {failure}")
+    if failures:
+        return failures
+    drill = " (drill — not a real certificate)" if result.drill else ""
+    if result.text_checked:
+        click.echo(f"VALID{drill}: every page's QR signature holds and the text matches every signed field")
+    else:
+        click.echo(f"VALID{drill}: every page's QR signature holds; no text layer (a scan) — compare the paper by eye:")
+        for page in result.pages:
+            click.echo(f"  {what_to_compare(page)}")
+    return []
+
+
+def _echo_signed(result: Verification, eras) -> None:
+    for label, value in statements(result.pages[0], eras).items():
+        click.echo(f"  {label}: {value}")
+    for page in result.pages:
+        click.echo(f"  --- {page.page}/{page.pages} {page.title} ---")
+        for field in page.header:
+            click.echo(f"  {field.label}: {_one_line(field.value)}")
+        for number, person in enumerate(page.people, start=1):
+            click.echo(f"  {number}人目")
+            for field in person:
+                annotation = f"（{field.annotation}）" if field.annotation else ""
+                click.echo(f"    {field.label}: {_one_line(field.value)}{annotation}")
+        for line in (*page.closing, page.notice, page.serial_line):
+            click.echo(f"  {line}")
+
+
+def _one_line(value: str) -> str:
+    return " / ".join(value.split("\n"))
+
+
+def _issuance_lines(config, result: Verification) -> list[str]:
+    """On the issuing appliance, also say what its records hold; return the problems."""
+    scope = "drill" if result.drill else "real"
     row = open_ops(config).execute(
-        "SELECT status, issued_at, content_digest FROM certificates WHERE scope = ? AND serial = ?", (scope, certificate.serial)
+        "SELECT status, issued_at, pdf FROM certificates WHERE scope = ? AND serial = ?", (scope, result.serial)
     ).fetchone()
     if row is None:
-        raise click.ClickException(f"NOT VALID: serial {certificate.serial:06d} is not in this appliance's issuance records")
-    if row[2] != certificate.content_digest:
-        raise click.ClickException("NOT VALID: the printed content differs from what this appliance recorded for the serial")
+        return _not_valid(f"serial {result.serial:06d} is not in this appliance's issuance records")
     click.echo(f"  記録: {row[0]} ({row[1]})")
+    if row[2] is None:
+        return _not_valid(f"serial {result.serial:06d} was never rendered by this appliance (status {row[0]})")
+    issued: tuple[SignedPage, ...] = verify_document(row[2], signing_key(config).public_key(), accept_drill=True).pages
+    if any(page not in issued for page in result.pages):
+        return _not_valid(f"the pages differ from the certificate this appliance issued as {result.serial:06d}")
+    return []
+
+
+def _not_valid(reason: str) -> list[str]:
+    click.echo(f"NOT VALID: {reason}")
+    return [reason]

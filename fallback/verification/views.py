@@ -1,63 +1,93 @@
 """The public certificate-verification page: whoever received a
-certificate (a bank, a landlord) checks its QR code here. It shows what the
-certificate must say — never resident data: the signed payload holds only a
-hash of the resident codes."""
+certificate (a bank, a landlord, another office) checks it here, offline:
+no database is read. The page shows what the uploaded certificate's QR
+codes sign — the content of that very paper, laid out like it — and names
+every field whose text differs; it shows nothing the uploader does not
+already hold.
+
+Uploads may be hostile: they stay in memory (fallback.app), the file is
+bounded by size here and by pages, page size, pixels and time in
+printing.verify, and at most MAX_CONCURRENT_CHECKS run at once; the rest
+are told to try again (503)."""
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+import threading
 
 from flask import Blueprint, current_app, render_template, request
 
 from fallback.counter.rendering import print_settings
-from fallback.db import get_ops
 from fallback.keys import signing_key
 from fallback.staff.security import public
-from printing.signing import CertificateVerificationError, verify_payload
-from printing.verify import verify_file
+from printing.signing import CertificateVerificationError, SignedPage
+from printing.verify import (
+    CLOSING_FIELDS,
+    Verification,
+    person_field,
+    statements,
+    verify_document,
+    verify_payloads,
+    what_to_compare,
+)
 
 bp = Blueprint("verify", __name__, url_prefix="/verify", template_folder="templates")
 
-MAX_UPLOAD_BYTES = 2 * 1024 * 1024
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # a phone photo of the paper
+MAX_CONCURRENT_CHECKS = 2  # one per core: rendering is CPU work
+BUSY_RETRY_AFTER_S = 10
+_check_slots = threading.BoundedSemaphore(MAX_CONCURRENT_CHECKS)
+
+BUSY_MESSAGE = "ただいま確認が混み合っています。10秒ほどしてから、もう一度「確認する」を押してください。"
+TOO_LARGE_MESSAGE = f"ファイルが大きすぎます（{MAX_UPLOAD_BYTES // (1024 * 1024)}MBまで）。PDFはそのまま、写真は縮小してから送ってください。"
 
 
-def issuance_record(certificate) -> str:
-    """What this appliance's records say about the serial."""
-    scope = "drill" if certificate.drill else "real"
-    row = get_ops().execute(
-        "SELECT status, content_digest FROM certificates WHERE scope = ? AND serial = ?", (scope, certificate.serial)
-    ).fetchone()
-    if row is None:
-        return "この発行番号の交付記録はありません。"
-    if row[1] != certificate.content_digest:
-        return "交付記録と内容が一致しません。"
-    return {"rendered": "交付記録と一致しました。", "void": "この発行番号は無効（未交付）です。"}.get(row[0], row[0])
+def _page(error: str | None = None, result: Verification | None = None, status: int = 200):
+    eras = print_settings(current_app.config["SONAE"]).eras
+    return render_template(
+        "verify/index.html", title="証明書の確認", error=error, result=result,
+        statements=statements(result.pages[0], eras) if result else None, what_to_compare=what_to_compare,
+        person_field=person_field, closing=_closing, max_upload_mb=MAX_UPLOAD_BYTES // (1024 * 1024),
+    ), status
+
+
+def _closing(page: SignedPage) -> list[tuple[str, str]]:
+    return list(zip(CLOSING_FIELDS, page.closing))
+
+
+def _check() -> Verification | str:
+    """The verification of what was sent, or what to tell the sender."""
+    key = signing_key(current_app.config["SONAE"]).public_key()
+    upload = request.files.get("file")
+    if upload and upload.filename:
+        return verify_document(upload.read(), key)
+    pasted = [line for line in request.form.get("payload", "").splitlines() if line.strip()]
+    if pasted:
+        return verify_payloads(pasted, key)
+    return "証明書のPDFか画像を選ぶか、QRコードの内容を貼り付けてください。"
 
 
 @bp.route("/", methods=["GET", "POST"])
 @public
 def index():
-    config = current_app.config["SONAE"]
-    result, error, record = None, None, None
-    if request.method == "POST":
-        key = signing_key(config).public_key()
-        eras = print_settings(config).eras
-        try:
-            upload = request.files.get("file")
-            if upload and upload.filename:
-                with tempfile.TemporaryDirectory(prefix="sonae-verify-") as workdir:
-                    path = Path(workdir) / "upload"
-                    upload.save(path)
-                    result = verify_file(path, key, eras=eras).certificate
-            elif request.form.get("payload", "").strip():
-                result = verify_payload(request.form["payload"], key)
-            else:
-                error = "証明書のPDFか画像を選ぶか、QRコードの内容を貼り付けてください。"
-        except CertificateVerificationError as exc:
-            error = str(exc)
-        if result is not None:
-            record = issuance_record(result)
-    statements = result.expected_statements(print_settings(config).eras) if result else None
-    return render_template("verify/index.html", statements=statements, error=error, record=record,
-                           title="証明書の確認"), (422 if error else 200)
+    if request.method == "GET":
+        return _page()
+    if not _check_slots.acquire(blocking=False):
+        page, status = _page(BUSY_MESSAGE, status=503)
+        return page, status, {"Retry-After": str(BUSY_RETRY_AFTER_S)}
+    try:
+        outcome = _check()
+    except CertificateVerificationError as exc:
+        return _page(str(exc), status=422)
+    finally:
+        _check_slots.release()
+    if isinstance(outcome, str):
+        return _page(outcome, status=422)
+    return _page(result=outcome, status=200 if outcome.valid else 422)
+
+
+index.sonae_max_upload_bytes = MAX_UPLOAD_BYTES
+
+
+@bp.errorhandler(413)
+def too_large(_error):
+    return _page(TOO_LARGE_MESSAGE, status=413)

@@ -11,6 +11,7 @@ with two queues:
 
 from __future__ import annotations
 
+import io
 import os
 import pwd
 import re
@@ -84,9 +85,10 @@ def test_certificate_printed_through_cups_pdf_looks_like_the_original(cups_serve
         printed = outputs[0].read_bytes()
         assert page_count(printed) == 2
         # The signed QR code survives printing on every page ...
-        for page in page_images(printed, tmp_path / "qr", dpi=200):
-            page.save(tmp_path / "qr.png")
-            assert decode_qr_codes(tmp_path / "qr.png") == [two_page_certificate.qr_payload]
+        for page, payload in zip(page_images(printed, tmp_path / "qr", dpi=300), two_page_certificate.qr_payloads, strict=True):
+            scan = io.BytesIO()
+            page.save(scan, format="PNG")
+            assert decode_qr_codes(scan.getvalue()) == [payload]
         # ... and each printed page looks like its own page of the certificate, not the other one.
         originals = page_images(two_page_certificate.pdf, tmp_path / "original", dpi=40)
         copies = page_images(printed, tmp_path / "printed", dpi=40)
