@@ -8,7 +8,8 @@ import datetime as dt
 from flask import Flask
 
 from fallback import banner, db, filters
-from fallback.config import Config, load_config
+from fallback.config import Config, ConfigError, load_config
+from fallback.counter.issuance import SUPPORT_MEASURE_APPROVABLE
 from fallback.keys import session_secret
 from fallback.ops import open_ops
 from fallback.staff import security
@@ -31,8 +32,19 @@ BLUEPRINTS = (
 )
 
 
+def check_config(config: Config) -> None:
+    """Settings that would silently not do what a ward meant."""
+    listed = set(config["counter"]["support_measure_approvable"])
+    if not listed <= set(SUPPORT_MEASURE_APPROVABLE):
+        raise ConfigError(
+            f"counter.support_measure_approvable may list only {', '.join(SUPPORT_MEASURE_APPROVABLE)}; "
+            f"{', '.join(sorted(listed - set(SUPPORT_MEASURE_APPROVABLE)))} asking for a 支援措置 resident's record are always refused"
+        )
+
+
 def create_app(config: Config | None = None) -> Flask:
     config = config or load_config()
+    check_config(config)
     app = Flask(__name__, instance_path=str(config.home / "instance"))
     app.config.update(
         SONAE=config,
@@ -41,7 +53,8 @@ def create_app(config: Config | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=config["security"]["session_idle_minutes"]),
-        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        MAX_CONTENT_LENGTH=security.UPLOAD_LIMIT,
+        MAX_FORM_MEMORY_SIZE=security.FORM_BODY_LIMIT,
         JSON_AS_ASCII=False,
     )
     app.json.ensure_ascii = False

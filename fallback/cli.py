@@ -13,6 +13,7 @@ listed in EXPECTED_ERRORS, which are turned into one) — never a traceback.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from importlib.metadata import entry_points
 
@@ -81,6 +82,9 @@ class LazyGroup(click.Group):
 def main():
     """Sonae (備え): keeps the counters issuing certificates when the cloud
     resident register is down."""
+    # Everything written under SONAE_HOME (the register, the audit,
+    # exports) is for the appliance's own user only: files 0600, folders 0700.
+    os.umask(0o077)
 
 
 if __name__ == "__main__":  # pragma: no cover
