@@ -19,7 +19,7 @@ import requests
 from fallback.counter.openapi import OPENAPI
 from fallback.ops import open_ops
 from tests.browser.conftest import live_url  # noqa: F401  (fixture)
-from tests.support import ACCOUNTS, PASSWORD, example_records
+from tests.support import ACCOUNTS, PASSWORD, example_records, served
 
 YAMADA_TARO = "10000000011"
 ISSUE = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "acknowledge_move_out": True}
@@ -158,18 +158,12 @@ def behind_proxy(appliance):
     """The live server as deployed behind a reverse proxy on the same
     machine (web.trusted_proxy): each client is told apart by the
     X-Forwarded-For the proxy sets, as on the ward's network."""
-    import threading
-
-    import waitress.server
-
     from fallback.serve import waitress_options
 
     config = appliance.config["SONAE"]
     config["web"]["trusted_proxy"] = "127.0.0.1"
-    server = waitress.server.create_server(appliance, host="127.0.0.1", port=0, **waitress_options(config))
-    threading.Thread(target=server.run, daemon=True).start()
-    yield f"http://127.0.0.1:{server.effective_port}", config
-    server.close()
+    with served(appliance, **waitress_options(config)) as server:
+        yield f"http://127.0.0.1:{server.effective_port}", config
 
 
 def from_host(base_url: str, address: str) -> Client:

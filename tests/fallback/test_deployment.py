@@ -9,14 +9,14 @@ import os
 import stat
 import subprocess
 import sys
-import threading
+from contextlib import ExitStack
 
 import pytest
 import requests
 
 from fallback.app import create_app
 from fallback.serve import waitress_options
-from tests.support import PASSWORD, Staff, text_of
+from tests.support import PASSWORD, Staff, served, text_of
 
 
 def modes_under(root) -> dict[str, int]:
@@ -77,23 +77,17 @@ def test_when_the_site_is_https_the_cookie_is_secure_and_hsts_is_sent(appliance)
 
 
 @pytest.fixture
-def served(appliance):
-    """The app under waitress with the options `sonae serve` uses."""
-    import waitress.server
+def behind(appliance):
+    """The app under waitress with the options `sonae serve` uses, trusting
+    the given proxy address."""
+    with ExitStack() as stack:
+        def start(trusted_proxy: str) -> str:
+            config = appliance.config["SONAE"]
+            config["web"]["trusted_proxy"] = trusted_proxy
+            server = stack.enter_context(served(appliance, **waitress_options(config)))
+            return f"http://127.0.0.1:{server.effective_port}"
 
-    servers = []
-
-    def start(trusted_proxy: str) -> str:
-        config = appliance.config["SONAE"]
-        config["web"]["trusted_proxy"] = trusted_proxy
-        server = waitress.server.create_server(appliance, host="127.0.0.1", port=0, **waitress_options(config))
-        threading.Thread(target=server.run, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.effective_port}"
-
-    yield start
-    for server in servers:
-        server.close()
+        yield start
 
 
 FORWARDED = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "10.70.0.5"}
@@ -119,15 +113,15 @@ def remotes(appliance) -> list[str]:
         conn.close()
 
 
-def test_the_trusted_proxy_says_https_and_who_the_client_is(appliance, served):
-    answer = login_through(served("127.0.0.1"))
+def test_the_trusted_proxy_says_https_and_who_the_client_is(appliance, behind):
+    answer = login_through(behind("127.0.0.1"))
     assert answer.status_code == 201
     assert answer.headers["Strict-Transport-Security"].startswith("max-age=") and "Secure" in answer.headers["Set-Cookie"]
     assert remotes(appliance) == ["10.70.0.5"]
 
 
-def test_forwarded_headers_from_anyone_else_are_ignored(appliance, served):
-    answer = login_through(served(""))
+def test_forwarded_headers_from_anyone_else_are_ignored(appliance, behind):
+    answer = login_through(behind(""))
     assert answer.status_code == 201
     assert "Strict-Transport-Security" not in answer.headers and "Secure" not in answer.headers["Set-Cookie"]
     assert remotes(appliance) == ["127.0.0.1"]
