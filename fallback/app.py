@@ -6,10 +6,11 @@ from __future__ import annotations
 import datetime as dt
 import io
 
-from flask import Flask, Request, current_app
+from flask import Flask, Request
 
 from fallback import banner, db, filters
-from fallback.config import Config, load_config
+from fallback.config import Config, ConfigError, load_config
+from fallback.counter.issuance import SUPPORT_MEASURE_APPROVABLE
 from fallback.keys import session_secret
 from fallback.ops import open_ops
 from fallback.staff import security
@@ -34,21 +35,25 @@ BLUEPRINTS = (
 
 class InMemoryUploadsRequest(Request):
     """Uploads stay in memory, never in a temporary file (werkzeug spools
-    those over 500 KB to /tmp in clear), within MAX_CONTENT_LENGTH or the
-    larger bound a view declares with `sonae_max_upload_bytes` (a phone
-    photo of a certificate for /verify)."""
+    those over 500 KB to /tmp in clear); MAX_CONTENT_LENGTH bounds them."""
 
     def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
         return io.BytesIO()
 
-    @property
-    def max_content_length(self) -> int | None:
-        view = current_app.view_functions.get(self.endpoint) if self.endpoint else None
-        return getattr(view, "sonae_max_upload_bytes", None) or super().max_content_length
+
+def check_config(config: Config) -> None:
+    """Settings that would silently not do what a ward meant."""
+    listed = set(config["counter"]["support_measure_approvable"])
+    if not listed <= set(SUPPORT_MEASURE_APPROVABLE):
+        raise ConfigError(
+            f"counter.support_measure_approvable may list only {', '.join(SUPPORT_MEASURE_APPROVABLE)}; "
+            f"{', '.join(sorted(listed - set(SUPPORT_MEASURE_APPROVABLE)))} asking for a 支援措置 resident's record are always refused"
+        )
 
 
 def create_app(config: Config | None = None) -> Flask:
     config = config or load_config()
+    check_config(config)
     app = Flask(__name__, instance_path=str(config.home / "instance"))
     app.request_class = InMemoryUploadsRequest
     app.config.update(
@@ -58,7 +63,8 @@ def create_app(config: Config | None = None) -> Flask:
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=config["security"]["session_idle_minutes"]),
-        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        MAX_CONTENT_LENGTH=security.UPLOAD_LIMIT,
+        MAX_FORM_MEMORY_SIZE=security.FORM_BODY_LIMIT,
         JSON_AS_ASCII=False,
     )
     app.json.ensure_ascii = False

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from importlib.metadata import entry_points
 
@@ -130,6 +131,9 @@ def _writing(exc: PermissionError) -> bool:
 def main():
     """Sonae (備え): keeps the counters issuing certificates when the cloud
     resident register is down."""
+    # Everything written under SONAE_HOME (the register, the audit,
+    # exports) is for the appliance's own user only: files 0600, folders 0700.
+    os.umask(0o077)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -55,8 +55,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "signing_key_file": "/etc/sonae/signing.key",
         "secret_key_file": "/etc/sonae/session.key",
         "session_idle_minutes": 20,
-        "login_max_failures": 5,
-        "login_lockout_minutes": 15,
+        "session_absolute_hours": 12,  # a session ends this long after login, however busy
+        # Failed logins slow down, never lock: after login_free_failures
+        # failures within login_failure_window_minutes, from one source or
+        # against one account, each further attempt waits twice as long
+        # (1 s, 2 s, 4 s … at most login_max_delay_s). A source that has
+        # logged in to an account within login_trusted_source_days is not
+        # slowed by other sources' failures on that account, so nobody can
+        # keep a supervisor out of their own PC.
+        "login_free_failures": 5,
+        "login_failure_window_minutes": 15,
+        "login_max_delay_s": 300,
+        "login_trusted_source_days": 90,
         "view_flag_count": 30,  # residents viewed by one clerk ...
         "view_flag_window_minutes": 10,  # ... within this window is flagged
         # the audit chain's head after every issuance (fallback/anchor.py); put
@@ -82,6 +92,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # the appliance's reserved 発行番号 ranges (never the main system's)
         "serial_range": [900001, 999999],
         "drill_serial_range": [800001, 899999],
+        # requester types for which a supervisor other than the issuing clerk
+        # may approve printing a 支援措置 resident's record; none by default.
+        # Only "household" can be listed: agents and third parties are refused
+        "support_measure_approvable": [],
         # a serial committed this long ago whose PDF never came (the web
         # server died mid-issuance) is voided by the worker, which looks
         # this often; longer than any render and print wait
@@ -134,7 +148,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "webhook_retries": 3,  # attempts after the first; waits 1 s, 2 s, 4 s … between them
         "webhook_timeout_s": 5.0,
         "audit_verify_minutes": 60,  # the full audit-chain check is read-heavy
-        "metrics_token": "",  # empty: /metrics is public; else "Authorization: Bearer <token>"
+        # "Authorization: Bearer <token>" opens /metrics beyond what the public
+        # notice says and /readyz's reasons and figures; empty: they stay closed
+        "metrics_token": "",
     },
     "sla": {"threshold_percent": 97.5},
     "drills": {
@@ -151,6 +167,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "port": 8080,
         "threads": 16,
         "public_base_url": "http://127.0.0.1:8080",
+        # served over HTTPS: true when TLS ends in front of Sonae and every
+        # request arrives over it (Secure cookies, HSTS)
+        "https": False,
+        # the reverse proxy (one address) whose X-Forwarded-For and
+        # X-Forwarded-Proto are believed; empty: none
+        "trusted_proxy": "",
         "runbooks_dir": "",  # empty: runbooks/ beside the source tree
     },
     # What residents are told during an outage: the ward's policy that the

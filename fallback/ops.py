@@ -17,6 +17,7 @@ table's triggers and indexes).
 from __future__ import annotations
 
 import datetime as dt
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -377,7 +378,11 @@ def now_iso() -> str:
 
 
 def connect_ops(path: str | Path, key: bytes, *, check_same_thread: bool = True):
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    # Created owner-only whatever the process umask; SQLite gives its WAL
+    # and shared-memory files the database file's mode.
+    os.close(os.open(path, os.O_CREAT | os.O_RDWR, 0o600))
     conn = crypto.connect(path, key, check_same_thread=check_same_thread)
     conn.isolation_level = None  # explicit BEGIN/COMMIT: we decide what is atomic
     conn.execute("PRAGMA journal_mode = WAL")

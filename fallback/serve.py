@@ -1,11 +1,29 @@
 """`sonae serve`: the counter application under waitress, a production WSGI
-server with threads in one process — the simple fit for one SQLite writer."""
+server with threads in one process — the simple fit for one SQLite writer.
+
+HTTPS is ended by a reverse proxy in front (README, "Serving over HTTPS");
+waitress believes that proxy's X-Forwarded-For and X-Forwarded-Proto only
+when it is web.trusted_proxy, and drops those headers from anyone else."""
 
 from __future__ import annotations
 
 import click
 
 from fallback.cli_support import service_config
+from fallback.config import Config
+from fallback.staff.security import UPLOAD_LIMIT
+
+
+def waitress_options(config: Config) -> dict:
+    """How waitress serves this appliance (the tests' live servers too)."""
+    web = config["web"]
+    options = {"threads": web["threads"], "ident": "sonae", "clear_untrusted_proxy_headers": True,
+               # waitress would otherwise buffer up to 1 GB of a body the app refuses anyway
+               "max_request_body_size": UPLOAD_LIMIT}
+    if web["trusted_proxy"]:
+        options.update(trusted_proxy=web["trusted_proxy"], trusted_proxy_count=1,
+                       trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"})
+    return options
 
 
 @click.command()
@@ -23,4 +41,7 @@ def serve(host, port, threads):
     host = host or config["web"]["host"]
     port = port or config["web"]["port"]
     click.echo(f"Sonae counter app on http://{host}:{port}/", err=True)
-    waitress.serve(app, host=host, port=port, threads=threads or config["web"]["threads"], ident="sonae", clear_untrusted_proxy_headers=True)
+    options = waitress_options(config)
+    if threads:
+        options["threads"] = threads
+    waitress.serve(app, host=host, port=port, **options)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -105,3 +106,24 @@ def squeezed(text: str) -> str:
     """Text without any whitespace: pdftotext spaces out letter-spaced
     headings and wide layouts."""
     return re.sub(r"\s+", "", text)
+
+
+@contextmanager
+def served(app, **options):
+    """`app` under a real waitress server on a free loopback port; yields
+    the server. Stopped from inside its own loop: closing its sockets from
+    this thread would leave the loop polling descriptors that the next
+    test's files may reuse (and write HTTP into an encrypted database)."""
+    import threading
+
+    import waitress.server
+
+    server = waitress.server.create_server(app, host="127.0.0.1", port=0, **{"threads": 8, **options})
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.task_dispatcher.shutdown()
+        server.trigger.pull_trigger(lambda: [channel.close() for channel in list(server._map.values())])
+        thread.join(10)

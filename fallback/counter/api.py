@@ -9,7 +9,7 @@ import secrets
 from flask import Blueprint, Response, current_app, g, jsonify, request, session, url_for
 
 from fallback import deferred, modes
-from fallback.counter import issuance, lookup, openapi
+from fallback.counter import access, issuance, lookup, openapi
 from fallback.counter.certificates import issue_certificate, request_from_form, supervisor_approval
 from fallback.counter.rendering import print_settings
 from fallback.counter.state import COUNTER_ROLES, counter_scope
@@ -36,6 +36,11 @@ def _json_body(schema: dict) -> tuple[dict, tuple | None]:
 
 def _terminals() -> list[dict]:
     return current_app.config["SONAE"]["counter"]["terminals"]
+
+
+def _flag_settings() -> dict:
+    security = current_app.config["SONAE"]["security"]
+    return {"flag_count": security["view_flag_count"], "flag_window_minutes": security["view_flag_window_minutes"]}
 
 
 def _open_counter():
@@ -80,12 +85,14 @@ def login():
     body, bad = _json_body(openapi.login_body(_terminals()))
     if bad:
         return bad
-    security = current_app.config["SONAE"]["security"]
     terminal = next(t for t in _terminals() if t["id"] == body["terminal"])
     try:
         user = users.authenticate(get_ops(), body["username"], body["password"],
-                                  max_failures=security["login_max_failures"], lockout_minutes=security["login_lockout_minutes"],
+                                  throttle=users.LoginThrottle.from_config(current_app.config["SONAE"]["security"]),
                                   remote=request.remote_addr)
+    except users.LoginThrottled as exc:
+        body, status = error(429, "login_throttled", str(exc), retry_after=exc.retry_after)
+        return body, status, {"Retry-After": str(exc.retry_after)}
     except users.LoginRefused as exc:
         return error(401, "login_refused", str(exc))
     staff = sessions.start(get_ops(), username=user.username, role=user.role, terminal=terminal["id"], office=terminal["office"],
@@ -124,7 +131,7 @@ def search():
         return locked
     try:
         query, criteria = lookup.parse_query(request.args, print_settings(current_app.config["SONAE"]).eras)
-        found = lookup.search(get_ops(), get_register(), query, criteria, actor=g.staff.username, drill=scope.is_drill)
+        found = lookup.search(get_ops(), get_register(), query, criteria, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
     except lookup.QueryError as exc:
         return error(400, "bad_query", str(exc))
     # The summaries go out as the snapshot stores them: parsing and
@@ -140,9 +147,7 @@ def resident(code):
     if locked:
         return locked
     register = get_register()
-    security = current_app.config["SONAE"]["security"]
-    person = lookup.view_resident(get_ops(), register, code, actor=g.staff.username, drill=scope.is_drill,
-                                  flag_count=security["view_flag_count"], flag_window_minutes=security["view_flag_window_minutes"])
+    person = lookup.view_resident(get_ops(), register, code, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
     if person is None:
         return error(404, "not_found", "no resident with this code in the snapshot")
     return jsonify(
@@ -184,21 +189,25 @@ def issue(code):
 @bp.route("/certificates/<scope>/<int:serial>.pdf")
 @roles(*COUNTER_ROLES)
 def certificate_pdf(scope, serial):
-    pdf = issuance.certificate_pdf(get_ops(), scope, serial)
+    try:
+        pdf = access.certificate_pdf(get_ops(), g.staff, current_app.config["SONAE"], scope, serial)
+    except access.Locked as exc:
+        return error(423, "counter_locked", str(exc))
+    except access.Denied as exc:
+        return error(403, "forbidden", str(exc))
     if pdf is None:
         return error(404, "not_found", "no rendered certificate with this serial")
-    from fallback import audit
-
-    audit.record(get_ops(), g.staff.username, "certificate.open", f"{scope}:{serial}", {}, drill=scope == "drill")
     return Response(pdf, mimetype="application/pdf", headers={"Cache-Control": "no-store"})
 
 
 @bp.route("/deferred", methods=["GET"])
 @roles(*COUNTER_ROLES)
 def deferred_list():
-    scope, _ = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
-    return jsonify(deferred=deferred.worklist(get_ops(), scope=scope.name if scope else "real",
-                                              drill_id=scope.drill_id if scope else None))
+    try:
+        _, rows = access.deferred_list(get_ops(), g.staff, current_app.config["SONAE"])
+    except access.Locked as exc:
+        return error(423, "counter_locked", str(exc))
+    return jsonify(deferred=rows)
 
 
 @bp.route("/deferred", methods=["POST"])
@@ -207,13 +216,16 @@ def deferred_create():
     body, bad = _json_body(openapi.DEFERRED_BODY)
     if bad:
         return bad
-    scope, _ = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
+    try:
+        scope = access.records_scope(get_ops(), g.staff, current_app.config["SONAE"])
+    except access.Locked as exc:
+        return error(423, "counter_locked", str(exc))
     try:
         request_id = deferred.record(
             get_ops(), clerk=g.staff.username, office=g.staff.office, kind=body["kind"], name=body["name"],
             contact=body["contact"], delivery=body["delivery"], consent=body["consent"],
             resident_code=body.get("resident_code") or None, note=body.get("note", ""),
-            scope=scope.name if scope else "real", drill_id=scope.drill_id if scope else None,
+            scope=scope.name, drill_id=scope.drill_id,
         )
     except deferred.DeferredError as exc:
         return error(400, "bad_request", str(exc))

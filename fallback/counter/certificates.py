@@ -31,13 +31,32 @@ def _list(form, name: str) -> list[str]:
     return [v for item in values for v in str(item).split(",") if v]
 
 
+# The longest text each typed field of a request may hold before it is
+# stored (the request row, the audit): longer is a mistake or abuse.
+MAX_FIELD_LENGTHS = {
+    "requester_name": ("請求者の氏名", 100), "purpose": ("使用目的", 200), "contact": ("連絡先", 200),
+    "identity_document": ("本人確認書類", 100), "seal_card_number": ("印鑑登録証の番号", 32),
+}
+MAX_MEMBERS = 100  # a household's members, far above any real household
+MAX_APPROVER_LENGTH = 64
+
+
+def _check_lengths(req: IssueRequest) -> None:
+    for field, (label, limit) in MAX_FIELD_LENGTHS.items():
+        if len(getattr(req, field)) > limit:
+            raise issuance.IssueError(f"{label}が長すぎます（{limit}文字まで）。")
+    if len(req.members) > MAX_MEMBERS or any(len(code) > 20 for code in req.members) or len(req.items) > len(issuance.OPTIONAL_ITEMS):
+        raise issuance.IssueError("世帯員または記載事項の指定が多すぎます。")
+
+
 def request_from_form(subject_code: str, form) -> IssueRequest:
-    """Build a request from an HTML form or a JSON body (same field names)."""
+    """Build a request from an HTML form or a JSON body (same field names);
+    a field longer than it may be stored is refused here."""
     try:
         copies = int(form.get("copies") or 1)
     except (TypeError, ValueError):
         raise issuance.IssueError("通数は数字で入力してください。") from None
-    return IssueRequest(
+    req = IssueRequest(
         kind=str(form.get("kind", "")),
         subject_code=subject_code,
         requester_type=str(form.get("requester_type", "")),
@@ -55,20 +74,36 @@ def request_from_form(subject_code: str, form) -> IssueRequest:
         seal_card_number=str(form.get("seal_card_number", "")),
         acknowledge_move_out=_flag(form, "acknowledge_move_out"),
     )
+    _check_lengths(req)
+    return req
 
 
 def supervisor_approval(conn, config: Config, username: str, password: str, *, clerk: str, subject: str) -> str:
-    """A supervisor approves a restricted request on the spot by entering
-    their own credentials at the clerk's terminal. Every attempt is audited."""
-    security = config["security"]
-    try:
-        user = users.authenticate(conn, username, password, max_failures=security["login_max_failures"],
-                                  lockout_minutes=security["login_lockout_minutes"], remote="approval")
-    except users.LoginRefused as exc:
-        audit.record(conn, clerk, "approval.failed", subject, {"approver": username})
-        raise IssueRefused("approval_failed", f"係長の承認を確認できません: {exc}") from exc
+    """A supervisor other than the issuing clerk approves a restricted
+    request on the spot by entering their own credentials at the clerk's
+    terminal. Every attempt is audited. A failed approval never counts
+    against the supervisor's login (it would let a counter lock its own
+    supervisor out); failures slow down the clerk's next approvals instead,
+    as failed logins do, so a counter cannot guess a password either."""
+    throttle = users.LoginThrottle.from_config(config["security"])
+    at = now()
+    since = (at - throttle.window).isoformat(timespec="milliseconds")
+    failures, latest = conn.execute(
+        "SELECT count(*), max(at) FROM audit WHERE actor = ? AND action = 'approval.failed' AND at >= ?", (clerk, since)
+    ).fetchone()
+    wait = throttle.wait_seconds(failures, latest, at)
+    if wait > 0:
+        raise IssueRefused("approval_failed", f"承認の失敗が続いたため、{max(1, round(wait + 0.5))}秒待ってからやり直してください。")
+    approver = username[:MAX_APPROVER_LENGTH]
+    if username == clerk:
+        audit.record(conn, clerk, "approval.failed", subject, {"approver": approver, "reason": "self"})
+        raise IssueRefused("approval_failed", "交付する職員は自分の交付を承認できません。別の係長に承認を依頼してください。")
+    user = users.password_matches(conn, username, password)
+    if user is None:
+        audit.record(conn, clerk, "approval.failed", subject, {"approver": approver})
+        raise IssueRefused("approval_failed", "係長の承認を確認できません: ユーザー名またはパスワードが違います。")
     if user.role != "supervisor":
-        audit.record(conn, clerk, "approval.failed", subject, {"approver": username, "role": user.role})
+        audit.record(conn, clerk, "approval.failed", subject, {"approver": approver, "role": user.role})
         raise IssueRefused("approval_failed", "承認できるのは係長の役割の職員だけです。")
     audit.record(conn, user.username, "approval.granted", subject, {"clerk": clerk})
     return user.username

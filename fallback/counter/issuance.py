@@ -228,12 +228,7 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
     flags = []
     protected = [r for r in residents if r.get("support_measure")]
     for resident in protected:
-        is_self = req.requester_type == "self" and resident["resident_code"] == req.subject_code
-        if not is_self and not req.approved_by:
-            raise IssueRefused(
-                "support_measure",
-                "支援措置（DV等）の対象者が含まれています。本人以外への交付には係長の承認が必要です。係長を呼んでください。",
-            )
+        check_support_measure(req, resident, counter_config["support_measure_approvable"])
     if protected:
         flags.append("support_measure_approved" if req.approved_by else "support_measure_self")
     if any(r.get("planned_move_out") for r in residents):
@@ -245,6 +240,32 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
         flags.append("planned_move_out")
     fee = counter_config["fees_yen"].get(req.kind, 300) * req.copies
     return Plan(residents=residents, seal=seal, flags=flags, fee_yen=fee)
+
+
+# Requesters for whom a ward may allow an approved exception; an agent or a
+# third party asking for a 支援措置 resident's record is always refused.
+SUPPORT_MEASURE_APPROVABLE = ("household",)
+
+
+def check_support_measure(req: IssueRequest, resident: dict, approvable: list[str]) -> None:
+    """A 支援措置 (DV等) resident's record goes to the resident themself;
+    to a member of their household only if the ward lists "household" in
+    counter.support_measure_approvable and a supervisor other than the
+    issuing clerk approved (fallback.counter.certificates); to nobody else."""
+    if req.requester_type == "self" and resident["resident_code"] == req.subject_code:
+        return
+    relation = "household" if req.requester_type in ("self", "household") else req.requester_type
+    if relation not in approvable or relation not in SUPPORT_MEASURE_APPROVABLE:
+        raise IssueRefused(
+            "support_measure",
+            "支援措置（DV等）の対象者が含まれています。本人以外からの請求には交付できません。"
+            "請求者に、交付できないことだけを伝えてください（理由や住所は伝えません）。",
+        )
+    if not req.approved_by:
+        raise IssueRefused(
+            "support_measure",
+            "支援措置（DV等）の対象者が含まれています。同一世帯の方への交付には、交付する職員とは別の係長の承認が必要です。",
+        )
 
 
 def _active_seal(register, subject: dict, card_number: str) -> dict:

@@ -1,14 +1,18 @@
 """Finding residents: query parsing, the audited search and record view,
 and the flag for a clerk paging through many residents.
 
-Every search is audited with its query and every record view with the
-resident code — in the encrypted operational database, never in a log file.
+Every search is audited with its query and the residents it showed, and
+every record view with the resident code — in the encrypted operational
+database, never in a log file. A result list shows a 支援措置 (DV等)
+resident without their address: finding the person at the counter needs
+the name and birth date, and the address is what the measure protects.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from dataclasses import dataclass
 
 from fallback import audit
@@ -17,6 +21,10 @@ from printing.wareki import parse_date_input
 
 MAX_RESULTS = 50
 MAX_QUERY_LENGTH = 100  # per field; the API document says the same
+# Summaries are stored as compact JSON (sync.schema.summary_text), so a
+# protected resident's summary contains exactly this text.
+_SUPPORT_MEASURE = '"support_measure":true'
+_RESIDENT_CODE = re.compile(r'"resident_code":"([^"]*)"')
 
 
 class QueryError(Exception):
@@ -85,13 +93,28 @@ class Found:
         return "[" + ",".join(self.texts) + "]"
 
 
-def search(conn, register, query: Query, criteria: dict, *, actor: str, drill: bool) -> Found:
+def without_protected_address(text: str) -> str:
+    """A stored summary as a result list may show it: a 支援措置 resident's
+    address is left out (null). Others pass through unparsed."""
+    if _SUPPORT_MEASURE not in text:
+        return text
+    summary = json.loads(text)
+    summary["address"] = None
+    return json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
+
+
+def search(conn, register, query: Query, criteria: dict, *, actor: str, drill: bool, flag_count: int, flag_window_minutes: int) -> Found:
     try:
         texts = register.search_texts(**criteria, limit=MAX_RESULTS + 1)
     except ValueError:  # a criterion of punctuation only ("・", "ー") leaves nothing to search for
         raise QueryError("検索の条件が記号だけです。氏名・カナ・住所は文字で入力してください。") from None
-    audit.record(conn, actor, "search", None, {"query": query.as_dict(), "results": len(texts)}, drill=drill, durable=False)
-    return Found(texts[:MAX_RESULTS], len(texts) > MAX_RESULTS)
+    shown = [without_protected_address(text) for text in texts[:MAX_RESULTS]]
+    codes = [match.group(1) for text in shown if (match := _RESIDENT_CODE.search(text))]
+    audit.record(conn, actor, "search", None, {"query": query.as_dict(), "results": len(texts), "residents": codes},
+                 drill=drill, durable=False)
+    if codes:
+        flag_bulk_viewing(conn, actor, flag_count=flag_count, window=dt.timedelta(minutes=flag_window_minutes), drill=drill)
+    return Found(shown, len(texts) > MAX_RESULTS)
 
 
 def view_resident(conn, register, code: str, *, actor: str, drill: bool, flag_count: int, flag_window_minutes: int) -> dict | None:
@@ -110,12 +133,18 @@ def household_members(register, person: dict) -> list[dict]:
 
 
 def flag_bulk_viewing(conn, actor: str, *, flag_count: int, window: dt.timedelta, drill: bool) -> bool:
-    """Flag (once per window) a clerk who viewed more distinct residents
-    than `flag_count` within `window`: the pattern of someone browsing the
-    register rather than serving the person at the counter."""
+    """Flag (once per window) a clerk who saw more distinct residents than
+    `flag_count` within `window` — a record opened, or a row of a result
+    list (which shows name, birth date and address): the pattern of someone
+    browsing the register rather than serving the person at the counter."""
     since = (now() - window).isoformat(timespec="milliseconds")
     viewed = conn.execute(
-        "SELECT count(DISTINCT target) FROM audit WHERE actor = ? AND action = 'view' AND at >= ?", (actor, since)
+        "SELECT count(*) FROM ("
+        " SELECT target FROM audit WHERE actor = ? AND action = 'view' AND at >= ? AND json_extract(detail, '$.found')"
+        " UNION"
+        " SELECT shown.value FROM audit, json_each(audit.detail, '$.residents') AS shown"
+        " WHERE audit.actor = ? AND audit.action = 'search' AND audit.at >= ?)",
+        (actor, since, actor, since),
     ).fetchone()[0]
     if viewed <= flag_count:
         return False

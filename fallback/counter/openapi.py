@@ -12,14 +12,27 @@ from __future__ import annotations
 import copy
 import re
 
+from fallback.counter.certificates import MAX_APPROVER_LENGTH, MAX_FIELD_LENGTHS, MAX_MEMBERS
 from fallback.counter.lookup import MAX_QUERY_LENGTH
 from fallback.deferred import DELIVERY
 from fallback.deferred import KINDS as DEFERRED_KINDS
+from fallback.deferred import MAX_LENGTHS as DEFERRED_LENGTHS
+from fallback.modes import MAX_REASON_LENGTH
+from fallback.staff.users import MAX_USERNAME_LENGTH
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 # At least one character that is not a space, as Python's str.strip() sees
 # spaces (ECMA's \s, which the document's readers use, is a different set).
 _TEXT = {"type": "string", "pattern": "[^\\t-\\r\\x1c- \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"}
+MAX_PASSWORD_LENGTH = 1024  # Argon2 takes any length; nobody types more
+
+
+def _text(max_length: int) -> dict:
+    return {**_TEXT, "maxLength": max_length}
+
+
+def _string(max_length: int) -> dict:
+    return {"type": "string", "maxLength": max_length}
 
 
 def _json(schema: dict) -> dict:
@@ -28,7 +41,8 @@ def _json(schema: dict) -> dict:
 
 def _errors(*codes: int) -> dict:
     text = {400: "bad request", 401: "not logged in", 403: "role not allowed", 404: "not found",
-            409: "conflict", 422: "refused by a rule", 423: "counter locked (not in downtime)", 503: "no snapshot loaded"}
+            409: "conflict", 422: "refused by a rule", 423: "counter locked (not in downtime)",
+            429: "too many failed logins: wait Retry-After seconds", 503: "no snapshot loaded"}
     return {str(c): {"description": text[c], **_json(_ERROR)} for c in codes}
 
 
@@ -49,11 +63,11 @@ _ISSUE_BODY = {
     "properties": {
         "kind": {"type": "string", "enum": ["juminhyo", "kisai", "johyo", "inkan"]},
         "requester_type": {"type": "string", "enum": ["self", "household", "agent", "third_party"]},
-        "identity_document": _TEXT,
-        "requester_name": {"type": "string"},
-        "purpose": {"type": "string"},
-        "contact": {"type": "string"},
-        "members": {"type": "array", "items": {"type": "string"}},
+        "identity_document": _text(MAX_FIELD_LENGTHS["identity_document"][1]),
+        "requester_name": _string(MAX_FIELD_LENGTHS["requester_name"][1]),
+        "purpose": _string(MAX_FIELD_LENGTHS["purpose"][1]),
+        "contact": _string(MAX_FIELD_LENGTHS["contact"][1]),
+        "members": {"type": "array", "maxItems": MAX_MEMBERS, "items": _string(20)},
         "whole_household": {"type": "boolean"},
         "layout": {"type": "string", "enum": ["renketsu", "kojin"]},
         "items": {"type": "array", "items": {"type": "string", "enum": [
@@ -62,22 +76,22 @@ _ISSUE_BODY = {
         "omit_katagaki": {"type": "boolean"},
         "copies": {"type": "integer", "minimum": 1, "description": "at most counter.max_copies (maximum filled in per appliance)"},
         "delegation_letter": {"type": "boolean"},
-        "seal_card_number": {"type": "string"},
+        "seal_card_number": _string(MAX_FIELD_LENGTHS["seal_card_number"][1]),
         "acknowledge_move_out": {"type": "boolean"},
-        "approver": {"type": "string"},
-        "approver_password": {"type": "string"},
+        "approver": _string(MAX_APPROVER_LENGTH),
+        "approver_password": _string(MAX_PASSWORD_LENGTH),
     },
 }
 _LOGIN_BODY = {"type": "object", "required": ["username", "password", "terminal"], "properties": {
-    "username": {"type": "string"}, "password": {"type": "string"},
+    "username": _string(MAX_USERNAME_LENGTH), "password": _string(MAX_PASSWORD_LENGTH),
     "terminal": {"type": "string", "description": "one of the configured counter terminals (enum filled in per appliance)"}}}
 DEFERRED_BODY = {"type": "object", "required": ["kind", "name", "contact", "delivery", "consent"], "properties": {
-    "kind": {"type": "string", "enum": list(DEFERRED_KINDS)}, "name": _TEXT, "contact": _TEXT,
-    "delivery": {"type": "string", "enum": list(DELIVERY)},
+    "kind": {"type": "string", "enum": list(DEFERRED_KINDS)}, "name": _text(DEFERRED_LENGTHS["name"]),
+    "contact": _text(DEFERRED_LENGTHS["contact"]), "delivery": {"type": "string", "enum": list(DELIVERY)},
     "consent": {"type": "boolean", "enum": [True], "description": "the resident agreed to be contacted after recovery"},
-    "resident_code": {"type": "string"}, "note": {"type": "string"}}}
+    "resident_code": _string(DEFERRED_LENGTHS["resident_code"]), "note": _string(DEFERRED_LENGTHS["note"])}}
 MODE_BODY = {"type": "object", "required": ["to_mode", "reason"], "properties": {
-    "to_mode": {"type": "string", "enum": ["standby", "suspect", "downtime", "recovery"]}, "reason": _TEXT}}
+    "to_mode": {"type": "string", "enum": ["standby", "suspect", "downtime", "recovery"]}, "reason": _text(MAX_REASON_LENGTH)}}
 
 OPENAPI = {
     "openapi": "3.0.3",
@@ -89,7 +103,7 @@ OPENAPI = {
             "post": {
                 "summary": "Log in at a counter terminal",
                 "requestBody": {"required": True, **_json(_LOGIN_BODY)},  # terminal's enum: see document()
-                "responses": {"201": {"description": "logged in", **_json({"type": "object"})}, **_errors(400, 401)},
+                "responses": {"201": {"description": "logged in", **_json({"type": "object"})}, **_errors(400, 401, 429)},
             },
             "delete": {"summary": "Log out", "responses": {"204": {"description": "logged out"}, **_errors(400, 401)}},
         },
@@ -120,13 +134,14 @@ OPENAPI = {
                     "parameters": [{"name": "scope", "in": "path", "required": True, "schema": {"type": "string", "enum": ["real", "drill"]}},
                                    {"name": "serial", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}],
                     "responses": {"200": {"description": "PDF", "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
-                                  **_errors(401, 403, 404)}},
+                                  **_errors(401, 403, 404, 423)}},
         },
         "/api/v1/deferred": {
-            "get": {"summary": "Deferred requests", "responses": {"200": {"description": "list", **_json({"type": "object"})}, **_errors(401, 403)}},
+            "get": {"summary": "Deferred requests (a clerk's own; every counter's for a supervisor)",
+                    "responses": {"200": {"description": "list", **_json({"type": "object"})}, **_errors(401, 403, 423)}},
             "post": {"summary": "Record a deferred request",
                      "requestBody": {"required": True, **_json(DEFERRED_BODY)},
-                     "responses": {"201": {"description": "recorded", **_json({"type": "object"})}, **_errors(400, 401, 403)}},
+                     "responses": {"201": {"description": "recorded", **_json({"type": "object"})}, **_errors(400, 401, 403, 423)}},
         },
         "/api/v1/mode": {
             "post": {"summary": "Change the operating mode (supervisor)",
@@ -142,7 +157,8 @@ OPENAPI = {
         "ResidentSummary": {"type": "object", "required": ["resident_code", "name", "birth_date", "status"], "properties": {
             "resident_code": {"type": "string"}, "name": {"type": "string"}, "name_kana": {"type": "string"},
             "birth_date": {"type": "string"}, "status": {"type": "string", "enum": ["active", "removed"]},
-            "support_measure": {"type": "boolean"}}},
+            "support_measure": {"type": "boolean"},
+            "address": {"type": "object", "nullable": True, "description": "null for a 支援措置 resident: a result list never shows their address"}}},
     }},
 }
 
@@ -195,6 +211,10 @@ def _value_problem(rule: dict, value) -> str | None:
         return f"must be of type {rule['type']}"
     if "enum" in rule and value not in rule["enum"]:
         return f"must be one of {rule['enum']}"
+    if "maxLength" in rule and len(value) > rule["maxLength"]:
+        return f"must be at most {rule['maxLength']} characters"
+    if "maxItems" in rule and len(value) > rule["maxItems"]:
+        return f"must have at most {rule['maxItems']} items"
     if "pattern" in rule and not re.search(rule["pattern"], value):
         return f"must match {rule['pattern']}"
     if "minimum" in rule and value < rule["minimum"] or "maximum" in rule and value > rule["maximum"]:

@@ -7,20 +7,24 @@ from flask import Blueprint, Response, abort, current_app, g, redirect, render_t
 from werkzeug.datastructures import MultiDict
 
 from fallback import deferred
-from fallback.counter import issuance, lookup
+from fallback.counter import access, issuance, lookup
 from fallback.counter.certificates import issue_certificate, request_from_form, supervisor_approval
 from fallback.counter.rendering import print_settings
 from fallback.counter.state import COUNTER_ROLES, counter_scope
 from fallback.db import get_ops
 from fallback.mirror.registry import get_register
-from fallback.staff.security import roles
+from fallback.staff.security import forbidden, roles
 
 bp = Blueprint("counter", __name__, url_prefix="/counter", template_folder="templates")
 
 
-
 def _locked_page(reason: str):
     return render_template("counter/locked.html", reason=reason), 423
+
+
+def _flag_settings() -> dict:
+    security = current_app.config["SONAE"]["security"]
+    return {"flag_count": security["view_flag_count"], "flag_window_minutes": security["view_flag_window_minutes"]}
 
 
 @bp.route("/")
@@ -36,7 +40,7 @@ def search():
     if any(request.args.get(k) for k in ("kana", "name", "birth", "address", "code")):
         try:
             query, criteria = lookup.parse_query(request.args, print_settings(current_app.config["SONAE"]).eras)
-            found = lookup.search(get_ops(), register, query, criteria, actor=g.staff.username, drill=scope.is_drill)
+            found = lookup.search(get_ops(), register, query, criteria, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
         except lookup.QueryError as exc:
             error = str(exc)
     return render_template(
@@ -52,9 +56,7 @@ def resident(code):
     if scope is None:
         return _locked_page(locked)
     register = get_register()
-    security = current_app.config["SONAE"]["security"]
-    person = lookup.view_resident(get_ops(), register, code, actor=g.staff.username, drill=scope.is_drill,
-                                  flag_count=security["view_flag_count"], flag_window_minutes=security["view_flag_window_minutes"])
+    person = lookup.view_resident(get_ops(), register, code, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
     if person is None:
         abort(404, "この住民票コードの方は写しにいません。")
     household = lookup.household_members(register, person)
@@ -67,6 +69,7 @@ def _form_choices() -> dict:
     return {
         "kinds": issuance.KINDS, "requester_types": issuance.REQUESTER_TYPES, "documents": issuance.IDENTITY_DOCUMENTS,
         "optional_items": issuance.OPTIONAL_ITEMS, "layouts": issuance.LAYOUTS,
+        "support_measure_approvable": current_app.config["SONAE"]["counter"]["support_measure_approvable"],
     }
 
 
@@ -101,29 +104,28 @@ def issue(code):
 @bp.route("/issued/<int:request_id>")
 @roles(*COUNTER_ROLES)
 def issued(request_id):
-    conn = get_ops()
-    request_row = conn.execute(
-        "SELECT id, kind, subject_code, copies, fee_yen, flags, clerk, scope FROM requests WHERE id = ? AND outcome = 'issued'", (request_id,)
-    ).fetchone()
-    if request_row is None:
+    try:
+        found = access.issued_request(get_ops(), g.staff, current_app.config["SONAE"], request_id)
+    except access.Locked as exc:
+        return _locked_page(str(exc))
+    except access.Denied as exc:
+        return forbidden(str(exc))
+    if found is None:
         abort(404)
-    copies = conn.execute(
-        "SELECT serial, scope, copy_number, status, pages, print_job, print_state FROM certificates WHERE request_id = ? ORDER BY copy_number",
-        (request_id,),
-    ).fetchall()
-    return render_template("counter/issued.html", req=request_row, copies=copies, kinds=issuance.KINDS)
+    return render_template("counter/issued.html", req=found, kinds=issuance.KINDS)
 
 
 @bp.route("/certificate/<scope>/<int:serial>.pdf")
 @roles(*COUNTER_ROLES)
 def certificate_pdf(scope, serial):
-    conn = get_ops()
-    pdf = issuance.certificate_pdf(conn, scope, serial)
+    try:
+        pdf = access.certificate_pdf(get_ops(), g.staff, current_app.config["SONAE"], scope, serial)
+    except access.Locked as exc:
+        return _locked_page(str(exc))
+    except access.Denied as exc:
+        return forbidden(str(exc))
     if pdf is None:
         abort(404)
-    from fallback import audit
-
-    audit.record(conn, g.staff.username, "certificate.open", f"{scope}:{serial}", {}, drill=scope == "drill")
     return Response(pdf, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="{scope}-{serial:06d}.pdf"', "Cache-Control": "no-store"})
 
@@ -132,9 +134,11 @@ def certificate_pdf(scope, serial):
 @roles(*COUNTER_ROLES)
 def deferred_requests():
     conn = get_ops()
-    scope, _ = counter_scope(conn, g.staff, current_app.config["SONAE"])
-    scope_name = scope.name if scope else "real"
-    drill_id = scope.drill_id if scope else None
+    config = current_app.config["SONAE"]
+    try:
+        scope = access.records_scope(conn, g.staff, config)
+    except access.Locked as exc:
+        return _locked_page(str(exc))
     error, saved = None, None
     if request.method == "POST":
         form = request.form
@@ -142,11 +146,11 @@ def deferred_requests():
             saved = deferred.record(
                 conn, clerk=g.staff.username, office=g.staff.office, kind=form.get("kind", ""), name=form.get("name", ""),
                 contact=form.get("contact", ""), delivery=form.get("delivery", ""), consent=form.get("consent") == "1",
-                resident_code=form.get("resident_code") or None, note=form.get("note", ""), scope=scope_name, drill_id=drill_id,
+                resident_code=form.get("resident_code") or None, note=form.get("note", ""), scope=scope.name, drill_id=scope.drill_id,
             )
         except deferred.DeferredError as exc:
             error = str(exc)
-    rows = deferred.worklist(conn, scope=scope_name, drill_id=drill_id)
+    _, rows = access.deferred_list(conn, g.staff, config)
     return render_template("counter/deferred.html", rows=rows, error=error, saved=saved, form=request.form if error else MultiDict(),
                            kinds=deferred.KINDS, delivery=deferred.DELIVERY, statuses=deferred.STATUSES,
                            prefill_code=request.args.get("resident_code", ""), prefill_name=request.args.get("name", "")), (422 if error else 200)
@@ -155,7 +159,9 @@ def deferred_requests():
 @bp.route("/deferred.csv")
 @roles("supervisor")
 def deferred_csv():
-    rows = deferred.worklist(get_ops(), scope="real")
+    try:
+        _, rows = access.deferred_list(get_ops(), g.staff, current_app.config["SONAE"], export=True, real_only=True)
+    except access.Locked as exc:
+        return _locked_page(str(exc))
     return Response(deferred.to_csv(rows), mimetype="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="deferred-requests.csv"'})
-

@@ -4,11 +4,9 @@ with contact details and consent, as a worklist for after recovery."""
 
 from __future__ import annotations
 
-import csv
-import io
-
 from fallback import audit
 from fallback.ops import Transaction, now_iso
+from fallback.staff.spreadsheets import csv_text
 
 KINDS = {
     "tennyu": "転入届",
@@ -21,6 +19,9 @@ KINDS = {
 }
 DELIVERY = {"counter": "窓口で受取り", "mail": "郵送（区負担）", "phone": "電話で連絡"}
 STATUSES = {"open": "未対応", "contacted": "連絡済み", "done": "完了"}
+# The longest text each typed field may hold (a name with 通称, a phone
+# number or an address to mail to, a note): longer is a mistake or abuse.
+MAX_LENGTHS = {"name": 100, "contact": 200, "note": 500, "resident_code": 20}
 
 
 class DeferredError(Exception):
@@ -39,6 +40,10 @@ def record(conn, *, clerk: str, office: str, kind: str, name: str, contact: str,
         raise DeferredError("受取り方法を選んでください。")
     if not consent:
         raise DeferredError("連絡先を復旧後の連絡に使うことについて、住民の方の同意を確認してください。")
+    labels = {"name": "氏名", "contact": "連絡先", "note": "備考", "resident_code": "住民票コード"}
+    for field, value in (("name", name), ("contact", contact), ("note", note), ("resident_code", resident_code or "")):
+        if len(value.strip()) > MAX_LENGTHS[field]:
+            raise DeferredError(f"{labels[field]}が長すぎます（{MAX_LENGTHS[field]}文字まで）。")
     with Transaction(conn):
         cursor = conn.execute(
             "INSERT INTO deferred_requests (created_at, scope, drill_id, clerk, office, kind, resident_code, name, contact, delivery, consent, note) "
@@ -65,11 +70,18 @@ def set_status(conn, request_id: int, status: str, *, actor: str) -> None:
 COLUMNS = ("id", "created_at", "office", "clerk", "kind", "resident_code", "name", "contact", "delivery", "note", "status", "status_changed_at", "status_changed_by")
 
 
-def worklist(conn, *, scope: str = "real", drill_id: int | None = None, status: str | None = None) -> list[dict]:
+def worklist(conn, *, scope: str = "real", drill_id: int | None = None, status: str | None = None,
+             clerk: str | None = None) -> list[dict]:
+    """Deferred requests of a scope (and drill), optionally only one
+    status's or one clerk's. Callers showing them to staff go through
+    fallback.counter.access, which decides who may see which."""
     clauses, params = ["scope = ?"], [scope]
     if drill_id is not None:
         clauses.append("drill_id = ?")
         params.append(drill_id)
+    if clerk is not None:
+        clauses.append("clerk = ?")
+        params.append(clerk)
     if status:
         clauses.append("status = ?")
         params.append(status)
@@ -78,16 +90,11 @@ def worklist(conn, *, scope: str = "real", drill_id: int | None = None, status: 
 
 
 def to_csv(rows: list[dict]) -> str:
-    """CSV with Japanese headings, BOM-prefixed so Excel on the ward's PCs
-    opens it as UTF-8."""
+    """CSV with Japanese headings for a spreadsheet (typed text that looks
+    like a formula stays text: fallback.staff.spreadsheets)."""
     headings = ["受付番号", "受付日時", "窓口", "受付者", "種類", "住民票コード", "氏名", "連絡先", "受取り方法", "備考", "状況", "状況更新日時", "更新者"]
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(headings)
-    for row in rows:
-        writer.writerow([
-            row["id"], row["created_at"], row["office"], row["clerk"], KINDS[row["kind"]], row["resident_code"] or "",
-            row["name"], row["contact"], DELIVERY[row["delivery"]], row["note"] or "", STATUSES[row["status"]],
-            row["status_changed_at"] or "", row["status_changed_by"] or "",
-        ])
-    return "\ufeff" + out.getvalue()
+    return csv_text(headings, ([
+        row["id"], row["created_at"], row["office"], row["clerk"], KINDS[row["kind"]], row["resident_code"] or "",
+        row["name"], row["contact"], DELIVERY[row["delivery"]], row["note"] or "", STATUSES[row["status"]],
+        row["status_changed_at"] or "", row["status_changed_by"] or "",
+    ] for row in rows))

@@ -153,7 +153,6 @@ class Issued:
     subject: str
     request_id: int
     serials: list[int]
-    approved_by: str | None = None
 
 
 @dataclass
@@ -301,7 +300,6 @@ class Case:
     copies: int = 1
     seal_card_number: str = ""
     items: tuple[str, ...] = ()
-    approval_after_refusal: bool = False  # the supervisor approves on the spot after the refusal
     deferred: str = ""  # a deferred request recorded after the case (kind)
     contact: str = "090-1234-5678"
 
@@ -328,8 +326,9 @@ class Cast:
         c = self
         return [
             Case(0, "juminhyo", c.household, "issued", whole_household=True, copies=2),
+            # an agent asking for a 支援措置 resident's record is refused outright: no approval opens it
             Case(0, "juminhyo", c.protected, "support_measure", requester_type="agent", requester_name="代理　太郎",
-                 identity_document="マイナンバーカード", approval_after_refusal=True),
+                 identity_document="マイナンバーカード"),
             Case(0, "", c.mover, "", deferred="tenkyo"),
             Case(1, "inkan", c.sealed, "issued", identity_document="印鑑登録証", seal_card_number=c.seal_cards[c.sealed["resident_code"]]),
             Case(1, "inkan", c.revoked, "seal_revoked", identity_document="印鑑登録証",
@@ -763,12 +762,8 @@ class OutageDay:
                 if outcome != "issued":
                     self.record.refused.append(Refused(clerk, terminal["office"], case.kind, code, outcome))
                     desk.shot(f"counter-refused-{outcome}", at="#issue-error")
-                    if case.approval_after_refusal:
-                        desk.wait("#approver").send_keys(SUPERVISOR)
-                        desk.wait("#approver-password").send_keys(self.passwords[SUPERVISOR])
-                        outcome = self.submit(desk)
-                if outcome == "issued":
-                    self.record_issued(desk, case, SUPERVISOR if case.approval_after_refusal else None)
+                else:
+                    self.record_issued(desk, case)
         if case.deferred:
             with self.gate.shared():
                 self.defer(desk, case)
@@ -835,12 +830,12 @@ class OutageDay:
             return "issued"
         return desk.find("#issue-error")[0].get_attribute("data-rule") or "error: " + desk.find("#issue-error")[0].text
 
-    def record_issued(self, desk: Browser, case: Case, approved_by: str | None) -> None:
+    def record_issued(self, desk: Browser, case: Case) -> None:
         terminal = TERMINALS[case.clerk]
         request_id = int(re.search(r"/counter/issued/(\d+)", desk.driver.current_url).group(1))
         serials = [int(cell.text.split()[0]) for cell in desk.find("#issued-copies .serial")]
         self.record.issued.append(Issued(CLERKS[case.clerk], terminal["office"], case.kind, case.resident["resident_code"],
-                                         request_id, serials, approved_by))
+                                         request_id, serials))
         desk.shot("counter-issued")
         if self.screenshots is not None and not self.screenshots.taken("certificate"):
             pdf = requests.get(desk.find("#open-pdf")[0].get_attribute("href"), cookies=desk.cookies(), timeout=60)

@@ -35,6 +35,8 @@ TRANSITIONS: dict[tuple[str, str], frozenset[str]] = {
     (RECOVERY, STANDBY): frozenset({"supervisor"}),
 }
 
+MAX_REASON_LENGTH = 500  # stored in the history, the audit and the incident report
+
 DOWNTIME_REASONS = ("住民記録システム障害", "住基ネット連携障害", "ネットワーク障害", "夜間バッチ処理の遅延", "その他")
 
 
@@ -76,6 +78,8 @@ def change(conn, to_mode: str, *, actor: str, role: str, reason: str) -> ModeSta
     reason = (reason or "").strip()
     if not reason:
         raise ModeError("理由を入力してください。")
+    if len(reason) > MAX_REASON_LENGTH:
+        raise ModeError(f"理由が長すぎます（{MAX_REASON_LENGTH}文字まで）。")
     with Transaction(conn):
         state = current(conn)
         if state.mode == to_mode:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import datetime as dt
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from fallback import deferred, modes
-from fallback.counter import issuance, lookup
+from fallback.counter import access, issuance, lookup
 from fallback.db import get_ops
 from fallback.ops import now
 from fallback.staff.security import roles
@@ -41,11 +41,16 @@ def index():
     support_attempts = conn.execute(
         "SELECT at, actor, target, detail FROM audit WHERE action = 'support_measure.attempt' AND at >= ? ORDER BY id DESC", (since,)
     ).fetchall()
+    try:
+        _, deferred_rows = access.deferred_list(conn, g.staff, current_app.config["SONAE"], real_only=True)
+        deferred_locked = None
+    except access.Locked as exc:
+        deferred_rows, deferred_locked = [], str(exc)
     return render_template(
         "supervisor/index.html", state=state, reasons=modes.DOWNTIME_REASONS, labels=modes.LABELS,
         summary=issuance_summary(conn, since), recent=recent, kinds=issuance.KINDS,
         flags=lookup.open_flags(conn, (now() - dt.timedelta(days=1)).isoformat()),
-        support_attempts=support_attempts, deferred_rows=deferred.worklist(conn, scope="real"),
+        support_attempts=support_attempts, deferred_rows=deferred_rows, deferred_locked=deferred_locked,
         deferred_kinds=deferred.KINDS, deferred_statuses=deferred.STATUSES, history=modes.history(conn)[-10:],
     )
 

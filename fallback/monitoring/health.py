@@ -67,22 +67,30 @@ def _timestamp(iso: str | None) -> float | None:
     return dt.datetime.fromisoformat(iso).timestamp() if iso else None
 
 
-def metric_families(config: Config, conn, at: dt.datetime) -> list:
+def metric_families(config: Config, conn, at: dt.datetime, *, public: bool = False) -> list:
     """Every metric, read from the database and the snapshot store now
     (`conn` is None when the key is missing: only the key and readiness
-    gauges can be given then)."""
+    gauges can be given then). `public`: only what the public notice says
+    — whether the counters could be served, and whether they are working
+    from the copy because of an outage."""
     families = []
     state = readiness(config, at)
-    key = GaugeMetricFamily("sonae_key_loaded", "1 when the master encryption key loads")
-    key.add_metric([], int(state.key_loaded))
     ready = GaugeMetricFamily("sonae_ready", "1 when the counters could be served (key, snapshot, data age)")
     ready.add_metric([], int(state.ready))
-    families += [key, ready]
-    if conn is None:  # without the key the operational database cannot be opened
+    families.append(ready)
+    current = modes.current(conn).mode if conn is not None else None  # without the key the database cannot be opened
+    if current is not None:
+        downtime = GaugeMetricFamily("sonae_downtime", "1 while the counters issue from the copy (downtime), as the public notice says")
+        downtime.add_metric([], int(current == modes.DOWNTIME))
+        families.append(downtime)
+    if public:
         return families
-
+    key = GaugeMetricFamily("sonae_key_loaded", "1 when the master encryption key loads")
+    key.add_metric([], int(state.key_loaded))
+    families.append(key)
+    if current is None:
+        return families
     mode = GaugeMetricFamily("sonae_mode", "1 for the current operating mode", labels=["mode"])
-    current = modes.current(conn).mode
     for name in modes.LABELS:
         mode.add_metric([name], int(name == current))
     families.append(mode)
@@ -171,7 +179,7 @@ class _Snapshot:
         return iter(self._families)
 
 
-def metrics_text(config: Config, conn, at: dt.datetime) -> bytes:
+def metrics_text(config: Config, conn, at: dt.datetime, *, public: bool = False) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(metric_families(config, conn, at)))
+    registry.register(_Snapshot(metric_families(config, conn, at, public=public)))
     return generate_latest(registry)

@@ -1,11 +1,14 @@
 """/healthz, /readyz and /metrics for load balancers, systemd watchdogs and
-Prometheus. All three are public (a scraper has no staff account) and carry
-no resident data — only states, ages and counts.
+Prometheus. All three answer without a staff login (a scraper has no staff
+account) and carry no resident data — only states, ages and counts.
 
-/metrics is public by default because it says no more than the outage
-notice does (mode, data age, counts of certificates by type); a ward that
-wants it closed sets alerts.metrics_token and the scraper sends
-"Authorization: Bearer <token>".
+What anyone may learn is what the public outage notice says: whether the
+appliance is serving, and in which mode. /readyz's status code (200 or
+503) and its one-word status are public, for load balancers and the
+pair's failover; its reasons and figures, and every metric beyond the mode
+and readiness, need alerts.metrics_token ("Authorization: Bearer <token>").
+Without a token configured they are not served at all: the IT dashboard
+shows them to logged-in staff.
 """
 
 from __future__ import annotations
@@ -37,11 +40,19 @@ def healthz():
     return _no_store(jsonify(status="alive", at=now().isoformat(timespec="seconds")))
 
 
+def _token_sent() -> bool:
+    """The request carries the configured alerts.metrics_token (never true
+    while none is configured)."""
+    token = current_app.config["SONAE"]["alerts"]["metrics_token"]
+    sent = request.headers.get("Authorization", "")
+    return bool(token) and hmac.compare_digest(sent.encode(), f"Bearer {token}".encode())
+
+
 @bp.route("/readyz")
 @public
 def readyz():
     state = health.readiness(current_app.config["SONAE"], now())
-    response = jsonify(state.body)
+    response = jsonify(state.body if _token_sent() else {"status": state.body["status"]})
     response.status_code = 200 if state.ready else 503
     return _no_store(response)
 
@@ -50,11 +61,9 @@ def readyz():
 @public
 def metrics():
     config = current_app.config["SONAE"]
-    token = config["alerts"]["metrics_token"]
-    if token:
-        sent = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(sent.encode(), f"Bearer {token}".encode()):
-            return Response("metrics need Authorization: Bearer <alerts.metrics_token>\n", status=401,
-                            mimetype="text/plain", headers={"WWW-Authenticate": "Bearer"})
+    if request.headers.get("Authorization") and not _token_sent():
+        return Response("wrong token: send Authorization: Bearer <alerts.metrics_token>, or none for the public metrics\n",
+                        status=401, mimetype="text/plain", headers={"WWW-Authenticate": "Bearer"})
     conn = get_ops() if key_status(config) is None else None
-    return _no_store(Response(health.metrics_text(config, conn, now()), content_type=CONTENT_TYPE_LATEST))
+    text = health.metrics_text(config, conn, now(), public=not _token_sent())
+    return _no_store(Response(text, content_type=CONTENT_TYPE_LATEST))

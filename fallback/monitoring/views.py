@@ -13,7 +13,7 @@ from fallback.mirror.registry import format_age
 from fallback.monitoring import alerts, reports, sla
 from fallback.monitoring import dashboard as dashboard_data
 from fallback.ops import now
-from fallback.staff.security import roles
+from fallback.staff.security import roles, served_over_https
 
 bp = Blueprint("monitor", __name__, url_prefix="/monitor", template_folder="templates")
 MONITOR_ROLES = ("it", "supervisor")
@@ -39,7 +39,7 @@ def seconds_text(seconds: float | None) -> str:
 @roles(*MONITOR_ROLES)
 def dashboard():
     context = dashboard_data.dashboard(get_ops(), current_app.config["SONAE"], now())
-    return render_template("monitor/dashboard.html", title="監視", **context)
+    return render_template("monitor/dashboard.html", title="監視", https=served_over_https(), **context)
 
 
 def _error(title: str, message: str, status: int):

@@ -10,6 +10,7 @@ from fallback import anchor
 from fallback import audit as audit_log
 from fallback.cli_support import config
 from fallback.ops import open_ops
+from fallback.staff import spreadsheets
 
 
 @click.group("audit")
@@ -53,11 +54,6 @@ def export(since, until, actor, action, fmt):
         for row in rows:
             click.echo(json.dumps(row, ensure_ascii=False))
         return
-    import csv
     import sys
 
-    writer = csv.writer(sys.stdout)
-    writer.writerow(["id", "at", "actor", "action", "target", "detail", "drill", "hash"])
-    for row in rows:
-        writer.writerow([row["id"], row["at"], row["actor"], row["action"], row["target"] or "",
-                         json.dumps(row["detail"], ensure_ascii=False), int(row["drill"]), row["hash"]])
+    spreadsheets.write_rows(sys.stdout, audit_log.CSV_HEADINGS, map(audit_log.csv_row, rows))

@@ -4,6 +4,7 @@ terminal fixes the office and printer printed in every 発行番号."""
 from __future__ import annotations
 
 import secrets
+from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
 
@@ -31,31 +32,41 @@ def home_url(role: str) -> str:
     return url_for(endpoint) if endpoint in current_app.view_functions else url_for("auth.home")
 
 
-def _safe_next(target: str | None) -> str | None:
-    # Only same-site paths: never an absolute URL an attacker could plant.
-    if target and target.startswith("/") and not target.startswith("//") and not target.startswith("/login"):
-        return target.rstrip("?")
-    return None
+def safe_next(target: str | None) -> str | None:
+    """`target` if it is a path on this site, else None: never a URL an
+    attacker could plant. Browsers read a backslash as a slash and drop
+    tabs and line breaks, so "/\\x" and "/<TAB>/x" lead to another host
+    just as "//x" does; none of them, nor any control character, passes."""
+    if not target or not target.startswith("/") or target.startswith(("//", "/login")):
+        return None
+    if "\\" in target or any(c.isspace() or not c.isprintable() for c in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc:
+        return None
+    return target.rstrip("?")
+
+
+def login_throttle() -> users.LoginThrottle:
+    return users.LoginThrottle.from_config(current_app.config["SONAE"]["security"])
 
 
 @bp.route("/login", methods=["GET", "POST"])
 @public
 def login():
-    error = None
+    error, status, headers = None, 200, {}
     if request.method == "POST":
-        config = current_app.config["SONAE"]["security"]
         terminal_id = request.form.get("terminal", "")
         terminal = next((t for t in terminals() if t["id"] == terminal_id), None)
         try:
             if terminal is None:
                 raise users.LoginRefused("端末を選んでください。")
-            user = users.authenticate(
-                get_ops(), request.form.get("username", "").strip(), request.form.get("password", ""),
-                max_failures=config["login_max_failures"], lockout_minutes=config["login_lockout_minutes"],
-                remote=request.remote_addr,
-            )
+            user = users.authenticate(get_ops(), request.form.get("username", "").strip(), request.form.get("password", ""),
+                                      throttle=login_throttle(), remote=request.remote_addr)
+        except users.LoginThrottled as exc:
+            error, status, headers = str(exc), 429, {"Retry-After": str(exc.retry_after)}
         except users.LoginRefused as exc:
-            error = str(exc)
+            error, status = str(exc), 401
         else:
             staff = sessions.start(
                 get_ops(), username=user.username, role=user.role, terminal=terminal["id"],
@@ -65,9 +76,9 @@ def login():
             session["sid"] = staff.id
             session["csrf"] = secrets.token_urlsafe(32)
             session.permanent = False
-            return redirect(_safe_next(request.args.get("next")) or home_url(user.role))
+            return redirect(safe_next(request.args.get("next")) or home_url(user.role))
     expired = request.args.get("expired") == "1"
-    return render_template("login.html", error=error, expired=expired, terminals=terminals()), (401 if error else 200)
+    return render_template("login.html", error=error, expired=expired, terminals=terminals()), status, headers
 
 
 @bp.route("/logout", methods=["POST"])

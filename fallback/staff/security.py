@@ -1,8 +1,13 @@
-"""Request guards: login by default, roles, CSRF.
+"""Request guards: login by default, roles, CSRF, bounded bodies, HTTPS.
 
 Every endpoint needs a logged-in staff member unless its view is marked
 @public (the outage notice, certificate verification, health checks) —
 forgetting a decorator therefore fails closed, not open.
+
+A request body is bounded before anything reads it: FORM_BODY_LIMIT for
+forms and JSON, the app's MAX_CONTENT_LENGTH for file uploads (multipart).
+Served over HTTPS (web.https, or a request that the trusted reverse proxy
+says came over HTTPS), the session cookie is Secure and HSTS is sent.
 """
 
 from __future__ import annotations
@@ -12,11 +17,18 @@ import hmac
 import secrets
 
 from flask import abort, current_app, g, jsonify, redirect, render_template, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+from werkzeug.exceptions import RequestEntityTooLarge
 
 from fallback.db import get_ops
 from fallback.staff import sessions
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# Every form and JSON body Sonae takes is a few kilobytes; 64 KiB leaves
+# room and keeps a flood of megabyte fields out of the parser.
+FORM_BODY_LIMIT = 64 * 1024
+UPLOAD_LIMIT = 8 * 1024 * 1024  # MAX_CONTENT_LENGTH: a certificate PDF, scan or phone photo to check at /verify
+HSTS = "max-age=31536000"
 
 
 def public(view):
@@ -62,9 +74,25 @@ def _csrf_ok() -> bool:
     return bool(expected) and hmac.compare_digest(sent, expected)
 
 
+def served_over_https() -> bool:
+    """True when this request came over HTTPS: the whole site is (web.https),
+    or the trusted reverse proxy said so (waitress turns its
+    X-Forwarded-Proto into the request's scheme, see fallback.serve)."""
+    return request.is_secure or bool(current_app.config["SONAE"]["web"]["https"])
+
+
+class SessionCookies(SecureCookieSessionInterface):
+    """Flask's signed cookie, Secure whenever the request came over HTTPS."""
+
+    def get_cookie_secure(self, app) -> bool:
+        return served_over_https()
+
+
 def before_request():
     g.staff = None
     g.session_expired = False
+    if request.mimetype != "multipart/form-data":
+        request.max_content_length = FORM_BODY_LIMIT
     view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
     if request.endpoint == "static":
         return None
@@ -77,7 +105,8 @@ def before_request():
     sid = session.get("sid")
     if sid:
         config = current_app.config["SONAE"]
-        staff, why = sessions.resume(get_ops(), sid, idle_minutes=config["security"]["session_idle_minutes"])
+        staff, why = sessions.resume(get_ops(), sid, idle_minutes=config["security"]["session_idle_minutes"],
+                                     absolute_hours=config["security"]["session_absolute_hours"])
         g.staff = staff
         if staff is None:
             session.pop("sid", None)
@@ -99,15 +128,26 @@ def after_request(response):
     )
     response.headers.setdefault("X-Content-Type-Options", "nosniff")
     response.headers.setdefault("Referrer-Policy", "no-referrer")
+    if served_over_https():
+        response.headers["Strict-Transport-Security"] = HSTS
     if g.get("staff") is not None:
         # Pages with resident data must not linger in a shared PC's cache.
         response.headers["Cache-Control"] = "no-store"
     return response
 
 
+def too_large(exc):
+    message = "送信された内容が大きすぎます。入力を短くしてください。"
+    if wants_json():
+        return jsonify(error="too_large", message="the request body is too large"), 413
+    return render_template("error.html", title="送信を受け付けられません", message=message), 413
+
+
 def init_app(app) -> None:
+    app.session_interface = SessionCookies()
     app.before_request(before_request)
     app.after_request(after_request)
+    app.register_error_handler(RequestEntityTooLarge, too_large)
     app.jinja_env.globals["csrf_token"] = csrf_token
 
 

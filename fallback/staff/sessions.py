@@ -4,7 +4,9 @@ The signed cookie carries only a random session id and the CSRF token; the
 session row holds who is logged in at which terminal and printer (the
 発行番号 needs both) and when it was last used. An idle session is ended on
 the server, so a cookie copied from a counter PC is worthless after the
-timeout or a logout.
+timeout or a logout; every session also ends a fixed time after its login
+(however busy), and all of an account's sessions end when its password is
+reset.
 """
 
 from __future__ import annotations
@@ -44,11 +46,11 @@ def start(conn, *, username: str, role: str, terminal: str, office: str, printer
     return StaffSession(session_id, username, role, terminal, office, printer, stamp)
 
 
-def resume(conn, session_id: str, *, idle_minutes: int) -> tuple[StaffSession | None, str | None]:
+def resume(conn, session_id: str, *, idle_minutes: int, absolute_hours: float) -> tuple[StaffSession | None, str | None]:
     """Return (session, None) for a live session, or (None, why) — why is
     "expired" when it just timed out, so the login page can say so."""
     row = conn.execute(
-        "SELECT s.id, s.username, s.role, s.terminal, s.office, s.printer, s.last_seen, s.ended_at, u.disabled "
+        "SELECT s.id, s.username, s.role, s.terminal, s.office, s.printer, s.last_seen, s.ended_at, u.disabled, s.created_at "
         "FROM sessions s JOIN users u ON u.username = s.username WHERE s.id = ?",
         (session_id,),
     ).fetchone()
@@ -59,6 +61,9 @@ def resume(conn, session_id: str, *, idle_minutes: int) -> tuple[StaffSession | 
         return None, None
     last_seen = dt.datetime.fromisoformat(row[6])
     current = now()
+    if current - dt.datetime.fromisoformat(row[9]) > dt.timedelta(hours=absolute_hours):
+        end(conn, session_id, "absolute lifetime")
+        return None, "expired"
     if current - last_seen > dt.timedelta(minutes=idle_minutes):
         end(conn, session_id, "idle timeout")
         return None, "expired"
@@ -74,3 +79,14 @@ def end(conn, session_id: str, reason: str) -> None:
             return
         conn.execute("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?", (now_iso(), reason, session_id))
         audit.append(conn, row[0], "session.end", row[1], {"reason": reason})
+
+
+def end_all(conn, username: str, reason: str) -> int:
+    """End every open session of an account, inside the caller's
+    transaction (with the change that makes them invalid); returns how many."""
+    open_sessions = conn.execute("SELECT id, terminal FROM sessions WHERE username = ? AND ended_at IS NULL", (username,)).fetchall()
+    stamp = now_iso()
+    for session_id, terminal in open_sessions:
+        conn.execute("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?", (stamp, reason, session_id))
+        audit.append(conn, username, "session.end", terminal, {"reason": reason})
+    return len(open_sessions)

@@ -1,22 +1,30 @@
 """Local staff accounts.
 
-Passwords are hashed with Argon2id (argon2-cffi defaults). Failed logins are
-rate-limited per account: after `login_max_failures` failures within
-`login_lockout_minutes`, the account refuses even the right password until
-the window passes — and says so, so a clerk knows to wait or call a
-supervisor rather than keep guessing.
+Passwords are hashed with Argon2id (argon2-cffi defaults) and must be at
+least MIN_PASSWORD_LENGTH characters and not one of the common passwords
+in common-passwords.txt.
+
+Failed logins slow down, they never lock (see LoginThrottle): a hard lock
+after a few failures is a lock anyone can set, and an outsider could keep
+the only supervisor out in the middle of an outage. An unknown username
+costs the same Argon2 work as a known one, so the answer's time does not
+tell which accounts exist.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from fallback import audit
 from fallback.ops import Transaction, now, now_iso
+from fallback.staff import sessions
 
 ROLES = {
     "clerk": "窓口職員",
@@ -26,8 +34,14 @@ ROLES = {
     "auditor": "監査担当",
 }
 MIN_PASSWORD_LENGTH = 10
+MAX_USERNAME_LENGTH = 64  # also what is stored of a username typed at a failed login
+MAX_DISPLAY_NAME_LENGTH = 100
+COMMON_PASSWORDS = Path(__file__).with_name("common-passwords.txt")
 
 _hasher = PasswordHasher()
+# Verified against when the username is unknown or disabled, so that every
+# answer costs one Argon2 verification.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
 class UserError(Exception):
@@ -35,8 +49,18 @@ class UserError(Exception):
 
 
 class LoginRefused(Exception):
-    """Wrong credentials, a disabled account or a lockout (message is safe to
-    show: it never says which of user or password was wrong)."""
+    """Wrong credentials or a disabled account (message is safe to show: it
+    never says which of user or password was wrong)."""
+
+
+class LoginThrottled(LoginRefused):
+    """Too many recent failures from this source or on this account: the
+    attempt was not even checked. `retry_after` is in whole seconds."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"ログインの失敗が続いたため、{retry_after}秒待ってからやり直してください。"
+                         "急ぐときは、いつも使っている端末からログインするか、情報政策課に連絡してください。")
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -51,9 +75,55 @@ class User:
         return ROLES[self.role]
 
 
-def _check_password(password: str) -> None:
+@dataclass(frozen=True)
+class LoginThrottle:
+    """After `free_failures` failures within `window`, each further attempt
+    waits twice as long as the one before (1 s, 2 s, 4 s …, at most
+    `max_delay_s`) after the latest failure. Counted per source (any
+    account) and per account; a source that logged in to the account within
+    `trusted_days` is exempt from the account's count, so failures from
+    elsewhere never keep its owner out."""
+
+    free_failures: int
+    window: dt.timedelta
+    max_delay_s: float
+    trusted_days: int
+
+    @classmethod
+    def from_config(cls, security: dict) -> LoginThrottle:
+        return cls(security["login_free_failures"], dt.timedelta(minutes=security["login_failure_window_minutes"]),
+                   float(security["login_max_delay_s"]), security["login_trusted_source_days"])
+
+    def wait_seconds(self, failures: int, latest: str | None, at: dt.datetime) -> float:
+        """How long from `at` until the next attempt may be checked, given
+        `failures` within the window, the latest at `latest`."""
+        if failures < self.free_failures or latest is None:
+            return 0.0
+        delay = min(self.max_delay_s, 2.0 ** (failures - self.free_failures))
+        return max(0.0, (dt.datetime.fromisoformat(latest) + dt.timedelta(seconds=delay) - at).total_seconds())
+
+
+@cache
+def _common_passwords() -> frozenset[str]:
+    lines = COMMON_PASSWORDS.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip().lower() for line in lines if line.strip() and not line.startswith("#"))
+
+
+def password_problem(password: str, username: str = "") -> str | None:
+    """Why a password cannot be used, or None."""
     if len(password) < MIN_PASSWORD_LENGTH:
-        raise UserError(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
+        return f"password must be at least {MIN_PASSWORD_LENGTH} characters"
+    if password.lower() in _common_passwords():
+        return "password is one of the most common passwords; choose another"
+    if username and username.lower() in password.lower():
+        return "password must not contain the username"
+    return None
+
+
+def _check_password(password: str, username: str) -> None:
+    problem = password_problem(password, username)
+    if problem:
+        raise UserError(problem)
 
 
 def add_user(conn, username: str, display_name: str, role: str, password: str, *, actor: str) -> User:
@@ -61,7 +131,11 @@ def add_user(conn, username: str, display_name: str, role: str, password: str, *
         raise UserError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
     if not username or not username.isascii() or not username.replace("-", "").replace("_", "").replace(".", "").isalnum():
         raise UserError("username must be ASCII letters, digits, '-', '_' or '.'")
-    _check_password(password)
+    if len(username) > MAX_USERNAME_LENGTH:
+        raise UserError(f"username must be at most {MAX_USERNAME_LENGTH} characters")
+    if not display_name.strip() or len(display_name) > MAX_DISPLAY_NAME_LENGTH:
+        raise UserError(f"display name must be 1 to {MAX_DISPLAY_NAME_LENGTH} characters")
+    _check_password(password, username)
     with Transaction(conn):
         if conn.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone():
             raise UserError(f"user {username} already exists; use `sonae user reset` to set a new password")
@@ -82,7 +156,9 @@ def set_disabled(conn, username: str, disabled: bool, *, actor: str) -> None:
 
 
 def reset_password(conn, username: str, password: str, *, actor: str) -> None:
-    _check_password(password)
+    """Set a new password; every open session of the account ends with it
+    (whoever learnt the old password may be logged in)."""
+    _check_password(password, username)
     with Transaction(conn):
         changed = conn.execute(
             "UPDATE users SET password_hash = ?, password_changed_at = ? WHERE username = ?",
@@ -92,6 +168,7 @@ def reset_password(conn, username: str, password: str, *, actor: str) -> None:
             raise UserError(f"no user {username}")
         conn.execute("DELETE FROM login_failures WHERE username = ?", (username,))
         audit.append(conn, actor, "user.reset", username, {})
+        sessions.end_all(conn, username, "password reset")
 
 
 def get_user(conn, username: str) -> User | None:
@@ -103,29 +180,67 @@ def list_users(conn) -> list[User]:
     return [User(r[0], r[1], r[2], bool(r[3])) for r in conn.execute("SELECT username, display_name, role, disabled FROM users ORDER BY username")]
 
 
-def authenticate(conn, username: str, password: str, *, max_failures: int, lockout_minutes: int, remote: str | None = None) -> User:
-    """Return the user, or raise LoginRefused. Every attempt is audited."""
-    window_start = (now() - dt.timedelta(minutes=lockout_minutes)).isoformat(timespec="milliseconds")
-    failures = conn.execute(
-        "SELECT count(*) FROM login_failures WHERE username = ? AND at >= ?", (username, window_start)
-    ).fetchone()[0]
-    if failures >= max_failures:
-        audit.record(conn, username, "login.locked", username, {"remote": remote})
-        raise LoginRefused(f"ログインの失敗が続いたため、{lockout_minutes}分間ロックされています。係長に連絡してください。")
-    row = conn.execute("SELECT password_hash, disabled FROM users WHERE username = ?", (username,)).fetchone()
-    ok = False
-    if row and not row[1]:
-        try:
-            ok = _hasher.verify(row[0], password)
-        except (VerifyMismatchError, VerificationError, InvalidHashError):
-            ok = False
+def password_matches(conn, username: str, password: str) -> User | None:
+    """The active user whose password this is, or None. Costs one Argon2
+    verification whether or not the account exists. Records nothing: the
+    caller audits and counts (a login, or an approval at a counter)."""
+    row = None
+    if len(username) <= MAX_USERNAME_LENGTH:
+        row = conn.execute("SELECT password_hash, disabled FROM users WHERE username = ?", (username,)).fetchone()
+    try:
+        ok = _hasher.verify(row[0] if row else _DUMMY_HASH, password)
+    except (VerifyMismatchError, VerificationError, InvalidHashError):
+        ok = False
+    return get_user(conn, username) if ok and row and not row[1] else None
+
+
+def _login_wait(conn, username: str, remote: str | None, throttle: LoginThrottle, at: dt.datetime) -> float:
+    since = (at - throttle.window).isoformat(timespec="milliseconds")
+    by_source = conn.execute("SELECT count(*), max(at) FROM login_failures WHERE remote IS ? AND at >= ?", (remote, since)).fetchone()
+    wait = throttle.wait_seconds(by_source[0], by_source[1], at)
+    trusted_since = (at - dt.timedelta(days=throttle.trusted_days)).isoformat(timespec="milliseconds")
+    trusted = conn.execute("SELECT 1 FROM sessions WHERE username = ? AND remote IS ? AND created_at >= ? LIMIT 1",
+                           (username, remote, trusted_since)).fetchone()
+    if not trusted:
+        by_account = conn.execute("SELECT count(*), max(at) FROM login_failures WHERE username = ? AND at >= ?", (username, since)).fetchone()
+        wait = max(wait, throttle.wait_seconds(by_account[0], by_account[1], at))
+    return wait
+
+
+def _audit_throttled(conn, username: str, remote: str | None, wait: float, at: dt.datetime) -> None:
+    """One audit entry per source while it waits out one delay, however
+    many attempts it makes meanwhile: refused attempts must not grow the
+    append-only log without bound."""
+    latest = conn.execute("SELECT max(at) FROM login_failures WHERE remote IS ? OR username = ?", (remote, username)).fetchone()[0]
+    already = conn.execute(
+        "SELECT 1 FROM audit WHERE at >= ? AND action = 'login.throttled' AND json_extract(detail, '$.remote') IS ? LIMIT 1",
+        (latest or at.isoformat(timespec="milliseconds"), remote),
+    ).fetchone()
+    if not already:
+        audit.record(conn, username, "login.throttled", username, {"remote": remote, "wait_s": round(wait)})
+
+
+def authenticate(conn, username: str, password: str, *, throttle: LoginThrottle, remote: str | None = None) -> User:
+    """Return the user, or raise LoginRefused (LoginThrottled while the
+    source or the account must wait). Every checked attempt is audited;
+    what is stored of the username is bounded."""
+    stored_name = username[:MAX_USERNAME_LENGTH]
+    at = now()
+    wait = _login_wait(conn, stored_name, remote, throttle, at)
+    if wait > 0:
+        _audit_throttled(conn, stored_name, remote, wait, at)
+        raise LoginThrottled(max(1, round(wait + 0.5)))
+    user = password_matches(conn, username, password)
     with Transaction(conn):
-        if not ok:
-            conn.execute("INSERT INTO login_failures (username, remote, at) VALUES (?,?,?)", (username, remote, now_iso()))
-            audit.append(conn, username, "login.failed", username, {"remote": remote})
+        if user is None:
+            conn.execute("INSERT INTO login_failures (username, remote, at) VALUES (?,?,?)", (stored_name, remote, now_iso()))
+            # Failures older than the window count for nothing: keep the table that small.
+            conn.execute("DELETE FROM login_failures WHERE at < ?", ((at - throttle.window).isoformat(timespec="milliseconds"),))
+            audit.append(conn, stored_name, "login.failed", stored_name,
+                         {"remote": remote, **({"username_length": len(username)} if len(username) > MAX_USERNAME_LENGTH else {})})
         else:
-            conn.execute("DELETE FROM login_failures WHERE username = ?", (username,))
+            conn.execute("DELETE FROM login_failures WHERE username = ? AND remote IS ?", (username, remote))
             audit.append(conn, username, "login", username, {"remote": remote})
-    if not ok:
+    if user is None:
         raise LoginRefused("ユーザー名またはパスワードが違います。")
-    return get_user(conn, username)
+    return user

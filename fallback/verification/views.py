@@ -18,7 +18,7 @@ from flask import Blueprint, current_app, render_template, request
 
 from fallback.counter.rendering import print_settings
 from fallback.keys import signing_key
-from fallback.staff.security import public
+from fallback.staff.security import UPLOAD_LIMIT, public
 from printing.signing import CertificateVerificationError, SignedPage
 from printing.verify import (
     CLOSING_FIELDS,
@@ -32,13 +32,12 @@ from printing.verify import (
 
 bp = Blueprint("verify", __name__, url_prefix="/verify", template_folder="templates")
 
-MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # a phone photo of the paper
 MAX_CONCURRENT_CHECKS = 2  # one per core: rendering is CPU work
 BUSY_RETRY_AFTER_S = 10
 _check_slots = threading.BoundedSemaphore(MAX_CONCURRENT_CHECKS)
 
 BUSY_MESSAGE = "ただいま確認が混み合っています。10秒ほどしてから、もう一度「確認する」を押してください。"
-TOO_LARGE_MESSAGE = f"ファイルが大きすぎます（{MAX_UPLOAD_BYTES // (1024 * 1024)}MBまで）。PDFはそのまま、写真は縮小してから送ってください。"
+TOO_LARGE_MESSAGE = f"ファイルが大きすぎます（{UPLOAD_LIMIT // (1024 * 1024)}MBまで）。PDFはそのまま、写真は縮小してから送ってください。"
 
 
 def _page(error: str | None = None, result: Verification | None = None, status: int = 200):
@@ -46,7 +45,7 @@ def _page(error: str | None = None, result: Verification | None = None, status: 
     return render_template(
         "verify/index.html", title="証明書の確認", error=error, result=result,
         statements=statements(result.pages[0], eras) if result else None, what_to_compare=what_to_compare,
-        person_field=person_field, closing=_closing, max_upload_mb=MAX_UPLOAD_BYTES // (1024 * 1024),
+        person_field=person_field, closing=_closing, max_upload_mb=UPLOAD_LIMIT // (1024 * 1024),
     ), status
 
 
@@ -83,9 +82,6 @@ def index():
     if isinstance(outcome, str):
         return _page(outcome, status=422)
     return _page(result=outcome, status=200 if outcome.valid else 422)
-
-
-index.sonae_max_upload_bytes = MAX_UPLOAD_BYTES
 
 
 @bp.errorhandler(413)

@@ -3,26 +3,19 @@ the counter app served by waitress, as on a counter PC."""
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from fallback.demo.outage_day import start_chromium
-from tests.support import PASSWORD
+from tests.support import PASSWORD, served
 
 
 @pytest.fixture
 def live_url(appliance):  # noqa: F811
-    import waitress.server
-
-    server = waitress.server.create_server(appliance, host="127.0.0.1", port=0, threads=8)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.effective_port}"
-    server.close()
+    with served(appliance) as server:
+        yield f"http://127.0.0.1:{server.effective_port}"
 
 
 @pytest.fixture

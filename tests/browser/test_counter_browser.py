@@ -87,5 +87,5 @@ def test_dv_refusal_in_the_browser(live_url, open_browser):
     press(driver, Keys.CONTROL + Keys.ENTER)
     error = wait_for(driver, "#issue-error")
     assert error.get_attribute("data-rule") == "support_measure"
-    assert "係長の承認" in error.text
-    assert driver.find_elements(By.ID, "approver")  # the approval fields are offered on the spot
+    assert "本人以外からの請求には交付できません" in error.text
+    assert not driver.find_elements(By.ID, "approver")  # refused outright: no approval is offered

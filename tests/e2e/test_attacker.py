@@ -2,8 +2,10 @@
 network would: a plain HTTP client against the live server (waitress), no
 test client, no shortcuts. Missing and forged CSRF tokens, a cookie stolen
 after logout and after the idle timeout, a clerk calling the supervisor's,
-IT's and the auditor's endpoints, a password guessed until the account
-locks — and the public pages, which must show no resident data."""
+IT's and the auditor's endpoints, a password guessed from another PC (it
+slows the guesser, never locks the supervisor out), a username of 900 KB,
+another clerk's certificates by serial number — and the public pages,
+which must show no resident data."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import requests
 from fallback.counter.openapi import OPENAPI
 from fallback.ops import open_ops
 from tests.browser.conftest import live_url  # noqa: F401  (fixture)
-from tests.support import ACCOUNTS, PASSWORD, example_records
+from tests.support import ACCOUNTS, PASSWORD, example_records, served
 
 YAMADA_TARO = "10000000011"
 ISSUE = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "acknowledge_move_out": True}
@@ -152,22 +154,74 @@ def test_a_role_cannot_call_any_endpoint_meant_for_others(server, appliance, rol
     assert ops_count(config, "SELECT count(*) FROM mode_changes") == 1
 
 
-def test_guessing_a_password_locks_the_account(server):
-    base_url, config = server
-    attacker = Client(base_url)
-    limit = config["security"]["login_max_failures"]
-    for guess in range(limit):
+@pytest.fixture
+def behind_proxy(appliance):
+    """The live server as deployed behind a reverse proxy on the same
+    machine (web.trusted_proxy): each client is told apart by the
+    X-Forwarded-For the proxy sets, as on the ward's network."""
+    from fallback.serve import waitress_options
+
+    config = appliance.config["SONAE"]
+    config["web"]["trusted_proxy"] = "127.0.0.1"
+    with served(appliance, **waitress_options(config)) as server:
+        yield f"http://127.0.0.1:{server.effective_port}", config
+
+
+def from_host(base_url: str, address: str) -> Client:
+    client = Client.__new__(Client)
+    client.base_url = base_url
+    client.http = requests.Session()
+    client.http.headers["X-Forwarded-For"] = address
+    client.csrf = client.http.get(f"{base_url}/api/v1/session", timeout=10).json()["csrf_token"]
+    return client
+
+
+def test_guessing_a_password_slows_the_guesser_and_never_locks_the_supervisor_out(behind_proxy):
+    base_url, config = behind_proxy
+    assert from_host(base_url, "10.0.0.10").login("boss").status_code == 201  # the supervisor's PC
+    attacker = from_host(base_url, "10.0.0.66")
+    free = config["security"]["login_free_failures"]
+    for guess in range(free):
         answer = attacker.login("boss", f"guess-{guess:04d}-wrong")
         assert answer.status_code == 401 and "ユーザー名またはパスワードが違います" in answer.json()["message"]
-    locked = attacker.login("boss", PASSWORD)  # the right password, too late
-    assert locked.status_code == 401 and "ロックされています" in locked.json()["message"]
+    slowed = attacker.login("boss", PASSWORD)  # the right password: not even checked while the guesser waits
+    assert slowed.status_code == 429 and int(slowed.headers["Retry-After"]) >= 1
     form = attacker.call("POST", "/login", csrf=None, data={"username": "boss", "password": PASSWORD, "terminal": "本庁1",
                                                             "csrf_token": attacker.csrf})
-    assert form.status_code == 401 and "ロックされています" in form.text
-    assert ops_count(config, "SELECT count(*) FROM audit WHERE action = 'login.failed' AND actor = 'boss'") == limit
-    assert ops_count(config, "SELECT count(*) FROM audit WHERE action = 'login.locked' AND actor = 'boss'") == 2
-    # another account is not affected
-    assert Client(base_url).login("clerk1").status_code == 201
+    assert form.status_code == 429 and "秒待って" in form.text
+    assert ops_count(config, "SELECT count(*) FROM audit WHERE action = 'login.failed' AND actor = 'boss'") == free
+    assert ops_count(config, "SELECT count(*) FROM audit WHERE action = 'login.throttled'") == 1
+    # the supervisor at their own PC, and anyone else's account, are not affected
+    assert from_host(base_url, "10.0.0.10").login("boss").status_code == 201
+    assert from_host(base_url, "10.0.0.11").login("clerk1").status_code == 201
+
+
+def test_a_huge_username_is_refused_before_it_is_stored(server):
+    base_url, config = server
+    audit_bytes = "SELECT count(*) + coalesce(sum(length(actor) + length(detail) + length(coalesce(target, ''))), 0) FROM audit"
+    before = ops_count(config, audit_bytes)
+    attacker = Client(base_url)
+    huge = "x" * 900_000
+    assert attacker.login(huge, "x").status_code == 413
+    form = attacker.call("POST", "/login", csrf=None, data={"username": huge, "password": "x", "terminal": "本庁1",
+                                                            "csrf_token": attacker.csrf})
+    assert form.status_code == 413
+    assert ops_count(config, audit_bytes) == before
+
+
+def test_walking_serial_numbers_finds_nothing_and_is_logged(server):
+    base_url, config = server
+    clerk, walker = Client(base_url), Client(base_url)
+    clerk.login("clerk1")
+    walker.login("clerk2")
+    issued = clerk.call("POST", f"/api/v1/residents/{YAMADA_TARO}/certificates", json=ISSUE)
+    assert issued.status_code == 201
+    serial = issued.json()["certificates"][0]["serial"]
+    answers = [walker.call("GET", f"/api/v1/certificates/real/{number}.pdf") for number in range(serial - 2, serial + 3)]
+    assert [a.status_code for a in answers] == [404, 404, 403, 404, 404]
+    assert all(a.headers["Content-Type"].startswith("application/json") for a in answers)
+    assert ops_count(config, "SELECT count(*) FROM audit WHERE action = 'records.denied' AND actor = 'clerk2'") == 1
+    assert ops_count(config, "SELECT count(*) FROM audit WHERE action = 'certificate.open'") == 0
 
 
 def test_public_pages_show_no_resident_data(server, appliance, tmp_path):  # noqa: F811

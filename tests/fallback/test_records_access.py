@@ -1,0 +1,183 @@
+"""What the counters recorded stays behind the counter lock: a certificate's
+PDF and its issued page go to the clerk who issued it and to supervisors,
+only while their counter is open and in its scope (real in downtime, the
+drill's own for its participants); in recovery to supervisors only. The
+same for deferred requests (names, phone numbers). Every look, and every
+refusal, is audited."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from fallback import audit, drills
+from fallback.ops import open_ops
+from tests.support import text_of
+
+YAMADA_TARO, SATO_SUPPORT = "10000000011", "10000000087"
+SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証"}
+
+
+def issue(clerk, code=YAMADA_TARO) -> dict:
+    answer = clerk.api("POST", f"/api/v1/residents/{code}/certificates", json=SELF_REQUEST)
+    assert answer.status_code == 201, answer.get_json()
+    return answer.get_json()
+
+
+def set_mode(boss, to_mode):
+    assert boss.post("/supervisor/mode", {"to_mode": to_mode, "reason": "テスト"}).status_code == 302
+
+
+def entries(appliance, action):
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        return list(audit.entries(conn, action=action))
+    finally:
+        conn.close()
+
+
+def test_only_the_issuing_clerk_and_supervisors_open_a_certificate(appliance, login, downtime):
+    clerk, other, boss = login("clerk1"), login("clerk2"), login("boss")
+    issued = issue(clerk, SATO_SUPPORT)  # the resident herself: a 支援措置 certificate
+    pdf_url = issued["certificates"][0]["pdf"]
+    serial = issued["certificates"][0]["serial"]
+    page_url = f"/counter/issued/{issued['request_id']}"
+    html_pdf = f"/counter/certificate/real/{serial}.pdf"
+
+    for url in (pdf_url, html_pdf, page_url):
+        assert clerk.get(url).status_code == 200, url
+        assert boss.get(url).status_code == 200, url
+        refused = other.get(url)
+        assert refused.status_code == 403, url
+    assert other.get(pdf_url).get_json()["error"] == "forbidden"
+    assert "ほかの職員" in text_of(other.get(page_url))
+    assert other.get(f"/api/v1/certificates/real/{serial + 1}.pdf").status_code == 404  # walking past the last serial
+
+    opened = [(e["actor"], e["target"]) for e in entries(appliance, "certificate.open")]
+    assert opened == [("clerk1", f"real:{serial}"), ("boss", f"real:{serial}")] * 2
+    denied = [(e["actor"], e["target"]) for e in entries(appliance, "records.denied")]
+    certificate, request = ("clerk2", f"real:{serial}"), ("clerk2", f"request:{issued['request_id']}")
+    assert denied == [certificate, certificate, request, certificate, request]
+    assert [e["actor"] for e in entries(appliance, "issued.view")] == ["clerk1", "boss"]
+
+
+def test_certificates_stay_locked_outside_downtime_and_open_to_supervisors_in_recovery(appliance, login, downtime):
+    clerk, boss, it = login("clerk1"), downtime, login("it1")
+    issued = issue(clerk)
+    pdf_url = issued["certificates"][0]["pdf"]
+    page_url = f"/counter/issued/{issued['request_id']}"
+
+    set_mode(boss, "recovery")
+    assert clerk.get(pdf_url).status_code == 423 and clerk.get(pdf_url).get_json()["error"] == "counter_locked"
+    assert clerk.get(page_url).status_code == 423
+    assert boss.get(pdf_url).status_code == 200 and boss.get(page_url).status_code == 200
+    assert it.get(pdf_url).status_code == 403  # not a counter role at all
+
+    set_mode(boss, "standby")
+    for staff in (clerk, boss):
+        assert staff.get(pdf_url).status_code == 423
+        assert staff.get(page_url).status_code == 423
+    assert [e["actor"] for e in entries(appliance, "certificate.open")] == ["boss"]
+
+
+def start_drill(appliance, participants) -> int:
+    conn = open_ops(appliance.config["SONAE"])
+    start = dt.datetime.now(dt.timezone(dt.timedelta(hours=9)))
+    drill_id = drills.create(conn, scenario="full_outage", title="訓練", description="", planned_start=start.isoformat(),
+                             planned_end=(start + dt.timedelta(hours=2)).isoformat(), participants=participants, terminals=[], actor="coord")
+    drills.start(conn, drill_id, actor="coord", current_mode="standby")
+    return drill_id
+
+
+def test_a_drill_opens_its_own_certificates_to_its_participants_only(appliance, login):
+    start_drill(appliance, ["clerk1", "boss"])
+    clerk, boss, outsider = login("clerk1"), login("boss"), login("boss2")
+    issued = issue(clerk)
+    pdf_url = issued["certificates"][0]["pdf"]
+    assert "/drill/" in pdf_url
+    assert clerk.get(pdf_url).status_code == 200 and boss.get(pdf_url).status_code == 200
+    assert outsider.get(pdf_url).status_code == 423  # a supervisor outside the drill: the counter is not open to them
+    # a real downtime suspends the drill: its certificates close, and a real counter never opens them
+    set_mode(boss, "downtime")
+    answer = clerk.get(pdf_url)
+    assert answer.status_code == 403 and "本番・訓練" in answer.get_json()["message"]
+    drill_opens = [e for e in entries(appliance, "certificate.open")]
+    assert {e["actor"] for e in drill_opens} == {"clerk1", "boss"} and all(e["drill"] for e in drill_opens)
+
+
+def record_deferred(staff, name, contact="090-1111-2222"):
+    answer = staff.api("POST", "/api/v1/deferred", json={"kind": "tenkyo", "name": name, "contact": contact, "delivery": "phone",
+                                                       "consent": True})
+    assert answer.status_code == 201, answer.get_json()
+    return answer.get_json()["id"]
+
+
+def listed_names(staff) -> list[str]:
+    answer = staff.api("GET", "/api/v1/deferred")
+    assert answer.status_code == 200, answer.get_json()
+    return [row["name"] for row in answer.get_json()["deferred"]]
+
+
+def test_a_clerk_sees_their_own_deferred_requests_and_a_supervisor_every_counters(appliance, login, downtime):
+    clerk, other, boss = login("clerk1"), login("clerk2"), downtime
+    record_deferred(clerk, "山田　太郎")
+    record_deferred(other, "髙橋　﨑子")
+    assert listed_names(clerk) == ["山田　太郎"]
+    assert listed_names(other) == ["髙橋　﨑子"]
+    assert listed_names(boss) == ["山田　太郎", "髙橋　﨑子"]
+    page = text_of(clerk.get("/counter/deferred"))
+    assert "山田　太郎" in page and "髙橋　﨑子" not in page
+    assert "髙橋　﨑子" in boss.get("/counter/deferred.csv").get_data(as_text=True)
+    listings = [(e["actor"], e["detail"]["rows"]) for e in entries(appliance, "deferred.list")]
+    assert listings == [("clerk1", 1), ("clerk2", 1), ("boss", 2), ("clerk1", 1)]
+    assert [e["actor"] for e in entries(appliance, "deferred.export")] == ["boss"]
+
+
+def test_deferred_requests_are_locked_outside_downtime_and_kept_for_supervisors_in_recovery(appliance, login, downtime):
+    clerk, boss, it = login("clerk1"), downtime, login("it1")
+    record_deferred(clerk, "山田　太郎", contact="090-9999-0000")
+    set_mode(boss, "recovery")
+    assert clerk.api("GET", "/api/v1/deferred").status_code == 423
+    assert clerk.get("/counter/deferred").status_code == 423
+    assert listed_names(boss) == ["山田　太郎"]
+    assert "090-9999-0000" in text_of(boss.get("/recovery/"))
+    it_page = text_of(it.get("/recovery/"))  # IT runs reconciliation but gets no names or phone numbers
+    assert "090-9999-0000" not in it_page and "係長だけ" in it_page
+    set_mode(boss, "standby")
+    assert boss.api("GET", "/api/v1/deferred").status_code == 423
+    assert boss.get("/counter/deferred.csv").status_code == 423
+    desk = text_of(boss.get("/supervisor/"))
+    assert "090-9999-0000" not in desk and "山田　太郎" not in desk
+    assert clerk.api("POST", "/api/v1/deferred", json={"kind": "tenkyo", "name": "鈴木　一", "contact": "0", "delivery": "phone",
+                                                      "consent": True}).status_code == 423
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("name", "山" * 101, "氏名が長すぎます"), ("contact", "0" * 201, "連絡先が長すぎます"), ("note", "x" * 501, "備考が長すぎます"),
+])
+def test_deferred_fields_are_bounded(appliance, login, downtime, field, value, message):
+    clerk = login("clerk1")
+    form = {"kind": "tenkyo", "name": "山田　太郎", "contact": "090", "delivery": "phone", "consent": "1", field: value}
+    answer = clerk.post("/counter/deferred", form)
+    assert answer.status_code == 422 and message in text_of(answer)
+    form[field] = value[:-1]
+    assert clerk.post("/counter/deferred", form).status_code == 200  # at the bound: recorded
+
+
+@pytest.mark.parametrize("field, limit", [("requester_name", 100), ("purpose", 200), ("contact", 200)])
+def test_request_fields_are_bounded(appliance, login, downtime, field, limit):
+    clerk = login("clerk1")
+    too_long = clerk.post(f"/counter/resident/{YAMADA_TARO}/issue", {**SELF_REQUEST, field: "あ" * (limit + 1)})
+    assert too_long.status_code == 422 and "長すぎます" in text_of(too_long)
+    assert clerk.post(f"/counter/resident/{YAMADA_TARO}/issue", {**SELF_REQUEST, field: "あ" * limit}).status_code == 302
+    api = clerk.api("POST", f"/api/v1/residents/{YAMADA_TARO}/certificates", json={**SELF_REQUEST, field: "あ" * (limit + 1)})
+    assert api.status_code == 400 and field in api.get_json()["message"]
+
+
+def test_a_mode_reason_is_bounded(appliance, login):
+    boss = login("boss")
+    boss.post("/supervisor/mode", {"to_mode": "downtime", "reason": "x" * 501})
+    assert boss.api("GET", "/api/v1/status").get_json()["mode"] == "standby"
+    boss.post("/supervisor/mode", {"to_mode": "downtime", "reason": "x" * 500})
+    assert boss.api("GET", "/api/v1/status").get_json()["mode"] == "downtime"

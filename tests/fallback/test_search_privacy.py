@@ -1,0 +1,88 @@
+"""What a result list gives away: a 支援措置 resident appears without an
+address (screen and API), and what searches reveal counts toward the
+flag for a clerk collecting residents, within the flag's window."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+from fallback.counter import lookup
+from fallback.ops import open_ops
+from tests.support import example_records, text_of
+
+SATO_SUPPORT = "10000000087"
+KANA = "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモヤユヨラリルレロワン"
+
+
+def sato() -> dict:
+    return next(r for r in example_records("residents") if r["resident_code"] == SATO_SUPPORT)
+
+
+def test_a_support_measure_resident_is_listed_without_an_address(login, downtime):
+    clerk = login("clerk1")
+    results = clerk.api("GET", "/api/v1/residents?kana=サ").get_json()["results"]
+    (listed,) = [r for r in results if r["resident_code"] == SATO_SUPPORT]
+    assert listed["address"] is None and listed["support_measure"] is True and listed["name"] == sato()["name"]
+    others = clerk.api("GET", "/api/v1/residents?kana=ヤマダ").get_json()["results"]
+    assert others and all(r["address"]["town"] == "西蒲田七丁目" for r in others)  # everyone else keeps theirs
+    page = text_of(clerk.get("/counter/?kana=サトウ"))
+    assert sato()["name"] in page and "支援措置のため表示しません" in page
+    assert sato()["address"]["town"] not in page and sato()["address"]["banchi"] not in page
+
+
+def one_character_searches(clerk) -> set[str]:
+    """The attack of the issue: every one-character kana, collecting the
+    residents each result list shows."""
+    seen = set()
+    for kana in KANA:
+        answer = clerk.api("GET", f"/api/v1/residents?kana={kana}")
+        seen |= {r["resident_code"] for r in answer.get_json()["results"]}
+    return seen
+
+
+def flags(appliance, actor="clerk1") -> list[dict]:
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        return [f for f in lookup.open_flags(conn, "") if f["clerk"] == actor]
+    finally:
+        conn.close()
+
+
+def test_residents_collected_by_searching_are_flagged(appliance, login, downtime):
+    security = appliance.config["SONAE"]["security"]
+    clerk = login("clerk1")
+    seen = one_character_searches(clerk)
+    assert len(seen) >= 10  # most of the example register, without opening one record
+    assert flags(appliance) == []  # the default threshold (30) is above the example register's size
+    security["view_flag_count"] = len(seen) - 1
+    other = login("clerk2")
+    assert one_character_searches(other) == seen
+    (flag,) = flags(appliance, "clerk2")
+    assert flag["distinct_residents"] == len(seen)
+
+
+def test_searches_and_views_count_together_and_only_above_the_threshold(appliance, login, downtime):
+    appliance.config["SONAE"]["security"]["view_flag_count"] = 4
+    clerk = login("clerk1")
+    clerk.api("GET", "/api/v1/residents?kana=ヤマダ")  # three residents shown
+    clerk.get(f"/counter/resident/{SATO_SUPPORT}")  # a fourth opened: 4 is not above 4
+    clerk.get("/counter/resident/10000000011")  # one already seen: still 4
+    assert flags(appliance) == []
+    clerk.api("GET", "/api/v1/residents?kana=タカハシ")  # a fifth
+    (flag,) = flags(appliance)
+    assert flag["distinct_residents"] == 5
+    clerk.api("GET", "/api/v1/residents?kana=カツラギ")
+    assert len(flags(appliance)) == 1  # once per window
+
+
+def test_what_was_seen_before_the_window_does_not_count(appliance, login, downtime):
+    clerk = login("clerk1")
+    clerk.api("GET", "/api/v1/residents?kana=ヤマダ")
+    clerk.api("GET", "/api/v1/residents?kana=タカハシ")
+    time.sleep(1.2)
+    clerk.api("GET", "/api/v1/residents?kana=カツラギ")
+    conn = open_ops(appliance.config["SONAE"])
+    assert not lookup.flag_bulk_viewing(conn, "clerk1", flag_count=1, window=dt.timedelta(seconds=1), drill=False)  # one in the last second
+    assert lookup.flag_bulk_viewing(conn, "clerk1", flag_count=4, window=dt.timedelta(minutes=1), drill=False)  # five in the minute
+    assert not lookup.flag_bulk_viewing(conn, "clerk1", flag_count=4, window=dt.timedelta(minutes=1), drill=False)  # already flagged
