@@ -64,7 +64,10 @@ def create_app(config: Config | None = None) -> Flask:
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=dt.timedelta(minutes=config["security"]["session_idle_minutes"]),
         MAX_CONTENT_LENGTH=security.UPLOAD_LIMIT,
-        MAX_FORM_MEMORY_SIZE=security.FORM_BODY_LIMIT,
+        # werkzeug checks its multipart buffer against this, file parts included:
+        # a lower bound than the upload limit refuses scans (non-multipart bodies
+        # are held to FORM_BODY_LIMIT before they are read, in security)
+        MAX_FORM_MEMORY_SIZE=security.UPLOAD_LIMIT,
         JSON_AS_ASCII=False,
     )
     app.json.ensure_ascii = False

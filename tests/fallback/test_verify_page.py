@@ -21,6 +21,7 @@ from fallback.app import create_app
 from fallback.config import load_config
 from fallback.counter.rendering import municipality, print_settings
 from fallback.keys import signing_key
+from fallback.staff.security import UPLOAD_LIMIT
 from fallback.verification import views
 from printing.model import Certificate, IssueStamp
 from tests.browser.conftest import live_url  # noqa: F401  (fixture)
@@ -105,13 +106,12 @@ def test_hostile_uploads_get_a_clear_answer_quickly(appliance, data, message):
 
 
 def test_an_upload_over_the_bound_is_refused_in_japanese(appliance):
-    response = upload(appliance, b"%PDF-" + bytes(views.MAX_UPLOAD_BYTES))
+    response = upload(appliance, b"%PDF-" + bytes(UPLOAD_LIMIT))
     assert response.status_code == 413 and "ファイルが大きすぎます（8MBまで）" in text_of(response)
 
 
-def test_a_phone_photo_over_the_apps_usual_bound_is_taken(appliance):
-    photo = b"\xff\xd8\xff" + bytes(3 * 1024 * 1024)  # 3 MB: over MAX_CONTENT_LENGTH, under the page's bound
-    assert len(photo) > appliance.config["MAX_CONTENT_LENGTH"]
+def test_a_phone_photo_just_under_the_bound_is_taken(appliance):
+    photo = b"\xff\xd8\xff" + bytes(UPLOAD_LIMIT - 4096)  # a large phone photo: read, then found unreadable
     response = upload(appliance, photo, "photo.jpg")
     assert response.status_code == 422 and "このファイルは読めません" in text_of(response)
 
@@ -174,17 +174,21 @@ def test_sonae_verify_prints_valid_and_not_valid_lines(appliance, issued_pdf, lo
     assert forged.stderr.strip().endswith("listed above")
 
 
-def test_a_loopback_verification_address_is_flagged(appliance, loaded_env, login, monkeypatch):
-    readyz = appliance.test_client().get("/readyz").get_json()
+def test_a_loopback_verification_address_is_flagged(loaded_env, monkeypatch):
+    monkeypatch.setenv("SONAE_ALERTS_METRICS_TOKEN", "monitoring-token")
+    token = {"Authorization": "Bearer monitoring-token"}
+    appliance = create_app(load_config())
+    appliance.config["TESTING"] = True
+    readyz = appliance.test_client().get("/readyz", headers=token).get_json()
     assert readyz["checks"]["verification_address"]["ok"] is False
     assert "web.public_base_url が設定されていません" in readyz["checks"]["verification_address"]["detail"]
     assert readyz["status"] == "ready"  # flagged, not a reason to stop the counters
-    assert "web.public_base_url が設定されていません" in text_of(login("it1").get("/monitor/"))
+    from tests.support import Staff
+
+    assert "web.public_base_url が設定されていません" in text_of(Staff(appliance, "it1").get("/monitor/"))
     monkeypatch.setenv("SONAE_WEB_PUBLIC_BASE_URL", "https://sonae.city.example.lg.jp")
     configured = create_app(load_config())
     configured.config["TESTING"] = True
-    readyz = configured.test_client().get("/readyz").get_json()
+    readyz = configured.test_client().get("/readyz", headers=token).get_json()
     assert readyz["checks"]["verification_address"] == {"ok": True, "detail": "確認先が設定されています"}
-    from tests.support import Staff
-
     assert "web.public_base_url" not in text_of(Staff(configured, "it1").get("/monitor/"))
