@@ -31,6 +31,8 @@ def client(url: str, token: str = TOKEN, timeout: float = 10.0) -> HttpUpstream:
 
 
 class TestUpstream:
+    __test__ = False  # a server, not a test class
+
     def __init__(self, export_dir: Path, *, as_of: str | None = None):
         self.export_dir = Path(export_dir)
         self.changes: list[dict] = []
