@@ -11,9 +11,9 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import json
-import os
 import re
 import subprocess
+import sys
 import zlib
 
 import pytest
@@ -385,12 +385,19 @@ def _wrong_hash(manifest: dict) -> None:
     manifest["files"][0]["sha256"] = "0" * 64
 
 
+# Runs a command and reports its CPU seconds, peak RSS (KiB) and exit code on
+# its last stderr line. A small launcher: a child's peak RSS counts from the
+# size of the process it was forked from, and pytest's own would hide it.
+MEASURING_LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); _, status, use = os.wait4(p.pid, 0); "
+                      "print(use.ru_utime + use.ru_stime, use.ru_maxrss, os.waitstatus_to_exitcode(status), file=sys.stderr)")
+
+
 def _measured(args: list[str]) -> tuple[subprocess.CompletedProcess, float, float]:
-    """Run a command; its CPU seconds and peak RSS in MB (this child alone)."""
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _, status, usage = os.wait4(process.pid, 0)
-    result = subprocess.CompletedProcess(args, os.waitstatus_to_exitcode(status), process.stdout.read(), process.stderr.read())
-    return result, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    """Run a command; its CPU seconds and peak RSS in MB."""
+    launched = subprocess.run([sys.executable, "-c", MEASURING_LAUNCHER, *args], capture_output=True, text=True, timeout=300)
+    *lines, figures = launched.stderr.strip().splitlines()
+    cpu_seconds, peak_kib, returncode = figures.split()
+    return subprocess.CompletedProcess(args, int(returncode), launched.stdout, "\n".join(lines)), float(cpu_seconds), int(peak_kib) / 1024
 
 
 @pytest.mark.parametrize(("edit_manifest", "reason"), [
