@@ -52,9 +52,11 @@ sys.path.insert(0, str(ROOT))
 
 from fallback.config import load_config  # noqa: E402
 from fallback.mirror.registry import snapshot_store  # noqa: E402
+from fallback.mirror.syncing import upstream_from_config  # noqa: E402
 from sync import crypto  # noqa: E402
 from sync.changes import apply_changes  # noqa: E402
-from sync.upstream import HttpUpstream  # noqa: E402
+from sync.contract import public_key_from_b64  # noqa: E402
+from sync.upstream import HttpUpstream, UpstreamTrust  # noqa: E402
 
 SONAE = str(Path(sys.executable).with_name("sonae"))
 REGISTER_DATE = "2026-11-24"
@@ -117,6 +119,7 @@ def appliance_env(home: Path, sim: CloudSimProcess) -> dict:
         "SONAE_UPSTREAM_TOKEN": sim.info["token"],
         "SONAE_UPSTREAM_PUBLIC_KEY": sim.info["public_key"],
         "SONAE_UPSTREAM_TIMEOUT_S": "120",
+        "SONAE_UPSTREAM_ALLOW_INSECURE_HTTP": "true",  # cloudsim on loopback
     }
 
 
@@ -173,7 +176,8 @@ def run_measured(args: list[str], env: dict) -> dict:
 
 def floor(sim: CloudSimProcess) -> dict:
     """Download, gunzip and JSON-parse every file; store nothing."""
-    upstream = HttpUpstream(sim.info["url"], sim.info["token"], timeout=120)
+    upstream = HttpUpstream(sim.info["url"], sim.info["token"], trust=UpstreamTrust(public_key_from_b64(sim.info["public_key"]), "131113"),
+                            timeout=120)
     cpu, started = time.process_time(), time.perf_counter()
     manifest = upstream.manifest()
     records = 0
@@ -200,10 +204,11 @@ def floor(sim: CloudSimProcess) -> dict:
 BUILD_CHILD = """
 import json, os, sys, time
 from sync import crypto
+from sync.contract import public_key_from_b64
 from sync.loader import build_register, prepare_bulk_build
-from sync.upstream import HttpUpstream
+from sync.upstream import HttpUpstream, UpstreamTrust
 if __name__ == "__main__":
-    url, token, path, mode = sys.argv[1:5]
+    url, token, public_key, path, mode = sys.argv[1:6]
     scratch_path = path + ".scratch"
     if mode == "plain":
         import sqlite3
@@ -215,7 +220,7 @@ if __name__ == "__main__":
         scratch = crypto.connect(scratch_path, key, check_same_thread=False)
     prepare_bulk_build(conn)
     prepare_bulk_build(scratch)
-    upstream = HttpUpstream(url, token, timeout=120)
+    upstream = HttpUpstream(url, token, trust=UpstreamTrust(public_key_from_b64(public_key), "131113"), timeout=120)
     started = time.perf_counter()
     figures = build_register(conn, upstream, upstream.manifest(), mirror_individual_number=False, scratch=scratch)
     conn.close()
@@ -246,7 +251,8 @@ def encryption_cost(sim: CloudSimProcess, work: Path) -> dict:
     results = {}
     for mode in ("plain", "sqlcipher"):
         path = work / f"{mode}.db"
-        measured = run_measured([sys.executable, str(script), sim.info["url"], sim.info["token"], str(path), mode], dict(os.environ))
+        measured = run_measured([sys.executable, str(script), sim.info["url"], sim.info["token"], sim.info["public_key"], str(path), mode],
+                                dict(os.environ))
         results[mode] = {**json.loads(measured["stdout"]), "cpu_seconds": measured["cpu_seconds"], "file_mb": round(path.stat().st_size / 1e6)}
         path.unlink()
     results["ratio"] = round(results["sqlcipher"]["seconds"] / results["plain"]["seconds"], 2)
@@ -291,7 +297,7 @@ def search_latency(env: dict, samples: int = 300) -> dict:
 def changes_benchmark(sim: CloudSimProcess, env: dict, count: int, repeat: int) -> dict:
     os.environ.update({k: v for k, v in env.items() if k.startswith("SONAE_")})
     store = snapshot_store(load_config())
-    upstream = HttpUpstream(sim.info["url"], sim.info["token"], timeout=120)
+    upstream = upstream_from_config(load_config())  # pages verified as the appliance verifies them
     runs = []
     try:
         # As on the appliance, the counter app's readers stay open: closing

@@ -1,6 +1,7 @@
 """The change feed: life going on in the ward while the simulator runs.
 
-Each event (a move within the ward, a move-in, a move-out, a birth, a death,
+Each event (a move within the ward, a move-in, a move-out and, days later,
+the new municipality's 転入通知 confirming its destination, a birth, a death,
 a marriage, a seal registered or revoked …) updates the register and appends
 one change per touched record, with seq strictly increasing and no gaps, the
 record's version incremented and updated_at set. Events draw from a random
@@ -25,6 +26,8 @@ from cloudsim.synth import ABROAD, JST, PERIODS, SPACE, Synth, encode, period_da
 
 CANDIDATE_BATCH = 64
 CANDIDATE_TRIES = 20
+AWAITING_CONFIRMATION = "move_outs_awaiting_confirmation"  # meta: households whose 転出先 is still 予定
+AWAITING_KEPT = 200  # the oldest beyond these are never confirmed (as happens: a 転入届 never made)
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,8 @@ class EventContext:
         return [upsert_seal(self.touched(seal, status="revoked")) for seal in self.active_seals(resident_code)]
 
     def removed(self, record: dict, reason: str, occurred: dt.date, moved_to: str | None) -> list[Change]:
-        removal = {"reason": reason, "occurred_on": occurred.isoformat(), "notified_on": self.today.isoformat(), "moved_to": moved_to}
+        removal = {"reason": reason, "occurred_on": occurred.isoformat(), "notified_on": self.today.isoformat(), "moved_to": moved_to,
+                   "moved_to_confirmed": False, "confirmed_on": None}
         person = self.touched(record, status="removed", removal=removal, planned_move_out=None)
         return [upsert_resident(person)] + self.revoked_seals(record["resident_code"])
 
@@ -139,7 +143,8 @@ def household_moved(ctx: EventContext, person: dict) -> list[Change]:
     members = ctx.household(person["household_id"])
     address = ctx.synth.address(len(members))
     today = ctx.today.isoformat()
-    return [upsert_resident(ctx.touched(m, address=address, address_since=today, notified_on=today, planned_move_out=None))
+    return [upsert_resident(ctx.touched(m, address=address, address_since=today, notified_on=today, notified_reason="転居",
+                                        planned_move_out=None))
             for m in members]
 
 
@@ -156,14 +161,35 @@ def move_out(ctx: EventContext) -> list[Change]:
     head = ctx.find_resident(is_head)
     if head is None:
         return []
-    abroad = ctx.rng.random() < (0.5 if head["foreign"] else 0.1)
+    planned = head["planned_move_out"]
+    abroad = planned is None and ctx.rng.random() < (0.5 if head["foreign"] else 0.1)
     if abroad:
         destination = ctx.synth.ref.nationality(head["foreign"]["nationality"]).country if head["foreign"] else ABROAD.pick(ctx.rng)
     else:
-        destination = ctx.synth.place_address()
+        destination = planned["moved_to"] if planned else ctx.synth.place_address()
+        awaiting = store.get_meta(ctx.connection, AWAITING_CONFIRMATION, [])
+        store.set_meta(ctx.connection, AWAITING_CONFIRMATION, (awaiting + [head["household_id"]])[-AWAITING_KEPT:])
     changes = []
     for member in ctx.household(head["household_id"]):
         changes += ctx.removed(member, "国外転出" if abroad else "国内転出", ctx.today, destination)
+    return changes
+
+
+def move_out_confirmed(ctx: EventContext) -> list[Change]:
+    """The new municipality's 転入通知 arrives: the 転出先 of a household that
+    moved out is confirmed (予定 → 確定)."""
+    awaiting = store.get_meta(ctx.connection, AWAITING_CONFIRMATION, [])
+    if not awaiting:
+        return []
+    store.set_meta(ctx.connection, AWAITING_CONFIRMATION, awaiting[1:])
+    rows = ctx.connection.execute("SELECT record FROM residents WHERE household_id = ? AND status = 'removed'", (awaiting[0],)).fetchall()
+    changes = []
+    for (line,) in rows:
+        person = json.loads(line)
+        removal = person["removal"]
+        if removal["reason"] == "国内転出" and not removal["moved_to_confirmed"]:
+            confirmed = {**removal, "moved_to_confirmed": True, "confirmed_on": ctx.today.isoformat()}
+            changes.append(upsert_resident(ctx.touched(person, removal=confirmed)))
     return changes
 
 
@@ -172,7 +198,7 @@ def notify_move_out(ctx: EventContext) -> list[Change]:
     if head is None:
         return []
     planned = {"date": (ctx.today + dt.timedelta(days=ctx.rng.randint(7, 14))).isoformat(), "moved_to": ctx.synth.place_address()}
-    return [upsert_resident(ctx.touched(m, planned_move_out=planned, notified_on=ctx.today.isoformat()))
+    return [upsert_resident(ctx.touched(m, planned_move_out=planned, notified_on=ctx.today.isoformat(), notified_reason="転出"))
             for m in ctx.household(head["household_id"])]
 
 
@@ -207,6 +233,9 @@ def birth(ctx: EventContext) -> list[Change]:
         "support_measure": mother["support_measure"],
         "version": 1,
         "updated_at": ctx.at,
+        # A 出生届 gives the 振り仮名 since 2025-05-26; the surname's is the mother's.
+        "furigana": f"{(mother['furigana'] or mother['name_kana']).split(SPACE)[0]}{SPACE}{given.reading}",
+        "notified_reason": "出生",
     })
     return [upsert_resident(baby)]
 
@@ -233,18 +262,29 @@ def marriage(ctx: EventContext) -> list[Change]:
         return []
     surname, reading = groom["name"].split(SPACE)[0], groom["name_kana"].split(SPACE)[0]
     old_surname = bride["name"].split(SPACE)[0]
+    former = ctx.rng.random() < 0.2  # 旧氏 is recorded on request
     today = ctx.today.isoformat()
     wife = ctx.touched(
         bride,
         name=f"{surname}{SPACE}{bride['name'].split(SPACE)[1]}",
         name_kana=f"{reading}{SPACE}{bride['name_kana'].split(SPACE)[1]}",
-        former_surname=old_surname if ctx.rng.random() < 0.2 else None,  # 旧氏 is recorded on request
+        furigana=renamed_furigana(groom["furigana"], bride["furigana"]),
+        former_surname=old_surname if former else None,
+        former_surname_furigana=bride["furigana"].split(SPACE)[0] if former and bride["furigana"] else None,
         household_id=groom["household_id"], household_order=2, relationship="妻", head_name=groom["name"],
-        address=groom["address"], address_since=today, notified_on=today,
+        address=groom["address"], address_since=today, notified_on=today, notified_reason="転居",
         honseki=groom["honseki"], hitto=groom["name"], planned_move_out=None,
     )
-    husband = ctx.touched(groom, hitto=groom["name"], notified_on=today)
+    husband = ctx.touched(groom, hitto=groom["name"], notified_on=today, notified_reason="世帯変更")
     return [upsert_resident(wife), upsert_resident(husband)] + ctx.revoked_seals(bride["resident_code"])
+
+
+def renamed_furigana(surname_from: str | None, given_from: str | None) -> str | None:
+    """The 振り仮名 after a change of surname: the new surname's and the
+    given name's, where both are confirmed (else not yet)."""
+    if surname_from is None or given_from is None:
+        return None
+    return f"{surname_from.split(SPACE)[0]}{SPACE}{given_from.split(SPACE)[1]}"
 
 
 def seal_text(record: dict) -> str:
@@ -278,7 +318,8 @@ def renew_residence(ctx: EventContext) -> list[Change]:
     expiry = ctx.today + dt.timedelta(days=period_days(period) - 1)
     foreign = {**person["foreign"], "period": period, "period_expiry": expiry.isoformat(),
                "card_number": codes.residence_card_number(ctx.rng)}
-    return [upsert_resident(ctx.touched(person, foreign=foreign, notified_on=ctx.today.isoformat()))]
+    # The immigration authority notifies the ward, which enters it (職権記載).
+    return [upsert_resident(ctx.touched(person, foreign=foreign, notified_on=ctx.today.isoformat(), notified_reason="職権記載"))]
 
 
 def delete_erroneous_seal(ctx: EventContext) -> list[Change]:
@@ -317,8 +358,10 @@ def surname_changed(ctx: EventContext, person: dict) -> list[Change]:
     given, given_reading = person["name"].split(SPACE)[1], person["name_kana"].split(SPACE)[1]
     name = f"{surname.written}{SPACE}{given}"
     today = ctx.today.isoformat()
-    changes = [upsert_resident(ctx.touched(person, name=name, name_kana=f"{surname.reading}{SPACE}{given_reading}",
-                                           head_name=name if is_head(person) else person["head_name"], notified_on=today))]
+    furigana = renamed_furigana(surname.reading, person["furigana"])
+    changes = [upsert_resident(ctx.touched(person, name=name, name_kana=f"{surname.reading}{SPACE}{given_reading}", furigana=furigana,
+                                           head_name=name if is_head(person) else person["head_name"], notified_on=today,
+                                           notified_reason="職権記載"))]
     if is_head(person):
         changes += [upsert_resident(ctx.touched(m, head_name=name)) for m in ctx.household(person["household_id"])
                     if m["resident_code"] != person["resident_code"]]
@@ -346,9 +389,9 @@ TARGETED_EVENTS: dict[str, Callable[[EventContext, dict], list[Change]]] = {
 
 
 EVENTS = Weighted(
-    [move_within_ward, move_in, move_out, notify_move_out, birth, death, marriage, register_seal, revoke_seal,
+    [move_within_ward, move_in, move_out, move_out_confirmed, notify_move_out, birth, death, marriage, register_seal, revoke_seal,
      renew_residence, delete_erroneous_seal, delete_erroneous_move_in],
-    [20, 15, 12, 5, 9, 8, 6, 12, 6, 4, 1, 1],
+    [20, 15, 12, 8, 5, 9, 8, 6, 12, 6, 4, 1, 1],
 )
 MAX_ATTEMPTS = 50
 

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloudsim import store
 from cloudsim.gzjoin import GzipAssembler, Piece, deflate_lines
 from cloudsim.parallel import ordered_map
-from sync.contract import CONTRACT_VERSION, sign_manifest
+from sync.contract import CONTRACT_VERSION, sign
 
 FILES = (("residents.ndjson.gz", "residents"), ("seals.ndjson.gz", "seals"))
 # Ordinals per compression job. Seal ordinals are twice as sparse as
@@ -75,6 +75,7 @@ def write_export(
     exports_dir: Path,
     *,
     export_id: str,
+    export_seq: int,
     as_of: str,
     last_seq: int,
     municipality: dict,
@@ -83,20 +84,22 @@ def write_export(
     halved: bool = False,
 ) -> dict:
     """Write one export into exports_dir/<export_id>/ and return its signed
-    manifest. The directory appears complete or not at all."""
+    manifest (`export_seq`: one more than the export before). The directory
+    appears complete or not at all."""
     partial = exports_dir / f".partial-{export_id}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     files = write_files(db_path, partial, workers, halved)
     manifest = {
         "contract": CONTRACT_VERSION,
+        "export_seq": export_seq,
         "export_id": export_id,
         "municipality": municipality,
         "as_of": as_of,
         "last_seq": last_seq,
         "files": files,
     }
-    signed = sign_manifest(manifest, private_key)
+    signed = sign(manifest, private_key)
     write_manifest(partial, signed)
     os.rename(partial, exports_dir / export_id)
     return signed

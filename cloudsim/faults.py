@@ -20,7 +20,7 @@ FAULTS = {
     "batch_stuck": "health reports the overnight batch as still running",
     "truncated_file": "export files are served cut short (and shorter than the manifest says)",
     "bytes_mismatch": "export files are served with one byte changed (sha256 differs from the manifest)",
-    "bad_signature": "the manifest is served with a signature that does not verify",
+    "bad_signature": "the manifest, change pages and resident look-ups are served with signatures that do not verify",
     "feed_gap": "the change feed leaves out one seq from every page",
     "halved_export": "a new export with about half the residents is published (correctly signed) and served",
 }

@@ -24,7 +24,7 @@ def chunk_count(residents: int) -> int:
 def generate_chunk(spec: RegisterSpec, chunk: int) -> tuple[list[tuple], list[tuple]]:
     """Store rows for the residents of one chunk and their seals."""
     rng = random.Random(f"cloudsim/{spec.seed}/{chunk}")
-    synth = Synth(spec, rng)
+    synth = Synth(spec, rng, items_rng=random.Random(f"cloudsim/{spec.seed}/{chunk}/contract-2"))
     end = min(spec.residents, (chunk + 1) * CHUNK_RESIDENTS)
     ordinal = chunk * CHUNK_RESIDENTS
     resident_rows, seal_rows = [], []

@@ -23,17 +23,24 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cloudsim import exports, store
 from cloudsim.generate import generate_register
 from cloudsim.synth import JST, RegisterSpec
-from sync.contract import ContractError, sign_manifest, verify_manifest
+from sync.contract import ContractError, sign, verify_manifest
 
 # Bump when the generator changes what a spec produces, so that old state
 # directories are regenerated instead of reused.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: the items of contract 2
 DB_NAME = "register.sqlite"
 KEEP_EXPORTS = 3  # older ones are deleted; a client still reading one keeps its open file
 
 
 def now_jst() -> dt.datetime:
     return dt.datetime.now(JST).replace(microsecond=0)
+
+
+def as_of_now() -> str:
+    """The as_of of a change page or a look-up: to the microsecond, like the
+    `at` of the changes, so that a page is never older than a change it
+    follows (the client refuses an answer older than the data it holds)."""
+    return dt.datetime.now(JST).isoformat()
 
 
 def spec_to_json(spec: RegisterSpec) -> dict:
@@ -88,7 +95,7 @@ class Register:
         exports_dir.mkdir()
         generate_register(db_path, spec, workers)
         export_id = f"{spec.as_of}-0001"
-        exports.write_export(db_path, exports_dir, export_id=export_id, as_of=spec.as_of, last_seq=0,
+        exports.write_export(db_path, exports_dir, export_id=export_id, export_seq=1, as_of=spec.as_of, last_seq=0,
                              municipality=spec.municipality, private_key=private_key, workers=workers)
         connection = store.connect(db_path)
         try:
@@ -145,7 +152,7 @@ class Register:
             last_seq = store.last_seq(connection)
             as_of = now_jst().isoformat()
             export_id = f"{as_of}-{counter:04d}"
-            manifest = exports.write_export(self.db_path, self.exports_dir, export_id=export_id, as_of=as_of,
+            manifest = exports.write_export(self.db_path, self.exports_dir, export_id=export_id, export_seq=counter, as_of=as_of,
                                             last_seq=last_seq, municipality=self.spec.municipality,
                                             private_key=self.private_key, workers=self.workers, halved=halved)
             with connection:
@@ -171,7 +178,7 @@ class Register:
         try:
             verify_manifest(self._latest, self.private_key.public_key())
         except ContractError:
-            self._latest = sign_manifest(self._latest, self.private_key)
+            self._latest = sign(self._latest, self.private_key)
             exports.write_manifest(self.exports_dir / self._latest["export_id"], self._latest)
 
 

@@ -2,6 +2,10 @@
 from, and the admin port that tests and drills use to publish exports, make
 changes and switch faults.
 
+The contract port serves contract version 2: the manifest, every page of
+changes and every resident look-up are signed with the register's key, and
+echo what was asked.
+
 Both are threaded werkzeug servers. The contract port can be closed and
 reopened at runtime: the `down` fault makes connections truly refused, not
 answered with an error.
@@ -20,6 +24,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Protocol
 
+import orjson
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
@@ -27,7 +32,8 @@ from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 from cloudsim import exports
 from cloudsim.changes import ChangeFeed, EventRefused, ResidentNotFound
 from cloudsim.faults import FaultSwitches, UnknownFault
-from cloudsim.register import Register, now_jst
+from cloudsim.register import Register, as_of_now, now_jst
+from sync.contract import CONTRACT_VERSION, sign
 
 
 class Simulation(Protocol):
@@ -45,7 +51,7 @@ class Simulation(Protocol):
 
     def publish(self) -> dict: ...
 
-    def resident_line(self, code: str) -> str | None: ...
+    def resident_now(self, code: str) -> tuple[dict | None, list[dict]]: ...
 
 
 HOST = "127.0.0.1"
@@ -148,13 +154,18 @@ def health_body(sim: Simulation) -> dict:
             "as_of": now_jst().isoformat()}
 
 
-def served_manifest(sim: Simulation) -> dict:
-    manifest = sim.register.latest_manifest()
-    if sim.faults.active("bad_signature"):
-        signature = bytearray(base64.b64decode(manifest["signature"]))
-        signature[0] ^= 0xFF  # still 64 bytes of base64: only verification can tell
-        manifest = {**manifest, "signature": base64.b64encode(bytes(signature)).decode("ascii")}
-    return manifest
+def as_served(sim: Simulation, signed: dict) -> dict:
+    """A signed body as the contract port serves it: with the bad_signature
+    fault, its signature altered."""
+    if not sim.faults.active("bad_signature"):
+        return signed
+    signature = bytearray(base64.b64decode(signed["signature"]))
+    signature[0] ^= 0xFF  # still 64 bytes of base64: only verification can tell
+    return {**signed, "signature": base64.b64encode(bytes(signature)).decode("ascii")}
+
+
+def signed_response(sim: Simulation, body: dict) -> Response:
+    return Response(orjson.dumps(as_served(sim, sign(body, sim.register.private_key))), mimetype="application/json")
 
 
 def file_stream(path: Path, start: int, stop: int, flip_at: int | None, still_serving: Callable[[], bool]) -> Iterator[bytes]:
@@ -195,7 +206,7 @@ def contract_app(sim: Simulation) -> Flask:
 
     @app.get("/v1/exports/latest")
     def latest():
-        return jsonify(served_manifest(sim))
+        return jsonify(as_served(sim, sim.register.latest_manifest()))
 
     @app.get("/v1/exports/<export_id>/files/<name>")
     def export_file(export_id: str, name: str):
@@ -217,16 +228,20 @@ def contract_app(sim: Simulation) -> Flask:
             return error(400, "bad_request", f"after must be >= 0 and limit between 1 and {MAX_CHANGES_LIMIT}")
         lines, last_seq = sim.feed.page(after, limit)
         if sim.faults.active("feed_gap"):
-            lines = lines[1:]  # the first change of the page goes missing
-        body = f'{{"changes":[{",".join(lines)}],"last_seq":{last_seq},"as_of":"{now_jst().isoformat()}"}}'
-        return Response(body, mimetype="application/json")
+            lines = lines[1:]  # the first change of the page goes missing (and the upstream signs the page so)
+        return signed_response(sim, {
+            "contract": CONTRACT_VERSION, "municipality_code": sim.register.spec.municipality_code, "after": after,
+            "changes": [orjson.loads(line) for line in lines], "last_seq": last_seq, "as_of": as_of_now(),
+        })
 
     @app.get("/v1/residents/<code>")
     def resident(code: str):
-        line = sim.resident_line(code)
-        if line is None:
-            return error(404, "resident_not_found", f"no resident with code {code!r}")
-        return Response(line, mimetype="application/json")
+        """The person as they are now, or null for a code the register does not know."""
+        record, seals = sim.resident_now(code)
+        return signed_response(sim, {
+            "contract": CONTRACT_VERSION, "municipality_code": sim.register.spec.municipality_code, "resident_code": code,
+            "resident": record, "seals": seals, "as_of": as_of_now(),
+        })
 
     return app
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import secrets
 import threading
 from pathlib import Path
@@ -68,16 +69,21 @@ class CloudSim:
                 "export_every": self.export_every, "seed": self.register.spec.seed,
                 "register_date": self.register.spec.register_date.isoformat(), "faults": sorted(self.faults.as_json()["active"])}
 
-    def resident_line(self, code: str) -> str | None:
+    def resident_now(self, code: str) -> tuple[dict | None, list[dict]]:
+        """The resident with this code and their seals, as the register holds
+        them now ((None, []) for a code it does not know)."""
         ordinal = codes.ordinal_of_resident_code(code)
         if ordinal is None:
-            return None
+            return None, []
         connection = store.connect(self.register.db_path, readonly=True)
         try:
             row = connection.execute("SELECT record FROM residents WHERE ordinal = ?", (ordinal,)).fetchone()
+            seals = connection.execute("SELECT record FROM seals WHERE resident_ordinal = ? ORDER BY ordinal", (ordinal,)).fetchall()
         finally:
             connection.close()
-        return row[0] if row else None
+        if row is None:
+            return None, []
+        return json.loads(row[0]), [json.loads(line) for (line,) in seals]
 
     # --- actions ---------------------------------------------------------------------------
 

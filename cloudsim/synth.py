@@ -7,6 +7,13 @@ married child with 子の妻 and 孫; about 4 % of residents are foreign, with t
 items a register keeps for them (国籍・地域, 第30条の45区分, 在留資格 …); a few
 per cent of rows are 除票 (moved out, died). Every draw comes from the `rng`
 handed in, so one seed always gives the same register.
+
+The items contract 2 added — 氏名の振り仮名 as the law records it (confirmed
+for most Japanese residents, not yet for some; for foreign residents only
+where they notified one), 旧氏の振り仮名, 備考, what was notified on the
+届出日, and whether a 転出先 is confirmed — draw from a second stream
+(`items_rng`), so that a seed still gives the same people it gave before
+they existed.
 """
 
 from __future__ import annotations
@@ -52,6 +59,16 @@ GRANDPARENT_AGES = age_bands((58, 80, 1))
 KATAGAKI_SHARE = {1: 0.47, 2: 0.28, 3: 0.22}  # larger households: 0.2
 REMOVED_HOUSEHOLD_SHARE = 0.014
 PLANNED_MOVE_OUT_SHARE = 0.004
+FURIGANA_CONFIRMED_SHARE = 0.93  # Japanese residents whose 振り仮名 is recorded (the rest: not yet confirmed)
+FOREIGN_FURIGANA_SHARE = 0.3  # foreign residents who notified one
+OLD_SEARCH_KANA_SHARE = 0.05  # search kana typed in large kana by an older system (キヨウコ for キョウコ)
+REMARKS_SHARE = 0.02
+REMARKS = ("世帯主変更", "住居表示実施による住所変更", "続柄の記載更正", "転入通知受理")
+# 転入通知 from the new municipality confirms a 転出先 within days; a move abroad is never confirmed.
+CONFIRMATION_DAYS = (3, 20)
+ERAS = (("令和", dt.date(2019, 5, 1)), ("平成", dt.date(1989, 1, 8)), ("昭和", dt.date(1926, 12, 25)),
+        ("大正", dt.date(1912, 7, 30)), ("明治", dt.date(1868, 1, 25)))
+SMALL_KANA = str.maketrans("ァィゥェォッャュョヮ", "アイウエオツヤユヨワ")
 SUPPORT_MEASURE_SHARE = 0.0006  # of households
 SEAL_SHARE_ADULTS = 0.40
 SEAL_SHARE_MINORS = 0.05  # 15–17 may register too
@@ -167,12 +184,14 @@ def apply_variants(text: str, part: str, rng: random.Random, ref: ReferenceData)
 class Synth:
     """Draws households, people, addresses and seals for one register."""
 
-    def __init__(self, spec: RegisterSpec, rng: random.Random):
+    def __init__(self, spec: RegisterSpec, rng: random.Random, items_rng: random.Random | None = None):
         self.spec = spec
         self.rng = rng
+        self.items_rng = items_rng or rng  # the contract 2 items (see the module's doc)
         self.ref = reference_data()
         self.towns = self.ref.towns(spec.municipality_code)
         self.today = spec.register_date
+        self.countries = frozenset(ABROAD.items) | {n.country for n in self.ref.nationalities.items}
 
     # --- small draws -----------------------------------------------------
 
@@ -554,9 +573,17 @@ class Synth:
         occurred = self.days_between(max(latest + dt.timedelta(days=1), self.today - dt.timedelta(days=1100)), self.today - dt.timedelta(days=1))
         notified = max(latest, occurred - dt.timedelta(days=self.rng.randint(0, 14)))
         destination = self.abroad(members[0]) if abroad else self.place_address()
+        confirmed_on = None if abroad else self.confirmation(occurred)
         for member in members:
             member.record["removal"] = {"reason": "国外転出" if abroad else "国内転出", "occurred_on": occurred,
-                                        "notified_on": notified, "moved_to": destination}
+                                        "notified_on": notified, "moved_to": destination,
+                                        "moved_to_confirmed": confirmed_on is not None, "confirmed_on": confirmed_on}
+
+    def confirmation(self, moved_out: dt.date) -> dt.date | None:
+        """The day the new municipality's 転入通知 confirmed a 転出先, if it
+        has arrived by today."""
+        day = moved_out + dt.timedelta(days=self.items_rng.randint(*CONFIRMATION_DAYS))
+        return day if day <= self.today else None
 
     def abroad(self, member: Member) -> str:
         """Where someone leaving Japan goes: home, for a foreign resident."""
@@ -573,11 +600,13 @@ class Synth:
         if draw >= chance:
             if alone and draw < chance + 0.0015:  # found not to live there any more
                 day = self.days_between(member.record["resident_since"], self.today - dt.timedelta(days=1))
-                member.record["removal"] = {"reason": "職権消除", "occurred_on": day, "notified_on": day, "moved_to": None}
+                member.record["removal"] = {"reason": "職権消除", "occurred_on": day, "notified_on": day, "moved_to": None,
+                                            "moved_to_confirmed": False, "confirmed_on": None}
             return
         occurred = self.days_between(max(member.record["resident_since"], self.today - dt.timedelta(days=1100)), self.today - dt.timedelta(days=1))
         notified = min(self.today, occurred + dt.timedelta(days=self.rng.randint(0, 7)))
-        member.record["removal"] = {"reason": "死亡", "occurred_on": occurred, "notified_on": notified, "moved_to": None}
+        member.record["removal"] = {"reason": "死亡", "occurred_on": occurred, "notified_on": notified, "moved_to": None,
+                                    "moved_to_confirmed": False, "confirmed_on": None}
 
     def seals(self, member: Member, ordinal: int, code: str) -> list[dict]:
         age = self.age_of(member.birth)
@@ -687,18 +716,19 @@ class Synth:
             kana = f"{member.surname.reading}{SPACE}{member.given.reading}"
         former = None
         if member.relationship in ("妻", "子の妻") and member.foreign is None and self.rng.random() < 0.03:
-            former = self.surname().written
+            former = self.surname()
             version += 1
+        furigana = self.furigana(member, kana)
         return {
             "resident_code": code,
             "atena_number": codes.atena_number(ordinal),
             "household_id": household,
             "household_order": order,
             "name": name,
-            "name_kana": kana,
+            "name_kana": self.search_kana(kana),
             "name_alphabet": member.name_alphabet,
             "alias": member.alias,
-            "former_surname": former,
+            "former_surname": former.written if former else None,
             "birth_date": member.birth.isoformat(),
             "sex": member.sex,
             "head_name": head_name,
@@ -718,7 +748,41 @@ class Synth:
             "support_measure": r["support_measure"],
             "version": version,
             "updated_at": timestamp(max(events), self.rng),
+            "furigana": furigana,
+            "former_surname_furigana": former.reading if former and furigana else None,
+            "remarks": self.remarks(r["resident_since"]),
+            "notified_reason": self.notified_reason(member),
         }
+
+    # --- the items contract 2 added ---------------------------------------------
+
+    def furigana(self, member: Member, reading: str) -> str | None:
+        """氏名の振り仮名 as the law records it, or None while it is not confirmed."""
+        share = FOREIGN_FURIGANA_SHARE if member.foreign is not None else FURIGANA_CONFIRMED_SHARE
+        return reading if self.items_rng.random() < share else None
+
+    def search_kana(self, reading: str) -> str:
+        """The ward's search kana: the reading, in large kana where an older
+        system typed it so (it is for finding people, not a legal item)."""
+        return reading.translate(SMALL_KANA) if self.items_rng.random() < OLD_SEARCH_KANA_SHARE else reading
+
+    def remarks(self, since: dt.date) -> str | None:
+        """備考: now and then an entry the ward prints, dated after the person came."""
+        if self.items_rng.random() >= REMARKS_SHARE:
+            return None
+        day = since + dt.timedelta(days=self.items_rng.randint(0, max(0, (self.today - since).days)))
+        return f"{wareki(day)} {REMARKS[self.items_rng.randrange(len(REMARKS))]}"
+
+    def notified_reason(self, member: Member) -> str:
+        """What was notified on notified_on."""
+        r = member.record
+        if r["address_since"] is not None:
+            return "転居"
+        if member.foreign is not None and r["resident_since"] == FOREIGN_REGISTER_START:
+            return "職権記載"  # foreign residents already here joined the register by the ward's entry
+        if r["previous_address"] is None:
+            return "出生"
+        return "国外からの転入" if r["previous_address"] in self.countries else "転入"
 
 
 COMPOSITIONS = {
@@ -742,7 +806,8 @@ RESIDENT_KEYS = (
     "resident_code", "atena_number", "household_id", "household_order", "name", "name_kana", "name_alphabet", "alias",
     "former_surname", "birth_date", "sex", "head_name", "relationship", "address", "address_since", "resident_since",
     "notified_on", "previous_address", "honseki", "hitto", "individual_number", "foreign", "status", "removal",
-    "planned_move_out", "support_measure", "version", "updated_at",
+    "planned_move_out", "support_measure", "version", "updated_at", "furigana", "former_surname_furigana", "remarks",
+    "notified_reason",
 )
 
 
@@ -776,7 +841,15 @@ def _iso(day: dt.date | None) -> str | None:
 def _removal_json(removal: dict | None) -> dict | None:
     if removal is None:
         return None
-    return {**removal, "occurred_on": removal["occurred_on"].isoformat(), "notified_on": removal["notified_on"].isoformat()}
+    return {**removal, "occurred_on": removal["occurred_on"].isoformat(), "notified_on": removal["notified_on"].isoformat(),
+            "confirmed_on": _iso(removal["confirmed_on"])}
+
+
+def wareki(day: dt.date) -> str:
+    """令和3年4月1日: a date as the ward writes it in 備考."""
+    era, start = next((era, start) for era, start in ERAS if day >= start)
+    year = day.year - start.year + 1
+    return f"{era}{'元' if year == 1 else year}年{day.month}月{day.day}日"
 
 
 def encode(record: dict) -> str:

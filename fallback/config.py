@@ -32,11 +32,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "mayor": "大田区長　鈴木　晶雅",
     },
     "upstream": {
-        "url": "http://127.0.0.1:8700",
+        "url": "https://register.example.lg.jp",
         "token_file": "/etc/sonae/upstream.token",
         "token": "",  # alternative to token_file, normally from SONAE_UPSTREAM_TOKEN
         "public_key": "",  # base64 of the raw Ed25519 public key
         "timeout_s": 10.0,
+        # an http:// url is refused unless this is true: for the demo's and
+        # the tests' cloudsim on loopback, never for a real upstream
+        "allow_insecure_http": False,
     },
     "sync": {
         "full_cron": "0 2 * * *",

@@ -10,6 +10,11 @@ generation exactly as it was; the caller schedules a full export.
 Applying is idempotent: an upsert whose version is not newer than the held
 one is skipped (an export and the feed overlap at the export's last_seq), and
 so is a delete of a key that is not held.
+
+Pages arrive verified by the upstream client (signed, contract 2, echoing
+the `after` asked for and the ward's code, not from the future); a page
+older than the data already held is refused here (UpstreamUntrusted: the
+contract counts it as no answer, nothing of it is applied).
 """
 
 from __future__ import annotations
@@ -20,8 +25,8 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from sync.contract import ContractError, parse_timestamp, validate_change
-from sync.errors import FeedBroken, NoSnapshot
+from sync.contract import ContractError, RuleBroken, check_not_older, parse_timestamp, validate_change
+from sync.errors import FeedBroken, NoSnapshot, UpstreamUntrusted
 from sync.register import read_meta
 from sync.schema import (
     COLUMNS,
@@ -87,7 +92,8 @@ class _FeedState:
 
 def apply_changes(upstream, store: SnapshotStore, *, batch: int = 10000, mirror_individual_number: bool = False) -> ChangesResult:
     """Apply the feed from the current generation's last_seq until caught up.
-    Raises FeedBroken, UpstreamUnavailable, NoSnapshot, SyncBusy or
+    Raises FeedBroken, UpstreamUnavailable (UpstreamUntrusted for a page
+    that breaks a rule of the contract), NoSnapshot, SyncBusy or
     SnapshotDiskFull; pages committed before the failure stay applied (each
     is complete and consistent)."""
     started = time.monotonic()
@@ -108,6 +114,7 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 10000, mirror_
             while True:
                 page = upstream.changes(after=state.last_seq, limit=batch)
                 changes, page_as_of = check_page(page, state.last_seq)
+                _check_not_older(page_as_of, state)
                 if not changes:
                     if page_as_of > state.as_of:  # nothing changed upstream up to its as_of
                         with _transaction(conn):
@@ -129,6 +136,15 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 10000, mirror_
         finally:
             conn.close()
     return ChangesResult(generation, from_seq, state.last_seq, applied, skipped, pages, state.as_of, time.monotonic() - started)
+
+
+def _check_not_older(page_as_of: dt.datetime, state: _FeedState) -> None:
+    try:
+        check_not_older(page_as_of, state.as_of, "the change-feed page")
+    except RuleBroken as exc:
+        raise UpstreamUntrusted(
+            f"change-feed page after seq {state.last_seq:,}: refused by the contract's {exc}; counted as no answer, nothing of it applied"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -13,17 +13,29 @@ class UpstreamUnavailable(SyncError):
     error or malformed body. Never treated as data; worth retrying."""
 
 
+class UpstreamUntrusted(UpstreamUnavailable):
+    """An answer that breaks a rule of the contract (unsigned or wrongly
+    signed, not an answer to the question asked, dated in the future or
+    before the data held): the contract says it counts as no answer, and it
+    is never used as data. Recorded as a refusal, since it may be an attack."""
+
+
+ASK_THE_VENDOR = "ask the upstream vendor for a corrected export"
+
+
 class ExportInvalid(SyncError):
     """The export fails an integrity check (signature, checksum, byte or
-    record count, gzip, record validation, duplicate keys). Never
-    overridable: the previous generation keeps serving."""
+    record count, gzip, record validation, duplicate keys) or a rule of the
+    contract (its time, its order). Never overridable: the previous
+    generation keeps serving."""
 
-    def __init__(self, reason: str):
+    def __init__(self, reason: str, advice: str = ASK_THE_VENDOR):
         self.reason = reason
-        super().__init__(f"{reason}; export refused, the current generation keeps serving — ask the upstream vendor for a corrected export")
+        self.advice = advice
+        super().__init__(f"{reason}; export refused, the current generation keeps serving — {advice}")
 
     def __reduce__(self):  # rebuilt from the reason when it crosses from a parsing process
-        return type(self), (self.reason,)
+        return type(self), (self.reason, self.advice)
 
 
 class GateRefused(SyncError):

@@ -2,13 +2,24 @@
 
 The order of work, cheapest refusal first:
 
-1. manifest: signature, contract shape (ExportInvalid);
-2. gates decided by the manifest alone: municipality, record-count drop
-   against the current generation (GateRefused, overridable);
+1. manifest: signature, contract shape, not dated more than five minutes
+   ahead of this appliance's clock (ExportInvalid);
+2. gates decided by the manifest alone: the contract version (a version 1
+   export only from a dropped directory, with --allow-contract-1), the
+   order of exports against the one the current generation was built from
+   (replay: a lower export_seq or an earlier as_of, with
+   --allow-older-export; the same export_seq under another export_id is
+   never loaded), municipality, record-count drop (GateRefused, overridable);
 3. stream every file into `gen-N.tmp/register.db`: SHA-256 and byte count of
    the compressed bytes as they arrive, gunzip, contract validation of every
    record, batched inserts; at the end of each file its bytes, SHA-256,
-   gzip end and record count must match the manifest (ExportInvalid);
+   gzip end and record count must match the manifest (ExportInvalid).
+   The work stays linear in what arrives, whatever arrives: zlib is fed
+   small slices (its unconsumed input is copied at every output step), no
+   line may grow beyond what one record may take, and a file may not
+   decompress to more than its manifest's record count allows — so a small
+   hostile file is refused after a bounded amount of work, not after
+   inflating a gigabyte into one line;
 4. unique indexes (duplicate keys → ExportInvalid), the residents' summaries
    in kana order, search indexes, ANALYZE;
 5. gate on seals whose resident is not in the export (GateRefused);
@@ -49,7 +60,7 @@ import signal
 import threading
 import time
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -58,9 +69,18 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sync import crypto
-from sync.contract import KEY_FIELD, VALIDATORS, ContractError, verify_manifest
+from sync.contract import (
+    CONTRACT_VERSION,
+    KEY_FIELD,
+    MAX_SEAL_IMAGE_BYTES,
+    VALIDATORS,
+    ContractError,
+    check_not_ahead,
+    parse_timestamp,
+    verify_manifest,
+)
 from sync.errors import ExportInvalid, GateRefused, StoreDamaged, SyncError
-from sync.register import read_meta
+from sync.register import SnapshotMeta, read_meta
 from sync.schema import (
     DIGEST_MODULUS,
     ROW_BUILDERS,
@@ -78,17 +98,26 @@ from sync.schema import (
     summary_text,
 )
 from sync.store import SnapshotStore, disk_full_reported
+from sync.upstream import DirectoryUpstream, system_clock
 
 OVERRIDE_DROP = "allow-drop"
 OVERRIDE_UNKNOWN_SEAL_RESIDENTS = "allow-unknown-seal-residents"
 OVERRIDE_MUNICIPALITY = "allow-municipality-mismatch"
-OVERRIDES = frozenset({OVERRIDE_DROP, OVERRIDE_UNKNOWN_SEAL_RESIDENTS, OVERRIDE_MUNICIPALITY})
+OVERRIDE_CONTRACT_1 = "allow-contract-1"
+OVERRIDE_OLDER_EXPORT = "allow-older-export"
+OVERRIDES = frozenset({OVERRIDE_DROP, OVERRIDE_UNKNOWN_SEAL_RESIDENTS, OVERRIDE_MUNICIPALITY, OVERRIDE_CONTRACT_1, OVERRIDE_OLDER_EXPORT})
 
 BLOCK_BYTES = 2 << 20  # lines parsed and inserted together (~2,000 residents, ~600 seals)
 PARALLEL_MIN_BYTES = 16 << 20  # below this, parsing in this process is quicker than starting workers
 MAX_WORKERS = 4
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 DECOMPRESS_LIMIT = 1 << 20  # output per step, so a hostile file cannot inflate in one go
+INPUT_SLICE = 64 << 10  # compressed bytes given to zlib at a time: the unconsumed rest is copied at every output step
+# The most one record's line may take, newline included: 64 KiB for a
+# resident (a real one takes about 1 KiB); for a seal, its image at the
+# contract's limit in base64 and 4 KiB for the rest. A file may decompress
+# to its record count, plus one for blank lines, times this.
+MAX_RECORD_BYTES = {"residents": 64 << 10, "seals": (MAX_SEAL_IMAGE_BYTES + 2) // 3 * 4 + (4 << 10)}
 SCRATCH_NAME = "summaries-scratch.db"  # beside register.db in the generation being built
 
 
@@ -106,6 +135,7 @@ class LoadResult:
     generation: int
     previous_generation: int | None
     export_id: str
+    export_seq: int | None  # None for a contract 1 export
     as_of: dt.datetime
     last_seq: int
     residents: int
@@ -128,10 +158,12 @@ def load_full(
     mirror_individual_number: bool = False,
     overrides: Iterable[str] = frozenset(),
     workers: int | None = None,
+    clock: Callable[[], dt.datetime] = system_clock,
 ) -> LoadResult:
     """Load the upstream's latest full export as a new current generation.
     Raises ExportInvalid, GateRefused, UpstreamUnavailable, SnapshotDiskFull
-    or SyncBusy; in every such case the current generation is unchanged."""
+    or SyncBusy; in every such case the current generation is unchanged.
+    `clock`: this appliance's time, which no as_of may be ahead of."""
     overrides = frozenset(overrides)
     unknown = overrides - OVERRIDES
     if unknown:
@@ -144,10 +176,18 @@ def load_full(
             verify_manifest(manifest, public_key)
         except ContractError as exc:
             raise ExportInvalid(f"manifest: {exc}") from None
+        as_of = parse_timestamp(manifest["as_of"], "manifest.as_of")
+        try:
+            check_not_ahead(as_of, clock(), "the export")
+        except ContractError as exc:
+            raise ExportInvalid(f"manifest: {exc}", "if this appliance's clock is behind, correct it and rerun; otherwise ask the upstream vendor") from None
         overridden: list[str] = []
+        _gate(check_contract_version(manifest, upstream), OVERRIDE_CONTRACT_1, overrides, overridden)
+        held = HeldGeneration.read(store)
+        _gate(check_order(manifest, held), OVERRIDE_OLDER_EXPORT, overrides, overridden)
         _gate(check_municipality(manifest, municipality_code), OVERRIDE_MUNICIPALITY, overrides, overridden)
         previous = store.current_if_readable()
-        _gate(_count_drop(store, manifest, max_drop_ratio), OVERRIDE_DROP, overrides, overridden)
+        _gate(check_count_drop(manifest, held, max_drop_ratio), OVERRIDE_DROP, overrides, overridden)
         with store.new_generation() as (number, db_path), disk_full_reported(store.directory):
             conn = crypto.connect(db_path, store.key, check_same_thread=False)  # BlockInserter writes from its thread
             scratch_path = db_path.with_name(SCRATCH_NAME)
@@ -173,7 +213,8 @@ def load_full(
         generation=number,
         previous_generation=previous,
         export_id=manifest["export_id"],
-        as_of=dt.datetime.fromisoformat(manifest["as_of"]),
+        export_seq=manifest.get("export_seq"),
+        as_of=as_of,
         last_seq=manifest["last_seq"],
         residents=figures.residents,
         seals=figures.seals,
@@ -196,23 +237,82 @@ def _gate(refusal: GateRefused | None, override: str, overrides: frozenset[str],
     overridden.append(f"{refusal.gate}: {refusal.figures}")
 
 
-def _count_drop(store: SnapshotStore, manifest: dict, max_drop_ratio: float) -> GateRefused | None:
-    """The record-count gate against the current generation (whatever its
-    layout: the counts are in its meta); one that cannot be read (damaged
-    file or pointer, another key) cannot vouch for the new counts, so
-    loading then takes the operator's --allow-drop."""
-    try:
-        current = store.current()
-        if current is None:
-            return None
-        conn = crypto.connect(store.path_of(current), store.key, readonly=True)
+@dataclass(frozen=True)
+class HeldGeneration:
+    """The current generation's meta, which the gates compare an export
+    with: None before the first load; `problem` when it cannot be read
+    (damaged file or pointer, another key, an older layout) — then it
+    cannot vouch for anything, and loading takes the operator's overrides."""
+
+    meta: SnapshotMeta | None
+    problem: str | None = None
+
+    @classmethod
+    def read(cls, store: SnapshotStore) -> HeldGeneration:
         try:
-            meta = read_meta(conn, current)
-        finally:
-            conn.close()
-    except (StoreDamaged, crypto.DatabaseError, crypto.WrongKeyError, KeyError) as exc:
-        return GateRefused("record count", f"the current generation cannot be read to compare record counts ({exc})", f"--{OVERRIDE_DROP}")
-    return check_count_drop(manifest, {"residents": meta.residents, "seals": meta.seals}, max_drop_ratio)
+            current = store.current()
+            if current is None:
+                return cls(None)
+            conn = crypto.connect(store.path_of(current), store.key, readonly=True)
+            try:
+                return cls(read_meta(conn, current))
+            finally:
+                conn.close()
+        except (StoreDamaged, crypto.DatabaseError, crypto.WrongKeyError, KeyError) as exc:
+            return cls(None, str(exc))
+
+    def unreadable(self, gate: str, compared: str, override: str) -> GateRefused | None:
+        if self.problem is None:
+            return None
+        return GateRefused(gate, f"the current generation cannot be read to compare {compared} ({self.problem})", f"--{override}")
+
+
+def check_contract_version(manifest: dict, upstream) -> GateRefused | None:
+    """A contract 1 export has no export_seq (the replay rule cannot protect
+    it) and comes with an unsigned feed: it is read only from a dropped
+    directory, and only when the operator says so."""
+    if manifest["contract"] == CONTRACT_VERSION:
+        return None
+    if not isinstance(upstream, DirectoryUpstream):
+        raise ExportInvalid(
+            f"manifest: contract version rule: the upstream serves a contract {manifest['contract']} export and this appliance loads "
+            f"contract {CONTRACT_VERSION} from the upstream; a version 1 export is accepted only dropped into a directory, with "
+            "`sonae sync full --from DIR --allow-contract-1`"
+        )
+    return GateRefused(
+        "contract version",
+        f"the export is contract {manifest['contract']}: it has no export_seq, so the replay rule cannot protect it, and its change feed is unsigned",
+        f"--{OVERRIDE_CONTRACT_1}",
+    )
+
+
+def check_order(manifest: dict, held: HeldGeneration) -> GateRefused | None:
+    """The order rule against the export the current generation was built
+    from: the same export_seq under another export_id is never loaded; a
+    lower export_seq, or an as_of before the held export's, is a replay."""
+    unreadable = held.unreadable("replay", "the order of exports", OVERRIDE_OLDER_EXPORT)
+    if unreadable or held.meta is None:
+        return unreadable
+    meta, seq = held.meta, manifest.get("export_seq")
+    replayed = []
+    if seq is not None and meta.export_seq is not None:
+        if seq == meta.export_seq and manifest["export_id"] != meta.export_id:
+            raise ExportInvalid(
+                f"manifest: order rule: export_seq {seq:,} is the one this appliance holds, but under export_id "
+                f"{manifest['export_id']!r} instead of {meta.export_id!r} — two different exports cannot share a sequence number"
+            )
+        if seq < meta.export_seq:
+            replayed.append(f"export_seq {seq:,} is lower than the {meta.export_seq:,} this appliance holds (export {meta.export_id})")
+    as_of = dt.datetime.fromisoformat(manifest["as_of"])
+    if as_of < meta.export_as_of:
+        replayed.append(f"its as_of {manifest['as_of']} is earlier than the held export's {meta.export_as_of.isoformat()}")
+    if not replayed:
+        return None
+    return GateRefused(
+        "replay",
+        f"{'; '.join(replayed)}: an older export would undo every change since, a support measure (支援措置) among them",
+        f"--{OVERRIDE_OLDER_EXPORT}",
+    )
 
 
 def check_municipality(manifest: dict, municipality_code: str) -> GateRefused | None:
@@ -226,7 +326,11 @@ def check_municipality(manifest: dict, municipality_code: str) -> GateRefused | 
     )
 
 
-def check_count_drop(manifest: dict, current: dict[str, int], max_drop_ratio: float) -> GateRefused | None:
+def check_count_drop(manifest: dict, held: HeldGeneration, max_drop_ratio: float) -> GateRefused | None:
+    unreadable = held.unreadable("record count", "record counts", OVERRIDE_DROP)
+    if unreadable or held.meta is None:
+        return unreadable
+    current = {"residents": held.meta.residents, "seals": held.meta.seals}
     drops = []
     for entry in manifest["files"]:
         kind, new = entry["kind"], entry["records"]
@@ -286,7 +390,7 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
         for kind in ("residents", "seals"):  # residents first: the seal gate looks them up
             entry = files[kind]
             chunks = upstream.iter_file(manifest["export_id"], entry["name"])
-            loaded[kind] = _load_file(conn, scratch, runs, chunks, entry, kind, mirror_individual_number, parsing)
+            loaded[kind] = _load_file(conn, scratch, runs, chunks, entry, manifest["contract"], mirror_individual_number, parsing)
             total_bytes += entry["bytes"]
     conn.commit()
     for kind, statement in UNIQUE_INDEXES.items():
@@ -333,20 +437,25 @@ class ParsedBlock:
     summaries: list[tuple]  # residents: (kana_key, birth_date, id, summary), sorted
 
 
-def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_individual_number: bool) -> ParsedBlock:
-    """Validate a block of NDJSON lines and turn them into rows. A pure
-    function of its arguments, so it can run in a worker process. A row's
-    id is its line number in the file. The lines themselves are not sent
-    back (the caller has the block): only those stored otherwise."""
+def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_individual_number: bool,
+                contract: int = CONTRACT_VERSION) -> ParsedBlock:
+    """Validate a block of NDJSON lines (records of that contract version)
+    and turn them into rows. A pure function of its arguments, so it can run
+    in a worker process. A row's id is its line number in the file. The
+    lines themselves are not sent back (the caller has the block): only
+    those stored otherwise."""
     validate = VALIDATORS[kind]
     build_row = ROW_BUILDERS[kind]
+    max_bytes = MAX_RECORD_BYTES[kind]
     rows, rewritten, summaries, digest = [], {}, [], 0
     for number, line in enumerate(block.split(b"\n"), start=first_line):
         if not line.strip():
             continue  # blank lines hold no record; the record count still has to match
+        if len(line) >= max_bytes:
+            raise ExportInvalid(f"{name} line {number:,}: {len(line):,} bytes, more than the {max_bytes:,} one {kind[:-1]} record may take")
         try:
             record = orjson.loads(line)
-            validate(record)
+            validate(record, contract)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:  # ContractError is a ValueError
             problem = exc if isinstance(exc, ContractError) else f"not a valid record in UTF-8 JSON ({type(exc).__name__})"
             raise ExportInvalid(f"{name} line {number:,}: {problem}") from None
@@ -361,19 +470,20 @@ def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_indi
     return ParsedBlock(rows, rewritten, digest, summaries)
 
 
-def _load_file(conn, scratch, runs: list[tuple[int, int]], chunks: Iterable[bytes], entry: dict, kind: str, mirror_individual_number: bool,
-               parsing: Parsing) -> tuple[int, str]:
+def _load_file(conn, scratch, runs: list[tuple[int, int]], chunks: Iterable[bytes], entry: dict, contract: int,
+               mirror_individual_number: bool, parsing: Parsing) -> tuple[int, str]:
     """Insert one file's records (and add its summary runs to `runs`);
     returns (records, digest). This thread reads and cuts the file into
     blocks, `parsing` parses them (in worker processes for a large export)
     and a BlockInserter inserts them in order."""
-    name = entry["name"]
+    name, kind = entry["name"], entry["kind"]
     export_file = ExportFile(chunks, entry)
     inserter = BlockInserter(conn, kind, parsing.blocks_ahead, scratch, runs)
     try:
         with inserter:
             for first_line, block in export_file.blocks():
-                inserter.put(parsing.executor.submit(parse_block, kind, name, first_line, block, mirror_individual_number), first_line, block)
+                parsed = parsing.executor.submit(parse_block, kind, name, first_line, block, mirror_individual_number, contract)
+                inserter.put(parsed, first_line, block)
     except ExportInvalid as exc:
         if exc is not inserter.error:
             raise  # the file itself differs from the manifest
@@ -499,10 +609,18 @@ def parse_executor(manifest: dict, workers: int | None) -> Iterator[Parsing]:
 
 class ExportFile:
     """One export file as its chunks arrive. `blocks()` yields its NDJSON
-    lines in blocks and, after the last one, checks byte count, SHA-256 and gzip end
-    against the manifest entry. When something inside the file looks wrong
-    (bad gzip, a broken record), `damage()` reads the rest and says whether
-    the file itself differs from the manifest — the root cause to report."""
+    lines in blocks and, after the last one, checks byte count, SHA-256 and
+    gzip end against the manifest entry. When something inside the file
+    looks wrong (bad gzip, a broken record, too much text), `damage()` reads
+    the rest and says whether the file itself differs from the manifest —
+    the root cause to report.
+
+    Every byte costs a bounded amount of work: the compressed bytes are
+    hashed as they arrive and handed to zlib in slices of INPUT_SLICE, the
+    text comes out DECOMPRESS_LIMIT at a time, a line may not grow past
+    MAX_RECORD_BYTES (so cutting blocks at a newline never rescans what it
+    scanned before) and the whole text may not grow past the record count's
+    room — a file that tries to inflate further is refused there."""
 
     def __init__(self, chunks: Iterable[bytes], entry: dict):
         self.entry = entry
@@ -510,6 +628,8 @@ class ExportFile:
         self._chunks = iter(chunks)
         self._sha = hashlib.sha256()
         self._received = 0
+        self._max_line = MAX_RECORD_BYTES[entry["kind"]]
+        self._max_text = (entry["records"] + 1) * self._max_line
 
     def _arriving(self) -> Iterator[bytes]:
         for chunk in self._chunks:
@@ -535,14 +655,20 @@ class ExportFile:
             return exc.reason
         return self._size_or_hash_problem()
 
-    def blocks(self) -> Iterator[tuple[int, bytes]]:
-        """(number of the first line, whole lines joined by newlines) in
-        blocks of about BLOCK_BYTES, as the file decompresses."""
-        decompressor = zlib.decompressobj(wbits=31)
-        buffered: list[bytes] = []
-        size, next_line = 0, 1
+    def _refuse(self, problem: str) -> ExportInvalid:
+        return ExportInvalid(self.damage() or problem)
+
+    def _slices(self) -> Iterator[bytes]:
         for chunk in self._arriving():
-            data = chunk
+            for start in range(0, len(chunk), INPUT_SLICE):
+                yield chunk[start:start + INPUT_SLICE]
+
+    def _text(self) -> Iterator[bytes]:
+        """The decompressed text, DECOMPRESS_LIMIT at most at a time, of
+        every gzip member in turn; checks the size, hash and gzip end after
+        the last."""
+        decompressor = zlib.decompressobj(wbits=31)
+        for data in self._slices():
             while True:
                 if decompressor.eof:
                     if not data:
@@ -551,17 +677,9 @@ class ExportFile:
                 try:
                     text = decompressor.decompress(data, DECOMPRESS_LIMIT)
                 except zlib.error as exc:
-                    raise ExportInvalid(self.damage() or f"{self.name}: not valid gzip at byte {self._received:,} ({exc})") from None
-                buffered.append(text)
-                size += len(text)
-                if size >= BLOCK_BYTES:
-                    joined = b"".join(buffered)
-                    cut = joined.rfind(b"\n")
-                    if cut >= 0:
-                        yield next_line, joined[:cut]
-                        next_line += joined.count(b"\n", 0, cut) + 1
-                        joined = joined[cut + 1 :]
-                    buffered, size = [joined], len(joined)
+                    raise self._refuse(f"{self.name}: not valid gzip at byte {self._received:,} ({exc})") from None
+                if text:
+                    yield text
                 data = decompressor.unused_data if decompressor.eof else decompressor.unconsumed_tail
                 if not data and not decompressor.eof and len(text) < DECOMPRESS_LIMIT:
                     break  # input used up and no output left inside zlib
@@ -570,6 +688,33 @@ class ExportFile:
             raise ExportInvalid(problem)
         if not decompressor.eof:
             raise ExportInvalid(f"{self.name}: the gzip stream ends before its end marker (truncated)")
+
+    def blocks(self) -> Iterator[tuple[int, bytes]]:
+        """(number of the first line, whole lines joined by newlines) in
+        blocks of about BLOCK_BYTES, as the file decompresses."""
+        buffered: list[bytes] = []
+        size = total = unfinished = 0  # bytes buffered, decompressed, and since the last newline
+        next_line = 1
+        for text in self._text():
+            total += len(text)
+            if total > self._max_text:
+                raise self._refuse(
+                    f"{self.name}: decompresses to more than the {self._max_text:,} bytes its {self.entry['records']:,} records may take"
+                )
+            newline = text.rfind(b"\n")
+            unfinished = unfinished + len(text) if newline < 0 else len(text) - newline - 1
+            if unfinished >= self._max_line:
+                line = next_line + sum(piece.count(b"\n") for piece in buffered) + text.count(b"\n")
+                raise self._refuse(f"{self.name} line {line:,}: longer than the {self._max_line:,} bytes one record may take")
+            buffered.append(text)
+            size += len(text)
+            if size >= BLOCK_BYTES:  # a newline is in there: no line is as long as a block
+                joined = b"".join(buffered)
+                cut = joined.rfind(b"\n")
+                yield next_line, joined[:cut]
+                next_line += joined.count(b"\n", 0, cut) + 1
+                rest = joined[cut + 1 :]
+                buffered, size = [rest], len(rest)
         rest = b"".join(buffered)
         if rest.strip():
             yield next_line, rest
@@ -590,6 +735,7 @@ def write_meta(conn, manifest: dict, figures: BuildFigures, *, source: str, mirr
         "schema_version": SCHEMA_VERSION,
         "contract": manifest["contract"],
         "export_id": manifest["export_id"],
+        "export_seq": manifest.get("export_seq"),
         "municipality_code": municipality.get("code", ""),
         "municipality_prefecture": municipality.get("prefecture", ""),
         "municipality_name": municipality.get("name", ""),

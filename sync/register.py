@@ -26,11 +26,12 @@ from sync.schema import SCHEMA_VERSION
 DB_NAME = "register.db"
 
 # Every string of a RESIDENT that a certificate prints (printing.content):
-# names, 筆頭者, 本籍, the addresses and a removed resident's 転出先.
+# names and their 振り仮名, 筆頭者, 本籍, the addresses, a removed resident's
+# 転出先, a planned one, and 備考.
 PRINTED_FIELDS = (
-    "$.name", "$.name_kana", "$.alias", "$.name_alphabet", "$.former_surname", "$.head_name", "$.hitto", "$.honseki",
-    "$.previous_address", "$.address.prefecture", "$.address.city", "$.address.town", "$.address.banchi",
-    "$.address.katagaki", "$.removal.moved_to",
+    "$.name", "$.name_kana", "$.furigana", "$.alias", "$.name_alphabet", "$.former_surname", "$.former_surname_furigana",
+    "$.head_name", "$.hitto", "$.honseki", "$.previous_address", "$.address.prefecture", "$.address.city", "$.address.town",
+    "$.address.banchi", "$.address.katagaki", "$.removal.moved_to", "$.planned_move_out.moved_to", "$.remarks",
 )
 
 
@@ -40,6 +41,8 @@ class SnapshotMeta:
 
     generation: int
     export_id: str
+    export_seq: int | None  # the upstream's sequence number of that export (None: a contract 1 export)
+    contract: int  # the contract version of that export
     municipality_code: str
     municipality_prefecture: str
     municipality_name: str
@@ -63,6 +66,8 @@ def read_meta(conn, generation: int) -> SnapshotMeta:
     return SnapshotMeta(
         generation=generation,
         export_id=values["export_id"],
+        export_seq=None if values.get("export_seq") is None else int(values["export_seq"]),
+        contract=int(values["contract"]),
         municipality_code=values["municipality_code"],
         municipality_prefecture=values["municipality_prefecture"],
         municipality_name=values["municipality_name"],

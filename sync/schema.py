@@ -16,6 +16,16 @@ read ~1 GB (≈3 s). The unique indexes on `resident_code` / `seal_number` play
 the role of primary keys; they are built after the bulk insert, which is
 also where duplicate keys in an export are found.
 
+A record is stored as the upstream sent it (with 個人番号 blanked unless
+mirrored), so everything the contract carries reaches whoever reads it
+(Register.resident, .household: the counter, issuance, printing) — from
+version 2 also `furigana`, `former_surname_furigana`, `remarks`,
+`notified_reason` and a 転出先's `moved_to_confirmed` / `confirmed_on`. A
+record from a version 1 export (loaded with --allow-contract-1) lacks them:
+read them with .get(), as nothing. `name_kana` is the ward's search kana:
+the search keys come from it, never from `furigana`, which a certificate
+prints (blank while it is null).
+
 `meta` holds what a generation knows about itself (read by
 sync.register.read_meta into SnapshotMeta). Its
 `*_digest` values are order-independent digests of the stored records — the

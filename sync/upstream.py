@@ -5,27 +5,66 @@ Both offer the same methods. Anything that is not a usable answer — a
 timeout, a refused connection, an HTTP error, a body that is not the JSON
 the contract describes — raises UpstreamUnavailable with a one-line reason;
 it is never returned as data.
+
+A change-feed page and a resident look-up are verified here, before they
+leave the client: signed by the upstream's key, contract 2, echoing what was
+asked (the `after`, the resident code, the ward's municipality code), and
+not dated more than five minutes ahead of this appliance's clock. One that
+is not raises UpstreamUntrusted — the contract counts it as no answer. (A
+manifest is verified by the loader, which also reads dropped directories.)
+Whether an answer is older than the data already held is for the caller,
+who knows what it holds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 import requests
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from sync.errors import ExportInvalid, UpstreamUnavailable
+from sync.contract import ContractError, RuleBroken, check_not_ahead, parse_timestamp, verify_lookup, verify_page
+from sync.errors import ExportInvalid, UpstreamUnavailable, UpstreamUntrusted
 
 CHUNK_BYTES = 1 << 20  # reads from a local file
 HTTP_CHUNK_BYTES = 64 << 10  # a dropped connection loses at most the chunk in flight
 RESUME_ATTEMPTS = 3
 
 
+def system_clock() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class UpstreamTrust:
+    """What every signed answer is checked against: the upstream's public
+    key, the ward it must be about, and this appliance's clock."""
+
+    public_key: Ed25519PublicKey
+    municipality_code: str
+    clock: Callable[[], dt.datetime] = system_clock
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """A verified resident look-up: the person as the upstream holds them
+    now (None: the upstream does not know the code) and their seals."""
+
+    resident: dict | None
+    seals: list[dict]
+    as_of: dt.datetime
+
+
 class HttpUpstream:
-    def __init__(self, url: str, token: str, timeout: float = 10.0):
+    def __init__(self, url: str, token: str, *, trust: UpstreamTrust, timeout: float = 10.0):
         self.url = url.rstrip("/")
+        self.trust = trust
         self.timeout = timeout
         self._session = requests.Session()
         self._session.headers["Authorization"] = f"Bearer {token}"
@@ -36,7 +75,7 @@ class HttpUpstream:
     def close(self) -> None:
         self._session.close()
 
-    def _get(self, path: str, *, params=None, headers=None, stream: bool = False, missing_ok: bool = False) -> requests.Response:
+    def _get(self, path: str, *, params=None, headers=None, stream: bool = False) -> requests.Response:
         where = f"GET {self.url}{path}"
         try:
             response = self._session.get(self.url + path, params=params, headers=headers, stream=stream, timeout=self.timeout)
@@ -46,7 +85,7 @@ class HttpUpstream:
             raise UpstreamUnavailable(f"{where}: cannot connect ({_root_cause(exc)})") from None
         except requests.RequestException as exc:
             raise UpstreamUnavailable(f"{where}: {_root_cause(exc)}") from None
-        if response.status_code >= 400 and not (missing_ok and response.status_code == 404):
+        if response.status_code >= 400:
             raise UpstreamUnavailable(f"{where}: HTTP {response.status_code}{_error_detail(response)}{_hint(response.status_code)}")
         return response
 
@@ -94,16 +133,36 @@ class HttpUpstream:
                     raise UpstreamUnavailable(f"GET {self.url}{path}: the connection dropped {attempts} times, last at byte {received:,} ({_root_cause(exc)})") from None
 
     def changes(self, after: int, limit: int) -> dict:
-        body = self._json("/v1/changes", params={"after": after, "limit": limit})
-        if not isinstance(body.get("changes"), list) or not isinstance(body.get("last_seq"), int) or not isinstance(body.get("as_of"), str):
-            raise UpstreamUnavailable(f"GET {self.url}/v1/changes: the body lacks changes/last_seq/as_of")
-        return body
+        """A verified page of changes after `after` (see the module's doc)."""
+        where = f"GET {self.url}/v1/changes?after={after}"
+        page = self._json("/v1/changes", params={"after": after, "limit": limit})
+        with _verifying(where):
+            verify_page(page, self.trust.public_key, after=after, municipality_code=self.trust.municipality_code)
+            check_not_ahead(parse_timestamp(page["as_of"], "as_of"), self.trust.clock(), "the change-feed page")
+        return page
 
-    def resident(self, resident_code: str) -> dict | None:
-        """One resident as upstream holds them now; None if upstream does not know the code."""
+    def lookup(self, resident_code: str) -> Lookup:
+        """A verified look-up of one resident as the upstream holds them now."""
         path = f"/v1/residents/{requests.utils.quote(resident_code, safe='')}"
-        response = self._get(path, missing_ok=True)
-        return None if response.status_code == 404 else self._body(response, path)
+        body = self._json(path)
+        with _verifying(f"GET {self.url}{path}"):
+            verify_lookup(body, self.trust.public_key, resident_code=resident_code, municipality_code=self.trust.municipality_code)
+            as_of = parse_timestamp(body["as_of"], "as_of")
+            check_not_ahead(as_of, self.trust.clock(), "the resident look-up")
+        return Lookup(body["resident"], body["seals"], as_of)
+
+
+@contextlib.contextmanager
+def _verifying(where: str) -> Iterator[None]:
+    """Turns a contract refusal of an answer into "the upstream did not
+    answer": UpstreamUntrusted for a broken rule, UpstreamUnavailable for a
+    body of the wrong shape."""
+    try:
+        yield
+    except RuleBroken as exc:
+        raise UpstreamUntrusted(f"{where}: refused by the contract's {exc}; counted as no answer, nothing of it used") from None
+    except ContractError as exc:
+        raise UpstreamUnavailable(f"{where}: the body is not what the contract describes ({exc})") from None
 
 
 class DirectoryUpstream:
@@ -145,7 +204,7 @@ class DirectoryUpstream:
     def changes(self, after: int, limit: int) -> dict:
         raise self._no_api("change feed")
 
-    def resident(self, resident_code: str) -> dict | None:
+    def lookup(self, resident_code: str) -> Lookup:
         raise self._no_api("resident lookup")
 
 

@@ -39,6 +39,7 @@ def _configure(root, monkeypatch, *, keys_from=None):
     monkeypatch.setenv("SONAE_SECURITY_SIGNING_KEY_FILE", str(etc / "signing.key"))
     monkeypatch.setenv("SONAE_SECURITY_SECRET_KEY_FILE", str(etc / "session.key"))
     monkeypatch.setenv("SONAE_UPSTREAM_PUBLIC_KEY", EXAMPLE_PUBLIC_KEY)
+    monkeypatch.setenv("SONAE_UPSTREAM_ALLOW_INSECURE_HTTP", "true")  # the tests' upstreams serve http on loopback
     return load_config()
 
 

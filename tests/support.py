@@ -1,5 +1,6 @@
-"""Helpers shared by the tests of every area: signed exports built from the
-example register, and a logged-in staff client for the Flask app."""
+"""Helpers shared by the tests of every area: signed (contract version 2)
+exports, change pages and look-ups built from the example register, and a
+logged-in staff client for the Flask app."""
 
 from __future__ import annotations
 
@@ -7,15 +8,32 @@ import base64
 import datetime as dt
 import gzip
 import hashlib
+import itertools
 import json
 import os
 import re
 from contextlib import contextmanager
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 FIXTURES = Path(__file__).parent / "fixtures"
-EXAMPLE_EXPORT = FIXTURES / "example-export"
+EXAMPLE_EXPORT = FIXTURES / "example-export"  # the contract's example export (version 2), as published
+EXAMPLE_CHANGES_PAGE = FIXTURES / "export-changes-page.json"  # the contract's signed page following it
+EXAMPLE_LOOKUP = FIXTURES / "export-resident-lookup.json"  # and its signed look-up
 EXAMPLE_PUBLIC_KEY = (FIXTURES / "example-export-public-key.txt").read_text().strip()
+# The example's private key is 32 zero bytes (a published test key, never for
+# production), so tests can sign what they build from its records.
+TEST_PRIVATE_KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
+MUNICIPALITY = {"code": "131113", "prefecture": "東京都", "name": "大田区"}
+JST = dt.timezone(dt.timedelta(hours=9))
+# Each export a test writes comes after the ones written before it, as the
+# upstream's exports do (the appliance refuses an older one).
+_export_seqs = itertools.count(1207)
+
+
+def next_export_seq() -> int:
+    return next(_export_seqs)
 
 PASSWORD = "correct-horse-battery"
 # One account per role (two clerks, two supervisors for approval cases).
@@ -30,23 +48,25 @@ def write_key(path: Path) -> Path:
     return path
 
 
-# The example export's private key is 32 zero bytes (a published test key), so
-# tests can re-sign exports built from its records, e.g. with a fresh as_of.
-
 def example_records(kind: str) -> list[dict]:
     with gzip.open(EXAMPLE_EXPORT / f"{kind}.ndjson.gz", "rt", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle]
 
 
-def write_export(directory: Path, residents: list[dict], seals: list[dict], *, as_of: str | None = None,
-                 last_seq: int = 1000, municipality_code: str = "131113", export_id: str | None = None) -> Path:
-    """Write a signed export (manifest + gzip NDJSON) the way upstream does."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+def now_jst() -> dt.datetime:
+    return dt.datetime.now(JST)
 
-    from sync.contract import sign_manifest
+
+def write_export(directory: Path, residents: list[dict], seals: list[dict], *, as_of: str | None = None,
+                 last_seq: int = 1000, municipality_code: str = "131113", export_seq: int | None = None,
+                 export_id: str | None = None) -> Path:
+    """Write a signed export (manifest + gzip NDJSON) the way upstream does;
+    as of now and numbered after every export written before, unless said."""
+    from sync.contract import sign
 
     directory.mkdir(parents=True, exist_ok=True)
-    as_of = as_of or dt.datetime.now(dt.timezone(dt.timedelta(hours=9))).isoformat(timespec="seconds")
+    as_of = as_of or now_jst().isoformat(timespec="seconds")
+    export_seq = next_export_seq() if export_seq is None else export_seq
     files = []
     for kind, records in (("residents", residents), ("seals", seals)):
         path = directory / f"{kind}.ndjson.gz"
@@ -57,12 +77,21 @@ def write_export(directory: Path, residents: list[dict], seals: list[dict], *, a
         files.append({"name": path.name, "kind": kind, "records": len(records), "bytes": len(data),
                       "sha256": hashlib.sha256(data).hexdigest()})
     manifest = {
-        "contract": 1, "export_id": export_id or f"{as_of}-test", "as_of": as_of, "last_seq": last_seq,
-        "municipality": {"code": municipality_code, "prefecture": "東京都", "name": "大田区"}, "files": files,
+        "contract": 2, "export_seq": export_seq, "export_id": export_id or f"{as_of}-{export_seq:04d}", "as_of": as_of,
+        "last_seq": last_seq, "municipality": {**MUNICIPALITY, "code": municipality_code}, "files": files,
     }
-    signed = sign_manifest(manifest, Ed25519PrivateKey.from_private_bytes(bytes(32)))
+    signed = sign(manifest, TEST_PRIVATE_KEY)
     (directory / "manifest.json").write_text(json.dumps(signed, ensure_ascii=False, indent=2), encoding="utf-8")
     return directory
+
+
+def signed_lookup(resident_code: str, resident: dict | None, seals: list[dict] = (), *, as_of: dt.datetime | None = None,
+                  key: Ed25519PrivateKey = TEST_PRIVATE_KEY) -> dict:
+    """A resident look-up as the upstream answers it (signed with `key`)."""
+    from sync.contract import sign
+
+    return sign({"contract": 2, "municipality_code": MUNICIPALITY["code"], "resident_code": resident_code, "resident": resident,
+                 "seals": list(seals), "as_of": (as_of or now_jst()).isoformat()}, key)
 
 
 class Staff:

@@ -96,7 +96,8 @@ class DemoSite:
             if not (self.etc / name).exists():
                 write_key_file(self.etc / name)
         values = {section: dict(items) for section, items in DEFAULTS.items()}
-        values["upstream"].update(url=upstream["url"], token_file=str(self.etc / "upstream.token"), public_key=upstream["public_key"])
+        values["upstream"].update(url=upstream["url"], token_file=str(self.etc / "upstream.token"), public_key=upstream["public_key"],
+                                  allow_insecure_http=True)  # cloudsim serves plain http on loopback
         values["security"].update(key_file=str(self.etc / "master.key"), signing_key_file=str(self.etc / "signing.key"),
                                   secret_key_file=str(self.etc / "session.key"))
         values["web"].update(port=self.web_port, public_base_url=f"http://127.0.0.1:{self.web_port}")

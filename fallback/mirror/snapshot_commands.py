@@ -55,6 +55,8 @@ def _as_json(info, moment) -> dict:
         "age_hours": round(meta.age(moment).total_seconds() / 3600, 2),
         "last_seq": meta.last_seq,
         "export_id": meta.export_id,
+        "export_seq": meta.export_seq,
+        "contract": meta.contract,
         "residents": meta.residents,
         "seals": meta.seals,
         "loaded_at": meta.loaded_at.isoformat(),

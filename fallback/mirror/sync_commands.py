@@ -11,7 +11,7 @@ from fallback.cli_support import config as load_config
 from fallback.cli_support import operator
 from fallback.mirror.syncing import full_export_due, recent_runs, run_changes, run_full_sync, snapshot_store
 from fallback.ops import TOKYO, now
-from sync.loader import OVERRIDE_DROP, OVERRIDE_MUNICIPALITY, OVERRIDE_UNKNOWN_SEAL_RESIDENTS
+from sync.loader import OVERRIDE_CONTRACT_1, OVERRIDE_DROP, OVERRIDE_MUNICIPALITY, OVERRIDE_OLDER_EXPORT, OVERRIDE_UNKNOWN_SEAL_RESIDENTS
 
 
 def jst(moment) -> str:
@@ -28,20 +28,26 @@ def sync_group():
 @click.option("--allow-drop", is_flag=True, help="Accept an export whose record count dropped by more than sync.max_drop_ratio.")
 @click.option("--allow-unknown-seal-residents", is_flag=True, help="Accept seals that point at residents not in the export.")
 @click.option("--allow-municipality-mismatch", is_flag=True, help="Accept an export for another municipality code.")
+@click.option("--allow-older-export", is_flag=True, help="Accept an export older than the one held (lower export_seq or earlier as_of): it undoes the changes since.")
+@click.option("--allow-contract-1", is_flag=True, help="Accept a contract version 1 export (with --from only): it has no export_seq for the replay rule.")
 @click.option("--actor", help="Who runs this, for the audit log (default: the OS user).")
-def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipality_mismatch, actor):
+def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipality_mismatch, allow_older_export, allow_contract_1, actor):
     """Load the latest full export as a new snapshot generation.
 
-    The export is verified (signature, checksums, counts, every record) and
-    gated before it replaces the current generation; if anything is wrong
-    the current generation keeps serving and the reason is printed and
-    recorded. Override flags are audited.
+    The export is verified (signature, checksums, counts, every record, its
+    order and time) and gated before it replaces the current generation; if
+    anything is wrong the current generation keeps serving and the reason
+    is printed and recorded. Override flags are audited.
     """
-    flags = {OVERRIDE_DROP: allow_drop, OVERRIDE_UNKNOWN_SEAL_RESIDENTS: allow_unknown_seal_residents, OVERRIDE_MUNICIPALITY: allow_municipality_mismatch}
+    if allow_contract_1 and not source_dir:
+        raise click.UsageError("--allow-contract-1 needs --from DIR: a version 1 export is accepted only dropped into a directory")
+    flags = {OVERRIDE_DROP: allow_drop, OVERRIDE_UNKNOWN_SEAL_RESIDENTS: allow_unknown_seal_residents, OVERRIDE_MUNICIPALITY: allow_municipality_mismatch,
+             OVERRIDE_OLDER_EXPORT: allow_older_export, OVERRIDE_CONTRACT_1: allow_contract_1}
     result = run_full_sync(load_config(), source_dir, {name for name, given in flags.items() if given}, operator(actor))
+    sequence = f"export_seq {result.export_seq:,}" if result.export_seq is not None else "contract 1, no export_seq"
     click.echo(
         f"generation {result.generation} is current: {result.residents:,} residents, {result.seals:,} seals, "
-        f"data as of {jst(result.as_of)} (export {result.export_id}), loaded in {result.seconds:.1f} s"
+        f"data as of {jst(result.as_of)} (export {result.export_id}, {sequence}), loaded in {result.seconds:.1f} s"
     )
     for waived in result.overridden:
         click.echo(f"overridden (audited): {waived}")
@@ -80,6 +86,7 @@ def status(as_json):
             "as_of": meta.as_of.isoformat() if meta else None,
             "age_hours": round(meta.age(now()).total_seconds() / 3600, 2) if meta else None,
             "last_seq": meta.last_seq if meta else None,
+            "export_seq": meta.export_seq if meta else None,
             "full_export_due": due,
             "runs": runs,
         }, ensure_ascii=False, indent=2))

@@ -36,21 +36,22 @@ import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from fallback import audit
 from fallback.config import Config, ConfigError
 from fallback.mirror.registry import snapshot_store
-from fallback.ops import Transaction, now_iso, open_ops
+from fallback.ops import Transaction, now, now_iso, open_ops
 from printing.glyphs import GlyphMissingError, prepare_rare_glyph_font, rare_clusters
 from sync.changes import ChangesResult, apply_changes
 from sync.contract import ContractError, public_key_from_b64
 from sync.crypto import KeyFileError, WrongKeyError
-from sync.errors import ExportInvalid, FeedBroken, GateRefused, NoSnapshot, SnapshotOutdated, SyncBusy, SyncError
+from sync.errors import ExportInvalid, FeedBroken, GateRefused, NoSnapshot, SnapshotOutdated, SyncBusy, SyncError, UpstreamUntrusted
 from sync.loader import LoadResult, load_full
 from sync.store import SnapshotStore
-from sync.upstream import DirectoryUpstream, HttpUpstream
+from sync.upstream import DirectoryUpstream, HttpUpstream, UpstreamTrust
 
-REFUSALS = (GateRefused, ExportInvalid, FeedBroken, SyncBusy, NoSnapshot)
+REFUSALS = (GateRefused, ExportInvalid, FeedBroken, UpstreamUntrusted, SyncBusy, NoSnapshot)
 EXPECTED_FAILURES = (SyncError, WrongKeyError, KeyFileError, ContractError, ConfigError)
 WORKER_ACTOR = "worker"
 INTERRUPTED = "interrupted: the process stopped before finishing (crash, kill or power cut); the previous generation kept serving"
@@ -61,7 +62,12 @@ log = logging.getLogger("sonae.sync")
 
 
 def upstream_from_config(config: Config) -> HttpUpstream:
+    """The upstream client, refusing a plain-http URL unless the
+    configuration allows it (only the demo and tests do), and checking every
+    signed answer against the configured key, the ward and this clock."""
     section = config["upstream"]
+    check_upstream_url(section["url"], section["allow_insecure_http"])
+    trust = UpstreamTrust(upstream_public_key(config), config["municipality"]["code"], now)
     token = section["token"]
     if not token:
         path = Path(section["token_file"])
@@ -71,14 +77,29 @@ def upstream_from_config(config: Config) -> HttpUpstream:
             raise ConfigError(f"upstream token file {path} does not exist; put the bearer token there or set SONAE_UPSTREAM_TOKEN") from None
         except PermissionError:
             raise ConfigError(f"upstream token file {path} cannot be read by this user") from None
-    return HttpUpstream(section["url"], token, timeout=section["timeout_s"])
+    return HttpUpstream(section["url"], token, trust=trust, timeout=section["timeout_s"])
+
+
+def check_upstream_url(url: str, allow_insecure_http: bool) -> None:
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "https" or (scheme == "http" and allow_insecure_http):
+        return
+    if scheme == "http":
+        raise ConfigError(
+            f"upstream.url {url} is plain http: refused, since anyone on the way could read the token and the register; "
+            "use the upstream's https:// address (upstream.allow_insecure_http = true is for the demo and tests only)"
+        )
+    raise ConfigError(f"upstream.url {url!r} is not an https:// address")
 
 
 def upstream_public_key(config: Config):
     text = config["upstream"]["public_key"]
     if not text:
-        raise ConfigError("upstream.public_key is not set; configure the upstream's Ed25519 public key (base64) before loading exports")
-    return public_key_from_b64(text)
+        raise ConfigError("upstream.public_key is not set; configure the upstream's Ed25519 public key (base64): every answer is checked against it")
+    try:
+        return public_key_from_b64(text)
+    except ContractError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, overrides: Iterable[str] = frozenset(), actor: str = WORKER_ACTOR) -> LoadResult:
@@ -100,13 +121,14 @@ def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, o
                 keep=sync_config["keep_generations"],
                 mirror_individual_number=sync_config["mirror_individual_number"],
                 overrides=overrides,
+                clock=now,
             )
             run.update(
                 generation=result.generation,
                 records=result.residents + result.seals,
                 bytes=result.bytes,
                 as_of=result.as_of.isoformat(),
-                detail={"export_id": result.export_id, "residents": result.residents, "seals": result.seals,
+                detail={"export_id": result.export_id, "export_seq": result.export_seq, "residents": result.residents, "seals": result.seals,
                         "overridden": list(result.overridden), "pruned": list(result.pruned), "seconds": round(result.seconds, 1)},
             )
             return result

@@ -134,12 +134,9 @@ def probe_synthetic(upstream: HttpUpstream, resident_code: str) -> ProbeResult:
     the record itself is looked at no further than its code."""
     started = time.perf_counter()
     try:
-        record = upstream.resident(resident_code)
-        error = None
-        if record is None:
-            error = "写しにある住民を上流が見つけられません（HTTP 404）"
-        elif record.get("resident_code") != resident_code:
-            error = "上流の応答が住民の記録ではありません"
+        # A verified look-up: signed, and about the resident asked for.
+        record = upstream.lookup(resident_code).resident
+        error = None if record is not None else "写しにある住民を上流が見つけられません"
     except UpstreamUnavailable as exc:
         error = f"上流が応答しません（{mask_code(str(exc), resident_code)}）"
     latency_ms = (time.perf_counter() - started) * 1000

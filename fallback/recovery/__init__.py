@@ -2,8 +2,10 @@
 recovered upstream, and list those that were wrong when issued.
 
 For each real certificate request and each resident printed on it, Sonae
-asks the upstream for the resident as they are now (`/v1/residents/{code}`)
-and compares with what was printed — the `version` and `updated_at` stored
+asks the upstream for the resident as they are now (`/v1/residents/{code}`:
+a signed look-up, verified by the upstream client, and refused if it is
+older than the snapshot — counted as no answer, like an outage) and
+compares with what was printed — the `version` and `updated_at` stored
 in the certificate's printed_records:
 
 - same version: unchanged;
@@ -50,8 +52,10 @@ from fallback.config import Config, ConfigError
 from fallback.mirror.registry import snapshot_store
 from fallback.mirror.syncing import upstream_from_config
 from fallback.ops import Transaction, now_iso, open_ops
-from sync.errors import NoSnapshot, UpstreamUnavailable
+from sync.contract import RuleBroken, check_not_older
+from sync.errors import NoSnapshot, UpstreamUnavailable, UpstreamUntrusted
 from sync.schema import blank_individual_number
+from sync.upstream import HttpUpstream
 
 UNCHANGED, CHANGED_AFTER_ISSUE, AT_RISK, UNCERTAIN, MISSING = "unchanged", "changed_after_issue", "at_risk", "uncertain", "missing"
 VERDICTS = {
@@ -72,7 +76,8 @@ FIELD_LABELS = {
     "address_since": "住所を定めた日", "resident_since": "住民となった日", "notified_on": "届出日",
     "previous_address": "前住所", "honseki": "本籍", "hitto": "筆頭者", "individual_number": "個人番号",
     "foreign": "外国人住民の事項", "status": "住民の状態", "removal": "除票の事由", "planned_move_out": "転出予定",
-    "support_measure": "支援措置", "atena_number": "宛名番号",
+    "support_measure": "支援措置", "atena_number": "宛名番号", "furigana": "氏名の振り仮名",
+    "former_surname_furigana": "旧氏の振り仮名", "remarks": "備考", "notified_reason": "届出の種別",
 }
 _IGNORED_FIELDS = ("version", "updated_at", "resident_code")
 
@@ -165,7 +170,9 @@ def _show(field: str, value) -> str:
     if field == "status":
         return {"active": "住民", "removed": "除票"}.get(value, str(value))
     if field == "removal":
-        return f"{value['reason']}（{value['occurred_on']}）" + (f" {value['moved_to']}" if value.get("moved_to") else "")
+        moved_to = value.get("moved_to")
+        planned = "" if value.get("moved_to_confirmed", True) else "（予定）"
+        return f"{value['reason']}（{value['occurred_on']}）" + (f" {moved_to}{planned}" if moved_to else "")
     if field == "planned_move_out":
         return f"{value['date']} {value['moved_to']}へ転出予定"
     if isinstance(value, dict):
@@ -233,6 +240,7 @@ def _check(conn, config: Config, pending: list[_Pending]) -> ReconcileResult:
         _record_attempt(conn, "upstream_unavailable", 0, len(pending), str(exc))
         return ReconcileResult("upstream_unavailable", 0, len(pending), str(exc))
     seals = _SealsAsOfNow(config)
+    held_as_of = seals.as_of()  # read before asking: every answer after it is at least as new
     checked = waiting = 0
     try:
         for item in pending:
@@ -240,7 +248,7 @@ def _check(conn, config: Config, pending: list[_Pending]) -> ReconcileResult:
                 waiting += 1  # the change feed has not yet brought the snapshot past the issue
                 continue
             try:
-                current = upstream.resident(item.resident_code)
+                current = resident_now(upstream, item.resident_code, held_as_of)
             except UpstreamUnavailable as exc:
                 _record_attempt(conn, "upstream_unavailable", checked, len(pending) - checked, str(exc))
                 return ReconcileResult("upstream_unavailable", checked, len(pending) - checked, str(exc))
@@ -280,6 +288,18 @@ def _check(conn, config: Config, pending: list[_Pending]) -> ReconcileResult:
     return ReconcileResult("done", checked, 0)
 
 
+def resident_now(upstream: HttpUpstream, resident_code: str, held_as_of: dt.datetime | None) -> dict | None:
+    """The resident as the upstream holds them now (None: unknown there),
+    from a verified look-up no older than the snapshot."""
+    lookup = upstream.lookup(resident_code)
+    if held_as_of is not None:
+        try:
+            check_not_older(lookup.as_of, held_as_of, "the resident look-up")
+        except RuleBroken as exc:
+            raise UpstreamUntrusted(f"resident look-up: refused by the contract's {exc}; counted as no answer") from None
+    return lookup.resident
+
+
 class _SealsAsOfNow:
     """Seals as the current snapshot holds them, opened when first needed."""
 
@@ -296,6 +316,10 @@ class _SealsAsOfNow:
             except NoSnapshot:
                 self.register = None
         return self.register
+
+    def as_of(self) -> dt.datetime | None:
+        register = self._open()
+        return None if register is None else register.meta.as_of
 
     def caught_up_past(self, issued_at: str) -> bool:
         register = self._open()

@@ -12,7 +12,9 @@ from urllib.parse import quote
 
 import requests
 
-from sync.contract import VALIDATORS, ContractError, public_key_from_b64, validate_change, verify_manifest
+from sync.contract import VALIDATORS, ContractError, public_key_from_b64, validate_change, verify_lookup, verify_manifest, verify_page
+
+MUNICIPALITY_CODE = "131113"
 
 TIMEOUT_S = 30
 
@@ -23,6 +25,11 @@ class ExportRefused(Exception):
 
 class FeedBroken(Exception):
     """The change feed has a gap or a repeated seq."""
+
+
+class AnswerRefused(Exception):
+    """A page or look-up that is unsigned, wrongly signed or not an answer to
+    the question asked."""
 
 
 def get(url: str, token: str, path: str, **kwargs) -> requests.Response:
@@ -64,11 +71,16 @@ def read_export(url: str, token: str, public_key: str, *, previous_residents: in
     return manifest, records
 
 
-def read_feed(url: str, token: str, after: int, limit: int = 1000) -> list[dict]:
-    """Every change after `after`, page by page, refusing gaps and repeats."""
+def read_feed(url: str, token: str, public_key: str, after: int, limit: int = 1000) -> list[dict]:
+    """Every change after `after`, page by page, refusing unsigned pages,
+    gaps and repeats."""
     changes = []
     while True:
         page = get(url, token, "/v1/changes", params={"after": after, "limit": limit}).json()
+        try:
+            verify_page(page, public_key_from_b64(public_key), after=after, municipality_code=MUNICIPALITY_CODE)
+        except ContractError as exc:
+            raise AnswerRefused(str(exc)) from exc
         for change in page["changes"]:
             validate_change(change)
             if change["seq"] != after + 1:
@@ -79,3 +91,14 @@ def read_feed(url: str, token: str, after: int, limit: int = 1000) -> list[dict]
             return changes
         if not page["changes"]:
             raise FeedBroken(f"the feed reports last_seq {page['last_seq']} but returned nothing after {after}")
+
+
+def read_resident(url: str, token: str, public_key: str, code: str) -> dict | None:
+    """The resident as the register holds them now (None: unknown), from a
+    verified look-up."""
+    body = get(url, token, f"/v1/residents/{code}").json()
+    try:
+        verify_lookup(body, public_key_from_b64(public_key), resident_code=code, municipality_code=MUNICIPALITY_CODE)
+    except ContractError as exc:
+        raise AnswerRefused(str(exc)) from exc
+    return body["resident"]

@@ -8,7 +8,7 @@ import json
 import pytest
 import requests
 
-from tests.cloudsim.client import file_path, get, read_export
+from tests.cloudsim.client import AnswerRefused, file_path, get, read_export, read_resident
 from tests.cloudsim.conftest import RESIDENTS, TOKEN
 
 
@@ -19,7 +19,7 @@ def export(sim):
 
 def test_a_client_reads_and_verifies_the_whole_export(sim, export):
     manifest, records = export
-    assert manifest["contract"] == 1
+    assert (manifest["contract"], manifest["export_seq"]) == (2, 1)
     assert manifest["municipality"] == {"code": "131113", "prefecture": "東京都", "name": "大田区"}
     assert manifest["last_seq"] == 0 and manifest["as_of"] == "2026-11-24T23:00:00+09:00"
     residents, seals = records["residents"], records["seals"]
@@ -37,9 +37,28 @@ def test_health_answers_ok(sim):
     assert body["as_of"].endswith("+09:00")
 
 
-def test_a_resident_is_served_as_in_the_export(sim, export):
+def test_a_resident_is_served_as_in_the_export_in_a_signed_look_up(sim, export):
     resident = export[1]["residents"][1234]
-    assert get(sim.url, TOKEN, f"/v1/residents/{resident['resident_code']}").json() == resident
+    code = resident["resident_code"]
+    assert read_resident(sim.url, TOKEN, sim.public_key, code) == resident
+    body = get(sim.url, TOKEN, f"/v1/residents/{code}").json()
+    assert (body["contract"], body["municipality_code"], body["resident_code"]) == (2, "131113", code)
+    assert body["seals"] == [s for s in export[1]["seals"] if s["resident_code"] == code]
+    assert body["as_of"].endswith("+09:00")
+
+
+def test_an_unknown_resident_is_a_signed_null(sim):
+    assert read_resident(sim.url, TOKEN, sim.public_key, "99999999999") is None
+
+
+def test_a_look_up_signed_by_another_key_is_refused_by_the_client(sim, export):
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from sync.contract import public_key_to_b64
+
+    other = public_key_to_b64(Ed25519PrivateKey.generate().public_key())
+    with pytest.raises(AnswerRefused, match="signature rule"):
+        read_resident(sim.url, TOKEN, other, export[1]["residents"][0]["resident_code"])
 
 
 def test_ranges_are_served(sim, export):
@@ -93,7 +112,6 @@ def test_the_admin_port_wants_the_token_too(sim):
     ("/v1/changes?after=0&limit=0", 400),
     ("/v1/changes?after=-1", 400),
     ("/v1/changes?after=abc", 400),
-    ("/v1/residents/99999999999", 404),
     ("/v1/exports/no-such-export/files/residents.ndjson.gz", 404),
     ("/v1/nothing-here", 404),
 ])
@@ -109,9 +127,10 @@ def test_a_file_not_in_the_manifest_is_not_served(sim, export):
     assert response.status_code == 404 and response.json()["error"] == "file_not_found"
 
 
-def test_the_largest_page_of_changes_is_allowed(sim):
+def test_the_largest_page_of_changes_is_allowed_and_signed(sim):
     body = get(sim.url, TOKEN, "/v1/changes", params={"after": 0, "limit": 10_000}).json()
-    assert set(body) == {"changes", "last_seq", "as_of"}
+    assert set(body) == {"contract", "municipality_code", "after", "changes", "last_seq", "as_of", "signature"}
+    assert (body["contract"], body["municipality_code"], body["after"]) == (2, "131113", 0)
 
 
 def test_records_keep_the_contract_key_order_of_the_example(sim, export):

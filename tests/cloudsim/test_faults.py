@@ -135,6 +135,19 @@ def test_a_client_refuses_a_damaged_export(sim, fault, refusal):
     read_export(sim.url, TOKEN, sim.public_key)
 
 
+def test_bad_signature_spoils_pages_and_look_ups_too(sim):
+    from tests.cloudsim.client import AnswerRefused, read_resident
+
+    _, records = read_export(sim.url, TOKEN, sim.public_key)
+    set_fault(sim, "bad_signature")
+    with pytest.raises(AnswerRefused, match="change-feed page signature does not verify"):
+        read_feed(sim.url, TOKEN, sim.public_key, after=0)
+    with pytest.raises(AnswerRefused, match="resident look-up signature does not verify"):
+        read_resident(sim.url, TOKEN, sim.public_key, records["residents"][0]["resident_code"])
+    clear_fault(sim, "bad_signature")
+    assert read_resident(sim.url, TOKEN, sim.public_key, records["residents"][0]["resident_code"]) == records["residents"][0]
+
+
 def test_a_truncated_file_does_not_decompress_either(sim):
     import gzip
 
@@ -152,9 +165,9 @@ def test_feed_gap_is_detected(sim):
     requests.post(sim.admin_url + "/admin/changes", json={"events": 5}, headers=ADMIN, timeout=60)
     set_fault(sim, "feed_gap")
     with pytest.raises(FeedBroken, match="expected seq 1, got 2"):
-        read_feed(sim.url, TOKEN, after=0)
+        read_feed(sim.url, TOKEN, sim.public_key, after=0)
     clear_fault(sim, "feed_gap")
-    changes = read_feed(sim.url, TOKEN, after=0)
+    changes = read_feed(sim.url, TOKEN, sim.public_key, after=0)
     assert [c["seq"] for c in changes] == list(range(1, len(changes) + 1))
 
 

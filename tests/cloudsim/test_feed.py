@@ -22,7 +22,7 @@ def history(sim):
     _, before = read_export(sim.url, TOKEN, sim.public_key)
     response = requests.post(sim.admin_url + "/admin/changes", json={"events": EVENTS}, headers=ADMIN, timeout=300)
     assert response.status_code == 200
-    changes = read_feed(sim.url, TOKEN, after=0, limit=137)  # pages of odd size
+    changes = read_feed(sim.url, TOKEN, sim.public_key, after=0, limit=137)  # pages of odd size
     return before, changes
 
 
@@ -102,9 +102,9 @@ def test_changes_come_at_the_configured_rate_and_exports_on_schedule(generated_s
     try:
         first_export = sim.export_id
         deadline = time.monotonic() + 20
-        while time.monotonic() < deadline and not (read_feed(sim.url, TOKEN, after=0) and sim.export_id != first_export):
+        while time.monotonic() < deadline and not (read_feed(sim.url, TOKEN, sim.public_key, after=0) and sim.export_id != first_export):
             time.sleep(0.2)
-        assert len(read_feed(sim.url, TOKEN, after=0)) >= 2
+        assert len(read_feed(sim.url, TOKEN, sim.public_key, after=0)) >= 2
         assert sim.export_id != first_export
     finally:
         sim.stop()
@@ -118,3 +118,24 @@ def test_changed_records_have_every_key_in_the_contract_order(history):
     for change in changes:
         if change["op"] == "upsert":
             assert list(change["record"]) == (resident_keys if change["kind"] == "residents" else seal_keys)
+
+
+def test_the_contract_2_items_follow_the_events(history):
+    """A move-out's destination is 予定 until a later change confirms it; a
+    birth brings its 振り仮名; every change says what was notified."""
+    before, changes = history
+    residents = upserts(changes, "residents")
+    unconfirmed = {r["resident_code"]: r for r in residents if r["removal"] and r["removal"]["reason"] == "国内転出"
+                   and not r["removal"]["moved_to_confirmed"]}
+    confirmed = [r for r in residents if r["resident_code"] in unconfirmed and r["removal"] and r["removal"]["moved_to_confirmed"]]
+    assert confirmed
+    for record in confirmed:
+        moved_out = unconfirmed[record["resident_code"]]
+        assert record["removal"]["moved_to"] == moved_out["removal"]["moved_to"] and record["removal"]["confirmed_on"]
+        assert record["version"] == moved_out["version"] + 1
+    known = {r["resident_code"] for r in before["residents"]}
+    born = [r for r in residents if r["resident_code"] not in known and not r["previous_address"]]
+    assert born and all(r["notified_reason"] == "出生" and r["furigana"] for r in born)
+    moved = [r for r in residents if r["status"] == "active" and r["address_since"] and r["notified_reason"] == "転居"]
+    assert moved
+    assert {r["notified_reason"] for r in residents} >= {"転入", "転居", "出生", "転出"}

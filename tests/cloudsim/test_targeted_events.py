@@ -10,7 +10,7 @@ import pytest
 import requests
 
 from sync.contract import validate_change
-from tests.cloudsim.client import get, read_export, read_feed
+from tests.cloudsim.client import read_export, read_feed, read_resident
 from tests.cloudsim.conftest import TOKEN
 
 ADMIN = {"Authorization": f"Bearer {TOKEN}"}
@@ -39,9 +39,9 @@ def event(sim, code: str, name: str) -> requests.Response:
 
 
 def current(sim, code: str) -> dict:
-    response = get(sim.url, TOKEN, f"/v1/residents/{code}")
-    assert response.status_code == 200
-    return response.json()
+    record = read_resident(sim.url, TOKEN, sim.public_key, code)
+    assert record is not None
+    return record
 
 
 def pick(sim, register, wanted):
@@ -55,7 +55,7 @@ def pick(sim, register, wanted):
 def test_a_move_changes_the_address_of_the_whole_household(sim, register):
     person = pick(sim, register, lambda r, household, seals: r["relationship"] != "世帯主" and len(household) >= 2)
     household = register[1][person["household_id"]]
-    before = read_feed(sim.url, TOKEN, after=0)
+    before = read_feed(sim.url, TOKEN, sim.public_key, after=0)
     response = event(sim, person["resident_code"], "move")
     assert response.status_code == 200
     changes = response.json()["changes"]
@@ -68,7 +68,7 @@ def test_a_move_changes_the_address_of_the_whole_household(sim, register):
         assert change["record"]["address"] != old["address"]
         assert change["record"]["version"] == old["version"] + 1 and change["record"]["updated_at"] == change["at"]
     # what the feed serves is what the admin port answered, and the resident endpoint agrees
-    assert read_feed(sim.url, TOKEN, after=len(before)) == changes
+    assert read_feed(sim.url, TOKEN, sim.public_key, after=len(before)) == changes
     assert current(sim, person["resident_code"]) == next(c["record"] for c in changes if c["key"] == person["resident_code"])
 
 

@@ -17,16 +17,27 @@ from hypothesis import strategies as st
 
 from printing.wareki import DEFAULT_ERAS, format_wareki, parse_date_input
 from sync.changes import check_page
-from sync.contract import ContractError, sign_manifest, validate_change, validate_resident, validate_seal, verify_manifest
+from sync.contract import (
+    ContractError,
+    sign,
+    validate_change,
+    validate_resident,
+    validate_seal,
+    verify_lookup,
+    verify_manifest,
+    verify_page,
+)
 from sync.errors import ExportInvalid, FeedBroken
 from sync.loader import parse_block
-from tests.support import EXAMPLE_EXPORT, example_records
+from tests.support import EXAMPLE_CHANGES_PAGE, EXAMPLE_EXPORT, EXAMPLE_LOOKUP, example_records
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 RESIDENT = example_records("residents")[0]
 SEAL = example_records("seals")[0]
 KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))  # the example export's published test key
 MANIFEST = json.loads((EXAMPLE_EXPORT / "manifest.json").read_text(encoding="utf-8"))
+PAGE = json.loads(EXAMPLE_CHANGES_PAGE.read_text(encoding="utf-8"))
+LOOKUP = json.loads(EXAMPLE_LOOKUP.read_text(encoding="utf-8"))
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-2**70, 2**70) | st.floats(allow_nan=False) | st.text(max_size=30),
@@ -99,7 +110,7 @@ def test_change_validation_refuses_with_a_contract_error(value):
 def test_a_manifest_signed_by_the_upstream_is_still_checked_for_shape(value):
     """Even a correctly signed manifest (the upstream's own bug) is refused
     with a ContractError when its shape is wrong."""
-    document = sign_manifest(value, KEY) if isinstance(value, dict) else value
+    document = sign(value, KEY) if isinstance(value, dict) else value
     refused_or_accepted(lambda m: verify_manifest(m, KEY.public_key()), document)
 
 
@@ -110,6 +121,18 @@ def test_an_altered_manifest_fails_its_signature(value):
     assume(value != MANIFEST)
     with pytest.raises(ContractError):
         verify_manifest(value, KEY.public_key())
+
+
+@FUZZ
+@given(st.one_of(json_values, mutated(PAGE), mutated(LOOKUP)), st.booleans())
+def test_a_signed_page_or_look_up_of_any_shape_is_refused_with_a_contract_error(value, signed):
+    """Signed or not, whatever comes as a change page or a look-up is
+    accepted or refused with a ContractError — the upstream client's one
+    way of saying "no answer"."""
+    document = sign(value, KEY) if signed and isinstance(value, dict) else value
+    refused_or_accepted(lambda d: verify_page(d, KEY.public_key(), after=PAGE["after"], municipality_code="131113"), document)
+    refused_or_accepted(lambda d: verify_lookup(d, KEY.public_key(), resident_code=LOOKUP["resident_code"], municipality_code="131113"),
+                        document)
 
 
 @FUZZ

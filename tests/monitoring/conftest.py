@@ -19,6 +19,7 @@ from aiosmtpd.controller import Controller
 from fallback.config import load_config
 from fallback.ops import TOKYO, open_ops
 from tests.conftest import example_records
+from tests.support import signed_lookup
 
 UPSTREAM_TOKEN = "probe-test-token"
 
@@ -68,10 +69,8 @@ class FakeUpstream:
                             "components": dict(upstream.components), "as_of": dt.datetime.now(TOKYO).isoformat()}
                     return self._send(200, json.dumps(body).encode())
                 if self.path.startswith("/v1/residents/"):
-                    record = upstream.residents.get(self.path.rsplit("/", 1)[1])
-                    if record is None:
-                        return self._send(404, b'{"error": "not_found", "message": "no such resident"}')
-                    return self._send(200, json.dumps(record, ensure_ascii=False).encode())
+                    code = self.path.rsplit("/", 1)[1]
+                    return self._send(200, json.dumps(signed_lookup(code, upstream.residents.get(code)), ensure_ascii=False).encode())
                 return self._send(404, b'{"error": "not_found", "message": "no such path"}')
 
         self.server = _serve(Handler)

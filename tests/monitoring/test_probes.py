@@ -131,7 +131,7 @@ def test_the_synthetic_read_uses_a_resident_from_the_snapshot_and_keeps_nothing_
     del upstream.residents[code]  # upstream no longer finds a resident the snapshot has
     statuses = cycles(loaded, clock, 3)
     assert statuses["synthetic"].status == "down"
-    assert "HTTP 404" in statuses["synthetic"].last_error
+    assert "見つけられません" in statuses["synthetic"].last_error
     assert current_mode(loaded).mode == modes.SUSPECT
 
     stored = " ".join(str(v) for row in ops_rows(loaded, "SELECT * FROM probes") + ops_rows(loaded, "SELECT * FROM component_status")

@@ -1,24 +1,41 @@
-"""Small synthetic exports for the sync tests, written and signed exactly as
-the contract says (gzip'd NDJSON + a manifest signed with the contract's
-test key, whose public key the `sonae_env` fixture configures)."""
+"""Small synthetic exports and change pages for the sync tests, written and
+signed exactly as contract version 2 says (gzip'd NDJSON + a manifest, and
+pages, signed with the contract's test key, whose public key the
+`sonae_env` fixture configures).
+
+Dated relative to the clock: the export is as of 23:00 JST two days before
+today, and `after_export(hours=…)` gives the moments after it that changes
+and pages carry — all in the past, so that the appliance's rule against
+data from the future never refuses them, and recent enough for its age
+limits."""
 
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import gzip
 import hashlib
 import json
 from collections.abc import Callable
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sync.contract import sign
+from tests.support import JST, MUNICIPALITY, TEST_PRIVATE_KEY, next_export_seq, now_jst
 
-from sync.contract import sign_manifest
+EXPORT_MOMENT = dt.datetime.combine(now_jst().date() - dt.timedelta(days=2), dt.time(23, 0), JST)
+AS_OF = EXPORT_MOMENT.isoformat()
+UPDATED_AT = (EXPORT_MOMENT - dt.timedelta(days=4, hours=13)).isoformat()  # when the records last changed
 
-# The contract's test key: the private key is 32 zero bytes (examples/README).
-TEST_PRIVATE_KEY = Ed25519PrivateKey.from_private_bytes(bytes(32))
-MUNICIPALITY = {"code": "131113", "prefecture": "東京都", "name": "大田区"}
-AS_OF = "2026-11-24T23:00:00+09:00"
+
+def after_export(**delta) -> str:
+    """The moment `delta` (timedelta arguments) after the export, as the
+    contract writes timestamps."""
+    return (EXPORT_MOMENT + dt.timedelta(**delta)).isoformat()
+
+
+def jst_text(moment: str) -> str:
+    """How the `sonae` commands print a moment."""
+    return dt.datetime.fromisoformat(moment).astimezone(JST).strftime("%Y-%m-%d %H:%M JST")
 # The smallest valid PNG header prefix the contract validator accepts, as base64.
 SEAL_PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAAAAAA6fptVAAAACklEQVR4nGNgAAAAAgABSK+kcQAAAABJRU5ErkJggg=="
 
@@ -63,7 +80,11 @@ def make_resident(i: int, **changes) -> dict:
         "planned_move_out": None,
         "support_measure": False,
         "version": 1,
-        "updated_at": "2026-11-20T10:00:00+09:00",
+        "updated_at": UPDATED_AT,
+        "furigana": f"{surname_kana}\u3000{given_kana}",
+        "former_surname_furigana": None,
+        "remarks": None,
+        "notified_reason": "転入",
     }
     record.update(changes)
     return record
@@ -78,7 +99,7 @@ def make_seal(i: int, **changes) -> dict:
         "image_png": SEAL_PNG,
         "status": "active",
         "version": 1,
-        "updated_at": "2026-11-20T10:00:00+09:00",
+        "updated_at": UPDATED_AT,
     }
     record.update(changes)
     return record
@@ -104,16 +125,20 @@ def write_export(
     residents: list,
     seals: list,
     *,
-    export_id: str = "2026-11-24T23:00:00+09:00-0001",
+    export_id: str | None = None,
+    export_seq: int | None = None,
     as_of: str = AS_OF,
     last_seq: int = 1000,
     municipality: dict = MUNICIPALITY,
     edit_files: Callable[[dict[str, bytes]], None] | None = None,
     edit_manifest: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Write a signed export. `edit_files` may change the file bytes before
-    the manifest describes them; `edit_manifest` changes the manifest before
-    it is signed — both to make deliberately bad exports."""
+    """Write a signed export, numbered after every export written before
+    unless `export_seq` says otherwise. `edit_files` may change the file
+    bytes before the manifest describes them; `edit_manifest` changes the
+    manifest before it is signed — both to make deliberately bad exports."""
+    export_seq = next_export_seq() if export_seq is None else export_seq
+    export_id = export_id or f"{as_of}-{export_seq:04d}"
     directory.mkdir(parents=True, exist_ok=True)
     data = {"residents.ndjson.gz": gzip_lines(residents), "seals.ndjson.gz": gzip_lines(seals)}
     if edit_files:
@@ -121,7 +146,8 @@ def write_export(
     for name, content in data.items():
         (directory / name).write_bytes(content)
     manifest = {
-        "contract": 1,
+        "contract": 2,
+        "export_seq": export_seq,
         "export_id": export_id,
         "municipality": copy.deepcopy(municipality),
         "as_of": as_of,
@@ -133,11 +159,19 @@ def write_export(
     }
     if edit_manifest:
         edit_manifest(manifest)
-    signed = sign_manifest(manifest, TEST_PRIVATE_KEY)
+    signed = sign(manifest, TEST_PRIVATE_KEY)
     (directory / "manifest.json").write_text(json.dumps(signed, ensure_ascii=False, indent=2), encoding="utf-8")
     return signed
 
 
-def change(seq: int, record: dict, *, kind: str = "residents", op: str = "upsert", at: str = "2026-11-25T09:00:00+09:00") -> dict:
+def change(seq: int, record: dict, *, kind: str = "residents", op: str = "upsert", at: str | None = None) -> dict:
     key = record["resident_code"] if kind == "residents" else record["seal_number"]
-    return {"seq": seq, "op": op, "kind": kind, "key": key, "record": record if op == "upsert" else None, "at": at}
+    return {"seq": seq, "op": op, "kind": kind, "key": key, "record": record if op == "upsert" else None,
+            "at": at or after_export(hours=10)}
+
+
+def signed_page(after: int, changes: list[dict], last_seq: int, as_of: str, *, key=TEST_PRIVATE_KEY, **fields) -> dict:
+    """A change-feed page as the upstream serves it, signed with `key`;
+    `fields` replace what the page would say (e.g. another `after`)."""
+    return sign({"contract": 2, "municipality_code": MUNICIPALITY["code"], "after": after, "changes": changes, "last_seq": last_seq,
+                 "as_of": as_of, **fields}, key)

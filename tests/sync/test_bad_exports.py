@@ -3,6 +3,7 @@ recorded, and the previous generation keeps serving."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 
@@ -48,6 +49,18 @@ def _with_line(index, line):
     return residents, seals
 
 
+def _blank_lines(files):
+    """30 records, and 3 MB of blank lines after them: more text than 31
+    records may take (the per-record bound), though signed and intact."""
+    files["residents.ndjson.gz"] = gzip.compress(gzip.decompress(files["residents.ndjson.gz"]) + b"\n" * (3 << 20), mtime=0)
+
+
+def _v2_items_missing():
+    residents, seals = population(30)
+    del residents[2]["notified_reason"]
+    return residents, seals
+
+
 def _duplicate():
     residents, seals = population(30)
     return residents + [make_resident(4, name="別人\u3000です")], seals
@@ -72,6 +85,18 @@ BAD_EXPORTS = {
     "malformed line": (lambda: _with_line(3, '{"resident_code": "2000'), {}, ExportInvalid, r"line 4: not a valid record in UTF-8 JSON"),
     "seal of unknown resident": (_unknown_seal_resident, {}, GateRefused, r"seal residents gate refused the export: 1 seal\(s\) point at residents not in the export \(e\.g\. S00000500 → 20000000500\); if this is expected, rerun with --allow-unknown-seal-residents"),
     "municipality mismatch": (None, {"municipality": {"code": "131121", "prefecture": "東京都", "name": "世田谷区"}}, GateRefused, r"municipality gate refused the export: the export is for municipality '131121', this appliance serves '131113'; if this is expected, rerun with --allow-municipality-mismatch"),
+    "more text than its records may take": (None, {"edit_files": _blank_lines}, ExportInvalid,
+                                            r"residents.ndjson.gz: decompresses to more than the 2,031,616 bytes its 30 records may take"),
+    "a record longer than one may take": (lambda: _with_resident(3, remarks="備考" * 12000), {}, ExportInvalid,
+                                          r"residents.ndjson.gz line 4: [\d,]+ bytes, more than the 65,536 one resident record may take"),
+    "a contract 2 item missing": (_v2_items_missing, {}, ExportInvalid, r"line 3: resident 20000000002: contract 2 field\(s\) missing: notified_reason"),
+    "furigana not in katakana": (lambda: _with_resident(6, furigana="やまだ\u3000たろう"), {}, ExportInvalid,
+                                 r"line 7: resident 20000000006: furigana must be full-width katakana"),
+    "an unconfirmed destination with a date": (
+        lambda: _with_resident(7, status="removed", removal={"reason": "国内転出", "occurred_on": "2026-10-01", "notified_on": "2026-09-25",
+                                                              "moved_to": "神奈川県横浜市港北区日吉本町一丁目2番3号", "moved_to_confirmed": False,
+                                                              "confirmed_on": "2026-10-08"}),
+        {}, ExportInvalid, r"line 8: resident 20000000007: removal.confirmed_on is set but moved_to_confirmed is false"),
     "count dropped": (lambda: population(20), {}, GateRefused, r"record count gate refused the export: residents 20 vs 30 \(-33\.3%\); seals 7 vs 10 \(-30\.0%\) exceeds the 5% limit of sync.max_drop_ratio; if this is expected, rerun with --allow-drop"),
 }
 
@@ -98,12 +123,36 @@ def test_bad_signature_is_refused(loaded, tmp_path):
     result = run_sonae("sync", "full", "--from", str(tmp_path / "bad"))
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
-        "Error: manifest: manifest signature does not verify against the configured upstream public key: "
-        "the export was altered or signed by another key; do not load it; export refused, the current generation keeps serving "
+        "Error: manifest: signature rule: manifest signature does not verify against the configured upstream public key "
+        "(altered, or signed by another key); export refused, the current generation keeps serving "
         "— ask the upstream vendor for a corrected export"
     ]
     assert_serving(loaded, 1, 30)
     assert sync_runs(loaded)[-1]["outcome"] == "refused"
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("residents\x00.ndjson.gz", r"manifest file name 'residents\\x00.ndjson.gz' contains a NUL byte"),
+        ("r" * 256 + ".ndjson.gz", r"manifest file name 'r{40}…' is 266 bytes long; a file name has at most 255"),
+        ("住" * 86, r"is 258 bytes long; a file name has at most 255"),  # 86 characters, 3 bytes each in UTF-8
+    ],
+    ids=["NUL", "266 bytes", "258 bytes of UTF-8"],
+)
+def test_a_manifest_file_name_a_file_system_cannot_hold_is_one_line(loaded, tmp_path, name, reason):
+    """Even signed by the upstream, a file name with a NUL byte or over 255
+    bytes is refused in one line, never with a traceback."""
+
+    def rename(manifest):
+        manifest["files"][0]["name"] = name
+
+    write_export(tmp_path / "odd", *population(30), edit_manifest=rename)
+    result = run_sonae("sync", "full", "--from", str(tmp_path / "odd"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert re.search(reason, line) and "export refused, the current generation keeps serving" in line
+    assert_serving(loaded, 1, 30)
 
 
 def test_missing_manifest_is_refused(loaded, tmp_path):

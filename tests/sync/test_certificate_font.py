@@ -37,7 +37,8 @@ def _export_with(tmp_path, changed: dict[int, dict]):
 
 
 def test_the_worker_prepares_the_font_after_a_load_by_hand(config, store, tmp_path):
-    removal = {"reason": "転出", "occurred_on": "2026-10-01", "notified_on": "2026-09-20", "moved_to": "長崎県長崎市𠮷野町1番"}
+    removal = {"reason": "転出", "occurred_on": "2026-10-01", "notified_on": "2026-09-20", "moved_to": "長崎県長崎市𠮷野町1番",
+               "moved_to_confirmed": True, "confirmed_on": "2026-10-09"}
     address = {"prefecture": "東京都", "city": "大田区", "town": "羽田一丁目", "banchi": "1番1号", "katagaki": "﨑山荘101"}
     export = _export_with(tmp_path, {
         0: {"name": f"{KATSU_IVS}西\u3000花子"},
@@ -64,15 +65,17 @@ def test_the_worker_prepares_the_font_after_a_load_by_hand(config, store, tmp_pa
 
 
 def test_the_printed_texts_of_a_resident(config, store, tmp_path):
-    removal = {"reason": "転出", "occurred_on": "2026-10-01", "notified_on": "2026-09-20", "moved_to": "長崎県長崎市桜町1番"}
-    export = _export_with(tmp_path, {7: {"status": "removed", "removal": removal, "alias": "大山\u3000健", "former_surname": "木村"}})
+    removal = {"reason": "転出", "occurred_on": "2026-10-01", "notified_on": "2026-09-20", "moved_to": "長崎県長崎市桜町1番",
+               "moved_to_confirmed": False, "confirmed_on": None}
+    export = _export_with(tmp_path, {7: {"status": "removed", "removal": removal, "alias": "大山\u3000健", "former_surname": "木村",
+                                         "former_surname_furigana": "キムラ", "remarks": "令和3年4月1日　世帯主変更"}})
     run_full_sync(config, export, actor="test")
     with store.open_register() as register:
         texts = dict(register.printed_texts())
     assert len(texts) == 30
     assert texts[resident_code(7)].split("\n") == [
-        "小林\u3000太郎", "コバヤシ\u3000タロウ", "大山\u3000健", "木村", "小林\u3000太郎", "小林\u3000太郎",
-        "東京都大田区蒲田五丁目13番", "東京都", "大田区", "蒲田五丁目", "3番8号", "長崎県長崎市桜町1番",
+        "小林\u3000太郎", "コバヤシ\u3000タロウ", "コバヤシ\u3000タロウ", "大山\u3000健", "木村", "キムラ", "小林\u3000太郎", "小林\u3000太郎",
+        "東京都大田区蒲田五丁目13番", "東京都", "大田区", "蒲田五丁目", "3番8号", "長崎県長崎市桜町1番", "令和3年4月1日　世帯主変更",
     ]
 
 

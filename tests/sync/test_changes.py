@@ -13,10 +13,9 @@ from fallback.mirror.syncing import full_export_due, run_changes, run_full_sync
 from sync import crypto
 from sync.changes import apply_changes
 from sync.errors import FeedBroken, UpstreamUnavailable
-from sync.upstream import HttpUpstream
 from tests.sync.conftest import assert_serving, assert_summaries_match_records, reload_config, run_sonae, sync_runs
-from tests.sync.exports import change, make_resident, make_seal, resident_code
-from tests.sync.upstream_server import TOKEN
+from tests.sync.exports import after_export, change, jst_text, make_resident, make_seal, resident_code
+from tests.sync.upstream_server import client
 
 
 def _held(store, code):
@@ -31,14 +30,14 @@ def test_changes_are_applied_and_as_of_moves(loaded, store, upstream):
         change(1003, make_seal(3, status="revoked", version=2), kind="seals"),
         change(1004, make_seal(6), kind="seals", op="delete"),
     ]
-    upstream.as_of = "2026-11-25T09:30:00+09:00"
+    upstream.as_of = after_export(hours=10, minutes=30)
     result = run_sonae("sync", "changes")
     assert result.returncode == 0, result.stderr
-    assert "4 change(s) applied, 0 skipped as not newer; seq 1,000 → 1,004; data as of 2026-11-25 09:30 JST" in result.stdout
+    assert f"4 change(s) applied, 0 skipped as not newer; seq 1,000 → 1,004; data as of {jst_text(upstream.as_of)}" in result.stdout
     with store.open_register() as register:
         meta = register.meta
         assert (meta.last_seq, meta.residents, meta.seals) == (1004, 31, 9)
-        assert meta.as_of == dt.datetime.fromisoformat("2026-11-25T09:30:00+09:00")
+        assert meta.as_of == dt.datetime.fromisoformat(upstream.as_of)
         assert register.search(kana="アライハル")[0]["resident_code"] == resident_code(100)
         assert register.search(address="羽田1-1-1")[0]["resident_code"] == resident_code(3)
         assert register.seal("S00000003")["status"] == "revoked"
@@ -66,11 +65,11 @@ def test_applying_is_idempotent(loaded, store, upstream):
 
 
 def test_a_quiet_feed_still_moves_as_of(loaded, store, upstream):
-    upstream.as_of = "2026-11-25T12:00:00+09:00"
+    upstream.as_of = after_export(hours=13)
     result = run_changes(reload_config())
-    assert (result.applied, result.as_of) == (0, dt.datetime.fromisoformat("2026-11-25T12:00:00+09:00"))
+    assert (result.applied, result.as_of) == (0, dt.datetime.fromisoformat(upstream.as_of))
     with store.open_register() as register:
-        assert register.meta.as_of == dt.datetime.fromisoformat("2026-11-25T12:00:00+09:00")
+        assert register.meta.as_of == dt.datetime.fromisoformat(upstream.as_of)
 
 
 def test_feed_is_paged_until_caught_up(loaded, store, upstream, monkeypatch):
@@ -184,7 +183,7 @@ def test_readers_never_see_half_applied_batches(loaded, store, upstream):
 
     thread = threading.Thread(target=reader)
     thread.start()
-    feed = HttpUpstream(upstream.url, TOKEN)
+    feed = client(upstream.url)
     try:
         result = apply_changes(feed, store, batch=page)
     finally:
@@ -232,9 +231,9 @@ def test_a_page_ends_where_its_changes_one_by_one_end(loaded, config, store, ups
         change(1012, make_seal(12), kind="seals", op="delete"),
         change(1013, make_seal(12, version=2), kind="seals"),
     ]
-    one_by_one = apply_changes(HttpUpstream(upstream.url, TOKEN), store, batch=1)
+    one_by_one = apply_changes(client(upstream.url), store, batch=1)
     run_full_sync(config, small_export, overrides={"allow-drop"})  # generation 2: the same export, the same feed to apply
-    whole = apply_changes(HttpUpstream(upstream.url, TOKEN), store, batch=1000)
+    whole = apply_changes(client(upstream.url), store, batch=1000)
     assert (whole.generation, whole.pages, one_by_one.pages) == (2, 1, 13)
     assert (whole.applied, whole.skipped) == (one_by_one.applied, one_by_one.skipped) == (12, 1)
     assert _stored_state(store, 2) == _stored_state(store, 1)
@@ -278,10 +277,10 @@ def test_a_run_leaves_its_batches_in_the_wal_and_the_next_run_copies_them(loaded
     not checkpoint), so the WAL never grows without bound."""
     upstream.changes = [change(1001 + i, make_resident(200 + i)) for i in range(300)]
     with store.open_register() as register:
-        apply_changes(HttpUpstream(upstream.url, TOKEN), store, batch=100)
+        apply_changes(client(upstream.url), store, batch=100)
         assert register.meta.residents == 330
         assert _residents_in_the_database_file(store, 1, tmp_path) == 30
-        result = apply_changes(HttpUpstream(upstream.url, TOKEN), store, batch=100)
+        result = apply_changes(client(upstream.url), store, batch=100)
         assert result.applied == 0
         assert _residents_in_the_database_file(store, 1, tmp_path) == 330
     assert store.verify().ok

@@ -7,10 +7,10 @@ import threading
 import pytest
 
 from fallback.mirror.registry import snapshot_store
-from fallback.mirror.syncing import full_export_due, run_changes, run_full_sync
+from fallback.mirror.syncing import full_export_due, run_changes, run_full_sync, upstream_from_config
+from fallback.monitoring.mirror import any_resident_code
 from fallback.worker import changes_job
-from sync.errors import ExportInvalid, FeedBroken, GateRefused, UpstreamUnavailable
-from sync.upstream import HttpUpstream
+from sync.errors import ExportInvalid, FeedBroken, GateRefused, UpstreamUnavailable, UpstreamUntrusted
 from tests.sync.conftest import assert_serving, audit_entries, reload_config, run_sonae, sync_runs
 
 cloudsim = pytest.importorskip("cloudsim.sim")
@@ -99,15 +99,34 @@ def test_change_feed_follows_cloudsim(appliance, sim):
     result = run_changes(appliance)
     assert result.applied + result.skipped == result.last_seq - result.from_seq > 0
     assert snapshot_store(appliance).verify().ok
-    upstream = HttpUpstream(sim.url, sim.token)
+    upstream = upstream_from_config(appliance)
     try:
         with snapshot_store(appliance).open_register() as register:
             # What the mirror holds is what upstream says now.
             for change in upstream.changes(after=result.from_seq, limit=100)["changes"][-5:]:
                 if change["kind"] == "residents" and change["op"] == "upsert":
-                    assert register.resident(change["key"]) == {**upstream.resident(change["key"]), "individual_number": None}
+                    lookup = upstream.lookup(change["key"])  # None when a later change deleted the row
+                    assert register.resident(change["key"]) == (lookup.resident and {**lookup.resident, "individual_number": None})
+                    assert [s["seal_number"] for s in lookup.seals] == [s["seal_number"] for s in register.seals_of(change["key"])]
     finally:
         upstream.close()
+
+
+def test_a_feed_and_look_ups_with_bad_signatures_are_no_answer(appliance, sim):
+    sim.feed.make(5)
+    sim.faults.set("bad_signature")
+    with pytest.raises(UpstreamUntrusted, match=r"/v1/changes\?after=0: refused by the contract's signature rule: change-feed page signature does not verify"):
+        run_changes(appliance)
+    upstream = upstream_from_config(appliance)
+    try:
+        with pytest.raises(UpstreamUntrusted, match="resident look-up signature does not verify"):
+            upstream.lookup(any_resident_code(appliance))
+    finally:
+        upstream.close()
+    assert_serving(appliance, 1, RESIDENTS)
+    assert sync_runs(appliance)[-1]["outcome"] == "refused" and full_export_due(appliance) is None
+    sim.faults.clear("bad_signature")
+    assert run_changes(appliance).last_seq > 0
 
 
 def test_feed_gap_makes_the_worker_reload(appliance, sim):
@@ -124,7 +143,7 @@ def test_feed_gap_makes_the_worker_reload(appliance, sim):
 @pytest.mark.parametrize(("fault", "component", "state"), [("juki_net_down", "juki_net", "down"), ("batch_stuck", "batch", "running")])
 def test_health_faults_do_not_stop_the_mirror(appliance, sim, fault, component, state):
     sim.faults.set(fault)
-    upstream = HttpUpstream(sim.url, sim.token)
+    upstream = upstream_from_config(appliance)
     try:
         health = upstream.health()
     finally:

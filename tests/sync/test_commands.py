@@ -9,6 +9,7 @@ from fallback.mirror.registry import snapshot_store
 from sync import crypto
 from tests.support import write_key
 from tests.sync.conftest import audit_entries, reload_config, run_sonae, sync_runs
+from tests.sync.exports import AS_OF, jst_text
 
 
 def _one_line_error(result) -> str:
@@ -93,4 +94,4 @@ def test_sync_status(loaded):
     assert status["generation"] == 1 and status["last_seq"] == 1000 and status["full_export_due"] is None
     assert status["runs"][0]["outcome"] == "ok" and status["runs"][0]["kind"] == "full"
     text = run_sonae("sync", "status").stdout
-    assert text.startswith("generation 1: data as of 2026-11-24 23:00 JST")
+    assert text.startswith(f"generation 1: data as of {jst_text(AS_OF)}")

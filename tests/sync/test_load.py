@@ -12,7 +12,7 @@ from fallback.mirror.registry import snapshot_store
 from sync.errors import NoSnapshot, StoreDamaged
 from tests.support import EXAMPLE_EXPORT
 from tests.sync.conftest import assert_serving, assert_summaries_match_records, audit_entries, reload_config, run_sonae, sync_runs
-from tests.sync.exports import make_resident, make_seal, population, write_export
+from tests.sync.exports import AS_OF, make_resident, make_seal, population, write_export
 
 
 def test_example_export_loads_and_is_searchable(config, store):
@@ -46,7 +46,8 @@ def test_example_export_loads_and_is_searchable(config, store):
 
 
 def test_removed_members_are_kept_apart_in_the_household(config, store, tmp_path):
-    residents = [make_resident(0), make_resident(1), make_resident(2, status="removed", removal={"reason": "死亡", "occurred_on": "2025-01-02", "notified_on": "2025-01-03", "moved_to": None})]
+    residents = [make_resident(0), make_resident(1), make_resident(2, status="removed", removal={"reason": "死亡", "occurred_on": "2025-01-02", "notified_on": "2025-01-03", "moved_to": None,
+                                                                                                "moved_to_confirmed": False, "confirmed_on": None})]
     write_export(tmp_path / "e", residents, [])
     assert run_sonae("sync", "full", "--from", str(tmp_path / "e")).returncode == 0
     with store.open_register() as register:
@@ -188,7 +189,7 @@ def test_generations_prune_and_rollback(config, small_export):
     listing = run_sonae("snapshot", "list", "--json")
     generations = json.loads(listing.stdout)
     assert [(g["generation"], g["current"]) for g in generations] == [(2, False), (3, False), (4, True)]
-    assert all(g["residents"] == 30 and g["as_of"] == "2026-11-24T23:00:00+09:00" and g["age_hours"] > 0 for g in generations)
+    assert all(g["residents"] == 30 and g["as_of"] == AS_OF and g["age_hours"] > 0 for g in generations)
 
     result = run_sonae("snapshot", "rollback", "2", "--reason", "generation 4 shows the wrong town", "--actor", "it-tanaka")
     assert result.returncode == 0, result.stderr
@@ -305,8 +306,11 @@ def test_an_unreadable_current_generation_needs_the_operator_to_load_a_new_one(l
     store.path_of(1).write_bytes(b"\x00" * 8192)  # destroyed
     refused = run_sonae("sync", "full", "--from", str(small_export))
     assert refused.returncode == 1
+    assert "replay gate refused the export: the current generation cannot be read to compare the order of exports" in refused.stderr
+    assert "rerun with --allow-older-export" in refused.stderr
+    refused = run_sonae("sync", "full", "--from", str(small_export), "--allow-older-export")
     assert "record count gate refused the export: the current generation cannot be read to compare record counts" in refused.stderr
     assert "rerun with --allow-drop" in refused.stderr
-    result = run_sonae("sync", "full", "--from", str(small_export), "--allow-drop")
+    result = run_sonae("sync", "full", "--from", str(small_export), "--allow-older-export", "--allow-drop")
     assert result.returncode == 0, result.stderr
     assert_serving(loaded, 2, 30)

@@ -1,23 +1,26 @@
 """The upstream client: every way of not answering becomes
-UpstreamUnavailable with a one-line reason, never data."""
+UpstreamUnavailable with a one-line reason, never data; signed answers are
+verified before they leave it."""
 
 from __future__ import annotations
 
+import json
 import socket
 
 import pytest
 
 from fallback.mirror.syncing import run_full_sync
 from sync.errors import UpstreamUnavailable
-from sync.upstream import DirectoryUpstream, HttpUpstream
+from sync.upstream import DirectoryUpstream
+from tests.support import EXAMPLE_CHANGES_PAGE, EXAMPLE_LOOKUP
 from tests.sync.conftest import assert_serving, reload_config, run_sonae, sync_runs
-from tests.sync.exports import population, write_export
-from tests.sync.upstream_server import TOKEN
+from tests.sync.exports import make_resident, make_seal, population, resident_code, write_export
+from tests.sync.upstream_server import client as upstream_client
 
 
 @pytest.fixture
 def client(upstream):
-    client = HttpUpstream(upstream.url, TOKEN, timeout=0.5)
+    client = upstream_client(upstream.url, timeout=0.5)
     yield client
     client.close()
 
@@ -34,12 +37,29 @@ def test_answers(client, upstream):
     assert manifest["last_seq"] == 1000
     data = b"".join(client.iter_file(manifest["export_id"], "residents.ndjson.gz"))
     assert data == (upstream.export_dir / "residents.ndjson.gz").read_bytes()
-    assert client.changes(after=1000, limit=10) == {"changes": [], "last_seq": 1000, "as_of": upstream.as_of}
-    assert client.resident("20000000000") is None  # this test server has no resident lookup: a 404 is "unknown"
+    page = client.changes(after=1000, limit=10)
+    assert (page["contract"], page["after"], page["changes"], page["last_seq"], page["as_of"]) == (2, 1000, [], 1000, upstream.as_of)
+    upstream.residents[resident_code(5)], upstream.seals[resident_code(5)] = make_resident(5), [make_seal(5)]
+    lookup = client.lookup(resident_code(5))
+    assert (lookup.resident, lookup.seals) == (make_resident(5), [make_seal(5)])
+    unknown = client.lookup(resident_code(99))  # a signed answer: the upstream does not know the code
+    assert (unknown.resident, unknown.seals) == (None, [])
+
+
+@pytest.mark.parametrize("example", [EXAMPLE_CHANGES_PAGE, EXAMPLE_LOOKUP], ids=["changes page", "look-up"])
+def test_the_contracts_signed_examples_verify(client, upstream, example):
+    """The client accepts the contract's own examples, as published."""
+    body = json.loads(example.read_text(encoding="utf-8"))
+    if "after" in body:
+        upstream.serve_page = lambda after, limit: body
+        assert client.changes(after=body["after"], limit=10)["changes"] == body["changes"]
+    else:
+        upstream.serve_lookup = lambda code: body
+        assert client.lookup(body["resident_code"]).resident == body["resident"]
 
 
 def test_connection_refused():
-    client = HttpUpstream(f"http://127.0.0.1:{_free_port()}", TOKEN, timeout=0.5)
+    client = upstream_client(f"http://127.0.0.1:{_free_port()}", timeout=0.5)
     with pytest.raises(UpstreamUnavailable, match=r"^GET http://127\.0\.0\.1:\d+/v1/health: cannot connect \(connection refused\)$"):
         client.health()
 
@@ -59,14 +79,14 @@ def test_faults_are_unavailable_not_data(client, upstream, fault, reason):
 
 
 def test_wrong_token_says_what_to_check(upstream):
-    client = HttpUpstream(upstream.url, "not-the-token")
+    client = upstream_client(upstream.url, "not-the-token")
     with pytest.raises(UpstreamUnavailable, match=r"HTTP 401 unauthorized: bad token — the upstream refused the token; check upstream.token_file"):
         client.health()
 
 
-def test_a_body_without_the_contracts_fields_is_unavailable(client, upstream, monkeypatch):
-    upstream.as_of = 12345  # not a timestamp string
-    with pytest.raises(UpstreamUnavailable, match="the body lacks changes/last_seq/as_of"):
+def test_a_signed_body_without_the_contracts_fields_is_unavailable(client, upstream):
+    upstream.as_of = 12345  # not a timestamp string, in a correctly signed page
+    with pytest.raises(UpstreamUnavailable, match=r"the body is not what the contract describes \(change-feed page.as_of: 12345 is not"):
         client.changes(after=1000, limit=10)
 
 
@@ -94,6 +114,6 @@ def test_full_sync_while_upstream_is_down_keeps_serving(loaded, upstream):
 
 def test_an_export_directory_has_no_api(small_export):
     directory = DirectoryUpstream(small_export)
-    for call in (directory.health, lambda: directory.changes(0, 1), lambda: directory.resident("20000000000")):
+    for call in (directory.health, lambda: directory.changes(0, 1), lambda: directory.lookup("20000000000")):
         with pytest.raises(UpstreamUnavailable, match="an export directory .* has no API"):
             call()

@@ -1,26 +1,46 @@
-"""A small real HTTP upstream for the sync tests: serves an export directory
-and a list of changes the way the contract describes, on loopback, with
-switchable faults. (cloudsim is the full stand-in; this one lets the sync
-tests control every byte.)"""
+"""A small real HTTP upstream for the sync tests: serves an export directory,
+a list of changes as signed pages and signed resident look-ups the way
+contract version 2 describes, on loopback, with switchable faults.
+(cloudsim is the full stand-in; this one lets the sync tests control every
+byte — `serve_page` and `serve_lookup` may be replaced to answer with
+anything, as a spoofed upstream would.)"""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
+
+from sync.contract import public_key_from_b64
+from sync.upstream import HttpUpstream, UpstreamTrust
+from tests.support import EXAMPLE_PUBLIC_KEY, MUNICIPALITY, signed_lookup
+from tests.sync.exports import after_export, signed_page
 
 TOKEN = "test-token"
 FAULTS = ("error5xx", "slow", "malformed", "drop_mid_file")
+TRUST = UpstreamTrust(public_key_from_b64(EXAMPLE_PUBLIC_KEY), MUNICIPALITY["code"])
+
+
+def client(url: str, token: str = TOKEN, timeout: float = 10.0) -> HttpUpstream:
+    """The sync client as the appliance configures it for the test key."""
+    return HttpUpstream(url, token, trust=TRUST, timeout=timeout)
 
 
 class TestUpstream:
-    def __init__(self, export_dir: Path, *, as_of: str = "2026-11-25T10:00:00+09:00"):
+    __test__ = False  # a server, not a test class
+
+    def __init__(self, export_dir: Path, *, as_of: str | None = None):
         self.export_dir = Path(export_dir)
         self.changes: list[dict] = []
-        self.as_of = as_of
+        self.as_of = as_of or after_export(hours=11)
+        self.residents: dict[str, dict] = {}  # what a look-up finds
+        self.seals: dict[str, list[dict]] = {}  # by resident code
+        self.serve_page: Callable[[int, int], dict] = self.page
+        self.serve_lookup: Callable[[str], dict] = self.lookup
         self.fault: str | None = None
         self.slow_seconds = 3.0
         self.requests: list[tuple[str, dict]] = []  # (path, headers) of every request
@@ -44,6 +64,14 @@ class TestUpstream:
 
     def last_seq(self) -> int:
         return self.changes[-1]["seq"] if self.changes else json.loads((self.export_dir / "manifest.json").read_text())["last_seq"]
+
+    def page(self, after: int, limit: int) -> dict:
+        """The signed page a genuine upstream answers."""
+        return signed_page(after, [c for c in self.changes if c["seq"] > after][:limit], self.last_seq(), self.as_of)
+
+    def lookup(self, resident_code: str) -> dict:
+        """The signed look-up a genuine upstream answers."""
+        return signed_lookup(resident_code, self.residents.get(resident_code), self.seals.get(resident_code, []))
 
     def _handler(self):
         upstream = self
@@ -84,9 +112,9 @@ class TestUpstream:
                     return self._file(parts[4])
                 if url.path == "/v1/changes":
                     query = parse_qs(url.query)
-                    after, limit = int(query["after"][0]), int(query["limit"][0])
-                    page = [c for c in upstream.changes if c["seq"] > after][:limit]
-                    return self._json(200, {"changes": page, "last_seq": upstream.last_seq(), "as_of": upstream.as_of})
+                    return self._json(200, upstream.serve_page(int(query["after"][0]), int(query["limit"][0])))
+                if len(parts) == 3 and parts[:2] == ["v1", "residents"]:
+                    return self._json(200, upstream.serve_lookup(unquote(parts[2])))
                 return self._json(404, {"error": "not_found", "message": url.path})
 
             def _file(self, name: str):
