@@ -235,20 +235,14 @@ def upstream(config: Config) -> list[Finding]:
     section = config["upstream"]
     url = section["url"]
     findings = []
-    if urlparse(url).scheme != "https" and not section.get("allow_insecure_http", False):
-        findings.append(Finding("upstream", PROBLEM, f"upstream.url {url} is not TLS: use the vendor's https:// address"))
-    public_key = None
-    if not section["public_key"]:
-        findings.append(Finding("upstream", PROBLEM, "upstream.public_key is not set: configure the vendor's Ed25519 public key (base64)"))
-    else:
-        try:
-            public_key = public_key_from_b64(section["public_key"])
-        except ContractError as exc:
-            findings.append(Finding("upstream", PROBLEM, str(exc)))
-    try:
+    if urlparse(url).scheme != "https":
+        allowed = " (upstream.allow_insecure_http lets it through: for the demo and tests only)" if section["allow_insecure_http"] else ""
+        findings.append(Finding("upstream", PROBLEM, f"upstream.url {url} is not TLS{allowed}: use the vendor's https:// address"))
+    try:  # refuses a missing or unreadable public key, and plain http unless allowed
         client = upstream_from_config(config)
-    except ConfigError as exc:
+    except (ConfigError, ContractError) as exc:
         return [*findings, Finding("upstream", PROBLEM, str(exc))]
+    public_key = public_key_from_b64(section["public_key"])
     try:
         client.health()
         manifest = client.manifest()
@@ -259,7 +253,7 @@ def upstream(config: Config) -> list[Finding]:
     if manifest.get("contract") != CONTRACT_VERSION:
         findings.append(Finding("upstream", PROBLEM, f"the upstream serves contract {manifest.get('contract')!r}, this Sonae reads "
                                                      f"contract {CONTRACT_VERSION}: ask the vendor, or upgrade Sonae"))
-    elif public_key is not None:
+    else:
         try:
             verify_manifest(manifest, public_key)
         except ContractError as exc:
