@@ -12,7 +12,7 @@ from fallback.counter.certificates import issue_certificate, request_from_form, 
 from fallback.counter.rendering import print_settings
 from fallback.counter.state import COUNTER_ROLES, counter_scope
 from fallback.db import get_ops
-from fallback.mirror.registry import get_register
+from fallback.mirror.registry import register_for
 from fallback.staff.security import forbidden, roles
 
 bp = Blueprint("counter", __name__, url_prefix="/counter", template_folder="templates")
@@ -33,7 +33,7 @@ def search():
     scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     if scope is None:
         return _locked_page(locked)
-    register = get_register()
+    register = register_for(scope)
     if register is None:
         return _locked_page("住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。")
     found, error, query = None, None, None
@@ -55,7 +55,7 @@ def resident(code):
     scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     if scope is None:
         return _locked_page(locked)
-    register = get_register()
+    register = register_for(scope)
     person = lookup.view_resident(get_ops(), register, code, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
     if person is None:
         abort(404, "この住民票コードの方は写しにいません。")
@@ -79,7 +79,7 @@ def issue(code):
     scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     if scope is None:
         return _locked_page(locked)
-    register = get_register()
+    register = register_for(scope)
     conn = get_ops()
     try:
         req = request_from_form(code, request.form)
