@@ -6,7 +6,9 @@ Docker engine runs in CI)."""
 from __future__ import annotations
 
 import ast
+import glob
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -97,6 +99,19 @@ def test_an_allowed_package_allows_its_modules_and_nothing_beside_it():
 def test_nothing_imports_cloudsim():
     for package in ("fallback", "sync", "printing"):
         assert not {n for n in project_imports(package) if n.startswith("cloudsim")}
+
+
+def test_the_sonae_distribution_ships_the_synthetic_register_and_its_data():
+    """Drills draw their register in the appliance, whose image has no
+    cloudsim: the generator and its reference data are sonae's own (the
+    package-data patterns are globbed as setuptools globs them)."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert any(re.fullmatch(pattern.replace(".", r"\.").replace("*", ".*"), "sync.synthetic")
+               for pattern in setuptools["packages"]["find"]["include"])
+    package = ROOT / "sync" / "synthetic"
+    shipped = {Path(path) for pattern in setuptools["package-data"]["*"] for path in glob.glob(str(package / pattern), recursive=True)}
+    data = {path for path in (package / "data").rglob("*") if path.is_file()}
+    assert data and data <= shipped, f"not shipped: {sorted(map(str, data - shipped))}"
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
