@@ -17,6 +17,8 @@ from fallback.staff.security import forbidden, roles
 
 bp = Blueprint("counter", __name__, url_prefix="/counter", template_folder="templates")
 
+NO_REGISTER = "住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。"
+
 
 def _locked_page(reason: str):
     return render_template("counter/locked.html", reason=reason), 423
@@ -35,7 +37,7 @@ def search():
         return _locked_page(locked)
     register = register_for(scope)
     if register is None:
-        return _locked_page("住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。")
+        return _locked_page(NO_REGISTER)
     found, error, query = None, None, None
     if any(request.args.get(k) for k in ("kana", "name", "birth", "address", "code")):
         try:
@@ -56,6 +58,8 @@ def resident(code):
     if scope is None:
         return _locked_page(locked)
     register = register_for(scope)
+    if register is None:
+        return _locked_page(NO_REGISTER)
     person = lookup.view_resident(get_ops(), register, code, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
     if person is None:
         abort(404, "この住民票コードの方は写しにいません。")
@@ -80,6 +84,8 @@ def issue(code):
     if scope is None:
         return _locked_page(locked)
     register = register_for(scope)
+    if register is None:
+        return _locked_page(NO_REGISTER)
     conn = get_ops()
     try:
         req = request_from_form(code, request.form)

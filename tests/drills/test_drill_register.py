@@ -89,6 +89,9 @@ def test_an_active_drill_without_its_register_stays_locked_and_never_falls_back_
     assert clerk.api("GET", f"/api/v1/residents/{YAMADA_TARO}").status_code == 503
     page = clerk.get("/counter/?kana=ヤマダ")
     assert page.status_code == 423 and YAMADA_TARO not in text_of(page)
+    assert clerk.get(f"/counter/resident/{YAMADA_TARO}").status_code == 423
+    assert clerk.post(f"/counter/resident/{YAMADA_TARO}/issue", SELF_REQUEST).status_code == 423
+    assert clerk.get(f"/forms/request/{YAMADA_TARO}.pdf").status_code == 423
     assert "訓練用の住民記録がまだ用意されていません" in text_of(clerk.get("/runbooks/"))  # every screen's banner says why
 
 
