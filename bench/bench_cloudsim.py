@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from cloudsim import exports  # noqa: E402
 from cloudsim.generate import generate_register  # noqa: E402
 from cloudsim.parallel import default_workers  # noqa: E402
-from cloudsim.synth import RegisterSpec  # noqa: E402
+from sync.synthetic.synth import RegisterSpec  # noqa: E402
 
 REGISTER_DATE = dt.date(2026, 11, 24)
 

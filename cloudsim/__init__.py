@@ -1,7 +1,8 @@
 """cloudsim: a stand-in for the vendor's cloud register, serving the upstream
 contract (shared/contract/README.md) with a seeded synthetic register of a
 Tokyo ward, a live change feed and fault switches. Nothing outside cloudsim
-imports it; it imports only sync.contract from the rest of Sonae.
+imports it; it imports only sync.contract and sync.synthetic from the rest
+of Sonae.
 
 From Python (tests, the demo)::
 
@@ -15,9 +16,10 @@ From Python (tests, the demo)::
 
 From the shell: `sonae cloudsim serve|public-key|export|publish|changes|status|fault`.
 
-Modules: synth (the register model) draws on refdata (cloudsim/data/) and
-sealimage; generate fills the SQLite state (store) on all cores; exports
-writes signed gzip NDJSON exports (gzjoin); register owns the state
-directory; changes is the change feed; faults the switches; server the two
-HTTP ports; sim ties them together.
+The register model (synth, refdata, codes, sealimage and their data) is
+sync.synthetic, part of Sonae: the appliance's drills draw their synthetic
+register from the same model. Here, generate fills the SQLite state (store)
+on all cores; exports writes signed gzip NDJSON exports (gzjoin); register
+owns the state directory; changes is the change feed; faults the switches;
+server the two HTTP ports; sim ties them together.
 """

@@ -19,10 +19,11 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cloudsim import codes, store
-from cloudsim.refdata import Weighted
+from cloudsim import store
 from cloudsim.register import Register
-from cloudsim.synth import ABROAD, JST, PERIODS, SPACE, Synth, encode, period_days, resident_in_key_order, seal_record
+from sync.synthetic import codes
+from sync.synthetic.refdata import Weighted
+from sync.synthetic.synth import ABROAD, JST, PERIODS, SPACE, Synth, encode, period_days, resident_in_key_order, seal_record
 
 CANDIDATE_BATCH = 64
 CANDIDATE_TRIES = 20

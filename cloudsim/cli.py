@@ -143,7 +143,7 @@ def export(residents, seed, register_date, municipality_code, prefecture, city, 
 
     from cloudsim.parallel import default_workers
     from cloudsim.register import Register, now_jst
-    from cloudsim.synth import RegisterSpec
+    from sync.synthetic.synth import RegisterSpec
 
     if out.exists():
         raise click.ClickException(f"{out} exists; give a new directory")

@@ -10,9 +10,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from cloudsim import codes, store
+from cloudsim import store
 from cloudsim.parallel import ordered_map
-from cloudsim.synth import RegisterSpec, Synth, encode
+from sync.synthetic import codes
+from sync.synthetic.synth import RegisterSpec, Synth, encode
 
 CHUNK_RESIDENTS = 10_000
 

@@ -22,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloudsim import exports, store
 from cloudsim.generate import generate_register
-from cloudsim.synth import JST, RegisterSpec
 from sync.contract import ContractError, sign, verify_manifest
+from sync.synthetic.synth import JST, RegisterSpec
 
 # Bump when the generator changes what a spec produces, so that old state
 # directories are regenerated instead of reused.

@@ -9,14 +9,15 @@ import secrets
 import threading
 from pathlib import Path
 
-from cloudsim import codes, store
+from cloudsim import store
 from cloudsim.changes import ChangeFeed
 from cloudsim.faults import FaultSwitches
 from cloudsim.keys import KEY_FILE_NAME, load_or_create_key, public_key_b64
 from cloudsim.parallel import default_workers
 from cloudsim.register import Register, now_jst
 from cloudsim.server import Listener, admin_app, contract_app, write_ready_file
-from cloudsim.synth import RegisterSpec
+from sync.synthetic import codes
+from sync.synthetic.synth import RegisterSpec
 
 
 class CloudSim:

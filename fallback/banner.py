@@ -5,17 +5,17 @@ Ota outage must be visible on every screen, not discovered on a certificate.
 
 from __future__ import annotations
 
-import datetime as dt
-
 from flask import current_app, g, request, url_for
 
 from fallback import drills, modes
 from fallback.counter.rendering import print_settings
 from fallback.counter.state import drill_scope
 from fallback.db import get_ops
-from fallback.mirror.registry import format_age, snapshot_summary
+from fallback.mirror.registry import format_age, get_register, register_for, register_summary
 from fallback.staff.users import ROLES
 from printing.wareki import format_wareki_datetime
+
+NO_DRILL_REGISTER = "訓練用の住民記録がまだ用意されていません。訓練担当に連絡してください。"
 
 NAV = (
     # (endpoint, label, roles)
@@ -33,22 +33,19 @@ NAV = (
 def banner_context() -> dict:
     config = current_app.config["SONAE"]
     state = modes.current(get_ops())
-    summary = snapshot_summary(config)
     eras = print_settings(config).eras
     warning_hours = config["counter"]["data_age_warning_hours"]
     level, warning, as_of, as_of_text, age_text = "ok", None, None, None, None
     drill = drills.active_drill(get_ops())
+    # A drill's participants see their drill register's data-as-of (a
+    # long-outage drill's is days old), exactly as their certificates print it.
+    participant = drill is not None and g.get("staff") is not None and drill.includes(g.staff.username, g.staff.terminal)
+    summary = register_summary(register_for(drill_scope(drill)) if participant else get_register())
     if summary is None:
         level = "danger"
-        warning = "住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。"
+        warning = (NO_DRILL_REGISTER if participant else "住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。")
     else:
-        # A long-outage drill's participants see the data as old as the
-        # scenario says, exactly as their certificates will print it.
-        offset = dt.timedelta(0)
-        if drill is not None and g.get("staff") is not None and drill.includes(g.staff.username, g.staff.terminal):
-            offset = drill_scope(drill, config).data_age_offset
-        as_of = summary.as_of - offset
-        age_hours = summary.age_hours + offset.total_seconds() / 3600
+        as_of, age_hours = summary.as_of, summary.age_hours
         as_of_text = format_wareki_datetime(as_of, eras)
         age_text = format_age(age_hours)
         if age_hours > warning_hours:

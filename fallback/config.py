@@ -158,7 +158,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "sla": {"threshold_percent": 97.5},
     "drills": {
         "yearly_month": 9,  # the ward's yearly downtime drill (Shinagawa: every September)
-        # a long-outage drill rehearses with data this much older than it is
+        # a long-outage drill's synthetic register is dated this many hours
+        # before the drill starts, so the age warning and kill switches are practised
         "long_outage_data_age_hours": 72,
         "remind_days_before": 60,  # `sonae drill schedule` starts reminding this many days ahead
     },
@@ -280,6 +281,12 @@ class Config:
     @property
     def snapshot_dir(self) -> Path:
         return self.home / "snapshots"
+
+    @property
+    def drill_snapshot_dir(self) -> Path:
+        """The drills' synthetic registers, one store per drill: never
+        under snapshot_dir, so nothing that reads the real register sees them."""
+        return self.home / "drill-snapshots"
 
     @property
     def ops_db_path(self) -> Path:

@@ -10,6 +10,7 @@ from fallback import audit
 from fallback.cli_support import config as load_config
 from fallback.cli_support import operator
 from fallback.keys import master_key
+from fallback.mirror.registry import drill_snapshot_stores
 from fallback.mirror.syncing import snapshot_store
 from fallback.ops import connect_ops
 from sync import crypto
@@ -36,8 +37,8 @@ def init(path):
 @click.option("--new-key-file", required=True, type=click.Path(exists=True, dir_okay=False), help="The new master key, written with `sonae key init PATH`.")
 @click.option("--actor", help="Who rotates, for the audit log (default: the OS user).")
 def rotate(new_key_file, actor):
-    """Re-encrypt every snapshot generation and the operational database
-    under a new master key.
+    """Re-encrypt every snapshot generation (the drills' synthetic registers
+    too) and the operational database under a new master key.
 
     \b
     1. sonae key init /etc/sonae/master-2027.key
@@ -60,6 +61,8 @@ def rotate(new_key_file, actor):
     store = snapshot_store(config)
     with store.write_lock():  # no sync writes while keys change
         generations = store.rekey(crypto.derive_key(new_master, "snapshot"))
+        for drill_store in drill_snapshot_stores(config):
+            drill_store.rekey(crypto.derive_key(new_master, "drill-snapshot"))
         ops_path = config.ops_db_path
         new_ops_key = crypto.derive_key(new_master, "ops")
         try:

@@ -28,6 +28,12 @@ def snapshot_key(config: Config) -> bytes:
     return derive_key(master_key(config), "snapshot")
 
 
+def drill_snapshot_key(config: Config) -> bytes:
+    """The drills' synthetic registers have their own key: nothing keyed
+    for the real register opens them, nor they it."""
+    return derive_key(master_key(config), "drill-snapshot")
+
+
 def ops_key(config: Config) -> bytes:
     return derive_key(master_key(config), "ops")
 

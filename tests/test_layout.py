@@ -6,7 +6,9 @@ Docker engine runs in CI)."""
 from __future__ import annotations
 
 import ast
+import glob
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -14,12 +16,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("fallback", "sync", "printing", "cloudsim")
 
-# package -> the project modules it may import (by top-level name, or exact module)
+# package -> the project modules it may import (a package name allows the
+# modules inside it too)
 ALLOWED = {
     "sync": set(),
     "printing": set(),
     "fallback": {"sync", "printing"},
-    "cloudsim": {"sync.contract"},
+    # cloudsim speaks the contract through sync.contract, and draws its
+    # register from sync.synthetic: the generator is part of Sonae because
+    # the appliance's drills load their synthetic register from the same
+    # model, and the production image ships without cloudsim.
+    "cloudsim": {"sync.contract", "sync.synthetic"},
 }
 
 # Inside fallback/: the shared base, the shell that collects the features,
@@ -73,16 +80,38 @@ def project_imports(package: str) -> set[str]:
     return found
 
 
+def allowed_import(name: str, allowed: set[str]) -> bool:
+    return any(name == entry or name.startswith(entry + ".") for entry in allowed)
+
+
 @pytest.mark.parametrize("package", PACKAGES)
 def test_package_imports_only_what_the_design_allows(package):
-    allowed = ALLOWED[package]
-    wrong = {name for name in project_imports(package) if name not in allowed and name.split(".")[0] not in allowed}
+    wrong = {name for name in project_imports(package) if not allowed_import(name, ALLOWED[package])}
     assert not wrong, f"{package} must not import {sorted(wrong)}"
+
+
+def test_an_allowed_package_allows_its_modules_and_nothing_beside_it():
+    assert allowed_import("sync.synthetic.synth", ALLOWED["cloudsim"]) and allowed_import("sync.contract", ALLOWED["cloudsim"])
+    assert not allowed_import("sync.loader", ALLOWED["cloudsim"]) and not allowed_import("sync.synthetics", ALLOWED["cloudsim"])
+    assert not allowed_import("fallback.drills", ALLOWED["cloudsim"])
 
 
 def test_nothing_imports_cloudsim():
     for package in ("fallback", "sync", "printing"):
         assert not {n for n in project_imports(package) if n.startswith("cloudsim")}
+
+
+def test_the_sonae_distribution_ships_the_synthetic_register_and_its_data():
+    """Drills draw their register in the appliance, whose image has no
+    cloudsim: the generator and its reference data are sonae's own (the
+    package-data patterns are globbed as setuptools globs them)."""
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert any(re.fullmatch(pattern.replace(".", r"\.").replace("*", ".*"), "sync.synthetic")
+               for pattern in setuptools["packages"]["find"]["include"])
+    package = ROOT / "sync" / "synthetic"
+    shipped = {Path(path) for pattern in setuptools["package-data"]["*"] for path in glob.glob(str(package / pattern), recursive=True)}
+    data = {path for path in (package / "data").rglob("*") if path.is_file()}
+    assert data and data <= shipped, f"not shipped: {sorted(map(str, data - shipped))}"
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -14,7 +14,7 @@ from fallback.counter.certificates import issue_certificate, request_from_form, 
 from fallback.counter.rendering import print_settings
 from fallback.counter.state import COUNTER_ROLES, counter_scope
 from fallback.db import get_ops
-from fallback.mirror.registry import get_register, snapshot_summary
+from fallback.mirror.registry import register_for, snapshot_summary
 from fallback.staff import sessions, users
 from fallback.staff.security import csrf_token, public, roles
 from sync.schema import resident_summary
@@ -47,7 +47,7 @@ def _open_counter():
     scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     if scope is None:
         return None, error(423, "counter_locked", locked)
-    if get_register() is None:
+    if register_for(scope) is None:
         return None, error(503, "no_snapshot", "no snapshot has been loaded yet")
     return scope, None
 
@@ -131,7 +131,7 @@ def search():
         return locked
     try:
         query, criteria = lookup.parse_query(request.args, print_settings(current_app.config["SONAE"]).eras)
-        found = lookup.search(get_ops(), get_register(), query, criteria, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
+        found = lookup.search(get_ops(), register_for(scope), query, criteria, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
     except lookup.QueryError as exc:
         return error(400, "bad_query", str(exc))
     # The summaries go out as the snapshot stores them: parsing and
@@ -146,7 +146,7 @@ def resident(code):
     scope, locked = _open_counter()
     if locked:
         return locked
-    register = get_register()
+    register = register_for(scope)
     person = lookup.view_resident(get_ops(), register, code, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
     if person is None:
         return error(404, "not_found", "no resident with this code in the snapshot")
@@ -166,7 +166,7 @@ def issue(code):
     body, bad = _json_body(openapi.issue_body(current_app.config["SONAE"]["counter"]["max_copies"]))
     if bad:
         return bad
-    if get_register().resident(code) is None:
+    if register_for(scope).resident(code) is None:
         return error(404, "not_found", "no resident with this code in the snapshot")
     conn = get_ops()
     try:
@@ -174,7 +174,7 @@ def issue(code):
         if body.get("approver"):
             req.approved_by = supervisor_approval(conn, current_app.config["SONAE"], str(body["approver"]),
                                                   str(body.get("approver_password", "")), clerk=g.staff.username, subject=code)
-        result = issue_certificate(conn, get_register(), req, g.staff, scope, current_app.config["SONAE"])
+        result = issue_certificate(conn, register_for(scope), req, g.staff, scope, current_app.config["SONAE"])
     except issuance.IssueRefused as exc:
         return error(422, "refused", exc.message, rule=exc.rule)
     except issuance.IssueError as exc:

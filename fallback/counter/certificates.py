@@ -113,7 +113,7 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
     counter = config["counter"]
     issuance.validate_form(req, counter["max_copies"])
     meta = register.meta
-    data_as_of = meta.as_of - scope.data_age_offset
+    data_as_of = meta.as_of
     age_hours = (now() - data_as_of).total_seconds() / 3600
     clerk = Clerk(staff.username, staff.office, staff.terminal, staff.printer)
     snapshot = {"snapshot_generation": meta.generation, "data_as_of": data_as_of.isoformat()}

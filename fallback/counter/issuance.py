@@ -111,13 +111,11 @@ class Clerk:
 
 @dataclass(frozen=True)
 class Scope:
-    """'real' or 'drill'; a drill has its own serial range and records.
-    A long-outage drill rehearses with data that looks `data_age_offset`
-    older than it is, so the age warning and kill switches are practised."""
+    """'real' or 'drill'; a drill has its own serial range, records and
+    register (fallback.mirror.registry.register_for)."""
 
     name: str
     drill_id: int | None = None
-    data_age_offset: dt.timedelta = dt.timedelta(0)
 
     @property
     def is_drill(self) -> bool:

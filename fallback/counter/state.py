@@ -1,13 +1,12 @@
 """Whether a staff member's counter is open, and for what.
 
 Real residents can be looked up only in downtime. A drill's participants
-work in the drill's scope beside any other mode; a real downtime suspends
+work in the drill's scope beside any other mode, on the drill's synthetic
+register (fallback.mirror.registry.register_for); a real downtime suspends
 the drill (see drills.suspend_active), so the two never mix.
 """
 
 from __future__ import annotations
-
-import datetime as dt
 
 from fallback import drills, modes
 from fallback.counter.issuance import REAL, Scope
@@ -21,11 +20,10 @@ PAPER_ONLY_MESSAGE = (
 )
 
 
-def drill_scope(drill, config) -> Scope:
-    offset = dt.timedelta(0)
-    if drill.scenario == "long_outage":
-        offset = dt.timedelta(hours=config["drills"]["long_outage_data_age_hours"])
-    return Scope("drill", drill.id, offset)
+def drill_scope(drill) -> Scope:
+    """A drill's participants work on the drill's own records and its own
+    synthetic register, never the real one (see register_for)."""
+    return Scope("drill", drill.id)
 
 
 def counter_scope(conn, staff, config) -> tuple[Scope | None, str | None]:
@@ -36,7 +34,7 @@ def counter_scope(conn, staff, config) -> tuple[Scope | None, str | None]:
     if drill is not None and drill.includes(staff.username, staff.terminal):
         if drill.scenario == "paper_only":
             return None, PAPER_ONLY_MESSAGE
-        return drill_scope(drill, config), None
+        return drill_scope(drill), None
     return None, (
         f"現在は「{state.label}」です。住民記録の検索と交付は、係長がダウン対策モードを宣言したときだけ使えます"
         "（この装置は第二の住民記録システムではありません）。"

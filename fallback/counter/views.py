@@ -12,10 +12,12 @@ from fallback.counter.certificates import issue_certificate, request_from_form, 
 from fallback.counter.rendering import print_settings
 from fallback.counter.state import COUNTER_ROLES, counter_scope
 from fallback.db import get_ops
-from fallback.mirror.registry import get_register
+from fallback.mirror.registry import register_for
 from fallback.staff.security import forbidden, roles
 
 bp = Blueprint("counter", __name__, url_prefix="/counter", template_folder="templates")
+
+NO_REGISTER = "住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。"
 
 
 def _locked_page(reason: str):
@@ -33,9 +35,9 @@ def search():
     scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     if scope is None:
         return _locked_page(locked)
-    register = get_register()
+    register = register_for(scope)
     if register is None:
-        return _locked_page("住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。")
+        return _locked_page(NO_REGISTER)
     found, error, query = None, None, None
     if any(request.args.get(k) for k in ("kana", "name", "birth", "address", "code")):
         try:
@@ -55,7 +57,9 @@ def resident(code):
     scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     if scope is None:
         return _locked_page(locked)
-    register = get_register()
+    register = register_for(scope)
+    if register is None:
+        return _locked_page(NO_REGISTER)
     person = lookup.view_resident(get_ops(), register, code, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
     if person is None:
         abort(404, "この住民票コードの方は写しにいません。")
@@ -79,7 +83,9 @@ def issue(code):
     scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
     if scope is None:
         return _locked_page(locked)
-    register = get_register()
+    register = register_for(scope)
+    if register is None:
+        return _locked_page(NO_REGISTER)
     conn = get_ops()
     try:
         req = request_from_form(code, request.form)

@@ -1,8 +1,15 @@
 """Drills: the yearly outage rehearsal, run beside the real modes.
 
 A drill has its own records (every request, certificate and deferred
-request carries scope 'drill' and the drill id), its own serial range, and
-a watermark on everything it prints. A real outage always wins: declaring
+request carries scope 'drill' and the drill id), its own serial range, a
+watermark on everything it prints, and its own synthetic register
+(fallback.drills.register): its counters search, view and issue from that
+register only, never from the real one. The register is loaded when it is
+first needed — when the coordinator prepares the personas or when the drill
+starts — and loaded again, with the same people, at the drill's first
+start, dated as the scenario says: one change-feed interval old (the
+mirror just before an outage), or `drills.long_outage_data_age_hours` old
+for the long-outage scenario. A real outage always wins: declaring
 downtime suspends any active drill in the same transaction.
 """
 
@@ -10,10 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import secrets
 from dataclasses import dataclass
 
 from fallback import audit
+from fallback.config import Config
+from fallback.drills import register as drill_register
 from fallback.ops import TOKYO, Transaction, now, now_iso
+from sync.errors import SyncError
 
 SCENARIOS = {
     "full_outage": "クラウド全面障害（障害対応システムで交付）",
@@ -34,6 +45,7 @@ EVENT_LABELS = {
     "suspended": "実際の障害のため中断",
     "resumed": "訓練を再開",
     "ended": "訓練終了",
+    "register_loaded": "訓練用の住民記録（架空）を用意",
     "personas_prepared": "住民役を用意",
     "paper_kit_printed": "紙の様式を印刷",
 }
@@ -116,17 +128,73 @@ def create(conn, *, scenario: str, title: str, description: str, planned_start: 
     return drill_id
 
 
-def start(conn, drill_id: int, *, actor: str, current_mode: str) -> None:
+def start(conn, config: Config, drill_id: int, *, actor: str, current_mode: str) -> None:
+    """Start (or resume) a drill. Its first start loads its register afresh,
+    dated as the scenario says; a resumed drill keeps the register it had."""
     if current_mode == "downtime":
         raise DrillError("ダウン対策モード中（実際の障害対応中）は訓練を開始できません。")
+    drill = _startable(conn, drill_id)
+    if drill.status == PLANNED:
+        load_register(conn, config, drill, actor=actor)
+    else:
+        ensure_register(conn, config, drill, actor=actor)
     with Transaction(conn):
-        if conn.execute("SELECT 1 FROM drills WHERE status = ?", (ACTIVE,)).fetchone():
-            raise DrillError("ほかの訓練が実施中です。先に終了してください。")
-        drill = get(conn, drill_id)
-        if drill is None or drill.status not in (PLANNED, SUSPENDED):
-            raise DrillError("この訓練は開始できる状態ではありません。")
+        drill = _startable(conn, drill_id)
         conn.execute("UPDATE drills SET status = ?, started_at = coalesce(started_at, ?) WHERE id = ?", (ACTIVE, now_iso(), drill_id))
         append_event(conn, drill_id, actor, "resumed" if drill.status == SUSPENDED else "started", {})
+
+
+def _startable(conn, drill_id: int) -> Drill:
+    if conn.execute("SELECT 1 FROM drills WHERE status = ?", (ACTIVE,)).fetchone():
+        raise DrillError("ほかの訓練が実施中です。先に終了してください。")
+    drill = get(conn, drill_id)
+    if drill is None or drill.status not in (PLANNED, SUSPENDED):
+        raise DrillError("この訓練は開始できる状態ではありません。")
+    return drill
+
+
+# --- the drill's register ---------------------------------------------------------
+
+
+def data_age(drill: Drill, config: Config) -> dt.timedelta:
+    """How old a drill's data is as it starts: one change-feed interval, as
+    the mirror's is when an outage begins; the long-outage scenario's days."""
+    if drill.scenario == "long_outage":
+        return dt.timedelta(hours=config["drills"]["long_outage_data_age_hours"])
+    return dt.timedelta(seconds=config["sync"]["changes_interval_s"])
+
+
+def register_plan(conn, drill_id: int) -> drill_register.DrillRegisterPlan | None:
+    """The seed and register date of the drill's register, fixed when it was
+    first loaded (None before)."""
+    row = conn.execute("SELECT detail FROM drill_events WHERE drill_id = ? AND event = 'register_loaded' ORDER BY id LIMIT 1",
+                       (drill_id,)).fetchone()
+    if row is None:
+        return None
+    detail = json.loads(row[0])
+    return drill_register.DrillRegisterPlan(detail["seed"], dt.date.fromisoformat(detail["register_date"]))
+
+
+def load_register(conn, config: Config, drill: Drill, *, actor: str) -> None:
+    """Load the drill's synthetic register dated now minus data_age: the
+    same people as before if it was loaded before, else a new seed."""
+    as_of = now() - data_age(drill, config)
+    plan = register_plan(conn, drill.id) or drill_register.DrillRegisterPlan(
+        seed=secrets.randbelow(2**31), register_date=as_of.date() - dt.timedelta(days=1))
+    try:
+        result = drill_register.load(config, drill.id, plan, as_of=as_of)
+    except SyncError as exc:
+        raise DrillError(f"訓練用の住民記録を用意できませんでした（{exc}）。情報政策課に連絡してください。") from exc
+    record_event(conn, drill.id, actor, "register_loaded", {
+        "seed": plan.seed, "register_date": plan.register_date.isoformat(), "as_of": result.as_of.isoformat(),
+        "generation": result.generation, "residents": result.residents, "seals": result.seals,
+    })
+
+
+def ensure_register(conn, config: Config, drill: Drill, *, actor: str) -> None:
+    """Load the drill's register unless it is loaded already."""
+    if not drill_register.loaded(config, drill.id):
+        load_register(conn, config, drill, actor=actor)
 
 
 def end(conn, drill_id: int, *, actor: str, reason: str = "訓練終了") -> None:

@@ -2,15 +2,23 @@
 
 Each case is a situation the counter gets wrong under pressure (a support-
 measure resident, a revoked seal, a removed resident, a foreign resident, a
-planned move-out, a household of six) plus an ordinary resident and a
-newcomer who is not in the register at all. The register cases are picked
-at random from the current snapshot, so clerks find them with the real
-search; the newcomer is synthetic, because a person who has not moved in
-yet cannot be in the register.
+planned move-out, a household of six) plus an ordinary resident, a seal
+holder, and a newcomer who is not in the register at all. The register
+cases are picked at random from the drill's own synthetic register
+(fallback.drills.register) — never from the real one — so clerks find them
+with the counter's search in the drill; the newcomer is made up here,
+because a person who has not moved in yet cannot be in the register.
 
 The choice is stored per drill (resident codes only; names and addresses
-are read from the snapshot when the cards are shown), so every card stays
-the same for the whole drill.
+are read from the drill register when the cards are shown), so every card
+stays the same for the whole drill. Showing the cards is audited, on the
+page and as a PDF, like every view of resident data; since the people are
+synthetic, the cards exist in every mode, before the drill too.
+
+More cases (issue 17's holds: a lost seal, a death or a 転出届 received at
+the counter, an urgent 支援措置) are entries in CASES with a finder: the
+drill register is the ward's register in miniature, so the same rules act
+on it.
 """
 
 from __future__ import annotations
@@ -19,7 +27,9 @@ import json
 import random
 from dataclasses import dataclass
 
-from fallback import drills
+from fallback import audit, drills
+from fallback.config import Config
+from fallback.mirror.registry import drill_snapshot_store
 from fallback.ops import Transaction
 from sync import crypto
 
@@ -38,7 +48,9 @@ CASES: dict[str, PersonaCase] = {
     "ordinary": PersonaCase("一般の住民", "本人として、住民票の写し（世帯全員）を1通請求する。",
                             "本人確認のうえ、データ時点を説明して交付する。"),
     "support_measure": PersonaCase("支援措置（DV等）の対象者", "別に住む親族として、この方の住民票の写しを請求する。",
-                                   "係長の承認がなければ交付しない（お断り）。本人からの請求なら本人確認のうえ交付する。"),
+                                   "代理人・第三者からの請求には交付しない（お断り）。本人からの請求なら本人確認のうえ交付する。"),
+    "seal_holder": PersonaCase("印鑑登録をしている方", "本人として、カードに書いた印鑑登録証で印鑑登録証明書を請求する。",
+                               "印鑑登録証の番号を確かめ、本人確認のうえ印鑑登録証明書を交付する。"),
     "seal_revoked": PersonaCase("廃止された印鑑登録証を持ってきた方", "本人として、カードに書いた（廃止された）印鑑登録証で印鑑登録証明書を請求する。",
                                 "廃止された登録証では交付できないと説明する。新しい登録は後日対応で受け付ける。"),
     "removed": PersonaCase("除票の方（転出・死亡など）", "親族として、この方の住民票の写しを請求する。",
@@ -53,11 +65,12 @@ CASES: dict[str, PersonaCase] = {
                             "ダウン対策モード中は転入届を処理できない。後日対応の受付に連絡先と同意を記録する。"),
 }
 
-# How to find each register case among the snapshot's residents
+# How to find each register case among the drill register's residents
 # (r: the search table, rec: the record JSON).
 _FINDERS = {
     "ordinary": _PLAIN,
     "support_measure": f"{_ACTIVE} AND r.support_measure = 1",
+    "seal_holder": f"{_PLAIN} AND EXISTS (SELECT 1 FROM seals s WHERE s.resident_code = r.resident_code AND s.status = 'active')",
     "seal_revoked": f"{_ACTIVE} AND EXISTS (SELECT 1 FROM seals s WHERE s.resident_code = r.resident_code AND s.status = 'revoked')",
     "removed": "r.status = 'removed'",
     "foreign": f"{_ACTIVE} AND json_extract(rec.record, '$.foreign') IS NOT NULL",
@@ -81,7 +94,7 @@ class Persona:
 
 
 def find_cases(snapshot_path, key: bytes, rng: random.Random) -> dict[str, str | None]:
-    """Case -> a resident code from the snapshot (None where the register has
+    """Case -> a resident code from the drill register (None where it has
     no such resident). Each search starts at a random row and wraps round,
     so it stops at the first match instead of reading the whole register."""
     conn = crypto.connect(snapshot_path, key, readonly=True)
@@ -105,15 +118,15 @@ def find_cases(snapshot_path, key: bytes, rng: random.Random) -> dict[str, str |
         conn.close()
 
 
-def prepare(conn, drill_id: int, store, *, actor: str, rng: random.Random | None = None) -> list[Persona]:
-    """Choose this drill's personas from the snapshot store's current
-    generation and record them (replacing an earlier choice)."""
+def prepare(conn, config: Config, drill_id: int, *, actor: str, rng: random.Random | None = None) -> list[Persona]:
+    """Choose this drill's personas from its synthetic register (loaded now
+    if it is not yet) and record them, replacing an earlier choice."""
     drill = drills.get(conn, drill_id)
     if drill is None or drill.status == drills.ENDED:
         raise drills.DrillError("終了した訓練の住民役は用意できません。")
+    drills.ensure_register(conn, config, drill, actor=actor)
+    store = drill_snapshot_store(config, drill_id)
     generation = store.current()
-    if generation is None:
-        raise drills.DrillError("住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。")
     found = find_cases(store.path_of(generation), store.key, rng or random.SystemRandom())
     with Transaction(conn):
         conn.execute("DELETE FROM drill_personas WHERE drill_id = ?", (drill_id,))
@@ -131,10 +144,27 @@ def personas(conn, drill_id: int) -> list[Persona]:
     return [Persona(key, CASES[key], code, json.loads(synthetic) if synthetic else None) for key, code, synthetic in rows]
 
 
+def cards(conn, config: Config, drill_id: int, *, actor: str, output: str) -> list[tuple[Persona, list[tuple[str, str]]]]:
+    """The drill's personas with what each card shows, read from the drill
+    register; showing them (output: "page" or "pdf") is audited."""
+    chosen = personas(conn, drill_id)
+    if not chosen:
+        return []
+    store = drill_snapshot_store(config, drill_id)
+    if store.current_if_readable() is None:
+        shown = [(p, card_details(p, None)) for p in chosen]
+    else:
+        with store.open_register() as register:
+            shown = [(p, card_details(p, register)) for p in chosen]
+    audit.record(conn, actor, "drill.personas_view", str(drill_id),
+                 {"output": output, "residents": [p.resident_code for p, details in shown if p.resident_code and details]}, drill=True)
+    return shown
+
+
 def card_details(persona: Persona, register) -> list[tuple[str, str]]:
     """What the person playing the resident needs on their card, as
-    (label, value) lines: who they are and, for the revoked-seal case, the
-    number of the revoked 印鑑登録証 they present."""
+    (label, value) lines: who they are and, for the seal cases, the number
+    of the 印鑑登録証 they present."""
     if persona.synthetic is not None:
         s = persona.synthetic
         return [("氏名", f"{s['name']}（{s['name_kana']}）"), ("生年月日", s["birth_date"]), ("前住所", s["previous_address"]), ("", s["note"])]
@@ -147,9 +177,10 @@ def card_details(persona: Persona, register) -> list[tuple[str, str]]:
         ("住所", f"{a['prefecture']}{a['city']}{a['town']}{a['banchi']}" + (f"　{a['katagaki']}" if a.get("katagaki") else "")),
         ("住民票コード", resident["resident_code"]),
     ]
-    if persona.case_key == "seal_revoked":
-        revoked = [s["card_number"] for s in register.seals_of(resident["resident_code"]) if s["status"] == "revoked"]
-        lines.append(("印鑑登録証の番号", revoked[0]))
+    card_status = {"seal_revoked": "revoked", "seal_holder": "active"}.get(persona.case_key)
+    if card_status:
+        card = next(s["card_number"] for s in register.seals_of(resident["resident_code"]) if s["status"] == card_status)
+        lines.append(("印鑑登録証の番号", card))
     if persona.case_key == "household_six":
         lines.append(("世帯の人数", f"{len(register.household(resident['household_id']).active)}人"))
     return lines

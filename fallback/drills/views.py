@@ -12,7 +12,6 @@ from fallback import documents, drills, modes, runbooks
 from fallback.db import get_ops
 from fallback.drills import personas as drill_personas
 from fallback.drills import report as drill_report
-from fallback.mirror.registry import get_register, snapshot_store
 from fallback.ops import TOKYO, now
 from fallback.residents import forms
 from fallback.runbooks import paper_ledger
@@ -74,17 +73,12 @@ def show(drill_id):
     drill = _drill_or_404(drill_id)
     conn = get_ops()
     can_manage = g.staff.role in COORDINATORS
-    personas = drill_personas.personas(conn, drill_id) if can_manage else []
+    personas = drill_personas.cards(conn, current_app.config["SONAE"], drill_id, actor=g.staff.username, output="page") if can_manage else []
     return render_template(
-        "drills/show.html", drill=drill, events=drills.events(conn, drill_id), personas=_with_details(personas),
+        "drills/show.html", drill=drill, events=drills.events(conn, drill_id), personas=personas,
         can_manage=can_manage, real_downtime=modes.current(conn).mode == modes.DOWNTIME,
         runbook_slugs=runbooks.FOR_SCENARIO[drill.scenario],
     )
-
-
-def _with_details(personas: list[drill_personas.Persona]) -> list[tuple[drill_personas.Persona, list[tuple[str, str]]]]:
-    register = get_register() if personas else None
-    return [(p, drill_personas.card_details(p, register)) for p in personas]
 
 
 def _act(drill_id: int, action, done_message: str):
@@ -101,7 +95,8 @@ def _act(drill_id: int, action, done_message: str):
 @roles(*COORDINATORS)
 def start(drill_id):
     conn = get_ops()
-    return _act(drill_id, lambda: drills.start(conn, drill_id, actor=g.staff.username, current_mode=modes.current(conn).mode),
+    return _act(drill_id, lambda: drills.start(conn, current_app.config["SONAE"], drill_id, actor=g.staff.username,
+                                                current_mode=modes.current(conn).mode),
                 "訓練を開始しました。参加者の画面に「訓練中」と表示されます。")
 
 
@@ -121,8 +116,7 @@ def end(drill_id):
 @bp.route("/<int:drill_id>/personas", methods=["POST"])
 @roles(*COORDINATORS)
 def prepare_personas(drill_id):
-    store = snapshot_store(current_app.config["SONAE"])
-    return _act(drill_id, lambda: drill_personas.prepare(get_ops(), drill_id, store, actor=g.staff.username),
+    return _act(drill_id, lambda: drill_personas.prepare(get_ops(), current_app.config["SONAE"], drill_id, actor=g.staff.username),
                 "住民役を用意しました。")
 
 
@@ -130,7 +124,7 @@ def prepare_personas(drill_id):
 @roles(*COORDINATORS)
 def persona_cards(drill_id):
     drill = _drill_or_404(drill_id)
-    personas = _with_details(drill_personas.personas(get_ops(), drill_id))
+    personas = drill_personas.cards(get_ops(), current_app.config["SONAE"], drill_id, actor=g.staff.username, output="pdf")
     pdf = documents.render_pdf("drills/persona_cards_pdf.html", title="住民役カード", drill=True, drill_info=drill, personas=personas)
     return _pdf(pdf, f"drill-{drill_id}-personas.pdf")
 

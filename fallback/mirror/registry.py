@@ -1,22 +1,27 @@
-"""The counter app's door into the mirrored register: the current snapshot
-generation, opened read-only.
+"""The counter app's door into a register: the current snapshot generation
+of the real register, or of a drill's synthetic one, opened read-only.
 
-Each server thread keeps its reader open (see fallback.db) and reopens it
-when the CURRENT generation changes — a full load or a rollback is seen by
-the next request. Change-feed updates need no reopening: a reader sees each
-committed batch whole at its next query (WAL)."""
+Each server thread keeps its readers open (see fallback.db) and reopens one
+when its store's CURRENT generation changes — a full load or a rollback is
+seen by the next request. Change-feed updates need no reopening: a reader
+sees each committed batch whole at its next query (WAL).
+
+`register_for(scope)` is the one place where a counter's scope picks its
+register: the real one for real work, the drill's own for a drill."""
 
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass
 
 from flask import current_app, g
 
 from fallback.config import Config
 from fallback.db import EXTENSION
-from fallback.keys import snapshot_key
+from fallback.keys import drill_snapshot_key, snapshot_key
 from fallback.ops import now
+from sync.register import Register
 from sync.store import SnapshotStore
 
 
@@ -24,24 +29,62 @@ def snapshot_store(config: Config) -> SnapshotStore:
     return SnapshotStore(config.snapshot_dir, snapshot_key(config))
 
 
-def get_register():
-    """The current generation's Register, or None when no snapshot has been
-    loaded yet. Checked against CURRENT once per request."""
+def drill_snapshot_store(config: Config, drill_id: int) -> SnapshotStore:
+    """A drill's own store of its synthetic register (fallback.drills.register
+    loads it), apart from the real snapshots and under its own key."""
+    return SnapshotStore(config.drill_snapshot_dir / f"drill-{drill_id:06d}", drill_snapshot_key(config))
+
+
+def drill_snapshot_stores(config: Config) -> list[SnapshotStore]:
+    """Every drill's store (for `sonae key rotate`)."""
+    directory = config.drill_snapshot_dir
+    if not directory.exists():
+        return []
+    return [drill_snapshot_store(config, int(entry.name.removeprefix("drill-")))
+            for entry in sorted(directory.iterdir()) if re.fullmatch(r"drill-\d{6,}", entry.name)]
+
+
+def register_for(scope) -> Register | None:
+    """The register a counter working in `scope` (fallback.counter.issuance.Scope)
+    searches, views and issues from: the real register for the real scope,
+    the drill's synthetic register for a drill — never the real one. None
+    when that register has not been loaded."""
+    if scope.is_drill:
+        return _current_register("drill_register", scope.drill_id,
+                                 lambda: drill_snapshot_store(current_app.config["SONAE"], scope.drill_id))
+    return get_register()
+
+
+def get_register() -> Register | None:
+    """The real register's current generation, or None when no snapshot has
+    been loaded yet. Checked against CURRENT once per request."""
+    return _current_register("register", None, lambda: snapshot_store(current_app.config["SONAE"]))
+
+
+def _current_register(slot: str, owner: int | None, make_store) -> Register | None:
+    """This thread's reader in `slot` (the real register's, or drill
+    `owner`'s), checked once per request: reopened when the store's CURRENT
+    names another generation or the slot held another drill's register."""
     local = current_app.extensions[EXTENSION]
-    if g.get("register_checked"):
-        return getattr(local, "register", None)
-    g.register_checked = True
-    store = getattr(local, "store", None)
+    checked = g.setdefault("register_checked", {})
+    if slot in checked and checked[slot] == owner:
+        return getattr(local, slot, None)
+    checked[slot] = owner
+    stores = getattr(local, "stores", None)
+    if stores is None:
+        stores = local.stores = {}
+    store = stores.get((slot, owner))
     if store is None:
-        store = local.store = snapshot_store(current_app.config["SONAE"])
+        store = stores[(slot, owner)] = make_store()
     current = store.current()
-    register = getattr(local, "register", None)
-    if register is not None and register.generation != current:
+    register, held_by = getattr(local, slot, None), getattr(local, f"{slot}_owner", None)
+    if register is not None and (register.generation != current or held_by != owner):
         register.close()
         register = None
     if register is None and current is not None:
         register = store.open_register(current)
-    local.register = register
+    setattr(local, slot, register)
+    setattr(local, f"{slot}_owner", owner)
     return register
 
 
@@ -64,7 +107,11 @@ class SnapshotSummary:
 
 
 def snapshot_summary(config: Config) -> SnapshotSummary | None:
-    register = get_register()
+    """The real register's generation, as-of and size."""
+    return register_summary(get_register())
+
+
+def register_summary(register: Register | None) -> SnapshotSummary | None:
     if register is None:
         return None
     meta = register.meta

@@ -10,7 +10,7 @@ from fallback import audit
 from fallback.counter import lookup
 from fallback.counter.state import COUNTER_ROLES, counter_scope
 from fallback.db import get_ops
-from fallback.mirror.registry import get_register
+from fallback.mirror.registry import register_for
 from fallback.ops import now
 from fallback.residents import forms
 from fallback.staff.security import roles
@@ -28,7 +28,7 @@ def _pdf(pdf: bytes, filename: str) -> Response:
 def prefilled_request(code):
     conn = get_ops()
     scope, locked = counter_scope(conn, g.staff, current_app.config["SONAE"])
-    register = get_register() if scope is not None else None
+    register = register_for(scope) if scope is not None else None
     if scope is None or register is None:
         reason = locked or "住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。"
         return render_template("counter/locked.html", reason=reason), 423

@@ -13,8 +13,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloudsim.gzjoin import GzipAssembler, crc32_combine, deflate_lines
 from cloudsim.register import Register
-from cloudsim.synth import RegisterSpec
 from sync.contract import canonical_json
+from sync.synthetic.synth import RegisterSpec
 
 # Two chunks of 10,000: the parallel path and the chunk boundary are exercised.
 SPEC = RegisterSpec(residents=10_500, seed=99, register_date=dt.date(2026, 11, 24))

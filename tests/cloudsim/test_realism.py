@@ -17,8 +17,8 @@ import pytest
 from fontTools.ttLib import TTFont
 from PIL import Image
 
-from cloudsim.refdata import DATA_DIR, reference_data
-from cloudsim.sealimage import FONT_PATH
+from sync.synthetic.refdata import DATA_DIR, reference_data
+from sync.synthetic.sealimage import FONT_PATH
 from tests.cloudsim.conftest import REGISTER_DATE
 
 SPACE = "\u3000"

@@ -1,6 +1,7 @@
 """Drills through the real app: everything a drill does stays out of real
 figures, serials and reports; a real outage declared during a drill
-suspends it safely; personas come from the snapshot."""
+suspends it safely; personas come from the drill's synthetic register
+(tests/drills/test_drill_register.py: that register and nothing else)."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import os
 import subprocess
 import sys
 
-from fallback import drills, modes, recovery, runbooks
+from fallback import audit, drills, modes, recovery, runbooks
 from fallback.drills import report as drill_report
 from fallback.modes.views import issuance_summary
 from fallback.ops import now, open_ops
 from fallback.recovery import incident
-from tests.support import pdf_text, text_of
+from tests.drills.support import case_codes, drill_register
+from tests.support import example_records, pdf_text, text_of
 
-YAMADA_TARO, SUZUKI_REMOVED, SATO_SUPPORT, TANAKA_MOVING = "10000000011", "10000000095", "10000000087", "10000000100"
+YAMADA_TARO = "10000000011"
 SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": "1"}
 RUNBOOK_DIR = runbooks.runbook_dir
 
@@ -43,8 +45,9 @@ def test_drill_records_never_reach_real_figures_serials_or_reports(appliance, lo
     clerk = login("clerk1")
     assert "訓練中" in text_of(clerk.get("/counter/"))
 
-    assert issue(clerk, YAMADA_TARO).status_code == 302
-    refused = issue(clerk, SUZUKI_REMOVED)  # a 住民票 for a removed resident: the wrong type
+    drill_people = case_codes(config, drill_id)
+    assert issue(clerk, drill_people["ordinary"]).status_code == 302
+    refused = issue(clerk, drill_people["removed"])  # a 住民票 for a removed resident: the wrong type
     assert refused.status_code == 422
     coordinator.post(f"/drills/{drill_id}/declare", {"reason": "住民記録システム障害（訓練）"})
     pdf = clerk.get("/counter/certificate/drill/800001.pdf")
@@ -128,20 +131,51 @@ def test_runbook_ticks_of_drill_participants_belong_to_the_drill(appliance, logi
     assert "障害発生時の初動" in text_of(coordinator.get("/runbooks/"))  # the scenario's runbooks come first
 
 
-def test_personas_are_taken_from_the_snapshot_and_printed_as_cards(appliance, login, tmp_path):
-    coordinator, drill_id = start_drill(login)
+def test_personas_are_synthetic_people_of_the_drill_register_and_every_view_is_audited(appliance, login, tmp_path):
+    config = appliance.config["SONAE"]
+    coordinator = login("coord")
+    created = coordinator.post("/drills/new", {
+        "scenario": "full_outage", "title": "令和8年度 ダウン対策訓練", "planned_start": "2026-09-15T09:00",
+        "planned_end": "2026-09-15T12:00", "participants": ["clerk1"],
+    })
+    drill_id = int(created.headers["Location"].rstrip("/").rsplit("/", 1)[1])
+    # planned, in standby: the personas exist before the drill, because nobody in them is real
     coordinator.post(f"/drills/{drill_id}/personas")
+    conn = open_ops(config)
+    assert drills.get(conn, drill_id).status == drills.PLANNED
+    codes = dict(conn.execute("SELECT case_key, resident_code FROM drill_personas WHERE drill_id = ?", (drill_id,)))
+    register_cases = {k: v for k, v in codes.items() if k != "newcomer"}
+    assert None not in register_cases.values()  # the drill register holds every case
+    assert all(code.startswith("9") for code in register_cases.values())  # the drill register's codes, no real one
+    with drill_register(config, drill_id) as register:
+        people = {case: register.resident(code) for case, code in register_cases.items()}
+        revoked_card = next(s["card_number"] for s in register.seals_of(codes["seal_revoked"]) if s["status"] == "revoked")
+        held_card = next(s["card_number"] for s in register.seals_of(codes["seal_holder"]) if s["status"] == "active")
+    assert people["support_measure"]["support_measure"] and people["removed"]["status"] == "removed"
+    assert people["planned_move_out"]["planned_move_out"] and people["foreign"]["foreign"]
+
     page = text_of(coordinator.get(f"/drills/{drill_id}"))
-    assert "佐藤　美咲" in page  # the only support-measure resident of the example register
-    assert "田中　健" in page  # the only planned move-out
-    assert "C99990001" in page  # 山田花子's revoked 印鑑登録証
-    assert "訓練　花子" in page  # the synthetic newcomer
-    assert page.count("写しに該当する方がいません") == 1  # no household of six in the example register
+    for person in people.values():
+        assert person["name"] in page and person["resident_code"] in page
+    assert revoked_card in page and held_card in page and "訓練　花子" in page  # and the newcomer, who is in no register
+    real_names = [r["name"] for r in example_records("residents")]
+    assert not [name for name in real_names if name in page]
     clerk_view = text_of(login("clerk1").get(f"/drills/{drill_id}"))
-    assert "佐藤　美咲" not in clerk_view  # the answer sheet is the coordinator's
+    assert people["support_measure"]["name"] not in clerk_view  # the answer sheet is the coordinator's
 
     cards = "".join(pdf_text(coordinator.get(f"/drills/{drill_id}/personas.pdf").data, tmp_path).split())
-    assert "訓練住民役：支援措置" in cards and "佐藤美咲" in cards and "C99990001" in cards
+    assert "訓練住民役：支援措置" in cards and "".join(people["support_measure"]["name"].split()) in cards and revoked_card in cards
+    assert not [name for name in real_names if "".join(name.split()) in cards]
+
+    views = list(audit.entries(conn, action="drill.personas_view"))
+    assert [(e["actor"], e["detail"]["output"], e["drill"]) for e in views] == [("coord", "page", True), ("coord", "pdf", True)]
+    assert sorted(views[0]["detail"]["residents"]) == sorted(register_cases.values())
+
+
+def test_a_drill_never_prepared_shows_no_personas_and_audits_nothing(appliance, login):
+    coordinator, drill_id = start_drill(login)
+    assert "住民役 " not in text_of(coordinator.get(f"/drills/{drill_id}"))
+    assert list(audit.entries(open_ops(appliance.config["SONAE"]), action="drill.personas_view")) == []
 
 
 def test_the_drill_paper_kit_is_marked_as_training_and_noted(appliance, login, tmp_path):
@@ -165,13 +199,9 @@ def test_sonae_drill_paper_kit_writes_both_papers(sonae_env, tmp_path):
 # --- the yearly reminder ----------------------------------------------------------
 
 
-def _create(conn, start: str, status_after: str | None = None) -> int:
-    drill_id = drills.create(conn, scenario="full_outage", title="年次訓練", description="", planned_start=start,
-                             planned_end=start.replace("T09", "T12"), participants=["clerk1"], terminals=[], actor="coord")
-    if status_after == "ended":
-        drills.start(conn, drill_id, actor="coord", current_mode="standby")
-        drills.end(conn, drill_id, actor="coord")
-    return drill_id
+def _create(conn, start: str) -> int:
+    return drills.create(conn, scenario="full_outage", title="年次訓練", description="", planned_start=start,
+                         planned_end=start.replace("T09", "T12"), participants=["clerk1"], terminals=[], actor="coord")
 
 
 def test_the_reminder_asks_for_a_plan_then_for_preparations(sonae_env):

@@ -7,12 +7,11 @@ refusal, is audited."""
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
-from fallback import audit, drills
+from fallback import audit
 from fallback.ops import open_ops
+from tests.drills.support import case_codes, start_drill
 from tests.support import text_of
 
 YAMADA_TARO, SATO_SUPPORT = "10000000011", "10000000087"
@@ -81,19 +80,11 @@ def test_certificates_stay_locked_outside_downtime_and_open_to_supervisors_in_re
     assert [e["actor"] for e in entries(appliance, "certificate.open")] == ["boss"]
 
 
-def start_drill(appliance, participants) -> int:
-    conn = open_ops(appliance.config["SONAE"])
-    start = dt.datetime.now(dt.timezone(dt.timedelta(hours=9)))
-    drill_id = drills.create(conn, scenario="full_outage", title="訓練", description="", planned_start=start.isoformat(),
-                             planned_end=(start + dt.timedelta(hours=2)).isoformat(), participants=participants, terminals=[], actor="coord")
-    drills.start(conn, drill_id, actor="coord", current_mode="standby")
-    return drill_id
-
-
 def test_a_drill_opens_its_own_certificates_to_its_participants_only(appliance, login):
-    start_drill(appliance, ["clerk1", "boss"])
+    config = appliance.config["SONAE"]
+    drill_id = start_drill(config, participants=["clerk1", "boss"])
     clerk, boss, outsider = login("clerk1"), login("boss"), login("boss2")
-    issued = issue(clerk)
+    issued = issue(clerk, case_codes(config, drill_id)["ordinary"])  # a resident of the drill's own register
     pdf_url = issued["certificates"][0]["pdf"]
     assert "/drill/" in pdf_url
     assert clerk.get(pdf_url).status_code == 200 and boss.get(pdf_url).status_code == 200

@@ -148,7 +148,7 @@ def test_a_drill_notice_is_never_published(appliance, login, loaded_env, tmp_pat
     conn = open_ops(loaded_env)
     drill_id = drills.create(conn, scenario="juki_net", title="9月の訓練", description="", planned_start="2026-09-01T09:00",
                              planned_end="2026-09-01T12:00", participants=["boss"], terminals=[], actor="coord")
-    drills.start(conn, drill_id, actor="coord", current_mode="standby")
+    drills.start(conn, loaded_env, drill_id, actor="coord", current_mode="standby")
     conn.close()
     boss = login("boss")
     version_url = new_draft(boss)

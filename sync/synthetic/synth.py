@@ -24,9 +24,9 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from cloudsim import codes
-from cloudsim.refdata import ForeignNamePart, Name, Nationality, ReferenceData, Weighted, reference_data
-from cloudsim.sealimage import seal_png_base64
+from sync.synthetic import codes
+from sync.synthetic.refdata import ForeignNamePart, Name, Nationality, ReferenceData, Weighted, reference_data
+from sync.synthetic.sealimage import seal_png_base64
 
 JST = dt.timezone(dt.timedelta(hours=9), "JST")
 SPACE = "\u3000"  # between surname and given name, in kanji and in kana

@@ -1,4 +1,4 @@
-"""The reference lists the synthetic register is drawn from (cloudsim/data/).
+"""The reference lists the synthetic register is drawn from (sync/synthetic/data/).
 
 Everything here is read once per process and is immutable afterwards, so that
 generator workers can share it and every draw from it is reproducible from a
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Generic, TypeVar
 
 DATA_DIR = Path(__file__).with_name("data")
-# The ward whose 町丁目 list ships with cloudsim; other municipalities reuse it
+# The ward whose 町丁目 list ships with the generator; other municipalities reuse it
 # (the register is synthetic, the town names only have to be real somewhere).
 DEFAULT_TOWNS_CODE = "131113"
 
@@ -111,7 +111,7 @@ class VariantForm:
 
 
 class ReferenceData:
-    """All lists, loaded from cloudsim/data/."""
+    """All lists, loaded from sync/synthetic/data/."""
 
     def __init__(self) -> None:
         self.surnames = _load_surnames()
