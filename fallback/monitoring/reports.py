@@ -157,10 +157,3 @@ def run_morning_report(config: Config, *, at: dt.datetime | None = None) -> dict
         conn.close()
     log.info("morning report %s: %s", report["day"], "healthy" if report["healthy"] else "needs attention")
     return report
-
-
-def render_pdf(html: str) -> bytes:
-    """A PDF from a self-contained HTML page (fonts: IPAex, from fontconfig)."""
-    from weasyprint import HTML
-
-    return HTML(string=html).write_pdf()
