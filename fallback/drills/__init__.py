@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 
 from fallback import audit
+from fallback.errors import SonaeError
 from fallback.ops import TOKYO, Transaction, now, now_iso
 
 SCENARIOS = {
@@ -39,8 +40,11 @@ EVENT_LABELS = {
 }
 
 
-class DrillError(Exception):
+class DrillError(SonaeError):
     """A drill operation that cannot be done; the message says why."""
+
+    status = 409
+    code = "drill_refused"
 
 
 @dataclass(frozen=True)
