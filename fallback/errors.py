@@ -103,7 +103,7 @@ def _free_space(where: Path) -> tuple[int, str]:
 
 def _disk_full(said: str, figures: str) -> StorageFault:
     return StorageFault(
-        "装置のディスクがいっぱいで、記録を書き込めません。この操作は行われていません。"
+        "装置のディスクがいっぱいで、記録を読み書きできません。この操作は行われていません。"
         "窓口は紙の手順（手順書「システムが全く使えない場合」）に切り替え、情報政策課に連絡してください。",
         reason=f"the disk is full ({said}; {figures}): free space under SONAE_HOME "
                "(`sonae snapshot list`, then fewer sync.keep_generations) or grow the disk, then retry",

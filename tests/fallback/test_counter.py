@@ -12,7 +12,7 @@ import pytest
 from fallback import audit
 from fallback.counter import issuance
 from fallback.ops import now, open_ops
-from tests.support import Staff, pdf_text, squeezed, text_of
+from tests.support import PASSWORD, Staff, pdf_text, squeezed, text_of
 
 YAMADA_TARO, YAMADA_HANAKO, TAKAHASHI, KATSURAGI = "10000000011", "10000000029", "10000000045", "10000000053"
 SATO_SUPPORT, SUZUKI_REMOVED, TANAKA_MOVING = "10000000087", "10000000095", "10000000100"
@@ -404,3 +404,39 @@ def test_deferred_request_needs_contact_and_consent_and_exports_csv(login, downt
     csv_text = boss.get("/counter/deferred.csv").get_data(as_text=True)
     assert csv_text.startswith("\ufeff受付番号") and "転居届" in csv_text and "090-0000-0000" in csv_text
     assert clerk.get("/counter/deferred.csv").status_code == 403
+
+
+def test_an_approvers_name_is_read_alike_from_the_screen_and_the_api(appliance, configure_app, downtime):
+    """The screen always trimmed the approver's name; the API now does too."""
+    clerk = Staff(configure_app(counter={"support_measure_approvable": ["household"]}), "clerk1")
+    assert household_request(clerk, approver=" boss ", approver_password="correct-horse-battery").status_code == 201
+    screen = clerk.post(f"/counter/resident/{SATO_SUPPORT}/issue", {
+        **SELF_REQUEST, "requester_type": "household", "requester_name": "佐藤　一郎", "members": SATO_SUPPORT,
+        "approver": " boss ", "approver_password": "correct-horse-battery"})
+    assert screen.status_code == 302
+    conn = open_ops(appliance.config["SONAE"])
+    assert conn.execute("SELECT approved_by FROM requests WHERE outcome = 'issued'").fetchall() == [("boss",), ("boss",)]
+
+
+def test_an_open_counter_without_a_register_says_so_on_every_face(sonae_env):
+    """Before the first load: the screens, the request form and the API
+    answer 503 with the same reason (the screens used to say 423 on the
+    search page and fail on the others)."""
+    from fallback.app import create_app
+    from fallback.staff import users
+
+    conn = open_ops(sonae_env)
+    for username, role in (("boss", "supervisor"), ("clerk1", "clerk")):
+        users.add_user(conn, username, username, role, PASSWORD, actor="test")
+    app = create_app(sonae_env)
+    app.config["TESTING"] = True
+    assert Staff(app, "boss").post("/supervisor/mode", {"to_mode": "downtime", "reason": "住民記録システム障害"}).status_code == 302
+    clerk = Staff(app, "clerk1")
+    for path in ("/counter/?kana=ヤマダ", f"/counter/resident/{YAMADA_TARO}", f"/forms/request/{YAMADA_TARO}.pdf"):
+        page = clerk.get(path)
+        assert page.status_code == 503 and "まだ読み込まれていません" in text_of(page), path
+    for method, path, body in (("GET", "/api/v1/residents?kana=ヤマダ", None), ("GET", f"/api/v1/residents/{YAMADA_TARO}", None),
+                               ("POST", f"/api/v1/residents/{YAMADA_TARO}/certificates", SELF_REQUEST)):
+        answer = clerk.api(method, path, json=body)
+        assert answer.status_code == 503 and answer.get_json()["error"] == "no_snapshot", path
+        assert "まだ読み込まれていません" in answer.get_json()["message"]

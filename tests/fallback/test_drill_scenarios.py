@@ -8,7 +8,8 @@ import re
 
 from fallback import drills
 from fallback.ops import open_ops
-from tests.support import text_of
+from fallback.residents.notice import time_text
+from tests.support import pdf_text, squeezed, text_of
 
 
 def start_drill(appliance, scenario: str) -> int:
@@ -50,3 +51,17 @@ def test_participants_only(appliance, login):
     participant = login("clerk1")
     page = participant.get("/counter/")
     assert page.status_code == 200 and re.search("訓練", text_of(page))
+
+
+def test_a_long_outage_drills_request_form_prints_the_data_as_of_its_certificates_do(appliance, login, tmp_path):
+    start_drill(appliance, "long_outage")
+    clerk = login("clerk1")
+    issued = clerk.api("POST", "/api/v1/residents/10000000011/certificates",
+                       json={"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証"})
+    assert issued.status_code == 201
+    form = clerk.get("/forms/request/10000000011.pdf")
+    assert form.status_code == 200
+    conn = open_ops(appliance.config["SONAE"])
+    certificate_as_of = dt.datetime.fromisoformat(conn.execute("SELECT data_as_of FROM requests").fetchone()[0])
+    printed = squeezed(pdf_text(form.data, tmp_path))
+    assert f"{squeezed(time_text(certificate_as_of, 'ja', appliance.config['SONAE']))}時点" in printed
