@@ -59,8 +59,10 @@ def answer(error: SonaeError):
     when JSON is asked for), else its Japanese page."""
     if security.wants_json():
         body = jsonify(error=error.code, message=error.message, **error.details())
-    else:
+    elif error.chrome:
         body = render_template(error.template, title=error.title, message=error.message)
+    else:  # without the context processors that fill in the chrome
+        body = current_app.jinja_env.get_template(error.template).render(title=error.title, message=error.message)
     return body, error.status, error.headers()
 
 

@@ -31,6 +31,7 @@ class SonaeError(Exception):
     code = "bad_request"
     title = "操作を受け付けられません"  # the heading of its HTML page
     template = "error.html"  # rendered with title and message
+    chrome = True  # the page has the screens' banner and menu (which read the databases)
 
     def __init__(self, message: str, *, reason: str | None = None):
         super().__init__(message)
@@ -86,6 +87,7 @@ class StorageFault(SonaeError):
     code = "storage"
     title = "装置の記録を読み書きできません"
     template = "storage_error.html"
+    chrome = False  # the banner reads the databases whose disk just failed
 
     def details(self) -> dict:
         return {"cause": self.reason}
