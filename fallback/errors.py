@@ -65,15 +65,12 @@ class Forbidden(SonaeError):
     title = "権限がありません"
 
 
-# What SQLite says (sqlite3_errmsg) when the disk under a database fails,
-# as opposed to its key or its content. A full disk shows as either of the
-# first two: SQLITE_FULL where a write found no room, SQLITE_IOERR where
-# SQLite could not even size its WAL index at open.
-_SQLITE_DISK_FULL = "database or disk is full"
-_SQLITE_IO_ERROR = "disk I/O error"
-_SQLITE_BUSY = "database is locked"
-_OS_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
-_OS_IO_ERROR = (errno.EIO, errno.EROFS)
+# What SQLite (sqlite3_errmsg) and the OS say when the disk under a
+# database fails, as opposed to its key or its content. A full disk shows
+# as either "full" or "io": SQLITE_FULL where a write found no room,
+# SQLITE_IOERR where SQLite could not even size its WAL index at open.
+_SQLITE_FAULTS = (("database or disk is full", "full"), ("disk I/O error", "io"), ("database is locked", "busy"))
+_OS_FAULTS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EIO: "io", errno.EROFS: "io"}
 # Less free space than this on the disk of an I/O error: it is the full disk.
 _NEARLY_FULL_BYTES = 1024 * 1024
 
@@ -112,31 +109,33 @@ def _disk_full(said: str, figures: str) -> StorageFault:
     )
 
 
+def _fault_of(exc: BaseException) -> tuple[str, str] | None:
+    """("full" | "io" | "busy", what was said) when `exc` is the disk's doing."""
+    if isinstance(exc, DatabaseError):
+        said = str(exc)
+        return next(((kind, said) for words, kind in _SQLITE_FAULTS if words in said), None)
+    if isinstance(exc, OSError) and exc.errno in _OS_FAULTS:
+        return _OS_FAULTS[exc.errno], f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+    return None
+
+
 def storage_fault(exc: BaseException, where: Path) -> StorageFault | None:
     """The StorageFault `exc` stands for, or None when it is not the disk's
     doing. `where`: the state directory (or file) whose disk to describe,
     unless the error names its own file."""
-    if isinstance(exc, DiskError):
-        where = Path(exc.path)
-    if isinstance(exc, DatabaseError):
-        said = str(exc)
-        if _SQLITE_DISK_FULL in said:
-            return _disk_full(said, _free_space(where)[1])
-        if _SQLITE_BUSY in said:
-            return StorageFault(
-                "装置の記録が別の処理で使用中です。少し待ってから、もう一度操作してください。",
-                reason=f"a database is locked by another process ({said}); retry in a moment, "
-                       "and if it lasts, look for a stuck `sonae` process",
-            )
-        if _SQLITE_IO_ERROR not in said:
-            return None
-    elif isinstance(exc, OSError) and exc.errno in _OS_DISK_FULL + _OS_IO_ERROR:
-        said = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-        if exc.errno in _OS_DISK_FULL:
-            return _disk_full(said, _free_space(where)[1])
-    else:
+    fault = _fault_of(exc)
+    if fault is None:
         return None
-    free, figures = _free_space(where)
+    kind, said = fault
+    if kind == "busy":
+        return StorageFault(
+            "装置の記録が別の処理で使用中です。少し待ってから、もう一度操作してください。",
+            reason=f"a database is locked by another process ({said}); retry in a moment, "
+                   "and if it lasts, look for a stuck `sonae` process",
+        )
+    free, figures = _free_space(Path(exc.path) if isinstance(exc, DiskError) else where)
+    if kind == "full":
+        return _disk_full(said, figures)
     if 0 <= free < _NEARLY_FULL_BYTES:
         return _disk_full(f"I/O error: {said}", figures)
     return StorageFault(
