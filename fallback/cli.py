@@ -24,6 +24,7 @@ import importlib.util
 import os
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import click
 
@@ -135,16 +136,21 @@ def _database_problem(exc: Exception) -> str:
 
 def _file_problem(exc: OSError) -> str | None:
     """A full or failing disk, or a file the appliance may not read or
-    write (named with its owner and mode); None for any other OSError."""
-    from fallback.access import permission_message
+    write (named with its owner and mode; under SONAE_HOME, where it must
+    do both, as the state directory's first such path); None for any other
+    OSError."""
+    from fallback.access import permission_message, state_problem
     from fallback.config import load_config
     from fallback.errors import storage_fault
 
-    if fault := storage_fault(exc, load_config().home):
+    home = load_config().home
+    if fault := storage_fault(exc, home):
         return fault.reason
-    if isinstance(exc, PermissionError) and exc.filename is not None:
-        return permission_message(exc.filename, write=_writing(exc))
-    return None
+    if not isinstance(exc, PermissionError) or exc.filename is None:
+        return None
+    if home.resolve() in Path(exc.filename).resolve().parents and (problem := state_problem(home)):
+        return problem
+    return permission_message(exc.filename, write=_writing(exc))
 
 
 def _writing(exc: PermissionError) -> bool:
