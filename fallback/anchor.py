@@ -25,6 +25,7 @@ from pathlib import Path
 
 from fallback import audit
 from fallback.config import Config
+from fallback.errors import SonaeError
 from fallback.keys import master_key
 from fallback.ops import now_iso
 from sync.crypto import derive_key
@@ -35,8 +36,12 @@ except ImportError:  # pragma: no cover - the appliance runs on Linux
     fcntl = None
 
 
-class AnchorError(Exception):
+class AnchorError(SonaeError):
     """The anchor file cannot be trusted or read; the message says what to do."""
+
+    status = 503
+    code = "audit_anchor"
+    title = "監査記録の控えを確認できません"
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,17 @@ from __future__ import annotations
 import datetime as dt
 import io
 
-from flask import Flask, Request
+from flask import Flask, Request, current_app, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
 
 from fallback import banner, db, filters
 from fallback.config import Config, ConfigError, load_config
 from fallback.counter.issuance import SUPPORT_MEASURE_APPROVABLE
+from fallback.errors import InternalFault, SonaeError, storage_fault
 from fallback.keys import session_secret
 from fallback.ops import open_ops
 from fallback.staff import security
+from sync.crypto import DatabaseError
 
 BLUEPRINTS = (
     "fallback.staff.auth_views",
@@ -51,6 +54,54 @@ def check_config(config: Config) -> None:
         )
 
 
+def answer(error: SonaeError):
+    """The one way a refusal reaches the web: a JSON error under /api/ (or
+    when JSON is asked for), else its Japanese page."""
+    if security.wants_json():
+        body = jsonify(error=error.code, message=error.message, **error.details())
+    elif error.chrome:
+        body = render_template(error.template, title=error.title, message=error.message)
+    else:  # without the context processors that fill in the chrome
+        body = current_app.jinja_env.get_template(error.template).render(title=error.title, message=error.message)
+    return body, error.status, error.headers()
+
+
+def storage_or_reraise(exc: Exception):
+    """A database or file error that is the disk's doing (full, I/O, held)
+    answers as a StorageFault; any other is a bug, left to Flask's 500."""
+    fault = storage_fault(exc, current_app.config["SONAE"].home)
+    if fault is None:
+        raise exc
+    current_app.logger.error("%s %s: %s", request.method, request.path, fault.reason)
+    return answer(fault)
+
+
+def api_route_error(exc: HTTPException):
+    """Under /api/ even a URL that matches no route, or not with this
+    method, answers in JSON."""
+    if not request.path.startswith("/api/"):
+        return exc
+    code = "not_found" if exc.code == 404 else "method_not_allowed"
+    allowed = sorted(getattr(exc, "valid_methods", None) or [])  # abort(405) from a view names none
+    return jsonify(error=code, message=exc.description), exc.code, ({"Allow": ", ".join(allowed)} if allowed else {})
+
+
+def internal_error(exc: InternalServerError):
+    """A failure nobody foresaw: the API still answers in JSON."""
+    if not security.wants_json():
+        return exc
+    return answer(InternalFault("装置の内部でエラーが起きました。情報政策課に連絡してください。"))
+
+
+def init_errors(app: Flask) -> None:
+    app.register_error_handler(SonaeError, answer)
+    app.register_error_handler(DatabaseError, storage_or_reraise)
+    app.register_error_handler(OSError, storage_or_reraise)
+    app.register_error_handler(NotFound, api_route_error)
+    app.register_error_handler(MethodNotAllowed, api_route_error)
+    app.register_error_handler(InternalServerError, internal_error)
+
+
 def create_app(config: Config | None = None) -> Flask:
     config = config or load_config()
     check_config(config)
@@ -76,6 +127,7 @@ def create_app(config: Config | None = None) -> Flask:
     open_ops(config).close()
     db.init_app(app)
     security.init_app(app)
+    init_errors(app)
     from importlib import import_module
 
     for module_name in BLUEPRINTS:

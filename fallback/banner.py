@@ -9,13 +9,12 @@ from flask import current_app, g, request, url_for
 
 from fallback import drills, modes
 from fallback.counter.rendering import print_settings
+from fallback.counter.service import NO_DRILL_REGISTER
 from fallback.counter.state import drill_scope
 from fallback.db import get_ops
 from fallback.mirror.registry import format_age, get_register, register_for, register_summary
 from fallback.staff.users import ROLES
 from printing.wareki import format_wareki_datetime
-
-NO_DRILL_REGISTER = "訓練用の住民記録がまだ用意されていません。訓練担当に連絡してください。"
 
 NAV = (
     # (endpoint, label, roles)

@@ -6,10 +6,12 @@ Groups from other distributions (cloudsim) arrive through the
 `sonae.commands` entry-point group: nothing imports cloudsim.
 
 Every command exits non-zero with a one-line reason on stderr when it fails;
-expected failures raise `click.ClickException` (or one of the domain errors
-listed in EXPECTED_ERRORS, which are turned into one) — never a traceback.
-A file the appliance may not read or write is named with its owner and mode
-(fallback.access), never reported as damage.
+expected failures raise `click.ClickException`, a refusal of the appliance's
+family (fallback.errors.SonaeError, whose `reason` is the line) or one of
+the sync library's errors — never a traceback. A file the appliance may not
+read or write is named with its owner and mode (fallback.access), and a
+full or failing disk as such (fallback.errors.storage_fault), never either
+reported as damage or a wrong key.
 
 A production install has no cloudsim (the image, `make install`): `sonae
 cloudsim` and `sonae demo` then say that they come with the `demo` extra.
@@ -22,6 +24,7 @@ import importlib.util
 import os
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import click
 
@@ -63,12 +66,13 @@ def _needs_demo(name: str) -> click.Command:
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
-    from fallback.config import ConfigError
+    """Errors of the sync library (which cannot know fallback's family)
+    whose message is already the one line to show."""
     from sync.contract import ContractError
-    from sync.crypto import KeyFileError, WrongKeyError
+    from sync.crypto import KeyFileError
     from sync.errors import SyncError
 
-    return (ConfigError, KeyFileError, WrongKeyError, ContractError, SyncError)
+    return (KeyFileError, ContractError, SyncError)
 
 
 class LazyGroup(click.Group):
@@ -91,31 +95,62 @@ class LazyGroup(click.Group):
         return getattr(importlib.import_module(module_name), attr)
 
     def invoke(self, ctx):
-        from fallback.access import permission_message, state_problem
-        from fallback.config import load_config
+        """Every expected failure of every command becomes its one line here."""
+        from fallback.errors import SonaeError
         from sync.crypto import DatabaseError, WrongKeyError
 
         try:
             return super().invoke(ctx)
+        except SonaeError as exc:
+            raise click.ClickException(exc.reason) from exc
         except (WrongKeyError, DatabaseError) as exc:
-            # SQLite cannot tell a file it may not open or write from a wrong
-            # key or damage: a state directory the appliance may not write is
-            # neither, so it is named first.
-            if problem := state_problem(load_config().home):
-                raise click.ClickException(problem) from exc
-            if isinstance(exc, WrongKeyError):
-                raise click.ClickException(str(exc)) from exc
-            # The key opened the file (WrongKeyError otherwise), so it is damaged.
-            raise click.ClickException(
-                f"a database file is damaged ({exc}); for the register copy run `sonae snapshot verify`, then "
-                "`sonae snapshot rollback N` to a good generation; for ops.db run `sonae ops verify` (runbooks/08-snapshot-restore.md)"
-            ) from exc
+            raise click.ClickException(_database_problem(exc)) from exc
         except _expected_errors() as exc:
             raise click.ClickException(str(exc)) from exc
-        except PermissionError as exc:
-            if exc.filename is None:
+        except OSError as exc:
+            if (line := _file_problem(exc)) is None:
                 raise
-            raise click.ClickException(permission_message(exc.filename, write=_writing(exc))) from exc
+            raise click.ClickException(line) from exc
+
+
+def _database_problem(exc: Exception) -> str:
+    """SQLite cannot tell a file it may not open or write from a wrong key
+    or damage: a state directory the appliance may not write is neither,
+    so it is named first, then a disk that failed (full, I/O error, held)."""
+    from fallback.access import state_problem
+    from fallback.config import load_config
+    from fallback.errors import storage_fault
+    from sync.crypto import WrongKeyError
+
+    home = load_config().home
+    if problem := state_problem(home):
+        return problem
+    if fault := storage_fault(exc, home):
+        return fault.reason
+    if isinstance(exc, WrongKeyError):
+        return str(exc)
+    # The key opened the file (WrongKeyError otherwise) and its disk did not fail, so it is damaged.
+    return (f"a database file is damaged ({exc}); for the register copy run `sonae snapshot verify`, then "
+            "`sonae snapshot rollback N` to a good generation; for ops.db run `sonae ops verify` (runbooks/08-snapshot-restore.md)")
+
+
+def _file_problem(exc: OSError) -> str | None:
+    """A full or failing disk, or a file the appliance may not read or
+    write (named with its owner and mode; under SONAE_HOME, where it must
+    do both, as the state directory's first such path); None for any other
+    OSError."""
+    from fallback.access import permission_message, state_problem
+    from fallback.config import load_config
+    from fallback.errors import storage_fault
+
+    home = load_config().home
+    if fault := storage_fault(exc, home):
+        return fault.reason
+    if not isinstance(exc, PermissionError) or exc.filename is None:
+        return None
+    if home.resolve() in Path(exc.filename).resolve().parents and (problem := state_problem(home)):
+        return problem
+    return permission_message(exc.filename, write=_writing(exc))
 
 
 def _writing(exc: PermissionError) -> bool:

@@ -19,7 +19,10 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
+
+from fallback.errors import SonaeError
 
 DEFAULT_CONFIG_PATH = "/etc/sonae/sonae.toml"
 DEFAULT_HOME = "/var/lib/sonae"
@@ -206,8 +209,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class ConfigError(Exception):
-    """The configuration file or an override cannot be used."""
+class ConfigError(SonaeError):
+    """The configuration file or an override cannot be used (the message is
+    for IT, in English, as the file's keys are)."""
+
+    status = 500
+    code = "configuration"
+    title = "設定に誤りがあります"
 
 
 def _convert(raw: str, default: Any, name: str) -> Any:
@@ -259,23 +267,47 @@ def _checked(section: str, key: str, value: Any, *, where: str) -> Any:
     return value
 
 
+def _frozen(value: Any) -> Any:
+    """A read-only copy: tables become mapping proxies, lists tuples."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({key: _frozen(item) for key, item in value.items()})
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(item) for item in value)
+    return value
+
+
+def _thawed(value: Any) -> Any:
+    """A plain copy of a frozen value: dicts and lists again (JSON, TOML)."""
+    if isinstance(value, Mapping):
+        return {key: _thawed(item) for key, item in value.items()}
+    if isinstance(value, tuple):
+        return [_thawed(item) for item in value]
+    return value
+
+
 class Config:
-    """Read-only view of the merged configuration: `config.section("sync")`
-    or `config["sync"]["keep_generations"]`."""
+    """The merged configuration, read-only once loaded:
+    `config["sync"]["keep_generations"]`. Sections and the tables and lists
+    in them are frozen (a mapping proxy, tuples), so no code can change a
+    setting under the code that reads it; a different configuration is a
+    new Config (load_config with another file or environment)."""
 
-    def __init__(self, values: dict[str, dict[str, Any]], home: Path, source: Path | None):
-        self._values = values
-        self.home = home
-        self.source = source
+    __slots__ = ("_values", "home", "source")
 
-    def __getitem__(self, section: str) -> dict[str, Any]:
+    def __init__(self, values: Mapping[str, Mapping[str, Any]], home: Path, source: Path | None):
+        object.__setattr__(self, "_values", _frozen(values))
+        object.__setattr__(self, "home", home)
+        object.__setattr__(self, "source", source)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(f"the configuration is read-only (tried to set {name})")
+
+    def __getitem__(self, section: str) -> Mapping[str, Any]:
         return self._values[section]
 
-    def section(self, name: str) -> dict[str, Any]:
-        return self._values[name]
-
     def as_dict(self) -> dict[str, dict[str, Any]]:
-        return copy.deepcopy(self._values)
+        """A plain, mutable copy (dicts and lists), for JSON or a TOML file."""
+        return _thawed(self._values)
 
     # Paths under SONAE_HOME; each area owns one.
     @property
@@ -350,8 +382,8 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return "{ " + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + " }"
     raise ConfigError(f"cannot write {value!r} as TOML")

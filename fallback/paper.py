@@ -13,10 +13,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import jinja2
-from weasyprint import HTML
-from weasyprint.text.fonts import FontConfiguration
 
-from printing.render import weasyprint_lock
+from printing import render
 
 PACKAGE_DIR = Path(__file__).parent
 TEMPLATE_DIRS = [PACKAGE_DIR / "templates", *sorted(PACKAGE_DIR.glob("*/templates"))]
@@ -42,6 +40,6 @@ def template_from_file(path: str | Path) -> jinja2.Template:
 
 
 def html_to_pdf(html: str) -> bytes:
-    # One WeasyPrint render at a time in the process, certificates included.
-    with weasyprint_lock:
-        return HTML(string=html).write_pdf(font_config=FontConfiguration())
+    """Through printing's one entry to WeasyPrint, which renders one PDF at
+    a time in the process, certificates included."""
+    return render.html_to_pdf(html).pdf

@@ -65,9 +65,8 @@ _ISSUER_LINE_MM = 5.1  # height of the 12 pt issuer line in certificate.css
 
 # WeasyPrint (Pango, fontconfig) is not documented as thread-safe and the
 # counter web server is threaded; one render at a time is also what the CPU
-# can do usefully on this two-core box.
-# Public: every WeasyPrint caller in the process (fallback's posters and
-# forms too) takes this same lock.
+# can do usefully on this two-core box. Every PDF the project makes goes
+# through `html_to_pdf`, which holds this lock while WeasyPrint runs.
 weasyprint_lock = threading.Lock()
 
 
@@ -77,6 +76,26 @@ class RenderError(RuntimeError):
 
 class _QrTooLarge(RenderError):
     pass
+
+
+@dataclass(frozen=True)
+class LaidOut:
+    """What WeasyPrint made of a page of HTML: its PDF (None when the layout
+    had another page count than required), and its page count."""
+
+    pdf: bytes | None
+    pages: int
+
+
+def html_to_pdf(html: str, *, pdf_variant: str | None = None, pages: int | None = None) -> LaidOut:
+    """The one entry to WeasyPrint for every PDF in the project (certificates,
+    posters, forms, reports), one at a time in the process. With `pages`, a
+    layout of any other page count is not written out (pdf None)."""
+    with weasyprint_lock:
+        document = HTML(string=html).render(font_config=FontConfiguration())
+        if pages is not None and len(document.pages) != pages:
+            return LaidOut(None, len(document.pages))
+        return LaidOut(document.write_pdf(pdf_variant=pdf_variant), len(document.pages))
 
 
 @dataclass(frozen=True)
@@ -383,15 +402,12 @@ def render_certificate(cert: Certificate, signing_key: Ed25519PrivateKey) -> Ren
                 raise
             people_per_sheet -= 1
             continue
-        with weasyprint_lock:
-            document = HTML(string=prepared.html).render(font_config=FontConfiguration())
-            pages = len(document.pages)
-            if pages == len(prepared.content.sheets):
-                pdf = document.write_pdf(pdf_variant=PDF_VARIANT)
-                return RenderedCertificate(pdf, pages, prepared.content_digest, prepared.qr_payloads)
+        laid_out = html_to_pdf(prepared.html, pdf_variant=PDF_VARIANT, pages=len(prepared.content.sheets))
+        if laid_out.pdf is not None:
+            return RenderedCertificate(laid_out.pdf, laid_out.pages, prepared.content_digest, prepared.qr_payloads)
         if cert.kind == "inkan" or cert.layout != "renketsu" or people_per_sheet == 1:
             raise RenderError(
-                f"証明書の内容が用紙に収まりません（{len(prepared.content.sheets)}枚の予定が{pages}ページになりました）"
+                f"証明書の内容が用紙に収まりません（{len(prepared.content.sheets)}枚の予定が{laid_out.pages}ページになりました）"
             )
         people_per_sheet -= 1
 

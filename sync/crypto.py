@@ -30,6 +30,24 @@ class WrongKeyError(Exception):
     """An encrypted database could not be opened with the key given."""
 
 
+# What SQLCipher answers when the key does not decrypt the first page (or
+# the file is no SQLCipher database at all): the only failure at open that
+# is the key's. Everything else is the disk's or the file system's.
+NOT_A_DATABASE = "file is not a database"  # SQLITE_NOTADB
+
+
+class DiskError(sqlcipher.OperationalError):
+    """An encrypted database could not be opened for a reason of its disk,
+    not its key: an I/O error (SQLITE_IOERR, also what a full disk gives
+    when SQLite cannot size the WAL index), a full disk, a lock another
+    process holds, a file that cannot be opened. The message keeps SQLite's
+    own words after the path."""
+
+    def __init__(self, path: str, cause: Exception):
+        super().__init__(f"{path}: {cause}")
+        self.path = path
+
+
 def write_key_file(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write 32 random bytes, base64 on one line, mode 0600."""
     path = Path(path)
@@ -90,7 +108,8 @@ def _apply_key(conn, key: bytes) -> None:
 
 def connect(path: str | os.PathLike, key: bytes, *, readonly: bool = False, check_same_thread: bool = True):
     """Open an encrypted SQLite database; raise WrongKeyError (never a bare
-    "file is not a database") if the key does not open it."""
+    "file is not a database") if the key does not open it, and DiskError
+    when its disk does not let it open (never called a wrong key)."""
     path = str(path)
     if readonly:
         conn = sqlcipher.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=check_same_thread)
@@ -101,6 +120,8 @@ def connect(path: str | os.PathLike, key: bytes, *, readonly: bool = False, chec
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlcipher.DatabaseError as exc:
         conn.close()
+        if NOT_A_DATABASE not in str(exc):
+            raise DiskError(path, exc) from exc
         raise WrongKeyError(
             f"{path} cannot be opened with the configured key (wrong key, or not a Sonae database); "
             "check security.key_file / SONAE_SECURITY_KEY"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +96,36 @@ def appliance(loaded_env):
     app = create_app(loaded_env)
     app.config["TESTING"] = True
     return app
+
+
+def write_config(**sections) -> None:
+    """Write `sections` as the real TOML file SONAE_CONFIG names (replacing
+    what a previous call wrote). A key the environment also sets would be
+    shadowed by it, so that is refused here rather than ignored."""
+    from fallback.config import render_toml
+
+    shadowed = [f"SONAE_{section}_{key}".upper() for section, items in sections.items() for key in items
+                if f"SONAE_{section}_{key}".upper() in os.environ]
+    assert not shadowed, f"the environment overrides {shadowed}: change it with monkeypatch.setenv instead"
+    Path(os.environ["SONAE_CONFIG"]).write_text(render_toml(sections), encoding="utf-8")
+
+
+@pytest.fixture
+def configure_app(loaded_env):
+    """`configure_app(counter={"max_copies": 3}, ...)`: a fresh app over the
+    same loaded home (register, accounts, mode, sessions), configured with
+    these overrides written to its TOML file. A loaded configuration is
+    read-only: a test that needs another setting builds another app."""
+    from fallback.app import create_app
+    from fallback.config import load_config
+
+    def build(**sections):
+        write_config(**sections)
+        app = create_app(load_config())
+        app.config["TESTING"] = True
+        return app
+
+    return build
 
 
 @pytest.fixture

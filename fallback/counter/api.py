@@ -1,6 +1,8 @@
 """The JSON API under /api/v1: everything the counter screens do, through
-the same service functions. Authentication is the same staff session as
-the screens (cookie), and unsafe methods need the X-CSRF-Token header."""
+the counter service (fallback.counter.service); a refusal answers as a
+JSON error through the app's one error handler (fallback.app).
+Authentication is the same staff session as the screens (cookie), and
+unsafe methods need the X-CSRF-Token header."""
 
 from __future__ import annotations
 
@@ -8,13 +10,12 @@ import secrets
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, session, url_for
 
-from fallback import deferred, modes
-from fallback.counter import access, issuance, lookup, openapi
-from fallback.counter.certificates import issue_certificate, request_from_form, supervisor_approval
-from fallback.counter.rendering import print_settings
-from fallback.counter.state import COUNTER_ROLES, counter_scope
+from fallback import modes
+from fallback.counter import openapi, service
+from fallback.counter.state import COUNTER_ROLES
 from fallback.db import get_ops
-from fallback.mirror.registry import register_for, snapshot_summary
+from fallback.errors import SonaeError
+from fallback.mirror.registry import snapshot_summary
 from fallback.staff import sessions, users
 from fallback.staff.security import csrf_token, public, roles
 from sync.schema import resident_summary
@@ -22,45 +23,22 @@ from sync.schema import resident_summary
 bp = Blueprint("api", __name__, url_prefix="/api/v1", template_folder="templates")
 
 
-def error(status: int, code: str, message: str, **extra):
-    return jsonify(error=code, message=message, **extra), status
-
-
-def _json_body(schema: dict) -> tuple[dict, tuple | None]:
-    """The request's JSON body, or the 400 answer naming what is wrong with
-    it by the API document's own schema."""
+def _json_body(schema: dict) -> dict:
+    """The request's JSON body; a 400 names what is wrong with it by the
+    API document's own schema."""
     body = request.get_json(silent=True)
     problem = openapi.body_problem(schema, body)
-    return (body, None) if problem is None else ({}, error(400, "bad_request", problem))
+    if problem is not None:
+        raise SonaeError(problem)
+    return body
 
 
 def _terminals() -> list[dict]:
     return current_app.config["SONAE"]["counter"]["terminals"]
 
 
-def _flag_settings() -> dict:
-    security = current_app.config["SONAE"]["security"]
-    return {"flag_count": security["view_flag_count"], "flag_window_minutes": security["view_flag_window_minutes"]}
-
-
-def _open_counter():
-    scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
-    if scope is None:
-        return None, error(423, "counter_locked", locked)
-    if register_for(scope) is None:
-        return None, error(503, "no_snapshot", "no snapshot has been loaded yet")
-    return scope, None
-
-
-@bp.app_errorhandler(404)
-@bp.app_errorhandler(405)
-def no_such_route(exc):
-    """Under /api/ even a URL that matches no route answers in JSON."""
-    if not request.path.startswith(bp.url_prefix + "/"):
-        return exc
-    body, status = error(exc.code, "not_found" if exc.code == 404 else "method_not_allowed", exc.description)
-    allowed = sorted(getattr(exc, "valid_methods", None) or [])  # abort(405) from a view names none
-    return body, status, ({"Allow": ", ".join(allowed)} if allowed else {})
+def _open_counter() -> service.Counter:
+    return service.open_counter(get_ops(), g.staff, current_app.config["SONAE"])
 
 
 @bp.route("/openapi.json")
@@ -82,19 +60,11 @@ def session_info():
 @bp.route("/session", methods=["POST"])
 @public
 def login():
-    body, bad = _json_body(openapi.login_body(_terminals()))
-    if bad:
-        return bad
+    body = _json_body(openapi.login_body(_terminals()))
     terminal = next(t for t in _terminals() if t["id"] == body["terminal"])
-    try:
-        user = users.authenticate(get_ops(), body["username"], body["password"],
-                                  throttle=users.LoginThrottle.from_config(current_app.config["SONAE"]["security"]),
-                                  remote=request.remote_addr)
-    except users.LoginThrottled as exc:
-        body, status = error(429, "login_throttled", str(exc), retry_after=exc.retry_after)
-        return body, status, {"Retry-After": str(exc.retry_after)}
-    except users.LoginRefused as exc:
-        return error(401, "login_refused", str(exc))
+    user = users.authenticate(get_ops(), body["username"], body["password"],
+                              throttle=users.LoginThrottle.from_config(current_app.config["SONAE"]["security"]),
+                              remote=request.remote_addr)
     staff = sessions.start(get_ops(), username=user.username, role=user.role, terminal=terminal["id"], office=terminal["office"],
                            printer=terminal["printer"], remote=request.remote_addr)
     session.clear()
@@ -126,14 +96,7 @@ def status():
 @bp.route("/residents")
 @roles(*COUNTER_ROLES)
 def search():
-    scope, locked = _open_counter()
-    if locked:
-        return locked
-    try:
-        query, criteria = lookup.parse_query(request.args, print_settings(current_app.config["SONAE"]).eras)
-        found = lookup.search(get_ops(), register_for(scope), query, criteria, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
-    except lookup.QueryError as exc:
-        return error(400, "bad_query", str(exc))
+    found = service.search(_open_counter(), request.args)
     # The summaries go out as the snapshot stores them: parsing and
     # re-serialising fifty of them would be most of the request's work.
     body = f'{{"results":{found.json_array()},"truncated":{"true" if found.truncated else "false"}}}'
@@ -143,42 +106,20 @@ def search():
 @bp.route("/residents/<code>")
 @roles(*COUNTER_ROLES)
 def resident(code):
-    scope, locked = _open_counter()
-    if locked:
-        return locked
-    register = register_for(scope)
-    person = lookup.view_resident(get_ops(), register, code, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
-    if person is None:
-        return error(404, "not_found", "no resident with this code in the snapshot")
+    record = service.view_resident(_open_counter(), code)
     return jsonify(
-        resident=resident_summary(person),
-        household=[resident_summary(m) for m in lookup.household_members(register, person)],
-        seals=[{"seal_number": s["seal_number"], "status": s["status"], "registered_on": s["registered_on"]} for s in register.seals_of(code)],
+        resident=resident_summary(record.person),
+        household=[resident_summary(m) for m in record.household],
+        seals=[{"seal_number": s["seal_number"], "status": s["status"], "registered_on": s["registered_on"]} for s in record.seals],
     )
 
 
 @bp.route("/residents/<code>/certificates", methods=["POST"])
 @roles(*COUNTER_ROLES)
 def issue(code):
-    scope, locked = _open_counter()
-    if locked:
-        return locked
-    body, bad = _json_body(openapi.issue_body(current_app.config["SONAE"]["counter"]["max_copies"]))
-    if bad:
-        return bad
-    if register_for(scope).resident(code) is None:
-        return error(404, "not_found", "no resident with this code in the snapshot")
-    conn = get_ops()
-    try:
-        req = request_from_form(code, body)
-        if body.get("approver"):
-            req.approved_by = supervisor_approval(conn, current_app.config["SONAE"], str(body["approver"]),
-                                                  str(body.get("approver_password", "")), clerk=g.staff.username, subject=code)
-        result = issue_certificate(conn, register_for(scope), req, g.staff, scope, current_app.config["SONAE"])
-    except issuance.IssueRefused as exc:
-        return error(422, "refused", exc.message, rule=exc.rule)
-    except issuance.IssueError as exc:
-        return error(400, "bad_request", str(exc))
+    counter = _open_counter()
+    body = _json_body(openapi.issue_body(counter.config["counter"]["max_copies"]))
+    result = service.issue(counter, code, body)
     return jsonify(
         request_id=result.request_id, fee_yen=result.fee_yen, flags=result.flags,
         certificates=[{"serial": c.serial, "scope": c.scope, "copy": c.copy_number,
@@ -189,57 +130,31 @@ def issue(code):
 @bp.route("/certificates/<scope>/<int:serial>.pdf")
 @roles(*COUNTER_ROLES)
 def certificate_pdf(scope, serial):
-    try:
-        pdf = access.certificate_pdf(get_ops(), g.staff, current_app.config["SONAE"], scope, serial)
-    except access.Locked as exc:
-        return error(423, "counter_locked", str(exc))
-    except access.Denied as exc:
-        return error(403, "forbidden", str(exc))
-    if pdf is None:
-        return error(404, "not_found", "no rendered certificate with this serial")
+    pdf = service.certificate_pdf(get_ops(), g.staff, current_app.config["SONAE"], scope, serial)
     return Response(pdf, mimetype="application/pdf", headers={"Cache-Control": "no-store"})
 
 
 @bp.route("/deferred", methods=["GET"])
 @roles(*COUNTER_ROLES)
 def deferred_list():
-    try:
-        _, rows = access.deferred_list(get_ops(), g.staff, current_app.config["SONAE"])
-    except access.Locked as exc:
-        return error(423, "counter_locked", str(exc))
-    return jsonify(deferred=rows)
+    return jsonify(deferred=service.deferred_list(get_ops(), g.staff, current_app.config["SONAE"]))
 
 
 @bp.route("/deferred", methods=["POST"])
 @roles(*COUNTER_ROLES)
 def deferred_create():
-    body, bad = _json_body(openapi.DEFERRED_BODY)
-    if bad:
-        return bad
-    try:
-        scope = access.records_scope(get_ops(), g.staff, current_app.config["SONAE"])
-    except access.Locked as exc:
-        return error(423, "counter_locked", str(exc))
-    try:
-        request_id = deferred.record(
-            get_ops(), clerk=g.staff.username, office=g.staff.office, kind=body["kind"], name=body["name"],
-            contact=body["contact"], delivery=body["delivery"], consent=body["consent"],
-            resident_code=body.get("resident_code") or None, note=body.get("note", ""),
-            scope=scope.name, drill_id=scope.drill_id,
-        )
-    except deferred.DeferredError as exc:
-        return error(400, "bad_request", str(exc))
+    body = _json_body(openapi.DEFERRED_BODY)
+    request_id = service.record_deferred(
+        get_ops(), g.staff, current_app.config["SONAE"], kind=body["kind"], name=body["name"], contact=body["contact"],
+        delivery=body["delivery"], consent=body["consent"], resident_code=body.get("resident_code") or None,
+        note=body.get("note", ""),
+    )
     return jsonify(id=request_id), 201
 
 
 @bp.route("/mode", methods=["POST"])
 @roles("supervisor", "it")
 def change_mode():
-    body, bad = _json_body(openapi.MODE_BODY)
-    if bad:
-        return bad
-    try:
-        state = modes.change(get_ops(), body["to_mode"], actor=g.staff.username, role=g.staff.role, reason=body["reason"])
-    except modes.ModeError as exc:
-        return error(409, "mode_refused", str(exc))
+    body = _json_body(openapi.MODE_BODY)
+    state = modes.change(get_ops(), body["to_mode"], actor=g.staff.username, role=g.staff.role, reason=body["reason"])
     return jsonify(mode=state.mode, since=state.since, reason=state.reason)

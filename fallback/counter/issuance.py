@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fallback import audit
+from fallback.errors import SonaeError
 from fallback.ops import Transaction, now, now_iso
 from sync.normalize import name_key
 
@@ -58,17 +59,23 @@ LAYOUTS = {"renketsu": "世帯連記式", "kojin": "個人票"}
 SQLITE_MAX_INTEGER = 2**63 - 1
 
 
-class IssueRefused(Exception):
+class IssueRefused(SonaeError):
     """A request the rules do not allow. `rule` is a stable identifier
     (for the API and the drill report), the message is for the clerk."""
+
+    status = 422
+    code = "refused"
+    title = "交付できません"
 
     def __init__(self, rule: str, message: str):
         super().__init__(message)
         self.rule = rule
-        self.message = message
+
+    def details(self) -> dict:
+        return {"rule": self.rule}
 
 
-class IssueError(Exception):
+class IssueError(SonaeError):
     """A request that is malformed (not a rule refusal): missing or invalid
     fields. The clerk fixes the form and tries again; nothing is recorded."""
 

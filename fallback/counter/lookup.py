@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from fallback import audit
+from fallback.errors import SonaeError
 from fallback.ops import now
 from printing.wareki import parse_date_input
 
@@ -27,8 +28,10 @@ _SUPPORT_MEASURE = '"support_measure":true'
 _RESIDENT_CODE = re.compile(r'"resident_code":"([^"]*)"')
 
 
-class QueryError(Exception):
+class QueryError(SonaeError):
     """A search the clerk must correct; the message says how."""
+
+    code = "bad_query"
 
 
 @dataclass(frozen=True)

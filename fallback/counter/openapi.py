@@ -42,7 +42,8 @@ def _json(schema: dict) -> dict:
 def _errors(*codes: int) -> dict:
     text = {400: "bad request", 401: "not logged in", 403: "role not allowed", 404: "not found",
             409: "conflict", 422: "refused by a rule", 423: "counter locked (not in downtime)",
-            429: "too many failed logins: wait Retry-After seconds", 503: "no snapshot loaded"}
+            429: "too many failed logins: wait Retry-After seconds",
+            503: "no snapshot loaded (no_snapshot), or the appliance's disk failed: full, I/O error, busy (storage, with a one-line cause)"}
     return {str(c): {"description": text[c], **_json(_ERROR)} for c in codes}
 
 
@@ -103,13 +104,13 @@ OPENAPI = {
             "post": {
                 "summary": "Log in at a counter terminal",
                 "requestBody": {"required": True, **_json(_LOGIN_BODY)},  # terminal's enum: see document()
-                "responses": {"201": {"description": "logged in", **_json({"type": "object"})}, **_errors(400, 401, 429)},
+                "responses": {"201": {"description": "logged in", **_json({"type": "object"})}, **_errors(400, 401, 429, 503)},
             },
-            "delete": {"summary": "Log out", "responses": {"204": {"description": "logged out"}, **_errors(400, 401)}},
+            "delete": {"summary": "Log out", "responses": {"204": {"description": "logged out"}, **_errors(400, 401, 503)}},
         },
         "/api/v1/status": {
             "get": {"summary": "Mode and snapshot data-as-of", "responses": {
-                "200": {"description": "status", **_json({"$ref": "#/components/schemas/Status"})}, **_errors(401)}},
+                "200": {"description": "status", **_json({"$ref": "#/components/schemas/Status"})}, **_errors(401, 503)}},
         },
         "/api/v1/residents": {
             "get": {"summary": "Search residents (downtime or drill only)", "parameters": _SEARCH_PARAMS, "responses": {
@@ -134,23 +135,27 @@ OPENAPI = {
                     "parameters": [{"name": "scope", "in": "path", "required": True, "schema": {"type": "string", "enum": ["real", "drill"]}},
                                    {"name": "serial", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}],
                     "responses": {"200": {"description": "PDF", "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
-                                  **_errors(401, 403, 404, 423)}},
+                                  **_errors(401, 403, 404, 423, 503)}},
         },
         "/api/v1/deferred": {
             "get": {"summary": "Deferred requests (a clerk's own; every counter's for a supervisor)",
-                    "responses": {"200": {"description": "list", **_json({"type": "object"})}, **_errors(401, 403, 423)}},
+                    "responses": {"200": {"description": "list", **_json({"type": "object"})}, **_errors(401, 403, 423, 503)}},
             "post": {"summary": "Record a deferred request",
                      "requestBody": {"required": True, **_json(DEFERRED_BODY)},
-                     "responses": {"201": {"description": "recorded", **_json({"type": "object"})}, **_errors(400, 401, 403, 423)}},
+                     "responses": {"201": {"description": "recorded", **_json({"type": "object"})}, **_errors(400, 401, 403, 423, 503)}},
         },
         "/api/v1/mode": {
             "post": {"summary": "Change the operating mode (supervisor)",
                      "requestBody": {"required": True, **_json(MODE_BODY)},
-                     "responses": {"200": {"description": "changed", **_json({"type": "object"})}, **_errors(400, 401, 403, 409)}},
+                     "responses": {"200": {"description": "changed", **_json({"type": "object"})}, **_errors(400, 401, 403, 409, 503)}},
         },
     },
     "components": {"schemas": {
-        "Error": {"type": "object", "required": ["error", "message"], "properties": {"error": {"type": "string"}, "message": {"type": "string"}}},
+        "Error": {"type": "object", "required": ["error", "message"], "properties": {
+            "error": {"type": "string"}, "message": {"type": "string", "description": "for staff, in Japanese"},
+            "cause": {"type": "string", "description": "storage errors: the fault in one line (disk full, I/O error, busy)"},
+            "rule": {"type": "string", "description": "refused: the issuance rule that refused"},
+            "retry_after": {"type": "integer", "description": "login_throttled: seconds to wait"}}},
         "Status": {"type": "object", "required": ["mode", "snapshot"], "properties": {
             "mode": {"type": "string"}, "mode_label": {"type": "string"}, "mode_since": {"type": "string", "nullable": True},
             "snapshot": {"type": "object", "nullable": True}}},

@@ -1,137 +1,85 @@
 """The counter: search → select → certificate type → issue → print, all
-from the keyboard. Open only in downtime (or for a drill's participants)."""
+from the keyboard. Open only in downtime (or for a drill's participants).
+The gates are the counter service's (fallback.counter.service); a refusal
+this face does not show on its own form reaches the app's error page."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from fallback import deferred
-from fallback.counter import access, issuance, lookup
-from fallback.counter.certificates import issue_certificate, request_from_form, supervisor_approval
-from fallback.counter.rendering import print_settings
-from fallback.counter.state import COUNTER_ROLES, counter_scope
+from fallback.counter import issuance, lookup, service
+from fallback.counter.state import COUNTER_ROLES
 from fallback.db import get_ops
-from fallback.mirror.registry import register_for
-from fallback.staff.security import forbidden, roles
+from fallback.staff.security import roles
 
 bp = Blueprint("counter", __name__, url_prefix="/counter", template_folder="templates")
-
-NO_REGISTER = "住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。"
-
-
-def _locked_page(reason: str):
-    return render_template("counter/locked.html", reason=reason), 423
+SEARCH_FIELDS = ("kana", "name", "birth", "address", "code")
 
 
-def _flag_settings() -> dict:
-    security = current_app.config["SONAE"]["security"]
-    return {"flag_count": security["view_flag_count"], "flag_window_minutes": security["view_flag_window_minutes"]}
+def _open_counter() -> service.Counter:
+    return service.open_counter(get_ops(), g.staff, current_app.config["SONAE"])
 
 
 @bp.route("/")
 @roles(*COUNTER_ROLES)
 def search():
-    scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
-    if scope is None:
-        return _locked_page(locked)
-    register = register_for(scope)
-    if register is None:
-        return _locked_page(NO_REGISTER)
-    found, error, query = None, None, None
-    if any(request.args.get(k) for k in ("kana", "name", "birth", "address", "code")):
+    counter = _open_counter()
+    found, error = None, None
+    if any(request.args.get(k) for k in SEARCH_FIELDS):
         try:
-            query, criteria = lookup.parse_query(request.args, print_settings(current_app.config["SONAE"]).eras)
-            found = lookup.search(get_ops(), register, query, criteria, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
+            found = service.search(counter, request.args)
         except lookup.QueryError as exc:
-            error = str(exc)
+            error = exc.message
     return render_template(
         "counter/search.html", results=found.summaries() if found else [], searched=found is not None,
-        truncated=found is not None and found.truncated, error=error, args=request.args, scope=scope,
+        truncated=found is not None and found.truncated, error=error, args=request.args, scope=counter.scope,
+    )
+
+
+def _resident_page(counter: service.Counter, record: service.ResidentRecord, *, form, error=None, refusal_rule=None) -> str:
+    return render_template(
+        "counter/resident.html", person=record.person, household=record.household, seals=record.seals, scope=counter.scope,
+        form=form, error=error, refusal_rule=refusal_rule,
+        kinds=issuance.KINDS, requester_types=issuance.REQUESTER_TYPES, documents=issuance.IDENTITY_DOCUMENTS,
+        optional_items=issuance.OPTIONAL_ITEMS, layouts=issuance.LAYOUTS,
+        support_measure_approvable=counter.config["counter"]["support_measure_approvable"],
     )
 
 
 @bp.route("/resident/<code>")
 @roles(*COUNTER_ROLES)
 def resident(code):
-    scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
-    if scope is None:
-        return _locked_page(locked)
-    register = register_for(scope)
-    if register is None:
-        return _locked_page(NO_REGISTER)
-    person = lookup.view_resident(get_ops(), register, code, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
-    if person is None:
-        abort(404, "この住民票コードの方は写しにいません。")
-    household = lookup.household_members(register, person)
-    seals = register.seals_of(code)
-    return render_template("counter/resident.html", person=person, household=household, seals=seals, scope=scope,
-                           form=MultiDict(), error=None, **_form_choices())
-
-
-def _form_choices() -> dict:
-    return {
-        "kinds": issuance.KINDS, "requester_types": issuance.REQUESTER_TYPES, "documents": issuance.IDENTITY_DOCUMENTS,
-        "optional_items": issuance.OPTIONAL_ITEMS, "layouts": issuance.LAYOUTS,
-        "support_measure_approvable": current_app.config["SONAE"]["counter"]["support_measure_approvable"],
-    }
+    counter = _open_counter()
+    return _resident_page(counter, service.view_resident(counter, code), form=MultiDict())
 
 
 @bp.route("/resident/<code>/issue", methods=["POST"])
 @roles(*COUNTER_ROLES)
 def issue(code):
-    scope, locked = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
-    if scope is None:
-        return _locked_page(locked)
-    register = register_for(scope)
-    if register is None:
-        return _locked_page(NO_REGISTER)
-    conn = get_ops()
+    counter = _open_counter()
     try:
-        req = request_from_form(code, request.form)
-        approval_user = request.form.get("approver", "").strip()
-        if approval_user:
-            req.approved_by = supervisor_approval(conn, current_app.config["SONAE"], approval_user,
-                                                  request.form.get("approver_password", ""), clerk=g.staff.username, subject=code)
-        result = issue_certificate(conn, register, req, g.staff, scope, current_app.config["SONAE"])
+        result = service.issue(counter, code, request.form)
     except (issuance.IssueError, issuance.IssueRefused) as exc:
-        person = register.resident(code)
-        if person is None:
-            abort(404)
         refused = isinstance(exc, issuance.IssueRefused)
-        return render_template(
-            "counter/resident.html", person=person, household=lookup.household_members(register, person),
-            seals=register.seals_of(code), scope=scope, form=request.form, error=str(exc),
-            refusal_rule=exc.rule if refused else None, **_form_choices(),
-        ), 422
+        page = _resident_page(counter, service.record_of(counter, code), form=request.form, error=exc.message,
+                              refusal_rule=exc.rule if refused else None)
+        return page, 422
     return redirect(url_for("counter.issued", request_id=result.request_id))
 
 
 @bp.route("/issued/<int:request_id>")
 @roles(*COUNTER_ROLES)
 def issued(request_id):
-    try:
-        found = access.issued_request(get_ops(), g.staff, current_app.config["SONAE"], request_id)
-    except access.Locked as exc:
-        return _locked_page(str(exc))
-    except access.Denied as exc:
-        return forbidden(str(exc))
-    if found is None:
-        abort(404)
+    found = service.issued_request(get_ops(), g.staff, current_app.config["SONAE"], request_id)
     return render_template("counter/issued.html", req=found, kinds=issuance.KINDS)
 
 
 @bp.route("/certificate/<scope>/<int:serial>.pdf")
 @roles(*COUNTER_ROLES)
 def certificate_pdf(scope, serial):
-    try:
-        pdf = access.certificate_pdf(get_ops(), g.staff, current_app.config["SONAE"], scope, serial)
-    except access.Locked as exc:
-        return _locked_page(str(exc))
-    except access.Denied as exc:
-        return forbidden(str(exc))
-    if pdf is None:
-        abort(404)
+    pdf = service.certificate_pdf(get_ops(), g.staff, current_app.config["SONAE"], scope, serial)
     return Response(pdf, mimetype="application/pdf",
                     headers={"Content-Disposition": f'inline; filename="{scope}-{serial:06d}.pdf"', "Cache-Control": "no-store"})
 
@@ -139,24 +87,19 @@ def certificate_pdf(scope, serial):
 @bp.route("/deferred", methods=["GET", "POST"], endpoint="deferred")
 @roles(*COUNTER_ROLES)
 def deferred_requests():
-    conn = get_ops()
-    config = current_app.config["SONAE"]
-    try:
-        scope = access.records_scope(conn, g.staff, config)
-    except access.Locked as exc:
-        return _locked_page(str(exc))
+    conn, config = get_ops(), current_app.config["SONAE"]
     error, saved = None, None
     if request.method == "POST":
         form = request.form
         try:
-            saved = deferred.record(
-                conn, clerk=g.staff.username, office=g.staff.office, kind=form.get("kind", ""), name=form.get("name", ""),
-                contact=form.get("contact", ""), delivery=form.get("delivery", ""), consent=form.get("consent") == "1",
-                resident_code=form.get("resident_code") or None, note=form.get("note", ""), scope=scope.name, drill_id=scope.drill_id,
+            saved = service.record_deferred(
+                conn, g.staff, config, kind=form.get("kind", ""), name=form.get("name", ""), contact=form.get("contact", ""),
+                delivery=form.get("delivery", ""), consent=form.get("consent") == "1",
+                resident_code=form.get("resident_code") or None, note=form.get("note", ""),
             )
         except deferred.DeferredError as exc:
-            error = str(exc)
-    _, rows = access.deferred_list(conn, g.staff, config)
+            error = exc.message
+    rows = service.deferred_list(conn, g.staff, config)
     return render_template("counter/deferred.html", rows=rows, error=error, saved=saved, form=request.form if error else MultiDict(),
                            kinds=deferred.KINDS, delivery=deferred.DELIVERY, statuses=deferred.STATUSES,
                            prefill_code=request.args.get("resident_code", ""), prefill_name=request.args.get("name", "")), (422 if error else 200)
@@ -165,9 +108,6 @@ def deferred_requests():
 @bp.route("/deferred.csv")
 @roles("supervisor")
 def deferred_csv():
-    try:
-        _, rows = access.deferred_list(get_ops(), g.staff, current_app.config["SONAE"], export=True, real_only=True)
-    except access.Locked as exc:
-        return _locked_page(str(exc))
+    rows = service.deferred_list(get_ops(), g.staff, current_app.config["SONAE"], export=True, real_only=True)
     return Response(deferred.to_csv(rows), mimetype="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="deferred-requests.csv"'})

@@ -5,6 +5,7 @@ with contact details and consent, as a worklist for after recovery."""
 from __future__ import annotations
 
 from fallback import audit
+from fallback.errors import SonaeError
 from fallback.ops import Transaction, now_iso
 from fallback.staff.spreadsheets import csv_text
 
@@ -24,7 +25,7 @@ STATUSES = {"open": "未対応", "contacted": "連絡済み", "done": "完了"}
 MAX_LENGTHS = {"name": 100, "contact": 200, "note": 500, "resident_code": 20}
 
 
-class DeferredError(Exception):
+class DeferredError(SonaeError):
     """A deferred request that cannot be recorded; the message says what to fix."""
 
 
@@ -74,7 +75,7 @@ def worklist(conn, *, scope: str = "real", drill_id: int | None = None, status: 
              clerk: str | None = None) -> list[dict]:
     """Deferred requests of a scope (and drill), optionally only one
     status's or one clerk's. Callers showing them to staff go through
-    fallback.counter.access, which decides who may see which."""
+    fallback.counter.service, which decides who may see which."""
     clauses, params = ["scope = ?"], [scope]
     if drill_id is not None:
         clauses.append("drill_id = ?")

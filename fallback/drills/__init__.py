@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from fallback import audit
 from fallback.config import Config
 from fallback.drills import register as drill_register
+from fallback.errors import SonaeError
 from fallback.ops import TOKYO, Transaction, now, now_iso
 from sync.errors import SyncError
 
@@ -51,8 +52,11 @@ EVENT_LABELS = {
 }
 
 
-class DrillError(Exception):
+class DrillError(SonaeError):
     """A drill operation that cannot be done; the message says why."""
+
+    status = 409
+    code = "drill_refused"
 
 
 @dataclass(frozen=True)

@@ -45,14 +45,14 @@ from fallback.ops import Transaction, now, now_iso, open_ops
 from printing.glyphs import GlyphMissingError, prepare_rare_glyph_font, rare_clusters
 from sync.changes import ChangesResult, apply_changes
 from sync.contract import ContractError, public_key_from_b64
-from sync.crypto import KeyFileError, WrongKeyError
+from sync.crypto import DiskError, KeyFileError, WrongKeyError
 from sync.errors import ExportInvalid, FeedBroken, GateRefused, NoSnapshot, SnapshotOutdated, SyncBusy, SyncError, UpstreamUntrusted
 from sync.loader import LoadResult, load_full
 from sync.store import SnapshotStore
 from sync.upstream import DirectoryUpstream, HttpUpstream, UpstreamTrust
 
 REFUSALS = (GateRefused, ExportInvalid, FeedBroken, UpstreamUntrusted, SyncBusy, NoSnapshot)
-EXPECTED_FAILURES = (SyncError, WrongKeyError, KeyFileError, ContractError, ConfigError)
+EXPECTED_FAILURES = (SyncError, WrongKeyError, DiskError, KeyFileError, ContractError, ConfigError)
 WORKER_ACTOR = "worker"
 INTERRUPTED = "interrupted: the process stopped before finishing (crash, kill or power cut); the previous generation kept serving"
 FONT_CACHE_DIR = "font-cache"  # under SONAE_HOME; fallback.counter.rendering gives printing the same directory

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from fallback import audit, drills
+from fallback.errors import SonaeError
 from fallback.ops import Transaction, now_iso
 
 STANDBY, SUSPECT, DOWNTIME, RECOVERY = "standby", "suspect", "downtime", "recovery"
@@ -40,9 +41,13 @@ MAX_REASON_LENGTH = 500  # stored in the history, the audit and the incident rep
 DOWNTIME_REASONS = ("住民記録システム障害", "住基ネット連携障害", "ネットワーク障害", "夜間バッチ処理の遅延", "その他")
 
 
-class ModeError(Exception):
+class ModeError(SonaeError):
     """A mode change that is not allowed; the message says why in Japanese,
     because it is shown to the supervisor who tried it."""
+
+    status = 409
+    code = "mode_refused"
+    title = "モードを切り替えられません"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ import datetime as dt
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
 from fallback import deferred, modes
-from fallback.counter import access, issuance, lookup
+from fallback.counter import issuance, lookup, service
 from fallback.db import get_ops
 from fallback.ops import now
 from fallback.staff.security import roles
@@ -42,10 +42,10 @@ def index():
         "SELECT at, actor, target, detail FROM audit WHERE action = 'support_measure.attempt' AND at >= ? ORDER BY id DESC", (since,)
     ).fetchall()
     try:
-        _, deferred_rows = access.deferred_list(conn, g.staff, current_app.config["SONAE"], real_only=True)
+        deferred_rows = service.deferred_list(conn, g.staff, current_app.config["SONAE"], real_only=True)
         deferred_locked = None
-    except access.Locked as exc:
-        deferred_rows, deferred_locked = [], str(exc)
+    except service.CounterLocked as exc:
+        deferred_rows, deferred_locked = [], exc.message
     return render_template(
         "supervisor/index.html", state=state, reasons=modes.DOWNTIME_REASONS, labels=modes.LABELS,
         summary=issuance_summary(conn, since), recent=recent, kinds=issuance.KINDS,

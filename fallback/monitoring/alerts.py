@@ -40,7 +40,7 @@ from fallback.keys import key_status
 from fallback.mirror.registry import format_age
 from fallback.monitoring import mirror, notify, probes
 from fallback.ops import TOKYO, Transaction, now, open_ops
-from sync.crypto import WrongKeyError
+from sync.crypto import DiskError, WrongKeyError
 from sync.errors import SyncError
 
 log = logging.getLogger("sonae.monitoring")
@@ -337,7 +337,7 @@ def evaluate(conn, config: Config, at: dt.datetime) -> list[Condition]:
     conditions: list[Condition] = []
     try:
         facts = mirror.snapshot_facts(config)
-    except (SyncError, WrongKeyError) as exc:
+    except (SyncError, WrongKeyError, DiskError) as exc:
         facts = None
         conditions.append(Condition(
             "snapshot.unreadable", CRITICAL, "住民記録の写しを開けません", mask_record_values(str(exc))[:300],

@@ -9,7 +9,7 @@ from fallback import modes
 from fallback.config import Config
 from fallback.counter.rendering import verification_address_problem
 from fallback.monitoring import alerts, charts, mirror, probes
-from sync.crypto import WrongKeyError
+from sync.crypto import DiskError, WrongKeyError
 from sync.errors import SyncError
 
 LATENCY_SERIES = {probes.REGISTER: "ヘルスチェック（/v1/health）", probes.SYNTHETIC: "住民記録の読み出し（/v1/residents）"}
@@ -69,7 +69,7 @@ def dashboard(conn, config: Config, at: dt.datetime) -> dict:
     snapshot_error = None
     try:
         facts = mirror.snapshot_facts(config)
-    except (SyncError, WrongKeyError) as exc:
+    except (SyncError, WrongKeyError, DiskError) as exc:
         facts, snapshot_error = None, str(exc)
     return {
         "at": at,

@@ -320,7 +320,7 @@ def first_supervisor(config: Config) -> list[Finding]:
         return [Finding("accounts", PROBLEM, f"no supervisor account yet (no operational database): {hint}")]
     try:
         conn = crypto.connect(config.ops_db_path, ops_key(config), readonly=True)
-    except (crypto.KeyFileError, crypto.WrongKeyError) as exc:
+    except (crypto.KeyFileError, crypto.WrongKeyError, crypto.DiskError) as exc:
         return [Finding("accounts", UNKNOWN, f"cannot read the accounts: {exc}")]
     try:
         supervisors = [u.username for u in list_users(conn) if u.role == "supervisor" and not u.disabled]

@@ -24,7 +24,7 @@ from fallback.counter.rendering import verification_address_problem
 from fallback.keys import key_status
 from fallback.mirror.registry import SnapshotSummary, snapshot_summary
 from fallback.monitoring import mirror, probes
-from sync.crypto import WrongKeyError
+from sync.crypto import DiskError, WrongKeyError
 from sync.errors import SyncError
 
 
@@ -48,7 +48,7 @@ def readiness(config: Config, at: dt.datetime) -> Readiness:
         try:
             snapshot = snapshot_summary(config)
             detail = "住民記録の写しがあります" if snapshot else "住民記録の写しがまだありません"
-        except (SyncError, WrongKeyError):
+        except (SyncError, WrongKeyError, DiskError):
             detail = "住民記録の写しを開けません"
         checks["snapshot"] = {"ok": snapshot is not None, "detail": detail}
     if snapshot is not None:

@@ -31,7 +31,7 @@ from fallback.keys import key_status
 from fallback.mirror.syncing import upstream_from_config
 from fallback.monitoring import mirror
 from fallback.ops import Transaction, now, open_ops
-from sync.crypto import WrongKeyError
+from sync.crypto import DiskError, WrongKeyError
 from sync.errors import SyncError, UpstreamUnavailable
 from sync.upstream import HttpUpstream
 
@@ -246,7 +246,7 @@ def synthetic_resident_code(config: Config) -> str | None:
         return configured
     try:
         return mirror.any_resident_code(config)
-    except (SyncError, WrongKeyError):
+    except (SyncError, WrongKeyError, DiskError):
         return None
 
 

@@ -22,7 +22,7 @@ from fallback.config import Config
 from fallback.mirror.registry import format_age
 from fallback.monitoring import alerts, mirror, notify, sla
 from fallback.ops import Transaction, now, open_ops
-from sync.crypto import WrongKeyError
+from sync.crypto import DiskError, WrongKeyError
 from sync.errors import SyncError
 
 log = logging.getLogger("sonae.monitoring")
@@ -47,7 +47,7 @@ def build_morning_report(conn, config: Config, at: dt.datetime) -> dict:
     snapshot, snapshot_error = None, None
     try:
         facts = mirror.snapshot_facts(config)
-    except (SyncError, WrongKeyError) as exc:
+    except (SyncError, WrongKeyError, DiskError) as exc:
         facts, snapshot_error = None, alerts.mask_record_values(str(exc))
     if facts is not None:
         snapshot = {"generation": facts.current.generation, "as_of": facts.current.as_of.isoformat(),
@@ -157,10 +157,3 @@ def run_morning_report(config: Config, *, at: dt.datetime | None = None) -> dict
         conn.close()
     log.info("morning report %s: %s", report["day"], "healthy" if report["healthy"] else "needs attention")
     return report
-
-
-def render_pdf(html: str) -> bytes:
-    """A PDF from a self-contained HTML page (fonts: IPAex, from fontconfig)."""
-    from weasyprint import HTML
-
-    return HTML(string=html).write_pdf()

@@ -8,6 +8,7 @@ import re
 
 from flask import Blueprint, Response, current_app, render_template, request
 
+from fallback import paper
 from fallback.db import get_ops
 from fallback.mirror.registry import format_age
 from fallback.monitoring import alerts, reports, sla
@@ -88,7 +89,7 @@ def sla_pdf():
     context = _sla_context(report)
     html = render_template("monitor/sla_pdf.html", title=f"住民記録システム 稼働率報告書（{context['month_text']}）", **context)
     filename = f"sonae-sla-{report.year:04d}-{report.month:02d}.pdf"
-    return Response(reports.render_pdf(html), mimetype="application/pdf",
+    return Response(paper.html_to_pdf(html), mimetype="application/pdf",
                     headers={"Content-Disposition": f'attachment; filename="{filename}"'})
 
 

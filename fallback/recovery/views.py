@@ -8,7 +8,7 @@ from flask import Blueprint, Response, abort, current_app, flash, g, redirect, r
 from markupsafe import Markup
 
 from fallback import deferred, documents, recovery, runbooks
-from fallback.counter import access, issuance
+from fallback.counter import issuance, service
 from fallback.db import get_ops
 from fallback.recovery import incident
 from fallback.staff.security import roles
@@ -24,10 +24,10 @@ READERS = ("supervisor", "it", "auditor")
 def index():
     conn = get_ops()
     try:  # names and phone numbers: supervisors only, audited
-        _, deferred_rows = access.deferred_list(conn, g.staff, current_app.config["SONAE"], real_only=True)
+        deferred_rows = service.deferred_list(conn, g.staff, current_app.config["SONAE"], real_only=True)
         deferred_locked = None
-    except access.Locked as exc:
-        deferred_rows, deferred_locked = [], str(exc)
+    except service.CounterLocked as exc:
+        deferred_rows, deferred_locked = [], exc.message
     return render_template(
         "recovery/index.html", progress=recovery.progress(conn), at_risk=recovery.at_risk(conn),
         deferred_rows=deferred_rows, deferred_locked=deferred_locked, statuses=recovery.STATUSES, kinds=issuance.KINDS,

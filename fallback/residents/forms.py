@@ -24,6 +24,7 @@ import datetime as dt
 
 from fallback.config import Config
 from fallback.counter.issuance import IDENTITY_DOCUMENTS, KINDS, OPTIONAL_ITEMS
+from fallback.errors import Forbidden
 from fallback.paper import html_to_pdf, render_html, template_from_file
 from fallback.residents.notice import time_text
 from printing.wareki import eras_from_config, format_seireki, format_wareki
@@ -31,9 +32,11 @@ from printing.wareki import eras_from_config, format_seireki, format_wareki
 BUILT_IN_TEMPLATE = "forms/request_form.html"
 
 
-class FormRefused(Exception):
+class FormRefused(Forbidden):
     """A pre-filled form that must not be printed; the message says what to
     do instead, for the clerk."""
+
+    template = "forms/refused.html"
 
 
 def applicant_fields(resident: dict, config: Config) -> dict:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from fallback import audit, documents, modes
 from fallback.config import Config
 from fallback.counter.issuance import KINDS
+from fallback.errors import SonaeError
 from fallback.monitoring.probes import BATCH, DOWN, JUKI_NET, REGISTER, SYNTHETIC, component_statuses
 from fallback.ops import TOKYO, Transaction, now, now_iso
 from printing.wareki import eras_from_config, format_wareki
@@ -70,7 +71,7 @@ DRILL_SITUATIONS = {
 }
 
 
-class NoticeError(Exception):
+class NoticeError(SonaeError):
     """A notice operation that cannot be done; the message says why, in
     Japanese, for the supervisor."""
 

@@ -35,6 +35,7 @@ from markdown.treeprocessors import Treeprocessor
 
 from fallback import audit, drills, modes
 from fallback.config import Config
+from fallback.errors import SonaeError
 from fallback.ops import Transaction, now_iso
 
 STEP_ROLES = ("係長", "窓口職員", "情報政策課", "訓練担当", "監査担当", "課長", "広報担当")
@@ -60,7 +61,7 @@ FOR_SCENARIO = {
 }
 
 
-class RunbookError(Exception):
+class RunbookError(SonaeError):
     """A runbook file that does not follow the convention; the message names
     the file and what to fix."""
 

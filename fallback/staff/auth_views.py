@@ -63,10 +63,8 @@ def login():
                 raise users.LoginRefused("端末を選んでください。")
             user = users.authenticate(get_ops(), request.form.get("username", "").strip(), request.form.get("password", ""),
                                       throttle=login_throttle(), remote=request.remote_addr)
-        except users.LoginThrottled as exc:
-            error, status, headers = str(exc), 429, {"Retry-After": str(exc.retry_after)}
-        except users.LoginRefused as exc:
-            error, status = str(exc), 401
+        except users.LoginRefused as exc:  # LoginThrottled too: its status and Retry-After come with it
+            error, status, headers = exc.message, exc.status, exc.headers()
         else:
             staff = sessions.start(
                 get_ops(), username=user.username, role=user.role, terminal=terminal["id"],

@@ -27,10 +27,7 @@ def user_group():
 def add(username, display_name, role, password, actor):
     """Create an account."""
     conn = open_ops(config())
-    try:
-        users.add_user(conn, username, display_name, role, _password(password), actor=operator(actor))
-    except users.UserError as exc:
-        raise click.ClickException(str(exc)) from exc
+    users.add_user(conn, username, display_name, role, _password(password), actor=operator(actor))
     click.echo(f"added {username} ({role})")
 
 
@@ -39,10 +36,7 @@ def add(username, display_name, role, password, actor):
 @click.option("--actor")
 def disable(username, actor):
     """Disable an account; its open sessions end at their next request."""
-    try:
-        users.set_disabled(open_ops(config()), username, True, actor=operator(actor))
-    except users.UserError as exc:
-        raise click.ClickException(str(exc)) from exc
+    users.set_disabled(open_ops(config()), username, True, actor=operator(actor))
     click.echo(f"disabled {username}")
 
 
@@ -51,10 +45,7 @@ def disable(username, actor):
 @click.option("--actor")
 def enable(username, actor):
     """Re-enable a disabled account."""
-    try:
-        users.set_disabled(open_ops(config()), username, False, actor=operator(actor))
-    except users.UserError as exc:
-        raise click.ClickException(str(exc)) from exc
+    users.set_disabled(open_ops(config()), username, False, actor=operator(actor))
     click.echo(f"enabled {username}")
 
 
@@ -64,10 +55,7 @@ def enable(username, actor):
 @click.option("--actor")
 def reset(username, password, actor):
     """Set a new password and clear a login lockout."""
-    try:
-        users.reset_password(open_ops(config()), username, _password(password), actor=operator(actor))
-    except users.UserError as exc:
-        raise click.ClickException(str(exc)) from exc
+    users.reset_password(open_ops(config()), username, _password(password), actor=operator(actor))
     click.echo(f"password reset for {username}")
 
 

@@ -21,6 +21,7 @@ from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from fallback.db import get_ops
+from fallback.errors import Forbidden
 from fallback.staff import sessions
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -43,7 +44,7 @@ def roles(*allowed: str):
         @functools.wraps(view)
         def wrapped(*args, **kwargs):
             if g.staff is None or g.staff.role not in allowed:
-                return forbidden(f"この画面は次の役割の職員が使います: {', '.join(allowed)}")
+                raise Forbidden(f"この画面は次の役割の職員が使います: {', '.join(allowed)}")
             return view(*args, **kwargs)
 
         wrapped.sonae_roles = allowed
@@ -54,12 +55,6 @@ def roles(*allowed: str):
 
 def wants_json() -> bool:
     return request.path.startswith("/api/") or request.accept_mimetypes.best == "application/json"
-
-
-def forbidden(message: str):
-    if wants_json():
-        return jsonify(error="forbidden", message=message), 403
-    return render_template("error.html", title="権限がありません", message=message), 403
 
 
 def csrf_token() -> str:

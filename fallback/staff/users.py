@@ -23,6 +23,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from fallback import audit
+from fallback.errors import SonaeError
 from fallback.ops import Transaction, now, now_iso
 from fallback.staff import sessions
 
@@ -44,23 +45,36 @@ _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
 
 
-class UserError(Exception):
+class UserError(SonaeError):
     """A user operation that cannot be done; the message says why."""
 
 
-class LoginRefused(Exception):
+class LoginRefused(SonaeError):
     """Wrong credentials or a disabled account (message is safe to show: it
     never says which of user or password was wrong)."""
+
+    status = 401
+    code = "login_refused"
+    title = "ログインできません"
 
 
 class LoginThrottled(LoginRefused):
     """Too many recent failures from this source or on this account: the
     attempt was not even checked. `retry_after` is in whole seconds."""
 
+    status = 429
+    code = "login_throttled"
+
     def __init__(self, retry_after: int):
         super().__init__(f"ログインの失敗が続いたため、{retry_after}秒待ってからやり直してください。"
                          "急ぐときは、いつも使っている端末からログインするか、情報政策課に連絡してください。")
         self.retry_after = retry_after
+
+    def details(self) -> dict:
+        return {"retry_after": self.retry_after}
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 @dataclass(frozen=True)

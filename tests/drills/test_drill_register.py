@@ -88,14 +88,14 @@ def test_an_active_drill_without_its_register_stays_locked_and_never_falls_back_
     assert clerk.get("/api/v1/residents", query_string={"kana": "ヤマダ"}).status_code == 503
     assert clerk.api("GET", f"/api/v1/residents/{YAMADA_TARO}").status_code == 503
     page = clerk.get("/counter/?kana=ヤマダ")
-    assert page.status_code == 423 and YAMADA_TARO not in text_of(page)
-    assert clerk.get(f"/counter/resident/{YAMADA_TARO}").status_code == 423
-    assert clerk.post(f"/counter/resident/{YAMADA_TARO}/issue", SELF_REQUEST).status_code == 423
-    assert clerk.get(f"/forms/request/{YAMADA_TARO}.pdf").status_code == 423
+    assert page.status_code == 503 and YAMADA_TARO not in text_of(page) and "訓練用の住民記録がまだ用意されていません" in text_of(page)
+    assert clerk.get(f"/counter/resident/{YAMADA_TARO}").status_code == 503
+    assert clerk.post(f"/counter/resident/{YAMADA_TARO}/issue", SELF_REQUEST).status_code == 503
+    assert clerk.get(f"/forms/request/{YAMADA_TARO}.pdf").status_code == 503
     assert "訓練用の住民記録がまだ用意されていません" in text_of(clerk.get("/runbooks/"))  # every screen's banner says why
 
 
-def test_the_drill_register_is_encrypted_under_its_own_key_and_invisible_to_the_real_register(appliance, login):
+def test_the_drill_register_is_encrypted_under_its_own_key_and_invisible_to_the_real_register(appliance, login, configure_app):
     config = appliance.config["SONAE"]
     drill_id = start_drill(config)
     store = drill_snapshot_store(config, drill_id)
@@ -121,8 +121,8 @@ def test_the_drill_register_is_encrypted_under_its_own_key_and_invisible_to_the_
     assert listing.returncode == 0, listing.stderr
     assert [(g["generation"], g["residents"]) for g in json.loads(listing.stdout)] == [(1, len(REAL))]
     assert snapshot_store(config).current() == 1
-    config["alerts"]["metrics_token"] = TOKEN
-    metrics = appliance.test_client().get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).get_data(as_text=True)
+    metrics = configure_app(alerts={"metrics_token": TOKEN}).test_client().get(
+        "/metrics", headers={"Authorization": f"Bearer {TOKEN}"}).get_data(as_text=True)
     assert f'sonae_snapshot_records{{kind="residents"}} {float(len(REAL))}' in metrics
     assert login("it1").api("GET", "/api/v1/status").get_json()["snapshot"]["residents"] == len(REAL)
 

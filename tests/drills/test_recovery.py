@@ -130,7 +130,7 @@ def test_certificates_issued_on_changed_records_are_listed_at_risk(cloud):
     assert next(a for a in recovery.at_risk(conn) if a.check_id == item.check_id).status == "contacted"
 
 
-def test_the_worker_job_retries_until_the_upstream_answers(cloud):
+def test_the_worker_job_retries_until_the_upstream_answers(cloud, monkeypatch):
     sim, config, app, conn = cloud
     boss, clerk = Staff(app, "boss"), Staff(app, "clerk1")
     sim.faults.set("down")
@@ -139,9 +139,9 @@ def test_the_worker_job_retries_until_the_upstream_answers(cloud):
     assert clerk.post(f"/counter/resident/{code}/issue", ISSUE).status_code == 302
     boss.post("/supervisor/mode", {"to_mode": "recovery", "reason": "ベンダーから復旧の連絡"})
 
-    config["recovery"]["interval_s"] = 1
+    monkeypatch.setenv("SONAE_RECOVERY_INTERVAL_S", "1")
     scheduler = BackgroundScheduler()
-    recovery.register_recovery_jobs(scheduler, config)
+    recovery.register_recovery_jobs(scheduler, load_config())
     scheduler.start()
     try:
         deadline = time.monotonic() + 20

@@ -27,10 +27,11 @@ def run_day(root: Path, **overrides) -> DayRecord:
     return run_outage_day(root, options)
 
 
-def appliance_config(record: DayRecord):
+def appliance_config(record: DayRecord, **overrides: str):
     """The day's appliance configuration (its processes have stopped; its
-    operational database and snapshots stay for inspection)."""
-    return load_config(record.root / "etc" / "sonae.toml", env={"SONAE_HOME": str(record.root / "home")})
+    operational database and snapshots stay for inspection), with SONAE_*
+    environment overrides if any."""
+    return load_config(record.root / "etc" / "sonae.toml", env={"SONAE_HOME": str(record.root / "home"), **overrides})
 
 
 def ops_rows(record: DayRecord, sql: str, params: tuple = ()) -> list[tuple]:

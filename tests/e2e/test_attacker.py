@@ -155,15 +155,15 @@ def test_a_role_cannot_call_any_endpoint_meant_for_others(server, appliance, rol
 
 
 @pytest.fixture
-def behind_proxy(appliance):
+def behind_proxy(configure_app):
     """The live server as deployed behind a reverse proxy on the same
     machine (web.trusted_proxy): each client is told apart by the
     X-Forwarded-For the proxy sets, as on the ward's network."""
     from fallback.serve import waitress_options
 
-    config = appliance.config["SONAE"]
-    config["web"]["trusted_proxy"] = "127.0.0.1"
-    with served(appliance, **waitress_options(config)) as server:
+    app = configure_app(web={"trusted_proxy": "127.0.0.1"})
+    config = app.config["SONAE"]
+    with served(app, **waitress_options(config)) as server:
         yield f"http://127.0.0.1:{server.effective_port}", config
 
 

@@ -51,8 +51,9 @@ def assert_the_day_ends_consistent(record: DayRecord) -> None:
         assert issuance_summary(conn, "")["total"] == record.certificates
     finally:
         conn.close()
-    conn_config["alerts"]["metrics_token"] = "scrape-secret"  # the counts are for IT's scraper, not the public
-    metrics = create_app(conn_config).test_client().get("/metrics", headers={"Authorization": "Bearer scrape-secret"}).get_data(as_text=True)
+    # the counts are for IT's scraper, not the public
+    scraped = create_app(appliance_config(record, SONAE_ALERTS_METRICS_TOKEN="scrape-secret"))
+    metrics = scraped.test_client().get("/metrics", headers={"Authorization": "Bearer scrape-secret"}).get_data(as_text=True)
     counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("sonae_certificates_issued_total{"))
     assert counted == record.certificates
 

@@ -3,7 +3,7 @@ setting silently at its default."""
 
 import pytest
 
-from fallback.config import DEFAULTS, ConfigError, load_config
+from fallback.config import DEFAULTS, ConfigError, load_config, render_toml
 
 
 def write(tmp_path, text):
@@ -61,3 +61,33 @@ def test_environment_overrides_are_checked_too(tmp_path):
 def test_environment_variables_of_other_tools_are_left_alone():
     config = load_config(env={"SONAE_CLOUDSIM_TOKEN": "x", "SONAE_PDF": "1"})
     assert config["sync"] == DEFAULTS["sync"]
+
+
+def test_a_loaded_configuration_is_read_only_all_the_way_down(tmp_path):
+    config = load_config(write(tmp_path, '[counter]\nmax_copies = 5\n'), env={})
+    with pytest.raises(TypeError):
+        config["counter"]["max_copies"] = 3
+    with pytest.raises(TypeError):
+        config["counter"]["kill_switch_hours"]["inkan"] = 1  # a table inside a section
+    with pytest.raises(AttributeError):
+        config["counter"]["terminals"].append({"id": "本庁4"})  # a list inside a section
+    with pytest.raises(TypeError):
+        config["counter"]["terminals"][0]["queue"] = "lp0"  # a table inside that list
+    with pytest.raises(AttributeError, match="read-only"):
+        config.home = tmp_path
+    assert config["counter"]["max_copies"] == 5 and config.home != tmp_path
+
+
+def test_a_read_only_configuration_still_reads_serialises_and_renders(tmp_path):
+    import json
+
+    import jinja2
+
+    config = load_config(write(tmp_path, '[counter]\nserial_range = [900001, 900003]\n'), env={})
+    plain = config.as_dict()
+    assert json.loads(json.dumps(plain))["counter"]["serial_range"] == [900001, 900003]
+    plain["counter"]["max_copies"] = 1  # the copy is the caller's own
+    assert config["counter"]["max_copies"] == DEFAULTS["counter"]["max_copies"]
+    page = jinja2.Template("{{ c.municipality.name }} {{ c.counter.terminals[0].id }} {{ c.counter.serial_range | join('-') }}")
+    assert page.render(c=config) == "大田区 本庁1 900001-900003"
+    assert load_config(write(tmp_path, render_toml(plain)), env={})["counter"]["max_copies"] == 1

@@ -12,7 +12,7 @@ import pytest
 from fallback import audit
 from fallback.counter import issuance
 from fallback.ops import now, open_ops
-from tests.support import pdf_text, squeezed, text_of
+from tests.support import PASSWORD, Staff, pdf_text, squeezed, text_of
 
 YAMADA_TARO, YAMADA_HANAKO, TAKAHASHI, KATSURAGI = "10000000011", "10000000029", "10000000045", "10000000053"
 SATO_SUPPORT, SUZUKI_REMOVED, TANAKA_MOVING = "10000000087", "10000000095", "10000000100"
@@ -141,9 +141,8 @@ def test_the_api_refuses_what_its_document_refuses(appliance, login, downtime):
     assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 0  # nothing was recorded, let alone issued
 
 
-def test_the_copies_cap_is_the_configured_one_in_the_api_and_its_document(appliance, login, downtime):
-    appliance.config["SONAE"]["counter"].update(max_copies=12, daily_cap_per_requester=0)
-    clerk = login("clerk1")
+def test_the_copies_cap_is_the_configured_one_in_the_api_and_its_document(configure_app, downtime):
+    clerk = Staff(configure_app(counter={"max_copies": 12, "daily_cap_per_requester": 0}), "clerk1")
     document = clerk.get("/api/v1/openapi.json").get_json()
     body = document["paths"]["/api/v1/residents/{code}/certificates"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body["properties"]["copies"]["maximum"] == 12
@@ -173,9 +172,8 @@ def test_result_rows_mark_removed_support_and_moving_residents(login, downtime):
     assert "転出予定" in text_of(clerk.get("/counter/?code=" + TANAKA_MOVING))
 
 
-def test_paging_through_many_residents_is_flagged(appliance, login, downtime):
-    appliance.config["SONAE"]["security"]["view_flag_count"] = 3
-    clerk = login("clerk1")
+def test_paging_through_many_residents_is_flagged(configure_app, login, downtime):
+    clerk = Staff(configure_app(security={"view_flag_count": 3}), "clerk1")
     for code in (YAMADA_TARO, YAMADA_HANAKO, TAKAHASHI, KATSURAGI, TANAKA_MOVING):
         clerk.get(f"/counter/resident/{code}")
     boss = login("boss")
@@ -223,11 +221,10 @@ def test_support_measure_record_goes_only_to_the_resident(appliance, login, down
 
 
 @pytest.mark.parametrize("requester_type", ["agent", "third_party", "household"])
-def test_nobody_but_the_resident_gets_a_support_measure_record_by_default(appliance, login, downtime, requester_type):
+def test_nobody_but_the_resident_gets_a_support_measure_record_by_default(appliance, configure_app, downtime, requester_type):
     """An agent or a third party is refused outright, approval or not; a
     household member too while the ward lists no exception."""
-    appliance.config["SONAE"]["counter"]["third_party_during_downtime"] = True
-    clerk = login("clerk1")
+    clerk = Staff(configure_app(counter={"third_party_during_downtime": True}), "clerk1")
     refused = issue(clerk, SATO_SUPPORT, requester_type=requester_type, requester_name="代理　人", delegation_letter=True,
                     approver="boss", approver_password="correct-horse-battery")
     assert refused.status_code == 422 and refused.get_json()["rule"] == "support_measure"
@@ -239,9 +236,8 @@ def household_request(clerk, **approval):
     return issue(clerk, SATO_SUPPORT, requester_type="household", requester_name="佐藤　一郎", **approval)
 
 
-def test_a_configured_exception_needs_another_supervisors_approval(appliance, login, downtime):
-    appliance.config["SONAE"]["counter"]["support_measure_approvable"] = ["household"]
-    clerk = login("clerk1")
+def test_a_configured_exception_needs_another_supervisors_approval(appliance, configure_app, downtime):
+    clerk = Staff(configure_app(counter={"support_measure_approvable": ["household"]}), "clerk1")
     assert household_request(clerk).get_json()["rule"] == "support_measure"  # no approval yet
     wrong = household_request(clerk, approver="clerk2", approver_password="correct-horse-battery")
     assert wrong.status_code == 422 and wrong.get_json()["rule"] == "approval_failed"
@@ -251,9 +247,8 @@ def test_a_configured_exception_needs_another_supervisors_approval(appliance, lo
     assert conn.execute("SELECT approved_by FROM requests WHERE outcome = 'issued'").fetchone() == ("boss",)
 
 
-def test_a_supervisor_cannot_approve_their_own_issuance(appliance, login, downtime):
-    appliance.config["SONAE"]["counter"]["support_measure_approvable"] = ["household"]
-    boss = login("boss")
+def test_a_supervisor_cannot_approve_their_own_issuance(appliance, configure_app, downtime):
+    boss = Staff(configure_app(counter={"support_measure_approvable": ["household"]}), "boss")
     own = household_request(boss, approver="boss", approver_password="correct-horse-battery")
     assert own.status_code == 422 and own.get_json()["rule"] == "approval_failed"
     assert "別の係長" in own.get_json()["message"]
@@ -264,13 +259,11 @@ def test_a_supervisor_cannot_approve_their_own_issuance(appliance, login, downti
     assert failed == [{"approver": "boss", "reason": "self"}]
 
 
-def test_an_agent_cannot_be_listed_as_an_exception(loaded_env):
-    from fallback.app import create_app
+def test_an_agent_cannot_be_listed_as_an_exception(configure_app):
     from fallback.config import ConfigError
 
-    loaded_env["counter"]["support_measure_approvable"] = ["household", "agent"]
     with pytest.raises(ConfigError, match="agent"):
-        create_app(loaded_env)
+        configure_app(counter={"support_measure_approvable": ["household", "agent"]})
 
 
 def test_third_party_is_refused_during_downtime(login, downtime):
@@ -301,17 +294,15 @@ def test_seal_certificate_needs_matching_card(login, downtime):
     assert issue(clerk, KATSURAGI, kind="inkan", seal_card_number="").status_code == 400
 
 
-def test_daily_cap_per_requester(appliance, login, downtime):
-    appliance.config["SONAE"]["counter"]["daily_cap_per_requester"] = 3
-    clerk = login("clerk1")
+def test_daily_cap_per_requester(configure_app, downtime):
+    clerk = Staff(configure_app(counter={"daily_cap_per_requester": 3}), "clerk1")
     assert issue(clerk, YAMADA_TARO, copies=2).status_code == 201
     capped = issue(clerk, YAMADA_TARO, copies=2)
     assert capped.status_code == 422 and capped.get_json()["rule"] == "daily_cap"
 
 
-def test_kill_switch_stops_a_type_when_data_is_too_old(appliance, login, downtime):
-    appliance.config["SONAE"]["counter"]["kill_switch_hours"] = {"inkan": 0.0001}
-    clerk = login("clerk1")
+def test_kill_switch_stops_a_type_when_data_is_too_old(configure_app, downtime):
+    clerk = Staff(configure_app(counter={"kill_switch_hours": {"inkan": 0.0001}}), "clerk1")
     refused = issue(clerk, YAMADA_TARO, kind="inkan", seal_card_number="C00000011")
     assert refused.get_json()["rule"] == "kill_switch"
     assert issue(clerk, YAMADA_TARO).status_code == 201
@@ -324,11 +315,10 @@ def _data_age_hours(appliance) -> float:
         return snapshot_summary(appliance.config["SONAE"]).age_hours
 
 
-def test_data_older_than_the_hard_limit_is_never_issued(appliance, login, downtime):
+def test_data_older_than_the_hard_limit_is_never_issued(appliance, configure_app, downtime):
     """Just outside the limit: refused by the API and the screen, nothing
     allocated, a deferred request offered."""
-    appliance.config["SONAE"]["counter"]["data_age_hard_limit_hours"] = _data_age_hours(appliance) - 0.001
-    clerk = login("clerk1")
+    clerk = Staff(configure_app(counter={"data_age_hard_limit_hours": _data_age_hours(appliance) - 0.001}), "clerk1")
     refused = issue(clerk, YAMADA_TARO)
     assert refused.status_code == 422 and refused.get_json()["rule"] == "data_too_old"
     assert "交付されていません" in refused.get_json()["message"] and "後日交付" in refused.get_json()["message"]
@@ -339,9 +329,9 @@ def test_data_older_than_the_hard_limit_is_never_issued(appliance, login, downti
     assert {r[0] for r in conn.execute("SELECT refusal_rule FROM requests")} == {"data_too_old"}
 
 
-def test_data_just_inside_the_hard_limit_is_issued(appliance, login, downtime):
-    appliance.config["SONAE"]["counter"]["data_age_hard_limit_hours"] = _data_age_hours(appliance) + 0.05
-    assert issue(login("clerk1"), YAMADA_TARO).status_code == 201
+def test_data_just_inside_the_hard_limit_is_issued(appliance, configure_app, downtime):
+    clerk = Staff(configure_app(counter={"data_age_hard_limit_hours": _data_age_hours(appliance) + 0.05}), "clerk1")
+    assert issue(clerk, YAMADA_TARO).status_code == 201
 
 
 def test_refusals_are_recorded_and_audited(appliance, login, downtime):
@@ -414,3 +404,39 @@ def test_deferred_request_needs_contact_and_consent_and_exports_csv(login, downt
     csv_text = boss.get("/counter/deferred.csv").get_data(as_text=True)
     assert csv_text.startswith("\ufeff受付番号") and "転居届" in csv_text and "090-0000-0000" in csv_text
     assert clerk.get("/counter/deferred.csv").status_code == 403
+
+
+def test_an_approvers_name_is_read_alike_from_the_screen_and_the_api(appliance, configure_app, downtime):
+    """The screen always trimmed the approver's name; the API now does too."""
+    clerk = Staff(configure_app(counter={"support_measure_approvable": ["household"]}), "clerk1")
+    assert household_request(clerk, approver=" boss ", approver_password="correct-horse-battery").status_code == 201
+    screen = clerk.post(f"/counter/resident/{SATO_SUPPORT}/issue", {
+        **SELF_REQUEST, "requester_type": "household", "requester_name": "佐藤　一郎", "members": SATO_SUPPORT,
+        "approver": " boss ", "approver_password": "correct-horse-battery"})
+    assert screen.status_code == 302
+    conn = open_ops(appliance.config["SONAE"])
+    assert conn.execute("SELECT approved_by FROM requests WHERE outcome = 'issued'").fetchall() == [("boss",), ("boss",)]
+
+
+def test_an_open_counter_without_a_register_says_so_on_every_face(sonae_env):
+    """Before the first load: the screens, the request form and the API
+    answer 503 with the same reason (the screens used to say 423 on the
+    search page and fail on the others)."""
+    from fallback.app import create_app
+    from fallback.staff import users
+
+    conn = open_ops(sonae_env)
+    for username, role in (("boss", "supervisor"), ("clerk1", "clerk")):
+        users.add_user(conn, username, username, role, PASSWORD, actor="test")
+    app = create_app(sonae_env)
+    app.config["TESTING"] = True
+    assert Staff(app, "boss").post("/supervisor/mode", {"to_mode": "downtime", "reason": "住民記録システム障害"}).status_code == 302
+    clerk = Staff(app, "clerk1")
+    for path in ("/counter/?kana=ヤマダ", f"/counter/resident/{YAMADA_TARO}", f"/forms/request/{YAMADA_TARO}.pdf"):
+        page = clerk.get(path)
+        assert page.status_code == 503 and "まだ読み込まれていません" in text_of(page), path
+    for method, path, body in (("GET", "/api/v1/residents?kana=ヤマダ", None), ("GET", f"/api/v1/residents/{YAMADA_TARO}", None),
+                               ("POST", f"/api/v1/residents/{YAMADA_TARO}/certificates", SELF_REQUEST)):
+        answer = clerk.api(method, path, json=body)
+        assert answer.status_code == 503 and answer.get_json()["error"] == "no_snapshot", path
+        assert "まだ読み込まれていません" in answer.get_json()["message"]

@@ -66,8 +66,8 @@ def test_over_plain_http_the_cookie_is_not_secure_and_it_says_so(appliance, logi
     assert "HTTPS で配信されていません" in text_of(page)
 
 
-def test_when_the_site_is_https_the_cookie_is_secure_and_hsts_is_sent(appliance):
-    appliance.config["SONAE"]["web"]["https"] = True
+def test_when_the_site_is_https_the_cookie_is_secure_and_hsts_is_sent(configure_app):
+    appliance = configure_app(web={"https": True})
     client = appliance.test_client()
     answer = client.get("/login", base_url="https://sonae.ward.example")
     assert answer.headers["Strict-Transport-Security"].startswith("max-age=")
@@ -77,14 +77,13 @@ def test_when_the_site_is_https_the_cookie_is_secure_and_hsts_is_sent(appliance)
 
 
 @pytest.fixture
-def behind(appliance):
+def behind(configure_app):
     """The app under waitress with the options `sonae serve` uses, trusting
     the given proxy address."""
     with ExitStack() as stack:
         def start(trusted_proxy: str) -> str:
-            config = appliance.config["SONAE"]
-            config["web"]["trusted_proxy"] = trusted_proxy
-            server = stack.enter_context(served(appliance, **waitress_options(config)))
+            app = configure_app(web={"trusted_proxy": trusted_proxy})
+            server = stack.enter_context(served(app, **waitress_options(app.config["SONAE"])))
             return f"http://127.0.0.1:{server.effective_port}"
 
         yield start

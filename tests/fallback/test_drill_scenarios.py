@@ -9,6 +9,7 @@ import re
 
 from fallback.counter.rendering import print_settings
 from fallback.ops import open_ops
+from fallback.residents.notice import time_text
 from printing.wareki import format_wareki_datetime
 from tests.drills.support import SELF_REQUEST, case_codes, drill_register, start_drill
 from tests.support import pdf_text, squeezed, text_of
@@ -58,3 +59,16 @@ def test_participants_only(appliance, login):
     participant = login("clerk1")
     page = participant.get("/counter/")
     assert page.status_code == 200 and re.search("訓練", text_of(page))
+
+
+def test_a_long_outage_drills_request_form_prints_the_data_as_of_its_certificates_do(appliance, login, tmp_path):
+    config = appliance.config["SONAE"]
+    drill_id = start_drill(config, "long_outage")
+    code = case_codes(config, drill_id)["ordinary"]
+    clerk = login("clerk1")
+    assert clerk.api("POST", f"/api/v1/residents/{code}/certificates", json=SELF_REQUEST).status_code == 201
+    form = clerk.get(f"/forms/request/{code}.pdf")
+    assert form.status_code == 200
+    certificate_as_of = dt.datetime.fromisoformat(open_ops(config).execute("SELECT data_as_of FROM requests").fetchone()[0])
+    printed = squeezed(pdf_text(form.data, tmp_path))
+    assert f"{squeezed(time_text(certificate_as_of, 'ja', config))}時点" in printed

@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from fallback.ops import open_ops
+from tests.support import Staff
 
 YAMADA_TARO, KATSURAGI = "10000000011", "10000000053"
 SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
@@ -30,23 +31,21 @@ def test_an_agent_needs_a_letter_of_delegation(login, downtime):
 
 
 @pytest.mark.parametrize("allowed, rule", [(False, "third_party"), (True, None)])
-def test_third_parties_follow_the_configuration(appliance, login, downtime, allowed, rule):
-    appliance.config["SONAE"]["counter"]["third_party_during_downtime"] = allowed
-    assert refused_by(issue(login("clerk1"), YAMADA_TARO, requester_type="third_party", requester_name="債権　者")) == rule
+def test_third_parties_follow_the_configuration(configure_app, downtime, allowed, rule):
+    clerk = Staff(configure_app(counter={"third_party_during_downtime": allowed}), "clerk1")
+    assert refused_by(issue(clerk, YAMADA_TARO, requester_type="third_party", requester_name="債権　者")) == rule
 
 
-def test_the_daily_cap_counts_copies_up_to_the_cap_exactly(appliance, login, downtime):
-    appliance.config["SONAE"]["counter"]["daily_cap_per_requester"] = 3
-    clerk = login("clerk1")
+def test_the_daily_cap_counts_copies_up_to_the_cap_exactly(configure_app, downtime):
+    clerk = Staff(configure_app(counter={"daily_cap_per_requester": 3}), "clerk1")
     assert refused_by(issue(clerk, YAMADA_TARO, copies=2)) is None
     assert refused_by(issue(clerk, YAMADA_TARO, copies=2)) == "daily_cap"  # 4 > 3
     assert refused_by(issue(clerk, YAMADA_TARO, copies=1)) is None  # 3 = 3
     assert refused_by(issue(clerk, YAMADA_TARO, copies=1)) == "daily_cap"
 
 
-def test_the_daily_cap_does_not_count_voided_serials(appliance, login, downtime):
-    appliance.config["SONAE"]["counter"]["daily_cap_per_requester"] = 2
-    clerk = login("clerk1")
+def test_the_daily_cap_does_not_count_voided_serials(appliance, configure_app, downtime):
+    clerk = Staff(configure_app(counter={"daily_cap_per_requester": 2}), "clerk1")
     assert refused_by(issue(clerk, YAMADA_TARO, copies=2)) is None
     conn = open_ops(appliance.config["SONAE"])
     conn.execute("UPDATE certificates SET status = 'void'")  # never handed out (a render that never came)
@@ -54,16 +53,14 @@ def test_the_daily_cap_does_not_count_voided_serials(appliance, login, downtime)
     assert refused_by(issue(clerk, YAMADA_TARO, copies=1)) == "daily_cap"
 
 
-def test_a_cap_of_zero_means_no_cap(appliance, login, downtime):
-    appliance.config["SONAE"]["counter"].update(daily_cap_per_requester=0, max_copies=10)
-    clerk = login("clerk1")
+def test_a_cap_of_zero_means_no_cap(configure_app, downtime):
+    clerk = Staff(configure_app(counter={"daily_cap_per_requester": 0, "max_copies": 10}), "clerk1")
     for _ in range(2):
         assert refused_by(issue(clerk, YAMADA_TARO, copies=10)) is None
 
 
-def test_copies_are_bounded_by_the_configured_maximum(appliance, login, downtime):
-    appliance.config["SONAE"]["counter"].update(max_copies=3, daily_cap_per_requester=0)
-    clerk = login("clerk1")
+def test_copies_are_bounded_by_the_configured_maximum(configure_app, downtime):
+    clerk = Staff(configure_app(counter={"max_copies": 3, "daily_cap_per_requester": 0}), "clerk1")
     assert issue(clerk, YAMADA_TARO, copies=3).status_code == 201
     assert issue(clerk, YAMADA_TARO, copies=4).status_code == 400
     assert issue(clerk, YAMADA_TARO, copies=0).status_code == 400
@@ -77,16 +74,14 @@ def _data_age_hours(appliance) -> float:
 
 
 @pytest.mark.parametrize("margin, rule", [(-0.001, "kill_switch"), (0.05, None)])
-def test_the_kill_switch_stops_its_type_just_past_its_age(appliance, login, downtime, margin, rule):
-    appliance.config["SONAE"]["counter"]["kill_switch_hours"] = {"inkan": _data_age_hours(appliance) + margin}
-    clerk = login("clerk1")
+def test_the_kill_switch_stops_its_type_just_past_its_age(appliance, configure_app, downtime, margin, rule):
+    clerk = Staff(configure_app(counter={"kill_switch_hours": {"inkan": _data_age_hours(appliance) + margin}}), "clerk1")
     assert refused_by(issue(clerk, YAMADA_TARO, kind="inkan", seal_card_number="C00000011")) == rule
     assert refused_by(issue(clerk, YAMADA_TARO)) is None  # other types are not stopped
 
 
-def test_serials_run_to_the_last_of_the_range_and_no_further(appliance, login, downtime):
-    appliance.config["SONAE"]["counter"].update(serial_range=[900001, 900003], daily_cap_per_requester=0)
-    clerk = login("clerk1")
+def test_serials_run_to_the_last_of_the_range_and_no_further(configure_app, downtime):
+    clerk = Staff(configure_app(counter={"serial_range": [900001, 900003], "daily_cap_per_requester": 0}), "clerk1")
     issued = issue(clerk, YAMADA_TARO, copies=2)
     assert [c["serial"] for c in issued.get_json()["certificates"]] == [900001, 900002]
     assert refused_by(issue(clerk, YAMADA_TARO, copies=2)) == "serials_exhausted"

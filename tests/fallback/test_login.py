@@ -16,7 +16,7 @@ import pytest
 from fallback import audit
 from fallback.ops import now, open_ops
 from fallback.staff import users
-from tests.support import PASSWORD, text_of
+from tests.support import PASSWORD, Staff, text_of
 
 SATO_SUPPORT = "10000000087"
 OUTSIDER, BOSS_PC, NEW_PC = "10.20.0.66", "10.20.0.10", "10.20.0.77"
@@ -131,9 +131,8 @@ def test_an_unknown_username_answers_in_the_same_time_as_a_known_one(appliance):
     assert statistics.median(known) > 0.5 * statistics.median(unknown), (known, unknown)
 
 
-def test_a_failed_approval_at_a_counter_never_slows_the_supervisors_login(appliance, login, downtime):
-    appliance.config["SONAE"]["counter"]["support_measure_approvable"] = ["household"]
-    clerk = login("clerk1")
+def test_a_failed_approval_at_a_counter_never_slows_the_supervisors_login(appliance, configure_app, downtime):
+    clerk = Staff(configure_app(counter={"support_measure_approvable": ["household"]}), "clerk1")
     free = appliance.config["SONAE"]["security"]["login_free_failures"]
     body = {"kind": "juminhyo", "requester_type": "household", "requester_name": "佐藤　一郎", "identity_document": "運転免許証",
             "approver": "boss"}

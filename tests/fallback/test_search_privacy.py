@@ -9,7 +9,7 @@ import time
 
 from fallback.counter import lookup
 from fallback.ops import open_ops
-from tests.support import example_records, text_of
+from tests.support import Staff, example_records, text_of
 
 SATO_SUPPORT = "10000000087"
 KANA = "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモヤユヨラリルレロワン"
@@ -49,22 +49,19 @@ def flags(appliance, actor="clerk1") -> list[dict]:
         conn.close()
 
 
-def test_residents_collected_by_searching_are_flagged(appliance, login, downtime):
-    security = appliance.config["SONAE"]["security"]
+def test_residents_collected_by_searching_are_flagged(appliance, login, downtime, configure_app):
     clerk = login("clerk1")
     seen = one_character_searches(clerk)
     assert len(seen) >= 10  # most of the example register, without opening one record
     assert flags(appliance) == []  # the default threshold (30) is above the example register's size
-    security["view_flag_count"] = len(seen) - 1
-    other = login("clerk2")
+    other = Staff(configure_app(security={"view_flag_count": len(seen) - 1}), "clerk2")
     assert one_character_searches(other) == seen
     (flag,) = flags(appliance, "clerk2")
     assert flag["distinct_residents"] == len(seen)
 
 
-def test_searches_and_views_count_together_and_only_above_the_threshold(appliance, login, downtime):
-    appliance.config["SONAE"]["security"]["view_flag_count"] = 4
-    clerk = login("clerk1")
+def test_searches_and_views_count_together_and_only_above_the_threshold(appliance, downtime, configure_app):
+    clerk = Staff(configure_app(security={"view_flag_count": 4}), "clerk1")
     clerk.api("GET", "/api/v1/residents?kana=ヤマダ")  # three residents shown
     clerk.get(f"/counter/resident/{SATO_SUPPORT}")  # a fourth opened: 4 is not above 4
     clerk.get("/counter/resident/10000000011")  # one already seen: still 4

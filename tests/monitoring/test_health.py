@@ -99,23 +99,21 @@ def test_readyz_refuses_data_older_than_the_hard_limit(configure, tmp_path):
     assert body["status"] == "not_ready"
 
 
-def test_readyz_tells_the_public_its_status_and_nothing_else(loaded):
+def test_readyz_tells_the_public_its_status_and_nothing_else(loaded, configure):
     public = client(loaded).get("/readyz")
     assert public.status_code == 200 and public.get_json() == {"status": "ready"}
-    loaded["alerts"]["metrics_token"] = TOKEN
-    web = client(loaded)
+    web = client(configure(ALERTS_METRICS_TOKEN=TOKEN))
     assert web.get("/readyz", headers={"Authorization": "Bearer wrong"}).get_json() == {"status": "ready"}
     full = web.get("/readyz", headers=SCRAPER).get_json()
     assert full["checks"]["snapshot"]["generation"] == 1 and "age_hours" in full["checks"]["data_age"]
 
 
-def test_metrics_tell_the_public_only_what_the_notice_says(loaded):
+def test_metrics_tell_the_public_only_what_the_notice_says(loaded, configure):
     text = client(loaded).get("/metrics").get_data(as_text=True)
     names = {line.split("{")[0].split(" ")[0] for line in text.splitlines() if line and not line.startswith("#")}
     assert names == {"sonae_ready", "sonae_downtime"}
     assert "sonae_downtime 0.0" in text
-    loaded["alerts"]["metrics_token"] = TOKEN
-    assert "sonae_snapshot_records" in client(loaded).get("/metrics", headers=SCRAPER).get_data(as_text=True)
+    assert "sonae_snapshot_records" in client(configure(ALERTS_METRICS_TOKEN=TOKEN)).get("/metrics", headers=SCRAPER).get_data(as_text=True)
 
 
 def test_metrics_pass_promtool_and_count_real_certificates_only(configure, fresh_example_export, upstream, clock):
@@ -172,9 +170,8 @@ def test_metrics_beyond_the_public_ones_need_the_token(scraped):
     assert "sonae_key_loaded" in web.get("/metrics", headers=SCRAPER).get_data(as_text=True)
 
 
-def test_without_the_key_the_appliance_is_alive_but_not_ready(loaded):
-    loaded["alerts"]["metrics_token"] = TOKEN
-    web = client(loaded)
+def test_without_the_key_the_appliance_is_alive_but_not_ready(loaded, configure):
+    web = client(configure(ALERTS_METRICS_TOKEN=TOKEN))
     key_file = loaded["security"]["key_file"]
     shutil.move(key_file, key_file + ".away")
     try:
@@ -191,9 +188,8 @@ def test_without_the_key_the_appliance_is_alive_but_not_ready(loaded):
         shutil.move(key_file + ".away", key_file)
 
 
-def test_health_endpoints_reveal_no_resident_data(loaded):
-    loaded["alerts"]["metrics_token"] = TOKEN
-    web = client(loaded)
+def test_health_endpoints_reveal_no_resident_data(loaded, configure):
+    web = client(configure(ALERTS_METRICS_TOKEN=TOKEN))
     bodies = "".join(web.get(path, headers=SCRAPER).get_data(as_text=True) for path in ("/healthz", "/readyz", "/metrics"))
     for code in (r["resident_code"] for r in example_records("residents")):
         assert code not in bodies

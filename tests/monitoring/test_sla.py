@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import subprocess
+import threading
 
 import pytest
 
@@ -143,3 +144,19 @@ def test_the_sla_pdf_is_for_the_vendor_and_set_in_ipaex_only(it_staff, tmp_path)
     assert "未達" in text and "不明" in text
     fonts = subprocess.run(["pdffonts", str(pdf)], capture_output=True, text=True, check=True).stdout.splitlines()[2:]
     assert fonts and all("IPAex" in line for line in fonts), fonts
+
+
+def test_the_sla_pdf_waits_for_the_weasyprint_lock_like_every_pdf(it_staff):
+    """WeasyPrint is not thread-safe: while a certificate holds the lock,
+    the SLA report waits for it instead of rendering beside it."""
+    from printing.render import weasyprint_lock
+
+    staff = Staff(it_staff, "it1")
+    answers = []
+    with weasyprint_lock:
+        render = threading.Thread(target=lambda: answers.append(staff.get("/monitor/sla.pdf?month=2026-02")))
+        render.start()
+        render.join(timeout=5)  # longer than the report takes to render unhindered
+        assert render.is_alive() and not answers  # blocked on the lock, not rendering beside it
+    render.join(timeout=60)
+    assert answers and answers[0].status_code == 200 and answers[0].data.startswith(b"%PDF")
