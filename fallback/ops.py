@@ -31,6 +31,16 @@ from sync import crypto
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 
+
+def _create_issue_keys(db: sqlite_utils.Database) -> None:
+    """Migration 8 (below): one row per idempotency key that issued."""
+    db["issue_keys"].create(
+        {"actor": str, "key": str, "request_id": int, "fingerprint": str, "created_at": str},
+        pk=("actor", "key"), not_null={"request_id", "fingerprint", "created_at"},
+        foreign_keys=[("request_id", "requests", "id")],
+    )
+
+
 MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     # 1: audit trail, modes, users, sync runs
     """
@@ -364,7 +374,12 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     CREATE TRIGGER notice_versions_kept BEFORE DELETE ON notice_versions
         BEGIN SELECT RAISE(ABORT, 'notice versions are kept'); END;
     """,
+    # 8: idempotency keys of issuance (a rendered request form, or the API's
+    # Idempotency-Key header): a key the server has seen answers with the
+    # request it issued, never with a second certificate.
+    _create_issue_keys,
 ]
+
 
 
 def now() -> dt.datetime:

@@ -14,6 +14,7 @@ import re
 
 from fallback.counter.certificates import MAX_APPROVER_LENGTH, MAX_FIELD_LENGTHS, MAX_MEMBERS
 from fallback.counter.lookup import MAX_QUERY_LENGTH
+from fallback.counter.service import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_LENGTH
 from fallback.deferred import DELIVERY
 from fallback.deferred import KINDS as DEFERRED_KINDS
 from fallback.deferred import MAX_LENGTHS as DEFERRED_LENGTHS
@@ -41,7 +42,8 @@ def _json(schema: dict) -> dict:
 
 def _errors(*codes: int) -> dict:
     text = {400: "bad request", 401: "not logged in", 403: "role not allowed", 404: "not found",
-            409: "conflict", 422: "refused by a rule", 423: "counter locked (not in downtime)",
+            409: "conflict (issuance: the first request under this Idempotency-Key is still rendering)",
+            422: "refused by a rule (or a same-day repeat to confirm, or an Idempotency-Key reused with another body)", 423: "counter locked (not in downtime)",
             429: "too many failed logins: wait Retry-After seconds",
             503: "no snapshot loaded (no_snapshot), or the appliance's disk failed: full, I/O error, busy (storage, with a one-line cause)"}
     return {str(c): {"description": text[c], **_json(_ERROR)} for c in codes}
@@ -79,13 +81,16 @@ _ISSUE_BODY = {
         "delegation_letter": {"type": "boolean"},
         "seal_card_number": _string(MAX_FIELD_LENGTHS["seal_card_number"][1]),
         "acknowledge_move_out": {"type": "boolean"},
+        "confirm_repeat": {"type": "boolean", "description": "issue although the same type was issued to this person today "
+                                                             "(otherwise refused with rule same_day_repeat and earlier_serials)"},
         "approver": _string(MAX_APPROVER_LENGTH),
         "approver_password": _string(MAX_PASSWORD_LENGTH),
     },
 }
-_LOGIN_BODY = {"type": "object", "required": ["username", "password", "terminal"], "properties": {
+_LOGIN_BODY = {"type": "object", "required": ["username", "password"], "properties": {
     "username": _string(MAX_USERNAME_LENGTH), "password": _string(MAX_PASSWORD_LENGTH),
-    "terminal": {"type": "string", "description": "one of the configured counter terminals (enum filled in per appliance)"}}}
+    "terminal": {"type": "string", "description": "one of the configured counter terminals (enum filled in per appliance); "
+                                                  "a PC registered to a terminal (its cookie) uses that one, and another is refused"}}}
 DEFERRED_BODY = {"type": "object", "required": ["kind", "name", "contact", "delivery", "consent"], "properties": {
     "kind": {"type": "string", "enum": list(DEFERRED_KINDS)}, "name": _text(DEFERRED_LENGTHS["name"]),
     "contact": _text(DEFERRED_LENGTHS["contact"]), "delivery": {"type": "string", "enum": list(DELIVERY)},
@@ -126,9 +131,17 @@ OPENAPI = {
         },
         "/api/v1/residents/{code}/certificates": {
             "post": {"summary": "Issue certificates",
-                     "parameters": [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}],
+                     "description": "With an Idempotency-Key header (IETF draft-ietf-httpapi-idempotency-key-header) a "
+                                    "repeat of the same request answers the first result (header Idempotent-Replayed: true) "
+                                    "and issues nothing; the same key with another body is refused (422 "
+                                    "idempotency_key_reused), and while the first is still rendering the answer is 409.",
+                     "parameters": [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}},
+                                    {"name": "Idempotency-Key", "in": "header", "required": False,
+                                     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+                                                "pattern": IDEMPOTENCY_KEY_PATTERN}}],
                      "requestBody": {"required": True, **_json(_ISSUE_BODY)},  # copies' maximum: see document()
-                     "responses": {"201": {"description": "issued", **_json({"type": "object"})}, **_errors(400, 401, 403, 404, 422, 423, 503)}},
+                     "responses": {"201": {"description": "issued", **_json({"type": "object"})},
+                                   **_errors(400, 401, 403, 404, 409, 422, 423, 503)}},
         },
         "/api/v1/certificates/{scope}/{serial}.pdf": {
             "get": {"summary": "An issued certificate's PDF",

@@ -14,25 +14,10 @@ import datetime as dt
 from dataclasses import dataclass
 
 from fallback import deferred, documents, drills, runbooks
+from fallback.counter.labels import rule_label
 from fallback.documents import format_minutes, format_time, minutes_between
 from fallback.ops import now_iso
 
-# The rule identifiers of issuance.IssueRefused, as the report names them.
-RULE_LABELS = {
-    "support_measure": "支援措置の対象者（承認なし）",
-    "seal_revoked": "廃止された印鑑登録",
-    "no_seal": "印鑑登録なし",
-    "seal_card_mismatch": "印鑑登録証の番号違い",
-    "johyo_for_active": "現在の住民に除票の写し",
-    "removed_resident": "除票の方に住民票の写し",
-    "planned_move_out": "転出予定の確認なし",
-    "third_party": "第三者からの請求",
-    "agent_without_letter": "委任状のない代理人",
-    "daily_cap": "1日の上限を超える請求",
-    "kill_switch": "データが古すぎる種類",
-    "approval_failed": "係長の承認の失敗",
-    "serials_exhausted": "発行番号の使い切り",
-}
 # A clerk who picked the wrong certificate type for the person.
 WRONG_TYPE_RULES = ("johyo_for_active", "removed_resident")
 
@@ -206,7 +191,7 @@ def report_markdown(current: DrillFigures, previous: DrillFigures | None) -> str
                   documents.md_table(["窓口"] + [f"{h}時台" for h in hours],
                                      [[t] + [current.hourly[t].get(h, 0) for h in hours] for t in sorted(current.hourly)])]
     lines += ["", "## 見つけた誤り（お断りした請求）", ""]
-    lines.append(documents.md_table(["内容", "件数"], [[RULE_LABELS.get(rule, rule), n] for rule, n in current.refusals.items()])
+    lines.append(documents.md_table(["内容", "件数"], [[rule_label(rule), n] for rule, n in current.refusals.items()])
                  if current.refusals else "お断りした請求はありませんでした。")
     lines += ["", "## 後日対応の受付", ""]
     lines.append(documents.md_table(["種類", "件数"], [[deferred.KINDS.get(k, k), n] for k, n in current.deferred_by_kind.items()])
