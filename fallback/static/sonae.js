@@ -61,6 +61,9 @@ function setupIssueForm() {
   const seal = document.getElementById("seal-card-number");
   const whole = document.getElementById("whole-household");
   setupHousehold(form);
+  // The next decision is the type: the focus starts there (unless an outcome holds it).
+  const kind = form.querySelector('input[name="kind"]:checked');
+  if (kind && document.activeElement === document.body) kind.focus();
   document.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { form.requestSubmit(); e.preventDefault(); return; }
     if (typingInField(e) || e.ctrlKey || e.altKey || e.metaKey) return;
@@ -235,4 +238,5 @@ document.addEventListener("DOMContentLoaded", () => {
   setupShortcuts();
   setupLiveStatus();
   setupVerify();
+  document.documentElement.dataset.ready = "1";  // the keys work from now on (the browser tests wait for it)
 });
