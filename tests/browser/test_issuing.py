@@ -13,7 +13,7 @@ from selenium.webdriver.support.ui import Select
 
 from fallback.ops import open_ops
 
-from .conftest import arrived, ready, focused_id, in_viewport, leave_page, login, press, wait_for, wait_until
+from .conftest import arrived, focused_id, in_viewport, leave_page, login, press, ready, wait_for, wait_until
 
 YAMADA_TARO, SATO_SUPPORT, SUZUKI_REMOVED = "10000000011", "10000000087", "10000000095"
 
