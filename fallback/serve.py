@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from fallback.cli_support import service_config
+from fallback.cli_support import configure_logging, service_config
 from fallback.config import Config
 from fallback.staff.security import UPLOAD_LIMIT
 
@@ -37,6 +37,7 @@ def serve(host, port, threads):
     from fallback.app import create_app
 
     config = service_config()
+    configure_logging()
     app = create_app(config)
     host = host or config["web"]["host"]
     port = port or config["web"]["port"]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 
 import click
 
-from fallback.cli_support import service_config
+from fallback.cli_support import configure_logging, service_config
 
 
 @click.command()
@@ -30,7 +29,7 @@ def worker(list_jobs):
             click.echo(f"{job.id:<16} next {job.next_run_time:%Y-%m-%d %H:%M:%S %Z}  {job.trigger}")
         scheduler.shutdown(wait=False)
         return
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     scheduler = build_scheduler(config, stopping)
 
     def stop(signum, frame):

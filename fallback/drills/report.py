@@ -17,6 +17,26 @@ from fallback import deferred, documents, drills, runbooks
 from fallback.counter.labels import rule_label
 from fallback.documents import format_minutes, format_time, minutes_between
 from fallback.ops import now_iso
+from fallback.staff.users import SYSTEM_DISPLAY_NAME, display_names
+
+# A rate needs enough to mean something: one certificate in a drill of
+# a quarter minute is not "262.4枚/時". Below either bound the report
+# shows no rate and says why.
+MIN_RATE_MINUTES = 30
+MIN_RATE_CERTIFICATES = 2
+NO_RATE = "—（データ不足）"
+
+
+def rate_per_hour(certificates: int, minutes: float) -> float | None:
+    """Certificates per hour, or None when there is too little to tell."""
+    if minutes < MIN_RATE_MINUTES or certificates < MIN_RATE_CERTIFICATES:
+        return None
+    return round(certificates / (minutes / 60), 1)
+
+
+def _rate_text(rate: float | None) -> str:
+    return NO_RATE if rate is None else f"{rate}枚"
+
 
 # A clerk who picked the wrong certificate type for the person.
 WRONG_TYPE_RULES = ("johyo_for_active", "removed_resident")
@@ -29,7 +49,7 @@ class CounterFigures:
     certificates: int
     first_at: str | None
     minutes_to_first: float | None
-    per_hour: float
+    per_hour: float | None  # None: too little data for a rate
 
 
 @dataclass(frozen=True)
@@ -63,9 +83,9 @@ class DrillFigures:
         return sum(self.refusals.values())
 
     @property
-    def certificates_per_counter_hour(self) -> float:
-        counters = len(self.counters) or 1
-        return round(self.certificates / counters / (self.active_minutes / 60), 1) if self.active_minutes else 0.0
+    def certificates_per_counter_hour(self) -> float | None:
+        rate = rate_per_hour(self.certificates, self.active_minutes)
+        return None if rate is None else round(rate / (len(self.counters) or 1), 1)
 
     @property
     def first_certificate_minutes(self) -> list[float]:
@@ -99,7 +119,7 @@ def figures(conn, drill: drills.Drill, *, terminals: list[dict], runbook_list: l
         CounterFigures(
             terminal, offices.get(terminal, "—"), len(stamps), stamps[0] if stamps else None,
             minutes_between(start, stamps[0]) if stamps and start else None,
-            round(len(stamps) / (active_minutes / 60), 1) if active_minutes else 0.0,
+            rate_per_hour(len(stamps), active_minutes),
         )
         for terminal, stamps in sorted(by_terminal.items())
     ]
@@ -139,7 +159,7 @@ def _comparison_rows(current: DrillFigures, previous: DrillFigures | None) -> li
         ("最初の交付まで（最も早い窓口）", lambda f: first(f, min), format_minutes),
         ("最初の交付まで（最も遅い窓口）", lambda f: first(f, max), format_minutes),
         ("交付した証明書", lambda f: f.certificates, lambda v: f"{v}枚"),
-        ("1窓口1時間あたりの交付", lambda f: f.certificates_per_counter_hour, lambda v: f"{v}枚"),
+        ("1窓口1時間あたりの交付", lambda f: f.certificates_per_counter_hour, _rate_text),
         ("見つけた誤り（お断り）", lambda f: f.errors_caught, lambda v: f"{v}件"),
         ("うち証明書の種類の誤り", lambda f: f.wrong_type_attempts, lambda v: f"{v}件"),
         ("手順書のチェック", lambda f: len(f.steps_done), lambda v: f"{v}件"),
@@ -157,16 +177,23 @@ def _comparison_rows(current: DrillFigures, previous: DrillFigures | None) -> li
     return rows
 
 
-def report_markdown(current: DrillFigures, previous: DrillFigures | None) -> str:
+def report_markdown(current: DrillFigures, previous: DrillFigures | None, names: dict[str, str] | None = None) -> str:
+    """The report as Markdown; `names` (username -> display name) shows
+    staff by the names they know each other by."""
     drill = current.drill
     md = documents.md_text
+    names = {**(names or {}), "system": SYSTEM_DISPLAY_NAME}
+
+    def name(username: str) -> str:
+        return names.get(username, username)
+
     lines = [
         f"# 訓練報告書：{md(drill.title)}",
         "",
         f"- シナリオ：{md(drill.scenario_label)}" + (f"（{md(drill.description)}）" if drill.description else ""),
         f"- 実施：{format_time(drill.started_at)} 〜 {format_time(drill.ended_at)}（訓練時間 {format_minutes(current.active_minutes)}）",
         f"- 状態：{md(drill.status_label)}",
-        f"- 参加者：{len(drill.participants)}人（{md('、'.join(drill.participants))}）",
+        f"- 参加者：{len(drill.participants)}人（{md('、'.join(name(p) for p in drill.participants))}）",
         f"- 参加した窓口：{md('、'.join(c.terminal for c in current.counters)) if current.counters else '—'}",
         f"- 作成：{format_time(now_iso())}（Sonae が訓練中の記録から自動で計測しました）",
         "",
@@ -182,7 +209,7 @@ def report_markdown(current: DrillFigures, previous: DrillFigures | None) -> str
     lines += ["## 窓口ごとの交付", ""]
     lines.append(documents.md_table(
         ["窓口", "庁舎", "最初の交付", "開始から", "交付枚数", "1時間あたり"],
-        [[c.terminal, c.office, format_time(c.first_at), format_minutes(c.minutes_to_first), c.certificates, c.per_hour]
+        [[c.terminal, c.office, format_time(c.first_at), format_minutes(c.minutes_to_first), c.certificates, _rate_text(c.per_hour)]
          for c in current.counters],
     ) if current.counters else "交付はありませんでした。")
     hours = sorted({hour for counts in current.hourly.values() for hour in counts})
@@ -203,11 +230,11 @@ def report_markdown(current: DrillFigures, previous: DrillFigures | None) -> str
             ["時刻", "開始から", "手順書", "手順", "役割", "チェックした人"],
             [[format_time(s.tick.at), format_minutes(s.minutes_from_start), s.runbook_title,
               f"{s.step_number}. {s.tick.step_text}" if s.step_number else f"（変更前の手順）{s.tick.step_text}",
-              s.tick.role, s.tick.actor] for s in current.steps_done],
+              s.tick.role, name(s.tick.actor)] for s in current.steps_done],
         ))
     lines += ["", "## 経過", "",
               documents.md_table(["時刻", "出来事", "操作した人", "内容"],
-                                 [[format_time(e.at), e.label, e.actor, e.detail.get("reason", "")] for e in current.events]),
+                                 [[format_time(e.at), e.label, name(e.actor), e.detail.get("reason", "")] for e in current.events]),
               "", "## 反省と改善点（記入欄）", "", "（訓練担当が記入してください）", ""]
     return "\n".join(lines)
 
@@ -221,4 +248,5 @@ def build(conn, drill_id: int, *, terminals: list[dict], runbook_list: list[runb
     return report_markdown(
         figures(conn, drill, terminals=terminals, runbook_list=runbook_list),
         figures(conn, previous, terminals=terminals, runbook_list=runbook_list) if previous else None,
+        display_names(conn),
     )

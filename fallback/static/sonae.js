@@ -226,6 +226,19 @@ function setupLiveStatus() {
   window.setInterval(poll, Number(body.dataset.pollMs) || 5000);
 }
 
+// A form whose edits matter (the residents' notice): leaving the page with
+// unsaved edits asks first; sending it (save or approve) does not.
+function setupUnsavedWarning() {
+  document.querySelectorAll("form[data-warn-unsaved]").forEach((form) => {
+    let dirty = false;
+    form.addEventListener("input", () => { dirty = true; });
+    form.addEventListener("submit", () => { dirty = false; });
+    window.addEventListener("beforeunload", (e) => {
+      if (dirty) { e.preventDefault(); e.returnValue = ""; }
+    });
+  });
+}
+
 // /verify: the answer comes into view (a phone shows the form first).
 function setupVerify() {
   const result = document.getElementById("verify-result") || document.getElementById("verify-error");
@@ -238,5 +251,6 @@ document.addEventListener("DOMContentLoaded", () => {
   setupShortcuts();
   setupLiveStatus();
   setupVerify();
+  setupUnsavedWarning();
   document.documentElement.dataset.ready = "1";  // the keys work from now on (the browser tests wait for it)
 });
