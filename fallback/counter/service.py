@@ -310,12 +310,13 @@ def _remember_key(counter: Counter, key: str, fingerprint: str):
 
 def earlier_today(counter: Counter, code: str, kind: str) -> list[tuple[int, str, str]]:
     """(serial, issued at, clerk) of today's certificates of this type for
-    this person in the counter's scope, voided serials aside."""
+    this person in the counter's scope that were handed out (rendered): a
+    serial still rendering, or voided after a crash, gave the resident nothing."""
     start_of_day = now().replace(hour=0, minute=0, second=0, microsecond=0).isoformat(timespec="milliseconds")
     return counter.conn.execute(
         "SELECT c.serial, r.created_at, r.clerk FROM requests r JOIN certificates c ON c.request_id = r.id "
         "WHERE r.outcome = 'issued' AND r.subject_code = ? AND r.kind = ? AND r.created_at >= ? AND r.scope = ? "
-        "AND r.drill_id IS ? AND c.scope = r.scope AND c.status != 'void' ORDER BY r.id, c.copy_number",
+        "AND r.drill_id IS ? AND c.scope = r.scope AND c.status = 'rendered' ORDER BY r.id, c.copy_number",
         (code, kind, start_of_day, counter.scope.name, counter.scope.drill_id),
     ).fetchall()
 

@@ -226,6 +226,24 @@ function setupLiveStatus() {
   window.setInterval(poll, Number(body.dataset.pollMs) || 5000);
 }
 
+// The public notice: its content is fetched again every few minutes and
+// replaced in place (no reload under the reader, no meta refresh).
+function setupPublicRefresh() {
+  const main = document.querySelector("main[data-public-refresh-seconds]");
+  if (!main) return;
+  window.setInterval(async () => {
+    if (document.visibilityState !== "visible") return;
+    try {
+      const answer = await fetch(window.location.href, { cache: "no-store" });
+      if (!answer.ok) return;
+      const fresh = new DOMParser().parseFromString(await answer.text(), "text/html").querySelector("main");
+      if (fresh) main.replaceChildren(...fresh.childNodes);
+    } catch (error) {
+      // offline for a moment: the next turn tries again
+    }
+  }, Number(main.dataset.publicRefreshSeconds) * 1000);
+}
+
 // A form whose edits matter (the residents' notice): leaving the page with
 // unsaved edits asks first; sending it (save or approve) does not.
 function setupUnsavedWarning() {
@@ -252,5 +270,6 @@ document.addEventListener("DOMContentLoaded", () => {
   setupLiveStatus();
   setupVerify();
   setupUnsavedWarning();
+  setupPublicRefresh();
   document.documentElement.dataset.ready = "1";  // the keys work from now on (the browser tests wait for it)
 });

@@ -66,7 +66,8 @@ def test_draft_edit_approve_publish_withdraw(appliance, login, tmp_path):
     page = public.get("/notice")
     html = page.get_data(as_text=True)
     assert page.headers["Cache-Control"] == "no-cache"
-    assert '<meta http-equiv="refresh" content="60">' in html
+    # The content renews itself in place (the page script), never by a meta refresh that reloads under the reader.
+    assert 'data-public-refresh-seconds="60"' in html and 'http-equiv="refresh"' not in html
     assert "【大田区】窓口システム障害のお知らせ（第2報）" in html and "大変ご迷惑をおかけしております。" in html
     assert "区役所の コンピューターが 止まっています" in html and "Ota City: service disruption at the ward office" in html
     assert "掲載：令和" in html and "次回更新予定：令和" in html and "Next update: around" in html
