@@ -67,7 +67,7 @@ class CounterLocked(SonaeError):
 
     status = 423
     code = "counter_locked"
-    title = "窓口"
+    title = "窓口（検索・交付）"
     template = "counter/locked.html"
 
     def __init__(self, message: str, *, issuing: bool = False, reason: str | None = None):

@@ -209,7 +209,8 @@ def report_markdown(current: DrillFigures, previous: DrillFigures | None, names:
     lines += ["## 窓口ごとの交付", ""]
     lines.append(documents.md_table(
         ["窓口", "庁舎", "最初の交付", "開始から", "交付枚数", "1時間あたり"],
-        [[c.terminal, c.office, format_time(c.first_at), format_minutes(c.minutes_to_first), c.certificates, _rate_text(c.per_hour)]
+        [[c.terminal, c.office, format_time(c.first_at), format_minutes(c.minutes_to_first), c.certificates,
+          NO_RATE if c.per_hour is None else c.per_hour]
          for c in current.counters],
     ) if current.counters else "交付はありませんでした。")
     hours = sorted({hour for counts in current.hourly.values() for hour in counts})

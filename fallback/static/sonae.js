@@ -66,6 +66,9 @@ function setupIssueForm() {
   if (kind && document.activeElement === document.body) kind.focus();
   document.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { form.requestSubmit(); e.preventDefault(); return; }
+    // Enter alone never issues (a browser submits a form on Enter in a field):
+    // only Ctrl+Enter or the button do, so a second Enter from the results list is harmless.
+    if (e.key === "Enter" && form.contains(e.target) && e.target.tagName === "INPUT") { e.preventDefault(); return; }
     if (typingInField(e) || e.ctrlKey || e.altKey || e.metaKey) return;
     const radio = form.querySelector(`input[name="kind"][data-key="${e.key}"]`);
     if (radio) {

@@ -68,10 +68,18 @@ def wait_until(driver, predicate, timeout: float = 10):
     return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(predicate)
 
 
+MODIFIERS = (Keys.CONTROL, Keys.SHIFT, Keys.ALT)
+
+
 def press(driver, *keys):
+    """Press keys one after the other; Keys.CONTROL + Keys.ENTER is one
+    chord (Control held while Enter is pressed), as a person presses it."""
     chain = ActionChains(driver)
     for key in keys:
-        chain.send_keys(key)
+        if len(key) == 2 and key[0] in MODIFIERS:
+            chain.key_down(key[0]).send_keys(key[1]).key_up(key[0])
+        else:
+            chain.send_keys(key)
     chain.perform()
 
 

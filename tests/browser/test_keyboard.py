@@ -37,7 +37,7 @@ class Keyboard:
     def press(self, key: str, *, navigates: bool = False) -> None:
         if navigates:
             leave_page(self.driver)
-        ActionChains(self.driver).send_keys(key).perform()
+        press(self.driver, key)
         self.presses += 1
         if navigates:
             arrived(self.driver)
