@@ -114,7 +114,8 @@ OPENAPI = {
             "delete": {"summary": "Log out", "responses": {"204": {"description": "logged out"}, **_errors(400, 401, 503)}},
         },
         "/api/v1/status": {
-            "get": {"summary": "Mode and snapshot data-as-of", "responses": {
+            "get": {"summary": "Mode, banner, this staff member's counter, snapshot data-as-of: every open screen polls it "
+                               "(send X-Sonae-Poll: 1 so that polling keeps no idle session alive)", "responses": {
                 "200": {"description": "status", **_json({"$ref": "#/components/schemas/Status"})}, **_errors(401, 503)}},
         },
         "/api/v1/residents": {
@@ -169,9 +170,14 @@ OPENAPI = {
             "cause": {"type": "string", "description": "storage errors: the fault in one line (disk full, I/O error, busy)"},
             "rule": {"type": "string", "description": "refused: the issuance rule that refused"},
             "retry_after": {"type": "integer", "description": "login_throttled: seconds to wait"}}},
-        "Status": {"type": "object", "required": ["mode", "snapshot"], "properties": {
+        "Status": {"type": "object", "required": ["mode", "snapshot", "banner", "revision"], "properties": {
             "mode": {"type": "string"}, "mode_label": {"type": "string"}, "mode_since": {"type": "string", "nullable": True},
-            "snapshot": {"type": "object", "nullable": True}}},
+            "snapshot": {"type": "object", "nullable": True},
+            "banner": {"type": "object", "description": "what every screen's banner shows (level, data-as-of, warning, drill)"},
+            "counter": {"type": "object", "nullable": True,
+                        "description": "this staff member's counter: open or not and why (null for roles without a counter)"},
+            "revision": {"type": "string", "description": "changes when what the self-refreshing screens show changes"},
+            "poll_interval_ms": {"type": "integer", "description": "how often an open screen asks"}}},
         "ResidentSummary": {"type": "object", "required": ["resident_code", "name", "birth_date", "status"], "properties": {
             "resident_code": {"type": "string"}, "name": {"type": "string"}, "name_kana": {"type": "string"},
             "birth_date": {"type": "string"}, "status": {"type": "string", "enum": ["active", "removed"]},
