@@ -479,11 +479,17 @@ class Browser:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
     def press(self, *keys: str) -> None:
+        """Press keys in turn; Keys.CONTROL + Keys.ENTER is one chord, Control
+        held while Enter goes down (the counter issues on Ctrl+Enter only)."""
         from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.keys import Keys
 
         chain = ActionChains(self.driver)
         for key in keys:
-            chain.send_keys(key)
+            if len(key) == 2 and key[0] == Keys.CONTROL:
+                chain.key_down(Keys.CONTROL).send_keys(key[1]).key_up(Keys.CONTROL)
+            else:
+                chain.send_keys(key)
         chain.perform()
 
     def select(self, css: str, *, value: str | None = None, text: str | None = None) -> None:
