@@ -776,7 +776,7 @@ class OutageDay:
                 outcome = self.submit(desk)
                 if outcome != "issued":
                     self.record.refused.append(Refused(clerk, terminal["office"], case.kind, code, outcome))
-                    desk.shot(f"counter-refused-{outcome}", at="#issue-error")
+                    desk.shot(f"counter-refused-{outcome}")  # the outcome is at the top of the page
                 else:
                     self.record_issued(desk, case)
         if case.deferred:
