@@ -8,7 +8,7 @@ import io
 
 from flask import Flask, Request
 
-from fallback import banner, db, filters
+from fallback import banner, db, disk, filters
 from fallback.config import Config, ConfigError, load_config
 from fallback.counter.issuance import SUPPORT_MEASURE_APPROVABLE
 from fallback.keys import session_secret
@@ -75,6 +75,7 @@ def create_app(config: Config | None = None) -> Flask:
     # unreadable file stops the server here with a clear message.
     open_ops(config).close()
     db.init_app(app)
+    disk.init_app(app)
     security.init_app(app)
     from importlib import import_module
 

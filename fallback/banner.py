@@ -13,7 +13,8 @@ from fallback import drills, modes
 from fallback.counter.rendering import print_settings
 from fallback.counter.state import drill_scope
 from fallback.db import get_ops
-from fallback.mirror.registry import format_age, snapshot_summary
+from fallback.mirror.availability import unavailable_message
+from fallback.mirror.registry import format_age, register_problem, snapshot_store, snapshot_summary
 from fallback.staff.users import ROLES
 from printing.wareki import format_wareki_datetime
 
@@ -40,7 +41,7 @@ def banner_context() -> dict:
     drill = drills.active_drill(get_ops())
     if summary is None:
         level = "danger"
-        warning = "住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。"
+        warning = unavailable_message(register_problem(), snapshot_store(config))
     else:
         # A long-outage drill's participants see the data as old as the
         # scenario says, exactly as their certificates will print it.

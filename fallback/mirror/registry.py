@@ -14,9 +14,12 @@ from dataclasses import dataclass
 from flask import current_app, g
 
 from fallback.config import Config
-from fallback.db import EXTENSION
+from fallback.db import EXTENSION, get_ops
 from fallback.keys import snapshot_key
+from fallback.mirror import availability
 from fallback.ops import now
+from sync import crypto
+from sync.errors import SyncError
 from sync.store import SnapshotStore
 
 
@@ -26,7 +29,8 @@ def snapshot_store(config: Config) -> SnapshotStore:
 
 def get_register():
     """The current generation's Register, or None when no snapshot has been
-    loaded yet. Checked against CURRENT once per request."""
+    loaded yet or it cannot be opened (`register_problem()` says why).
+    Checked against CURRENT once per request."""
     local = current_app.extensions[EXTENSION]
     if g.get("register_checked"):
         return getattr(local, "register", None)
@@ -34,15 +38,33 @@ def get_register():
     store = getattr(local, "store", None)
     if store is None:
         store = local.store = snapshot_store(current_app.config["SONAE"])
-    current = store.current()
     register = getattr(local, "register", None)
-    if register is not None and register.generation != current:
-        register.close()
+    try:
+        current = store.current()
+        if register is not None and register.generation != current:
+            register.close()
+            register = None
+        if register is None and current is not None:
+            register = availability.WatchedRegister(store.open_register(current), _record_read_error)
+    except (SyncError, crypto.WrongKeyError, crypto.DatabaseError, OSError) as exc:
+        # A damaged pointer or generation: every page says so (the banner),
+        # none answers 500.
+        if register is not None:
+            register.close()
         register = None
-    if register is None and current is not None:
-        register = store.open_register(current)
+        g.register_problem = exc
     local.register = register
     return register
+
+
+def register_problem() -> Exception | None:
+    """Why get_register() gave None in this request (None: nothing loaded yet)."""
+    get_register()
+    return g.get("register_problem")
+
+
+def _record_read_error(generation: int, exc: Exception) -> None:
+    availability.record(get_ops(), generation, exc)
 
 
 def format_age(hours: float) -> str:

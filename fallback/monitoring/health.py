@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
-from fallback import modes
+from fallback import disk, modes
 from fallback.config import Config
 from fallback.counter.issuance import KINDS, handed_out_by_kind
 from fallback.counter.rendering import verification_address_problem
 from fallback.keys import key_status
-from fallback.mirror.registry import SnapshotSummary, snapshot_summary
+from fallback.mirror import availability
+from fallback.mirror.registry import SnapshotSummary, register_problem, snapshot_store, snapshot_summary
 from fallback.monitoring import mirror, probes
-from sync.crypto import WrongKeyError
-from sync.errors import SyncError
+from sync import crypto
 
 
 @dataclass(frozen=True)
@@ -36,31 +36,66 @@ class Readiness:
     snapshot: SnapshotSummary | None
 
 
-def readiness(config: Config, at: dt.datetime) -> Readiness:
-    """Ready to serve counters: the key loads, a snapshot is present, and its
-    data is not older than counter.data_age_hard_limit_hours."""
+def readiness(config: Config, conn, at: dt.datetime) -> Readiness:
+    """Ready to serve counters: the key loads, a snapshot is present, opens
+    and reads without errors, its data is not older than
+    counter.data_age_hard_limit_hours, and the operational database can
+    commit (a durable write, at most once a second). `conn` is the
+    operational database (None when the key is missing)."""
     hard_limit = config["counter"]["data_age_hard_limit_hours"]
     checks: dict[str, dict] = {}
     key_problem = key_status(config)
     checks["key"] = {"ok": key_problem is None, "detail": "暗号鍵を読み込めます" if key_problem is None else "暗号鍵を読み込めません"}
     snapshot = None
     if key_problem is None:
-        try:
-            snapshot = snapshot_summary(config)
-            detail = "住民記録の写しがあります" if snapshot else "住民記録の写しがまだありません"
-        except (SyncError, WrongKeyError):
-            detail = "住民記録の写しを開けません"
-        checks["snapshot"] = {"ok": snapshot is not None, "detail": detail}
+        checks["snapshot"], snapshot = _snapshot_check(config)
+        checks.update(_pointer_check(config))
     if snapshot is not None:
         checks["snapshot"].update(generation=snapshot.generation, data_as_of=snapshot.as_of.isoformat())
         checks["data_age"] = {"ok": snapshot.age_hours <= hard_limit, "age_hours": round(snapshot.age_hours, 3), "limit_hours": hard_limit}
+        errors = availability.recent(conn, snapshot.generation, at) if conn is not None else None
+        checks["snapshot_reads"] = {"ok": errors is None, "detail": "読み出しの失敗はありません" if errors is None else (
+            f"住民記録の写しの読み出しが{errors['count']}回失敗しています（最後 {errors['last_at'][:19]}）。"
+            f"sonae snapshot verify {snapshot.generation} で検査してください"), **({"errors": errors["count"]} if errors else {})}
+    if conn is not None:
+        problem = disk.write_probe(config, conn)
+        checks["writes"] = {"ok": problem is None, "detail": "運用データベースに書き込めます" if problem is None else
+                            f"運用データベースに書き込めません（{problem}）"}
+    reserve = disk.reserve_state(config)
+    if reserve.size:  # reported, not a reason to stop: the counters work on the released space
+        checks["disk_reserve"] = {"ok": reserve.present, "free_bytes": disk.free_bytes(config), "reserve_bytes": reserve.size,
+                                  "detail": "予備の領域があります" if reserve.present else "予備の領域はありません（解放済みか、まだ作れていません）"}
     # Reported, not a reason to stop the counters: certificates still issue,
     # only their printed verification address is of no use outside.
     address_problem = verification_address_problem(config)
     checks["verification_address"] = {"ok": address_problem is None, "detail": address_problem or "確認先が設定されています"}
-    ready = key_problem is None and snapshot is not None and checks["data_age"]["ok"]
+    ready = key_problem is None and snapshot is not None and all(
+        checks[name]["ok"] for name in ("data_age", "snapshot_reads", "writes") if name in checks)
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "at": at.isoformat(timespec="seconds")}
     return Readiness(ready, body, key_problem is None, snapshot)
+
+
+def _snapshot_check(config: Config) -> tuple[dict, SnapshotSummary | None]:
+    try:
+        snapshot = snapshot_summary(config)
+    except crypto.DatabaseError as exc:  # it opened, but its meta cannot be read
+        return {"ok": False, "detail": "住民記録の写しを読み出せません", "reason": str(exc)}, None
+    if snapshot is not None:
+        return {"ok": True, "detail": "住民記録の写しがあります"}, snapshot
+    problem = register_problem()
+    if problem is None:
+        return {"ok": False, "detail": "住民記録の写しがまだありません"}, None
+    return {"ok": False, "detail": availability.unavailable_message(problem, snapshot_store(config)), "reason": str(problem)}, None
+
+
+def _pointer_check(config: Config) -> dict[str, dict]:
+    """A damaged CURRENT whose copy says what it held: the right generation
+    serves, the next sync writes CURRENT again; reported meanwhile."""
+    pointer = snapshot_store(config).pointer()
+    if pointer.damage is None or pointer.generation is None:
+        return {}
+    return {"snapshot_pointer": {"ok": False, "reason": pointer.damage,
+                                 "detail": "現在の世代を示すファイル（CURRENT）が壊れています。控えが示す世代で動いており、次の取込で直ります"}}
 
 
 def _timestamp(iso: str | None) -> float | None:
@@ -74,7 +109,7 @@ def metric_families(config: Config, conn, at: dt.datetime, *, public: bool = Fal
     — whether the counters could be served, and whether they are working
     from the copy because of an outage."""
     families = []
-    state = readiness(config, at)
+    state = readiness(config, conn, at)
     ready = GaugeMetricFamily("sonae_ready", "1 when the counters could be served (key, snapshot, data age)")
     ready.add_metric([], int(state.ready))
     families.append(ready)

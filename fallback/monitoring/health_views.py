@@ -51,7 +51,8 @@ def _token_sent() -> bool:
 @bp.route("/readyz")
 @public
 def readyz():
-    state = health.readiness(current_app.config["SONAE"], now())
+    config = current_app.config["SONAE"]
+    state = health.readiness(config, get_ops() if key_status(config) is None else None, now())
     response = jsonify(state.body if _token_sent() else {"status": state.body["status"]})
     response.status_code = 200 if state.ready else 503
     return _no_store(response)
