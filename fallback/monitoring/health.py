@@ -36,12 +36,13 @@ class Readiness:
     snapshot: SnapshotSummary | None
 
 
-def readiness(config: Config, conn, at: dt.datetime) -> Readiness:
+def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception | None = None) -> Readiness:
     """Ready to serve counters: the key loads, a snapshot is present, opens
     and reads without errors, its data is not older than
     counter.data_age_hard_limit_hours, and the operational database can
-    commit (a durable write, at most once a second). `conn` is the
-    operational database (None when the key is missing)."""
+    commit (a durable write, at most once a second) with room for a
+    certificate. `conn` is the operational database (None when the key is
+    missing, or when it cannot be opened: `ops_problem`)."""
     hard_limit = config["counter"]["data_age_hard_limit_hours"]
     checks: dict[str, dict] = {}
     key_problem = key_status(config)
@@ -58,21 +59,36 @@ def readiness(config: Config, conn, at: dt.datetime) -> Readiness:
             f"住民記録の写しの読み出しが{errors['count']}回失敗しています（最後 {errors['last_at'][:19]}）。"
             f"sonae snapshot verify {snapshot.generation} で検査してください"), **({"errors": errors["count"]} if errors else {})}
     if conn is not None:
-        problem = disk.write_probe(config, conn)
-        checks["writes"] = {"ok": problem is None, "detail": "運用データベースに書き込めます" if problem is None else
-                            f"運用データベースに書き込めません（{problem}）"}
-    reserve = disk.reserve_state(config)
-    if reserve.size:  # reported, not a reason to stop: the counters work on the released space
-        checks["disk_reserve"] = {"ok": reserve.present, "free_bytes": disk.free_bytes(config), "reserve_bytes": reserve.size,
-                                  "detail": "予備の領域があります" if reserve.present else "予備の領域はありません（解放済みか、まだ作れていません）"}
+        checks.update(_disk_checks(config, conn))
+    elif ops_problem is not None:
+        checks["writes"] = {"ok": False, "detail": f"運用データベースを開けません（{type(ops_problem).__name__}: {ops_problem}）"}
     # Reported, not a reason to stop the counters: certificates still issue,
     # only their printed verification address is of no use outside.
     address_problem = verification_address_problem(config)
     checks["verification_address"] = {"ok": address_problem is None, "detail": address_problem or "確認先が設定されています"}
-    ready = key_problem is None and snapshot is not None and all(
-        checks[name]["ok"] for name in ("data_age", "snapshot_reads", "writes") if name in checks)
+    ready = key_problem is None and ops_problem is None and snapshot is not None and all(
+        checks[name]["ok"] for name in ("data_age", "snapshot_reads", "writes", "disk_space") if name in checks)
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "at": at.isoformat(timespec="seconds")}
     return Readiness(ready, body, key_problem is None, snapshot)
+
+
+def _disk_checks(config: Config, conn) -> dict[str, dict]:
+    """The operational database commits (a small durable write: a failing or
+    read-only disk), and the disk has room for one more certificate (a
+    small write fits in a WAL that a big one must grow)."""
+    problem = disk.write_probe(config, conn)
+    free, needed = disk.free_bytes(config), disk.bytes_per_certificate(conn)
+    checks = {
+        "writes": {"ok": problem is None,
+                   "detail": "運用データベースに書き込めます" if problem is None else f"運用データベースに書き込めません（{problem}）"},
+        "disk_space": {"ok": free >= needed, "free_bytes": free, "bytes_per_certificate": needed,
+                       "detail": f"空きは証明書およそ{free // needed:,}通分です" if free >= needed else "証明書1通分の空きもありません"},
+    }
+    reserve = disk.reserve_state(config)
+    if reserve.size:  # reported, not a reason to stop: the counters work on the released space
+        checks["disk_reserve"] = {"ok": reserve.present, "reserve_bytes": reserve.size,
+                                  "detail": "予備の領域があります" if reserve.present else "予備の領域はありません（解放済みか、まだ作れていません）"}
+    return checks
 
 
 def _snapshot_check(config: Config) -> tuple[dict, SnapshotSummary | None]:

@@ -23,6 +23,7 @@ from fallback.keys import key_status
 from fallback.monitoring import health
 from fallback.ops import now
 from fallback.staff.security import public
+from sync import crypto
 
 bp = Blueprint("health", __name__, template_folder="templates")
 
@@ -52,7 +53,13 @@ def _token_sent() -> bool:
 @public
 def readyz():
     config = current_app.config["SONAE"]
-    state = health.readiness(config, get_ops() if key_status(config) is None else None, now())
+    conn, problem = None, None
+    if key_status(config) is None:
+        try:
+            conn = get_ops()
+        except (crypto.DatabaseError, crypto.WrongKeyError, OSError) as exc:  # its disk fails (the key loads)
+            problem = exc
+    state = health.readiness(config, conn, now(), ops_problem=problem)
     response = jsonify(state.body if _token_sent() else {"status": state.body["status"]})
     response.status_code = 200 if state.ready else 503
     return _no_store(response)
