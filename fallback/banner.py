@@ -9,7 +9,7 @@ import datetime as dt
 
 from flask import current_app, g, request, url_for
 
-from fallback import drills, modes
+from fallback import clock, drills, modes
 from fallback.counter.rendering import print_settings
 from fallback.counter.state import drill_scope
 from fallback.db import get_ops
@@ -55,6 +55,10 @@ def banner_context() -> dict:
         if age_hours > warning_hours:
             level = "danger"
             warning = f"データが{age_text}前のものです（基準 {warning_hours:g}時間）。交付前に内容が古い可能性を住民の方に説明してください。"
+    doubts = clock.doubts(get_ops(), data_as_of=summary.as_of if summary else None)
+    if doubts:
+        level = "danger"
+        warning = clock.warning_message(doubts) + "時計が直るまで証明書は交付できません。情報政策課に連絡してください。"
     if level == "ok" and state.mode != modes.STANDBY:
         # Every mode but standby has its own colour, so nobody mistakes the
         # downtime counter for the normal one.

@@ -34,7 +34,7 @@ import logging
 import re
 from dataclasses import dataclass
 
-from fallback import anchor, audit, disk, modes
+from fallback import anchor, audit, clock, disk, modes
 from fallback.config import Config
 from fallback.keys import key_status
 from fallback.mirror import availability
@@ -63,6 +63,7 @@ RUNBOOKS = {
     "07-kagi-kanri": "鍵の管理と交換",
     "08-snapshot-restore": "スナップショットの復元",
     "09-disk-full": "ディスクが一杯になったとき",
+    "10-tokei": "装置の時計が正しくないとき",
 }
 MODE_RUNBOOK = {
     modes.SUSPECT: "01-shoki-taio",
@@ -341,6 +342,27 @@ def snapshot_store_conditions(conn, config: Config, facts: mirror.SnapshotFacts 
     return conditions
 
 
+def clock_conditions(conn, facts: mirror.SnapshotFacts | None, at: dt.datetime) -> list[Condition]:
+    """A clock that disagrees with what the appliance knows (judged by the
+    clock itself: `at` may be a scheduled time), and NTP reported off."""
+    conditions = []
+    found = clock.doubts(conn, data_as_of=facts.current.as_of if facts else None)
+    if found:
+        conditions.append(Condition(
+            "clock.implausible", CRITICAL, "この装置の時計が正しくないおそれがあります", clock.warning_message(found),
+            at.isoformat(timespec="milliseconds"),
+            "時計が直るまで、窓口での交付はできません（交付日と発行番号がこの時計で印字されるため）。検索と閲覧はできます。", "10-tokei",
+        ))
+    ntp, _ = clock.ntp_status()
+    if ntp == "no":
+        conditions.append(Condition(
+            "clock.ntp", WARNING, "装置の時計がNTPで同期されていません",
+            "OS（timedatectl）が、時計がNTPで同期されていないと報告しています。", at.isoformat(timespec="milliseconds"),
+            "今は使えますが、時計がずれていくと、この装置は交付を止めます。", "10-tokei",
+        ))
+    return conditions
+
+
 def audit_conditions(conn, config: Config, at: dt.datetime) -> list[Condition]:
     """Verify the audit chain, and the database against the audit anchor, at
     most every alerts.audit_verify_minutes (it reads the whole log); between
@@ -393,6 +415,7 @@ def evaluate(conn, config: Config, at: dt.datetime) -> list[Condition]:
     conditions += upstream_conditions(statuses, facts)
     conditions += sync_conditions(conn, config, facts, at, register_down)
     conditions += disk_conditions(conn, config, at)
+    conditions += clock_conditions(conn, facts, at)
     conditions += audit_conditions(conn, config, at)
     return conditions
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
-from fallback import disk, modes
+from fallback import clock, disk, modes
 from fallback.config import Config
 from fallback.counter.issuance import KINDS, handed_out_by_kind
 from fallback.counter.rendering import verification_address_problem
@@ -60,6 +60,7 @@ def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception |
             f"sonae snapshot verify {snapshot.generation} で検査してください"), **({"errors": errors["count"]} if errors else {})}
     if conn is not None:
         checks.update(_disk_checks(config, conn))
+        checks["clock"] = _clock_check(conn, snapshot, at)
     elif ops_problem is not None:
         checks["writes"] = {"ok": False, "detail": f"運用データベースを開けません（{type(ops_problem).__name__}: {ops_problem}）"}
     # Reported, not a reason to stop the counters: certificates still issue,
@@ -67,7 +68,7 @@ def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception |
     address_problem = verification_address_problem(config)
     checks["verification_address"] = {"ok": address_problem is None, "detail": address_problem or "確認先が設定されています"}
     ready = key_problem is None and ops_problem is None and snapshot is not None and all(
-        checks[name]["ok"] for name in ("data_age", "snapshot_reads", "writes", "disk_space") if name in checks)
+        checks[name]["ok"] for name in ("data_age", "snapshot_reads", "writes", "disk_space", "clock") if name in checks)
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "at": at.isoformat(timespec="seconds")}
     return Readiness(ready, body, key_problem is None, snapshot)
 
@@ -89,6 +90,19 @@ def _disk_checks(config: Config, conn) -> dict[str, dict]:
         checks["disk_reserve"] = {"ok": reserve.present, "reserve_bytes": reserve.size,
                                   "detail": "予備の領域があります" if reserve.present else "予備の領域はありません（解放済みか、まだ作れていません）"}
     return checks
+
+
+def _clock_check(conn, snapshot: SnapshotSummary | None, at: dt.datetime) -> dict:
+    """Nothing the appliance knows disagrees with its clock (issuance
+    refuses otherwise); NTP as the OS reports it, for IT."""
+    found = clock.doubts(conn, data_as_of=snapshot.as_of if snapshot else None, at=at)
+    ntp, why = clock.ntp_status()
+    projected = clock.offset_now(conn, at)
+    check = {"ok": not found, "detail": clock.warning_message(found) if found else "時計と食い違う時刻はありません",
+             "ntp": ntp or "unknown", "upstream_offset_s": None if projected is None else round(projected[0].total_seconds(), 1)}
+    if ntp is None:
+        check["ntp_unknown_because"] = why
+    return check
 
 
 def _snapshot_check(config: Config) -> tuple[dict, SnapshotSummary | None]:
