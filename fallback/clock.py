@@ -94,7 +94,9 @@ def offset_now(conn, at: dt.datetime) -> tuple[dt.timedelta, Reading] | None:
     """The upstream's time minus this clock's at `at`, projected from the
     newest reading of each source taken in this boot by the boot clock
     (the largest in size of the sources); None without such a reading."""
-    newest = _readings(conn, "WHERE id IN (SELECT max(id) FROM clock_readings GROUP BY source) AND boot_id = ?", (boot_id(),))
+    this_boot = boot_id()
+    newest = [r for source in (AS_OF, DATE) for r in _readings(conn, "WHERE source = ? ORDER BY id DESC LIMIT 1", (source,))
+              if r.boot_id == this_boot]  # the sources alternate: each query reads a row or two from the end
     if not newest:
         return None
     now_boot = boottime()

@@ -2,8 +2,9 @@
 
 Each alert cycle works out which *conditions* hold now (an upstream
 component down, a failed or refused sync, an old snapshot, a stalled change
-feed, low disk, a missing encryption key, a broken audit chain) and compares
-them with the alerts already open:
+feed, low disk or the disk reserve spent, a damaged snapshot pointer or
+failing snapshot reads, an implausible clock, a missing encryption key, a
+broken audit chain) and compares them with the alerts already open:
 
 - a new condition opens an alert and is sent at once;
 - a condition that still holds is not sent again (repeats are suppressed),
@@ -24,6 +25,9 @@ full text.
 The encryption key is special: without it the operational database cannot
 be opened, so that one alert's open/reminder state is kept in a small file
 under SONAE_HOME until the key is back, and then written to the history.
+A database that cannot be written (a full or failing disk) is the other
+case where the record cannot come first: what holds is sent anyway, and
+recorded by the first cycle that can write again.
 """
 
 from __future__ import annotations
