@@ -106,18 +106,18 @@ def release_if_short(config: Config) -> bool:
     return release_reserve(config, f"only {free / 2**20:.1f} MB free, under disk.release_below_mb ({floor >> 20} MB)")
 
 
-def keep_reserve(config: Config) -> str | None:
+def keep_reserve(config: Config) -> None:
     """The worker's turn: release when short, make the reserve (again) when
-    the disk has room for it twice over above the floor. Returns
-    "released", "created" or None."""
+    the disk has room for it twice over above the floor."""
     size = reserve_size(config)
-    if size == 0:
-        return None
-    if release_if_short(config):
-        return "released"
     path = reserve_path(config)
-    if path.exists() or free_bytes(config) < 2 * size + (config["disk"]["release_below_mb"] << 20):
-        return None
+    if size == 0:  # none wanted (any more)
+        path.unlink(missing_ok=True)
+        (config.home / RELEASED_FILE).unlink(missing_ok=True)
+        return
+    config.home.mkdir(parents=True, exist_ok=True)
+    if release_if_short(config) or path.exists() or free_bytes(config) < 2 * size + (config["disk"]["release_below_mb"] << 20):
+        return
     building = path.with_name(path.name + ".new")
     try:
         fd = os.open(building, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -130,10 +130,9 @@ def keep_reserve(config: Config) -> str | None:
     except OSError as exc:  # the space went meanwhile: next turn
         building.unlink(missing_ok=True)
         log.warning("disk reserve not made: %s", exc)
-        return None
+        return
     (config.home / RELEASED_FILE).unlink(missing_ok=True)
     log.info("disk reserve of %d MB in place at %s", size >> 20, path)
-    return "created"
 
 
 _last_success: dict[str, float] = {}  # by database path: when a probe write last succeeded

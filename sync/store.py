@@ -333,7 +333,7 @@ class SnapshotStore:
             except OSError as exc:
                 problem, state = f"cannot be read (I/O error: {exc.strerror}); check the disk (dmesg) and run `sonae snapshot verify {number}`", UNREADABLE
             infos.append(GenerationInfo(number, directory, number == current, size, meta, problem, state))
-        key_opens_some = len(unopened) < len(infos) and any(info.state in (OK, OUTDATED) for info in infos)
+        key_opens_some = any(info.state in (OK, OUTDATED) for info in infos)
         for index in unopened:
             infos[index] = self._diagnosed(infos[index], key_opens_some)
         return infos

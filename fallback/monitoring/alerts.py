@@ -32,6 +32,7 @@ recorded by the first cycle that can write again.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -657,13 +658,11 @@ def _send_unrecorded(conn, config: Config, conditions: list[Condition], failure:
     exactly this. What is open in the database was sent already; the rest
     is suppressed within this process for alerts.repeat_minutes, as
     recorded alerts are."""
-    try:
-        if conn is None:
-            raise failure
-        already_open = {a.key for a in open_alerts(conn)}
-        mode_label = modes.current(conn).label
-    except (crypto.DatabaseError, OSError, WrongKeyError):
-        already_open, mode_label = set(), "不明（運用データベースを読めません）"
+    already_open, mode_label = set(), "不明（運用データベースを読めません）"
+    if conn is not None:
+        with contextlib.suppress(crypto.DatabaseError):
+            already_open = {a.key for a in open_alerts(conn)}
+            mode_label = modes.current(conn).label
     repeat = dt.timedelta(minutes=config["alerts"]["repeat_minutes"])
     sent = []
     for c in [_unwritable_condition(config, failure, at), *conditions]:
