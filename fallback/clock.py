@@ -11,10 +11,10 @@ is compared with:
   clock, either the clock is behind or the data is not what it claims
   (DECISIONS: one message naming both);
 - the upstream's clock, read by every probe (its /v1/health `as_of` and its
-  HTTP `Date`): the offset is stored with the kernel's boot time, so a
-  clock moved after the last reading is noticed too, while the upstream is
-  down (the upstream's time now ≈ its time then + the time since by the
-  boot clock, which nobody sets);
+  HTTP `Date`; both must disagree): the offset is stored with the kernel's
+  boot time, so a clock moved after the last reading is noticed too, while
+  the upstream is down (the upstream's time now ≈ its time then + the time
+  since by the boot clock, which nobody sets);
 - the newest certificate: issued more than TOLERANCE "after now", the clock
   went backwards (unless a reading in this boot shows the clock right now:
   then it was the earlier clock that was ahead);
@@ -92,8 +92,11 @@ def _readings(conn, where: str, params: tuple = ()) -> list[Reading]:
 
 def offset_now(conn, at: dt.datetime) -> tuple[dt.timedelta, Reading] | None:
     """The upstream's time minus this clock's at `at`, projected from the
-    newest reading of each source taken in this boot by the boot clock
-    (the largest in size of the sources); None without such a reading."""
+    newest reading of each source taken in this boot by the boot clock;
+    None without such a reading. Of the two sources the one closer to this
+    clock counts: the clock is doubted only when both disagree with it (a
+    vendor whose health `as_of` is its data's time, or a proxy's `Date`,
+    must not stop the counters on its own)."""
     this_boot = boot_id()
     newest = [r for source in (AS_OF, DATE) for r in _readings(conn, "WHERE source = ? ORDER BY id DESC LIMIT 1", (source,))
               if r.boot_id == this_boot]  # the sources alternate: each query reads a row or two from the end
@@ -101,7 +104,7 @@ def offset_now(conn, at: dt.datetime) -> tuple[dt.timedelta, Reading] | None:
         return None
     now_boot = boottime()
     projected = [(r.offset + dt.timedelta(seconds=now_boot - r.boottime_s) - (at - r.at), r) for r in newest]
-    return max(projected, key=lambda pair: abs(pair[0]))
+    return min(projected, key=lambda pair: abs(pair[0]))
 
 
 def offset_around(conn, moment: dt.datetime) -> dt.timedelta:

@@ -108,7 +108,7 @@ def test_the_probes_read_the_upstreams_clock_and_a_clock_moved_since_is_noticed(
     # no probe since: the boot clock says the clock moved after the last reading
     refused = issue(clerk)
     assert refused.status_code == 422
-    assert "上流の応答の時刻" in refused.get_json()["message"] and "60分遅れています" in refused.get_json()["message"]
+    assert "上流の応答の" in refused.get_json()["message"] and "60分遅れています" in refused.get_json()["message"]
     run_probe_cycle(config)  # and the next reading says so itself
     offsets = [offset for (offset,) in ops_rows(config, "SELECT offset_s FROM clock_readings ORDER BY id DESC LIMIT 2")]
     assert all(3590 < offset < 3610 for offset in offsets), offsets
@@ -171,3 +171,14 @@ def test_ntp_that_cannot_be_asked_is_unknown(appliance_at, monkeypatch, tmp_path
     assert checks["ntp"] == "unknown" and checks["ntp_unknown_because"] == "timedatectl is not installed"
     clock._ntp_cache.clear()
     assert json.dumps(checks, ensure_ascii=False)
+
+
+def test_one_source_alone_does_not_stop_the_counters(appliance_at, upstream):
+    """A vendor whose health as_of is its data's time (two hours old here)
+    while its Date is right: the clock is doubted only when both disagree."""
+    config, app, clerk = appliance_at(3)
+    upstream.health_as_of = lambda: true_now() - dt.timedelta(hours=2)
+    run_probe_cycle(config)
+    offsets = dict(ops_rows(config, "SELECT source, offset_s FROM clock_readings"))
+    assert offsets[clock.AS_OF] < -7000 and abs(offsets[clock.DATE]) < 5
+    assert issue(clerk).status_code == 201
