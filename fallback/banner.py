@@ -17,6 +17,7 @@ from fallback.mirror.availability import unavailable_message
 from fallback.mirror.registry import format_age, register_problem, snapshot_store, snapshot_summary
 from fallback.staff.users import ROLES
 from printing.wareki import format_wareki_datetime
+from sync import crypto
 
 NAV = (
     # (endpoint, label, roles)
@@ -34,14 +35,17 @@ NAV = (
 def banner_context() -> dict:
     config = current_app.config["SONAE"]
     state = modes.current(get_ops())
-    summary = snapshot_summary(config)
+    try:
+        summary, problem = snapshot_summary(config), register_problem()
+    except crypto.DatabaseError as exc:  # it opens, but its data cannot be read: every page says so, none fails
+        summary, problem = None, exc
     eras = print_settings(config).eras
     warning_hours = config["counter"]["data_age_warning_hours"]
     level, warning, as_of, as_of_text, age_text = "ok", None, None, None, None
     drill = drills.active_drill(get_ops())
     if summary is None:
         level = "danger"
-        warning = unavailable_message(register_problem(), snapshot_store(config))
+        warning = unavailable_message(problem, snapshot_store(config))
     else:
         # A long-outage drill's participants see the data as old as the
         # scenario says, exactly as their certificates will print it.

@@ -112,3 +112,19 @@ def test_readiness_follows_the_reads_of_a_damaged_current_generation(scraped, lo
     finally:
         conn.close()
     assert what and "世代1の読み出しが1回失敗しました" in what[0]
+
+
+def test_a_generation_whose_meta_cannot_be_read_does_not_fail_every_page(scraped, loaded_env, login, downtime):
+    store = snapshot_store(loaded_env)
+    conn = crypto.connect(store.path_of(1), store.key, readonly=True)
+    try:
+        (meta_root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'meta'").fetchone()
+    finally:
+        conn.close()
+    data = bytearray(store.path_of(1).read_bytes())
+    data[(meta_root - 1) * 4096 + 200] ^= 0xFF
+    store.path_of(1).write_bytes(bytes(data))
+    page = login("it1").get("/monitor/")
+    assert page.status_code == 200 and "住民記録の写しを開けません" in text_of(page)
+    assert login("clerk1").get("/counter/").status_code == 423
+    assert scraped.test_client().get("/readyz").status_code == 503
