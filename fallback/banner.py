@@ -7,14 +7,16 @@ from __future__ import annotations
 
 from flask import current_app, g, request, url_for
 
-from fallback import drills, modes
+from fallback import clock, drills, modes
 from fallback.counter.rendering import print_settings
 from fallback.counter.service import NO_DRILL_REGISTER
 from fallback.counter.state import drill_scope
 from fallback.db import get_ops
-from fallback.mirror.registry import format_age, get_register, register_for, register_summary
+from fallback.mirror.availability import unavailable_message
+from fallback.mirror.registry import format_age, get_register, register_for, register_problem, register_summary, snapshot_store
 from fallback.staff.users import ROLES
 from printing.wareki import format_wareki_datetime
+from sync import crypto
 
 NAV = (
     # (endpoint, label, roles)
@@ -39,10 +41,14 @@ def banner_context() -> dict:
     # A drill's participants see their drill register's data-as-of (a
     # long-outage drill's is days old), exactly as their certificates print it.
     participant = drill is not None and g.get("staff") is not None and drill.includes(g.staff.username, g.staff.terminal)
-    summary = register_summary(register_for(drill_scope(drill)) if participant else get_register())
+    try:
+        summary = register_summary(register_for(drill_scope(drill)) if participant else get_register())
+        problem = None if participant else register_problem()
+    except crypto.DatabaseError as exc:  # it opens, but its data cannot be read: every page says so, none fails
+        summary, problem = None, exc
     if summary is None:
         level = "danger"
-        warning = (NO_DRILL_REGISTER if participant else "住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。")
+        warning = NO_DRILL_REGISTER if participant else unavailable_message(problem, snapshot_store(config))
     else:
         as_of, age_hours = summary.as_of, summary.age_hours
         as_of_text = format_wareki_datetime(as_of, eras)
@@ -50,6 +56,10 @@ def banner_context() -> dict:
         if age_hours > warning_hours:
             level = "danger"
             warning = f"データが{age_text}前のものです（基準 {warning_hours:g}時間）。交付前に内容が古い可能性を住民の方に説明してください。"
+    doubts = clock.doubts(get_ops(), data_as_of=summary.as_of if summary else None)
+    if doubts:
+        level = "danger"
+        warning = clock.warning_message(doubts) + "時計が直るまで証明書は交付できません。情報政策課に連絡してください。"
     if level == "ok" and state.mode != modes.STANDBY:
         # Every mode but standby has its own colour, so nobody mistakes the
         # downtime counter for the normal one.

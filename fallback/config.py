@@ -158,6 +158,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # notice says and /readyz's reasons and figures; empty: they stay closed
         "metrics_token": "",
     },
+    # Space kept back so the counters go on issuing after the disk fills
+    # (fallback/disk.py): a file of reserve_mb under SONAE_HOME, deleted when
+    # the free space falls below release_below_mb or a write meets a full
+    # disk; made again when the disk has room for it twice over. 0: none.
+    "disk": {
+        "reserve_mb": 256,
+        "release_below_mb": 32,
+    },
     "sla": {"threshold_percent": 97.5},
     "drills": {
         "yearly_month": 9,  # the ward's yearly downtime drill (Shinagawa: every September)

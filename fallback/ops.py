@@ -364,6 +364,19 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     CREATE TRIGGER notice_versions_kept BEFORE DELETE ON notice_versions
         BEGIN SELECT RAISE(ABORT, 'notice versions are kept'); END;
     """,
+    # 8: the upstream's clock as the probes saw it (fallback/clock.py): the
+    # offset from this clock, with the boot clock to notice this one moving
+    """
+    CREATE TABLE clock_readings (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        offset_s REAL NOT NULL,
+        source TEXT NOT NULL,
+        boot_id TEXT NOT NULL,
+        boottime_s REAL NOT NULL
+    );
+    CREATE INDEX clock_readings_at ON clock_readings(at);
+    """,
 ]
 
 

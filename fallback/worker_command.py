@@ -31,6 +31,9 @@ def worker(list_jobs):
         scheduler.shutdown(wait=False)
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from fallback.mirror.syncing import reclaim_leftovers
+
+    reclaim_leftovers(config)  # a killed load's gen-N.tmp may be the size of a generation
     scheduler = build_scheduler(config, stopping)
 
     def stop(signum, frame):

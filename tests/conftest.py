@@ -42,6 +42,7 @@ def _configure(root, monkeypatch, *, keys_from=None):
     monkeypatch.setenv("SONAE_SECURITY_SECRET_KEY_FILE", str(etc / "session.key"))
     monkeypatch.setenv("SONAE_UPSTREAM_PUBLIC_KEY", EXAMPLE_PUBLIC_KEY)
     monkeypatch.setenv("SONAE_UPSTREAM_ALLOW_INSECURE_HTTP", "true")  # the tests' upstreams serve http on loopback
+    monkeypatch.setenv("SONAE_DISK_RESERVE_MB", "1")  # the disk reserve, kept small: tests/fallback/test_disk.py sizes its own
     return load_config()
 
 

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from fallback import audit
+from fallback import audit, clock
 from fallback.errors import SonaeError
 from fallback.ops import Transaction, now, now_iso
 from sync.normalize import name_key
@@ -189,14 +189,21 @@ def requester_key(req: IssueRequest) -> str:
 
 
 def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_hours: float,
-                 third_party_allowed: bool, enforce_data_age_limit: bool = True) -> Plan:
+                 third_party_allowed: bool, enforce_data_age_limit: bool = True, clock_doubts: list[clock.Doubt] = ()) -> Plan:
     """Apply every rule; return what to print or raise IssueRefused.
 
     `enforce_data_age_limit` is off only for a drill, whose long-outage
-    scenario rehearses with data made to look old on purpose."""
+    scenario rehearses with data made to look old on purpose.
+    `clock_doubts`: what disagrees with this appliance's clock now
+    (fallback.clock.doubts)."""
     subject = register.resident(req.subject_code)
     if subject is None:
         raise IssueError("対象の住民が写しに見つかりません。検索し直してください。")
+    # The clock: it prints the 交付日 and the 発行番号, and judges the data's
+    # age (a clock two days behind printed a 交付日 before the data's as-of).
+    # Drills too: their certificates carry the same dates.
+    if clock_doubts:
+        raise IssueRefused("clock_implausible", clock.refusal_message(list(clock_doubts)))
     hard_limit = counter_config["data_age_hard_limit_hours"]
     if enforce_data_age_limit and data_age_hours > hard_limit:
         raise IssueRefused(

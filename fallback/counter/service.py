@@ -35,7 +35,8 @@ from fallback.counter.issuance import REAL, IssueResult, Scope
 from fallback.counter.rendering import print_settings
 from fallback.counter.state import counter_scope
 from fallback.errors import Forbidden, NotFound, SonaeError
-from fallback.mirror.registry import register_for
+from fallback.mirror.availability import unavailable_message
+from fallback.mirror.registry import register_for, register_problem, snapshot_store
 from fallback.staff.sessions import StaffSession
 from sync.register import Register
 
@@ -62,11 +63,11 @@ class NoRegister(SonaeError):
     title = "窓口"
     template = "counter/locked.html"
 
-    def __init__(self, *, drill: bool):
+    def __init__(self, *, drill: bool, problem: str | None = None):
         if drill:  # never the real register instead: a drill works on its synthetic one only
             super().__init__(NO_DRILL_REGISTER, reason="the drill's synthetic register is not loaded; the coordinator prepares it")
-        else:
-            super().__init__(NO_REGISTER, reason="no snapshot has been loaded yet; run `sonae sync full`")
+        else:  # `problem`: why the real register cannot be opened (a damaged pointer or generation), as the banner says it
+            super().__init__(problem or NO_REGISTER, reason="no snapshot can be opened; see `sonae snapshot list`")
 
 
 class ResidentNotFound(NotFound):
@@ -106,7 +107,9 @@ def open_counter(conn, staff: StaffSession, config: Config) -> Counter:
         raise CounterLocked(locked)
     register = register_for(scope)
     if register is None:
-        raise NoRegister(drill=scope.is_drill)
+        problem = None if scope.is_drill else register_problem()
+        raise NoRegister(drill=scope.is_drill,
+                         problem=unavailable_message(problem, snapshot_store(config)) if problem else None)
     return Counter(conn, staff, config, scope, register)
 
 

@@ -268,6 +268,20 @@ def rollback_snapshot(config: Config, generation: int, reason: str, actor: str) 
     return previous
 
 
+def reclaim_leftovers(config: Config) -> list[str]:
+    """What the worker does at start, as every sync does: remove what a
+    killed load or prune left (`gen-N.tmp`, `gen-N.deleting`) and write a
+    damaged CURRENT again from its copy. Returns what was removed; nothing
+    while another sync holds the snapshot directory (it does the same)."""
+    try:
+        removed = snapshot_store(config).cleanup_incomplete()
+    except SyncBusy:
+        return []
+    for name in removed:
+        log.warning("removed %s, left by a sync that did not finish", name)
+    return removed
+
+
 def full_export_due(config: Config) -> str | None:
     """Why a full export should run now (no snapshot yet, one of an older
     layout, or the change feed broke after the last successful full load),

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from fallback import access
+from fallback.clock import ntp_status
 from fallback.config import Config, ConfigError
 from fallback.keys import ops_key
 from fallback.mirror.syncing import upstream_from_config
@@ -267,17 +268,12 @@ def upstream(config: Config) -> list[Finding]:
 def clock(config: Config, timedatectl: str = "timedatectl") -> list[Finding]:
     """Certificates state their time and the data age is judged by this
     clock: it must follow NTP."""
-    try:
-        asked = subprocess.run([timedatectl, "show", "-p", "NTPSynchronized", "--value"], capture_output=True, text=True, timeout=10)
-    except FileNotFoundError:
-        asked = None
-    answer = asked.stdout.strip() if asked and asked.returncode == 0 else ""
+    answer, why = ntp_status(timedatectl)
     if answer == "yes":
         return _ok("clock", "synchronised by NTP")
     if answer == "no":
         return [Finding("clock", PROBLEM, "not synchronised by NTP: enable it (timedatectl set-ntp true, or the ward's NTP server in "
                                           "/etc/systemd/timesyncd.conf)")]
-    why = "timedatectl is not installed" if asked is None else (asked.stderr.strip().splitlines() or ["no answer"])[-1]
     return [Finding("clock", UNKNOWN, f"cannot tell whether NTP keeps the clock ({why}): check on the host")]
 
 

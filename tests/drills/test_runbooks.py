@@ -17,7 +17,7 @@ from tests.support import text_of
 
 RUNBOOK_DIR = Path(__file__).resolve().parents[2] / "runbooks"
 REQUIRED = ("01-shoki-taio", "02-downtime-madoguchi", "03-bubun-shogai", "04-paper-only", "05-fukkyu-kakunin",
-            "06-nenji-kunren", "07-kagi-kanri", "08-snapshot-restore")
+            "06-nenji-kunren", "07-kagi-kanri", "08-snapshot-restore", "09-disk-full", "10-tokei")
 
 
 def test_every_runbook_follows_the_convention():
