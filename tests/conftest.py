@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 
+from printing.model import SPECIMEN_SEAL_IMAGE
 from tests.support import (  # noqa: F401  (re-exported for older imports)
     ACCOUNTS,
     EXAMPLE_EXPORT,
@@ -40,6 +41,7 @@ def _configure(root, monkeypatch, *, keys_from=None):
     monkeypatch.setenv("SONAE_SECURITY_SECRET_KEY_FILE", str(etc / "session.key"))
     monkeypatch.setenv("SONAE_UPSTREAM_PUBLIC_KEY", EXAMPLE_PUBLIC_KEY)
     monkeypatch.setenv("SONAE_UPSTREAM_ALLOW_INSECURE_HTTP", "true")  # the tests' upstreams serve http on loopback
+    monkeypatch.setenv("SONAE_PRINTING_OFFICIAL_SEAL_IMAGE", str(SPECIMEN_SEAL_IMAGE))  # the synthetic 見本 電子公印
     return load_config()
 
 

@@ -15,6 +15,7 @@ from fallback.counter.rendering import print_settings
 from fallback.counter.state import COUNTER_ROLES, counter_scope
 from fallback.db import get_ops
 from fallback.mirror.registry import get_register, snapshot_summary
+from fallback.ops import now
 from fallback.staff import sessions, users
 from fallback.staff.security import csrf_token, public, roles
 from sync.schema import resident_summary
@@ -150,10 +151,12 @@ def resident(code):
     person = lookup.view_resident(get_ops(), register, code, actor=g.staff.username, drill=scope.is_drill, **_flag_settings())
     if person is None:
         return error(404, "not_found", "no resident with this code in the snapshot")
+    household = lookup.household_members(register, person)
     return jsonify(
         resident=resident_summary(person),
-        household=[resident_summary(m) for m in lookup.household_members(register, person)],
+        household=[resident_summary(m) for m in household],
         seals=[{"seal_number": s["seal_number"], "status": s["status"], "registered_on": s["registered_on"]} for s in register.seals_of(code)],
+        warnings=issuance.counter_warnings(register, person, household, now().date()),
     )
 
 
@@ -176,11 +179,11 @@ def issue(code):
                                                   str(body.get("approver_password", "")), clerk=g.staff.username, subject=code)
         result = issue_certificate(conn, get_register(), req, g.staff, scope, current_app.config["SONAE"])
     except issuance.IssueRefused as exc:
-        return error(422, "refused", exc.message, rule=exc.rule)
+        return error(422, "refused", exc.message, rule=exc.rule, **exc.detail)
     except issuance.IssueError as exc:
         return error(400, "bad_request", str(exc))
     return jsonify(
-        request_id=result.request_id, fee_yen=result.fee_yen, flags=result.flags,
+        request_id=result.request_id, fee_yen=result.fee_yen, flags=result.flags, omissions=result.omissions,
         certificates=[{"serial": c.serial, "scope": c.scope, "copy": c.copy_number,
                        "pdf": url_for("api.certificate_pdf", scope=c.scope, serial=c.serial)} for c in result.copies],
     ), 201

@@ -13,6 +13,7 @@ from fallback.counter.rendering import print_settings
 from fallback.counter.state import COUNTER_ROLES, counter_scope
 from fallback.db import get_ops
 from fallback.mirror.registry import get_register
+from fallback.ops import now
 from fallback.staff.security import forbidden, roles
 
 bp = Blueprint("counter", __name__, url_prefix="/counter", template_folder="templates")
@@ -62,7 +63,8 @@ def resident(code):
     household = lookup.household_members(register, person)
     seals = register.seals_of(code)
     return render_template("counter/resident.html", person=person, household=household, seals=seals, scope=scope,
-                           form=MultiDict(), error=None, **_form_choices())
+                           form=MultiDict(), error=None, warnings=issuance.counter_warnings(register, person, household, now().date()),
+                           **_form_choices())
 
 
 def _form_choices() -> dict:
@@ -93,10 +95,12 @@ def issue(code):
         if person is None:
             abort(404)
         refused = isinstance(exc, issuance.IssueRefused)
+        household = lookup.household_members(register, person)
         return render_template(
-            "counter/resident.html", person=person, household=lookup.household_members(register, person),
+            "counter/resident.html", person=person, household=household,
             seals=register.seals_of(code), scope=scope, form=request.form, error=str(exc),
-            refusal_rule=exc.rule if refused else None, **_form_choices(),
+            refusal_rule=exc.rule if refused else None, warnings=issuance.counter_warnings(register, person, household, now().date()),
+            **_form_choices(),
         ), 422
     return redirect(url_for("counter.issued", request_id=result.request_id))
 

@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 from fallback import modes
 from fallback.config import Config
 from fallback.counter.issuance import KINDS, handed_out_by_kind
-from fallback.counter.rendering import verification_address_problem
+from fallback.counter.rendering import official_seal_problem, verification_address_problem
 from fallback.keys import key_status
 from fallback.mirror.registry import SnapshotSummary, snapshot_summary
 from fallback.monitoring import mirror, probes
@@ -37,8 +37,9 @@ class Readiness:
 
 
 def readiness(config: Config, at: dt.datetime) -> Readiness:
-    """Ready to serve counters: the key loads, a snapshot is present, and its
-    data is not older than counter.data_age_hard_limit_hours."""
+    """Ready to serve counters: the key loads, a snapshot is present, its
+    data is not older than counter.data_age_hard_limit_hours, and a
+    電子公印 is configured (real issuance refuses without one)."""
     hard_limit = config["counter"]["data_age_hard_limit_hours"]
     checks: dict[str, dict] = {}
     key_problem = key_status(config)
@@ -58,9 +59,17 @@ def readiness(config: Config, at: dt.datetime) -> Readiness:
     # only their printed verification address is of no use outside.
     address_problem = verification_address_problem(config)
     checks["verification_address"] = {"ok": address_problem is None, "detail": address_problem or "確認先が設定されています"}
-    ready = key_problem is None and snapshot is not None and checks["data_age"]["ok"]
+    checks["official_seal"] = official_seal_check(config)
+    ready = key_problem is None and snapshot is not None and checks["data_age"]["ok"] and checks["official_seal"]["ok"]
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "at": at.isoformat(timespec="seconds")}
     return Readiness(ready, body, key_problem is None, snapshot)
+
+
+def official_seal_check(config: Config) -> dict:
+    """/readyz's 電子公印 check: without a usable seal image no real
+    certificate is issued (the counters refuse with the same words)."""
+    problem = official_seal_problem(config)
+    return {"ok": problem is None, "detail": problem or "電子公印の画像が設定されています"}
 
 
 def _timestamp(iso: str | None) -> float | None:
