@@ -64,6 +64,7 @@ _GRIDS = {"renketsu": (27.0, 3), "kojin": (34.0, 2), "inkan": (28.0, 1)}
 _INKAN_DETAILS_MM = PAGE_WIDTH_MM - 44.0 - 4.0
 _SEAL_OVERLAP_MM = 3.0  # how far the 電子公印 reaches over the issuer's name
 _ISSUER_LINE_MM = 5.1  # height of the 12 pt issuer line in certificate.css
+_SEAL_BELOW_MM = 2.0  # how far the 電子公印 reaches below the issuer line (certificate.css leaves that much room)
 
 # WeasyPrint (Pango, fontconfig) is not documented as thread-safe and the
 # counter web server is threaded; one render at a time is also what the CPU
@@ -176,9 +177,12 @@ def _certification_html(content: PrintedContent, official_seal: _OfficialSeal | 
         seal = f'<span class="seal-mark">{SPECIMEN_MARK if content.specimen else DRILL_MARK[0]}</span>'
     else:
         # As a stamped 公印 is placed: overlapping the last character of the
-        # issuer's name by a few millimetres, centred on the line.
+        # issuer's name by a few millimetres. It rises over the empty right
+        # end of the lines above rather than below the name, so that the
+        # data-as-of statement follows closely and four people still fit a
+        # 世帯連記式 sheet.
         right = _SEAL_OVERLAP_MM - official_seal.width_mm
-        top = _ISSUER_LINE_MM / 2 - official_seal.height_mm / 2
+        top = _ISSUER_LINE_MM + _SEAL_BELOW_MM - official_seal.height_mm
         seal = (
             f'<img class="official-seal" alt="" src="data:image/png;base64,{official_seal.png_base64}" '
             f'style="width:{official_seal.width_mm}mm;height:{official_seal.height_mm}mm;right:{right:.2f}mm;top:{top:.2f}mm">'
@@ -263,14 +267,16 @@ def _load_official_seal(path: Path, modified_ns: int, size_mm: float) -> _Offici
     except (OSError, UnidentifiedImageError):
         raise CertificateError(f"電子公印の画像 {path} が読めません（設定 printing.official_seal_image を確認してください）") from None
     # Printed black whatever colour the source is: the amount of ink (how
-    # far the pixel is from white, so a red seal counts as full ink) becomes
-    # the opacity of black.
+    # far the pixel is from white, so a red seal counts as full ink) times
+    # its opacity becomes black on white. Opaque, without an alpha channel:
+    # a page with transparency is rasterised whole by CUPS's PostScript
+    # path (poppler's pdftops -rasterize whenneeded). The seal is painted
+    # under the issuer's name (certificate.css), so the name stays legible.
     red, green, blue, alpha = rgba.split()
     ink = ImageChops.invert(ImageChops.darker(ImageChops.darker(red, green), blue))
-    black = Image.new("LA", rgba.size, 0)
-    black.putalpha(ImageChops.multiply(ink, alpha))
+    black_on_white = ImageChops.invert(ImageChops.multiply(ink, alpha))
     out = io.BytesIO()
-    black.save(out, format="PNG", optimize=True)
+    black_on_white.save(out, format="PNG", optimize=True)
     width, height = rgba.size
     scale = size_mm / max(width, height)
     return _OfficialSeal(out.getvalue(), round(width * scale, 2), round(height * scale, 2))

@@ -32,6 +32,12 @@ def make_stamp(**changes) -> IssueStamp:
     return IssueStamp(**values)
 
 
+def printed_name(record: dict) -> str:
+    """The 氏名 item as a certificate prints it: the name, then its legal
+    振り仮名 in parentheses while it is confirmed."""
+    return f"{record['name']}（{record['furigana']}）" if record.get("furigana") else record["name"]
+
+
 def household(residents: dict[str, dict], household_id: str) -> list[dict]:
     members = [record for record in residents.values() if record["household_id"] == household_id]
     return sorted(members, key=lambda record: record["household_order"])
