@@ -230,17 +230,18 @@ class _Formatter:
         municipality's 転入通知 confirms it."""
         reason = removal["reason"]
         notified_label = "消除を記載した日" if reason.startswith("職権") else "消除の届出日"
+        # Each on a row of its own, in this order, after the person's items.
         items = [
-            Item("removed_on", "消除年月日", self.wareki(removal["occurred_on"])),
-            Item("removal_reason", "消除事由", REMOVAL_WORDS.get(reason, reason)),
-            Item("removal_notified_on", notified_label, self.wareki(removal["notified_on"])),
+            Item("removed_on", "消除年月日", self.wareki(removal["occurred_on"]), wide=True),
+            Item("removal_reason", "消除事由", REMOVAL_WORDS.get(reason, reason), wide=True),
+            Item("removal_notified_on", notified_label, self.wareki(removal["notified_on"]), wide=True),
         ]
         moved_to = removal.get("moved_to")
         if moved_to and reason == DOMESTIC_MOVE:
             confirmed = bool(removal.get("moved_to_confirmed"))
             items.append(Item("moved_to", "転出先", f"{moved_to}（{'確定' if confirmed else '予定'}）", wide=True))
             if confirmed and removal.get("confirmed_on"):
-                items.append(Item("confirmed_on", "転出先確定日", self.wareki(removal["confirmed_on"])))
+                items.append(Item("confirmed_on", "転出先確定日", self.wareki(removal["confirmed_on"]), wide=True))
         elif moved_to:
             items.append(Item("moved_to", "転出先" if "転出" in reason else "異動先", moved_to, wide=True))
         return items

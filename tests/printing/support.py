@@ -53,9 +53,11 @@ def extra_members(template: dict, count: int) -> list[dict]:
             household_order=template["household_order"] + number + 1,
             name=f"山田　子{'一二三四五六七八九'[number]}",
             name_kana="ヤマダ　コ",
+            furigana=None,  # not yet confirmed: printed blank
             relationship="子",
             birth_date=f"201{number}-01-0{number + 1}",
             former_surname=None,
+            remarks=None,
         )
         members.append(member)
     return members

@@ -36,8 +36,8 @@ def test_pdf_round_trip_verifies_every_page_and_its_text(residents, certificate,
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_every_kind_of_certificate_matches_its_own_codes(name, residents, seals, certificate, signing_key):
-    fields = CASES[name](residents, seals)
+def test_every_kind_of_certificate_matches_its_own_codes(name, residents, seals, settings, certificate, signing_key):
+    fields = CASES[name](residents, seals, settings)
     rendered = render_certificate(certificate(fields.pop("kind"), fields.pop("people"), **fields), signing_key)
     result = verify_document(rendered.pdf, signing_key.public_key(), accept_drill=True, accept_specimen=True)
     assert result.text_checked and result.differences == () and result.problems == ()
