@@ -111,6 +111,7 @@ def resident(code):
         resident=resident_summary(record.person),
         household=[resident_summary(m) for m in record.household],
         seals=[{"seal_number": s["seal_number"], "status": s["status"], "registered_on": s["registered_on"]} for s in record.seals],
+        warnings=record.warnings,
     )
 
 
@@ -121,7 +122,7 @@ def issue(code):
     body = _json_body(openapi.issue_body(counter.config["counter"]["max_copies"]))
     result = service.issue(counter, code, body)
     return jsonify(
-        request_id=result.request_id, fee_yen=result.fee_yen, flags=result.flags,
+        request_id=result.request_id, fee_yen=result.fee_yen, flags=result.flags, omissions=result.omissions,
         certificates=[{"serial": c.serial, "scope": c.scope, "copy": c.copy_number,
                        "pdf": url_for("api.certificate_pdf", scope=c.scope, serial=c.serial)} for c in result.copies],
     ), 201

@@ -73,6 +73,7 @@ def request_from_form(subject_code: str, form) -> IssueRequest:
         delegation_letter=_flag(form, "delegation_letter"),
         seal_card_number=str(form.get("seal_card_number", "")),
         acknowledge_move_out=_flag(form, "acknowledge_move_out"),
+        acknowledge_omissions=_flag(form, "acknowledge_omissions"),
     )
     _check_lengths(req)
     return req

@@ -33,14 +33,18 @@ KINDS = {
     "johyo": "除票の写し",
     "inkan": "印鑑登録証明書",
 }
+OFFICIAL = "official"  # 公用請求: another public office (住民基本台帳法第12条の2)
+THIRD_PARTY = "third_party"
 REQUESTER_TYPES = {
     "self": "本人",
     "household": "同一世帯の方",
     "agent": "代理人（委任状あり）",
-    "third_party": "第三者",
+    THIRD_PARTY: "第三者",
+    OFFICIAL: "公用請求（国・地方公共団体の機関）",
 }
+STAFF_ID = "職員の身分証明書"  # how a 公用請求's requester is identified
 IDENTITY_DOCUMENTS = (
-    "マイナンバーカード", "運転免許証", "旅券", "在留カード・特別永住者証明書", "健康保険証等（2点）", "印鑑登録証", "その他",
+    "マイナンバーカード", "運転免許証", "旅券", "在留カード・特別永住者証明書", "健康保険証等（2点）", "印鑑登録証", STAFF_ID, "その他",
 )
 OPTIONAL_ITEMS = {
     "honseki": "本籍・筆頭者",
@@ -53,26 +57,36 @@ OPTIONAL_ITEMS = {
     "period": "在留期間",
     "expiry": "満了日",
     "card_number": "在留カード等番号",
-    "alias": "通称",
 }
+# Never printed for a third party, whatever is ticked.
+IDENTIFIER_ITEMS = ("resident_code", "individual_number")
+# A foreign resident's optional items and the `foreign` field each prints.
+FOREIGN_ITEM_FIELDS = {
+    "nationality": "nationality", "category": "category", "status": "status", "period": "period",
+    "expiry": "period_expiry", "card_number": "card_number",
+}
+DEATH = "死亡"
 LAYOUTS = {"renketsu": "世帯連記式", "kojin": "個人票"}
 SQLITE_MAX_INTEGER = 2**63 - 1
 
 
 class IssueRefused(SonaeError):
     """A request the rules do not allow. `rule` is a stable identifier
-    (for the API and the drill report), the message is for the clerk."""
+    (for the API and the drill report), the message is for the clerk;
+    `detail` is what the API adds to its answer (e.g. the items that would
+    not be printed)."""
 
     status = 422
     code = "refused"
     title = "交付できません"
 
-    def __init__(self, rule: str, message: str):
+    def __init__(self, rule: str, message: str, **detail):
         super().__init__(message)
         self.rule = rule
+        self.detail = detail  # what the faces show beside the message (e.g. the items a certificate would leave out)
 
     def details(self) -> dict:
-        return {"rule": self.rule}
+        return {"rule": self.rule, **self.detail}
 
 
 class IssueError(SonaeError):
@@ -99,6 +113,7 @@ class IssueRequest:
     seal_card_number: str = ""
     approved_by: str | None = None  # a supervisor who approved on the spot (already authenticated)
     acknowledge_move_out: bool = False
+    acknowledge_omissions: bool = False  # the clerk saw which requested items will not be printed, and issues without them
 
     def options(self) -> dict[str, Any]:
         return {
@@ -135,12 +150,16 @@ REAL = Scope("real")
 @dataclass
 class Plan:
     """What a valid request will print: the residents (in household order),
-    the seal for 印鑑登録証明書, and flags for the clerk."""
+    the seal for 印鑑登録証明書, the optional items printed, and flags for
+    the clerk; `omissions`: the requested items that are not printed, each
+    with its reason (the clerk saw them before issuing)."""
 
     residents: list[dict]
     seal: dict | None
     flags: list[str]
     fee_yen: int
+    items: frozenset[str] = frozenset()
+    omissions: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -156,6 +175,7 @@ class IssueResult:
     copies: list[IssuedCopy]
     flags: list[str]
     fee_yen: int
+    omissions: list[dict] = field(default_factory=list)
 
 
 # --- validation and rules ----------------------------------------------------
@@ -217,8 +237,9 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
             "kill_switch",
             f"データが{data_age_hours:.0f}時間前のものであり、{KINDS[req.kind]}の交付は停止中です（上限{kill_hours}時間）。後日交付として受け付けてください。",
         )
-    if req.requester_type == "third_party" and not third_party_allowed:
-        raise IssueRefused("third_party", "障害対応中は第三者からの請求を受け付けていません。後日交付として受け付けてください。")
+    relation = requester_relation(req, subject)
+    check_third_party(relation, req, third_party_allowed)
+    check_official_request(req)
     if req.requester_type == "agent" and not req.delegation_letter:
         raise IssueRefused("agent_without_letter", "代理人の請求には委任状が必要です。")
 
@@ -240,18 +261,20 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
     flags = []
     protected = [r for r in residents if r.get("support_measure")]
     for resident in protected:
-        check_support_measure(req, resident, counter_config["support_measure_approvable"])
+        check_support_measure(req, resident, counter_config["support_measure_approvable"], relation)
     if protected:
         flags.append("support_measure_approved" if req.approved_by else "support_measure_self")
-    if any(r.get("planned_move_out") for r in residents):
+    moves = [move for move in map(planned_move, residents) if move]
+    if moves:
         if not req.acknowledge_move_out:
-            raise IssueRefused(
-                "planned_move_out",
-                "転出予定の届出がある方です。転出届の内容は証明書に記載されません。住民の方に説明し、確認欄にチェックしてください。",
-            )
+            raise IssueRefused("planned_move_out", f"{planned_move_message(moves[0])}住民の方にそのことを説明し、確認欄にチェックしてください。")
         flags.append("planned_move_out")
-    fee = counter_config["fees_yen"].get(req.kind, 300) * req.copies
-    return Plan(residents=residents, seal=seal, flags=flags, fee_yen=fee)
+    items, omissions = printed_items(req, residents, relation)
+    if omissions:
+        if not req.acknowledge_omissions:
+            raise IssueRefused("items_not_printed", omissions_message(omissions), omissions=omissions)
+        flags.append("items_omitted")
+    return Plan(residents=residents, seal=seal, flags=flags, fee_yen=fee_yen(req, counter_config), items=items, omissions=omissions)
 
 
 # Requesters for whom a ward may allow an approved exception; an agent or a
@@ -259,14 +282,16 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
 SUPPORT_MEASURE_APPROVABLE = ("household",)
 
 
-def check_support_measure(req: IssueRequest, resident: dict, approvable: list[str]) -> None:
+def check_support_measure(req: IssueRequest, resident: dict, approvable: list[str], relation: str) -> None:
     """A 支援措置 (DV等) resident's record goes to the resident themself;
     to a member of their household only if the ward lists "household" in
     counter.support_measure_approvable and a supervisor other than the
-    issuing clerk approved (fallback.counter.certificates); to nobody else."""
-    if req.requester_type == "self" and resident["resident_code"] == req.subject_code:
+    issuing clerk approved (fallback.counter.certificates); to nobody else
+    (`relation`: requester_relation, so a deceased person's relative and
+    another public office are refused too)."""
+    if relation == "self" and resident["resident_code"] == req.subject_code:
         return
-    relation = "household" if req.requester_type in ("self", "household") else req.requester_type
+    relation = "household" if relation in ("self", "household") else relation
     if relation not in approvable or relation not in SUPPORT_MEASURE_APPROVABLE:
         raise IssueRefused(
             "support_measure",
@@ -278,6 +303,159 @@ def check_support_measure(req: IssueRequest, resident: dict, approvable: list[st
             "support_measure",
             "支援措置（DV等）の対象者が含まれています。同一世帯の方への交付には、交付する職員とは別の係長の承認が必要です。",
         )
+
+
+def requester_relation(req: IssueRequest, subject: dict) -> str:
+    """Who the requester is to the rules: the type on the form, except that
+    a deceased person's 除票 has no 本人 and no household any more — a
+    relative asking for it is a third party (so is anyone else but another
+    public office)."""
+    deceased = subject["status"] == "removed" and (subject.get("removal") or {}).get("reason") == DEATH
+    return THIRD_PARTY if deceased and req.requester_type != OFFICIAL else req.requester_type
+
+
+def check_third_party(relation: str, req: IssueRequest, third_party_allowed: bool) -> None:
+    if relation != THIRD_PARTY or third_party_allowed:
+        return
+    because = "" if req.requester_type == THIRD_PARTY else "死亡により消除された方の除票の写しは、ご家族からの請求でも第三者からの請求です。"
+    raise IssueRefused("third_party", f"{because}障害対応中は第三者からの請求を受け付けていません。後日交付として受け付けてください。")
+
+
+def check_official_request(req: IssueRequest) -> None:
+    """A 公用請求 (another public office): the staff member shows their
+    職員の身分証明書, and names the office's task and its legal basis."""
+    if req.requester_type != OFFICIAL:
+        return
+    if req.identity_document != STAFF_ID:
+        raise IssueRefused("official_without_staff_id", f"公用請求は、来庁した職員の{STAFF_ID}（職員証）で確認してください。")
+    if not req.purpose.strip():
+        raise IssueRefused(
+            "official_without_purpose", "公用請求には、請求する機関の事務の名称と根拠となる法令を「使用目的」に記入してください。"
+        )
+
+
+def fee_yen(req: IssueRequest, counter_config: dict) -> int:
+    """The fee: none for a 公用請求 where the ward exempts it (the common rule)."""
+    if req.requester_type == OFFICIAL and counter_config["official_fee_exempt"]:
+        return 0
+    return counter_config["fees_yen"].get(req.kind, 300) * req.copies
+
+
+def printed_items(req: IssueRequest, residents: list[dict], relation: str) -> tuple[frozenset[str], list[dict]]:
+    """The optional items that will be printed, and each requested one that
+    will not be, with the reason (never dropped silently): a third party
+    never receives 住民票コード or 個人番号, and an item the record does not
+    hold (本籍 empty, 個人番号 not mirrored, a 在留 item missing) cannot be
+    printed for that person."""
+    items = set(req.items) if req.kind != "inkan" else set()
+    omissions = []
+    if relation == THIRD_PARTY:
+        for item in IDENTIFIER_ITEMS:
+            if item in items:
+                items.discard(item)
+                omissions.append({"item": item, "label": OPTIONAL_ITEMS[item], "resident_code": None, "name": None,
+                                  "reason": "第三者への証明書には記載できません（住民基本台帳法・番号法）"})
+    for resident in residents:
+        for item in sorted(items):
+            reason = _missing_item(item, resident)
+            if reason:
+                omissions.append({"item": item, "label": OPTIONAL_ITEMS[item], "resident_code": resident["resident_code"],
+                                  "name": resident["name"], "reason": reason})
+    return frozenset(items), omissions
+
+
+def _missing_item(item: str, resident: dict) -> str | None:
+    foreign = resident.get("foreign")
+    if item == "honseki" and not foreign and not resident.get("honseki"):
+        return "本籍の記録がありません"
+    if item == "individual_number" and not resident.get("individual_number"):
+        return "個人番号がこの装置の写しにありません（複製しない設定か、記録がありません）"
+    if foreign and item in FOREIGN_ITEM_FIELDS and not foreign.get(FOREIGN_ITEM_FIELDS[item]):
+        return "記録がありません"
+    return None
+
+
+def omissions_message(omissions: list[dict]) -> str:
+    listed = "、".join(
+        f"{o['label']}（{o['name'] + '：' if o['name'] else ''}{o['reason']}）" for o in omissions
+    )
+    return (
+        f"請求された次の事項は証明書に記載されません：{listed}。"
+        "このまま交付する場合は「記載されない事項を確認した」にチェックして交付し、"
+        "記載が必要な場合は後日交付として受け付けてください。"
+    )
+
+
+def planned_move(resident: dict) -> dict | None:
+    """The one rule for a planned move-out, whichever source notified it
+    (the upstream's planned_move_out; a 転出届 received at the counter
+    will be given in the same shape): {"date", "moved_to"}, or None."""
+    return resident.get("planned_move_out")
+
+
+def planned_move_message(move: dict) -> str:
+    """What the clerk is told, in the words of what the certificate does:
+    the standard prints a move-out only once the record is a 除票."""
+    return (
+        f"転出予定の届出があります（転出予定日 {move['date']}、転出先 {move['moved_to']}）。"
+        "証明書は現在の住所のまま交付され、転出予定日と転出先は記載されません（除票になるまで記載しないのが標準仕様です）。"
+    )
+
+
+def residence_period_warning(resident: dict, data_as_of: dt.date, today: dt.date) -> str | None:
+    """A foreign resident whose 在留期間 ended before the data-as-of (an
+    extension or a departure may be missing from the copy), or ends during
+    the outage (on or before today)."""
+    expiry = (resident.get("foreign") or {}).get("period_expiry")
+    if not expiry:
+        return None
+    day = dt.date.fromisoformat(expiry)
+    if day < data_as_of:
+        return (f"{resident['name']}：在留期間の満了日（{expiry}）が住民記録の時点（{data_as_of.isoformat()}）より前です。"
+                "更新や出国が写しに反映されていない可能性があります。在留カードで在留期間を確認してください。")
+    if day <= today:
+        return (f"{resident['name']}：在留期間の満了日（{expiry}）が障害中に到来しています。"
+                "在留カードで更新（申請中を含む）を確認してください。")
+    return None
+
+
+# Upstream data anomalies (sync.anomalies): what IT's dashboard calls them,
+# and what the counter says on an affected record.
+ANOMALY_LABELS = {
+    "duplicate_atena_number": "宛名番号の重複",
+    "notified_before_birth": "生年月日より前の届出日",
+    "seal_registered_on_birth_date": "生年月日に登録された印鑑",
+    "shared_seal_image": "他の住民と同じ印影",
+}
+ANOMALY_WARNINGS = {
+    "duplicate_atena_number": "宛名番号（{detail}）が他の住民と重複しています。本人確認を念入りに行ってください。",
+    "notified_before_birth": "届出日（{detail}）が生年月日より前になっています。証明書に印字される届出日を本人と確認してください。",
+    "seal_registered_on_birth_date": "印鑑登録（{detail}）の登録年月日が生年月日と同じです。印鑑登録証明書は登録証と印影をよく確認してから交付してください。",
+    "shared_seal_image": "印鑑登録（{detail}）の印影が他の住民の登録と同じです。印鑑登録証明書は係長に確認してから交付してください。",
+}
+
+
+def counter_warnings(register, person: dict, household: list[dict], today: dt.date) -> list[dict]:
+    """What the resident screen (and the API) warns about before anything
+    is issued, each {"kind", "resident_code", "message"}: a planned move-out
+    (in the certificate's own terms), a 在留期間 that ended before the data
+    or during the outage (the person and the current members of the
+    household), and the upstream data anomalies the load found on the
+    person."""
+    warnings = []
+    move = planned_move(person)
+    if move:
+        warnings.append({"kind": "planned_move_out", "resident_code": person["resident_code"], "message": planned_move_message(move)})
+    as_of = register.meta.as_of.astimezone(now().tzinfo).date()
+    members = [person, *(m for m in household if m["status"] == "active" and m["resident_code"] != person["resident_code"])]
+    for member in members:
+        message = residence_period_warning(member, as_of, today)
+        if message:
+            warnings.append({"kind": "residence_period", "resident_code": member["resident_code"], "message": message})
+    for kind, detail in register.anomalies(person["resident_code"]):
+        message = "上流データの異常（全件取込で検出）：" + ANOMALY_WARNINGS.get(kind, "{detail}").format(detail=detail)
+        warnings.append({"kind": kind, "resident_code": person["resident_code"], "message": message})
+    return warnings
 
 
 def _active_seal(register, subject: dict, card_number: str) -> dict:
@@ -386,8 +564,9 @@ def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope
         audit.append(conn, clerk.username, "issue", req.subject_code,
                      {"request": request_id, "kind": req.kind, "serials": [c.serial for c in copies],
                       "requester_type": req.requester_type, "approved_by": req.approved_by, "flags": plan.flags,
-                      "residents": codes}, drill=scope.is_drill)
-    return IssueResult(request_id, copies, plan.flags, plan.fee_yen)
+                      "residents": codes, "omitted": [[o["item"], o["resident_code"]] for o in plan.omissions]},
+                     drill=scope.is_drill)
+    return IssueResult(request_id, copies, plan.flags, plan.fee_yen, plan.omissions)
 
 
 def _take_serials(conn, scope: str, count: int, serial_range: tuple[int, int], floor: int) -> int:

@@ -37,6 +37,7 @@ from fallback.counter.state import counter_scope
 from fallback.errors import Forbidden, NotFound, SonaeError
 from fallback.mirror.availability import unavailable_message
 from fallback.mirror.registry import register_for, register_problem, snapshot_store
+from fallback.ops import now
 from fallback.staff.sessions import StaffSession
 from sync.register import Register
 
@@ -131,6 +132,7 @@ class ResidentRecord:
     person: dict
     household: list[dict]  # current members in order, then former members (除票)
     seals: list[dict]
+    warnings: list[dict]  # what the clerk is told before issuing (issuance.counter_warnings)
 
 
 def record_of(counter: Counter, code: str) -> ResidentRecord:
@@ -139,7 +141,9 @@ def record_of(counter: Counter, code: str) -> ResidentRecord:
     person = counter.register.resident(code)
     if person is None:
         raise ResidentNotFound()
-    return ResidentRecord(person, lookup.household_members(counter.register, person), counter.register.seals_of(code))
+    household = lookup.household_members(counter.register, person)
+    return ResidentRecord(person, household, counter.register.seals_of(code),
+                          issuance.counter_warnings(counter.register, person, household, now().date()))
 
 
 def view_resident(counter: Counter, code: str) -> ResidentRecord:

@@ -41,7 +41,7 @@ def search():
 def _resident_page(counter: service.Counter, record: service.ResidentRecord, *, form, error=None, refusal_rule=None) -> str:
     return render_template(
         "counter/resident.html", person=record.person, household=record.household, seals=record.seals, scope=counter.scope,
-        form=form, error=error, refusal_rule=refusal_rule,
+        form=form, error=error, refusal_rule=refusal_rule, warnings=record.warnings,
         kinds=issuance.KINDS, requester_types=issuance.REQUESTER_TYPES, documents=issuance.IDENTITY_DOCUMENTS,
         optional_items=issuance.OPTIONAL_ITEMS, layouts=issuance.LAYOUTS,
         support_measure_approvable=counter.config["counter"]["support_measure_approvable"],

@@ -397,12 +397,18 @@ def pick_cast(register, seed: int) -> Cast:
                      "a resident under a support measure")
     sealed = take(lambda p: plain(p) and seals(p, "active"), "a resident with a registered seal")
     revoked = take(lambda p: plain(p) and seals(p, "revoked"), "a resident whose seal was revoked")
-    removed = take(lambda p: p["status"] == "removed" and not p["support_measure"], "a removed resident")
+    # A person who moved out asks for their own 除票 (a deceased person's has no 本人: a relative is a third party).
+    removed = take(lambda p: p["status"] == "removed" and not p["support_measure"]
+                   and register.resident(p["resident_code"])["removal"]["reason"] != "死亡", "a resident who moved out")
     renamed = take(lambda p: plain(p) and not p["foreign"], "a Japanese resident")
     dying = take(lambda p: plain(p) and p["relationship"] != "世帯主" and len(members(p)) >= 2 and calm_household(p),
                  "a household member who is not its head")
     third = take(plain, "any resident")
-    foreign = take(lambda p: plain(p) and p["foreign"], "a foreign resident")
+    # One whose record holds every 在留 item the case asks for (a 特別永住者 has no 在留期間):
+    # an item the record lacks would stop for the clerk's decision.
+    foreign = take(lambda p: plain(p) and p["foreign"] and all(register.resident(p["resident_code"])["foreign"].get(field)
+                                                                for field in ("status", "period", "period_expiry", "card_number")),
+                   "a foreign resident with a 在留期間")
     mover = take(plain, "any resident")
     relative = next(m for m in members(dying) if m["resident_code"] != dying["resident_code"])
     cast = [register.resident(p["resident_code"]) for p in (household, protected, sealed, revoked, removed, renamed, dying)]

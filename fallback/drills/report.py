@@ -32,6 +32,10 @@ RULE_LABELS = {
     "kill_switch": "データが古すぎる種類",
     "approval_failed": "係長の承認の失敗",
     "serials_exhausted": "発行番号の使い切り",
+    "items_not_printed": "記載できない事項の確認",
+    "official_without_staff_id": "職員の身分証明書のない公用請求",
+    "official_without_purpose": "根拠の記入のない公用請求",
+    "official_seal": "電子公印の未設定",
 }
 # A clerk who picked the wrong certificate type for the person.
 WRONG_TYPE_RULES = ("johyo_for_active", "removed_resident")

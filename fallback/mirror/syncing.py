@@ -129,7 +129,8 @@ def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, o
                 bytes=result.bytes,
                 as_of=result.as_of.isoformat(),
                 detail={"export_id": result.export_id, "export_seq": result.export_seq, "residents": result.residents, "seals": result.seals,
-                        "overridden": list(result.overridden), "pruned": list(result.pruned), "seconds": round(result.seconds, 1)},
+                        "overridden": list(result.overridden), "pruned": list(result.pruned), "seconds": round(result.seconds, 1),
+                        "anomalies": result.anomalies.figures()},
             )
             return result
     finally:
@@ -302,6 +303,17 @@ def full_export_due(config: Config) -> str | None:
     finally:
         ops.close()
     return f"the change feed broke at {row[0]} ({row[1]})" if row else None
+
+
+def latest_load_anomalies(ops) -> dict | None:
+    """The upstream data anomalies (sync.anomalies) the last successful full
+    load found: {"counts": {kind: n}, "examples": {kind: [...]}, "run": id,
+    "started_at": …}, or None before any such load."""
+    row = ops.execute(
+        "SELECT id, started_at, json_extract(detail, '$.anomalies') FROM sync_runs WHERE kind = 'full' AND outcome = 'ok' "
+        "AND json_extract(detail, '$.anomalies') IS NOT NULL ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else {**json.loads(row[2]), "run": row[0], "started_at": row[1]}
 
 
 def recent_runs(config: Config, limit: int = 20) -> list[dict]:

@@ -7,8 +7,10 @@ import datetime as dt
 
 from fallback import modes
 from fallback.config import Config
-from fallback.counter.rendering import verification_address_problem
+from fallback.counter.issuance import ANOMALY_LABELS
+from fallback.counter.rendering import official_seal_problem, verification_address_problem
 from fallback.mirror.registry import snapshot_store
+from fallback.mirror.syncing import latest_load_anomalies
 from fallback.monitoring import alerts, charts, mirror, probes
 from sync import crypto
 from sync.crypto import WrongKeyError
@@ -111,4 +113,7 @@ def dashboard(conn, config: Config, at: dt.datetime) -> dict:
         "latency_chart": latency_chart(conn, at),
         "age_chart": age_chart(conn, at),
         "verification_address_problem": verification_address_problem(config),
+        "official_seal_problem": official_seal_problem(config),
+        "load_anomalies": latest_load_anomalies(conn),
+        "anomaly_labels": ANOMALY_LABELS,
     }

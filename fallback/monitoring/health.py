@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 from fallback import clock, disk, modes
 from fallback.config import Config
 from fallback.counter.issuance import KINDS, handed_out_by_kind
-from fallback.counter.rendering import verification_address_problem
+from fallback.counter.rendering import official_seal_problem, verification_address_problem
 from fallback.keys import key_status
 from fallback.mirror import availability
 from fallback.mirror.registry import SnapshotSummary, register_problem, snapshot_store, snapshot_summary
@@ -41,7 +41,8 @@ def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception |
     and reads without errors, its data is not older than
     counter.data_age_hard_limit_hours, and the operational database can
     commit (a durable write, at most once a second) with room for a
-    certificate. `conn` is the operational database (None when the key is
+    certificate, and a 電子公印 is configured (real issuance refuses
+    without one). `conn` is the operational database (None when the key is
     missing, or when it cannot be opened: `ops_problem`)."""
     hard_limit = config["counter"]["data_age_hard_limit_hours"]
     checks: dict[str, dict] = {}
@@ -67,8 +68,9 @@ def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception |
     # only their printed verification address is of no use outside.
     address_problem = verification_address_problem(config)
     checks["verification_address"] = {"ok": address_problem is None, "detail": address_problem or "確認先が設定されています"}
+    checks["official_seal"] = official_seal_check(config)
     ready = key_problem is None and ops_problem is None and snapshot is not None and all(
-        checks[name]["ok"] for name in ("data_age", "snapshot_reads", "writes", "disk_space", "clock") if name in checks)
+        checks[name]["ok"] for name in ("data_age", "snapshot_reads", "writes", "disk_space", "clock", "official_seal") if name in checks)
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "at": at.isoformat(timespec="seconds")}
     return Readiness(ready, body, key_problem is None, snapshot)
 
@@ -126,6 +128,13 @@ def _pointer_check(config: Config) -> dict[str, dict]:
         return {}
     return {"snapshot_pointer": {"ok": False, "reason": pointer.damage,
                                  "detail": "現在の世代を示すファイル（CURRENT）が壊れています。控えが示す世代で動いており、次の取込で直ります"}}
+
+
+def official_seal_check(config: Config) -> dict:
+    """/readyz's 電子公印 check: without a usable seal image no real
+    certificate is issued (the counters refuse with the same words)."""
+    problem = official_seal_problem(config)
+    return {"ok": problem is None, "detail": problem or "電子公印の画像が設定されています"}
 
 
 def _timestamp(iso: str | None) -> float | None:

@@ -155,8 +155,9 @@ def test_the_state_directory_of_the_appliance_passes(box):
 # --- the 電子公印 and the fonts -----------------------------------------------------------
 
 
-def test_no_seal_image_is_a_problem_for_real_issuance(sonae_env):
-    assert "real issuance is refused without one" in only(doctor.seal_image(sonae_env), PROBLEM)
+def test_no_seal_image_is_a_problem_for_real_issuance(sonae_env, monkeypatch):
+    monkeypatch.setenv("SONAE_PRINTING_OFFICIAL_SEAL_IMAGE", "")  # the tests' environment configures the 見本 seal
+    assert "real issuance is refused without one" in only(doctor.seal_image(load_config()), PROBLEM)
 
 
 def test_a_seal_image_passes_and_a_file_that_is_no_image_is_named(sonae_env, monkeypatch, tmp_path):
