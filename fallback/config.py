@@ -179,6 +179,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "webhook_retries": 3,  # attempts after the first; waits 1 s, 2 s, 4 s … between them
         "webhook_timeout_s": 5.0,
         "audit_verify_minutes": 60,  # the full audit-chain check is read-heavy
+        "doctor_interval_minutes": 10,  # the worker reruns `sonae doctor`'s checks for /readyz and the dashboard
         # "Authorization: Bearer <token>" opens /metrics beyond what the public
         # notice says and /readyz's reasons and figures; empty: they stay closed
         "metrics_token": "",
