@@ -1,23 +1,20 @@
-// The 届出 and hold forms, as fast as paper: the kind by its number key,
-// Enter moves to the next field instead of sending, Ctrl+Enter records.
-// Only the chosen kind's fields are shown and sent. Without JavaScript
-// every field shows and the server reads the chosen kind's only.
+// The 届出 and hold forms, as fast as paper: the kind by its number key
+// (the cursor then goes to the first field), Enter moves to the next field
+// instead of sending, Ctrl+Enter records. Only the chosen kind's fields are
+// shown and sent; without JavaScript every field shows and the server
+// reads the chosen kind's only.
 "use strict";
 
 (function () {
   const form = document.getElementById("filing-form") || document.getElementById("hold-form");
   if (!form) return;
   const fieldsets = Array.from(form.querySelectorAll("fieldset[data-kinds]"));
-
-  function chosenKind() {
-    const radio = form.querySelector('input[name="kind"]:checked');
-    return radio ? radio.value : "";
-  }
+  const kinds = Array.from(form.querySelectorAll('input[name="kind"]'));
 
   function showKind() {
-    const kind = chosenKind();
+    const chosen = kinds.find((radio) => radio.checked);
     fieldsets.forEach((set) => {
-      const shown = set.dataset.kinds.split(" ").includes(kind);
+      const shown = Boolean(chosen) && set.dataset.kinds.split(" ").includes(chosen.value);
       set.hidden = !shown;
       set.disabled = !shown;
     });
@@ -25,29 +22,38 @@
 
   function fields() {
     return Array.from(form.querySelectorAll("input, select, textarea"))
-      .filter((el) => el.type !== "hidden" && !el.disabled && el.offsetParent !== null);
+      .filter((el) => el.type !== "hidden" && el.name !== "kind" && !el.disabled && el.offsetParent !== null);
+  }
+
+  function typing(el) {
+    return el && (el.tagName === "TEXTAREA" || el.tagName === "SELECT" || (el.tagName === "INPUT" && !["radio", "checkbox"].includes(el.type)));
   }
 
   document.addEventListener("keydown", (e) => {
     if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) { form.requestSubmit(); e.preventDefault(); return; }
     const t = e.target;
-    const typing = t && (t.tagName === "INPUT" || t.tagName === "SELECT" || t.tagName === "TEXTAREA") && t.type !== "radio" && t.type !== "checkbox";
-    if (e.key === "Enter" && typing && t.tagName !== "TEXTAREA") {
+    if (e.key === "Enter" && form.contains(t) && t.tagName !== "TEXTAREA" && t.tagName !== "BUTTON") {
       const list = fields();
-      const next = list[list.indexOf(t) + 1];
+      const next = t.name === "kind" ? list[0] : list[list.indexOf(t) + 1];
       if (next) { next.focus(); e.preventDefault(); }
       return;
     }
-    if (typing) return;
-    const radio = form.querySelector(`input[name="kind"][data-key="${e.key}"]:not([disabled])`);
-    if (radio) { radio.checked = true; radio.focus(); showKind(); e.preventDefault(); }
+    if (typing(t)) return;
+    const radio = kinds.find((r) => r.dataset.key === e.key && !r.disabled);
+    if (radio) {
+      radio.checked = true;
+      showKind();
+      const first = fields()[0];
+      (first || radio).focus();
+      e.preventDefault();
+    }
   });
-  form.querySelectorAll('input[name="kind"]').forEach((radio) => radio.addEventListener("change", showKind));
+  kinds.forEach((radio) => radio.addEventListener("change", showKind));
   form.addEventListener("submit", () => {
     const button = form.querySelector('button[type="submit"]');
     if (button) { button.disabled = true; }
   });
   showKind();
-  const first = fields().find((el) => el.name !== "kind");
-  if (first) first.focus();
+  const start = kinds.find((r) => r.checked) || kinds.find((r) => !r.disabled);
+  if (start) start.focus();
 })();
