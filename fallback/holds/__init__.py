@@ -226,6 +226,13 @@ def reconcile(conn, hold_id: int, *, actor: str, note: str, scope: str, drill_id
     return get(conn, hold_id)
 
 
+def counts(conn, *, since: str, until: str) -> dict[str, tuple[int, int]]:
+    """Real holds recorded within [since, until] by kind: (recorded, reconciled since)."""
+    return {kind: (recorded, reconciled) for kind, recorded, reconciled in conn.execute(
+        "SELECT kind, count(*), coalesce(sum(status = 'reconciled'), 0) FROM holds WHERE scope = 'real' AND recorded_at BETWEEN ? AND ? "
+        "GROUP BY kind", (since, until))}
+
+
 class ActiveHolds:
     """The active holds of one scope, read once (a request's worth): by
     resident and by seal."""
