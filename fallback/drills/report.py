@@ -32,6 +32,9 @@ RULE_LABELS = {
     "kill_switch": "データが古すぎる種類",
     "approval_failed": "係長の承認の失敗",
     "serials_exhausted": "発行番号の使い切り",
+    "seal_held": "亡失・廃止の届出を受けた印鑑登録（保留）",
+    "death_held": "死亡届を受けた方（保留）",
+    "hold_approval": "保留のある方（承認なし）",
 }
 # A clerk who picked the wrong certificate type for the person.
 WRONG_TYPE_RULES = ("johyo_for_active", "removed_resident")

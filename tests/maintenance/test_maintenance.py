@@ -131,3 +131,16 @@ def test_the_calendar_is_for_supervisors_and_it(loaded_env):
     assert staff(loaded_env, "clerk1").get("/maintenance/").status_code == 403
     assert staff(loaded_env, "aud").get("/maintenance/").status_code == 403
     assert staff(loaded_env, "it1").get("/maintenance/").status_code == 200
+
+
+def test_the_worker_looks_for_windows_to_prepare_as_configured(loaded_env, monkeypatch):
+    import threading
+
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    from fallback.worker import build_scheduler
+
+    monkeypatch.setenv("SONAE_MAINTENANCE_CHECK_INTERVAL_S", "120")
+    scheduler = build_scheduler(load_config(), threading.Event(), BackgroundScheduler(timezone="Asia/Tokyo"))
+    job = scheduler.get_job(maintenance.JOB_ID)
+    assert job.func is maintenance.prepare_due and job.trigger.interval.total_seconds() == 120
