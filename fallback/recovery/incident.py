@@ -317,7 +317,7 @@ def counter_records(facts: IncidentFacts, config: Config) -> Section:
     lines += ["", "### 窓口で記録した保留", ""]
     if held:
         lines.append(documents.md_table(["種類", "記録", "照合済み", "有効"], [
-            [holds.KINDS[kind], recorded, reconciled, recorded - reconciled] for kind, (recorded, reconciled) in held.items()]))
+            [label, held[kind][0], held[kind][1], held[kind][0] - held[kind][1]] for kind, label in holds.KINDS.items() if kind in held]))
         active = sum(recorded - reconciled for recorded, reconciled in held.values())
         if active:
             lines.append(f"\n有効な保留が {active}件あります。住民記録に反映されたことを確かめて、「保留」画面で照合済みにしてください。")
