@@ -52,6 +52,7 @@ from sync.synthetic.synth import RegisterSpec, Synth
 MAX_TEXT = 200
 ACTOR = "worker"
 PRINT_WAIT_S = 10.0
+SPECIMEN_DRAWS = 1_000  # households drawn at most for the 見本 (a few dozen suffice)
 JOB_ID = "maintenance.prepare"
 
 
@@ -185,7 +186,9 @@ def specimen_household(config: Config) -> tuple[list[dict], dict, dict]:
     synth = Synth(spec, random.Random("maintenance-specimen"), items_rng=random.Random("maintenance-specimen/items"))
     household = seal = removed = None
     ordinal = 9_900_000_000
-    while household is None or removed is None:
+    for _ in range(SPECIMEN_DRAWS):
+        if household is not None and removed is not None:
+            return household, seal, removed
         residents, seals = synth.household(ordinal, 4)
         ordinal += len(residents)
         active = [r for r in residents if r["status"] == "active"]
@@ -193,12 +196,15 @@ def specimen_household(config: Config) -> tuple[list[dict], dict, dict]:
         if household is None and holder is not None:
             household, seal = active, holder
         removed = removed or next((r for r in residents if r["status"] == "removed"), None)
-    return household, seal, removed
+    raise CertificateError(f"the synthetic model drew no household with a seal and a removed person in {SPECIMEN_DRAWS} households")
 
 
 def specimens(config: Config) -> list[Step]:
     """A 見本 of every certificate type, rendered and signed."""
-    household, seal, removed = specimen_household(config)
+    try:
+        household, seal, removed = specimen_household(config)
+    except CertificateError as exc:
+        return [Step("specimen", "証明書の見本", False, str(exc))]
     holder = next(r for r in household if r["resident_code"] == seal["resident_code"])
     subjects = {"juminhyo": household, "kisai": household[:1], "johyo": [removed], "inkan": [holder]}
     settings = print_settings(config)

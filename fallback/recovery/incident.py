@@ -296,13 +296,20 @@ def counter_records(facts: IncidentFacts, config: Config) -> Section:
     try:
         since, until = facts.incident.started_at, facts.until
         taken = reentry.incident_filings(conn, since, until)
-        mapping = reentry.load_mapping(config)
-        work = reentry.worklist(conn, config, since=since, until=until)
+        try:
+            mapping = reentry.load_mapping(config)
+        except reentry.ReentryError as exc:  # the report is written whatever the mapping file says
+            mapping, mapping_problem = reentry.parse_mapping(reentry.default_mapping_values(), "layout 1"), exc.message
+        else:
+            mapping_problem = None
+        work = reentry.worklist_of(conn, taken, mapping)
         held = holds.counts(conn, since=since, until=until)
         history = reentry.issuance_history(conn, since=since, until=until)
     finally:
         conn.close()
     lines = ["### 窓口で受け付けた届出", ""]
+    if mapping_problem:
+        lines += [f"再入力のマッピングに誤りがあるため、取込みと手入力の区分は第{reentry.LAYOUT_VERSION}版の既定によります：{documents.md_text(mapping_problem)}", ""]
     if taken:
         by_kind = {kind: [f for f in taken if f.kind == kind] for kind in filings.KINDS}
         lines.append(documents.md_table(["種類", "届出", "人数", "取込みファイル", "手入力"], [

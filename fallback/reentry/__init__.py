@@ -294,11 +294,15 @@ class WorkItem:
 
 
 def worklist(conn, config: Config, *, since: str, until: str) -> list[WorkItem]:
-    mapping = load_mapping(config)
+    return worklist_of(conn, incident_filings(conn, since, until), load_mapping(config))
+
+
+def worklist_of(conn, taken: list[filings.Filing], mapping: Mapping) -> list[WorkItem]:
+    """The filings among `taken` that are entered by hand, with their latest tick."""
     ticks = {filing_id: (done, at, actor) for filing_id, done, at, actor in conn.execute(
         "SELECT filing_id, done, at, actor FROM reentry_ticks WHERE id IN (SELECT max(id) FROM reentry_ticks GROUP BY filing_id)")}
     items = []
-    for filing in incident_filings(conn, since, until):
+    for filing in taken:
         if not needs_manual_entry(filing, mapping):
             continue
         reason = "取り込めない種類（印影など紙の書類による）" if not mapping.kinds[filing.kind].imported else "受付者が手入力を指定"

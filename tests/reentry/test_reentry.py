@@ -222,3 +222,18 @@ def test_a_name_cp932_cannot_write_is_refused_by_name(appliance, login, downtime
 def test_a_supervisors_password_is_never_in_a_file(appliance, outage):
     for kind in ("tenshutsu", "tenkyo"):
         assert PASSWORD not in outage["boss"].get(f"/reentry/{incident_id(appliance)}/files/{kind}.csv").get_data(as_text=True)
+
+
+def test_the_incident_report_is_written_whatever_the_mapping_file_says(appliance, outage, tmp_path):
+    broken = tmp_path / "vendor.toml"
+    broken.write_text("layout_version = 2\n", encoding="utf-8")
+    write_config(reentry={"mapping_file": str(broken)})
+    from fallback.app import create_app
+
+    app = create_app(load_config())
+    app.config["TESTING"] = True
+    report = Staff(app, "boss").get(f"/recovery/incidents/{incident_id(appliance)}.md")
+    assert report.status_code == 200
+    section = report.get_data(as_text=True).split("## 窓口の届出・保留と交付の記録", 1)[1]
+    assert "再入力のマッピングに誤りがあるため" in section and "layout 2" in section
+    assert "| 印鑑登録申請 | 1 | 1 | 0 | 1 |" in section  # split by layout 1 as shipped
