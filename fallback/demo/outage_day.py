@@ -1328,12 +1328,12 @@ class OutageDay:
             self.record.ticked.append(filing_id)
         boss.open("/holds/")
         boss.wait("#holds-list")
+        boss.shot("holds-list", at="#holds-list")
         for row_id in [row.get_attribute("id") for row in boss.find("#holds-list tr[data-status=active]")
                        if row.find_elements("css selector", ".upstream-match")]:
             boss.open("/holds/")
             boss.submit(boss.wait(f"#{row_id} .reconcile-form button"))
             self.record.reconciled_holds.append(int(row_id.removeprefix("hold-")))
-        boss.shot("holds-reconciled")
         self.say(f"holds reconciled with the register: {len(self.record.reconciled_holds)}")
 
     @staticmethod

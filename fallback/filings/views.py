@@ -52,10 +52,10 @@ def received_from_form(form, record: service.ResidentRecord | None, eras) -> fil
     else:
         if record is None:
             raise filings.FilingError(f"{filings.KINDS[kind]}は、住民を検索して開いた画面から受け付けてください。")
-        chosen = set(form.getlist("members")) or {record.person["resident_code"]}
-        persons = [filings.resident_person(m) for m in record.household if m["status"] == "active" and m["resident_code"] in chosen]
         if record.person["status"] != "active":
             raise filings.FilingError("除票の方の届出は受け付けられません。")
+        chosen = set(form.getlist("members")) or {record.person["resident_code"]}
+        persons = [filings.resident_person(m) for m in record.household if m["status"] == "active" and m["resident_code"] in chosen]
         if len(persons) != len(chosen):
             raise filings.FilingError("選んだ方の中に、同じ世帯の現在の住民でない方がいます。")
     notified_on = str(form.get("notified_on") or "").strip()

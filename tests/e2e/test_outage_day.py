@@ -224,7 +224,7 @@ def test_screenshots_of_each_step_are_small(day):
     assert names[:2] == ["it-dashboard-upstream-down", "supervisor-declares-downtime"]
     assert {"counter-search", "counter-resident", "counter-issued", "certificate", "counter-refused-support_measure",
             "counter-deferred", "recovery-at-risk", "incident-report", "filing-form", "filing-saved", "hold-recorded",
-            "counter-refused-death_held", "counter-refused-seal_held", "reentry", "holds-reconciled"} <= set(names)
+            "counter-refused-death_held", "counter-refused-seal_held", "reentry", "holds-list"} <= set(names)
     for path in day.screenshots:
         assert path.stat().st_size <= 150 * 1024, path
         if path.stem != "certificate":

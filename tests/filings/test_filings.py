@@ -137,3 +137,11 @@ def test_filings_are_seen_by_their_clerk_and_supervisors_while_the_counter_is_op
     assert clerk1.get(f"/filings/{filing_id}").status_code == 423
     assert downtime.get(f"/filings/{filing_id}").status_code == 200
     assert clerk1.post("/filings/new", {**BASE, "kind": "tennyu"}).status_code == 423
+
+
+def test_a_removed_resident_files_nothing_and_a_move_in_needs_no_resident(appliance, downtime):
+    removed = record(downtime, "10000000095", "tenkyo", {"address_since": "2026-11-18", "address.town": "西蒲田七丁目",
+                                                          "address.banchi": "49番1号"})
+    assert removed.status_code == 422 and "除票の方の届出は受け付けられません" in text_of(removed)
+    no_resident = downtime.post("/filings/new", {**BASE, "kind": "tenkyo", "tenkyo:address_since": "2026-11-18"})
+    assert no_resident.status_code == 422 and "住民を検索して開いた画面から" in text_of(no_resident)
