@@ -240,6 +240,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "template": "",  # a ward's own Jinja/HTML layout; empty: the built-in one
         "title": "住民票の写し・印鑑登録証明書等 交付申請書",
     },
+    # The 届出 taken during an outage, written back for the register vendor's
+    # bulk import after recovery (fallback/reentry: layout 1).
+    "reentry": {
+        # the column mapping for the vendor's importer (deploy/reentry-mapping.toml
+        # is the default, to copy and edit); empty: the built-in layout 1
+        "mapping_file": "",
+    },
+    # The vendor's planned maintenance windows (fallback/maintenance).
+    "maintenance": {
+        # the worker prepares a window this long before it starts: pulls and
+        # loads the newest export, catches up the feed, checks readiness,
+        # drafts the declaration and the notice, and tells IT
+        "prepare_hours_before": 12.0,
+        "check_interval_s": 300,  # how often the worker looks for a window to prepare
+    },
 }
 
 

@@ -24,6 +24,8 @@ from typing import Any
 
 from fallback import audit, clock
 from fallback.errors import SonaeError
+from fallback.holds import APPROVAL_KINDS
+from fallback.holds import SEAL_KINDS as SEAL_HOLD_KINDS
 from fallback.ops import Transaction, now, now_iso
 from sync.normalize import name_key
 
@@ -243,6 +245,7 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
     if req.requester_type == "agent" and not req.delegation_letter:
         raise IssueRefused("agent_without_letter", "代理人の請求には委任状が必要です。")
 
+    check_death_hold(subject)
     removed = subject["status"] == "removed"
     if req.kind == "johyo" and not removed:
         raise IssueRefused("johyo_for_active", "この方は現在の住民です。除票の写しではなく住民票の写しを交付してください。")
@@ -258,7 +261,10 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
     else:
         residents = _members(register, subject, req)
 
+    check_members_death_holds(residents)
     flags = []
+    if check_approval_holds(req, residents):
+        flags.append("hold_approved")
     protected = [r for r in residents if r.get("support_measure")]
     for resident in protected:
         check_support_measure(req, resident, counter_config["support_measure_approvable"], relation)
@@ -458,6 +464,70 @@ def counter_warnings(register, person: dict, household: list[dict], today: dt.da
     return warnings
 
 
+# --- holds recorded at the counter (fallback.holds) --------------------------------
+# A held record carries its active holds (fallback.holds.applied); a 転出届's
+# and a 仮支援措置's are already on the record as planned_move_out and
+# support_measure, which the rules above apply. These are the others.
+
+
+def _held(record: dict, kinds) -> list[dict]:
+    return [hold for hold in record.get("holds", ()) if hold["kind"] in kinds]
+
+
+def check_death_hold(subject: dict) -> None:
+    """Nothing is issued of a person whose 死亡届 the counter received: the
+    register still shows them living, so a 住民票 would certify a living
+    resident, and there is no 除票 to copy until the register removes them
+    (after recovery). The clerk takes the request as a deferred one."""
+    for hold in _held(subject, ("death",)):
+        raise IssueRefused(
+            "death_held",
+            f"死亡届を受け付けた方です（死亡日 {hold['details']['occurred_on']}）。住民記録に死亡が記録されるまで、"
+            "この方の住民票・記載事項証明書・印鑑登録証明書は交付できず、除票の写しも作れません。後日対応として受け付けてください。",
+        )
+
+
+def check_members_death_holds(residents: list[dict]) -> None:
+    """A certificate of several members never prints one whose 死亡届 the
+    counter received; the others can be chosen without them."""
+    for resident in residents:
+        if _held(resident, ("death",)):
+            raise IssueRefused(
+                "death_held",
+                f"世帯員の{resident['name']}さんは死亡届を受け付けた方です。この方を除いて世帯員を選び直してください"
+                "（この方を含む写しは、住民記録に死亡が記録されてから交付します）。",
+            )
+
+
+def check_approval_holds(req: IssueRequest, residents: list[dict]) -> bool:
+    """A court's or the police's request, or a supervisor's free hold, on a
+    person printed: issued only with the on-the-spot approval of a
+    supervisor other than the issuing clerk (as for the 支援措置
+    exception). Returns whether such a hold was approved."""
+    held = [(resident, hold) for resident in residents for hold in _held(resident, APPROVAL_KINDS)]
+    if not held:
+        return False
+    if not req.approved_by:
+        resident, hold = held[0]
+        raise IssueRefused(
+            "hold_approval",
+            f"{resident['name']}さんに保留があります：{hold['text']}。交付には、交付する職員とは別の係長の承認が必要です。",
+        )
+    return True
+
+
+def check_seal_holds(seal: dict) -> None:
+    """A seal whose card was reported lost, or whose registration the
+    resident asked to end, certifies nothing from that moment — before
+    the card's number is compared, so a found card tells its finder
+    nothing."""
+    for hold in _held(seal, SEAL_HOLD_KINDS):
+        raise IssueRefused(
+            "seal_held",
+            f"この印鑑登録は{hold['label']}を受け付けています（{hold['recorded_at'][:16].replace('T', ' ')}）。印鑑登録証明書は交付できません。",
+        )
+
+
 def _active_seal(register, subject: dict, card_number: str) -> dict:
     seals = register.seals_of(subject["resident_code"])
     if not seals:
@@ -466,6 +536,7 @@ def _active_seal(register, subject: dict, card_number: str) -> dict:
     if not active:
         raise IssueRefused("seal_revoked", "この方の印鑑登録は廃止されています。印鑑登録証明書は交付できません。")
     seal = active[0]
+    check_seal_holds(seal)
     if card_number.strip().upper() != seal["card_number"].upper():
         raise IssueRefused("seal_card_mismatch", "印鑑登録証の番号が登録と一致しません。登録証を確認してください。")
     return seal
