@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey 
 from weasyprint import HTML  # noqa: E402
 
 from printing.glyphs import prepare_rare_glyph_font  # noqa: E402
-from printing.model import OPTIONAL_ITEMS, Certificate, IssueStamp, Municipality, PrintSettings  # noqa: E402
+from printing.model import OPTIONAL_ITEMS, SPECIMEN_SEAL_IMAGE, Certificate, IssueStamp, Municipality, PrintSettings  # noqa: E402
 from printing.render import render_certificate, render_html  # noqa: E402
 
 EXPORT = ROOT / "tests" / "fixtures" / "example-export"
@@ -87,7 +87,7 @@ def run(iterations: int, warmup: int, cache: Path) -> None:
     ivs_household = copy.deepcopy(household)
     ivs_household[1]["name"] = f"葛{IVS}城　辻{IVS}"
     key = Ed25519PrivateKey.generate()
-    settings = PrintSettings(font_cache_dir=cache)
+    settings = PrintSettings(official_seal_image=SPECIMEN_SEAL_IMAGE, font_cache_dir=cache)  # the synthetic 見本 電子公印
     stamp = IssueStamp(
         serial=123, issued_at=dt.datetime(2026, 11, 25, 10, 30, tzinfo=JST),
         data_as_of=dt.datetime(2026, 11, 24, 23, 0, tzinfo=JST),

@@ -9,7 +9,7 @@ import io
 from flask import Flask, Request, current_app, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
 
-from fallback import banner, db, filters
+from fallback import banner, db, disk, filters
 from fallback.config import Config, ConfigError, load_config
 from fallback.counter.issuance import SUPPORT_MEASURE_APPROVABLE
 from fallback.errors import InternalFault, SonaeError, storage_fault
@@ -33,6 +33,10 @@ BLUEPRINTS = (
     "fallback.residents.public_views",
     "fallback.residents.notice_views",
     "fallback.residents.form_views",
+    "fallback.holds.views",
+    "fallback.filings.views",
+    "fallback.reentry.views",
+    "fallback.maintenance.views",
 )
 
 
@@ -126,6 +130,7 @@ def create_app(config: Config | None = None) -> Flask:
     # unreadable file stops the server here with a clear message.
     open_ops(config).close()
     db.init_app(app)
+    disk.init_app(app)
     security.init_app(app)
     init_errors(app)
     from importlib import import_module

@@ -13,6 +13,7 @@ also the reference for what can be configured.
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import difflib
 import json
 import os
@@ -23,6 +24,7 @@ from types import MappingProxyType
 from typing import Any
 
 from fallback.errors import SonaeError
+from printing.model import DEFAULT_CERTIFICATION_TEXTS, DEFAULT_INKAN_ITEMS, INKAN_ITEMS
 
 DEFAULT_CONFIG_PATH = "/etc/sonae/sonae.toml"
 DEFAULT_HOME = "/var/lib/sonae"
@@ -33,6 +35,11 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "prefecture": "東京都",
         "name": "大田区",
         "mayor": "大田区長　鈴木　晶雅",
+        # 職務代理者 (地方自治法第152条): while the mayor cannot act, certificates
+        # are issued in the acting officer's name. Each entry: from and to
+        # (YYYY-MM-DD, both days included) and the name as printed, e.g.
+        # { from = "2027-01-10", to = "2027-01-20", name = "大田区長職務代理者　大田区副区長　山田　一郎" }
+        "acting_mayors": [],
     },
     "upstream": {
         "url": "https://register.example.lg.jp",
@@ -106,14 +113,32 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # server died mid-issuance) is voided by the worker, which looks
         # this often; longer than any render and print wait
         "void_unrendered_after_s": 120,
+        # 公用請求 (another public office, 住民基本台帳法第12条の2) pays no fee,
+        # as most 手数料条例 exempt it
+        "official_fee_exempt": True,
     },
     "printing": {
         "printer": "",  # CUPS queue name; empty: browser printing only
-        "official_seal_image": "",  # 電子公印 PNG; empty prints 公印省略
+        # the ward's 電子公印 (PNG), printed on every certificate as the
+        # standard requires: without it real issuance is refused (never
+        # 「公印省略」), /readyz is not ready and the IT dashboard says why.
+        # The demo and the tests use printing/specimen-seal.png, marked 見本
+        "official_seal_image": "",
         "official_seal_mm": 25.0,  # printed size of the 電子公印 (at most 25 mm square)
         "seal_impression_mm": 15.0,  # printed size of a registered 印影's longer side
-        # 認証文 per certificate type; a type left out keeps the standard text
-        "certification_texts": {},
+        # 認証文 per certificate type ("<type>_household": a whole household);
+        # a type left out keeps the standard text shown here
+        "certification_texts": dict(DEFAULT_CERTIFICATION_TEXTS),
+        # what an item the record leaves blank shows (住所を定めた年月日 of
+        # someone who never moved within the ward, an unknown 転入前住所, a
+        # 振り仮名 not yet confirmed): the standard prints it blank; some
+        # wards print 【空欄】
+        "blank_text": "",
+        # what the 印鑑登録証明書 prints besides 氏名, 生年月日, 住所 and the
+        # 印影, per the ward's 印鑑条例: any of furigana (振り仮名 after the
+        # name), former_surname (旧氏), alias (通称), sex (男女の別),
+        # seal_number (登録番号), registered_on (登録年月日)
+        "inkan_items": list(DEFAULT_INKAN_ITEMS),
         "layout": "renketsu",
         # 地紋 with a hidden 「複写」 under every page, for plain paper; leave
         # off when certificates are printed on 改ざん防止用紙
@@ -154,9 +179,18 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "webhook_retries": 3,  # attempts after the first; waits 1 s, 2 s, 4 s … between them
         "webhook_timeout_s": 5.0,
         "audit_verify_minutes": 60,  # the full audit-chain check is read-heavy
+        "doctor_interval_minutes": 10,  # the worker reruns `sonae doctor`'s checks for /readyz and the dashboard
         # "Authorization: Bearer <token>" opens /metrics beyond what the public
         # notice says and /readyz's reasons and figures; empty: they stay closed
         "metrics_token": "",
+    },
+    # Space kept back so the counters go on issuing after the disk fills
+    # (fallback/disk.py): a file of reserve_mb under SONAE_HOME, deleted when
+    # the free space falls below release_below_mb or a write meets a full
+    # disk; made again when the disk has room for it twice over. 0: none.
+    "disk": {
+        "reserve_mb": 256,
+        "release_below_mb": 32,
     },
     "sla": {"threshold_percent": 97.5},
     "drills": {
@@ -206,6 +240,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "template": "",  # a ward's own Jinja/HTML layout; empty: the built-in one
         "title": "住民票の写し・印鑑登録証明書等 交付申請書",
     },
+    # The 届出 taken during an outage, written back for the register vendor's
+    # bulk import after recovery (fallback/reentry: layout 1).
+    "reentry": {
+        # the column mapping for the vendor's importer (deploy/reentry-mapping.toml
+        # is the default, to copy and edit); empty: the built-in layout 1
+        "mapping_file": "",
+    },
+    # The vendor's planned maintenance windows (fallback/maintenance).
+    "maintenance": {
+        # the worker prepares a window this long before it starts: pulls and
+        # loads the newest export, catches up the feed, checks readiness,
+        # drafts the declaration and the notice, and tells IT
+        "prepare_hours_before": 12.0,
+        "check_interval_s": 300,  # how often the worker looks for a window to prepare
+    },
 }
 
 
@@ -248,6 +297,30 @@ def _nearest(name: str, known, *, prefix: str = "") -> str:
 _TYPE_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "a string", list: "a list", dict: "a table"}
 
 
+def _acting_mayors_problem(entries: list) -> str | None:
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict) or set(entry) != {"from", "to", "name"}:
+            return f"entry {number} must be a table with from, to and name"
+        if not isinstance(entry["name"], str) or not entry["name"].strip():
+            return f"entry {number}: name must be the acting officer's name as printed"
+        try:
+            start, end = (dt.date.fromisoformat(str(entry[key])) for key in ("from", "to"))
+        except ValueError:
+            return f"entry {number}: from and to must be dates (YYYY-MM-DD)"
+        if end < start:
+            return f"entry {number}: to ({end}) is before from ({start})"
+    return None
+
+
+def _inkan_items_problem(items: list) -> str | None:
+    unknown = [item for item in items if item not in INKAN_ITEMS]
+    return f"unknown item(s) {', '.join(map(str, unknown))}; known: {', '.join(INKAN_ITEMS)}" if unknown else None
+
+
+# Keys whose values need more than a type check.
+_VALUE_CHECKS = {("municipality", "acting_mayors"): _acting_mayors_problem, ("printing", "inkan_items"): _inkan_items_problem}
+
+
 def _checked(section: str, key: str, value: Any, *, where: str) -> Any:
     """A value of the right type for a known key: a typo or a wrong type
     would otherwise leave a setting silently at its default (a kill switch
@@ -264,6 +337,10 @@ def _checked(section: str, key: str, value: Any, *, where: str) -> Any:
         unknown = [k for k in value if k not in default]
         if unknown:
             raise ConfigError(f"{where}: {section}.{key} has no entry {unknown[0]!r}{_nearest(unknown[0], default)}")
+    check = _VALUE_CHECKS.get((section, key))
+    problem = check(value) if check else None
+    if problem:
+        raise ConfigError(f"{where}: {section}.{key}: {problem}")
     return value
 
 

@@ -33,10 +33,11 @@ TOKYO = ZoneInfo("Asia/Tokyo")
 
 
 def _create_issue_keys(db: sqlite_utils.Database) -> None:
-    """Migration 8 (below): one row per idempotency key that issued."""
+    """Migration 10 (below): one row per idempotency key that issued, with
+    the requested items its certificates left out (the answer a replay repeats)."""
     db["issue_keys"].create(
-        {"actor": str, "key": str, "request_id": int, "fingerprint": str, "created_at": str},
-        pk=("actor", "key"), not_null={"request_id", "fingerprint", "created_at"},
+        {"actor": str, "key": str, "request_id": int, "fingerprint": str, "omissions": str, "created_at": str},
+        pk=("actor", "key"), not_null={"request_id", "fingerprint", "omissions", "created_at"},
         foreign_keys=[("request_id", "requests", "id")],
     )
 
@@ -374,7 +375,93 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     CREATE TRIGGER notice_versions_kept BEFORE DELETE ON notice_versions
         BEGIN SELECT RAISE(ABORT, 'notice versions are kept'); END;
     """,
-    # 8: idempotency keys of issuance (a rendered request form, or the API's
+    # 8: the upstream's clock as the probes saw it (fallback/clock.py): the
+    # offset from this clock, with the boot clock to notice this one moving
+    """
+    CREATE TABLE clock_readings (
+        id INTEGER PRIMARY KEY,
+        at TEXT NOT NULL,
+        offset_s REAL NOT NULL,
+        source TEXT NOT NULL,
+        boot_id TEXT NOT NULL,
+        boottime_s REAL NOT NULL
+    );
+    CREATE INDEX clock_readings_at ON clock_readings(at);
+    """,
+    # 9: the long outage — holds that change issuance at once (until a
+    # supervisor reconciles them with the register), 届出 received at the
+    # counter for re-entry after recovery and the re-entry worklist's ticks,
+    # and the maintenance calendar with each window's preparation. No row
+    # of these is ever deleted: a hold is reconciled, a window cancelled.
+    """
+    CREATE TABLE holds (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,
+        drill_id INTEGER,
+        kind TEXT NOT NULL,
+        resident_code TEXT NOT NULL,
+        seal_number TEXT,
+        details TEXT NOT NULL DEFAULT '{}',
+        filing_id INTEGER,
+        recorded_at TEXT NOT NULL,
+        recorded_by TEXT NOT NULL,
+        confirmed_by TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active',
+        reconciled_at TEXT,
+        reconciled_by TEXT,
+        reconcile_note TEXT
+    );
+    CREATE INDEX holds_scope ON holds(scope, drill_id, status);
+    CREATE TRIGGER holds_kept BEFORE DELETE ON holds
+        BEGIN SELECT RAISE(ABORT, 'holds are kept: a hold is reconciled, never deleted'); END;
+
+    CREATE TABLE filings (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,
+        drill_id INTEGER,
+        kind TEXT NOT NULL,
+        notified_on TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        clerk TEXT NOT NULL,
+        office TEXT NOT NULL,
+        terminal TEXT NOT NULL,
+        notifier_name TEXT NOT NULL,
+        notifier_relation TEXT NOT NULL,
+        documents TEXT NOT NULL,
+        persons TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        manual_entry INTEGER NOT NULL DEFAULT 0,
+        note TEXT NOT NULL DEFAULT '',
+        confirmed_by TEXT
+    );
+    CREATE INDEX filings_scope ON filings(scope, drill_id, kind);
+    CREATE TABLE reentry_ticks (
+        id INTEGER PRIMARY KEY,
+        filing_id INTEGER NOT NULL REFERENCES filings(id),
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        done INTEGER NOT NULL
+    );
+    CREATE INDEX reentry_ticks_filing ON reentry_ticks(filing_id, id);
+
+    CREATE TABLE maintenance_windows (
+        id INTEGER PRIMARY KEY,
+        starts_at TEXT NOT NULL,
+        ends_at TEXT NOT NULL,
+        vendor TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        cancelled_at TEXT,
+        cancelled_by TEXT,
+        prepared_at TEXT,
+        preparation TEXT,
+        notice_version_id INTEGER,
+        declared_at TEXT
+    );
+    CREATE INDEX maintenance_windows_start ON maintenance_windows(starts_at);
+    """,
+    # 10: idempotency keys of issuance (a rendered request form, or the API's
     # Idempotency-Key header): a key the server has seen answers with the
     # request it issued, never with a second certificate.
     _create_issue_keys,

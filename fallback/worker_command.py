@@ -30,6 +30,9 @@ def worker(list_jobs):
         scheduler.shutdown(wait=False)
         return
     configure_logging()
+    from fallback.mirror.syncing import reclaim_leftovers
+
+    reclaim_leftovers(config)  # a killed load's gen-N.tmp may be the size of a generation
     scheduler = build_scheduler(config, stopping)
 
     def stop(signum, frame):

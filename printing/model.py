@@ -22,14 +22,17 @@ KINDS = ("juminhyo", "kisai", "johyo", "inkan")
 KIND_TITLES = {
     "juminhyo": "住民票の写し",
     "kisai": "住民票記載事項証明書",
-    "johyo": "除票の写し",
+    "johyo": "住民票の除票の写し",
     "inkan": "印鑑登録証明書",
 }
+# Kinds that may print a whole household (and then say so in the 認証文).
+HOUSEHOLD_KINDS = ("juminhyo", "kisai")
 LAYOUTS = ("renketsu", "kojin")  # 世帯連記式, 個人票
 PEOPLE_PER_RENKETSU_SHEET = 4
 
 # Items printed only when the resident asks for them (住民基本台帳法第12条第5項
-# lets the requester leave them out, so the default is "left out").
+# lets the requester leave them out, so the default is "left out"). 通称 is
+# not among them: a recorded 通称 is printed like the name, always.
 OPTIONAL_ITEMS = (
     "honseki",  # 本籍・筆頭者
     "head",  # 世帯主・続柄
@@ -41,17 +44,38 @@ OPTIONAL_ITEMS = (
     "period",  # 在留期間
     "expiry",  # 在留期間の満了の日
     "card_number",  # 在留カード等の番号
-    "alias",  # 通称
 )
 
+# 認証文 per certificate type; "<kind>_household" is the text for a whole
+# household, which says so.
 DEFAULT_CERTIFICATION_TEXTS = {
     "juminhyo": "この写しは、住民票の原本と相違ないことを証明する。",
-    "johyo": "この写しは、除票の原本と相違ないことを証明する。",
+    "juminhyo_household": "この写しは、世帯全員の住民票の原本と相違ないことを証明する。",
     "kisai": "上記の事項は、住民票の原本と相違ないことを証明する。",
-    "inkan": "この写しは、登録されている印影と相違ないことを証明する。",
+    "kisai_household": "上記の事項は、世帯全員の住民票の原本と相違ないことを証明する。",
+    "johyo": "この写しは、住民票の除票の原本と相違ないことを証明する。",
+    "inkan": "この写しは、登録された印影と相違ないことを証明します。",
 }
+CERTIFICATION_TEXT_KEYS = tuple(DEFAULT_CERTIFICATION_TEXTS)
+
+# What an 印鑑登録証明書 prints besides 氏名, 生年月日, 住所 and the 印影, as the
+# ward's 印鑑条例 says. The default is the common one: the name with its
+# 振り仮名, and the 旧氏 and 通称 where recorded (they are part of the name
+# the seal may carry); 男女の別, the 登録番号 and the 登録年月日 only where the
+# 条例 asks for them.
+INKAN_ITEMS = ("furigana", "former_surname", "alias", "sex", "seal_number", "registered_on")
+DEFAULT_INKAN_ITEMS = ("furigana", "former_surname", "alias")
 
 SERIAL_LIMIT = 1_000_000  # the 発行番号 carries six digits
+
+# The synthetic 電子公印 for the demo, the scripted outage day, the benches
+# and the tests: a square seal reading 見本, never a ward's seal.
+SPECIMEN_SEAL_IMAGE = Path(__file__).with_name("specimen-seal.png")
+
+NO_OFFICIAL_SEAL = (
+    "電子公印の画像が設定されていないため、証明書を交付できません（公印省略の証明書は交付しません）。"
+    "情報政策課に電子公印の画像（設定 printing.official_seal_image）の設定を依頼してください。"
+)
 
 
 class CertificateError(ValueError):
@@ -83,7 +107,9 @@ class PrintSettings:
     """Per-appliance printing settings, the same for every certificate.
 
     official_seal_image: the 電子公印 PNG, drawn black at most
-    `official_seal_mm` square; None prints 「公印省略」.
+    `official_seal_mm` square. A real certificate is never printed without
+    it (no 「公印省略」); a drill or a specimen without one shows 訓練 / 見本
+    where the seal goes.
     seal_impression_mm: the printed size of the registered 印影's longer side
     (the contract carries the image without its physical size).
     font_cache_dir: where subsets of IPAmj明朝 for rare glyphs are kept
@@ -92,7 +118,13 @@ class PrintSettings:
     (printing.pattern), for plain paper; off when the ward prints on
     改ざん防止用紙, which carries its own.
     verification_url: the public page where anyone checks a certificate's
-    QR code, printed beside it ("" prints no address)."""
+    QR code, printed beside it ("" prints no address).
+    blank_text: what an item the record leaves blank shows (住所を定めた年月日
+    of someone who never moved within the municipality, 転入前住所 the record
+    does not hold, 振り仮名 not yet confirmed): the standard prints the item
+    blank; a ward may print e.g. 【空欄】.
+    inkan_items: what the 印鑑登録証明書 prints besides 氏名, 生年月日, 住所
+    and the 印影 (INKAN_ITEMS)."""
 
     eras: tuple[Era, ...] = DEFAULT_ERAS
     certification_texts: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_CERTIFICATION_TEXTS))
@@ -102,11 +134,19 @@ class PrintSettings:
     font_cache_dir: Path | None = None
     anti_copy_pattern: bool = False
     verification_url: str = ""
+    blank_text: str = ""
+    inkan_items: tuple[str, ...] = DEFAULT_INKAN_ITEMS
 
     def __post_init__(self) -> None:
-        missing = [kind for kind in KINDS if not self.certification_texts.get(kind)]
+        missing = [key for key in CERTIFICATION_TEXT_KEYS if not self.certification_texts.get(key)]
         if missing:
             raise ValueError(f"certification texts missing for: {', '.join(missing)}")
+        unknown = set(self.certification_texts) - set(CERTIFICATION_TEXT_KEYS)
+        if unknown:
+            raise ValueError(f"certification texts for unknown kinds: {', '.join(sorted(unknown))}; known: {', '.join(CERTIFICATION_TEXT_KEYS)}")
+        unknown = set(self.inkan_items) - set(INKAN_ITEMS)
+        if unknown:
+            raise ValueError(f"unknown 印鑑登録証明書 items: {', '.join(sorted(unknown))}; known: {', '.join(INKAN_ITEMS)}")
         if not 0 < self.official_seal_mm <= 25.0:
             raise ValueError("official_seal_mm must be more than 0 and at most 25 (mm)")
         if not 0 < self.seal_impression_mm <= 30.0:
@@ -115,9 +155,10 @@ class PrintSettings:
     @classmethod
     def from_config_section(cls, section: Mapping[str, Any], *, font_cache_dir: str | Path | None = None) -> PrintSettings:
         """From the [printing] config section. Keys read: eras,
-        official_seal_image ("" = 公印省略), official_seal_mm,
+        official_seal_image ("" = none configured), official_seal_mm,
         seal_impression_mm, certification_texts (a table kind -> text; kinds
-        not given keep their default), anti_copy_pattern."""
+        not given keep their default), anti_copy_pattern, blank_text,
+        inkan_items."""
         texts = dict(DEFAULT_CERTIFICATION_TEXTS)
         texts.update(section.get("certification_texts") or {})
         seal_image = section.get("official_seal_image") or None
@@ -129,6 +170,8 @@ class PrintSettings:
             seal_impression_mm=float(section.get("seal_impression_mm", 15.0)),
             font_cache_dir=Path(font_cache_dir) if font_cache_dir else None,
             anti_copy_pattern=bool(section.get("anti_copy_pattern", False)),
+            blank_text=str(section.get("blank_text", "")),
+            inkan_items=tuple(section.get("inkan_items", DEFAULT_INKAN_ITEMS)),
         )
 
 
@@ -162,6 +205,8 @@ class Certificate:
     seal: Mapping[str, Any] | None = None
     requested: frozenset[str] = frozenset()
     omit_katagaki: bool = False
+    whole_household: bool = False  # every current member of the household is printed: the 認証文 says so
+    official_use: bool = False  # 公用請求 (another public office): 「公用」 is printed by the title
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "residents", tuple(self.residents))
@@ -177,6 +222,10 @@ class Certificate:
             raise CertificateError("証明書に載せる住民が選ばれていません")
         if self.omit_katagaki and self.kind != "kisai":
             raise CertificateError("方書の省略は住民票記載事項証明書でのみできます")
+        if self.whole_household and self.kind not in HOUSEHOLD_KINDS:
+            raise ValueError(f"a {self.kind} certificate does not print a whole household")
+        if not (self.stamp.drill or self.stamp.specimen) and self.settings.official_seal_image is None:
+            raise CertificateError(NO_OFFICIAL_SEAL)
         if self.kind == "johyo":
             if self.layout != "kojin":
                 raise CertificateError("除票の写しは個人票でのみ発行できます")
@@ -209,4 +258,5 @@ class Certificate:
 
     @property
     def certification_text(self) -> str:
-        return self.settings.certification_texts[self.kind]
+        key = f"{self.kind}_household" if self.whole_household else self.kind
+        return self.settings.certification_texts[key]

@@ -31,6 +31,8 @@ from weasyprint.text.fonts import FontConfiguration
 from printing.content import (
     DRILL_MARK,
     DRILL_NOTICE,
+    END_MARK,
+    OFFICIAL_USE_MARK,
     SEAL_CAPTION,
     SPECIMEN_MARK,
     VERIFICATION_LEAD,
@@ -62,6 +64,7 @@ _GRIDS = {"renketsu": (27.0, 3), "kojin": (34.0, 2), "inkan": (28.0, 1)}
 _INKAN_DETAILS_MM = PAGE_WIDTH_MM - 44.0 - 4.0
 _SEAL_OVERLAP_MM = 3.0  # how far the 電子公印 reaches over the issuer's name
 _ISSUER_LINE_MM = 5.1  # height of the 12 pt issuer line in certificate.css
+_SEAL_BELOW_MM = 2.0  # how far the 電子公印 reaches below the issuer line (certificate.css leaves that much room)
 
 # WeasyPrint (Pango, fontconfig) is not documented as thread-safe and the
 # counter web server is threaded; one render at a time is also what the CPU
@@ -135,13 +138,12 @@ def _all_text(content: PrintedContent) -> list[str]:
             texts += [item.label, item.value]
         for entry in sheet.entries:
             for item in entry.items:
-                texts += [item.label, item.value, item.annotation]
+                texts += [item.label, item.value]
     return texts
 
 
 def _value_html(item: Item) -> str:
-    annotation = f'<span class="annotation">{_markup(item.annotation)}</span>' if item.annotation else ""
-    return f'{annotation}<span class="value-{item.key}">{_markup(item.value)}</span>'
+    return f'<span class="value-{item.key}">{_markup(item.value)}</span>'
 
 
 def _reading_order(items: tuple[Item, ...], grid: str) -> tuple[Item, ...]:
@@ -189,21 +191,29 @@ def _items_table(items: tuple[Item, ...], grid: str, css_class: str, width_mm: f
 
 def _certification_html(content: PrintedContent, official_seal: _OfficialSeal | None) -> str:
     if official_seal is None:
-        seal = '<span class="seal-omitted">公印省略</span>'
+        # Only a drill or a specimen comes here (a real certificate without
+        # its 電子公印 is refused): the seal's place says what it is.
+        seal = f'<span class="seal-mark">{SPECIMEN_MARK if content.specimen else DRILL_MARK[0]}</span>'
     else:
         # As a stamped 公印 is placed: overlapping the last character of the
-        # issuer's name by a few millimetres, centred on the line.
+        # issuer's name by a few millimetres. It rises over the empty right
+        # end of the lines above rather than below the name, so that the
+        # data-as-of statement follows closely and four people still fit a
+        # 世帯連記式 sheet.
         right = _SEAL_OVERLAP_MM - official_seal.width_mm
-        top = _ISSUER_LINE_MM / 2 - official_seal.height_mm / 2
+        top = _ISSUER_LINE_MM + _SEAL_BELOW_MM - official_seal.height_mm
         seal = (
             f'<img class="official-seal" alt="" src="data:image/png;base64,{official_seal.png_base64}" '
             f'style="width:{official_seal.width_mm}mm;height:{official_seal.height_mm}mm;right:{right:.2f}mm;top:{top:.2f}mm">'
         )
+    # The data-as-of statement closes the block, at the size of the 認証文:
+    # it is what makes a certificate issued from the copy honest.
     return (
         '<div class="certification">'
         f'<p class="text">{_markup(content.certification)}</p>'
         f'<p class="date">{_markup(content.issue_date)}</p>'
         f'<p class="issuer"><span class="issuer-name">{_markup(content.issuer)}</span>{seal}</p>'
+        f'<p class="data-as-of">{_markup(content.notice)}</p>'
         "</div>"
     )
 
@@ -235,11 +245,11 @@ def _sheet_html(content: PrintedContent, index: int, qr_svg: str, grid: str, off
     )
     footer = (
         f'<div class="page-footer"><div class="footer-text">{drill_line}'
-        f'<div class="notice">{_markup(content.notice)}</div>'
         f'<div class="serial">発行番号　{_markup(content.page_label(index))}</div>{address}'
         f'</div><div class="qr">{qr_svg}</div></div>'
     )
-    parts = [f'<section class="sheet">{footer}<h1>{_markup(content.title)}</h1>']
+    official_use = f'<span class="official-use">{OFFICIAL_USE_MARK}</span>' if content.official_use else ""
+    parts = [f'<section class="sheet">{footer}<h1>{_markup(content.title)}{official_use}</h1>']
     if content.kind == "inkan":
         parts.append(_inkan_html(content, sheet))
     else:
@@ -247,7 +257,10 @@ def _sheet_html(content: PrintedContent, index: int, qr_svg: str, grid: str, off
             parts.append(_items_table(sheet.header, "renketsu", "header"))
         parts.extend(_items_table(entry.items, grid, "entry") for entry in sheet.entries)
     if index == len(content.sheets) - 1:
+        parts.append(f'<p class="end-mark">{END_MARK}</p>')
         parts.append(_certification_html(content, official_seal))
+    else:
+        parts.append(f'<p class="data-as-of">{_markup(content.notice)}</p>')
     parts.append("</section>")
     return "".join(parts)
 
@@ -273,20 +286,24 @@ def _load_official_seal(path: Path, modified_ns: int, size_mm: float) -> _Offici
     except (OSError, UnidentifiedImageError):
         raise CertificateError(f"電子公印の画像 {path} が読めません（設定 printing.official_seal_image を確認してください）") from None
     # Printed black whatever colour the source is: the amount of ink (how
-    # far the pixel is from white, so a red seal counts as full ink) becomes
-    # the opacity of black.
+    # far the pixel is from white, so a red seal counts as full ink) times
+    # its opacity becomes black on white. Opaque, without an alpha channel:
+    # a page with transparency is rasterised whole by CUPS's PostScript
+    # path (poppler's pdftops -rasterize whenneeded). The seal is painted
+    # under the issuer's name (certificate.css), so the name stays legible.
     red, green, blue, alpha = rgba.split()
     ink = ImageChops.invert(ImageChops.darker(ImageChops.darker(red, green), blue))
-    black = Image.new("LA", rgba.size, 0)
-    black.putalpha(ImageChops.multiply(ink, alpha))
+    black_on_white = ImageChops.invert(ImageChops.multiply(ink, alpha))
     out = io.BytesIO()
-    black.save(out, format="PNG", optimize=True)
+    black_on_white.save(out, format="PNG", optimize=True)
     width, height = rgba.size
     scale = size_mm / max(width, height)
     return _OfficialSeal(out.getvalue(), round(width * scale, 2), round(height * scale, 2))
 
 
 def _official_seal(cert: Certificate) -> _OfficialSeal | None:
+    """The 電子公印 as printed; None only for a drill or a specimen without
+    one (printing.model refuses a real certificate without it)."""
     path = cert.settings.official_seal_image
     if path is None:
         return None
@@ -318,15 +335,14 @@ def _qr_svg(payload: str) -> str:
 
 
 def _fields(items: tuple[Item, ...], grid: str) -> tuple[Field, ...]:
-    return tuple(Field(item.label, item.value, item.annotation) for item in _reading_order(items, grid))
+    return tuple(Field(item.label, item.value) for item in _reading_order(items, grid))
 
 
-def _signed_page(cert: Certificate, content: PrintedContent, index: int, grid: str, official_seal: _OfficialSeal | None) -> SignedPage:
+def _signed_page(cert: Certificate, content: PrintedContent, index: int, grid: str) -> SignedPage:
     """What page `index` prints, for its QR code."""
     sheet = content.sheets[index]
     stamp = cert.stamp
     last = index == len(content.sheets) - 1
-    issuer_line = content.issuer if official_seal else f"{content.issuer}　公印省略"
     return SignedPage(
         municipality_code=stamp.municipality.code,
         kind=cert.kind,
@@ -337,10 +353,10 @@ def _signed_page(cert: Certificate, content: PrintedContent, index: int, grid: s
         specimen=stamp.specimen,
         page=index + 1,
         pages=len(content.sheets),
-        title=content.title,
+        title=content.signed_title,
         header=_fields(sheet.header, "renketsu"),
         people=tuple(_fields(entry.items, grid) for entry in sheet.entries),
-        closing=(content.certification, content.issue_date, issuer_line) if last else (),
+        closing=(content.certification, content.issue_date, content.issuer) if last else (),
         notice=content.notice,
         serial_line=f"発行番号　{content.page_label(index)}",
     )
@@ -353,7 +369,7 @@ def _prepare(cert: Certificate, signing_key: Ed25519PrivateKey, people_per_sheet
     digest = content.digest(official_seal.png if official_seal else None)
     grid = "inkan" if cert.kind == "inkan" else cert.layout
     payloads = tuple(
-        sign_page(_signed_page(cert, content, index, grid, official_seal), signing_key) for index in range(len(content.sheets))
+        sign_page(_signed_page(cert, content, index, grid), signing_key) for index in range(len(content.sheets))
     )
     qr_svgs = [_qr_svg(payload) for payload in payloads]
 

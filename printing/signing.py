@@ -103,7 +103,9 @@ class SpecimenCertificateError(CertificateVerificationError):
 @dataclass(frozen=True)
 class Field:
     """One printed item: its label, its value (lines joined by "\\n") and
-    the small text above the value (フリガナ)."""
+    the small text above the value — only on certificates printed before
+    the legal 振り仮名 moved into the 氏名 item (in parentheses after the
+    name); kept so that their codes still verify."""
 
     label: str
     value: str

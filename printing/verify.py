@@ -252,8 +252,13 @@ def _normalise(text: str) -> str:
     return "".join(_VARIATION_SELECTORS.sub("", unicodedata.normalize("NFKC", text)).split())
 
 
+_FURIGANA = re.compile(r"（[^（）]*）$")
+
+
 def _name(person: Sequence) -> str:
-    return next((field.value.split("\n")[0] for field in person if field.label == "氏名"), "")
+    """The person's name as a difference names them: without the 振り仮名
+    the 氏名 item prints in parentheses after it."""
+    return next((_FURIGANA.sub("", field.value.split("\n")[0]) for field in person if field.label == "氏名"), "")
 
 
 def person_field(number: int, person: Sequence, label: str) -> str:

@@ -98,6 +98,7 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 10000, mirror_
     is complete and consistent)."""
     started = time.monotonic()
     with store.write_lock(), disk_full_reported(store.directory):
+        store.cleanup_incomplete()  # a killed load's .tmp would hold its disk space until the next full load
         generation = store.current()
         if generation is None:
             raise NoSnapshot("no snapshot to apply changes to; run `sonae sync full` first")
@@ -133,6 +134,13 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 10000, mirror_
                 pages += 1
                 if caught_up:
                     break
+                # A catch-up: copy this page back into the database before
+                # the next, so the WAL holds about one page of changes, not
+                # the whole backlog (it grew to 3-4x the database and filled
+                # a freed disk again). PASSIVE never waits for the counter's
+                # readers; the WAL is rewound by the next page's commit and
+                # cut back to journal_size_limit.
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         finally:
             conn.close()
     return ChangesResult(generation, from_seq, state.last_seq, applied, skipped, pages, state.as_of, time.monotonic() - started)

@@ -22,7 +22,10 @@ The order of work, cheapest refusal first:
    inflating a gigabyte into one line;
 4. unique indexes (duplicate keys → ExportInvalid), the residents' summaries
    in kana order, search indexes, ANALYZE;
-5. gate on seals whose resident is not in the export (GateRefused);
+5. upstream data anomalies (sync.anomalies) from the facts the parsing
+   kept in the scratch database: reported, and kept in the generation for
+   the counter; a duplicate 宛名番号 gates (GateRefused, overridable); then
+   the gate on seals whose resident is not in the export (GateRefused);
 6. install (fsync, rename) and promote (replace CURRENT), then prune.
 
 The pipeline of step 3: this thread reads, hashes and gunzips a file and
@@ -69,6 +72,16 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sync import crypto
+from sync.anomalies import (
+    FACT_INSERTS,
+    FACT_TABLES,
+    FINDING_INSERT,
+    OVERRIDE_DUPLICATE_ATENA,
+    AnomalyReport,
+    check_duplicate_atena,
+    find_anomalies,
+    record_facts,
+)
 from sync.contract import (
     CONTRACT_VERSION,
     KEY_FIELD,
@@ -105,7 +118,8 @@ OVERRIDE_UNKNOWN_SEAL_RESIDENTS = "allow-unknown-seal-residents"
 OVERRIDE_MUNICIPALITY = "allow-municipality-mismatch"
 OVERRIDE_CONTRACT_1 = "allow-contract-1"
 OVERRIDE_OLDER_EXPORT = "allow-older-export"
-OVERRIDES = frozenset({OVERRIDE_DROP, OVERRIDE_UNKNOWN_SEAL_RESIDENTS, OVERRIDE_MUNICIPALITY, OVERRIDE_CONTRACT_1, OVERRIDE_OLDER_EXPORT})
+OVERRIDES = frozenset({OVERRIDE_DROP, OVERRIDE_UNKNOWN_SEAL_RESIDENTS, OVERRIDE_MUNICIPALITY, OVERRIDE_CONTRACT_1, OVERRIDE_OLDER_EXPORT,
+                       OVERRIDE_DUPLICATE_ATENA})
 
 BLOCK_BYTES = 2 << 20  # lines parsed and inserted together (~2,000 residents, ~600 seals)
 PARALLEL_MIN_BYTES = 16 << 20  # below this, parsing in this process is quicker than starting workers
@@ -145,6 +159,7 @@ class LoadResult:
     source: str
     overridden: tuple[str, ...]  # refusals waived by an override flag, with their figures
     pruned: tuple[int, ...]
+    anomalies: AnomalyReport  # upstream data anomalies found in the export (sync.anomalies)
 
 
 def load_full(
@@ -197,6 +212,7 @@ def load_full(
                 prepare_bulk_build(scratch)
                 figures = build_register(conn, upstream, manifest, mirror_individual_number=mirror_individual_number, workers=workers,
                                          scratch=scratch)
+                anomalies = report_anomalies(conn, scratch_path, store.key, overrides, overridden)
                 scratch.close()
                 scratch_path.unlink()
                 _gate(check_seal_residents(conn), OVERRIDE_UNKNOWN_SEAL_RESIDENTS, overrides, overridden)
@@ -223,6 +239,7 @@ def load_full(
         source=upstream.describe(),
         overridden=tuple(overridden),
         pruned=tuple(pruned),
+        anomalies=anomalies,
     )
 
 
@@ -346,6 +363,14 @@ def check_count_drop(manifest: dict, held: HeldGeneration, max_drop_ratio: float
     )
 
 
+def report_anomalies(conn, scratch_path, key: bytes, overrides: frozenset[str], overridden: list[str]) -> AnomalyReport:
+    """The export's data anomalies (sync.anomalies), kept in the new
+    generation; a duplicate 宛名番号 refuses the load unless overridden."""
+    report = find_anomalies(conn, scratch_path, key)
+    _gate(check_duplicate_atena(report), OVERRIDE_DUPLICATE_ATENA, overrides, overridden)
+    return report
+
+
 def check_seal_residents(conn) -> GateRefused | None:
     orphan_sql = "FROM seals s WHERE NOT EXISTS (SELECT 1 FROM residents r WHERE r.resident_code = s.resident_code)"
     count = conn.execute(f"SELECT count(*) {orphan_sql}").fetchone()[0]
@@ -382,6 +407,7 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
     `workers`: parsing processes (None: decided by the export's size)."""
     conn.executescript(TABLES)
     scratch.execute(SUMMARY_RUNS)
+    scratch.executescript(FACT_TABLES)
     runs: list[tuple[int, int]] = []
     loaded: dict[str, tuple[int, str]] = {}
     total_bytes = 0
@@ -435,6 +461,8 @@ class ParsedBlock:
     rewritten: dict[int, bytes]  # line number → the record as Sonae stores it, where that differs from the line
     digest: int
     summaries: list[tuple]  # residents: (kana_key, birth_date, id, summary), sorted
+    facts: list[tuple]  # one per record, for sync.anomalies
+    findings: list[tuple]  # anomalies of single records (sync.anomalies)
 
 
 def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_individual_number: bool,
@@ -447,7 +475,7 @@ def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_indi
     validate = VALIDATORS[kind]
     build_row = ROW_BUILDERS[kind]
     max_bytes = MAX_RECORD_BYTES[kind]
-    rows, rewritten, summaries, digest = [], {}, [], 0
+    rows, rewritten, summaries, facts, findings, digest = [], {}, [], [], [], 0
     for number, line in enumerate(block.split(b"\n"), start=first_line):
         if not line.strip():
             continue  # blank lines hold no record; the record count still has to match
@@ -466,8 +494,11 @@ def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_indi
         rows.append(row)
         if kind == "residents":
             summaries.append((*summary_key(row), summary_text(record)))
+        fact, found = record_facts(kind, record)
+        facts.append(fact)
+        findings += found
     summaries.sort()
-    return ParsedBlock(rows, rewritten, digest, summaries)
+    return ParsedBlock(rows, rewritten, digest, summaries, facts, findings)
 
 
 def _load_file(conn, scratch, runs: list[tuple[int, int]], chunks: Iterable[bytes], entry: dict, contract: int,
@@ -505,7 +536,7 @@ class BlockInserter:
         self._conn = conn
         self._scratch = scratch
         self._runs = runs
-        self._statements = (insert_sql(kind), insert_record_sql(kind))
+        self._statements = (insert_sql(kind), insert_record_sql(kind), FACT_INSERTS[kind])
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, blocks_ahead))
         self.error: BaseException | None = None  # the first failure; stops the load
         self._thread = threading.Thread(target=self._run, name="sonae-load-inserter", daemon=True)
@@ -521,7 +552,7 @@ class BlockInserter:
         self._queue.put((parsed, first_line, block))
 
     def _run(self) -> None:
-        insert_row, insert_record = self._statements
+        insert_row, insert_record, insert_fact = self._statements
         while (item := self._queue.get()) is not None:
             future, first_line, block = item
             if self.error is not None:
@@ -539,6 +570,8 @@ class BlockInserter:
                     first = self._runs[-1][1] if self._runs else 1
                     self._scratch.executemany("INSERT INTO summary_runs (kana_key, birth_date, id, summary) VALUES (?, ?, ?, ?)", parsed.summaries)
                     self._runs.append((first, first + len(parsed.summaries)))
+                self._scratch.executemany(insert_fact, parsed.facts)
+                self._scratch.executemany(FINDING_INSERT, parsed.findings)
                 self.count += len(parsed.rows)
                 self.digest += parsed.digest
             except BrokenProcessPool as exc:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sync import crypto
+from sync.anomalies import anomalies_of
 from sync.errors import SnapshotOutdated
 from sync.normalize import PREFIX_END, address_key, kana_key, name_key
 from sync.schema import SCHEMA_VERSION
@@ -296,6 +297,11 @@ class Register:
         whole register is read."""
         fields = ", ".join(f"json_extract(record, '{path}')" for path in PRINTED_FIELDS)
         yield from self._conn.execute(f"SELECT json_extract(record, '$.resident_code'), concat_ws(char(10), {fields}) FROM resident_records")
+
+    def anomalies(self, resident_code: str) -> list[tuple[str, str]]:
+        """(kind, detail) of the upstream data anomalies the full load found
+        on this resident (sync.anomalies)."""
+        return list(anomalies_of(self._conn, resident_code))
 
     def seal(self, seal_number: str) -> dict | None:
         row = self._conn.execute(

@@ -43,7 +43,7 @@ import orjson
 
 from sync.normalize import address_key, kana_key, name_key
 
-SCHEMA_VERSION = 2  # 2: resident_summaries, residents.town_key
+SCHEMA_VERSION = 3  # 2: resident_summaries, residents.town_key; 3: anomalies (sync.anomalies)
 DIGEST_MODULUS = 2**256
 
 TABLES = """

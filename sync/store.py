@@ -1,7 +1,8 @@
 """Snapshot generations on disk and the one pointer that says which is current.
 
     SNAPSHOT_DIR/
-        CURRENT                  "gen-000042" — replaced atomically
+        CURRENT                  "gen-000042" and its checksum — replaced atomically
+        CURRENT.copy             the same, written just before CURRENT
         gen-000041/register.db   older generations, kept for rollback
         gen-000042/register.db   the current one (WAL; the change feed writes here)
         gen-000043.tmp/          a generation being built (deleted if the build fails)
@@ -13,6 +14,14 @@ renaming a fully written and fsync'd `.tmp` directory, and becomes current
 only by atomically replacing CURRENT. A crash at any instant therefore
 leaves the old or the new generation current, both intact; leftovers
 (`.tmp`, `.deleting`) are removed by the next writer.
+
+The pointer is one small file, and one damaged byte in it must not leave
+the appliance guessing: each copy carries the SHA-256 of the name it holds,
+so damage is recognised as damage (never read as another generation), and
+the copy says what CURRENT said. With both unusable nobody can tell which
+generation was current; the newest generation that opens is offered, and
+serving it waits for a person to confirm (`sonae snapshot rollback N`): an
+older generation may undo changes such as a support measure.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -30,16 +40,21 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sqlcipher3 import dbapi2 as sqlcipher
+
 from sync import crypto
 from sync.errors import NoSnapshot, SnapshotDiskFull, StoreDamaged, SyncBusy
 from sync.register import DB_NAME, Register, SnapshotMeta, check_schema, read_meta
 from sync.schema import DIGEST_MODULUS, RECORD_TABLE, SEARCH_TABLE, record_digest
 
 CURRENT_FILE = "CURRENT"
+POINTER_COPY_FILE = "CURRENT.copy"
 LOCK_FILE = "sync.lock"
 WAL_AUTOCHECKPOINT_PAGES = 100_000  # ~400 MB of WAL: a catch-up of several full batches
+WAL_SIZE_LIMIT_BYTES = 64 << 20  # what a rewound WAL is cut back to (a batch of 10,000 changes writes ~120 MB)
 _GENERATION_DIR = re.compile(r"^gen-(\d{6,})$")
 _LEFTOVER_DIR = re.compile(r"^gen-(\d{6,})\.(tmp|deleting)$")
+_PAGE_FAILURE = re.compile(r"HMAC verification failed for page (\d+)")
 
 
 def generation_name(number: int) -> str:
@@ -93,6 +108,9 @@ def _disk_full_message(directory: Path) -> str:
     )
 
 
+OK, DAMAGED, WRONG_KEY, OUTDATED, UNREADABLE = "ok", "damaged", "wrong_key", "outdated", "unreadable"
+
+
 @dataclass(frozen=True)
 class GenerationInfo:
     number: int
@@ -101,6 +119,63 @@ class GenerationInfo:
     size_bytes: int
     meta: SnapshotMeta | None
     problem: str | None = None
+    state: str = OK  # OK, DAMAGED, WRONG_KEY, OUTDATED or UNREADABLE (an I/O error)
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """What CURRENT says. `generation`: the one to serve (None before the
+    first load, or when damage leaves it undecided); `damage`: what is wrong
+    with the pointer (None: intact); `candidate`: when undecided, the newest
+    generation that opens — to be confirmed by a person before it serves."""
+
+    generation: int | None
+    damage: str | None = None
+    candidate: int | None = None
+
+    @property
+    def undecided(self) -> bool:
+        return self.generation is None and self.damage is not None
+
+
+def pointer_text(generation: int) -> bytes:
+    name = generation_name(generation)
+    return f"{name}\nsha256 {hashlib.sha256(name.encode('ascii')).hexdigest()}\n".encode("ascii")
+
+
+def summarise_page_failures(messages: list[str], pages: int | None = None) -> str:
+    """One line for any number of pages failing SQLCipher's check (a damaged
+    disk can fail thousands: the operator needs the count and where)."""
+    numbers = [int(m.group(1)) for m in map(_PAGE_FAILURE.search, messages) if m]
+    others = [message for message in messages if not _PAGE_FAILURE.search(message)]
+    parts = []
+    if numbers:
+        of = f" of {pages:,}" if pages else ""
+        where = f"page {numbers[0]:,}" + (f", last: page {numbers[-1]:,}" if len(numbers) > 1 else "")
+        parts.append(f"{len(numbers):,}{of} page(s) fail their check (damaged); first: {where}")
+    parts += others[:3]
+    if len(others) > 3:
+        parts.append(f"{len(others) - 3:,} more")
+    return "; ".join(parts)
+
+
+def page_check(path: Path, key: bytes) -> tuple[list[str], int]:
+    """SQLCipher's check of every page's HMAC, on a connection that does not
+    need page 1 to be readable (a damaged first page must read as damage,
+    not as a wrong key); returns (the failures, the page count)."""
+    conn = sqlcipher.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        conn.execute("PRAGMA cipher_log_level = NONE")
+        conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+        failures = [message for (message,) in conn.execute("PRAGMA cipher_integrity_check")]
+        pages = _page_count(conn, path)
+    finally:
+        conn.close()
+    return failures, pages
+
+
+def _page_count(conn, path: Path) -> int:
+    return -(-path.stat().st_size // int(conn.execute("PRAGMA cipher_page_size").fetchone()[0]))
 
 
 @dataclass
@@ -150,19 +225,75 @@ class SnapshotStore:
         return self.directory / generation_name(generation) / DB_NAME
 
     def current(self) -> int | None:
-        """The current generation's number, or None before the first load."""
-        pointer = self.directory / CURRENT_FILE
+        """The current generation's number, or None before the first load.
+        Raises StoreDamaged when the pointer is damaged and its copy cannot
+        say what it held."""
+        pointer = self.pointer()
+        if pointer.undecided:
+            raise StoreDamaged(self.undecided_message(pointer))
+        return pointer.generation
+
+    def pointer(self) -> Pointer:
+        """Read CURRENT, falling back to its copy when CURRENT is damaged."""
+        number, problem = self._read_pointer(CURRENT_FILE)
+        if number is not None:
+            return Pointer(number)
+        copy, copy_problem = self._read_pointer(POINTER_COPY_FILE)
+        if problem is None and copy is None and copy_problem is None:
+            return Pointer(None)  # nothing loaded yet
+        where = self.directory / CURRENT_FILE
+        problem = problem or "is missing"
+        if copy is not None:
+            return Pointer(copy, f"{where} {problem}; its copy names {generation_name(copy)}, which serves")
+        copy_state = "is missing too" if copy_problem is None else copy_problem
+        return Pointer(None, f"{where} {problem}; its copy {copy_state}", self.newest_openable())
+
+    def _read_pointer(self, name: str) -> tuple[int | None, str | None]:
+        """(generation, None), or (None, what is wrong); (None, None) when the
+        file does not exist."""
         try:
-            text = pointer.read_text(encoding="ascii").strip()
+            raw = (self.directory / name).read_bytes()
         except FileNotFoundError:
-            return None
+            return None, None
+        except OSError as exc:
+            return None, f"cannot be read ({exc.strerror})"
+        try:
+            lines = raw.decode("ascii").split("\n")
+        except UnicodeDecodeError:
+            return None, "is damaged (it holds bytes that are not text)"
+        text = lines[0].strip()
         match = _GENERATION_DIR.match(text)
         if not match:
-            raise StoreDamaged(f"{pointer} holds {text!r}, not a generation name; point it at a good one with `sonae snapshot rollback N`")
+            return None, f"is damaged (it holds {text[:40]!r}, not a generation name)"
         number = int(match.group(1))
+        checksum = lines[1].strip() if len(lines) > 1 else ""
+        # A pointer written before checksums were has only the name.
+        if checksum and pointer_text(number).decode("ascii").split("\n")[1] != checksum:
+            return None, f"is damaged (it names {text}, but its checksum does not match)"
         if not self.path_of(number).exists():
-            raise StoreDamaged(f"{pointer} names {text}, which does not exist; choose another with `sonae snapshot rollback N`")
-        return number
+            return None, f"names {text}, which does not exist"
+        return number, None
+
+    def undecided_message(self, pointer: Pointer) -> str:
+        if pointer.candidate is None:
+            return f"{pointer.damage}, and no generation opens; load one with `sonae sync full`"
+        return (
+            f"{pointer.damage}. The newest generation that opens is {pointer.candidate}; serving it needs a supervisor's or IT's "
+            "confirmation, because an older generation may undo changes such as a support measure: check it with "
+            f"`sonae snapshot list`, then choose it with `sonae snapshot rollback {pointer.candidate} --reason ...`"
+        )
+
+    def newest_openable(self) -> int | None:
+        """The newest generation that opens and reads its meta (a quick
+        check; `rollback` verifies every page before making it current)."""
+        for number in reversed(self.generation_numbers()):
+            try:
+                with self.open_register(number) as register:
+                    register.meta  # noqa: B018 - reading it is the check
+                return number
+            except (crypto.WrongKeyError, crypto.DatabaseError, StoreDamaged, OSError):
+                continue
+        return None
 
     def generation_numbers(self) -> list[int]:
         """Complete generations, oldest first."""
@@ -178,29 +309,55 @@ class SnapshotStore:
     def current_if_readable(self) -> int | None:
         """current(), or None when the pointer itself is damaged — for the
         operations that repair it (list, rollback, a new load)."""
-        try:
-            return self.current()
-        except StoreDamaged:
-            return None
+        return self.pointer().generation
 
     def generations(self) -> list[GenerationInfo]:
-        """Every complete generation, oldest first; one that cannot be read
-        is listed with `problem` set instead of `meta`."""
+        """Every complete generation, oldest first, each with its own state:
+        one that cannot be read is listed with `problem` set instead of
+        `meta`, and never stops the others from being listed."""
         current = self.current_if_readable()
         infos = []
+        unopened = []
         for number in self.generation_numbers():
             directory = self.directory / generation_name(number)
             size = sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
-            meta, problem = None, None
+            meta, problem, state = None, None, OK
             try:
                 with self.open_register(number) as register:
                     meta = register.meta
-            except crypto.DatabaseError as exc:
-                problem = f"cannot be read ({exc}); run `sonae snapshot verify {number}`"
+            except (crypto.WrongKeyError, crypto.DatabaseError) as exc:
+                state = DAMAGED if isinstance(exc, crypto.DatabaseError) else WRONG_KEY
+                unopened.append(len(infos))
             except StoreDamaged as exc:  # an older layout
-                problem = str(exc)
-            infos.append(GenerationInfo(number, directory, number == current, size, meta, problem))
+                problem, state = str(exc), OUTDATED
+            except OSError as exc:
+                problem, state = f"cannot be read (I/O error: {exc.strerror}); check the disk (dmesg) and run `sonae snapshot verify {number}`", UNREADABLE
+            infos.append(GenerationInfo(number, directory, number == current, size, meta, problem, state))
+        key_opens_some = any(info.state in (OK, OUTDATED) for info in infos)
+        for index in unopened:
+            infos[index] = self._diagnosed(infos[index], key_opens_some)
         return infos
+
+    def _diagnosed(self, info: GenerationInfo, key_opens_some: bool) -> GenerationInfo:
+        """Why a generation does not open: damage, or the key. When the key
+        opens another generation it is the right key, so this one is
+        damaged; otherwise every page is checked (a wrong key fails them
+        all, damage only some)."""
+        verify = f"`sonae snapshot verify {info.number}` counts the damaged pages; roll back to a good generation or run `sonae sync full`"
+        if key_opens_some:
+            problem = f"damaged: it cannot be read although the key opens the other generations — {verify}"
+            return GenerationInfo(info.number, info.path, info.current, info.size_bytes, None, problem, DAMAGED)
+        try:
+            failures, pages = page_check(self.path_of(info.number), self.key)
+        except (crypto.DatabaseError, OSError) as exc:
+            problem = f"cannot be read ({exc}); check the disk (dmesg) and run `sonae snapshot verify {info.number}`"
+            return GenerationInfo(info.number, info.path, info.current, info.size_bytes, None, problem, UNREADABLE)
+        if failures and len(failures) >= pages:
+            problem = ("cannot be opened with the configured key (wrong key, or not a Sonae database); check security.key_file / "
+                       "SONAE_SECURITY_KEY (every page fails its check: not damage)")
+            return GenerationInfo(info.number, info.path, info.current, info.size_bytes, None, problem, WRONG_KEY)
+        problem = f"damaged: {summarise_page_failures(failures, pages) or 'its structure cannot be read'} — {verify}"
+        return GenerationInfo(info.number, info.path, info.current, info.size_bytes, None, problem, DAMAGED)
 
     def open_register(self, generation: int | None = None) -> Register:
         """A read-only Register of `generation` (default: the current one)."""
@@ -225,15 +382,26 @@ class SnapshotStore:
         number = self._existing(generation)
         report = VerifyReport(number)
         started = time.monotonic()
-        conn = crypto.connect(self.path_of(number), self.key, readonly=True)
+        path = self.path_of(number)
+        try:
+            conn = crypto.connect(path, self.key, readonly=True)
+        except crypto.WrongKeyError:
+            failures, pages = page_check(path, self.key)
+            if not failures or len(failures) >= pages:
+                raise  # every page fails: the key, not the file
+            report.problems.append(f"encrypted page check: {summarise_page_failures(failures, pages)}")
+            report.problems.append("its first page cannot be read, so nothing else can be checked")
+            report.seconds = time.monotonic() - started
+            return report
         try:
             conn.isolation_level = None
-            for (message,) in conn.execute("PRAGMA cipher_integrity_check"):
-                report.problems.append(f"encrypted page check: {message}")
+            failures = [message for (message,) in conn.execute("PRAGMA cipher_integrity_check")]
+            if failures:
+                report.problems.append(f"encrypted page check: {summarise_page_failures(failures, _page_count(conn, path))}")
             try:
                 structure = [row[0] for row in conn.execute("PRAGMA integrity_check")]
                 if structure != ["ok"]:
-                    report.problems.extend(f"integrity check: {message}" for message in structure[:10])
+                    report.problems.append(f"integrity check: {summarise_page_failures(structure)}")
                 conn.execute("BEGIN")  # one read snapshot: the change feed may be writing
                 try:
                     meta = read_meta(conn, number)
@@ -328,13 +496,19 @@ class SnapshotStore:
         return False
 
     def cleanup_incomplete(self) -> list[str]:
-        """Remove generations a crash left half-built or half-deleted."""
+        """What every writer does first: remove generations a crash left
+        half-built or half-deleted (a killed load's `.tmp` may be the size of
+        a whole generation), and write CURRENT again when only its copy
+        still says what it held. Returns what was removed."""
         removed = []
         with self.write_lock():
             for entry in sorted(self.directory.iterdir()):
                 if _LEFTOVER_DIR.match(entry.name):
                     shutil.rmtree(entry)
                     removed.append(entry.name)
+            pointer = self.pointer()
+            if pointer.damage and pointer.generation is not None:
+                self.promote_snapshot(pointer.generation)
         return removed
 
     @contextlib.contextmanager
@@ -372,7 +546,10 @@ class SnapshotStore:
         """Make `generation` current (atomic: CURRENT is replaced, not edited)."""
         with self.write_lock(), disk_full_reported(self.directory):
             self._existing(generation)
-            write_file_atomically(self.directory / CURRENT_FILE, f"{generation_name(generation)}\n".encode("ascii"))
+            # The copy first: after a crash between the two, CURRENT still
+            # names the old generation, and the copy the new one.
+            write_file_atomically(self.directory / POINTER_COPY_FILE, pointer_text(generation))
+            write_file_atomically(self.directory / CURRENT_FILE, pointer_text(generation))
 
     def rollback(self, generation: int) -> int | None:
         """Make an existing, verified generation current again; returns the
@@ -427,6 +604,7 @@ class SnapshotStore:
         # when the next run starts; this limit only bounds the WAL during a
         # long catch-up. (Closing the last connection checkpoints too.)
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
         return conn
 
     def rekey(self, new_key: bytes) -> list[int]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import email.utils
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -68,6 +69,7 @@ class HttpUpstream:
         self.timeout = timeout
         self._session = requests.Session()
         self._session.headers["Authorization"] = f"Bearer {token}"
+        self.last_date: dt.datetime | None = None  # the HTTP Date of the last answer: the upstream's clock, for the appliance's
 
     def describe(self) -> str:
         return self.url
@@ -85,6 +87,7 @@ class HttpUpstream:
             raise UpstreamUnavailable(f"{where}: cannot connect ({_root_cause(exc)})") from None
         except requests.RequestException as exc:
             raise UpstreamUnavailable(f"{where}: {_root_cause(exc)}") from None
+        self.last_date = _http_date(response.headers.get("Date"))
         if response.status_code >= 400:
             raise UpstreamUnavailable(f"{where}: HTTP {response.status_code}{_error_detail(response)}{_hint(response.status_code)}")
         return response
@@ -206,6 +209,14 @@ class DirectoryUpstream:
 
     def lookup(self, resident_code: str) -> Lookup:
         raise self._no_api("resident lookup")
+
+
+def _http_date(value: str | None) -> dt.datetime | None:
+    try:
+        moment = email.utils.parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None
 
 
 def _root_cause(exc: BaseException) -> str:

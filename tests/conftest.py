@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from printing.model import SPECIMEN_SEAL_IMAGE
 from tests.support import (  # noqa: F401  (re-exported for older imports)
     ACCOUNTS,
     EXAMPLE_EXPORT,
@@ -42,6 +43,8 @@ def _configure(root, monkeypatch, *, keys_from=None):
     monkeypatch.setenv("SONAE_SECURITY_SECRET_KEY_FILE", str(etc / "session.key"))
     monkeypatch.setenv("SONAE_UPSTREAM_PUBLIC_KEY", EXAMPLE_PUBLIC_KEY)
     monkeypatch.setenv("SONAE_UPSTREAM_ALLOW_INSECURE_HTTP", "true")  # the tests' upstreams serve http on loopback
+    monkeypatch.setenv("SONAE_DISK_RESERVE_MB", "1")  # the disk reserve, kept small: tests/fallback/test_disk.py sizes its own
+    monkeypatch.setenv("SONAE_PRINTING_OFFICIAL_SEAL_IMAGE", str(SPECIMEN_SEAL_IMAGE))  # the synthetic 見本 電子公印
     return load_config()
 
 

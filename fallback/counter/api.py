@@ -116,8 +116,10 @@ def resident(code):
     record = service.view_resident(_open_counter(), code)
     return jsonify(
         resident=resident_summary(record.person),
+        holds=record.person.get("holds", []),  # the counter's holds on the person and their seals (fallback.holds)
         household=[resident_summary(m) for m in record.household],
         seals=[{"seal_number": s["seal_number"], "status": s["status"], "registered_on": s["registered_on"]} for s in record.seals],
+        warnings=record.warnings,
     )
 
 
@@ -132,7 +134,7 @@ def issue(code):
     issued = service.issue(counter, code, body, idempotency_key=key)
     result = issued.result
     return jsonify(
-        request_id=result.request_id, fee_yen=result.fee_yen, flags=result.flags,
+        request_id=result.request_id, fee_yen=result.fee_yen, flags=result.flags, omissions=result.omissions,
         certificates=[{"serial": c.serial, "scope": c.scope, "copy": c.copy_number,
                        "pdf": url_for("api.certificate_pdf", scope=c.scope, serial=c.serial)} for c in result.copies],
     ), 201, ({"Idempotent-Replayed": "true"} if issued.replayed else {})

@@ -7,7 +7,7 @@ the one place that turns a counter request into printed certificates.
 
 from __future__ import annotations
 
-from fallback import anchor, audit
+from fallback import anchor, audit, clock
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.counter.issuance import Clerk, IssueRefused, IssueRequest, Scope
@@ -74,6 +74,7 @@ def request_from_form(subject_code: str, form) -> IssueRequest:
         delegation_letter=form_flag(form, "delegation_letter"),
         seal_card_number=str(form.get("seal_card_number", "")),
         acknowledge_move_out=form_flag(form, "acknowledge_move_out"),
+        acknowledge_omissions=form_flag(form, "acknowledge_omissions"),
     )
     _check_lengths(req)
     return req
@@ -127,6 +128,7 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
         plan = issuance.plan_request(
             register, req, counter_config=counter, data_age_hours=age_hours,
             third_party_allowed=counter["third_party_during_downtime"], enforce_data_age_limit=not scope.is_drill,
+            clock_doubts=clock.doubts(conn, data_as_of=meta.as_of),
         )
         try:
             build_certificate(config, req, plan, clerk, scope, serial=0, data_as_of=data_as_of)

@@ -65,7 +65,7 @@ def specimen(kind, code, members, items, layout, omit_katagaki, drill, out, acto
     try:
         certificate = Certificate(kind=kind, residents=residents, stamp=stamp, settings=print_settings(config),
                                   layout="kojin" if kind in ("johyo", "inkan") else layout, seal=seal,
-                                  requested=requested, omit_katagaki=omit_katagaki)
+                                  requested=requested, omit_katagaki=omit_katagaki, whole_household=kind in ("juminhyo", "kisai") and members == "all")
     except (CertificateError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     rendered = render_certificate(certificate, signing_key(config))

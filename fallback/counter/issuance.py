@@ -24,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from fallback import audit
+from fallback import audit, clock
 from fallback.errors import SonaeError
+from fallback.holds import APPROVAL_KINDS
+from fallback.holds import SEAL_KINDS as SEAL_HOLD_KINDS
 from fallback.ops import Transaction, now, now_iso
 from sync.normalize import name_key
 
@@ -35,14 +37,18 @@ KINDS = {
     "johyo": "除票の写し",
     "inkan": "印鑑登録証明書",
 }
+OFFICIAL = "official"  # 公用請求: another public office (住民基本台帳法第12条の2)
+THIRD_PARTY = "third_party"
 REQUESTER_TYPES = {
     "self": "本人",
     "household": "同一世帯の方",
     "agent": "代理人（委任状あり）",
-    "third_party": "第三者",
+    THIRD_PARTY: "第三者",
+    OFFICIAL: "公用請求（国・地方公共団体の機関）",
 }
+STAFF_ID = "職員の身分証明書"  # how a 公用請求's requester is identified
 IDENTITY_DOCUMENTS = (
-    "マイナンバーカード", "運転免許証", "旅券", "在留カード・特別永住者証明書", "健康保険証等（2点）", "印鑑登録証", "その他",
+    "マイナンバーカード", "運転免許証", "旅券", "在留カード・特別永住者証明書", "健康保険証等（2点）", "印鑑登録証", STAFF_ID, "その他",
 )
 OPTIONAL_ITEMS = {
     "honseki": "本籍・筆頭者",
@@ -55,26 +61,36 @@ OPTIONAL_ITEMS = {
     "period": "在留期間",
     "expiry": "満了日",
     "card_number": "在留カード等番号",
-    "alias": "通称",
 }
+# Never printed for a third party, whatever is ticked.
+IDENTIFIER_ITEMS = ("resident_code", "individual_number")
+# A foreign resident's optional items and the `foreign` field each prints.
+FOREIGN_ITEM_FIELDS = {
+    "nationality": "nationality", "category": "category", "status": "status", "period": "period",
+    "expiry": "period_expiry", "card_number": "card_number",
+}
+DEATH = "死亡"
 LAYOUTS = {"renketsu": "世帯連記式", "kojin": "個人票"}
 SQLITE_MAX_INTEGER = 2**63 - 1
 
 
 class IssueRefused(SonaeError):
     """A request the rules do not allow. `rule` is a stable identifier
-    (for the API and the drill report), the message is for the clerk."""
+    (for the API and the drill report), the message is for the clerk;
+    `detail` is what the API adds to its answer (e.g. the items that would
+    not be printed)."""
 
     status = 422
     code = "refused"
     title = "交付できません"
 
-    def __init__(self, rule: str, message: str):
+    def __init__(self, rule: str, message: str, **detail):
         super().__init__(message)
         self.rule = rule
+        self.detail = detail  # what the faces show beside the message (e.g. the items a certificate would leave out)
 
     def details(self) -> dict:
-        return {"rule": self.rule}
+        return {"rule": self.rule, **self.detail}
 
 
 class IssueError(SonaeError):
@@ -101,6 +117,7 @@ class IssueRequest:
     seal_card_number: str = ""
     approved_by: str | None = None  # a supervisor who approved on the spot (already authenticated)
     acknowledge_move_out: bool = False
+    acknowledge_omissions: bool = False  # the clerk saw which requested items will not be printed, and issues without them
 
     def options(self) -> dict[str, Any]:
         return {
@@ -137,12 +154,16 @@ REAL = Scope("real")
 @dataclass
 class Plan:
     """What a valid request will print: the residents (in household order),
-    the seal for 印鑑登録証明書, and flags for the clerk."""
+    the seal for 印鑑登録証明書, the optional items printed, and flags for
+    the clerk; `omissions`: the requested items that are not printed, each
+    with its reason (the clerk saw them before issuing)."""
 
     residents: list[dict]
     seal: dict | None
     flags: list[str]
     fee_yen: int
+    items: frozenset[str] = frozenset()
+    omissions: list[dict] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -158,6 +179,7 @@ class IssueResult:
     copies: list[IssuedCopy]
     flags: list[str]
     fee_yen: int
+    omissions: list[dict] = field(default_factory=list)
 
 
 # --- validation and rules ----------------------------------------------------
@@ -191,14 +213,21 @@ def requester_key(req: IssueRequest) -> str:
 
 
 def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_hours: float,
-                 third_party_allowed: bool, enforce_data_age_limit: bool = True) -> Plan:
+                 third_party_allowed: bool, enforce_data_age_limit: bool = True, clock_doubts: list[clock.Doubt] = ()) -> Plan:
     """Apply every rule; return what to print or raise IssueRefused.
 
     `enforce_data_age_limit` is off only for a drill, whose long-outage
-    scenario rehearses with data made to look old on purpose."""
+    scenario rehearses with data made to look old on purpose.
+    `clock_doubts`: what disagrees with this appliance's clock now
+    (fallback.clock.doubts)."""
     subject = register.resident(req.subject_code)
     if subject is None:
         raise IssueError("対象の住民が写しに見つかりません。検索し直してください。")
+    # The clock: it prints the 交付日 and the 発行番号, and judges the data's
+    # age (a clock two days behind printed a 交付日 before the data's as-of).
+    # Drills too: their certificates carry the same dates.
+    if clock_doubts:
+        raise IssueRefused("clock_implausible", clock.refusal_message(list(clock_doubts)))
     hard_limit = counter_config["data_age_hard_limit_hours"]
     if enforce_data_age_limit and data_age_hours > hard_limit:
         raise IssueRefused(
@@ -212,11 +241,13 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
             "kill_switch",
             f"データが{data_age_hours:.0f}時間前のものであり、{KINDS[req.kind]}の交付は停止中です（上限{kill_hours}時間）。後日交付として受け付けてください。",
         )
-    if req.requester_type == "third_party" and not third_party_allowed:
-        raise IssueRefused("third_party", "障害対応中は第三者からの請求を受け付けていません。後日交付として受け付けてください。")
+    relation = requester_relation(req, subject)
+    check_third_party(relation, req, third_party_allowed)
+    check_official_request(req)
     if req.requester_type == "agent" and not req.delegation_letter:
         raise IssueRefused("agent_without_letter", "代理人の請求には委任状が必要です。")
 
+    check_death_hold(subject)
     removed = subject["status"] == "removed"
     if req.kind == "johyo" and not removed:
         raise IssueRefused("johyo_for_active", "この方は現在の住民です。除票の写しではなく住民票の写しを交付してください。")
@@ -232,21 +263,26 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
     else:
         residents = _members(register, subject, req)
 
+    check_members_death_holds(residents)
     flags = []
+    if check_approval_holds(req, residents):
+        flags.append("hold_approved")
     protected = [r for r in residents if r.get("support_measure")]
     for resident in protected:
-        check_support_measure(req, resident, counter_config["support_measure_approvable"])
+        check_support_measure(req, resident, counter_config["support_measure_approvable"], relation)
     if protected:
         flags.append("support_measure_approved" if req.approved_by else "support_measure_self")
-    if any(r.get("planned_move_out") for r in residents):
+    moves = [move for move in map(planned_move, residents) if move]
+    if moves:
         if not req.acknowledge_move_out:
-            raise IssueRefused(
-                "planned_move_out",
-                "転出予定の届出がある方です。転出届の内容は証明書に記載されません。住民の方に説明し、確認欄にチェックしてください。",
-            )
+            raise IssueRefused("planned_move_out", f"{planned_move_message(moves[0])}住民の方にそのことを説明し、確認欄にチェックしてください。")
         flags.append("planned_move_out")
-    fee = counter_config["fees_yen"].get(req.kind, 300) * req.copies
-    return Plan(residents=residents, seal=seal, flags=flags, fee_yen=fee)
+    items, omissions = printed_items(req, residents, relation)
+    if omissions:
+        if not req.acknowledge_omissions:
+            raise IssueRefused("items_not_printed", omissions_message(omissions), omissions=omissions)
+        flags.append("items_omitted")
+    return Plan(residents=residents, seal=seal, flags=flags, fee_yen=fee_yen(req, counter_config), items=items, omissions=omissions)
 
 
 # Requesters for whom a ward may allow an approved exception; an agent or a
@@ -254,14 +290,16 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
 SUPPORT_MEASURE_APPROVABLE = ("household",)
 
 
-def check_support_measure(req: IssueRequest, resident: dict, approvable: list[str]) -> None:
+def check_support_measure(req: IssueRequest, resident: dict, approvable: list[str], relation: str) -> None:
     """A 支援措置 (DV等) resident's record goes to the resident themself;
     to a member of their household only if the ward lists "household" in
     counter.support_measure_approvable and a supervisor other than the
-    issuing clerk approved (fallback.counter.certificates); to nobody else."""
-    if req.requester_type == "self" and resident["resident_code"] == req.subject_code:
+    issuing clerk approved (fallback.counter.certificates); to nobody else
+    (`relation`: requester_relation, so a deceased person's relative and
+    another public office are refused too)."""
+    if relation == "self" and resident["resident_code"] == req.subject_code:
         return
-    relation = "household" if req.requester_type in ("self", "household") else req.requester_type
+    relation = "household" if relation in ("self", "household") else relation
     if relation not in approvable or relation not in SUPPORT_MEASURE_APPROVABLE:
         raise IssueRefused(
             "support_measure",
@@ -275,6 +313,223 @@ def check_support_measure(req: IssueRequest, resident: dict, approvable: list[st
         )
 
 
+def requester_relation(req: IssueRequest, subject: dict) -> str:
+    """Who the requester is to the rules: the type on the form, except that
+    a deceased person's 除票 has no 本人 and no household any more — a
+    relative asking for it is a third party (so is anyone else but another
+    public office)."""
+    deceased = subject["status"] == "removed" and (subject.get("removal") or {}).get("reason") == DEATH
+    return THIRD_PARTY if deceased and req.requester_type != OFFICIAL else req.requester_type
+
+
+def check_third_party(relation: str, req: IssueRequest, third_party_allowed: bool) -> None:
+    if relation != THIRD_PARTY or third_party_allowed:
+        return
+    because = "" if req.requester_type == THIRD_PARTY else "死亡により消除された方の除票の写しは、ご家族からの請求でも第三者からの請求です。"
+    raise IssueRefused("third_party", f"{because}障害対応中は第三者からの請求を受け付けていません。後日交付として受け付けてください。")
+
+
+def check_official_request(req: IssueRequest) -> None:
+    """A 公用請求 (another public office): the staff member shows their
+    職員の身分証明書, and names the office's task and its legal basis."""
+    if req.requester_type != OFFICIAL:
+        return
+    if req.identity_document != STAFF_ID:
+        raise IssueRefused("official_without_staff_id", f"公用請求は、来庁した職員の{STAFF_ID}（職員証）で確認してください。")
+    if not req.purpose.strip():
+        raise IssueRefused(
+            "official_without_purpose", "公用請求には、請求する機関の事務の名称と根拠となる法令を「使用目的」に記入してください。"
+        )
+
+
+def fee_yen(req: IssueRequest, counter_config: dict) -> int:
+    """The fee: none for a 公用請求 where the ward exempts it (the common rule)."""
+    if req.requester_type == OFFICIAL and counter_config["official_fee_exempt"]:
+        return 0
+    return counter_config["fees_yen"].get(req.kind, 300) * req.copies
+
+
+def printed_items(req: IssueRequest, residents: list[dict], relation: str) -> tuple[frozenset[str], list[dict]]:
+    """The optional items that will be printed, and each requested one that
+    will not be, with the reason (never dropped silently): a third party
+    never receives 住民票コード or 個人番号, and an item the record does not
+    hold (本籍 empty, 個人番号 not mirrored, a 在留 item missing) cannot be
+    printed for that person."""
+    items = set(req.items) if req.kind != "inkan" else set()
+    omissions = []
+    if relation == THIRD_PARTY:
+        for item in IDENTIFIER_ITEMS:
+            if item in items:
+                items.discard(item)
+                omissions.append({"item": item, "label": OPTIONAL_ITEMS[item], "resident_code": None, "name": None,
+                                  "reason": "第三者への証明書には記載できません（住民基本台帳法・番号法）"})
+    for resident in residents:
+        for item in sorted(items):
+            reason = _missing_item(item, resident)
+            if reason:
+                omissions.append({"item": item, "label": OPTIONAL_ITEMS[item], "resident_code": resident["resident_code"],
+                                  "name": resident["name"], "reason": reason})
+    return frozenset(items), omissions
+
+
+def _missing_item(item: str, resident: dict) -> str | None:
+    foreign = resident.get("foreign")
+    if item == "honseki" and not foreign and not resident.get("honseki"):
+        return "本籍の記録がありません"
+    if item == "individual_number" and not resident.get("individual_number"):
+        return "個人番号がこの装置の写しにありません（複製しない設定か、記録がありません）"
+    if foreign and item in FOREIGN_ITEM_FIELDS and not foreign.get(FOREIGN_ITEM_FIELDS[item]):
+        return "記録がありません"
+    return None
+
+
+def omissions_message(omissions: list[dict]) -> str:
+    listed = "、".join(
+        f"{o['label']}（{o['name'] + '：' if o['name'] else ''}{o['reason']}）" for o in omissions
+    )
+    return (
+        f"請求された次の事項は証明書に記載されません：{listed}。"
+        "このまま交付する場合は「記載されない事項を確認した」にチェックして交付し、"
+        "記載が必要な場合は後日交付として受け付けてください。"
+    )
+
+
+def planned_move(resident: dict) -> dict | None:
+    """The one rule for a planned move-out, whichever source notified it
+    (the upstream's planned_move_out; a 転出届 received at the counter
+    will be given in the same shape): {"date", "moved_to"}, or None."""
+    return resident.get("planned_move_out")
+
+
+def planned_move_message(move: dict) -> str:
+    """What the clerk is told, in the words of what the certificate does:
+    the standard prints a move-out only once the record is a 除票."""
+    return (
+        f"転出予定の届出があります（転出予定日 {move['date']}、転出先 {move['moved_to']}）。"
+        "証明書は現在の住所のまま交付され、転出予定日と転出先は記載されません（除票になるまで記載しないのが標準仕様です）。"
+    )
+
+
+def residence_period_warning(resident: dict, data_as_of: dt.date, today: dt.date) -> str | None:
+    """A foreign resident whose 在留期間 ended before the data-as-of (an
+    extension or a departure may be missing from the copy), or ends during
+    the outage (on or before today)."""
+    expiry = (resident.get("foreign") or {}).get("period_expiry")
+    if not expiry:
+        return None
+    day = dt.date.fromisoformat(expiry)
+    if day < data_as_of:
+        return (f"{resident['name']}：在留期間の満了日（{expiry}）が住民記録の時点（{data_as_of.isoformat()}）より前です。"
+                "更新や出国が写しに反映されていない可能性があります。在留カードで在留期間を確認してください。")
+    if day <= today:
+        return (f"{resident['name']}：在留期間の満了日（{expiry}）が障害中に到来しています。"
+                "在留カードで更新（申請中を含む）を確認してください。")
+    return None
+
+
+# Upstream data anomalies (sync.anomalies): what IT's dashboard calls them,
+# and what the counter says on an affected record.
+ANOMALY_LABELS = {
+    "duplicate_atena_number": "宛名番号の重複",
+    "notified_before_birth": "生年月日より前の届出日",
+    "seal_registered_on_birth_date": "生年月日に登録された印鑑",
+    "shared_seal_image": "他の住民と同じ印影",
+}
+ANOMALY_WARNINGS = {
+    "duplicate_atena_number": "宛名番号（{detail}）が他の住民と重複しています。本人確認を念入りに行ってください。",
+    "notified_before_birth": "届出日（{detail}）が生年月日より前になっています。証明書に印字される届出日を本人と確認してください。",
+    "seal_registered_on_birth_date": "印鑑登録（{detail}）の登録年月日が生年月日と同じです。印鑑登録証明書は登録証と印影をよく確認してから交付してください。",
+    "shared_seal_image": "印鑑登録（{detail}）の印影が他の住民の登録と同じです。印鑑登録証明書は係長に確認してから交付してください。",
+}
+
+
+def counter_warnings(register, person: dict, household: list[dict], today: dt.date) -> list[dict]:
+    """What the resident screen (and the API) warns about before anything
+    is issued, each {"kind", "resident_code", "message"}: a planned move-out
+    (in the certificate's own terms), a 在留期間 that ended before the data
+    or during the outage (the person and the current members of the
+    household), and the upstream data anomalies the load found on the
+    person."""
+    warnings = []
+    move = planned_move(person)
+    if move:
+        warnings.append({"kind": "planned_move_out", "resident_code": person["resident_code"], "message": planned_move_message(move)})
+    as_of = register.meta.as_of.astimezone(now().tzinfo).date()
+    members = [person, *(m for m in household if m["status"] == "active" and m["resident_code"] != person["resident_code"])]
+    for member in members:
+        message = residence_period_warning(member, as_of, today)
+        if message:
+            warnings.append({"kind": "residence_period", "resident_code": member["resident_code"], "message": message})
+    for kind, detail in register.anomalies(person["resident_code"]):
+        message = "上流データの異常（全件取込で検出）：" + ANOMALY_WARNINGS.get(kind, "{detail}").format(detail=detail)
+        warnings.append({"kind": kind, "resident_code": person["resident_code"], "message": message})
+    return warnings
+
+
+# --- holds recorded at the counter (fallback.holds) --------------------------------
+# A held record carries its active holds (fallback.holds.applied); a 転出届's
+# and a 仮支援措置's are already on the record as planned_move_out and
+# support_measure, which the rules above apply. These are the others.
+
+
+def _held(record: dict, kinds) -> list[dict]:
+    return [hold for hold in record.get("holds", ()) if hold["kind"] in kinds]
+
+
+def check_death_hold(subject: dict) -> None:
+    """Nothing is issued of a person whose 死亡届 the counter received: the
+    register still shows them living, so a 住民票 would certify a living
+    resident, and there is no 除票 to copy until the register removes them
+    (after recovery). The clerk takes the request as a deferred one."""
+    for hold in _held(subject, ("death",)):
+        raise IssueRefused(
+            "death_held",
+            f"死亡届を受け付けた方です（死亡日 {hold['details']['occurred_on']}）。住民記録に死亡が記録されるまで、"
+            "この方の住民票・記載事項証明書・印鑑登録証明書は交付できず、除票の写しも作れません。後日対応として受け付けてください。",
+        )
+
+
+def check_members_death_holds(residents: list[dict]) -> None:
+    """A certificate of several members never prints one whose 死亡届 the
+    counter received; the others can be chosen without them."""
+    for resident in residents:
+        if _held(resident, ("death",)):
+            raise IssueRefused(
+                "death_held",
+                f"世帯員の{resident['name']}さんは死亡届を受け付けた方です。この方を除いて世帯員を選び直してください"
+                "（この方を含む写しは、住民記録に死亡が記録されてから交付します）。",
+            )
+
+
+def check_approval_holds(req: IssueRequest, residents: list[dict]) -> bool:
+    """A court's or the police's request, or a supervisor's free hold, on a
+    person printed: issued only with the on-the-spot approval of a
+    supervisor other than the issuing clerk (as for the 支援措置
+    exception). Returns whether such a hold was approved."""
+    held = [(resident, hold) for resident in residents for hold in _held(resident, APPROVAL_KINDS)]
+    if not held:
+        return False
+    if not req.approved_by:
+        resident, hold = held[0]
+        raise IssueRefused(
+            "hold_approval",
+            f"{resident['name']}さんに保留があります：{hold['text']}。交付には、交付する職員とは別の係長の承認が必要です。",
+        )
+    return True
+
+
+def check_seal_holds(seal: dict) -> None:
+    """A seal whose card was reported lost, or whose registration the
+    resident asked to end, certifies nothing from that moment — before
+    the card's number is compared, so a found card tells its finder
+    nothing."""
+    for hold in _held(seal, SEAL_HOLD_KINDS):
+        raise IssueRefused(
+            "seal_held",
+            f"この印鑑登録は{hold['label']}を受け付けています（{hold['recorded_at'][:16].replace('T', ' ')}）。印鑑登録証明書は交付できません。",
+        )
+
+
 def _active_seal(register, subject: dict, card_number: str) -> dict:
     seals = register.seals_of(subject["resident_code"])
     if not seals:
@@ -283,6 +538,7 @@ def _active_seal(register, subject: dict, card_number: str) -> dict:
     if not active:
         raise IssueRefused("seal_revoked", "この方の印鑑登録は廃止されています。印鑑登録証明書は交付できません。")
     seal = active[0]
+    check_seal_holds(seal)
     if card_number.strip().upper() != seal["card_number"].upper():
         raise IssueRefused("seal_card_mismatch", "印鑑登録証の番号が登録と一致しません。登録証を確認してください。")
     return seal
@@ -348,13 +604,13 @@ def _insert_request(conn, req, clerk, scope, *, outcome, fee, flags, snapshot_ge
 
 def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, *, serial_range: tuple[int, int],
                         daily_cap: int, snapshot_generation: int, data_as_of: str, serial_floor: int = 0,
-                        on_recorded: Callable[[Any, int], None] | None = None) -> IssueResult:
+                        on_recorded: Callable[[Any, int, list[dict]], None] | None = None) -> IssueResult:
     """Step 2: serials, request, certificate rows and audit in one durable
     transaction. The daily cap is checked inside it so two counters cannot
     both slip under the cap at once. Serials at or below `serial_floor`
     (the highest the audit anchor saw handed out) are never taken, even if
-    the database has lost them. `on_recorded(conn, request_id)` runs inside
-    the same transaction (the counter service records the request's
+    the database has lost them. `on_recorded(conn, request_id, omissions)`
+    runs inside the same transaction (the counter service records the request's
     idempotency key there: raising undoes the whole request)."""
     with Transaction(conn):
         check_daily_cap(conn, requester_key(req), req.copies, daily_cap, scope)
@@ -362,7 +618,7 @@ def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope
         request_id = _insert_request(conn, req, clerk, scope, outcome="issued", fee=plan.fee_yen, flags=plan.flags,
                                      snapshot_generation=snapshot_generation, data_as_of=data_as_of)
         if on_recorded is not None:
-            on_recorded(conn, request_id)
+            on_recorded(conn, request_id, plan.omissions)
         codes = [r["resident_code"] for r in plan.residents]
         # Each record as printed, kept with the certificate: after the outage
         # the change feed updates the snapshot in place, and reconciliation
@@ -386,8 +642,9 @@ def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope
         audit.append(conn, clerk.username, "issue", req.subject_code,
                      {"request": request_id, "kind": req.kind, "serials": [c.serial for c in copies],
                       "requester_type": req.requester_type, "approved_by": req.approved_by, "flags": plan.flags,
-                      "residents": codes}, drill=scope.is_drill)
-    return IssueResult(request_id, copies, plan.flags, plan.fee_yen)
+                      "residents": codes, "omitted": [[o["item"], o["resident_code"]] for o in plan.omissions]},
+                     drill=scope.is_drill)
+    return IssueResult(request_id, copies, plan.flags, plan.fee_yen, plan.omissions)
 
 
 def _take_serials(conn, scope: str, count: int, serial_range: tuple[int, int], floor: int) -> int:

@@ -5,8 +5,8 @@ incident reports). The codes themselves stay in the API and the audit."""
 
 from __future__ import annotations
 
-# The rule identifiers of issuance.IssueRefused (and the service's
-# same-day warning).
+# The rule identifiers of issuance.IssueRefused (the standard's, the
+# holds' and the clock's included), and the service's same-day warning.
 RULE_LABELS = {
     "support_measure": "支援措置の対象者（本人以外・承認なし）",
     "seal_revoked": "廃止された印鑑登録",
@@ -22,6 +22,14 @@ RULE_LABELS = {
     "data_too_old": "データが交付の上限より古い",
     "approval_failed": "係長の承認の失敗",
     "serials_exhausted": "発行番号の使い切り",
+    "items_not_printed": "記載できない事項の確認",
+    "official_without_staff_id": "職員の身分証明書のない公用請求",
+    "official_without_purpose": "根拠の記入のない公用請求",
+    "official_seal": "電子公印の未設定",
+    "seal_held": "亡失・廃止の届出を受けた印鑑登録（保留）",
+    "death_held": "死亡届を受けた方（保留）",
+    "hold_approval": "保留のある方（承認なし）",
+    "clock_implausible": "時計の狂いの疑い",
     "same_day_repeat": "本日交付済みの同じ証明書",
 }
 OUTCOME_LABELS = {"issued": "交付", "refused": "お断り"}

@@ -13,6 +13,7 @@ import copy
 import re
 
 from fallback.counter.certificates import MAX_APPROVER_LENGTH, MAX_FIELD_LENGTHS, MAX_MEMBERS
+from fallback.counter.issuance import KINDS, LAYOUTS, OPTIONAL_ITEMS, REQUESTER_TYPES
 from fallback.counter.lookup import MAX_QUERY_LENGTH
 from fallback.counter.service import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_LENGTH
 from fallback.deferred import DELIVERY
@@ -64,23 +65,24 @@ _ISSUE_BODY = {
     "type": "object",
     "required": ["kind", "requester_type", "identity_document"],
     "properties": {
-        "kind": {"type": "string", "enum": ["juminhyo", "kisai", "johyo", "inkan"]},
-        "requester_type": {"type": "string", "enum": ["self", "household", "agent", "third_party"]},
+        "kind": {"type": "string", "enum": list(KINDS)},
+        "requester_type": {"type": "string", "enum": list(REQUESTER_TYPES),
+                           "description": "official: 公用請求 (another public office; identity_document 職員の身分証明書, purpose required)"},
         "identity_document": _text(MAX_FIELD_LENGTHS["identity_document"][1]),
         "requester_name": _string(MAX_FIELD_LENGTHS["requester_name"][1]),
         "purpose": _string(MAX_FIELD_LENGTHS["purpose"][1]),
         "contact": _string(MAX_FIELD_LENGTHS["contact"][1]),
         "members": {"type": "array", "maxItems": MAX_MEMBERS, "items": _string(20)},
         "whole_household": {"type": "boolean"},
-        "layout": {"type": "string", "enum": ["renketsu", "kojin"]},
-        "items": {"type": "array", "items": {"type": "string", "enum": [
-            "honseki", "head", "resident_code", "individual_number", "nationality", "category", "status", "period",
-            "expiry", "card_number", "alias"]}},
+        "layout": {"type": "string", "enum": list(LAYOUTS)},
+        "items": {"type": "array", "items": {"type": "string", "enum": list(OPTIONAL_ITEMS)}},
         "omit_katagaki": {"type": "boolean"},
         "copies": {"type": "integer", "minimum": 1, "description": "at most counter.max_copies (maximum filled in per appliance)"},
         "delegation_letter": {"type": "boolean"},
         "seal_card_number": _string(MAX_FIELD_LENGTHS["seal_card_number"][1]),
         "acknowledge_move_out": {"type": "boolean"},
+        "acknowledge_omissions": {"type": "boolean", "description": "issue although requested items will not be printed "
+                                  "(a 422 with rule items_not_printed lists them in `omissions`)"},
         "confirm_repeat": {"type": "boolean", "description": "issue although the same type was issued to this person today "
                                                              "(otherwise refused with rule same_day_repeat and earlier_serials)"},
         "approver": _string(MAX_APPROVER_LENGTH),

@@ -10,23 +10,25 @@ import dataclasses
 import datetime as dt
 import ipaddress
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import urlsplit
 
+from PIL import Image, UnidentifiedImageError
+
 from fallback.config import Config
-from fallback.counter.issuance import Clerk, IssuedCopy, IssueRequest, Plan, Scope
+from fallback.counter.issuance import OFFICIAL, Clerk, IssuedCopy, IssueRefused, IssueRequest, Plan, Scope
 from fallback.keys import signing_key
 from fallback.ops import now
-from printing.model import Certificate, IssueStamp, Municipality, PrintSettings
+from printing.model import HOUSEHOLD_KINDS, Certificate, IssueStamp, Municipality, PrintSettings
 from printing.render import RenderedCertificate, render_certificate
 
 
 @lru_cache(maxsize=4)
-def _settings(config: Config) -> tuple[PrintSettings, Municipality]:
+def _settings(config: Config) -> PrintSettings:
     # Config objects live as long as the app; building these once keeps the
     # era table and the seal image parsed once, not per certificate.
     settings = PrintSettings.from_config_section(config["printing"], font_cache_dir=config.home / "font-cache")
-    settings = dataclasses.replace(settings, verification_url=verification_url(config))
-    return settings, Municipality.from_config_section(config["municipality"])
+    return dataclasses.replace(settings, verification_url=verification_url(config))
 
 
 def verification_url(config: Config) -> str:
@@ -50,26 +52,67 @@ def verification_address_problem(config: Config) -> str | None:
     return None
 
 
+def official_seal_problem(config: Config) -> str | None:
+    """Why real certificates cannot be issued for want of a 電子公印, or
+    None. The standard prints the 電子公印 on every certificate and this
+    appliance issues none with 「公印省略」; the check is the same on /readyz,
+    the IT dashboard and at the counter."""
+    configured = config["printing"]["official_seal_image"]
+    if not configured:
+        return (
+            "電子公印の画像が設定されていません（printing.official_seal_image）。本番の証明書は交付できません"
+            "（公印省略の証明書は交付しません）。区の電子公印をPNGで用意し、設定してください"
+        )
+    path = Path(configured)
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except FileNotFoundError:
+        return f"電子公印の画像 {path} がありません（printing.official_seal_image）。本番の証明書は交付できません"
+    except (OSError, UnidentifiedImageError):
+        return f"電子公印の画像 {path} を画像として読めません（printing.official_seal_image）。本番の証明書は交付できません"
+    return None
+
+
 def print_settings(config: Config) -> PrintSettings:
-    return _settings(config)[0]
+    return _settings(config)
 
 
-def municipality(config: Config) -> Municipality:
-    return _settings(config)[1]
+def issuer_on(config: Config, day: dt.date) -> str:
+    """Who certifies on `day`: the mayor, or the 職務代理者 whose configured
+    range (municipality.acting_mayors, inclusive dates) covers the day."""
+    section = config["municipality"]
+    for acting in section["acting_mayors"]:
+        if dt.date.fromisoformat(str(acting["from"])) <= day <= dt.date.fromisoformat(str(acting["to"])):
+            return acting["name"]
+    return section["mayor"]
+
+
+def municipality(config: Config, day: dt.date | None = None) -> Municipality:
+    """The [municipality] section as printing sees it, with the issuer of
+    `day` (today when not given)."""
+    section = config["municipality"]
+    return Municipality.from_config_section({**section, "mayor": issuer_on(config, day or now().date())})
 
 
 def build_certificate(config: Config, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, *, serial: int,
                       data_as_of: dt.datetime) -> Certificate:
     """The certificate as printing sees it. Building it validates the
     combination (layout, items, seal), so issuance builds one before it
-    allocates any serial: a request printing would refuse never costs one."""
-    settings, town = _settings(config)
-    stamp = IssueStamp(serial=serial, issued_at=now(), data_as_of=data_as_of, municipality=town,
+    allocates any serial: a request printing would refuse never costs one.
+    A real certificate without a usable 電子公印 is refused here."""
+    if not scope.is_drill:
+        problem = official_seal_problem(config)
+        if problem:
+            raise IssueRefused("official_seal", f"{problem}。証明書は交付されていません。後日交付として受け付け、情報政策課に連絡してください。")
+    issued_at = now()
+    stamp = IssueStamp(serial=serial, issued_at=issued_at, data_as_of=data_as_of, municipality=municipality(config, issued_at.date()),
                        terminal=clerk.terminal, printer_id=clerk.printer, drill=scope.is_drill)
     return Certificate(
-        kind=req.kind, residents=plan.residents, stamp=stamp, settings=settings,
+        kind=req.kind, residents=plan.residents, stamp=stamp, settings=_settings(config),
         layout="kojin" if req.kind in ("johyo", "inkan") else req.layout, seal=plan.seal,
-        requested=frozenset(req.items), omit_katagaki=req.omit_katagaki and req.kind == "kisai",
+        requested=plan.items, omit_katagaki=req.omit_katagaki and req.kind == "kisai",
+        whole_household=req.whole_household and req.kind in HOUSEHOLD_KINDS, official_use=req.requester_type == OFFICIAL,
     )
 
 

@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import hashlib
 
-from fallback import drills, modes
+from fallback import clock, drills, modes
 from fallback.config import Config
 from fallback.counter.rendering import print_settings
-from fallback.counter.service import NO_DRILL_REGISTER, NO_REGISTER, NO_TERMINAL
+from fallback.counter.service import NO_DRILL_REGISTER, NO_TERMINAL
 from fallback.counter.state import COUNTER_ROLES, counter_scope, drill_scope
-from fallback.mirror.registry import format_age, get_register, register_for, register_summary
+from fallback.mirror.availability import unavailable_message
+from fallback.mirror.registry import format_age, get_register, register_for, register_problem, register_summary, snapshot_store
 from printing.wareki import format_wareki_datetime
+from sync import crypto
 
 # How often an open screen asks (milliseconds, for the page script).
 POLL_INTERVAL_MS = 5000
@@ -57,10 +59,14 @@ def banner(conn, config: Config, staff) -> dict:
     # A drill's participants see their drill register's data-as-of (a
     # long-outage drill's is days old), exactly as their certificates print it.
     participant = drill is not None and staff is not None and drill.includes(staff.username, staff.terminal)
-    summary = register_summary(register_for(drill_scope(drill)) if participant else get_register())
+    try:
+        summary = register_summary(register_for(drill_scope(drill)) if participant else get_register())
+        problem = None if participant else register_problem()
+    except crypto.DatabaseError as exc:  # it opens, but its data cannot be read: every page says so, none fails
+        summary, problem = None, exc
     if summary is None:
         level = "danger"
-        warning = NO_DRILL_REGISTER if participant else NO_REGISTER
+        warning = NO_DRILL_REGISTER if participant else unavailable_message(problem, snapshot_store(config))
     else:
         as_of, age_hours = summary.as_of, summary.age_hours
         as_of_text = format_wareki_datetime(as_of, eras)
@@ -68,6 +74,10 @@ def banner(conn, config: Config, staff) -> dict:
         if age_hours > warning_hours:
             level = "danger"
             warning = f"データが{age_text}前のものです（基準 {warning_hours:g}時間）。交付前に内容が古い可能性を住民の方に説明してください。"
+    doubts = clock.doubts(conn, data_as_of=summary.as_of if summary else None)
+    if doubts:
+        level = "danger"
+        warning = clock.warning_message(doubts) + "時計が直るまで証明書は交付できません。情報政策課に連絡してください。"
     if level == "ok" and state.mode != modes.STANDBY:
         # Every mode but standby has its own colour, so nobody mistakes the
         # downtime counter for the normal one.

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fallback import audit, deferred, modes
+from fallback import audit, deferred, holds, modes
 from fallback.config import Config
 from fallback.counter import issuance, lookup
 from fallback.counter.certificates import form_flag, issue_certificate, request_from_form, supervisor_approval
@@ -41,11 +41,12 @@ from fallback.counter.printer import print_certificate
 from fallback.counter.rendering import print_settings
 from fallback.counter.state import counter_scope
 from fallback.errors import Forbidden, NotFound, SonaeError
-from fallback.mirror.registry import register_for
+from fallback.holds.applied import HeldRegister
+from fallback.mirror.availability import unavailable_message
+from fallback.mirror.registry import register_for, register_problem, snapshot_store
 from fallback.ops import now, now_iso
 from fallback.staff import users
 from fallback.staff.sessions import StaffSession
-from sync.register import Register
 
 NO_REGISTER = "住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。"
 NO_DRILL_REGISTER = "訓練用の住民記録がまだ用意されていません。訓練担当に連絡してください。"
@@ -82,12 +83,12 @@ class NoRegister(CounterLocked):
     status = 503
     code = "no_snapshot"
 
-    def __init__(self, *, drill: bool, issuing: bool = False):
+    def __init__(self, *, drill: bool, problem: str | None = None, issuing: bool = False):
         if drill:  # never the real register instead: a drill works on its synthetic one only
             super().__init__(NO_DRILL_REGISTER, issuing=issuing,
                              reason="the drill's synthetic register is not loaded; the coordinator prepares it")
-        else:
-            super().__init__(NO_REGISTER, issuing=issuing, reason="no snapshot has been loaded yet; run `sonae sync full`")
+        else:  # `problem`: why the real register cannot be opened (a damaged pointer or generation), as the banner says it
+            super().__init__(problem or NO_REGISTER, issuing=issuing, reason="no snapshot can be opened; see `sonae snapshot list`")
 
 
 class ResidentNotFound(NotFound):
@@ -111,7 +112,7 @@ class Counter:
     staff: StaffSession
     config: Config
     scope: Scope
-    register: Register
+    register: HeldRegister  # the scope's register, read through its holds
 
     @property
     def data_as_of(self) -> dt.datetime:
@@ -130,8 +131,12 @@ def open_counter(conn, staff: StaffSession, config: Config, *, issuing: bool = F
         raise CounterLocked(NO_TERMINAL, issuing=issuing)
     register = register_for(scope)
     if register is None:
-        raise NoRegister(drill=scope.is_drill, issuing=issuing)
-    return Counter(conn, staff, config, scope, register)
+        problem = None if scope.is_drill else register_problem()
+        raise NoRegister(drill=scope.is_drill, issuing=issuing,
+                         problem=unavailable_message(problem, snapshot_store(config)) if problem else None)
+    # Holds recorded at the counter change what it reads at once (fallback.holds).
+    held = HeldRegister(register, holds.ActiveHolds.load(conn, scope=scope.name, drill_id=scope.drill_id))
+    return Counter(conn, staff, config, scope, held)
 
 
 def _flag_settings(config: Config) -> dict:
@@ -152,6 +157,7 @@ class ResidentRecord:
     person: dict
     household: list[dict]  # current members in order, then former members (除票)
     seals: list[dict]
+    warnings: list[dict]  # what the clerk is told before issuing (issuance.counter_warnings)
 
 
 def record_of(counter: Counter, code: str) -> ResidentRecord:
@@ -160,7 +166,9 @@ def record_of(counter: Counter, code: str) -> ResidentRecord:
     person = counter.register.resident(code)
     if person is None:
         raise ResidentNotFound()
-    return ResidentRecord(person, lookup.household_members(counter.register, person), counter.register.seals_of(code))
+    household = lookup.household_members(counter.register, person)
+    return ResidentRecord(person, household, counter.register.seals_of(code),
+                          issuance.counter_warnings(counter.register, person, household, now().date()))
 
 
 def view_resident(counter: Counter, code: str) -> ResidentRecord:
@@ -270,22 +278,22 @@ def _fingerprint(req) -> str:
     return hashlib.sha256(json.dumps(dataclasses.asdict(req), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
-def _earlier_result(conn, request_id: int) -> IssueResult:
+def _earlier_result(conn, request_id: int, omissions: str) -> IssueResult:
     fee, flags = conn.execute("SELECT fee_yen, flags FROM requests WHERE id = ?", (request_id,)).fetchone()
     copies = [issuance.IssuedCopy(serial, scope, number) for serial, scope, number in conn.execute(
         "SELECT serial, scope, copy_number FROM certificates WHERE request_id = ? ORDER BY copy_number", (request_id,))]
-    return IssueResult(request_id, copies, json.loads(flags), fee)
+    return IssueResult(request_id, copies, json.loads(flags), fee, json.loads(omissions))
 
 
 def _replay(counter: Counter, key: str, fingerprint: str) -> Issuance | None:
     """The answer for a key this staff member already issued with, or None
     for a new key."""
-    row = counter.conn.execute("SELECT request_id, fingerprint FROM issue_keys WHERE actor = ? AND key = ?",
+    row = counter.conn.execute("SELECT request_id, fingerprint, omissions FROM issue_keys WHERE actor = ? AND key = ?",
                                (counter.staff.username, key)).fetchone()
     if row is None:
         return None
-    request_id, first_fingerprint = row
-    result = _earlier_result(counter.conn, request_id)
+    request_id, first_fingerprint, omissions = row
+    result = _earlier_result(counter.conn, request_id, omissions)
     if first_fingerprint != fingerprint:
         raise IdempotencyKeyReused(request_id, [c.serial for c in result.copies])
     allocated = counter.conn.execute("SELECT count(*) FROM certificates WHERE request_id = ? AND status = 'allocated'",
@@ -298,10 +306,10 @@ def _replay(counter: Counter, key: str, fingerprint: str) -> Issuance | None:
 
 
 def _remember_key(counter: Counter, key: str, fingerprint: str):
-    def remember(conn, request_id: int) -> None:
+    def remember(conn, request_id: int, omissions: list[dict]) -> None:
         taken = conn.execute(
-            "INSERT OR IGNORE INTO issue_keys (actor, key, request_id, fingerprint, created_at) VALUES (?,?,?,?,?)",
-            (counter.staff.username, key, request_id, fingerprint, now_iso()),
+            "INSERT OR IGNORE INTO issue_keys (actor, key, request_id, fingerprint, omissions, created_at) VALUES (?,?,?,?,?,?)",
+            (counter.staff.username, key, request_id, fingerprint, json.dumps(omissions, ensure_ascii=False), now_iso()),
         ).rowcount == 0
         if taken:
             raise _KeyTaken()

@@ -47,7 +47,8 @@ def _resident_page(counter: service.Counter, record: service.ResidentRecord, *, 
     with the page — Back, a second Ctrl+Enter — that form issues once."""
     return render_template(
         "counter/resident.html", person=record.person, household=record.household, seals=record.seals, scope=counter.scope,
-        form=form, error=error, refusal_rule=refusal_rule, idempotency_key=idempotency_key or secrets.token_urlsafe(18),
+        form=form, error=error, refusal_rule=refusal_rule, warnings=record.warnings,
+        idempotency_key=idempotency_key or secrets.token_urlsafe(18),
         kinds=issuance.KINDS, requester_types=issuance.REQUESTER_TYPES, documents=issuance.IDENTITY_DOCUMENTS,
         optional_items=issuance.OPTIONAL_ITEMS, layouts=issuance.LAYOUTS,
         support_measure_approvable=counter.config["counter"]["support_measure_approvable"],

@@ -18,6 +18,7 @@ import click
 import requests
 
 from fallback.config import DEFAULTS, render_toml
+from printing.model import SPECIMEN_SEAL_IMAGE
 from sync.crypto import write_key_file
 
 DEMO_ACCOUNTS = (
@@ -155,6 +156,7 @@ class DemoSite:
                                   secret_key_file=str(self.etc / "session.key"))
         values["web"].update(port=self.web_port, public_base_url=f"http://127.0.0.1:{self.web_port}")
         values["probes"].update(interval_s=10)
+        values["printing"].update(official_seal_image=str(SPECIMEN_SEAL_IMAGE))  # the synthetic 見本 電子公印, never a ward's
         for section, items in (extra or {}).items():
             values[section].update(items)
         (self.etc / "sonae.toml").write_text(render_toml(values), encoding="utf-8")

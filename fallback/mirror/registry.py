@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from flask import current_app, g
 
 from fallback.config import Config
-from fallback.db import EXTENSION
+from fallback.db import EXTENSION, get_ops
 from fallback.keys import drill_snapshot_key, snapshot_key
+from fallback.mirror import availability
 from fallback.ops import now
+from sync import crypto
+from sync.errors import SyncError
 from sync.register import Register
 from sync.store import SnapshotStore
 
@@ -57,8 +60,19 @@ def register_for(scope) -> Register | None:
 
 def get_register() -> Register | None:
     """The real register's current generation, or None when no snapshot has
-    been loaded yet. Checked against CURRENT once per request."""
+    been loaded yet or it cannot be opened (`register_problem()` says why).
+    Checked against CURRENT once per request."""
     return _current_register("register", None, lambda: snapshot_store(current_app.config["SONAE"]))
+
+
+def register_problem() -> Exception | None:
+    """Why get_register() gave None in this request (None: nothing loaded yet)."""
+    get_register()
+    return g.get("register_problems", {}).get("register")
+
+
+def _record_read_error(generation: int, exc: Exception) -> None:
+    availability.record(get_ops(), generation, exc)
 
 
 def _current_register(slot: str, owner: int | None, make_store) -> Register | None:
@@ -76,13 +90,23 @@ def _current_register(slot: str, owner: int | None, make_store) -> Register | No
     store = stores.get((slot, owner))
     if store is None:
         store = stores[(slot, owner)] = make_store()
-    current = store.current()
     register, held_by = getattr(local, slot, None), getattr(local, f"{slot}_owner", None)
-    if register is not None and (register.generation != current or held_by != owner):
-        register.close()
+    try:
+        current = store.current()
+        if register is not None and (register.generation != current or held_by != owner):
+            register.close()
+            register = None
+        if register is None and current is not None:
+            register = store.open_register(current)
+            if owner is None:  # the real register's read errors count toward readiness; a drill's do not
+                register = availability.WatchedRegister(register, _record_read_error)
+    except (SyncError, crypto.WrongKeyError, crypto.DatabaseError, OSError) as exc:
+        # A damaged pointer or generation: every page says so (the banner),
+        # none answers 500.
+        if register is not None:
+            register.close()
         register = None
-    if register is None and current is not None:
-        register = store.open_register(current)
+        g.setdefault("register_problems", {})[slot] = exc
     setattr(local, slot, register)
     setattr(local, f"{slot}_owner", owner)
     return register

@@ -11,6 +11,7 @@ from fallback.cli_support import operator
 from fallback.mirror.sync_commands import jst
 from fallback.mirror.syncing import rollback_snapshot, snapshot_store
 from fallback.ops import now
+from sync.store import WRONG_KEY
 
 
 @click.group("snapshot")
@@ -21,9 +22,16 @@ def snapshot_group():
 @snapshot_group.command("list")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_generations(as_json):
-    """Every generation with its data-as-of time, age and counts."""
-    infos = snapshot_store(load_config()).generations()
+    """Every generation with its data-as-of time, age and counts, or what is
+    wrong with it; and what is wrong with the pointer to the current one."""
+    store = snapshot_store(load_config())
+    infos = store.generations()
+    if infos and all(info.state == WRONG_KEY for info in infos):
+        raise click.ClickException(f"the snapshot generations in {store.directory} {infos[0].problem}")
+    pointer = store.pointer()
     moment = now()
+    if pointer.damage:  # on stderr, so that --json stays a list of generations
+        click.echo(f"damaged pointer: {store.undecided_message(pointer) if pointer.undecided else pointer.damage}", err=True)
     if as_json:
         click.echo(json.dumps([_as_json(info, moment) for info in infos], ensure_ascii=False, indent=2))
         return
@@ -45,7 +53,7 @@ def list_generations(as_json):
 
 
 def _as_json(info, moment) -> dict:
-    base = {"generation": info.number, "current": info.current, "size_bytes": info.size_bytes, "problem": info.problem}
+    base = {"generation": info.number, "current": info.current, "size_bytes": info.size_bytes, "state": info.state, "problem": info.problem}
     meta = info.meta
     if meta is None:
         return base

@@ -9,8 +9,9 @@ import click
 
 from fallback.cli_support import config as load_config
 from fallback.cli_support import operator
-from fallback.mirror.syncing import full_export_due, recent_runs, run_changes, run_full_sync, snapshot_store
-from fallback.ops import TOKYO, now
+from fallback.mirror.syncing import full_export_due, latest_load_anomalies, recent_runs, run_changes, run_full_sync, snapshot_store
+from fallback.ops import TOKYO, now, open_ops
+from sync.anomalies import OVERRIDE_DUPLICATE_ATENA
 from sync.loader import OVERRIDE_CONTRACT_1, OVERRIDE_DROP, OVERRIDE_MUNICIPALITY, OVERRIDE_OLDER_EXPORT, OVERRIDE_UNKNOWN_SEAL_RESIDENTS
 
 
@@ -30,8 +31,10 @@ def sync_group():
 @click.option("--allow-municipality-mismatch", is_flag=True, help="Accept an export for another municipality code.")
 @click.option("--allow-older-export", is_flag=True, help="Accept an export older than the one held (lower export_seq or earlier as_of): it undoes the changes since.")
 @click.option("--allow-contract-1", is_flag=True, help="Accept a contract version 1 export (with --from only): it has no export_seq for the replay rule.")
+@click.option("--allow-duplicate-atena", is_flag=True, help="Accept an export in which residents share a 宛名番号 (the standard gives each person one).")
 @click.option("--actor", help="Who runs this, for the audit log (default: the OS user).")
-def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipality_mismatch, allow_older_export, allow_contract_1, actor):
+def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipality_mismatch, allow_older_export, allow_contract_1,
+         allow_duplicate_atena, actor):
     """Load the latest full export as a new snapshot generation.
 
     The export is verified (signature, checksums, counts, every record, its
@@ -42,7 +45,7 @@ def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipalit
     if allow_contract_1 and not source_dir:
         raise click.UsageError("--allow-contract-1 needs --from DIR: a version 1 export is accepted only dropped into a directory")
     flags = {OVERRIDE_DROP: allow_drop, OVERRIDE_UNKNOWN_SEAL_RESIDENTS: allow_unknown_seal_residents, OVERRIDE_MUNICIPALITY: allow_municipality_mismatch,
-             OVERRIDE_OLDER_EXPORT: allow_older_export, OVERRIDE_CONTRACT_1: allow_contract_1}
+             OVERRIDE_OLDER_EXPORT: allow_older_export, OVERRIDE_CONTRACT_1: allow_contract_1, OVERRIDE_DUPLICATE_ATENA: allow_duplicate_atena}
     result = run_full_sync(load_config(), source_dir, {name for name, given in flags.items() if given}, operator(actor))
     sequence = f"export_seq {result.export_seq:,}" if result.export_seq is not None else "contract 1, no export_seq"
     click.echo(
@@ -53,6 +56,15 @@ def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipalit
         click.echo(f"overridden (audited): {waived}")
     if result.pruned:
         click.echo(f"pruned generation(s) {', '.join(map(str, result.pruned))}")
+    click.echo(_anomaly_line(result.anomalies.figures()))
+
+
+def _anomaly_line(anomalies: dict) -> str:
+    """The upstream data anomalies of a load, with counts and a few examples."""
+    counts = anomalies["counts"]
+    line = "upstream data anomalies: " + ", ".join(f"{kind} {count:,}" for kind, count in counts.items())
+    examples = "; ".join(f"{kind}: {', '.join(found)}" for kind, found in anomalies["examples"].items())
+    return f"{line} (e.g. {examples})" if examples else line
 
 
 @sync_group.command("changes")
@@ -80,6 +92,11 @@ def status(as_json):
             meta = register.meta
     due = full_export_due(config)
     runs = recent_runs(config, 10)
+    ops = open_ops(config)
+    try:
+        anomalies = latest_load_anomalies(ops)
+    finally:
+        ops.close()
     if as_json:
         click.echo(json.dumps({
             "generation": current,
@@ -88,6 +105,7 @@ def status(as_json):
             "last_seq": meta.last_seq if meta else None,
             "export_seq": meta.export_seq if meta else None,
             "full_export_due": due,
+            "anomalies": anomalies,
             "runs": runs,
         }, ensure_ascii=False, indent=2))
         return
@@ -97,5 +115,7 @@ def status(as_json):
         click.echo(f"generation {current}: data as of {jst(meta.as_of)} ({meta.age(now()).total_seconds() / 3600:.1f} h old), seq {meta.last_seq:,}, "
                    f"{meta.residents:,} residents, {meta.seals:,} seals")
     click.echo(f"full export due: {due}" if due else "full export due: no")
+    if anomalies:
+        click.echo(f"last full load ({anomalies['started_at']}): {_anomaly_line(anomalies)}")
     for run in runs:
         click.echo(f"  {run['started_at']}  {run['kind']:<8} {run['outcome']:<8} {run['error'] or ''}")

@@ -129,7 +129,8 @@ def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, o
                 bytes=result.bytes,
                 as_of=result.as_of.isoformat(),
                 detail={"export_id": result.export_id, "export_seq": result.export_seq, "residents": result.residents, "seals": result.seals,
-                        "overridden": list(result.overridden), "pruned": list(result.pruned), "seconds": round(result.seconds, 1)},
+                        "overridden": list(result.overridden), "pruned": list(result.pruned), "seconds": round(result.seconds, 1),
+                        "anomalies": result.anomalies.figures()},
             )
             return result
     finally:
@@ -268,6 +269,20 @@ def rollback_snapshot(config: Config, generation: int, reason: str, actor: str) 
     return previous
 
 
+def reclaim_leftovers(config: Config) -> list[str]:
+    """What the worker does at start, as every sync does: remove what a
+    killed load or prune left (`gen-N.tmp`, `gen-N.deleting`) and write a
+    damaged CURRENT again from its copy. Returns what was removed; nothing
+    while another sync holds the snapshot directory (it does the same)."""
+    try:
+        removed = snapshot_store(config).cleanup_incomplete()
+    except SyncBusy:
+        return []
+    for name in removed:
+        log.warning("removed %s, left by a sync that did not finish", name)
+    return removed
+
+
 def full_export_due(config: Config) -> str | None:
     """Why a full export should run now (no snapshot yet, one of an older
     layout, or the change feed broke after the last successful full load),
@@ -288,6 +303,17 @@ def full_export_due(config: Config) -> str | None:
     finally:
         ops.close()
     return f"the change feed broke at {row[0]} ({row[1]})" if row else None
+
+
+def latest_load_anomalies(ops) -> dict | None:
+    """The upstream data anomalies (sync.anomalies) the last successful full
+    load found: {"counts": {kind: n}, "examples": {kind: [...]}, "run": id,
+    "started_at": …}, or None before any such load."""
+    row = ops.execute(
+        "SELECT id, started_at, json_extract(detail, '$.anomalies') FROM sync_runs WHERE kind = 'full' AND outcome = 'ok' "
+        "AND json_extract(detail, '$.anomalies') IS NOT NULL ORDER BY id DESC LIMIT 1"
+    ).fetchone()
+    return None if row is None else {**json.loads(row[2]), "run": row[0], "started_at": row[1]}
 
 
 def recent_runs(config: Config, limit: int = 20) -> list[dict]:

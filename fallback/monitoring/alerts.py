@@ -2,8 +2,9 @@
 
 Each alert cycle works out which *conditions* hold now (an upstream
 component down, a failed or refused sync, an old snapshot, a stalled change
-feed, low disk, a missing encryption key, a broken audit chain) and compares
-them with the alerts already open:
+feed, low disk or the disk reserve spent, a damaged snapshot pointer or
+failing snapshot reads, an implausible clock, a missing encryption key, a
+broken audit chain) and compares them with the alerts already open:
 
 - a new condition opens an alert and is sent at once;
 - a condition that still holds is not sent again (repeats are suppressed),
@@ -24,23 +25,29 @@ full text.
 The encryption key is special: without it the operational database cannot
 be opened, so that one alert's open/reminder state is kept in a small file
 under SONAE_HOME until the key is back, and then written to the history.
+A database that cannot be written (a full or failing disk) is the other
+case where the record cannot come first: what holds is sent anyway, and
+recorded by the first cycle that can write again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
 import re
 from dataclasses import dataclass
 
-from fallback import anchor, audit, modes
+from fallback import anchor, audit, clock, disk, modes
 from fallback.config import Config
 from fallback.keys import key_status
-from fallback.mirror.registry import format_age
+from fallback.mirror import availability
+from fallback.mirror.registry import format_age, snapshot_store
 from fallback.monitoring import mirror, notify, probes
 from fallback.ops import TOKYO, Transaction, now, open_ops
-from sync.crypto import DiskError, WrongKeyError
+from sync import crypto
+from sync.crypto import WrongKeyError
 from sync.errors import SyncError
 
 log = logging.getLogger("sonae.monitoring")
@@ -60,6 +67,8 @@ RUNBOOKS = {
     "05-fukkyu-kakunin": "復旧後の確認",
     "07-kagi-kanri": "鍵の管理と交換",
     "08-snapshot-restore": "スナップショットの復元",
+    "09-disk-full": "ディスクが一杯になったとき",
+    "10-tokei": "装置の時計が正しくないとき",
 }
 MODE_RUNBOOK = {
     modes.SUSPECT: "01-shoki-taio",
@@ -289,17 +298,74 @@ def sync_conditions(conn, config: Config, facts: mirror.SnapshotFacts | None, at
     return conditions
 
 
-def disk_conditions(config: Config, at: dt.datetime) -> list[Condition]:
+def disk_conditions(conn, config: Config, at: dt.datetime) -> list[Condition]:
     usage = mirror.disk_usage(config)
+    conditions = []
+    reserve = disk.reserve_state(config)
+    if reserve.released is not None and not reserve.present:
+        per_certificate = disk.bytes_per_certificate(conn)
+        conditions.append(Condition(
+            "disk.reserve_released", CRITICAL, "ディスクが一杯になり、予備の領域を使っています",
+            f"{usage.path} の空きが{reserve.released['free_before'] / 2**20:.1f} MBまで減ったため、予備の領域"
+            f"（{reserve.size / 2**20:.0f} MB）を解放しました（{mask_record_values(reserve.released['why'])}）。",
+            reserve.released["at"],
+            f"窓口の交付は続けられます。いまの空き {usage.free / 2**20:.0f} MB は、証明書およそ{usage.free // per_certificate:,}通分"
+            f"（1通あたり約{per_certificate // 1024} KB）です。それまでにディスクの空きを作ってください。", "09-disk-full",
+        ))
     limit = config["alerts"]["disk_low_percent"]
-    if usage.free_percent >= limit:
-        return []
-    return [Condition(
-        "disk.low", WARNING, "ディスクの空きが少なくなっています",
-        f"{usage.path} の空きは {usage.free / 2**30:.1f} GiB（{usage.free_percent:.1f}%）で、基準の{limit:g}%を下回りました。",
-        at.isoformat(timespec="milliseconds"),
-        "今は動いていますが、空きがなくなると新しい写しを作れず、交付の記録も残せなくなります。", "08-snapshot-restore",
-    )]
+    if usage.free_percent < limit:
+        conditions.append(Condition(
+            "disk.low", WARNING, "ディスクの空きが少なくなっています",
+            f"{usage.path} の空きは {usage.free / 2**30:.1f} GiB（{usage.free_percent:.1f}%）で、基準の{limit:g}%を下回りました。",
+            at.isoformat(timespec="milliseconds"),
+            "今は動いていますが、空きがなくなると新しい写しを作れず、交付の記録も残せなくなります。", "09-disk-full",
+        ))
+    return conditions
+
+
+def snapshot_store_conditions(conn, config: Config, facts: mirror.SnapshotFacts | None, at: dt.datetime) -> list[Condition]:
+    """A damaged pointer that its copy still answers for, and reads of the
+    current generation that fail."""
+    conditions = []
+    pointer = snapshot_store(config).pointer()
+    if pointer.damage is not None and pointer.generation is not None:
+        conditions.append(Condition(
+            "snapshot.pointer", WARNING, "現在の世代を示すファイル（CURRENT）が壊れています",
+            f"{pointer.damage}。", at.isoformat(timespec="milliseconds"),
+            "控えのファイルが示す同じ世代で、窓口は通常どおり使えます。次の差分の取込（1分ごと）で書き直されます。", "08-snapshot-restore",
+        ))
+    errors = availability.recent(conn, facts.current.generation, at) if facts is not None else None
+    if errors is not None:
+        conditions.append(Condition(
+            "snapshot.read_errors", CRITICAL, "住民記録の写しの読み出しに失敗しています",
+            f"世代{errors['generation']}の読み出しが{errors['count']}回失敗しました（{mask_record_values(errors['error'])}）。"
+            f"写しが壊れているおそれがあります。sonae snapshot verify {errors['generation']} で検査してください。",
+            errors["first_at"],
+            "検索や交付が失敗することがあります。検査に通った世代に戻すまで、窓口の準備状態（/readyz）は「準備できていない」になります。",
+            "08-snapshot-restore",
+        ))
+    return conditions
+
+
+def clock_conditions(conn, facts: mirror.SnapshotFacts | None, at: dt.datetime) -> list[Condition]:
+    """A clock that disagrees with what the appliance knows (judged by the
+    clock itself: `at` may be a scheduled time), and NTP reported off."""
+    conditions = []
+    found = clock.doubts(conn, data_as_of=facts.current.as_of if facts else None)
+    if found:
+        conditions.append(Condition(
+            "clock.implausible", CRITICAL, "この装置の時計が正しくないおそれがあります", clock.warning_message(found),
+            at.isoformat(timespec="milliseconds"),
+            "時計が直るまで、窓口での交付はできません（交付日と発行番号がこの時計で印字されるため）。検索と閲覧はできます。", "10-tokei",
+        ))
+    ntp, _ = clock.ntp_status()
+    if ntp == "no":
+        conditions.append(Condition(
+            "clock.ntp", WARNING, "装置の時計がNTPで同期されていません",
+            "OS（timedatectl）が、時計がNTPで同期されていないと報告しています。", at.isoformat(timespec="milliseconds"),
+            "今は使えますが、時計がずれていくと、この装置は交付を止めます。", "10-tokei",
+        ))
+    return conditions
 
 
 def audit_conditions(conn, config: Config, at: dt.datetime) -> list[Condition]:
@@ -319,8 +385,12 @@ def audit_conditions(conn, config: Config, at: dt.datetime) -> list[Condition]:
         first_bad = stored["first_bad_at"] if stored and not stored["ok"] else at.isoformat(timespec="milliseconds")
         stored = {"checked_at": at.isoformat(timespec="milliseconds"), "ok": ok, "entries": report.entries,
                   "reason": report.reason if not report.ok else "; ".join(lost), "first_bad_at": None if ok else first_bad}
-        with Transaction(conn):
-            _set_state(conn, "audit_check", stored)
+        try:
+            with Transaction(conn):
+                _set_state(conn, "audit_check", stored)
+        except crypto.DatabaseError as exc:
+            if not disk.is_write_failure(exc):
+                raise  # the verdict holds for this cycle; the next one checks again
     if stored["ok"]:
         return []
     return [Condition(
@@ -337,18 +407,20 @@ def evaluate(conn, config: Config, at: dt.datetime) -> list[Condition]:
     conditions: list[Condition] = []
     try:
         facts = mirror.snapshot_facts(config)
-    except (SyncError, WrongKeyError, DiskError) as exc:
+    except (SyncError, WrongKeyError, crypto.DatabaseError) as exc:
         facts = None
         conditions.append(Condition(
-            "snapshot.unreadable", CRITICAL, "住民記録の写しを開けません", mask_record_values(str(exc))[:300],
+            "snapshot.unreadable", CRITICAL, "住民記録の写しを開けません", mask_record_values(str(exc))[:400],
             at.isoformat(timespec="milliseconds"), "ダウン対策モードで交付できません。上流が使えるあいだは通常どおりです。",
             "08-snapshot-restore"))
     else:
         conditions += snapshot_conditions(config, facts, at)
+    conditions += snapshot_store_conditions(conn, config, facts, at)
     register_down = any(statuses[c].status == probes.DOWN for c in probes.REGISTER_UNUSABLE if c in statuses)
     conditions += upstream_conditions(statuses, facts)
     conditions += sync_conditions(conn, config, facts, at, register_down)
-    conditions += disk_conditions(config, at)
+    conditions += disk_conditions(conn, config, at)
+    conditions += clock_conditions(conn, facts, at)
     conditions += audit_conditions(conn, config, at)
     return conditions
 
@@ -497,12 +569,17 @@ def _send(conn, config: Config, events: list[tuple[int, str]], at: dt.datetime) 
     for alert_id, event in events:
         alert = _alerts(conn, "WHERE id = ?", (alert_id,))[0]
         deliveries = notify.deliver(config, build_message(config, alert, event, mode_label, at, anchor.head_of(conn)))
-        with Transaction(conn):
-            for d in deliveries:
-                conn.execute(
-                    "INSERT INTO alert_deliveries (alert_id, at, event, channel, ok, attempts, error) VALUES (?,?,?,?,?,?,?)",
-                    (alert_id, at.isoformat(timespec="milliseconds"), event, d.channel, int(d.ok), d.attempts, d.error),
-                )
+        try:
+            with Transaction(conn):
+                for d in deliveries:
+                    conn.execute(
+                        "INSERT INTO alert_deliveries (alert_id, at, event, channel, ok, attempts, error) VALUES (?,?,?,?,?,?,?)",
+                        (alert_id, at.isoformat(timespec="milliseconds"), event, d.channel, int(d.ok), d.attempts, d.error),
+                    )
+        except crypto.DatabaseError as exc:
+            if not disk.is_write_failure(exc):
+                raise
+            log.error("alert %s %s sent, but its delivery could not be recorded: %s", alert.key, event, exc)
         log.info("alert %s %s (%s)", alert.key, event, ", ".join(f"{d.channel}:{'ok' if d.ok else 'failed'}" for d in deliveries) or "no channel")
         sent.append(SentAlert(alert.key, event, deliveries))
     return sent
@@ -556,16 +633,97 @@ def _key_restored(conn, config: Config, at: dt.datetime) -> list[tuple[int, str]
     return [(alert_id, RESOLVED)]
 
 
+# --- when the operational database cannot record ------------------------------------
+
+UNWRITABLE = "ops.unwritable"
+# Alerts sent while the database could not record them, by key: when they
+# went out (this process). The next cycle that can write records them.
+_unrecorded: dict[str, dt.datetime] = {}
+
+
+def _unwritable_condition(config: Config, failure: Exception, at: dt.datetime) -> Condition:
+    usage = mirror.disk_usage(config)
+    return Condition(
+        UNWRITABLE, CRITICAL, "運用データベースに書き込めません",
+        f"交付・監査・監視の記録を書き込めません（{type(failure).__name__}: {mask_record_values(str(failure))[:200]}）。"
+        f"{usage.path} の空きは {usage.free / 2**20:.1f} MB です。",
+        at.isoformat(timespec="milliseconds"),
+        "窓口での交付と記録ができないおそれがあります。この通知は記録に残せないまま送っています。", "09-disk-full",
+    )
+
+
+def _send_unrecorded(conn, config: Config, conditions: list[Condition], failure: Exception, at: dt.datetime) -> list[SentAlert]:
+    """The database cannot record (a full or failing disk; `conn` None: it
+    does not even open): send what holds now anyway, for IT must hear of
+    exactly this. What is open in the database was sent already; the rest
+    is suppressed within this process for alerts.repeat_minutes, as
+    recorded alerts are."""
+    already_open, mode_label = set(), "不明（運用データベースを読めません）"
+    if conn is not None:
+        with contextlib.suppress(crypto.DatabaseError):
+            already_open = {a.key for a in open_alerts(conn)}
+            mode_label = modes.current(conn).label
+    repeat = dt.timedelta(minutes=config["alerts"]["repeat_minutes"])
+    sent = []
+    for c in [_unwritable_condition(config, failure, at), *conditions]:
+        last = _unrecorded.get(c.key)
+        if c.subsumed or c.key in already_open or (last is not None and (repeat <= dt.timedelta(0) or at - last < repeat)):
+            continue
+        event = OPENED if last is None else REMINDER
+        _unrecorded[c.key] = at
+        alert = Alert(None, c.key, c.severity, c.title, c.what, c.still_works, c.runbook, c.since, c.since, at.isoformat(), None, 1)
+        deliveries = notify.deliver(config, build_message(config, alert, event, mode_label, at))
+        log.error("alert %s %s sent without a record: the operational database cannot be written", c.key, event)
+        sent.append(SentAlert(c.key, event, deliveries))
+    return sent
+
+
+def _recorded_again(conn, config: Config, events: list[tuple[int, str]], at: dt.datetime) -> list[tuple[int, str]]:
+    """The database writes again: what went out unrecorded joins the
+    history. Alerts reconcile just opened were sent already (dropped from
+    `events`); the write failure itself is resolved and announced."""
+    if not _unrecorded:
+        return events
+    sent_keys = set(_unrecorded)
+    kept = []
+    for alert_id, event in events:
+        key = _alerts(conn, "WHERE id = ?", (alert_id,))[0].key
+        if event == OPENED and key in sent_keys:
+            continue
+        kept.append((alert_id, event))
+    since = _unrecorded.pop(UNWRITABLE, None)
+    _unrecorded.clear()
+    if since is not None:
+        with Transaction(conn):
+            condition = _unwritable_condition(config, OSError("書き込めませんでした"), since)
+            kept.append((_insert(conn, condition, since.isoformat(timespec="milliseconds"), resolved_at=at.isoformat(timespec="milliseconds")),
+                         RESOLVED))
+    return kept
+
+
 def run_alert_cycle(config: Config, *, at: dt.datetime | None = None) -> list[SentAlert]:
-    """One scheduled alert evaluation; returns what was sent."""
+    """One scheduled alert evaluation; returns what was sent. The disk's
+    reserve is looked after first, so the records below have room."""
     at = at or now()
+    disk.keep_reserve(config)
     problem = key_status(config)
     if problem is not None:
         return _key_missing_cycle(config, problem, at)
-    conn = open_ops(config)
     try:
-        events = _key_restored(conn, config, at)
-        events += reconcile(conn, config, evaluate(conn, config, at), at)
-        return _send(conn, config, events, at)
+        conn = open_ops(config)
+    except (crypto.DatabaseError, OSError, WrongKeyError) as exc:  # the key loads (above): the file or its disk fails
+        return _send_unrecorded(None, config, [], exc, at)
+    try:
+        conditions = evaluate(conn, config, at)
+        try:
+            events = _key_restored(conn, config, at)
+            events += reconcile(conn, config, conditions, at)
+        except crypto.DatabaseError as exc:
+            if not disk.is_write_failure(exc):
+                raise
+            if disk.is_disk_full(exc) and disk.release_reserve(config, "the alert cycle could not write the operational database"):
+                return run_alert_cycle(config, at=at)
+            return _send_unrecorded(conn, config, conditions, exc, at)
+        return _send(conn, config, _recorded_again(conn, config, events, at), at)
     finally:
         conn.close()

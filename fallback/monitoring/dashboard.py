@@ -7,9 +7,13 @@ import datetime as dt
 
 from fallback import modes
 from fallback.config import Config
-from fallback.counter.rendering import verification_address_problem
-from fallback.monitoring import alerts, charts, mirror, probes
-from sync.crypto import DiskError, WrongKeyError
+from fallback.counter.issuance import ANOMALY_LABELS
+from fallback.counter.rendering import official_seal_problem, verification_address_problem
+from fallback.mirror.registry import snapshot_store
+from fallback.mirror.syncing import latest_load_anomalies
+from fallback.monitoring import alerts, charts, doctor, mirror, probes
+from sync import crypto
+from sync.crypto import WrongKeyError
 from sync.errors import SyncError
 
 LATENCY_SERIES = {probes.REGISTER: "ヘルスチェック（/v1/health）", probes.SYNTHETIC: "住民記録の読み出し（/v1/residents）"}
@@ -64,14 +68,27 @@ def age_chart(conn, at: dt.datetime):
                              title="住民記録の写しの古さ（過去7日）")
 
 
+def _candidate(config: Config):
+    """The meta of the generation IT may confirm after a damaged pointer
+    (None when the pointer is not waiting for a decision)."""
+    store = snapshot_store(config)
+    pointer = store.pointer()
+    if not pointer.undecided or pointer.candidate is None:
+        return None
+    with store.open_register(pointer.candidate) as register:
+        return register.meta
+
+
 def dashboard(conn, config: Config, at: dt.datetime) -> dict:
     statuses = probes.component_statuses(conn)
     snapshot_error = None
     try:
         facts = mirror.snapshot_facts(config)
-    except (SyncError, WrongKeyError, DiskError) as exc:
+    except (SyncError, WrongKeyError, crypto.DatabaseError) as exc:
         facts, snapshot_error = None, str(exc)
     return {
+        "pointer": snapshot_store(config).pointer(),
+        "candidate": _candidate(config),
         "at": at,
         "state": modes.current(conn),
         "mode_history": modes.history(conn)[-5:],
@@ -96,4 +113,8 @@ def dashboard(conn, config: Config, at: dt.datetime) -> dict:
         "latency_chart": latency_chart(conn, at),
         "age_chart": age_chart(conn, at),
         "verification_address_problem": verification_address_problem(config),
+        "checkup": doctor.latest_checkup(conn),
+        "official_seal_problem": official_seal_problem(config),
+        "load_anomalies": latest_load_anomalies(conn),
+        "anomaly_labels": ANOMALY_LABELS,
     }

@@ -17,15 +17,15 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
-from fallback import modes
+from fallback import clock, disk, modes
 from fallback.config import Config
 from fallback.counter.issuance import KINDS, handed_out_by_kind
-from fallback.counter.rendering import verification_address_problem
+from fallback.counter.rendering import official_seal_problem, verification_address_problem
 from fallback.keys import key_status
-from fallback.mirror.registry import SnapshotSummary, snapshot_summary
-from fallback.monitoring import mirror, probes
-from sync.crypto import DiskError, WrongKeyError
-from sync.errors import SyncError
+from fallback.mirror import availability
+from fallback.mirror.registry import SnapshotSummary, register_problem, snapshot_store, snapshot_summary
+from fallback.monitoring import doctor, mirror, probes
+from sync import crypto
 
 
 @dataclass(frozen=True)
@@ -36,31 +36,110 @@ class Readiness:
     snapshot: SnapshotSummary | None
 
 
-def readiness(config: Config, at: dt.datetime) -> Readiness:
-    """Ready to serve counters: the key loads, a snapshot is present, and its
-    data is not older than counter.data_age_hard_limit_hours."""
+def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception | None = None) -> Readiness:
+    """Ready to serve counters: the key loads, a snapshot is present, opens
+    and reads without errors, its data is not older than
+    counter.data_age_hard_limit_hours, and the operational database can
+    commit (a durable write, at most once a second) with room for a
+    certificate, and a 電子公印 is configured (real issuance refuses
+    without one). `conn` is the operational database (None when the key is
+    missing, or when it cannot be opened: `ops_problem`)."""
     hard_limit = config["counter"]["data_age_hard_limit_hours"]
     checks: dict[str, dict] = {}
     key_problem = key_status(config)
     checks["key"] = {"ok": key_problem is None, "detail": "暗号鍵を読み込めます" if key_problem is None else "暗号鍵を読み込めません"}
     snapshot = None
     if key_problem is None:
-        try:
-            snapshot = snapshot_summary(config)
-            detail = "住民記録の写しがあります" if snapshot else "住民記録の写しがまだありません"
-        except (SyncError, WrongKeyError, DiskError):
-            detail = "住民記録の写しを開けません"
-        checks["snapshot"] = {"ok": snapshot is not None, "detail": detail}
+        checks["snapshot"], snapshot = _snapshot_check(config)
+        checks.update(_pointer_check(config))
     if snapshot is not None:
         checks["snapshot"].update(generation=snapshot.generation, data_as_of=snapshot.as_of.isoformat())
         checks["data_age"] = {"ok": snapshot.age_hours <= hard_limit, "age_hours": round(snapshot.age_hours, 3), "limit_hours": hard_limit}
+        errors = availability.recent(conn, snapshot.generation, at) if conn is not None else None
+        checks["snapshot_reads"] = {"ok": errors is None, "detail": "読み出しの失敗はありません" if errors is None else (
+            f"住民記録の写しの読み出しが{errors['count']}回失敗しています（最後 {errors['last_at'][:19]}）。"
+            f"sonae snapshot verify {snapshot.generation} で検査してください"), **({"errors": errors["count"]} if errors else {})}
+    if conn is not None:
+        checks.update(_disk_checks(config, conn))
+        checks["clock"] = _clock_check(conn, snapshot, at)
+    elif ops_problem is not None:
+        checks["writes"] = {"ok": False, "detail": f"運用データベースを開けません（{type(ops_problem).__name__}: {ops_problem}）"}
     # Reported, not a reason to stop the counters: certificates still issue,
     # only their printed verification address is of no use outside.
     address_problem = verification_address_problem(config)
     checks["verification_address"] = {"ok": address_problem is None, "detail": address_problem or "確認先が設定されています"}
-    ready = key_problem is None and snapshot is not None and checks["data_age"]["ok"]
+    checks["official_seal"] = official_seal_check(config)
+    if conn is not None and (checkup := doctor.latest_checkup(conn)) is not None:
+        # Reported, not a reason to stop: the same findings as `sonae doctor`, from the worker's last run.
+        checks["doctor"] = {"ok": not checkup.problems, "checked_at": checkup.at, "problems": [f.line for f in checkup.problems],
+                            "detail": "sonae doctor の点検で問題はありません" if not checkup.problems else
+                            f"sonae doctor の点検で{len(checkup.problems)}件の問題があります"}
+    ready = key_problem is None and ops_problem is None and snapshot is not None and all(
+        checks[name]["ok"] for name in ("data_age", "snapshot_reads", "writes", "disk_space", "clock", "official_seal") if name in checks)
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "at": at.isoformat(timespec="seconds")}
     return Readiness(ready, body, key_problem is None, snapshot)
+
+
+def _disk_checks(config: Config, conn) -> dict[str, dict]:
+    """The operational database commits (a small durable write: a failing or
+    read-only disk), and the disk has room for one more certificate (a
+    small write fits in a WAL that a big one must grow)."""
+    problem = disk.write_probe(config, conn)
+    free, needed = disk.free_bytes(config), disk.bytes_per_certificate(conn)
+    checks = {
+        "writes": {"ok": problem is None,
+                   "detail": "運用データベースに書き込めます" if problem is None else f"運用データベースに書き込めません（{problem}）"},
+        "disk_space": {"ok": free >= needed, "free_bytes": free, "bytes_per_certificate": needed,
+                       "detail": f"空きは証明書およそ{free // needed:,}通分です" if free >= needed else "証明書1通分の空きもありません"},
+    }
+    reserve = disk.reserve_state(config)
+    if reserve.size:  # reported, not a reason to stop: the counters work on the released space
+        checks["disk_reserve"] = {"ok": reserve.present, "reserve_bytes": reserve.size,
+                                  "detail": "予備の領域があります" if reserve.present else "予備の領域はありません（解放済みか、まだ作れていません）"}
+    return checks
+
+
+def _clock_check(conn, snapshot: SnapshotSummary | None, at: dt.datetime) -> dict:
+    """Nothing the appliance knows disagrees with its clock (issuance
+    refuses otherwise); NTP as the OS reports it, for IT."""
+    found = clock.doubts(conn, data_as_of=snapshot.as_of if snapshot else None, at=at)
+    ntp, why = clock.ntp_status()
+    projected = clock.offset_now(conn, at)
+    check = {"ok": not found, "detail": clock.warning_message(found) if found else "時計と食い違う時刻はありません",
+             "ntp": ntp or "unknown", "upstream_offset_s": None if projected is None else round(projected[0].total_seconds(), 1)}
+    if ntp is None:
+        check["ntp_unknown_because"] = why
+    return check
+
+
+def _snapshot_check(config: Config) -> tuple[dict, SnapshotSummary | None]:
+    try:
+        snapshot = snapshot_summary(config)
+    except crypto.DatabaseError as exc:  # it opened, but its meta cannot be read
+        return {"ok": False, "detail": "住民記録の写しを読み出せません", "reason": str(exc)}, None
+    if snapshot is not None:
+        return {"ok": True, "detail": "住民記録の写しがあります"}, snapshot
+    problem = register_problem()
+    if problem is None:
+        return {"ok": False, "detail": "住民記録の写しがまだありません"}, None
+    return {"ok": False, "detail": availability.unavailable_message(problem, snapshot_store(config)), "reason": str(problem)}, None
+
+
+def _pointer_check(config: Config) -> dict[str, dict]:
+    """A damaged CURRENT whose copy says what it held: the right generation
+    serves, the next sync writes CURRENT again; reported meanwhile."""
+    pointer = snapshot_store(config).pointer()
+    if pointer.damage is None or pointer.generation is None:
+        return {}
+    return {"snapshot_pointer": {"ok": False, "reason": pointer.damage,
+                                 "detail": "現在の世代を示すファイル（CURRENT）が壊れています。控えが示す世代で動いており、次の取込で直ります"}}
+
+
+def official_seal_check(config: Config) -> dict:
+    """/readyz's 電子公印 check: without a usable seal image no real
+    certificate is issued (the counters refuse with the same words)."""
+    problem = official_seal_problem(config)
+    return {"ok": problem is None, "detail": problem or "電子公印の画像が設定されています"}
 
 
 def _timestamp(iso: str | None) -> float | None:
@@ -74,7 +153,7 @@ def metric_families(config: Config, conn, at: dt.datetime, *, public: bool = Fal
     — whether the counters could be served, and whether they are working
     from the copy because of an outage."""
     families = []
-    state = readiness(config, at)
+    state = readiness(config, conn, at)
     ready = GaugeMetricFamily("sonae_ready", "1 when the counters could be served (key, snapshot, data age)")
     ready.add_metric([], int(state.ready))
     families.append(ready)

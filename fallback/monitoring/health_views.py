@@ -23,6 +23,7 @@ from fallback.keys import key_status
 from fallback.monitoring import health
 from fallback.ops import now
 from fallback.staff.security import public
+from sync import crypto
 
 bp = Blueprint("health", __name__, template_folder="templates")
 
@@ -51,7 +52,14 @@ def _token_sent() -> bool:
 @bp.route("/readyz")
 @public
 def readyz():
-    state = health.readiness(current_app.config["SONAE"], now())
+    config = current_app.config["SONAE"]
+    conn, problem = None, None
+    if key_status(config) is None:
+        try:
+            conn = get_ops()
+        except (crypto.DatabaseError, crypto.WrongKeyError, OSError) as exc:  # its disk fails (the key loads)
+            problem = exc
+    state = health.readiness(config, conn, now(), ops_problem=problem)
     response = jsonify(state.body if _token_sent() else {"status": state.body["status"]})
     response.status_code = 200 if state.ready else 503
     return _no_store(response)

@@ -25,13 +25,14 @@ import logging
 import time
 from dataclasses import dataclass
 
-from fallback import modes
+from fallback import clock, modes
 from fallback.config import Config, ConfigError
 from fallback.keys import key_status
 from fallback.mirror.syncing import upstream_from_config
 from fallback.monitoring import mirror
 from fallback.ops import Transaction, now, open_ops
-from sync.crypto import DiskError, WrongKeyError
+from sync.contract import ContractError, parse_timestamp
+from sync.crypto import DatabaseError, WrongKeyError
 from sync.errors import SyncError, UpstreamUnavailable
 from sync.upstream import HttpUpstream
 
@@ -107,17 +108,30 @@ def batch_result(reported: str, at: dt.datetime, probes_config: dict) -> tuple[b
     return False, f"{probes_config['batch_deadline']}を過ぎても夜間バッチが終わっていません"
 
 
-def probe_health(upstream: HttpUpstream, at: dt.datetime, probes_config: dict) -> list[ProbeResult]:
+@dataclass(frozen=True)
+class UpstreamTime:
+    """What one answer said the time was, and this clock when it came."""
+
+    at: dt.datetime
+    as_of: dt.datetime | None  # /v1/health's as_of
+    date: dt.datetime | None  # the HTTP Date header
+
+
+def probe_health(upstream: HttpUpstream, at: dt.datetime, probes_config: dict) -> tuple[list[ProbeResult], UpstreamTime | None]:
+    """The components as /v1/health reports them, and the upstream's time
+    as the answer showed it (None: no answer)."""
     started = time.perf_counter()
     try:
-        components = upstream.health()["components"]
+        body = upstream.health()
+        components = body["components"]
         malformed = [c for c, values in HEALTH_VALUES.items() if components.get(c) not in values]
         if malformed:
             raise UpstreamUnavailable(f"/v1/health: components {', '.join(malformed)} missing or not in the contract")
     except UpstreamUnavailable as exc:
         latency_ms = (time.perf_counter() - started) * 1000
-        return [ProbeResult(c, False, NO_ANSWER, latency_ms, f"上流が応答しません（{exc}）") for c in HEALTH_VALUES]
+        return [ProbeResult(c, False, NO_ANSWER, latency_ms, f"上流が応答しません（{exc}）") for c in HEALTH_VALUES], None
     latency_ms = (time.perf_counter() - started) * 1000
+    seen = UpstreamTime(now(), _as_of(body), upstream.last_date)
     results = [
         ProbeResult(REGISTER, components[REGISTER] == "ok", components[REGISTER], latency_ms,
                     None if components[REGISTER] == "ok" else "上流が住民記録システムの停止を報告しています"),
@@ -126,7 +140,21 @@ def probe_health(upstream: HttpUpstream, at: dt.datetime, probes_config: dict) -
     ]
     batch_ok, batch_error = batch_result(components[BATCH], at, probes_config)
     results.append(ProbeResult(BATCH, batch_ok, components[BATCH], latency_ms, batch_error))
-    return results
+    return results, seen
+
+
+def _as_of(body: dict) -> dt.datetime | None:
+    try:
+        return parse_timestamp(body.get("as_of"), "as_of")
+    except (ContractError, TypeError):
+        return None
+
+
+def record_upstream_time(conn, seen: UpstreamTime) -> None:
+    """Keep the upstream's clock as this answer showed it (fallback/clock.py)."""
+    for source, moment in ((clock.AS_OF, seen.as_of), (clock.DATE, seen.date)):
+        if moment is not None:
+            clock.record_reading(conn, moment, source, seen.at)
 
 
 def probe_synthetic(upstream: HttpUpstream, resident_code: str) -> ProbeResult:
@@ -246,42 +274,45 @@ def synthetic_resident_code(config: Config) -> str | None:
         return configured
     try:
         return mirror.any_resident_code(config)
-    except (SyncError, WrongKeyError, DiskError):
+    except (SyncError, WrongKeyError, DatabaseError):
         return None
 
 
-def probe_upstream(config: Config, at: dt.datetime) -> list[ProbeResult]:
+def probe_upstream(config: Config, at: dt.datetime) -> tuple[list[ProbeResult], UpstreamTime | None]:
     """Ask the upstream through the sync client (same token, same rule that
     anything but a usable answer is "did not answer"), with the probe timeout."""
     try:
         upstream = upstream_from_config(config)
     except ConfigError as exc:
         reason = f"上流に接続する設定がありません（{exc}）"
-        return [ProbeResult(c, False, NO_ANSWER, None, reason) for c in HEALTH_VALUES]
+        return [ProbeResult(c, False, NO_ANSWER, None, reason) for c in HEALTH_VALUES], None
     upstream.timeout = config["probes"]["timeout_s"]  # a probe must not wait as long as a download
     try:
-        results = probe_health(upstream, at, config["probes"])
+        results, seen = probe_health(upstream, at, config["probes"])
         code = synthetic_resident_code(config)
         if code:
             results.append(probe_synthetic(upstream, code))
     finally:
         upstream.close()
-    return results
+    return results, seen
 
 
 def run_probe_cycle(config: Config, *, at: dt.datetime | None = None) -> dict[str, ComponentStatus]:
-    """One scheduled probe: ask the upstream, store the answers, advance the
-    debounced statuses, move the mode if needed. Returns the statuses."""
+    """One scheduled probe: ask the upstream, store the answers and the
+    upstream's time, advance the debounced statuses, move the mode if
+    needed. Returns the statuses."""
     at = at or now()
     if key_status(config) is not None:
         # Nothing can be stored without the key; the alert cycle reports the
         # key itself, and the SLA report shows this time as unknown.
         log.error("probe skipped: the encryption key cannot be loaded")
         return {}
-    results = probe_upstream(config, at)
+    results, seen = probe_upstream(config, at)
     conn = open_ops(config)
     try:
         statuses = record_results(conn, results, at, config["probes"])
+        if seen is not None:
+            record_upstream_time(conn, seen)
         reconcile_mode(conn, statuses, at, config["probes"])
     finally:
         conn.close()

@@ -6,15 +6,17 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from flask import Blueprint, Response, current_app, render_template, request
+from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, url_for
 
 from fallback import paper
 from fallback.db import get_ops
 from fallback.mirror.registry import format_age
+from fallback.mirror.syncing import rollback_snapshot
 from fallback.monitoring import alerts, reports, sla
 from fallback.monitoring import dashboard as dashboard_data
 from fallback.ops import now
 from fallback.staff.security import roles, served_over_https
+from sync.errors import SyncError
 
 bp = Blueprint("monitor", __name__, url_prefix="/monitor", template_folder="templates")
 MONITOR_ROLES = ("it", "supervisor")
@@ -41,6 +43,27 @@ def seconds_text(seconds: float | None) -> str:
 def dashboard():
     context = dashboard_data.dashboard(get_ops(), current_app.config["SONAE"], now())
     return render_template("monitor/dashboard.html", title="監視", https=served_over_https(), **context)
+
+
+@bp.route("/snapshot/resume", methods=["POST"])
+@roles(*MONITOR_ROLES)
+def resume_generation():
+    """IT's or a supervisor's confirmation after a damaged CURRENT: the
+    generation they checked becomes current (after every page is verified;
+    the same path as `sonae snapshot rollback`, audited with the reason)."""
+    reason = request.form.get("reason", "").strip()[:500]
+    try:
+        generation = int(request.form.get("generation", ""))
+    except ValueError:
+        return _error("世代を指定してください", "再開する世代の番号がありません。", 400)
+    if not reason:
+        return _error("理由を入力してください", "世代を選んだ理由は記録に残ります。入力してから再開してください。", 400)
+    try:
+        rollback_snapshot(current_app.config["SONAE"], generation, reason, g.staff.username)
+    except SyncError as exc:
+        return _error("再開できませんでした", f"第{generation}世代に切り替えられません: {exc}", 409)
+    flash(f"第{generation}世代で再開しました。", "info")
+    return redirect(url_for("monitor.dashboard"))
 
 
 def _error(title: str, message: str, status: int):

@@ -8,7 +8,7 @@ older than the snapshot — counted as no answer, like an outage) and
 compares with what was printed — the `version` and `updated_at` stored
 in the certificate's printed_records:
 
-- same version: unchanged;
+- same version: unchanged (versions, not clocks);
 - a newer version last updated *before* the certificate was issued: the
   register had already changed when Sonae printed it (the snapshot was
   behind) — **at risk**. An update stamped at the very moment of issue
@@ -20,6 +20,16 @@ in the certificate's printed_records:
 - several newer versions, the last after issue: one of them may have come
   before issue — at risk, to be checked by hand;
 - unknown upstream: at risk.
+
+"Before issue" is decided in the upstream's own time, never by this
+appliance's clock alone (with the clock an hour behind, a certificate
+issued after the upstream moved the resident was judged changed after
+issue, and never listed). The moment of issue is this clock's issued_at,
+moved later by what the probes saw of its lag around that moment (the
+upstream's clock minus this one, from the readings before and after: see
+fallback/clock.py), and never earlier than the data-as-of of the snapshot
+it printed: a change stamped at or before the snapshot's feed position was
+due in the snapshot, so the certificate missed it whatever any clock says.
 
 A 印鑑登録証明書 also printed a seal, and the upstream has no per-seal
 lookup: its seal is judged the same way against the snapshot once the
@@ -47,7 +57,7 @@ import datetime as dt
 import json
 from dataclasses import dataclass
 
-from fallback import audit, deferred, modes
+from fallback import audit, clock, deferred, modes
 from fallback.config import Config, ConfigError
 from fallback.mirror.registry import snapshot_store
 from fallback.mirror.syncing import upstream_from_config
@@ -79,12 +89,13 @@ FIELD_LABELS = {
     "support_measure": "支援措置", "atena_number": "宛名番号", "furigana": "氏名の振り仮名",
     "former_surname_furigana": "旧氏の振り仮名", "remarks": "備考", "notified_reason": "届出の種別",
 }
-_IGNORED_FIELDS = ("version", "updated_at", "resident_code")
+# "holds": the counter's own holds kept with the printed record (fallback.holds), not the register's
+_IGNORED_FIELDS = ("version", "updated_at", "resident_code", "holds")
 
 
 @dataclass(frozen=True)
 class ReconcileResult:
-    outcome: str  # "done", "nothing_to_check", "waiting_for_downtime_end", "waiting_for_feed", "upstream_unavailable"
+    outcome: str  # "done", "nothing_to_check", "waiting_for_downtime_end", "waiting_for_feed", "waiting_for_clock", "upstream_unavailable"
     checked: int
     pending: int
     error: str | None = None
@@ -94,6 +105,7 @@ class ReconcileResult:
 class _Pending:
     request_id: int
     issued_at: str
+    data_as_of: str | None  # the snapshot's data-as-of the certificate printed (its feed position, in upstream time)
     resident_code: str
     printed_version: int
     printed_updated_at: str
@@ -106,30 +118,39 @@ def pending_checks(conn) -> list[_Pending]:
     yet. Copies of one request print the same records, so one check covers
     them all; voided serials were never handed out."""
     rows = conn.execute(
-        "SELECT r.id, min(c.issued_at), c.printed_records FROM requests r "
+        "SELECT r.id, min(c.issued_at), r.data_as_of, c.printed_records FROM requests r "
         "JOIN certificates c ON c.request_id = r.id "
         "WHERE r.scope = 'real' AND c.scope = 'real' AND r.outcome = 'issued' AND c.status = 'rendered' "
         "GROUP BY r.id ORDER BY r.id"
     ).fetchall()
     checked = set(conn.execute("SELECT request_id, resident_code FROM recovery_checks").fetchall())
     pending = []
-    for request_id, issued_at, printed in rows:
+    for request_id, issued_at, data_as_of, printed in rows:
         printed = json.loads(printed)
         seal = printed.get("seal")
         for resident in printed["residents"]:
             if (request_id, resident["resident_code"]) not in checked:
-                pending.append(_Pending(request_id, issued_at, resident["resident_code"], resident["version"],
+                pending.append(_Pending(request_id, issued_at, data_as_of, resident["resident_code"], resident["version"],
                                         resident["updated_at"], resident.get("record"), seal))
     return pending
 
 
-def judge(printed_version: int, issued_at: str, current: dict | None) -> str:
+def issue_moment(issued_at: str, *, data_as_of: str | None = None, clock_lag: dt.timedelta = dt.timedelta(0)) -> dt.datetime:
+    """The latest the issue can have been in the upstream's time: this
+    clock's issued_at plus how far behind it may have been, and not before
+    the data-as-of of the snapshot printed (module doc)."""
+    moment = dt.datetime.fromisoformat(issued_at) + max(clock_lag, dt.timedelta(0))
+    return max(moment, dt.datetime.fromisoformat(data_as_of)) if data_as_of else moment
+
+
+def judge(printed_version: int, issued_at: str, current: dict | None, *, data_as_of: str | None = None,
+          clock_lag: dt.timedelta = dt.timedelta(0)) -> str:
     if current is None:
         return MISSING
     if current["version"] == printed_version:
         return UNCHANGED
     changed_at = dt.datetime.fromisoformat(current["updated_at"])
-    if current["version"] > printed_version and changed_at <= dt.datetime.fromisoformat(issued_at):
+    if current["version"] > printed_version and changed_at <= issue_moment(issued_at, data_as_of=data_as_of, clock_lag=clock_lag):
         return AT_RISK
     if current["version"] == printed_version + 1:
         return CHANGED_AFTER_ISSUE
@@ -241,10 +262,20 @@ def _check(conn, config: Config, pending: list[_Pending]) -> ReconcileResult:
         return ReconcileResult("upstream_unavailable", 0, len(pending), str(exc))
     seals = _SealsAsOfNow(config)
     held_as_of = seals.as_of()  # read before asking: every answer after it is at least as new
+    doubts = clock.doubts(conn, data_as_of=held_as_of)
+    if doubts:
+        # Every look-up would be judged by, and refused against, this clock.
+        seals.close()
+        upstream.close()
+        message = clock.warning_message(doubts)
+        _record_attempt(conn, "waiting_for_clock", 0, len(pending), message)
+        return ReconcileResult("waiting_for_clock", 0, len(pending), message)
     checked = waiting = 0
     try:
         for item in pending:
-            if item.printed_seal is not None and not seals.caught_up_past(item.issued_at):
+            lag = clock.offset_around(conn, dt.datetime.fromisoformat(item.issued_at))
+            moment = issue_moment(item.issued_at, data_as_of=item.data_as_of, clock_lag=lag)
+            if item.printed_seal is not None and not seals.caught_up_past(moment):
                 waiting += 1  # the change feed has not yet brought the snapshot past the issue
                 continue
             try:
@@ -255,11 +286,11 @@ def _check(conn, config: Config, pending: list[_Pending]) -> ReconcileResult:
             if current is not None:  # 個人番号 stays out unless mirrored, as in the snapshot the certificate came from
                 current = dict(current)
                 blank_individual_number(current, config["sync"]["mirror_individual_number"])
-            verdict = judge(item.printed_version, item.issued_at, current)
+            verdict = judge(item.printed_version, item.issued_at, current, data_as_of=item.data_as_of, clock_lag=lag)
             changes = difference(item.printed_record, current, item.printed_version) if verdict != UNCHANGED else []
             if item.printed_seal is not None:
                 seal = seals.seal(item.printed_seal["seal_number"])
-                seal_verdict = judge(item.printed_seal["version"], item.issued_at, seal)
+                seal_verdict = judge(item.printed_seal["version"], item.issued_at, seal, data_as_of=item.data_as_of, clock_lag=lag)
                 verdict = combined(verdict, seal_verdict)
                 if seal_verdict in AT_RISK_VERDICTS:  # a seal changed after issue was right on the certificate
                     changes += seal_difference(item.printed_seal, seal)
@@ -321,9 +352,9 @@ class _SealsAsOfNow:
         register = self._open()
         return None if register is None else register.meta.as_of
 
-    def caught_up_past(self, issued_at: str) -> bool:
+    def caught_up_past(self, moment: dt.datetime) -> bool:
         register = self._open()
-        return register is not None and register.meta.as_of > dt.datetime.fromisoformat(issued_at)
+        return register is not None and register.meta.as_of > moment
 
     def seal(self, seal_number: str) -> dict | None:
         return self._open().seal(seal_number)

@@ -46,6 +46,7 @@ def reconcile():
         "waiting_for_downtime_end": ("ダウン対策モード中は照合しません。モードを終了すると照合を始めます。", "warning"),
         "waiting_for_feed": (f"{result.checked}件を照合しました。印鑑登録証明書{result.pending}件は、差分の取り込みが交付時刻を過ぎてから照合します（自動）。", "info"),
         "upstream_unavailable": (f"住民記録システムが応答しません（{result.checked}件照合、残り{result.pending}件）。自動でやり直します。", "warning"),
+        "waiting_for_clock": (f"装置の時計が正しくないおそれがあるため、照合を待っています（残り{result.pending}件）。{result.error}", "warning"),
     }
     flash(*messages[result.outcome])
     return redirect(url_for("recovery.index"))

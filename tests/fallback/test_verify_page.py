@@ -68,12 +68,12 @@ def test_an_issued_certificate_checks_out_with_its_content_shown(appliance, issu
 
 
 def test_a_certificate_with_an_edited_name_is_not_valid_and_the_field_named(appliance, loaded_env):
-    forged = edited(taro_certificate(loaded_env, 900123), signing_key(loaded_env), ">山田\u3000太郎</span>", ">山田\u3000次郎</span>")
+    forged = edited(taro_certificate(loaded_env, 900123), signing_key(loaded_env), ">山田\u3000太郎（", ">山田\u3000次郎（")
     response = upload(appliance, forged)
     page = text_of(response)
     assert response.status_code == 422
     assert "確認できません：この証明書は署名された内容と一致しません" in page
-    assert "1ページ目の1人目（山田　太郎）の氏名が、署名された内容「山田　太郎」と異なります" in page
+    assert "1ページ目の1人目（山田　太郎）の氏名が、署名された内容「山田　太郎（ヤマダ　タロウ）」と異なります" in page
     assert 'class="differs"' in response.get_data(as_text=True)
 
 

@@ -38,6 +38,7 @@ class FakeUpstream:
 
     def __init__(self):
         self.components = {"register": "ok", "juki_net": "ok", "batch": "done"}
+        self.health_as_of = lambda: dt.datetime.now(TOKYO)  # what /v1/health says the time is
         self.fault: str | None = None
         self.timeout_delay_s = 1.5
         self.residents = {r["resident_code"]: r for r in example_records("residents")}
@@ -66,7 +67,7 @@ class FakeUpstream:
                 if self.path == "/v1/health":
                     down = [c for c, v in upstream.components.items() if v in ("down", "failed")]
                     body = {"status": "down" if upstream.components["register"] == "down" else ("degraded" if down else "ok"),
-                            "components": dict(upstream.components), "as_of": dt.datetime.now(TOKYO).isoformat()}
+                            "components": dict(upstream.components), "as_of": upstream.health_as_of().isoformat()}
                     return self._send(200, json.dumps(body).encode())
                 if self.path.startswith("/v1/residents/"):
                     code = self.path.rsplit("/", 1)[1]

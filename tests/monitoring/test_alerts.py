@@ -223,7 +223,8 @@ def test_a_missing_key_is_alerted_without_the_database_and_recorded_once_it_is_b
 
 
 def test_a_damaged_snapshot_store_is_alerted_and_the_upstream_still_probed(loaded, webhook, clock):
-    (loaded.snapshot_dir / "CURRENT").write_text("not-a-generation")
+    for pointer in ("CURRENT", "CURRENT.copy"):  # neither says which generation was current
+        (loaded.snapshot_dir / pointer).write_text("not-a-generation")
     statuses = run_probe_cycle(loaded, at=clock.tick())
     assert statuses["register"].last_state == "ok" and "synthetic" not in statuses
     run_alert_cycle(loaded, at=clock.at)

@@ -61,7 +61,7 @@ def test_it_sees_mode_upstream_snapshot_runs_disk_alerts_and_charts(app, loaded,
 
 def test_record_counts_are_compared_with_the_previous_generation(app, loaded, tmp_path):
     residents = example_records("residents")
-    newcomer = dict(residents[0], resident_code="99999999999", household_id="H-NEW", household_order=1)
+    newcomer = dict(residents[0], resident_code="99999999999", atena_number="A99999999", household_id="H-NEW", household_order=1)
     run_full_sync(loaded, source_dir=write_export(tmp_path / "next", residents + [newcomer], example_records("seals"), last_seq=2000))
     text = text_of(Staff(app, "it1").get("/monitor/"))
     assert "第2世代" in text

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from printing.model import Certificate, IssueStamp, PrintSettings
+from printing.model import SPECIMEN_SEAL_IMAGE, Certificate, IssueStamp, PrintSettings
 from tests.printing.cups_server import cups_server  # noqa: F401  (fixture)
 from tests.printing.support import make_stamp
 
@@ -54,7 +54,9 @@ def font_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def settings(font_cache) -> PrintSettings:
-    return PrintSettings(font_cache_dir=font_cache)
+    """The printing defaults with the synthetic 見本 電子公印 (a real
+    certificate is never printed without a 電子公印)."""
+    return PrintSettings(official_seal_image=SPECIMEN_SEAL_IMAGE, font_cache_dir=font_cache)
 
 
 @pytest.fixture

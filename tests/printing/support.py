@@ -32,6 +32,12 @@ def make_stamp(**changes) -> IssueStamp:
     return IssueStamp(**values)
 
 
+def printed_name(record: dict) -> str:
+    """The 氏名 item as a certificate prints it: the name, then its legal
+    振り仮名 in parentheses while it is confirmed."""
+    return f"{record['name']}（{record['furigana']}）" if record.get("furigana") else record["name"]
+
+
 def household(residents: dict[str, dict], household_id: str) -> list[dict]:
     members = [record for record in residents.values() if record["household_id"] == household_id]
     return sorted(members, key=lambda record: record["household_order"])
@@ -47,9 +53,11 @@ def extra_members(template: dict, count: int) -> list[dict]:
             household_order=template["household_order"] + number + 1,
             name=f"山田　子{'一二三四五六七八九'[number]}",
             name_kana="ヤマダ　コ",
+            furigana=None,  # not yet confirmed: printed blank
             relationship="子",
             birth_date=f"201{number}-01-0{number + 1}",
             former_surname=None,
+            remarks=None,
         )
         members.append(member)
     return members

@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 
 import pytest
 from PIL import Image
 
-from printing.model import OPTIONAL_ITEMS, CertificateError, PrintSettings
+from printing.content import printed_content
+from printing.model import NO_OFFICIAL_SEAL, OPTIONAL_ITEMS, SPECIMEN_SEAL_IMAGE, CertificateError, PrintSettings
 from printing.render import RenderError, render_certificate
 from tests.printing.support import (
     compact,
@@ -35,6 +37,12 @@ ALL_ITEMS = frozenset(OPTIONAL_ITEMS)
 
 def render(cert, signing_key):
     return render_certificate(cert, signing_key)
+
+
+def entry_items(cert, person: int = 0) -> dict[str, str]:
+    """The items of one person of a certificate, label -> value, as printed."""
+    entries = [entry for sheet in printed_content(cert).sheets for entry in sheet.entries]
+    return {item.label: item.value for item in entries[person].items}
 
 
 # --- layouts -----------------------------------------------------------------
@@ -75,9 +83,12 @@ def test_inkan_prints_seal_impression_at_stated_size_with_identity(residents, se
     rendered = render(certificate("inkan", [person], seal=seals["10000000011"], layout="kojin"), signing_key)
 
     text = compact(pdf_text(rendered.pdf))
-    for expected in ("印鑑登録証明書", "氏名", "山田太郎", "生年月日", "昭和50年6月15日", "住所",
-                     "東京都大田区西蒲田七丁目49番1号", "登録番号", "S00000011"):
+    for expected in ("印鑑登録証明書", "氏名", "山田太郎（ヤマダタロウ）", "生年月日", "昭和50年6月15日", "住所",
+                     "東京都大田区西蒲田七丁目49番1号", "この写しは、登録された印影と相違ないことを証明します。"):
         assert expected in text
+    # The common 印鑑条例 prints no more than that; the rest only where configured.
+    for absent in ("性別", "登録番号", "S00000011", "登録年月日"):
+        assert absent not in text
     impression = [row for row in image_list(rendered.pdf) if row["width"] == "64"]
     assert len(impression) == 1
     # 64 px shown at seal_impression_mm: the PDF states the resulting resolution.
@@ -145,7 +156,6 @@ def test_optional_items_appear_only_when_requested(residents, certificate, signi
         "period": (foreigner, "3年"),
         "expiry": (foreigner, "2027年4月9日"),
         "card_number": (foreigner, "AB12345678CD"),
-        "alias": (foreigner, "大山偉"),
     }
     assert set(requested_text) == set(OPTIONAL_ITEMS)
     plain = {
@@ -171,25 +181,37 @@ def test_planned_move_out_is_not_printed(residents, certificate, signing_key):
 # --- 除票 ----------------------------------------------------------------------
 
 
-def test_johyo_prints_removal_reason_date_and_destination(residents, certificate, signing_key):
+def test_johyo_prints_its_title_the_date_and_reason_of_removal_and_a_confirmed_destination(residents, certificate, signing_key):
     rendered = render(certificate("johyo", [residents[SUZUKI_REMOVED]], layout="kojin"), signing_key)
+    items = entry_items(certificate("johyo", [residents[SUZUKI_REMOVED]], layout="kojin"))
+    assert items["消除年月日"] == "令和8年10月1日" and items["消除事由"] == "転出" and items["消除の届出日"] == "令和8年9月25日"
+    assert items["転出先"] == "神奈川県横浜市港北区日吉本町一丁目2番3号（確定）"
+    assert items["転出先確定日"] == "令和8年10月8日"
     text = compact(pdf_text(rendered.pdf))
-    assert "除票の写し" in text
-    assert "令和8年10月1日転出" in text
-    assert "令和8年9月25日届出" in text
-    assert "転出先神奈川県横浜市港北区日吉本町一丁目2番3号" in text
+    assert text.startswith("住民票の除票の写し") or "住民票の除票の写し" in text
+    assert "神奈川県横浜市港北区日吉本町一丁目2番3号（確定）" in text
+
+
+def test_johyo_marks_an_unconfirmed_destination_as_planned(residents, certificate):
+    person = residents[SUZUKI_REMOVED]
+    person["removal"].update(moved_to_confirmed=False, confirmed_on=None)
+    items = entry_items(certificate("johyo", [person], layout="kojin"))
+    assert items["転出先"] == "神奈川県横浜市港北区日吉本町一丁目2番3号（予定）"
+    assert "転出先確定日" not in items
 
 
 def test_johyo_of_a_death_prints_the_reason_without_destination(residents, certificate, signing_key):
-    rendered = render(certificate("johyo", [residents[KOBAYASHI_DECEASED]], layout="kojin"), signing_key)
-    text = compact(pdf_text(rendered.pdf))
-    assert "令和8年11月2日死亡" in text and "転出先" not in text
+    items = entry_items(certificate("johyo", [residents[KOBAYASHI_DECEASED]], layout="kojin"))
+    assert (items["消除年月日"], items["消除事由"], items["消除の届出日"]) == ("令和8年11月2日", "死亡", "令和8年11月4日")
+    assert "転出先" not in items
+    text = compact(pdf_text(render(certificate("johyo", [residents[KOBAYASHI_DECEASED]], layout="kojin"), signing_key).pdf))
+    assert "消除事由" in text and "死亡" in text and "転出先" not in text
 
 
 # --- certification, issuer, official seal ------------------------------------
 
 
-def test_certification_only_on_last_page_then_date_and_issuer(residents, certificate, signing_key):
+def test_certification_only_on_last_page_then_date_issuer_and_data_as_of(residents, certificate, signing_key):
     members = household(residents, YAMADA)
     rendered = render(certificate("juminhyo", members, layout="kojin"), signing_key)
     statement = "この写しは、住民票の原本と相違ないことを証明する。"
@@ -199,14 +221,15 @@ def test_certification_only_on_last_page_then_date_and_issuer(residents, certifi
     position = last.index(statement)
     date_at = last.index("令和8年11月25日", position)
     issuer_at = last.index("東京都大田区長鈴木晶雅", date_at)
-    assert last.index("公印省略", issuer_at) > issuer_at
+    assert last.index("本証明書は、障害対応システムにより", issuer_at) > issuer_at
+    assert "公印省略" not in last
 
 
 @pytest.mark.parametrize(
     "kind, person, statement",
     [
         ("kisai", TAKAHASHI, "上記の事項は、住民票の原本と相違ないことを証明する。"),
-        ("johyo", SUZUKI_REMOVED, "この写しは、除票の原本と相違ないことを証明する。"),
+        ("johyo", SUZUKI_REMOVED, "この写しは、住民票の除票の原本と相違ないことを証明する。"),
     ],
 )
 def test_certification_text_depends_on_kind(residents, certificate, signing_key, kind, person, statement):
@@ -216,7 +239,8 @@ def test_certification_text_depends_on_kind(residents, certificate, signing_key,
 
 def test_certification_text_is_configurable(residents, certificate, signing_key, font_cache):
     settings = PrintSettings.from_config_section(
-        {"certification_texts": {"juminhyo": "これは住民票の写しであることを証明する。"}}, font_cache_dir=font_cache
+        {"certification_texts": {"juminhyo": "これは住民票の写しであることを証明する。"}, "official_seal_image": str(SPECIMEN_SEAL_IMAGE)},
+        font_cache_dir=font_cache,
     )
     rendered = render(certificate("juminhyo", [residents[TAKAHASHI]], settings=settings), signing_key)
     text = compact(pdf_text(rendered.pdf))
@@ -224,10 +248,10 @@ def test_certification_text_is_configurable(residents, certificate, signing_key,
     assert "原本と相違ない" not in text
 
 
-def test_official_seal_image_replaces_koin_shoryaku_drawn_black_and_at_most_25mm(
-    residents, certificate, signing_key, font_cache, tmp_path
-):
-    # A red 300 x 200 px seal: it must come out black, scaled to 25 mm wide.
+def test_official_seal_image_is_drawn_black_on_white_and_at_most_25mm(residents, certificate, signing_key, font_cache, tmp_path):
+    # A red 300 x 200 px seal on a transparent ground: it must come out black
+    # on white (opaque: a page with transparency is rasterised whole by
+    # CUPS's PostScript path), scaled to 25 mm wide.
     seal_path = tmp_path / "koin.png"
     red = Image.new("RGBA", (300, 200), (255, 255, 255, 0))
     red.paste((200, 0, 0, 255), (20, 20, 280, 180))
@@ -236,13 +260,29 @@ def test_official_seal_image_replaces_koin_shoryaku_drawn_black_and_at_most_25mm
     rendered = render(certificate("juminhyo", [residents[TAKAHASHI]], settings=settings), signing_key)
 
     assert "公印省略" not in compact(pdf_text(rendered.pdf))
-    seal_rows = [row for row in image_list(rendered.pdf) if (row["width"], row["height"], row["type"]) == ("300", "200", "image")]
-    assert len(seal_rows) == 1
+    seal_rows = [row for row in image_list(rendered.pdf) if (row["width"], row["height"]) == ("300", "200")]
+    assert [row["type"] for row in seal_rows] == ["image"]  # no soft mask
+    assert seal_rows[0]["color"] == "gray"
     assert 300 / int(seal_rows[0]["x-ppi"]) * 25.4 == pytest.approx(25.0, abs=0.3)
-    # Drawn black: the embedded image is black everywhere, its shape carried by the mask.
-    color, mask = extracted_images(rendered.pdf, tmp_path, (300, 200))
-    assert color.getextrema() == (0, 0)
-    assert mask.getpixel((150, 100)) == 255 and mask.getpixel((5, 5)) == 0
+    (image,) = extracted_images(rendered.pdf, tmp_path, (300, 200))
+    assert image.getpixel((150, 100)) == 0 and image.getpixel((5, 5)) == 255
+
+
+def test_a_real_certificate_without_an_official_seal_is_refused(residents, certificate, settings):
+    without = dataclasses.replace(settings, official_seal_image=None)
+    with pytest.raises(CertificateError, match="電子公印の画像が設定されていない") as refused:
+        certificate("juminhyo", [residents[TAKAHASHI]], settings=without)
+    assert str(refused.value) == NO_OFFICIAL_SEAL
+
+
+@pytest.mark.parametrize("stamp, mark", [(make_stamp(drill=True), "訓練"), (make_stamp(specimen=True), "見本")], ids=["drill", "specimen"])
+def test_a_drill_or_specimen_without_an_official_seal_says_so_where_the_seal_goes(residents, certificate, settings, signing_key,
+                                                                                  stamp, mark):
+    without = dataclasses.replace(settings, official_seal_image=None)
+    rendered = render(certificate("juminhyo", [residents[TAKAHASHI]], settings=without, stamp=stamp), signing_key)
+    text = compact(pdf_text(rendered.pdf))
+    assert f"東京都大田区長鈴木晶雅{mark}" in text and "公印省略" not in text
+    assert not [row for row in image_list(rendered.pdf) if row["width"] == "360"]  # no 電子公印 image
 
 
 def test_missing_official_seal_image_is_refused(residents, certificate, signing_key, font_cache, tmp_path):

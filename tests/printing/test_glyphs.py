@@ -10,7 +10,7 @@ from fontTools.ttLib import TTFont
 from PIL import ImageChops
 
 from printing.glyphs import GlyphMissingError, prepare_rare_glyph_font, rare_clusters, rare_glyph_fonts, split_glyph_runs
-from printing.model import PrintSettings
+from printing.model import SPECIMEN_SEAL_IMAGE, PrintSettings
 from printing.render import render_certificate
 from tests.printing.support import compact, page_images, pdf_text
 
@@ -85,7 +85,7 @@ def test_nothing_rare_needs_no_font(tmp_path):
 
 
 def test_certificate_renders_without_a_prepared_font(residents, certificate, signing_key, tmp_path):
-    settings = PrintSettings(font_cache_dir=tmp_path / "empty-cache")
+    settings = PrintSettings(official_seal_image=SPECIMEN_SEAL_IMAGE, font_cache_dir=tmp_path / "empty-cache")
     rendered = render_certificate(certificate("juminhyo", [residents[KATSURAGI]], settings=settings), signing_key)
     assert "SonaeRareGlyphs" in embedded_fonts(rendered.pdf)
     assert list((tmp_path / "empty-cache").glob("rare-glyphs-*.ttf"))

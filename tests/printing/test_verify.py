@@ -12,7 +12,7 @@ from printing.model import OPTIONAL_ITEMS
 from printing.render import QR_MAX_MM, qr_code, render_certificate
 from printing.signing import DrillCertificateError, verify_payload
 from printing.verify import QrCodeNotFoundError, decode_qr_codes, statements, verify_document, what_to_compare
-from tests.printing.support import extra_members, household, make_stamp
+from tests.printing.support import extra_members, household, make_stamp, printed_name
 from tests.printing.test_golden import CASES
 
 YAMADA = "0000100001"
@@ -30,14 +30,14 @@ def test_pdf_round_trip_verifies_every_page_and_its_text(residents, certificate,
     result = verify_document(rendered.pdf, signing_key.public_key())
     assert result.valid and result.text_checked and result.differences == ()
     assert [page.page for page in result.pages] == [1, 2, 3] and {page.pages for page in result.pages} == {3}
-    assert [page.people[0][0].value for page in result.pages] == [member["name"] for member in members]
+    assert [page.people[0][0].value for page in result.pages] == [printed_name(member) for member in members]
     assert statements(result.pages[0])["交付日"] == "令和8年11月25日"
     assert statements(result.pages[0])["住民記録の時点"] == "令和8年11月24日23時00分"
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_every_kind_of_certificate_matches_its_own_codes(name, residents, seals, certificate, signing_key):
-    fields = CASES[name](residents, seals)
+def test_every_kind_of_certificate_matches_its_own_codes(name, residents, seals, settings, certificate, signing_key):
+    fields = CASES[name](residents, seals, settings)
     rendered = render_certificate(certificate(fields.pop("kind"), fields.pop("people"), **fields), signing_key)
     result = verify_document(rendered.pdf, signing_key.public_key(), accept_drill=True, accept_specimen=True)
     assert result.text_checked and result.differences == () and result.problems == ()
@@ -64,7 +64,7 @@ def test_scanned_page_image_verifies_and_says_what_to_compare(residents, seals, 
     rendered = render_certificate(certificate("inkan", [person], seal=seals["10000000011"]), signing_key)
     result = verify_document(scan(rendered.pdf), signing_key.public_key())
     assert result.valid and not result.text_checked
-    assert result.pages[0].kind == "inkan" and result.pages[0].people[0][0].value == person["name"]
+    assert result.pages[0].kind == "inkan" and result.pages[0].people[0][0].value == printed_name(person)
     advice = what_to_compare(result.pages[0])
     assert f"1人目（{person['name']}）" in advice and "生年月日" in advice and "発行番号" in advice
 
@@ -83,7 +83,7 @@ def test_image_only_pdf_from_a_scanner_verifies_by_its_qr_code(residents, certif
 def test_qr_payload_on_paper_is_the_signed_one(residents, certificate, signing_key):
     rendered = render_certificate(certificate("juminhyo", [residents["10000000045"]]), signing_key)
     assert decode_qr_codes(scan(rendered.pdf)) == list(rendered.qr_payloads)
-    assert verify_payload(rendered.qr_payloads[0], signing_key.public_key()).people[0][0].value == residents["10000000045"]["name"]
+    assert verify_payload(rendered.qr_payloads[0], signing_key.public_key()).people[0][0].value == printed_name(residents["10000000045"])
 
 
 def test_verification_address_is_printed_beside_the_code(residents, certificate, settings, signing_key):

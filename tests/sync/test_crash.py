@@ -52,6 +52,15 @@ def test_sigkill_during_full_load_leaves_a_usable_generation(config, store, tmp_
         code = _kill_after(["sync", "full", "--from", str(tmp_path / "export")], rng.uniform(0.05, duration * 1.2))
         current = _assert_intact(store, {before, before + 1} | set(store.generation_numbers()))
         outcomes.append((code, current != before))
+    # and once for certain in the middle: while the new generation is being built
+    before = store.current()
+    process = subprocess.Popen([SONAE, "sync", "full", "--from", str(tmp_path / "export")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(store.directory.glob("*.tmp")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the load ended before the kill: not a mid-load crash"
+    assert _assert_intact(store, {before}) == before
     # Leftovers of killed builds are cleaned by the next writer, which also
     # records the killed runs as interrupted.
     result = run_sonae("sync", "full", "--from", str(tmp_path / "export"))
@@ -65,22 +74,38 @@ def test_sigkill_during_full_load_leaves_a_usable_generation(config, store, tmp_
     assert any(code is None for code, _ in outcomes), "at least one run was killed mid-way"
 
 
+def _applied_seq(store) -> int:
+    with store.open_register() as register:
+        return register.meta.last_seq
+
+
 def test_sigkill_during_change_feed_leaves_whole_pages(loaded, store, upstream):
-    page = 50
-    upstream.changes = [change(1001 + i, make_resident(5000 + i)) for i in range(page * 40)]
-    rng = random.Random(7)
+    """Killed right after a page commits — while later pages are still to
+    come (asserted) — the generation holds whole pages only, and the next
+    run finishes the feed from there."""
+    page, pages = 20, 150
+    end = 1000 + page * pages
+    upstream.changes = [change(1001 + i, make_resident(5000 + i)) for i in range(page * pages)]
     env = {"SONAE_SYNC_CHANGES_BATCH": str(page)}
+    killed_at = []
     for _ in range(3):
+        before = _applied_seq(store)
         process = subprocess.Popen([SONAE, "sync", "changes"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, **env})
-        time.sleep(rng.uniform(0.3, 2.0))
+        deadline = time.monotonic() + 60
+        while _applied_seq(store) == before and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
         process.send_signal(signal.SIGKILL)
         process.wait()
         _assert_intact(store, {1})
+        applied = _applied_seq(store)
+        killed_at.append(applied)
+        assert before < applied < end, f"the kill came after the feed had ended (seq {applied} of {end}): not a mid-feed crash"
         with store.open_register() as register:
             meta = register.meta
         assert (meta.last_seq - 1000) % page == 0 and meta.residents == 30 + meta.last_seq - 1000
+    assert killed_at == sorted(killed_at)
     result = run_changes(reload_config())
-    assert result.last_seq == 1000 + page * 40
+    assert result.last_seq == end
     assert store.verify().ok
 
 

@@ -289,19 +289,6 @@ def test_parsing_in_worker_processes_gives_the_same_generation(config, store, tm
     assert store.current() == pooled.generation
 
 
-def test_a_damaged_pointer_is_repaired_by_rollback(loaded, store, small_export):
-    assert run_sonae("sync", "full", "--from", str(small_export)).returncode == 0
-    (store.directory / "CURRENT").write_text("gen-000042\n")
-    status = run_sonae("sync", "status")
-    assert status.returncode == 1 and "names gen-000042, which does not exist; choose another with `sonae snapshot rollback N`" in status.stderr
-    listing = json.loads(run_sonae("snapshot", "list", "--json").stdout)
-    assert [(g["generation"], g["current"]) for g in listing] == [(1, False), (2, False)]
-    result = run_sonae("snapshot", "rollback", "2", "--reason", "CURRENT was overwritten")
-    assert result.returncode == 0, result.stderr
-    assert "generation 2 is current (no readable generation was current)" in result.stdout
-    assert_serving(loaded, 2, 30)
-
-
 def test_an_unreadable_current_generation_needs_the_operator_to_load_a_new_one(loaded, store, small_export):
     store.path_of(1).write_bytes(b"\x00" * 8192)  # destroyed
     refused = run_sonae("sync", "full", "--from", str(small_export))
