@@ -6,8 +6,9 @@ copy, holds a shorter chain that still verifies — and its serial counters
 have gone back, so serials already handed out would be issued again to
 other residents. Transparency logs solve this with signed checkpoints kept
 elsewhere; this is that checkpoint. After every issuance the chain head
-(how many entries, the last hash) and the highest serial of each scope are
-written, with an HMAC under a key of their own, to a separate file that is
+(how many entries, the last hash) and the highest serial each box of a
+pair allocated in each scope are written, with an HMAC under a key of
+their own, to a separate file that is
 fsync'ed and atomically replaced. `audit verify` checks the database
 against it, issuance never hands out a serial at or below one it names, and
 alerts and the morning report carry its figures to IT's mailbox.

@@ -53,7 +53,7 @@ def block_copy_refusal() -> str | None:
         return f"{', '.join(missing)} not installed (make test installs xfsprogs)"
     with tempfile.TemporaryDirectory(prefix="sonae-block-probe-") as directory:
         try:
-            with Disk(Path(directory), size_mb=300) as disk:
+            with Disk(Path(directory), size_mb=16) as disk:
                 disk.copy("probe")
         except (subprocess.CalledProcessError, OSError) as exc:
             said = getattr(exc, "stderr", None) or str(exc)
@@ -87,7 +87,7 @@ class Disk:
 
     def _open(self) -> None:
         image = self.root / "xfs.img"
-        with open(image, "wb") as out:
+        with open(image, "wb") as out:  # sparse; mkfs.xfs wants 300 MB at least
             out.truncate(2 * self.size_mb * 1024 * 1024 + 320 * 1024 * 1024)
         _run("mkfs.xfs", "-q", "-m", "reflink=1", str(image))
         self.outer.mkdir()

@@ -66,16 +66,20 @@ def one_line(result) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("box_2_first, starts", [(BOX_1_RANGES[0][1], False), (BOX_1_RANGES[0][1] + 1, True)])
-def test_a_box_whose_range_overlaps_the_other_boxs_does_not_start(loaded_env, box_2_first, starts):
+@pytest.mark.parametrize("box_2_range, starts", [
+    ((949999, 999999), False),  # one serial in common
+    (BOX_1_RANGES[0], False),  # the same range as box 1
+    ((950000, 999999), True),  # right after box 1's
+])
+def test_a_box_whose_range_overlaps_the_other_boxs_does_not_start(loaded_env, box_2_range, starts):
     claim(box(loaded_env, "1", BOX_1_RANGES))
-    box_2 = box(loaded_env, "2", ((box_2_first, 999999), BOX_2_RANGES[1]))
+    box_2 = box(loaded_env, "2", (box_2_range, BOX_2_RANGES[1]))
     if starts:
         with box_2.serving() as base:
             assert base  # it answers /healthz: started
         return
     line = one_line(box_2.run("serve", "--port", "1"))
-    assert line == (f"Error: counter.serial_range {box_2_first}-999999 of box 2 overlaps box 1's 900001-949999 "
+    assert line == (f"Error: counter.serial_range {box_2_range[0]}-{box_2_range[1]} of box 2 overlaps box 1's 900001-949999 "
                     f"(host {socket.gethostname()}) recorded in ops.db: give each box a range of its own")
 
 
