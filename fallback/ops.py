@@ -30,10 +30,31 @@ from fallback.keys import ops_key
 from sync import crypto
 
 TOKYO = ZoneInfo("Asia/Tokyo")
+# The box that ran alone before pairs (counter.box_id's default): migration
+# 9 gives it the serial counters kept until then.
+BOX_BEFORE_PAIRS = "1"
+
+
+def _serial_counters_per_box(db: sqlite_utils.Database) -> None:
+    """Each box of a pair allocates from its own range: the counter of a
+    scope becomes one per box, with the range it covers and the host that
+    runs the box, so that a box whose range overlaps another's, or a
+    second host under a box's id, is refused. The counters kept before
+    pairs belong to box "1" (BOX_BEFORE_PAIRS) on no host yet: the first
+    host to start as box 1 claims them. Their range starts at the lowest
+    serial issued (what a box that ran alone has used)."""
+    counters = db["serial_counters"]
+    counters.add_column("box_id", str, not_null_default=BOX_BEFORE_PAIRS)
+    counters.add_column("host", str, not_null_default="")
+    counters.add_column("first_serial", int, not_null_default=0)
+    db.execute("UPDATE serial_counters SET first_serial = coalesce("
+               "(SELECT min(serial) FROM certificates c WHERE c.scope = serial_counters.scope), next_serial)")
+    transform_table(db, "serial_counters", pk=("scope", "box_id"), not_null={"scope"})
+
 
 
 def _create_issue_keys(db: sqlite_utils.Database) -> None:
-    """Migration 10 (below): one row per idempotency key that issued, with
+    """Migration 11 (below): one row per idempotency key that issued, with
     the requested items its certificates left out (the answer a replay repeats)."""
     db["issue_keys"].create(
         {"actor": str, "key": str, "request_id": int, "fingerprint": str, "omissions": str, "created_at": str},
@@ -461,7 +482,9 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     );
     CREATE INDEX maintenance_windows_start ON maintenance_windows(starts_at);
     """,
-    # 10: idempotency keys of issuance (a rendered request form, or the API's
+    # 10: a pair of boxes (README "The pair"): serial counters per box
+    _serial_counters_per_box,
+    # 11: idempotency keys of issuance (a rendered request form, or the API's
     # Idempotency-Key header): a key the server has seen answers with the
     # request it issued, never with a second certificate.
     _create_issue_keys,

@@ -8,6 +8,7 @@ import threading
 import click
 
 from fallback.cli_support import configure_logging, service_config
+from fallback.serve import claim_serial_ranges
 
 
 @click.command()
@@ -29,6 +30,7 @@ def worker(list_jobs):
             click.echo(f"{job.id:<16} next {job.next_run_time:%Y-%m-%d %H:%M:%S %Z}  {job.trigger}")
         scheduler.shutdown(wait=False)
         return
+    claim_serial_ranges(config)  # a box that is not itself in ops.db runs nothing
     configure_logging()
     from fallback.mirror.syncing import reclaim_leftovers
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -179,6 +180,7 @@ class IssueResult:
     copies: list[IssuedCopy]
     flags: list[str]
     fee_yen: int
+    audit_entry: int  # the issuance's audit entry: its commit put it, and every entry before it, on the disk
     omissions: list[dict] = field(default_factory=list)
 
 
@@ -602,19 +604,20 @@ def _insert_request(conn, req, clerk, scope, *, outcome, fee, flags, snapshot_ge
     return cursor.lastrowid
 
 
-def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, *, serial_range: tuple[int, int],
-                        daily_cap: int, snapshot_generation: int, data_as_of: str, serial_floor: int = 0,
-                        on_recorded: Callable[[Any, int, list[dict]], None] | None = None) -> IssueResult:
+def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, *, box_id: str,
+                        serial_range: tuple[int, int], daily_cap: int, snapshot_generation: int, data_as_of: str,
+                        serial_floor: int = 0, on_recorded: Callable[[Any, int, list[dict]], None] | None = None) -> IssueResult:
     """Step 2: serials, request, certificate rows and audit in one durable
     transaction. The daily cap is checked inside it so two counters cannot
-    both slip under the cap at once. Serials at or below `serial_floor`
-    (the highest the audit anchor saw handed out) are never taken, even if
+    both slip under the cap at once. Serials come from this box's range
+    (`claim_serial_range`); those at or below `serial_floor` (the highest
+    of this box's the audit anchor saw handed out) are never taken, even if
     the database has lost them. `on_recorded(conn, request_id, omissions)`
     runs inside the same transaction (the counter service records the request's
     idempotency key there: raising undoes the whole request)."""
     with Transaction(conn):
         check_daily_cap(conn, requester_key(req), req.copies, daily_cap, scope)
-        first = _take_serials(conn, scope.name, req.copies, serial_range, serial_floor)
+        first = _take_serials(conn, scope.name, box_id, req.copies, serial_range, serial_floor)
         request_id = _insert_request(conn, req, clerk, scope, outcome="issued", fee=plan.fee_yen, flags=plan.flags,
                                      snapshot_generation=snapshot_generation, data_as_of=data_as_of)
         if on_recorded is not None:
@@ -639,24 +642,93 @@ def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope
                 (serial, scope.name, request_id, offset + 1, stamp, json.dumps(codes), printed),
             )
             copies.append(IssuedCopy(serial, scope.name, offset + 1))
-        audit.append(conn, clerk.username, "issue", req.subject_code,
-                     {"request": request_id, "kind": req.kind, "serials": [c.serial for c in copies],
-                      "requester_type": req.requester_type, "approved_by": req.approved_by, "flags": plan.flags,
-                      "residents": codes, "omitted": [[o["item"], o["resident_code"]] for o in plan.omissions]},
-                     drill=scope.is_drill)
-    return IssueResult(request_id, copies, plan.flags, plan.fee_yen, plan.omissions)
+        entry = audit.append(conn, clerk.username, "issue", req.subject_code,
+                             {"request": request_id, "kind": req.kind, "serials": [c.serial for c in copies],
+                              "requester_type": req.requester_type, "approved_by": req.approved_by, "flags": plan.flags,
+                              "residents": codes, "omitted": [[o["item"], o["resident_code"]] for o in plan.omissions]},
+                             drill=scope.is_drill)
+    return IssueResult(request_id, copies, plan.flags, plan.fee_yen, entry, plan.omissions)
 
 
-def _take_serials(conn, scope: str, count: int, serial_range: tuple[int, int], floor: int) -> int:
-    row = conn.execute("SELECT next_serial, last_serial FROM serial_counters WHERE scope = ?", (scope,)).fetchone()
-    if row is None:
-        conn.execute("INSERT INTO serial_counters (scope, next_serial, last_serial) VALUES (?,?,?)", (scope, serial_range[0], serial_range[1]))
-        row = (serial_range[0], serial_range[1])
-    first, last = max(row[0], floor + 1), row[1]
+def _take_serials(conn, scope: str, box_id: str, count: int, serial_range: tuple[int, int], floor: int) -> int:
+    counter = "SELECT host, first_serial, last_serial, next_serial FROM serial_counters WHERE scope = ? AND box_id = ?"
+    row = conn.execute(counter, (scope, box_id)).fetchone()
+    if row is None or row[:3] != (socket.gethostname(), *serial_range):
+        # `sonae serve` claimed the range at its start; an app built another
+        # way, or a range changed since, is checked the same way here
+        claim_serial_range(conn, scope, box_id, serial_range)
+        row = conn.execute(counter, (scope, box_id)).fetchone()
+    first, last = max(row[3], floor + 1), row[2]
     if first + count - 1 > last:
         raise IssueRefused("serials_exhausted", "この装置に割り当てられた発行番号を使い切りました。情報政策課に連絡してください。")
-    conn.execute("UPDATE serial_counters SET next_serial = ? WHERE scope = ?", (first + count, scope))
+    conn.execute("UPDATE serial_counters SET next_serial = ? WHERE scope = ? AND box_id = ?", (first + count, scope, box_id))
     return first
+
+
+# --- serial ranges: two boxes never hand out the same serial ------------------
+
+SERIAL_RANGE_KEYS = {"real": "serial_range", "drill": "drill_serial_range"}  # scope -> its range in [counter]
+
+
+class SerialRangeError(SonaeError):
+    """This box may not issue from its configured range: another box of the
+    pair holds part of it, another host runs under this box's id, or the
+    range leaves out serials the box has handed out. `sonae serve` and
+    `sonae worker` refuse to start with the reason; a running app refuses
+    to issue."""
+
+    status = 503
+    code = "serial_range"
+    title = "発行番号の範囲を確認できません"
+
+    def __init__(self, reason: str):
+        super().__init__("この装置の発行番号の範囲の設定に問題があるため、交付できません。情報政策課に連絡してください。", reason=reason)
+
+
+def claim_serial_ranges(conn, counter_config) -> None:
+    """At the start of `sonae serve` and `sonae worker`: this box claims its
+    configured ranges of every scope in ops.db, or is refused."""
+    with Transaction(conn):
+        for scope, key in SERIAL_RANGE_KEYS.items():
+            claim_serial_range(conn, scope, counter_config["box_id"], tuple(counter_config[key]))
+
+
+def claim_serial_range(conn, scope: str, box_id: str, bounds: tuple[int, int]) -> None:
+    """Record (inside the caller's transaction) that box `box_id`, on this
+    host, allocates `scope` serials from `bounds`. Refused when another box
+    recorded a range that overlaps it — every serial a box handed out lies
+    in the range recorded for it, so no two boxes can hand out the same one
+    — when another host already runs as this box (a configuration copied
+    from the other box), or when a changed range leaves out serials this
+    box has handed out."""
+    host, (first, last), key = socket.gethostname(), bounds, SERIAL_RANGE_KEYS[scope]
+    rows = conn.execute("SELECT box_id, host, first_serial, last_serial, next_serial FROM serial_counters WHERE scope = ?", (scope,)).fetchall()
+    for other, other_host, other_first, other_last, _ in rows:
+        if other == box_id and other_host not in ("", host):
+            raise SerialRangeError(
+                f"ops.db records box {box_id} on host {other_host}, and this host is {host}: each box of a pair needs its own "
+                "counter.box_id and serial ranges (a box that replaces another takes a new box_id and new ranges)")
+        if other != box_id and first <= other_last and other_first <= last:
+            raise SerialRangeError(
+                f"counter.{key} {first}-{last} of box {box_id} overlaps box {other}'s {other_first}-{other_last} "
+                f"(host {other_host or 'not started since the upgrade'}) recorded in ops.db: give each box a range of its own")
+    mine = next((row for row in rows if row[0] == box_id), None)
+    if mine is not None and tuple(mine[1:4]) == (host, first, last):
+        return
+    if mine is None:
+        conn.execute("INSERT INTO serial_counters (scope, box_id, host, first_serial, last_serial, next_serial) VALUES (?,?,?,?,?,?)",
+                     (scope, box_id, host, first, last, first))
+    else:
+        held_first, held_last, next_serial = mine[2:]
+        handed_out = next_serial > held_first
+        if handed_out and not (first <= held_first and next_serial - 1 <= last):
+            raise SerialRangeError(
+                f"counter.{key} {first}-{last} of box {box_id} leaves out serials it has handed out "
+                f"({held_first}-{next_serial - 1}): a box's range may only change to one that still holds them")
+        conn.execute("UPDATE serial_counters SET host = ?, first_serial = ?, last_serial = ?, next_serial = ? WHERE scope = ? AND box_id = ?",
+                     (host, first, last, next_serial if handed_out else first, scope, box_id))
+    audit.append(conn, "system", "serial_range.claimed", box_id,
+                 {"scope": scope, "host": host, "range": [first, last], "before": list(mine[1:4]) if mine else None})
 
 
 def store_rendered(conn, scope: str, serial: int, *, pdf: bytes, pages: int, content_digest: str) -> None:
