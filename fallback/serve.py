@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from fallback.cli_support import service_config
+from fallback.cli_support import configure_logging, service_config
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.ops import open_ops
@@ -50,6 +50,7 @@ def serve(host, port, threads):
     from fallback.app import create_app
 
     config = service_config()
+    configure_logging()
     claim_serial_ranges(config)
     app = create_app(config)
     host = host or config["web"]["host"]

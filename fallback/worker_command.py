@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 
 import click
 
-from fallback.cli_support import service_config
+from fallback.cli_support import configure_logging, service_config
 from fallback.serve import claim_serial_ranges
 
 
@@ -32,7 +31,7 @@ def worker(list_jobs):
         scheduler.shutdown(wait=False)
         return
     claim_serial_ranges(config)  # a box that is not itself in ops.db runs nothing
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     from fallback.mirror.syncing import reclaim_leftovers
 
     reclaim_leftovers(config)  # a killed load's gen-N.tmp may be the size of a generation

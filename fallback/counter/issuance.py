@@ -8,7 +8,8 @@ The order of work is what makes a crash survivable:
      one `certificates` row per copy with status 'allocated', and its audit
      entry — committed with synchronous=FULL before any PDF exists;
   3. render each copy and store it (status 'rendered');
-  4. hand it to the printer queue if the terminal has one.
+  4. the clerk sends it to the terminal's printer with one key
+     (fallback.counter.printer), or prints the PDF from the browser.
 A crash between 2 and 3 leaves 'allocated' rows; the worker's
 `void_unrendered` turns them into 'void' once they are older than any
 render could take. A serial is never handed out twice.
@@ -20,6 +21,7 @@ import datetime as dt
 import hashlib
 import json
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -604,18 +606,22 @@ def _insert_request(conn, req, clerk, scope, *, outcome, fee, flags, snapshot_ge
 
 def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, *, box_id: str,
                         serial_range: tuple[int, int], daily_cap: int, snapshot_generation: int, data_as_of: str,
-                        serial_floor: int = 0) -> IssueResult:
+                        serial_floor: int = 0, on_recorded: Callable[[Any, int, list[dict]], None] | None = None) -> IssueResult:
     """Step 2: serials, request, certificate rows and audit in one durable
     transaction. The daily cap is checked inside it so two counters cannot
     both slip under the cap at once. Serials come from this box's range
     (`claim_serial_range`); those at or below `serial_floor` (the highest
     of this box's the audit anchor saw handed out) are never taken, even if
-    the database has lost them."""
+    the database has lost them. `on_recorded(conn, request_id, omissions)`
+    runs inside the same transaction (the counter service records the request's
+    idempotency key there: raising undoes the whole request)."""
     with Transaction(conn):
         check_daily_cap(conn, requester_key(req), req.copies, daily_cap, scope)
         first = _take_serials(conn, scope.name, box_id, req.copies, serial_range, serial_floor)
         request_id = _insert_request(conn, req, clerk, scope, outcome="issued", fee=plan.fee_yen, flags=plan.flags,
                                      snapshot_generation=snapshot_generation, data_as_of=data_as_of)
+        if on_recorded is not None:
+            on_recorded(conn, request_id, plan.omissions)
         codes = [r["resident_code"] for r in plan.residents]
         # Each record as printed, kept with the certificate: after the outage
         # the change feed updates the snapshot in place, and reconciliation

@@ -56,8 +56,9 @@ def _closing(page: SignedPage) -> list[tuple[str, str]]:
 def _check() -> Verification | str:
     """The verification of what was sent, or what to tell the sender."""
     key = signing_key(current_app.config["SONAE"]).public_key()
-    upload = request.files.get("file")
-    if upload and upload.filename:
+    # A chosen file, or a photo taken with the phone's camera (its own field).
+    upload = next((f for f in (request.files.get("file"), request.files.get("photo")) if f and f.filename), None)
+    if upload is not None:
         return verify_document(upload.read(), key)
     pasted = [line for line in request.form.get("payload", "").splitlines() if line.strip()]
     if pasted:

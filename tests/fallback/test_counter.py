@@ -17,7 +17,9 @@ from tests.support import PASSWORD, Staff, pdf_text, squeezed, text_of
 YAMADA_TARO, YAMADA_HANAKO, TAKAHASHI, KATSURAGI = "10000000011", "10000000029", "10000000045", "10000000053"
 SATO_SUPPORT, SUZUKI_REMOVED, TANAKA_MOVING = "10000000087", "10000000095", "10000000100"
 
-SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
+# Tests issue the same certificate to the same person more than once on
+# purpose: they confirm the same-day repeat (tested on its own in tests/browser).
+SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "confirm_repeat": True}
 
 
 # --- locks and login -----------------------------------------------------------

@@ -11,7 +11,8 @@ from fallback.ops import open_ops
 from tests.support import Staff
 
 YAMADA_TARO, KATSURAGI = "10000000011", "10000000053"
-SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
+# Issued more than once to the same person on purpose: the same-day repeat is confirmed.
+SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "confirm_repeat": True}
 
 
 def issue(clerk, code, **fields):

@@ -1,0 +1,123 @@
+"""The counter under stress, below the browser: the Idempotency-Key of the
+IETF draft on the API (a repeat answers the first result and issues
+nothing), an issue attempt on a locked counter answering 「交付されていません」
+and why, polling that keeps no idle session alive, and log lines in JST."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+import sys
+
+from fallback.ops import open_ops
+
+YAMADA_TARO = "10000000011"
+BODY = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証"}
+
+
+def issue(clerk, body=BODY, key: str | None = None):
+    headers = {"X-CSRF-Token": clerk.csrf, **({"Idempotency-Key": key} if key is not None else {})}
+    return clerk.client.post(f"/api/v1/residents/{YAMADA_TARO}/certificates", json=body, headers=headers)
+
+
+def certificates(appliance) -> int:
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        return conn.execute("SELECT count(*) FROM certificates").fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_a_repeated_idempotency_key_answers_the_first_result_and_issues_nothing(appliance, login, downtime):
+    clerk = login("clerk1")
+    first = issue(clerk, key='"8e03978e-40d5-43e8-bc93-6894a57f9324"')
+    assert first.status_code == 201 and "Idempotent-Replayed" not in first.headers
+    again = issue(clerk, key='"8e03978e-40d5-43e8-bc93-6894a57f9324"')
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+    assert certificates(appliance) == 1
+    # the same key with another body: refused, naming the first result
+    other = issue(clerk, {**BODY, "kind": "kisai"}, key='"8e03978e-40d5-43e8-bc93-6894a57f9324"')
+    assert other.status_code == 422 and other.get_json()["error"] == "idempotency_key_reused"
+    assert other.get_json()["serials"] == [c["serial"] for c in first.get_json()["certificates"]]
+    assert certificates(appliance) == 1
+
+
+def test_a_key_is_one_staff_members_own(appliance, login, downtime):
+    assert issue(login("clerk1"), key="shared-key").status_code == 201
+    # another clerk's same key is another request (confirmed: the same certificate again today)
+    assert issue(login("clerk2"), {**BODY, "confirm_repeat": True}, key="shared-key").get_json().get("request_id") == 2
+    assert certificates(appliance) == 2
+
+
+def test_a_refused_request_keeps_its_key_free_for_the_corrected_one(appliance, login, downtime):
+    clerk = login("clerk1")
+    refused = issue(clerk, {**BODY, "requester_type": "agent", "requester_name": "代理　人"}, key="form-1")
+    assert refused.status_code == 422 and refused.get_json()["rule"] == "agent_without_letter"
+    corrected = issue(clerk, {**BODY, "requester_type": "agent", "requester_name": "代理　人", "delegation_letter": True}, key="form-1")
+    assert corrected.status_code == 201 and certificates(appliance) == 1
+
+
+def test_a_malformed_key_is_refused_and_nothing_issued(appliance, login, downtime):
+    clerk = login("clerk1")
+    assert issue(clerk, key="has space").status_code == 400
+    assert issue(clerk, key="x" * 256).status_code == 400
+    assert issue(clerk, key="x" * 255).status_code == 201  # the longest allowed
+    assert certificates(appliance) == 1
+
+
+def test_the_same_day_repeat_names_the_earlier_serial_then_issues_when_confirmed(appliance, login, downtime):
+    clerk = login("clerk1")
+    serial = issue(clerk).get_json()["certificates"][0]["serial"]
+    warned = issue(clerk)
+    assert warned.status_code == 422 and warned.get_json()["rule"] == "same_day_repeat"
+    assert warned.get_json()["earlier_serials"] == [serial] and f"{serial:06d}" in warned.get_json()["message"]
+    assert issue(clerk, {**BODY, "kind": "kisai"}).status_code == 201  # another type is no repeat
+    assert issue(clerk, {**BODY, "confirm_repeat": True}).status_code == 201
+    conn = open_ops(appliance.config["SONAE"])
+    try:  # a warning is not a refusal on record
+        assert conn.execute("SELECT count(*) FROM requests WHERE outcome = 'refused'").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_an_issue_attempt_on_a_locked_counter_says_nothing_was_issued_and_why(appliance, login, downtime):
+    clerk = login("clerk1")
+    assert downtime.post("/supervisor/mode", {"to_mode": "recovery", "reason": "住民記録システム復旧"}).status_code == 302
+    api = issue(clerk)
+    assert api.status_code == 423 and api.get_json()["error"] == "counter_locked"
+    assert api.get_json()["message"].startswith("証明書は交付されていません。") and "復旧確認中" in api.get_json()["message"]
+    page = clerk.post(f"/counter/resident/{YAMADA_TARO}/issue", {**BODY, "idempotency_key": "k1"})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 423 and "<h1 id=\"locked-title\">交付されていません</h1>" in html and "復旧確認中" in html
+    assert certificates(appliance) == 0
+    # a look (not an issue) is told only that the counter is closed
+    assert "交付されていません" not in clerk.get("/counter/").get_data(as_text=True)
+
+
+def test_a_screens_own_polling_keeps_no_idle_session_alive(appliance, login):
+    clerk = login("clerk1")
+    conn = open_ops(appliance.config["SONAE"])
+    old = (dt.datetime.now(dt.timezone(dt.timedelta(hours=9))) - dt.timedelta(minutes=5)).isoformat(timespec="milliseconds")
+    conn.execute("UPDATE sessions SET last_seen = ? WHERE username = 'clerk1'", (old,))
+    polled = clerk.client.get("/api/v1/status", headers={"X-Sonae-Poll": "1"})
+    assert polled.status_code == 200 and polled.get_json()["counter"]["open"] is False
+    assert conn.execute("SELECT last_seen FROM sessions WHERE username = 'clerk1'").fetchone()[0] == old
+    assert clerk.get("/api/v1/status").status_code == 200  # the staff member's own request is activity
+    assert conn.execute("SELECT last_seen FROM sessions WHERE username = 'clerk1'").fetchone()[0] > old
+    conn.close()
+
+
+def test_the_status_names_the_banner_the_counter_and_a_revision_that_moves(appliance, login, downtime):
+    clerk = login("clerk1")
+    before = clerk.get("/api/v1/status").get_json()
+    assert before["mode"] == "downtime" and before["counter"]["open"] and before["banner"]["as_of_text"].startswith("令和")
+    assert issue(clerk).status_code == 201
+    assert clerk.get("/api/v1/status").get_json()["revision"] != before["revision"]
+
+
+def test_log_lines_carry_japan_time_with_its_offset():
+    code = "from fallback.cli_support import configure_logging; import logging; configure_logging(); logging.getLogger('sonae.t').info('x')"
+    line = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"TZ": "UTC", "PATH": "/usr/bin"}).stderr
+    assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+09:00 INFO sonae\.t: x$", line.strip()), line
