@@ -96,6 +96,11 @@ class IssueRefused(SonaeError):
         return {"rule": self.rule, **self.detail}
 
 
+class AwaitsConfirmation(IssueRefused):
+    """A request stopped for the clerk to confirm (the service's same-day
+    repeat), not refused by a rule: it is not recorded as a refused request."""
+
+
 class IssueError(SonaeError):
     """A request that is malformed (not a rule refusal): missing or invalid
     fields. The clerk fixes the form and tries again; nothing is recorded."""
@@ -627,16 +632,23 @@ def _insert_request(conn, req, clerk, scope, *, outcome, fee, flags, snapshot_ge
 
 def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, *, box_id: str,
                         serial_range: tuple[int, int], daily_cap: int, snapshot_generation: int, data_as_of: str,
-                        serial_floor: int = 0, on_recorded: Callable[[Any, int, list[dict]], None] | None = None) -> IssueResult:
+                        serial_floor: int = 0, before_recording: Callable[[Any], None] | None = None,
+                        on_recorded: Callable[[Any, int, list[dict]], None] | None = None) -> IssueResult:
     """Step 2: serials, request, certificate rows and audit in one durable
     transaction. The daily cap is checked inside it so two counters cannot
     both slip under the cap at once. Serials come from this box's range
     (`claim_serial_range`); those at or below `serial_floor` (the highest
     of this box's the audit anchor saw handed out) are never taken, even if
-    the database has lost them. `on_recorded(conn, request_id, omissions)`
-    runs inside the same transaction (the counter service records the request's
-    idempotency key there: raising undoes the whole request)."""
+    the database has lost them. `before_recording(conn)` decides first,
+    under the same write lock, whether to record at all (the counter
+    service's idempotency key and same-day repeat: what it reads, no
+    concurrent request can change before this one commits);
+    `on_recorded(conn, request_id, omissions)` runs inside the same
+    transaction (the service records the request's idempotency key there).
+    Raising from either undoes the whole request."""
     with Transaction(conn):
+        if before_recording is not None:
+            before_recording(conn)
         check_daily_cap(conn, requester_key(req), req.copies, daily_cap, scope)
         first = _take_serials(conn, scope.name, box_id, req.copies, serial_range, serial_floor)
         request_id = _insert_request(conn, req, clerk, scope, outcome="issued", fee=plan.fee_yen, flags=plan.flags,

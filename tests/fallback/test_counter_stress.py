@@ -9,8 +9,12 @@ import datetime as dt
 import re
 import subprocess
 import sys
+import threading
+
+import requests
 
 from fallback.ops import open_ops
+from tests.support import served
 
 YAMADA_TARO = "10000000011"
 BODY = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証"}
@@ -80,6 +84,52 @@ def test_the_same_day_repeat_names_the_earlier_serial_then_issues_when_confirmed
         assert conn.execute("SELECT count(*) FROM requests WHERE outcome = 'refused'").fetchone()[0] == 0
     finally:
         conn.close()
+
+
+def _browser_of(clerk) -> requests.Session:
+    """An HTTP client holding `clerk`'s session and terminal cookies, as the
+    clerk's browser does."""
+    http = requests.Session()
+    for name in ("sonae_session", "sonae_terminal"):
+        http.cookies.set(name, clerk.client.get_cookie(name).value)
+    return http
+
+
+def test_simultaneous_unconfirmed_requests_issue_once_and_ask_the_others_to_confirm(appliance, login, downtime):
+    """The same resident open in three tabs (or at two PCs), 交付 pressed in
+    the same instant: each form has its own key, so only the same-day
+    repeat stands between them. Real threads against the served app."""
+    clerks = [login("clerk1"), login("clerk1"), login("clerk2", terminal="本庁2")]
+    form = {**BODY, "members": YAMADA_TARO}
+    start, answers = threading.Barrier(len(clerks)), []
+    with served(appliance) as server:
+        url = f"http://127.0.0.1:{server.effective_port}/counter/resident/{YAMADA_TARO}/issue"
+
+        def press(clerk, key: str) -> None:
+            browser = _browser_of(clerk)
+            start.wait()
+            answers.append(browser.post(url, data={**form, "csrf_token": clerk.csrf, "idempotency_key": key},
+                                        allow_redirects=False, timeout=60))
+
+        threads = [threading.Thread(target=press, args=(clerk, f"tab-{n}")) for n, clerk in enumerate(clerks)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+    assert sorted(answer.status_code for answer in answers) == [302, 422, 422]
+    for answer in answers:
+        if answer.status_code == 422:
+            assert 'data-rule="same_day_repeat"' in answer.text and "本日もう一度交付する" in answer.text
+    assert certificates(appliance) == 1
+    conn = open_ops(appliance.config["SONAE"])
+    try:  # each warning audited, none recorded as a refusal
+        assert conn.execute("SELECT count(*) FROM audit WHERE action = 'issue.repeat_warned'").fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 1
+    finally:
+        conn.close()
+    # confirmed, the next one issues
+    confirmed = clerks[0].post(f"/counter/resident/{YAMADA_TARO}/issue", {**form, "confirm_repeat": "1", "idempotency_key": "tab-0b"})
+    assert confirmed.status_code == 302 and certificates(appliance) == 2
 
 
 def test_an_issue_attempt_on_a_locked_counter_says_nothing_was_issued_and_why(appliance, login, downtime):
