@@ -782,19 +782,21 @@ def record_print_job(conn, scope: str, serial: int, job: str | None, state: str)
     conn.execute("UPDATE certificates SET print_job = ?, print_state = ? WHERE scope = ? AND serial = ?", (job, state, scope, serial))
 
 
-def void_unrendered(conn, *, older_than: dt.timedelta) -> list[tuple[str, int]]:
+def void_unrendered(conn, *, older_than: dt.timedelta, request_id: int | None = None) -> list[tuple[str, int]]:
     """Void serials whose PDF was never produced (a crash between commit and
     render): allocated more than `older_than` ago, in a request none of
     whose copies was rendered within that time either — a request whose
     copies are still coming out one by one is left alone. The worker runs
-    this at its start and every counter.void_unrendered_after_s. Returns
-    (scope, serial)."""
+    this at its start and every counter.void_unrendered_after_s; the counter
+    service for one request (`request_id`) when its form is sent again.
+    Returns (scope, serial)."""
     cutoff = (now() - older_than).isoformat(timespec="milliseconds")
     with Transaction(conn):
         rows = conn.execute(
             "SELECT c.scope, c.serial FROM certificates c WHERE c.status = 'allocated' AND c.issued_at < ? "
+            "AND (? IS NULL OR c.request_id = ?) "
             "AND NOT EXISTS (SELECT 1 FROM certificates d WHERE d.request_id = c.request_id AND d.rendered_at >= ?)",
-            (cutoff, cutoff),
+            (cutoff, request_id, request_id, cutoff),
         ).fetchall()
         for scope, serial in rows:
             conn.execute("UPDATE certificates SET status = 'void' WHERE scope = ? AND serial = ?", (scope, serial))

@@ -220,6 +220,30 @@ class IssueInProgress(SonaeError):
                          reason=f"request {request_id} under this Idempotency-Key is still being rendered")
 
 
+class IssueInterrupted(SonaeError):
+    """The first request under this key recorded its serials but stopped
+    before their certificates were made (the appliance was stopped or
+    crashed): those serials are void, never handed out and never used
+    again. The clerk issues again from a fresh form."""
+
+    status = 409
+    code = "issue_interrupted"
+    title = "交付が中断されました"
+
+    def __init__(self, request_id: int, voided: list[int], rendered: list[int]):
+        made = (f"発行番号 {_serials_text(rendered)} は作成済みです（交付番号 {request_id} の画面で確かめられます）。"
+                if rendered else "")
+        super().__init__(
+            f"この申請の交付は、証明書を作る途中で中断されました。発行番号 {_serials_text(voided)} は無効にしました"
+            f"（証明書は作られていません。この番号の証明書は渡さないでください）。{made}"
+            "内容を確かめて、もう一度「交付する」を押してください。",
+            reason=f"request {request_id} under this Idempotency-Key stopped before rendering; serials {voided} are void")
+        self.request_id, self.voided, self.rendered = request_id, voided, rendered
+
+    def details(self) -> dict:
+        return {"request_id": self.request_id, "voided_serials": self.voided, "rendered_serials": self.rendered}
+
+
 class RepeatToday(issuance.AwaitsConfirmation):
     """The same type for the same person was issued today: issued again
     only when the clerk confirms (`confirm_repeat`). Not a rule's refusal:
@@ -296,13 +320,32 @@ def _replay(counter: Counter, key: str, fingerprint: str) -> Issuance | None:
     result = _earlier_result(counter.conn, request_id, omissions)
     if first_fingerprint != fingerprint:
         raise IdempotencyKeyReused(request_id, [c.serial for c in result.copies])
-    allocated = counter.conn.execute("SELECT count(*) FROM certificates WHERE request_id = ? AND status = 'allocated'",
-                                     (request_id,)).fetchone()[0]
-    if allocated:
-        raise IssueInProgress(request_id)
+    _check_rendered(counter, request_id)
     audit.record(counter.conn, counter.staff.username, "issue.replayed", None, {"request": request_id},
                  drill=counter.scope.is_drill)
     return Issuance(result, replayed=True)
+
+
+def _check_rendered(counter: Counter, request_id: int) -> None:
+    """A request under a key sent again is answered once every copy is
+    rendered. Still allocated within the time a render takes
+    (counter.void_unrendered_after_s): in progress, wait. Longer (a crash
+    between commit and render): its serials are voided now, not at the
+    worker's next sweep. Void serials (now or by the sweep) were never
+    handed out: the clerk is told so and issues again under a fresh key."""
+    def statuses() -> list[tuple[int, str]]:
+        return counter.conn.execute("SELECT serial, status FROM certificates WHERE request_id = ? ORDER BY copy_number",
+                                    (request_id,)).fetchall()
+
+    copies = statuses()
+    if any(status == "allocated" for _, status in copies):
+        window = dt.timedelta(seconds=counter.config["counter"]["void_unrendered_after_s"])
+        if not issuance.void_unrendered(counter.conn, older_than=window, request_id=request_id):
+            raise IssueInProgress(request_id)
+        copies = statuses()
+    voided = [serial for serial, status in copies if status == "void"]
+    if voided:
+        raise IssueInterrupted(request_id, voided, [serial for serial, status in copies if status == "rendered"])
 
 
 def _remember_key(counter: Counter, key: str, fingerprint: str):
