@@ -11,7 +11,7 @@ from fallback import anchor, audit, clock
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.counter.issuance import Clerk, IssueRefused, IssueRequest, Scope
-from fallback.counter.rendering import build_certificate, render_issued
+from fallback.counter.rendering import build_certificate, print_settings, render_issued
 from fallback.ops import now
 from fallback.staff import users
 from printing.model import CertificateError
@@ -128,7 +128,8 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
     try:
         plan = issuance.plan_request(
             register, req, counter_config=counter, data_age_hours=age_hours,
-            third_party_allowed=counter["third_party_during_downtime"], enforce_data_age_limit=not scope.is_drill,
+            third_party_allowed=counter["third_party_during_downtime"], eras=print_settings(config).eras,
+            enforce_data_age_limit=not scope.is_drill,
             clock_doubts=clock.doubts(conn, data_as_of=meta.as_of),
         )
         try:

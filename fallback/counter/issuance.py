@@ -23,7 +23,7 @@ import json
 import re
 import socket
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +32,7 @@ from fallback.errors import SonaeError
 from fallback.holds import APPROVAL_KINDS
 from fallback.holds import SEAL_KINDS as SEAL_HOLD_KINDS
 from fallback.ops import Transaction, now, now_iso
+from printing.wareki import Era, format_seireki, format_wareki
 from sync.normalize import name_key
 
 KINDS = {
@@ -221,14 +222,14 @@ def requester_key(req: IssueRequest) -> str:
     return hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
-def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_hours: float,
-                 third_party_allowed: bool, enforce_data_age_limit: bool = True, clock_doubts: list[clock.Doubt] = ()) -> Plan:
+def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_hours: float, third_party_allowed: bool,
+                 eras: Sequence[Era], enforce_data_age_limit: bool = True, clock_doubts: list[clock.Doubt] = ()) -> Plan:
     """Apply every rule; return what to print or raise IssueRefused.
 
     `enforce_data_age_limit` is off only for a drill, whose long-outage
     scenario rehearses with data made to look old on purpose.
     `clock_doubts`: what disagrees with this appliance's clock now
-    (fallback.clock.doubts)."""
+    (fallback.clock.doubts). `eras`: the 和暦 the clerk's messages give dates in."""
     subject = register.resident(req.subject_code)
     if subject is None:
         raise IssueError("対象の住民が写しに見つかりません。検索し直してください。")
@@ -256,7 +257,7 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
     if req.requester_type == "agent" and not req.delegation_letter:
         raise IssueRefused("agent_without_letter", "代理人の請求には委任状が必要です。")
 
-    check_death_hold(subject)
+    check_death_hold(subject, eras)
     removed = subject["status"] == "removed"
     if req.kind == "johyo" and not removed:
         raise IssueRefused("johyo_for_active", "この方は現在の住民です。除票の写しではなく住民票の写しを交付してください。")
@@ -284,7 +285,7 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
     moves = [move for move in map(planned_move, residents) if move]
     if moves:
         if not req.acknowledge_move_out:
-            raise IssueRefused("planned_move_out", f"{planned_move_message(moves[0])}住民の方にそのことを説明し、確認欄にチェックしてください。")
+            raise IssueRefused("planned_move_out", f"{planned_move_message(moves[0], eras)}住民の方にそのことを説明し、確認欄にチェックしてください。")
         flags.append("planned_move_out")
     items, omissions = printed_items(req, residents, relation)
     if omissions:
@@ -410,11 +411,17 @@ def planned_move(resident: dict) -> dict | None:
     return resident.get("planned_move_out")
 
 
-def planned_move_message(move: dict) -> str:
+def wareki_text(iso_date: str, eras: Sequence[Era]) -> str:
+    """A date of the register (YYYY-MM-DD) in a counter message, in 和暦 as
+    the screen and the certificate give it."""
+    return format_wareki(dt.date.fromisoformat(iso_date), eras)
+
+
+def planned_move_message(move: dict, eras: Sequence[Era]) -> str:
     """What the clerk is told, in the words of what the certificate does:
     the standard prints a move-out only once the record is a 除票."""
     return (
-        f"転出予定の届出があります（転出予定日 {move['date']}、転出先 {move['moved_to']}）。"
+        f"転出予定の届出があります（転出予定日 {wareki_text(move['date'], eras)}、転出先 {move['moved_to']}）。"
         "証明書は現在の住所のまま交付され、転出予定日と転出先は記載されません（除票になるまで記載しないのが標準仕様です）。"
     )
 
@@ -422,16 +429,17 @@ def planned_move_message(move: dict) -> str:
 def residence_period_warning(resident: dict, data_as_of: dt.date, today: dt.date) -> str | None:
     """A foreign resident whose 在留期間 ended before the data-as-of (an
     extension or a departure may be missing from the copy), or ends during
-    the outage (on or before today)."""
+    the outage (on or before today). Dates in 西暦, as the 在留カード and
+    the certificate print a 在留期間."""
     expiry = (resident.get("foreign") or {}).get("period_expiry")
     if not expiry:
         return None
     day = dt.date.fromisoformat(expiry)
     if day < data_as_of:
-        return (f"{resident['name']}：在留期間の満了日（{expiry}）が住民記録の時点（{data_as_of.isoformat()}）より前です。"
+        return (f"{resident['name']}：在留期間の満了日（{format_seireki(day)}）が住民記録の時点（{format_seireki(data_as_of)}）より前です。"
                 "更新や出国が写しに反映されていない可能性があります。在留カードで在留期間を確認してください。")
     if day <= today:
-        return (f"{resident['name']}：在留期間の満了日（{expiry}）が障害中に到来しています。"
+        return (f"{resident['name']}：在留期間の満了日（{format_seireki(day)}）が障害中に到来しています。"
                 "在留カードで更新（申請中を含む）を確認してください。")
     return None
 
@@ -452,17 +460,18 @@ ANOMALY_WARNINGS = {
 }
 
 
-def counter_warnings(register, person: dict, household: list[dict], today: dt.date) -> list[dict]:
+def counter_warnings(register, person: dict, household: list[dict], today: dt.date, eras: Sequence[Era]) -> list[dict]:
     """What the resident screen (and the API) warns about before anything
     is issued, each {"kind", "resident_code", "message"}: a planned move-out
     (in the certificate's own terms), a 在留期間 that ended before the data
     or during the outage (the person and the current members of the
     household), and the upstream data anomalies the load found on the
-    person."""
+    person. `eras`: the 和暦 its dates are given in."""
     warnings = []
     move = planned_move(person)
     if move:
-        warnings.append({"kind": "planned_move_out", "resident_code": person["resident_code"], "message": planned_move_message(move)})
+        warnings.append({"kind": "planned_move_out", "resident_code": person["resident_code"],
+                         "message": planned_move_message(move, eras)})
     as_of = register.meta.as_of.astimezone(now().tzinfo).date()
     members = [person, *(m for m in household if m["status"] == "active" and m["resident_code"] != person["resident_code"])]
     for member in members:
@@ -485,7 +494,7 @@ def _held(record: dict, kinds) -> list[dict]:
     return [hold for hold in record.get("holds", ()) if hold["kind"] in kinds]
 
 
-def check_death_hold(subject: dict) -> None:
+def check_death_hold(subject: dict, eras: Sequence[Era]) -> None:
     """Nothing is issued of a person whose 死亡届 the counter received: the
     register still shows them living, so a 住民票 would certify a living
     resident, and there is no 除票 to copy until the register removes them
@@ -493,7 +502,7 @@ def check_death_hold(subject: dict) -> None:
     for hold in _held(subject, ("death",)):
         raise IssueRefused(
             "death_held",
-            f"死亡届を受け付けた方です（死亡日 {hold['details']['occurred_on']}）。住民記録に死亡が記録されるまで、"
+            f"死亡届を受け付けた方です（死亡日 {wareki_text(hold['details']['occurred_on'], eras)}）。住民記録に死亡が記録されるまで、"
             "この方の住民票・記載事項証明書・印鑑登録証明書は交付できず、除票の写しも作れません。後日対応として受け付けてください。",
         )
 

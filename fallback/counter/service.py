@@ -168,7 +168,8 @@ def record_of(counter: Counter, code: str) -> ResidentRecord:
         raise ResidentNotFound()
     household = lookup.household_members(counter.register, person)
     return ResidentRecord(person, household, counter.register.seals_of(code),
-                          issuance.counter_warnings(counter.register, person, household, now().date()))
+                          issuance.counter_warnings(counter.register, person, household, now().date(),
+                                                    print_settings(counter.config).eras))
 
 
 def view_resident(counter: Counter, code: str) -> ResidentRecord:
