@@ -11,7 +11,7 @@ import json
 
 from flask import g
 
-from fallback.counter import labels
+from fallback.counter import issuance, labels
 from fallback.counter.rendering import print_settings
 from fallback.db import get_ops
 from fallback.staff.users import ROLES, SYSTEM_DISPLAY_NAME, display_names
@@ -27,6 +27,10 @@ def init_app(app) -> None:
         if resident.get("foreign"):
             return format_seireki(date)
         return f"{format_wareki(date, eras)}（{date.year}）"
+
+    @app.template_filter("wareki")
+    def wareki(iso_date: str) -> str:
+        return issuance.wareki_text(iso_date, eras)
 
     @app.template_filter("address")
     def address(resident: dict) -> str:

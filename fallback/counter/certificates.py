@@ -11,7 +11,7 @@ from fallback import anchor, audit, clock
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.counter.issuance import Clerk, IssueRefused, IssueRequest, Scope
-from fallback.counter.rendering import build_certificate, render_issued
+from fallback.counter.rendering import build_certificate, print_settings, render_issued
 from fallback.ops import now
 from fallback.staff import users
 from printing.model import CertificateError
@@ -114,9 +114,10 @@ def supervisor_approval(conn, config: Config, username: str, password: str, *, c
 def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, config: Config, *,
                       before_recording=None, on_recorded=None) -> issuance.IssueResult:
     """Check, record, render and store a request's certificates. Once every
-    rule allows the request, `before_recording()` may still stop it without
-    a refusal on record (the service's same-day repeat, which the clerk
-    confirms); `on_recorded` goes to issuance.allocate_and_record."""
+    rule allows the request, `before_recording(conn)` may still stop it
+    inside the recording transaction; an issuance.AwaitsConfirmation it
+    raises (the service's same-day repeat, which the clerk confirms) is no
+    refusal on record. Both hooks go to issuance.allocate_and_record."""
     counter = config["counter"]
     issuance.validate_form(req, counter["max_copies"])
     meta = register.meta
@@ -127,7 +128,8 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
     try:
         plan = issuance.plan_request(
             register, req, counter_config=counter, data_age_hours=age_hours,
-            third_party_allowed=counter["third_party_during_downtime"], enforce_data_age_limit=not scope.is_drill,
+            third_party_allowed=counter["third_party_during_downtime"], eras=print_settings(config).eras,
+            enforce_data_age_limit=not scope.is_drill,
             clock_doubts=clock.doubts(conn, data_as_of=meta.as_of),
         )
         try:
@@ -137,14 +139,14 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
     except IssueRefused as refusal:
         _record_refusal(conn, register, req, clerk, scope, refusal, snapshot)
         raise
-    if before_recording is not None:
-        before_recording()
     try:
         serial_range = tuple(counter[issuance.SERIAL_RANGE_KEYS[scope.name]])
         result = issuance.allocate_and_record(conn, req, plan, clerk, scope, box_id=counter["box_id"], serial_range=serial_range,
                                               daily_cap=counter["daily_cap_per_requester"],
-                                              serial_floor=anchor.serial_floor(config, scope.name), on_recorded=on_recorded,
-                                              **snapshot)
+                                              serial_floor=anchor.serial_floor(config, scope.name),
+                                              before_recording=before_recording, on_recorded=on_recorded, **snapshot)
+    except issuance.AwaitsConfirmation:
+        raise
     except IssueRefused as refusal:
         _record_refusal(conn, register, req, clerk, scope, refusal, snapshot)
         raise

@@ -43,7 +43,8 @@ def _json(schema: dict) -> dict:
 
 def _errors(*codes: int) -> dict:
     text = {400: "bad request", 401: "not logged in", 403: "role not allowed", 404: "not found",
-            409: "conflict (issuance: the first request under this Idempotency-Key is still rendering)",
+            409: "conflict (issuance: the first request under this Idempotency-Key is still rendering, or was cut by a crash "
+                 "and its serials are void: issue again under a new key)",
             422: "refused by a rule (or a same-day repeat to confirm, or an Idempotency-Key reused with another body)", 423: "counter locked (not in downtime)",
             429: "too many failed logins: wait Retry-After seconds",
             503: "no snapshot loaded (no_snapshot), or the appliance's disk failed: full, I/O error, busy (storage, with a one-line cause)"}
@@ -137,7 +138,9 @@ OPENAPI = {
                      "description": "With an Idempotency-Key header (IETF draft-ietf-httpapi-idempotency-key-header) a "
                                     "repeat of the same request answers the first result (header Idempotent-Replayed: true) "
                                     "and issues nothing; the same key with another body is refused (422 "
-                                    "idempotency_key_reused), and while the first is still rendering the answer is 409.",
+                                    "idempotency_key_reused), while the first is still rendering the answer is 409 issue_in_progress, and once "
+                                    "a first cut by a crash is past counter.void_unrendered_after_s its serials are voided and "
+                                    "the answer is 409 issue_interrupted (issue again under a new key).",
                      "parameters": [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}},
                                     {"name": "Idempotency-Key", "in": "header", "required": False,
                                      "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,

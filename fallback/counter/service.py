@@ -168,7 +168,8 @@ def record_of(counter: Counter, code: str) -> ResidentRecord:
         raise ResidentNotFound()
     household = lookup.household_members(counter.register, person)
     return ResidentRecord(person, household, counter.register.seals_of(code),
-                          issuance.counter_warnings(counter.register, person, household, now().date()))
+                          issuance.counter_warnings(counter.register, person, household, now().date(),
+                                                    print_settings(counter.config).eras))
 
 
 def view_resident(counter: Counter, code: str) -> ResidentRecord:
@@ -220,7 +221,31 @@ class IssueInProgress(SonaeError):
                          reason=f"request {request_id} under this Idempotency-Key is still being rendered")
 
 
-class RepeatToday(issuance.IssueRefused):
+class IssueInterrupted(SonaeError):
+    """The first request under this key recorded its serials but stopped
+    before their certificates were made (the appliance was stopped or
+    crashed): those serials are void, never handed out and never used
+    again. The clerk issues again from a fresh form."""
+
+    status = 409
+    code = "issue_interrupted"
+    title = "交付が中断されました"
+
+    def __init__(self, request_id: int, voided: list[int], rendered: list[int]):
+        made = (f"発行番号 {_serials_text(rendered)} は作成済みです（交付番号 {request_id} の画面で確かめられます）。"
+                if rendered else "")
+        super().__init__(
+            f"この申請の交付は、証明書を作る途中で中断されました。発行番号 {_serials_text(voided)} は無効にしました"
+            f"（証明書は作られていません。この番号の証明書は渡さないでください）。{made}"
+            "内容を確かめて、もう一度「交付する」を押してください。",
+            reason=f"request {request_id} under this Idempotency-Key stopped before rendering; serials {voided} are void")
+        self.request_id, self.voided, self.rendered = request_id, voided, rendered
+
+    def details(self) -> dict:
+        return {"request_id": self.request_id, "voided_serials": self.voided, "rendered_serials": self.rendered}
+
+
+class RepeatToday(issuance.AwaitsConfirmation):
     """The same type for the same person was issued today: issued again
     only when the clerk confirms (`confirm_repeat`). Not a rule's refusal:
     it is not recorded as a refused request."""
@@ -240,8 +265,8 @@ class RepeatToday(issuance.IssueRefused):
 
 
 class _KeyTaken(Exception):
-    """Another request under the same key committed first: this one's
-    serials are rolled back and the first request is answered."""
+    """Another request under the same key committed first: this one records
+    nothing and the first request is answered."""
 
 
 def _serials_text(serials: list[int]) -> str:
@@ -296,47 +321,79 @@ def _replay(counter: Counter, key: str, fingerprint: str) -> Issuance | None:
     result = _earlier_result(counter.conn, request_id, omissions)
     if first_fingerprint != fingerprint:
         raise IdempotencyKeyReused(request_id, [c.serial for c in result.copies])
-    allocated = counter.conn.execute("SELECT count(*) FROM certificates WHERE request_id = ? AND status = 'allocated'",
-                                     (request_id,)).fetchone()[0]
-    if allocated:
-        raise IssueInProgress(request_id)
+    _check_rendered(counter, request_id)
     audit.record(counter.conn, counter.staff.username, "issue.replayed", None, {"request": request_id},
                  drill=counter.scope.is_drill)
     return Issuance(result, replayed=True)
 
 
+def _check_rendered(counter: Counter, request_id: int) -> None:
+    """A request under a key sent again is answered once every copy is
+    rendered. Still allocated within the time a render takes
+    (counter.void_unrendered_after_s): in progress, wait. Longer (a crash
+    between commit and render): its serials are voided now, not at the
+    worker's next sweep. Void serials (now or by the sweep) were never
+    handed out: the clerk is told so and issues again under a fresh key."""
+    def statuses() -> list[tuple[int, str]]:
+        return counter.conn.execute("SELECT serial, status FROM certificates WHERE request_id = ? ORDER BY copy_number",
+                                    (request_id,)).fetchall()
+
+    copies = statuses()
+    if any(status == "allocated" for _, status in copies):
+        window = dt.timedelta(seconds=counter.config["counter"]["void_unrendered_after_s"])
+        if not issuance.void_unrendered(counter.conn, older_than=window, request_id=request_id):
+            raise IssueInProgress(request_id)
+        copies = statuses()
+    voided = [serial for serial, status in copies if status == "void"]
+    if voided:
+        raise IssueInterrupted(request_id, voided, [serial for serial, status in copies if status == "rendered"])
+
+
 def _remember_key(counter: Counter, key: str, fingerprint: str):
     def remember(conn, request_id: int, omissions: list[dict]) -> None:
-        taken = conn.execute(
-            "INSERT OR IGNORE INTO issue_keys (actor, key, request_id, fingerprint, omissions, created_at) VALUES (?,?,?,?,?,?)",
+        conn.execute(
+            "INSERT INTO issue_keys (actor, key, request_id, fingerprint, omissions, created_at) VALUES (?,?,?,?,?,?)",
             (counter.staff.username, key, request_id, fingerprint, json.dumps(omissions, ensure_ascii=False), now_iso()),
-        ).rowcount == 0
-        if taken:
-            raise _KeyTaken()
+        )
     return remember
 
 
 def earlier_today(counter: Counter, code: str, kind: str) -> list[tuple[int, str, str]]:
     """(serial, issued at, clerk) of today's certificates of this type for
-    this person in the counter's scope that were handed out (rendered): a
-    serial still rendering, or voided after a crash, gave the resident nothing."""
+    this person in the counter's scope that were handed out (rendered) or
+    are being rendered now (a request at another counter a moment ago). A
+    serial voided after a crash, or still allocated after longer than any
+    render takes (a crash not voided yet), gave the resident nothing."""
     start_of_day = now().replace(hour=0, minute=0, second=0, microsecond=0).isoformat(timespec="milliseconds")
+    rendering_since = (now() - dt.timedelta(seconds=counter.config["counter"]["void_unrendered_after_s"])).isoformat(
+        timespec="milliseconds")
     return counter.conn.execute(
         "SELECT c.serial, r.created_at, r.clerk FROM requests r JOIN certificates c ON c.request_id = r.id "
         "WHERE r.outcome = 'issued' AND r.subject_code = ? AND r.kind = ? AND r.created_at >= ? AND r.scope = ? "
-        "AND r.drill_id IS ? AND c.scope = r.scope AND c.status = 'rendered' ORDER BY r.id, c.copy_number",
-        (code, kind, start_of_day, counter.scope.name, counter.scope.drill_id),
+        "AND r.drill_id IS ? AND c.scope = r.scope AND (c.status = 'rendered' OR (c.status = 'allocated' AND c.issued_at >= ?)) "
+        "ORDER BY r.id, c.copy_number",
+        (code, kind, start_of_day, counter.scope.name, counter.scope.drill_id, rendering_since),
     ).fetchall()
 
 
-def _check_repeat(counter: Counter, req, form: Mapping) -> None:
-    if form_flag(form, "confirm_repeat"):
-        return
-    earlier = earlier_today(counter, req.subject_code, req.kind)
-    if earlier:
-        audit.record(counter.conn, counter.staff.username, "issue.repeat_warned", req.subject_code,
-                     {"kind": req.kind, "earlier_serials": [serial for serial, _, _ in earlier]}, drill=counter.scope.is_drill)
-        raise RepeatToday(req.kind, earlier, users.display_name(counter.conn, earlier[0][2]))
+def _decide_to_record(counter: Counter, req, form: Mapping, key: str | None):
+    """The service's checks inside the transaction that allocates serials
+    (issuance.allocate_and_record's `before_recording`): under its write
+    lock no other request can record in between, so of simultaneous
+    requests under one key only the first issues (_KeyTaken: the others
+    answer it), and of simultaneous unconfirmed ones for the same
+    certificate only the first issues (RepeatToday: the others are asked
+    to confirm)."""
+    def decide(conn) -> None:
+        if key is not None and conn.execute("SELECT 1 FROM issue_keys WHERE actor = ? AND key = ?",
+                                            (counter.staff.username, key)).fetchone():
+            raise _KeyTaken()
+        if form_flag(form, "confirm_repeat"):
+            return
+        earlier = earlier_today(counter, req.subject_code, req.kind)
+        if earlier:
+            raise RepeatToday(req.kind, earlier, users.display_name(conn, earlier[0][2]))
+    return decide
 
 
 def issue(counter: Counter, code: str, form: Mapping, *, idempotency_key: str | None = None) -> Issuance:
@@ -364,9 +421,13 @@ def issue(counter: Counter, code: str, form: Mapping, *, idempotency_key: str | 
     remember = None if idempotency_key is None else _remember_key(counter, idempotency_key, fingerprint)
     try:
         result = issue_certificate(counter.conn, counter.register, req, counter.staff, counter.scope, counter.config,
-                                   before_recording=lambda: _check_repeat(counter, req, form), on_recorded=remember)
+                                   before_recording=_decide_to_record(counter, req, form, idempotency_key), on_recorded=remember)
     except _KeyTaken:
         return _replay(counter, idempotency_key, fingerprint)
+    except RepeatToday as warned:  # audited once the recording transaction has rolled back
+        audit.record(counter.conn, counter.staff.username, "issue.repeat_warned", req.subject_code,
+                     {"kind": req.kind, "earlier_serials": warned.earlier_serials}, drill=counter.scope.is_drill)
+        raise
     return Issuance(result, replayed=False)
 
 

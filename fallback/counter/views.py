@@ -71,6 +71,8 @@ def issue(code):
         issued = service.issue(counter, code, request.form, idempotency_key=key)
     except service.IdempotencyKeyReused as exc:  # a form that issued, changed and sent again: a fresh form
         return _resident_page(counter, service.record_of(counter, code), form=MultiDict(), error=exc.message), 422
+    except service.IssueInterrupted as exc:  # the same entries under a fresh key: one more 交付する issues them
+        return _resident_page(counter, service.record_of(counter, code), form=request.form, error=exc.message), exc.status
     except (issuance.IssueError, issuance.IssueRefused) as exc:
         refused = isinstance(exc, issuance.IssueRefused)
         page = _resident_page(counter, service.record_of(counter, code), form=request.form, error=exc.message,

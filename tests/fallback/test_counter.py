@@ -94,7 +94,7 @@ def test_search_by_common_form_finds_variant_and_ivs_names(login, downtime):
     assert search_codes(clerk, name="葛城") == [KATSURAGI]
 
 
-@pytest.mark.parametrize("birth", ["1975-06-15", "S50.6.15", "昭和50年6月15日", "s50/6/15"])
+@pytest.mark.parametrize("birth", ["1975-06-15", "S50.6.15", "昭和50年6月15日", "s50/6/15", "昭50.6.15", "昭５０．６．１５"])
 def test_search_by_birth_date_in_either_calendar(login, downtime, birth):
     clerk = login("clerk1")
     assert YAMADA_TARO in search_codes(clerk, birth=birth)

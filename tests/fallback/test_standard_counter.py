@@ -15,6 +15,7 @@ from fallback.config import ConfigError, load_config
 from fallback.counter.issuance import planned_move_message, residence_period_warning
 from fallback.mirror.syncing import run_full_sync
 from fallback.ops import now
+from printing.wareki import DEFAULT_ERAS
 from tests.support import Staff, example_records, pdf_text, squeezed, text_of, write_export
 
 TARO, HANAKO, ICHIRO = "10000000011", "10000000029", "10000000037"
@@ -260,14 +261,20 @@ def test_inkan_items_are_checked_when_the_configuration_loads(tmp_path):
 def test_the_clerk_is_told_what_the_certificate_does_with_a_planned_move(login, downtime, tmp_path):
     clerk = login("clerk1")
     tanaka = next(r for r in example_records("residents") if r["resident_code"] == TANAKA_MOVING)
-    said = planned_move_message(tanaka["planned_move_out"])
+    said = planned_move_message(tanaka["planned_move_out"], DEFAULT_ERAS)
     assert "転出予定日と転出先は記載されません" in said
+    assert "転出予定日 令和8年12月1日、" in said and "2026-12-01" not in said  # 和暦, as every other date on the screen
     screen = clerk.get(f"/counter/resident/{TANAKA_MOVING}")
     assert said in text_of(screen)
     refused = issue(clerk, TANAKA_MOVING)
     assert rule(refused) == "planned_move_out" and refused.get_json()["message"].startswith(said)
     text = issued_text(clerk, issue(clerk, TANAKA_MOVING, acknowledge_move_out=True), tmp_path)
     assert "品川区" not in text and "転出" not in text  # as the clerk said
+
+
+def test_a_removed_persons_record_dates_the_removal_in_wareki(login, downtime):
+    page = text_of(login("clerk1").get(f"/counter/resident/{SUZUKI_MOVED_OUT}"))
+    assert "除票です（国内転出 令和8年10月1日）" in page and "2026-10-01" not in page
 
 
 def test_a_whole_household_certificate_says_so(login, downtime, tmp_path):
@@ -287,7 +294,7 @@ def test_residence_period_warning_boundaries():
     def warned(expiry: str) -> str | None:
         return residence_period_warning({"name": "王\u3000偉", "foreign": {"period_expiry": expiry}}, as_of, today)
 
-    assert "住民記録の時点（2026-12-03）より前です" in warned("2026-12-02")
+    assert "満了日（2026年12月2日）が住民記録の時点（2026年12月3日）より前です" in warned("2026-12-02")
     assert "障害中に到来しています" in warned("2026-12-03")
     assert "障害中に到来しています" in warned("2026-12-05")
     assert warned("2026-12-06") is None
