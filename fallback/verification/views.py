@@ -78,7 +78,7 @@ def _check() -> Verification | str:
 def index():
     if request.method == "GET":
         return _page()
-    with _check_slot(request.remote_addr or "") as granted:
+    with check_slot(request.remote_addr or "") as granted:
         if not granted:
             page, status = _page(BUSY_MESSAGE, status=503)
             return page, status, {"Retry-After": str(BUSY_RETRY_AFTER_S)}
@@ -92,7 +92,7 @@ def index():
 
 
 @contextmanager
-def _check_slot(client: str):
+def check_slot(client: str):
     """Yields whether a check may run now: fewer than MAX_CONCURRENT_CHECKS
     are running, and fewer than MAX_CHECKS_PER_CLIENT of them for `client`."""
     with _checks_lock:
