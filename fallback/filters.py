@@ -14,6 +14,7 @@ from flask import g
 from fallback.counter import issuance, labels
 from fallback.counter.rendering import print_settings
 from fallback.db import get_ops
+from fallback.ops import TOKYO
 from fallback.staff.users import ROLES, SYSTEM_DISPLAY_NAME, display_names
 from printing.wareki import format_seireki, format_wareki
 
@@ -49,6 +50,13 @@ def init_app(app) -> None:
     app.add_template_filter(labels.rule_label, "rule_label")
     app.add_template_filter(labels.outcome_label, "outcome_label")
     app.add_template_filter(lambda role: ROLES.get(role, role), "role_label")
+
+    @app.template_filter("jst")
+    def jst(moment: str) -> str:
+        """An ISO 8601 time with its offset, as every screen shows times:
+        Japan time, to the minute (a time stored with another offset is
+        converted, never shown as stored)."""
+        return dt.datetime.fromisoformat(moment).astimezone(TOKYO).strftime("%Y-%m-%d %H:%M")
 
     @app.template_filter("fromjson")
     def fromjson(text: str):

@@ -21,7 +21,13 @@ def waitress_options(config: Config) -> dict:
     web = config["web"]
     options = {"threads": web["threads"], "ident": "sonae", "clear_untrusted_proxy_headers": True,
                # waitress would otherwise buffer up to 1 GB of a body the app refuses anyway
-               "max_request_body_size": UPLOAD_LIMIT}
+               "max_request_body_size": UPLOAD_LIMIT,
+               # Half-open connections (headers trickled or never finished)
+               # must not take the counters off the air: room for many more
+               # than the counters use, silent ones closed sooner, and poll()
+               # rather than select(), which fails past 1024 descriptors.
+               "connection_limit": web["connection_limit"], "channel_timeout": web["channel_timeout_s"],
+               "cleanup_interval": max(1, min(10, web["channel_timeout_s"])), "asyncore_use_poll": True}
     if web["trusted_proxy"]:
         options.update(trusted_proxy=web["trusted_proxy"], trusted_proxy_count=1,
                        trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"})

@@ -113,8 +113,20 @@ def search():
 @bp.route("/residents/<code>")
 @roles(*COUNTER_ROLES)
 def resident(code):
-    record = service.view_resident(_open_counter(), code)
+    return _resident(service.view_resident(_open_counter(), code))
+
+
+@bp.route("/residents/<code>/self", methods=["POST"])
+@roles(*COUNTER_ROLES)
+def resident_self(code):
+    """The record with what a 支援措置 withholds, once the clerk states that
+    the requester is the person themself (audited)."""
+    return _resident(service.view_resident(_open_counter(), code, requester_is_self=True))
+
+
+def _resident(record: service.ResidentRecord):
     return jsonify(
+        withheld=record.withheld,
         resident=resident_summary(record.person),
         holds=record.person.get("holds", []),  # the counter's holds on the person and their seals (fallback.holds)
         household=[resident_summary(m) for m in record.household],

@@ -162,7 +162,7 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
 
 
 def _record_refusal(conn, register, req: IssueRequest, clerk: Clerk, scope: Scope, refusal: IssueRefused, snapshot: dict) -> None:
-    if req.kind and any(r.get("support_measure") for r in _touched(register, req)):
+    if req.kind and (refusal.rule == "support_measure" or any(r.get("support_measure") for r in _touched(register, req))):
         audit.record(conn, clerk.username, "support_measure.attempt", req.subject_code,
                      {"requester_type": req.requester_type, "outcome": "refused", "rule": refusal.rule}, drill=scope.is_drill)
     issuance.record_refusal(conn, req, clerk, scope, refusal, **snapshot)

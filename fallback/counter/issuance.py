@@ -282,6 +282,7 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
         check_support_measure(req, resident, counter_config["support_measure_approvable"], relation)
     if protected:
         flags.append("support_measure_approved" if req.approved_by else "support_measure_self")
+    check_protected_household(register, subject, relation)
     moves = [move for move in map(planned_move, residents) if move]
     if moves:
         if not req.acknowledge_move_out:
@@ -321,6 +322,28 @@ def check_support_measure(req: IssueRequest, resident: dict, approvable: list[st
             "support_measure",
             "支援措置（DV等）の対象者が含まれています。同一世帯の方への交付には、交付する職員とは別の係長の承認が必要です。",
         )
+
+
+# Requesters who do not live at the address a certificate prints.
+OUTSIDE_REQUESTERS = ("agent", THIRD_PARTY, OFFICIAL)
+PROTECTED_HOUSEHOLD = (
+    "この方の世帯には支援措置（DV等）の対象者がいます。世帯の住所が記載される証明書は、代理人・第三者・公用の請求には交付できません。"
+    "請求者には交付できないことだけを伝え（理由や住所は伝えません）、ご本人が来庁して請求するよう案内してください。"
+    "区の定めで例外を扱う場合は、係長に相談してください。"
+)
+
+
+def check_protected_household(register, subject: dict, relation: str) -> None:
+    """Every certificate prints the subject's address (a 除票 its last
+    one), which is also the address of each current member of their
+    household: where one of them is under 支援措置, a requester from
+    outside the household (an agent, a third party, another office) is
+    refused, whoever the certificate is for. The person themself and a
+    member of the household live there and are not refused by this rule."""
+    if relation not in OUTSIDE_REQUESTERS:
+        return
+    if any(member.get("support_measure") for member in register.household(subject["household_id"]).active):
+        raise IssueRefused("support_measure", PROTECTED_HOUSEHOLD)
 
 
 def requester_relation(req: IssueRequest, subject: dict) -> str:

@@ -54,6 +54,8 @@ RECOVERY_LOCKED = "復旧確認中は、交付した証明書と後日対応の�
 DRILL_ONLY = "いまは訓練の窓口だけが開いています。本番の記録は、ダウン対策モードと復旧確認中に見られます。"
 
 
+SUPPORT_MEASURE_VIEW = "support_measure.view"  # the supervisor's desk lists these
+
 NO_TERMINAL = ("この端末は窓口の端末として登録されていません。係長が「端末の登録」で、この端末を窓口の端末"
                "（発行番号に印字される端末とプリンタ）として登録してから使ってください。")
 # An issue attempt on a counter that is not open says first that nothing was
@@ -158,28 +160,44 @@ class ResidentRecord:
     household: list[dict]  # current members in order, then former members (除票)
     seals: list[dict]
     warnings: list[dict]  # what the clerk is told before issuing (issuance.counter_warnings)
+    withheld: bool = False  # a 支援措置 resident shown without address and household (lookup.withheld)
 
 
-def record_of(counter: Counter, code: str) -> ResidentRecord:
+def record_of(counter: Counter, code: str, *, requester_is_self: bool = False) -> ResidentRecord:
     """A resident's record as the resident screen shows it, not audited:
-    for showing again the record just viewed (a refused issuance's form)."""
+    for showing again the record just viewed (a refused issuance's form).
+    A 支援措置 resident's address and household are withheld unless the
+    clerk stated that the requester is the person themself: only they may
+    be given what the measure protects (DESIGN: on every path that shows
+    resident data)."""
     person = counter.register.resident(code)
     if person is None:
         raise ResidentNotFound()
     household = lookup.household_members(counter.register, person)
+    withheld = bool(person.get("support_measure")) and not requester_is_self
+    if withheld:
+        person = lookup.withheld(person)
+        household = [person]
     return ResidentRecord(person, household, counter.register.seals_of(code),
                           issuance.counter_warnings(counter.register, person, household, now().date(),
-                                                    print_settings(counter.config).eras))
+                                                    print_settings(counter.config).eras), withheld)
 
 
-def view_resident(counter: Counter, code: str) -> ResidentRecord:
+def view_resident(counter: Counter, code: str, *, requester_is_self: bool = False) -> ResidentRecord:
     """Open a resident's record: audited (found or not) and counted towards
-    the bulk-viewing flag. Printing it on a form is a view too."""
+    the bulk-viewing flag. Printing it on a form is a view too. A view of a
+    支援措置 resident's record is also put before the supervisors (their
+    desk lists it with who, when and where), and showing its address
+    (`requester_is_self`: the clerk states the requester is the person
+    themself) is a step of its own in the audit."""
     person = lookup.view_resident(counter.conn, counter.register, code, actor=counter.staff.username,
                                   drill=counter.scope.is_drill, **_flag_settings(counter.config))
     if person is None:
         raise ResidentNotFound()
-    return record_of(counter, code)
+    if person.get("support_measure"):
+        audit.record(counter.conn, counter.staff.username, SUPPORT_MEASURE_VIEW, code,
+                     {"terminal": counter.staff.terminal, "address_shown": requester_is_self}, drill=counter.scope.is_drill)
+    return record_of(counter, code, requester_is_self=requester_is_self)
 
 
 # --- issuing once ----------------------------------------------------------------------

@@ -47,7 +47,7 @@ def _resident_page(counter: service.Counter, record: service.ResidentRecord, *, 
     with the page — Back, a second Ctrl+Enter — that form issues once."""
     return render_template(
         "counter/resident.html", person=record.person, household=record.household, seals=record.seals, scope=counter.scope,
-        form=form, error=error, refusal_rule=refusal_rule, warnings=record.warnings,
+        withheld=record.withheld, form=form, error=error, refusal_rule=refusal_rule, warnings=record.warnings,
         idempotency_key=idempotency_key or secrets.token_urlsafe(18),
         kinds=issuance.KINDS, requester_types=issuance.REQUESTER_TYPES, documents=issuance.IDENTITY_DOCUMENTS,
         optional_items=issuance.OPTIONAL_ITEMS, layouts=issuance.LAYOUTS,
@@ -60,6 +60,17 @@ def _resident_page(counter: service.Counter, record: service.ResidentRecord, *, 
 def resident(code):
     counter = _open_counter()
     return _resident_page(counter, service.view_resident(counter, code), form=MultiDict())
+
+
+@bp.route("/resident/<code>/self", methods=["POST"])
+@roles(*COUNTER_ROLES)
+def resident_self(code):
+    """The clerk states that the requester is the person themself (identity
+    checked): a 支援措置 resident's record is shown whole, with the request
+    form set to 本人. Audited as a step of its own."""
+    counter = _open_counter()
+    record = service.view_resident(counter, code, requester_is_self=True)
+    return _resident_page(counter, record, form=MultiDict({"requester_type": "self"}))
 
 
 @bp.route("/resident/<code>/issue", methods=["POST"])

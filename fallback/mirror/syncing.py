@@ -307,7 +307,7 @@ def full_export_due(config: Config) -> str | None:
 
 def latest_load_anomalies(ops) -> dict | None:
     """The upstream data anomalies (sync.anomalies) the last successful full
-    load found: {"counts": {kind: n}, "examples": {kind: [...]}, "run": id,
+    load found: {"counts": {kind: n}, "positions": {kind: [line, …]}, "run": id,
     "started_at": …}, or None before any such load."""
     row = ops.execute(
         "SELECT id, started_at, json_extract(detail, '$.anomalies') FROM sync_runs WHERE kind = 'full' AND outcome = 'ok' "

@@ -45,8 +45,14 @@ def index():
         "SELECT r.created_at, r.clerk, r.terminal, r.kind, r.outcome, r.refusal_rule, r.copies, r.approved_by "
         "FROM requests r WHERE r.scope = 'real' AND r.created_at >= ? ORDER BY r.id DESC LIMIT 30", (since,)
     ).fetchall()
+    # Real work only: a drill's requests and views are the drill report's.
     support_attempts = conn.execute(
-        "SELECT at, actor, target, detail FROM audit WHERE action = 'support_measure.attempt' AND at >= ? ORDER BY id DESC", (since,)
+        "SELECT at, actor, target, detail FROM audit WHERE action = 'support_measure.attempt' AND NOT drill AND at >= ? "
+        "ORDER BY id DESC", (since,)
+    ).fetchall()
+    support_views = conn.execute(
+        "SELECT at, actor, detail FROM audit WHERE action = ? AND NOT drill AND at >= ? ORDER BY id DESC",
+        (service.SUPPORT_MEASURE_VIEW, since),
     ).fetchall()
     try:
         deferred_rows = service.deferred_list(conn, g.staff, current_app.config["SONAE"], real_only=True)
@@ -57,7 +63,7 @@ def index():
         "supervisor/index.html", state=state, reasons=modes.DOWNTIME_REASONS, labels=modes.LABELS,
         summary=issuance_summary(conn, since), recent=recent, kinds=issuance.KINDS,
         flags=lookup.open_flags(conn, (now() - dt.timedelta(days=1)).isoformat()),
-        support_attempts=support_attempts, deferred_rows=deferred_rows, deferred_locked=deferred_locked,
+        support_attempts=support_attempts, support_views=support_views, deferred_rows=deferred_rows, deferred_locked=deferred_locked,
         deferred_kinds=deferred.KINDS, deferred_statuses=deferred.STATUSES, history=modes.history(conn)[-10:],
         outdated_notice=notice.outdated_public_notice(conn),
     )
