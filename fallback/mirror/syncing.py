@@ -122,6 +122,7 @@ def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, o
                 mirror_individual_number=sync_config["mirror_individual_number"],
                 overrides=overrides,
                 clock=now,
+                feed_batch=sync_config["changes_batch"],
             )
             run.update(
                 generation=result.generation,
