@@ -232,7 +232,8 @@ def test_a_page_ends_where_its_changes_one_by_one_end(loaded, config, store, ups
         change(1013, make_seal(12, version=2), kind="seals"),
     ]
     one_by_one = apply_changes(client(upstream.url), store, batch=1)
-    run_full_sync(config, small_export, overrides={"allow-drop"})  # generation 2: the same export, the same feed to apply
+    # generation 2: the same export, knowingly behind the feed generation 1 followed, to apply the same feed again
+    run_full_sync(config, small_export, overrides={"allow-drop", "allow-older-export"})
     whole = apply_changes(client(upstream.url), store, batch=1000)
     assert (whole.generation, whole.pages, one_by_one.pages) == (2, 1, 13)
     assert (whole.applied, whole.skipped) == (one_by_one.applied, one_by_one.skipped) == (12, 1)
