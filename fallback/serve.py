@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from fallback.cli_support import configure_logging, service_config
+from fallback.cli_support import configure_logging, service_config, service_running
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.ops import open_ops
@@ -57,12 +57,13 @@ def serve(host, port, threads):
 
     config = service_config()
     configure_logging()
-    claim_serial_ranges(config)
-    app = create_app(config)
-    host = host or config["web"]["host"]
-    port = port or config["web"]["port"]
-    click.echo(f"Sonae counter app on http://{host}:{port}/", err=True)
-    options = waitress_options(config)
-    if threads:
-        options["threads"] = threads
-    waitress.serve(app, host=host, port=port, **options)
+    with service_running(config):
+        claim_serial_ranges(config)
+        app = create_app(config)
+        host = host or config["web"]["host"]
+        port = port or config["web"]["port"]
+        click.echo(f"Sonae counter app on http://{host}:{port}/", err=True)
+        options = waitress_options(config)
+        if threads:
+            options["threads"] = threads
+        waitress.serve(app, host=host, port=port, **options)

@@ -110,40 +110,58 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 10000, mirror_
             # batch of 10,000) belongs to no batch. PASSIVE: never waits for
             # the counter's readers; what they still use is copied next time.
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            state = _FeedState.read(conn, generation)
-            from_seq, applied, skipped, pages = state.last_seq, 0, 0, 0
-            while True:
-                page = upstream.changes(after=state.last_seq, limit=batch)
-                changes, page_as_of = check_page(page, state.last_seq)
-                _check_not_older(page_as_of, state)
-                if not changes:
-                    if page_as_of > state.as_of:  # nothing changed upstream up to its as_of
-                        with _transaction(conn):
-                            state.as_of = page_as_of
-                            state.write(conn)
-                    break
-                caught_up = changes[-1]["seq"] >= page["last_seq"]
-                with _transaction(conn):
-                    page_applied, page_skipped = _apply_page(conn, changes, state, mirror_individual_number)
-                    applied += page_applied
-                    skipped += page_skipped
-                    state.last_seq = changes[-1]["seq"]
-                    reached = page_as_of if caught_up else parse_timestamp(changes[-1]["at"], "change.at")
-                    state.as_of = max(state.as_of, reached)
-                    state.write(conn)
-                pages += 1
-                if caught_up:
-                    break
-                # A catch-up: copy this page back into the database before
-                # the next, so the WAL holds about one page of changes, not
-                # the whole backlog (it grew to 3-4x the database and filled
-                # a freed disk again). PASSIVE never waits for the counter's
-                # readers; the WAL is rewound by the next page's commit and
-                # cut back to journal_size_limit.
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            followed = follow_feed(conn, generation, upstream, batch=batch, mirror_individual_number=mirror_individual_number)
         finally:
             conn.close()
-    return ChangesResult(generation, from_seq, state.last_seq, applied, skipped, pages, state.as_of, time.monotonic() - started)
+    return ChangesResult(generation, followed.from_seq, followed.state.last_seq, followed.applied, followed.skipped, followed.pages,
+                         followed.state.as_of, time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class Followed:
+    from_seq: int
+    applied: int
+    skipped: int
+    pages: int
+    state: _FeedState
+
+
+def follow_feed(conn, generation: int, upstream, *, batch: int, mirror_individual_number: bool) -> Followed:
+    """Apply the feed to `generation` (open as `conn`, in WAL mode) from its
+    last_seq until caught up: the current generation's, or a new one's
+    before it is promoted (sync.loader). Raises as apply_changes does."""
+    state = _FeedState.read(conn, generation)
+    from_seq, applied, skipped, pages = state.last_seq, 0, 0, 0
+    while True:
+        page = upstream.changes(after=state.last_seq, limit=batch)
+        changes, page_as_of = check_page(page, state.last_seq)
+        _check_not_older(page_as_of, state)
+        if not changes:
+            if page_as_of > state.as_of:  # nothing changed upstream up to its as_of
+                with _transaction(conn):
+                    state.as_of = page_as_of
+                    state.write(conn)
+            break
+        caught_up = changes[-1]["seq"] >= page["last_seq"]
+        with _transaction(conn):
+            page_applied, page_skipped = _apply_page(conn, changes, state, mirror_individual_number)
+            applied += page_applied
+            skipped += page_skipped
+            state.last_seq = changes[-1]["seq"]
+            reached = page_as_of if caught_up else parse_timestamp(changes[-1]["at"], "change.at")
+            state.as_of = max(state.as_of, reached)
+            state.write(conn)
+        pages += 1
+        if caught_up:
+            break
+        # A catch-up: copy this page back into the database before
+        # the next, so the WAL holds about one page of changes, not
+        # the whole backlog (it grew to 3-4x the database and filled
+        # a freed disk again). PASSIVE never waits for the counter's
+        # readers; the WAL is rewound by the next page's commit and
+        # cut back to journal_size_limit.
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    return Followed(from_seq, applied, skipped, pages, state)
 
 
 def _check_not_older(page_as_of: dt.datetime, state: _FeedState) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 
-from fallback import clock, drills, modes
+from fallback import clock, disk, drills, modes
 from fallback.config import Config
 from fallback.counter.rendering import print_settings
 from fallback.counter.service import NO_DRILL_REGISTER, NO_TERMINAL
@@ -78,6 +78,10 @@ def banner(conn, config: Config, staff) -> dict:
     if doubts:
         level = "danger"
         warning = clock.warning_message(doubts) + "時計が直るまで証明書は交付できません。情報政策課に連絡してください。"
+    if not disk.room_for_a_certificate(config, conn):
+        level = "danger"
+        warning = ("装置のディスクが一杯で、証明書を交付・記録できません。窓口は紙の手順（手順書「システムが全く使えない場合」）に"
+                   "切り替え、情報政策課に連絡してください。")
     if level == "ok" and state.mode != modes.STANDBY:
         # Every mode but standby has its own colour, so nobody mistakes the
         # downtime counter for the normal one.
