@@ -7,6 +7,9 @@ when it is web.trusted_proxy, and drops those headers from anyone else."""
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
+
 import click
 
 from fallback.cli_support import configure_logging, service_config, service_running
@@ -14,6 +17,8 @@ from fallback.config import Config
 from fallback.counter import issuance
 from fallback.ops import open_ops
 from fallback.staff.security import UPLOAD_LIMIT
+
+log = logging.getLogger(__name__)
 
 
 def waitress_options(config: Config) -> dict:
@@ -45,6 +50,20 @@ def claim_serial_ranges(config: Config) -> None:
         conn.close()
 
 
+def void_serials_left_by_a_dead_server(config: Config) -> None:
+    """At start no certificate of this box is being rendered (the web server
+    is the one process that renders): serials a killed server committed
+    without their PDF are voided now, not after the worker's window, so a
+    clerk who issues again is not told they were handed out."""
+    conn = open_ops(config)
+    try:
+        voided = issuance.void_unrendered(conn, older_than=dt.timedelta(0))
+    finally:
+        conn.close()
+    if voided:
+        log.warning("voided %d serial(s) a stopped server left without their certificate", len(voided))
+
+
 @click.command()
 @click.option("--host", help="Address to listen on (default web.host).")
 @click.option("--port", type=int, help="Port (default web.port).")
@@ -59,6 +78,7 @@ def serve(host, port, threads):
     configure_logging()
     with service_running(config):
         claim_serial_ranges(config)
+        void_serials_left_by_a_dead_server(config)
         app = create_app(config)
         host = host or config["web"]["host"]
         port = port or config["web"]["port"]

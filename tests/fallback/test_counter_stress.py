@@ -217,6 +217,33 @@ def test_a_request_cut_by_a_crash_is_answered_void_after_the_render_window_and_i
     assert len(new) == 10 and new[0] > max(left) and {statuses[serial] for serial in new} == {"rendered"}  # no serial reused
 
 
+def test_a_server_started_after_a_crash_voids_at_once_what_the_dead_one_left_unrendered(configure_app, downtime):
+    """The worker's sweep waits counter.void_unrendered_after_s; a server
+    starting again knows nothing of the dead one's is still rendering."""
+    app = configure_app(counter={"void_unrendered_after_s": 3600})
+    config = app.config["SONAE"]
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "fallback.cli", "serve", "--port", str(port)]
+    server = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_answering(base, server)
+        _kill_between_commit_and_render(config, base)
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+    cut = {serial for serial, status in _statuses(config).items() if status == "allocated"}
+    assert cut
+    server = subprocess.Popen(command, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until_answering(base, server)
+    finally:
+        server.terminate()
+        server.wait()
+    assert {status for serial, status in _statuses(config).items() if serial in cut} == {"void"}
+    assert "allocated" not in _statuses(config).values()
+
+
 def test_an_issue_attempt_on_a_locked_counter_says_nothing_was_issued_and_why(appliance, login, downtime):
     clerk = login("clerk1")
     assert downtime.post("/supervisor/mode", {"to_mode": "recovery", "reason": "住民記録システム復旧"}).status_code == 302
