@@ -23,9 +23,17 @@ declares downtime, then measures through the HTTP API:
    of counters for --knee-minutes each; certificates per second and p95 per
    endpoint at each step, and the first step where adding counters stops
    adding throughput (or the request→PDF p95 doubles): the knee.
+   With --compare-pool the knee runs twice in the same run, `sonae serve`
+   restarted in between: first with certificates rendered in the server
+   process (web.render_processes = 1), then in its render pool (one process
+   per usable core); the saturated rate (the best certificates/s of a knee),
+   its request→PDF p95 and the ratio of the two, and the CPU each
+   certificate cost in the web process and in the render processes — the
+   web process's share is what no number of cores speeds up.
 
     python bench/bench_counter.py --residents 100000 --counters 30 --issue-minutes 10 --skip-search
     python bench/bench_counter.py --residents 100000 --skip-search --skip-issue --knee 30,50,70,100
+    python bench/bench_counter.py --residents 100000 --skip-search --skip-issue --knee 10,20,40 --think 2 --knee-minutes 1 --compare-pool
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -85,28 +94,16 @@ class Counter:
         return time.perf_counter() - start, response
 
 
-def setup_site(args) -> tuple[DemoSite, str]:
-    site = DemoSite(Path(args.dir), residents=args.residents, seed=args.seed, web_port=args.port, upstream_port=args.port + 100)
-    upstream = site.start_cloudsim()
+def configure(site: DemoSite, upstream: dict, args, render_processes: int) -> None:
     counters = max([args.counters, *args.knee])
     terminals = [{"id": f"本庁{i}", "office": "本庁", "printer": f"プリンタ{i:03d}", "queue": ""} for i in range(1, counters + 1)]
     site.configure(upstream, extra={"counter": {"terminals": terminals, "daily_cap_per_requester": 0},
-                                    "security": {"view_flag_count": 100000}, "web": {"threads": args.threads}})
-    if not serving_snapshot(site):
-        started = time.perf_counter()
-        print(site.run("sync", "full", "--actor", "bench").strip())
-        print(f"full sync of {args.residents:,} residents: {time.perf_counter() - started:.1f} s")
-    existing = site.run("user", "list")
-    for i in range(1, counters + 1):
-        if f"bench{i}\t" not in existing:
-            site.run("user", "add", f"bench{i}", "--name", f"bench {i}", "--role", "clerk", "--password", PASSWORD)
-    state = site.run("mode", "show")
-    if not state.startswith("downtime"):
-        if not state.startswith("standby"):
-            site.run("mode", "set", "standby", "--reason", "bench reset")
-        site.run("mode", "set", "downtime", "--reason", "負荷試験")
-    site.start("serve", log="bench-web.log")
-    base = f"http://127.0.0.1:{args.port}"
+                                    "security": {"view_flag_count": 100000},
+                                    "web": {"threads": args.threads, "render_processes": render_processes}})
+
+
+def start_serve(site: DemoSite, base: str) -> subprocess.Popen:
+    web = site.start("serve", log="bench-web.log")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -114,7 +111,32 @@ def setup_site(args) -> tuple[DemoSite, str]:
             break
         except requests.ConnectionError:
             time.sleep(0.2)
-    return site, base
+    return web
+
+
+def stop_serve(web: subprocess.Popen) -> None:
+    os.killpg(web.pid, signal.SIGTERM)
+    web.wait(timeout=60)
+
+
+def setup_site(args) -> tuple[DemoSite, dict, str]:
+    site = DemoSite(Path(args.dir), residents=args.residents, seed=args.seed, web_port=args.port, upstream_port=args.port + 100)
+    upstream = site.start_cloudsim()
+    configure(site, upstream, args, 1 if args.compare_pool else 0)
+    if not serving_snapshot(site):
+        started = time.perf_counter()
+        print(site.run("sync", "full", "--actor", "bench").strip())
+        print(f"full sync of {args.residents:,} residents: {time.perf_counter() - started:.1f} s")
+    existing = site.run("user", "list")
+    for i in range(1, max([args.counters, *args.knee]) + 1):
+        if f"bench{i}\t" not in existing:
+            site.run("user", "add", f"bench{i}", "--name", f"bench {i}", "--role", "clerk", "--password", PASSWORD)
+    state = site.run("mode", "show")
+    if not state.startswith("downtime"):
+        if not state.startswith("standby"):
+            site.run("mode", "set", "standby", "--reason", "bench reset")
+        site.run("mode", "set", "downtime", "--reason", "負荷試験")
+    return site, upstream, f"http://127.0.0.1:{args.port}"
 
 
 def serving_snapshot(site: DemoSite) -> bool:
@@ -244,6 +266,7 @@ class IssueRun:
     issued: list[int]
     actions: collections.Counter  # successful actions by AUDITED key
     since: str  # the appliance's clock when the run started (audit entries after it are the run's)
+    cpu_per_certificate: tuple[float, float] = (0.0, 0.0)  # seconds: web process, the rest of its session
 
     @property
     def per_second(self) -> float:
@@ -347,21 +370,51 @@ def check_records(run: IssueRun) -> None:
         print(f"  {kind:14} {done:7d} done, {entries:7d} '{action}' audit entries -> {'complete' if done == entries else 'MISMATCH'}")
 
 
-def bench_knee(base: str, residents: list[dict], levels: list[int], minutes: float, think: float) -> None:
+def cpu_seconds(web_pid: int) -> tuple[float, float]:
+    """CPU time (user + system) so far of the web process and of the other
+    processes of its session (the render pool and its fork server)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    web = others = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        session, used = int(fields[3]), (int(fields[11]) + int(fields[12])) / tick
+        if entry.name == str(web_pid):
+            web = used
+        elif session == web_pid:
+            others += used
+    return web, others
+
+
+def bench_knee(base: str, residents: list[dict], levels: list[int], minutes: float, think: float,
+               web_pid: int | None = None) -> list[IssueRun]:
     """The issuance load at each number of counters. The knee is the first
     step where adding counters no longer adds at least half the throughput
     they would add if the box kept up, or where the request→PDF p95 has
-    doubled since the first step."""
-    print(f"\n== the knee: {', '.join(map(str, levels))} counters, {minutes:g} min each, think ≈{think:g} s per cycle ==")
-    print(f"{'counters':>8} {'certs/s':>8} {'search p95':>11} {'view p95':>9} {'issue p95':>10} {'issue p99':>10} {'req→PDF p95':>12} {'errors':>7}")
+    doubled since the first step. With `web_pid`, the CPU each certificate
+    cost in the web process and in the rest of its session."""
+    print(f"\n== the knee: {', '.join(map(str, levels))} counters, {minutes:g} min each, think ≈{think:g} s per cycle, "
+          f"load average {os.getloadavg()[0]:.2f} ==")
+    print(f"{'counters':>8} {'certs/s':>8} {'search p95':>11} {'view p95':>9} {'issue p95':>10} {'issue p99':>10} {'req→PDF p95':>12} {'errors':>7}"
+          f"{' web CPU/cert  pool CPU/cert' if web_pid else ''}")
     runs: list[IssueRun] = []
     knee = None
     for level in levels:
+        before = cpu_seconds(web_pid) if web_pid else None
         run = run_issue(base, residents, level, minutes, think)
         runs.append(run)
         p95 = {kind: percentile(run.timings.get(kind, []), 95) * 1000 for kind in ("search", "view", "issue", "request_to_pdf")}
+        cpu = ""
+        if before:
+            after = cpu_seconds(web_pid)
+            run.cpu_per_certificate = tuple((a - b) / max(1, len(run.issued)) for a, b in zip(after, before))
+            cpu = f" {run.cpu_per_certificate[0] * 1000:9.1f}ms {run.cpu_per_certificate[1] * 1000:12.1f}ms"
         print(f"{level:8d} {run.per_second:8.2f} {p95['search']:9.1f}ms {p95['view']:7.1f}ms {p95['issue']:8.1f}ms "
-              f"{percentile(run.timings.get('issue', []), 99) * 1000:8.1f}ms {p95['request_to_pdf']:10.1f}ms {len(run.errors):7d}")
+              f"{percentile(run.timings.get('issue', []), 99) * 1000:8.1f}ms {p95['request_to_pdf']:10.1f}ms {len(run.errors):7d}{cpu}")
         if knee is None and len(runs) > 1:
             previous, first = runs[-2], runs[0]
             expected_gain = previous.per_second * (level / previous.counters - 1)
@@ -372,6 +425,32 @@ def bench_knee(base: str, residents: list[dict], levels: list[int], minutes: flo
         print(f"knee: between {knee[0]} and {knee[1]} counters")
     else:
         print(f"no knee up to {levels[-1]} counters: throughput still grows with the counters and latency holds")
+    return runs
+
+
+def compare_pool(site: DemoSite, upstream: dict, base: str, args, residents: list[dict]) -> None:
+    """The same knee with one rendering process and with the pool, `sonae
+    serve` restarted in between (the site starts configured for one)."""
+    saturated = {}
+    for mode, render_processes in (("one process", 1), ("render pool", 0)):
+        configure(site, upstream, args, render_processes)
+        web = start_serve(site, base)
+        print(f"\n### {mode} (web.render_processes = {render_processes})")
+        runs = bench_knee(base, residents, args.knee, args.knee_minutes, args.think, web_pid=web.pid)
+        stop_serve(web)
+        saturated[mode] = max(runs, key=lambda run: run.per_second)
+    print(f"\n== one process against the render pool ({len(os.sched_getaffinity(0))} usable cores, "
+          f"load average now {os.getloadavg()[0]:.2f} / {os.getloadavg()[1]:.2f} / {os.getloadavg()[2]:.2f}) ==")
+    for mode, run in saturated.items():
+        web_cpu, pool_cpu = run.cpu_per_certificate
+        print(f"{mode:12} saturated at {run.per_second:6.2f} certificates/s ({run.counters} counters), "
+              f"request→PDF p95 {percentile(run.timings.get('request_to_pdf', []), 95) * 1000:7.1f} ms; "
+              f"CPU per certificate: web process {web_cpu * 1000:.1f} ms, render processes {pool_cpu * 1000:.1f} ms")
+    one, pool = saturated["one process"], saturated["render pool"]
+    web_cpu, pool_cpu = pool.cpu_per_certificate
+    serial = web_cpu / (web_cpu + pool_cpu)
+    print(f"ratio: ×{pool.per_second / one.per_second:.2f} the one-process rate; the web process's share of a "
+          f"certificate's CPU (serial fraction) {serial:.2f}: at most {1 / web_cpu:.1f} certificates/s on any number of cores")
 
 
 def main() -> None:
@@ -391,8 +470,13 @@ def main() -> None:
     parser.add_argument("--knee", type=lambda text: [int(n) for n in text.split(",")], default=[],
                         help="numbers of counters to step through, e.g. 30,50,70,100")
     parser.add_argument("--knee-minutes", type=float, default=2)
+    parser.add_argument("--compare-pool", action="store_true",
+                        help="run the knee with certificates rendered in the server process, then in its render pool")
     args = parser.parse_args()
-    site, base = setup_site(args)
+    if args.compare_pool and not args.knee:
+        parser.error("--compare-pool compares two knees: give --knee")
+    site, upstream, base = setup_site(args)
+    web = start_serve(site, base)
     try:
         residents = sample_residents(site, 2000, args.seed)
         print(json.dumps({"residents": args.residents, "cores": os.cpu_count(), "waitress_threads": args.threads}))
@@ -400,7 +484,10 @@ def main() -> None:
             bench_search(base, residents, args.search_clients, args.search_seconds, Path(args.dir))
         if not args.skip_issue:
             bench_issue(site, base, residents, args.counters, args.issue_minutes, args.think)
-        if args.knee:
+        if args.compare_pool:
+            stop_serve(web)
+            compare_pool(site, upstream, base, args, residents)
+        elif args.knee:
             bench_knee(base, residents, args.knee, args.knee_minutes, args.think)
     finally:
         site.stop()

@@ -79,10 +79,10 @@ class RenderPool:
             raise ValueError(f"a render pool needs at least one process, not {processes}")
         self.processes = processes
         self._context = multiprocessing.get_context("forkserver")
-        # The fork server imports WeasyPrint (and the program's main
-        # module, which a process would otherwise import again) once; each
-        # process forked from it starts with them loaded.
-        self._context.set_forkserver_preload(["__main__", "printing.pool"])
+        # The fork server imports WeasyPrint once; each process forked from
+        # it starts with it loaded (and imports the program's main module
+        # again, as every multiprocessing child does).
+        self._context.set_forkserver_preload(["printing.pool"])
         self._lock = threading.Lock()
         self._executor = self._new_executor()
         self.restarts = 0  # executors started after one broke
