@@ -10,10 +10,15 @@ import datetime as dt
 import multiprocessing
 import os
 import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
+import requests
 
 from fallback.config import ConfigError, load_config
 from fallback.counter import issuance
@@ -159,3 +164,49 @@ def test_render_processes_out_of_bounds_are_refused(sonae_env, processes, proble
     with pytest.raises(ConfigError) as refused:
         load_config()
     assert "web.render_processes" in str(refused.value) and problem in str(refused.value)
+
+
+def _session(leader: int) -> list[int]:
+    """The processes of `leader`'s session (itself left out)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int(entry.name) != leader and os.getsid(int(entry.name)) == leader:
+                members.append(int(entry.name))
+        except ProcessLookupError:
+            pass  # ended meanwhile
+    return members
+
+
+def test_sonae_serve_starts_its_render_pool_warm_and_stops_it_with_itself(loaded_env):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    write_config(web={"render_processes": 2, "port": port})
+    serve = subprocess.Popen([sys.executable, "-m", "fallback.cli", "serve"], stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _answers(f"http://127.0.0.1:{port}/healthz"):
+            assert serve.poll() is None and time.monotonic() < deadline, "sonae serve did not come up"
+            time.sleep(0.2)
+        # The fork server and the two render processes, started before the
+        # first request.
+        assert len(_session(serve.pid)) >= 3
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(30) == 0
+    finally:
+        if serve.poll() is None:
+            os.killpg(serve.pid, signal.SIGKILL)
+    assert "rendering certificates in 2 processes" in serve.stderr.read()
+    deadline = time.monotonic() + 10
+    while _session(serve.pid):
+        assert time.monotonic() < deadline, f"processes left behind: {_session(serve.pid)}"
+        time.sleep(0.1)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
