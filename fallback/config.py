@@ -339,7 +339,7 @@ def _box_id_problem(box_id: str) -> str | None:
     return None
 
 
-MAX_RENDER_PROCESSES = 64  # each holds ≈ 100 MB (WeasyPrint, fonts)
+MAX_RENDER_PROCESSES = 64  # each holds ≈ 120 MB resident (WeasyPrint, fonts), ≈ 65 MB of it its own
 
 
 def _render_processes_problem(processes: int) -> str | None:
