@@ -91,16 +91,18 @@ class RenderPool:
         return ProcessPoolExecutor(self.processes, mp_context=self._context, initializer=_start_process)
 
     def warm(self) -> None:
-        """Start every process and wait until each has warmed up, so the
-        first certificates do not pay for it."""
-        # Each submit may start one more process; a process takes one task
-        # at a time, so `processes` tasks waiting together start them all.
-        barrier = [self._executor.submit(qr_code, "warm-up") for _ in range(self.processes)]
-        for future in barrier:
-            future.result()
+        """Start every process (each warms up before its first task) and
+        wait until they answer, so the first certificates do not pay for
+        starting them."""
+        # While no process is idle, each submit starts one more.
+        answers = [self._executor.submit(qr_code, "warm-up") for _ in range(self.processes)]
+        for answer in answers:
+            answer.result()
 
     def render(self, cert: Certificate, signing_key: Ed25519PrivateKey) -> RenderedCertificate:
         """printing.render.render_certificate, in a pool process."""
+        # The key goes to the process with each certificate (a pipe to a
+        # child of this process, same user): a rotated key applies at once.
         key = signing_key.private_bytes_raw()
         for _ in range(TRIES):
             executor = self._executor
