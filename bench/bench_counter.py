@@ -324,8 +324,10 @@ def run_issue(base: str, residents: list[dict], counters: int, minutes: float, t
             elapsed, response = counter.timed("GET", f"/api/v1/residents/{resident['resident_code']}")
             record("view", elapsed, response, 200)
             time.sleep(rng.uniform(0.5, 1.5) * think / 3)
+            # A resident drawn twice in a day (or again in a later step of
+            # the knee) is issued again, the repeat confirmed as a clerk would.
             body = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1,
-                    "acknowledge_move_out": True}
+                    "acknowledge_move_out": True, "confirm_repeat": True}
             start = time.perf_counter()
             elapsed, response = counter.timed("POST", f"/api/v1/residents/{resident['resident_code']}/certificates", json=body)
             if response.status_code == 422:  # a rule refused it (e.g. support measure): a real outcome, not an error
@@ -417,7 +419,7 @@ def bench_knee(base: str, residents: list[dict], levels: list[int], minutes: flo
     cost in the web process and in the rest of its session."""
     print(f"\n== the knee: {', '.join(map(str, levels))} counters, {minutes:g} min each, think ≈{think:g} s per cycle, "
           f"load average {os.getloadavg()[0]:.2f} ==")
-    print(f"{'counters':>8} {'certs/s':>8} {'search p95':>11} {'view p95':>9} {'issue p95':>10} {'issue p99':>10} {'req→PDF p95':>12} {'errors':>7}"
+    print(f"{'counters':>8} {'certs/s':>8} {'search p95':>11} {'view p95':>9} {'issue p95':>10} {'issue p99':>10} {'req→PDF p95':>12} {'errors':>7} {'refused':>7}"
           f"{' web CPU/cert  pool CPU/cert' if web_pid else ''}")
     runs: list[IssueRun] = []
     knee = None
@@ -427,7 +429,7 @@ def bench_knee(base: str, residents: list[dict], levels: list[int], minutes: flo
         p95 = {kind: percentile(run.timings.get(kind, []), 95) * 1000 for kind in ("search", "view", "issue", "request_to_pdf")}
         cpu = f" {run.cpu_per_certificate[0] * 1000:9.1f}ms {run.cpu_per_certificate[1] * 1000:12.1f}ms" if web_pid else ""
         print(f"{level:8d} {run.per_second:8.2f} {p95['search']:9.1f}ms {p95['view']:7.1f}ms {p95['issue']:8.1f}ms "
-              f"{percentile(run.timings.get('issue', []), 99) * 1000:8.1f}ms {p95['request_to_pdf']:10.1f}ms {len(run.errors):7d}{cpu}")
+              f"{percentile(run.timings.get('issue', []), 99) * 1000:8.1f}ms {p95['request_to_pdf']:10.1f}ms {len(run.errors):7d} {run.actions['issue_refused']:7d}{cpu}")
         if knee is None and len(runs) > 1:
             previous, first = runs[-2], runs[0]
             expected_gain = previous.per_second * (level / previous.counters - 1)
