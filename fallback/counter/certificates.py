@@ -160,8 +160,8 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
             # Like a crash between commit and render: the serial stays
             # 'allocated' until the worker voids it (never reused).
             raise issuance.IssueError(
-                f"発行番号 {copy.serial} の証明書を作成する処理が止まりました。この番号は使われず、"
-                f"{counter['void_unrendered_after_s']}秒ほどで無効になります。もう一度交付してください。") from None
+                f"発行番号 {copy.serial} の証明書を作成する処理が止まり、証明書はできていません。"
+                "この番号は自動で無効になり、二度と使われません。もう一度交付してください。") from None
         issuance.store_rendered(conn, copy.scope, copy.serial, pdf=rendered.pdf, pages=rendered.pages,
                                 content_digest=rendered.content_digest)
     return result

@@ -120,7 +120,7 @@ def test_a_certificate_whose_render_processes_keep_dying_is_refused_and_its_seri
             killer.join()
         assert refused.status_code == 400  # an IssueError, as the API answers it
         message = refused.get_json()["message"]
-        assert f"発行番号 {first + 1} " in message and "無効になります" in message and "もう一度交付" in message
+        assert f"発行番号 {first + 1} " in message and "自動で無効になり" in message and "もう一度交付" in message
         assert pool.restarts == 2
         assert _rows(config)[-1] == (first + 1, "allocated")  # not handed out, not reused
         # What the worker does every counter.void_unrendered_after_s:
