@@ -23,9 +23,17 @@ declares downtime, then measures through the HTTP API:
    of counters for --knee-minutes each; certificates per second and p95 per
    endpoint at each step, and the first step where adding counters stops
    adding throughput (or the request→PDF p95 doubles): the knee.
+   With --compare-pool the knee runs twice in the same run, `sonae serve`
+   restarted in between: first with certificates rendered in the server
+   process (web.render_processes = 1), then in its render pool (one process
+   per usable core); the saturated rate (the best certificates/s of a knee),
+   its request→PDF p95 and the ratio of the two, and the CPU each
+   certificate cost in the web process and in the render processes — the
+   web process's share is what no number of cores speeds up.
 
     python bench/bench_counter.py --residents 100000 --counters 30 --issue-minutes 10 --skip-search
     python bench/bench_counter.py --residents 100000 --skip-search --skip-issue --knee 30,50,70,100
+    python bench/bench_counter.py --residents 100000 --skip-search --skip-issue --knee 10,20,40 --think 2 --knee-minutes 1 --compare-pool
 """
 
 from __future__ import annotations
@@ -36,6 +44,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -85,28 +94,16 @@ class Counter:
         return time.perf_counter() - start, response
 
 
-def setup_site(args) -> tuple[DemoSite, str]:
-    site = DemoSite(Path(args.dir), residents=args.residents, seed=args.seed, web_port=args.port, upstream_port=args.port + 100)
-    upstream = site.start_cloudsim()
+def configure(site: DemoSite, upstream: dict, args, render_processes: int) -> None:
     counters = max([args.counters, *args.knee])
     terminals = [{"id": f"本庁{i}", "office": "本庁", "printer": f"プリンタ{i:03d}", "queue": ""} for i in range(1, counters + 1)]
     site.configure(upstream, extra={"counter": {"terminals": terminals, "daily_cap_per_requester": 0},
-                                    "security": {"view_flag_count": 100000}, "web": {"threads": args.threads}})
-    if not serving_snapshot(site):
-        started = time.perf_counter()
-        print(site.run("sync", "full", "--actor", "bench").strip())
-        print(f"full sync of {args.residents:,} residents: {time.perf_counter() - started:.1f} s")
-    existing = site.run("user", "list")
-    for i in range(1, counters + 1):
-        if f"bench{i}\t" not in existing:
-            site.run("user", "add", f"bench{i}", "--name", f"bench {i}", "--role", "clerk", "--password", PASSWORD)
-    state = site.run("mode", "show")
-    if not state.startswith("downtime"):
-        if not state.startswith("standby"):
-            site.run("mode", "set", "standby", "--reason", "bench reset")
-        site.run("mode", "set", "downtime", "--reason", "負荷試験")
-    site.start("serve", log="bench-web.log")
-    base = f"http://127.0.0.1:{args.port}"
+                                    "security": {"view_flag_count": 100000},
+                                    "web": {"threads": args.threads, "render_processes": render_processes}})
+
+
+def start_serve(site: DemoSite, base: str) -> subprocess.Popen:
+    web = site.start("serve", log="bench-web.log")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -114,7 +111,32 @@ def setup_site(args) -> tuple[DemoSite, str]:
             break
         except requests.ConnectionError:
             time.sleep(0.2)
-    return site, base
+    return web
+
+
+def stop_serve(web: subprocess.Popen) -> None:
+    os.killpg(web.pid, signal.SIGTERM)
+    web.wait(timeout=60)
+
+
+def setup_site(args) -> tuple[DemoSite, dict, str]:
+    site = DemoSite(Path(args.dir), residents=args.residents, seed=args.seed, web_port=args.port, upstream_port=args.port + 100)
+    upstream = site.start_cloudsim()
+    configure(site, upstream, args, 1 if args.compare_pool else 0)
+    if not serving_snapshot(site):
+        started = time.perf_counter()
+        print(site.run("sync", "full", "--actor", "bench").strip())
+        print(f"full sync of {args.residents:,} residents: {time.perf_counter() - started:.1f} s")
+    existing = site.run("user", "list")
+    for i in range(1, max([args.counters, *args.knee]) + 1):
+        if f"bench{i}\t" not in existing:
+            site.run("user", "add", f"bench{i}", "--name", f"bench {i}", "--role", "clerk", "--password", PASSWORD)
+    state = site.run("mode", "show")
+    if not state.startswith("downtime"):
+        if not state.startswith("standby"):
+            site.run("mode", "set", "standby", "--reason", "bench reset")
+        site.run("mode", "set", "downtime", "--reason", "負荷試験")
+    return site, upstream, f"http://127.0.0.1:{args.port}"
 
 
 def serving_snapshot(site: DemoSite) -> bool:
@@ -244,14 +266,17 @@ class IssueRun:
     issued: list[int]
     actions: collections.Counter  # successful actions by AUDITED key
     since: str  # the appliance's clock when the run started (audit entries after it are the run's)
+    cpu_per_certificate: tuple[float, float] = (0.0, 0.0)  # seconds: web process, the rest of its session
 
     @property
     def per_second(self) -> float:
         return len(self.issued) / self.seconds
 
 
-def run_issue(base: str, residents: list[dict], counters: int, minutes: float, think: float) -> IssueRun:
-    """K counters at work for M minutes; what they saw and did."""
+def run_issue(base: str, residents: list[dict], counters: int, minutes: float, think: float, web_pid: int | None = None) -> IssueRun:
+    """K counters at work for M minutes; what they saw and did. With
+    `web_pid`, the CPU each certificate cost in the web process and in the
+    rest of its session (cpu_seconds), the counters' logins left out."""
     from fallback.ops import now_iso
 
     timings: dict[str, list[float]] = {}
@@ -259,10 +284,22 @@ def run_issue(base: str, residents: list[dict], counters: int, minutes: float, t
     issued: list[int] = []
     actions: collections.Counter = collections.Counter()
     lock = threading.Lock()
+    # Logged in before the clock starts, as at a counter in the morning.
+    logged_in: list[Counter | None] = [None] * counters
+
+    def log_in(index: int) -> None:
+        logged_in[index] = Counter(base, f"bench{index + 1}", f"本庁{index + 1}")
+
+    logins = [threading.Thread(target=log_in, args=(i,)) for i in range(counters)]
+    for t in logins:
+        t.start()
+    for t in logins:
+        t.join()
     # waitress may still be answering requests a previous phase's wrk sent
     # before it hung up; their audit entries are not this run's
     time.sleep(3)
     since = now_iso()
+    cpu_before = cpu_seconds(web_pid) if web_pid else None
     stop_at = time.monotonic() + minutes * 60
 
     def record(kind: str, elapsed: float, response: requests.Response, expected: int) -> bool:
@@ -275,7 +312,7 @@ def run_issue(base: str, residents: list[dict], counters: int, minutes: float, t
         return True
 
     def counter_loop(index: int):
-        counter = Counter(base, f"bench{index + 1}", f"本庁{index + 1}")
+        counter = logged_in[index]
         rng = random.Random(1000 + index)
         time.sleep(rng.uniform(0, think))  # counters do not start in lockstep
         while time.monotonic() < stop_at:
@@ -287,8 +324,10 @@ def run_issue(base: str, residents: list[dict], counters: int, minutes: float, t
             elapsed, response = counter.timed("GET", f"/api/v1/residents/{resident['resident_code']}")
             record("view", elapsed, response, 200)
             time.sleep(rng.uniform(0.5, 1.5) * think / 3)
+            # A resident drawn twice in a day (or again in a later step of
+            # the knee) is issued again, the repeat confirmed as a clerk would.
             body = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1,
-                    "acknowledge_move_out": True}
+                    "acknowledge_move_out": True, "confirm_repeat": True}
             start = time.perf_counter()
             elapsed, response = counter.timed("POST", f"/api/v1/residents/{resident['resident_code']}/certificates", json=body)
             if response.status_code == 422:  # a rule refused it (e.g. support measure): a real outcome, not an error
@@ -310,7 +349,11 @@ def run_issue(base: str, residents: list[dict], counters: int, minutes: float, t
         t.start()
     for t in threads:
         t.join()
-    return IssueRun(counters, minutes * 60, timings, errors, issued, actions, since)
+    run = IssueRun(counters, minutes * 60, timings, errors, issued, actions, since)
+    if cpu_before:
+        cpu_after = cpu_seconds(web_pid)
+        run.cpu_per_certificate = tuple((after - before) / max(1, len(issued)) for after, before in zip(cpu_after, cpu_before))
+    return run
 
 
 def bench_issue(site: DemoSite, base: str, residents: list[dict], counters: int, minutes: float, think: float) -> None:
@@ -347,21 +390,46 @@ def check_records(run: IssueRun) -> None:
         print(f"  {kind:14} {done:7d} done, {entries:7d} '{action}' audit entries -> {'complete' if done == entries else 'MISMATCH'}")
 
 
-def bench_knee(base: str, residents: list[dict], levels: list[int], minutes: float, think: float) -> None:
+def cpu_seconds(web_pid: int) -> tuple[float, float]:
+    """CPU time (user + system) so far of the web process and of the other
+    processes of its session (the render pool and its fork server)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    web = others = 0.0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # ended meanwhile
+        session, used = int(fields[3]), (int(fields[11]) + int(fields[12])) / tick
+        if entry.name == str(web_pid):
+            web = used
+        elif session == web_pid:
+            others += used
+    return web, others
+
+
+def bench_knee(base: str, residents: list[dict], levels: list[int], minutes: float, think: float,
+               web_pid: int | None = None) -> list[IssueRun]:
     """The issuance load at each number of counters. The knee is the first
     step where adding counters no longer adds at least half the throughput
     they would add if the box kept up, or where the request→PDF p95 has
-    doubled since the first step."""
-    print(f"\n== the knee: {', '.join(map(str, levels))} counters, {minutes:g} min each, think ≈{think:g} s per cycle ==")
-    print(f"{'counters':>8} {'certs/s':>8} {'search p95':>11} {'view p95':>9} {'issue p95':>10} {'issue p99':>10} {'req→PDF p95':>12} {'errors':>7}")
+    doubled since the first step. With `web_pid`, the CPU each certificate
+    cost in the web process and in the rest of its session."""
+    print(f"\n== the knee: {', '.join(map(str, levels))} counters, {minutes:g} min each, think ≈{think:g} s per cycle, "
+          f"load average {os.getloadavg()[0]:.2f} ==")
+    print(f"{'counters':>8} {'certs/s':>8} {'search p95':>11} {'view p95':>9} {'issue p95':>10} {'issue p99':>10} {'req→PDF p95':>12} {'errors':>7} {'refused':>7}"
+          f"{' web CPU/cert  pool CPU/cert' if web_pid else ''}")
     runs: list[IssueRun] = []
     knee = None
     for level in levels:
-        run = run_issue(base, residents, level, minutes, think)
+        run = run_issue(base, residents, level, minutes, think, web_pid)
         runs.append(run)
         p95 = {kind: percentile(run.timings.get(kind, []), 95) * 1000 for kind in ("search", "view", "issue", "request_to_pdf")}
+        cpu = f" {run.cpu_per_certificate[0] * 1000:9.1f}ms {run.cpu_per_certificate[1] * 1000:12.1f}ms" if web_pid else ""
         print(f"{level:8d} {run.per_second:8.2f} {p95['search']:9.1f}ms {p95['view']:7.1f}ms {p95['issue']:8.1f}ms "
-              f"{percentile(run.timings.get('issue', []), 99) * 1000:8.1f}ms {p95['request_to_pdf']:10.1f}ms {len(run.errors):7d}")
+              f"{percentile(run.timings.get('issue', []), 99) * 1000:8.1f}ms {p95['request_to_pdf']:10.1f}ms {len(run.errors):7d} {run.actions['issue_refused']:7d}{cpu}")
         if knee is None and len(runs) > 1:
             previous, first = runs[-2], runs[0]
             expected_gain = previous.per_second * (level / previous.counters - 1)
@@ -372,6 +440,32 @@ def bench_knee(base: str, residents: list[dict], levels: list[int], minutes: flo
         print(f"knee: between {knee[0]} and {knee[1]} counters")
     else:
         print(f"no knee up to {levels[-1]} counters: throughput still grows with the counters and latency holds")
+    return runs
+
+
+def compare_pool(site: DemoSite, upstream: dict, base: str, args, residents: list[dict]) -> None:
+    """The same knee with one rendering process and with the pool, `sonae
+    serve` restarted in between (the site starts configured for one)."""
+    saturated = {}
+    for mode, render_processes in (("one process", 1), ("render pool", 0)):
+        configure(site, upstream, args, render_processes)
+        web = start_serve(site, base)
+        print(f"\n### {mode} (web.render_processes = {render_processes})")
+        runs = bench_knee(base, residents, args.knee, args.knee_minutes, args.think, web_pid=web.pid)
+        stop_serve(web)
+        saturated[mode] = max(runs, key=lambda run: run.per_second)
+    print(f"\n== one process against the render pool ({len(os.sched_getaffinity(0))} usable cores, "
+          f"load average now {os.getloadavg()[0]:.2f} / {os.getloadavg()[1]:.2f} / {os.getloadavg()[2]:.2f}) ==")
+    for mode, run in saturated.items():
+        web_cpu, pool_cpu = run.cpu_per_certificate
+        print(f"{mode:12} saturated at {run.per_second:6.2f} certificates/s ({run.counters} counters), "
+              f"request→PDF p95 {percentile(run.timings.get('request_to_pdf', []), 95) * 1000:7.1f} ms; "
+              f"CPU per certificate: web process {web_cpu * 1000:.1f} ms, render processes {pool_cpu * 1000:.1f} ms")
+    one, pool = saturated["one process"], saturated["render pool"]
+    web_cpu, pool_cpu = pool.cpu_per_certificate
+    serial = web_cpu / (web_cpu + pool_cpu)
+    print(f"ratio: ×{pool.per_second / one.per_second:.2f} the one-process rate; the web process's share of a "
+          f"certificate's CPU (serial fraction) {serial:.2f}: at most {1 / web_cpu:.1f} certificates/s on any number of cores")
 
 
 def main() -> None:
@@ -391,8 +485,13 @@ def main() -> None:
     parser.add_argument("--knee", type=lambda text: [int(n) for n in text.split(",")], default=[],
                         help="numbers of counters to step through, e.g. 30,50,70,100")
     parser.add_argument("--knee-minutes", type=float, default=2)
+    parser.add_argument("--compare-pool", action="store_true",
+                        help="run the knee with certificates rendered in the server process, then in its render pool")
     args = parser.parse_args()
-    site, base = setup_site(args)
+    if args.compare_pool and not args.knee:
+        parser.error("--compare-pool compares two knees: give --knee")
+    site, upstream, base = setup_site(args)
+    web = start_serve(site, base)
     try:
         residents = sample_residents(site, 2000, args.seed)
         print(json.dumps({"residents": args.residents, "cores": os.cpu_count(), "waitress_threads": args.threads}))
@@ -400,7 +499,10 @@ def main() -> None:
             bench_search(base, residents, args.search_clients, args.search_seconds, Path(args.dir))
         if not args.skip_issue:
             bench_issue(site, base, residents, args.counters, args.issue_minutes, args.think)
-        if args.knee:
+        if args.compare_pool:
+            stop_serve(web)
+            compare_pool(site, upstream, base, args, residents)
+        elif args.knee:
             bench_knee(base, residents, args.knee, args.knee_minutes, args.think)
     finally:
         site.stop()

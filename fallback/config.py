@@ -221,6 +221,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "connection_limit": 1000,
         # a connection silent this long is closed (waitress's default: 120 s)
         "channel_timeout_s": 30,
+        # processes rendering certificates beside the server (printing.pool):
+        # 0 = one per core this process may use; 1 = none, the server's
+        # request threads render (a one-core box)
+        "render_processes": 0,
         "public_base_url": "http://127.0.0.1:8080",
         # served over HTTPS: true when TLS ends in front of Sonae and every
         # request arrives over it (Secure cookies, HSTS)
@@ -341,6 +345,16 @@ def _box_id_problem(box_id: str) -> str | None:
     return None
 
 
+MAX_RENDER_PROCESSES = 64  # each holds ≈ 120 MB resident (WeasyPrint, fonts), ≈ 65 MB of it its own
+
+
+def _render_processes_problem(processes: int) -> str | None:
+    if not 0 <= processes <= MAX_RENDER_PROCESSES:
+        return (f"{processes}: 0 (one process per usable core), 1 (render in the server process) "
+                f"or up to {MAX_RENDER_PROCESSES} processes")
+    return None
+
+
 def _inkan_items_problem(items: list) -> str | None:
     unknown = [item for item in items if item not in INKAN_ITEMS]
     return f"unknown item(s) {', '.join(map(str, unknown))}; known: {', '.join(INKAN_ITEMS)}" if unknown else None
@@ -349,7 +363,7 @@ def _inkan_items_problem(items: list) -> str | None:
 # Keys whose values need more than a type check.
 _VALUE_CHECKS = {("municipality", "acting_mayors"): _acting_mayors_problem, ("printing", "inkan_items"): _inkan_items_problem,
                  ("counter", "serial_range"): _serial_range_problem, ("counter", "drill_serial_range"): _serial_range_problem,
-                 ("counter", "box_id"): _box_id_problem}
+                 ("counter", "box_id"): _box_id_problem, ("web", "render_processes"): _render_processes_problem}
 
 
 def _checked(section: str, key: str, value: Any, *, where: str) -> Any:

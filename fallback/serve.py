@@ -1,5 +1,9 @@
 """`sonae serve`: the counter application under waitress, a production WSGI
-server with threads in one process — the simple fit for one SQLite writer.
+server with threads in one process — the simple fit for one SQLite writer —
+and beside it a pool of processes that render certificates
+(web.render_processes, fallback.counter.rendering.render_pool), so that
+rendering uses every core while serials, the audit and every database write
+stay in this one process.
 
 HTTPS is ended by a reverse proxy in front (README, "Serving over HTTPS");
 waitress believes that proxy's X-Forwarded-For and X-Forwarded-Proto only
@@ -9,12 +13,15 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import signal
+import sys
 
 import click
 
 from fallback.cli_support import configure_logging, service_config, service_running
 from fallback.config import Config
 from fallback.counter import issuance
+from fallback.counter.rendering import render_pool
 from fallback.ops import open_ops
 from fallback.staff.security import UPLOAD_LIMIT
 
@@ -86,4 +93,10 @@ def serve(host, port, threads):
         options = waitress_options(config)
         if threads:
             options["threads"] = threads
-        waitress.serve(app, host=host, port=port, **options)
+        # SIGTERM (systemd, docker stop) ends waitress's loop like Ctrl-C, so the
+        # render pool below is closed rather than killed mid-certificate.
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        with render_pool(config) as pool:
+            if pool is not None:
+                click.echo(f"rendering certificates in {pool.processes} processes", err=True)
+            waitress.serve(app, host=host, port=port, **options)

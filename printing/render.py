@@ -67,9 +67,11 @@ _ISSUER_LINE_MM = 5.1  # height of the 12 pt issuer line in certificate.css
 _SEAL_BELOW_MM = 2.0  # how far the 電子公印 reaches below the issuer line (certificate.css leaves that much room)
 
 # WeasyPrint (Pango, fontconfig) is not documented as thread-safe and the
-# counter web server is threaded; one render at a time is also what the CPU
-# can do usefully on this two-core box. Every PDF the project makes goes
-# through `html_to_pdf`, which holds this lock while WeasyPrint runs.
+# counter web server is threaded; under one interpreter lock one render at a
+# time is also all a process can do usefully. Every PDF the project makes
+# goes through `html_to_pdf`, which holds this lock while WeasyPrint runs;
+# `sonae serve` renders certificates in printing.pool's processes, one at a
+# time in each.
 weasyprint_lock = threading.Lock()
 
 

@@ -15,6 +15,7 @@ from fallback.counter.rendering import build_certificate, print_settings, render
 from fallback.ops import now
 from fallback.staff import users
 from printing.model import CertificateError
+from printing.pool import RenderProcessLost
 
 
 def form_flag(form, name: str) -> bool:
@@ -155,7 +156,14 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
                      {"requester_type": req.requester_type, "outcome": "issued", "approved_by": req.approved_by}, drill=scope.is_drill)
     anchor.write_anchor(config, conn, result.audit_entry)
     for copy in result.copies:
-        rendered = render_issued(config, req, plan, clerk, scope, copy, data_as_of)
+        try:
+            rendered = render_issued(config, req, plan, clerk, scope, copy, data_as_of)
+        except RenderProcessLost:
+            # Like a crash between commit and render: the serial stays
+            # 'allocated' until the worker voids it (never reused).
+            raise issuance.IssueError(
+                f"発行番号 {copy.serial} の証明書を作成する処理が止まり、証明書はできていません。"
+                "この番号は自動で無効になり、二度と使われません。もう一度交付してください。") from None
         issuance.store_rendered(conn, copy.scope, copy.serial, pdf=rendered.pdf, pages=rendered.pages,
                                 content_digest=rendered.content_digest)
     return result

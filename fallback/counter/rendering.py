@@ -9,6 +9,9 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import ipaddress
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,7 +23,12 @@ from fallback.counter.issuance import OFFICIAL, Clerk, IssuedCopy, IssueRefused,
 from fallback.keys import signing_key
 from fallback.ops import now
 from printing.model import HOUSEHOLD_KINDS, Certificate, IssueStamp, Municipality, PrintSettings
+from printing.pool import RenderPool
 from printing.render import RenderedCertificate, render_certificate
+
+# The pool `sonae serve` renders certificates in (render_pool); None: this
+# process renders them itself (one process, the CLI, most tests).
+_pool: RenderPool | None = None
 
 
 @lru_cache(maxsize=4)
@@ -118,5 +126,34 @@ def build_certificate(config: Config, req: IssueRequest, plan: Plan, clerk: Cler
 
 def render_issued(config: Config, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, copy: IssuedCopy,
                   data_as_of: dt.datetime) -> RenderedCertificate:
+    """The copy's certificate, rendered in the pool when one is open.
+    printing.pool.RenderProcessLost when the pool lost it twice."""
     certificate = build_certificate(config, req, plan, clerk, scope, serial=copy.serial, data_as_of=data_as_of)
-    return render_certificate(certificate, signing_key(config))
+    render = _pool.render if _pool is not None else render_certificate
+    return render(certificate, signing_key(config))
+
+
+def render_processes(config: Config) -> int:
+    """How many processes render certificates: web.render_processes, or
+    one per core this process may run on."""
+    return config["web"]["render_processes"] or len(os.sched_getaffinity(0))
+
+
+@contextmanager
+def render_pool(config: Config) -> Iterator[RenderPool | None]:
+    """While open, certificates render in a pool of render_processes(config)
+    warm processes — or in the request threads when that is 1. Serials,
+    the audit and every database write stay in this process."""
+    global _pool
+    processes = render_processes(config)
+    if processes == 1:
+        yield None
+        return
+    pool = RenderPool(processes)
+    try:
+        pool.warm()
+        _pool = pool
+        yield pool
+    finally:
+        _pool = None
+        pool.close()

@@ -1,0 +1,128 @@
+"""Certificates rendered in a pool of processes, so that rendering uses
+every core.
+
+segno and WeasyPrint are Python under one interpreter lock: a server that
+renders in its request threads renders on one core however many the box
+has. Each process of the pool renders whole certificates — the signed QR
+codes, the HTML, WeasyPrint — from the plain certificate data, and returns
+the PDF and what it vouches for. Nothing in a pool process allocates a
+serial or writes a database: the caller stays the single writer.
+
+The processes come from a fork server ('forkserver'), never from a fork of
+the threaded web server (which could copy a lock another thread holds), and
+each is warmed by a tiny render (fontconfig's font list, Pango, WeasyPrint's
+stylesheet machinery) before its first certificate. A process that dies
+(killed, out of memory) breaks the whole executor and every render waiting
+on it: each of those renders gets a fresh executor and one more try there;
+RenderProcessLost when that breaks too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from printing.model import Certificate
+from printing.render import STYLESHEET, RenderedCertificate, html_to_pdf, qr_code, render_certificate
+
+log = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+TRIES = 2  # the first executor, then one fresh executor
+
+_WARM_UP_PAGE = (
+    '<!DOCTYPE html><html lang="ja"><head><meta charset="utf-8">'
+    f"<style>{STYLESHEET}</style></head><body><h1>住民票の写し</h1><p>発行番号　000000</p></body></html>"
+)
+
+
+class RenderProcessLost(RuntimeError):
+    """The process rendering a certificate died, and so did the one that
+    tried again: nothing was rendered."""
+
+
+def _start_process() -> None:
+    """A pool process's start: bound to the fork server's life, deaf to
+    Ctrl-C, warmed up."""
+    # The processes hold their task queue open themselves, so they would
+    # wait forever after a killed server; the fork server ends with the
+    # server, and Linux then kills them (PR_SET_PDEATHSIG).
+    fork_server = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != fork_server:  # it ended before prctl took effect
+        os._exit(1)
+    # Ctrl-C at a terminal reaches the whole process group: the server
+    # alone decides when the pool stops (RenderPool.close).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    qr_code("warm-up")
+    html_to_pdf(_WARM_UP_PAGE)
+
+
+def _render(cert: Certificate, signing_key: bytes) -> RenderedCertificate:
+    return render_certificate(cert, Ed25519PrivateKey.from_private_bytes(signing_key))
+
+
+class RenderPool:
+    """`processes` warm processes rendering certificates; render() may be
+    called from any number of threads."""
+
+    def __init__(self, processes: int):
+        if processes < 1:
+            raise ValueError(f"a render pool needs at least one process, not {processes}")
+        self.processes = processes
+        self._context = multiprocessing.get_context("forkserver")
+        # The fork server imports WeasyPrint once; each process forked from
+        # it starts with it loaded (and imports the program's main module
+        # again, as every multiprocessing child does).
+        self._context.set_forkserver_preload(["printing.pool"])
+        self._lock = threading.Lock()
+        self._executor = self._new_executor()
+        self.restarts = 0  # executors started after one broke
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(self.processes, mp_context=self._context, initializer=_start_process)
+
+    def warm(self) -> None:
+        """Start every process (each warms up before its first task) and
+        wait until they answer, so the first certificates do not pay for
+        starting them."""
+        # While no process is idle, each submit starts one more.
+        answers = [self._executor.submit(qr_code, "warm-up") for _ in range(self.processes)]
+        for answer in answers:
+            answer.result()
+
+    def render(self, cert: Certificate, signing_key: Ed25519PrivateKey) -> RenderedCertificate:
+        """printing.render.render_certificate, in a pool process."""
+        # The key goes to the process with each certificate (a pipe to a
+        # child of this process, same user): a rotated key applies at once.
+        key = signing_key.private_bytes_raw()
+        for _ in range(TRIES):
+            executor = self._executor
+            try:
+                return executor.submit(_render, cert, key).result()
+            except BrokenProcessPool:
+                self._replace(executor)
+        raise RenderProcessLost(f"the process rendering the certificate died {TRIES} times")
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        """A fresh executor for a broken one, once however many renders
+        saw it break."""
+        with self._lock:
+            if self._executor is broken:
+                self._executor = self._new_executor()
+                self.restarts += 1
+                log.warning("a certificate render process died; rendering goes on in %d fresh processes", self.processes)
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def close(self) -> None:
+        """Stop taking certificates, let the ones rendering finish, and end
+        the processes."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
