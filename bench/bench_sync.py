@@ -53,9 +53,9 @@ sys.path.insert(0, str(ROOT))
 from fallback.config import load_config  # noqa: E402
 from fallback.mirror.registry import snapshot_store  # noqa: E402
 from fallback.mirror.syncing import upstream_from_config  # noqa: E402
-from sync import crypto  # noqa: E402
 from sync.changes import apply_changes  # noqa: E402
 from sync.contract import public_key_from_b64  # noqa: E402
+from sync.register import connect_snapshot  # noqa: E402
 from sync.upstream import HttpUpstream, UpstreamTrust  # noqa: E402
 
 SONAE = str(Path(sys.executable).with_name("sonae"))
@@ -204,6 +204,7 @@ def floor(sim: CloudSimProcess) -> dict:
 BUILD_CHILD = """
 import json, os, sys, time
 from sync import crypto
+from sync.register import connect_snapshot
 from sync.contract import public_key_from_b64
 from sync.loader import build_register, prepare_bulk_build
 from sync.upstream import HttpUpstream, UpstreamTrust
@@ -216,7 +217,7 @@ if __name__ == "__main__":
         scratch = sqlite3.connect(scratch_path, check_same_thread=False)
     else:
         key = os.urandom(32)
-        conn = crypto.connect(path, key, check_same_thread=False)
+        conn = connect_snapshot(path, key, check_same_thread=False)
         scratch = crypto.connect(scratch_path, key, check_same_thread=False)
     prepare_bulk_build(conn)
     prepare_bulk_build(scratch)
@@ -275,7 +276,7 @@ SEARCH_KINDS = {
 def search_latency(env: dict, samples: int = 300) -> dict:
     os.environ.update({k: v for k, v in env.items() if k.startswith("SONAE_")})
     store = snapshot_store(load_config())
-    conn = crypto.connect(store.path_of(store.current()), store.key, readonly=True)
+    conn = connect_snapshot(store.path_of(store.current()), store.key, readonly=True)
     rows = conn.execute("SELECT kana_key, name_key, birth_date, address_key FROM residents WHERE id % 997 = 0 LIMIT ?", (samples,)).fetchall()
     conn.close()
     per_kind, everything = {}, []

@@ -93,7 +93,7 @@ from sync.contract import (
     verify_manifest,
 )
 from sync.errors import ExportInvalid, GateRefused, StoreDamaged, SyncError
-from sync.register import SnapshotMeta, read_meta
+from sync.register import SnapshotMeta, connect_any_layout, connect_snapshot, read_meta
 from sync.schema import (
     DIGEST_MODULUS,
     ROW_BUILDERS,
@@ -204,8 +204,9 @@ def load_full(
         previous = store.current_if_readable()
         _gate(check_count_drop(manifest, held, max_drop_ratio), OVERRIDE_DROP, overrides, overridden)
         with store.new_generation() as (number, db_path), disk_full_reported(store.directory):
-            conn = crypto.connect(db_path, store.key, check_same_thread=False)  # BlockInserter writes from its thread
+            conn = connect_snapshot(db_path, store.key, check_same_thread=False)  # BlockInserter writes from its thread
             scratch_path = db_path.with_name(SCRATCH_NAME)
+            # SQLCipher's default settings: sync.anomalies ATTACHes it, and an attached file opens only with those.
             scratch = crypto.connect(scratch_path, store.key, check_same_thread=False)
             try:
                 prepare_bulk_build(conn)
@@ -270,7 +271,7 @@ class HeldGeneration:
             current = store.current()
             if current is None:
                 return cls(None)
-            conn = crypto.connect(store.path_of(current), store.key, readonly=True)
+            conn = connect_any_layout(store.path_of(current), store.key)  # an older layout's meta still counts
             try:
                 return cls(read_meta(conn, current))
             finally:

@@ -10,9 +10,9 @@ import threading
 import pytest
 
 from fallback.mirror.syncing import full_export_due, run_changes, run_full_sync
-from sync import crypto
 from sync.changes import apply_changes
 from sync.errors import FeedBroken, UpstreamUnavailable
+from sync.register import connect_snapshot
 from tests.sync.conftest import assert_serving, assert_summaries_match_records, reload_config, run_sonae, sync_runs
 from tests.sync.exports import after_export, change, jst_text, make_resident, make_seal, resident_code
 from tests.sync.upstream_server import client
@@ -165,7 +165,7 @@ def test_readers_never_see_half_applied_batches(loaded, store, upstream):
     stop = threading.Event()
 
     def reader():
-        conn = crypto.connect(store.path_of(1), store.key, readonly=True)
+        conn = connect_snapshot(store.path_of(1), store.key, readonly=True)
         with store.open_register() as register:
             while not stop.is_set():
                 rows, meta_rows, last_seq = conn.execute(
@@ -197,7 +197,7 @@ def test_readers_never_see_half_applied_batches(loaded, store, upstream):
 def _stored_state(store, generation):
     """Every stored row (search columns without the id, and the record)
     and the meta figures of a generation."""
-    conn = crypto.connect(store.path_of(generation), store.key, readonly=True)
+    conn = connect_snapshot(store.path_of(generation), store.key, readonly=True)
     try:
         residents = conn.execute(
             "SELECT resident_code, household_id, household_order, status, support_measure, kana_key, name_key, alias_key, alpha_key, "
@@ -263,7 +263,7 @@ def _residents_in_the_database_file(store, generation, tmp_path) -> int:
     """Residents in the database file alone, without its WAL."""
     copy = tmp_path / "without-wal.db"
     shutil.copyfile(store.path_of(generation), copy)
-    conn = crypto.connect(copy, store.key)
+    conn = connect_snapshot(copy, store.key)
     try:
         return conn.execute("SELECT count(*) FROM residents").fetchone()[0]
     finally:
