@@ -135,6 +135,18 @@ MAX_RECORD_BYTES = {"residents": 64 << 10, "seals": (MAX_SEAL_IMAGE_BYTES + 2) /
 SCRATCH_NAME = "summaries-scratch.db"  # beside register.db in the generation being built
 
 
+class Phases(dict):
+    """Wall seconds per step of a load, in order: what its time went to."""
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self[name] = round(self.get(name, 0.0) + time.monotonic() - started, 2)
+
+
 @dataclass(frozen=True)
 class BuildFigures:
     residents: int
@@ -160,6 +172,7 @@ class LoadResult:
     overridden: tuple[str, ...]  # refusals waived by an override flag, with their figures
     pruned: tuple[int, ...]
     anomalies: AnomalyReport  # upstream data anomalies found in the export (sync.anomalies)
+    phases: Phases
 
 
 def load_full(
@@ -184,6 +197,7 @@ def load_full(
     if unknown:
         raise ValueError(f"unknown override(s) {sorted(unknown)}; known: {sorted(OVERRIDES)}")
     started = time.monotonic()
+    phases = Phases()
     with store.write_lock():
         store.cleanup_incomplete()
         manifest = upstream.manifest()
@@ -212,18 +226,20 @@ def load_full(
                 prepare_bulk_build(conn)
                 prepare_bulk_build(scratch)
                 figures = build_register(conn, upstream, manifest, mirror_individual_number=mirror_individual_number, workers=workers,
-                                         scratch=scratch)
-                anomalies = report_anomalies(conn, scratch_path, store.key, overrides, overridden)
-                scratch.close()
-                scratch_path.unlink()
-                _gate(check_seal_residents(conn), OVERRIDE_UNKNOWN_SEAL_RESIDENTS, overrides, overridden)
+                                         scratch=scratch, phases=phases)
+                with phases.timed("anomalies and gates"):
+                    anomalies = report_anomalies(conn, scratch_path, store.key, overrides, overridden)
+                    scratch.close()
+                    scratch_path.unlink()
+                    _gate(check_seal_residents(conn), OVERRIDE_UNKNOWN_SEAL_RESIDENTS, overrides, overridden)
                 write_meta(conn, manifest, figures, source=upstream.describe(), mirror_individual_number=mirror_individual_number)
                 conn.commit()
                 conn.execute("PRAGMA journal_mode = WAL")  # readers and the change feed from now on
             finally:
                 scratch.close()
                 conn.close()
-            store.install(number)
+            with phases.timed("install (fsync)"):
+                store.install(number)
         store.promote_snapshot(number)
         pruned = store.prune(keep)
     return LoadResult(
@@ -241,6 +257,7 @@ def load_full(
         overridden=tuple(overridden),
         pruned=tuple(pruned),
         anomalies=anomalies,
+        phases=phases,
     )
 
 
@@ -398,14 +415,17 @@ def prepare_bulk_build(conn) -> None:
     conn.execute("PRAGMA temp_store = MEMORY")
 
 
-def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: bool, scratch, workers: int | None = None) -> BuildFigures:
+def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: bool, scratch, workers: int | None = None,
+                   phases: Phases | None = None) -> BuildFigures:
     """Create the schema in `conn` and fill it from the export's files,
     checking each against the manifest. Works on any SQLite connection
     opened with check_same_thread=False (rows are inserted from a thread of
     their own); the benchmark uses it to measure the cost of encryption.
     `scratch`: a connection like `conn` to an empty database the caller
     deletes afterwards, where the summaries are sorted.
-    `workers`: parsing processes (None: decided by the export's size)."""
+    `workers`: parsing processes (None: decided by the export's size).
+    `phases`: where each step's time is added up."""
+    phases = Phases() if phases is None else phases
     conn.executescript(TABLES)
     scratch.execute(SUMMARY_RUNS)
     scratch.executescript(FACT_TABLES)
@@ -417,25 +437,29 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
         for kind in ("residents", "seals"):  # residents first: the seal gate looks them up
             entry = files[kind]
             chunks = upstream.iter_file(manifest["export_id"], entry["name"])
-            loaded[kind] = _load_file(conn, scratch, runs, chunks, entry, manifest["contract"], mirror_individual_number, parsing)
+            with phases.timed(f"{kind}: download, parse, insert"):
+                loaded[kind] = _load_file(conn, scratch, runs, chunks, entry, manifest["contract"], mirror_individual_number, parsing)
             total_bytes += entry["bytes"]
     conn.commit()
-    for kind, statement in UNIQUE_INDEXES.items():
-        try:
-            conn.execute(statement)
-        except conn.IntegrityError:  # the connection's own driver (sqlcipher3 or sqlite3)
-            raise ExportInvalid(_duplicates_message(conn, kind, files[kind]["name"])) from None
+    with phases.timed("unique indexes"):
+        for kind, statement in UNIQUE_INDEXES.items():
+            try:
+                conn.execute(statement)
+            except conn.IntegrityError:  # the connection's own driver (sqlcipher3 or sqlite3)
+                raise ExportInvalid(_duplicates_message(conn, kind, files[kind]["name"])) from None
     scratch.commit()
-    merge_summary_runs(conn, scratch, runs)
-    for statement in SEARCH_INDEXES:
-        conn.execute(statement)
-    # Statistics for the planner, from a sample; only the search tables: the
-    # record tables are read by id alone, and counting them would scan
-    # every record again.
-    conn.execute("PRAGMA analysis_limit = 1000")
-    conn.execute("ANALYZE residents")
-    conn.execute("ANALYZE seals")
-    conn.commit()
+    with phases.timed("summaries in kana order"):
+        merge_summary_runs(conn, scratch, runs)
+    with phases.timed("search indexes"):
+        for statement in SEARCH_INDEXES:
+            conn.execute(statement)
+        # Statistics for the planner, from a sample; only the search tables: the
+        # record tables are read by id alone, and counting them would scan
+        # every record again.
+        conn.execute("PRAGMA analysis_limit = 1000")
+        conn.execute("ANALYZE residents")
+        conn.execute("ANALYZE seals")
+        conn.commit()
     return BuildFigures(
         residents=loaded["residents"][0],
         seals=loaded["seals"][0],
