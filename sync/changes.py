@@ -53,6 +53,7 @@ from sync.schema import (
 from sync.store import SnapshotStore, disk_full_reported
 
 KEYS_PER_QUERY = 500  # keys bound in one `IN (...)` lookup, well under SQLite's variable limit
+CHECKPOINT_CHANGES = 10_000  # during a catch-up, the WAL is copied into the database after about this many changes
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,12 @@ class _FeedState:
         conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values.items())
 
 
-def apply_changes(upstream, store: SnapshotStore, *, batch: int = 10000, mirror_individual_number: bool = False) -> ChangesResult:
-    """Apply the feed from the current generation's last_seq until caught up.
+def apply_changes(upstream, store: SnapshotStore, *, batch: int = 2500, mirror_individual_number: bool = False,
+                  checkpoint_changes: int = CHECKPOINT_CHANGES) -> ChangesResult:
+    """Apply the feed from the current generation's last_seq until caught up,
+    `batch` changes a page (one transaction each: pages of a few thousand
+    keep a page's dirty pages inside the connection's cache and let the
+    next page be fetched while one is written).
     Raises FeedBroken, UpstreamUnavailable (UpstreamUntrusted for a page
     that breaks a rule of the contract), NoSnapshot, SyncBusy or
     SnapshotDiskFull; pages committed before the failure stay applied (each
@@ -120,6 +125,7 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 10000, mirror_
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             state = _FeedState.read(conn, generation)
             from_seq, applied, skipped, pages = state.last_seq, 0, 0, 0
+            since_checkpoint = 0
             with ThreadPoolExecutor(1, thread_name_prefix="sonae-feed-fetch") as fetcher:
                 ahead = fetcher.submit(_fetch_page, upstream, state.last_seq, batch, mirror_individual_number)
                 while True:
@@ -144,15 +150,19 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 10000, mirror_
                         state.as_of = max(state.as_of, reached)
                         state.write(conn)
                     pages += 1
+                    since_checkpoint += len(changes)
                     if caught_up:
                         break
-                    # A catch-up: copy this page back into the database before
-                    # the next, so the WAL holds about one page of changes, not
-                    # the whole backlog (it grew to 3-4x the database and filled
-                    # a freed disk again). PASSIVE never waits for the counter's
-                    # readers; the WAL is rewound by the next page's commit and
-                    # cut back to journal_size_limit.
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    if since_checkpoint >= checkpoint_changes:
+                        # A catch-up: copy what the WAL holds back into the
+                        # database before going on, so it holds about
+                        # `checkpoint_changes` changes, not the whole backlog
+                        # (it grew to 3-4x the database and filled a freed
+                        # disk again). PASSIVE never waits for the counter's
+                        # readers; the WAL is rewound by the next page's
+                        # commit and cut back to journal_size_limit.
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        since_checkpoint = 0
         finally:
             conn.close()
     return ChangesResult(generation, from_seq, state.last_seq, applied, skipped, pages, state.as_of, time.monotonic() - started)

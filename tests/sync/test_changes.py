@@ -274,14 +274,31 @@ def test_a_run_leaves_its_last_batch_in_the_wal_and_the_next_run_copies_it(loade
     """Batches commit into the WAL, where readers see them at once; copying
     the last one into the database file is left to the next run — also when
     the counter's readers keep the database open (closing the writer then
-    does not checkpoint). A catch-up of several pages copies each page back
-    before fetching the next, so the WAL never holds the backlog."""
+    does not checkpoint). A catch-up of several pages copies the WAL back
+    after every `checkpoint_changes` or so, so the WAL never holds the backlog."""
     upstream.changes = [change(1001 + i, make_resident(200 + i)) for i in range(300)]
     with store.open_register() as register:
-        apply_changes(client(upstream.url), store, batch=100)
+        apply_changes(client(upstream.url), store, batch=100, checkpoint_changes=100)
         assert register.meta.residents == 330
         assert _residents_in_the_database_file(store, 1, tmp_path) == 230
         result = apply_changes(client(upstream.url), store, batch=100)
         assert result.applied == 0
         assert _residents_in_the_database_file(store, 1, tmp_path) == 330
+    assert store.verify().ok
+
+
+def test_a_catch_up_copies_the_wal_back_only_every_checkpoint_changes(loaded, store, upstream, tmp_path):
+    """Pages smaller than the checkpoint interval are not each copied back:
+    three pages of 100 stay in the WAL under an interval of 250, and go
+    into the file after the second page under an interval of 200."""
+    upstream.changes = [change(1001 + i, make_resident(200 + i)) for i in range(300)]
+    with store.open_register() as register:
+        apply_changes(client(upstream.url), store, batch=100, checkpoint_changes=250)
+        assert register.meta.residents == 330
+        assert _residents_in_the_database_file(store, 1, tmp_path) == 30
+    upstream.changes += [change(1301 + i, make_resident(500 + i)) for i in range(300)]
+    with store.open_register() as register:
+        apply_changes(client(upstream.url), store, batch=100, checkpoint_changes=200)
+        assert register.meta.residents == 630
+        assert _residents_in_the_database_file(store, 1, tmp_path) == 530  # the run's start copied 330, its second page 530
     assert store.verify().ok
