@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as dt
+import gc
 import hashlib
 import heapq
 import multiprocessing
@@ -132,6 +133,8 @@ INPUT_SLICE = 64 << 10  # compressed bytes given to zlib at a time: the unconsum
 # contract's limit in base64 and 4 KiB for the rest. A file may decompress
 # to its record count, plus one for blank lines, times this.
 MAX_RECORD_BYTES = {"residents": 64 << 10, "seals": (MAX_SEAL_IMAGE_BYTES + 2) // 3 * 4 + (4 << 10)}
+BUILD_CACHE_KIB = 16384
+INDEX_BUILD_CACHE_KIB = 2048
 SCRATCH_NAME = "summaries-scratch.db"  # beside register.db in the generation being built
 
 
@@ -409,7 +412,7 @@ def prepare_bulk_build(conn) -> None:
     """Settings for writing a generation nobody reads yet."""
     conn.execute("PRAGMA journal_mode = OFF")  # a failed build is discarded whole
     conn.execute("PRAGMA synchronous = OFF")  # one fsync before install instead
-    conn.execute("PRAGMA cache_size = -16384")  # appends and sorts need little cache; memory stays flat
+    conn.execute(f"PRAGMA cache_size = -{BUILD_CACHE_KIB}")  # appends and sorts need little cache; memory stays flat
     # Sort runs of the index builds stay in memory: temporary files are not
     # covered by the database key and would hold names in plain text.
     conn.execute("PRAGMA temp_store = MEMORY")
@@ -441,6 +444,7 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
                 loaded[kind] = _load_file(conn, scratch, runs, chunks, entry, manifest["contract"], mirror_individual_number, parsing)
             total_bytes += entry["bytes"]
     conn.commit()
+    release_memory(conn, scratch)
     with phases.timed("unique indexes"):
         for kind, statement in UNIQUE_INDEXES.items():
             try:
@@ -450,9 +454,14 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
     scratch.commit()
     with phases.timed("summaries in kana order"):
         merge_summary_runs(conn, scratch, runs)
+    release_memory(conn, scratch)
     with phases.timed("search indexes"):
+        # Building an index reads the table in order and appends to the new
+        # B-tree: a small cache does, and leaves the memory to the sort.
+        conn.execute(f"PRAGMA cache_size = -{INDEX_BUILD_CACHE_KIB}")
         for statement in SEARCH_INDEXES:
             conn.execute(statement)
+        conn.execute(f"PRAGMA cache_size = -{BUILD_CACHE_KIB}")
         # Statistics for the planner, from a sample; only the search tables: the
         # record tables are read by id alone, and counting them would scan
         # every record again.
@@ -467,6 +476,19 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
         residents_digest=loaded["residents"][1],
         seals_digest=loaded["seals"][1],
     )
+
+
+def release_memory(*connections) -> None:
+    """Hand back to the OS what the steps before left allocated, before an
+    index build: SQLite sorts an index's keys in memory (temporary files
+    would hold names in plain text), about 90 bytes a resident for the
+    largest, so what this process already holds adds straight to the peak.
+    The connections' page caches are emptied and glibc returns its free
+    heap (malloc_trim)."""
+    for connection in connections:
+        connection.execute("PRAGMA shrink_memory")
+    gc.collect()
+    ctypes.CDLL(None).malloc_trim(0)
 
 
 SUMMARY_RUNS = "CREATE TABLE summary_runs (kana_key TEXT NOT NULL, birth_date TEXT NOT NULL, id INTEGER NOT NULL, summary TEXT NOT NULL)"

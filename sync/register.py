@@ -22,7 +22,7 @@ from sync import crypto
 from sync.anomalies import anomalies_of
 from sync.errors import SnapshotOutdated
 from sync.normalize import PREFIX_END, address_key, kana_key, name_key
-from sync.schema import PAGE_HMAC, SCHEMA_VERSION
+from sync.schema import ADDRESS_AFTER_TOWN, PAGE_HMAC, SCHEMA_VERSION
 
 DB_NAME = "register.db"
 
@@ -264,6 +264,9 @@ class Register:
         if not clauses:
             raise ValueError("search needs at least one criterion (kana, name, birth_date, address or resident_code)")
         if kana is not None and address is not None:
+            # The same condition on the address, as residents_town holds it (the town, then what follows it).
+            clauses[clauses.index("r.address_key >= ? AND r.address_key < ?")] = (
+                f"r.town_key || {ADDRESS_AFTER_TOWN} >= ? AND r.town_key || {ADDRESS_AFTER_TOWN} < ?")
             return self._town_search_sql(address_prefix, clauses, params, limit, summaries)
         sql = summaries.format(outer="residents r", alias="r") + f" AND {' AND '.join(clauses)} LIMIT ?"
         return sql, [*params, limit]
