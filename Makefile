@@ -12,6 +12,12 @@ SYSTEM_PACKAGES := python3 python3-venv python3-pip libpango-1.0-0 libpangoft2-1
 # Tests add a real browser, a real print queue and a PDF printer, and
 # systemd-analyze to verify the units in deploy/systemd/.
 TEST_SYSTEM_PACKAGES := chromium chromium-driver cups printer-driver-cups-pdf systemd
+# The pair's tests (tests/pair/) add xfsprogs for the takeover test's instant
+# block-level copies, and Pacemaker's, corosync's and DRBD's own tools to
+# check deploy/pair/ offline — without their recommendations (a mail server,
+# every fence agent). Where systemd runs, installing pacemaker-cli-utils
+# starts a one-node cluster on loopback: systemctl disable --now pacemaker corosync.
+PAIR_TEST_SYSTEM_PACKAGES := xfsprogs pacemaker-cli-utils drbd-utils
 
 .PHONY: demo test system-packages test-system-packages install install-test promtool lock
 
@@ -35,6 +41,8 @@ test-system-packages:
 	@if command -v apt-get >/dev/null; then \
 	  missing=$$(for p in $(TEST_SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
+	  missing=$$(for p in $(PAIR_TEST_SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
 	fi
 
 $(PY):

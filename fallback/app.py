@@ -33,6 +33,10 @@ BLUEPRINTS = (
     "fallback.residents.public_views",
     "fallback.residents.notice_views",
     "fallback.residents.form_views",
+    "fallback.holds.views",
+    "fallback.filings.views",
+    "fallback.reentry.views",
+    "fallback.maintenance.views",
 )
 
 

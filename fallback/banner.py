@@ -22,6 +22,10 @@ NAV = (
     # (endpoint, label, roles)
     ("counter.search", "窓口（検索・交付）", {"clerk", "supervisor"}),
     ("counter.deferred", "後日対応の受付", {"clerk", "supervisor"}),
+    ("filings.index", "届出の受付", {"clerk", "supervisor"}),
+    ("holds.index", "保留", {"supervisor"}),
+    ("reentry.index", "復旧後の入力", {"supervisor"}),
+    ("maintenance.index", "計画停止", {"supervisor", "it"}),
     ("supervisor.index", "係長メニュー", {"supervisor"}),
     ("notice_admin.index", "住民向けのお知らせ", {"supervisor"}),
     ("drills.index", "訓練", {"drill_coordinator", "supervisor", "clerk"}),

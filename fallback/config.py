@@ -17,6 +17,7 @@ import datetime as dt
 import difflib
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -102,7 +103,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
             {"id": "本庁3", "office": "本庁", "printer": "プリンタ003", "queue": ""},
         ],
         "fees_yen": {"juminhyo": 300, "kisai": 300, "johyo": 300, "inkan": 300},
-        # the appliance's reserved 発行番号 ranges (never the main system's)
+        # the appliance's reserved 発行番号 ranges (never the main system's),
+        # first and last, both included. In a pair each box has its own
+        # ranges and its own box_id (README "The pair"): ops.db records which
+        # box issues from which range on which host, and a box whose range
+        # overlaps another's, or a second host under the same box_id, is
+        # refused at start — two boxes never hand out the same serial, even
+        # both active at once
+        "box_id": "1",
         "serial_range": [900001, 999999],
         "drill_serial_range": [800001, 899999],
         # requester types for which a supervisor other than the issuing clerk
@@ -179,6 +187,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "webhook_retries": 3,  # attempts after the first; waits 1 s, 2 s, 4 s … between them
         "webhook_timeout_s": 5.0,
         "audit_verify_minutes": 60,  # the full audit-chain check is read-heavy
+        "doctor_interval_minutes": 10,  # the worker reruns `sonae doctor`'s checks for /readyz and the dashboard
         # "Authorization: Bearer <token>" opens /metrics beyond what the public
         # notice says and /readyz's reasons and figures; empty: they stay closed
         "metrics_token": "",
@@ -239,6 +248,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "template": "",  # a ward's own Jinja/HTML layout; empty: the built-in one
         "title": "住民票の写し・印鑑登録証明書等 交付申請書",
     },
+    # The 届出 taken during an outage, written back for the register vendor's
+    # bulk import after recovery (fallback/reentry: layout 1).
+    "reentry": {
+        # the column mapping for the vendor's importer (deploy/reentry-mapping.toml
+        # is the default, to copy and edit); empty: the built-in layout 1
+        "mapping_file": "",
+    },
+    # The vendor's planned maintenance windows (fallback/maintenance).
+    "maintenance": {
+        # the worker prepares a window this long before it starts: pulls and
+        # loads the newest export, catches up the feed, checks readiness,
+        # drafts the declaration and the notice, and tells IT
+        "prepare_hours_before": 12.0,
+        "check_interval_s": 300,  # how often the worker looks for a window to prepare
+    },
 }
 
 
@@ -296,13 +320,30 @@ def _acting_mayors_problem(entries: list) -> str | None:
     return None
 
 
+def _serial_range_problem(bounds: list) -> str | None:
+    if len(bounds) != 2 or not all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
+        return f"must be [first, last], two whole numbers, not {bounds!r}"
+    first, last = bounds
+    if not 1 <= first <= last <= 2**63 - 1:
+        return f"[{first}, {last}]: first must be at least 1 and at most last"
+    return None
+
+
+def _box_id_problem(box_id: str) -> str | None:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", box_id):
+        return f"{box_id!r}: 1 to 32 letters, digits, '-' or '_' (e.g. \"1\" and \"2\" for a pair)"
+    return None
+
+
 def _inkan_items_problem(items: list) -> str | None:
     unknown = [item for item in items if item not in INKAN_ITEMS]
     return f"unknown item(s) {', '.join(map(str, unknown))}; known: {', '.join(INKAN_ITEMS)}" if unknown else None
 
 
 # Keys whose values need more than a type check.
-_VALUE_CHECKS = {("municipality", "acting_mayors"): _acting_mayors_problem, ("printing", "inkan_items"): _inkan_items_problem}
+_VALUE_CHECKS = {("municipality", "acting_mayors"): _acting_mayors_problem, ("printing", "inkan_items"): _inkan_items_problem,
+                 ("counter", "serial_range"): _serial_range_problem, ("counter", "drill_serial_range"): _serial_range_problem,
+                 ("counter", "box_id"): _box_id_problem}
 
 
 def _checked(section: str, key: str, value: Any, *, where: str) -> Any:

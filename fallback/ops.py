@@ -30,6 +30,27 @@ from fallback.keys import ops_key
 from sync import crypto
 
 TOKYO = ZoneInfo("Asia/Tokyo")
+# The box that ran alone before pairs (counter.box_id's default): migration
+# 9 gives it the serial counters kept until then.
+BOX_BEFORE_PAIRS = "1"
+
+
+def _serial_counters_per_box(db: sqlite_utils.Database) -> None:
+    """Each box of a pair allocates from its own range: the counter of a
+    scope becomes one per box, with the range it covers and the host that
+    runs the box, so that a box whose range overlaps another's, or a
+    second host under a box's id, is refused. The counters kept before
+    pairs belong to box "1" (BOX_BEFORE_PAIRS) on no host yet: the first
+    host to start as box 1 claims them. Their range starts at the lowest
+    serial issued (what a box that ran alone has used)."""
+    counters = db["serial_counters"]
+    counters.add_column("box_id", str, not_null_default=BOX_BEFORE_PAIRS)
+    counters.add_column("host", str, not_null_default="")
+    counters.add_column("first_serial", int, not_null_default=0)
+    db.execute("UPDATE serial_counters SET first_serial = coalesce("
+               "(SELECT min(serial) FROM certificates c WHERE c.scope = serial_counters.scope), next_serial)")
+    transform_table(db, "serial_counters", pk=("scope", "box_id"), not_null={"scope"})
+
 
 MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     # 1: audit trail, modes, users, sync runs
@@ -377,6 +398,81 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     );
     CREATE INDEX clock_readings_at ON clock_readings(at);
     """,
+    # 9: the long outage — holds that change issuance at once (until a
+    # supervisor reconciles them with the register), 届出 received at the
+    # counter for re-entry after recovery and the re-entry worklist's ticks,
+    # and the maintenance calendar with each window's preparation. No row
+    # of these is ever deleted: a hold is reconciled, a window cancelled.
+    """
+    CREATE TABLE holds (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,
+        drill_id INTEGER,
+        kind TEXT NOT NULL,
+        resident_code TEXT NOT NULL,
+        seal_number TEXT,
+        details TEXT NOT NULL DEFAULT '{}',
+        filing_id INTEGER,
+        recorded_at TEXT NOT NULL,
+        recorded_by TEXT NOT NULL,
+        confirmed_by TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'active',
+        reconciled_at TEXT,
+        reconciled_by TEXT,
+        reconcile_note TEXT
+    );
+    CREATE INDEX holds_scope ON holds(scope, drill_id, status);
+    CREATE TRIGGER holds_kept BEFORE DELETE ON holds
+        BEGIN SELECT RAISE(ABORT, 'holds are kept: a hold is reconciled, never deleted'); END;
+
+    CREATE TABLE filings (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,
+        drill_id INTEGER,
+        kind TEXT NOT NULL,
+        notified_on TEXT NOT NULL,
+        recorded_at TEXT NOT NULL,
+        clerk TEXT NOT NULL,
+        office TEXT NOT NULL,
+        terminal TEXT NOT NULL,
+        notifier_name TEXT NOT NULL,
+        notifier_relation TEXT NOT NULL,
+        documents TEXT NOT NULL,
+        persons TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        manual_entry INTEGER NOT NULL DEFAULT 0,
+        note TEXT NOT NULL DEFAULT '',
+        confirmed_by TEXT
+    );
+    CREATE INDEX filings_scope ON filings(scope, drill_id, kind);
+    CREATE TABLE reentry_ticks (
+        id INTEGER PRIMARY KEY,
+        filing_id INTEGER NOT NULL REFERENCES filings(id),
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        done INTEGER NOT NULL
+    );
+    CREATE INDEX reentry_ticks_filing ON reentry_ticks(filing_id, id);
+
+    CREATE TABLE maintenance_windows (
+        id INTEGER PRIMARY KEY,
+        starts_at TEXT NOT NULL,
+        ends_at TEXT NOT NULL,
+        vendor TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        created_by TEXT NOT NULL,
+        cancelled_at TEXT,
+        cancelled_by TEXT,
+        prepared_at TEXT,
+        preparation TEXT,
+        notice_version_id INTEGER,
+        declared_at TEXT
+    );
+    CREATE INDEX maintenance_windows_start ON maintenance_windows(starts_at);
+    """,
+    # 10: a pair of boxes (README "The pair"): serial counters per box
+    _serial_counters_per_box,
 ]
 
 

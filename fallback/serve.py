@@ -11,6 +11,8 @@ import click
 
 from fallback.cli_support import service_config
 from fallback.config import Config
+from fallback.counter import issuance
+from fallback.ops import open_ops
 from fallback.staff.security import UPLOAD_LIMIT
 
 
@@ -26,6 +28,17 @@ def waitress_options(config: Config) -> dict:
     return options
 
 
+def claim_serial_ranges(config: Config) -> None:
+    """Before `sonae serve` or `sonae worker` runs: this box's serial ranges
+    are its own in ops.db (a pair's boxes never share one), or it does not
+    start, saying why in one line."""
+    conn = open_ops(config)
+    try:
+        issuance.claim_serial_ranges(conn, config["counter"])
+    finally:
+        conn.close()
+
+
 @click.command()
 @click.option("--host", help="Address to listen on (default web.host).")
 @click.option("--port", type=int, help="Port (default web.port).")
@@ -37,6 +50,7 @@ def serve(host, port, threads):
     from fallback.app import create_app
 
     config = service_config()
+    claim_serial_ranges(config)
     app = create_app(config)
     host = host or config["web"]["host"]
     port = port or config["web"]["port"]

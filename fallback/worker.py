@@ -38,6 +38,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from fallback.config import Config
 from fallback.counter.issuance import void_unrendered
+from fallback.maintenance import register_maintenance_jobs
 from fallback.mirror.registry import snapshot_store
 from fallback.mirror.syncing import EXPECTED_FAILURES, full_export_due, prepare_certificate_font, run_changes, run_full_sync
 from fallback.monitoring import register_monitoring_jobs
@@ -156,6 +157,7 @@ def build_scheduler(config: Config, stopping: threading.Event, scheduler: BaseSc
         )
     register_monitoring_jobs(scheduler, config)
     register_recovery_jobs(scheduler, config)
+    register_maintenance_jobs(scheduler, config)
     scheduler.add_job(void_unrendered_serials, IntervalTrigger(seconds=config["counter"]["void_unrendered_after_s"]), args=(config,), id="issuance-void",
                       name="issuance-void", max_instances=1, coalesce=True, next_run_time=dt.datetime.now(dt.UTC))
     return scheduler

@@ -9,6 +9,7 @@ import threading
 import click
 
 from fallback.cli_support import service_config
+from fallback.serve import claim_serial_ranges
 
 
 @click.command()
@@ -30,6 +31,7 @@ def worker(list_jobs):
             click.echo(f"{job.id:<16} next {job.next_run_time:%Y-%m-%d %H:%M:%S %Z}  {job.trigger}")
         scheduler.shutdown(wait=False)
         return
+    claim_serial_ranges(config)  # a box that is not itself in ops.db runs nothing
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from fallback.mirror.syncing import reclaim_leftovers
 

@@ -36,8 +36,8 @@ ALLOWED = {
 # services, never another feature's faces. The README's architecture section shows the same table.
 BASE = {"config", "errors", "keys", "ops", "audit", "anchor", "db", "paper", "documents", "cli_support", "access", "disk", "clock"}
 SHELL = {"app", "cli", "banner", "filters", "serve", "worker", "worker_command", "key_commands", "ops_commands"}
-FEATURES = ("staff", "mirror", "deferred", "drills", "modes", "counter", "monitoring", "runbooks", "residents", "recovery",
-            "verification")
+FEATURES = ("staff", "mirror", "deferred", "drills", "modes", "holds", "counter", "filings", "monitoring", "runbooks", "residents",
+            "reentry", "maintenance", "recovery", "verification")
 NEVER_IMPORTED = {"demo"}
 FACE = re.compile(r"^(views|api|commands|report|\w+_views|\w+_commands)$")
 

@@ -109,6 +109,7 @@ def resident(code):
     record = service.view_resident(_open_counter(), code)
     return jsonify(
         resident=resident_summary(record.person),
+        holds=record.person.get("holds", []),  # the counter's holds on the person and their seals (fallback.holds)
         household=[resident_summary(m) for m in record.household],
         seals=[{"seal_number": s["seal_number"], "status": s["status"], "registered_on": s["registered_on"]} for s in record.seals],
         warnings=record.warnings,

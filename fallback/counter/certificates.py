@@ -128,8 +128,8 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
             build_certificate(config, req, plan, clerk, scope, serial=0, data_as_of=data_as_of)
         except CertificateError as exc:
             raise issuance.IssueError(str(exc)) from exc
-        serial_range = tuple(counter["drill_serial_range"] if scope.is_drill else counter["serial_range"])
-        result = issuance.allocate_and_record(conn, req, plan, clerk, scope, serial_range=serial_range,
+        serial_range = tuple(counter[issuance.SERIAL_RANGE_KEYS[scope.name]])
+        result = issuance.allocate_and_record(conn, req, plan, clerk, scope, box_id=counter["box_id"], serial_range=serial_range,
                                               daily_cap=counter["daily_cap_per_requester"],
                                               serial_floor=anchor.serial_floor(config, scope.name), **snapshot)
     except IssueRefused as refusal:
@@ -141,7 +141,7 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
     if "support_measure_approved" in plan.flags or "support_measure_self" in plan.flags:
         audit.record(conn, clerk.username, "support_measure.attempt", req.subject_code,
                      {"requester_type": req.requester_type, "outcome": "issued", "approved_by": req.approved_by}, drill=scope.is_drill)
-    anchor.write_anchor(config, conn)
+    anchor.write_anchor(config, conn, result.audit_entry)
     terminal = next((t for t in counter["terminals"] if t["id"] == staff.terminal), {})
     for copy in result.copies:
         rendered = render_issued(config, req, plan, clerk, scope, copy, data_as_of)

@@ -19,11 +19,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import socket
 from dataclasses import dataclass, field
 from typing import Any
 
 from fallback import audit, clock
 from fallback.errors import SonaeError
+from fallback.holds import APPROVAL_KINDS
+from fallback.holds import SEAL_KINDS as SEAL_HOLD_KINDS
 from fallback.ops import Transaction, now, now_iso
 from sync.normalize import name_key
 
@@ -175,6 +178,7 @@ class IssueResult:
     copies: list[IssuedCopy]
     flags: list[str]
     fee_yen: int
+    audit_entry: int  # the issuance's audit entry: its commit put it, and every entry before it, on the disk
     omissions: list[dict] = field(default_factory=list)
 
 
@@ -243,6 +247,7 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
     if req.requester_type == "agent" and not req.delegation_letter:
         raise IssueRefused("agent_without_letter", "代理人の請求には委任状が必要です。")
 
+    check_death_hold(subject)
     removed = subject["status"] == "removed"
     if req.kind == "johyo" and not removed:
         raise IssueRefused("johyo_for_active", "この方は現在の住民です。除票の写しではなく住民票の写しを交付してください。")
@@ -258,7 +263,10 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
     else:
         residents = _members(register, subject, req)
 
+    check_members_death_holds(residents)
     flags = []
+    if check_approval_holds(req, residents):
+        flags.append("hold_approved")
     protected = [r for r in residents if r.get("support_measure")]
     for resident in protected:
         check_support_measure(req, resident, counter_config["support_measure_approvable"], relation)
@@ -458,6 +466,70 @@ def counter_warnings(register, person: dict, household: list[dict], today: dt.da
     return warnings
 
 
+# --- holds recorded at the counter (fallback.holds) --------------------------------
+# A held record carries its active holds (fallback.holds.applied); a 転出届's
+# and a 仮支援措置's are already on the record as planned_move_out and
+# support_measure, which the rules above apply. These are the others.
+
+
+def _held(record: dict, kinds) -> list[dict]:
+    return [hold for hold in record.get("holds", ()) if hold["kind"] in kinds]
+
+
+def check_death_hold(subject: dict) -> None:
+    """Nothing is issued of a person whose 死亡届 the counter received: the
+    register still shows them living, so a 住民票 would certify a living
+    resident, and there is no 除票 to copy until the register removes them
+    (after recovery). The clerk takes the request as a deferred one."""
+    for hold in _held(subject, ("death",)):
+        raise IssueRefused(
+            "death_held",
+            f"死亡届を受け付けた方です（死亡日 {hold['details']['occurred_on']}）。住民記録に死亡が記録されるまで、"
+            "この方の住民票・記載事項証明書・印鑑登録証明書は交付できず、除票の写しも作れません。後日対応として受け付けてください。",
+        )
+
+
+def check_members_death_holds(residents: list[dict]) -> None:
+    """A certificate of several members never prints one whose 死亡届 the
+    counter received; the others can be chosen without them."""
+    for resident in residents:
+        if _held(resident, ("death",)):
+            raise IssueRefused(
+                "death_held",
+                f"世帯員の{resident['name']}さんは死亡届を受け付けた方です。この方を除いて世帯員を選び直してください"
+                "（この方を含む写しは、住民記録に死亡が記録されてから交付します）。",
+            )
+
+
+def check_approval_holds(req: IssueRequest, residents: list[dict]) -> bool:
+    """A court's or the police's request, or a supervisor's free hold, on a
+    person printed: issued only with the on-the-spot approval of a
+    supervisor other than the issuing clerk (as for the 支援措置
+    exception). Returns whether such a hold was approved."""
+    held = [(resident, hold) for resident in residents for hold in _held(resident, APPROVAL_KINDS)]
+    if not held:
+        return False
+    if not req.approved_by:
+        resident, hold = held[0]
+        raise IssueRefused(
+            "hold_approval",
+            f"{resident['name']}さんに保留があります：{hold['text']}。交付には、交付する職員とは別の係長の承認が必要です。",
+        )
+    return True
+
+
+def check_seal_holds(seal: dict) -> None:
+    """A seal whose card was reported lost, or whose registration the
+    resident asked to end, certifies nothing from that moment — before
+    the card's number is compared, so a found card tells its finder
+    nothing."""
+    for hold in _held(seal, SEAL_HOLD_KINDS):
+        raise IssueRefused(
+            "seal_held",
+            f"この印鑑登録は{hold['label']}を受け付けています（{hold['recorded_at'][:16].replace('T', ' ')}）。印鑑登録証明書は交付できません。",
+        )
+
+
 def _active_seal(register, subject: dict, card_number: str) -> dict:
     seals = register.seals_of(subject["resident_code"])
     if not seals:
@@ -466,6 +538,7 @@ def _active_seal(register, subject: dict, card_number: str) -> dict:
     if not active:
         raise IssueRefused("seal_revoked", "この方の印鑑登録は廃止されています。印鑑登録証明書は交付できません。")
     seal = active[0]
+    check_seal_holds(seal)
     if card_number.strip().upper() != seal["card_number"].upper():
         raise IssueRefused("seal_card_mismatch", "印鑑登録証の番号が登録と一致しません。登録証を確認してください。")
     return seal
@@ -529,16 +602,18 @@ def _insert_request(conn, req, clerk, scope, *, outcome, fee, flags, snapshot_ge
     return cursor.lastrowid
 
 
-def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, *, serial_range: tuple[int, int],
-                        daily_cap: int, snapshot_generation: int, data_as_of: str, serial_floor: int = 0) -> IssueResult:
+def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, *, box_id: str,
+                        serial_range: tuple[int, int], daily_cap: int, snapshot_generation: int, data_as_of: str,
+                        serial_floor: int = 0) -> IssueResult:
     """Step 2: serials, request, certificate rows and audit in one durable
     transaction. The daily cap is checked inside it so two counters cannot
-    both slip under the cap at once. Serials at or below `serial_floor`
-    (the highest the audit anchor saw handed out) are never taken, even if
+    both slip under the cap at once. Serials come from this box's range
+    (`claim_serial_range`); those at or below `serial_floor` (the highest
+    of this box's the audit anchor saw handed out) are never taken, even if
     the database has lost them."""
     with Transaction(conn):
         check_daily_cap(conn, requester_key(req), req.copies, daily_cap, scope)
-        first = _take_serials(conn, scope.name, req.copies, serial_range, serial_floor)
+        first = _take_serials(conn, scope.name, box_id, req.copies, serial_range, serial_floor)
         request_id = _insert_request(conn, req, clerk, scope, outcome="issued", fee=plan.fee_yen, flags=plan.flags,
                                      snapshot_generation=snapshot_generation, data_as_of=data_as_of)
         codes = [r["resident_code"] for r in plan.residents]
@@ -561,24 +636,93 @@ def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope
                 (serial, scope.name, request_id, offset + 1, stamp, json.dumps(codes), printed),
             )
             copies.append(IssuedCopy(serial, scope.name, offset + 1))
-        audit.append(conn, clerk.username, "issue", req.subject_code,
-                     {"request": request_id, "kind": req.kind, "serials": [c.serial for c in copies],
-                      "requester_type": req.requester_type, "approved_by": req.approved_by, "flags": plan.flags,
-                      "residents": codes, "omitted": [[o["item"], o["resident_code"]] for o in plan.omissions]},
-                     drill=scope.is_drill)
-    return IssueResult(request_id, copies, plan.flags, plan.fee_yen, plan.omissions)
+        entry = audit.append(conn, clerk.username, "issue", req.subject_code,
+                             {"request": request_id, "kind": req.kind, "serials": [c.serial for c in copies],
+                              "requester_type": req.requester_type, "approved_by": req.approved_by, "flags": plan.flags,
+                              "residents": codes, "omitted": [[o["item"], o["resident_code"]] for o in plan.omissions]},
+                             drill=scope.is_drill)
+    return IssueResult(request_id, copies, plan.flags, plan.fee_yen, entry, plan.omissions)
 
 
-def _take_serials(conn, scope: str, count: int, serial_range: tuple[int, int], floor: int) -> int:
-    row = conn.execute("SELECT next_serial, last_serial FROM serial_counters WHERE scope = ?", (scope,)).fetchone()
-    if row is None:
-        conn.execute("INSERT INTO serial_counters (scope, next_serial, last_serial) VALUES (?,?,?)", (scope, serial_range[0], serial_range[1]))
-        row = (serial_range[0], serial_range[1])
-    first, last = max(row[0], floor + 1), row[1]
+def _take_serials(conn, scope: str, box_id: str, count: int, serial_range: tuple[int, int], floor: int) -> int:
+    counter = "SELECT host, first_serial, last_serial, next_serial FROM serial_counters WHERE scope = ? AND box_id = ?"
+    row = conn.execute(counter, (scope, box_id)).fetchone()
+    if row is None or row[:3] != (socket.gethostname(), *serial_range):
+        # `sonae serve` claimed the range at its start; an app built another
+        # way, or a range changed since, is checked the same way here
+        claim_serial_range(conn, scope, box_id, serial_range)
+        row = conn.execute(counter, (scope, box_id)).fetchone()
+    first, last = max(row[3], floor + 1), row[2]
     if first + count - 1 > last:
         raise IssueRefused("serials_exhausted", "この装置に割り当てられた発行番号を使い切りました。情報政策課に連絡してください。")
-    conn.execute("UPDATE serial_counters SET next_serial = ? WHERE scope = ?", (first + count, scope))
+    conn.execute("UPDATE serial_counters SET next_serial = ? WHERE scope = ? AND box_id = ?", (first + count, scope, box_id))
     return first
+
+
+# --- serial ranges: two boxes never hand out the same serial ------------------
+
+SERIAL_RANGE_KEYS = {"real": "serial_range", "drill": "drill_serial_range"}  # scope -> its range in [counter]
+
+
+class SerialRangeError(SonaeError):
+    """This box may not issue from its configured range: another box of the
+    pair holds part of it, another host runs under this box's id, or the
+    range leaves out serials the box has handed out. `sonae serve` and
+    `sonae worker` refuse to start with the reason; a running app refuses
+    to issue."""
+
+    status = 503
+    code = "serial_range"
+    title = "発行番号の範囲を確認できません"
+
+    def __init__(self, reason: str):
+        super().__init__("この装置の発行番号の範囲の設定に問題があるため、交付できません。情報政策課に連絡してください。", reason=reason)
+
+
+def claim_serial_ranges(conn, counter_config) -> None:
+    """At the start of `sonae serve` and `sonae worker`: this box claims its
+    configured ranges of every scope in ops.db, or is refused."""
+    with Transaction(conn):
+        for scope, key in SERIAL_RANGE_KEYS.items():
+            claim_serial_range(conn, scope, counter_config["box_id"], tuple(counter_config[key]))
+
+
+def claim_serial_range(conn, scope: str, box_id: str, bounds: tuple[int, int]) -> None:
+    """Record (inside the caller's transaction) that box `box_id`, on this
+    host, allocates `scope` serials from `bounds`. Refused when another box
+    recorded a range that overlaps it — every serial a box handed out lies
+    in the range recorded for it, so no two boxes can hand out the same one
+    — when another host already runs as this box (a configuration copied
+    from the other box), or when a changed range leaves out serials this
+    box has handed out."""
+    host, (first, last), key = socket.gethostname(), bounds, SERIAL_RANGE_KEYS[scope]
+    rows = conn.execute("SELECT box_id, host, first_serial, last_serial, next_serial FROM serial_counters WHERE scope = ?", (scope,)).fetchall()
+    for other, other_host, other_first, other_last, _ in rows:
+        if other == box_id and other_host not in ("", host):
+            raise SerialRangeError(
+                f"ops.db records box {box_id} on host {other_host}, and this host is {host}: each box of a pair needs its own "
+                "counter.box_id and serial ranges (a box that replaces another takes a new box_id and new ranges)")
+        if other != box_id and first <= other_last and other_first <= last:
+            raise SerialRangeError(
+                f"counter.{key} {first}-{last} of box {box_id} overlaps box {other}'s {other_first}-{other_last} "
+                f"(host {other_host or 'not started since the upgrade'}) recorded in ops.db: give each box a range of its own")
+    mine = next((row for row in rows if row[0] == box_id), None)
+    if mine is not None and tuple(mine[1:4]) == (host, first, last):
+        return
+    if mine is None:
+        conn.execute("INSERT INTO serial_counters (scope, box_id, host, first_serial, last_serial, next_serial) VALUES (?,?,?,?,?,?)",
+                     (scope, box_id, host, first, last, first))
+    else:
+        held_first, held_last, next_serial = mine[2:]
+        handed_out = next_serial > held_first
+        if handed_out and not (first <= held_first and next_serial - 1 <= last):
+            raise SerialRangeError(
+                f"counter.{key} {first}-{last} of box {box_id} leaves out serials it has handed out "
+                f"({held_first}-{next_serial - 1}): a box's range may only change to one that still holds them")
+        conn.execute("UPDATE serial_counters SET host = ?, first_serial = ?, last_serial = ?, next_serial = ? WHERE scope = ? AND box_id = ?",
+                     (host, first, last, next_serial if handed_out else first, scope, box_id))
+    audit.append(conn, "system", "serial_range.claimed", box_id,
+                 {"scope": scope, "host": host, "range": [first, last], "before": list(mine[1:4]) if mine else None})
 
 
 def store_rendered(conn, scope: str, serial: int, *, pdf: bytes, pages: int, content_digest: str) -> None:

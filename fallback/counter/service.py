@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from fallback import audit, deferred, modes
+from fallback import audit, deferred, holds, modes
 from fallback.config import Config
 from fallback.counter import issuance, lookup
 from fallback.counter.certificates import issue_certificate, request_from_form, supervisor_approval
@@ -35,11 +35,11 @@ from fallback.counter.issuance import REAL, IssueResult, Scope
 from fallback.counter.rendering import print_settings
 from fallback.counter.state import counter_scope
 from fallback.errors import Forbidden, NotFound, SonaeError
+from fallback.holds.applied import HeldRegister
 from fallback.mirror.availability import unavailable_message
 from fallback.mirror.registry import register_for, register_problem, snapshot_store
 from fallback.ops import now
 from fallback.staff.sessions import StaffSession
-from sync.register import Register
 
 NO_REGISTER = "住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。"
 NO_DRILL_REGISTER = "訓練用の住民記録がまだ用意されていません。訓練担当に連絡してください。"
@@ -92,7 +92,7 @@ class Counter:
     staff: StaffSession
     config: Config
     scope: Scope
-    register: Register
+    register: HeldRegister  # the scope's register, read through its holds
 
     @property
     def data_as_of(self) -> dt.datetime:
@@ -111,7 +111,9 @@ def open_counter(conn, staff: StaffSession, config: Config) -> Counter:
         problem = None if scope.is_drill else register_problem()
         raise NoRegister(drill=scope.is_drill,
                          problem=unavailable_message(problem, snapshot_store(config)) if problem else None)
-    return Counter(conn, staff, config, scope, register)
+    # Holds recorded at the counter change what it reads at once (fallback.holds).
+    held = HeldRegister(register, holds.ActiveHolds.load(conn, scope=scope.name, drill_id=scope.drill_id))
+    return Counter(conn, staff, config, scope, held)
 
 
 def _flag_settings(config: Config) -> dict:

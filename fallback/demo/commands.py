@@ -80,8 +80,9 @@ def run_demo(root, residents, seed, web_port, upstream_port, fresh):
 def outage_demo(root, residents, seed, web_port, upstream_port, change_rate, probe_interval, faults, flap_every, printer_queue, screenshots):
     """The outage day, scripted: the upstream goes down, alerts arrive, a
     supervisor declares downtime and three counters work in headless
-    Chromium; the upstream comes back, reconciliation lists the certificates
-    at risk and the incident report is written to DIR."""
+    Chromium; on a second day they take 届出 and meet holds; the upstream
+    comes back, reconciliation lists the certificates at risk, the re-entry
+    files and the incident report are written to DIR."""
     options = DayOptions(residents=residents, seed=seed, change_rate=change_rate, probe_interval_s=probe_interval,
                          faults=frozenset(faults), flap_every_s=flap_every, printer_queue=printer_queue,
                          screenshots=screenshots or root / "screenshots", web_port=web_port, upstream_port=upstream_port)
@@ -96,6 +97,16 @@ def outage_demo(root, residents, seed, web_port, upstream_port, change_rate, pro
         click.echo(f"    {subject}")
     click.echo(f"  certificates issued: {record.certificates} in {len(record.issued)} requests; refused: "
                f"{', '.join(r.rule for r in record.refused)}; deferred requests: {len(record.deferred)}")
+    if record.filings:
+        reentry = root / "reentry"
+        reentry.mkdir(exist_ok=True)
+        for kind, content in record.reentry_files.items():
+            (reentry / f"{kind}.csv").write_bytes(content)
+        (reentry / "worklist.pdf").write_bytes(record.worklist_pdf)
+        (reentry / "issuance-history.csv").write_text(record.issuance_history_csv, encoding="utf-8-sig")
+        click.echo(f"  day two: {len(record.filings)} 届出 taken, {sum(len(f.holds) for f in record.filings) + len(record.holds)} holds "
+                   f"({len(record.reconciled_holds)} reconciled with the register after recovery); re-entry files, the worklist "
+                   f"({len(record.ticked)} ticked off) and the issuance history in {reentry}")
     click.echo(f"  incident report: {root / 'incident-report.md'} and .pdf; screenshots: {options.screenshots}")
     if record.problems:
         raise click.ClickException("the issuance log is not consistent: " + "; ".join(record.problems))

@@ -13,6 +13,16 @@ a move after). cloudsim comes back, the appliance catches up, the
 supervisor ends downtime, reconciliation lists the certificates at risk,
 and the incident report is fetched.
 
+The outage lasts a second day (DayOptions.second_day; a fault's run keeps
+one day): the counters take 届出 — a 転出届, a death from 戸籍, a lost seal
+card, a move within the ward, people moving in, a seal registration — and a
+supervisor records holds (an urgent 支援措置, a police request); then the
+counters meet what those change. After recovery the supervisor fetches the
+re-entry files, the worklist and the issuance history, the vendor takes
+the files in (cloudsim records the death and the lost seal), the clerks'
+manual entries are ticked off and the holds the register now shows are
+reconciled. The DayRecord keeps all of it for the tests to compare.
+
 Faults (FAULTS) are injected at the points of the day where they hurt
 most. Everything the script did is kept in a DayRecord, which the tests
 compare with the report.
@@ -45,6 +55,7 @@ from pathlib import Path
 import click
 import requests
 
+from fallback import filings, holds
 from fallback.config import load_config
 from fallback.demo.site import DemoSite
 from fallback.mirror.registry import snapshot_store
@@ -143,6 +154,7 @@ class DayOptions:
     screenshots: Path | None = None
     web_port: int = 8080
     upstream_port: int = 8700
+    second_day: bool = True  # the outage goes on: 届出, holds and what they change (see the module's docstring)
 
 
 @dataclass
@@ -153,6 +165,7 @@ class Issued:
     subject: str
     request_id: int
     serials: list[int]
+    day: int = 1
 
 
 @dataclass
@@ -162,6 +175,7 @@ class Refused:
     kind: str
     subject: str
     rule: str
+    day: int = 1
 
 
 @dataclass
@@ -180,6 +194,25 @@ class UpstreamChange:
     event: str
     before_issue: bool
     changes: list[dict]  # the feed entries it made
+
+
+@dataclass
+class Filed:
+    """A 届出 the counter recorded (the second day)."""
+
+    id: int
+    kind: str
+    clerk: str
+    persons: list[str]  # resident codes, or the names of people moving in
+    holds: list[str]  # the kinds of hold it created
+
+
+@dataclass
+class Held:
+    """A hold recorded by a supervisor on the hold form (the second day)."""
+
+    kind: str
+    resident_code: str
 
 
 @dataclass
@@ -207,6 +240,16 @@ class DayRecord:
     report_pdf: bytes = b""
     screenshots: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)  # consistency problems found at the end
+    # the second day and after recovery
+    filings: list[Filed] = field(default_factory=list)
+    holds: list[Held] = field(default_factory=list)
+    reentry_files: dict[str, bytes] = field(default_factory=dict)  # kind -> the CSV as downloaded
+    worklist_pdf: bytes = b""
+    worklist: list[int] = field(default_factory=list)  # filing ids the re-entry page lists for manual entry
+    ticked: list[int] = field(default_factory=list)  # filing ids ticked off as entered
+    issuance_history_csv: str = ""
+    reentered: list[UpstreamChange] = field(default_factory=list)  # what the vendor's import changed upstream
+    reconciled_holds: list[int] = field(default_factory=list)
 
     @property
     def certificates(self) -> int:
@@ -302,6 +345,7 @@ class Case:
     items: tuple[str, ...] = ()
     deferred: str = ""  # a deferred request recorded after the case (kind)
     contact: str = "090-1234-5678"
+    acknowledge_move_out: bool = False
 
 
 @dataclass(frozen=True)
@@ -417,6 +461,142 @@ def pick_cast(register, seed: int) -> Cast:
     return Cast(*cast, seal_cards)
 
 
+# --- the second day ---------------------------------------------------------------------
+
+
+NEWCOMERS = (  # a family moving in from outside the ward: not in the register yet
+    {"name": "転入　陽太", "name_kana": "テンニュウ　ヨウタ", "birth_date": dt.date(1988, 4, 2), "sex": "男", "relationship": "世帯主"},
+    {"name": "転入　結衣", "name_kana": "テンニュウ　ユイ", "birth_date": dt.date(1990, 9, 17), "sex": "女", "relationship": "妻"},
+)
+
+
+@dataclass(frozen=True)
+class FilingCase:
+    """A 届出 taken at the first counter on the second day."""
+
+    kind: str
+    resident: dict | None  # whom it is about (None: people moving in)
+    items: dict[str, str]  # the kind's items as the clerk types them (dates in 和暦)
+    members: tuple[str, ...] = ()  # more members of the household on the same 届出
+    notifier_relation: str = "self"
+    documents: tuple[str, ...] = ("運転免許証",)
+    new_persons: tuple[dict, ...] = ()
+    holds: tuple[str, ...] = ()  # the holds it must create, one per person
+
+
+@dataclass(frozen=True)
+class HoldCase:
+    """A hold a supervisor records on the hold form."""
+
+    kind: str
+    resident: dict
+    note: str
+
+
+@dataclass(frozen=True)
+class SecondCast:
+    """Who comes on the second day, picked like the first day's cast from
+    households of their own."""
+
+    leaver: dict  # 転出届 with a member of the household
+    leaver_companion: dict
+    deceased: dict  # death notified by 戸籍; a household member who is not its head
+    deceased_head: dict
+    lost_card: dict  # reports the 印鑑登録証 lost
+    lost_seal: dict  # the registration whose card was lost
+    urgent: dict  # asks for an urgent 支援措置
+    watched: dict  # the police asked to be told
+    agent_subject: dict  # an agent collects their 住民票 (本人通知制度)
+    registrant: dict  # registers a seal (entered by hand after recovery)
+    mover: dict  # the first day's deferred 転居, now taken as a 届出
+
+    @staticmethod
+    def day(offset: int) -> str:
+        return format_wareki(now().date() + dt.timedelta(days=offset))
+
+    def filings(self) -> list[FilingCase]:
+        return [
+            FilingCase("tenshutsu", self.leaver, {"planned_move_out.date": self.day(7), "planned_move_out.moved_to": "神奈川県横浜市中区日本大通1番地"},
+                       members=(self.leaver_companion["resident_code"],), holds=("move_out", "move_out")),
+            FilingCase("shibo", self.deceased, {"removal.occurred_on": self.day(-1)}, notifier_relation="koseki", documents=("戸籍の通知",),
+                       holds=("death",)),
+            FilingCase("inkan_haishi", self.lost_card, {"seal_number": self.lost_seal["seal_number"], "reason": "亡失", "occurred_on": self.day(-1)},
+                       holds=("seal_lost",)),
+            FilingCase("tenkyo", self.mover, {"address_since": self.day(-1), "address.town": "西蒲田七丁目", "address.banchi": "49番1号"}),
+            FilingCase("tennyu", None, {"resident_since": self.day(-2), "previous_address": "神奈川県横浜市中区日本大通1番地",
+                                        "address.town": "大森北一丁目", "address.banchi": "1番1号", "head_name": NEWCOMERS[0]["name"]},
+                       documents=("転出証明書", "マイナンバーカード"), new_persons=NEWCOMERS),
+            FilingCase("inkan_toroku", self.registrant, {"method": "保証書"}),
+        ]
+
+    def holds(self) -> list[HoldCase]:
+        return [HoldCase("support_measure", self.urgent, "DV被害の申出（相談票あり）。住所を知らせない。"),
+                HoldCase("court_police", self.watched, "警察署から照会：交付の請求があれば連絡（生活安全課）。")]
+
+    def cases(self) -> list[Case]:
+        return [
+            Case(1, "inkan", self.lost_card, "seal_held", identity_document="印鑑登録証", seal_card_number=self.lost_seal["card_number"]),
+            Case(1, "juminhyo", self.deceased_head, "death_held", whole_household=True),
+            Case(1, "juminhyo", self.deceased_head, "issued"),
+            Case(1, "juminhyo", self.agent_subject, "issued", requester_type="agent", requester_name="代理　三郎"),
+            Case(2, "juminhyo", self.leaver, "planned_move_out"),
+            Case(2, "juminhyo", self.leaver, "issued", acknowledge_move_out=True),
+            Case(2, "juminhyo", self.urgent, "support_measure", requester_type="agent", requester_name="親族　次郎",
+                 identity_document="マイナンバーカード"),
+            Case(2, "juminhyo", self.watched, "hold_approval"),
+        ]
+
+    def reentered(self) -> list[tuple[str, str]]:
+        """What the vendor's import of the re-entry files makes the register
+        say that a hold said first."""
+        return [(self.deceased["resident_code"], "death"), (self.lost_card["resident_code"], "seal_revoked")]
+
+
+def pick_second_day(register, seed: int, cast: Cast) -> SecondCast:
+    """The second day's people, from households the first day did not touch."""
+    first = [cast.household, cast.protected, cast.sealed, cast.revoked, cast.removed, cast.renamed, cast.dying, cast.third,
+             cast.foreign, cast.mover]
+    used = {person["household_id"] for person in first}
+    rng = random.Random(f"{seed}/second-day")
+    sample = {}
+    for initial in "アイウエオカキクケコサシスセソタチツテトナニヌネノハヒフヘホマミムメモヤユヨラリルレロワ":
+        for summary in register.search(kana=initial, limit=400):
+            sample[summary["resident_code"]] = summary
+    people = sorted(sample.values(), key=lambda r: r["resident_code"])
+    rng.shuffle(people)
+
+    def members(person) -> list[dict]:
+        return register.household(person["household_id"]).active
+
+    def calm(person) -> bool:
+        return (person["status"] == "active" and not person["support_measure"] and not person["planned_move_out"]
+                and all(not m["support_measure"] and not m.get("planned_move_out") for m in members(person)))
+
+    def take(wanted, what: str) -> dict:
+        for person in people:
+            if person["household_id"] not in used and calm(person) and wanted(person):
+                used.add(person["household_id"])
+                return register.resident(person["resident_code"])
+        raise DayFailed(f"the register has no resident for the second day's case: {what} (try another --seed or more --residents)")
+
+    def active_seals(person) -> list[dict]:
+        found = register.seals_of(person["resident_code"])
+        return found if found and all(s["status"] == "active" for s in found) else []
+
+    leaver = take(lambda p: p["relationship"] == "世帯主" and 2 <= len(members(p)) <= 4, "a household head moving out with a member")
+    deceased = take(lambda p: p["relationship"] != "世帯主" and 2 <= len(members(p)) <= 4
+                    and any(m["relationship"] == "世帯主" for m in members(p)), "a household member who is not its head")
+    lost_card = take(lambda p: bool(active_seals(p)), "a resident with a registered seal")
+    urgent = take(lambda p: True, "any resident")
+    watched = take(lambda p: True, "any resident")
+    agent_subject = take(lambda p: True, "any resident")
+    registrant = take(lambda p: not register.seals_of(p["resident_code"]), "a resident without a seal")
+    companion = next(m for m in members(leaver) if m["resident_code"] != leaver["resident_code"])
+    head = next(m for m in members(deceased) if m["relationship"] == "世帯主")
+    return SecondCast(leaver, companion, deceased, head, lost_card, active_seals(lost_card)[0], urgent, watched, agent_subject,
+                      registrant, cast.mover)
+
+
 # --- a browser at a desk ------------------------------------------------------------------
 
 
@@ -493,6 +673,14 @@ class Browser:
             chooser.select_by_value(value)
         else:
             chooser.select_by_visible_text(text)
+
+    def ctrl_enter(self) -> None:
+        """Ctrl+Enter with Control held (ActionChains' send_keys would
+        press and release each key in turn)."""
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.keys import Keys
+
+        ActionChains(self.driver).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
 
     def cookies(self) -> dict[str, str]:
         return {c["name"]: c["value"] for c in self.driver.get_cookies()}
@@ -620,6 +808,7 @@ class OutageDay:
             self._web_kill_pending.set()
         self.last_seq_before_outage = 0
         self._flapper: threading.Thread | None = None
+        self.day_number = 1
 
     # --- the day, step by step -------------------------------------------------------
 
@@ -639,10 +828,13 @@ class OutageDay:
             self.cups("cupsenable", self.options.printer_queue)
         for code, event in cast.changes_after_issue():
             self.upstream_event(code, event, before_issue=False)
+        second = self.second_day(cast) if self.options.second_day else None
         self.during_outage_faults()
         self.restore()
         self.end_downtime()
         self.reconcile()
+        if second is not None:
+            self.reenter(second)
         self.return_to_standby()
         self.fetch_report()
         self.record.problems = consistency_problems(self.site, self.config)
@@ -766,7 +958,7 @@ class OutageDay:
                 self.fill_issue_form(desk, case)
                 outcome = self.submit(desk)
                 if outcome != "issued":
-                    self.record.refused.append(Refused(clerk, terminal["office"], case.kind, code, outcome))
+                    self.record.refused.append(Refused(clerk, terminal["office"], case.kind, code, outcome, self.day_number))
                     desk.shot(f"counter-refused-{outcome}", at="#issue-error")
                 else:
                     self.record_issued(desk, case)
@@ -819,6 +1011,8 @@ class OutageDay:
             copies.send_keys(str(case.copies))
         if case.seal_card_number:
             desk.wait("#seal-card-number").send_keys(case.seal_card_number)
+        if case.acknowledge_move_out:
+            desk.wait("#ack-moveout").click()
         if case.items:
             desk.wait("#issue-form details summary").click()
             for item in case.items:
@@ -841,7 +1035,7 @@ class OutageDay:
         request_id = int(re.search(r"/counter/issued/(\d+)", desk.driver.current_url).group(1))
         serials = [int(cell.text.split()[0]) for cell in desk.find("#issued-copies .serial")]
         self.record.issued.append(Issued(CLERKS[case.clerk], terminal["office"], case.kind, case.resident["resident_code"],
-                                         request_id, serials))
+                                         request_id, serials, self.day_number))
         desk.shot("counter-issued")
         if self.screenshots is not None and not self.screenshots.taken("certificate"):
             pdf = requests.get(desk.find("#open-pdf")[0].get_attribute("href"), cookies=desk.cookies(), timeout=60)
@@ -1035,6 +1229,125 @@ class OutageDay:
         if "web_kill" in self.options.faults:
             wait_until(lambda: not self.ops_value("SELECT count(*) FROM certificates WHERE status = 'allocated'"), 60,
                        "the worker to void the serial the web server never rendered")
+
+    # --- the second day ---------------------------------------------------------------------
+
+    def second_day(self, cast: Cast) -> SecondCast:
+        """The outage goes on: 届出 and holds, then the counters meet them."""
+        self.day_number = 2
+        with snapshot_store(self.config).open_register() as register:
+            second = pick_second_day(register, self.options.seed, cast)
+        self.say("day two: the counters take 届出 and the supervisor records holds")
+        desk = self.browser(CLERKS[0], TERMINALS[0]["id"])
+        for filing in second.filings():
+            self.file(desk, filing)
+        desk.quit()
+        self.browsers.remove(desk)
+        for hold in second.holds():
+            self.record_hold(hold)
+        self.counters(second.cases())
+        return second
+
+    def file(self, desk: Browser, case: FilingCase) -> None:
+        """Take a 届出 on the form, from the keyboard: its kind by number,
+        the fields, the supervisor's confirmation where it creates a hold,
+        Ctrl+Enter."""
+        from selenium.webdriver.common.by import By
+
+        code = case.resident["resident_code"] if case.resident else ""
+        desk.open("/filings/new" + (f"?resident_code={code}" if code else ""))
+        desk.wait("#filing-form")
+        desk.press(str(list(filings.KINDS).index(case.kind) + 1))
+        notifier = desk.wait("#notifier-name")
+        notifier.clear()
+        notifier.send_keys(case.new_persons[0]["name"] if case.new_persons else case.resident["name"])
+        desk.select("#notifier-relation", value=case.notifier_relation)
+        for document in case.documents:
+            desk.driver.find_element(By.CSS_SELECTOR, f'input[name="documents"][value="{document}"]').click()
+        for member in case.members:
+            desk.driver.find_element(By.CSS_SELECTOR, f'input[name="members"][value="{member}"]').click()
+        for item in filings.ITEMS[case.kind]:
+            if item.key in case.items:
+                name = f"{case.kind}:{item.key}"
+                if item.type in ("choice", "seal"):
+                    desk.select(f'select[name="{name}"]', text=case.items[item.key])
+                else:
+                    desk.driver.find_element(By.NAME, name).send_keys(case.items[item.key])
+        for row, person in enumerate(case.new_persons, start=1):
+            for key, value in person.items():
+                if key == "sex":
+                    desk.select(f'select[name="p{row}_sex"]', text=value)
+                else:
+                    desk.driver.find_element(By.NAME, f"p{row}_{key}").send_keys(format_wareki(value) if key == "birth_date" else value)
+        if case.holds:  # a 届出 that creates a hold: the supervisor confirms it at the clerk's terminal
+            desk.wait("#approver").send_keys(SUPERVISOR)
+            desk.wait("#approver-password").send_keys(self.passwords[SUPERVISOR])
+        desk.shot("filing-form")
+        desk.ctrl_enter()
+        saved = desk.wait("#filing-saved, #filing-error")
+        if saved.get_attribute("id") == "filing-error":
+            raise DayFailed(f"the {case.kind} 届出 was not recorded: {saved.text}")
+        filing_id = int(re.search(r"/filings/(\d+)$", desk.driver.current_url).group(1))
+        persons = [case.resident["resident_code"], *case.members] if case.resident else [p["name"] for p in case.new_persons]
+        self.record.filings.append(Filed(filing_id, case.kind, CLERKS[0], persons, list(case.holds)))
+        desk.shot("filing-saved")
+
+    def record_hold(self, case: HoldCase) -> None:
+        """The supervisor records a hold on the resident's hold form."""
+        boss = self.supervisor
+        code = case.resident["resident_code"]
+        boss.open(f"/holds/new/{code}")
+        boss.wait("#hold-form")
+        boss.press(str(list(holds.KINDS).index(case.kind) + 1))
+        boss.wait("#hold-note").send_keys(case.note)
+        boss.ctrl_enter()
+        boss.wait("#hold-notices")
+        boss.shot("hold-recorded", at="#hold-notices")
+        self.record.holds.append(Held(case.kind, code))
+
+    def reenter(self, second: SecondCast) -> None:
+        """After recovery: the supervisor fetches the re-entry files, the
+        worklist and the issuance history; the vendor takes the files in;
+        the manual entries are ticked off; the holds the register now shows
+        are reconciled."""
+        boss = self.supervisor
+        boss.open("/reentry/")
+        boss.wait("#reentry-files")
+        boss.shot("reentry")
+        links = {row.get_attribute("id").removeprefix("file-"): row.find_element("css selector", "a").get_attribute("href")
+                 for row in boss.find("#reentry-files tr[id^=file-]")}
+        self.record.worklist = [int(row.get_attribute("id").removeprefix("work-")) for row in boss.find("#reentry-worklist tr[id^=work-]")]
+        http = requests.Session()
+        http.cookies.update(boss.cookies())
+        for kind, url in links.items():
+            self.record.reentry_files[kind] = self._fetched(http, url)
+        self.record.worklist_pdf = self._fetched(http, boss.find("#worklist-pdf")[0].get_attribute("href"))
+        self.record.issuance_history_csv = self._fetched(http, boss.find("#history-csv")[0].get_attribute("href")).decode("utf-8-sig")
+        self.say(f"re-entry: {len(links)} file(s), {len(self.record.worklist)} 届出 to enter by hand")
+        for code, event in second.reentered():
+            changes = self.admin("POST", f"/admin/residents/{code}/events", {"event": event})["changes"]
+            self.record.reentered.append(UpstreamChange(code, event, False, changes))
+        self.wait_for_feed("the appliance to see what the vendor's import changed")
+        for filing_id in self.record.worklist:
+            boss.open("/reentry/")
+            boss.submit(boss.wait(f"#work-{filing_id} .tick-button"))
+            self.record.ticked.append(filing_id)
+        boss.open("/holds/")
+        boss.wait("#holds-list")
+        boss.shot("holds-list", at="#holds-list")
+        for row_id in [row.get_attribute("id") for row in boss.find("#holds-list tr[data-status=active]")
+                       if row.find_elements("css selector", ".upstream-match")]:
+            boss.open("/holds/")
+            boss.submit(boss.wait(f"#{row_id} .reconcile-form button"))
+            self.record.reconciled_holds.append(int(row_id.removeprefix("hold-")))
+        self.say(f"holds reconciled with the register: {len(self.record.reconciled_holds)}")
+
+    @staticmethod
+    def _fetched(http: requests.Session, url: str) -> bytes:
+        answer = http.get(url, timeout=120)
+        if answer.status_code != 200:
+            raise DayFailed(f"{url}: HTTP {answer.status_code}")
+        return answer.content
 
     # --- helpers ---------------------------------------------------------------------------------
 

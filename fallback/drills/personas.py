@@ -15,10 +15,13 @@ stays the same for the whole drill. Showing the cards is audited, on the
 page and as a PDF, like every view of resident data; since the people are
 synthetic, the cards exist in every mode, before the drill too.
 
-More cases (issue 17's holds: a lost seal, a death or a 転出届 received at
-the counter, an urgent 支援措置) are entries in CASES with a finder: the
-drill register is the ward's register in miniature, so the same rules act
-on it.
+The long outage's cases are here too: a lost seal card, a death notified
+by 戸籍, a 転出届 and an urgent 支援措置 — people whose news reaches the
+counter before the register. The participants record the hold (or the
+届出 that creates it) in the drill's scope, against the drill register,
+and meet what it changes at the next request: the drill register is the
+ward's register in miniature, so the same rules act on it. Each case is a
+different person of the register.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ CASES: dict[str, PersonaCase] = {
                                "印鑑登録証の番号を確かめ、本人確認のうえ印鑑登録証明書を交付する。"),
     "seal_revoked": PersonaCase("廃止された印鑑登録証を持ってきた方", "本人として、カードに書いた（廃止された）印鑑登録証で印鑑登録証明書を請求する。",
                                 "廃止された登録証では交付できないと説明する。新しい登録は後日対応で受け付ける。"),
-    "removed": PersonaCase("除票の方（転出・死亡など）", "親族として、この方の住民票の写しを請求する。",
+    "removed": PersonaCase("除票の方（転出）", "親族として、この方の住民票の写しを請求する。",
                            "現在の住民票は交付できない。除票の写しを選んで交付する。"),
     "foreign": PersonaCase("外国人住民", "本人として、在留資格と在留期間の載った住民票の写しを請求する。",
                            "載せる事項（在留資格・在留期間など）を選んで交付する。"),
@@ -62,7 +65,15 @@ CASES: dict[str, PersonaCase] = {
     "household_six": PersonaCase("6人世帯の世帯主", "本人として、世帯全員の住民票の写しを請求する。",
                                  "世帯全員を選んで交付する（世帯連記式で2枚になる）。"),
     "newcomer": PersonaCase("転入の届出に来た方（写しにいない方）", "区外から引っ越してきたので、転入届を出したい。",
-                            "ダウン対策モード中は転入届を処理できない。後日対応の受付に連絡先と同意を記録する。"),
+                            "転入届を届出として記録する（処理は復旧後）。証明書が必要なら後日対応の受付に連絡先と同意を記録する。"),
+    "hold_seal_lost": PersonaCase("印鑑登録証をなくした方", "本人として、印鑑登録証をなくしたと届け出る。続けて家族役が、カードに書いた番号で印鑑登録証明書を請求する。",
+                                  "廃止届（亡失）を受け付け（係長の確認）、保留ができたことを確かめる。その後の印鑑登録証明書はお断りする。"),
+    "hold_death": PersonaCase("死亡の通知が戸籍から届いた方の家族", "同じ世帯の家族として、亡くなった方を含む世帯全員の住民票の写しを請求する。",
+                              "戸籍からの死亡の通知を届出として記録する（保留ができる）。亡くなった方の載る写しはお断りし、ほかの世帯員だけの写しを交付する。"),
+    "hold_move_out": PersonaCase("転出届を出しに来た方", "本人として転出届を出し、続けて住民票の写しを請求する。",
+                                 "転出届を記録する（係長の確認）。住民票の写しは転出予定の説明をして、確認欄にチェックして交付する。"),
+    "hold_support_measure": PersonaCase("支援措置を緊急に申し出た方", "本人として、DVから逃れてきたので住所を知られないようにしてほしいと申し出る。続けて別に住む親族役が、この方の住民票の写しを請求する。",
+                                        "係長が仮支援措置の保留を記録する。親族からの請求はお断りする（理由も住所も伝えない）。"),
 }
 
 # How to find each register case among the drill register's residents
@@ -72,11 +83,16 @@ _FINDERS = {
     "support_measure": f"{_ACTIVE} AND r.support_measure = 1",
     "seal_holder": f"{_PLAIN} AND EXISTS (SELECT 1 FROM seals s WHERE s.resident_code = r.resident_code AND s.status = 'active')",
     "seal_revoked": f"{_ACTIVE} AND EXISTS (SELECT 1 FROM seals s WHERE s.resident_code = r.resident_code AND s.status = 'revoked')",
-    "removed": "r.status = 'removed'",
+    # moved out, not deceased: a deceased person's 除票 is a third party's request for a relative (another rule, another case)
+    "removed": "r.status = 'removed' AND json_extract(rec.record, '$.removal.reason') IN ('国内転出', '国外転出')",
     "foreign": f"{_ACTIVE} AND json_extract(rec.record, '$.foreign') IS NOT NULL",
     "planned_move_out": f"{_ACTIVE} AND json_extract(rec.record, '$.planned_move_out') IS NOT NULL",
     "household_six": (f"{_ACTIVE} AND r.household_order = 1 AND r.household_id IN "
                       "(SELECT household_id FROM residents WHERE status = 'active' GROUP BY household_id HAVING count(*) >= 6)"),
+    "hold_seal_lost": f"{_PLAIN} AND EXISTS (SELECT 1 FROM seals s WHERE s.resident_code = r.resident_code AND s.status = 'active')",
+    "hold_death": f"{_PLAIN} AND r.household_order > 1",
+    "hold_move_out": _PLAIN,
+    "hold_support_measure": _PLAIN,
 }
 
 NEWCOMER = {
@@ -104,10 +120,12 @@ def find_cases(snapshot_path, key: bytes, rng: random.Random) -> dict[str, str |
         for case_key, condition in _FINDERS.items():
             start = rng.randint(0, top)
             code = None
+            taken = [c for c in found.values() if c]  # each case a person of their own
             for range_clause in ("r.id >= ?", "r.id < ?"):
                 row = conn.execute(
                     f"SELECT r.resident_code FROM residents r JOIN resident_records rec ON rec.id = r.id "
-                    f"WHERE {range_clause} AND {condition} ORDER BY r.id LIMIT 1", (start,)
+                    f"WHERE {range_clause} AND {condition} AND r.resident_code NOT IN ({','.join('?' * len(taken))}) "
+                    "ORDER BY r.id LIMIT 1", (start, *taken)
                 ).fetchone()
                 if row:
                     code = row[0]
@@ -177,7 +195,7 @@ def card_details(persona: Persona, register) -> list[tuple[str, str]]:
         ("住所", f"{a['prefecture']}{a['city']}{a['town']}{a['banchi']}" + (f"　{a['katagaki']}" if a.get("katagaki") else "")),
         ("住民票コード", resident["resident_code"]),
     ]
-    card_status = {"seal_revoked": "revoked", "seal_holder": "active"}.get(persona.case_key)
+    card_status = {"seal_revoked": "revoked", "seal_holder": "active", "hold_seal_lost": "active"}.get(persona.case_key)
     if card_status:
         card = next(s["card_number"] for s in register.seals_of(resident["resident_code"]) if s["status"] == card_status)
         lines.append(("印鑑登録証の番号", card))

@@ -36,6 +36,9 @@ RULE_LABELS = {
     "official_without_staff_id": "職員の身分証明書のない公用請求",
     "official_without_purpose": "根拠の記入のない公用請求",
     "official_seal": "電子公印の未設定",
+    "seal_held": "亡失・廃止の届出を受けた印鑑登録（保留）",
+    "death_held": "死亡届を受けた方（保留）",
+    "hold_approval": "保留のある方（承認なし）",
 }
 # A clerk who picked the wrong certificate type for the person.
 WRONG_TYPE_RULES = ("johyo_for_active", "removed_resident")

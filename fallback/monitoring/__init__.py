@@ -16,6 +16,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from fallback.config import Config
 from fallback.monitoring.alerts import run_alert_cycle
+from fallback.monitoring.doctor import run_doctor_job
 from fallback.monitoring.probes import run_probe_cycle
 from fallback.monitoring.reports import run_morning_report
 from fallback.ops import TOKYO, now
@@ -32,6 +33,8 @@ def register_monitoring_jobs(scheduler, config: Config) -> None:
                       id="monitor-probes", name="上流の監視", next_run_time=now(), misfire_grace_time=None, **common)
     scheduler.add_job(run_alert_cycle, IntervalTrigger(seconds=config["alerts"]["evaluate_interval_s"], timezone=TOKYO),
                       id="monitor-alerts", name="警報の判定", next_run_time=now(), misfire_grace_time=None, **common)
+    scheduler.add_job(run_doctor_job, IntervalTrigger(minutes=config["alerts"]["doctor_interval_minutes"], timezone=TOKYO),
+                      id="monitor-doctor", name="初期設定の点検（sonae doctor）", next_run_time=now(), misfire_grace_time=None, **common)
     hour, minute = (int(part) for part in config["alerts"]["morning_report"].split(":"))
     scheduler.add_job(run_morning_report, CronTrigger(hour=hour, minute=minute, timezone=TOKYO),
                       id="monitor-morning-report", name="朝の報告", misfire_grace_time=3600, **common)

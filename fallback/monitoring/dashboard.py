@@ -11,7 +11,7 @@ from fallback.counter.issuance import ANOMALY_LABELS
 from fallback.counter.rendering import official_seal_problem, verification_address_problem
 from fallback.mirror.registry import snapshot_store
 from fallback.mirror.syncing import latest_load_anomalies
-from fallback.monitoring import alerts, charts, mirror, probes
+from fallback.monitoring import alerts, charts, doctor, mirror, probes
 from sync import crypto
 from sync.crypto import WrongKeyError
 from sync.errors import SyncError
@@ -113,6 +113,7 @@ def dashboard(conn, config: Config, at: dt.datetime) -> dict:
         "latency_chart": latency_chart(conn, at),
         "age_chart": age_chart(conn, at),
         "verification_address_problem": verification_address_problem(config),
+        "checkup": doctor.latest_checkup(conn),
         "official_seal_problem": official_seal_problem(config),
         "load_anomalies": latest_load_anomalies(conn),
         "anomaly_labels": ANOMALY_LABELS,

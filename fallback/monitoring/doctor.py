@@ -3,21 +3,26 @@ to fix — one line per finding.
 
 Each check is a function of the configuration that returns findings; none
 writes anything (the operational database is opened read-only, and only if
-it exists), so the doctor can run before the first start, as often as IT
-likes, and from /readyz or the IT dashboard. `run_checks` runs them all in
-the order the first run meets them.
+it exists), so the doctor can run before the first start and as often as
+IT likes. `run_checks` runs them all in the order the first run meets them.
+
+The worker runs the same checks every alerts.doctor_interval_minutes
+(`run_doctor_job`) and keeps the findings, which `/readyz` and the IT
+dashboard show: the upstream and CUPS checks reach over the network, so a
+request never runs them itself.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import shutil
 import stat
 import subprocess
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -26,6 +31,7 @@ from fallback.clock import ntp_status
 from fallback.config import Config, ConfigError
 from fallback.keys import ops_key
 from fallback.mirror.syncing import upstream_from_config
+from fallback.ops import Transaction, now_iso, open_ops
 from fallback.staff.users import list_users
 from printing.glyphs import IPAEX_MINCHO, IPAMJ_MINCHO
 from sync import crypto
@@ -337,3 +343,42 @@ CHECKS: tuple[Callable[[Config], list[Finding]], ...] = (
 
 def run_checks(config: Config) -> list[Finding]:
     return [finding for check in CHECKS for finding in check(config)]
+
+
+STATE_KEY = "doctor"
+# Who runs the checks is a question for `sonae doctor` at a console; the
+# worker is the appliance's own user by definition.
+SERVICE_CHECKS = tuple(check for check in CHECKS if check is not running_user)
+
+
+@dataclass(frozen=True)
+class Checkup:
+    at: str
+    findings: list[Finding]
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if f.status != OK]
+
+
+def run_doctor_job(config: Config) -> Checkup:
+    """The worker's regular run of the doctor, kept for /readyz and the
+    dashboard."""
+    checkup = Checkup(now_iso(), [finding for check in SERVICE_CHECKS for finding in check(config)])
+    conn = open_ops(config)
+    try:
+        with Transaction(conn):
+            conn.execute("INSERT OR REPLACE INTO monitor_state (key, value) VALUES (?, ?)",
+                         (STATE_KEY, json.dumps({"at": checkup.at, "findings": [asdict(f) for f in checkup.findings]}, ensure_ascii=False)))
+    finally:
+        conn.close()
+    return checkup
+
+
+def latest_checkup(conn) -> Checkup | None:
+    """The worker's last run (None before its first)."""
+    row = conn.execute("SELECT value FROM monitor_state WHERE key = ?", (STATE_KEY,)).fetchone()
+    if row is None:
+        return None
+    stored = json.loads(row[0])
+    return Checkup(stored["at"], [Finding(**f) for f in stored["findings"]])

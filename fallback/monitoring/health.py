@@ -24,7 +24,7 @@ from fallback.counter.rendering import official_seal_problem, verification_addre
 from fallback.keys import key_status
 from fallback.mirror import availability
 from fallback.mirror.registry import SnapshotSummary, register_problem, snapshot_store, snapshot_summary
-from fallback.monitoring import mirror, probes
+from fallback.monitoring import doctor, mirror, probes
 from sync import crypto
 
 
@@ -69,6 +69,11 @@ def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception |
     address_problem = verification_address_problem(config)
     checks["verification_address"] = {"ok": address_problem is None, "detail": address_problem or "確認先が設定されています"}
     checks["official_seal"] = official_seal_check(config)
+    if conn is not None and (checkup := doctor.latest_checkup(conn)) is not None:
+        # Reported, not a reason to stop: the same findings as `sonae doctor`, from the worker's last run.
+        checks["doctor"] = {"ok": not checkup.problems, "checked_at": checkup.at, "problems": [f.line for f in checkup.problems],
+                            "detail": "sonae doctor の点検で問題はありません" if not checkup.problems else
+                            f"sonae doctor の点検で{len(checkup.problems)}件の問題があります"}
     ready = key_problem is None and ops_problem is None and snapshot is not None and all(
         checks[name]["ok"] for name in ("data_age", "snapshot_reads", "writes", "disk_space", "clock", "official_seal") if name in checks)
     body = {"status": "ready" if ready else "not_ready", "checks": checks, "at": at.isoformat(timespec="seconds")}

@@ -89,7 +89,8 @@ FIELD_LABELS = {
     "support_measure": "支援措置", "atena_number": "宛名番号", "furigana": "氏名の振り仮名",
     "former_surname_furigana": "旧氏の振り仮名", "remarks": "備考", "notified_reason": "届出の種別",
 }
-_IGNORED_FIELDS = ("version", "updated_at", "resident_code")
+# "holds": the counter's own holds kept with the printed record (fallback.holds), not the register's
+_IGNORED_FIELDS = ("version", "updated_at", "resident_code", "holds")
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fallback import deferred, documents, modes, recovery, runbooks
+from fallback import deferred, documents, filings, holds, modes, recovery, reentry, runbooks
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.documents import format_minutes, format_time, minutes_between
@@ -288,6 +288,57 @@ def residents_notice(facts: IncidentFacts, config: Config) -> Section:
         conn.close()
 
 
+def counter_records(facts: IncidentFacts, config: Config) -> Section:
+    """What the counters took that the register must still learn — the
+    届出 (for the re-entry files and the worklist) and the holds — and the
+    issuance history for 本人通知制度 and 支援措置 follow-up."""
+    conn = open_ops(config)
+    try:
+        since, until = facts.incident.started_at, facts.until
+        taken = reentry.incident_filings(conn, since, until)
+        try:
+            mapping = reentry.load_mapping(config)
+        except reentry.ReentryError as exc:  # the report is written whatever the mapping file says
+            mapping, mapping_problem = reentry.parse_mapping(reentry.default_mapping_values(), "layout 1"), exc.message
+        else:
+            mapping_problem = None
+        work = reentry.worklist_of(conn, taken, mapping)
+        held = holds.counts(conn, since=since, until=until)
+        history = reentry.issuance_history(conn, since=since, until=until)
+    finally:
+        conn.close()
+    lines = ["### 窓口で受け付けた届出", ""]
+    if mapping_problem:
+        lines += [f"再入力のマッピングに誤りがあるため、取込みと手入力の区分は第{reentry.LAYOUT_VERSION}版の既定によります：{documents.md_text(mapping_problem)}", ""]
+    if taken:
+        by_kind = {kind: [f for f in taken if f.kind == kind] for kind in filings.KINDS}
+        lines.append(documents.md_table(["種類", "届出", "人数", "取込みファイル", "手入力"], [
+            [label, len(found), sum(len(f.persons) for f in found),
+             sum(1 for f in found if not reentry.needs_manual_entry(f, mapping)), sum(1 for f in found if reentry.needs_manual_entry(f, mapping))]
+            for kind, label in filings.KINDS.items() if (found := by_kind[kind])
+        ]))
+        lines.append(f"\n合計 {len(taken)}件。手入力 {len(work)}件のうち入力済み {sum(1 for w in work if w.done)}件"
+                     f"（再入力レイアウト 第{reentry.LAYOUT_VERSION}版、「復旧後の入力」画面）。")
+    else:
+        lines.append("ありませんでした。")
+    lines += ["", "### 窓口で記録した保留", ""]
+    if held:
+        lines.append(documents.md_table(["種類", "記録", "照合済み", "有効"], [
+            [label, held[kind][0], held[kind][1], held[kind][0] - held[kind][1]] for kind, label in holds.KINDS.items() if kind in held]))
+        active = sum(recorded - reconciled for recorded, reconciled in held.values())
+        if active:
+            lines.append(f"\n有効な保留が {active}件あります。住民記録に反映されたことを確かめて、「保留」画面で照合済みにしてください。")
+    else:
+        lines.append("ありませんでした。")
+    requests = len({row.request_id for row in history})
+    lines += ["", "### 交付の記録（本人通知制度・支援措置の確認）", "",
+              f"- 証明書を交付した請求：{requests}件（証明された方 {len(history)}人分）",
+              f"- うち本人通知の対象（代理人・第三者への交付）：{sum(1 for row in history if row.for_notice)}人分",
+              f"- うち支援措置の対象者が載った交付：{sum(1 for row in history if row.support_measure)}人分",
+              "", "一覧（誰が、誰の、どの証明書を、いつ、どの時点のデータで受け取ったか）は「復旧後の入力」画面から CSV で出力できます（係長）。"]
+    return Section("窓口の届出・保留と交付の記録", "\n".join(lines))
+
+
 def blank(title: str) -> SectionProvider:
     def provider(facts: IncidentFacts, config: Config) -> Section:
         return Section(title, "（記入してください）")
@@ -295,7 +346,7 @@ def blank(title: str) -> SectionProvider:
 
 
 VARIANTS: dict[str, list[SectionProvider]] = {
-    "internal": [overview, events, timeline, ward_response, residents_notice, residents_affected, data_used, blank("障害原因"),
+    "internal": [overview, events, timeline, ward_response, counter_records, residents_notice, residents_affected, data_used, blank("障害原因"),
                  blank("再発防止策")],
 }
 

@@ -90,6 +90,7 @@ class Situation:
     certificates_now: tuple[str, ...]
     certificates_stopped: tuple[str, ...]
     drill_scenario: str | None = None
+    planned_until: dt.datetime | None = None  # a vendor's planned window (fallback.maintenance), from `since` to this
 
     @property
     def outage(self) -> bool:
@@ -120,6 +121,7 @@ class Situation:
             "data_as_of": self.data_as_of.isoformat() if self.data_as_of else None,
             "certificates_now": list(self.certificates_now), "certificates_stopped": list(self.certificates_stopped),
             "drill_scenario": self.drill_scenario,
+            "planned_until": self.planned_until.isoformat() if self.planned_until else None,
         }
 
 
@@ -277,6 +279,15 @@ def _draft(s: Situation, config: Config, language: str) -> dict[str, str]:
         "easy": (f"{since}ごろから、" if since else "いま、") + f"{names}が 止まっています。ごめんなさい。",
         "en": (f"Since {since}, " if since else "At present, ") + f"{names} is not working. We apologise for the inconvenience.",
     }[L]
+    if s.planned_until is not None and since:
+        until = time_text(s.planned_until, L, config)
+        title = {"ja": f"【{ward}】{names}の計画停止のお知らせ", "easy": "区役所の コンピューターを 止めて 作業を します",
+                 "en": f"{ward}: planned maintenance of the ward's systems"}[L]
+        lead = {
+            "ja": f"{since}から{until}まで、保守作業のため{names}を停止します。ご不便をおかけして申し訳ありません。",
+            "easy": f"{since}から {until}まで、作業（さぎょう）の ため {names}を 止めます。ごめんなさい。",
+            "en": f"From {since} to {until}, {names} will be stopped for planned maintenance. We apologise for the inconvenience.",
+        }[L]
     if s.mode == modes.DOWNTIME and s.certificates_now:
         lead += {"ja": "区役所では障害時用のシステムで、窓口の手続きの一部を続けています。",
                  "easy": "区役所は、べつの コンピューターで、いくつかの 手続き（てつづき）を しています。",

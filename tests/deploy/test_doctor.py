@@ -23,11 +23,12 @@ from PIL import Image
 from fallback.config import load_config, render_toml
 from fallback.monitoring import doctor
 from fallback.monitoring.doctor import OK, PROBLEM, UNKNOWN
+from fallback.ops import Transaction, open_ops
 from sync.contract import CONTRACT_VERSION, sign
 from tests.deploy.conftest import APPLIANCE_UID, ROOT
 from tests.mounts import require_tmpfs
 from tests.printing.cups_server import cups_server  # noqa: F401  (fixture)
-from tests.support import example_records, write_export
+from tests.support import Staff, example_records, write_export
 from tests.sync import upstream_server
 from tests.sync.upstream_server import TOKEN
 
@@ -385,3 +386,34 @@ def test_sonae_doctor_on_a_configuration_that_does_not_load_says_so_in_one_line(
     assert result.returncode == 1
     assert result.stdout.startswith("PROBLEM  configuration  ") and "unknown section [printer]" in result.stdout
     assert len(result.stdout.splitlines()) == 1
+
+
+# --- the worker's run, shown on /readyz and the dashboard ----------------------------------------
+
+
+def test_the_workers_checkup_is_shown_on_readyz_and_the_dashboard(loaded_env, configure_app, monkeypatch):
+    monkeypatch.setenv("SONAE_UPSTREAM_URL", "https://127.0.0.1:9")  # nothing answers: one problem to show
+    app = configure_app(alerts={"metrics_token": "metrics-secret"})
+    token = {"Authorization": "Bearer metrics-secret"}
+    assert "doctor" not in app.test_client().get("/readyz", headers=token).get_json()["checks"]  # before the worker's first run
+
+    checkup = doctor.run_doctor_job(load_config())
+    assert "user" not in {f.check for f in checkup.findings}  # who runs it is the console's question, not the service's
+    upstream_problem = next(f for f in checkup.problems if f.check == "upstream")
+    ready = app.test_client().get("/readyz", headers=token)
+    check = ready.get_json()["checks"]["doctor"]
+    assert check["ok"] is False and upstream_problem.line in check["problems"] and check["checked_at"] == checkup.at
+    assert "sonae doctor" not in app.test_client().get("/readyz").get_data(as_text=True)  # figures need the token
+    page = Staff(app, "it1").get("/monitor/").get_data(as_text=True)
+    assert 'id="doctor-problems"' in page and upstream_problem.message in page
+
+
+def test_a_clean_checkup_leaves_readyz_ok_and_the_dashboard_quiet(loaded_env, configure_app):
+    app = configure_app(alerts={"metrics_token": "metrics-secret"})
+    conn = open_ops(load_config())
+    with Transaction(conn):
+        conn.execute("INSERT OR REPLACE INTO monitor_state (key, value) VALUES (?, ?)",
+                     (doctor.STATE_KEY, '{"at": "2026-12-05T09:00:00+09:00", "findings": [{"check": "fonts", "status": "ok", "message": "x"}]}'))
+    check = app.test_client().get("/readyz", headers={"Authorization": "Bearer metrics-secret"}).get_json()["checks"]["doctor"]
+    assert check["ok"] is True and check["problems"] == []
+    assert 'id="doctor-problems"' not in Staff(app, "it1").get("/monitor/").get_data(as_text=True)

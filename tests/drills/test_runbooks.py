@@ -17,7 +17,7 @@ from tests.support import text_of
 
 RUNBOOK_DIR = Path(__file__).resolve().parents[2] / "runbooks"
 REQUIRED = ("01-shoki-taio", "02-downtime-madoguchi", "03-bubun-shogai", "04-paper-only", "05-fukkyu-kakunin",
-            "06-nenji-kunren", "07-kagi-kanri", "08-snapshot-restore", "09-disk-full", "10-tokei")
+            "06-nenji-kunren", "07-kagi-kanri", "08-snapshot-restore", "09-disk-full", "10-tokei", "11-nidai-kosei")
 
 
 def test_every_runbook_follows_the_convention():
@@ -57,7 +57,7 @@ def test_step_ids_survive_reordering_and_change_with_the_wording(tmp_path):
 
 def _sonae_commands() -> list[str]:
     found = []
-    for path in sorted(RUNBOOK_DIR.glob("0*.md")):
+    for path in sorted(RUNBOOK_DIR.glob("[0-9][0-9]-*.md")):
         found += [m for m in re.findall(r"`(sonae [^`]+)`", path.read_text(encoding="utf-8"))]
     return found
 
@@ -117,10 +117,10 @@ def test_checklists_start_clean_for_each_incident(login, downtime):
     step = runbooks.load(RUNBOOK_DIR, "05-fukkyu-kakunin").steps[0]
     downtime.post("/supervisor/mode", {"to_mode": "recovery", "reason": "住民記録システム復旧"})
     downtime.post(f"/runbooks/05-fukkyu-kakunin/steps/{step.id}", {"done": "1"})
-    assert "完了 1 / 12" in text_of(downtime.get("/runbooks/05-fukkyu-kakunin"))
+    assert "完了 1 / 17" in text_of(downtime.get("/runbooks/05-fukkyu-kakunin"))
     downtime.post("/supervisor/mode", {"to_mode": "standby", "reason": "復旧後の確認完了"})
     downtime.post("/supervisor/mode", {"to_mode": "downtime", "reason": "住民記録システム障害"})
-    assert "完了 0 / 12" in text_of(downtime.get("/runbooks/05-fukkyu-kakunin"))
+    assert "完了 0 / 17" in text_of(downtime.get("/runbooks/05-fukkyu-kakunin"))
 
 
 def test_the_paper_kit_is_a_blank_request_form_and_a_numbered_ledger(login, tmp_path):

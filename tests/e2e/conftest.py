@@ -21,7 +21,10 @@ SEED = 2
 
 
 def run_day(root: Path, **overrides) -> DayRecord:
+    """The day as the tests play it. A fault's day is played without the
+    second day (one outage day per fault keeps the suite's time)."""
     web_port, upstream_port = free_ports(2, width=2)
+    overrides.setdefault("second_day", not overrides.get("faults"))
     options = DayOptions(residents=RESIDENTS, seed=SEED, change_rate=12.0, probe_interval_s=1,
                          web_port=web_port, upstream_port=upstream_port, **overrides)
     return run_outage_day(root, options)

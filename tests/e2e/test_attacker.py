@@ -248,7 +248,9 @@ def test_public_pages_show_no_resident_data(server, appliance, tmp_path):  # noq
             "/api/v1/session"} <= set(pages)
     assert "PDFの記載はすべて署名された内容と一致します" in pages["/verify/ (a real certificate)"].text  # the page did its work
     # /verify shows the uploaded certificate's own content, and nothing more.
-    printed = "".join(subprocess.run(["pdftotext", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode().split())
+    # -layout keeps each printed line whole: in reading order pdftotext may put
+    # a name's surname and given name lines apart.
+    printed = "".join(subprocess.run(["pdftotext", "-layout", "-", "-"], input=pdf, capture_output=True, check=True).stdout.decode().split())
     # The API document's own example of a date (1975-06-15) happens to be a
     # birth date of the example register: it is written there by hand.
     secrets -= {secret for secret in secrets if secret in json.dumps(OPENAPI, ensure_ascii=False)}

@@ -1,11 +1,17 @@
 """The outage day, scripted, with nothing going wrong but the outage: every
 figure of the incident report is checked against what the script did, the
 alerts against the moments the upstream went down and came back, the
-certificates against their PDFs — and no log file holds resident data."""
+certificates against their PDFs — and no log file holds resident data.
+The outage lasts a second day: the holds recorded and the 届出 taken change
+what the counters issue, and after recovery the re-entry files, the
+worklist, the issuance history and the holds reconciled are what the
+script did, figure by figure."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 import subprocess
 import sys
@@ -14,6 +20,7 @@ from collections import Counter
 import pytest
 from PIL import Image
 
+from fallback import filings, holds
 from fallback.counter.issuance import KINDS
 from fallback.demo.outage_day import CLERKS, SUPERVISOR, TERMINALS
 from fallback.documents import format_minutes
@@ -61,15 +68,17 @@ def minutes_of(*moments: dt.datetime, slack_s: float = 0) -> set[str]:
 
 def test_the_counters_did_what_the_day_asks(day):
     assert day.problems == []
-    assert {i.kind for i in day.issued} == set(KINDS)
-    assert sorted(r.rule for r in day.refused) == ["seal_revoked", "support_measure", "third_party"]
+    first = [i for i in day.issued if i.day == 1]
+    assert {i.kind for i in first} == set(KINDS)
+    assert sorted(r.rule for r in day.refused if r.day == 1) == ["seal_revoked", "support_measure", "third_party"]
     # the agent for a 支援措置 resident was refused outright: nothing issued for her
     protected = next(r.subject for r in day.refused if r.rule == "support_measure")
     assert protected not in {i.subject for i in day.issued}
     assert ops_rows(day, "SELECT count(*) FROM requests WHERE approved_by IS NOT NULL") == [(0,)]
     assert {d.kind for d in day.deferred} == {"tenkyo", "inkan_toroku", "certificate_mail"}
     serials = [s for i in day.issued for s in i.serials]
-    assert len(serials) == len(set(serials)) == day.certificates == 7
+    assert len(serials) == len(set(serials)) == day.certificates == 10
+    assert sum(len(i.serials) for i in first) == 7
 
 
 def test_alerts_arrived_by_webhook_and_mail_when_the_upstream_went_down_and_came_back(day):
@@ -134,7 +143,7 @@ def test_the_timeline_names_who_did_what(day, report):
 def test_issued_refused_and_deferred_figures(day, report):
     assert_report_matches_the_day(day)
     issued, deferred, _ = tables(report["区の対応"])
-    assert len(issued) == 5 and sum(int(row["枚数"]) for row in issued) == 7  # four types at three offices
+    assert len(issued) == 6 and sum(int(row["枚数"]) for row in issued) == 10  # four types at three offices, over two days
     assert sum(int(row["連絡済み"]) for row in deferred) == 1  # the supervisor called one resident back
 
 
@@ -167,7 +176,7 @@ def test_the_certificates_at_risk_are_exactly_those_the_upstream_had_changed_bef
 
 def test_residents_affected_and_the_data_used(day, report):
     assert report["影響を受けた住民"].splitlines() == affected_lines(day) == [
-        "- 影響を受けた住民：10人", "- うち証明書を請求した方：9人", "- うち後日対応で受け付けた方：3人"]
+        "- 影響を受けた住民：16人", "- うち証明書を請求した方：15人", "- うち後日対応で受け付けた方：3人"]
     generation, as_of = day.snapshot_at_outage
     assert tables(report["使用したデータの時点"])[0] == [
         {"データ時点": minute(as_of), "世代": str(generation), "請求件数": str(len(day.issued) + len(day.refused))}]
@@ -214,7 +223,8 @@ def test_screenshots_of_each_step_are_small(day):
     names = [path.stem for path in day.screenshots]
     assert names[:2] == ["it-dashboard-upstream-down", "supervisor-declares-downtime"]
     assert {"counter-search", "counter-resident", "counter-issued", "certificate", "counter-refused-support_measure",
-            "counter-deferred", "recovery-at-risk", "incident-report"} <= set(names)
+            "counter-deferred", "recovery-at-risk", "incident-report", "filing-form", "filing-saved", "hold-recorded",
+            "counter-refused-death_held", "counter-refused-seal_held", "reentry", "holds-list"} <= set(names)
     for path in day.screenshots:
         assert path.stat().st_size <= 150 * 1024, path
         if path.stem != "certificate":
@@ -254,3 +264,106 @@ def test_no_resident_data_in_any_log_or_plain_file(day):
 def is_plain_text(path) -> bool:
     head = path.read_bytes()[:4096]
     return not head.startswith(b"SQLite format 3") and b"\0" not in head and not head.startswith(b"%PDF")
+
+
+# --- the second day and after recovery ----------------------------------------------------
+
+
+def held_rows(day) -> list[dict]:
+    return [dict(zip(("id", "kind", "resident_code", "filing_id", "status", "recorded_by", "confirmed_by"), row)) for row in ops_rows(
+        day, "SELECT id, kind, resident_code, filing_id, status, recorded_by, confirmed_by FROM holds WHERE scope = 'real' ORDER BY id")]
+
+
+def test_the_second_days_holds_changed_what_the_counters_issued(day):
+    second = [r.rule for r in day.refused if r.day == 2]
+    assert sorted(second) == ["death_held", "hold_approval", "planned_move_out", "seal_held", "support_measure"]
+    filed = {f.kind: f for f in day.filings}
+    held = {h.kind: h.resident_code for h in day.holds}
+    refused_subject = {r.rule: r.subject for r in day.refused if r.day == 2}
+    assert refused_subject["seal_held"] == filed["inkan_haishi"].persons[0]
+    assert refused_subject["support_measure"] == held["support_measure"] and refused_subject["hold_approval"] == held["court_police"]
+    assert refused_subject["planned_move_out"] == filed["tenshutsu"].persons[0]
+    # the one who moves out, once the move was explained; the head of the deceased's household, without them
+    issued = {i.subject: i for i in day.issued if i.day == 2}
+    assert filed["tenshutsu"].persons[0] in issued
+    (flags,) = ops_rows(day, "SELECT flags FROM requests WHERE id = ?", (issued[filed["tenshutsu"].persons[0]].request_id,))[0]
+    assert "planned_move_out" in json.loads(flags)
+    head_request = issued[refused_subject["death_held"]].request_id
+    (printed,) = ops_rows(day, "SELECT printed_records FROM certificates WHERE request_id = ? LIMIT 1", (head_request,))[0]
+    assert filed["shibo"].persons[0] not in {r["resident_code"] for r in json.loads(printed)["residents"]}
+    # every hold the script recorded or a 届出 created, and nothing else; a clerk's with the supervisor's confirmation
+    rows = held_rows(day)
+    expected = Counter([(kind, code) for f in day.filings for kind, code in zip(f.holds, f.persons)] + [(h.kind, h.resident_code) for h in day.holds])
+    assert Counter((row["kind"], row["resident_code"]) for row in rows) == expected
+    assert all(row["confirmed_by"] == SUPERVISOR for row in rows)
+    assert {row["filing_id"] for row in rows if row["recorded_by"] == CLERKS[0]} == {f.id for f in day.filings if f.holds}
+
+
+def reentry_file(day, kind: str) -> tuple[list[str], list[dict]]:
+    text = day.reentry_files[kind].decode("utf-8-sig")
+    metadata, rest = text.split("\r\n", 1)
+    return metadata.split(","), list(csv.DictReader(io.StringIO(rest)))
+
+
+def test_the_reentry_files_are_the_filings_taken_figure_by_figure(day):
+    importable = set(filings.KINDS) - {"inkan_toroku"}  # the 印影 is on paper
+    assert set(day.reentry_files) == importable
+    for kind in importable:
+        metadata, rows = reentry_file(day, kind)
+        taken = [f for f in day.filings if f.kind == kind]
+        assert metadata[2] == f"kind={kind}" and metadata[-1] == f"rows={sum(len(f.persons) for f in taken)}"
+        assert [int(row["受付番号"]) for row in rows] == [f.id for f in taken for _ in f.persons]
+        key = "氏名" if kind == "tennyu" else "住民票コード"
+        assert [row[key] for row in rows] == [p for f in taken for p in f.persons]
+    _, leaving = reentry_file(day, "tenshutsu")
+    assert {row["転出先"] for row in leaving} == {"神奈川県横浜市中区日本大通1番地"}
+    assert all(row["受付者"] == CLERKS[0] and row["確認した書類"] for row in leaving)
+
+
+def test_the_worklist_is_what_cannot_be_imported_and_was_ticked_off(day, tmp_path):
+    registration = next(f for f in day.filings if f.kind == "inkan_toroku")
+    assert day.worklist == day.ticked == [registration.id]
+    ticks = ops_rows(day, "SELECT filing_id, done, actor FROM reentry_ticks ORDER BY id")
+    assert ticks == [(registration.id, 1, SUPERVISOR)]
+    path = tmp_path / "worklist.pdf"
+    path.write_bytes(day.worklist_pdf)
+    text = subprocess.run(["pdftotext", str(path), "-"], capture_output=True, text=True, check=True).stdout.replace(" ", "")
+    assert "復旧後の手入力一覧" in text and "印鑑登録申請" in text and registration.persons[0] in text.replace("\n", "")
+
+
+def test_the_issuance_history_is_every_certificate_of_the_outage(day):
+    rows = list(csv.DictReader(io.StringIO(day.issuance_history_csv)))
+    printed = {request_id: [r["resident_code"] for r in json.loads(records)["residents"]] for request_id, records in ops_rows(
+        day, "SELECT request_id, printed_records FROM certificates WHERE scope = 'real' AND copy_number = 1")}
+    assert [(int(row["請求番号"]), row["証明された方の住民票コード"]) for row in rows] == [
+        (i.request_id, code) for i in sorted(day.issued, key=lambda i: i.request_id) for code in printed[i.request_id]]
+    for item in day.issued:
+        for row in (r for r in rows if int(r["請求番号"]) == item.request_id):
+            assert row["発行番号"] == " ".join(map(str, item.serials)) and row["交付した職員"] == item.clerk
+    agent = next(i for i in day.issued if i.day == 2 and ops_rows(day, "SELECT requester_type FROM requests WHERE id = ?",
+                                                                  (i.request_id,)) == [("agent",)])
+    assert [int(row["請求番号"]) for row in rows if row["本人通知の対象"] == "対象"] == [agent.request_id]
+    assert [row["窓口の保留"] for row in rows if row["窓口の保留"]] == ["転出届の受理"]
+
+
+def test_the_holds_the_register_caught_up_with_were_reconciled_and_the_rest_hold(day):
+    caught_up = {(change.resident_code, {"death": "death", "seal_revoked": "seal_lost"}[change.event]) for change in day.reentered}
+    rows = held_rows(day)
+    assert {(row["resident_code"], row["kind"]) for row in rows if row["status"] == "reconciled"} == caught_up
+    assert sorted(day.reconciled_holds) == sorted(row["id"] for row in rows if row["status"] == "reconciled")
+    assert all(row["status"] == "active" for row in rows if (row["resident_code"], row["kind"]) not in caught_up)
+
+
+def test_the_report_counts_the_filings_holds_and_history(day, report):
+    section = report["窓口の届出・保留と交付の記録"]
+    taken, held = tables(section)[:2]
+    assert {row["種類"]: (int(row["届出"]), int(row["人数"]), int(row["取込みファイル"]), int(row["手入力"])) for row in taken} == {
+        filings.KINDS[f.kind]: (1, len(f.persons), int(f.kind != "inkan_toroku"), int(f.kind == "inkan_toroku")) for f in day.filings}
+    assert f"合計 {len(day.filings)}件。手入力 {len(day.worklist)}件のうち入力済み {len(day.ticked)}件" in section
+    rows = held_rows(day)
+    assert {row["種類"]: (int(row["記録"]), int(row["照合済み"]), int(row["有効"])) for row in held} == {
+        holds.KINDS[kind]: (sum(r["kind"] == kind for r in rows), sum(r["kind"] == kind and r["id"] in day.reconciled_holds for r in rows),
+                            sum(r["kind"] == kind and r["id"] not in day.reconciled_holds for r in rows))
+        for kind in {r["kind"] for r in rows}}
+    persons = sum(1 for _ in csv.DictReader(io.StringIO(day.issuance_history_csv)))
+    assert f"証明書を交付した請求：{len(day.issued)}件（証明された方 {persons}人分）" in section

@@ -348,7 +348,7 @@ def test_serials_are_never_reused_after_a_crash(appliance, login, downtime):
     config = appliance.config["SONAE"]
     conn = open_ops(config)
     conn.execute("BEGIN IMMEDIATE")
-    conn.execute("INSERT INTO serial_counters (scope, next_serial, last_serial) VALUES ('real', 900002, 999999)")
+    conn.execute("INSERT INTO serial_counters (scope, box_id, first_serial, next_serial, last_serial) VALUES ('real', '1', 900001, 900002, 999999)")
     conn.execute("INSERT INTO requests (id, created_at, scope, clerk, office, terminal, printer, kind, subject_code, requester_type, options, copies, fee_yen, outcome) "
                  "VALUES (1, '2026-01-01T00:00:00+09:00', 'real', 'clerk1', '本庁', '本庁1', 'プリンタ001', 'juminhyo', ?, 'self', '{}', 1, 300, 'issued')", (YAMADA_TARO,))
     conn.execute("INSERT INTO certificates (serial, scope, request_id, copy_number, status, issued_at, resident_codes, printed_records) "
