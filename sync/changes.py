@@ -32,6 +32,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from sync.contract import ContractError, RuleBroken, check_not_older, parse_timestamp, validate_change
 from sync.errors import FeedBroken, NoSnapshot, UpstreamUntrusted
@@ -54,6 +55,7 @@ from sync.store import SnapshotStore, disk_full_reported
 
 KEYS_PER_QUERY = 500  # keys bound in one `IN (...)` lookup, well under SQLite's variable limit
 CHECKPOINT_CHANGES = 10_000  # during a catch-up, the WAL is copied into the database after about this many changes
+WAL_SHARE_OF_DATABASE = 4  # ... or as soon as it outgrows a quarter of the database (a small register, large records)
 
 
 @dataclass(frozen=True)
@@ -153,19 +155,28 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 2500, mirror_i
                     since_checkpoint += len(changes)
                     if caught_up:
                         break
-                    if since_checkpoint >= checkpoint_changes:
+                    if since_checkpoint >= checkpoint_changes or _wal_outgrows_database(store.path_of(generation)):
                         # A catch-up: copy what the WAL holds back into the
                         # database before going on, so it holds about
-                        # `checkpoint_changes` changes, not the whole backlog
-                        # (it grew to 3-4x the database and filled a freed
-                        # disk again). PASSIVE never waits for the counter's
-                        # readers; the WAL is rewound by the next page's
-                        # commit and cut back to journal_size_limit.
+                        # `checkpoint_changes` changes (and never much more
+                        # than a share of the database: on a small register
+                        # a few pages of large records are already that),
+                        # not the whole backlog (it grew to 3-4x the database
+                        # and filled a freed disk again). PASSIVE never waits
+                        # for the counter's readers; the WAL is rewound by
+                        # the next page's commit and cut back to
+                        # journal_size_limit.
                         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                         since_checkpoint = 0
         finally:
             conn.close()
     return ChangesResult(generation, from_seq, state.last_seq, applied, skipped, pages, state.as_of, time.monotonic() - started)
+
+
+def _wal_outgrows_database(database: Path) -> bool:
+    """Whether the database's WAL is larger than 1/WAL_SHARE_OF_DATABASE of the database file."""
+    wal = database.with_name(database.name + "-wal")
+    return wal.stat().st_size * WAL_SHARE_OF_DATABASE > database.stat().st_size
 
 
 def _check_not_older(page_as_of: dt.datetime, state: _FeedState) -> None:
