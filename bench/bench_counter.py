@@ -95,7 +95,7 @@ def setup_site(args) -> tuple[DemoSite, str]:
     counters = max([args.counters, *args.knee])
     terminals = [{"id": f"本庁{i}", "office": "本庁", "printer": f"プリンタ{i:03d}", "queue": ""} for i in range(1, counters + 1)]
     site.configure(upstream, extra={"counter": {"terminals": terminals, "daily_cap_per_requester": 0},
-                                    "security": {"view_flag_count": 100000}, "web": {"threads": args.threads}})
+                                    "web": {"threads": args.threads}})
     if not serving_snapshot(site):
         started = time.perf_counter()
         print(site.run("sync", "full", "--actor", "bench").strip())
