@@ -9,9 +9,10 @@ PIP := $(VENV)/bin/pip
 # poppler + zbar to read QR codes back from PDFs, CUPS to print.
 SYSTEM_PACKAGES := python3 python3-venv python3-pip libpango-1.0-0 libpangoft2-1.0-0 \
 	fonts-ipaexfont fonts-ipamj-mincho poppler-utils zbar-tools cups-client cups-ipp-utils
-# Tests add a real browser, a real print queue and a PDF printer, and
-# systemd-analyze to verify the units in deploy/systemd/.
-TEST_SYSTEM_PACKAGES := chromium chromium-driver cups printer-driver-cups-pdf systemd
+# Tests add a real browser, a real print queue and a PDF printer,
+# systemd-analyze to verify the units in deploy/systemd/, and npm for
+# axe-core, the accessibility engine the browser tests load into each page.
+TEST_SYSTEM_PACKAGES := chromium chromium-driver cups printer-driver-cups-pdf systemd npm
 # The pair's tests (tests/pair/) add xfsprogs for the takeover test's instant
 # block-level copies, and Pacemaker's, corosync's and DRBD's own tools to
 # check deploy/pair/ offline — without their recommendations (a mail server,
@@ -19,7 +20,7 @@ TEST_SYSTEM_PACKAGES := chromium chromium-driver cups printer-driver-cups-pdf sy
 # starts a one-node cluster on loopback: systemctl disable --now pacemaker corosync.
 PAIR_TEST_SYSTEM_PACKAGES := xfsprogs pacemaker-cli-utils drbd-utils
 
-.PHONY: demo test system-packages test-system-packages install install-test promtool lock
+.PHONY: demo test system-packages test-system-packages install install-test promtool lock browser-test-packages
 
 # The outage day first (headless Chromium at the desks, about a minute once
 # its register is generated), then the demo to explore; a day that fails
@@ -28,8 +29,13 @@ demo: system-packages test-system-packages install-test
 	-$(VENV)/bin/sonae demo outage
 	$(VENV)/bin/sonae demo run
 
-test: system-packages test-system-packages install-test promtool
+test: system-packages test-system-packages install-test promtool browser-test-packages
 	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+# axe-core from the npm registry, pinned with its integrity hash in
+# tests/browser/package-lock.json (never from a CDN), for the browser tests only.
+browser-test-packages:
+	npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 system-packages:
 	@if command -v apt-get >/dev/null; then \

@@ -63,8 +63,8 @@ def anchor_path(config: Config) -> Path:
     return Path(configured) if configured else config.home / "audit-anchor.json"
 
 
-def _key(config: Config) -> bytes:
-    return derive_key(master_key(config), "audit-anchor")
+def _key(config: Config, master: bytes | None = None) -> bytes:
+    return derive_key(master or master_key(config), "audit-anchor")
 
 
 def _mac(key: bytes, anchor: Anchor) -> str:
@@ -153,19 +153,37 @@ def write_anchor(config: Config, conn, durable_entries: int) -> Anchor:
             merged = {s: max(anchor.serials.get(s, 0), held.serials.get(s, 0)) for s in {*anchor.serials, *held.serials}}
             newest = held if not lost and held.entries > anchor.entries else anchor
             anchor = Anchor(newest.entries, newest.head, merged, anchor.at)
-        text = json.dumps({**asdict(anchor), "mac": _mac(key, anchor)}, ensure_ascii=False, sort_keys=True)
-        temporary = path.with_name(path.name + ".tmp")
-        with open(temporary, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+        _store(path, key, anchor)
     return anchor
+
+
+def _store(path: Path, key: bytes, anchor: Anchor) -> None:
+    """Atomically replace the anchor file, on the disk before returning."""
+    text = json.dumps({**asdict(anchor), "mac": _mac(key, anchor)}, ensure_ascii=False, sort_keys=True)
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", encoding="utf-8") as out:
+        out.write(text)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def rekey_anchor(config: Config, new_master: bytes) -> None:
+    """During `sonae key rotate` (services stopped): the same anchor, its
+    HMAC under the new master key. One the configured key does not verify
+    is left as it is: already rekeyed (a rotation run again), or for
+    `audit verify` to report."""
+    try:
+        anchor = read_anchor(config)
+    except AnchorError:
+        return
+    if anchor is not None:
+        _store(anchor_path(config), _key(config, new_master), anchor)
 
 
 def serial_floor(config: Config, scope: str) -> int:

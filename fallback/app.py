@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAll
 from fallback import banner, db, disk, filters
 from fallback.config import Config, ConfigError, load_config
 from fallback.counter.issuance import SUPPORT_MEASURE_APPROVABLE
-from fallback.errors import InternalFault, SonaeError, storage_fault
+from fallback.errors import INTERNAL_FAULT_MESSAGE, InternalFault, SonaeError, storage_fault
 from fallback.keys import session_secret
 from fallback.ops import open_ops
 from fallback.staff import security
@@ -91,10 +91,9 @@ def api_route_error(exc: HTTPException):
 
 
 def internal_error(exc: InternalServerError):
-    """A failure nobody foresaw: the API still answers in JSON."""
-    if not security.wants_json():
-        return exc
-    return answer(InternalFault("装置の内部でエラーが起きました。情報政策課に連絡してください。"))
+    """A failure nobody foresaw (Flask has logged it): a JSON error under
+    /api/, else a Japanese page that reads no database."""
+    return answer(InternalFault(INTERNAL_FAULT_MESSAGE))
 
 
 def init_errors(app: Flask) -> None:

@@ -1,15 +1,38 @@
 """Helpers shared by the CLI modules: the loaded config (checked at the
-start of a service) and the acting operator's name for the audit trail."""
+start of a service), the lock the services hold while they run, the
+services' log lines, and the acting operator's name for the audit trail."""
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import fcntl
 import getpass
+import logging
 import os
+from collections.abc import Iterator
+from pathlib import Path
 
 import click
 
 from fallback.access import state_problem
 from fallback.config import Config, load_config
+from fallback.ops import TOKYO
+
+
+class JstFormatter(logging.Formatter):
+    """Log lines stamped in Japan time with the offset, as every screen
+    shows time (2026-12-06T10:15:02.123+09:00), whatever the host's zone."""
+
+    def formatTime(self, record, datefmt=None) -> str:  # noqa: N802 (logging's name)
+        return dt.datetime.fromtimestamp(record.created, TOKYO).isoformat(timespec="milliseconds")
+
+
+def configure_logging() -> None:
+    """The log format of `sonae serve` and `sonae worker` (standard error)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JstFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
 def config() -> Config:
@@ -24,6 +47,64 @@ def service_config() -> Config:
     if problem := state_problem(loaded.home):
         raise click.ClickException(problem)
     return loaded
+
+
+# `sonae serve` and `sonae worker` hold this shared for their lifetime;
+# `sonae key rotate` takes it exclusively: a service that kept its
+# databases open under the old key across a rotation would write with
+# that key into files now under the new one (and the anchor with the old).
+SERVICES_LOCK = "services.lock"
+
+
+def _lock_holders(path: Path) -> list[int]:
+    """The PIDs /proc/locks names as holding a lock on `path` (Linux; empty
+    when it cannot tell)."""
+    try:
+        stat, lines = path.stat(), Path("/proc/locks").read_text().splitlines()
+    except OSError:
+        return []
+    inode = f"{os.major(stat.st_dev):02x}:{os.minor(stat.st_dev):02x}:{stat.st_ino}"
+    return sorted({int(fields[4]) for fields in map(str.split, lines)
+                   if len(fields) > 5 and fields[5] == inode and fields[4].isdigit()})
+
+
+@contextlib.contextmanager
+def _services_lock(config: Config, mode: int) -> Iterator[bool]:
+    """Yields whether the lock under SONAE_HOME was taken in `mode` (never waits)."""
+    fd = os.open(config.home / SERVICES_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+@contextlib.contextmanager
+def service_running(config: Config) -> Iterator[None]:
+    """Held by `sonae serve` and `sonae worker` from start to stop; refused
+    in one line while a key rotation runs."""
+    with _services_lock(config, fcntl.LOCK_SH) as taken:
+        if not taken:
+            raise click.ClickException("`sonae key rotate` is running; start the service again once it has finished "
+                                       "and security.key_file names the new key (runbooks/07-kagi-kanri.md)")
+        yield
+
+
+@contextlib.contextmanager
+def services_stopped(config: Config) -> Iterator[None]:
+    """Held by `sonae key rotate`: refused in one line, naming the running
+    services' PIDs, while `sonae serve` or `sonae worker` runs."""
+    with _services_lock(config, fcntl.LOCK_EX) as taken:
+        if not taken:
+            path = config.home / SERVICES_LOCK
+            pids = ", ".join(map(str, _lock_holders(path))) or "unknown"
+            raise click.ClickException(f"`sonae serve` or `sonae worker` is running (pid {pids}, holding {path}); "
+                                       "stop both services first (runbooks/07-kagi-kanri.md step 8), then rerun")
+        yield
 
 
 def operator(actor: str | None) -> str:

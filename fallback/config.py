@@ -215,6 +215,12 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "host": "127.0.0.1",
         "port": 8080,
         "threads": 16,
+        # open connections waitress keeps before it stops accepting: far
+        # above the counters' needs, so that a LAN host holding half-open
+        # connections does not shut them out (waitress's default is 100)
+        "connection_limit": 1000,
+        # a connection silent this long is closed (waitress's default: 120 s)
+        "channel_timeout_s": 30,
         "public_base_url": "http://127.0.0.1:8080",
         # served over HTTPS: true when TLS ends in front of Sonae and every
         # request arrives over it (Secure cookies, HSTS)

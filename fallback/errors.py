@@ -46,11 +46,19 @@ class SonaeError(Exception):
 
 
 class InternalFault(SonaeError):
-    """What the API answers for a failure nobody foresaw (a bug)."""
+    """What the web answers for a failure nobody foresaw (a bug, or a
+    database changed under the running server)."""
 
     status = 500
     code = "internal"
     title = "装置の内部でエラーが起きました"
+    template = "internal_error.html"
+    chrome = False  # the banner reads the databases, which may be what failed
+
+
+INTERNAL_FAULT_MESSAGE = ("装置の内部でエラーが起きたため、この操作が記録されたかどうか確かめられません。"
+                          "画面を開き直して確かめてから、もう一度操作してください。"
+                          "続けて起きるときは紙の手順に切り替え、情報政策課に連絡してください。")
 
 
 class NotFound(SonaeError):

@@ -7,8 +7,9 @@ from pathlib import Path
 import click
 
 from fallback import audit
+from fallback.anchor import rekey_anchor
 from fallback.cli_support import config as load_config
-from fallback.cli_support import operator
+from fallback.cli_support import operator, services_stopped
 from fallback.keys import master_key
 from fallback.mirror.registry import drill_snapshot_stores
 from fallback.mirror.syncing import snapshot_store
@@ -48,9 +49,11 @@ def rotate(new_key_file, actor):
        (or SONAE_SECURITY_KEY_FILE), start the services again
     5. once they run, destroy the old key and its copies
 
-    Each database is re-encrypted in one transaction. If the command is
-    interrupted, run it again with the same file: databases already under
-    the new key are skipped.
+    It is refused while `sonae serve` or `sonae worker` runs, and they
+    do not start while it runs. Each database is re-encrypted in one
+    transaction, then the audit anchor is signed again under the new key.
+    If the command is interrupted, run it again with the same file:
+    databases already under the new key are skipped.
     """
     new_key_file = Path(new_key_file).resolve()
     config = load_config()
@@ -59,7 +62,7 @@ def rotate(new_key_file, actor):
     if new_master == old_master:
         raise click.ClickException(f"{new_key_file} holds the key already in use; write a new one with `sonae key init PATH`")
     store = snapshot_store(config)
-    with store.write_lock():  # no sync writes while keys change
+    with services_stopped(config), store.write_lock():  # no service holds a database, no sync writes
         generations = store.rekey(crypto.derive_key(new_master, "snapshot"))
         for drill_store in drill_snapshot_stores(config):
             drill_store.rekey(crypto.derive_key(new_master, "drill-snapshot"))
@@ -74,6 +77,7 @@ def rotate(new_key_file, actor):
             audit.record(ops, operator(actor), "key.rotate", None, {"new_key_file": str(new_key_file), "generations": generations})
         finally:
             ops.close()
+        rekey_anchor(config, new_master)
     click.echo(
         f"re-encrypted {len(generations)} snapshot generation(s) and the operational database under the key in {new_key_file}.\n"
         f"Now set security.key_file = \"{new_key_file}\" (or SONAE_SECURITY_KEY_FILE) and restart `sonae serve` and `sonae worker`."

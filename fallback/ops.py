@@ -52,6 +52,17 @@ def _serial_counters_per_box(db: sqlite_utils.Database) -> None:
     transform_table(db, "serial_counters", pk=("scope", "box_id"), not_null={"scope"})
 
 
+
+def _create_issue_keys(db: sqlite_utils.Database) -> None:
+    """Migration 11 (below): one row per idempotency key that issued, with
+    the requested items its certificates left out (the answer a replay repeats)."""
+    db["issue_keys"].create(
+        {"actor": str, "key": str, "request_id": int, "fingerprint": str, "omissions": str, "created_at": str},
+        pk=("actor", "key"), not_null={"request_id", "fingerprint", "omissions", "created_at"},
+        foreign_keys=[("request_id", "requests", "id")],
+    )
+
+
 MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     # 1: audit trail, modes, users, sync runs
     """
@@ -473,7 +484,12 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     """,
     # 10: a pair of boxes (README "The pair"): serial counters per box
     _serial_counters_per_box,
+    # 11: idempotency keys of issuance (a rendered request form, or the API's
+    # Idempotency-Key header): a key the server has seen answers with the
+    # request it issued, never with a second certificate.
+    _create_issue_keys,
 ]
+
 
 
 def now() -> dt.datetime:

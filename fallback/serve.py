@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from fallback.cli_support import service_config
+from fallback.cli_support import configure_logging, service_config, service_running
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.ops import open_ops
@@ -21,7 +21,13 @@ def waitress_options(config: Config) -> dict:
     web = config["web"]
     options = {"threads": web["threads"], "ident": "sonae", "clear_untrusted_proxy_headers": True,
                # waitress would otherwise buffer up to 1 GB of a body the app refuses anyway
-               "max_request_body_size": UPLOAD_LIMIT}
+               "max_request_body_size": UPLOAD_LIMIT,
+               # Half-open connections (headers trickled or never finished)
+               # must not take the counters off the air: room for many more
+               # than the counters use, silent ones closed sooner, and poll()
+               # rather than select(), which fails past 1024 descriptors.
+               "connection_limit": web["connection_limit"], "channel_timeout": web["channel_timeout_s"],
+               "cleanup_interval": max(1, min(10, web["channel_timeout_s"])), "asyncore_use_poll": True}
     if web["trusted_proxy"]:
         options.update(trusted_proxy=web["trusted_proxy"], trusted_proxy_count=1,
                        trusted_proxy_headers={"x-forwarded-for", "x-forwarded-proto"})
@@ -50,12 +56,14 @@ def serve(host, port, threads):
     from fallback.app import create_app
 
     config = service_config()
-    claim_serial_ranges(config)
-    app = create_app(config)
-    host = host or config["web"]["host"]
-    port = port or config["web"]["port"]
-    click.echo(f"Sonae counter app on http://{host}:{port}/", err=True)
-    options = waitress_options(config)
-    if threads:
-        options["threads"] = threads
-    waitress.serve(app, host=host, port=port, **options)
+    configure_logging()
+    with service_running(config):
+        claim_serial_ranges(config)
+        app = create_app(config)
+        host = host or config["web"]["host"]
+        port = port or config["web"]["port"]
+        click.echo(f"Sonae counter app on http://{host}:{port}/", err=True)
+        options = waitress_options(config)
+        if threads:
+            options["threads"] = threads
+        waitress.serve(app, host=host, port=port, **options)

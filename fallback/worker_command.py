@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 
 import click
 
-from fallback.cli_support import service_config
+from fallback.cli_support import configure_logging, service_config, service_running
 from fallback.serve import claim_serial_ranges
 
 
@@ -31,19 +30,20 @@ def worker(list_jobs):
             click.echo(f"{job.id:<16} next {job.next_run_time:%Y-%m-%d %H:%M:%S %Z}  {job.trigger}")
         scheduler.shutdown(wait=False)
         return
-    claim_serial_ranges(config)  # a box that is not itself in ops.db runs nothing
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from fallback.mirror.syncing import reclaim_leftovers
+    with service_running(config):
+        claim_serial_ranges(config)  # a box that is not itself in ops.db runs nothing
+        configure_logging()
+        from fallback.mirror.syncing import reclaim_leftovers
 
-    reclaim_leftovers(config)  # a killed load's gen-N.tmp may be the size of a generation
-    scheduler = build_scheduler(config, stopping)
+        reclaim_leftovers(config)  # a killed load's gen-N.tmp may be the size of a generation
+        scheduler = build_scheduler(config, stopping)
 
-    def stop(signum, frame):
-        stopping.set()  # cut retry waits short
-        scheduler.shutdown(wait=False)
+        def stop(signum, frame):
+            stopping.set()  # cut retry waits short
+            scheduler.shutdown(wait=False)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    click.echo("sonae worker: started; stop with SIGTERM or Ctrl-C", err=True)
-    scheduler.start()
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        click.echo("sonae worker: started; stop with SIGTERM or Ctrl-C", err=True)
+        scheduler.start()
     click.echo("sonae worker: stopped", err=True)

@@ -5,7 +5,13 @@ run by hand (pdftoppm, zbarimg), each page's code is checked against the
 appliance's public key (printing.signing), and what it signs is returned for
 the checker to compare with the paper. Where the file has a text layer (a
 PDF as issued), every signed field is also compared with the page's text,
-and each field that differs is named.
+and each field that differs, and any text nothing signed explains, is
+named. A matching text layer is never enough to say the PDF shows what
+was signed: a forger can leave the original text in place under a painted
+box and draw other words over it. Only a PDF that is byte for byte the
+file the appliance issued under its serial (its records, when the caller
+has them) is said to match; any other is shown like a scan, for the
+checker to compare by eye.
 
 The file may be hostile (the public page takes uploads). It stays in memory
 and reaches the tools on their standard input; its page count and page
@@ -13,19 +19,22 @@ sizes are checked before anything is rendered; only a page's footer (then,
 if the code is not there, the whole page) is rendered, at a bounded size;
 every tool runs under a memory limit and within one deadline for the whole
 check; an image's pixel count is checked from its header before it is
-decoded.
+decoded, and a large image is scaled down to a 300 dpi page's pixels before
+its code is looked for (zbar's time grows with the pixels, code or not).
 """
 
 from __future__ import annotations
 
 import difflib
+import hmac
 import io
+import math
 import re
 import subprocess
 import time
 import unicodedata
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -57,11 +66,19 @@ class Limits:
     min_page_side_pt: float = 144.0  # two inches
     max_image_pixels: int = 30_000_000  # a 12 MP phone photo fits twice over
     raster_long_side_px: int = 3508  # A4's long side at 300 dpi: 3 px per QR module
+    decoded_image_pixels: int = 2480 * 3508  # an A4 page at 300 dpi: a larger image is scaled down to this
     seconds: float = 20.0  # the whole check
     tool_memory_bytes: int = 1024 * 1024 * 1024  # address space of each pdftoppm / zbarimg
 
 
 FOOTER_SHARE = 0.13  # the bottom 38 mm of an A4 page: the footer with the QR code
+PHOTO_ADVICE = "4000×3000画素（1200万画素）までに縮小するか、QRコードに近づけて撮り直して送ってください"
+
+# How a PDF compares with the file the appliance issued under its serial.
+SAME_AS_ISSUED = "same"  # byte for byte the issued file
+NOT_AS_ISSUED = "different"  # another file: edited, re-saved, or made elsewhere
+NO_ISSUED_FILE = "no_record"  # the records hold no PDF under its serial
+NOT_COMPARED = "not_compared"  # no records at hand (offline), or not a PDF
 
 
 @dataclass(frozen=True)
@@ -78,14 +95,38 @@ class Verification:
     pages: tuple[SignedPage, ...]  # in file order; every one's signature checked
     text_checked: bool  # the file had a text layer, compared field by field
     differences: tuple[Difference, ...]
-    problems: tuple[str, ...]  # pages missing, repeated or from another certificate
+    problems: tuple[str, ...]  # pages missing, repeated or from another certificate; text nothing signed
+    issued_file: str = NOT_COMPARED  # SAME_AS_ISSUED, NOT_AS_ISSUED, NO_ISSUED_FILE or NOT_COMPARED
 
     @property
     def valid(self) -> bool:
         """The signatures hold, the pages make one certificate and, where
-        there is text, it says what was signed. A scan is valid as far as
-        the machine can tell: the checker still compares it by eye."""
+        there is text, it says nothing but what was signed. Valid is not
+        yet "the file shows what was signed" (as_issued): unless the file
+        is the one issued, the checker still compares it by eye."""
         return not self.differences and not self.problems
+
+    @property
+    def as_issued(self) -> bool:
+        """Valid, and the very PDF the appliance issued: the only ground for
+        saying everything the file shows was signed. Its text layer alone
+        is not: words painted over stay in it, words drawn as an image are
+        not in it."""
+        return self.valid and self.issued_file == SAME_AS_ISSUED
+
+    @property
+    def why_compare_by_eye(self) -> str:
+        """Why a valid check that is not as_issued leaves the comparison to
+        the checker, in words for them."""
+        if not self.text_checked:
+            return "画像には文字の情報がないため、記載は機械では照合していません。"
+        reasons = {
+            NOT_AS_ISSUED: "このPDFは交付したファイルと同一ではありません。",
+            NO_ISSUED_FILE: f"発行番号 {self.pages[0].serial_text} のPDFは、この装置の交付記録にありません。",
+        }
+        return reasons.get(self.issued_file, "交付したファイルの記録と照合していません。") + (
+            "PDFの文字情報が一致しても、見えている記載（文字の上に描かれた図形や画像）は機械では照合できません。"
+        )
 
     def differing(self, page: int) -> set[str]:
         """The names of page `page`'s fields that differ."""
@@ -222,23 +263,39 @@ def _pdf_texts(pdf: bytes, pages: int, deadline: float, limits: Limits) -> list[
     return (texts + [""] * pages)[:pages]
 
 
-def _check_image(data: bytes, limits: Limits) -> None:
-    """Refuse what is not a PNG or JPEG, or holds more pixels than a photo
-    of the paper would, from the header alone (nothing is decoded here)."""
-    too_large = f"画像が大きすぎます（{limits.max_image_pixels // 1_000_000}百万画素までにしてください）"
+def _image_to_decode(data: bytes, limits: Limits) -> bytes:
+    """A PNG or JPEG as the grayscale PGM zbar reads, at most
+    decoded_image_pixels. What is not a PNG or JPEG, or holds more pixels
+    than a photo of the paper would, is refused from the header, before
+    anything is decoded."""
+    bound = f"確認できるのは{limits.max_image_pixels // 10_000}万画素までです"
+    unreadable = UnreadableFileError("証明書のPDF、またはPNG・JPEGの画像を選んでください（このファイルは読めません）")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as image:
-                kind, (width, height) = image.format, image.size
+            image = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError:  # Pillow's own bound, far above ours
-        raise UnreadableFileError(too_large) from None
+        raise UnreadableFileError(f"画像が大きすぎます（{bound}）。{PHOTO_ADVICE}") from None
     except (UnidentifiedImageError, OSError, ValueError):
-        raise UnreadableFileError("証明書のPDF、またはPNG・JPEGの画像を選んでください（このファイルは読めません）") from None
-    if kind not in ("PNG", "JPEG"):
-        raise UnreadableFileError(f"画像はPNGかJPEGで送ってください（このファイルは{kind}です）")
-    if width * height > limits.max_image_pixels:
-        raise UnreadableFileError(f"{too_large[:-1]}。この画像は{width}×{height}画素です）")
+        raise unreadable from None
+    with image:
+        if image.format not in ("PNG", "JPEG"):
+            raise UnreadableFileError(f"画像はPNGかJPEGで送ってください（このファイルは{image.format}です）")
+        width, height = image.size
+        if width * height > limits.max_image_pixels:
+            raise UnreadableFileError(f"画像が大きすぎます（この画像は{width}×{height}画素、{bound}）。{PHOTO_ADVICE}")
+        scale = min(1.0, math.sqrt(limits.decoded_image_pixels / (width * height)))
+        size = (max(1, int(width * scale)), max(1, int(height * scale)))
+        try:
+            image.draft("L", size)  # a JPEG decodes straight at 1/2, 1/4 or 1/8 of its size
+            gray = image.convert("L")
+            if gray.size != size:
+                gray = gray.resize(size, Image.Resampling.BOX, reducing_gap=2.0)
+        except (OSError, ValueError, SyntaxError):  # truncated or damaged after a sound header
+            raise unreadable from None
+    out = io.BytesIO()
+    gray.save(out, format="PPM")
+    return out.getvalue()
 
 
 # --- comparing the text -----------------------------------------------------
@@ -284,18 +341,25 @@ def _expected(page: SignedPage) -> list[tuple[str, str, str]]:
     return tokens
 
 
-def _unexplained(extra: str, *, trailing: bool) -> bool:
-    """True when text the page has beyond its signed fields is not one of
-    the page's unsigned texts (marks, caption; the check's address last)."""
-    if trailing and extra.startswith(_normalise(VERIFICATION_LEAD)):
-        return False
+# The check's address, printed after the 発行番号 line: the lead and web.public_base_url + "/verify".
+_VERIFICATION_LINE = re.compile(re.escape(_normalise(VERIFICATION_LEAD)) + r"(?:https?://[!-~]*?/verify)?")
+UNSIGNED_SHOWN_CHARS = 40
+
+
+def _unexplained(extra: str, *, trailing: bool) -> str:
+    """What of `extra`, text the page has between or after its signed
+    fields, none of the page's unsigned texts explains (marks, caption;
+    after the last field also the check's address line, once)."""
+    if trailing:
+        extra = _VERIFICATION_LINE.sub("", extra, count=1)
     for text in sorted((_normalise(text) for text in UNSIGNED_TEXTS), key=len, reverse=True):
         extra = extra.replace(text, "")
-    return bool(extra)
+    return extra
 
 
-def compare_text(page: SignedPage, text: str) -> list[Difference]:
-    """Each signed field of `page` that the page's text does not show as signed."""
+def compare_text(page: SignedPage, text: str) -> tuple[list[Difference], str]:
+    """Each signed field of `page` that the page's text does not show as
+    signed, and the text after its last field that nothing explains ("" when none)."""
     tokens = _expected(page)
     spans, expected = [], ""
     for _what, _value, printed in tokens:
@@ -304,20 +368,29 @@ def compare_text(page: SignedPage, text: str) -> list[Difference]:
         spans.append((start, len(expected)))
     actual = _normalise(text)
     differing: set[int] = set()
+    unsigned = ""
     for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, expected, actual, autojunk=False).get_opcodes():
         if tag == "equal":
             continue
         if tag == "insert":
             inside = [index for index, (start, end) in enumerate(spans) if start < i1 < end]
+            extra = "" if inside else _unexplained(actual[j1:j2], trailing=i1 == len(expected))
             if inside:
                 differing.update(inside)
-            elif _unexplained(actual[j1:j2], trailing=i1 == len(expected)):
+            elif extra and i1 == len(expected):
+                unsigned = extra  # after everything signed: a line added to the page, named as it reads
+            elif extra:
                 # Unexplained text between two fields: the one before it was lengthened.
                 before = [index for index, (_start, end) in enumerate(spans) if end == i1]
                 differing.add(before[-1] if before else 0)
             continue
         differing.update(index for index, (start, end) in enumerate(spans) if start < i2 and i1 < end)
-    return [Difference(page.page, tokens[index][0], tokens[index][1]) for index in sorted(differing)]
+    return [Difference(page.page, tokens[index][0], tokens[index][1]) for index in sorted(differing)], unsigned
+
+
+def _unsigned_problem(page: SignedPage, unsigned: str) -> str:
+    shown = unsigned if len(unsigned) <= UNSIGNED_SHOWN_CHARS else unsigned[:UNSIGNED_SHOWN_CHARS] + "…"
+    return f"{page.page}ページ目に、署名された内容にない記載「{shown}」があります（書き加えられた疑いがあります）"
 
 
 # --- the check ----------------------------------------------------------------
@@ -337,6 +410,7 @@ def verify_document(
     *,
     accept_drill: bool = False,
     accept_specimen: bool = False,
+    issued_pdf: Callable[[SignedPage], bytes | None] | None = None,
     limits: Limits = Limits(),
 ) -> Verification:
     """Verify a certificate PDF, or an image of a page of the paper.
@@ -345,16 +419,17 @@ def verify_document(
     person checking, when no signed content can be shown (QrCodeNotFoundError,
     UnreadableFileError, CheckTimeoutError, and those of
     printing.signing.verify_payload). Otherwise returns what each page
-    signs, with the fields whose text differs and the pages that do not
-    belong."""
+    signs, with the fields whose text differs, the text nothing signed
+    explains, the pages that do not belong and, given `issued_pdf` (the
+    issuing appliance's records: the PDF issued under a first page's
+    serial, or None), whether a PDF is that very file."""
     deadline = time.monotonic() + limits.seconds
     if data.startswith(b"%PDF-"):
         count = _pdf_page_count(data, deadline, limits)
         payloads = _one_code_per_page(_pdf_codes(data, count, deadline, limits))
         texts = _pdf_texts(data, count, deadline, limits)
     else:
-        _check_image(data, limits)
-        payloads = decode_qr_codes(data, deadline, limits)
+        payloads = decode_qr_codes(_image_to_decode(data, limits), deadline, limits)
         if not payloads:
             raise QrCodeNotFoundError(
                 "画像にQRコードが見つかりません（QRコードが塗りつぶされたり汚れたりしていないか、ピントが合っているか確認してください）"
@@ -362,9 +437,21 @@ def verify_document(
         texts = [""] * len(payloads)
     pages = tuple(verify_payload(text, public_key, accept_drill=accept_drill, accept_specimen=accept_specimen) for text in payloads)
     text_checked = any(_normalise(text) for text in texts)
-    differences = [difference for page, text in zip(pages, texts) if _normalise(text) for difference in compare_text(page, text)]
-    problems = pages_in_order(pages) if data.startswith(b"%PDF-") else _mixed(pages)
-    return Verification(pages, text_checked, tuple(differences), tuple(problems))
+    compared = [(page, compare_text(page, text)) for page, text in zip(pages, texts) if _normalise(text)]
+    differences = [difference for _page, (found, _unsigned) in compared for difference in found]
+    problems = pages_in_order(pages) if data.startswith(b"%PDF-") else _partial(pages)
+    problems += [_unsigned_problem(page, unsigned) for page, (_found, unsigned) in compared if unsigned]
+    issued_file = _against_issued(data, pages[0], issued_pdf) if data.startswith(b"%PDF-") else NOT_COMPARED
+    return Verification(pages, text_checked, tuple(differences), tuple(problems), issued_file)
+
+
+def _against_issued(data: bytes, first: SignedPage, issued_pdf: Callable[[SignedPage], bytes | None] | None) -> str:
+    if issued_pdf is None:
+        return NOT_COMPARED
+    issued = issued_pdf(first)
+    if issued is None:
+        return NO_ISSUED_FILE
+    return SAME_AS_ISSUED if hmac.compare_digest(data, issued) else NOT_AS_ISSUED
 
 
 def verify_payloads(
@@ -375,10 +462,17 @@ def verify_payloads(
     pages = tuple(verify_payload(text, public_key, accept_drill=accept_drill, accept_specimen=accept_specimen) for text in texts)
     if not pages:
         raise QrCodeNotFoundError("QRコードの内容がありません")
-    return Verification(pages, False, (), tuple(_mixed(pages)))
+    return Verification(pages, False, (), tuple(_partial(pages)))
 
 
-def _mixed(pages: Sequence[SignedPage]) -> list[str]:
-    """An image shows some pages: they must belong together, but need not be all of them."""
-    problems = pages_in_order(pages)
-    return problems if any(not page.same_certificate(pages[0]) for page in pages) else []
+def _partial(pages: Sequence[SignedPage]) -> list[str]:
+    """An image or pasted codes show some pages: they must belong together,
+    none twice, but need not be all of them."""
+    if any(not page.same_certificate(pages[0]) for page in pages):
+        return pages_in_order(pages)
+    numbers = [page.page for page in pages]
+    repeated = sorted({number for number in numbers if numbers.count(number) > 1})
+    if repeated:
+        shown = "、".join(f"{number}/{pages[0].pages}" for number in repeated)
+        return [f"同じページ（{shown}）が2回以上あります（ページの重複・差し替えの疑いがあります）。各ページのQRコードを1回ずつ確認してください"]
+    return []

@@ -108,7 +108,7 @@ def format_wareki_datetime(moment: _dt.datetime, eras: Sequence[Era] = DEFAULT_E
 
 # --- counter input -----------------------------------------------------------
 
-_EXAMPLES = "例: 1975-06-15、1975/6/15、19750615、S50.6.15、昭和50年6月15日"
+_EXAMPLES = "例: 1975-06-15、1975/6/15、19750615、S50.6.15、昭50.6.15、昭和50年6月15日"
 _SEIREKI_PATTERNS = (
     re.compile(r"(\d{4})[-/.](\d{1,2})[-/.](\d{1,2})"),
     re.compile(r"(\d{4})年(\d{1,2})月(\d{1,2})日?"),
@@ -146,8 +146,14 @@ def _from_era(era_index: int, year: int, month: int, day: int, eras: Sequence[Er
 
 
 def _era_index(token: str, eras: Sequence[Era]) -> int | None:
+    """The era a typed token names: its name, its letter (any case) or its
+    first character (昭47.8.21, as forms abbreviate 明大昭平令) when no
+    other era's name starts with it."""
+    initials = [era.name[0] for era in eras]
     for index, era in enumerate(eras):
         if token == era.name or (era.abbreviation and token.upper() == era.abbreviation):
+            return index
+        if token == era.name[0] and initials.count(token) == 1:
             return index
     return None
 
@@ -156,7 +162,7 @@ def parse_date_input(text: str, eras: Sequence[Era] = DEFAULT_ERAS) -> _dt.date:
     """Read a date typed at the counter, 西暦 or 和暦, half- or full-width.
 
     Accepts 1975-06-15, 1975/6/15, 1975.6.15, 1975年6月15日, 19750615,
-    S50.6.15 (any case), H31/4/30, R1.5.1, 昭和50年6月15日, 令和元年5月1日 and
+    S50.6.15 (any case), H31/4/30, R1.5.1, 昭50.6.15, 昭和50年6月15日, 令和元年5月1日 and
     the seven-digit era code form 3500615. Raises ValueError with a message
     the clerk can act on when the text is not a date or names a day that does
     not exist (昭和64年1月8日, 平成32年1月1日, 2月30日 …)."""
@@ -173,6 +179,7 @@ def parse_date_input(text: str, eras: Sequence[Era] = DEFAULT_ERAS) -> _dt.date:
         index = _era_index(match["era"], eras)
         if index is None:
             known = "、".join(f"{era.name}({era.abbreviation})" if era.abbreviation else era.name for era in eras)
+            known += "。「昭50.6.15」のように元号の1文字目でも入力できます"
             raise ValueError(f"「{text}」: 元号「{match['era']}」が分かりません（使える元号: {known}）")
         year = 1 if match["year"] == "元" else int(match["year"])
         return _from_era(index, year, int(match["month"]), int(match["day"]), eras, text)

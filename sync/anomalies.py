@@ -88,17 +88,32 @@ def record_facts(kind: str, record: dict) -> tuple[tuple, list[tuple]]:
     return (record["seal_number"], record["resident_code"], record["registered_on"], digest), []
 
 
+# The export file in which each kind's affected records are found.
+FILE_OF = {DUPLICATE_ATENA: "residents", NOTIFIED_BEFORE_BIRTH: "residents",
+           SEAL_ON_BIRTH_DATE: "seals", SHARED_SEAL_IMAGE: "seals"}
+
+
 @dataclass(frozen=True)
 class AnomalyReport:
+    """What a load reports to IT and the vendor: counts, and where a few
+    affected records are in the export (their line numbers in the file of
+    FILE_OF[kind]) — never a 住民票コード, a date or a seal number: IT
+    sees no resident data, and the vendor finds the records by line."""
+
     counts: dict[str, int]  # kind -> affected records, every kind listed
-    examples: dict[str, list[str]]  # kind -> a few "resident_code (detail)"
+    positions: dict[str, list[int]]  # kind -> the first few line numbers in its file
 
     def figures(self) -> dict:
         """For the run record."""
-        return {"counts": self.counts, "examples": self.examples}
+        return {"counts": self.counts, "positions": self.positions}
 
 
 EXAMPLES_PER_KIND = 5
+
+
+def positions_text(kind: str, lines: list[int]) -> str:
+    """Where a kind's examples are, for a log line or the command line."""
+    return f"{FILE_OF[kind]} file line{'s' if len(lines) > 1 else ''} {', '.join(f'{line:,}' for line in lines)}"
 
 
 def find_anomalies(conn, scratch_path: Path, key: bytes) -> AnomalyReport:
@@ -115,15 +130,22 @@ def find_anomalies(conn, scratch_path: Path, key: bytes) -> AnomalyReport:
     return read_report(conn)
 
 
+# A row's id is its line number in its export file (sync.loader.parse_block).
+_POSITIONS = {
+    "residents": "SELECT DISTINCT r.id FROM anomalies a JOIN residents r ON r.resident_code = a.resident_code "
+                 "WHERE a.kind = ? ORDER BY r.id LIMIT ?",
+    "seals": "SELECT DISTINCT s.id FROM anomalies a JOIN seals s ON s.seal_number = a.detail WHERE a.kind = ? ORDER BY s.id LIMIT ?",
+}
+
+
 def read_report(conn) -> AnomalyReport:
+    """The report of a generation just loaded (its row ids are still the
+    export's line numbers)."""
     counts = dict.fromkeys(KINDS, 0)
     counts.update(conn.execute("SELECT kind, count(*) FROM anomalies GROUP BY kind"))
-    examples = {
-        kind: [f"{code} ({detail})" for code, detail in conn.execute(
-            "SELECT resident_code, detail FROM anomalies WHERE kind = ? ORDER BY resident_code LIMIT ?", (kind, EXAMPLES_PER_KIND))]
-        for kind in KINDS if counts[kind]
-    }
-    return AnomalyReport(counts, examples)
+    positions = {kind: [row[0] for row in conn.execute(_POSITIONS[FILE_OF[kind]], (kind, EXAMPLES_PER_KIND))]
+                 for kind in KINDS if counts[kind]}
+    return AnomalyReport(counts, positions)
 
 
 def check_duplicate_atena(report: AnomalyReport) -> GateRefused | None:
@@ -133,7 +155,7 @@ def check_duplicate_atena(report: AnomalyReport) -> GateRefused | None:
         return None
     return GateRefused(
         "duplicate atena_number",
-        f"{count:,} resident(s) share a 宛名番号 with another (e.g. {', '.join(report.examples[DUPLICATE_ATENA][:3])}); "
+        f"{count:,} resident(s) share a 宛名番号 with another (e.g. {positions_text(DUPLICATE_ATENA, report.positions[DUPLICATE_ATENA][:3])}); "
         "the standard gives each person one",
         f"--{OVERRIDE_DUPLICATE_ATENA}",
     )

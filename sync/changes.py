@@ -125,52 +125,75 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 2500, mirror_i
             # batch of 10,000) belongs to no batch. PASSIVE: never waits for
             # the counter's readers; what they still use is copied next time.
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            state = _FeedState.read(conn, generation)
-            from_seq, applied, skipped, pages = state.last_seq, 0, 0, 0
-            since_checkpoint = 0
-            with ThreadPoolExecutor(1, thread_name_prefix="sonae-feed-fetch") as fetcher:
-                ahead = fetcher.submit(_fetch_page, upstream, state.last_seq, batch, mirror_individual_number)
-                while True:
-                    fetched = ahead.result()
-                    _check_not_older(fetched.as_of, state)
-                    changes = fetched.changes
-                    if not changes:
-                        if fetched.as_of > state.as_of:  # nothing changed upstream up to its as_of
-                            with _transaction(conn):
-                                state.as_of = fetched.as_of
-                                state.write(conn)
-                        break
-                    caught_up = changes[-1]["seq"] >= fetched.last_seq
-                    if not caught_up:
-                        ahead = fetcher.submit(_fetch_page, upstream, changes[-1]["seq"], batch, mirror_individual_number)
-                    with _transaction(conn):
-                        page_applied, page_skipped = _apply_page(conn, fetched, state)
-                        applied += page_applied
-                        skipped += page_skipped
-                        state.last_seq = changes[-1]["seq"]
-                        reached = fetched.as_of if caught_up else parse_timestamp(changes[-1]["at"], "change.at")
-                        state.as_of = max(state.as_of, reached)
-                        state.write(conn)
-                    pages += 1
-                    since_checkpoint += len(changes)
-                    if caught_up:
-                        break
-                    if since_checkpoint >= checkpoint_changes or _wal_outgrows_database(store.path_of(generation)):
-                        # A catch-up: copy what the WAL holds back into the
-                        # database before going on, so it holds about
-                        # `checkpoint_changes` changes (and never much more
-                        # than a share of the database: on a small register
-                        # a few pages of large records are already that),
-                        # not the whole backlog (it grew to 3-4x the database
-                        # and filled a freed disk again). PASSIVE never waits
-                        # for the counter's readers; the WAL is rewound by
-                        # the next page's commit and cut back to
-                        # journal_size_limit.
-                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                        since_checkpoint = 0
+            followed = follow_feed(conn, generation, upstream, batch=batch, mirror_individual_number=mirror_individual_number,
+                                   checkpoint_changes=checkpoint_changes)
         finally:
             conn.close()
-    return ChangesResult(generation, from_seq, state.last_seq, applied, skipped, pages, state.as_of, time.monotonic() - started)
+    return ChangesResult(generation, followed.from_seq, followed.state.last_seq, followed.applied, followed.skipped, followed.pages,
+                         followed.state.as_of, time.monotonic() - started)
+
+
+@dataclass(frozen=True)
+class Followed:
+    from_seq: int
+    applied: int
+    skipped: int
+    pages: int
+    state: _FeedState
+
+
+def follow_feed(conn, generation: int, upstream, *, batch: int, mirror_individual_number: bool,
+                checkpoint_changes: int = CHECKPOINT_CHANGES) -> Followed:
+    """Apply the feed to `generation` (open as `conn`, in WAL mode) from its
+    last_seq until caught up, `batch` changes a page (one transaction each:
+    pages of a few thousand keep a page's dirty pages inside the
+    connection's cache and let the next page be fetched while one is
+    written): the current generation's, or a new one's before it is
+    promoted (sync.loader). Raises as apply_changes does."""
+    state = _FeedState.read(conn, generation)
+    from_seq, applied, skipped, pages = state.last_seq, 0, 0, 0
+    database = Path(conn.execute("PRAGMA database_list").fetchone()[2])
+    since_checkpoint = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="sonae-feed-fetch") as fetcher:
+        ahead = fetcher.submit(_fetch_page, upstream, state.last_seq, batch, mirror_individual_number)
+        while True:
+            fetched = ahead.result()
+            _check_not_older(fetched.as_of, state)
+            changes = fetched.changes
+            if not changes:
+                if fetched.as_of > state.as_of:  # nothing changed upstream up to its as_of
+                    with _transaction(conn):
+                        state.as_of = fetched.as_of
+                        state.write(conn)
+                break
+            caught_up = changes[-1]["seq"] >= fetched.last_seq
+            if not caught_up:
+                ahead = fetcher.submit(_fetch_page, upstream, changes[-1]["seq"], batch, mirror_individual_number)
+            with _transaction(conn):
+                page_applied, page_skipped = _apply_page(conn, fetched, state)
+                applied += page_applied
+                skipped += page_skipped
+                state.last_seq = changes[-1]["seq"]
+                reached = fetched.as_of if caught_up else parse_timestamp(changes[-1]["at"], "change.at")
+                state.as_of = max(state.as_of, reached)
+                state.write(conn)
+            pages += 1
+            since_checkpoint += len(changes)
+            if caught_up:
+                break
+            if since_checkpoint >= checkpoint_changes or _wal_outgrows_database(database):
+                # A catch-up: copy what the WAL holds back into the
+                # database before going on, so it holds about
+                # `checkpoint_changes` changes (and never much more than a
+                # share of the database: on a small register a few pages of
+                # large records are already that), not the whole backlog
+                # (it grew to 3-4x the database and filled a freed disk
+                # again). PASSIVE never waits for the counter's readers; the
+                # WAL is rewound by the next page's commit and cut back to
+                # journal_size_limit.
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                since_checkpoint = 0
+    return Followed(from_seq, applied, skipped, pages, state)
 
 
 def _wal_outgrows_database(database: Path) -> bool:

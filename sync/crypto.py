@@ -138,11 +138,15 @@ def connect(path: str | os.PathLike, key: bytes, *, readonly: bool = False, chec
 
 def rekey(path: str | os.PathLike, old_key: bytes, new_key: bytes, *, page_hmac: str | None = None) -> None:
     """Re-encrypt a database in place under a new key (used by key
-    rotation), keeping its page HMAC."""
+    rotation), keeping its page HMAC. In WAL mode the re-encrypted pages
+    land in the WAL: they are copied back into the file at once, or the file
+    would hold pages under the old key (which its page checks report as
+    damage) until some later checkpoint."""
     conn = connect(path, old_key, page_hmac=page_hmac)
     try:
         conn.execute(f"PRAGMA rekey = \"x'{new_key.hex()}'\"")
         conn.commit()
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
     connect(path, new_key, page_hmac=page_hmac).close()

@@ -83,6 +83,7 @@ from sync.anomalies import (
     find_anomalies,
     record_facts,
 )
+from sync.changes import follow_feed
 from sync.contract import (
     CONTRACT_VERSION,
     KEY_FIELD,
@@ -93,7 +94,7 @@ from sync.contract import (
     parse_timestamp,
     verify_manifest,
 )
-from sync.errors import ExportInvalid, GateRefused, StoreDamaged, SyncError
+from sync.errors import ExportInvalid, FeedBroken, GateRefused, StoreDamaged, SyncError, UpstreamUnavailable
 from sync.register import SnapshotMeta, connect_any_layout, connect_snapshot, read_meta
 from sync.schema import (
     DIGEST_MODULUS,
@@ -190,11 +191,15 @@ def load_full(
     overrides: Iterable[str] = frozenset(),
     workers: int | None = None,
     clock: Callable[[], dt.datetime] = system_clock,
+    feed=None,
+    feed_batch: int = 10000,
 ) -> LoadResult:
     """Load the upstream's latest full export as a new current generation.
     Raises ExportInvalid, GateRefused, UpstreamUnavailable, SnapshotDiskFull
     or SyncBusy; in every such case the current generation is unchanged.
-    `clock`: this appliance's time, which no as_of may be ahead of."""
+    `clock`: this appliance's time, which no as_of may be ahead of.
+    `feed`: where the change feed that catches the new generation up is
+    read (default: `upstream`), `feed_batch` changes a page."""
     overrides = frozenset(overrides)
     unknown = overrides - OVERRIDES
     if unknown:
@@ -238,6 +243,8 @@ def load_full(
                 write_meta(conn, manifest, figures, source=upstream.describe(), mirror_individual_number=mirror_individual_number)
                 conn.commit()
                 conn.execute("PRAGMA journal_mode = WAL")  # readers and the change feed from now on
+                _gate(catch_up(conn, number, feed or upstream, held, batch=feed_batch, mirror_individual_number=mirror_individual_number),
+                      OVERRIDE_OLDER_EXPORT, overrides, overridden)
             finally:
                 scratch.close()
                 conn.close()
@@ -349,6 +356,33 @@ def check_order(manifest: dict, held: HeldGeneration) -> GateRefused | None:
     return GateRefused(
         "replay",
         f"{'; '.join(replayed)}: an older export would undo every change since, a support measure (支援措置) among them",
+        f"--{OVERRIDE_OLDER_EXPORT}",
+    )
+
+
+def catch_up(conn, generation: int, feed, held: HeldGeneration, *, batch: int, mirror_individual_number: bool) -> GateRefused | None:
+    """A new generation is never promoted with data older than the serving
+    one's: an export behind what the change feed already brought (the same
+    export reloaded, or the feed ahead of the newest export) follows the
+    feed from its last_seq first. Refused (replay) when the feed cannot
+    bring it level; the serving generation keeps serving."""
+    if held.meta is None:
+        return None
+    new = read_meta(conn, generation)
+    if new.as_of >= held.meta.as_of and new.last_seq >= held.meta.last_seq:
+        return None
+    try:
+        new = follow_feed(conn, generation, feed, batch=batch, mirror_individual_number=mirror_individual_number).state
+    except (UpstreamUnavailable, FeedBroken) as exc:
+        problem = f"the change feed could not catch it up ({exc})"
+    else:
+        if new.as_of >= held.meta.as_of and new.last_seq >= held.meta.last_seq:
+            return None
+        problem = f"the change feed brought it only to seq {new.last_seq:,}, as of {new.as_of.isoformat()}"
+    return GateRefused(
+        "replay",
+        f"its data as of {new.as_of.isoformat()} (seq {new.last_seq:,}) is behind generation {held.meta.generation}, which serves data "
+        f"as of {held.meta.as_of.isoformat()} (seq {held.meta.last_seq:,}), and {problem}; generation {held.meta.generation} keeps serving",
         f"--{OVERRIDE_OLDER_EXPORT}",
     )
 

@@ -207,6 +207,7 @@ class Register:
         birth_date: str | dt.date | None = None,
         address: str | None = None,
         resident_code: str | None = None,
+        protected_codes: frozenset[str] = frozenset(),
         limit: int = 50,
     ) -> list[dict]:
         """Residents (current and removed) matching every criterion given:
@@ -218,7 +219,8 @@ class Register:
         learn whether there are more), ordered by kana and birth date. Each
         criterion is an index range scan."""
         return [json.loads(text) for text in self.search_texts(kana=kana, name=name, birth_date=birth_date, address=address,
-                                                                resident_code=resident_code, limit=limit)]
+                                                                resident_code=resident_code, protected_codes=protected_codes,
+                                                                limit=limit)]
 
     def search_texts(self, **criteria) -> list[str]:
         """`search`, with each summary as the JSON text stored: for a caller
@@ -234,7 +236,8 @@ class Register:
         sql, params = self._search_sql(**criteria)
         return [row[3] for row in self._conn.execute("EXPLAIN QUERY PLAN " + sql, params)]
 
-    def _search_sql(self, *, kana=None, name=None, birth_date=None, address=None, resident_code=None, limit=50) -> tuple[str, list]:
+    def _search_sql(self, *, kana=None, name=None, birth_date=None, address=None, resident_code=None,
+                    protected_codes=frozenset(), limit=50) -> tuple[str, list]:
         """One statement. Each criterion is a range or equality on an indexed
         column; the matches' (kana_key, birth_date, id) come from the index
         and their summaries from resident_summaries, whose key they are — so
@@ -253,6 +256,10 @@ class Register:
             address_prefix = _required(self._address_query_key(address), "address")
             clauses.append("r.address_key >= ? AND r.address_key < ?")
             params += [address_prefix, address_prefix + PREFIX_END]
+            clauses.append("r.support_measure = 0")
+            if protected_codes:
+                clauses.append(f"r.resident_code NOT IN ({', '.join('?' * len(protected_codes))})")
+                params += sorted(protected_codes)
         if resident_code is not None:
             clauses.append("r.resident_code = ?")
             params.append(resident_code.strip())

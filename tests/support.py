@@ -94,11 +94,28 @@ def signed_lookup(resident_code: str, resident: dict | None, seals: list[dict] =
                  "seals": list(seals), "as_of": (as_of or now_jst()).isoformat()}, key)
 
 
+def register_terminal(app, client, terminal: str) -> None:
+    """Register a test client's "PC" as `terminal`, as a supervisor does at
+    /terminal (fallback.staff.terminals): the login then uses it."""
+    from fallback.ops import open_ops
+    from fallback.staff import terminals
+
+    conn = open_ops(app.config["SONAE"])
+    try:
+        cookie = terminals.register(conn, app.config["SONAE"], app.secret_key, terminal, supervisor="boss", remote=None)
+    finally:
+        conn.close()
+    client.set_cookie(terminals.COOKIE_NAME, cookie)
+
+
 class Staff:
-    """A logged-in browser-like client: keeps the cookie and the CSRF token."""
+    """A logged-in browser-like client on a PC registered as `terminal`
+    (None: an unregistered PC): keeps the cookies and the CSRF token."""
 
     def __init__(self, app, username, terminal="本庁1"):
         self.client = app.test_client()
+        if terminal is not None:
+            register_terminal(app, self.client, terminal)
         self.csrf = self.client.get("/api/v1/session").get_json()["csrf_token"]
         response = self.client.post("/login", data={"username": username, "password": PASSWORD, "terminal": terminal, "csrf_token": self.csrf})
         assert response.status_code == 302, response.get_data(as_text=True)

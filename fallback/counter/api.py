@@ -11,12 +11,12 @@ import secrets
 from flask import Blueprint, Response, current_app, g, jsonify, request, session, url_for
 
 from fallback import modes
-from fallback.counter import openapi, service
+from fallback.counter import openapi, screen, service
 from fallback.counter.state import COUNTER_ROLES
 from fallback.db import get_ops
 from fallback.errors import SonaeError
 from fallback.mirror.registry import snapshot_summary
-from fallback.staff import sessions, users
+from fallback.staff import sessions, terminals, users
 from fallback.staff.security import csrf_token, public, roles
 from sync.schema import resident_summary
 
@@ -60,13 +60,17 @@ def session_info():
 @bp.route("/session", methods=["POST"])
 @public
 def login():
+    """Log in. A PC registered to a terminal (its cookie) logs in there and
+    refuses another; a script names its terminal in the body."""
+    config = current_app.config["SONAE"]
     body = _json_body(openapi.login_body(_terminals()))
-    terminal = next(t for t in _terminals() if t["id"] == body["terminal"])
+    bound = terminals.bound(config, current_app.secret_key, request.cookies.get(terminals.COOKIE_NAME))
+    if bound is not None and body.get("terminal") not in (None, bound["id"]):
+        raise SonaeError(f"この端末は「{bound['id']}」として登録されています。別の端末としてはログインできません。")
+    terminal = bound or (terminals.configured(config, body["terminal"]) if "terminal" in body else None)
     user = users.authenticate(get_ops(), body["username"], body["password"],
-                              throttle=users.LoginThrottle.from_config(current_app.config["SONAE"]["security"]),
-                              remote=request.remote_addr)
-    staff = sessions.start(get_ops(), username=user.username, role=user.role, terminal=terminal["id"], office=terminal["office"],
-                           printer=terminal["printer"], remote=request.remote_addr)
+                              throttle=users.LoginThrottle.from_config(config["security"]), remote=request.remote_addr)
+    staff = sessions.start_at(get_ops(), username=user.username, role=user.role, terminal=terminal, remote=request.remote_addr)
     session.clear()
     session["sid"] = staff.id
     session["csrf"] = secrets.token_urlsafe(32)
@@ -82,14 +86,17 @@ def logout():
 
 @bp.route("/status")
 def status():
+    """The mode, the banner, this staff member's counter and a revision of
+    what self-refreshing pages show: every open screen polls it."""
     state = modes.current(get_ops())
     summary = snapshot_summary(current_app.config["SONAE"])
     return jsonify(
-        mode=state.mode, mode_label=state.label, mode_since=state.since or None,
+        mode_since=state.since or None,
         snapshot=None if summary is None else {
             "generation": summary.generation, "as_of": summary.as_of.isoformat(),
             "age_hours": round(summary.age_hours, 3), "residents": summary.residents, "seals": summary.seals,
         },
+        **screen.status(get_ops(), current_app.config["SONAE"], g.staff),
     )
 
 
@@ -106,8 +113,20 @@ def search():
 @bp.route("/residents/<code>")
 @roles(*COUNTER_ROLES)
 def resident(code):
-    record = service.view_resident(_open_counter(), code)
+    return _resident(service.view_resident(_open_counter(), code))
+
+
+@bp.route("/residents/<code>/self", methods=["POST"])
+@roles(*COUNTER_ROLES)
+def resident_self(code):
+    """The record with what a 支援措置 withholds, once the clerk states that
+    the requester is the person themself (audited)."""
+    return _resident(service.view_resident(_open_counter(), code, requester_is_self=True))
+
+
+def _resident(record: service.ResidentRecord):
     return jsonify(
+        withheld=record.withheld,
         resident=resident_summary(record.person),
         holds=record.person.get("holds", []),  # the counter's holds on the person and their seals (fallback.holds)
         household=[resident_summary(m) for m in record.household],
@@ -119,14 +138,18 @@ def resident(code):
 @bp.route("/residents/<code>/certificates", methods=["POST"])
 @roles(*COUNTER_ROLES)
 def issue(code):
-    counter = _open_counter()
+    """Issue; with the IETF draft's Idempotency-Key header a repeat of the
+    same request answers the first result (Idempotent-Replayed: true)."""
+    counter = service.open_counter(get_ops(), g.staff, current_app.config["SONAE"], issuing=True)
     body = _json_body(openapi.issue_body(counter.config["counter"]["max_copies"]))
-    result = service.issue(counter, code, body)
+    key = service.idempotency_key_from_header(request.headers.get("Idempotency-Key"))
+    issued = service.issue(counter, code, body, idempotency_key=key)
+    result = issued.result
     return jsonify(
         request_id=result.request_id, fee_yen=result.fee_yen, flags=result.flags, omissions=result.omissions,
         certificates=[{"serial": c.serial, "scope": c.scope, "copy": c.copy_number,
                        "pdf": url_for("api.certificate_pdf", scope=c.scope, serial=c.serial)} for c in result.copies],
-    ), 201
+    ), 201, ({"Idempotent-Replayed": "true"} if issued.replayed else {})
 
 
 @bp.route("/certificates/<scope>/<int:serial>.pdf")

@@ -1,4 +1,5 @@
-"""Issuance end to end: form → rules → durable serials → PDF → printer.
+"""Issuance end to end: form → rules → durable serials → PDF (the clerk
+prints it with one key: fallback.counter.printer).
 
 The counter screens and the JSON API both call `issue_certificate`; this is
 the one place that turns a counter request into printed certificates.
@@ -10,14 +11,14 @@ from fallback import anchor, audit, clock
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.counter.issuance import Clerk, IssueRefused, IssueRequest, Scope
-from fallback.counter.printer import print_certificate
-from fallback.counter.rendering import build_certificate, render_issued
+from fallback.counter.rendering import build_certificate, print_settings, render_issued
 from fallback.ops import now
 from fallback.staff import users
 from printing.model import CertificateError
 
 
-def _flag(form, name: str) -> bool:
+def form_flag(form, name: str) -> bool:
+    """A checkbox of an HTML form, or a boolean of a JSON body."""
     return str(form.get(name, "")).lower() in ("1", "true", "on", "yes")
 
 
@@ -65,15 +66,15 @@ def request_from_form(subject_code: str, form) -> IssueRequest:
         purpose=str(form.get("purpose", "")),
         contact=str(form.get("contact", "")),
         members=_list(form, "members"),
-        whole_household=_flag(form, "whole_household"),
+        whole_household=form_flag(form, "whole_household"),
         layout=str(form.get("layout") or "renketsu"),
         items=_list(form, "items"),
-        omit_katagaki=_flag(form, "omit_katagaki"),
+        omit_katagaki=form_flag(form, "omit_katagaki"),
         copies=copies,
-        delegation_letter=_flag(form, "delegation_letter"),
+        delegation_letter=form_flag(form, "delegation_letter"),
         seal_card_number=str(form.get("seal_card_number", "")),
-        acknowledge_move_out=_flag(form, "acknowledge_move_out"),
-        acknowledge_omissions=_flag(form, "acknowledge_omissions"),
+        acknowledge_move_out=form_flag(form, "acknowledge_move_out"),
+        acknowledge_omissions=form_flag(form, "acknowledge_omissions"),
     )
     _check_lengths(req)
     return req
@@ -110,7 +111,13 @@ def supervisor_approval(conn, config: Config, username: str, password: str, *, c
     return user.username
 
 
-def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, config: Config) -> issuance.IssueResult:
+def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, config: Config, *,
+                      before_recording=None, on_recorded=None) -> issuance.IssueResult:
+    """Check, record, render and store a request's certificates. Once every
+    rule allows the request, `before_recording(conn)` may still stop it
+    inside the recording transaction; an issuance.AwaitsConfirmation it
+    raises (the service's same-day repeat, which the clerk confirms) is no
+    refusal on record. Both hooks go to issuance.allocate_and_record."""
     counter = config["counter"]
     issuance.validate_form(req, counter["max_copies"])
     meta = register.meta
@@ -121,35 +128,44 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
     try:
         plan = issuance.plan_request(
             register, req, counter_config=counter, data_age_hours=age_hours,
-            third_party_allowed=counter["third_party_during_downtime"], enforce_data_age_limit=not scope.is_drill,
+            third_party_allowed=counter["third_party_during_downtime"], eras=print_settings(config).eras,
+            enforce_data_age_limit=not scope.is_drill,
             clock_doubts=clock.doubts(conn, data_as_of=meta.as_of),
         )
         try:
             build_certificate(config, req, plan, clerk, scope, serial=0, data_as_of=data_as_of)
         except CertificateError as exc:
             raise issuance.IssueError(str(exc)) from exc
+    except IssueRefused as refusal:
+        _record_refusal(conn, register, req, clerk, scope, refusal, snapshot)
+        raise
+    try:
         serial_range = tuple(counter[issuance.SERIAL_RANGE_KEYS[scope.name]])
         result = issuance.allocate_and_record(conn, req, plan, clerk, scope, box_id=counter["box_id"], serial_range=serial_range,
                                               daily_cap=counter["daily_cap_per_requester"],
-                                              serial_floor=anchor.serial_floor(config, scope.name), **snapshot)
+                                              serial_floor=anchor.serial_floor(config, scope.name),
+                                              before_recording=before_recording, on_recorded=on_recorded, **snapshot)
+    except issuance.AwaitsConfirmation:
+        raise
     except IssueRefused as refusal:
-        if req.kind and any(r.get("support_measure") for r in _touched(register, req)):
-            audit.record(conn, clerk.username, "support_measure.attempt", req.subject_code,
-                         {"requester_type": req.requester_type, "outcome": "refused", "rule": refusal.rule}, drill=scope.is_drill)
-        issuance.record_refusal(conn, req, clerk, scope, refusal, **snapshot)
+        _record_refusal(conn, register, req, clerk, scope, refusal, snapshot)
         raise
     if "support_measure_approved" in plan.flags or "support_measure_self" in plan.flags:
         audit.record(conn, clerk.username, "support_measure.attempt", req.subject_code,
                      {"requester_type": req.requester_type, "outcome": "issued", "approved_by": req.approved_by}, drill=scope.is_drill)
     anchor.write_anchor(config, conn, result.audit_entry)
-    terminal = next((t for t in counter["terminals"] if t["id"] == staff.terminal), {})
     for copy in result.copies:
         rendered = render_issued(config, req, plan, clerk, scope, copy, data_as_of)
         issuance.store_rendered(conn, copy.scope, copy.serial, pdf=rendered.pdf, pages=rendered.pages,
                                 content_digest=rendered.content_digest)
-        if terminal.get("queue"):
-            print_certificate(conn, terminal["queue"], copy, rendered.pdf, actor=clerk.username)
     return result
+
+
+def _record_refusal(conn, register, req: IssueRequest, clerk: Clerk, scope: Scope, refusal: IssueRefused, snapshot: dict) -> None:
+    if req.kind and (refusal.rule == "support_measure" or any(r.get("support_measure") for r in _touched(register, req))):
+        audit.record(conn, clerk.username, "support_measure.attempt", req.subject_code,
+                     {"requester_type": req.requester_type, "outcome": "refused", "rule": refusal.rule}, drill=scope.is_drill)
+    issuance.record_refusal(conn, req, clerk, scope, refusal, **snapshot)
 
 
 def _touched(register, req: IssueRequest) -> list[dict]:

@@ -8,7 +8,8 @@ The order of work is what makes a crash survivable:
      one `certificates` row per copy with status 'allocated', and its audit
      entry — committed with synchronous=FULL before any PDF exists;
   3. render each copy and store it (status 'rendered');
-  4. hand it to the printer queue if the terminal has one.
+  4. the clerk sends it to the terminal's printer with one key
+     (fallback.counter.printer), or prints the PDF from the browser.
 A crash between 2 and 3 leaves 'allocated' rows; the worker's
 `void_unrendered` turns them into 'void' once they are older than any
 render could take. A serial is never handed out twice.
@@ -19,7 +20,10 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 import socket
+import unicodedata
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +32,7 @@ from fallback.errors import SonaeError
 from fallback.holds import APPROVAL_KINDS
 from fallback.holds import SEAL_KINDS as SEAL_HOLD_KINDS
 from fallback.ops import Transaction, now, now_iso
+from printing.wareki import Era, format_seireki, format_wareki
 from sync.normalize import name_key
 
 KINDS = {
@@ -90,6 +95,11 @@ class IssueRefused(SonaeError):
 
     def details(self) -> dict:
         return {"rule": self.rule, **self.detail}
+
+
+class AwaitsConfirmation(IssueRefused):
+    """A request stopped for the clerk to confirm (the service's same-day
+    repeat), not refused by a rule: it is not recorded as a refused request."""
 
 
 class IssueError(SonaeError):
@@ -212,14 +222,14 @@ def requester_key(req: IssueRequest) -> str:
     return hashlib.sha256(basis.encode()).hexdigest()[:32]
 
 
-def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_hours: float,
-                 third_party_allowed: bool, enforce_data_age_limit: bool = True, clock_doubts: list[clock.Doubt] = ()) -> Plan:
+def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_hours: float, third_party_allowed: bool,
+                 eras: Sequence[Era], enforce_data_age_limit: bool = True, clock_doubts: list[clock.Doubt] = ()) -> Plan:
     """Apply every rule; return what to print or raise IssueRefused.
 
     `enforce_data_age_limit` is off only for a drill, whose long-outage
     scenario rehearses with data made to look old on purpose.
     `clock_doubts`: what disagrees with this appliance's clock now
-    (fallback.clock.doubts)."""
+    (fallback.clock.doubts). `eras`: the 和暦 the clerk's messages give dates in."""
     subject = register.resident(req.subject_code)
     if subject is None:
         raise IssueError("対象の住民が写しに見つかりません。検索し直してください。")
@@ -247,7 +257,7 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
     if req.requester_type == "agent" and not req.delegation_letter:
         raise IssueRefused("agent_without_letter", "代理人の請求には委任状が必要です。")
 
-    check_death_hold(subject)
+    check_death_hold(subject, eras)
     removed = subject["status"] == "removed"
     if req.kind == "johyo" and not removed:
         raise IssueRefused("johyo_for_active", "この方は現在の住民です。除票の写しではなく住民票の写しを交付してください。")
@@ -272,10 +282,11 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
         check_support_measure(req, resident, counter_config["support_measure_approvable"], relation)
     if protected:
         flags.append("support_measure_approved" if req.approved_by else "support_measure_self")
+    check_protected_household(register, subject, relation)
     moves = [move for move in map(planned_move, residents) if move]
     if moves:
         if not req.acknowledge_move_out:
-            raise IssueRefused("planned_move_out", f"{planned_move_message(moves[0])}住民の方にそのことを説明し、確認欄にチェックしてください。")
+            raise IssueRefused("planned_move_out", f"{planned_move_message(moves[0], eras)}住民の方にそのことを説明し、確認欄にチェックしてください。")
         flags.append("planned_move_out")
     items, omissions = printed_items(req, residents, relation)
     if omissions:
@@ -311,6 +322,28 @@ def check_support_measure(req: IssueRequest, resident: dict, approvable: list[st
             "support_measure",
             "支援措置（DV等）の対象者が含まれています。同一世帯の方への交付には、交付する職員とは別の係長の承認が必要です。",
         )
+
+
+# Requesters who do not live at the address a certificate prints.
+OUTSIDE_REQUESTERS = ("agent", THIRD_PARTY, OFFICIAL)
+PROTECTED_HOUSEHOLD = (
+    "この方の世帯には支援措置（DV等）の対象者がいます。世帯の住所が記載される証明書は、代理人・第三者・公用の請求には交付できません。"
+    "請求者には交付できないことだけを伝え（理由や住所は伝えません）、ご本人が来庁して請求するよう案内してください。"
+    "区の定めで例外を扱う場合は、係長に相談してください。"
+)
+
+
+def check_protected_household(register, subject: dict, relation: str) -> None:
+    """Every certificate prints the subject's address (a 除票 its last
+    one), which is also the address of each current member of their
+    household: where one of them is under 支援措置, a requester from
+    outside the household (an agent, a third party, another office) is
+    refused, whoever the certificate is for. The person themself and a
+    member of the household live there and are not refused by this rule."""
+    if relation not in OUTSIDE_REQUESTERS:
+        return
+    if any(member.get("support_measure") for member in register.household(subject["household_id"]).active):
+        raise IssueRefused("support_measure", PROTECTED_HOUSEHOLD)
 
 
 def requester_relation(req: IssueRequest, subject: dict) -> str:
@@ -401,11 +434,17 @@ def planned_move(resident: dict) -> dict | None:
     return resident.get("planned_move_out")
 
 
-def planned_move_message(move: dict) -> str:
+def wareki_text(iso_date: str, eras: Sequence[Era]) -> str:
+    """A date of the register (YYYY-MM-DD) in a counter message, in 和暦 as
+    the screen and the certificate give it."""
+    return format_wareki(dt.date.fromisoformat(iso_date), eras)
+
+
+def planned_move_message(move: dict, eras: Sequence[Era]) -> str:
     """What the clerk is told, in the words of what the certificate does:
     the standard prints a move-out only once the record is a 除票."""
     return (
-        f"転出予定の届出があります（転出予定日 {move['date']}、転出先 {move['moved_to']}）。"
+        f"転出予定の届出があります（転出予定日 {wareki_text(move['date'], eras)}、転出先 {move['moved_to']}）。"
         "証明書は現在の住所のまま交付され、転出予定日と転出先は記載されません（除票になるまで記載しないのが標準仕様です）。"
     )
 
@@ -413,16 +452,17 @@ def planned_move_message(move: dict) -> str:
 def residence_period_warning(resident: dict, data_as_of: dt.date, today: dt.date) -> str | None:
     """A foreign resident whose 在留期間 ended before the data-as-of (an
     extension or a departure may be missing from the copy), or ends during
-    the outage (on or before today)."""
+    the outage (on or before today). Dates in 西暦, as the 在留カード and
+    the certificate print a 在留期間."""
     expiry = (resident.get("foreign") or {}).get("period_expiry")
     if not expiry:
         return None
     day = dt.date.fromisoformat(expiry)
     if day < data_as_of:
-        return (f"{resident['name']}：在留期間の満了日（{expiry}）が住民記録の時点（{data_as_of.isoformat()}）より前です。"
+        return (f"{resident['name']}：在留期間の満了日（{format_seireki(day)}）が住民記録の時点（{format_seireki(data_as_of)}）より前です。"
                 "更新や出国が写しに反映されていない可能性があります。在留カードで在留期間を確認してください。")
     if day <= today:
-        return (f"{resident['name']}：在留期間の満了日（{expiry}）が障害中に到来しています。"
+        return (f"{resident['name']}：在留期間の満了日（{format_seireki(day)}）が障害中に到来しています。"
                 "在留カードで更新（申請中を含む）を確認してください。")
     return None
 
@@ -443,17 +483,18 @@ ANOMALY_WARNINGS = {
 }
 
 
-def counter_warnings(register, person: dict, household: list[dict], today: dt.date) -> list[dict]:
+def counter_warnings(register, person: dict, household: list[dict], today: dt.date, eras: Sequence[Era]) -> list[dict]:
     """What the resident screen (and the API) warns about before anything
     is issued, each {"kind", "resident_code", "message"}: a planned move-out
     (in the certificate's own terms), a 在留期間 that ended before the data
     or during the outage (the person and the current members of the
     household), and the upstream data anomalies the load found on the
-    person."""
+    person. `eras`: the 和暦 its dates are given in."""
     warnings = []
     move = planned_move(person)
     if move:
-        warnings.append({"kind": "planned_move_out", "resident_code": person["resident_code"], "message": planned_move_message(move)})
+        warnings.append({"kind": "planned_move_out", "resident_code": person["resident_code"],
+                         "message": planned_move_message(move, eras)})
     as_of = register.meta.as_of.astimezone(now().tzinfo).date()
     members = [person, *(m for m in household if m["status"] == "active" and m["resident_code"] != person["resident_code"])]
     for member in members:
@@ -476,7 +517,7 @@ def _held(record: dict, kinds) -> list[dict]:
     return [hold for hold in record.get("holds", ()) if hold["kind"] in kinds]
 
 
-def check_death_hold(subject: dict) -> None:
+def check_death_hold(subject: dict, eras: Sequence[Era]) -> None:
     """Nothing is issued of a person whose 死亡届 the counter received: the
     register still shows them living, so a 住民票 would certify a living
     resident, and there is no 除票 to copy until the register removes them
@@ -484,7 +525,7 @@ def check_death_hold(subject: dict) -> None:
     for hold in _held(subject, ("death",)):
         raise IssueRefused(
             "death_held",
-            f"死亡届を受け付けた方です（死亡日 {hold['details']['occurred_on']}）。住民記録に死亡が記録されるまで、"
+            f"死亡届を受け付けた方です（死亡日 {wareki_text(hold['details']['occurred_on'], eras)}）。住民記録に死亡が記録されるまで、"
             "この方の住民票・記載事項証明書・印鑑登録証明書は交付できず、除票の写しも作れません。後日対応として受け付けてください。",
         )
 
@@ -530,6 +571,17 @@ def check_seal_holds(seal: dict) -> None:
         )
 
 
+# What a clerk may type between the characters of a card number (spaces,
+# hyphens and their look-alikes, after NFKC has folded full width).
+_CARD_NUMBER_SEPARATORS = re.compile("[\\s\\-\u2010-\u2015\u2212\u30fc\uff70]")
+
+
+def card_number_key(text: str) -> str:
+    """A 印鑑登録証 number as compared: typed with the IME on (Ｃ０００…),
+    in lower case or with spaces and hyphens, it is the same number."""
+    return _CARD_NUMBER_SEPARATORS.sub("", unicodedata.normalize("NFKC", text)).upper()
+
+
 def _active_seal(register, subject: dict, card_number: str) -> dict:
     seals = register.seals_of(subject["resident_code"])
     if not seals:
@@ -539,7 +591,15 @@ def _active_seal(register, subject: dict, card_number: str) -> dict:
         raise IssueRefused("seal_revoked", "この方の印鑑登録は廃止されています。印鑑登録証明書は交付できません。")
     seal = active[0]
     check_seal_holds(seal)
-    if card_number.strip().upper() != seal["card_number"].upper():
+    typed = card_number_key(card_number)
+    if typed != card_number_key(seal["card_number"]):
+        revoked = next((s for s in seals if s["status"] != "active" and typed == card_number_key(s["card_number"])), None)
+        if revoked is not None:  # an old card of a person who registered anew: the runbook has the clerk explain a 廃止
+            raise IssueRefused(
+                "seal_revoked",
+                f"この印鑑登録証（{revoked['seal_number']}）の登録は廃止されています。印鑑登録証明書は、"
+                "いま登録されている印鑑の登録証でだけ交付できます。住民の方に廃止されていることを説明してください。",
+            )
         raise IssueRefused("seal_card_mismatch", "印鑑登録証の番号が登録と一致しません。登録証を確認してください。")
     return seal
 
@@ -604,18 +664,29 @@ def _insert_request(conn, req, clerk, scope, *, outcome, fee, flags, snapshot_ge
 
 def allocate_and_record(conn, req: IssueRequest, plan: Plan, clerk: Clerk, scope: Scope, *, box_id: str,
                         serial_range: tuple[int, int], daily_cap: int, snapshot_generation: int, data_as_of: str,
-                        serial_floor: int = 0) -> IssueResult:
+                        serial_floor: int = 0, before_recording: Callable[[Any], None] | None = None,
+                        on_recorded: Callable[[Any, int, list[dict]], None] | None = None) -> IssueResult:
     """Step 2: serials, request, certificate rows and audit in one durable
     transaction. The daily cap is checked inside it so two counters cannot
     both slip under the cap at once. Serials come from this box's range
     (`claim_serial_range`); those at or below `serial_floor` (the highest
     of this box's the audit anchor saw handed out) are never taken, even if
-    the database has lost them."""
+    the database has lost them. `before_recording(conn)` decides first,
+    under the same write lock, whether to record at all (the counter
+    service's idempotency key and same-day repeat: what it reads, no
+    concurrent request can change before this one commits);
+    `on_recorded(conn, request_id, omissions)` runs inside the same
+    transaction (the service records the request's idempotency key there).
+    Raising from either undoes the whole request."""
     with Transaction(conn):
+        if before_recording is not None:
+            before_recording(conn)
         check_daily_cap(conn, requester_key(req), req.copies, daily_cap, scope)
         first = _take_serials(conn, scope.name, box_id, req.copies, serial_range, serial_floor)
         request_id = _insert_request(conn, req, clerk, scope, outcome="issued", fee=plan.fee_yen, flags=plan.flags,
                                      snapshot_generation=snapshot_generation, data_as_of=data_as_of)
+        if on_recorded is not None:
+            on_recorded(conn, request_id, plan.omissions)
         codes = [r["resident_code"] for r in plan.residents]
         # Each record as printed, kept with the certificate: after the outage
         # the change feed updates the snapshot in place, and reconciliation
@@ -743,19 +814,21 @@ def record_print_job(conn, scope: str, serial: int, job: str | None, state: str)
     conn.execute("UPDATE certificates SET print_job = ?, print_state = ? WHERE scope = ? AND serial = ?", (job, state, scope, serial))
 
 
-def void_unrendered(conn, *, older_than: dt.timedelta) -> list[tuple[str, int]]:
+def void_unrendered(conn, *, older_than: dt.timedelta, request_id: int | None = None) -> list[tuple[str, int]]:
     """Void serials whose PDF was never produced (a crash between commit and
     render): allocated more than `older_than` ago, in a request none of
     whose copies was rendered within that time either — a request whose
     copies are still coming out one by one is left alone. The worker runs
-    this at its start and every counter.void_unrendered_after_s. Returns
-    (scope, serial)."""
+    this at its start and every counter.void_unrendered_after_s; the counter
+    service for one request (`request_id`) when its form is sent again.
+    Returns (scope, serial)."""
     cutoff = (now() - older_than).isoformat(timespec="milliseconds")
     with Transaction(conn):
         rows = conn.execute(
             "SELECT c.scope, c.serial FROM certificates c WHERE c.status = 'allocated' AND c.issued_at < ? "
+            "AND (? IS NULL OR c.request_id = ?) "
             "AND NOT EXISTS (SELECT 1 FROM certificates d WHERE d.request_id = c.request_id AND d.rendered_at >= ?)",
-            (cutoff, cutoff),
+            (cutoff, request_id, request_id, cutoff),
         ).fetchall()
         for scope, serial in rows:
             conn.execute("UPDATE certificates SET status = 'void' WHERE scope = ? AND serial = ?", (scope, serial))

@@ -4,8 +4,11 @@ and the flag for a clerk paging through many residents.
 Every search is audited with its query and the residents it showed, and
 every record view with the resident code — in the encrypted operational
 database, never in a log file. A result list shows a 支援措置 (DV等)
-resident without their address: finding the person at the counter needs
-the name and birth date, and the address is what the measure protects.
+resident without their address or household (whose head's row would show
+it): finding the person at the counter needs the name and birth date, and
+the address is what the measure protects. An address criterion never
+matches them (sync.register.Register.search), so a search cannot be used
+to test guesses of it either.
 """
 
 from __future__ import annotations
@@ -96,14 +99,23 @@ class Found:
         return "[" + ",".join(self.texts) + "]"
 
 
-def without_protected_address(text: str) -> str:
+# What a 支援措置 resident's row leaves out (null): the address, and the
+# household that links them to a head (or another member) whose row shows it.
+WITHHELD_FIELDS = ("address", "household_id", "head_name", "relationship")
+
+
+def withheld(summary: dict) -> dict:
+    """A 支援措置 resident's summary (sync.schema.resident_summary) without
+    what the measure protects."""
+    return {**summary, **dict.fromkeys(WITHHELD_FIELDS)}
+
+
+def as_listed(text: str) -> str:
     """A stored summary as a result list may show it: a 支援措置 resident's
-    address is left out (null). Others pass through unparsed."""
+    is withheld. Others pass through unparsed."""
     if _SUPPORT_MEASURE not in text:
         return text
-    summary = json.loads(text)
-    summary["address"] = None
-    return json.dumps(summary, ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(withheld(json.loads(text)), ensure_ascii=False, separators=(",", ":"))
 
 
 def search(conn, register, query: Query, criteria: dict, *, actor: str, drill: bool, flag_count: int, flag_window_minutes: int) -> Found:
@@ -111,7 +123,7 @@ def search(conn, register, query: Query, criteria: dict, *, actor: str, drill: b
         texts = register.search_texts(**criteria, limit=MAX_RESULTS + 1)
     except ValueError:  # a criterion of punctuation only ("・", "ー") leaves nothing to search for
         raise QueryError("検索の条件が記号だけです。氏名・カナ・住所は文字で入力してください。") from None
-    shown = [without_protected_address(text) for text in texts[:MAX_RESULTS]]
+    shown = [as_listed(text) for text in texts[:MAX_RESULTS]]
     codes = [match.group(1) for text in shown if (match := _RESIDENT_CODE.search(text))]
     audit.record(conn, actor, "search", None, {"query": query.as_dict(), "results": len(texts), "residents": codes},
                  drill=drill, durable=False)

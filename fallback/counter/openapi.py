@@ -15,6 +15,7 @@ import re
 from fallback.counter.certificates import MAX_APPROVER_LENGTH, MAX_FIELD_LENGTHS, MAX_MEMBERS
 from fallback.counter.issuance import KINDS, LAYOUTS, OPTIONAL_ITEMS, REQUESTER_TYPES
 from fallback.counter.lookup import MAX_QUERY_LENGTH
+from fallback.counter.service import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_LENGTH
 from fallback.deferred import DELIVERY
 from fallback.deferred import KINDS as DEFERRED_KINDS
 from fallback.deferred import MAX_LENGTHS as DEFERRED_LENGTHS
@@ -42,7 +43,9 @@ def _json(schema: dict) -> dict:
 
 def _errors(*codes: int) -> dict:
     text = {400: "bad request", 401: "not logged in", 403: "role not allowed", 404: "not found",
-            409: "conflict", 422: "refused by a rule", 423: "counter locked (not in downtime)",
+            409: "conflict (issuance: the first request under this Idempotency-Key is still rendering, or was cut by a crash "
+                 "and its serials are void: issue again under a new key)",
+            422: "refused by a rule (or a same-day repeat to confirm, or an Idempotency-Key reused with another body)", 423: "counter locked (not in downtime)",
             429: "too many failed logins: wait Retry-After seconds",
             503: "no snapshot loaded (no_snapshot), or the appliance's disk failed: full, I/O error, busy (storage, with a one-line cause)"}
     return {str(c): {"description": text[c], **_json(_ERROR)} for c in codes}
@@ -81,13 +84,16 @@ _ISSUE_BODY = {
         "acknowledge_move_out": {"type": "boolean"},
         "acknowledge_omissions": {"type": "boolean", "description": "issue although requested items will not be printed "
                                   "(a 422 with rule items_not_printed lists them in `omissions`)"},
+        "confirm_repeat": {"type": "boolean", "description": "issue although the same type was issued to this person today "
+                                                             "(otherwise refused with rule same_day_repeat and earlier_serials)"},
         "approver": _string(MAX_APPROVER_LENGTH),
         "approver_password": _string(MAX_PASSWORD_LENGTH),
     },
 }
-_LOGIN_BODY = {"type": "object", "required": ["username", "password", "terminal"], "properties": {
+_LOGIN_BODY = {"type": "object", "required": ["username", "password"], "properties": {
     "username": _string(MAX_USERNAME_LENGTH), "password": _string(MAX_PASSWORD_LENGTH),
-    "terminal": {"type": "string", "description": "one of the configured counter terminals (enum filled in per appliance)"}}}
+    "terminal": {"type": "string", "description": "one of the configured counter terminals (enum filled in per appliance); "
+                                                  "a PC registered to a terminal (its cookie) uses that one, and another is refused"}}}
 DEFERRED_BODY = {"type": "object", "required": ["kind", "name", "contact", "delivery", "consent"], "properties": {
     "kind": {"type": "string", "enum": list(DEFERRED_KINDS)}, "name": _text(DEFERRED_LENGTHS["name"]),
     "contact": _text(DEFERRED_LENGTHS["contact"]), "delivery": {"type": "string", "enum": list(DELIVERY)},
@@ -111,7 +117,8 @@ OPENAPI = {
             "delete": {"summary": "Log out", "responses": {"204": {"description": "logged out"}, **_errors(400, 401, 503)}},
         },
         "/api/v1/status": {
-            "get": {"summary": "Mode and snapshot data-as-of", "responses": {
+            "get": {"summary": "Mode, banner, this staff member's counter, snapshot data-as-of: every open screen polls it "
+                               "(send X-Sonae-Poll: 1 so that polling keeps no idle session alive)", "responses": {
                 "200": {"description": "status", **_json({"$ref": "#/components/schemas/Status"})}, **_errors(401, 503)}},
         },
         "/api/v1/residents": {
@@ -128,9 +135,19 @@ OPENAPI = {
         },
         "/api/v1/residents/{code}/certificates": {
             "post": {"summary": "Issue certificates",
-                     "parameters": [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}],
+                     "description": "With an Idempotency-Key header (IETF draft-ietf-httpapi-idempotency-key-header) a "
+                                    "repeat of the same request answers the first result (header Idempotent-Replayed: true) "
+                                    "and issues nothing; the same key with another body is refused (422 "
+                                    "idempotency_key_reused), while the first is still rendering the answer is 409 issue_in_progress, and once "
+                                    "a first cut by a crash is past counter.void_unrendered_after_s its serials are voided and "
+                                    "the answer is 409 issue_interrupted (issue again under a new key).",
+                     "parameters": [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}},
+                                    {"name": "Idempotency-Key", "in": "header", "required": False,
+                                     "schema": {"type": "string", "minLength": 1, "maxLength": MAX_IDEMPOTENCY_KEY_LENGTH,
+                                                "pattern": IDEMPOTENCY_KEY_PATTERN}}],
                      "requestBody": {"required": True, **_json(_ISSUE_BODY)},  # copies' maximum: see document()
-                     "responses": {"201": {"description": "issued", **_json({"type": "object"})}, **_errors(400, 401, 403, 404, 422, 423, 503)}},
+                     "responses": {"201": {"description": "issued", **_json({"type": "object"})},
+                                   **_errors(400, 401, 403, 404, 409, 422, 423, 503)}},
         },
         "/api/v1/certificates/{scope}/{serial}.pdf": {
             "get": {"summary": "An issued certificate's PDF",
@@ -158,9 +175,14 @@ OPENAPI = {
             "cause": {"type": "string", "description": "storage errors: the fault in one line (disk full, I/O error, busy)"},
             "rule": {"type": "string", "description": "refused: the issuance rule that refused"},
             "retry_after": {"type": "integer", "description": "login_throttled: seconds to wait"}}},
-        "Status": {"type": "object", "required": ["mode", "snapshot"], "properties": {
+        "Status": {"type": "object", "required": ["mode", "snapshot", "banner", "revision"], "properties": {
             "mode": {"type": "string"}, "mode_label": {"type": "string"}, "mode_since": {"type": "string", "nullable": True},
-            "snapshot": {"type": "object", "nullable": True}}},
+            "snapshot": {"type": "object", "nullable": True},
+            "banner": {"type": "object", "description": "what every screen's banner shows (level, data-as-of, warning, drill)"},
+            "counter": {"type": "object", "nullable": True,
+                        "description": "this staff member's counter: open or not and why (null for roles without a counter)"},
+            "revision": {"type": "string", "description": "changes when what the self-refreshing screens show changes"},
+            "poll_interval_ms": {"type": "integer", "description": "how often an open screen asks"}}},
         "ResidentSummary": {"type": "object", "required": ["resident_code", "name", "birth_date", "status"], "properties": {
             "resident_code": {"type": "string"}, "name": {"type": "string"}, "name_kana": {"type": "string"},
             "birth_date": {"type": "string"}, "status": {"type": "string", "enum": ["active", "removed"]},

@@ -22,7 +22,11 @@ walking serial numbers shows up in the log).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,15 +34,18 @@ from typing import Any
 from fallback import audit, deferred, holds, modes
 from fallback.config import Config
 from fallback.counter import issuance, lookup
-from fallback.counter.certificates import issue_certificate, request_from_form, supervisor_approval
+from fallback.counter.certificates import form_flag, issue_certificate, request_from_form, supervisor_approval
 from fallback.counter.issuance import REAL, IssueResult, Scope
+from fallback.counter.labels import PRINT_STATE_LABELS
+from fallback.counter.printer import print_certificate
 from fallback.counter.rendering import print_settings
 from fallback.counter.state import counter_scope
 from fallback.errors import Forbidden, NotFound, SonaeError
 from fallback.holds.applied import HeldRegister
 from fallback.mirror.availability import unavailable_message
 from fallback.mirror.registry import register_for, register_problem, snapshot_store
-from fallback.ops import now
+from fallback.ops import now, now_iso
+from fallback.staff import users
 from fallback.staff.sessions import StaffSession
 
 NO_REGISTER = "住民記録の写しがまだ読み込まれていません。情報政策課に連絡してください。"
@@ -47,28 +54,43 @@ RECOVERY_LOCKED = "復旧確認中は、交付した証明書と後日対応の�
 DRILL_ONLY = "いまは訓練の窓口だけが開いています。本番の記録は、ダウン対策モードと復旧確認中に見られます。"
 
 
+SUPPORT_MEASURE_VIEW = "support_measure.view"  # the supervisor's desk lists these
+
+NO_TERMINAL = ("この端末は窓口の端末として登録されていません。係長が「端末の登録」で、この端末を窓口の端末"
+               "（発行番号に印字される端末とプリンタ）として登録してから使ってください。")
+# An issue attempt on a counter that is not open says first that nothing was
+# issued: a clerk whose Ctrl+Enter met a closed counter must not hand anything over.
+NOT_ISSUED = "証明書は交付されていません。"
+NOT_ISSUED_TITLE = "交付されていません"
+
+
 class CounterLocked(SonaeError):
-    """The counter is not open to this staff member now; the message says why."""
+    """The counter is not open to this staff member now; the message says
+    why (and, for an issue attempt, first that nothing was issued)."""
 
     status = 423
     code = "counter_locked"
-    title = "窓口"
+    title = "窓口（検索・交付）"
     template = "counter/locked.html"
 
+    def __init__(self, message: str, *, issuing: bool = False, reason: str | None = None):
+        super().__init__(NOT_ISSUED + message if issuing else message, reason=reason)
+        if issuing:
+            self.title = NOT_ISSUED_TITLE
 
-class NoRegister(SonaeError):
+
+class NoRegister(CounterLocked):
     """The counter is open, but no copy of the register has been loaded."""
 
     status = 503
     code = "no_snapshot"
-    title = "窓口"
-    template = "counter/locked.html"
 
-    def __init__(self, *, drill: bool, problem: str | None = None):
+    def __init__(self, *, drill: bool, problem: str | None = None, issuing: bool = False):
         if drill:  # never the real register instead: a drill works on its synthetic one only
-            super().__init__(NO_DRILL_REGISTER, reason="the drill's synthetic register is not loaded; the coordinator prepares it")
+            super().__init__(NO_DRILL_REGISTER, issuing=issuing,
+                             reason="the drill's synthetic register is not loaded; the coordinator prepares it")
         else:  # `problem`: why the real register cannot be opened (a damaged pointer or generation), as the banner says it
-            super().__init__(problem or NO_REGISTER, reason="no snapshot can be opened; see `sonae snapshot list`")
+            super().__init__(problem or NO_REGISTER, issuing=issuing, reason="no snapshot can be opened; see `sonae snapshot list`")
 
 
 class ResidentNotFound(NotFound):
@@ -101,15 +123,18 @@ class Counter:
         return self.register.meta.as_of
 
 
-def open_counter(conn, staff: StaffSession, config: Config) -> Counter:
-    """The counter of `staff` now, or CounterLocked / NoRegister."""
+def open_counter(conn, staff: StaffSession, config: Config, *, issuing: bool = False) -> Counter:
+    """The counter of `staff` now, or CounterLocked / NoRegister (`issuing`:
+    for an issue attempt, whose refusal says that nothing was issued)."""
     scope, locked = counter_scope(conn, staff, config)
     if scope is None:
-        raise CounterLocked(locked)
+        raise CounterLocked(locked, issuing=issuing)
+    if not staff.terminal:
+        raise CounterLocked(NO_TERMINAL, issuing=issuing)
     register = register_for(scope)
     if register is None:
         problem = None if scope.is_drill else register_problem()
-        raise NoRegister(drill=scope.is_drill,
+        raise NoRegister(drill=scope.is_drill, issuing=issuing,
                          problem=unavailable_message(problem, snapshot_store(config)) if problem else None)
     # Holds recorded at the counter change what it reads at once (fallback.holds).
     held = HeldRegister(register, holds.ActiveHolds.load(conn, scope=scope.name, drill_id=scope.drill_id))
@@ -135,41 +160,293 @@ class ResidentRecord:
     household: list[dict]  # current members in order, then former members (除票)
     seals: list[dict]
     warnings: list[dict]  # what the clerk is told before issuing (issuance.counter_warnings)
+    withheld: bool = False  # a 支援措置 resident shown without address and household (lookup.withheld)
 
 
-def record_of(counter: Counter, code: str) -> ResidentRecord:
+def record_of(counter: Counter, code: str, *, requester_is_self: bool = False) -> ResidentRecord:
     """A resident's record as the resident screen shows it, not audited:
-    for showing again the record just viewed (a refused issuance's form)."""
+    for showing again the record just viewed (a refused issuance's form).
+    A 支援措置 resident's address and household are withheld unless the
+    clerk stated that the requester is the person themself: only they may
+    be given what the measure protects (DESIGN: on every path that shows
+    resident data)."""
     person = counter.register.resident(code)
     if person is None:
         raise ResidentNotFound()
     household = lookup.household_members(counter.register, person)
+    withheld = bool(person.get("support_measure")) and not requester_is_self
+    if withheld:
+        person = lookup.withheld(person)
+        household = [person]
     return ResidentRecord(person, household, counter.register.seals_of(code),
-                          issuance.counter_warnings(counter.register, person, household, now().date()))
+                          issuance.counter_warnings(counter.register, person, household, now().date(),
+                                                    print_settings(counter.config).eras), withheld)
 
 
-def view_resident(counter: Counter, code: str) -> ResidentRecord:
+def view_resident(counter: Counter, code: str, *, requester_is_self: bool = False) -> ResidentRecord:
     """Open a resident's record: audited (found or not) and counted towards
-    the bulk-viewing flag. Printing it on a form is a view too."""
+    the bulk-viewing flag. Printing it on a form is a view too. A view of a
+    支援措置 resident's record is also put before the supervisors (their
+    desk lists it with who, when and where), and showing its address
+    (`requester_is_self`: the clerk states the requester is the person
+    themself) is a step of its own in the audit."""
     person = lookup.view_resident(counter.conn, counter.register, code, actor=counter.staff.username,
                                   drill=counter.scope.is_drill, **_flag_settings(counter.config))
     if person is None:
         raise ResidentNotFound()
-    return record_of(counter, code)
+    if person.get("support_measure"):
+        audit.record(counter.conn, counter.staff.username, SUPPORT_MEASURE_VIEW, code,
+                     {"terminal": counter.staff.terminal, "address_shown": requester_is_self}, drill=counter.scope.is_drill)
+    return record_of(counter, code, requester_is_self=requester_is_self)
 
 
-def issue(counter: Counter, code: str, form: Mapping) -> IssueResult:
+# --- issuing once ----------------------------------------------------------------------
+
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+IDEMPOTENCY_KEY_PATTERN = "^[!-~]+$"  # visible ASCII: what an HTTP header carries safely
+
+
+class IdempotencyKeyReused(SonaeError):
+    """A key that already issued, sent with a different request (the IETF
+    draft's 422): the first request's certificates are named, nothing more
+    is issued."""
+
+    status = 422
+    code = "idempotency_key_reused"
+    title = "交付できません"
+
+    def __init__(self, request_id: int, serials: list[int]):
+        super().__init__(
+            f"この画面（申請）からは、すでに交付しています（発行番号 {_serials_text(serials)}）。"
+            "同じ方に別の証明書を交付するときは「同じ方に別の証明書」から新しく請求してください。",
+            reason=f"Idempotency-Key already used for request {request_id} with a different body")
+        self.request_id, self.serials = request_id, serials
+
+    def details(self) -> dict:
+        return {"request_id": self.request_id, "serials": self.serials}
+
+
+class IssueInProgress(SonaeError):
+    """The first request under this key is still being rendered (the IETF
+    draft's 409): retry in a moment."""
+
+    status = 409
+    code = "issue_in_progress"
+    title = "交付の処理中です"
+
+    def __init__(self, request_id: int):
+        super().__init__("この申請は交付の処理中です。少し待ってから、画面を開き直してください。二重には交付されません。",
+                         reason=f"request {request_id} under this Idempotency-Key is still being rendered")
+
+
+class IssueInterrupted(SonaeError):
+    """The first request under this key recorded its serials but stopped
+    before their certificates were made (the appliance was stopped or
+    crashed): those serials are void, never handed out and never used
+    again. The clerk issues again from a fresh form."""
+
+    status = 409
+    code = "issue_interrupted"
+    title = "交付が中断されました"
+
+    def __init__(self, request_id: int, voided: list[int], rendered: list[int]):
+        made = (f"発行番号 {_serials_text(rendered)} は作成済みです（交付番号 {request_id} の画面で確かめられます）。"
+                if rendered else "")
+        super().__init__(
+            f"この申請の交付は、証明書を作る途中で中断されました。発行番号 {_serials_text(voided)} は無効にしました"
+            f"（証明書は作られていません。この番号の証明書は渡さないでください）。{made}"
+            "内容を確かめて、もう一度「交付する」を押してください。",
+            reason=f"request {request_id} under this Idempotency-Key stopped before rendering; serials {voided} are void")
+        self.request_id, self.voided, self.rendered = request_id, voided, rendered
+
+    def details(self) -> dict:
+        return {"request_id": self.request_id, "voided_serials": self.voided, "rendered_serials": self.rendered}
+
+
+class RepeatToday(issuance.AwaitsConfirmation):
+    """The same type for the same person was issued today: issued again
+    only when the clerk confirms (`confirm_repeat`). Not a rule's refusal:
+    it is not recorded as a refused request."""
+
+    def __init__(self, kind: str, earlier: list[tuple[int, str, str]], first_clerk_name: str):
+        serials = [serial for serial, _, _ in earlier]
+        super().__init__(
+            "same_day_repeat",
+            f"本日 {earlier[0][1][11:16]} に、この方の{issuance.KINDS[kind]}をすでに交付しています"
+            f"（発行番号 {_serials_text(serials)}、{first_clerk_name}）。"
+            "同じものをもう一度交付するときは、住民の方に確かめてから「本日もう一度交付する」にチェックしてください。",
+        )
+        self.earlier_serials = serials
+
+    def details(self) -> dict:
+        return {**super().details(), "earlier_serials": self.earlier_serials}
+
+
+class _KeyTaken(Exception):
+    """Another request under the same key committed first: this one records
+    nothing and the first request is answered."""
+
+
+def _serials_text(serials: list[int]) -> str:
+    return "、".join(f"{serial:06d}" for serial in serials)
+
+
+@dataclass(frozen=True)
+class Issuance:
+    """What an issue attempt answers: the request issued now, or (replayed)
+    the one a repeated idempotency key issued before."""
+
+    result: IssueResult
+    replayed: bool
+
+
+def idempotency_key_from_header(value: str | None) -> str | None:
+    """The IETF draft's Idempotency-Key header: a structured-field string
+    (quoted); a bare token is taken as well. None without the header."""
+    if value is None:
+        return None
+    key = value.strip()
+    if len(key) >= 2 and key[0] == key[-1] == '"':
+        key = key[1:-1]
+    return key
+
+
+def _check_key(key: str) -> None:
+    if not re.fullmatch(IDEMPOTENCY_KEY_PATTERN.strip("^$"), key) or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        raise issuance.IssueError(
+            f"Idempotency-Key は空白を含まない1〜{MAX_IDEMPOTENCY_KEY_LENGTH}文字の英数字・記号にしてください。")
+
+
+def _fingerprint(req) -> str:
+    return hashlib.sha256(json.dumps(dataclasses.asdict(req), sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _earlier_result(conn, request_id: int, omissions: str) -> IssueResult:
+    fee, flags = conn.execute("SELECT fee_yen, flags FROM requests WHERE id = ?", (request_id,)).fetchone()
+    copies = [issuance.IssuedCopy(serial, scope, number) for serial, scope, number in conn.execute(
+        "SELECT serial, scope, copy_number FROM certificates WHERE request_id = ? ORDER BY copy_number", (request_id,))]
+    return IssueResult(request_id, copies, json.loads(flags), fee, json.loads(omissions))
+
+
+def _replay(counter: Counter, key: str, fingerprint: str) -> Issuance | None:
+    """The answer for a key this staff member already issued with, or None
+    for a new key."""
+    row = counter.conn.execute("SELECT request_id, fingerprint, omissions FROM issue_keys WHERE actor = ? AND key = ?",
+                               (counter.staff.username, key)).fetchone()
+    if row is None:
+        return None
+    request_id, first_fingerprint, omissions = row
+    result = _earlier_result(counter.conn, request_id, omissions)
+    if first_fingerprint != fingerprint:
+        raise IdempotencyKeyReused(request_id, [c.serial for c in result.copies])
+    _check_rendered(counter, request_id)
+    audit.record(counter.conn, counter.staff.username, "issue.replayed", None, {"request": request_id},
+                 drill=counter.scope.is_drill)
+    return Issuance(result, replayed=True)
+
+
+def _check_rendered(counter: Counter, request_id: int) -> None:
+    """A request under a key sent again is answered once every copy is
+    rendered. Still allocated within the time a render takes
+    (counter.void_unrendered_after_s): in progress, wait. Longer (a crash
+    between commit and render): its serials are voided now, not at the
+    worker's next sweep. Void serials (now or by the sweep) were never
+    handed out: the clerk is told so and issues again under a fresh key."""
+    def statuses() -> list[tuple[int, str]]:
+        return counter.conn.execute("SELECT serial, status FROM certificates WHERE request_id = ? ORDER BY copy_number",
+                                    (request_id,)).fetchall()
+
+    copies = statuses()
+    if any(status == "allocated" for _, status in copies):
+        window = dt.timedelta(seconds=counter.config["counter"]["void_unrendered_after_s"])
+        if not issuance.void_unrendered(counter.conn, older_than=window, request_id=request_id):
+            raise IssueInProgress(request_id)
+        copies = statuses()
+    voided = [serial for serial, status in copies if status == "void"]
+    if voided:
+        raise IssueInterrupted(request_id, voided, [serial for serial, status in copies if status == "rendered"])
+
+
+def _remember_key(counter: Counter, key: str, fingerprint: str):
+    def remember(conn, request_id: int, omissions: list[dict]) -> None:
+        conn.execute(
+            "INSERT INTO issue_keys (actor, key, request_id, fingerprint, omissions, created_at) VALUES (?,?,?,?,?,?)",
+            (counter.staff.username, key, request_id, fingerprint, json.dumps(omissions, ensure_ascii=False), now_iso()),
+        )
+    return remember
+
+
+def earlier_today(counter: Counter, code: str, kind: str) -> list[tuple[int, str, str]]:
+    """(serial, issued at, clerk) of today's certificates of this type for
+    this person in the counter's scope that were handed out (rendered) or
+    are being rendered now (a request at another counter a moment ago). A
+    serial voided after a crash, or still allocated after longer than any
+    render takes (a crash not voided yet), gave the resident nothing."""
+    start_of_day = now().replace(hour=0, minute=0, second=0, microsecond=0).isoformat(timespec="milliseconds")
+    rendering_since = (now() - dt.timedelta(seconds=counter.config["counter"]["void_unrendered_after_s"])).isoformat(
+        timespec="milliseconds")
+    return counter.conn.execute(
+        "SELECT c.serial, r.created_at, r.clerk FROM requests r JOIN certificates c ON c.request_id = r.id "
+        "WHERE r.outcome = 'issued' AND r.subject_code = ? AND r.kind = ? AND r.created_at >= ? AND r.scope = ? "
+        "AND r.drill_id IS ? AND c.scope = r.scope AND (c.status = 'rendered' OR (c.status = 'allocated' AND c.issued_at >= ?)) "
+        "ORDER BY r.id, c.copy_number",
+        (code, kind, start_of_day, counter.scope.name, counter.scope.drill_id, rendering_since),
+    ).fetchall()
+
+
+def _decide_to_record(counter: Counter, req, form: Mapping, key: str | None):
+    """The service's checks inside the transaction that allocates serials
+    (issuance.allocate_and_record's `before_recording`): under its write
+    lock no other request can record in between, so of simultaneous
+    requests under one key only the first issues (_KeyTaken: the others
+    answer it), and of simultaneous unconfirmed ones for the same
+    certificate only the first issues (RepeatToday: the others are asked
+    to confirm)."""
+    def decide(conn) -> None:
+        if key is not None and conn.execute("SELECT 1 FROM issue_keys WHERE actor = ? AND key = ?",
+                                            (counter.staff.username, key)).fetchone():
+            raise _KeyTaken()
+        if form_flag(form, "confirm_repeat"):
+            return
+        earlier = earlier_today(counter, req.subject_code, req.kind)
+        if earlier:
+            raise RepeatToday(req.kind, earlier, users.display_name(conn, earlier[0][2]))
+    return decide
+
+
+def issue(counter: Counter, code: str, form: Mapping, *, idempotency_key: str | None = None) -> Issuance:
     """Issue what a request form (HTML form or JSON body, same names) asks
     for a resident, with a supervisor's on-the-spot approval when one
-    entered theirs. IssueError: the form is wrong; IssueRefused: a rule."""
+    entered theirs. IssueError: the form is wrong; IssueRefused: a rule
+    (RepeatToday: issued today already, unless confirmed).
+
+    `idempotency_key` (a rendered form's, or the API's header): a key this
+    staff member issued with before answers that request again, whatever
+    happened since — never a second certificate."""
     if counter.register.resident(code) is None:
         raise ResidentNotFound()
     req = request_from_form(code, form)
+    fingerprint = _fingerprint(req)
+    if idempotency_key is not None:
+        _check_key(idempotency_key)
+        replay = _replay(counter, idempotency_key, fingerprint)
+        if replay is not None:
+            return replay
     approver = str(form.get("approver") or "").strip()
     if approver:
         req.approved_by = supervisor_approval(counter.conn, counter.config, approver, str(form.get("approver_password") or ""),
                                               clerk=counter.staff.username, subject=code)
-    return issue_certificate(counter.conn, counter.register, req, counter.staff, counter.scope, counter.config)
+    remember = None if idempotency_key is None else _remember_key(counter, idempotency_key, fingerprint)
+    try:
+        result = issue_certificate(counter.conn, counter.register, req, counter.staff, counter.scope, counter.config,
+                                   before_recording=_decide_to_record(counter, req, form, idempotency_key), on_recorded=remember)
+    except _KeyTaken:
+        return _replay(counter, idempotency_key, fingerprint)
+    except RepeatToday as warned:  # audited once the recording transaction has rolled back
+        audit.record(counter.conn, counter.staff.username, "issue.repeat_warned", req.subject_code,
+                     {"kind": req.kind, "earlier_serials": warned.earlier_serials}, drill=counter.scope.is_drill)
+        raise
+    return Issuance(result, replayed=False)
 
 
 # --- what the counters recorded ------------------------------------------------------
@@ -266,3 +543,66 @@ def record_deferred(conn, staff: StaffSession, config: Config, *, kind: str, nam
     return deferred.record(conn, clerk=staff.username, office=staff.office, kind=kind, name=name, contact=contact,
                            delivery=delivery, consent=consent, resident_code=resident_code, note=note,
                            scope=scope.name, drill_id=scope.drill_id)
+
+
+# --- printing ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TerminalPrinter:
+    """The printer of the terminal a staff member is logged in at: its name
+    (printed in the 発行番号) and its CUPS queue ("": browser printing)."""
+
+    name: str
+    queue: str
+
+
+def terminal_printer(config: Config, staff: StaffSession) -> TerminalPrinter:
+    terminal = next((t for t in config["counter"]["terminals"] if t["id"] == staff.terminal), None)
+    if terminal is None:
+        return TerminalPrinter("", "")
+    return TerminalPrinter(terminal["printer"], terminal.get("queue") or "")
+
+
+class NoPrinter(SonaeError):
+    status = 409
+    code = "no_printer"
+    title = "印刷できません"
+
+
+@dataclass(frozen=True)
+class Printed:
+    """Where a request's copies went and what the printer answered per copy."""
+
+    printer: TerminalPrinter
+    states: list[tuple[int, str]]  # (serial, completed | processing | stopped | failed)
+
+    @property
+    def all_printed(self) -> bool:
+        return all(state in ("completed", "processing") for _, state in self.states)
+
+    def summary(self) -> str:
+        where = f"{self.printer.name}（印刷キュー {self.printer.queue}）"
+        answered = "、".join(f"{serial:06d}: {PRINT_STATE_LABELS.get(state, state)}" for serial, state in self.states)
+        if self.all_printed:
+            return f"{where}に{len(self.states)}通を送りました（{answered}）。"
+        return (f"{where}で印刷できませんでした（{answered}）。プリンタを確かめてもう一度 P を押すか、"
+                "PDFを開いてブラウザから印刷してください。証明書は交付済みです。")
+
+
+def print_issued(conn, staff: StaffSession, config: Config, request_id: int) -> Printed:
+    """Send every copy of an issued request to the CUPS queue of the
+    terminal `staff` works at (audited per copy, as every print is)."""
+    found = issued_request(conn, staff, config, request_id)
+    printer = terminal_printer(config, staff)
+    if not printer.queue:
+        raise NoPrinter(f"この端末（{staff.terminal or '未登録'}）にはプリンタが設定されていません。PDFを開いてブラウザから印刷してください。")
+    states = []
+    for serial, scope, copy_number, status, *_ in found.certificates:
+        pdf = issuance.certificate_pdf(conn, scope, serial) if status == "rendered" else None
+        if pdf is None:
+            states.append((serial, "failed"))
+            continue
+        states.append((serial, print_certificate(conn, printer.queue, issuance.IssuedCopy(serial, scope, copy_number), pdf,
+                                                 actor=staff.username)))
+    return Printed(printer, states)

@@ -5,11 +5,13 @@ this face does not show on its own form reaches the app's error page."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, redirect, render_template, request, url_for
+import secrets
+
+from flask import Blueprint, Response, current_app, flash, g, redirect, render_template, request, url_for
 from werkzeug.datastructures import MultiDict
 
 from fallback import deferred
-from fallback.counter import issuance, lookup, service
+from fallback.counter import issuance, labels, lookup, service
 from fallback.counter.state import COUNTER_ROLES
 from fallback.db import get_ops
 from fallback.staff.security import roles
@@ -38,10 +40,15 @@ def search():
     )
 
 
-def _resident_page(counter: service.Counter, record: service.ResidentRecord, *, form, error=None, refusal_rule=None) -> str:
+def _resident_page(counter: service.Counter, record: service.ResidentRecord, *, form, error=None, refusal_rule=None,
+                   idempotency_key: str | None = None) -> str:
+    """The resident and the request form. Each rendered form carries a key
+    of its own (a refused form keeps its key): whatever the browser does
+    with the page — Back, a second Ctrl+Enter — that form issues once."""
     return render_template(
         "counter/resident.html", person=record.person, household=record.household, seals=record.seals, scope=counter.scope,
-        form=form, error=error, refusal_rule=refusal_rule, warnings=record.warnings,
+        withheld=record.withheld, form=form, error=error, refusal_rule=refusal_rule, warnings=record.warnings,
+        idempotency_key=idempotency_key or secrets.token_urlsafe(18),
         kinds=issuance.KINDS, requester_types=issuance.REQUESTER_TYPES, documents=issuance.IDENTITY_DOCUMENTS,
         optional_items=issuance.OPTIONAL_ITEMS, layouts=issuance.LAYOUTS,
         support_measure_approvable=counter.config["counter"]["support_measure_approvable"],
@@ -55,25 +62,55 @@ def resident(code):
     return _resident_page(counter, service.view_resident(counter, code), form=MultiDict())
 
 
+@bp.route("/resident/<code>/self", methods=["POST"])
+@roles(*COUNTER_ROLES)
+def resident_self(code):
+    """The clerk states that the requester is the person themself (identity
+    checked): a 支援措置 resident's record is shown whole, with the request
+    form set to 本人. Audited as a step of its own."""
+    counter = _open_counter()
+    record = service.view_resident(counter, code, requester_is_self=True)
+    return _resident_page(counter, record, form=MultiDict({"requester_type": "self"}))
+
+
 @bp.route("/resident/<code>/issue", methods=["POST"])
 @roles(*COUNTER_ROLES)
 def issue(code):
-    counter = _open_counter()
+    counter = service.open_counter(get_ops(), g.staff, current_app.config["SONAE"], issuing=True)
+    key = request.form.get("idempotency_key") or None
     try:
-        result = service.issue(counter, code, request.form)
+        issued = service.issue(counter, code, request.form, idempotency_key=key)
+    except service.IdempotencyKeyReused as exc:  # a form that issued, changed and sent again: a fresh form
+        return _resident_page(counter, service.record_of(counter, code), form=MultiDict(), error=exc.message), 422
+    except service.IssueInterrupted as exc:  # the same entries under a fresh key: one more 交付する issues them
+        return _resident_page(counter, service.record_of(counter, code), form=request.form, error=exc.message), exc.status
     except (issuance.IssueError, issuance.IssueRefused) as exc:
         refused = isinstance(exc, issuance.IssueRefused)
         page = _resident_page(counter, service.record_of(counter, code), form=request.form, error=exc.message,
-                              refusal_rule=exc.rule if refused else None)
+                              refusal_rule=exc.rule if refused else None, idempotency_key=key)
         return page, 422
-    return redirect(url_for("counter.issued", request_id=result.request_id))
+    if issued.replayed:
+        flash("この申請はすでに交付しています。二重には交付していません（下の発行番号が、最初に交付したものです）。", "info")
+    return redirect(url_for("counter.issued", request_id=issued.result.request_id))
 
 
 @bp.route("/issued/<int:request_id>")
 @roles(*COUNTER_ROLES)
 def issued(request_id):
-    found = service.issued_request(get_ops(), g.staff, current_app.config["SONAE"], request_id)
-    return render_template("counter/issued.html", req=found, kinds=issuance.KINDS)
+    config = current_app.config["SONAE"]
+    found = service.issued_request(get_ops(), g.staff, config, request_id)
+    return render_template("counter/issued.html", req=found, kinds=issuance.KINDS, printer=service.terminal_printer(config, g.staff),
+                           print_state_labels=labels.PRINT_STATE_LABELS)
+
+
+@bp.route("/issued/<int:request_id>/print", methods=["POST"])
+@roles(*COUNTER_ROLES)
+def print_issued(request_id):
+    """P: every copy of the request to this terminal's CUPS queue; the page
+    then says where they went and how the printer answered."""
+    printed = service.print_issued(get_ops(), g.staff, current_app.config["SONAE"], request_id)
+    flash(printed.summary(), "info" if printed.all_printed else "error")
+    return redirect(url_for("counter.issued", request_id=request_id))
 
 
 @bp.route("/certificate/<scope>/<int:serial>.pdf")

@@ -29,12 +29,15 @@ def demo_group():
 @click.option("--port", "web_port", type=int, default=8080, show_default=True)
 @click.option("--upstream-port", type=int, default=8700, show_default=True)
 @click.option("--fresh", is_flag=True, help="Delete the demo directory first.")
-def run_demo(root, residents, seed, web_port, upstream_port, fresh):
+@click.option("--password", envvar="SONAE_DEMO_PASSWORD", default=None,
+              help="one fixed password for every demo account (a training room); default: a fresh random one each")
+def run_demo(root, residents, seed, web_port, upstream_port, fresh, password):
     """Start cloudsim, sync, the worker and the counter app; print the
     accounts; run until Ctrl+C."""
     if fresh and root.exists():
         shutil.rmtree(root)
     site = DemoSite(root, residents=residents, seed=seed, web_port=web_port, upstream_port=upstream_port)
+    site.check_ports()
     # `kill` (SIGTERM) must stop the children too, as Ctrl+C does.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     try:
@@ -43,15 +46,19 @@ def run_demo(root, residents, seed, web_port, upstream_port, fresh):
         site.configure(upstream)
         click.echo("loading the full export …", err=True)
         click.echo(site.run("sync", "full", "--actor", "demo").strip(), err=True)
-        accounts = site.seed_accounts()
+        accounts = site.seed_accounts(password)
         site.start("worker", log="worker.log")
-        site.start("serve", log="web.log")
+        site.wait_for_web(site.start("serve", log="web.log"))
         click.echo(f"\nSonae demo: http://127.0.0.1:{web_port}/\n")
         click.echo("accounts (username / role / password):")
-        for username, role, password in accounts:
-            click.echo(f"  {username:12} {role:18} {password}")
+        for username, role, account_password in accounts:
+            click.echo(f"  {username:12} {role:18} {account_password}")
         click.echo("\nThe counters are locked until a supervisor declares downtime: log in as kakaricho,")
-        click.echo("open 係長メニュー and declare ダウン対策モード; then log in as madoguchi1 to search and issue.")
+        click.echo("open 係長メニュー and declare ダウン対策モード. A counter PC is registered once at /terminal")
+        click.echo("(kakaricho's password); then log in as madoguchi1 there to search and issue.")
+        click.echo(f"\nThe cloud register (cloudsim): {upstream['url']}; its admin port: {upstream['admin_url']}")
+        click.echo(f"  (bearer token in {site.etc / 'upstream.token'}). Make it fail and come back:")
+        click.echo(f"  sonae demo cloud down --dir {root}    sonae demo cloud up --dir {root}")
         click.echo("Ctrl+C stops everything.")
         while all(p.poll() is None for p in site.processes):
             time.sleep(1)
@@ -60,6 +67,37 @@ def run_demo(root, residents, seed, web_port, upstream_port, fresh):
         click.echo("\nstopping …", err=True)
     finally:
         site.stop()
+
+
+@demo_group.group("cloud")
+def cloud_group():
+    """Make the running demo's cloud register fail, and come back."""
+
+
+def _dir_option(command):
+    return click.option("--dir", "root", type=click.Path(file_okay=False, path_type=Path), default=Path("demo-state"),
+                        show_default=True, help="the directory of `sonae demo run`")(command)
+
+
+def _site(root: Path) -> DemoSite:
+    return DemoSite(root, residents=0, seed=0, web_port=0, upstream_port=0)
+
+
+@cloud_group.command("down")
+@_dir_option
+def cloud_down(root):
+    """The cloud register stops answering (an outage, as cloudsim's `down` fault)."""
+    _site(root).cloud(down=True)
+    click.echo("the cloud register is down: the worker's probes notice within three probes (about 30 s), "
+               "IT's dashboard (監視) says so, and a supervisor can declare ダウン対策モード")
+
+
+@cloud_group.command("up")
+@_dir_option
+def cloud_up(root):
+    """The cloud register answers again."""
+    _site(root).cloud(down=False)
+    click.echo("the cloud register is back: the probes see it within two probes; a supervisor ends downtime (復旧確認へ)")
 
 
 @demo_group.command("outage")
@@ -83,6 +121,7 @@ def outage_demo(root, residents, seed, web_port, upstream_port, change_rate, pro
     Chromium; on a second day they take 届出 and meet holds; the upstream
     comes back, reconciliation lists the certificates at risk, the re-entry
     files and the incident report are written to DIR."""
+    DemoSite(root, residents=residents, seed=seed, web_port=web_port, upstream_port=upstream_port).check_ports()
     options = DayOptions(residents=residents, seed=seed, change_rate=change_rate, probe_interval_s=probe_interval,
                          faults=frozenset(faults), flap_every_s=flap_every, printer_queue=printer_queue,
                          screenshots=screenshots or root / "screenshots", web_port=web_port, upstream_port=upstream_port)

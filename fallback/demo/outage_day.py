@@ -75,6 +75,8 @@ TERMINALS = (
     {"id": "蒲田1", "office": "蒲田", "printer": "プリンタ101", "queue": ""},
     {"id": "大森1", "office": "大森", "printer": "プリンタ201", "queue": ""},
 )
+# The supervisor's own PC: a counter PC too (a hold is recorded at an open counter).
+SUPERVISOR_TERMINAL = {"id": "本庁2", "office": "本庁", "printer": "プリンタ002", "queue": ""}
 CLERKS = ("madoguchi1", "madoguchi2", "madoguchi3")
 SUPERVISOR, IT_STAFF = "kakaricho", "joho"
 CHROMIUM_FLAGS = (
@@ -606,14 +608,21 @@ class Browser:
         self.driver = start_chromium()
         self.screenshots = screenshots
 
-    def login(self, username: str, password: str, terminal: str = "本庁1") -> None:
+    def register_terminal(self, terminal: str, supervisor: str, password: str) -> None:
+        """A supervisor registers this desk's PC as `terminal`, once."""
+        self.open("/terminal")
+        self.select("#terminal", value=terminal)
+        self.wait("#terminal-username").send_keys(supervisor)
+        self.wait("#terminal-password").send_keys(password)
+        self.submit(self.wait("#register-terminal"))
+        self.wait("#current-terminal")
+
+    def login(self, username: str, password: str) -> None:
         from selenium.webdriver.common.by import By
         from selenium.webdriver.common.keys import Keys
-        from selenium.webdriver.support.ui import Select
 
         self.open("/login")
         self.wait("#username").send_keys(username)
-        Select(self.driver.find_element(By.ID, "terminal")).select_by_value(terminal)
         password_field = self.driver.find_element(By.ID, "password")
         password_field.send_keys(password)
         password_field.send_keys(Keys.ENTER)
@@ -658,11 +667,17 @@ class Browser:
         return self.driver.find_elements(By.CSS_SELECTOR, css)
 
     def press(self, *keys: str) -> None:
+        """Press keys in turn; Keys.CONTROL + Keys.ENTER is one chord, Control
+        held while Enter goes down (the counter issues on Ctrl+Enter only)."""
         from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.keys import Keys
 
         chain = ActionChains(self.driver)
         for key in keys:
-            chain.send_keys(key)
+            if len(key) == 2 and key[0] == Keys.CONTROL:
+                chain.key_down(Keys.CONTROL).send_keys(key[1]).key_up(Keys.CONTROL)
+            else:
+                chain.send_keys(key)
         chain.perform()
 
     def select(self, css: str, *, value: str | None = None, text: str | None = None) -> None:
@@ -673,14 +688,6 @@ class Browser:
             chooser.select_by_value(value)
         else:
             chooser.select_by_visible_text(text)
-
-    def ctrl_enter(self) -> None:
-        """Ctrl+Enter with Control held (ActionChains' send_keys would
-        press and release each key in turn)."""
-        from selenium.webdriver.common.action_chains import ActionChains
-        from selenium.webdriver.common.keys import Keys
-
-        ActionChains(self.driver).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()
 
     def cookies(self) -> dict[str, str]:
         return {c["name"]: c["value"] for c in self.driver.get_cookies()}
@@ -864,7 +871,7 @@ class OutageDay:
     def settings(self) -> dict:
         options = self.options
         interval = options.probe_interval_s
-        terminals = [dict(t) for t in TERMINALS]
+        terminals = [dict(t) for t in (*TERMINALS, SUPERVISOR_TERMINAL)]
         if options.printer_queue:
             terminals[0]["queue"] = options.printer_queue
         counter = {"terminals": terminals}
@@ -902,12 +909,14 @@ class OutageDay:
         self.browsers.remove(it)
 
     def declare(self) -> None:
-        boss = self.supervisor = self.browser(SUPERVISOR)
+        boss = self.supervisor = self.browser(SUPERVISOR, SUPERVISOR_TERMINAL["id"])
         boss.open("/supervisor/")
         boss.select("#declare-reason", text="住民記録システム障害")
         boss.wait("#declare-detail").send_keys("クラウドの住民記録システムが応答しない。ベンダーに連絡済み。")
-        before = now()
         boss.submit(boss.wait("#declare-downtime"))
+        boss.wait("#confirm-changes")
+        before = now()
+        boss.submit(boss.wait("#confirm-mode-change"))
         boss.wait("#end-downtime")
         self.record.declared = (before, now())
         boss.shot("supervisor-declares-downtime")
@@ -959,7 +968,7 @@ class OutageDay:
                 outcome = self.submit(desk)
                 if outcome != "issued":
                     self.record.refused.append(Refused(clerk, terminal["office"], case.kind, code, outcome, self.day_number))
-                    desk.shot(f"counter-refused-{outcome}", at="#issue-error")
+                    desk.shot(f"counter-refused-{outcome}")  # the outcome is at the top of the page
                 else:
                     self.record_issued(desk, case)
         if case.deferred:
@@ -1037,6 +1046,12 @@ class OutageDay:
         self.record.issued.append(Issued(CLERKS[case.clerk], terminal["office"], case.kind, case.resident["resident_code"],
                                          request_id, serials, self.day_number))
         desk.shot("counter-issued")
+        if desk.find("#print-form"):  # a counter with a CUPS queue prints with one key
+            desk.driver.execute_script("window.sonaeLeaving = true")
+            desk.press("p")
+            wait_until(lambda: desk.driver.execute_script("return document.readyState === 'complete' && !window.sonaeLeaving"), 60,
+                       "the page saying where the certificates were printed")
+            desk.wait("#flash-outcome")
         if self.screenshots is not None and not self.screenshots.taken("certificate"):
             pdf = requests.get(desk.find("#open-pdf")[0].get_attribute("href"), cookies=desk.cookies(), timeout=60)
             self.screenshots.certificate("certificate", pdf.content)
@@ -1171,8 +1186,10 @@ class OutageDay:
         button of the next mode; returns the moments before and after."""
         boss = self.supervisor
         boss.open("/supervisor/")
-        before = now()
         boss.submit(boss.wait(button))
+        boss.wait("#confirm-changes")
+        before = now()
+        boss.submit(boss.wait("#confirm-mode-change"))
         boss.wait(then)
         return before, now()
 
@@ -1253,6 +1270,7 @@ class OutageDay:
         the fields, the supervisor's confirmation where it creates a hold,
         Ctrl+Enter."""
         from selenium.webdriver.common.by import By
+        from selenium.webdriver.common.keys import Keys
 
         code = case.resident["resident_code"] if case.resident else ""
         desk.open("/filings/new" + (f"?resident_code={code}" if code else ""))
@@ -1283,7 +1301,7 @@ class OutageDay:
             desk.wait("#approver").send_keys(SUPERVISOR)
             desk.wait("#approver-password").send_keys(self.passwords[SUPERVISOR])
         desk.shot("filing-form")
-        desk.ctrl_enter()
+        desk.press(Keys.CONTROL + Keys.ENTER)
         saved = desk.wait("#filing-saved, #filing-error")
         if saved.get_attribute("id") == "filing-error":
             raise DayFailed(f"the {case.kind} 届出 was not recorded: {saved.text}")
@@ -1294,13 +1312,15 @@ class OutageDay:
 
     def record_hold(self, case: HoldCase) -> None:
         """The supervisor records a hold on the resident's hold form."""
+        from selenium.webdriver.common.keys import Keys
+
         boss = self.supervisor
         code = case.resident["resident_code"]
         boss.open(f"/holds/new/{code}")
         boss.wait("#hold-form")
         boss.press(str(list(holds.KINDS).index(case.kind) + 1))
         boss.wait("#hold-note").send_keys(case.note)
-        boss.ctrl_enter()
+        boss.press(Keys.CONTROL + Keys.ENTER)
         boss.wait("#hold-notices")
         boss.shot("hold-recorded", at="#hold-notices")
         self.record.holds.append(Held(case.kind, code))
@@ -1351,10 +1371,14 @@ class OutageDay:
 
     # --- helpers ---------------------------------------------------------------------------------
 
-    def browser(self, username: str, terminal: str = "本庁1") -> Browser:
+    def browser(self, username: str, terminal: str | None = None) -> Browser:
+        """A desk's browser, logged in as `username`; a counter's PC is
+        registered as its terminal by the supervisor first."""
         browser = Browser(self.base_url, self.screenshots)
         self.browsers.append(browser)
-        browser.login(username, self.passwords[username], terminal)
+        if terminal is not None:
+            browser.register_terminal(terminal, SUPERVISOR, self.passwords[SUPERVISOR])
+        browser.login(username, self.passwords[username])
         return browser
 
     def admin(self, method: str, path: str, body: dict | None = None) -> dict:

@@ -8,12 +8,14 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import click
+import requests
 
 from fallback.config import DEFAULTS, render_toml
 from printing.model import SPECIMEN_SEAL_IMAGE
@@ -41,6 +43,57 @@ class DemoSite:
         self.residents, self.seed = residents, seed
         self.web_port, self.upstream_port = web_port, upstream_port
         self.processes: list[subprocess.Popen] = []
+
+    def check_ports(self) -> None:
+        """Refuse to start, in one line, when a port the demo needs is taken:
+        never a URL and passwords that would lead to another program."""
+        wanted = ((self.web_port, "the counter app, --port"), (self.upstream_port, "cloudsim, --upstream-port"),
+                  (self.upstream_port + 1, "cloudsim's admin port, --upstream-port + 1"))
+        for port, what in wanted:
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port))
+                except OSError as exc:
+                    raise click.ClickException(
+                        f"port {port} ({what}) is already in use by another program ({exc.strerror}): "
+                        "stop that program or choose another port") from None
+
+    def wait_for_web(self, process: subprocess.Popen, timeout_s: float = 60) -> None:
+        """Wait until this demo's own counter app answers (not another server
+        on the port); a web server that exited is named with its log."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if process.poll() is not None:
+                raise click.ClickException(f"the counter app exited; see {self.root / 'logs' / 'web.log'}")
+            try:
+                if requests.get(f"http://127.0.0.1:{self.web_port}/healthz", timeout=2).status_code == 200:
+                    return
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                raise click.ClickException(f"the counter app did not answer on port {self.web_port} within {timeout_s:.0f} s")
+            time.sleep(0.3)
+
+    @property
+    def upstream(self) -> dict:
+        """What cloudsim wrote once it served: url, admin_url, token, …"""
+        ready = self.root / "cloudsim-ready.json"
+        if not ready.exists():
+            raise click.ClickException(f"no demo cloud register in {self.root}: start it with `sonae demo run --dir {self.root}`")
+        return json.loads(ready.read_text())
+
+    def cloud(self, *, down: bool) -> None:
+        """Make the demo's cloud register fail (every request refused, as in
+        an outage) or come back, through cloudsim's admin port."""
+        upstream = self.upstream
+        url = upstream["admin_url"].rstrip("/") + "/admin/faults/down"
+        try:
+            answer = requests.request("PUT" if down else "DELETE", url, timeout=30,
+                                      headers={"Authorization": f"Bearer {upstream['token']}"})
+        except requests.ConnectionError:
+            raise click.ClickException(f"the demo's cloudsim does not answer at {upstream['admin_url']}: is `sonae demo run` running?") from None
+        if answer.status_code != 200:
+            raise click.ClickException(f"cloudsim refused {answer.request.method} {url}: HTTP {answer.status_code}")
 
     @property
     def env(self) -> dict[str, str]:
@@ -109,16 +162,19 @@ class DemoSite:
         (self.etc / "sonae.toml").write_text(render_toml(values), encoding="utf-8")
         self.home.mkdir(parents=True, exist_ok=True)
 
-    def seed_accounts(self) -> list[tuple[str, str, str]]:
+    def seed_accounts(self, password: str | None = None) -> list[tuple[str, str, str]]:
+        """One account per role; each with a fresh random password, or all
+        with `password` (a training room's fixed one; the password rules
+        still apply and a refusal names the rule)."""
         existing = self.run("user", "list")
         created = []
         for username, display, role in DEMO_ACCOUNTS:
-            password = secrets.token_urlsafe(9)
+            password_of_account = password or secrets.token_urlsafe(9)
             if f"{username}\t" in existing:
-                self.run("user", "reset", username, "--password", password, "--actor", "demo")
+                self.run("user", "reset", username, "--password", password_of_account, "--actor", "demo")
             else:
-                self.run("user", "add", username, "--name", display, "--role", role, "--password", password, "--actor", "demo")
-            created.append((username, role, password))
+                self.run("user", "add", username, "--name", display, "--role", role, "--password", password_of_account, "--actor", "demo")
+            created.append((username, role, password_of_account))
         return created
 
     def kill(self, process: subprocess.Popen) -> None:

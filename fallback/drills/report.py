@@ -14,32 +14,30 @@ import datetime as dt
 from dataclasses import dataclass
 
 from fallback import deferred, documents, drills, runbooks
+from fallback.counter.labels import rule_label
 from fallback.documents import format_minutes, format_time, minutes_between
 from fallback.ops import now_iso
+from fallback.staff.users import SYSTEM_DISPLAY_NAME, display_names
 
-# The rule identifiers of issuance.IssueRefused, as the report names them.
-RULE_LABELS = {
-    "support_measure": "支援措置の対象者（承認なし）",
-    "seal_revoked": "廃止された印鑑登録",
-    "no_seal": "印鑑登録なし",
-    "seal_card_mismatch": "印鑑登録証の番号違い",
-    "johyo_for_active": "現在の住民に除票の写し",
-    "removed_resident": "除票の方に住民票の写し",
-    "planned_move_out": "転出予定の確認なし",
-    "third_party": "第三者からの請求",
-    "agent_without_letter": "委任状のない代理人",
-    "daily_cap": "1日の上限を超える請求",
-    "kill_switch": "データが古すぎる種類",
-    "approval_failed": "係長の承認の失敗",
-    "serials_exhausted": "発行番号の使い切り",
-    "items_not_printed": "記載できない事項の確認",
-    "official_without_staff_id": "職員の身分証明書のない公用請求",
-    "official_without_purpose": "根拠の記入のない公用請求",
-    "official_seal": "電子公印の未設定",
-    "seal_held": "亡失・廃止の届出を受けた印鑑登録（保留）",
-    "death_held": "死亡届を受けた方（保留）",
-    "hold_approval": "保留のある方（承認なし）",
-}
+# A rate needs enough to mean something: one certificate in a drill of
+# a quarter minute is not "262.4枚/時". Below either bound the report
+# shows no rate and says why.
+MIN_RATE_MINUTES = 30
+MIN_RATE_CERTIFICATES = 2
+NO_RATE = "—（データ不足）"
+
+
+def rate_per_hour(certificates: int, minutes: float) -> float | None:
+    """Certificates per hour, or None when there is too little to tell."""
+    if minutes < MIN_RATE_MINUTES or certificates < MIN_RATE_CERTIFICATES:
+        return None
+    return round(certificates / (minutes / 60), 1)
+
+
+def _rate_text(rate: float | None) -> str:
+    return NO_RATE if rate is None else f"{rate}枚"
+
+
 # A clerk who picked the wrong certificate type for the person.
 WRONG_TYPE_RULES = ("johyo_for_active", "removed_resident")
 
@@ -51,7 +49,7 @@ class CounterFigures:
     certificates: int
     first_at: str | None
     minutes_to_first: float | None
-    per_hour: float
+    per_hour: float | None  # None: too little data for a rate
 
 
 @dataclass(frozen=True)
@@ -85,9 +83,9 @@ class DrillFigures:
         return sum(self.refusals.values())
 
     @property
-    def certificates_per_counter_hour(self) -> float:
-        counters = len(self.counters) or 1
-        return round(self.certificates / counters / (self.active_minutes / 60), 1) if self.active_minutes else 0.0
+    def certificates_per_counter_hour(self) -> float | None:
+        rate = rate_per_hour(self.certificates, self.active_minutes)
+        return None if rate is None else round(rate / (len(self.counters) or 1), 1)
 
     @property
     def first_certificate_minutes(self) -> list[float]:
@@ -121,7 +119,7 @@ def figures(conn, drill: drills.Drill, *, terminals: list[dict], runbook_list: l
         CounterFigures(
             terminal, offices.get(terminal, "—"), len(stamps), stamps[0] if stamps else None,
             minutes_between(start, stamps[0]) if stamps and start else None,
-            round(len(stamps) / (active_minutes / 60), 1) if active_minutes else 0.0,
+            rate_per_hour(len(stamps), active_minutes),
         )
         for terminal, stamps in sorted(by_terminal.items())
     ]
@@ -161,7 +159,7 @@ def _comparison_rows(current: DrillFigures, previous: DrillFigures | None) -> li
         ("最初の交付まで（最も早い窓口）", lambda f: first(f, min), format_minutes),
         ("最初の交付まで（最も遅い窓口）", lambda f: first(f, max), format_minutes),
         ("交付した証明書", lambda f: f.certificates, lambda v: f"{v}枚"),
-        ("1窓口1時間あたりの交付", lambda f: f.certificates_per_counter_hour, lambda v: f"{v}枚"),
+        ("1窓口1時間あたりの交付", lambda f: f.certificates_per_counter_hour, _rate_text),
         ("見つけた誤り（お断り）", lambda f: f.errors_caught, lambda v: f"{v}件"),
         ("うち証明書の種類の誤り", lambda f: f.wrong_type_attempts, lambda v: f"{v}件"),
         ("手順書のチェック", lambda f: len(f.steps_done), lambda v: f"{v}件"),
@@ -179,16 +177,23 @@ def _comparison_rows(current: DrillFigures, previous: DrillFigures | None) -> li
     return rows
 
 
-def report_markdown(current: DrillFigures, previous: DrillFigures | None) -> str:
+def report_markdown(current: DrillFigures, previous: DrillFigures | None, names: dict[str, str] | None = None) -> str:
+    """The report as Markdown; `names` (username -> display name) shows
+    staff by the names they know each other by."""
     drill = current.drill
     md = documents.md_text
+    names = {**(names or {}), "system": SYSTEM_DISPLAY_NAME}
+
+    def name(username: str) -> str:
+        return names.get(username, username)
+
     lines = [
         f"# 訓練報告書：{md(drill.title)}",
         "",
         f"- シナリオ：{md(drill.scenario_label)}" + (f"（{md(drill.description)}）" if drill.description else ""),
         f"- 実施：{format_time(drill.started_at)} 〜 {format_time(drill.ended_at)}（訓練時間 {format_minutes(current.active_minutes)}）",
         f"- 状態：{md(drill.status_label)}",
-        f"- 参加者：{len(drill.participants)}人（{md('、'.join(drill.participants))}）",
+        f"- 参加者：{len(drill.participants)}人（{md('、'.join(name(p) for p in drill.participants))}）",
         f"- 参加した窓口：{md('、'.join(c.terminal for c in current.counters)) if current.counters else '—'}",
         f"- 作成：{format_time(now_iso())}（Sonae が訓練中の記録から自動で計測しました）",
         "",
@@ -204,7 +209,8 @@ def report_markdown(current: DrillFigures, previous: DrillFigures | None) -> str
     lines += ["## 窓口ごとの交付", ""]
     lines.append(documents.md_table(
         ["窓口", "庁舎", "最初の交付", "開始から", "交付枚数", "1時間あたり"],
-        [[c.terminal, c.office, format_time(c.first_at), format_minutes(c.minutes_to_first), c.certificates, c.per_hour]
+        [[c.terminal, c.office, format_time(c.first_at), format_minutes(c.minutes_to_first), c.certificates,
+          NO_RATE if c.per_hour is None else c.per_hour]
          for c in current.counters],
     ) if current.counters else "交付はありませんでした。")
     hours = sorted({hour for counts in current.hourly.values() for hour in counts})
@@ -213,7 +219,7 @@ def report_markdown(current: DrillFigures, previous: DrillFigures | None) -> str
                   documents.md_table(["窓口"] + [f"{h}時台" for h in hours],
                                      [[t] + [current.hourly[t].get(h, 0) for h in hours] for t in sorted(current.hourly)])]
     lines += ["", "## 見つけた誤り（お断りした請求）", ""]
-    lines.append(documents.md_table(["内容", "件数"], [[RULE_LABELS.get(rule, rule), n] for rule, n in current.refusals.items()])
+    lines.append(documents.md_table(["内容", "件数"], [[rule_label(rule), n] for rule, n in current.refusals.items()])
                  if current.refusals else "お断りした請求はありませんでした。")
     lines += ["", "## 後日対応の受付", ""]
     lines.append(documents.md_table(["種類", "件数"], [[deferred.KINDS.get(k, k), n] for k, n in current.deferred_by_kind.items()])
@@ -225,11 +231,11 @@ def report_markdown(current: DrillFigures, previous: DrillFigures | None) -> str
             ["時刻", "開始から", "手順書", "手順", "役割", "チェックした人"],
             [[format_time(s.tick.at), format_minutes(s.minutes_from_start), s.runbook_title,
               f"{s.step_number}. {s.tick.step_text}" if s.step_number else f"（変更前の手順）{s.tick.step_text}",
-              s.tick.role, s.tick.actor] for s in current.steps_done],
+              s.tick.role, name(s.tick.actor)] for s in current.steps_done],
         ))
     lines += ["", "## 経過", "",
               documents.md_table(["時刻", "出来事", "操作した人", "内容"],
-                                 [[format_time(e.at), e.label, e.actor, e.detail.get("reason", "")] for e in current.events]),
+                                 [[format_time(e.at), e.label, name(e.actor), e.detail.get("reason", "")] for e in current.events]),
               "", "## 反省と改善点（記入欄）", "", "（訓練担当が記入してください）", ""]
     return "\n".join(lines)
 
@@ -243,4 +249,5 @@ def build(conn, drill_id: int, *, terminals: list[dict], runbook_list: list[runb
     return report_markdown(
         figures(conn, drill, terminals=terminals, runbook_list=runbook_list),
         figures(conn, previous, terminals=terminals, runbook_list=runbook_list) if previous else None,
+        display_names(conn),
     )

@@ -32,11 +32,19 @@ def _drill_or_404(drill_id: int) -> drills.Drill:
 
 
 def _jst(value: str) -> str:
-    """A datetime-local form value (Japan time) as ISO 8601 with offset."""
+    """A datetime-local form value (Japan time, as the form says) as ISO
+    8601 with offset; a value that names its own offset is converted."""
     try:
-        return dt.datetime.fromisoformat(value).replace(tzinfo=TOKYO).isoformat(timespec="minutes")
+        moment = dt.datetime.fromisoformat(value)
     except ValueError:
         raise drills.DrillError("開始予定と終了予定の日時を入力してください。") from None
+    moment = moment.replace(tzinfo=TOKYO) if moment.tzinfo is None else moment.astimezone(TOKYO)
+    return moment.isoformat(timespec="minutes")
+
+
+def _form_time(moment: dt.datetime) -> str:
+    """A datetime-local input's value: Japan time, to the minute."""
+    return moment.astimezone(TOKYO).strftime("%Y-%m-%dT%H:%M")
 
 
 @bp.route("/")
@@ -47,6 +55,7 @@ def index():
         "drills/index.html", drills=drills.all_drills(conn), scenarios=drills.SCENARIOS,
         staff=[u for u in users.list_users(conn) if not u.disabled],
         terminals=current_app.config["SONAE"]["counter"]["terminals"], can_manage=g.staff.role in COORDINATORS,
+        default_start=_form_time(now() + dt.timedelta(hours=1)), default_end=_form_time(now() + dt.timedelta(hours=4)),
     )
 
 

@@ -249,6 +249,10 @@ class ActiveHolds:
     def of(self, resident_code: str) -> list[Hold]:
         return self.by_resident.get(resident_code, [])
 
+    def support_measure_codes(self) -> frozenset[str]:
+        """The residents under a 仮支援措置 recorded at the counter."""
+        return frozenset(code for code, holds in self.by_resident.items() if any(h.kind == "support_measure" for h in holds))
+
     def of_seal(self, seal_number: str) -> list[Hold]:
         return [h for holds in self.by_resident.values() for h in holds if h.seal_number == seal_number]
 

@@ -83,7 +83,10 @@ class HeldRegister:
         return {**seal, "holds": [hold.shown() for hold in holds]} if holds else seal
 
     def search_texts(self, **criteria) -> list[str]:
-        texts = self._register.search_texts(**criteria)
+        """The register's search, where an address never matches a person
+        under a 仮支援措置 either (as it never matches the register's own
+        支援措置 residents)."""
+        texts = self._register.search_texts(**criteria, protected_codes=self.holds.support_measure_codes())
         if not self.holds:
             return texts
         return [self._held_text(text) for text in texts]

@@ -11,7 +11,7 @@ from fallback.cli_support import config as load_config
 from fallback.cli_support import operator
 from fallback.mirror.syncing import full_export_due, latest_load_anomalies, recent_runs, run_changes, run_full_sync, snapshot_store
 from fallback.ops import TOKYO, now, open_ops
-from sync.anomalies import OVERRIDE_DUPLICATE_ATENA
+from sync.anomalies import OVERRIDE_DUPLICATE_ATENA, positions_text
 from sync.loader import OVERRIDE_CONTRACT_1, OVERRIDE_DROP, OVERRIDE_MUNICIPALITY, OVERRIDE_OLDER_EXPORT, OVERRIDE_UNKNOWN_SEAL_RESIDENTS
 
 
@@ -63,7 +63,8 @@ def _anomaly_line(anomalies: dict) -> str:
     """The upstream data anomalies of a load, with counts and a few examples."""
     counts = anomalies["counts"]
     line = "upstream data anomalies: " + ", ".join(f"{kind} {count:,}" for kind, count in counts.items())
-    examples = "; ".join(f"{kind}: {', '.join(found)}" for kind, found in anomalies["examples"].items())
+    # `positions`: where in the export (older runs recorded resident codes, never shown)
+    examples = "; ".join(f"{kind}: {positions_text(kind, lines)}" for kind, lines in anomalies.get("positions", {}).items())
     return f"{line} (e.g. {examples})" if examples else line
 
 

@@ -108,6 +108,7 @@ def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, o
     store = snapshot_store(config)
     public_key = upstream_public_key(config)
     upstream = DirectoryUpstream(source_dir) if source_dir else upstream_from_config(config)
+    feed = _feed_for(config, upstream)
     detail = {"source": upstream.describe(), "actor": actor, "overrides": sorted(overrides)}
     sync_config = config["sync"]
     try:
@@ -122,6 +123,8 @@ def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, o
                 mirror_individual_number=sync_config["mirror_individual_number"],
                 overrides=overrides,
                 clock=now,
+                feed=feed,
+                feed_batch=sync_config["changes_batch"],
             )
             run.update(
                 generation=result.generation,
@@ -135,6 +138,21 @@ def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, o
             return result
     finally:
         upstream.close()
+        if feed is not upstream:
+            feed.close()
+
+
+def _feed_for(config: Config, upstream):
+    """Where a new generation behind the serving one follows the change
+    feed: the upstream it came from, or for an export directory the
+    configured upstream when there is one (else the directory, which says
+    it has no feed)."""
+    if not isinstance(upstream, DirectoryUpstream) or not config["upstream"]["url"]:
+        return upstream
+    try:
+        return upstream_from_config(config)
+    except ConfigError:
+        return upstream
 
 
 def certificate_font_due(config: Config) -> tuple[int, int] | None:
@@ -307,7 +325,7 @@ def full_export_due(config: Config) -> str | None:
 
 def latest_load_anomalies(ops) -> dict | None:
     """The upstream data anomalies (sync.anomalies) the last successful full
-    load found: {"counts": {kind: n}, "examples": {kind: [...]}, "run": id,
+    load found: {"counts": {kind: n}, "positions": {kind: [line, …]}, "run": id,
     "started_at": …}, or None before any such load."""
     row = ops.execute(
         "SELECT id, started_at, json_extract(detail, '$.anomalies') FROM sync_runs WHERE kind = 'full' AND outcome = 'ok' "

@@ -302,15 +302,28 @@ def disk_conditions(conn, config: Config, at: dt.datetime) -> list[Condition]:
     usage = mirror.disk_usage(config)
     conditions = []
     reserve = disk.reserve_state(config)
+    per_certificate = disk.bytes_per_certificate(conn)
+    room = usage.free >= per_certificate
     if reserve.released is not None and not reserve.present:
-        per_certificate = disk.bytes_per_certificate(conn)
         conditions.append(Condition(
             "disk.reserve_released", CRITICAL, "ディスクが一杯になり、予備の領域を使っています",
             f"{usage.path} の空きが{reserve.released['free_before'] / 2**20:.1f} MBまで減ったため、予備の領域"
             f"（{reserve.size / 2**20:.0f} MB）を解放しました（{mask_record_values(reserve.released['why'])}）。",
             reserve.released["at"],
             f"窓口の交付は続けられます。いまの空き {usage.free / 2**20:.0f} MB は、証明書およそ{usage.free // per_certificate:,}通分"
-            f"（1通あたり約{per_certificate // 1024} KB）です。それまでにディスクの空きを作ってください。", "09-disk-full",
+            f"（1通あたり約{per_certificate // 1024} KB）です。それまでにディスクの空きを作ってください。" if room else
+            "予備の領域も使い切りました。窓口の交付は止まっています（「ディスクが一杯で、窓口の交付が止まっています」の通知を見てください）。",
+            "09-disk-full",
+        ))
+    if not room:
+        conditions.append(Condition(
+            "disk.full", CRITICAL, "ディスクが一杯で、窓口の交付が止まっています",
+            f"{usage.path} の空きは {usage.free / 2**20:.1f} MB で、証明書1通分（約{per_certificate // 1024} KB）もありません。"
+            "窓口は証明書を交付・記録できません。",
+            at.isoformat(timespec="milliseconds"),
+            "窓口は紙の手順（手順書「システムが全く使えない場合」）に切り替えてください。手順書「ディスクが一杯になったとき」の"
+            "とおり空きを作ると、交付を再開できます（次の発行番号から）。",
+            "09-disk-full",
         ))
     limit = config["alerts"]["disk_low_percent"]
     if usage.free_percent < limit:

@@ -37,14 +37,30 @@ def doctor():
 @click.option("--ready", is_flag=True, help="Ask /readyz (can the counters be served?) instead of /healthz (does the app answer?).")
 def health(ready):
     """Ask this box's counter app, on web.port, whether it is alive (or
-    ready); exit 0 if so. The image's health check."""
-    web = load_config()["web"]
+    ready); exit 0 if so. The image's health check. Not ready, it says
+    which checks fail (and what they found, with alerts.metrics_token)."""
+    config = load_config()
+    web = config["web"]
     host = "127.0.0.1" if web["host"] in ("0.0.0.0", "::", "") else web["host"]
     url = f"http://{host}:{web['port']}/{'readyz' if ready else 'healthz'}"
+    token = config["alerts"]["metrics_token"]
     try:
-        response = requests.get(url, timeout=5)
+        response = requests.get(url, timeout=5, headers={"Authorization": f"Bearer {token}"} if ready and token else {})
     except requests.RequestException as exc:
         raise click.ClickException(f"{url}: no answer ({type(exc).__name__})") from None
     if response.status_code != 200:
-        raise click.ClickException(f"{url}: HTTP {response.status_code}")
+        raise click.ClickException(f"{url}: HTTP {response.status_code}{_not_ready_because(response)}")
     click.echo(f"{url}: HTTP 200")
+
+
+def _not_ready_because(response: requests.Response) -> str:
+    """", not ready: disk_space (証明書1通分の空きもありません), …" from a
+    /readyz answer (only the names without the token); "" from any other."""
+    try:
+        body = response.json()
+        failing = list(body["failing"])
+    except (ValueError, KeyError, TypeError):
+        return ""
+    checks = body.get("checks") or {}
+    named = [f"{name} ({checks[name]['detail']})" if "detail" in checks.get(name, {}) else name for name in failing]
+    return f", not ready: {', '.join(named)}" + ("" if checks else " (what each found: the IT dashboard /monitor/)")

@@ -13,6 +13,7 @@ from fallback.mirror.registry import snapshot_store
 from fallback.mirror.syncing import latest_load_anomalies
 from fallback.monitoring import alerts, charts, doctor, mirror, probes
 from sync import crypto
+from sync.anomalies import FILE_OF
 from sync.crypto import WrongKeyError
 from sync.errors import SyncError
 
@@ -117,4 +118,5 @@ def dashboard(conn, config: Config, at: dt.datetime) -> dict:
         "official_seal_problem": official_seal_problem(config),
         "load_anomalies": latest_load_anomalies(conn),
         "anomaly_labels": ANOMALY_LABELS,
+        "file_of": FILE_OF,
     }

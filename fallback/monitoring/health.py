@@ -36,6 +36,10 @@ class Readiness:
     snapshot: SnapshotSummary | None
 
 
+# The checks that stop the counters, by name; the others are reported only.
+BLOCKING_CHECKS = ("key", "snapshot", "data_age", "snapshot_reads", "writes", "disk_space", "clock", "official_seal")
+
+
 def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception | None = None) -> Readiness:
     """Ready to serve counters: the key loads, a snapshot is present, opens
     and reads without errors, its data is not older than
@@ -74,9 +78,9 @@ def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception |
         checks["doctor"] = {"ok": not checkup.problems, "checked_at": checkup.at, "problems": [f.line for f in checkup.problems],
                             "detail": "sonae doctor の点検で問題はありません" if not checkup.problems else
                             f"sonae doctor の点検で{len(checkup.problems)}件の問題があります"}
-    ready = key_problem is None and ops_problem is None and snapshot is not None and all(
-        checks[name]["ok"] for name in ("data_age", "snapshot_reads", "writes", "disk_space", "clock", "official_seal") if name in checks)
-    body = {"status": "ready" if ready else "not_ready", "checks": checks, "at": at.isoformat(timespec="seconds")}
+    failing = [name for name in BLOCKING_CHECKS if name in checks and not checks[name]["ok"]]
+    ready = not failing
+    body = {"status": "ready" if ready else "not_ready", "failing": failing, "checks": checks, "at": at.isoformat(timespec="seconds")}
     return Readiness(ready, body, key_problem is None, snapshot)
 
 

@@ -60,7 +60,9 @@ def readyz():
         except (crypto.DatabaseError, crypto.WrongKeyError, OSError) as exc:  # its disk fails (the key loads)
             problem = exc
     state = health.readiness(config, conn, now(), ops_problem=problem)
-    response = jsonify(state.body if _token_sent() else {"status": state.body["status"]})
+    # Without the token: only which checks fail (their names), never what they found.
+    response = jsonify(state.body if _token_sent() else
+                       {"status": state.body["status"], **({"failing": state.body["failing"]} if not state.ready else {})})
     response.status_code = 200 if state.ready else 503
     return _no_store(response)
 

@@ -49,6 +49,9 @@ COMPONENT_LABELS = {
 # Components whose failure means the counters cannot work from the cloud
 # register at all; only these can make the ward's policy declare downtime.
 REGISTER_UNUSABLE = frozenset({REGISTER, SYNTHETIC})
+# Known only from what /v1/health answers: a host that does not answer says
+# nothing about them, so they become unknown, never down, until it answers.
+REPORTED_BY_THE_UPSTREAM = frozenset({JUKI_NET, BATCH})
 
 HEALTH_VALUES = {
     REGISTER: frozenset({"ok", "down"}),
@@ -186,7 +189,10 @@ def advance(previous: ComponentStatus | None, result: ProbeResult, at: str, *, d
     else:
         streak_count, streak_since = previous.streak_count + 1, previous.streak_since
     status, since = (previous.status, previous.since) if previous else (UNKNOWN, at)
-    if result.ok and status != UP and streak_count >= up_after:
+    if result.state == NO_ANSWER and result.component in REPORTED_BY_THE_UPSTREAM:
+        if status == UP:  # one reported down stays down: nothing has said otherwise since
+            status, since = UNKNOWN, at
+    elif result.ok and status != UP and streak_count >= up_after:
         status, since = UP, streak_since
     elif not result.ok and status != DOWN and streak_count >= down_after:
         status, since = DOWN, streak_since

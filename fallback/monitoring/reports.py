@@ -17,10 +17,10 @@ import datetime as dt
 import json
 import logging
 
-from fallback import anchor
+from fallback import anchor, modes
 from fallback.config import Config
 from fallback.mirror.registry import format_age
-from fallback.monitoring import alerts, mirror, notify, sla
+from fallback.monitoring import alerts, mirror, notify, probes, sla
 from fallback.ops import Transaction, now, open_ops
 from sync.crypto import DiskError, WrongKeyError
 from sync.errors import SyncError
@@ -35,6 +35,18 @@ def _run_dict(run: mirror.SyncRun) -> dict:
     return {"kind": run.kind, "started_at": run.started_at, "finished_at": run.finished_at, "outcome": run.outcome,
             "duration_s": run.duration_s, "generation": run.generation, "records": run.records,
             "error": alerts.mask_record_values(run.error) if run.error else None}
+
+
+def outage_now(conn) -> list[str]:
+    """What is wrong right now whatever last night's load did: an upstream
+    component the probes see down, a mode other than standby. While any
+    holds, no report says 「異常なし」."""
+    problems = [f"上流の{probes.COMPONENT_LABELS.get(component, component)}が停止中（{alerts.format_moment(status.since)}から）"
+                for component, status in sorted(probes.component_statuses(conn).items()) if status.status == probes.DOWN]
+    state = modes.current(conn)
+    if state.mode != modes.STANDBY:
+        problems.append(f"運用モードが「{state.label}」です")
+    return problems
 
 
 def build_morning_report(conn, config: Config, at: dt.datetime) -> dict:
@@ -61,15 +73,17 @@ def build_morning_report(conn, config: Config, at: dt.datetime) -> dict:
     ]
     open_alerts = [{"severity": a.severity, "title": a.title, "since": a.since} for a in alerts.open_alerts(conn)]
     max_age = config["alerts"]["snapshot_max_age_hours"]
+    outage = outage_now(conn)
     healthy = (
         full_load is not None and full_load["outcome"] == "ok" and not problems and snapshot is not None
         and snapshot["age_hours"] <= max_age and not any(a["severity"] == alerts.CRITICAL for a in open_alerts)
+        and not outage
     )
     return {
         "day": at.date().isoformat(), "generated_at": at.isoformat(timespec="seconds"), "healthy": healthy,
         "full_load": full_load, "snapshot": snapshot, "snapshot_error": snapshot_error, "problem_runs": problems,
         "yesterday": yesterday.isoformat(), "availability": availability, "threshold_percent": config["sla"]["threshold_percent"],
-        "open_alerts": open_alerts, "max_age_hours": max_age,
+        "open_alerts": open_alerts, "max_age_hours": max_age, "outage": outage,
         "audit_head": dataclasses.asdict(anchor.head_of(conn)),
     }
 
@@ -83,6 +97,8 @@ def morning_report_text(config: Config, report: dict) -> tuple[str, str]:
     municipality = config["municipality"]["name"]
     verdict = "異常なし" if report["healthy"] else "要確認"
     lines = [f"Sonae 朝の報告（{municipality}）　{alerts.format_moment(report['generated_at'])}", "", f"■ 総合判定: {verdict}", ""]
+    if report.get("outage"):
+        lines += [f"■ いまの状態: {'、'.join(report['outage'])}", ""]
     full = report["full_load"]
     if full is None:
         lines.append("■ 昨夜の全件取込: 実行されていません（この24時間に記録がありません）")

@@ -25,6 +25,7 @@ from fallback.documents import format_minutes, format_time, minutes_between
 from fallback.monitoring.probes import COMPONENT_LABELS
 from fallback.ops import now_iso, open_ops
 from fallback.residents import notice
+from fallback.staff import users
 
 
 @dataclass(frozen=True)
@@ -169,16 +170,20 @@ def _component_outages(conn, since: str, until: str) -> list[ComponentOutage]:
 
 def _timeline(conn, incident: Incident, ticks: list[runbooks.Tick], runbook_list, window) -> list[TimelineEntry]:
     titles = {rb.slug: rb.title for rb in runbook_list}
+
+    def name(username: str) -> str:  # staff by the name they know each other by
+        return users.display_name(conn, username)
+
     entries = [
-        TimelineEntry(c["at"], f"{modes.LABELS.get(c['from_mode'], '—')} → {modes.LABELS[c['to_mode']]}（{c['reason']}）", c["actor"])
+        TimelineEntry(c["at"], f"{modes.LABELS.get(c['from_mode'], '—')} → {modes.LABELS[c['to_mode']]}（{c['reason']}）", name(c["actor"]))
         for c in incident.changes
     ]
     entries += [
-        TimelineEntry(t.at, f"{'手順を完了' if t.done else '完了の取消し'}：{titles.get(t.runbook, t.runbook)}【{t.role}】{t.step_text}", t.actor)
+        TimelineEntry(t.at, f"{'手順を完了' if t.done else '完了の取消し'}：{titles.get(t.runbook, t.runbook)}【{t.role}】{t.step_text}", name(t.actor))
         for t in ticks
     ]
     entries += [
-        TimelineEntry(at, f"{office}で最初の証明書を交付", clerk)
+        TimelineEntry(at, f"{office}で最初の証明書を交付", name(clerk))
         for office, at, clerk in conn.execute(
             "SELECT office, min(created_at), clerk FROM requests r WHERE scope = 'real' AND outcome = 'issued' AND created_at BETWEEN ? AND ? "
             "AND EXISTS (SELECT 1 FROM certificates c WHERE c.request_id = r.id AND c.status = 'rendered') GROUP BY office", window)

@@ -462,6 +462,17 @@ def current_public(conn) -> NoticeVersion | None:
     return None if version.withdrawn_at else version
 
 
+def outdated_public_notice(conn) -> NoticeVersion | None:
+    """The public notice when it still tells residents of an outage that
+    is over (the box is in recovery or back in standby, the notice was
+    drafted during suspect or downtime): the supervisor is prompted to
+    publish the 「復旧しました」 version. None when the notice is current."""
+    version = current_public(conn)
+    if version is None or modes.current(conn).mode not in (modes.RECOVERY, modes.STANDBY):
+        return None
+    return version if version.situation.get("mode") in (modes.SUSPECT, modes.DOWNTIME) else None
+
+
 def create_draft(conn, config: Config, situation: Situation, *, actor: str, scope: str = "real",
                  drill_id: int | None = None) -> int:
     texts = draft_texts(situation, config)

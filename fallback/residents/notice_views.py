@@ -50,6 +50,7 @@ def index():
     scope = _scope()
     return render_template(
         "notice/index.html", scope=scope, state=modes.current(conn), public_version=notice.current_public(conn),
+        outdated_notice=None if scope.is_drill else notice.outdated_public_notice(conn),
         versions=notice.versions(conn, scope=scope.name, drill_id=scope.drill_id), status_labels=STATUS_LABELS,
         drill=drills.get(conn, scope.drill_id) if scope.is_drill else None,
     )
@@ -79,31 +80,46 @@ def _next_update_from_form(text: str) -> dt.datetime | None:
         raise notice.NoticeError("次回更新予定の日時を読み取れません。") from None
 
 
-@bp.route("/<int:version_id>", methods=["GET", "POST"])
-@roles("supervisor")
-def version(version_id):
-    conn = get_ops()
+def _texts_from_form() -> dict:
+    return {language: {"title": request.form.get(f"{language}_title", ""), "body": request.form.get(f"{language}_body", "")}
+            for language in notice.LANGUAGES}
+
+
+def _save_posted(version_id: int) -> str | None:
+    """Save the edits the form posted; None, or why they cannot be saved."""
+    try:
+        notice.save_draft(get_ops(), version_id, _texts_from_form(), _next_update_from_form(request.form.get("next_update", "")),
+                          actor=g.staff.username)
+    except notice.NoticeError as exc:
+        return str(exc)
+    return None
+
+
+def _version_page(shown: notice.NoticeVersion, error: str | None = None):
+    """The version page; after a refused save, with what was typed (never dropped)."""
     config = current_app.config["SONAE"]
-    shown = _version_or_404(version_id)
-    error, status = None, 200
-    if request.method == "POST":
-        texts = {language: {"title": request.form.get(f"{language}_title", ""), "body": request.form.get(f"{language}_body", "")}
-                 for language in notice.LANGUAGES}
-        try:
-            notice.save_draft(conn, version_id, texts, _next_update_from_form(request.form.get("next_update", "")),
-                              actor=g.staff.username)
-        except notice.NoticeError as exc:
-            error, status = str(exc), 422
-            shown = dataclasses.replace(shown, texts=texts)
-        else:
-            flash("下書きを保存しました。", "info")
-            return redirect(url_for("notice_admin.version", version_id=version_id))
+    if error is not None:
+        shown = dataclasses.replace(shown, texts=_texts_from_form())
     return render_template(
         "notice/version.html", version=shown, error=error, status_labels=STATUS_LABELS, languages=notice.LANGUAGES,
         sns=notice_sns_posts(shown, config) if error is None else None, sns_limit=config["notice"]["sns_post_chars"],
         mode_labels=modes.LABELS, component_labels=COMPONENT_LABELS, kinds=KINDS,
-        next_update_value=shown.next_update.astimezone(TOKYO).strftime("%Y-%m-%dT%H:%M") if shown.next_update else "",
-    ), status
+        next_update_value=request.form.get("next_update", "") if error is not None else (
+            shown.next_update.astimezone(TOKYO).strftime("%Y-%m-%dT%H:%M") if shown.next_update else ""),
+    ), (422 if error else 200)
+
+
+@bp.route("/<int:version_id>", methods=["GET", "POST"])
+@roles("supervisor")
+def version(version_id):
+    shown = _version_or_404(version_id)
+    if request.method == "POST":
+        error = _save_posted(version_id)
+        if error is not None:
+            return _version_page(shown, error)
+        flash("下書きを保存しました。", "info")
+        return redirect(url_for("notice_admin.version", version_id=version_id))
+    return _version_page(shown)
 
 
 def _act(action, version_id: int, done: str):
@@ -118,7 +134,13 @@ def _act(action, version_id: int, done: str):
 @bp.route("/<int:version_id>/approve", methods=["POST"])
 @roles("supervisor")
 def approve(version_id):
+    """Approve what the supervisor sees: the edits on the page are saved
+    first (never dropped), then that text is approved."""
     version = _version_or_404(version_id)
+    if "ja_title" in request.form:
+        error = _save_posted(version_id)
+        if error is not None:
+            return _version_page(version, error)
     _act(notice.approve, version_id, "承認しました。" + ("訓練用の版のため公開はされません。" if version.is_drill else "公開ページに掲載しました。"))
     return redirect(url_for("notice_admin.version", version_id=version_id))
 

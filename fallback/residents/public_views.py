@@ -3,9 +3,11 @@ times, for residents, the ward website and the screen at the entrance.
 
 No login, no staff controls, no resident data: only the notice a
 supervisor approved, its timestamps, and per office a name and minutes.
-The page reloads itself every [notice] refresh_seconds (a meta refresh: the
-CSP allows no inline script), and the waits are also served as JSON for
-the ward website or a congestion display to poll.
+The page's content renews itself every [notice] refresh_seconds (the page
+script fetches it again and replaces it in place: a meta refresh would
+reload the whole page under a reader, which accessibility rules forbid),
+and the waits are also served as JSON for the ward website or a
+congestion display to poll.
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
-"""Login and logout. A clerk logs in at a named counter terminal; the
-terminal fixes the office and printer printed in every 発行番号."""
+"""Login and logout, and registering a PC as a counter terminal. A PC a
+supervisor registered (fallback.staff.terminals) logs everyone in at its
+terminal, which fixes the office and printer printed in every 発行番号."""
 
 from __future__ import annotations
 
 import secrets
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, g, redirect, render_template, request, session, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 
 from fallback.db import get_ops
-from fallback.staff import sessions, users
-from fallback.staff.security import public
+from fallback.staff import sessions, terminals, users
+from fallback.staff.security import public, served_over_https
 
 bp = Blueprint("auth", __name__, template_folder="templates")
 
@@ -23,7 +24,7 @@ HOME_BY_ROLE = {
 }
 
 
-def terminals() -> list[dict]:
+def terminals_list() -> list[dict]:
     return current_app.config["SONAE"]["counter"]["terminals"]
 
 
@@ -51,32 +52,78 @@ def login_throttle() -> users.LoginThrottle:
     return users.LoginThrottle.from_config(current_app.config["SONAE"]["security"])
 
 
+def bound_terminal() -> dict | None:
+    """The terminal this PC is registered as (its signed cookie), or None."""
+    return terminals.bound(current_app.config["SONAE"], current_app.secret_key, request.cookies.get(terminals.COOKIE_NAME))
+
+
+def keep_binding(response, cookie: str):
+    """Set (or renew) the PC's terminal cookie: HttpOnly, never sent to
+    another site, Secure over HTTPS."""
+    response.set_cookie(terminals.COOKIE_NAME, cookie, max_age=terminals.COOKIE_MAX_AGE, httponly=True, samesite="Strict",
+                        secure=served_over_https())
+    return response
+
+
+def start_session(user, terminal: dict | None):
+    """Log `user` in at `terminal` (None: a PC no supervisor registered;
+    its counter stays closed)."""
+    staff = sessions.start_at(get_ops(), username=user.username, role=user.role, terminal=terminal, remote=request.remote_addr)
+    session.clear()
+    session["sid"] = staff.id
+    session["csrf"] = secrets.token_urlsafe(32)
+    session.permanent = False
+    return staff
+
+
 @bp.route("/login", methods=["GET", "POST"])
 @public
 def login():
     error, status, headers = None, 200, {}
+    terminal = bound_terminal()
     if request.method == "POST":
-        terminal_id = request.form.get("terminal", "")
-        terminal = next((t for t in terminals() if t["id"] == terminal_id), None)
         try:
-            if terminal is None:
-                raise users.LoginRefused("端末を選んでください。")
             user = users.authenticate(get_ops(), request.form.get("username", "").strip(), request.form.get("password", ""),
                                       throttle=login_throttle(), remote=request.remote_addr)
         except users.LoginRefused as exc:  # LoginThrottled too: its status and Retry-After come with it
             error, status, headers = exc.message, exc.status, exc.headers()
         else:
-            staff = sessions.start(
-                get_ops(), username=user.username, role=user.role, terminal=terminal["id"],
-                office=terminal["office"], printer=terminal["printer"], remote=request.remote_addr,
-            )
-            session.clear()
-            session["sid"] = staff.id
-            session["csrf"] = secrets.token_urlsafe(32)
-            session.permanent = False
-            return redirect(safe_next(request.args.get("next")) or home_url(user.role))
+            start_session(user, terminal)
+            response = redirect(safe_next(request.args.get("next")) or home_url(user.role))
+            if terminal is not None:
+                keep_binding(response, request.cookies[terminals.COOKIE_NAME])
+            return response
     expired = request.args.get("expired") == "1"
-    return render_template("login.html", error=error, expired=expired, terminals=terminals()), status, headers
+    return render_template("login.html", error=error, expired=expired, bound_terminal=terminal), status, headers
+
+
+@bp.route("/terminal", methods=["GET", "POST"])
+@public
+def register_terminal():
+    """A supervisor registers this PC as one of the counter terminals, with
+    their own password (at the clerk's PC, without logging the clerk out)."""
+    config = current_app.config["SONAE"]
+    error, status = None, 200
+    if request.method == "POST":
+        terminal = terminals.configured(config, request.form.get("terminal", ""))
+        try:
+            if terminal is None:
+                raise users.LoginRefused("登録する端末を選んでください。")
+            user = users.authenticate(get_ops(), request.form.get("username", "").strip(), request.form.get("password", ""),
+                                      throttle=login_throttle(), remote=request.remote_addr)
+            if user.role != "supervisor":
+                raise users.LoginRefused("端末を登録できるのは係長です。")
+        except users.LoginRefused as exc:
+            error, status = exc.message, exc.status
+        else:
+            cookie = terminals.register(get_ops(), config, current_app.secret_key, terminal["id"], supervisor=user.username,
+                                        remote=request.remote_addr)
+            if g.staff is not None:
+                sessions.move_to_terminal(get_ops(), g.staff.id, terminal)
+            flash(f"この端末を「{terminal['office']} {terminal['id']}」（プリンタ {terminal['printer']}）として登録しました。"
+                  "この端末でのログインと発行番号には、この端末が使われます。", "info")
+            return keep_binding(redirect(url_for("auth.register_terminal")), cookie)
+    return render_template("terminal.html", error=error, terminals=terminals_list(), bound_terminal=bound_terminal()), status
 
 
 @bp.route("/logout", methods=["POST"])

@@ -30,6 +30,9 @@ UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 FORM_BODY_LIMIT = 64 * 1024
 UPLOAD_LIMIT = 8 * 1024 * 1024  # MAX_CONTENT_LENGTH: a certificate PDF, scan or phone photo to check at /verify
 HSTS = "max-age=31536000"
+# Sent by a screen's own polling (fallback/static/sonae.js): not the staff
+# member's activity, so it does not keep an idle session alive.
+POLL_HEADER = "X-Sonae-Poll"
 
 
 def public(view):
@@ -101,7 +104,8 @@ def before_request():
     if sid:
         config = current_app.config["SONAE"]
         staff, why = sessions.resume(get_ops(), sid, idle_minutes=config["security"]["session_idle_minutes"],
-                                     absolute_hours=config["security"]["session_absolute_hours"])
+                                     absolute_hours=config["security"]["session_absolute_hours"],
+                                     touch=request.headers.get(POLL_HEADER) != "1")
         g.staff = staff
         if staff is None:
             session.pop("sid", None)

@@ -46,9 +46,19 @@ def start(conn, *, username: str, role: str, terminal: str, office: str, printer
     return StaffSession(session_id, username, role, terminal, office, printer, stamp)
 
 
-def resume(conn, session_id: str, *, idle_minutes: int, absolute_hours: float) -> tuple[StaffSession | None, str | None]:
+def start_at(conn, *, username: str, role: str, terminal: dict | None, remote: str | None) -> StaffSession:
+    """Start a session at a configured terminal, or at none (a PC no
+    supervisor registered: the counter stays closed there)."""
+    return start(conn, username=username, role=role, terminal=terminal["id"] if terminal else "",
+                 office=terminal["office"] if terminal else "", printer=terminal["printer"] if terminal else "", remote=remote)
+
+
+def resume(conn, session_id: str, *, idle_minutes: int, absolute_hours: float,
+           touch: bool = True) -> tuple[StaffSession | None, str | None]:
     """Return (session, None) for a live session, or (None, why) — why is
-    "expired" when it just timed out, so the login page can say so."""
+    "expired" when it just timed out, so the login page can say so.
+    `touch=False` for a screen's own polling, which is not the staff
+    member's activity: an unattended open screen still times out."""
     row = conn.execute(
         "SELECT s.id, s.username, s.role, s.terminal, s.office, s.printer, s.last_seen, s.ended_at, u.disabled, s.created_at "
         "FROM sessions s JOIN users u ON u.username = s.username WHERE s.id = ?",
@@ -67,9 +77,21 @@ def resume(conn, session_id: str, *, idle_minutes: int, absolute_hours: float) -
     if current - last_seen > dt.timedelta(minutes=idle_minutes):
         end(conn, session_id, "idle timeout")
         return None, "expired"
-    if current - last_seen > TOUCH_EVERY:
+    if touch and current - last_seen > TOUCH_EVERY:
         conn.execute("UPDATE sessions SET last_seen = ? WHERE id = ?", (current.isoformat(timespec="milliseconds"), session_id))
     return StaffSession(*row[:7]), None
+
+
+def move_to_terminal(conn, session_id: str, terminal: dict) -> None:
+    """The PC of an open session was just registered to `terminal`: the
+    session works there from now on (its next certificates print it)."""
+    with Transaction(conn):
+        row = conn.execute("SELECT username FROM sessions WHERE id = ? AND ended_at IS NULL", (session_id,)).fetchone()
+        if row is None:
+            return
+        conn.execute("UPDATE sessions SET terminal = ?, office = ?, printer = ? WHERE id = ?",
+                     (terminal["id"], terminal["office"], terminal["printer"], session_id))
+        audit.append(conn, row[0], "session.terminal", terminal["id"], {"office": terminal["office"], "printer": terminal["printer"]})
 
 
 def end(conn, session_id: str, reason: str) -> None:

@@ -34,6 +34,7 @@ ROLES = {
     "it": "情報政策課",
     "auditor": "監査担当",
 }
+SYSTEM_DISPLAY_NAME = "監視（自動）"  # the worker's probes and jobs act as "system"
 MIN_PASSWORD_LENGTH = 10
 MAX_USERNAME_LENGTH = 64  # also what is stored of a username typed at a failed login
 MAX_DISPLAY_NAME_LENGTH = 100
@@ -188,6 +189,21 @@ def reset_password(conn, username: str, password: str, *, actor: str) -> None:
 def get_user(conn, username: str) -> User | None:
     row = conn.execute("SELECT username, display_name, role, disabled FROM users WHERE username = ?", (username,)).fetchone()
     return User(row[0], row[1], row[2], bool(row[3])) if row else None
+
+
+def display_names(conn) -> dict[str, str]:
+    """username -> the name staff know each other by (screens and reports
+    show it, never the login name)."""
+    return dict(conn.execute("SELECT username, display_name FROM users"))
+
+
+def display_name(conn, username: str) -> str:
+    """The display name of an account; "system" is the appliance itself,
+    and a name no account has (a deleted one) is shown as it is."""
+    if username == "system":
+        return SYSTEM_DISPLAY_NAME
+    row = conn.execute("SELECT display_name FROM users WHERE username = ?", (username,)).fetchone()
+    return row[0] if row else username
 
 
 def list_users(conn) -> list[User]:

@@ -3,8 +3,11 @@ certificate received by post or a scan handed in at another office.
 
 Offline, like /verify: the QR codes say what the paper must say. On the
 issuing appliance (no --public-key) it also says what the issuance records
-hold for the serial, and that the certificate issued under it signs the
-same pages."""
+hold for the serial, that the certificate issued under it signs the same
+pages, and whether a PDF is the very file issued: only that file is VALID
+outright. Any other whose signatures hold and whose text matches is
+SIGNATURE VALID, to be compared by eye like a scan: a text layer can match
+while the page shows something else drawn over it."""
 
 from __future__ import annotations
 
@@ -17,8 +20,9 @@ from fallback.cli_support import config as load_config
 from fallback.counter.rendering import print_settings
 from fallback.keys import signing_key
 from fallback.ops import open_ops
+from fallback.verification import check_file
 from printing.signing import CertificateVerificationError, SignedPage
-from printing.verify import Verification, statements, verify_document, what_to_compare
+from printing.verify import NO_ISSUED_FILE, NOT_AS_ISSUED, Verification, statements, verify_document, what_to_compare
 from sync.contract import public_key_from_b64
 
 
@@ -31,14 +35,15 @@ def verify(file, public_key, accept_drill):
     and for a PDF every signed field against the printed text."""
     config = load_config()
     key: Ed25519PublicKey = public_key_from_b64(public_key) if public_key else signing_key(config).public_key()
+    records = None if public_key else open_ops(config)
     try:
-        result = verify_document(file.read_bytes(), key, accept_drill=accept_drill)
+        result = check_file(file.read_bytes(), key, records, accept_drill=accept_drill)
     except CertificateVerificationError as exc:
         raise click.ClickException(f"NOT VALID: {exc}") from exc
     failures = _verdict_lines(result)
     _echo_signed(result, print_settings(config).eras)
-    if not public_key:
-        failures += _issuance_lines(config, result)
+    if records is not None:
+        failures += _issuance_lines(config, records, result)
     if failures:
         raise click.ClickException(f"NOT VALID: {len(failures)} problem(s), listed above")
 
@@ -52,13 +57,25 @@ def _verdict_lines(result: Verification) -> list[str]:
     if failures:
         return failures
     drill = " (drill — not a real certificate)" if result.drill else ""
-    if result.text_checked:
-        click.echo(f"VALID{drill}: every page's QR signature holds and the text matches every signed field")
-    else:
-        click.echo(f"VALID{drill}: every page's QR signature holds; no text layer (a scan) — compare the paper by eye:")
-        for page in result.pages:
-            click.echo(f"  {what_to_compare(page)}")
+    if result.as_issued:
+        click.echo(f"VALID{drill}: the file is the very PDF this appliance issued as {result.serial:06d}, "
+                   "and every page's QR signature holds")
+        return []
+    click.echo(f"SIGNATURE VALID{drill}: every page's QR signature holds; {_why_by_eye(result)}:")
+    click.echo(f"  {result.why_compare_by_eye}")
+    for page in result.pages:
+        click.echo(f"  {what_to_compare(page)}")
     return []
+
+
+def _why_by_eye(result: Verification) -> str:
+    if not result.text_checked:
+        return "no text layer (a scan) — compare the paper by eye"
+    why = {
+        NOT_AS_ISSUED: "the file is not the PDF this appliance issued",
+        NO_ISSUED_FILE: f"no PDF is on record as {result.serial:06d}",
+    }.get(result.issued_file, "not compared with the issued PDF (no issuance records: --public-key)")
+    return f"{why}, and a matching text layer does not prove what the page shows — compare it by eye"
 
 
 def _echo_signed(result: Verification, eras) -> None:
@@ -81,10 +98,10 @@ def _one_line(value: str) -> str:
     return " / ".join(value.split("\n"))
 
 
-def _issuance_lines(config, result: Verification) -> list[str]:
+def _issuance_lines(config, records, result: Verification) -> list[str]:
     """On the issuing appliance, also say what its records hold; return the problems."""
     scope = "drill" if result.drill else "real"
-    row = open_ops(config).execute(
+    row = records.execute(
         "SELECT status, issued_at, pdf FROM certificates WHERE scope = ? AND serial = ?", (scope, result.serial)
     ).fetchone()
     if row is None:

@@ -1,31 +1,36 @@
 """The public certificate-verification page: whoever received a
-certificate (a bank, a landlord, another office) checks it here, offline:
-no database is read. The page shows what the uploaded certificate's QR
-codes sign — the content of that very paper, laid out like it — and names
-every field whose text differs; it shows nothing the uploader does not
-already hold.
+certificate (a bank, a landlord, another office) checks it here. The page
+shows what the uploaded certificate's QR codes sign — the content of that
+very paper, laid out like it — and names every field whose text differs;
+it says the PDF matches only when it is the file issued under its serial
+(the one record read: the issued PDF, compared, never shown). It shows
+nothing the uploader does not already hold.
 
 Uploads may be hostile: they stay in memory (fallback.app), the file is
 bounded by size here and by pages, page size, pixels and time in
-printing.verify, and at most MAX_CONCURRENT_CHECKS run at once; the rest
-are told to try again (503)."""
+printing.verify, and at most MAX_CONCURRENT_CHECKS run at once, at most
+MAX_CHECKS_PER_CLIENT of them for one client address, so that one sender
+cannot hold every slot; the rest are told to try again (503)."""
 
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from contextlib import contextmanager
 
 from flask import Blueprint, current_app, render_template, request
 
 from fallback.counter.rendering import print_settings
+from fallback.db import get_ops
 from fallback.keys import signing_key
 from fallback.staff.security import UPLOAD_LIMIT, public
+from fallback.verification import check_file
 from printing.signing import CertificateVerificationError, SignedPage
 from printing.verify import (
     CLOSING_FIELDS,
     Verification,
     person_field,
     statements,
-    verify_document,
     verify_payloads,
     what_to_compare,
 )
@@ -33,8 +38,10 @@ from printing.verify import (
 bp = Blueprint("verify", __name__, url_prefix="/verify", template_folder="templates")
 
 MAX_CONCURRENT_CHECKS = 2  # one per core: rendering is CPU work
+MAX_CHECKS_PER_CLIENT = 1
 BUSY_RETRY_AFTER_S = 10
-_check_slots = threading.BoundedSemaphore(MAX_CONCURRENT_CHECKS)
+_checks_lock = threading.Lock()
+_checks_by_client: Counter[str] = Counter()
 
 BUSY_MESSAGE = "ただいま確認が混み合っています。10秒ほどしてから、もう一度「確認する」を押してください。"
 TOO_LARGE_MESSAGE = f"ファイルが大きすぎます（{UPLOAD_LIMIT // (1024 * 1024)}MBまで）。PDFはそのまま、写真は縮小してから送ってください。"
@@ -56,9 +63,10 @@ def _closing(page: SignedPage) -> list[tuple[str, str]]:
 def _check() -> Verification | str:
     """The verification of what was sent, or what to tell the sender."""
     key = signing_key(current_app.config["SONAE"]).public_key()
-    upload = request.files.get("file")
-    if upload and upload.filename:
-        return verify_document(upload.read(), key)
+    # A chosen file, or a photo taken with the phone's camera (its own field).
+    upload = next((f for f in (request.files.get("file"), request.files.get("photo")) if f and f.filename), None)
+    if upload is not None:
+        return check_file(upload.read(), key, get_ops())
     pasted = [line for line in request.form.get("payload", "").splitlines() if line.strip()]
     if pasted:
         return verify_payloads(pasted, key)
@@ -70,18 +78,36 @@ def _check() -> Verification | str:
 def index():
     if request.method == "GET":
         return _page()
-    if not _check_slots.acquire(blocking=False):
-        page, status = _page(BUSY_MESSAGE, status=503)
-        return page, status, {"Retry-After": str(BUSY_RETRY_AFTER_S)}
-    try:
-        outcome = _check()
-    except CertificateVerificationError as exc:
-        return _page(str(exc), status=422)
-    finally:
-        _check_slots.release()
+    with check_slot(request.remote_addr or "") as granted:
+        if not granted:
+            page, status = _page(BUSY_MESSAGE, status=503)
+            return page, status, {"Retry-After": str(BUSY_RETRY_AFTER_S)}
+        try:
+            outcome = _check()
+        except CertificateVerificationError as exc:
+            return _page(str(exc), status=422)
     if isinstance(outcome, str):
         return _page(outcome, status=422)
     return _page(result=outcome, status=200 if outcome.valid else 422)
+
+
+@contextmanager
+def check_slot(client: str):
+    """Yields whether a check may run now: fewer than MAX_CONCURRENT_CHECKS
+    are running, and fewer than MAX_CHECKS_PER_CLIENT of them for `client`."""
+    with _checks_lock:
+        granted = (sum(_checks_by_client.values()) < MAX_CONCURRENT_CHECKS
+                   and _checks_by_client[client] < MAX_CHECKS_PER_CLIENT)
+        if granted:
+            _checks_by_client[client] += 1
+    try:
+        yield granted
+    finally:
+        if granted:
+            with _checks_lock:
+                _checks_by_client[client] -= 1
+                if not _checks_by_client[client]:
+                    del _checks_by_client[client]
 
 
 @bp.errorhandler(413)

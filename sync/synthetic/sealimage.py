@@ -1,8 +1,12 @@
 """印影 (seal impressions): a ring with the surname written top to bottom, as a
 三文判 would print it, scanned to a small grayscale PNG.
 
-Rendered once per distinct text and reused, which is also what happens in
-reality: every 佐藤 who bought a ready-made 三文判 has the same impression.
+The impression is drawn once per distinct text and reused, as in reality
+every 佐藤 who bought a ready-made 三文判 presses the same design. But no two
+registrations are the same image: each was pressed and scanned on its own,
+a little off centre, with its own faint spots where the ink did not take. Identical images for two people is an upstream data anomaly
+(sync.anomalies, shared_seal_image) the counter warns about; a synthetic
+register must not show it on every seal.
 """
 
 from __future__ import annotations
@@ -10,13 +14,17 @@ from __future__ import annotations
 import base64
 import functools
 import io
+import random
 
-from PIL import Image, ImageDraw, ImageFont, features
+from PIL import Image, ImageChops, ImageDraw, ImageFont, features
 
 FONT_PATH = "/usr/share/fonts/truetype/ipamj/ipamjm.ttf"  # IPAmj明朝: renders IVS
 IMAGE_SIZE = 80  # pixels; keeps each PNG around 1 KB
 _SUPERSAMPLE = 3
 _GRAY_LEVELS = 8  # fewer levels compress better and still look like ink
+_MAX_SHIFT = 2  # pixels off centre a seal is pressed on the registration form (a shift, unlike a tilt, costs nothing)
+_INK_GAPS = 12  # pixels of ink that did not take, per impression
+_INK = 128  # a pixel darker than this is ink
 
 
 def grapheme_clusters(text: str) -> list[str]:
@@ -30,25 +38,42 @@ def grapheme_clusters(text: str) -> list[str]:
     return clusters
 
 
+def seal_png_base64(text: str, registration: int) -> str:
+    """Base64 of the PNG scan of a seal reading `text` as registration
+    number `registration` (the seal's ordinal) pressed it: the same
+    registration always gives the same image, two registrations never do."""
+    pressing = random.Random(registration)
+    shift = [pressing.randint(-_MAX_SHIFT, _MAX_SHIFT) for _ in "xy"]
+    image = ImageChops.offset(_design(text), *shift)  # the margin inside the ring is blank: what wraps round is white
+    _leave_ink_gaps(image, pressing)
+    step = 256 // _GRAY_LEVELS
+    image = image.point(lambda value: min(255, (value // step) * step + (step - 1 if value >= 256 - step else 0)))
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
 @functools.cache
-def seal_png_base64(text: str) -> str:
-    """Base64 of the PNG impression of a seal reading `text`."""
-    return base64.b64encode(_render(text)).decode("ascii")
-
-
-def _render(text: str) -> bytes:
+def _design(text: str) -> Image.Image:
+    """The 三文判's impression of `text`, at scan size, before any pressing."""
     side = IMAGE_SIZE * _SUPERSAMPLE
     image = Image.new("L", (side, side), 255)
     draw = ImageDraw.Draw(image)
     ring = side // 16
     draw.ellipse((ring // 2, ring // 2, side - ring // 2 - 1, side - ring // 2 - 1), outline=0, width=ring)
     _draw_vertical(draw, grapheme_clusters(text), side, ring)
-    image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS)
-    step = 256 // _GRAY_LEVELS
-    image = image.point(lambda value: min(255, (value // step) * step + (step - 1 if value >= 256 - step else 0)))
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
+    return image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.LANCZOS)
+
+
+def _leave_ink_gaps(image: Image.Image, pressing: random.Random) -> None:
+    """Whiten `_INK_GAPS` ink pixels chosen by `pressing` (the ring alone
+    holds far more ink pixels than that, so the loop ends quickly)."""
+    pixels, gaps = image.load(), 0
+    while gaps < _INK_GAPS:
+        x, y = pressing.randrange(IMAGE_SIZE), pressing.randrange(IMAGE_SIZE)
+        if pixels[x, y] < _INK:
+            pixels[x, y] = 255
+            gaps += 1
 
 
 def _draw_vertical(draw: ImageDraw.ImageDraw, clusters: list[str], side: int, ring: int) -> None:

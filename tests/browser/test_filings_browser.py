@@ -4,22 +4,20 @@ hold a 転出届 creates is on the resident's page at once."""
 
 from __future__ import annotations
 
-from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from .conftest import login, wait_for
-from .test_counter_browser import declare_downtime, press
+from .conftest import login, press, ready, wait_for
 
 NAKAMURA = "10000000126"
 
 
-def test_a_move_out_by_keyboard_only_holds_the_resident_at_once(live_url, open_browser):
-    declare_downtime(open_browser(), live_url)
-    boss = open_browser()
-    login(boss, live_url, "boss2")
-    boss.get(f"{live_url}/filings/new?resident_code={NAKAMURA}")
+def test_a_move_out_by_keyboard_only_holds_the_resident_at_once(downtime, browser):
+    boss = browser
+    login(boss, "boss2")
+    boss.get(f"{boss.base_url}/filings/new?resident_code={NAKAMURA}")
     wait_for(boss, "#filing-form")
+    ready(boss)
     assert boss.switch_to.active_element.get_attribute("name") == "kind"
     press(boss, "2")  # 転出届: the cursor goes to the 届出日
     assert boss.switch_to.active_element.get_attribute("id") == "notified-on"
@@ -34,10 +32,10 @@ def test_a_move_out_by_keyboard_only_holds_the_resident_at_once(live_url, open_b
     boss.find_element(By.NAME, "tenshutsu:planned_move_out.date").send_keys("R8.12.1", Keys.ENTER)
     assert boss.switch_to.active_element.get_attribute("name") == "tenshutsu:planned_move_out.moved_to"
     press(boss, "横浜市中区日本大通1番地")
-    ActionChains(boss).key_down(Keys.CONTROL).send_keys(Keys.ENTER).key_up(Keys.CONTROL).perform()  # Control held
+    press(boss, Keys.CONTROL + Keys.ENTER)  # Control held
     saved = wait_for(boss, "#filing-saved")
     assert "転出届" in saved.text
     assert "転出予定日 2026-12-01" in boss.find_element(By.ID, "filing-holds").text
-    boss.get(f"{live_url}/counter/resident/{NAKAMURA}")
+    boss.get(f"{boss.base_url}/counter/resident/{NAKAMURA}")
     assert "転出届の受理" in wait_for(boss, "#hold-notices").text
     assert wait_for(boss, "#moveout-warning")

@@ -91,7 +91,7 @@ def test_the_first_drill_has_nothing_to_compare_with(sonae_env):
     drill_id = scripted.drill(conn, title="初回", started="2026-09-15T09:00:00.000+09:00", ended="2026-09-15T10:00:00.000+09:00")
     text = drill_report.build(conn, drill_id, terminals=TERMINALS, runbook_list=RUNBOOKS)
     assert "前年の訓練の記録はありません" in text and "| 障害発生から宣言まで | — | — | — |" in text
-    assert "| 本庁1 | 本庁 | — | — | 0 | 0.0 |" in text  # a participating counter that issued nothing is shown
+    assert "| 本庁1 | 本庁 | — | — | 0 | —（データ不足） |" in text  # a participating counter that issued nothing is shown
 
 
 def test_the_report_page_and_pdf_through_the_app(appliance, login, tmp_path):
@@ -125,3 +125,11 @@ def test_sonae_drill_report_writes_markdown_or_pdf(scripted_drills, tmp_path):
     missing = run("report", "999")
     assert missing.returncode == 1 and missing.stderr.strip() == "Error: 訓練 999 はありません。"
     assert "令和8年度 訓練" in run("list").stdout
+
+
+def test_a_rate_needs_half_an_hour_and_two_certificates():
+    """One certificate a quarter of a minute into a drill is no 「262.4枚/時」."""
+    assert drill_report.rate_per_hour(1, 0.23) is None
+    assert drill_report.rate_per_hour(1, 120) is None
+    assert drill_report.rate_per_hour(2, 29.9) is None
+    assert drill_report.rate_per_hour(2, 30) == 4.0

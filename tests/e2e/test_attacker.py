@@ -246,7 +246,7 @@ def test_public_pages_show_no_resident_data(server, appliance, tmp_path):  # noq
         "username": "clerk1", "password": "wrong-password", "terminal": "本庁1", "csrf_token": anonymous.csrf})
     assert {"/notice", "/notice/waits.json", "/verify/", "/healthz", "/readyz", "/metrics", "/login", "/api/v1/openapi.json",
             "/api/v1/session"} <= set(pages)
-    assert "PDFの記載はすべて署名された内容と一致します" in pages["/verify/ (a real certificate)"].text  # the page did its work
+    assert "このPDFは交付したファイルと同一で、記載はすべて署名された内容と一致します" in pages["/verify/ (a real certificate)"].text  # the page did its work
     # /verify shows the uploaded certificate's own content, and nothing more.
     # -layout keeps each printed line whole: in reading order pdftotext may put
     # a name's surname and given name lines apart.

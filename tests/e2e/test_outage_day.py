@@ -23,6 +23,7 @@ from PIL import Image
 from fallback import filings, holds
 from fallback.counter.issuance import KINDS
 from fallback.demo.outage_day import CLERKS, SUPERVISOR, TERMINALS
+from fallback.demo.site import DEMO_ACCOUNTS
 from fallback.documents import format_minutes
 from fallback.recovery import VERDICTS
 
@@ -40,6 +41,8 @@ from .conftest import (
 )
 
 OFFICE_OF = {clerk: terminal["office"] for clerk, terminal in zip(CLERKS, TERMINALS)}
+# The report names staff as they know each other, never by login name.
+NAME = {username: display for username, display, _ in DEMO_ACCOUNTS} | {"system": "監視（自動）"}
 PROBE_INTERVAL_S = 1
 LABELS = ("住民記録システム", "住基ネット連携", "夜間バッチ", "住民記録の読み出し確認")
 
@@ -125,17 +128,17 @@ def test_the_timeline_names_who_did_what(day, report):
     rows = tables(report["経過"])[0]
     changes = [(row["出来事"], row["職員"]) for row in rows if "→" in row["出来事"]]
     expected = [
-        ("通常（待機中） → 障害の疑い（自動検知: ", "system"),
-        ("障害の疑い → ダウン対策モード（住民記録システム障害: ", SUPERVISOR),
-        ("ダウン対策モード → 復旧確認中（", SUPERVISOR),
-        ("復旧確認中 → 通常（待機中）（", SUPERVISOR),
+        ("通常（待機中） → 障害の疑い（自動検知: ", NAME["system"]),
+        ("障害の疑い → ダウン対策モード（住民記録システム障害: ", NAME[SUPERVISOR]),
+        ("ダウン対策モード → 復旧確認中（", NAME[SUPERVISOR]),
+        ("復旧確認中 → 通常（待機中）（", NAME[SUPERVISOR]),
     ]
     assert len(changes) == len(expected)
     for (event, actor), (start, expected_actor) in zip(changes, expected):
         assert event.startswith(start) and actor == expected_actor, (event, actor)
     first_issues = {row["出来事"]: (row["職員"], row["時刻"]) for row in rows if row["出来事"].endswith("で最初の証明書を交付")}
     assert {event: clerk for event, (clerk, _) in first_issues.items()} == {
-        f"{OFFICE_OF[clerk]}で最初の証明書を交付": clerk for clerk in CLERKS}
+        f"{OFFICE_OF[clerk]}で最初の証明書を交付": NAME[clerk] for clerk in CLERKS}
     for _, at in first_issues.values():
         assert at in minutes_of(day.declared[1], day.downtime_ended[0])
 

@@ -15,7 +15,8 @@ from fallback.ops import now, open_ops
 from tests.support import Staff
 
 YAMADA_TARO = "10000000011"
-SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
+# Issued more than once to the same person on purpose: the same-day repeat is confirmed.
+SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "confirm_repeat": True}
 
 
 def sonae(*args):

@@ -17,7 +17,9 @@ from tests.support import PASSWORD, Staff, pdf_text, squeezed, text_of
 YAMADA_TARO, YAMADA_HANAKO, TAKAHASHI, KATSURAGI = "10000000011", "10000000029", "10000000045", "10000000053"
 SATO_SUPPORT, SUZUKI_REMOVED, TANAKA_MOVING = "10000000087", "10000000095", "10000000100"
 
-SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
+# Tests issue the same certificate to the same person more than once on
+# purpose: they confirm the same-day repeat (tested on its own in tests/browser).
+SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "confirm_repeat": True}
 
 
 # --- locks and login -----------------------------------------------------------
@@ -92,7 +94,7 @@ def test_search_by_common_form_finds_variant_and_ivs_names(login, downtime):
     assert search_codes(clerk, name="葛城") == [KATSURAGI]
 
 
-@pytest.mark.parametrize("birth", ["1975-06-15", "S50.6.15", "昭和50年6月15日", "s50/6/15"])
+@pytest.mark.parametrize("birth", ["1975-06-15", "S50.6.15", "昭和50年6月15日", "s50/6/15", "昭50.6.15", "昭５０．６．１５"])
 def test_search_by_birth_date_in_either_calendar(login, downtime, birth):
     clerk = login("clerk1")
     assert YAMADA_TARO in search_codes(clerk, birth=birth)

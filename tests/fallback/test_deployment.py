@@ -6,6 +6,7 @@ HSTS is sent — without HTTPS the IT dashboard says so."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -124,3 +125,46 @@ def test_forwarded_headers_from_anyone_else_are_ignored(appliance, behind):
     assert answer.status_code == 201
     assert "Strict-Transport-Security" not in answer.headers and "Secure" not in answer.headers["Set-Cookie"]
     assert remotes(appliance) == ["127.0.0.1"]
+
+
+# --- half-open connections ------------------------------------------------------------------
+
+HALF_OPEN = 150  # above waitress's own default limit (100), which they once exhausted
+
+
+def half_open_connections(port: int, count: int) -> list[socket.socket]:
+    """Connections whose headers never end (slowloris): each has sent a
+    request line and one header, and waits."""
+    held = []
+    for _ in range(count):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: sonae\r\n")
+        held.append(sock)
+    return held
+
+
+@pytest.mark.parametrize("limit, answers", [(None, True), (HALF_OPEN - 50, False)])
+def test_half_open_connections_do_not_take_the_counters_off_the_air(configure_app, limit, answers):
+    """With `sonae serve`'s options, 150 idle half-open sockets leave room
+    for /healthz and a login page; a connection limit below them (as
+    waitress's default was) shows what the attack did."""
+    app = configure_app(**({"web": {"connection_limit": limit}} if limit else {}))
+    with served(app, **waitress_options(app.config["SONAE"])) as server, ExitStack() as held:
+        for sock in half_open_connections(server.effective_port, HALF_OPEN):
+            held.callback(sock.close)
+        base_url = f"http://127.0.0.1:{server.effective_port}"
+        try:
+            healthz = requests.get(f"{base_url}/healthz", timeout=5).status_code
+            login_page = requests.get(f"{base_url}/login", timeout=5).status_code
+        except requests.Timeout:
+            healthz = login_page = None
+        assert (healthz == login_page == 200) is answers
+
+
+def test_a_connection_silent_past_the_channel_timeout_is_closed(configure_app):
+    app = configure_app(web={"channel_timeout_s": 1})
+    with served(app, **waitress_options(app.config["SONAE"])) as server:
+        (sock,) = half_open_connections(server.effective_port, 1)
+        with sock:
+            sock.settimeout(8)
+            assert sock.recv(1024) == b""  # closed by the server, not answered

@@ -10,8 +10,9 @@ import pytest
 from fallback.ops import open_ops
 from tests.support import Staff
 
-YAMADA_TARO, KATSURAGI = "10000000011", "10000000053"
-SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
+YAMADA_TARO, HANAKO, KATSURAGI = "10000000011", "10000000029", "10000000053"
+# Issued more than once to the same person on purpose: the same-day repeat is confirmed.
+SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "confirm_repeat": True}
 
 
 def issue(clerk, code, **fields):
@@ -89,7 +90,27 @@ def test_serials_run_to_the_last_of_the_range_and_no_further(configure_app, down
     assert refused_by(issue(clerk, YAMADA_TARO, copies=1)) == "serials_exhausted"
 
 
-def test_a_seal_card_number_matches_regardless_of_case_and_spaces_only(login, downtime):
+@pytest.mark.parametrize("typed", [" c00000011 ", "Ｃ００００００１１", "ｃ００００００１１", "C-0000-0011", "C　0000 0011"])
+def test_a_seal_card_number_matches_however_the_keyboard_typed_it(login, downtime, typed):
+    """Full width (the IME left on), lower case, spaces and hyphens: the same
+    number, on the API and on the screen."""
     clerk = login("clerk1")
-    assert refused_by(issue(clerk, YAMADA_TARO, kind="inkan", seal_card_number=" c00000011 ")) is None
-    assert refused_by(issue(clerk, YAMADA_TARO, kind="inkan", seal_card_number="C00000012")) == "seal_card_mismatch"
+    assert refused_by(issue(clerk, YAMADA_TARO, kind="inkan", seal_card_number=typed)) is None
+    form = {**SELF_REQUEST, "kind": "inkan", "seal_card_number": typed, "idempotency_key": "screen-form"}
+    assert clerk.post(f"/counter/resident/{YAMADA_TARO}/issue", form).status_code == 302
+
+
+@pytest.mark.parametrize("typed", ["C00000012", "Ｃ００００００１２", "C0000001"])
+def test_another_seal_card_number_is_refused_whatever_its_width(login, downtime, typed):
+    assert refused_by(issue(login("clerk1"), YAMADA_TARO, kind="inkan", seal_card_number=typed)) == "seal_card_mismatch"
+
+
+def test_an_old_revoked_card_of_a_person_who_registered_anew_is_named_as_revoked(login, downtime):
+    """山田 花子 holds S00000029 (card C00000029) and a revoked S99990001
+    (card C99990001): the old card is told as 廃止, not as a wrong number."""
+    clerk = login("clerk1")
+    old_card = issue(clerk, HANAKO, kind="inkan", seal_card_number="ｃ９９９９０００１")
+    assert refused_by(old_card) == "seal_revoked"
+    assert "この印鑑登録証（S99990001）の登録は廃止されています" in old_card.get_json()["message"]
+    assert refused_by(issue(clerk, HANAKO, kind="inkan", seal_card_number="C99990002")) == "seal_card_mismatch"
+    assert refused_by(issue(clerk, HANAKO, kind="inkan", seal_card_number="C00000029")) is None

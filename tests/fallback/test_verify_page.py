@@ -1,15 +1,20 @@
-"""The public /verify page and `sonae verify` on a real appliance: a
-certificate issued at the counter checks out; a forged one is NOT VALID
-with the field named (in Japanese on the page); hostile uploads get a clear
-answer quickly, never a 500; checks beyond the cap are told to come back;
-the printed verification address is flagged while it is loopback."""
+"""The public /verify page and `sonae verify` on a real appliance: the
+very PDF issued at the counter checks out in full; the same certificate
+painted over (its text layer as signed) is left to the checker's eye,
+saying it is not the file issued; a forged one is NOT VALID with the field
+or the added text named (in Japanese on the page); hostile uploads get a
+clear answer quickly, never a 500; checks beyond the cap, or a second one
+from the same client, are told to come back; the printed verification
+address is flagged while it is loopback."""
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
 import datetime as dt
 import io
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,8 +29,10 @@ from fallback.keys import signing_key
 from fallback.staff.security import UPLOAD_LIMIT
 from fallback.verification import views
 from printing.model import Certificate, IssueStamp
+from printing.render import render_html
+from printing.verify import decode_qr_codes
 from tests.browser.conftest import live_url  # noqa: F401  (fixture)
-from tests.printing.test_forgery import edited, png, scan, word_box
+from tests.printing.test_forgery import edited, painted_over, pdf_from_html, png, scan, word_box
 from tests.printing.test_hostile_files import bomb_png, tiny_pdf
 from tests.support import example_records, text_of
 
@@ -59,12 +66,73 @@ def upload(app, data: bytes, name: str = "certificate.pdf"):
                        content_type="multipart/form-data")
 
 
+FULL_VERDICT = "署名を確認しました。このPDFは交付したファイルと同一で、記載はすべて署名された内容と一致します"
+BY_EYE_VERDICT = "QRコードの署名を確認しました。PDFに見えている記載を下の内容と見比べてください"
+
+
 def test_an_issued_certificate_checks_out_with_its_content_shown(appliance, issued_pdf):
     response = upload(appliance, issued_pdf)
     page = text_of(response)
     assert response.status_code == 200
-    assert "PDFの記載はすべて署名された内容と一致します" in page
+    assert FULL_VERDICT in page
     assert "山田　太郎" in page and "ヤマダ　タロウ" in page and "昭和50年6月15日" in page
+
+
+def test_the_issued_certificate_painted_over_is_left_to_the_eye(appliance, issued_pdf, tmp_path):
+    """The outside tester's forgery on the file the counter issued: the
+    birth date under a white box, another drawn over it. Its text layer
+    still matches what was signed; it used to be 「PDFの記載はすべて署名
+    された内容と一致します」."""
+    forged = painted_over(issued_pdf, "昭和50年6月15日", "S51.6.15", tmp_path)
+    response = upload(appliance, forged)
+    page = text_of(response)
+    assert response.status_code == 200
+    assert BY_EYE_VERDICT in page and "このPDFは交付したファイルと同一ではありません" in page
+    assert "すべて署名された内容と一致します" not in page
+    assert "1人目（山田　太郎）の全項目" in page and "昭和50年6月15日" in page  # what it must show, to compare
+    # Re-saved unchanged, it is not the file issued either: the machine cannot tell the two apart.
+    (tmp_path / "issued.pdf").write_bytes(issued_pdf)
+    subprocess.run(["pdfunite", str(tmp_path / "issued.pdf"), str(tmp_path / "resaved.pdf")], check=True)
+    resaved = text_of(upload(appliance, (tmp_path / "resaved.pdf").read_bytes()))
+    assert BY_EYE_VERDICT in resaved and "このPDFは交付したファイルと同一ではありません" in resaved
+
+
+def test_a_certificate_signed_but_never_issued_here_is_left_to_the_eye(appliance, loaded_env):
+    """Signed with this appliance's key under a serial its records do not
+    hold (records lost, or a key used elsewhere): no full verdict."""
+    pdf = pdf_from_html(render_html(taro_certificate(loaded_env, 900123), signing_key(loaded_env)))
+    response = upload(appliance, pdf)
+    page = text_of(response)
+    assert response.status_code == 200 and BY_EYE_VERDICT in page
+    assert "発行番号 900123 のPDFは、この装置の交付記録にありません" in page
+
+
+def test_a_household_member_added_after_the_footer_is_named(appliance, loaded_env):
+    """The outside tester's extra_person.pdf: a third person written as
+    text after the check's address line, which used to be ignored."""
+    html = render_html(taro_certificate(loaded_env, 900123), signing_key(loaded_env))
+    footer = re.search(r'<div class="verification">[^<]*</div>', html).group(0)
+    added = html.replace(footer, footer + "<div>氏名　山田　次郎（ヤマダ　ジロウ）　生年月日　平成22年1月1日</div>", 1)
+    response = upload(appliance, pdf_from_html(added))
+    page = text_of(response)
+    assert response.status_code == 422 and "確認できません：この証明書は署名された内容と一致しません" in page
+    assert "1ページ目に、署名された内容にない記載「氏名山田次郎(ヤマダジロウ)生年月日平成22年1月1日」があります" in page
+
+
+def paste(app, text: str):
+    client = app.test_client()
+    token = client.get("/api/v1/session").get_json()["csrf_token"]
+    return client.post("/verify/", data={"csrf_token": token, "payload": text})
+
+
+def test_a_pasted_code_is_taken_once_and_refused_twice(appliance, issued_pdf):
+    code = decode_qr_codes(png(scan(issued_pdf)))[0]
+    once = paste(appliance, code)
+    assert once.status_code == 200 and "QRコードの署名を確認しました" in text_of(once)
+    twice = paste(appliance, f"{code}\n{code}")
+    page = text_of(twice)
+    assert twice.status_code == 422 and "確認できません：この証明書は署名された内容と一致しません" in page
+    assert "同じページ（1/1）が2回以上あります" in page
 
 
 def test_a_certificate_with_an_edited_name_is_not_valid_and_the_field_named(appliance, loaded_env):
@@ -151,23 +219,37 @@ def test_checks_beyond_the_cap_are_told_to_come_back(live_url, issued_pdf, tmp_p
             assert "全1ページ" in answer.text  # twenty copies of page 1/1: a clear NOT VALID
 
 
-def test_sonae_verify_prints_valid_and_not_valid_lines(appliance, issued_pdf, loaded_env, tmp_path):
+def sonae_verify(*arguments: str) -> subprocess.CompletedProcess:
     env = {"PATH": "/usr/bin:/bin", **{key: value for key, value in os.environ.items() if key.startswith("SONAE_")}}
+    return subprocess.run([sys.executable, "-m", "fallback.cli", "verify", *arguments], capture_output=True, text=True, env=env)
+
+
+def test_sonae_verify_prints_valid_and_not_valid_lines(appliance, issued_pdf, loaded_env, tmp_path):
     (tmp_path / "issued.pdf").write_bytes(issued_pdf)
-    good = subprocess.run([sys.executable, "-m", "fallback.cli", "verify", str(tmp_path / "issued.pdf")],
-                          capture_output=True, text=True, env=env)
+    good = sonae_verify(str(tmp_path / "issued.pdf"))
     assert good.returncode == 0, good.stderr
-    assert good.stdout.startswith("VALID: every page's QR signature holds and the text matches every signed field")
+    assert good.stdout.startswith("VALID: the file is the very PDF this appliance issued as 900001, and every page's QR signature holds")
     assert "氏名: 山田　太郎（ヤマダ　タロウ）" in good.stdout and "記録: rendered" in good.stdout
     (tmp_path / "scan.png").write_bytes(png(scan(issued_pdf)))
-    scanned = subprocess.run([sys.executable, "-m", "fallback.cli", "verify", str(tmp_path / "scan.png")],
-                             capture_output=True, text=True, env=env)
-    assert scanned.returncode == 0 and "no text layer (a scan) — compare the paper by eye" in scanned.stdout
+    scanned = sonae_verify(str(tmp_path / "scan.png"))
+    assert scanned.returncode == 0
+    assert scanned.stdout.startswith("SIGNATURE VALID: every page's QR signature holds; no text layer (a scan) — compare the paper by eye")
+    # The issued file painted over, its text layer as signed: the signature holds, the eye decides.
+    (tmp_path / "painted.pdf").write_bytes(painted_over(issued_pdf, "昭和50年6月15日", "S51.6.15", tmp_path))
+    painted = sonae_verify(str(tmp_path / "painted.pdf"))
+    assert painted.returncode == 0, painted.stderr
+    assert painted.stdout.startswith("SIGNATURE VALID: every page's QR signature holds; the file is not the PDF this appliance issued")
+    assert "このPDFは交付したファイルと同一ではありません" in painted.stdout and "1人目（山田　太郎）の全項目" in painted.stdout
+    # Offline, with the key alone, not even the issued file is VALID outright: there is nothing to compare it with.
+    public_key = base64.b64encode(signing_key(loaded_env).public_key().public_bytes_raw()).decode()
+    offline = sonae_verify("--public-key", public_key, str(tmp_path / "issued.pdf"))
+    assert offline.returncode == 0, offline.stderr
+    assert offline.stdout.startswith("SIGNATURE VALID: every page's QR signature holds; not compared with the issued PDF")
+    assert "記録:" not in offline.stdout
     # Signed with this appliance's key under the issued serial, the birth date edited afterwards.
     forged_pdf = edited(taro_certificate(loaded_env, 900001), signing_key(loaded_env), "昭和50年6月15日", "昭和51年6月15日")
     (tmp_path / "forged.pdf").write_bytes(forged_pdf)
-    forged = subprocess.run([sys.executable, "-m", "fallback.cli", "verify", str(tmp_path / "forged.pdf")],
-                            capture_output=True, text=True, env=env)
+    forged = sonae_verify(str(tmp_path / "forged.pdf"))
     assert forged.returncode == 1
     assert "NOT VALID: page 1: 1人目（山田　太郎）の生年月日 differs from the signed 「昭和50年6月15日」" in forged.stdout
     assert "NOT VALID: the pages differ from the certificate this appliance issued as 900001" in forged.stdout
@@ -192,3 +274,37 @@ def test_a_loopback_verification_address_is_flagged(loaded_env, monkeypatch):
     readyz = configured.test_client().get("/readyz", headers=token).get_json()
     assert readyz["checks"]["verification_address"] == {"ok": True, "detail": "確認先が設定されています"}
     assert "web.public_base_url" not in text_of(Staff(configured, "it1").get("/monitor/"))
+
+
+def test_one_client_holds_one_check_at_a_time():
+    """An outside tester kept /verify busy for everyone by sending two slow
+    files in a loop: one client now holds one of the two slots at most."""
+    assert (views.MAX_CONCURRENT_CHECKS, views.MAX_CHECKS_PER_CLIENT) == (2, 1)
+    with views.check_slot("192.0.2.1") as first:
+        with views.check_slot("192.0.2.1") as second, views.check_slot("192.0.2.2") as other:
+            assert first and not second and other
+            with views.check_slot("192.0.2.3") as third:
+                assert not third  # two checks at once in all
+    with views.check_slot("192.0.2.1") as again, views.check_slot("192.0.2.3") as next_client:
+        assert again and next_client  # both slots given back
+
+
+def test_sonae_verify_finds_a_drill_certificate_in_the_drill_records(appliance, login, tmp_path):
+    """`sonae verify --accept-drill` on the issuing appliance looked the
+    serial up in the real records and said it was not there."""
+    from tests.drills.support import case_codes
+    from tests.drills.test_drills import issue, start_drill
+
+    coordinator, drill_id = start_drill(login)
+    clerk = login("clerk1")
+    assert issue(clerk, case_codes(appliance.config["SONAE"], drill_id)["ordinary"]).status_code == 302
+    coordinator.post(f"/drills/{drill_id}/declare", {"reason": "住民記録システム障害（訓練）"})
+    (tmp_path / "drill.pdf").write_bytes(clerk.get("/counter/certificate/drill/800001.pdf").data)
+    coordinator.post(f"/drills/{drill_id}/end")  # the debrief comes after the drill
+    login("boss").post("/supervisor/mode", {"to_mode": "downtime", "reason": "住民記録システム障害"})  # and a real outage
+    refused = sonae_verify(str(tmp_path / "drill.pdf"))
+    assert refused.returncode == 1 and refused.stderr.startswith("Error: NOT VALID:") and "訓練" in refused.stderr
+    accepted = sonae_verify("--accept-drill", str(tmp_path / "drill.pdf"))
+    assert accepted.returncode == 0, accepted.stdout + accepted.stderr
+    assert accepted.stdout.startswith("VALID (drill — not a real certificate): the file is the very PDF this appliance issued as 800001")
+    assert "記録: rendered" in accepted.stdout and "NOT VALID" not in accepted.stdout

@@ -16,7 +16,8 @@ from tests.support import PASSWORD, text_of
 
 YAMADA_TARO, YAMADA_HANAKO, YAMADA_ICHIRO = "10000000011", "10000000029", "10000000037"
 TAKAHASHI, KATSURAGI, TANAKA_MOVING, NAKAMURA = "10000000045", "10000000053", "10000000100", "10000000126"
-SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
+# Issued more than once to the same person on purpose: the same-day repeat is confirmed.
+SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "confirm_repeat": True}
 AGENT = {"requester_type": "agent", "requester_name": "代理　人", "delegation_letter": True}
 
 
@@ -111,7 +112,7 @@ def test_a_death_stops_the_persons_certificates_and_the_household_without_them_i
     clerk = login("clerk1")
     assert record_hold(downtime, YAMADA_HANAKO, "death", occurred_on="R8.11.20").status_code == 302
     own = issue(clerk, YAMADA_HANAKO)
-    assert refused_by(own) == "death_held" and "2026-11-20" in own.get_json()["message"]
+    assert refused_by(own) == "death_held" and "死亡日 令和8年11月20日" in own.get_json()["message"]
     # no 除票 to copy yet: not the active resident's "choose the 住民票" answer
     assert refused_by(issue(clerk, YAMADA_HANAKO, kind="johyo")) == "death_held"
     assert refused_by(issue(clerk, YAMADA_HANAKO, kind="kisai")) == "death_held"

@@ -22,7 +22,8 @@ from tests.support import ACCOUNTS, PASSWORD, Staff, example_records, text_of, w
 
 TOKEN = "scrape-secret"
 SCRAPER = {"Authorization": f"Bearer {TOKEN}"}
-REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
+# The same certificate again and again on purpose: each repeat is confirmed, as a clerk would.
+REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "confirm_repeat": True}
 YAMADA_TARO = "10000000011"
 
 

@@ -114,3 +114,29 @@ def test_before_the_first_report_the_page_shows_a_preview(app):
     page = Staff(app, "it1").get("/monitor/morning")
     assert page.status_code == 200
     assert "下書き" in text_of(page)
+
+
+def test_an_upstream_that_does_not_answer_is_not_taken_for_a_juki_net_or_batch_outage(app, loaded, upstream, clock):
+    for _ in range(2):
+        run_probe_cycle(loaded, at=clock.tick())
+    upstream.fault = "500"  # the vendor's host answers nothing usable: nothing is known of 住基ネット or the batch
+    for _ in range(3):
+        run_probe_cycle(loaded, at=clock.tick())
+
+    html = Staff(app, "it1").get("/monitor/").get_data(as_text=True)
+    assert re.search(r'id="component-register">\s*<td>住民記録システム</td>\s*<td class="status-down">停止', html)
+    for component in ("juki_net", "batch"):
+        assert re.search(rf'id="component-{component}">\s*<td>[^<]+</td>\s*<td class="status-unknown">不明（上流に接続できない）', html), component
+
+    boss = Staff(app, "boss")
+    assert boss.post("/supervisor/mode", {"to_mode": "downtime", "reason": "住民記録システム障害"}).status_code == 302
+    drafted = boss.post("/supervisor/notice/draft")
+    assert drafted.status_code == 302
+    version = drafted.headers["Location"].rstrip("/").rsplit("/", 1)[1]
+    page = text_of(boss.get(f"/supervisor/notice/{version}"))
+    sns = boss.get(f"/supervisor/notice/{version}/sns.txt").get_data(as_text=True)
+    assert "住民記録システム" in page and "resident records system" in page and "住民の 記録の コンピューター" in page
+    for text in (page, sns):
+        for claim in ("住基ネット", "Juki-net", "夜間のデータ処理", "overnight", "夜の コンピューター"):
+            assert claim not in text, claim
+    assert "住民記録システム" in sns

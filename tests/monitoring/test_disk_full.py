@@ -19,7 +19,8 @@ from fallback.monitoring import run_alert_cycle
 from fallback.ops import open_ops
 from tests.conftest import _configure
 from tests.mounts import require_tmpfs
-from tests.support import Staff
+from tests.support import Staff, served
+from tests.sync.conftest import run_sonae
 
 TOKEN = "scrape-secret"
 SCRAPER = {"Authorization": f"Bearer {TOKEN}"}
@@ -147,3 +148,44 @@ def test_when_the_database_cannot_commit_readyz_fails_and_it_hears_of_it_anyway(
         assert conn.execute("SELECT count(*) FROM alerts WHERE key = 'ops.unwritable' AND resolved_at IS NOT NULL").fetchone()[0] == 1
     finally:
         conn.close()
+
+
+def test_with_the_reserve_spent_and_no_room_everyone_is_told_issuing_has_stopped(small_home, webhook, monkeypatch):
+    config = small_home
+    run_alert_cycle(config)  # makes the reserve
+    app, clerk = counter(config)
+    fill(config)
+    assert clerk.get("/api/v1/status").get_json()["banner"]["level"] == "downtime", "the reserve gives the room back"
+    assert not disk.reserve_path(config).exists()
+    it = Staff(app, "it1", terminal=None)
+    fill(config, leave=20_000)  # the released space taken too: under one certificate
+
+    banner = clerk.get("/api/v1/status").get_json()["banner"]
+    assert banner["level"] == "danger" and "ディスクが一杯で、証明書を交付・記録できません" in banner["warning"]
+    assert "紙の手順" in clerk.get("/counter/").get_data(as_text=True)
+    dashboard = it.get("/monitor/").get_data(as_text=True)
+    assert "ディスクが一杯で、証明書を交付・記録できません" in dashboard, "IT's dashboard says so before any alert is recorded"
+
+    run_alert_cycle(config)
+    full = next(b for b in webhook.bodies if b["key"] == "disk.full")
+    assert full["severity"] == "critical" and full["title"] == "ディスクが一杯で、窓口の交付が止まっています"
+    assert "紙の手順" in full["still_works"] and full["runbook"] == "runbooks/09-disk-full.md"
+    released = next(b for b in webhook.bodies if b["key"] == "disk.reserve_released")
+    assert "続けられます" not in released["still_works"] and "交付は止まっています" in released["still_works"]
+
+    with served(app) as server:
+        monkeypatch.setenv("SONAE_WEB_PORT", str(server.effective_port))
+        with_token = run_sonae("health", "--ready")
+        monkeypatch.delenv("SONAE_ALERTS_METRICS_TOKEN")
+        without = run_sonae("health", "--ready")
+    url = f"http://127.0.0.1:{server.effective_port}/readyz"
+    line = with_token.stderr.strip()
+    assert with_token.returncode == 1 and line.startswith(f"Error: {url}: HTTP 503, not ready: ") and "\n" not in line, line
+    assert "disk_space (証明書1通分の空きもありません)" in line and "writes (運用データベースに書き込めません" in line
+    assert without.stderr.strip() == f"Error: {url}: HTTP 503, not ready: writes, disk_space (what each found: the IT dashboard /monitor/)"
+
+    for filler in config.home.glob("filler-*"):
+        filler.unlink()
+    assert clerk.get("/api/v1/status").get_json()["banner"]["level"] == "downtime"
+    run_alert_cycle(config)
+    assert ("disk.full", "resolved") in webhook.events("disk.")

@@ -179,7 +179,7 @@ def test_without_the_key_the_appliance_is_alive_but_not_ready(loaded, configure)
         response = web.get("/readyz", headers=SCRAPER)
         assert response.status_code == 503
         assert response.get_json()["checks"]["key"] == {"ok": False, "detail": "暗号鍵を読み込めません"}
-        assert web.get("/readyz").get_json() == {"status": "not_ready"}
+        assert web.get("/readyz").get_json() == {"status": "not_ready", "failing": ["key"]}
         metrics = web.get("/metrics", headers=SCRAPER)
         assert metrics.status_code == 200
         assert "sonae_key_loaded 0.0" in metrics.get_data(as_text=True)

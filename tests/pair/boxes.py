@@ -119,7 +119,8 @@ class Counter:
 
     def issue(self, resident: str, timeout: float = 60) -> requests.Response:
         return self.http.post(f"{self.base}/api/v1/residents/{resident}/certificates", timeout=timeout,
-                              json={"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1})
+                              json={"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1,
+                                    "confirm_repeat": True})  # the same residents over and over: repeats confirmed
 
     def search(self, kana: str, timeout: float = 30) -> requests.Response:
         return self.http.get(f"{self.base}/api/v1/residents", params={"kana": kana}, timeout=timeout)

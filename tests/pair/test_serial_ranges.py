@@ -22,7 +22,8 @@ from tests.pair.boxes import BOX_1_RANGES, BOX_2_RANGES, Box, require_other_host
 from tests.support import Staff
 
 YAMADA_TARO = "10000000011"
-SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
+# The same certificate again and again on purpose: each repeat is confirmed, as a clerk would.
+SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "confirm_repeat": True}
 NO_DAILY_CAP = (("SONAE_COUNTER_DAILY_CAP_PER_REQUESTER", "0"),)
 
 

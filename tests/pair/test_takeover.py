@@ -261,7 +261,8 @@ def check_the_standby_takes_over(home: Path, session: requests.Session, seed: in
         print(f"takeover: the standby answered a search {time.monotonic() - started:.1f} s after its start "
               f"({len(unrendered)} serial(s) voided)")
         answer = session.post(f"{base}/api/v1/residents/{RESIDENTS[0]}/certificates", timeout=60,
-                              json={"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1})
+                              json={"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1,
+                                    "confirm_repeat": True})  # the same residents over and over: repeats confirmed
         assert answer.status_code == 201, answer.text
         assert answer.json()["certificates"][0]["serial"] == BOX_2_RANGES[0][0]
     finally:

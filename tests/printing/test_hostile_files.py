@@ -85,7 +85,7 @@ def test_as_many_pages_as_allowed_are_read():
 def test_a_decompression_bomb_png_is_refused_from_its_header(side):
     png = bomb_png(side)
     assert len(png) < 200_000
-    refused_quickly(png, "画像が大きすぎます（30百万画素まで")
+    refused_quickly(png, "画像が大きすぎます（.*確認できるのは3000万画素までです）。4000×3000画素")
 
 
 def test_an_image_at_the_pixel_bound_is_read():
@@ -119,3 +119,31 @@ def test_a_tool_over_its_memory_limit_fails_with_a_clear_answer(residents, certi
     pdf = render_certificate(certificate("juminhyo", [residents["10000000045"]]), signing_key).pdf
     with pytest.raises(UnreadableFileError):
         verify_document(pdf, signing_key.public_key(), limits=Limits(tool_memory_bytes=8 * 1024 * 1024))
+
+
+def _seconds_to_find_no_code(data: bytes) -> float:
+    """The quicker of two checks of a file holding no code."""
+    from printing.verify import QrCodeNotFoundError
+
+    times = []
+    for _ in range(2):
+        started = time.monotonic()
+        with pytest.raises(QrCodeNotFoundError):
+            verify_document(data, KEY)
+        times.append(time.monotonic() - started)
+    return min(times)
+
+
+def test_a_large_blank_image_costs_what_a_scanned_page_costs():
+    """An outside tester's file: 40 KB of white PNG, 5450 × 5450 pixels, just
+    under the pixel bound, kept zbar busy for seconds (its time grows with
+    the pixels, code or not), so that two senders in a loop kept /verify
+    busy for everyone. Scaled down to a 300 dpi page's pixels first, it
+    costs what a blank scanned page costs."""
+    large = bomb_png(5450)
+    assert len(large) < 60_000 and 5450 * 5450 <= Limits().max_image_pixels
+    page = io.BytesIO()
+    Image.new("L", (2480, 3508), 255).save(page, format="PNG")  # an A4 page scanned at 300 dpi
+    page_s, large_s = _seconds_to_find_no_code(page.getvalue()), _seconds_to_find_no_code(large)
+    assert large_s < 1.5 * page_s + 0.3, (large_s, page_s)  # unscaled, it took 3.4 × the page's time
+    assert large_s < QUICK_S

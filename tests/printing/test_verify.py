@@ -69,6 +69,24 @@ def test_scanned_page_image_verifies_and_says_what_to_compare(residents, seals, 
     assert f"1人目（{person['name']}）" in advice and "生年月日" in advice and "発行番号" in advice
 
 
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG"])
+def test_a_scan_finer_than_300_dpi_is_scaled_down_and_still_read(residents, certificate, signing_key, image_format):
+    """A 400 dpi scan (3307 × 4677 pixels, 15.5 MP) is scaled down to a
+    300 dpi page's pixels before its code is looked for: the code, 3 dots
+    a module at 300 dpi, still reads."""
+    import io
+
+    from PIL import Image
+
+    rendered = render_certificate(certificate("juminhyo", household(residents, YAMADA)), signing_key)
+    image = Image.open(io.BytesIO(scan(rendered.pdf, dpi=400)))
+    assert image.width * image.height > 1.7 * 2480 * 3508
+    out = io.BytesIO()
+    image.save(out, format=image_format, **({"quality": 90} if image_format == "JPEG" else {}))
+    result = verify_document(out.getvalue(), signing_key.public_key())
+    assert result.valid and result.serial == 123 and result.pages[0].people[0][0].value == printed_name(household(residents, YAMADA)[0])
+
+
 def test_image_only_pdf_from_a_scanner_verifies_by_its_qr_code(residents, certificate, signing_key, tmp_path):
     from weasyprint import HTML
 

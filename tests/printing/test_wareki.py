@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from printing.wareki import (
+    DEFAULT_ERA_TABLE,
     DEFAULT_ERAS,
     eras_from_config,
     format_seireki,
@@ -54,6 +55,13 @@ def test_dates_before_the_calendar_reform_are_refused():
         format_wareki(dt.date(1872, 12, 31))
 
 
+def test_an_eras_first_character_abbreviates_it_only_when_no_other_era_shares_it():
+    eras = eras_from_config([*DEFAULT_ERA_TABLE, ("令明", "2099-01-01", "A")])
+    with pytest.raises(ValueError, match="元号「令」が分かりません"):
+        parse_date_input("令8.12.15", eras)
+    assert parse_date_input("明45.7.29", eras) == dt.date(1912, 7, 29)
+
+
 def test_a_future_era_is_a_config_change():
     eras = eras_from_config([*[[era.name, era.start.isoformat()] for era in DEFAULT_ERAS], ["新元", "2040-01-01", "N"]])
     assert format_wareki(dt.date(2039, 12, 31), eras) == "令和21年12月31日"
@@ -93,6 +101,13 @@ def test_bad_era_tables_are_refused(table):
         ("１９７５－０６－１５", "1975-06-15"),
         ("昭和５０年６月１５日", "1975-06-15"),
         (" 3500615 ", "1975-06-15"),
+        ("昭47.8.21", "1972-08-21"),
+        ("明45.7.29", "1912-07-29"),
+        ("大1.7.30", "1912-07-30"),
+        ("平元.1.8", "1989-01-08"),
+        ("令8/12/15", "2026-12-15"),
+        ("昭47年8月21日", "1972-08-21"),
+        ("昭４７．８．２１", "1972-08-21"),
     ],
 )
 def test_parse_date_input_accepts_counter_forms(text, expected):
@@ -109,6 +124,8 @@ def test_parse_date_input_accepts_counter_forms(text, expected):
         ("S50.2.30", "存在しない日付"),
         ("2019-02-29", "存在しない日付"),
         ("X1.1.1", "元号"),
+        ("成1.1.8", "元号「成」が分かりません"),  # only an era's first character abbreviates it
+        ("昭64.1.8", "昭和は1989年1月7日まで"),
         ("明日", "日付として読めません"),
         ("", "入力されていません"),
         ("9500101", "元号番号"),

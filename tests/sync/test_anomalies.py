@@ -66,7 +66,10 @@ def test_each_anomaly_is_found_at_its_boundary_and_counted(config, store, tmp_pa
     run = sync_runs(config)[-1]
     assert run["outcome"] == "ok"
     assert run["detail"]["anomalies"]["counts"]["shared_seal_image"] == 2
-    assert run["detail"]["anomalies"]["examples"]["notified_before_birth"] == [f"{resident_code(1)} (1939-12-31)"]
+    # where the vendor finds them, without personal data: lines of the export's files
+    assert run["detail"]["anomalies"]["positions"] == {"notified_before_birth": [2], "seal_registered_on_birth_date": [1],
+                                                       "shared_seal_image": [3, 4]}
+    assert resident_code(1) not in json.dumps(run["detail"]) and "1939-12-31" not in json.dumps(run["detail"])
 
 
 def test_a_duplicate_atena_number_refuses_the_load_unless_overridden(config, store, tmp_path):
@@ -96,8 +99,9 @@ def test_the_example_export_reports_its_own_anomalies(config, tmp_path):
     result = run_full_sync(config, _export(tmp_path / "export", example_records("residents"), example_records("seals")), actor="test")
     assert result.anomalies.counts == {"duplicate_atena_number": 0, "notified_before_birth": 0,
                                        "seal_registered_on_birth_date": 1, "shared_seal_image": 2}
-    assert result.anomalies.examples["seal_registered_on_birth_date"] == ["10000000053 (S00000053)"]
-    assert result.anomalies.examples["shared_seal_image"] == ["10000000011 (S00000011)", "10000000029 (S99990001)"]
+    seal_lines = {seal["seal_number"]: line for line, seal in enumerate(example_records("seals"), start=1)}
+    assert result.anomalies.positions["seal_registered_on_birth_date"] == [seal_lines["S00000053"]]
+    assert result.anomalies.positions["shared_seal_image"] == sorted([seal_lines["S00000011"], seal_lines["S99990001"]])
 
 
 def test_sync_full_and_status_report_the_counts(config, tmp_path):
@@ -107,7 +111,8 @@ def test_sync_full_and_status_report_the_counts(config, tmp_path):
     full = run_sonae("sync", "full", "--from", str(directory))
     assert full.returncode == 0, full.stderr
     assert ("upstream data anomalies: duplicate_atena_number 0, notified_before_birth 1, seal_registered_on_birth_date 0, "
-            f"shared_seal_image 0 (e.g. notified_before_birth: {resident_code(2)} (1900-01-01))") in full.stdout
+            "shared_seal_image 0 (e.g. notified_before_birth: residents file line 3)") in full.stdout
+    assert resident_code(2) not in full.stdout + full.stderr and "1900-01-01" not in full.stdout + full.stderr
     status = run_sonae("sync", "status")
     assert "last full load (" in status.stdout and "notified_before_birth 1" in status.stdout
     reported = json.loads(run_sonae("sync", "status", "--json").stdout)["anomalies"]

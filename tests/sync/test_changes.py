@@ -232,7 +232,8 @@ def test_a_page_ends_where_its_changes_one_by_one_end(loaded, config, store, ups
         change(1013, make_seal(12, version=2), kind="seals"),
     ]
     one_by_one = apply_changes(client(upstream.url), store, batch=1)
-    run_full_sync(config, small_export, overrides={"allow-drop"})  # generation 2: the same export, the same feed to apply
+    # generation 2: the same export, knowingly behind the feed generation 1 followed, to apply the same feed again
+    run_full_sync(config, small_export, overrides={"allow-drop", "allow-older-export"})
     whole = apply_changes(client(upstream.url), store, batch=1000)
     assert (whole.generation, whole.pages, one_by_one.pages) == (2, 1, 13)
     assert (whole.applied, whole.skipped) == (one_by_one.applied, one_by_one.skipped) == (12, 1)
@@ -341,3 +342,41 @@ def _versions_in_the_database_file(store, generation, tmp_path) -> dict[int, int
         return dict(conn.execute("SELECT version, count(*) FROM residents GROUP BY version").fetchall())
     finally:
         conn.close()
+
+
+def _feed_applied(upstream, store) -> dt.datetime:
+    """Generation 1 brought past its export by the feed; returns its as_of."""
+    upstream.changes = [change(1001, make_resident(100, name="新井\u3000春", name_kana="アライ\u3000ハル"))]
+    upstream.as_of = after_export(hours=10, minutes=30)
+    assert run_sonae("sync", "changes").returncode == 0
+    with store.open_register() as register:
+        assert register.meta.last_seq == 1001
+        return register.meta.as_of
+
+
+def test_a_full_load_behind_the_feed_follows_it_before_it_is_promoted(loaded, store, upstream):
+    served_as_of = _feed_applied(upstream, store)
+    result = run_sonae("sync", "full")  # the same export, whose data is older than what the feed brought
+    assert result.returncode == 0, result.stderr
+    assert store.current() == 2
+    with store.open_register() as register:
+        assert (register.meta.last_seq, register.meta.as_of) == (1001, served_as_of), "never moved back in time"
+        assert register.resident(resident_code(100))["name"] == "新井\u3000春"
+    assert store.verify().ok
+
+
+def test_a_full_load_the_feed_cannot_bring_level_is_refused_and_the_current_generation_serves(loaded, store, upstream):
+    served_as_of = _feed_applied(upstream, store)
+    upstream.serve_page = lambda after, limit: {"not": "a signed page"}
+    result = run_sonae("sync", "full")
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "replay gate refused the export: its data as of" in result.stderr
+    assert "is behind generation 1, which serves data as of" in result.stderr and "(seq 1,001)" in result.stderr
+    assert "the change feed could not catch it up" in result.stderr and "generation 1 keeps serving" in result.stderr
+    assert store.current() == 1 and [g.number for g in store.generations()] == [1]
+    with store.open_register() as register:
+        assert register.meta.as_of == served_as_of
+    # the operator may still choose the older data, knowingly
+    assert run_sonae("sync", "full", "--allow-older-export").returncode == 0
+    with store.open_register() as register:
+        assert register.meta.last_seq == 1000 and register.meta.as_of < served_as_of

@@ -1,0 +1,179 @@
+"""The doors to a 支援措置 (DV等) resident's address besides the result
+list, through the real app over the example register: the address search
+as an oracle, the record page and API, the household that links them to a
+head whose address is shown, and certificates of that household for
+someone from outside it. Each in both directions: what is withheld or
+refused, and what still works for those the rules allow.
+Example register: 佐藤美咲 (支援措置, alone in her household, 池上四丁目2番3号);
+山田 household (太郎 世帯主, 花子, 一郎) at 西蒲田七丁目49番1号."""
+
+from __future__ import annotations
+
+import pytest
+
+from fallback.ops import open_ops
+from tests.support import text_of
+
+SATO = "10000000087"
+YAMADA_TARO, YAMADA_HANAKO, YAMADA_ICHIRO = "10000000011", "10000000029", "10000000037"
+SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
+OUTSIDE = {
+    "agent": {"requester_type": "agent", "requester_name": "代理　人", "delegation_letter": True},
+    "third_party": {"requester_type": "third_party", "requester_name": "第三　者", "purpose": "債権回収"},
+    "official": {"requester_type": "official", "requester_name": "年金事務所", "identity_document": "職員の身分証明書",
+                 "purpose": "国民年金法第108条による調査"},
+}
+
+
+def codes(clerk, query: str) -> list[str]:
+    answer = clerk.api("GET", f"/api/v1/residents?{query}")
+    assert answer.status_code == 200, answer.get_json()
+    return [r["resident_code"] for r in answer.get_json()["results"]]
+
+
+def issue(clerk, code, **fields):
+    return clerk.api("POST", f"/api/v1/residents/{code}/certificates", json={**SELF_REQUEST, **fields})
+
+
+def refused_by(response) -> str | None:
+    assert response.status_code in (201, 422), response.get_json()
+    return None if response.status_code == 201 else response.get_json()["rule"]
+
+
+def hold_support_measure(boss, code):
+    assert boss.post(f"/holds/new/{code}", {"kind": "support_measure"}).status_code == 302
+
+
+# --- the address search is no oracle ----------------------------------------------------
+
+
+@pytest.mark.parametrize("address", ["池上", "池上四丁目", "池上四丁目2番3号", "池上四丁目2番4号", "大森", "南"])
+def test_an_address_never_matches_a_protected_resident_whatever_is_typed(login, downtime, address):
+    clerk = login("clerk1")
+    assert codes(clerk, f"kana=サトウ&address={address}") == []
+    assert SATO not in codes(clerk, f"name=佐藤&address={address}")
+
+
+def test_a_protected_resident_stays_findable_without_an_address(login, downtime):
+    clerk = login("clerk1")
+    for query in ("kana=サトウ", "name=佐藤　美咲", "birth=1988-05-05", f"code={SATO}"):
+        assert SATO in codes(clerk, query), query
+
+
+def test_everyone_else_is_still_found_by_address(login, downtime):
+    clerk = login("clerk1")
+    assert sorted(codes(clerk, "kana=ヤマダ&address=西蒲田七丁目49")) == [YAMADA_TARO, YAMADA_HANAKO, YAMADA_ICHIRO]
+    assert codes(clerk, "address=池上四丁目") == []  # the protected resident is the only one there
+
+
+def test_an_urgent_support_measure_hold_takes_the_person_out_of_address_searches(login, downtime):
+    clerk = login("clerk1")
+    hold_support_measure(downtime, YAMADA_ICHIRO)
+    assert sorted(codes(clerk, "kana=ヤマダ&address=西蒲田七丁目49番1号")) == [YAMADA_TARO, YAMADA_HANAKO]
+    assert codes(clerk, "kana=ヤマダ　イチロウ&address=西蒲田") == []
+    assert codes(clerk, "kana=ヤマダ　イチロウ") == [YAMADA_ICHIRO]
+
+
+# --- no household in the protected person's rows ---------------------------------------------
+
+
+def test_a_protected_row_carries_no_household(login, downtime):
+    clerk = login("clerk1")
+    hold_support_measure(downtime, YAMADA_ICHIRO)
+    rows = {r["resident_code"]: r for r in clerk.api("GET", "/api/v1/residents?kana=ヤマダ").get_json()["results"]}
+    ichiro, taro = rows[YAMADA_ICHIRO], rows[YAMADA_TARO]
+    assert ichiro["address"] is ichiro["household_id"] is ichiro["head_name"] is ichiro["relationship"] is None
+    assert taro["household_id"] == "0000100001" and taro["head_name"] == "山田　太郎"  # the others keep theirs
+    page = text_of(clerk.get("/counter/?kana=ヤマダ　イチロウ"))
+    assert "山田　太郎（子）" not in page and "支援措置のため表示しません" in page
+
+
+# --- the record page and API -------------------------------------------------------------------
+
+
+def desk(downtime) -> str:
+    return text_of(downtime.get("/supervisor/"))
+
+
+def test_a_protected_record_opens_without_address_or_household(login, downtime):
+    clerk = login("clerk1")
+    record = clerk.api("GET", f"/api/v1/residents/{SATO}").get_json()
+    assert record["withheld"] is True and record["resident"]["address"] is None and record["resident"]["household_id"] is None
+    assert [m["resident_code"] for m in record["household"]] == [SATO] and record["household"][0]["address"] is None
+    page = clerk.get(f"/counter/resident/{SATO}").get_data(as_text=True)
+    assert "池上" not in page and "2番3号" not in page and 'id="self-button"' in page and 'id="issue-form"' in page
+    assert desk(downtime).count("（本庁1）：住所を表示せずに閲覧") == 2  # the page and the API
+
+
+def test_stating_a_self_request_shows_the_address_and_is_put_before_the_supervisor(appliance, login, downtime):
+    clerk = login("clerk1", terminal="本庁2")
+    assert "本人からの請求として住所を表示" not in desk(downtime)
+    record = clerk.api("POST", f"/api/v1/residents/{SATO}/self").get_json()
+    assert record["withheld"] is False and record["resident"]["address"]["town"] == "池上四丁目"
+    page = clerk.post(f"/counter/resident/{SATO}/self").get_data(as_text=True)
+    assert "池上四丁目2番3号" in page and 'id="self-button"' not in page
+    assert '<option value="self" selected>' in page
+    assert desk(downtime).count("（本庁2）：本人からの請求として住所を表示") == 2
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        entries = conn.execute("SELECT actor, target FROM audit WHERE action = 'support_measure.view'").fetchall()
+    finally:
+        conn.close()
+    assert entries == [("clerk1", SATO)] * 2
+
+
+def test_the_self_statement_needs_the_csrf_token(login, downtime):
+    clerk = login("clerk1")
+    assert clerk.client.post(f"/counter/resident/{SATO}/self").status_code == 400
+    assert clerk.client.post(f"/api/v1/residents/{SATO}/self").status_code in (400, 403)
+
+
+def test_other_records_open_whole_and_are_not_listed(login, downtime):
+    clerk = login("clerk1")
+    record = clerk.api("GET", f"/api/v1/residents/{YAMADA_TARO}").get_json()
+    assert record["withheld"] is False and record["resident"]["address"]["town"] == "西蒲田七丁目" and len(record["household"]) == 3
+    assert "西蒲田七丁目49番1号" in text_of(clerk.get(f"/counter/resident/{YAMADA_TARO}"))
+    assert "住所を表示せずに閲覧" not in desk(downtime)
+
+
+def test_the_person_themself_is_still_issued_from_the_screen_and_the_api(login, downtime):
+    clerk = login("clerk1")
+    clerk.get(f"/counter/resident/{SATO}")  # address withheld: the form still issues
+    form = {key: str(value) for key, value in SELF_REQUEST.items()}
+    assert clerk.post(f"/counter/resident/{SATO}/issue", form).status_code == 302
+    assert refused_by(issue(clerk, SATO, confirm_repeat=True)) is None
+    assert refused_by(issue(clerk, SATO, **OUTSIDE["agent"])) == "support_measure"
+
+
+def test_a_protected_record_view_counts_toward_the_flag(appliance, downtime, configure_app):
+    from tests.support import Staff
+
+    clerk = Staff(configure_app(security={"view_flag_count": 1}), "clerk1")
+    clerk.get(f"/counter/resident/{SATO}")
+    clerk.api("POST", f"/api/v1/residents/{YAMADA_TARO}/self")
+    assert "2人を閲覧" in desk(downtime)
+
+
+# --- certificates of a protected household ----------------------------------------------------
+
+
+@pytest.mark.parametrize("requester", sorted(OUTSIDE))
+def test_outside_requesters_are_refused_a_protected_households_certificates(configure_app, downtime, requester):
+    from tests.support import Staff
+
+    clerk = Staff(configure_app(counter={"third_party_during_downtime": True}), "clerk1")
+    assert refused_by(issue(clerk, YAMADA_TARO, **OUTSIDE[requester])) is None  # before the hold: issued
+    hold_support_measure(downtime, YAMADA_ICHIRO)
+    refused = issue(clerk, YAMADA_TARO, **OUTSIDE[requester], confirm_repeat=True)
+    assert refused_by(refused) == "support_measure"
+    assert "ご本人が来庁して請求" in refused.get_json()["message"] and "係長" in refused.get_json()["message"]
+    assert refused_by(issue(clerk, YAMADA_HANAKO, kind="kisai", **OUTSIDE[requester])) == "support_measure"
+    assert "お断り" in desk(downtime).split("支援措置対象者への請求")[1]
+
+
+def test_the_person_and_their_household_are_still_issued_a_protected_households_certificates(login, downtime):
+    clerk = login("clerk1")
+    hold_support_measure(downtime, YAMADA_ICHIRO)
+    assert refused_by(issue(clerk, YAMADA_TARO)) is None
+    household = {"requester_type": "household", "requester_name": "山田　花子", "members": [YAMADA_TARO]}
+    assert refused_by(issue(clerk, YAMADA_TARO, **household, confirm_repeat=True)) is None
