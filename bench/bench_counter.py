@@ -6,6 +6,10 @@ Builds (or reuses) an appliance in DIR exactly as `sonae demo run` does —
 cloudsim with N residents, `sonae sync full`, `sonae serve` under waitress —
 declares downtime, then measures through the HTTP API:
 
+0. start-up: a new `sonae serve` on the existing snapshot, from the
+   process's start to the first search answered (login included), with the
+   snapshot evicted from the page cache (cold) and not (warm); baseline:
+   the same interpreter starting `sonae --help`. --startup-rounds 0 skips it.
 1. search: C concurrent connections (default 8; wrk as the load generator)
    issuing counter searches of each type in turn (kana prefix, kana + birth
    date, kanji name, address + kana, resident code) drawn from real rows,
@@ -98,7 +102,6 @@ def configure(site: DemoSite, upstream: dict, args, render_processes: int) -> No
     counters = max([args.counters, *args.knee])
     terminals = [{"id": f"本庁{i}", "office": "本庁", "printer": f"プリンタ{i:03d}", "queue": ""} for i in range(1, counters + 1)]
     site.configure(upstream, extra={"counter": {"terminals": terminals, "daily_cap_per_requester": 0},
-                                    "security": {"view_flag_count": 100000},
                                     "web": {"threads": args.threads, "render_processes": render_processes}})
 
 
@@ -231,6 +234,75 @@ def bench_search(base: str, residents: list[dict], clients: int, seconds: float,
         baseline_p95 = baseline_p95 or p95
         print(f"{kind:16} n={done:6d}  {done / seconds:6.0f} req/s  p50={p50:6.1f} ms  p95={p95:6.1f} ms  p99={p99:6.1f} ms"
               f"  p95/baseline={p95 / baseline_p95:5.2f}  errors={errors}")
+
+
+def evict_snapshot_from_page_cache(site: DemoSite) -> int:
+    """Drop the snapshot's files from the OS page cache (posix_fadvise
+    DONTNEED: only these files, nothing of anyone else's), so the start-up
+    reads them from disk as after a reboot. Returns the bytes evicted."""
+    from fallback.config import load_config
+    from fallback.mirror.registry import snapshot_store
+
+    store = snapshot_store(load_config())
+    evicted = 0
+    for path in store.path_of(store.current()).parent.iterdir():
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # dirty pages are not dropped
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            evicted += os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+    return evicted
+
+
+def bench_startup(site: DemoSite, resident: dict, port: int, rounds: int) -> None:
+    """From `sonae serve` starting (a new process on an existing snapshot)
+    to the first search answered: the time a counter waits after the box
+    is restarted. Each round: the snapshot evicted from the page cache
+    (cold) or not (warm); the clock runs from Popen until the search's
+    answer, through a login as soon as the server answers at all.
+    Baseline in the same run: the same process start to `sonae --help`
+    (interpreter and imports, no app)."""
+    surname_kana = resident["name_kana"].split("\u3000")[0]
+    query = f"/api/v1/residents?kana={quote(surname_kana)}&birth={resident['birth_date']}"
+    base = f"http://127.0.0.1:{port}"
+    interpreter = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        subprocess.run(site.sonae("--help"), env=site.env, capture_output=True, check=True)
+        interpreter.append(time.perf_counter() - started)
+    print(f"\n== start-up: `sonae serve` on the existing snapshot to the first search answered, {rounds} rounds each ==")
+    print(f"baseline: `sonae --help` (interpreter and CLI imports) p50 {statistics.median(interpreter):.2f} s")
+    for cold in (True, False):
+        totals, listening, answers = [], [], []
+        for _ in range(rounds):
+            if cold:
+                evicted = evict_snapshot_from_page_cache(site)
+            started = time.perf_counter()
+            process = site.start("serve", "--port", str(port), log="bench-startup.log")
+            try:
+                while True:
+                    try:
+                        requests.get(base + "/api/v1/session", timeout=2)
+                        break
+                    except requests.ConnectionError:
+                        if process.poll() is not None:
+                            raise SystemExit(f"sonae serve exited; see {site.root / 'logs' / 'bench-startup.log'}") from None
+                        time.sleep(0.02)
+                listening.append(time.perf_counter() - started)
+                counter = Counter(base, "bench1", "本庁1")
+                elapsed, response = counter.timed("GET", query)
+                response.raise_for_status()
+                totals.append(time.perf_counter() - started)
+                answers.append(elapsed)
+            finally:
+                site.kill(process)
+        label = f"cold (snapshot evicted from the page cache, {evicted / 1e9:.1f} GB)" if cold else "warm"
+        print(f"{label}: first search answered p50 {statistics.median(totals):.2f} s, max {max(totals):.2f} s "
+              f"(×{statistics.median(totals) / statistics.median(interpreter):.1f} the baseline; listening after "
+              f"{statistics.median(listening):.2f} s, the search itself {statistics.median(answers) * 1000:.0f} ms); "
+              f"load average {os.getloadavg()[0]:.1f}")
 
 
 def bare_render_seconds(site: DemoSite, resident: dict, rounds: int = 15) -> list[float]:
@@ -482,6 +554,7 @@ def main() -> None:
     parser.add_argument("--think", type=float, default=10, help="seconds per counter cycle spent thinking (split over 3 steps)")
     parser.add_argument("--skip-search", action="store_true")
     parser.add_argument("--skip-issue", action="store_true")
+    parser.add_argument("--startup-rounds", type=int, default=3, help="`sonae serve` start-ups timed, cold and warm (0: skip)")
     parser.add_argument("--knee", type=lambda text: [int(n) for n in text.split(",")], default=[],
                         help="numbers of counters to step through, e.g. 30,50,70,100")
     parser.add_argument("--knee-minutes", type=float, default=2)
@@ -495,6 +568,8 @@ def main() -> None:
     try:
         residents = sample_residents(site, 2000, args.seed)
         print(json.dumps({"residents": args.residents, "cores": os.cpu_count(), "waitress_threads": args.threads}))
+        if args.startup_rounds:
+            bench_startup(site, residents[0], args.port + 2, args.startup_rounds)
         if not args.skip_search:
             bench_search(base, residents, args.search_clients, args.search_seconds, Path(args.dir))
         if not args.skip_issue:

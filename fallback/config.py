@@ -56,7 +56,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "full_cron": "0 2 * * *",
         "timezone": "Asia/Tokyo",
         "changes_interval_s": 60,
-        "changes_batch": 10000,
+        "changes_batch": 2500,  # changes a page: one transaction each (sync.changes.apply_changes)
         "keep_generations": 7,
         "max_drop_ratio": 0.05,
         "mirror_individual_number": False,

@@ -7,6 +7,13 @@ then applied in ONE SQLite transaction together with the meta update
 at all. A page that fails a check raises FeedBroken and leaves the
 generation exactly as it was; the caller schedules a full export.
 
+While a page is written, the next one is fetched, verified, checked and
+turned into rows on a thread of its own (_fetch_page): SQLite's share of a
+page (B-tree work, page encryption and HMAC, the commit) runs without the
+GIL, so on two cores the Python work of one page and the SQLite work of
+the other overlap. A page fetched ahead is only ever applied after the page
+before it committed; if that one fails, the page fetched ahead is dropped.
+
 Applying is idempotent: an upsert whose version is not newer than the held
 one is skipped (an export and the feed overlap at the export's last_seq), and
 so is a delete of a key that is not held.
@@ -23,7 +30,9 @@ import contextlib
 import datetime as dt
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 from sync.contract import ContractError, RuleBroken, check_not_older, parse_timestamp, validate_change
 from sync.errors import FeedBroken, NoSnapshot, UpstreamUntrusted
@@ -45,6 +54,8 @@ from sync.schema import (
 from sync.store import SnapshotStore, disk_full_reported
 
 KEYS_PER_QUERY = 500  # keys bound in one `IN (...)` lookup, well under SQLite's variable limit
+CHECKPOINT_CHANGES = 10_000  # during a catch-up, the WAL is copied into the database after about this many changes
+WAL_SHARE_OF_DATABASE = 4  # ... or as soon as it outgrows a quarter of the database (a small register, large records)
 
 
 @dataclass(frozen=True)
@@ -90,8 +101,12 @@ class _FeedState:
         conn.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values.items())
 
 
-def apply_changes(upstream, store: SnapshotStore, *, batch: int = 10000, mirror_individual_number: bool = False) -> ChangesResult:
-    """Apply the feed from the current generation's last_seq until caught up.
+def apply_changes(upstream, store: SnapshotStore, *, batch: int = 2500, mirror_individual_number: bool = False,
+                  checkpoint_changes: int = CHECKPOINT_CHANGES) -> ChangesResult:
+    """Apply the feed from the current generation's last_seq until caught up,
+    `batch` changes a page (one transaction each: pages of a few thousand
+    keep a page's dirty pages inside the connection's cache and let the
+    next page be fetched while one is written).
     Raises FeedBroken, UpstreamUnavailable (UpstreamUntrusted for a page
     that breaks a rule of the contract), NoSnapshot, SyncBusy or
     SnapshotDiskFull; pages committed before the failure stay applied (each
@@ -110,7 +125,8 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 10000, mirror_
             # batch of 10,000) belongs to no batch. PASSIVE: never waits for
             # the counter's readers; what they still use is copied next time.
             conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-            followed = follow_feed(conn, generation, upstream, batch=batch, mirror_individual_number=mirror_individual_number)
+            followed = follow_feed(conn, generation, upstream, batch=batch, mirror_individual_number=mirror_individual_number,
+                                   checkpoint_changes=checkpoint_changes)
         finally:
             conn.close()
     return ChangesResult(generation, followed.from_seq, followed.state.last_seq, followed.applied, followed.skipped, followed.pages,
@@ -126,42 +142,64 @@ class Followed:
     state: _FeedState
 
 
-def follow_feed(conn, generation: int, upstream, *, batch: int, mirror_individual_number: bool) -> Followed:
+def follow_feed(conn, generation: int, upstream, *, batch: int, mirror_individual_number: bool,
+                checkpoint_changes: int = CHECKPOINT_CHANGES) -> Followed:
     """Apply the feed to `generation` (open as `conn`, in WAL mode) from its
-    last_seq until caught up: the current generation's, or a new one's
-    before it is promoted (sync.loader). Raises as apply_changes does."""
+    last_seq until caught up, `batch` changes a page (one transaction each:
+    pages of a few thousand keep a page's dirty pages inside the
+    connection's cache and let the next page be fetched while one is
+    written): the current generation's, or a new one's before it is
+    promoted (sync.loader). Raises as apply_changes does."""
     state = _FeedState.read(conn, generation)
     from_seq, applied, skipped, pages = state.last_seq, 0, 0, 0
-    while True:
-        page = upstream.changes(after=state.last_seq, limit=batch)
-        changes, page_as_of = check_page(page, state.last_seq)
-        _check_not_older(page_as_of, state)
-        if not changes:
-            if page_as_of > state.as_of:  # nothing changed upstream up to its as_of
-                with _transaction(conn):
-                    state.as_of = page_as_of
-                    state.write(conn)
-            break
-        caught_up = changes[-1]["seq"] >= page["last_seq"]
-        with _transaction(conn):
-            page_applied, page_skipped = _apply_page(conn, changes, state, mirror_individual_number)
-            applied += page_applied
-            skipped += page_skipped
-            state.last_seq = changes[-1]["seq"]
-            reached = page_as_of if caught_up else parse_timestamp(changes[-1]["at"], "change.at")
-            state.as_of = max(state.as_of, reached)
-            state.write(conn)
-        pages += 1
-        if caught_up:
-            break
-        # A catch-up: copy this page back into the database before
-        # the next, so the WAL holds about one page of changes, not
-        # the whole backlog (it grew to 3-4x the database and filled
-        # a freed disk again). PASSIVE never waits for the counter's
-        # readers; the WAL is rewound by the next page's commit and
-        # cut back to journal_size_limit.
-        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    database = Path(conn.execute("PRAGMA database_list").fetchone()[2])
+    since_checkpoint = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="sonae-feed-fetch") as fetcher:
+        ahead = fetcher.submit(_fetch_page, upstream, state.last_seq, batch, mirror_individual_number)
+        while True:
+            fetched = ahead.result()
+            _check_not_older(fetched.as_of, state)
+            changes = fetched.changes
+            if not changes:
+                if fetched.as_of > state.as_of:  # nothing changed upstream up to its as_of
+                    with _transaction(conn):
+                        state.as_of = fetched.as_of
+                        state.write(conn)
+                break
+            caught_up = changes[-1]["seq"] >= fetched.last_seq
+            if not caught_up:
+                ahead = fetcher.submit(_fetch_page, upstream, changes[-1]["seq"], batch, mirror_individual_number)
+            with _transaction(conn):
+                page_applied, page_skipped = _apply_page(conn, fetched, state)
+                applied += page_applied
+                skipped += page_skipped
+                state.last_seq = changes[-1]["seq"]
+                reached = fetched.as_of if caught_up else parse_timestamp(changes[-1]["at"], "change.at")
+                state.as_of = max(state.as_of, reached)
+                state.write(conn)
+            pages += 1
+            since_checkpoint += len(changes)
+            if caught_up:
+                break
+            if since_checkpoint >= checkpoint_changes or _wal_outgrows_database(database):
+                # A catch-up: copy what the WAL holds back into the
+                # database before going on, so it holds about
+                # `checkpoint_changes` changes (and never much more than a
+                # share of the database: on a small register a few pages of
+                # large records are already that), not the whole backlog
+                # (it grew to 3-4x the database and filled a freed disk
+                # again). PASSIVE never waits for the counter's readers; the
+                # WAL is rewound by the next page's commit and cut back to
+                # journal_size_limit.
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                since_checkpoint = 0
     return Followed(from_seq, applied, skipped, pages, state)
+
+
+def _wal_outgrows_database(database: Path) -> bool:
+    """Whether the database's WAL is larger than 1/WAL_SHARE_OF_DATABASE of the database file."""
+    wal = database.with_name(database.name + "-wal")
+    return wal.stat().st_size * WAL_SHARE_OF_DATABASE > database.stat().st_size
 
 
 def _check_not_older(page_as_of: dt.datetime, state: _FeedState) -> None:
@@ -226,7 +264,35 @@ class _Row:
     summary: str | None = None
 
 
-def _apply_page(conn, changes: list[dict], state: _FeedState, mirror_individual_number: bool) -> tuple[int, int]:
+@dataclass(frozen=True)
+class _Page:
+    """A page of the feed, verified and checked, each upsert already turned
+    into the row it would store (None for a delete)."""
+
+    changes: list[dict]
+    rows: list[_Row | None]
+    as_of: dt.datetime
+    last_seq: int  # the feed's, as the page reports it
+
+
+def _fetch_page(upstream, after: int, limit: int, mirror_individual_number: bool) -> _Page:
+    """Fetch and check the page after `after`, and build its rows: all
+    that a page needs before the database (on the fetcher's thread)."""
+    page = upstream.changes(after=after, limit=limit)
+    changes, page_as_of = check_page(page, after)
+    rows = []
+    for change in changes:
+        if change["op"] == "delete":
+            rows.append(None)
+            continue
+        kind, record = change["kind"], dict(change["record"])
+        if kind == "residents":
+            blank_individual_number(record, mirror_individual_number)
+        rows.append(_Row(ROW_BUILDERS[kind](None, record), record_text(record), summary_text(record) if kind == "residents" else None))
+    return _Page(changes, rows, page_as_of, page["last_seq"])
+
+
+def _apply_page(conn, page: _Page, state: _FeedState) -> tuple[int, int]:
     """Apply a checked page inside its transaction; returns (applied, skipped).
 
     The page is first played through in memory, change by change, against
@@ -234,6 +300,7 @@ def _apply_page(conn, changes: list[dict], state: _FeedState, mirror_individual_
     so a key changed several times in one page is written once, with its
     final state. The writes then go out per kind as a few executemany
     statements in id order, touching each table page once."""
+    changes = page.changes
     touched: dict[str, set[str]] = {kind: set() for kind in SEARCH_TABLE}
     for change in changes:
         touched[change["kind"]].add(change["key"])
@@ -243,7 +310,7 @@ def _apply_page(conn, changes: list[dict], state: _FeedState, mirror_individual_
     residents_held = _existing_keys(conn, "residents", seal_residents - touched["residents"])
     version = {kind: COLUMNS[kind].index("version") for kind in SEARCH_TABLE}
     applied = skipped = 0
-    for change in changes:
+    for change, stored in zip(changes, page.rows, strict=True):
         kind, key = change["kind"], change["key"]
         current = final[kind][key]
         if change["op"] == "delete":
@@ -253,18 +320,15 @@ def _apply_page(conn, changes: list[dict], state: _FeedState, mirror_individual_
             final[kind][key] = None
             applied += 1
             continue
-        record = dict(change["record"])
-        if current is not None and current.row[version[kind]] >= record["version"]:
+        if current is not None and current.row[version[kind]] >= stored.row[version[kind]]:
             skipped += 1
             continue
         if kind == "seals":
-            owner = record["resident_code"]
+            owner = change["record"]["resident_code"]
             known = final["residents"][owner] is not None if owner in final["residents"] else owner in residents_held
             if not known:
                 raise FeedBroken(f"change {change['seq']:,}: seal {key} points at resident {owner}, who is not in the register")
-        if kind == "residents":
-            blank_individual_number(record, mirror_individual_number)
-        final[kind][key] = _Row(ROW_BUILDERS[kind](None, record), record_text(record), summary_text(record) if kind == "residents" else None)
+        final[kind][key] = stored
         applied += 1
     for kind in SEARCH_TABLE:
         _write(conn, kind, held[kind], final[kind], state)

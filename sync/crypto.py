@@ -101,21 +101,28 @@ def derive_key(master: bytes, purpose: str) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=f"sonae:{purpose}".encode()).derive(master)
 
 
-def _apply_key(conn, key: bytes) -> None:
+def apply_key(conn, key: bytes, page_hmac: str | None = None) -> None:
+    """Key a fresh connection; `page_hmac`: the HMAC that authenticates each
+    page (None: SQLCipher's default, HMAC_SHA512) — part of the file's
+    format, so a file opens only with the one it was written with."""
     conn.execute("PRAGMA cipher_log_level = NONE")
     conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+    if page_hmac is not None:
+        conn.execute(f"PRAGMA cipher_hmac_algorithm = {page_hmac}")
 
 
-def connect(path: str | os.PathLike, key: bytes, *, readonly: bool = False, check_same_thread: bool = True):
+def connect(path: str | os.PathLike, key: bytes, *, readonly: bool = False, check_same_thread: bool = True, page_hmac: str | None = None):
     """Open an encrypted SQLite database; raise WrongKeyError (never a bare
     "file is not a database") if the key does not open it, and DiskError
-    when its disk does not let it open (never called a wrong key)."""
+    when its disk does not let it open (never called a wrong key).
+    `page_hmac`: see apply_key (a file written with another one does not
+    open either: WrongKeyError)."""
     path = str(path)
     if readonly:
         conn = sqlcipher.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=check_same_thread)
     else:
         conn = sqlcipher.connect(path, check_same_thread=check_same_thread)
-    _apply_key(conn, key)
+    apply_key(conn, key, page_hmac)
     try:
         conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
     except sqlcipher.DatabaseError as exc:
@@ -129,19 +136,20 @@ def connect(path: str | os.PathLike, key: bytes, *, readonly: bool = False, chec
     return conn
 
 
-def rekey(path: str | os.PathLike, old_key: bytes, new_key: bytes) -> None:
-    """Re-encrypt a database in place under a new key (used by key rotation).
-    In WAL mode the re-encrypted pages land in the WAL: they are copied back
-    into the file at once, or the file would hold pages under the old key
-    (which its page checks report as damage) until some later checkpoint."""
-    conn = connect(path, old_key)
+def rekey(path: str | os.PathLike, old_key: bytes, new_key: bytes, *, page_hmac: str | None = None) -> None:
+    """Re-encrypt a database in place under a new key (used by key
+    rotation), keeping its page HMAC. In WAL mode the re-encrypted pages
+    land in the WAL: they are copied back into the file at once, or the file
+    would hold pages under the old key (which its page checks report as
+    damage) until some later checkpoint."""
+    conn = connect(path, old_key, page_hmac=page_hmac)
     try:
         conn.execute(f"PRAGMA rekey = \"x'{new_key.hex()}'\"")
         conn.commit()
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
-    connect(path, new_key).close()
+    connect(path, new_key, page_hmac=page_hmac).close()
 
 
 DatabaseError = sqlcipher.DatabaseError

@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime as dt
+import gc
 import hashlib
 import heapq
 import multiprocessing
@@ -94,7 +95,7 @@ from sync.contract import (
     verify_manifest,
 )
 from sync.errors import ExportInvalid, FeedBroken, GateRefused, StoreDamaged, SyncError, UpstreamUnavailable
-from sync.register import SnapshotMeta, read_meta
+from sync.register import SnapshotMeta, connect_any_layout, connect_snapshot, read_meta
 from sync.schema import (
     DIGEST_MODULUS,
     ROW_BUILDERS,
@@ -133,7 +134,21 @@ INPUT_SLICE = 64 << 10  # compressed bytes given to zlib at a time: the unconsum
 # contract's limit in base64 and 4 KiB for the rest. A file may decompress
 # to its record count, plus one for blank lines, times this.
 MAX_RECORD_BYTES = {"residents": 64 << 10, "seals": (MAX_SEAL_IMAGE_BYTES + 2) // 3 * 4 + (4 << 10)}
+BUILD_CACHE_KIB = 16384
+INDEX_BUILD_CACHE_KIB = 2048
 SCRATCH_NAME = "summaries-scratch.db"  # beside register.db in the generation being built
+
+
+class Phases(dict):
+    """Wall seconds per step of a load, in order: what its time went to."""
+
+    @contextlib.contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self[name] = round(self.get(name, 0.0) + time.monotonic() - started, 2)
 
 
 @dataclass(frozen=True)
@@ -161,6 +176,7 @@ class LoadResult:
     overridden: tuple[str, ...]  # refusals waived by an override flag, with their figures
     pruned: tuple[int, ...]
     anomalies: AnomalyReport  # upstream data anomalies found in the export (sync.anomalies)
+    phases: Phases
 
 
 def load_full(
@@ -189,6 +205,7 @@ def load_full(
     if unknown:
         raise ValueError(f"unknown override(s) {sorted(unknown)}; known: {sorted(OVERRIDES)}")
     started = time.monotonic()
+    phases = Phases()
     with store.write_lock():
         store.cleanup_incomplete()
         manifest = upstream.manifest()
@@ -209,18 +226,20 @@ def load_full(
         previous = store.current_if_readable()
         _gate(check_count_drop(manifest, held, max_drop_ratio), OVERRIDE_DROP, overrides, overridden)
         with store.new_generation() as (number, db_path), disk_full_reported(store.directory):
-            conn = crypto.connect(db_path, store.key, check_same_thread=False)  # BlockInserter writes from its thread
+            conn = connect_snapshot(db_path, store.key, check_same_thread=False)  # BlockInserter writes from its thread
             scratch_path = db_path.with_name(SCRATCH_NAME)
+            # SQLCipher's default settings: sync.anomalies ATTACHes it, and an attached file opens only with those.
             scratch = crypto.connect(scratch_path, store.key, check_same_thread=False)
             try:
                 prepare_bulk_build(conn)
                 prepare_bulk_build(scratch)
                 figures = build_register(conn, upstream, manifest, mirror_individual_number=mirror_individual_number, workers=workers,
-                                         scratch=scratch)
-                anomalies = report_anomalies(conn, scratch_path, store.key, overrides, overridden)
-                scratch.close()
-                scratch_path.unlink()
-                _gate(check_seal_residents(conn), OVERRIDE_UNKNOWN_SEAL_RESIDENTS, overrides, overridden)
+                                         scratch=scratch, phases=phases)
+                with phases.timed("anomalies and gates"):
+                    anomalies = report_anomalies(conn, scratch_path, store.key, overrides, overridden)
+                    scratch.close()
+                    scratch_path.unlink()
+                    _gate(check_seal_residents(conn), OVERRIDE_UNKNOWN_SEAL_RESIDENTS, overrides, overridden)
                 write_meta(conn, manifest, figures, source=upstream.describe(), mirror_individual_number=mirror_individual_number)
                 conn.commit()
                 conn.execute("PRAGMA journal_mode = WAL")  # readers and the change feed from now on
@@ -229,7 +248,8 @@ def load_full(
             finally:
                 scratch.close()
                 conn.close()
-            store.install(number)
+            with phases.timed("install (fsync)"):
+                store.install(number)
         store.promote_snapshot(number)
         pruned = store.prune(keep)
     return LoadResult(
@@ -247,6 +267,7 @@ def load_full(
         overridden=tuple(overridden),
         pruned=tuple(pruned),
         anomalies=anomalies,
+        phases=phases,
     )
 
 
@@ -277,7 +298,7 @@ class HeldGeneration:
             current = store.current()
             if current is None:
                 return cls(None)
-            conn = crypto.connect(store.path_of(current), store.key, readonly=True)
+            conn = connect_any_layout(store.path_of(current), store.key)  # an older layout's meta still counts
             try:
                 return cls(read_meta(conn, current))
             finally:
@@ -425,20 +446,23 @@ def prepare_bulk_build(conn) -> None:
     """Settings for writing a generation nobody reads yet."""
     conn.execute("PRAGMA journal_mode = OFF")  # a failed build is discarded whole
     conn.execute("PRAGMA synchronous = OFF")  # one fsync before install instead
-    conn.execute("PRAGMA cache_size = -16384")  # appends and sorts need little cache; memory stays flat
+    conn.execute(f"PRAGMA cache_size = -{BUILD_CACHE_KIB}")  # appends and sorts need little cache; memory stays flat
     # Sort runs of the index builds stay in memory: temporary files are not
     # covered by the database key and would hold names in plain text.
     conn.execute("PRAGMA temp_store = MEMORY")
 
 
-def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: bool, scratch, workers: int | None = None) -> BuildFigures:
+def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: bool, scratch, workers: int | None = None,
+                   phases: Phases | None = None) -> BuildFigures:
     """Create the schema in `conn` and fill it from the export's files,
     checking each against the manifest. Works on any SQLite connection
     opened with check_same_thread=False (rows are inserted from a thread of
     their own); the benchmark uses it to measure the cost of encryption.
     `scratch`: a connection like `conn` to an empty database the caller
     deletes afterwards, where the summaries are sorted.
-    `workers`: parsing processes (None: decided by the export's size)."""
+    `workers`: parsing processes (None: decided by the export's size).
+    `phases`: where each step's time is added up."""
+    phases = Phases() if phases is None else phases
     conn.executescript(TABLES)
     scratch.execute(SUMMARY_RUNS)
     scratch.executescript(FACT_TABLES)
@@ -450,25 +474,35 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
         for kind in ("residents", "seals"):  # residents first: the seal gate looks them up
             entry = files[kind]
             chunks = upstream.iter_file(manifest["export_id"], entry["name"])
-            loaded[kind] = _load_file(conn, scratch, runs, chunks, entry, manifest["contract"], mirror_individual_number, parsing)
+            with phases.timed(f"{kind}: download, parse, insert"):
+                loaded[kind] = _load_file(conn, scratch, runs, chunks, entry, manifest["contract"], mirror_individual_number, parsing)
             total_bytes += entry["bytes"]
     conn.commit()
-    for kind, statement in UNIQUE_INDEXES.items():
-        try:
-            conn.execute(statement)
-        except conn.IntegrityError:  # the connection's own driver (sqlcipher3 or sqlite3)
-            raise ExportInvalid(_duplicates_message(conn, kind, files[kind]["name"])) from None
+    release_memory(conn, scratch)
+    with phases.timed("unique indexes"):
+        for kind, statement in UNIQUE_INDEXES.items():
+            try:
+                conn.execute(statement)
+            except conn.IntegrityError:  # the connection's own driver (sqlcipher3 or sqlite3)
+                raise ExportInvalid(_duplicates_message(conn, kind, files[kind]["name"])) from None
     scratch.commit()
-    merge_summary_runs(conn, scratch, runs)
-    for statement in SEARCH_INDEXES:
-        conn.execute(statement)
-    # Statistics for the planner, from a sample; only the search tables: the
-    # record tables are read by id alone, and counting them would scan
-    # every record again.
-    conn.execute("PRAGMA analysis_limit = 1000")
-    conn.execute("ANALYZE residents")
-    conn.execute("ANALYZE seals")
-    conn.commit()
+    with phases.timed("summaries in kana order"):
+        merge_summary_runs(conn, scratch, runs)
+    release_memory(conn, scratch)
+    with phases.timed("search indexes"):
+        # Building an index reads the table in order and appends to the new
+        # B-tree: a small cache does, and leaves the memory to the sort.
+        conn.execute(f"PRAGMA cache_size = -{INDEX_BUILD_CACHE_KIB}")
+        for statement in SEARCH_INDEXES:
+            conn.execute(statement)
+        conn.execute(f"PRAGMA cache_size = -{BUILD_CACHE_KIB}")
+        # Statistics for the planner, from a sample; only the search tables: the
+        # record tables are read by id alone, and counting them would scan
+        # every record again.
+        conn.execute("PRAGMA analysis_limit = 1000")
+        conn.execute("ANALYZE residents")
+        conn.execute("ANALYZE seals")
+        conn.commit()
     return BuildFigures(
         residents=loaded["residents"][0],
         seals=loaded["seals"][0],
@@ -476,6 +510,19 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
         residents_digest=loaded["residents"][1],
         seals_digest=loaded["seals"][1],
     )
+
+
+def release_memory(*connections) -> None:
+    """Hand back to the OS what the steps before left allocated, before an
+    index build: SQLite sorts an index's keys in memory (temporary files
+    would hold names in plain text), about 90 bytes a resident for the
+    largest, so what this process already holds adds straight to the peak.
+    The connections' page caches are emptied and glibc returns its free
+    heap (malloc_trim)."""
+    for connection in connections:
+        connection.execute("PRAGMA shrink_memory")
+    gc.collect()
+    ctypes.CDLL(None).malloc_trim(0)
 
 
 SUMMARY_RUNS = "CREATE TABLE summary_runs (kana_key TEXT NOT NULL, birth_date TEXT NOT NULL, id INTEGER NOT NULL, summary TEXT NOT NULL)"

@@ -22,7 +22,7 @@ from sync import crypto
 from sync.anomalies import anomalies_of
 from sync.errors import SnapshotOutdated
 from sync.normalize import PREFIX_END, address_key, kana_key, name_key
-from sync.schema import SCHEMA_VERSION
+from sync.schema import ADDRESS_AFTER_TOWN, PAGE_HMAC, SCHEMA_VERSION
 
 DB_NAME = "register.db"
 
@@ -87,14 +87,69 @@ def read_meta(conn, generation: int) -> SnapshotMeta:
 
 def check_schema(conn, generation: int) -> None:
     """Refuse a generation built by a Sonae whose snapshot layout differs."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    found = int(row[0]) if row else 0
+    found = _layout(conn)
     if found != SCHEMA_VERSION:
         conn.close()
-        raise SnapshotOutdated(
-            f"generation {generation} has snapshot layout {found}, this Sonae reads layout {SCHEMA_VERSION} "
-            "(it was built before an upgrade); run `sonae sync full` to build a current generation"
-        )
+        raise outdated(generation, found)
+
+
+def _layout(conn) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def outdated(generation: int, found: int) -> SnapshotOutdated:
+    return SnapshotOutdated(f"generation {generation} has snapshot layout {found}, this Sonae reads layout {SCHEMA_VERSION} "
+                            "(it was built before an upgrade); run `sonae sync full` to build a current generation")
+
+
+def connect_snapshot(path: str | Path, key: bytes, *, readonly: bool = False, check_same_thread: bool = True):
+    """Open (or create) a snapshot database with this layout's cipher
+    settings (sync.schema.PAGE_HMAC). Raises crypto.WrongKeyError for a file
+    that does not open with them — another key, or an older layout's file
+    (open_generation tells the two apart)."""
+    return crypto.connect(path, key, readonly=readonly, check_same_thread=check_same_thread, page_hmac=PAGE_HMAC)
+
+
+def connect_any_layout(path: str | Path, key: bytes):
+    """A read-only connection to a generation of this or an older layout
+    (before layout 4, SQLCipher's default cipher settings): for reading the
+    meta of a generation an upgrade left behind, which the next full load's
+    gates compare the export with. WrongKeyError if neither opens it."""
+    try:
+        return connect_snapshot(path, key, readonly=True)
+    except crypto.WrongKeyError:
+        return crypto.connect(path, key, readonly=True)
+
+
+def open_generation(path: str | Path, key: bytes, generation: int, *, readonly: bool = True):
+    """A connection to a generation of this layout; one of another layout
+    is refused by name (SnapshotOutdated: a full load builds a current one),
+    also when its cipher settings keep it from opening with this layout's."""
+    try:
+        conn = connect_snapshot(path, key, readonly=readonly)
+    except crypto.WrongKeyError:
+        older = older_layout(path, key)
+        if older is None:
+            raise
+        raise outdated(generation, older) from None
+    check_schema(conn, generation)
+    return conn
+
+
+def older_layout(path: str | Path, key: bytes) -> int | None:
+    """The layout of a file written with an older layout's cipher settings
+    (SQLCipher's defaults) that opens with this key; None otherwise."""
+    try:
+        conn = crypto.connect(path, key, readonly=True)
+    except (crypto.WrongKeyError, crypto.DatabaseError):
+        return None
+    try:
+        return _layout(conn)
+    except crypto.DatabaseError:
+        return None
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)
@@ -111,10 +166,9 @@ class Register:
     def __init__(self, path: str | Path, key: bytes, generation: int):
         self.path = Path(path)
         self.generation = generation
-        self._conn = crypto.connect(self.path, key, readonly=True)
+        self._conn = open_generation(self.path, key, generation)
         self._conn.isolation_level = None
         self._conn.execute("PRAGMA query_only = ON")
-        check_schema(self._conn, generation)
 
     def close(self) -> None:
         self._conn.close()
@@ -217,6 +271,9 @@ class Register:
         if not clauses:
             raise ValueError("search needs at least one criterion (kana, name, birth_date, address or resident_code)")
         if kana is not None and address is not None:
+            # The same condition on the address, as residents_town holds it (the town, then what follows it).
+            clauses[clauses.index("r.address_key >= ? AND r.address_key < ?")] = (
+                f"r.town_key || {ADDRESS_AFTER_TOWN} >= ? AND r.town_key || {ADDRESS_AFTER_TOWN} < ?")
             return self._town_search_sql(address_prefix, clauses, params, limit, summaries)
         sql = summaries.format(outer="residents r", alias="r") + f" AND {' AND '.join(clauses)} LIMIT ?"
         return sql, [*params, limit]

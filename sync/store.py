@@ -44,8 +44,18 @@ from sqlcipher3 import dbapi2 as sqlcipher
 
 from sync import crypto
 from sync.errors import NoSnapshot, SnapshotDiskFull, StoreDamaged, SyncBusy
-from sync.register import DB_NAME, Register, SnapshotMeta, check_schema, read_meta
-from sync.schema import DIGEST_MODULUS, RECORD_TABLE, SEARCH_TABLE, record_digest
+from sync.register import (
+    DB_NAME,
+    Register,
+    SnapshotMeta,
+    connect_any_layout,
+    connect_snapshot,
+    older_layout,
+    open_generation,
+    outdated,
+    read_meta,
+)
+from sync.schema import DIGEST_MODULUS, PAGE_HMAC, RECORD_TABLE, SEARCH_TABLE, record_digest
 
 CURRENT_FILE = "CURRENT"
 POINTER_COPY_FILE = "CURRENT.copy"
@@ -165,8 +175,7 @@ def page_check(path: Path, key: bytes) -> tuple[list[str], int]:
     not as a wrong key); returns (the failures, the page count)."""
     conn = sqlcipher.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        conn.execute("PRAGMA cipher_log_level = NONE")
-        conn.execute(f"PRAGMA key = \"x'{key.hex()}'\"")
+        crypto.apply_key(conn, key, PAGE_HMAC)
         failures = [message for (message,) in conn.execute("PRAGMA cipher_integrity_check")]
         pages = _page_count(conn, path)
     finally:
@@ -384,8 +393,11 @@ class SnapshotStore:
         started = time.monotonic()
         path = self.path_of(number)
         try:
-            conn = crypto.connect(path, self.key, readonly=True)
+            conn = connect_snapshot(path, self.key, readonly=True)
         except crypto.WrongKeyError:
+            layout = older_layout(path, self.key)
+            if layout is not None:
+                raise outdated(number, layout) from None
             failures, pages = page_check(path, self.key)
             if not failures or len(failures) >= pages:
                 raise  # every page fails: the key, not the file
@@ -588,8 +600,7 @@ class SnapshotStore:
         they carry their own last_seq in the same transaction, so the feed
         simply delivers them again."""
         number = self._existing(generation)
-        conn = crypto.connect(self.path_of(number), self.key)
-        check_schema(conn, number)
+        conn = open_generation(self.path_of(number), self.key, number, readonly=False)
         conn.isolation_level = None
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
@@ -617,11 +628,12 @@ class SnapshotStore:
             for number in self.generation_numbers():
                 path = self.path_of(number)
                 try:
-                    crypto.connect(path, new_key, readonly=True).close()
+                    connect_any_layout(path, new_key).close()
                     continue
                 except crypto.WrongKeyError:
                     pass
-                crypto.rekey(path, self.key, new_key)
+                # A generation of an older layout keeps its cipher settings (it is still refused as outdated).
+                crypto.rekey(path, self.key, new_key, page_hmac=None if older_layout(path, self.key) is not None else PAGE_HMAC)
                 rekeyed.append(number)
             self.key = new_key
         return rekeyed

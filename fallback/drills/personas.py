@@ -34,7 +34,7 @@ from fallback import audit, drills
 from fallback.config import Config
 from fallback.mirror.registry import drill_snapshot_store
 from fallback.ops import Transaction
-from sync import crypto
+from sync.register import connect_snapshot
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def find_cases(snapshot_path, key: bytes, rng: random.Random) -> dict[str, str |
     """Case -> a resident code from the drill register (None where it has
     no such resident). Each search starts at a random row and wraps round,
     so it stops at the first match instead of reading the whole register."""
-    conn = crypto.connect(snapshot_path, key, readonly=True)
+    conn = connect_snapshot(snapshot_path, key, readonly=True)
     try:
         top = conn.execute("SELECT coalesce(max(id), 0) FROM residents").fetchone()[0]
         found: dict[str, str | None] = {}

@@ -133,7 +133,7 @@ def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, o
                 as_of=result.as_of.isoformat(),
                 detail={"export_id": result.export_id, "export_seq": result.export_seq, "residents": result.residents, "seals": result.seals,
                         "overridden": list(result.overridden), "pruned": list(result.pruned), "seconds": round(result.seconds, 1),
-                        "anomalies": result.anomalies.figures()},
+                        "anomalies": result.anomalies.figures(), "phases": result.phases},
             )
             return result
     finally:

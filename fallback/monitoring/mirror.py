@@ -16,8 +16,7 @@ from apscheduler.triggers.cron import CronTrigger
 
 from fallback.config import Config
 from fallback.mirror.registry import snapshot_store
-from sync import crypto
-from sync.register import SnapshotMeta
+from sync.register import SnapshotMeta, connect_snapshot
 
 SYNC_RUN_COLUMNS = ("id", "kind", "started_at", "finished_at", "outcome", "generation", "records", "bytes", "as_of", "error")
 FULL, CHANGES = "full", "changes"
@@ -64,7 +63,7 @@ def any_resident_code(config: Config) -> str | None:
     current = store.current()
     if current is None:
         return None
-    conn = crypto.connect(store.path_of(current), store.key, readonly=True)
+    conn = connect_snapshot(store.path_of(current), store.key, readonly=True)
     try:
         row = conn.execute("SELECT resident_code FROM residents WHERE status = 'active' ORDER BY id LIMIT 1").fetchone()
     finally:

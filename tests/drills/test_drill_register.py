@@ -19,6 +19,7 @@ from fallback.keys import drill_snapshot_key, master_key, snapshot_key
 from fallback.mirror.registry import drill_snapshot_store, snapshot_store
 from fallback.ops import open_ops
 from sync import crypto
+from sync.register import connect_snapshot
 from tests.drills.support import SELF_REQUEST, case_codes, drill_register, start_drill
 from tests.support import example_records, pdf_text, squeezed, text_of
 
@@ -111,9 +112,9 @@ def test_the_drill_register_is_encrypted_under_its_own_key_and_invisible_to_the_
     stored = b"".join(p.read_bytes() for p in store.directory.rglob("*") if p.is_file())
     assert not stored.startswith(b"SQLite format 3") and not [n for n in names if n.encode("utf-8") in stored]
     with pytest.raises(crypto.WrongKeyError):
-        crypto.connect(path, snapshot_key(config), readonly=True)
+        connect_snapshot(path, snapshot_key(config), readonly=True)
     with pytest.raises(crypto.WrongKeyError):
-        crypto.connect(snapshot_store(config).path_of(1), drill_snapshot_key(config), readonly=True)
+        connect_snapshot(snapshot_store(config).path_of(1), drill_snapshot_key(config), readonly=True)
 
     # the real register's list, CURRENT, metrics and status do not see it
     env = {**os.environ}
@@ -177,7 +178,7 @@ def test_key_rotation_reencrypts_the_drill_registers_too(loaded_env, tmp_path, m
     assert rotated.returncode == 0, rotated.stderr
     path = drill_snapshot_store(loaded_env, drill_id).path_of(1)
     with pytest.raises(crypto.WrongKeyError):
-        crypto.connect(path, old_key, readonly=True)
+        connect_snapshot(path, old_key, readonly=True)
     new_key = crypto.derive_key(crypto.read_key_file(new_key_file), "drill-snapshot")
     assert new_key != old_key and master_key(loaded_env) != crypto.read_key_file(new_key_file)
-    crypto.connect(path, new_key, readonly=True).close()
+    connect_snapshot(path, new_key, readonly=True).close()

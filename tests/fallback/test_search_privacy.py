@@ -83,3 +83,21 @@ def test_what_was_seen_before_the_window_does_not_count(appliance, login, downti
     assert not lookup.flag_bulk_viewing(conn, "clerk1", flag_count=1, window=dt.timedelta(seconds=1), drill=False)  # one in the last second
     assert lookup.flag_bulk_viewing(conn, "clerk1", flag_count=4, window=dt.timedelta(minutes=1), drill=False)  # five in the minute
     assert not lookup.flag_bulk_viewing(conn, "clerk1", flag_count=4, window=dt.timedelta(minutes=1), drill=False)  # already flagged
+
+
+def test_counting_stops_past_the_threshold_and_the_flag_records_every_resident_seen(appliance, downtime, configure_app):
+    """Every search counts what its clerk saw in the window; the count stops
+    as soon as it is past the threshold, and the flag, raised then, records
+    the full figure."""
+    clerk = Staff(configure_app(security={"view_flag_count": 1}), "clerk1")
+    clerk.api("GET", "/api/v1/residents?kana=ヤマダ")  # three residents shown at once
+    (flag,) = flags(appliance)
+    assert flag["distinct_residents"] == 3
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        since = "2000-01-01"
+        assert lookup.residents_seen(conn, "clerk1", since, stop_after=2) == 2
+        assert lookup.residents_seen(conn, "clerk1", since, stop_after=4) == 3
+        assert lookup.residents_seen(conn, "clerk1", since) == 3
+    finally:
+        conn.close()

@@ -11,6 +11,7 @@ from fallback.mirror.registry import snapshot_store
 from fallback.monitoring import run_alert_cycle
 from fallback.ops import open_ops
 from sync import crypto
+from sync.register import connect_snapshot
 from sync.store import POINTER_COPY_FILE
 from tests.support import text_of
 
@@ -80,7 +81,7 @@ def damage_everything_but_meta(store, generation: int) -> None:
     meta table: the generation opens and states its data-as-of, and every
     search fails."""
     path = store.path_of(generation)
-    conn = crypto.connect(path, store.key, readonly=True)
+    conn = connect_snapshot(path, store.key, readonly=True)
     try:
         roots = [page for (page,) in conn.execute(  # not the statistics either: the planner reads them on opening
             "SELECT rootpage FROM sqlite_master WHERE rootpage > 1 AND tbl_name NOT IN ('meta', 'sqlite_stat1', 'sqlite_stat4')")]
@@ -115,7 +116,7 @@ def test_readiness_follows_the_reads_of_a_damaged_current_generation(scraped, lo
 
 def test_a_generation_whose_meta_cannot_be_read_does_not_fail_every_page(scraped, loaded_env, login, downtime):
     store = snapshot_store(loaded_env)
-    conn = crypto.connect(store.path_of(1), store.key, readonly=True)
+    conn = connect_snapshot(store.path_of(1), store.key, readonly=True)
     try:
         (meta_root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'meta'").fetchone()
     finally:

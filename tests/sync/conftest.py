@@ -16,7 +16,7 @@ from fallback.config import load_config
 from fallback.mirror.registry import snapshot_store
 from fallback.mirror.syncing import run_full_sync
 from fallback.ops import open_ops
-from sync import crypto
+from sync.register import connect_snapshot
 from sync.schema import summary_text
 from tests.sync.exports import population, write_export
 from tests.sync.upstream_server import TOKEN, TestUpstream
@@ -113,7 +113,7 @@ def assert_serving(config, generation: int, residents: int) -> None:
 def assert_summaries_match_records(store, generation: int) -> None:
     """resident_summaries holds exactly one row per resident, keyed by the
     resident's search row and equal to the summary of the stored record."""
-    conn = crypto.connect(store.path_of(generation), store.key, readonly=True)
+    conn = connect_snapshot(store.path_of(generation), store.key, readonly=True)
     try:
         expected = sorted(
             (kana, birth, row_id, summary_text(json.loads(record)))

@@ -10,12 +10,12 @@ import threading
 import pytest
 
 from fallback.mirror.syncing import full_export_due, run_changes, run_full_sync
-from sync import crypto
 from sync.changes import apply_changes
 from sync.errors import FeedBroken, UpstreamUnavailable
+from sync.register import connect_snapshot
 from tests.sync.conftest import assert_serving, assert_summaries_match_records, reload_config, run_sonae, sync_runs
-from tests.sync.exports import after_export, change, jst_text, make_resident, make_seal, resident_code
-from tests.sync.upstream_server import client
+from tests.sync.exports import after_export, change, jst_text, make_resident, make_seal, population, resident_code, write_export
+from tests.sync.upstream_server import TOKEN, TestUpstream, client
 
 
 def _held(store, code):
@@ -165,7 +165,7 @@ def test_readers_never_see_half_applied_batches(loaded, store, upstream):
     stop = threading.Event()
 
     def reader():
-        conn = crypto.connect(store.path_of(1), store.key, readonly=True)
+        conn = connect_snapshot(store.path_of(1), store.key, readonly=True)
         with store.open_register() as register:
             while not stop.is_set():
                 rows, meta_rows, last_seq = conn.execute(
@@ -197,7 +197,7 @@ def test_readers_never_see_half_applied_batches(loaded, store, upstream):
 def _stored_state(store, generation):
     """Every stored row (search columns without the id, and the record)
     and the meta figures of a generation."""
-    conn = crypto.connect(store.path_of(generation), store.key, readonly=True)
+    conn = connect_snapshot(store.path_of(generation), store.key, readonly=True)
     try:
         residents = conn.execute(
             "SELECT resident_code, household_id, household_order, status, support_measure, kana_key, name_key, alias_key, alpha_key, "
@@ -264,7 +264,7 @@ def _residents_in_the_database_file(store, generation, tmp_path) -> int:
     """Residents in the database file alone, without its WAL."""
     copy = tmp_path / "without-wal.db"
     shutil.copyfile(store.path_of(generation), copy)
-    conn = crypto.connect(copy, store.key)
+    conn = connect_snapshot(copy, store.key)
     try:
         return conn.execute("SELECT count(*) FROM residents").fetchone()[0]
     finally:
@@ -275,17 +275,73 @@ def test_a_run_leaves_its_last_batch_in_the_wal_and_the_next_run_copies_it(loade
     """Batches commit into the WAL, where readers see them at once; copying
     the last one into the database file is left to the next run — also when
     the counter's readers keep the database open (closing the writer then
-    does not checkpoint). A catch-up of several pages copies each page back
-    before fetching the next, so the WAL never holds the backlog."""
+    does not checkpoint). A catch-up of several pages copies the WAL back
+    after every `checkpoint_changes` or so, so the WAL never holds the backlog."""
     upstream.changes = [change(1001 + i, make_resident(200 + i)) for i in range(300)]
     with store.open_register() as register:
-        apply_changes(client(upstream.url), store, batch=100)
+        apply_changes(client(upstream.url), store, batch=100, checkpoint_changes=100)
         assert register.meta.residents == 330
         assert _residents_in_the_database_file(store, 1, tmp_path) == 230
         result = apply_changes(client(upstream.url), store, batch=100)
         assert result.applied == 0
         assert _residents_in_the_database_file(store, 1, tmp_path) == 330
     assert store.verify().ok
+
+
+@pytest.fixture
+def larger_register(config, tmp_path, monkeypatch):
+    """An appliance holding 3,000 residents and the upstream serving their
+    export: a database some megabytes large, beside which a page of 100
+    changes in the WAL is small (a 30-resident database is smaller than one
+    page's WAL)."""
+    directory = tmp_path / "export-larger"
+    write_export(directory, *population(3000))
+    server = TestUpstream(directory).start()
+    monkeypatch.setenv("SONAE_UPSTREAM_URL", server.url)
+    monkeypatch.setenv("SONAE_UPSTREAM_TOKEN", TOKEN)
+    run_full_sync(reload_config(), directory, actor="test")
+    yield server
+    server.stop()
+
+
+def test_a_catch_up_copies_the_wal_back_only_every_checkpoint_changes(larger_register, store, tmp_path):
+    """Pages smaller than the checkpoint interval are not each copied back:
+    three pages of 100 stay in the WAL under an interval of 250, and go
+    into the file after the second page under an interval of 200."""
+    upstream = larger_register
+    upstream.changes = [change(1001 + i, make_resident(200 + i, version=2)) for i in range(300)]
+    with store.open_register():
+        apply_changes(client(upstream.url), store, batch=100, checkpoint_changes=250)
+        assert _versions_in_the_database_file(store, 1, tmp_path) == {1: 3000}
+    upstream.changes += [change(1301 + i, make_resident(500 + i, version=2)) for i in range(300)]
+    with store.open_register():
+        apply_changes(client(upstream.url), store, batch=100, checkpoint_changes=200)
+        # the run's start copied the first 300, its second page 200 more
+        assert _versions_in_the_database_file(store, 1, tmp_path) == {1: 2500, 2: 500}
+    assert store.verify().ok
+
+
+def test_a_catch_up_copies_the_wal_back_once_it_outgrows_a_quarter_of_the_database(loaded, store, upstream, tmp_path):
+    """However large the checkpoint interval, a WAL larger than a quarter
+    of the database is copied back before the next page: on a 30-resident
+    database one page of 100 is already that, so the first two pages of
+    three reach the file."""
+    upstream.changes = [change(1001 + i, make_resident(200 + i)) for i in range(300)]
+    with store.open_register():
+        apply_changes(client(upstream.url), store, batch=100, checkpoint_changes=10_000)
+        assert _residents_in_the_database_file(store, 1, tmp_path) == 230
+    assert store.verify().ok
+
+
+def _versions_in_the_database_file(store, generation, tmp_path) -> dict[int, int]:
+    """Residents by version in the database file alone (without its WAL)."""
+    copy = tmp_path / "database-file-versions.db"
+    shutil.copyfile(store.path_of(generation), copy)
+    conn = connect_snapshot(copy, store.key)
+    try:
+        return dict(conn.execute("SELECT version, count(*) FROM residents GROUP BY version").fetchall())
+    finally:
+        conn.close()
 
 
 def _feed_applied(upstream, store) -> dt.datetime:

@@ -7,6 +7,7 @@ import json
 from fallback.keys import master_key
 from fallback.mirror.registry import snapshot_store
 from sync import crypto
+from sync.schema import PAGE_HMAC
 from tests.support import write_key
 from tests.sync.conftest import audit_entries, reload_config, run_sonae, sync_runs
 from tests.sync.exports import AS_OF, jst_text
@@ -64,7 +65,7 @@ def test_key_rotation_reencrypts_everything_and_resumes(loaded, small_export, tm
     new_master = crypto.read_key_file(new_key_file)
     # An interrupted earlier rotation had already re-encrypted generation 1.
     store = snapshot_store(loaded)
-    crypto.rekey(store.path_of(1), crypto.derive_key(old_master, "snapshot"), crypto.derive_key(new_master, "snapshot"))
+    crypto.rekey(store.path_of(1), crypto.derive_key(old_master, "snapshot"), crypto.derive_key(new_master, "snapshot"), page_hmac=PAGE_HMAC)
 
     result = run_sonae("key", "rotate", "--new-key-file", str(new_key_file), "--actor", "it-sato")
     assert result.returncode == 0, result.stderr

@@ -117,10 +117,10 @@ def test_kana_with_an_address_finds_what_the_address_alone_finds(config, store, 
 
 def test_a_generation_of_an_older_layout_is_refused_and_replaced_by_a_full_load(loaded, config, store, small_export):
     from fallback.mirror.syncing import full_export_due
-    from sync import crypto
     from sync.errors import SnapshotOutdated
+    from sync.register import connect_snapshot
 
-    conn = crypto.connect(store.path_of(1), store.key)
+    conn = connect_snapshot(store.path_of(1), store.key)
     conn.execute("UPDATE meta SET value = 1 WHERE key = 'schema_version'")
     conn.commit()
     conn.close()
@@ -224,9 +224,9 @@ def test_verify_finds_a_damaged_page(loaded):
 
 def test_verify_finds_records_altered_behind_sonaes_back(loaded):
     store = snapshot_store(loaded)
-    from sync import crypto
+    from sync.register import connect_snapshot
 
-    conn = crypto.connect(store.path_of(1), store.key)
+    conn = connect_snapshot(store.path_of(1), store.key)
     conn.execute("UPDATE resident_records SET record = replace(record, '山田', '川田') WHERE id = 1")
     conn.commit()
     conn.close()
@@ -241,10 +241,10 @@ def test_verify_finds_records_altered_behind_sonaes_back(loaded):
 ])
 def test_verify_finds_search_summaries_out_of_step_with_the_residents(loaded, tamper):
     store = snapshot_store(loaded)
-    from sync import crypto
+    from sync.register import connect_snapshot
 
     assert store.verify().ok
-    conn = crypto.connect(store.path_of(1), store.key)
+    conn = connect_snapshot(store.path_of(1), store.key)
     conn.execute(tamper)
     conn.commit()
     conn.close()
