@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from fallback import audit, modes
+from fallback import audit, drills, modes
 from fallback.ops import open_ops
 
 ROLES = ("system", "supervisor", "it", "clerk")
@@ -44,7 +44,7 @@ def reach(conn, mode: str) -> None:
 
 def test_a_new_appliance_is_on_standby_with_the_counters_closed(ops):
     state = modes.current(ops)
-    assert (state.mode, state.actor, state.label) == (modes.STANDBY, "system", "通常（待機中）")
+    assert (state.mode, state.since, state.actor, state.reason, state.label) == (modes.STANDBY, "", "system", "初期状態", "通常（待機中）")
     assert not state.counters_open
 
 
@@ -97,10 +97,22 @@ def test_each_change_is_in_the_history_and_the_audit_with_who_and_why(ops):
         (modes.STANDBY, modes.DOWNTIME, "boss", REASON), (modes.DOWNTIME, modes.RECOVERY, "boss2", "復旧の連絡")]
     assert modes.history(ops, since=history[1]["at"]) == history[1:]
     changes = [e for e in audit.entries(ops, action="mode.change")]
-    assert [(e["actor"], e["target"], e["detail"]) for e in changes] == [
-        ("boss", modes.DOWNTIME, {"from": modes.STANDBY, "to": modes.DOWNTIME, "reason": REASON}),
-        ("boss2", modes.RECOVERY, {"from": modes.DOWNTIME, "to": modes.RECOVERY, "reason": "復旧の連絡"}),
+    assert [(e["actor"], e["action"], e["target"], e["detail"]) for e in changes] == [
+        ("boss", "mode.change", modes.DOWNTIME, {"from": modes.STANDBY, "to": modes.DOWNTIME, "reason": REASON}),
+        ("boss2", "mode.change", modes.RECOVERY, {"from": modes.DOWNTIME, "to": modes.RECOVERY, "reason": "復旧の連絡"}),
     ]
     assert audit.verify_chain(ops).ok
     state = modes.current(ops)
     assert (state.mode, state.actor, state.reason, state.since) == (modes.RECOVERY, "boss2", "復旧の連絡", history[1]["at"])
+
+
+def test_a_real_outage_suspends_a_drill_in_progress_and_nothing_else_does(ops):
+    drill_id = drills.create(ops, scenario="full_outage", title="", description="", planned_start="2026-12-01T09:00",
+                             planned_end="2026-12-01T12:00", participants=["clerk1"], terminals=["本庁1"], actor="boss")
+    ops.execute("UPDATE drills SET status = ? WHERE id = ?", (drills.ACTIVE, drill_id))  # started (its register is not needed here)
+    modes.change(ops, modes.SUSPECT, actor="system", role="system", reason="上流の応答なし")
+    assert drills.get(ops, drill_id).status == drills.ACTIVE
+    modes.change(ops, modes.DOWNTIME, actor="boss", role="supervisor", reason=REASON)
+    assert drills.get(ops, drill_id).status == drills.SUSPENDED
+    suspended = drills.events(ops, drill_id)[-1]
+    assert (suspended.actor, suspended.event, suspended.detail) == ("boss", "suspended", {"reason": f"実際の障害によりダウン対策モードへ切替え: {REASON}"})
