@@ -9,13 +9,16 @@ test_issuance_rules.py; these run in milliseconds, so mutation testing
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 
 import pytest
 
-from fallback import clock
+from fallback import clock, holds
 from fallback.counter import issuance
 from fallback.counter.issuance import IssueError, IssueRefused, IssueRequest, plan_request
-from fallback.ops import open_ops
+from fallback.holds.applied import HeldRegister
+from fallback.ops import TOKYO, open_ops
+from tests.clocks import set_clock_off
 
 YAMADA_TARO, YAMADA_HANAKO, YAMADA_ICHIRO = "10000000011", "10000000029", "10000000037"
 TAKAHASHI, WANG, SATO_SUPPORT = "10000000045", "10000000061", "10000000087"
@@ -38,10 +41,12 @@ def plan(register, counter, req, *, age=1.0, third_party_allowed=False, **option
 
 
 def refusal(register, counter, req, **options) -> str | None:
-    """The rule that refuses `req`, or None when it is planned."""
+    """The rule that refuses `req`, or None when it is planned. Every
+    refusal tells the clerk in whole Japanese sentences."""
     try:
         plan(register, counter, req, **options)
     except IssueRefused as refused:
+        assert str(refused).endswith("。"), str(refused)
         return refused.rule
     return None
 
@@ -243,11 +248,6 @@ def test_the_daily_cap_counts_one_requester_by_their_name_however_written():
     assert issuance.requester_key(request()) == issuance.requester_key(request(requester_name="誰か"))
 
 
-# --- the daily cap and serials, on a real operational database --------------------
-
-CLERK = issuance.Clerk("clerk1", "本庁", "本庁1", "プリンタ001")
-
-
 @pytest.fixture
 def ops(sonae_env):
     conn = open_ops(sonae_env)
@@ -255,10 +255,60 @@ def ops(sonae_env):
     conn.close()
 
 
-def issue(ops, example_register, counter, req, *, cap=3, scope=issuance.REAL, serial_range=(900001, 900009)):
+# --- holds recorded at the counter (fallback.holds), read through HeldRegister -------
+
+
+def with_hold(ops, example_register, kind, code, *, seal_number=None, **details) -> HeldRegister:
+    holds.record(ops, scope="real", drill_id=None, kind=kind, resident_code=code, seal_number=seal_number, details=details,
+                 recorded_by="boss", recorder_role="supervisor", confirmed_by=None)
+    return HeldRegister(example_register, holds.ActiveHolds.load(ops, scope="real", drill_id=None))
+
+
+def recorded_at(ops) -> str:
+    """When the last hold was recorded, as a clerk's message shows it."""
+    return ops.execute("SELECT recorded_at FROM holds ORDER BY id DESC LIMIT 1").fetchone()[0][:16].replace("T", " ")
+
+
+def test_a_seal_under_a_lost_card_hold_certifies_nothing(ops, example_register, counter):
+    (seal,) = example_register.seals_of(YAMADA_TARO)
+    register = with_hold(ops, example_register, "seal_lost", YAMADA_TARO, seal_number=seal["seal_number"])
+    with pytest.raises(IssueRefused, match=f"^この印鑑登録は印鑑登録証の亡失届を受け付けています（{recorded_at(ops)}）。") as refused:
+        plan(register, counter, request(kind="inkan", seal_card_number="C00000011"))
+    assert refused.value.rule == "seal_held"
+    assert refusal(register, counter, request(kind="inkan", seal_card_number="C00000012")) == "seal_held"  # before the card is compared
+    assert refusal(register, counter, request()) is None  # the 住民票 is not held
+    assert refusal(register, counter, request(TAKAHASHI, kind="inkan", seal_card_number="C00000045")) is None
+
+
+def test_a_death_received_at_the_counter_stops_the_person_and_any_certificate_printing_them(ops, example_register, counter):
+    register = with_hold(ops, example_register, "death", YAMADA_ICHIRO, occurred_on="2026-12-01")
+    with pytest.raises(IssueRefused, match="死亡日 2026-12-01") as refused:
+        plan(register, counter, request(YAMADA_ICHIRO))
+    assert refused.value.rule == "death_held"
+    with pytest.raises(IssueRefused, match="世帯員の山田　一郎さんは死亡届を受け付けた方です") as refused:
+        plan(register, counter, request(whole_household=True))
+    assert refused.value.rule == "death_held"
+    assert refusal(register, counter, request(members=[YAMADA_HANAKO])) is None  # chosen without him
+
+
+def test_a_court_or_police_hold_needs_a_supervisors_approval(ops, example_register, counter):
+    register = with_hold(ops, example_register, "court_police", YAMADA_HANAKO, note="照会番号123")
+    with pytest.raises(IssueRefused, match="^山田　花子さんに保留があります：裁判所・警察からの依頼（照会番号123）。") as refused:
+        plan(register, counter, request(whole_household=True))
+    assert refused.value.rule == "hold_approval"
+    assert plan(register, counter, request(whole_household=True, approved_by="boss")).flags == ["hold_approved"]
+    assert plan(register, counter, request()).flags == []  # a certificate without her
+
+
+# --- the daily cap and serials, on a real operational database --------------------
+
+CLERK = issuance.Clerk("clerk1", "本庁", "本庁1", "プリンタ001")
+
+
+def issue(ops, example_register, counter, req, *, cap=3, scope=issuance.REAL, serial_range=(900001, 900009), floor=0):
     planned = plan(example_register, counter, req)
     return issuance.allocate_and_record(ops, req, planned, CLERK, scope, box_id="1", serial_range=serial_range, daily_cap=cap,
-                                        snapshot_generation=1, data_as_of="2026-12-01T00:00:00+09:00")
+                                        snapshot_generation=1, data_as_of="2026-12-01T00:00:00+09:00", serial_floor=floor)
 
 
 def capped(ops, example_register, counter, req, **options) -> bool:
@@ -287,9 +337,25 @@ def test_the_daily_cap_does_not_count_voided_serials_nor_other_scopes(ops, examp
     assert capped(ops, example_register, counter, request(copies=1))
 
 
-def test_a_cap_of_zero_means_no_cap(ops, example_register, counter):
+def test_a_cap_of_zero_means_no_cap_and_one_means_one(ops, example_register, counter):
     for _ in range(2):
         assert not capped(ops, example_register, counter, request(copies=4), cap=0)
+    assert not capped(ops, example_register, counter, request(YAMADA_HANAKO), cap=1)
+    assert capped(ops, example_register, counter, request(YAMADA_HANAKO), cap=1)
+
+
+def move_clock_to(monkeypatch, moment: dt.datetime) -> None:
+    set_clock_off(monkeypatch, moment - dt.datetime.now(TOKYO))
+
+
+def test_the_daily_cap_counts_from_midnight(ops, example_register, counter, monkeypatch):
+    midnight = dt.datetime.now(TOKYO).replace(hour=0, minute=0, second=0, microsecond=0) + dt.timedelta(days=1)
+    move_clock_to(monkeypatch, midnight - dt.timedelta(seconds=5))
+    assert not capped(ops, example_register, counter, request(copies=3))
+    move_clock_to(monkeypatch, midnight + dt.timedelta(milliseconds=500))
+    assert not capped(ops, example_register, counter, request(copies=3))  # yesterday's do not count
+    move_clock_to(monkeypatch, midnight + dt.timedelta(hours=23, minutes=59))
+    assert capped(ops, example_register, counter, request(copies=1))  # today's all day
 
 
 def test_serials_run_to_the_last_of_the_range_and_no_further(ops, example_register, counter):
@@ -302,3 +368,19 @@ def test_serials_run_to_the_last_of_the_range_and_no_further(ops, example_regist
     assert serials(1) == [900003]
     with pytest.raises(IssueRefused, match="発行番号を使い切りました"):
         serials(1)
+
+
+def test_a_range_extended_in_the_configuration_is_used_at_once(ops, example_register, counter):
+    def serials(last):
+        return [c.serial for c in issue(ops, example_register, counter, request(), cap=0, serial_range=(900001, last)).copies]
+
+    assert serials(900001) == [900001]
+    assert serials(900002) == [900002]
+
+
+def test_no_serial_at_or_below_the_anchors_floor_is_taken(ops, example_register, counter):
+    def serials(floor):
+        return [c.serial for c in issue(ops, example_register, counter, request(), cap=0, floor=floor).copies]
+
+    assert serials(900004) == [900005]  # the anchor saw 900004 handed out; the database had lost it
+    assert serials(900001) == [900006]  # a lower floor changes nothing

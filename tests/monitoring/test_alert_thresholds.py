@@ -14,7 +14,7 @@ import shutil
 
 import pytest
 
-from fallback import audit
+from fallback import audit, disk
 from fallback.config import load_config
 from fallback.monitoring import alerts, mirror
 from fallback.ops import open_ops
@@ -77,6 +77,23 @@ def test_low_disk_is_alerted_when_the_free_share_is_below_the_threshold_only(con
         above = alerts.disk_conditions(conn, configure(ALERTS_DISK_LOW_PERCENT=round(free - 0.1, 4)), AS_OF)
     assert [c.key for c in below] == ["disk.low"] and [c.key for c in above] == []
     assert f"（{free:.1f}%）" in below[0].what and below[0].severity == alerts.WARNING
+
+
+def test_a_released_disk_reserve_is_critical_until_the_reserve_is_made_again(configure):
+    config = configure(ALERTS_DISK_LOW_PERCENT=0)  # the reserve alone (tests keep a 1 MB one)
+    disk.keep_reserve(config)
+    conn = open_ops(config)
+    assert alerts.disk_conditions(conn, config, AS_OF) == []
+    assert disk.release_reserve(config, "the alert cycle could not write the operational database")
+    released_at = disk.reserve_state(config).released
+    (released,) = alerts.disk_conditions(conn, config, AS_OF)
+    assert (released.key, released.severity, released.since) == ("disk.reserve_released", alerts.CRITICAL, released_at["at"])
+    assert f"空きが{released_at['free_before'] / 2**20:.1f} MBまで減った" in released.what
+    assert "予備の領域（1 MB）を解放しました（the alert cycle could not write the operational database）" in released.what
+    assert "（1通あたり約72 KB）" in released.still_works  # 64 KB of PDF before the first certificate, 8 KB of rows
+    disk.keep_reserve(config)
+    assert alerts.disk_conditions(conn, config, AS_OF) == []
+    conn.close()
 
 
 def test_the_audit_chain_is_verified_again_only_once_its_interval_passed(configure):
