@@ -34,11 +34,12 @@ def main(patterns: list[str]) -> int:
         return 1
     for module, statuses in sorted(by_module.items()):
         counts = Counter(statuses.values())
-        tested = len(statuses) - counts["no tests"]
-        print(f"{module}: {counts['killed']}/{tested} killed ({counts['survived']} survived, {counts['timeout']} timed out; "
-              f"{counts['no tests']} more not reached by the selected tests)")
+        checked = len(statuses) - counts["no tests"] - counts["not checked"]
+        unchecked = f", {counts['not checked']} not checked (run stopped)" if counts["not checked"] else ""
+        print(f"{module}: {counts['killed']}/{checked} killed ({counts['survived']} survived, {counts['timeout']} timed out; "
+              f"{counts['no tests']} more not reached by the selected tests{unchecked})")
         for name, status in sorted(statuses.items()):
-            if status != "killed":
+            if status not in ("killed", "not checked"):
                 print(f"    {status}: {name}")
     return 0
 

@@ -70,13 +70,13 @@ def ops(sonae_env):
     conn.close()
 
 
-def search(ops, register, *, flag_count=30, actor="clerk1", **args):
+def search(ops, register, *, flag_count=30, actor="clerk1", drill=False, **args):
     query, criteria = parse_query(args, DEFAULT_ERAS)
-    return lookup.search(ops, register, query, criteria, actor=actor, drill=False, flag_count=flag_count, flag_window_minutes=10)
+    return lookup.search(ops, register, query, criteria, actor=actor, drill=drill, flag_count=flag_count, flag_window_minutes=10)
 
 
-def view(ops, register, code, *, flag_count=30, actor="clerk1"):
-    return lookup.view_resident(ops, register, code, actor=actor, drill=False, flag_count=flag_count, flag_window_minutes=10)
+def view(ops, register, code, *, flag_count=30, actor="clerk1", drill=False):
+    return lookup.view_resident(ops, register, code, actor=actor, drill=drill, flag_count=flag_count, flag_window_minutes=10)
 
 
 def flags(ops, actor="clerk1") -> list[dict]:
@@ -115,9 +115,11 @@ def test_searches_and_views_count_together_and_only_above_the_threshold(ops, exa
     view(ops, example_register, SATO_SUPPORT, flag_count=4, actor="clerk2")  # another clerk's
     view(ops, example_register, SATO_SUPPORT, flag_count=4)  # a fifth
     (flag,) = flags(ops)
-    assert flag["distinct_residents"] == 5 and flag["window_minutes"] == 10
+    (entry,) = audit.entries(ops, action="flag.bulk_viewing")
+    assert flag == {"at": entry["at"], "clerk": "clerk1", "distinct_residents": 5, "window_minutes": 10}
     search(ops, example_register, name="葛", flag_count=4)
     assert len(flags(ops)) == 1  # once per window
+    assert not lookup.flag_bulk_viewing(ops, "clerk1", flag_count=4, window=dt.timedelta(minutes=10), drill=False)
     assert flags(ops, "clerk2") == []
 
 
@@ -132,3 +134,11 @@ def test_what_was_seen_before_the_window_does_not_count_nor_does_an_older_flag(o
     set_clock_off(monkeypatch, dt.timedelta(minutes=30))
     search(ops, example_register, kana="ヤマダ")
     assert lookup.flag_bulk_viewing(ops, "clerk1", flag_count=2, window=window, drill=False)  # the older flag is outside the window
+
+
+def test_a_drills_searches_views_and_flags_are_marked_as_the_drills(ops, example_register):
+    search(ops, example_register, kana="ヤマダ", flag_count=3, drill=True)
+    view(ops, example_register, TAKAHASHI, flag_count=3, drill=True)
+    assert [(e["action"], e["drill"]) for e in audit.entries(ops)] == [("search", True), ("view", True), ("flag.bulk_viewing", True)]
+    search(ops, example_register, kana="ヤマダ", flag_count=3, actor="clerk2")
+    assert [e["drill"] for e in audit.entries(ops, actor="clerk2")] == [False]

@@ -37,8 +37,19 @@ def facts(example_register) -> mirror.SnapshotFacts:
     return mirror.SnapshotFacts(dataclasses.replace(example_register.meta, as_of=AS_OF), None)
 
 
+def well_formed(conditions: list[alerts.Condition]) -> list[alerts.Condition]:
+    """Each alert tells IT in Japanese what happened, since when, what still
+    works, and which runbook to open."""
+    for c in conditions:
+        assert c.title and c.title.isprintable() and not any(ch.isascii() for ch in c.title), c.title
+        assert c.what.endswith("。") and c.still_works.endswith("。"), c
+        assert c.runbook in alerts.RUNBOOKS and dt.datetime.fromisoformat(c.since), c
+    return conditions
+
+
 def snapshot_keys(config, example_register, age_hours: float) -> list[str]:
-    return [c.key for c in alerts.snapshot_conditions(config, facts(example_register), AS_OF + dt.timedelta(hours=age_hours))]
+    at = AS_OF + dt.timedelta(hours=age_hours)
+    return [c.key for c in well_formed(alerts.snapshot_conditions(config, facts(example_register), at))]
 
 
 def test_a_snapshot_is_stale_just_past_its_maximum_age_and_expired_just_past_the_hard_limit(configure, example_register):
@@ -51,15 +62,15 @@ def test_a_snapshot_is_stale_just_past_its_maximum_age_and_expired_just_past_the
 
 def test_a_stale_snapshot_is_dated_from_when_it_crossed_each_limit(configure, example_register):
     config = configure(ALERTS_SNAPSHOT_MAX_AGE_HOURS=26, COUNTER_DATA_AGE_HARD_LIMIT_HOURS=72)
-    stale, expired = alerts.snapshot_conditions(config, facts(example_register), AS_OF + dt.timedelta(hours=100))
+    stale, expired = well_formed(alerts.snapshot_conditions(config, facts(example_register), AS_OF + dt.timedelta(hours=100)))
     assert stale.since == "2026-12-02T11:00:00.000+09:00" and "基準の26時間を超えました" in stale.what
     assert expired.since == "2026-12-04T09:00:00.000+09:00" and "上限の72時間を超えました" in expired.what
     assert (stale.severity, expired.severity) == (alerts.WARNING, alerts.CRITICAL)
 
 
 def test_no_snapshot_at_all_is_critical(configure):
-    (missing,) = alerts.snapshot_conditions(configure(), None, AS_OF)
-    assert (missing.key, missing.severity) == ("snapshot.missing", alerts.CRITICAL)
+    (missing,) = well_formed(alerts.snapshot_conditions(configure(), None, AS_OF))
+    assert (missing.key, missing.severity, missing.since) == ("snapshot.missing", alerts.CRITICAL, AS_OF.isoformat(timespec="milliseconds"))
 
 
 def free_percent(config) -> float:
@@ -73,7 +84,7 @@ def test_low_disk_is_alerted_when_the_free_share_is_below_the_threshold_only(con
     config = configure()
     with open_ops(config) as conn:
         free = free_percent(config)
-        below = alerts.disk_conditions(conn, configure(ALERTS_DISK_LOW_PERCENT=round(free + 0.1, 4)), AS_OF)
+        below = well_formed(alerts.disk_conditions(conn, configure(ALERTS_DISK_LOW_PERCENT=round(free + 0.1, 4)), AS_OF))
         above = alerts.disk_conditions(conn, configure(ALERTS_DISK_LOW_PERCENT=round(free - 0.1, 4)), AS_OF)
     assert [c.key for c in below] == ["disk.low"] and [c.key for c in above] == []
     assert f"（{free:.1f}%）" in below[0].what and below[0].severity == alerts.WARNING
@@ -86,7 +97,7 @@ def test_a_released_disk_reserve_is_critical_until_the_reserve_is_made_again(con
     assert alerts.disk_conditions(conn, config, AS_OF) == []
     assert disk.release_reserve(config, "the alert cycle could not write the operational database")
     released_at = disk.reserve_state(config).released
-    (released,) = alerts.disk_conditions(conn, config, AS_OF)
+    (released,) = well_formed(alerts.disk_conditions(conn, config, AS_OF))
     assert (released.key, released.severity, released.since) == ("disk.reserve_released", alerts.CRITICAL, released_at["at"])
     assert f"空きが{released_at['free_before'] / 2**20:.1f} MBまで減った" in released.what
     assert "予備の領域（1 MB）を解放しました（the alert cycle could not write the operational database）" in released.what
@@ -104,7 +115,7 @@ def test_the_audit_chain_is_verified_again_only_once_its_interval_passed(configu
     conn.execute("DROP TRIGGER audit_no_update")
     conn.execute("UPDATE audit SET detail = '{}' WHERE id = 1")  # tampered after the check
     assert alerts.audit_conditions(conn, config, AS_OF + dt.timedelta(minutes=59, seconds=59)) == []  # the verdict stands
-    (broken,) = alerts.audit_conditions(conn, config, AS_OF + dt.timedelta(minutes=60))
+    (broken,) = well_formed(alerts.audit_conditions(conn, config, AS_OF + dt.timedelta(minutes=60)))
     assert (broken.key, broken.severity, broken.since) == ("audit.broken", alerts.CRITICAL, (AS_OF + dt.timedelta(minutes=60)).isoformat(timespec="milliseconds"))
     assert "entry 1 was altered" in broken.what and "（0件目まで正常）" in broken.what
     (again,) = alerts.audit_conditions(conn, config, AS_OF + dt.timedelta(minutes=200))
