@@ -57,6 +57,7 @@ def test_an_entry_is_recorded_as_given_and_found_by_its_filters(ops, monkeypatch
     assert [e["id"] for e in audit.entries(ops, until=mode["at"])] == [1, 2, 3, 4, 5, 6]
     assert [e["id"] for e in audit.entries(ops, since=mode["at"], until=view["at"], actor="clerk1", action="view")] == [7]
     assert audit.csv_row(view)[4:7] == ["10000000011", "{}", 1]
+    assert audit.csv_row(entries[0]) == [1, entries[0]["at"], "clerk1", "search", "", '{"kana": "ヤマダ0"}', 0, entries[0]["hash"]]
 
 
 def test_update_and_delete_are_refused_by_the_database(ops):

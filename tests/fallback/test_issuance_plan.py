@@ -142,6 +142,7 @@ def test_a_certificate_prints_the_members_chosen_or_the_whole_household(example_
         return [r["resident_code"] for r in plan(example_register, counter, request(**fields)).residents]
 
     assert printed() == [YAMADA_TARO]
+    assert plan(example_register, counter, request()).seal is None  # a seal only for 印鑑登録証明書
     assert printed(members=[YAMADA_ICHIRO]) == [YAMADA_TARO, YAMADA_ICHIRO]
     assert printed(whole_household=True) == [YAMADA_TARO, YAMADA_HANAKO, YAMADA_ICHIRO]
     with pytest.raises(IssueError, match="同じ世帯の現在の住民でない方"):
@@ -154,8 +155,9 @@ def test_a_support_measure_record_goes_to_the_resident_only_unless_the_ward_allo
     assert refusal(example_register, counter, household) == "support_measure"  # the ward allows no exception (the default)
     counter["support_measure_approvable"] = ["household"]
     assert plan(example_register, counter, household).flags == ["support_measure_approved"]
-    with pytest.raises(IssueRefused, match="別の係長の承認が必要です"):
+    with pytest.raises(IssueRefused, match="別の係長の承認が必要です") as refused:
         plan(example_register, counter, dataclasses.replace(household, approved_by=None))
+    assert refused.value.rule == "support_measure"
     counter["support_measure_approvable"] = ["household", "agent", "third_party", "official"]  # never more than household
     for requester in (AGENT | {"delegation_letter": True}, THIRD, OFFICIAL):
         req = request(SATO_SUPPORT, approved_by="boss", **requester)
@@ -185,7 +187,8 @@ def test_a_third_party_never_receives_the_resident_code_whatever_is_ticked(examp
     req = request(**THIRD, items=["resident_code", "head"], acknowledge_omissions=True)
     planned = plan(example_register, counter, req, third_party_allowed=True)
     assert planned.items == {"head"}
-    assert [(o["item"], o["resident_code"]) for o in planned.omissions] == [("resident_code", None)]
+    assert planned.omissions == [{"item": "resident_code", "label": "住民票コード", "resident_code": None, "name": None,
+                                  "reason": "第三者への証明書には記載できません（住民基本台帳法・番号法）"}]
     assert plan(example_register, counter, request(items=["resident_code"])).items == {"resident_code"}  # the resident may
 
 
@@ -291,6 +294,18 @@ def test_a_death_received_at_the_counter_stops_the_person_and_any_certificate_pr
     assert refusal(register, counter, request(members=[YAMADA_HANAKO])) is None  # chosen without him
 
 
+def test_a_provisional_support_measure_protects_a_member_from_their_own_household(ops, example_register, counter):
+    """A 仮支援措置 on 山田花子: 山田太郎 asking for the whole household is
+    asking, for her, as a member of her household."""
+    register = with_hold(ops, example_register, "support_measure", YAMADA_HANAKO, note="緊急の申出")
+    whole = request(whole_household=True, approved_by="boss")
+    assert refusal(register, counter, whole) == "support_measure"
+    counter["support_measure_approvable"] = ["household"]
+    assert plan(register, counter, whole).flags == ["support_measure_approved"]
+    assert refusal(register, counter, dataclasses.replace(whole, approved_by=None)) == "support_measure"
+    assert plan(register, counter, request()).flags == []  # his own certificate
+
+
 def test_a_court_or_police_hold_needs_a_supervisors_approval(ops, example_register, counter):
     register = with_hold(ops, example_register, "court_police", YAMADA_HANAKO, note="照会番号123")
     with pytest.raises(IssueRefused, match="^山田　花子さんに保留があります：裁判所・警察からの依頼（照会番号123）。") as refused:
@@ -352,10 +367,10 @@ def test_the_daily_cap_counts_from_midnight(ops, example_register, counter, monk
     midnight = dt.datetime.now(TOKYO).replace(hour=0, minute=0, second=0, microsecond=0) + dt.timedelta(days=1)
     move_clock_to(monkeypatch, midnight - dt.timedelta(seconds=5))
     assert not capped(ops, example_register, counter, request(copies=3))
-    move_clock_to(monkeypatch, midnight + dt.timedelta(milliseconds=500))
+    move_clock_to(monkeypatch, midnight + dt.timedelta(milliseconds=100))
     assert not capped(ops, example_register, counter, request(copies=3))  # yesterday's do not count
-    move_clock_to(monkeypatch, midnight + dt.timedelta(hours=23, minutes=59))
-    assert capped(ops, example_register, counter, request(copies=1))  # today's all day
+    move_clock_to(monkeypatch, midnight + dt.timedelta(hours=23, minutes=59, seconds=59, milliseconds=600))
+    assert capped(ops, example_register, counter, request(copies=1))  # today's, to the last second of the day
 
 
 def test_serials_run_to_the_last_of_the_range_and_no_further(ops, example_register, counter):

@@ -77,7 +77,7 @@ def test_an_unknown_mode_is_refused_naming_the_known_ones(ops):
 
 @pytest.mark.parametrize("reason", ["", "   ", None])
 def test_a_change_without_a_reason_is_refused(ops, reason):
-    with pytest.raises(modes.ModeError, match="理由を入力してください"):
+    with pytest.raises(modes.ModeError, match="^理由を入力してください。$"):
         modes.change(ops, modes.DOWNTIME, actor="boss", role="supervisor", reason=reason)
     assert modes.history(ops) == []
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import shutil
 
 import pytest
@@ -63,8 +64,10 @@ def test_a_snapshot_is_stale_just_past_its_maximum_age_and_expired_just_past_the
 def test_a_stale_snapshot_is_dated_from_when_it_crossed_each_limit(configure, example_register):
     config = configure(ALERTS_SNAPSHOT_MAX_AGE_HOURS=26, COUNTER_DATA_AGE_HARD_LIMIT_HOURS=72)
     stale, expired = well_formed(alerts.snapshot_conditions(config, facts(example_register), AS_OF + dt.timedelta(hours=100)))
-    assert stale.since == "2026-12-02T11:00:00.000+09:00" and "基準の26時間を超えました" in stale.what
-    assert expired.since == "2026-12-04T09:00:00.000+09:00" and "上限の72時間を超えました" in expired.what
+    assert stale.since == "2026-12-02T11:00:00.000+09:00" and "データ時点は 2026-12-01 09:00（" in stale.what
+    assert "基準の26時間を超えました" in stale.what
+    assert expired.since == "2026-12-04T09:00:00.000+09:00" and "データ時点は 2026-12-01 09:00（" in expired.what
+    assert "上限の72時間を超えました" in expired.what
     assert (stale.severity, expired.severity) == (alerts.WARNING, alerts.CRITICAL)
 
 
@@ -88,6 +91,8 @@ def test_low_disk_is_alerted_when_the_free_share_is_below_the_threshold_only(con
         above = alerts.disk_conditions(conn, configure(ALERTS_DISK_LOW_PERCENT=round(free - 0.1, 4)), AS_OF)
     assert [c.key for c in below] == ["disk.low"] and [c.key for c in above] == []
     assert f"（{free:.1f}%）" in below[0].what and below[0].severity == alerts.WARNING
+    gib = float(re.search(r"の空きは ([\d.]+) GiB", below[0].what)[1])
+    assert abs(gib - shutil.disk_usage(config.home).free / 2**30) < 0.2
 
 
 def test_a_released_disk_reserve_is_critical_until_the_reserve_is_made_again(configure):
@@ -102,6 +107,9 @@ def test_a_released_disk_reserve_is_critical_until_the_reserve_is_made_again(con
     assert f"空きが{released_at['free_before'] / 2**20:.1f} MBまで減った" in released.what
     assert "予備の領域（1 MB）を解放しました（the alert cycle could not write the operational database）" in released.what
     assert "（1通あたり約72 KB）" in released.still_works  # 64 KB of PDF before the first certificate, 8 KB of rows
+    free_mb, certificates = re.search(r"いまの空き (\d+) MB は、証明書およそ([\d,]+)通分", released.still_works).groups()
+    assert abs(int(free_mb) - shutil.disk_usage(config.home).free / 2**20) < 200
+    assert int(certificates.replace(",", "")) == pytest.approx(int(free_mb) * 1024 / 72, rel=0.01)
     disk.keep_reserve(config)
     assert alerts.disk_conditions(conn, config, AS_OF) == []
     conn.close()
