@@ -4,12 +4,14 @@ one is refused with its reason, and each change is recorded and audited."""
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 
 import pytest
 
 from fallback import audit, drills, modes
 from fallback.ops import open_ops
+from tests.clocks import set_clock_off
 
 ROLES = ("system", "supervisor", "it", "clerk")
 REASON = "住民記録システム障害"
@@ -89,8 +91,9 @@ def test_a_reason_is_bounded_at_its_maximum_length(ops):
     assert modes.change(ops, modes.DOWNTIME, actor="boss", role="supervisor", reason=f"  {longest}  ").reason == longest
 
 
-def test_each_change_is_in_the_history_and_the_audit_with_who_and_why(ops):
+def test_each_change_is_in_the_history_and_the_audit_with_who_and_why(ops, monkeypatch):
     modes.change(ops, modes.DOWNTIME, actor="boss", role="supervisor", reason=" 住民記録システム障害 ")
+    set_clock_off(monkeypatch, dt.timedelta(minutes=1))  # the next change a minute later
     modes.change(ops, modes.RECOVERY, actor="boss2", role="supervisor", reason="復旧の連絡")
     history = modes.history(ops)
     assert [(h["from_mode"], h["to_mode"], h["actor"], h["reason"]) for h in history] == [
