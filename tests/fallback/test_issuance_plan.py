@@ -378,8 +378,9 @@ def test_serials_run_to_the_last_of_the_range_and_no_further(ops, example_regist
         return [c.serial for c in issue(ops, example_register, counter, request(copies=copies), cap=0, serial_range=(900001, 900003)).copies]
 
     assert serials(2) == [900001, 900002]
-    with pytest.raises(IssueRefused, match="発行番号を使い切りました"):
+    with pytest.raises(IssueRefused, match="^この装置に割り当てられた発行番号を使い切りました。") as refused:
         serials(2)
+    assert refused.value.rule == "serials_exhausted"
     assert serials(1) == [900003]
     with pytest.raises(IssueRefused, match="発行番号を使い切りました"):
         serials(1)
