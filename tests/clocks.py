@@ -16,12 +16,13 @@ def set_clock_off(monkeypatch: pytest.MonkeyPatch, delta: dt.timedelta) -> None:
     (negative: behind). Undone with the test's monkeypatch."""
     from fallback import ops
 
-    true_now = getattr(ops.now, "true_now", ops.now)
+    current = ops.now  # read once: fallback.ops itself is among the modules moved below
+    true_now = getattr(current, "true_now", current)
 
     def moved() -> dt.datetime:
         return true_now() + delta
 
     moved.true_now = true_now
     for name, module in list(sys.modules.items()):
-        if name.split(".")[0] == "fallback" and getattr(module, "now", None) in (ops.now, true_now):
+        if name.split(".")[0] == "fallback" and getattr(module, "now", None) in (current, true_now):
             monkeypatch.setattr(module, "now", moved)

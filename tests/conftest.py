@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -81,6 +84,33 @@ def loaded_template(tmp_path_factory):
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.close()
     return root
+
+
+@functools.cache
+def _example_register_config():
+    """The example register loaded through the real sync once per process,
+    outlasting pytest sessions: mutation testing runs a session per mutant
+    in a process forked from one that already loaded it (README "Mutation
+    testing"). Removed at exit by the process that made it, never by a fork."""
+    from fallback.mirror.syncing import run_full_sync
+
+    root, owner = Path(tempfile.mkdtemp(prefix="sonae-example-register-")), os.getpid()
+    atexit.register(lambda: os.getpid() == owner and shutil.rmtree(root, ignore_errors=True))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        config = _configure(root, monkeypatch)
+        run_full_sync(config, source_dir=write_export(root / "export", example_records("residents"), example_records("seals")))
+    return config
+
+
+@pytest.fixture
+def example_register():
+    """The example register, read-only, as the counter reads it (a rule
+    test that issues nothing needs no app and no accounts)."""
+    from fallback.mirror.registry import snapshot_store
+
+    register = snapshot_store(_example_register_config()).open_register()
+    yield register
+    register.close()
 
 
 @pytest.fixture

@@ -101,3 +101,19 @@ def test_counting_stops_past_the_threshold_and_the_flag_records_every_resident_s
         assert lookup.residents_seen(conn, "clerk1", since) == 3
     finally:
         conn.close()
+
+
+def test_records_opened_before_the_window_do_not_count_nor_does_an_older_flag(appliance, login, downtime):
+    clerk = login("clerk1")
+    for code in ("10000000011", "10000000029", "10000000037"):
+        clerk.get(f"/counter/resident/{code}")
+    time.sleep(1.2)
+    clerk.get("/counter/resident/10000000045")
+    conn = open_ops(appliance.config["SONAE"])
+    assert not lookup.flag_bulk_viewing(conn, "clerk1", flag_count=1, window=dt.timedelta(seconds=1), drill=False)  # one in the last second
+    assert lookup.flag_bulk_viewing(conn, "clerk1", flag_count=3, window=dt.timedelta(minutes=1), drill=False)  # four in the minute
+    time.sleep(1.2)
+    for code in ("10000000053", "10000000061"):
+        clerk.get(f"/counter/resident/{code}")
+    # the flag above is older than this window: two opened in the last second is a new flag
+    assert lookup.flag_bulk_viewing(conn, "clerk1", flag_count=1, window=dt.timedelta(seconds=1), drill=False)

@@ -124,7 +124,7 @@ def test_a_resident_with_one_bad_field_is_refused_naming_it(resident, field, dat
 def test_a_resident_missing_a_required_field_is_refused(resident, field):
     record = copy.deepcopy(resident)
     del record[field]
-    with pytest.raises(ContractError):
+    with pytest.raises(ContractError, match=f"^resident {resident['resident_code'] if field != 'resident_code' else '[?]'}: required field\\(s\\) missing: {field}$"):
         validate_resident(record)
 
 
@@ -134,8 +134,36 @@ def test_a_seal_missing_a_required_field_is_refused_and_a_whole_one_accepted(sea
     validate_seal(copy.deepcopy(seal))
     record = copy.deepcopy(seal)
     del record[field]
-    with pytest.raises(ContractError):
+    with pytest.raises(ContractError, match=f"^seal .*: required field\\(s\\) missing: {field}$"):
         validate_seal(record)
+
+
+MAX_IMAGE_TEXT = (64 * 1024 * 4) // 3 + 4  # base64 of 64 KiB, with padding to spare
+
+
+@pytest.mark.parametrize("length, accepted", [(MAX_IMAGE_TEXT, True), (MAX_IMAGE_TEXT + 1, False)])
+def test_a_seal_image_is_refused_just_past_64_kib(length, accepted):
+    seal = copy.deepcopy(SEALS[0])
+    seal["image_png"] = "iVBORw0KGgo" + "A" * (length - 11)
+    if accepted:
+        validate_seal(seal)
+    else:
+        with pytest.raises(ContractError, match=f"seal {seal['seal_number']}: image_png must be base64 PNG of at most 64 KiB"):
+            validate_seal(seal)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("status", "lost", "status must be active or revoked, got 'lost'"),
+    ("version", 0, "version"),
+    ("version", "1", "version"),
+    ("image_png", "R0lGODlh", "image_png is not a PNG"),
+    ("resident_code", "1000000001", "resident_code"),
+])
+def test_a_seal_with_one_bad_field_is_refused_naming_it(field, value, message):
+    seal = copy.deepcopy(SEALS[0])
+    seal[field] = value
+    with pytest.raises(ContractError, match=re.escape(message)):
+        validate_seal(seal)
 
 
 @st.composite

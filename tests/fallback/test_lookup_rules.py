@@ -1,0 +1,148 @@
+"""The search's rules in-process, each in both directions at its boundary:
+what a query must hold to be searched, and when a clerk who has seen many
+residents is flagged (the window moved with the appliance's clock, not
+slept). The same through the app is in test_search_privacy.py; these run
+in milliseconds, so mutation testing (README "Mutation testing") can run
+them once per mutant."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from fallback import audit
+from fallback.counter import lookup
+from fallback.counter.lookup import Query, QueryError, parse_query
+from fallback.ops import open_ops
+from printing.wareki import DEFAULT_ERAS
+from tests.clocks import set_clock_off
+
+YAMADA_TARO, YAMADA_HANAKO, YAMADA_ICHIRO, TAKAHASHI, SATO_SUPPORT = (
+    "10000000011", "10000000029", "10000000037", "10000000045", "10000000087")
+
+
+def parsed(**args) -> dict:
+    return parse_query(args, DEFAULT_ERAS)[1]
+
+
+def test_each_field_becomes_its_criterion():
+    assert parsed(kana=" ヤマダ ", name="山田", address="西蒲田") == {"kana": "ヤマダ", "name": "山田", "address": "西蒲田"}
+    assert parsed(birth="S50.6.15") == {"birth_date": dt.date(1975, 6, 15)}
+    assert parsed(code="１０００００００-０１１") == {"resident_code": YAMADA_TARO}  # full-width, with a hyphen
+
+
+@pytest.mark.parametrize("args, message", [
+    ({}, "いずれかを入力してください"),
+    ({"kana": "   ", "name": None}, "いずれかを入力してください"),
+    ({"code": "1000000001"}, "11桁の数字"),
+    ({"code": "100000000111"}, "11桁の数字"),
+    ({"code": "1000000001X"}, "11桁の数字"),
+    ({"birth": "昭和64年1月8日"}, "生年月日を読み取れません"),
+    ({"address": "西蒲"}, "町名を3文字以上"),
+    ({"kana": "ア" * (lookup.MAX_QUERY_LENGTH + 1)}, "各欄100文字まで"),
+    ({"kana": "ヤマダ", "address": "西" * (lookup.MAX_QUERY_LENGTH + 1)}, "各欄100文字まで"),
+])
+def test_a_query_the_clerk_must_correct_is_refused_saying_how(args, message):
+    with pytest.raises(QueryError, match=message):
+        parse_query(args, DEFAULT_ERAS)
+
+
+def test_the_boundaries_just_inside_are_searched():
+    assert parsed(address="西蒲田") == {"address": "西蒲田"}  # three characters alone
+    assert parsed(address="西", kana="ヤ") == {"address": "西", "kana": "ヤ"}  # short, beside another field
+    assert parsed(kana="ア" * lookup.MAX_QUERY_LENGTH) == {"kana": "ア" * lookup.MAX_QUERY_LENGTH}
+
+
+def test_a_query_keeps_only_the_fields_given():
+    query, _ = parse_query({"kana": "ヤマダ", "birth": ""}, DEFAULT_ERAS)
+    assert query == Query(kana="ヤマダ") and query.as_dict() == {"kana": "ヤマダ"} and not query.empty
+    assert Query().empty and Query().as_dict() == {}
+
+
+# --- the audited search and view, and the flag ---------------------------------------------
+
+
+@pytest.fixture
+def ops(sonae_env):
+    conn = open_ops(sonae_env)
+    yield conn
+    conn.close()
+
+
+def search(ops, register, *, flag_count=30, actor="clerk1", drill=False, **args):
+    query, criteria = parse_query(args, DEFAULT_ERAS)
+    return lookup.search(ops, register, query, criteria, actor=actor, drill=drill, flag_count=flag_count, flag_window_minutes=10)
+
+
+def view(ops, register, code, *, flag_count=30, actor="clerk1", drill=False):
+    return lookup.view_resident(ops, register, code, actor=actor, drill=drill, flag_count=flag_count, flag_window_minutes=10)
+
+
+def flags(ops, actor="clerk1") -> list[dict]:
+    return [f for f in lookup.open_flags(ops, "") if f["clerk"] == actor]
+
+
+def test_a_search_is_audited_with_its_query_and_the_residents_it_showed(ops, example_register):
+    found = search(ops, example_register, kana="ヤマダ")
+    codes = [s["resident_code"] for s in found.summaries()]
+    assert sorted(codes) == [YAMADA_TARO, YAMADA_HANAKO, YAMADA_ICHIRO] and not found.truncated
+    (entry,) = audit.entries(ops, action="search")
+    assert (entry["actor"], entry["detail"]) == ("clerk1", {"query": {"kana": "ヤマダ"}, "results": 3, "residents": codes})
+
+
+def test_a_support_measure_resident_is_listed_without_an_address(ops, example_register):
+    (sato,) = search(ops, example_register, name="佐藤").summaries()
+    assert sato["resident_code"] == SATO_SUPPORT and sato["address"] is None
+    (yamada, *_) = search(ops, example_register, kana="ヤマダ").summaries()
+    assert yamada["address"]["town"] == "西蒲田七丁目"
+
+
+def test_a_view_is_audited_found_or_not(ops, example_register):
+    assert view(ops, example_register, YAMADA_TARO)["name"] == "山田　太郎"
+    assert view(ops, example_register, "99999999999") is None
+    assert [(e["target"], e["detail"]) for e in audit.entries(ops, action="view")] == [
+        (YAMADA_TARO, {"found": True}), ("99999999999", {"found": False})]
+
+
+def test_searches_and_views_count_together_and_only_above_the_threshold(ops, example_register):
+    search(ops, example_register, kana="ヤマダ", flag_count=4)  # three shown
+    view(ops, example_register, TAKAHASHI, flag_count=4)  # a fourth: 4 is not above 4
+    view(ops, example_register, YAMADA_TARO, flag_count=4)  # one already seen
+    view(ops, example_register, "99999999999", flag_count=4)  # nobody seen
+    search(ops, example_register, kana="ヌヌヌ", flag_count=4)  # nobody shown
+    assert flags(ops) == []
+    view(ops, example_register, SATO_SUPPORT, flag_count=4, actor="clerk2")  # another clerk's
+    view(ops, example_register, SATO_SUPPORT, flag_count=4)  # a fifth
+    (flag,) = flags(ops)
+    (entry,) = audit.entries(ops, action="flag.bulk_viewing")
+    assert flag == {"at": entry["at"], "clerk": "clerk1", "distinct_residents": 5, "window_minutes": 10}
+    search(ops, example_register, name="葛", flag_count=4)
+    assert len(flags(ops)) == 1  # once per window
+    assert not lookup.flag_bulk_viewing(ops, "clerk1", flag_count=4, window=dt.timedelta(minutes=10), drill=False)
+    assert flags(ops, "clerk2") == []
+
+
+def test_what_was_seen_before_the_window_does_not_count_nor_does_an_older_flag(ops, example_register, monkeypatch):
+    search(ops, example_register, kana="ヤマダ")
+    view(ops, example_register, TAKAHASHI)
+    set_clock_off(monkeypatch, dt.timedelta(minutes=11))
+    view(ops, example_register, SATO_SUPPORT)
+    window = dt.timedelta(minutes=10)
+    assert not lookup.flag_bulk_viewing(ops, "clerk1", flag_count=1, window=window, drill=False)  # one in the window
+    assert lookup.flag_bulk_viewing(ops, "clerk1", flag_count=4, window=dt.timedelta(minutes=12), drill=False)  # five in twelve minutes
+    set_clock_off(monkeypatch, dt.timedelta(minutes=30))
+    search(ops, example_register, kana="ヤマダ")
+    assert lookup.flag_bulk_viewing(ops, "clerk1", flag_count=2, window=window, drill=False)  # the older flag is outside the window
+
+
+def test_a_drills_searches_views_and_flags_are_marked_as_the_drills(ops, example_register):
+    view(ops, example_register, TAKAHASHI, flag_count=3, drill=True)
+    search(ops, example_register, kana="ヤマダ", flag_count=3, drill=True)  # the fourth: flagged by the search
+    search(ops, example_register, kana="ヤマダ", flag_count=2, actor="clerk3", drill=True)
+    view(ops, example_register, TAKAHASHI, flag_count=2, actor="clerk3", drill=True)  # the fourth: flagged by the view
+    assert [(e["action"], e["target"], e["drill"]) for e in audit.entries(ops) if e["action"] == "flag.bulk_viewing"] == [
+        ("flag.bulk_viewing", "clerk1", True), ("flag.bulk_viewing", "clerk3", True)]
+    assert all(e["drill"] for e in audit.entries(ops))
+    search(ops, example_register, kana="ヤマダ", flag_count=3, actor="clerk2")
+    assert [e["drill"] for e in audit.entries(ops, actor="clerk2")] == [False]
