@@ -160,7 +160,8 @@ class ResidentRecord:
     household: list[dict]  # current members in order, then former members (除票)
     seals: list[dict]
     warnings: list[dict]  # what the clerk is told before issuing (issuance.counter_warnings)
-    withheld: bool = False  # a 支援措置 resident shown without address and household (lookup.withheld)
+    withheld: bool = False  # shown without address and household (lookup.withheld)
+    protected: bool = False  # a 支援措置 resident, or one of a household with one: their address is the protected one
 
 
 def record_of(counter: Counter, code: str, *, requester_is_self: bool = False) -> ResidentRecord:
@@ -174,30 +175,36 @@ def record_of(counter: Counter, code: str, *, requester_is_self: bool = False) -
     if person is None:
         raise ResidentNotFound()
     household = lookup.household_members(counter.register, person)
-    withheld = bool(person.get("support_measure")) and not requester_is_self
+    # A member's record shows the household's address and lists the
+    # protected person in it: withheld as theirs is.
+    protected = any(member.get("support_measure") for member in (person, *household))
+    withheld = protected and not requester_is_self
     if withheld:
         person = lookup.withheld(person)
         household = [person]
     return ResidentRecord(person, household, counter.register.seals_of(code),
                           issuance.counter_warnings(counter.register, person, household, now().date(),
-                                                    print_settings(counter.config).eras), withheld)
+                                                    print_settings(counter.config).eras), withheld, protected)
 
 
 def view_resident(counter: Counter, code: str, *, requester_is_self: bool = False) -> ResidentRecord:
     """Open a resident's record: audited (found or not) and counted towards
     the bulk-viewing flag. Printing it on a form is a view too. A view of a
     支援措置 resident's record is also put before the supervisors (their
-    desk lists it with who, when and where), and showing its address
+    desk lists it with who, when, where and whose), as is a view of a member
+    of such a household, and showing the address
     (`requester_is_self`: the clerk states the requester is the person
     themself) is a step of its own in the audit."""
     person = lookup.view_resident(counter.conn, counter.register, code, actor=counter.staff.username,
                                   drill=counter.scope.is_drill, **_flag_settings(counter.config))
     if person is None:
         raise ResidentNotFound()
-    if person.get("support_measure"):
+    record = record_of(counter, code, requester_is_self=requester_is_self)
+    if record.protected:
         audit.record(counter.conn, counter.staff.username, SUPPORT_MEASURE_VIEW, code,
-                     {"terminal": counter.staff.terminal, "address_shown": requester_is_self}, drill=counter.scope.is_drill)
-    return record_of(counter, code, requester_is_self=requester_is_self)
+                     {"terminal": counter.staff.terminal, "address_shown": requester_is_self,
+                      "household_member": not person.get("support_measure")}, drill=counter.scope.is_drill)
+    return record
 
 
 # --- issuing once ----------------------------------------------------------------------

@@ -50,8 +50,12 @@ def index():
         "SELECT at, actor, target, detail FROM audit WHERE action = 'support_measure.attempt' AND NOT drill AND at >= ? "
         "ORDER BY id DESC", (since,)
     ).fetchall()
+    # Whose record, and whether a request of that clerk for that person
+    # followed an address shown "to the person themself".
     support_views = conn.execute(
-        "SELECT at, actor, detail FROM audit WHERE action = ? AND NOT drill AND at >= ? ORDER BY id DESC",
+        "SELECT a.at, a.actor, a.detail, a.target, EXISTS (SELECT 1 FROM requests r WHERE r.scope = 'real' "
+        "AND r.subject_code = a.target AND r.clerk = a.actor AND r.created_at >= a.at) "
+        "FROM audit a WHERE a.action = ? AND NOT a.drill AND a.at >= ? ORDER BY a.id DESC",
         (service.SUPPORT_MEASURE_VIEW, since),
     ).fetchall()
     try:

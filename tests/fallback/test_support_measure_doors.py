@@ -102,7 +102,7 @@ def test_a_protected_record_opens_without_address_or_household(login, downtime):
     assert [m["resident_code"] for m in record["household"]] == [SATO] and record["household"][0]["address"] is None
     page = clerk.get(f"/counter/resident/{SATO}").get_data(as_text=True)
     assert "池上" not in page and "2番3号" not in page and 'id="self-button"' in page and 'id="issue-form"' in page
-    assert desk(downtime).count("（本庁1）：住所を表示せずに閲覧") == 2  # the page and the API
+    assert desk(downtime).count(f"（本庁1）住民票コード {SATO}：住所を表示せずに閲覧") == 2  # the page and the API
 
 
 def test_stating_a_self_request_shows_the_address_and_is_put_before_the_supervisor(appliance, login, downtime):
@@ -113,13 +113,30 @@ def test_stating_a_self_request_shows_the_address_and_is_put_before_the_supervis
     page = clerk.post(f"/counter/resident/{SATO}/self").get_data(as_text=True)
     assert "池上四丁目2番3号" in page and 'id="self-button"' not in page
     assert '<option value="self" selected>' in page
-    assert desk(downtime).count("（本庁2）：本人からの請求として住所を表示") == 2
+    listed = desk(downtime)
+    assert listed.count(f"（本庁2）住民票コード {SATO}：本人からの請求として住所を表示。その後の請求の記録がありません") == 2
+    assert refused_by(issue(clerk, SATO)) is None  # a request follows: no longer marked
+    assert "その後の請求の記録がありません" not in desk(downtime)
     conn = open_ops(appliance.config["SONAE"])
     try:
         entries = conn.execute("SELECT actor, target FROM audit WHERE action = 'support_measure.view'").fetchall()
     finally:
         conn.close()
     assert entries == [("clerk1", SATO)] * 2
+
+
+def test_a_protected_persons_household_opens_withheld_and_is_put_before_the_supervisor(login, downtime):
+    """The head's record shows the address the measure protects and lists the
+    protected member: withheld the same way, until the requester is the head."""
+    clerk = login("clerk1")
+    hold_support_measure(downtime, YAMADA_ICHIRO)
+    record = clerk.api("GET", f"/api/v1/residents/{YAMADA_TARO}").get_json()
+    assert record["withheld"] is True and record["resident"]["address"] is None
+    assert [m["resident_code"] for m in record["household"]] == [YAMADA_TARO]
+    assert "西蒲田七丁目" not in text_of(clerk.get(f"/counter/resident/{YAMADA_TARO}"))
+    assert desk(downtime).count(f"住民票コード {YAMADA_TARO}（支援措置対象者の世帯員）：住所を表示せずに閲覧") == 2
+    shown = clerk.api("POST", f"/api/v1/residents/{YAMADA_TARO}/self").get_json()
+    assert shown["withheld"] is False and len(shown["household"]) == 3
 
 
 def test_the_self_statement_needs_the_csrf_token(login, downtime):
