@@ -25,6 +25,10 @@ from printing.signing import CertificateVerificationError, SignedPage
 from printing.verify import NO_ISSUED_FILE, NOT_AS_ISSUED, Verification, statements, verify_document, what_to_compare
 from sync.contract import public_key_from_b64
 
+# Exit statuses: 0 VALID (the very file issued), 1 NOT VALID, 3 SIGNATURE
+# VALID — the signatures hold and the content is to be compared by eye.
+EXIT_COMPARE_BY_EYE = 3
+
 
 @click.command("verify")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
@@ -46,6 +50,9 @@ def verify(file, public_key, accept_drill):
         failures += _issuance_lines(config, records, result)
     if failures:
         raise click.ClickException(f"NOT VALID: {len(failures)} problem(s), listed above")
+    if not result.as_issued:
+        # A script reading the status must not take "compare by eye" for a pass.
+        raise SystemExit(EXIT_COMPARE_BY_EYE)
 
 
 def _verdict_lines(result: Verification) -> list[str]:
