@@ -7,11 +7,14 @@ the one place that turns a counter request into printed certificates.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from fallback import anchor, audit, clock
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.counter.issuance import Clerk, IssueRefused, IssueRequest, Scope
 from fallback.counter.rendering import build_certificate, print_settings, render_issued
+from fallback.errors import SonaeError
 from fallback.ops import now
 from fallback.staff import users
 from printing.model import CertificateError
@@ -112,6 +115,27 @@ def supervisor_approval(conn, config: Config, username: str, password: str, *, c
     return user.username
 
 
+class RenderFailed(SonaeError):
+    """The render processes died under a certificate twice: the request's
+    serials not yet rendered are voided at once (never reused, and not
+    counted as issued today), so the clerk can issue again straight away."""
+
+    status = 503
+    code = "render_failed"
+    title = "証明書を作れませんでした"
+
+    def __init__(self, voided: list[int]):
+        numbers = "、".join(f"{serial:06d}" for serial in voided)
+        super().__init__(
+            f"証明書を作成する処理が止まり、発行番号 {numbers} の証明書はできていません。"
+            "この番号は無効にしました（二度と使われません。渡さないでください）。もう一度交付してください。",
+            reason=f"render processes lost twice; serials {voided} voided")
+        self.voided = voided
+
+    def details(self) -> dict:
+        return {"voided_serials": self.voided}
+
+
 def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, config: Config, *,
                       before_recording=None, on_recorded=None) -> issuance.IssueResult:
     """Check, record, render and store a request's certificates. Once every
@@ -159,11 +183,8 @@ def issue_certificate(conn, register, req: IssueRequest, staff, scope: Scope, co
         try:
             rendered = render_issued(config, req, plan, clerk, scope, copy, data_as_of)
         except RenderProcessLost:
-            # Like a crash between commit and render: the serial stays
-            # 'allocated' until the worker voids it (never reused).
-            raise issuance.IssueError(
-                f"発行番号 {copy.serial} の証明書を作成する処理が止まり、証明書はできていません。"
-                "この番号は自動で無効になり、二度と使われません。もう一度交付してください。") from None
+            voided = issuance.void_unrendered(conn, older_than=dt.timedelta(0), request_id=result.request_id)
+            raise RenderFailed([serial for _, serial in voided]) from None
         issuance.store_rendered(conn, copy.scope, copy.serial, pdf=rendered.pdf, pages=rendered.pages,
                                 content_digest=rendered.content_digest)
     return result
