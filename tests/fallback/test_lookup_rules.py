@@ -8,6 +8,7 @@ them once per mutant."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -146,3 +147,38 @@ def test_a_drills_searches_views_and_flags_are_marked_as_the_drills(ops, example
     assert all(e["drill"] for e in audit.entries(ops))
     search(ops, example_register, kana="ヤマダ", flag_count=3, actor="clerk2")
     assert [e["drill"] for e in audit.entries(ops, actor="clerk2")] == [False]
+
+
+# --- at most 50 results, and whether more matched -------------------------------------------
+
+
+def codes_of(found) -> list[str]:
+    return [s["resident_code"] for s in found.summaries()]
+
+
+def test_fifty_matches_are_all_shown_and_not_truncated(ops, crowded_register):
+    found = search(ops, crowded_register, kana="ミナミ", flag_count=1000)
+    assert len(found.summaries()) == lookup.MAX_RESULTS == 50 and found.truncated is False
+    assert {s["name_kana"] for s in found.summaries()} == {"ミナミ\u3000タロウ"}
+
+
+def test_fifty_one_matches_show_the_first_fifty_and_say_more_matched(ops, crowded_register):
+    everyone = [s["resident_code"] for s in crowded_register.search(kana="ミナ", birth_date=dt.date(1980, 1, 1), limit=100)]
+    found = search(ops, crowded_register, kana="ミナ", birth="1980-01-01", flag_count=1000)
+    assert len(everyone) == 51 and found.truncated is True
+    assert codes_of(found) == everyone[:50]
+    (entry,) = audit.entries(ops, action="search")
+    assert entry["detail"] == {"query": {"kana": "ミナ", "birth": "1980-01-01"}, "results": 51, "residents": everyone[:50]}
+
+
+def test_a_search_reads_one_result_past_the_fifty_it_shows_never_more(ops, crowded_register):
+    found = search(ops, crowded_register, kana="ミナ", flag_count=1000)  # 61 match
+    assert len(found.summaries()) == 50 and found.truncated is True
+    assert [e["detail"]["results"] for e in audit.entries(ops, action="search")] == [51]
+    assert json.loads(found.json_array()) == found.summaries()
+
+
+def test_a_household_lists_its_current_members_in_order_then_its_former_ones(crowded_register):
+    person = crowded_register.resident("30000000000")  # its second member by household_order; the first was removed
+    members = lookup.household_members(crowded_register, person)
+    assert [(m["resident_code"], m["status"]) for m in members] == [(person["resident_code"], "active"), ("10000000095", "removed")]
