@@ -33,20 +33,31 @@ def test_each_field_becomes_its_criterion():
     assert parsed(code="１０００００００-０１１") == {"resident_code": YAMADA_TARO}  # full-width, with a hyphen
 
 
+NOTHING_GIVEN = "カナ・氏名・生年月日・住所・住民票コードのいずれかを入力してください。"
+NOT_A_CODE = "住民票コードは11桁の数字です。"
+TOO_LONG = "検索の条件が長すぎます（各欄100文字まで）。"
+
+
 @pytest.mark.parametrize("args, message", [
-    ({}, "いずれかを入力してください"),
-    ({"kana": "   ", "name": None}, "いずれかを入力してください"),
-    ({"code": "1000000001"}, "11桁の数字"),
-    ({"code": "100000000111"}, "11桁の数字"),
-    ({"code": "1000000001X"}, "11桁の数字"),
-    ({"birth": "昭和64年1月8日"}, "生年月日を読み取れません"),
-    ({"address": "西蒲"}, "町名を3文字以上"),
-    ({"kana": "ア" * (lookup.MAX_QUERY_LENGTH + 1)}, "各欄100文字まで"),
-    ({"kana": "ヤマダ", "address": "西" * (lookup.MAX_QUERY_LENGTH + 1)}, "各欄100文字まで"),
+    ({}, NOTHING_GIVEN),
+    ({"kana": "   ", "name": None}, NOTHING_GIVEN),
+    ({"code": "1000000001"}, NOT_A_CODE),
+    ({"code": "100000000111"}, NOT_A_CODE),
+    ({"code": "1000000001X"}, NOT_A_CODE),
+    ({"address": "西蒲"}, "住所だけで検索するときは、町名を3文字以上入力してください。"),
+    ({"kana": "ア" * (lookup.MAX_QUERY_LENGTH + 1)}, TOO_LONG),
+    ({"kana": "ヤマダ", "address": "西" * (lookup.MAX_QUERY_LENGTH + 1)}, TOO_LONG),
 ])
 def test_a_query_the_clerk_must_correct_is_refused_saying_how(args, message):
-    with pytest.raises(QueryError, match=message):
+    with pytest.raises(QueryError) as refused:
         parse_query(args, DEFAULT_ERAS)
+    assert str(refused.value) == message
+
+
+def test_a_birth_date_that_cannot_be_read_is_refused_saying_why():
+    with pytest.raises(QueryError) as refused:
+        parse_query({"birth": "昭和64年1月8日"}, DEFAULT_ERAS)
+    assert str(refused.value) == "生年月日を読み取れません: 「昭和64年1月8日」: 昭和64年1月8日は存在しません（昭和は1989年1月7日まで）"
 
 
 def test_the_boundaries_just_inside_are_searched():
@@ -97,6 +108,12 @@ def test_a_support_measure_resident_is_listed_without_an_address(ops, example_re
     assert sato["resident_code"] == SATO_SUPPORT and sato["address"] is None
     (yamada, *_) = search(ops, example_register, kana="ヤマダ").summaries()
     assert yamada["address"]["town"] == "西蒲田七丁目"
+
+
+def test_a_search_of_punctuation_only_is_refused_saying_how(ops, example_register):
+    with pytest.raises(QueryError) as refused:
+        search(ops, example_register, kana="・")
+    assert str(refused.value) == "検索の条件が記号だけです。氏名・カナ・住所は文字で入力してください。"
 
 
 def test_a_view_is_audited_found_or_not(ops, example_register):
