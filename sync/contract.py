@@ -339,10 +339,10 @@ _FURIGANA_RE = re.compile(r"^[\u30a0-\u30ff]+(?:\u3000[\u30a0-\u30ff]+)*$")
 MAX_SEAL_IMAGE_BYTES = 64 * 1024
 
 
-def _missing(record: dict, required: Iterable[str], what: str) -> None:
+def _missing(record: dict, required: Iterable[str], what: str, key_field: str) -> None:
     missing = [k for k in required if record.get(k) is None]
     if missing:
-        key = record.get("resident_code") or record.get("seal_number") or "?"
+        key = record.get(key_field) or "?"  # a seal by its own number, not its resident's code
         raise ContractError(f"{what} {key}: required field(s) missing: {', '.join(sorted(missing))}")
 
 
@@ -351,7 +351,7 @@ def validate_resident(r: Any, contract: int = CONTRACT_VERSION) -> None:
     valid RESIDENT of that contract version."""
     if not isinstance(r, dict):
         raise ContractError("resident record is not a JSON object")
-    _missing(r, RESIDENT_REQUIRED, "resident")
+    _missing(r, RESIDENT_REQUIRED, "resident", KEY_FIELD["residents"])
     code = r["resident_code"]
     where = f"resident {code}"
     if not isinstance(code, str) or not _RESIDENT_CODE_RE.match(code):
@@ -454,7 +454,7 @@ def validate_seal(s: Any, contract: int = CONTRACT_VERSION) -> None:
     contract versions; `contract` keeps the validators interchangeable)."""
     if not isinstance(s, dict):
         raise ContractError("seal record is not a JSON object")
-    _missing(s, SEAL_REQUIRED, "seal")
+    _missing(s, SEAL_REQUIRED, "seal", KEY_FIELD["seals"])
     where = f"seal {s['seal_number']}"
     for key in ("seal_number", "card_number"):
         if not isinstance(s[key], str) or not s[key]:

@@ -86,29 +86,63 @@ def loaded_template(tmp_path_factory):
     return root
 
 
+def _crowded_records() -> tuple[list[dict], list[dict]]:
+    """61 residents whose kana begins with ミナ, for the search's cap of
+    50 results: 50 ミナミ born 1980-01-01, one ミナモト born that day, 10
+    ミナト born 1990-01-01; and, in the household of the first ミナミ (as
+    its second member), one removed former member (スズキ)."""
+    template, removed = (next(r for r in example_records("residents") if r["resident_code"] == code)
+                         for code in ("10000000011", "10000000095"))
+    people = [("南\u3000太郎", "ミナミ\u3000タロウ", "1980-01-01")] * 50 + [("源\u3000花子", "ミナモト\u3000ハナコ", "1980-01-01")] + \
+        [("湊\u3000健", "ミナト\u3000ケン", "1990-01-01")] * 10
+    residents = [{**template, "resident_code": f"{30000000000 + i:011d}", "atena_number": f"C{i:08d}", "household_id": f"{200000 + i:010d}",
+                  "household_order": 2 if i == 0 else 1, "name": name, "head_name": name, "hitto": name, "name_kana": kana,
+                  "furigana": kana, "birth_date": birth, "individual_number": None}
+                 for i, (name, kana, birth) in enumerate(people)]
+    residents.append({**removed, "household_id": residents[0]["household_id"], "household_order": 1})
+    return residents, []
+
+
+REGISTERS = {"example": lambda: (example_records("residents"), example_records("seals")), "crowded": _crowded_records}
+
+
 @functools.cache
-def _example_register_config():
-    """The example register loaded through the real sync once per process,
-    outlasting pytest sessions: mutation testing runs a session per mutant
-    in a process forked from one that already loaded it (README "Mutation
-    testing"). Removed at exit by the process that made it, never by a fork."""
+def _register_config(name: str):
+    """A register of REGISTERS loaded through the real sync once per
+    process, outlasting pytest sessions: mutation testing runs a session per
+    mutant in a process forked from one that already loaded it (README
+    "Mutation testing"). Removed at exit by the process that made it, never
+    by a fork."""
     from fallback.mirror.syncing import run_full_sync
 
-    root, owner = Path(tempfile.mkdtemp(prefix="sonae-example-register-")), os.getpid()
+    root, owner = Path(tempfile.mkdtemp(prefix=f"sonae-{name}-register-")), os.getpid()
     atexit.register(lambda: os.getpid() == owner and shutil.rmtree(root, ignore_errors=True))
     with pytest.MonkeyPatch.context() as monkeypatch:
         config = _configure(root, monkeypatch)
-        run_full_sync(config, source_dir=write_export(root / "export", example_records("residents"), example_records("seals")))
+        run_full_sync(config, source_dir=write_export(root / "export", *REGISTERS[name]()))
     return config
+
+
+def _open_register(name: str):
+    from fallback.mirror.registry import snapshot_store
+
+    return snapshot_store(_register_config(name)).open_register()
 
 
 @pytest.fixture
 def example_register():
     """The example register, read-only, as the counter reads it (a rule
     test that issues nothing needs no app and no accounts)."""
-    from fallback.mirror.registry import snapshot_store
+    register = _open_register("example")
+    yield register
+    register.close()
 
-    register = snapshot_store(_example_register_config()).open_register()
+
+@pytest.fixture
+def crowded_register():
+    """A register in which a search finds more than 50 residents
+    (`_crowded_records`), read-only."""
+    register = _open_register("crowded")
     yield register
     register.close()
 

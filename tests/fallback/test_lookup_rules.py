@@ -8,6 +8,7 @@ them once per mutant."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 import pytest
 
@@ -32,20 +33,31 @@ def test_each_field_becomes_its_criterion():
     assert parsed(code="１０００００００-０１１") == {"resident_code": YAMADA_TARO}  # full-width, with a hyphen
 
 
+NOTHING_GIVEN = "カナ・氏名・生年月日・住所・住民票コードのいずれかを入力してください。"
+NOT_A_CODE = "住民票コードは11桁の数字です。"
+TOO_LONG = "検索の条件が長すぎます（各欄100文字まで）。"
+
+
 @pytest.mark.parametrize("args, message", [
-    ({}, "いずれかを入力してください"),
-    ({"kana": "   ", "name": None}, "いずれかを入力してください"),
-    ({"code": "1000000001"}, "11桁の数字"),
-    ({"code": "100000000111"}, "11桁の数字"),
-    ({"code": "1000000001X"}, "11桁の数字"),
-    ({"birth": "昭和64年1月8日"}, "生年月日を読み取れません"),
-    ({"address": "西蒲"}, "町名を3文字以上"),
-    ({"kana": "ア" * (lookup.MAX_QUERY_LENGTH + 1)}, "各欄100文字まで"),
-    ({"kana": "ヤマダ", "address": "西" * (lookup.MAX_QUERY_LENGTH + 1)}, "各欄100文字まで"),
+    ({}, NOTHING_GIVEN),
+    ({"kana": "   ", "name": None}, NOTHING_GIVEN),
+    ({"code": "1000000001"}, NOT_A_CODE),
+    ({"code": "100000000111"}, NOT_A_CODE),
+    ({"code": "1000000001X"}, NOT_A_CODE),
+    ({"address": "西蒲"}, "住所だけで検索するときは、町名を3文字以上入力してください。"),
+    ({"kana": "ア" * (lookup.MAX_QUERY_LENGTH + 1)}, TOO_LONG),
+    ({"kana": "ヤマダ", "address": "西" * (lookup.MAX_QUERY_LENGTH + 1)}, TOO_LONG),
 ])
 def test_a_query_the_clerk_must_correct_is_refused_saying_how(args, message):
-    with pytest.raises(QueryError, match=message):
+    with pytest.raises(QueryError) as refused:
         parse_query(args, DEFAULT_ERAS)
+    assert str(refused.value) == message
+
+
+def test_a_birth_date_that_cannot_be_read_is_refused_saying_why():
+    with pytest.raises(QueryError) as refused:
+        parse_query({"birth": "昭和64年1月8日"}, DEFAULT_ERAS)
+    assert str(refused.value) == "生年月日を読み取れません: 「昭和64年1月8日」: 昭和64年1月8日は存在しません（昭和は1989年1月7日まで）"
 
 
 def test_the_boundaries_just_inside_are_searched():
@@ -98,6 +110,12 @@ def test_a_support_measure_resident_is_listed_without_an_address(ops, example_re
     assert yamada["address"]["town"] == "西蒲田七丁目"
 
 
+def test_a_search_of_punctuation_only_is_refused_saying_how(ops, example_register):
+    with pytest.raises(QueryError) as refused:
+        search(ops, example_register, kana="・")
+    assert str(refused.value) == "検索の条件が記号だけです。氏名・カナ・住所は文字で入力してください。"
+
+
 def test_a_view_is_audited_found_or_not(ops, example_register):
     assert view(ops, example_register, YAMADA_TARO)["name"] == "山田　太郎"
     assert view(ops, example_register, "99999999999") is None
@@ -146,3 +164,38 @@ def test_a_drills_searches_views_and_flags_are_marked_as_the_drills(ops, example
     assert all(e["drill"] for e in audit.entries(ops))
     search(ops, example_register, kana="ヤマダ", flag_count=3, actor="clerk2")
     assert [e["drill"] for e in audit.entries(ops, actor="clerk2")] == [False]
+
+
+# --- at most 50 results, and whether more matched -------------------------------------------
+
+
+def codes_of(found) -> list[str]:
+    return [s["resident_code"] for s in found.summaries()]
+
+
+def test_fifty_matches_are_all_shown_and_not_truncated(ops, crowded_register):
+    found = search(ops, crowded_register, kana="ミナミ", flag_count=1000)
+    assert len(found.summaries()) == lookup.MAX_RESULTS == 50 and found.truncated is False
+    assert {s["name_kana"] for s in found.summaries()} == {"ミナミ\u3000タロウ"}
+
+
+def test_fifty_one_matches_show_the_first_fifty_and_say_more_matched(ops, crowded_register):
+    everyone = [s["resident_code"] for s in crowded_register.search(kana="ミナ", birth_date=dt.date(1980, 1, 1), limit=100)]
+    found = search(ops, crowded_register, kana="ミナ", birth="1980-01-01", flag_count=1000)
+    assert len(everyone) == 51 and found.truncated is True
+    assert codes_of(found) == everyone[:50]
+    (entry,) = audit.entries(ops, action="search")
+    assert entry["detail"] == {"query": {"kana": "ミナ", "birth": "1980-01-01"}, "results": 51, "residents": everyone[:50]}
+
+
+def test_a_search_reads_one_result_past_the_fifty_it_shows_never_more(ops, crowded_register):
+    found = search(ops, crowded_register, kana="ミナ", flag_count=1000)  # 61 match
+    assert len(found.summaries()) == 50 and found.truncated is True
+    assert [e["detail"]["results"] for e in audit.entries(ops, action="search")] == [51]
+    assert json.loads(found.json_array()) == found.summaries()
+
+
+def test_a_household_lists_its_current_members_in_order_then_its_former_ones(crowded_register):
+    person = crowded_register.resident("30000000000")  # its second member by household_order; the first was removed
+    members = lookup.household_members(crowded_register, person)
+    assert [(m["resident_code"], m["status"]) for m in members] == [(person["resident_code"], "active"), ("10000000095", "removed")]
