@@ -9,10 +9,9 @@ PIP := $(VENV)/bin/pip
 # poppler + zbar to read QR codes back from PDFs, CUPS to print.
 SYSTEM_PACKAGES := python3 python3-venv python3-pip libpango-1.0-0 libpangoft2-1.0-0 \
 	fonts-ipaexfont fonts-ipamj-mincho poppler-utils zbar-tools cups-client cups-ipp-utils
-# Tests add a real browser, a real print queue and a PDF printer,
-# systemd-analyze to verify the units in deploy/systemd/, and npm for
-# axe-core, the accessibility engine the browser tests load into each page.
-TEST_SYSTEM_PACKAGES := chromium chromium-driver cups printer-driver-cups-pdf systemd npm
+# Tests add a real browser, a real print queue and a PDF printer, and
+# systemd-analyze to verify the units in deploy/systemd/.
+TEST_SYSTEM_PACKAGES := chromium chromium-driver cups printer-driver-cups-pdf systemd
 # The pair's tests (tests/pair/) add xfsprogs for the takeover test's instant
 # block-level copies, and Pacemaker's, corosync's and DRBD's own tools to
 # check deploy/pair/ offline — without their recommendations (a mail server,
@@ -43,12 +42,15 @@ system-packages:
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
 	fi
 
+# npm fetches axe-core, the accessibility engine the browser tests load into
+# each page: Debian's package only where no npm is installed already.
 test-system-packages:
 	@if command -v apt-get >/dev/null; then \
 	  missing=$$(for p in $(TEST_SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; fi; \
 	  missing=$$(for p in $(PAIR_TEST_SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	  if [ -n "$$missing" ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi; \
+	  command -v npm >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm; }; \
 	fi
 
 $(PY):

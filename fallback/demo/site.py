@@ -51,6 +51,9 @@ class DemoSite:
                   (self.upstream_port + 1, "cloudsim's admin port, --upstream-port + 1"))
         for port, what in wanted:
             with socket.socket() as probe:
+                # As the servers bind: a connection of an earlier run left in
+                # TIME_WAIT (the outage day's, just before) is no program.
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 try:
                     probe.bind(("127.0.0.1", port))
                 except OSError as exc:
