@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
-from selenium.webdriver.support.ui import Select
 
 from fallback.ops import open_ops
 from tests.support import PASSWORD
 
-from .conftest import arrived, leave_page, login, press, ready, register_terminal, wait_for
+from .conftest import arrived, leave_page, login, press, ready, register_terminal, submit_terminal_registration, wait_for
 
 YAMADA_TARO = "10000000011"
 
@@ -22,16 +21,6 @@ def request_terminals(appliance) -> list[tuple[str, str, str]]:
         return conn.execute("SELECT terminal, office, printer FROM requests WHERE outcome = 'issued'").fetchall()
     finally:
         conn.close()
-
-
-def try_register(driver, terminal: str, username: str, password: str) -> None:
-    driver.get(driver.base_url + "/terminal")
-    Select(wait_for(driver, "#terminal")).select_by_value(terminal)
-    driver.find_element(By.ID, "terminal-username").send_keys(username)
-    driver.find_element(By.ID, "terminal-password").send_keys(password)
-    leave_page(driver)
-    driver.find_element(By.ID, "register-terminal").click()
-    arrived(driver)
 
 
 def test_an_unregistered_pc_offers_no_list_and_keeps_its_counter_closed(downtime, browser):
@@ -45,12 +34,12 @@ def test_an_unregistered_pc_offers_no_list_and_keeps_its_counter_closed(downtime
 
 
 def test_only_a_supervisors_password_registers_a_pc(downtime, browser):
-    try_register(browser, "本庁2", "boss", "wrong-password-1")
+    submit_terminal_registration(browser, "本庁2", "boss", "wrong-password-1")
     assert "パスワードが違います" in wait_for(browser, "#terminal-error").text
-    try_register(browser, "本庁2", "clerk1", PASSWORD)
+    submit_terminal_registration(browser, "本庁2", "clerk1", PASSWORD)
     assert "係長" in wait_for(browser, "#terminal-error").text
     assert not [c for c in browser.get_cookies() if c["name"] == "sonae_terminal"]
-    try_register(browser, "本庁2", "boss", PASSWORD)
+    submit_terminal_registration(browser, "本庁2", "boss", PASSWORD)
     cookie, = [c for c in browser.get_cookies() if c["name"] == "sonae_terminal"]
     assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
     assert "本庁2" in browser.find_element(By.ID, "current-terminal").text
