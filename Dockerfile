@@ -9,8 +9,10 @@
 #
 # Debian 12 slim, pinned by digest (docker-library/repo-info,
 # repos/debian/remote/bookworm-20260918-slim.md); README "The image" says
-# how to move the pin to a newer build.
-FROM debian:bookworm-20260918-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251 AS runtime
+# how to move the pin to a newer build. A ward that pulls through its own
+# registry mirror names the same image there: --build-arg DEBIAN_BASE=….
+ARG DEBIAN_BASE=debian:bookworm-20260918-slim@sha256:3783cc01769c7b2b1b83a5c5ad96c815348e28ed7da68e2e3687004faa906251
+FROM ${DEBIAN_BASE} AS runtime
 
 ENV DEBIAN_FRONTEND=noninteractive \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -23,14 +25,14 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends \
         python3 ca-certificates libpango-1.0-0 libpangoft2-1.0-0 \
         fonts-ipaexfont fonts-ipamj-mincho poppler-utils zbar-tools cups-client cups-ipp-utils \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get clean && rm -rf /var/lib/apt/lists/*
 
 # The build stage: the venv, filled from the lock, then Sonae as a wheel
 # without resolving anything. Only the venv leaves this stage.
 FROM runtime AS build
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3-venv \
-    && rm -rf /var/lib/apt/lists/*
+    && apt-get clean && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY requirements.lock ./
 # The ward's CA, when given as a build secret, is trusted by pip for this
