@@ -99,6 +99,19 @@ class RenderPool:
         for answer in answers:
             answer.result()
 
+    def start_warming(self) -> None:
+        """warm(), on a thread of its own: starting a process waits for the
+        fork server to import WeasyPrint, and the server should be
+        answering searches meanwhile. A certificate asked for before then
+        waits for its process, as it would have before the server listened."""
+        threading.Thread(target=self._warm_quietly, name="render-pool-warm-up", daemon=True).start()
+
+    def _warm_quietly(self) -> None:
+        try:
+            self.warm()
+        except (BrokenProcessPool, RuntimeError) as e:  # closed, or a process died: render() starts afresh
+            log.info("render pool warm-up stopped: %s", e)
+
     def render(self, cert: Certificate, signing_key: Ed25519PrivateKey) -> RenderedCertificate:
         """printing.render.render_certificate, in a pool process."""
         # The key goes to the process with each certificate (a pipe to a

@@ -151,7 +151,9 @@ def render_pool(config: Config) -> Iterator[RenderPool | None]:
         return
     pool = RenderPool(processes)
     try:
-        pool.warm()
+        # The server listens while the processes start (`sonae serve` on a
+        # 4M register answers its first search sooner, README "start-up").
+        pool.start_warming()
         _pool = pool
         yield pool
     finally:
