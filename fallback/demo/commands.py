@@ -125,8 +125,9 @@ def outage_demo(root, residents, seed, web_port, upstream_port, change_rate, pro
     options = DayOptions(residents=residents, seed=seed, change_rate=change_rate, probe_interval_s=probe_interval,
                          faults=frozenset(faults), flap_every_s=flap_every, printer_queue=printer_queue,
                          screenshots=screenshots or root / "screenshots", web_port=web_port, upstream_port=upstream_port)
-    # `kill` (SIGTERM) must stop the children too, as Ctrl+C does.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    # `kill` (SIGTERM) must stop the children too, as Ctrl+C does, and the
+    # day that ends so says why (a silent exit 1 reads like a crash).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("the outage day was stopped by SIGTERM; its servers are stopped too"))
     record = run_outage_day(root, options, say=lambda line: click.echo(line, err=True))
     (root / "incident-report.md").write_text(record.report_markdown, encoding="utf-8")
     (root / "incident-report.pdf").write_bytes(record.report_pdf)
