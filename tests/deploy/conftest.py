@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,34 @@ from tests.support import EXAMPLE_PUBLIC_KEY, write_key
 
 ROOT = Path(__file__).resolve().parents[2]
 APPLIANCE_UID = 65534  # nobody: a uid that owns nothing of the test's
+
+
+def as_uid(uid: int) -> list[str]:
+    """The command prefix that runs a program as `uid`, with no groups."""
+    return ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def checkout_reachable_by_other_uids():
+    """These tests run Python from this checkout's venv as another uid. A
+    clone in a folder only root may enter — root's home, mode 0700, where
+    a fresh machine's clone usually lies — would give that uid 'permission
+    denied' on Python itself: for the session every uid may pass through
+    (search, not list) the folders above the checkout and the interpreter,
+    then their modes are put back."""
+    if os.geteuid() != 0:
+        yield
+        return
+    above = {folder for path in (ROOT, Path(sys.prefix), Path(sys.executable).resolve(), Path(sys.base_prefix).resolve())
+             for folder in path.parents}
+    opened = [(folder, folder.stat().st_mode) for folder in sorted(above) if not folder.stat().st_mode & stat.S_IXOTH]
+    for folder, mode in opened:
+        folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+    try:
+        yield
+    finally:
+        for folder, mode in opened:
+            folder.chmod(stat.S_IMODE(mode))
 
 
 @dataclass
@@ -41,7 +70,7 @@ class Box:
 
     def sonae(self, *args: str, uid: int | None = APPLIANCE_UID, timeout: float = 60) -> subprocess.CompletedProcess:
         """`sonae ARGS` as `uid` (None: as this process)."""
-        drop = [] if uid is None else ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups"]
+        drop = [] if uid is None else as_uid(uid)
         return subprocess.run([*drop, sys.executable, "-m", "fallback.cli", *args], cwd=ROOT, env=self.env(),
                               capture_output=True, text=True, timeout=timeout)
 

@@ -25,7 +25,7 @@ from fallback.monitoring import doctor
 from fallback.monitoring.doctor import OK, PROBLEM, UNKNOWN
 from fallback.ops import Transaction, open_ops
 from sync.contract import CONTRACT_VERSION, sign
-from tests.deploy.conftest import APPLIANCE_UID, ROOT
+from tests.deploy.conftest import APPLIANCE_UID, ROOT, as_uid
 from tests.mounts import require_tmpfs
 from tests.printing.cups_server import cups_server  # noqa: F401  (fixture)
 from tests.support import Staff, example_records, write_export
@@ -58,7 +58,7 @@ def test_the_doctor_run_as_root_says_to_run_it_as_the_appliance(sonae_env):
 
 
 def test_the_doctor_run_as_the_appliance_is_content():
-    said = subprocess.run(["setpriv", f"--reuid={APPLIANCE_UID}", f"--regid={APPLIANCE_UID}", "--clear-groups", sys.executable, "-c",
+    said = subprocess.run([*as_uid(APPLIANCE_UID), sys.executable, "-c",
                            "from fallback.monitoring.doctor import running_user; [f] = running_user(None); print(f.status, f.message)"],
                           cwd=ROOT, capture_output=True, text=True, check=True)
     assert said.stdout.strip() == "ok checking as uid 65534 (nobody), the user the services run as"
@@ -137,7 +137,7 @@ def test_a_missing_key_and_a_key_inside_the_state_directory_are_named(keyed, mon
 def doctor_as_appliance(check: str, env: dict) -> list[list[str]]:
     code = (f"import json; from fallback.config import load_config; from fallback.monitoring import doctor; "
             f"print(json.dumps([[f.status, f.message] for f in doctor.{check}(load_config())]))")
-    said = subprocess.run(["setpriv", f"--reuid={APPLIANCE_UID}", f"--regid={APPLIANCE_UID}", "--clear-groups", sys.executable, "-c", code],
+    said = subprocess.run([*as_uid(APPLIANCE_UID), sys.executable, "-c", code],
                           cwd=ROOT, env=env, capture_output=True, text=True, check=True)
     return json.loads(said.stdout)
 

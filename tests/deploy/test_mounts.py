@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.deploy.conftest import as_uid
 from tests.mounts import tmpfs_refusal
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,7 +35,7 @@ def test_a_process_that_may_not_mount_skips_saying_what_mount_said():
 
 
 def test_a_process_that_is_not_root_is_told_so():
-    said = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
+    said = subprocess.run([*as_uid(65534), sys.executable, "-c",
                            "from tests.mounts import tmpfs_refusal; print(tmpfs_refusal())"],
                           cwd=ROOT, capture_output=True, text=True, check=True)
     assert said.stdout.strip() == "mounting a tmpfs needs root; this process runs as uid 65534"
