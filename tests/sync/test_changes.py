@@ -307,17 +307,33 @@ def larger_register(config, tmp_path, monkeypatch):
 def test_a_catch_up_copies_the_wal_back_only_every_checkpoint_changes(larger_register, store, tmp_path):
     """Pages smaller than the checkpoint interval are not each copied back:
     three pages of 100 stay in the WAL under an interval of 250, and go
-    into the file after the second page under an interval of 200."""
+    into the file after the second of four pages under an interval of 200."""
     upstream = larger_register
     upstream.changes = [change(1001 + i, make_resident(200 + i, version=2)) for i in range(300)]
     with store.open_register():
         apply_changes(client(upstream.url), store, batch=100, checkpoint_changes=250)
         assert _versions_in_the_database_file(store, 1, tmp_path) == {1: 3000}
-    upstream.changes += [change(1301 + i, make_resident(500 + i, version=2)) for i in range(300)]
+    upstream.changes += [change(1301 + i, make_resident(500 + i, version=2)) for i in range(400)]
     with store.open_register():
         apply_changes(client(upstream.url), store, batch=100, checkpoint_changes=200)
         # the run's start copied the first 300, its second page 200 more
+        # (200 changes were still to come: more than one page)
         assert _versions_in_the_database_file(store, 1, tmp_path) == {1: 2500, 2: 500}
+    assert store.verify().ok
+
+
+def test_a_catch_up_leaves_the_copy_to_the_next_run_when_one_more_page_ends_it(larger_register, store, tmp_path):
+    """After the first page of three the interval of 100 is reached and 200
+    changes are still to come: copied. After the second, the last 100 fit
+    one page of 100: the WAL keeps both pages, and the next run copies them
+    (beside its first fetch)."""
+    upstream = larger_register
+    upstream.changes = [change(1001 + i, make_resident(200 + i, version=2)) for i in range(300)]
+    with store.open_register():
+        apply_changes(client(upstream.url), store, batch=100, checkpoint_changes=100)
+        assert _versions_in_the_database_file(store, 1, tmp_path) == {1: 2900, 2: 100}
+        apply_changes(client(upstream.url), store, batch=100, checkpoint_changes=100)
+        assert _versions_in_the_database_file(store, 1, tmp_path) == {1: 2700, 2: 300}
     assert store.verify().ok
 
 
