@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fallback import clock
 from fallback.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -112,6 +113,9 @@ def test_each_unit_runs_its_command_as_a_dedicated_user_with_hardening(command):
     for key, value in {"ProtectSystem": "strict", "NoNewPrivileges": "yes", "PrivateTmp": "yes", "ProtectHome": "yes"}.items():
         assert settings[key] == [value], key
     assert settings["CapabilityBoundingSet"] == [""]
+    # ProcSubset=pid would hide the boot id by which fallback.clock tells
+    # readings of this boot from the last one's.
+    assert "ProcSubset" not in settings and str(clock.BOOT_ID).startswith("/proc/sys/")
 
 
 def test_the_units_verify_and_are_well_hardened(tmp_path):
