@@ -138,12 +138,15 @@ class DemoSite:
             *([] if change_rate is None else ["--change-rate", str(change_rate)]),
             log="cloudsim.log",
         )
-        deadline = time.monotonic() + 300
+        # Generating takes ≈ 40 s a million residents on two idle cores: room
+        # for a busy machine, the hang guard only.
+        minutes = 5 + 5 * self.residents // 1_000_000
+        deadline = time.monotonic() + 60 * minutes
         while not ready.exists():
             if self.processes[-1].poll() is not None:
                 raise click.ClickException(f"cloudsim exited; see {self.root / 'logs' / 'cloudsim.log'}")
             if time.monotonic() > deadline:
-                raise click.ClickException("cloudsim did not become ready within 5 minutes")
+                raise click.ClickException(f"cloudsim did not become ready within {minutes} minutes; see {self.root / 'logs' / 'cloudsim.log'}")
             time.sleep(0.2)
         return json.loads(ready.read_text())
 
