@@ -12,11 +12,11 @@ from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAll
 from fallback import banner, db, disk, filters
 from fallback.config import Config, ConfigError, load_config
 from fallback.counter.issuance import SUPPORT_MEASURE_APPROVABLE
-from fallback.errors import INTERNAL_FAULT_MESSAGE, InternalFault, SonaeError, storage_fault
+from fallback.errors import INTERNAL_FAULT_MESSAGE, KEY_UNUSABLE_MESSAGE, InternalFault, KeyUnusable, SonaeError, storage_fault
 from fallback.keys import session_secret
 from fallback.ops import open_ops
 from fallback.staff import security
-from sync.crypto import DatabaseError
+from sync.crypto import DatabaseError, KeyFileError
 
 BLUEPRINTS = (
     "fallback.staff.auth_views",
@@ -80,6 +80,13 @@ def storage_or_reraise(exc: Exception):
     return answer(fault)
 
 
+def key_unusable(exc: KeyFileError):
+    """A key file that became unreadable while serving (`sonae serve`
+    checks them at start): 503 and the Japanese page, its one line logged."""
+    current_app.logger.error("%s %s: %s", request.method, request.path, exc)
+    return answer(KeyUnusable(KEY_UNUSABLE_MESSAGE, reason=str(exc)))
+
+
 def api_route_error(exc: HTTPException):
     """Under /api/ even a URL that matches no route, or not with this
     method, answers in JSON."""
@@ -98,6 +105,7 @@ def internal_error(exc: InternalServerError):
 
 def init_errors(app: Flask) -> None:
     app.register_error_handler(SonaeError, answer)
+    app.register_error_handler(KeyFileError, key_unusable)
     app.register_error_handler(DatabaseError, storage_or_reraise)
     app.register_error_handler(OSError, storage_or_reraise)
     app.register_error_handler(NotFound, api_route_error)

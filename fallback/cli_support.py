@@ -17,6 +17,7 @@ import click
 
 from fallback.access import state_problem
 from fallback.config import Config, load_config
+from fallback.keys import key_status, signing_key_status
 from fallback.ops import TOKYO
 
 
@@ -41,11 +42,15 @@ def config() -> Config:
 
 def service_config() -> Config:
     """The configuration of `sonae serve` and `sonae worker`: refused at
-    start, naming the path, its owner and mode, when the state directory
-    cannot be written — not at the first request or job."""
+    start, in one line, when the state directory cannot be written or a key
+    cannot be used (naming the path, its owner and mode) — not at the first
+    request or job, nor at the first certificate of an outage."""
     loaded = load_config()
     if problem := state_problem(loaded.home):
         raise click.ClickException(problem)
+    for problem in (key_status(loaded), signing_key_status(loaded)):
+        if problem:
+            raise click.ClickException(problem)
     return loaded
 
 

@@ -61,6 +61,20 @@ INTERNAL_FAULT_MESSAGE = ("装置の内部でエラーが起きたため、こ�
                           "続けて起きるときは紙の手順に切り替え、情報政策課に連絡してください。")
 
 
+class KeyUnusable(SonaeError):
+    """A key file the running server cannot use any more (`sonae serve`
+    refuses to start without it): the web's answer to a KeyFileError,
+    whose one line is the `reason`, never shown to the public."""
+
+    status = 503
+    code = "key"
+    title = "装置の鍵を読み込めません"
+
+
+KEY_UNUSABLE_MESSAGE = ("装置の鍵を読み込めないため、この操作は行われていません。"
+                        "窓口は紙の手順に切り替え、情報政策課に連絡してください。")
+
+
 class NotFound(SonaeError):
     status = 404
     code = "not_found"

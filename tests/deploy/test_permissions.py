@@ -75,3 +75,25 @@ def test_a_volume_owned_by_the_appliance_serves(box):
     box.give(box.home)
     result = box.sonae("user", "list")
     assert result.returncode == 0, result.stderr
+
+
+def test_the_services_refuse_to_start_on_a_signing_key_they_cannot_read(box):
+    assert box.sonae("user", "list", uid=None).returncode == 0
+    box.give(box.home)
+    box.give(box.etc / "master.key")  # the master key is fine: only the signing key is root's
+    for command in (("serve", "--port", "1"), ("worker",)):
+        line = one_line_error(box.sonae(*command))
+        assert line == (f"Error: permission denied: Sonae cannot read {box.etc / 'signing.key'}, owner uid 0 (root), gid 0 (root), "
+                        f"mode 0600; {RUNS_AS}: give that uid access (chown or chmod), or run Sonae as the owner"), (command, line)
+
+
+def test_the_services_refuse_to_start_on_a_signing_key_readable_by_others(box):
+    assert box.sonae("user", "list", uid=None).returncode == 0
+    box.give(box.etc)
+    box.give(box.home)
+    (box.etc / "signing.key").chmod(0o644)
+    for command in (("serve", "--port", "1"), ("worker",)):
+        line = one_line_error(box.sonae(*command))
+        assert line == (f"Error: key file {box.etc / 'signing.key'} is readable by others (mode 0644); "
+                        f"run `chmod 600 {box.etc / 'signing.key'}`"), (command, line)
+
