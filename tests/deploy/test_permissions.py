@@ -97,3 +97,27 @@ def test_the_services_refuse_to_start_on_a_signing_key_readable_by_others(box):
         assert line == (f"Error: key file {box.etc / 'signing.key'} is readable by others (mode 0644); "
                         f"run `chmod 600 {box.etc / 'signing.key'}`"), (command, line)
 
+
+def test_a_configuration_file_the_appliance_cannot_read_is_one_line(box):
+    config = box.etc / "sonae.toml"
+    config.write_text('[web]\nport = 8790\n', encoding="utf-8")
+    config.chmod(0o600)  # root's copy of the example under umask 077
+    box.give(box.home)
+    box.give(box.etc / "master.key")
+    box.give(box.etc / "signing.key")
+    expected = (f"permission denied: Sonae cannot read {config}, owner uid 0 (root), gid 0 (root), mode 0600; {RUNS_AS}: "
+                "give that uid access (chown or chmod), or run Sonae as the owner")
+    for command in (("serve",), ("worker",), ("user", "list")):
+        assert one_line_error(box.sonae(*command)) == f"Error: {expected}", command
+    doctor = box.sonae("doctor")
+    assert doctor.returncode == 1 and "Traceback" not in doctor.stderr, doctor.stderr
+    assert doctor.stdout.splitlines() == [f"PROBLEM  configuration  {expected}"]
+
+
+def test_a_configuration_file_the_appliance_can_read_is_used(box):
+    config = box.etc / "sonae.toml"
+    config.write_text('[web]\nport = 8790\n', encoding="utf-8")
+    box.give(box.etc)
+    config.chmod(0o600)
+    # web.port comes from the file: nothing listens there
+    assert one_line_error(box.sonae("health")) == "Error: http://127.0.0.1:8790/healthz: no answer (ConnectionError)"
