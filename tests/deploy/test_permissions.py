@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 
 from tests.deploy.conftest import APPLIANCE_UID, one_line_error
+from tests.mounts import require_tmpfs
 
 RUNS_AS = f"Sonae runs as uid {APPLIANCE_UID} (nobody)"
 
@@ -121,3 +123,29 @@ def test_a_configuration_file_the_appliance_can_read_is_used(box):
     config.chmod(0o600)
     # web.port comes from the file: nothing listens there
     assert one_line_error(box.sonae("health")) == "Error: http://127.0.0.1:8790/healthz: no answer (ConnectionError)"
+
+
+def test_key_init_into_a_read_only_mount_says_read_only_not_a_failing_disk(box):
+    require_tmpfs()
+    mount_point = box.root / "ro-etc"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m,mode=0777", "tmpfs", str(mount_point)], check=True)
+    try:
+        line = one_line_error(box.sonae("key", "init", str(mount_point / "master.key")))
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+    assert line == (f"Error: read-only file system: cannot write {mount_point / 'master.key.tmp'} (mounted read-only? compose mounts "
+                    "/etc/sonae read-only: write keys with a writable mount, README \"Deploying with Docker\")")
+    assert "dmesg" not in line and "SONAE_HOME" not in line
+
+
+def test_key_init_into_a_writable_mount_writes_the_key(box):
+    require_tmpfs()
+    mount_point = box.root / "rw-etc"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0777", "tmpfs", str(mount_point)], check=True)
+    try:
+        assert box.sonae("key", "init", str(mount_point / "master.key")).returncode == 0
+        assert (mount_point / "master.key").stat().st_uid == APPLIANCE_UID
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
