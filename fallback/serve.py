@@ -12,12 +12,15 @@ when it is web.trusted_proxy, and drops those headers from anyone else."""
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import logging
 import signal
+import socket
 import sys
 
 import click
 
+from fallback.access import running_as
 from fallback.cli_support import configure_logging, service_config, service_running
 from fallback.config import Config
 from fallback.counter import issuance
@@ -77,8 +80,6 @@ def void_serials_left_by_a_dead_server(config: Config) -> None:
 @click.option("--threads", type=int, help="Worker threads (default web.threads).")
 def serve(host, port, threads):
     """Serve the counter application."""
-    import waitress
-
     from fallback.app import create_app
 
     config = service_config()
@@ -89,14 +90,42 @@ def serve(host, port, threads):
         app = create_app(config)
         host = host or config["web"]["host"]
         port = port or config["web"]["port"]
-        click.echo(f"Sonae counter app on http://{host}:{port}/", err=True)
         options = waitress_options(config)
         if threads:
             options["threads"] = threads
+        server = listen(app, host, port, options)
+        click.echo(f"Sonae counter app on http://{host}:{port}/", err=True)
         # SIGTERM (systemd, docker stop) ends waitress's loop like Ctrl-C, so the
         # render pool below is closed rather than killed mid-certificate.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         with render_pool(config) as pool:
             if pool is not None:
                 click.echo(f"rendering certificates in {pool.processes} processes", err=True)
-            waitress.serve(app, host=host, port=port, **options)
+            server.run()
+
+
+def listen(app, host: str, port: int, options: dict):
+    """The waitress server bound to host:port, or a one-line refusal naming
+    web.host / web.port and what to do: nothing says the app is on an
+    address before it listens there."""
+    import waitress
+
+    try:
+        return waitress.create_server(app, host=host, port=port, **options)
+    except socket.gaierror as exc:
+        raise click.ClickException(f"web.host {host!r} is not an address or a name this host resolves ({exc.strerror}): "
+                                   "set web.host to one of this host's addresses, or 0.0.0.0 for all") from None
+    except OSError as exc:
+        raise click.ClickException(bind_problem(exc, host, port)) from None
+
+
+def bind_problem(exc: OSError, host: str, port: int) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {port} (web.port) on {host} is already in use by another program (another `sonae serve`?): "
+                "stop that program, or set web.port to a free port")
+    if exc.errno == errno.EACCES:
+        return (f"{running_as()} may not listen on port {port} (web.port): ports below 1024 need root; "
+                "use a port of 1024 or above, with a reverse proxy in front for 80 or 443 (README \"Serving over HTTPS\")")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} (web.host) is not an address of this host: set web.host to one of its addresses, or 0.0.0.0 for all"
+    return f"cannot listen on {host}:{port} (web.host, web.port): {exc.strerror or exc}"
