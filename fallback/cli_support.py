@@ -16,7 +16,7 @@ from pathlib import Path
 import click
 
 from fallback.access import state_problem
-from fallback.config import Config, load_config
+from fallback.config import Config, config_path, load_config
 from fallback.keys import key_status, signing_key_status
 from fallback.ops import TOKYO
 
@@ -52,6 +52,17 @@ def service_config() -> Config:
         if problem:
             raise click.ClickException(problem)
     return loaded
+
+
+def warn_without_config_file(config: Config) -> None:
+    """A service started with no configuration file runs on the defaults
+    (the example ward, loopback) and SONAE_* variables alone: legitimate for
+    the tests, a mistake on a ward's box (a wrong SONAE_ETC_DIR, a renamed
+    file), so it is said once in the log."""
+    if config.source is None:
+        logging.getLogger("sonae").warning(
+            "no configuration file at %s: running on the defaults and SONAE_* variables only; "
+            "write it from deploy/sonae.toml.example (or point SONAE_CONFIG at it)", config_path())
 
 
 # `sonae serve` and `sonae worker` hold this shared for their lifetime;

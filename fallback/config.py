@@ -452,6 +452,12 @@ class Config:
         return self.home / "log"
 
 
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where the configuration file is looked for: SONAE_CONFIG, or the default."""
+    env = os.environ if env is None else env
+    return Path(env.get("SONAE_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
 def _config_text(source: Path) -> str | None:
     """The file's text; None when there is no file. One the appliance may
     not read is refused naming its owner and mode (a root-owned 0600 copy
@@ -469,7 +475,7 @@ def _config_text(source: Path) -> str | None:
 def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     values = copy.deepcopy(DEFAULTS)
-    source = Path(path or env.get("SONAE_CONFIG") or DEFAULT_CONFIG_PATH)
+    source = Path(path) if path is not None else config_path(env)
     text = _config_text(source)
     if text is not None:
         try:

@@ -21,7 +21,7 @@ import sys
 import click
 
 from fallback.access import running_as
-from fallback.cli_support import configure_logging, service_config, service_running
+from fallback.cli_support import configure_logging, service_config, service_running, warn_without_config_file
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.counter.rendering import render_pool
@@ -94,6 +94,7 @@ def serve(host, port, threads):
         if threads:
             options["threads"] = threads
         server = listen(app, host, port, options)
+        warn_without_config_file(config)
         click.echo(f"Sonae counter app on http://{host}:{port}/", err=True)
         # SIGTERM (systemd, docker stop) ends waitress's loop like Ctrl-C, so the
         # render pool below is closed rather than killed mid-certificate.

@@ -7,7 +7,7 @@ import threading
 
 import click
 
-from fallback.cli_support import configure_logging, service_config, service_running
+from fallback.cli_support import configure_logging, service_config, service_running, warn_without_config_file
 from fallback.serve import claim_serial_ranges
 
 
@@ -33,6 +33,7 @@ def worker(list_jobs):
     with service_running(config):
         claim_serial_ranges(config)  # a box that is not itself in ops.db runs nothing
         configure_logging()
+        warn_without_config_file(config)
         from fallback.mirror.syncing import reclaim_leftovers
 
         reclaim_leftovers(config)  # a killed load's gen-N.tmp may be the size of a generation

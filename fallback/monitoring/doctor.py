@@ -28,7 +28,7 @@ from urllib.parse import urlparse
 
 from fallback import access
 from fallback.clock import ntp_status
-from fallback.config import Config, ConfigError
+from fallback.config import Config, ConfigError, config_path
 from fallback.keys import ops_key
 from fallback.mirror.syncing import upstream_from_config
 from fallback.ops import Transaction, now_iso, open_ops
@@ -88,7 +88,7 @@ def configuration(config: Config, env: Mapping[str, str] | None = None) -> list[
     findings = []
     raw: dict = {}
     if config.source is None:
-        findings.append(Finding("configuration", PROBLEM, "no configuration file: write /etc/sonae/sonae.toml "
+        findings.append(Finding("configuration", PROBLEM, f"no configuration file: write {config_path(env)} "
                                                           "(from deploy/sonae.toml.example) or set SONAE_CONFIG"))
     else:
         # Unknown keys never get this far: load_config refuses them, and

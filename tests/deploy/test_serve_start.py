@@ -84,3 +84,9 @@ def test_bound_it_says_where_it_listens_and_no_warning_with_a_configuration_file
     base, said = serving(appliance_box)
     assert f"Sonae counter app on {base}/" in said and "no configuration file" not in said, said
 
+
+def test_without_a_configuration_file_it_says_which_file_it_looked_for(appliance_box):
+    base, said = serving(appliance_box)
+    assert f"Sonae counter app on {base}/" in said
+    assert (f"no configuration file at {appliance_box.etc / 'sonae.toml'}: running on the defaults and SONAE_* variables only; "
+            "write it from deploy/sonae.toml.example (or point SONAE_CONFIG at it)") in said, said
