@@ -81,6 +81,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# What deploy/sonae.toml.example leaves for the ward to fill in.
+PLACEHOLDER_NAME = "○○"
+
+
+def _is_placeholder(url: str) -> bool:
+    """An address under a domain reserved for examples (example.lg.jp,
+    example.com, *.example: RFC 2606), as the example configuration has."""
+    return "example" in (urlparse(url).hostname or "").split(".")
+
+
 def configuration(config: Config, env: Mapping[str, str] | None = None) -> list[Finding]:
     """The file itself, the ward's municipality, and the address printed on
     certificates."""
@@ -100,11 +110,18 @@ def configuration(config: Config, env: Mapping[str, str] | None = None) -> list[
     if unset:
         findings.append(Finding("configuration", PROBLEM, f"municipality.{', municipality.'.join(unset)} not set: certificates would "
                                                           f"carry the example ward ({config['municipality']['name']}); set them in [municipality]"))
+    mayor = config["municipality"]["mayor"]
+    if PLACEHOLDER_NAME in mayor:
+        findings.append(Finding("configuration", PROBLEM, f"municipality.mayor is the example's placeholder ({mayor}): "
+                                                          "set the mayor's name as certificates print it (e.g. 大田区長　鈴木　晶雅)"))
     base_url = config["web"]["public_base_url"]
     host = urlparse(base_url).hostname or ""
     if _is_loopback(host):
         findings.append(Finding("configuration", PROBLEM, f"web.public_base_url is {base_url}, which only this box can open: "
                                                           "set the address residents use to verify certificates (printed in every QR code)"))
+    elif _is_placeholder(base_url):
+        findings.append(Finding("configuration", PROBLEM, f"web.public_base_url is the example's placeholder {base_url}: "
+                                                          "set the ward's address residents use to verify certificates (printed in every QR code)"))
     if not findings:
         return _ok("configuration", f"{config.source}: every key known, {config['municipality']['name']}, certificates point at {base_url}")
     return findings
@@ -241,6 +258,8 @@ def upstream(config: Config) -> list[Finding]:
     in the contract version this Sonae reads."""
     section = config["upstream"]
     url = section["url"]
+    if _is_placeholder(url):
+        return [Finding("upstream", PROBLEM, f"upstream.url is the example's placeholder {url}: set the vendor's https:// address")]
     findings = []
     if urlparse(url).scheme != "https":
         allowed = " (upstream.allow_insecure_http lets it through: for the demo and tests only)" if section["allow_insecure_http"] else ""

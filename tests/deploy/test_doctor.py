@@ -32,7 +32,7 @@ from tests.support import Staff, example_records, write_export
 from tests.sync import upstream_server
 from tests.sync.upstream_server import TOKEN
 
-WARD = {"code": "132012", "prefecture": "東京都", "name": "八王子市", "mayor": "八王子市長　○○　○○"}
+WARD = {"code": "132012", "prefecture": "東京都", "name": "八王子市", "mayor": "八王子市長　初沢　高尾"}
 
 
 def statuses(findings) -> list[str]:
@@ -68,7 +68,7 @@ def test_the_doctor_run_as_the_appliance_is_content():
 
 
 def test_a_ward_configuration_passes(sonae_env):
-    config = write_config(sonae_env, municipality=WARD, web={"public_base_url": "https://sonae.city.hachioji.example.lg.jp"})
+    config = write_config(sonae_env, municipality=WARD, web={"public_base_url": "https://sonae.city.hachioji.lg.jp"})
     assert "八王子市" in only(doctor.configuration(config, env={}), OK)
 
 
@@ -81,7 +81,7 @@ def test_a_misspelt_key_is_the_doctors_one_line_with_the_nearest_key(sonae_env):
 
 
 def test_a_missing_municipality_is_named(sonae_env):
-    config = write_config(sonae_env, municipality={"code": "132012"}, web={"public_base_url": "https://a.example.jp"})
+    config = write_config(sonae_env, municipality={"code": "132012"}, web={"public_base_url": "https://sonae.city.hachioji.lg.jp"})
     message = only(doctor.configuration(config, env={}), PROBLEM)
     assert message.startswith("municipality.name, municipality.prefecture, municipality.mayor not set")
     # an environment override counts as set
@@ -92,6 +92,28 @@ def test_a_missing_municipality_is_named(sonae_env):
 def test_a_loopback_public_base_url_is_refused(sonae_env, url):
     config = write_config(sonae_env, municipality=WARD, web={"public_base_url": url})
     assert f"web.public_base_url is {url}, which only this box can open" in only(doctor.configuration(config, env={}), PROBLEM)
+
+
+def test_the_examples_placeholders_are_named_with_what_to_set(sonae_env):
+    example = load_config(ROOT / "deploy" / "sonae.toml.example", env={"SONAE_HOME": str(sonae_env.home)})
+    said = [f.message for f in doctor.configuration(example, env={})]
+    assert said == ["municipality.mayor is the example's placeholder (大田区長　○○　○○): set the mayor's name as certificates print it "
+                    "(e.g. 大田区長　鈴木　晶雅)",
+                    "web.public_base_url is the example's placeholder https://sonae.city.example.lg.jp: set the ward's address residents "
+                    "use to verify certificates (printed in every QR code)"]
+    assert only(doctor.upstream(example), PROBLEM) == ("upstream.url is the example's placeholder https://register.example.lg.jp: "
+                                                       "set the vendor's https:// address")
+
+
+@pytest.mark.parametrize("url", ["https://sonae.example.com", "https://sonae.ward.example"])
+def test_any_domain_reserved_for_examples_is_a_placeholder(sonae_env, url):
+    config = write_config(sonae_env, municipality=WARD, web={"public_base_url": url})
+    assert "is the example's placeholder" in only(doctor.configuration(config, env={}), PROBLEM)
+
+
+def test_a_ward_domain_that_merely_contains_example_is_not_a_placeholder(sonae_env):
+    config = write_config(sonae_env, municipality=WARD, web={"public_base_url": "https://examples.city.hachioji.lg.jp"})
+    assert statuses(doctor.configuration(config, env={})) == [OK]
 
 
 # --- keys and the state directory --------------------------------------------------
