@@ -12,7 +12,15 @@ from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAll
 from fallback import banner, db, disk, filters
 from fallback.config import Config, ConfigError, load_config
 from fallback.counter.issuance import SUPPORT_MEASURE_APPROVABLE
-from fallback.errors import INTERNAL_FAULT_MESSAGE, KEY_UNUSABLE_MESSAGE, InternalFault, KeyUnusable, SonaeError, storage_fault
+from fallback.errors import (
+    INTERNAL_FAULT_MESSAGE,
+    KEY_UNUSABLE_MESSAGE,
+    InternalFault,
+    KeyUnusable,
+    SonaeError,
+    permission_fault,
+    storage_fault,
+)
 from fallback.keys import session_secret
 from fallback.ops import open_ops
 from fallback.staff import security
@@ -72,8 +80,10 @@ def answer(error: SonaeError):
 
 def storage_or_reraise(exc: Exception):
     """A database or file error that is the disk's doing (full, I/O, held)
-    answers as a StorageFault; any other is a bug, left to Flask's 500."""
-    fault = storage_fault(exc, current_app.config["SONAE"].home)
+    or a state directory this uid may not use answers as a StorageFault;
+    any other is a bug, left to Flask's 500."""
+    home = current_app.config["SONAE"].home
+    fault = storage_fault(exc, home) or permission_fault(exc, home)
     if fault is None:
         raise exc
     current_app.logger.error("%s %s: %s", request.method, request.path, fault.reason)

@@ -20,6 +20,7 @@ import errno
 import shutil
 from pathlib import Path
 
+from fallback.access import permission_message, state_problem
 from sync.crypto import DatabaseError, DiskError
 
 
@@ -110,6 +111,22 @@ class StorageFault(SonaeError):
 
     def details(self) -> dict:
         return {"cause": self.reason}
+
+
+def permission_fault(exc: BaseException, home: Path) -> StorageFault | None:
+    """The StorageFault for a state directory (or a file in it) this uid
+    may not read or write — chowned to root under a running server, a
+    restore run as root — named with its owner and mode; None otherwise."""
+    problem = state_problem(home) if isinstance(exc, (PermissionError, DatabaseError)) else None
+    if problem is None and isinstance(exc, PermissionError) and exc.filename is not None:
+        problem = permission_message(exc.filename)
+    if problem is None:
+        return None
+    return StorageFault(
+        "装置の記録を読み書きする権限がなくなっています。この操作は行われていません。"
+        "窓口は紙の手順に切り替え、情報政策課に連絡してください。",
+        reason=problem,
+    )
 
 
 def _free_space(where: Path) -> tuple[int, str]:

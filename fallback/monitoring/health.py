@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
-from fallback import clock, disk, modes
+from fallback import access, clock, disk, modes
 from fallback.config import Config
 from fallback.counter.issuance import KINDS, handed_out_by_kind
 from fallback.counter.rendering import official_seal_problem, verification_address_problem
@@ -37,7 +37,7 @@ class Readiness:
 
 
 # The checks that stop the counters, by name; the others are reported only.
-BLOCKING_CHECKS = ("key", "signing_key", "snapshot", "data_age", "snapshot_reads", "writes", "disk_space", "clock", "official_seal")
+BLOCKING_CHECKS = ("state", "key", "signing_key", "snapshot", "data_age", "snapshot_reads", "writes", "disk_space", "clock", "official_seal")
 
 
 def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception | None = None) -> Readiness:
@@ -83,6 +83,16 @@ def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception |
     ready = not failing
     body = {"status": "ready" if ready else "not_ready", "failing": failing, "checks": checks, "at": at.isoformat(timespec="seconds")}
     return Readiness(ready, body, key_problem is None, snapshot)
+
+
+def state_unusable(config: Config, exc: PermissionError, at: dt.datetime) -> Readiness:
+    """Not ready: the state directory (or a file in it) cannot be read by
+    this uid any more, which stops every other check; the reason is the
+    one permission line."""
+    problem = access.state_problem(config.home) or access.permission_message(exc.filename or config.home)
+    checks = {"state": {"ok": False, "detail": "装置の記録（SONAE_HOME）を読み書きする権限がありません", "reason": problem}}
+    body = {"status": "not_ready", "failing": ["state"], "checks": checks, "at": at.isoformat(timespec="seconds")}
+    return Readiness(False, body, key_status(config) is None, None)
 
 
 def _disk_checks(config: Config, conn) -> dict[str, dict]:

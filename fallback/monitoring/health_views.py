@@ -59,7 +59,10 @@ def readyz():
             conn = get_ops()
         except (crypto.DatabaseError, crypto.WrongKeyError, OSError) as exc:  # its disk fails (the key loads)
             problem = exc
-    state = health.readiness(config, conn, now(), ops_problem=problem)
+    try:
+        state = health.readiness(config, conn, now(), ops_problem=problem)
+    except PermissionError as exc:  # the state directory was taken from this uid under the running server
+        state = health.state_unusable(config, exc, now())
     # Without the token: only which checks fail (their names), never what they found.
     response = jsonify(state.body if _token_sent() else
                        {"status": state.body["status"], **({"failing": state.body["failing"]} if not state.ready else {})})

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+import requests
 
 from tests.deploy.conftest import APPLIANCE_UID, ROOT, as_uid, one_line_error
 from tests.pair.boxes import free_port, stop, wait_until_answering
@@ -90,3 +91,33 @@ def test_without_a_configuration_file_it_says_which_file_it_looked_for(appliance
     assert f"Sonae counter app on {base}/" in said
     assert (f"no configuration file at {appliance_box.etc / 'sonae.toml'}: running on the defaults and SONAE_* variables only; "
             "write it from deploy/sonae.toml.example (or point SONAE_CONFIG at it)") in said, said
+
+
+def test_state_taken_from_the_appliance_under_the_running_server_is_json_and_the_storage_page(appliance_box):
+    port = free_port()
+    configure(appliance_box, host="127.0.0.1", port=port)
+    with open(appliance_box.etc / "sonae.toml", "a", encoding="utf-8") as toml:
+        toml.write('[alerts]\nmetrics_token = "metrics-secret"\n')
+    process = subprocess.Popen([*as_uid(APPLIANCE_UID), sys.executable, "-m", "fallback.cli", "serve"], cwd=ROOT,
+                               env=appliance_box.env(), stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    token = {"Authorization": "Bearer metrics-secret"}
+    try:
+        wait_until_answering(base, process)
+        assert requests.get(f"{base}/login", timeout=10).status_code == 200
+        assert "state" not in requests.get(f"{base}/readyz", timeout=10).json().get("failing", [])
+        appliance_box.give(appliance_box.home, uid=0)  # a restore run as root, under the running server
+        healthz = requests.get(f"{base}/healthz", timeout=10)
+        assert healthz.status_code == 200 and healthz.json()["status"] == "alive"
+        readyz = requests.get(f"{base}/readyz", timeout=10)
+        assert readyz.status_code == 503 and readyz.json() == {"status": "not_ready", "failing": ["state"]}
+        reason = requests.get(f"{base}/readyz", headers=token, timeout=10).json()["checks"]["state"]["reason"]
+        assert reason.startswith(f"permission denied: Sonae cannot write {appliance_box.home}, owner uid 0 (root)"), reason
+        assert RUNS_AS in reason
+        login = requests.get(f"{base}/login", timeout=10)
+        assert login.status_code == 503 and "装置の記録を読み書きする権限がなくなっています" in login.text
+        assert "装置の内部でエラーが起きました" not in login.text
+    finally:
+        stop(process)
+    said = process.stderr.read()
+    assert "Traceback" not in said, said
