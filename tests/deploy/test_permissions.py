@@ -149,3 +149,28 @@ def test_key_init_into_a_writable_mount_writes_the_key(box):
         assert (mount_point / "master.key").stat().st_uid == APPLIANCE_UID
     finally:
         subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def token_box(box, *, owner: int) -> dict:
+    token = box.etc / "upstream.token"
+    token.write_text("a-bearer-token\n")
+    token.chmod(0o600)
+    box.give(box.home)
+    for name in ("master.key", "signing.key"):
+        box.give(box.etc / name)
+    os.chown(token, owner, owner)
+    return {"SONAE_UPSTREAM_TOKEN_FILE": str(token)}
+
+
+def test_the_worker_refuses_to_start_on_a_token_file_it_cannot_read(box, monkeypatch):
+    monkeypatch.setenv("SONAE_UPSTREAM_TOKEN_FILE", token_box(box, owner=0)["SONAE_UPSTREAM_TOKEN_FILE"])
+    for command in (("worker",), ("worker", "--list-jobs")):
+        assert one_line_error(box.sonae(*command)) == (
+            f"Error: permission denied: Sonae cannot read {box.etc / 'upstream.token'}, owner uid 0 (root), gid 0 (root), mode 0600; "
+            f"{RUNS_AS}: give that uid access (chown or chmod), or run Sonae as the owner"), command
+
+
+def test_the_worker_starts_with_a_token_file_of_its_own(box, monkeypatch):
+    monkeypatch.setenv("SONAE_UPSTREAM_TOKEN_FILE", token_box(box, owner=APPLIANCE_UID)["SONAE_UPSTREAM_TOKEN_FILE"])
+    result = box.sonae("worker", "--list-jobs")
+    assert result.returncode == 0, result.stderr
