@@ -22,7 +22,7 @@ from fallback.db import get_ops
 from fallback.keys import key_status
 from fallback.monitoring import health
 from fallback.ops import now
-from fallback.staff.security import public
+from fallback.staff.security import sessionless
 from sync import crypto
 
 bp = Blueprint("health", __name__, template_folder="templates")
@@ -34,7 +34,7 @@ def _no_store(response):
 
 
 @bp.route("/healthz")
-@public
+@sessionless
 def healthz():
     """Liveness: the web process answers. Nothing else is checked, so a
     restart is never triggered by a problem a restart cannot fix."""
@@ -50,7 +50,7 @@ def _token_sent() -> bool:
 
 
 @bp.route("/readyz")
-@public
+@sessionless
 def readyz():
     config = current_app.config["SONAE"]
     conn, problem = None, None
@@ -71,7 +71,7 @@ def readyz():
 
 
 @bp.route("/metrics")
-@public
+@sessionless
 def metrics():
     config = current_app.config["SONAE"]
     if request.headers.get("Authorization") and not _token_sent():

@@ -439,3 +439,10 @@ def test_a_clean_checkup_leaves_readyz_ok_and_the_dashboard_quiet(loaded_env, co
     check = app.test_client().get("/readyz", headers={"Authorization": "Bearer metrics-secret"}).get_json()["checks"]["doctor"]
     assert check["ok"] is True and check["problems"] == []
     assert 'id="doctor-problems"' not in Staff(app, "it1").get("/monitor/").get_data(as_text=True)
+
+
+def test_a_malformed_upstream_public_key_points_at_the_vendor_first(sonae_env, monkeypatch):
+    monkeypatch.setenv("SONAE_UPSTREAM_PUBLIC_KEY", "not-a-key")
+    config = write_config(sonae_env, upstream={"url": "https://register.vendor.lg.jp"})
+    assert only(doctor.upstream(config), PROBLEM).endswith(
+        "set upstream.public_key to the key the register vendor gives (for the demo's cloudsim: `sonae cloudsim public-key`)")
