@@ -12,7 +12,6 @@ when it is web.trusted_proxy, and drops those headers from anyone else."""
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import logging
 import signal
 import socket
@@ -20,8 +19,7 @@ import sys
 
 import click
 
-from fallback.access import running_as
-from fallback.cli_support import configure_logging, service_config, service_running, warn_without_config_file
+from fallback.cli_support import configure_logging, listen_problem, service_config, service_running, warn_without_config_file
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.counter.rendering import render_pool
@@ -112,21 +110,7 @@ def listen(app, host: str, port: int, options: dict):
     import waitress
 
     try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)  # waitress would say only "Invalid host/port specified"
         return waitress.create_server(app, host=host, port=port, **options)
-    except socket.gaierror as exc:
-        raise click.ClickException(f"web.host {host!r} is not an address or a name this host resolves ({exc.strerror}): "
-                                   "set web.host to one of this host's addresses, or 0.0.0.0 for all") from None
     except OSError as exc:
-        raise click.ClickException(bind_problem(exc, host, port)) from None
-
-
-def bind_problem(exc: OSError, host: str, port: int) -> str:
-    if exc.errno == errno.EADDRINUSE:
-        return (f"port {port} (web.port) on {host} is already in use by another program (another `sonae serve`?): "
-                "stop that program, or set web.port to a free port")
-    if exc.errno == errno.EACCES:
-        return (f"{running_as()} may not listen on port {port} (web.port): ports below 1024 need root; "
-                "use a port of 1024 or above, with a reverse proxy in front for 80 or 443 (README \"Serving over HTTPS\")")
-    if exc.errno == errno.EADDRNOTAVAIL:
-        return f"{host} (web.host) is not an address of this host: set web.host to one of its addresses, or 0.0.0.0 for all"
-    return f"cannot listen on {host}:{port} (web.host, web.port): {exc.strerror or exc}"
+        raise click.ClickException(listen_problem(exc, host, port)) from None

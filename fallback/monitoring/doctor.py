@@ -14,10 +14,12 @@ request never runs them itself.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import tomllib
@@ -26,7 +28,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import requests
+
 from fallback import access
+from fallback.cli_support import listen_problem
 from fallback.clock import ntp_status
 from fallback.config import Config, ConfigError, config_path
 from fallback.keys import ops_key
@@ -125,6 +130,30 @@ def configuration(config: Config, env: Mapping[str, str] | None = None) -> list[
     if not findings:
         return _ok("configuration", f"{config.source}: every key known, {config['municipality']['name']}, certificates point at {base_url}")
     return findings
+
+
+def web_address(config: Config) -> list[Finding]:
+    """The counter app can listen on web.host:web.port — or Sonae already
+    does (its /healthz answers there)."""
+    host, port = config["web"]["host"], config["web"]["port"]
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress does: a closing connection does not count
+            probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE and _sonae_answers(host, port):
+            return _ok("web", f"Sonae already serves on {host}:{port}")
+        return [Finding("web", PROBLEM, listen_problem(exc, host, port))]
+    return _ok("web", f"the counter app can listen on {host}:{port}")
+
+
+def _sonae_answers(host: str, port: int) -> bool:
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}/healthz"
+    try:
+        return requests.get(url, timeout=5).json().get("status") == "alive"
+    except (requests.RequestException, ValueError, AttributeError):
+        return False
 
 
 # --- keys ------------------------------------------------------------------------
@@ -356,7 +385,7 @@ def first_supervisor(config: Config) -> list[Finding]:
 
 # In the order a first run meets them.
 CHECKS: tuple[Callable[[Config], list[Finding]], ...] = (
-    running_user, configuration, keys, state_directory, seal_image, fonts, cups_queues, upstream, clock, disk_space, first_supervisor,
+    running_user, configuration, web_address, keys, state_directory, seal_image, fonts, cups_queues, upstream, clock, disk_space, first_supervisor,
 )
 
 
@@ -365,9 +394,10 @@ def run_checks(config: Config) -> list[Finding]:
 
 
 STATE_KEY = "doctor"
-# Who runs the checks is a question for `sonae doctor` at a console; the
-# worker is the appliance's own user by definition.
-SERVICE_CHECKS = tuple(check for check in CHECKS if check is not running_user)
+# Who runs the checks, and whether web.port is free, are questions for
+# `sonae doctor` at a console; the worker is the appliance's own user by
+# definition, and a /readyz that answers shows the app listens.
+SERVICE_CHECKS = tuple(check for check in CHECKS if check not in (running_user, web_address))
 
 
 @dataclass(frozen=True)

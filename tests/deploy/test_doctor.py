@@ -8,6 +8,7 @@ import ipaddress
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -27,8 +28,9 @@ from fallback.ops import Transaction, open_ops
 from sync.contract import CONTRACT_VERSION, sign
 from tests.deploy.conftest import APPLIANCE_UID, ROOT, as_uid
 from tests.mounts import require_tmpfs
+from tests.pair.boxes import free_port
 from tests.printing.cups_server import cups_server  # noqa: F401  (fixture)
-from tests.support import Staff, example_records, write_export
+from tests.support import Staff, example_records, served, write_export
 from tests.sync import upstream_server
 from tests.sync.upstream_server import TOKEN
 
@@ -396,7 +398,7 @@ def test_sonae_doctor_prints_one_line_per_finding_and_fails_on_a_problem(sonae_e
     result = subprocess.run([sys.executable, "-m", "fallback.cli", "doctor"], cwd=ROOT, capture_output=True, text=True, env=os.environ)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert {line.split()[1] for line in lines} == {"user", "configuration", "keys", "state", "seal", "fonts", "printers", "upstream",
+    assert {line.split()[1] for line in lines} == {"user", "configuration", "web", "keys", "state", "seal", "fonts", "printers", "upstream",
                                                    "clock", "disk", "accounts"}
     assert all(line.split()[0] in ("OK", "PROBLEM", "UNKNOWN") for line in lines)
     assert result.stderr.strip().splitlines()[-1].startswith("Error: ") and "to fix before the first start" in result.stderr
@@ -446,3 +448,33 @@ def test_a_malformed_upstream_public_key_points_at_the_vendor_first(sonae_env, m
     config = write_config(sonae_env, upstream={"url": "https://register.vendor.lg.jp"})
     assert only(doctor.upstream(config), PROBLEM).endswith(
         "set upstream.public_key to the key the register vendor gives (for the demo's cloudsim: `sonae cloudsim public-key`)")
+
+
+# --- the counter app's address ---------------------------------------------------------
+
+
+def test_a_web_port_another_program_holds_is_named(sonae_env, monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("SONAE_WEB_PORT", str(port))
+        assert only(doctor.web_address(load_config()), PROBLEM) == (
+            f"port {port} (web.port) on 127.0.0.1 is already in use by another program (another `sonae serve`?): "
+            "stop that program, or set web.port to a free port")
+
+
+def test_a_free_web_port_passes(sonae_env, monkeypatch):
+    monkeypatch.setenv("SONAE_WEB_PORT", str(free_port()))
+    assert only(doctor.web_address(load_config()), OK).startswith("the counter app can listen on 127.0.0.1:")
+
+
+def test_a_web_port_sonae_already_serves_on_passes(appliance, monkeypatch):
+    with served(appliance) as server:
+        monkeypatch.setenv("SONAE_WEB_PORT", str(server.effective_port))
+        assert only(doctor.web_address(load_config()), OK) == f"Sonae already serves on 127.0.0.1:{server.effective_port}"
+
+
+def test_a_web_host_not_on_this_host_is_named(sonae_env, monkeypatch):
+    monkeypatch.setenv("SONAE_WEB_HOST", "192.0.2.1")
+    assert only(doctor.web_address(load_config()), PROBLEM).startswith("192.0.2.1 (web.host) is not an address of this host")
