@@ -121,3 +121,10 @@ def test_state_taken_from_the_appliance_under_the_running_server_is_json_and_the
         stop(process)
     said = process.stderr.read()
     assert "Traceback" not in said, said
+
+
+def test_a_web_host_that_does_not_resolve_is_named(appliance_box):
+    configure(appliance_box, host="no-such-host.invalid", port=free_port())
+    line = refusal(appliance_box)
+    assert line.startswith("Error: web.host 'no-such-host.invalid' is not an address or a name this host resolves (")
+    assert line.endswith("): set web.host to one of this host's addresses, or 0.0.0.0 for all")
