@@ -12,11 +12,19 @@ from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAll
 from fallback import banner, db, disk, filters
 from fallback.config import Config, ConfigError, load_config
 from fallback.counter.issuance import SUPPORT_MEASURE_APPROVABLE
-from fallback.errors import INTERNAL_FAULT_MESSAGE, InternalFault, SonaeError, storage_fault
+from fallback.errors import (
+    INTERNAL_FAULT_MESSAGE,
+    KEY_UNUSABLE_MESSAGE,
+    InternalFault,
+    KeyUnusable,
+    SonaeError,
+    permission_fault,
+    storage_fault,
+)
 from fallback.keys import session_secret
 from fallback.ops import open_ops
 from fallback.staff import security
-from sync.crypto import DatabaseError
+from sync.crypto import DatabaseError, KeyFileError
 
 BLUEPRINTS = (
     "fallback.staff.auth_views",
@@ -72,12 +80,21 @@ def answer(error: SonaeError):
 
 def storage_or_reraise(exc: Exception):
     """A database or file error that is the disk's doing (full, I/O, held)
-    answers as a StorageFault; any other is a bug, left to Flask's 500."""
-    fault = storage_fault(exc, current_app.config["SONAE"].home)
+    or a state directory this uid may not use answers as a StorageFault;
+    any other is a bug, left to Flask's 500."""
+    home = current_app.config["SONAE"].home
+    fault = storage_fault(exc, home) or permission_fault(exc, home)
     if fault is None:
         raise exc
     current_app.logger.error("%s %s: %s", request.method, request.path, fault.reason)
     return answer(fault)
+
+
+def key_unusable(exc: KeyFileError):
+    """A key file that became unreadable while serving (`sonae serve`
+    checks them at start): 503 and the Japanese page, its one line logged."""
+    current_app.logger.error("%s %s: %s", request.method, request.path, exc)
+    return answer(KeyUnusable(KEY_UNUSABLE_MESSAGE, reason=str(exc)))
 
 
 def api_route_error(exc: HTTPException):
@@ -98,6 +115,7 @@ def internal_error(exc: InternalServerError):
 
 def init_errors(app: Flask) -> None:
     app.register_error_handler(SonaeError, answer)
+    app.register_error_handler(KeyFileError, key_unusable)
     app.register_error_handler(DatabaseError, storage_or_reraise)
     app.register_error_handler(OSError, storage_or_reraise)
     app.register_error_handler(NotFound, api_route_error)

@@ -6,17 +6,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import getpass
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
-from fallback.access import state_problem
-from fallback.config import Config, load_config
+from fallback.access import running_as, state_problem
+from fallback.config import Config, config_path, load_config
+from fallback.keys import key_status, signing_key_status
 from fallback.ops import TOKYO
 
 
@@ -45,12 +48,44 @@ def config() -> Config:
 
 def service_config() -> Config:
     """The configuration of `sonae serve` and `sonae worker`: refused at
-    start, naming the path, its owner and mode, when the state directory
-    cannot be written — not at the first request or job."""
+    start, in one line, when the state directory cannot be written or a key
+    cannot be used (naming the path, its owner and mode) — not at the first
+    request or job, nor at the first certificate of an outage."""
     loaded = load_config()
     if problem := state_problem(loaded.home):
         raise click.ClickException(problem)
+    for problem in (key_status(loaded), signing_key_status(loaded)):
+        if problem:
+            raise click.ClickException(problem)
     return loaded
+
+
+def warn_without_config_file(config: Config) -> None:
+    """A service started with no configuration file runs on the defaults
+    (the example ward, loopback) and SONAE_* variables alone: legitimate for
+    the tests, a mistake on a ward's box (a wrong SONAE_ETC_DIR, a renamed
+    file), so it is said once in the log."""
+    if config.source is None:
+        logging.getLogger("sonae").warning(
+            "no configuration file at %s: running on the defaults and SONAE_* variables only; "
+            "write it from deploy/sonae.toml.example (or point SONAE_CONFIG at it)", config_path())
+
+
+def listen_problem(exc: OSError, host: str, port: int) -> str:
+    """Why the counter app cannot listen on host:port, in one line naming
+    web.host / web.port and what to do (`sonae serve`, `sonae doctor`)."""
+    if isinstance(exc, socket.gaierror):
+        return (f"web.host {host!r} is not an address or a name this host resolves ({exc.strerror}): "
+                "set web.host to one of this host's addresses, or 0.0.0.0 for all")
+    if exc.errno == errno.EADDRINUSE:
+        return (f"port {port} (web.port) on {host} is already in use by another program (another `sonae serve`?): "
+                "stop that program, or set web.port to a free port")
+    if exc.errno == errno.EACCES:
+        return (f"{running_as()} may not listen on port {port} (web.port): ports below 1024 need root; "
+                "use a port of 1024 or above, with a reverse proxy in front for 80 or 443 (README \"Serving over HTTPS\")")
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} (web.host) is not an address of this host: set web.host to one of its addresses, or 0.0.0.0 for all"
+    return f"cannot listen on {host}:{port} (web.host, web.port): {exc.strerror or exc}"
 
 
 # `sonae serve` and `sonae worker` hold this shared for their lifetime;

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from fallback.access import permission_message
 from fallback.errors import SonaeError
 from printing.model import DEFAULT_CERTIFICATION_TEXTS, DEFAULT_INKAN_ITEMS, INKAN_ITEMS
 
@@ -451,14 +452,35 @@ class Config:
         return self.home / "log"
 
 
+def config_path(env: Mapping[str, str] | None = None) -> Path:
+    """Where the configuration file is looked for: SONAE_CONFIG, or the default."""
+    env = os.environ if env is None else env
+    return Path(env.get("SONAE_CONFIG") or DEFAULT_CONFIG_PATH)
+
+
+def _config_text(source: Path) -> str | None:
+    """The file's text; None when there is no file. One the appliance may
+    not read is refused naming its owner and mode (a root-owned 0600 copy
+    of the example, or a folder on the way it may not enter)."""
+    try:
+        return source.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise ConfigError(permission_message(source)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
 def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     values = copy.deepcopy(DEFAULTS)
-    source = Path(path or env.get("SONAE_CONFIG") or DEFAULT_CONFIG_PATH)
-    if source.exists():
+    source = Path(path) if path is not None else config_path(env)
+    text = _config_text(source)
+    if text is not None:
         try:
-            loaded = tomllib.loads(source.read_text(encoding="utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            loaded = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{source}: {exc}") from exc
         for section, items in loaded.items():
             if section not in values or not isinstance(items, dict):

@@ -20,6 +20,7 @@ import errno
 import shutil
 from pathlib import Path
 
+from fallback.access import permission_message, state_problem
 from sync.crypto import DatabaseError, DiskError
 
 
@@ -61,6 +62,20 @@ INTERNAL_FAULT_MESSAGE = ("装置の内部でエラーが起きたため、こ�
                           "続けて起きるときは紙の手順に切り替え、情報政策課に連絡してください。")
 
 
+class KeyUnusable(SonaeError):
+    """A key file the running server cannot use any more (`sonae serve`
+    refuses to start without it): the web's answer to a KeyFileError,
+    whose one line is the `reason`, never shown to the public."""
+
+    status = 503
+    code = "key"
+    title = "装置の鍵を読み込めません"
+
+
+KEY_UNUSABLE_MESSAGE = ("装置の鍵を読み込めないため、この操作は行われていません。"
+                        "窓口は紙の手順に切り替え、情報政策課に連絡してください。")
+
+
 class NotFound(SonaeError):
     status = 404
     code = "not_found"
@@ -78,7 +93,7 @@ class Forbidden(SonaeError):
 # as either "full" or "io": SQLITE_FULL where a write found no room,
 # SQLITE_IOERR where SQLite could not even size its WAL index at open.
 _SQLITE_FAULTS = (("database or disk is full", "full"), ("disk I/O error", "io"), ("database is locked", "busy"))
-_OS_FAULTS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EIO: "io", errno.EROFS: "io"}
+_OS_FAULTS = {errno.ENOSPC: "full", errno.EDQUOT: "full", errno.EIO: "io", errno.EROFS: "readonly"}
 # Less free space than this on the disk of an I/O error: it is the full disk.
 _NEARLY_FULL_BYTES = 1024 * 1024
 
@@ -96,6 +111,22 @@ class StorageFault(SonaeError):
 
     def details(self) -> dict:
         return {"cause": self.reason}
+
+
+def permission_fault(exc: BaseException, home: Path) -> StorageFault | None:
+    """The StorageFault for a state directory (or a file in it) this uid
+    may not read or write — chowned to root under a running server, a
+    restore run as root — named with its owner and mode; None otherwise."""
+    problem = state_problem(home) if isinstance(exc, (PermissionError, DatabaseError)) else None
+    if problem is None and isinstance(exc, PermissionError) and exc.filename is not None:
+        problem = permission_message(exc.filename)
+    if problem is None:
+        return None
+    return StorageFault(
+        "装置の記録を読み書きする権限がなくなっています。この操作は行われていません。"
+        "窓口は紙の手順に切り替え、情報政策課に連絡してください。",
+        reason=problem,
+    )
 
 
 def _free_space(where: Path) -> tuple[int, str]:
@@ -118,7 +149,7 @@ def _disk_full(said: str, figures: str) -> StorageFault:
 
 
 def _fault_of(exc: BaseException) -> tuple[str, str] | None:
-    """("full" | "io" | "busy", what was said) when `exc` is the disk's doing."""
+    """("full" | "io" | "readonly" | "busy", what was said) when `exc` is the disk's doing."""
     if isinstance(exc, DatabaseError):
         said = str(exc)
         return next(((kind, said) for words, kind in _SQLITE_FAULTS if words in said), None)
@@ -140,6 +171,13 @@ def storage_fault(exc: BaseException, where: Path) -> StorageFault | None:
             "装置の記録が別の処理で使用中です。少し待ってから、もう一度操作してください。",
             reason=f"a database is locked by another process ({said}); retry in a moment, "
                    "and if it lasts, look for a stuck `sonae` process",
+        )
+    if kind == "readonly":  # a mount option, not a failing disk
+        return StorageFault(
+            "装置の記録を書き込む場所が読み取り専用になっています。この操作は行われていません。"
+            "窓口は紙の手順に切り替え、情報政策課に連絡してください。",
+            reason=f"read-only file system: cannot write {getattr(exc, 'filename', None) or where} (mounted read-only? compose mounts /etc/sonae read-only: "
+                   "write keys with a writable mount, README \"Deploying with Docker\")",
         )
     free, figures = _free_space(Path(exc.path) if isinstance(exc, DiskError) else where)
     if kind == "full":

@@ -25,13 +25,16 @@ def key_group():
 @key_group.command("init")
 @click.argument("path", type=click.Path(dir_okay=False))
 def init(path):
-    """Write a new master key (32 random bytes, base64, mode 0600) to PATH.
+    """Write a new key (32 random bytes, base64, mode 0600) to PATH: the
+    master key or the certificate signing key (the same format).
 
-    Keep PATH outside SONAE_HOME and keep an offline copy: without the key
-    the snapshots and the operational database cannot be read.
+    Keep PATH outside SONAE_HOME and keep an offline copy: without the
+    master key the snapshots and the operational database cannot be read;
+    without the signing key certificates already issued cannot be checked.
     """
     written = crypto.write_key_file(path)
-    click.echo(f"wrote a new 256-bit key to {written} (mode 0600); keep an offline copy — without it the data cannot be read")
+    click.echo(f"wrote a new 256-bit key to {written} (mode 0600); keep an offline copy — without the master key the data "
+               "cannot be read, without the signing key certificates already issued cannot be checked here")
 
 
 @key_group.command("rotate")

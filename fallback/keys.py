@@ -13,15 +13,25 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from fallback.access import permission_message
 from fallback.config import Config
 from sync.crypto import KeyFileError, decode_key, derive_key, read_key_file
+
+
+def _read_key(path: str | Path, config: Config) -> bytes:
+    """A key file's 32 bytes; a file this uid may not read is refused
+    naming its owner and mode (KeyFileError, like every other key problem)."""
+    try:
+        return read_key_file(path, forbidden_dir=config.home)
+    except PermissionError:
+        raise KeyFileError(permission_message(path)) from None
 
 
 def master_key(config: Config) -> bytes:
     inline = config["security"]["key"]
     if inline:
         return decode_key(inline, "SONAE_SECURITY_KEY")
-    return read_key_file(config["security"]["key_file"], forbidden_dir=config.home)
+    return _read_key(config["security"]["key_file"], config)
 
 
 def snapshot_key(config: Config) -> bytes:
@@ -41,8 +51,7 @@ def ops_key(config: Config) -> bytes:
 def signing_key(config: Config) -> Ed25519PrivateKey:
     """The Ed25519 key that signs certificate QR codes (32 raw private bytes,
     base64, mode 0600 — the same file format as the master key)."""
-    raw = read_key_file(config["security"]["signing_key_file"], forbidden_dir=config.home)
-    return Ed25519PrivateKey.from_private_bytes(raw)
+    return Ed25519PrivateKey.from_private_bytes(_read_key(config["security"]["signing_key_file"], config))
 
 
 def session_secret(config: Config) -> bytes:
@@ -50,7 +59,7 @@ def session_secret(config: Config) -> bytes:
     file exists, so a fresh appliance needs one secret, not three."""
     path = Path(config["security"]["secret_key_file"])
     if path.exists():
-        return read_key_file(path, forbidden_dir=config.home)
+        return _read_key(path, config)
     return derive_key(master_key(config), "flask-session")
 
 
@@ -59,6 +68,17 @@ def key_status(config: Config) -> str | None:
     /readyz and the 'encryption key missing' alert)."""
     try:
         master_key(config)
+    except KeyFileError as exc:
+        return str(exc)
+    return None
+
+
+def signing_key_status(config: Config) -> str | None:
+    """None when the signing key loads, otherwise the reason it does not:
+    without it no certificate is signed nor checked (/readyz, the counter's
+    refusal before any serial is taken)."""
+    try:
+        signing_key(config)
     except KeyFileError as exc:
         return str(exc)
     return None

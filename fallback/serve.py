@@ -14,11 +14,12 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import signal
+import socket
 import sys
 
 import click
 
-from fallback.cli_support import configure_logging, service_config, service_running
+from fallback.cli_support import configure_logging, listen_problem, service_config, service_running, warn_without_config_file
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.counter.rendering import render_pool
@@ -77,8 +78,6 @@ def void_serials_left_by_a_dead_server(config: Config) -> None:
 @click.option("--threads", type=int, help="Worker threads (default web.threads).")
 def serve(host, port, threads):
     """Serve the counter application."""
-    import waitress
-
     from fallback.app import create_app
 
     config = service_config()
@@ -89,14 +88,29 @@ def serve(host, port, threads):
         app = create_app(config)
         host = host or config["web"]["host"]
         port = port or config["web"]["port"]
-        click.echo(f"Sonae counter app on http://{host}:{port}/", err=True)
         options = waitress_options(config)
         if threads:
             options["threads"] = threads
+        server = listen(app, host, port, options)
+        warn_without_config_file(config)
+        click.echo(f"Sonae counter app on http://{host}:{port}/", err=True)
         # SIGTERM (systemd, docker stop) ends waitress's loop like Ctrl-C, so the
         # render pool below is closed rather than killed mid-certificate.
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         with render_pool(config) as pool:
             if pool is not None:
                 click.echo(f"rendering certificates in {pool.processes} processes", err=True)
-            waitress.serve(app, host=host, port=port, **options)
+            server.run()
+
+
+def listen(app, host: str, port: int, options: dict):
+    """The waitress server bound to host:port, or a one-line refusal naming
+    web.host / web.port and what to do: nothing says the app is on an
+    address before it listens there."""
+    import waitress
+
+    try:
+        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)  # waitress would say only "Invalid host/port specified"
+        return waitress.create_server(app, host=host, port=port, **options)
+    except OSError as exc:
+        raise click.ClickException(listen_problem(exc, host, port)) from None

@@ -7,8 +7,19 @@ import threading
 
 import click
 
-from fallback.cli_support import configure_logging, service_config, service_running
+from fallback.access import blocking_path, permission_message
+from fallback.cli_support import configure_logging, service_config, service_running, warn_without_config_file
 from fallback.serve import claim_serial_ranges
+
+
+def refuse_an_unreadable_token(config) -> None:
+    """The worker asks the upstream with the token file's token: one this
+    uid may not read is refused at start in one line, never taken for an
+    upstream that does not answer. (A token file not there at all is
+    doctor's finding and, while the worker runs, the same IT alert.)"""
+    path = config["upstream"]["token_file"]
+    if not config["upstream"]["token"] and blocking_path(path):
+        raise click.ClickException(permission_message(path))
 
 
 @click.command()
@@ -22,6 +33,7 @@ def worker(list_jobs):
     from fallback.worker import build_scheduler
 
     config = service_config()
+    refuse_an_unreadable_token(config)
     stopping = threading.Event()
     if list_jobs:
         scheduler = build_scheduler(config, stopping, BackgroundScheduler(timezone=config["sync"]["timezone"]))
@@ -33,6 +45,7 @@ def worker(list_jobs):
     with service_running(config):
         claim_serial_ranges(config)  # a box that is not itself in ops.db runs nothing
         configure_logging()
+        warn_without_config_file(config)
         from fallback.mirror.syncing import reclaim_leftovers
 
         reclaim_leftovers(config)  # a killed load's gen-N.tmp may be the size of a generation

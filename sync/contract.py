@@ -79,7 +79,7 @@ def public_key_from_b64(text: str) -> Ed25519PublicKey:
     except (binascii.Error, ValueError) as exc:
         raise ContractError(
             "the configured upstream public key is not base64 of a raw 32-byte Ed25519 key; "
-            "set upstream.public_key to the value `sonae cloudsim public-key` (or the vendor) gives"
+            "set upstream.public_key to the key the register vendor gives (for the demo's cloudsim: `sonae cloudsim public-key`)"
         ) from exc
 
 

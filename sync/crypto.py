@@ -92,7 +92,7 @@ def read_key_file(path: str | os.PathLike, *, forbidden_dir: str | os.PathLike |
     except PermissionError:
         raise KeyFileError(f"key file {path} cannot be read by this user") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"key file {path} is readable by others (mode {stat.S_IMODE(mode):o}); run `chmod 600 {path}`")
+        raise KeyFileError(f"key file {path} is readable by others (mode {stat.S_IMODE(mode):04o}); run `chmod 600 {path}`")
     return decode_key(path.read_text(encoding="ascii", errors="replace"), f"key file {path}")
 
 

@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from fallback.config import Config
 from fallback.counter.issuance import OFFICIAL, Clerk, IssuedCopy, IssueRefused, IssueRequest, Plan, Scope
-from fallback.keys import signing_key
+from fallback.keys import signing_key, signing_key_status
 from fallback.ops import now
 from printing.model import HOUSEHOLD_KINDS, Certificate, IssueStamp, Municipality, PrintSettings
 from printing.pool import RenderPool
@@ -108,11 +108,15 @@ def build_certificate(config: Config, req: IssueRequest, plan: Plan, clerk: Cler
     """The certificate as printing sees it. Building it validates the
     combination (layout, items, seal), so issuance builds one before it
     allocates any serial: a request printing would refuse never costs one.
-    A real certificate without a usable 電子公印 is refused here."""
+    A real certificate without a usable 電子公印, or any without a signing
+    key that loads, is refused here."""
     if not scope.is_drill:
         problem = official_seal_problem(config)
         if problem:
             raise IssueRefused("official_seal", f"{problem}。証明書は交付されていません。後日交付として受け付け、情報政策課に連絡してください。")
+    if signing_key_status(config) is not None:
+        raise IssueRefused("signing_key", "証明書に署名する鍵を読み込めません。証明書は交付されていません。"
+                                          "後日交付として受け付け、情報政策課に連絡してください（sonae doctor が原因を示します）。")
     issued_at = now()
     stamp = IssueStamp(serial=serial, issued_at=issued_at, data_as_of=data_as_of, municipality=municipality(config, issued_at.date()),
                        terminal=clerk.terminal, printer_id=clerk.printer, drill=scope.is_drill)

@@ -39,6 +39,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from fallback import audit
+from fallback.access import permission_message
 from fallback.config import Config, ConfigError
 from fallback.mirror.registry import snapshot_store
 from fallback.ops import Transaction, now, now_iso, open_ops
@@ -76,7 +77,7 @@ def upstream_from_config(config: Config) -> HttpUpstream:
         except FileNotFoundError:
             raise ConfigError(f"upstream token file {path} does not exist; put the bearer token there or set SONAE_UPSTREAM_TOKEN") from None
         except PermissionError:
-            raise ConfigError(f"upstream token file {path} cannot be read by this user") from None
+            raise ConfigError(permission_message(path)) from None
     return HttpUpstream(section["url"], token, trust=trust, timeout=section["timeout_s"])
 
 

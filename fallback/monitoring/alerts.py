@@ -414,6 +414,21 @@ def audit_conditions(conn, config: Config, at: dt.datetime) -> list[Condition]:
     )]
 
 
+def setting_conditions(conn) -> list[Condition]:
+    """The probes cannot ask the upstream because of this box's own
+    setting (an unreadable token file, upstream.url, the public key): IT's
+    problem on the appliance, not an outage of the upstream."""
+    problem = probes.setting_problem(conn)
+    if problem is None:
+        return []
+    return [Condition(
+        "upstream.setting", CRITICAL, "装置の設定のため上流を監視できません",
+        "上流の住民記録システムの障害ではなく、この装置の設定かファイルの権限の問題です: "
+        f"{mask_record_values(problem['reason'])[:300]}（sonae doctor で確かめてください）",
+        problem["since"], "窓口は通常どおり上流で業務を続けられます。上流の監視と写しの更新は止まっています。", "07-kagi-kanri",
+    )]
+
+
 def evaluate(conn, config: Config, at: dt.datetime) -> list[Condition]:
     """Every condition that holds at `at`."""
     statuses = probes.component_statuses(conn)
@@ -431,6 +446,7 @@ def evaluate(conn, config: Config, at: dt.datetime) -> list[Condition]:
     conditions += snapshot_store_conditions(conn, config, facts, at)
     register_down = any(statuses[c].status == probes.DOWN for c in probes.REGISTER_UNUSABLE if c in statuses)
     conditions += upstream_conditions(statuses, facts)
+    conditions += setting_conditions(conn)
     conditions += sync_conditions(conn, config, facts, at, register_down)
     conditions += disk_conditions(conn, config, at)
     conditions += clock_conditions(conn, facts, at)

@@ -14,10 +14,12 @@ request never runs them itself.
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import json
 import os
 import shutil
+import socket
 import stat
 import subprocess
 import tomllib
@@ -26,9 +28,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+import requests
+
 from fallback import access
+from fallback.cli_support import listen_problem
 from fallback.clock import ntp_status
-from fallback.config import Config, ConfigError
+from fallback.config import Config, ConfigError, config_path
 from fallback.keys import ops_key
 from fallback.mirror.syncing import upstream_from_config
 from fallback.ops import Transaction, now_iso, open_ops
@@ -81,6 +86,16 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# What deploy/sonae.toml.example leaves for the ward to fill in.
+PLACEHOLDER_NAME = "○○"
+
+
+def _is_placeholder(url: str) -> bool:
+    """An address under a domain reserved for examples (example.lg.jp,
+    example.com, *.example: RFC 2606), as the example configuration has."""
+    return "example" in (urlparse(url).hostname or "").split(".")
+
+
 def configuration(config: Config, env: Mapping[str, str] | None = None) -> list[Finding]:
     """The file itself, the ward's municipality, and the address printed on
     certificates."""
@@ -88,7 +103,7 @@ def configuration(config: Config, env: Mapping[str, str] | None = None) -> list[
     findings = []
     raw: dict = {}
     if config.source is None:
-        findings.append(Finding("configuration", PROBLEM, "no configuration file: write /etc/sonae/sonae.toml "
+        findings.append(Finding("configuration", PROBLEM, f"no configuration file: write {config_path(env)} "
                                                           "(from deploy/sonae.toml.example) or set SONAE_CONFIG"))
     else:
         # Unknown keys never get this far: load_config refuses them, and
@@ -100,14 +115,45 @@ def configuration(config: Config, env: Mapping[str, str] | None = None) -> list[
     if unset:
         findings.append(Finding("configuration", PROBLEM, f"municipality.{', municipality.'.join(unset)} not set: certificates would "
                                                           f"carry the example ward ({config['municipality']['name']}); set them in [municipality]"))
+    mayor = config["municipality"]["mayor"]
+    if PLACEHOLDER_NAME in mayor:
+        findings.append(Finding("configuration", PROBLEM, f"municipality.mayor is the example's placeholder ({mayor}): "
+                                                          "set the mayor's name as certificates print it (e.g. 大田区長　鈴木　晶雅)"))
     base_url = config["web"]["public_base_url"]
     host = urlparse(base_url).hostname or ""
     if _is_loopback(host):
         findings.append(Finding("configuration", PROBLEM, f"web.public_base_url is {base_url}, which only this box can open: "
                                                           "set the address residents use to verify certificates (printed in every QR code)"))
+    elif _is_placeholder(base_url):
+        findings.append(Finding("configuration", PROBLEM, f"web.public_base_url is the example's placeholder {base_url}: "
+                                                          "set the ward's address residents use to verify certificates (printed in every QR code)"))
     if not findings:
         return _ok("configuration", f"{config.source}: every key known, {config['municipality']['name']}, certificates point at {base_url}")
     return findings
+
+
+def web_address(config: Config) -> list[Finding]:
+    """The counter app can listen on web.host:web.port — or Sonae already
+    does (its /healthz answers there)."""
+    host, port = config["web"]["host"], config["web"]["port"]
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as waitress does: a closing connection does not count
+            probe.bind(address)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE and _sonae_answers(host, port):
+            return _ok("web", f"Sonae already serves on {host}:{port}")
+        return [Finding("web", PROBLEM, listen_problem(exc, host, port))]
+    return _ok("web", f"the counter app can listen on {host}:{port}")
+
+
+def _sonae_answers(host: str, port: int) -> bool:
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}/healthz"
+    try:
+        return requests.get(url, timeout=5).json().get("status") == "alive"
+    except (requests.RequestException, ValueError, AttributeError):
+        return False
 
 
 # --- keys ------------------------------------------------------------------------
@@ -241,6 +287,8 @@ def upstream(config: Config) -> list[Finding]:
     in the contract version this Sonae reads."""
     section = config["upstream"]
     url = section["url"]
+    if _is_placeholder(url):
+        return [Finding("upstream", PROBLEM, f"upstream.url is the example's placeholder {url}: set the vendor's https:// address")]
     findings = []
     if urlparse(url).scheme != "https":
         allowed = " (upstream.allow_insecure_http lets it through: for the demo and tests only)" if section["allow_insecure_http"] else ""
@@ -337,7 +385,7 @@ def first_supervisor(config: Config) -> list[Finding]:
 
 # In the order a first run meets them.
 CHECKS: tuple[Callable[[Config], list[Finding]], ...] = (
-    running_user, configuration, keys, state_directory, seal_image, fonts, cups_queues, upstream, clock, disk_space, first_supervisor,
+    running_user, configuration, web_address, keys, state_directory, seal_image, fonts, cups_queues, upstream, clock, disk_space, first_supervisor,
 )
 
 
@@ -346,9 +394,10 @@ def run_checks(config: Config) -> list[Finding]:
 
 
 STATE_KEY = "doctor"
-# Who runs the checks is a question for `sonae doctor` at a console; the
-# worker is the appliance's own user by definition.
-SERVICE_CHECKS = tuple(check for check in CHECKS if check is not running_user)
+# Who runs the checks, and whether web.port is free, are questions for
+# `sonae doctor` at a console; the worker is the appliance's own user by
+# definition, and a /readyz that answers shows the app listens.
+SERVICE_CHECKS = tuple(check for check in CHECKS if check not in (running_user, web_address))
 
 
 @dataclass(frozen=True)

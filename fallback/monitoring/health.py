@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
 
-from fallback import clock, disk, modes
+from fallback import access, clock, disk, modes
 from fallback.config import Config
 from fallback.counter.issuance import KINDS, handed_out_by_kind
 from fallback.counter.rendering import official_seal_problem, verification_address_problem
-from fallback.keys import key_status
+from fallback.keys import key_status, signing_key_status
 from fallback.mirror import availability
 from fallback.mirror.registry import SnapshotSummary, register_problem, snapshot_store, snapshot_summary
 from fallback.monitoring import doctor, mirror, probes
@@ -37,7 +37,7 @@ class Readiness:
 
 
 # The checks that stop the counters, by name; the others are reported only.
-BLOCKING_CHECKS = ("key", "snapshot", "data_age", "snapshot_reads", "writes", "disk_space", "clock", "official_seal")
+BLOCKING_CHECKS = ("state", "key", "signing_key", "snapshot", "data_age", "snapshot_reads", "writes", "disk_space", "clock", "official_seal")
 
 
 def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception | None = None) -> Readiness:
@@ -45,13 +45,14 @@ def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception |
     and reads without errors, its data is not older than
     counter.data_age_hard_limit_hours, and the operational database can
     commit (a durable write, at most once a second) with room for a
-    certificate, and a 電子公印 is configured (real issuance refuses
-    without one). `conn` is the operational database (None when the key is
+    certificate, the key that signs certificates loads, and a 電子公印 is
+    configured (real issuance refuses without one). `conn` is the operational database (None when the key is
     missing, or when it cannot be opened: `ops_problem`)."""
     hard_limit = config["counter"]["data_age_hard_limit_hours"]
     checks: dict[str, dict] = {}
     key_problem = key_status(config)
     checks["key"] = {"ok": key_problem is None, "detail": "暗号鍵を読み込めます" if key_problem is None else "暗号鍵を読み込めません"}
+    checks["signing_key"] = signing_key_check(config)
     snapshot = None
     if key_problem is None:
         checks["snapshot"], snapshot = _snapshot_check(config)
@@ -82,6 +83,16 @@ def readiness(config: Config, conn, at: dt.datetime, *, ops_problem: Exception |
     ready = not failing
     body = {"status": "ready" if ready else "not_ready", "failing": failing, "checks": checks, "at": at.isoformat(timespec="seconds")}
     return Readiness(ready, body, key_problem is None, snapshot)
+
+
+def state_unusable(config: Config, exc: PermissionError, at: dt.datetime) -> Readiness:
+    """Not ready: the state directory (or a file in it) cannot be read by
+    this uid any more, which stops every other check; the reason is the
+    one permission line."""
+    problem = access.state_problem(config.home) or access.permission_message(exc.filename or config.home)
+    checks = {"state": {"ok": False, "detail": "装置の記録（SONAE_HOME）を読み書きする権限がありません", "reason": problem}}
+    body = {"status": "not_ready", "failing": ["state"], "checks": checks, "at": at.isoformat(timespec="seconds")}
+    return Readiness(False, body, key_status(config) is None, None)
 
 
 def _disk_checks(config: Config, conn) -> dict[str, dict]:
@@ -137,6 +148,15 @@ def _pointer_check(config: Config) -> dict[str, dict]:
         return {}
     return {"snapshot_pointer": {"ok": False, "reason": pointer.damage,
                                  "detail": "現在の世代を示すファイル（CURRENT）が壊れています。控えが示す世代で動いており、次の取込で直ります"}}
+
+
+def signing_key_check(config: Config) -> dict:
+    """Without the signing key no certificate is issued nor checked: found
+    here, not at the first certificate of an outage."""
+    problem = signing_key_status(config)
+    if problem is None:
+        return {"ok": True, "detail": "証明書の署名鍵を読み込めます"}
+    return {"ok": False, "detail": "証明書の署名鍵を読み込めません（sonae doctor で原因を確かめてください）", "reason": problem}
 
 
 def official_seal_check(config: Config) -> dict:

@@ -22,7 +22,7 @@ from fallback.db import get_ops
 from fallback.keys import key_status
 from fallback.monitoring import health
 from fallback.ops import now
-from fallback.staff.security import public
+from fallback.staff.security import sessionless
 from sync import crypto
 
 bp = Blueprint("health", __name__, template_folder="templates")
@@ -34,7 +34,7 @@ def _no_store(response):
 
 
 @bp.route("/healthz")
-@public
+@sessionless
 def healthz():
     """Liveness: the web process answers. Nothing else is checked, so a
     restart is never triggered by a problem a restart cannot fix."""
@@ -50,7 +50,7 @@ def _token_sent() -> bool:
 
 
 @bp.route("/readyz")
-@public
+@sessionless
 def readyz():
     config = current_app.config["SONAE"]
     conn, problem = None, None
@@ -59,7 +59,10 @@ def readyz():
             conn = get_ops()
         except (crypto.DatabaseError, crypto.WrongKeyError, OSError) as exc:  # its disk fails (the key loads)
             problem = exc
-    state = health.readiness(config, conn, now(), ops_problem=problem)
+    try:
+        state = health.readiness(config, conn, now(), ops_problem=problem)
+    except PermissionError as exc:  # the state directory was taken from this uid under the running server
+        state = health.state_unusable(config, exc, now())
     # Without the token: only which checks fail (their names), never what they found.
     response = jsonify(state.body if _token_sent() else
                        {"status": state.body["status"], **({"failing": state.body["failing"]} if not state.ready else {})})
@@ -68,7 +71,7 @@ def readyz():
 
 
 @bp.route("/metrics")
-@public
+@sessionless
 def metrics():
     config = current_app.config["SONAE"]
     if request.headers.get("Authorization") and not _token_sent():

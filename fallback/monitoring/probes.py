@@ -21,6 +21,7 @@ resident record is stored or logged — only whether the read succeeded.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -287,11 +288,7 @@ def synthetic_resident_code(config: Config) -> str | None:
 def probe_upstream(config: Config, at: dt.datetime) -> tuple[list[ProbeResult], UpstreamTime | None]:
     """Ask the upstream through the sync client (same token, same rule that
     anything but a usable answer is "did not answer"), with the probe timeout."""
-    try:
-        upstream = upstream_from_config(config)
-    except ConfigError as exc:
-        reason = f"上流に接続する設定がありません（{exc}）"
-        return [ProbeResult(c, False, NO_ANSWER, None, reason) for c in HEALTH_VALUES], None
+    upstream = upstream_from_config(config)  # ConfigError: this box's own fault, see run_probe_cycle
     upstream.timeout = config["probes"]["timeout_s"]  # a probe must not wait as long as a download
     try:
         results, seen = probe_health(upstream, at, config["probes"])
@@ -301,6 +298,38 @@ def probe_upstream(config: Config, at: dt.datetime) -> tuple[list[ProbeResult], 
     finally:
         upstream.close()
     return results, seen
+
+
+# monitor_state: {"since", "reason"} while a setting of this box keeps the probes from asking the upstream
+SETTING_PROBLEM_KEY = "probe.setting_problem"
+
+
+def setting_problem(conn) -> dict | None:
+    """{"since", "reason"} while the probes cannot ask the upstream because
+    of this box's own configuration or file permissions; None otherwise."""
+    row = conn.execute("SELECT value FROM monitor_state WHERE key = ?", (SETTING_PROBLEM_KEY,)).fetchone()
+    return json.loads(row[0]) if row else None
+
+
+def _note_setting_problem(config: Config, reason: str | None, at: dt.datetime, *, conn=None) -> None:
+    """Keep (or, with None, clear) the setting problem; its first time stays.
+    Nothing is written while there is none to clear (a probe every 20 s)."""
+    own = conn is None
+    conn = conn or open_ops(config)
+    try:
+        noted = setting_problem(conn)
+        if reason is None and noted is None:
+            return
+        with Transaction(conn):
+            if reason is None:
+                conn.execute("DELETE FROM monitor_state WHERE key = ?", (SETTING_PROBLEM_KEY,))
+            else:
+                since = noted["since"] if noted else at.isoformat(timespec="milliseconds")
+                conn.execute("INSERT OR REPLACE INTO monitor_state (key, value) VALUES (?, ?)",
+                             (SETTING_PROBLEM_KEY, json.dumps({"since": since, "reason": reason}, ensure_ascii=False)))
+    finally:
+        if own:
+            conn.close()
 
 
 def run_probe_cycle(config: Config, *, at: dt.datetime | None = None) -> dict[str, ComponentStatus]:
@@ -313,9 +342,19 @@ def run_probe_cycle(config: Config, *, at: dt.datetime | None = None) -> dict[st
         # key itself, and the SLA report shows this time as unknown.
         log.error("probe skipped: the encryption key cannot be loaded")
         return {}
-    results, seen = probe_upstream(config, at)
+    try:
+        results, seen = probe_upstream(config, at)
+    except ConfigError as exc:
+        # This box's own setting (an unreadable token file, upstream.url,
+        # the public key) keeps it from asking: that says nothing about the
+        # upstream, so no probe result is recorded and the mode stays; the
+        # alert cycle tells IT it is the appliance's problem.
+        log.error("probe skipped: %s", exc)
+        _note_setting_problem(config, str(exc), at)
+        return {}
     conn = open_ops(config)
     try:
+        _note_setting_problem(config, None, at, conn=conn)
         statuses = record_results(conn, results, at, config["probes"])
         if seen is not None:
             record_upstream_time(conn, seen)

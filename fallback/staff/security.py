@@ -42,6 +42,13 @@ def public(view):
     return view
 
 
+def sessionless(view):
+    """A public view for machines (health checks, scrapers): it starts no
+    session, so no cookie is set on every probe."""
+    view.sonae_sessionless = True
+    return public(view)
+
+
 def roles(*allowed: str):
     def decorate(view):
         @functools.wraps(view)
@@ -92,7 +99,7 @@ def before_request():
     if request.mimetype != "multipart/form-data":
         request.max_content_length = FORM_BODY_LIMIT
     view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
-    if request.endpoint == "static":
+    if request.endpoint == "static" or getattr(view, "sonae_sessionless", False):
         return None
     csrf_token()
     if request.method in UNSAFE_METHODS and not _csrf_ok():

@@ -34,6 +34,7 @@ from printing.verify import (
     verify_payloads,
     what_to_compare,
 )
+from sync.crypto import KeyFileError
 
 bp = Blueprint("verify", __name__, url_prefix="/verify", template_folder="templates")
 
@@ -44,6 +45,7 @@ _checks_lock = threading.Lock()
 _checks_by_client: Counter[str] = Counter()
 
 BUSY_MESSAGE = "ただいま確認が混み合っています。10秒ほどしてから、もう一度「確認する」を押してください。"
+CANNOT_CHECK_MESSAGE = "ただいま証明書を確認できません。時間をおいてもう一度お試しいただくか、証明書を発行した区役所にお問い合わせください。"
 TOO_LARGE_MESSAGE = f"ファイルが大きすぎます（{UPLOAD_LIMIT // (1024 * 1024)}MBまで）。PDFはそのまま、写真は縮小してから送ってください。"
 
 
@@ -86,6 +88,9 @@ def index():
             outcome = _check()
         except CertificateVerificationError as exc:
             return _page(str(exc), status=422)
+        except KeyFileError as exc:  # the sender's certificate is not at fault: IT is told by /readyz and the log
+            current_app.logger.error("certificate check impossible: %s", exc)
+            return _page(CANNOT_CHECK_MESSAGE, status=503)
     if isinstance(outcome, str):
         return _page(outcome, status=422)
     return _page(result=outcome, status=200 if outcome.valid else 422)

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -27,12 +28,13 @@ from fallback.ops import Transaction, open_ops
 from sync.contract import CONTRACT_VERSION, sign
 from tests.deploy.conftest import APPLIANCE_UID, ROOT, as_uid
 from tests.mounts import require_tmpfs
+from tests.pair.boxes import free_port
 from tests.printing.cups_server import cups_server  # noqa: F401  (fixture)
-from tests.support import Staff, example_records, write_export
+from tests.support import Staff, example_records, served, write_export
 from tests.sync import upstream_server
 from tests.sync.upstream_server import TOKEN
 
-WARD = {"code": "132012", "prefecture": "東京都", "name": "八王子市", "mayor": "八王子市長　○○　○○"}
+WARD = {"code": "132012", "prefecture": "東京都", "name": "八王子市", "mayor": "八王子市長　初沢　高尾"}
 
 
 def statuses(findings) -> list[str]:
@@ -68,7 +70,7 @@ def test_the_doctor_run_as_the_appliance_is_content():
 
 
 def test_a_ward_configuration_passes(sonae_env):
-    config = write_config(sonae_env, municipality=WARD, web={"public_base_url": "https://sonae.city.hachioji.example.lg.jp"})
+    config = write_config(sonae_env, municipality=WARD, web={"public_base_url": "https://sonae.city.hachioji.lg.jp"})
     assert "八王子市" in only(doctor.configuration(config, env={}), OK)
 
 
@@ -81,7 +83,7 @@ def test_a_misspelt_key_is_the_doctors_one_line_with_the_nearest_key(sonae_env):
 
 
 def test_a_missing_municipality_is_named(sonae_env):
-    config = write_config(sonae_env, municipality={"code": "132012"}, web={"public_base_url": "https://a.example.jp"})
+    config = write_config(sonae_env, municipality={"code": "132012"}, web={"public_base_url": "https://sonae.city.hachioji.lg.jp"})
     message = only(doctor.configuration(config, env={}), PROBLEM)
     assert message.startswith("municipality.name, municipality.prefecture, municipality.mayor not set")
     # an environment override counts as set
@@ -92,6 +94,28 @@ def test_a_missing_municipality_is_named(sonae_env):
 def test_a_loopback_public_base_url_is_refused(sonae_env, url):
     config = write_config(sonae_env, municipality=WARD, web={"public_base_url": url})
     assert f"web.public_base_url is {url}, which only this box can open" in only(doctor.configuration(config, env={}), PROBLEM)
+
+
+def test_the_examples_placeholders_are_named_with_what_to_set(sonae_env):
+    example = load_config(ROOT / "deploy" / "sonae.toml.example", env={"SONAE_HOME": str(sonae_env.home)})
+    said = [f.message for f in doctor.configuration(example, env={})]
+    assert said == ["municipality.mayor is the example's placeholder (大田区長　○○　○○): set the mayor's name as certificates print it "
+                    "(e.g. 大田区長　鈴木　晶雅)",
+                    "web.public_base_url is the example's placeholder https://sonae.city.example.lg.jp: set the ward's address residents "
+                    "use to verify certificates (printed in every QR code)"]
+    assert only(doctor.upstream(example), PROBLEM) == ("upstream.url is the example's placeholder https://register.example.lg.jp: "
+                                                       "set the vendor's https:// address")
+
+
+@pytest.mark.parametrize("url", ["https://sonae.example.com", "https://sonae.ward.example"])
+def test_any_domain_reserved_for_examples_is_a_placeholder(sonae_env, url):
+    config = write_config(sonae_env, municipality=WARD, web={"public_base_url": url})
+    assert "is the example's placeholder" in only(doctor.configuration(config, env={}), PROBLEM)
+
+
+def test_a_ward_domain_that_merely_contains_example_is_not_a_placeholder(sonae_env):
+    config = write_config(sonae_env, municipality=WARD, web={"public_base_url": "https://examples.city.hachioji.lg.jp"})
+    assert statuses(doctor.configuration(config, env={})) == [OK]
 
 
 # --- keys and the state directory --------------------------------------------------
@@ -374,7 +398,7 @@ def test_sonae_doctor_prints_one_line_per_finding_and_fails_on_a_problem(sonae_e
     result = subprocess.run([sys.executable, "-m", "fallback.cli", "doctor"], cwd=ROOT, capture_output=True, text=True, env=os.environ)
     assert result.returncode == 1
     lines = result.stdout.splitlines()
-    assert {line.split()[1] for line in lines} == {"user", "configuration", "keys", "state", "seal", "fonts", "printers", "upstream",
+    assert {line.split()[1] for line in lines} == {"user", "configuration", "web", "keys", "state", "seal", "fonts", "printers", "upstream",
                                                    "clock", "disk", "accounts"}
     assert all(line.split()[0] in ("OK", "PROBLEM", "UNKNOWN") for line in lines)
     assert result.stderr.strip().splitlines()[-1].startswith("Error: ") and "to fix before the first start" in result.stderr
@@ -417,3 +441,40 @@ def test_a_clean_checkup_leaves_readyz_ok_and_the_dashboard_quiet(loaded_env, co
     check = app.test_client().get("/readyz", headers={"Authorization": "Bearer metrics-secret"}).get_json()["checks"]["doctor"]
     assert check["ok"] is True and check["problems"] == []
     assert 'id="doctor-problems"' not in Staff(app, "it1").get("/monitor/").get_data(as_text=True)
+
+
+def test_a_malformed_upstream_public_key_points_at_the_vendor_first(sonae_env, monkeypatch):
+    monkeypatch.setenv("SONAE_UPSTREAM_PUBLIC_KEY", "not-a-key")
+    config = write_config(sonae_env, upstream={"url": "https://register.vendor.lg.jp"})
+    assert only(doctor.upstream(config), PROBLEM).endswith(
+        "set upstream.public_key to the key the register vendor gives (for the demo's cloudsim: `sonae cloudsim public-key`)")
+
+
+# --- the counter app's address ---------------------------------------------------------
+
+
+def test_a_web_port_another_program_holds_is_named(sonae_env, monkeypatch):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setenv("SONAE_WEB_PORT", str(port))
+        assert only(doctor.web_address(load_config()), PROBLEM) == (
+            f"port {port} (web.port) on 127.0.0.1 is already in use by another program (another `sonae serve`?): "
+            "stop that program, or set web.port to a free port")
+
+
+def test_a_free_web_port_passes(sonae_env, monkeypatch):
+    monkeypatch.setenv("SONAE_WEB_PORT", str(free_port()))
+    assert only(doctor.web_address(load_config()), OK).startswith("the counter app can listen on 127.0.0.1:")
+
+
+def test_a_web_port_sonae_already_serves_on_passes(appliance, monkeypatch):
+    with served(appliance) as server:
+        monkeypatch.setenv("SONAE_WEB_PORT", str(server.effective_port))
+        assert only(doctor.web_address(load_config()), OK) == f"Sonae already serves on 127.0.0.1:{server.effective_port}"
+
+
+def test_a_web_host_not_on_this_host_is_named(sonae_env, monkeypatch):
+    monkeypatch.setenv("SONAE_WEB_HOST", "192.0.2.1")
+    assert only(doctor.web_address(load_config()), PROBLEM).startswith("192.0.2.1 (web.host) is not an address of this host")

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
 
 from tests.deploy.conftest import APPLIANCE_UID, one_line_error
+from tests.mounts import require_tmpfs
 
 RUNS_AS = f"Sonae runs as uid {APPLIANCE_UID} (nobody)"
 
@@ -74,4 +76,101 @@ def test_a_volume_owned_by_the_appliance_serves(box):
     box.give(box.etc)
     box.give(box.home)
     result = box.sonae("user", "list")
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_services_refuse_to_start_on_a_signing_key_they_cannot_read(box):
+    assert box.sonae("user", "list", uid=None).returncode == 0
+    box.give(box.home)
+    box.give(box.etc / "master.key")  # the master key is fine: only the signing key is root's
+    for command in (("serve", "--port", "1"), ("worker",)):
+        line = one_line_error(box.sonae(*command))
+        assert line == (f"Error: permission denied: Sonae cannot read {box.etc / 'signing.key'}, owner uid 0 (root), gid 0 (root), "
+                        f"mode 0600; {RUNS_AS}: give that uid access (chown or chmod), or run Sonae as the owner"), (command, line)
+
+
+def test_the_services_refuse_to_start_on_a_signing_key_readable_by_others(box):
+    assert box.sonae("user", "list", uid=None).returncode == 0
+    box.give(box.etc)
+    box.give(box.home)
+    (box.etc / "signing.key").chmod(0o644)
+    for command in (("serve", "--port", "1"), ("worker",)):
+        line = one_line_error(box.sonae(*command))
+        assert line == (f"Error: key file {box.etc / 'signing.key'} is readable by others (mode 0644); "
+                        f"run `chmod 600 {box.etc / 'signing.key'}`"), (command, line)
+
+
+def test_a_configuration_file_the_appliance_cannot_read_is_one_line(box):
+    config = box.etc / "sonae.toml"
+    config.write_text('[web]\nport = 8790\n', encoding="utf-8")
+    config.chmod(0o600)  # root's copy of the example under umask 077
+    box.give(box.home)
+    box.give(box.etc / "master.key")
+    box.give(box.etc / "signing.key")
+    expected = (f"permission denied: Sonae cannot read {config}, owner uid 0 (root), gid 0 (root), mode 0600; {RUNS_AS}: "
+                "give that uid access (chown or chmod), or run Sonae as the owner")
+    for command in (("serve",), ("worker",), ("user", "list")):
+        assert one_line_error(box.sonae(*command)) == f"Error: {expected}", command
+    doctor = box.sonae("doctor")
+    assert doctor.returncode == 1 and "Traceback" not in doctor.stderr, doctor.stderr
+    assert doctor.stdout.splitlines() == [f"PROBLEM  configuration  {expected}"]
+
+
+def test_a_configuration_file_the_appliance_can_read_is_used(box):
+    config = box.etc / "sonae.toml"
+    config.write_text('[web]\nport = 8790\n', encoding="utf-8")
+    box.give(box.etc)
+    config.chmod(0o600)
+    # web.port comes from the file: nothing listens there
+    assert one_line_error(box.sonae("health")) == "Error: http://127.0.0.1:8790/healthz: no answer (ConnectionError)"
+
+
+def test_key_init_into_a_read_only_mount_says_read_only_not_a_failing_disk(box):
+    require_tmpfs()
+    mount_point = box.root / "ro-etc"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m,mode=0777", "tmpfs", str(mount_point)], check=True)
+    try:
+        line = one_line_error(box.sonae("key", "init", str(mount_point / "master.key")))
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+    assert line == (f"Error: read-only file system: cannot write {mount_point / 'master.key.tmp'} (mounted read-only? compose mounts "
+                    "/etc/sonae read-only: write keys with a writable mount, README \"Deploying with Docker\")")
+    assert "dmesg" not in line and "SONAE_HOME" not in line
+
+
+def test_key_init_into_a_writable_mount_writes_the_key(box):
+    require_tmpfs()
+    mount_point = box.root / "rw-etc"
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0777", "tmpfs", str(mount_point)], check=True)
+    try:
+        assert box.sonae("key", "init", str(mount_point / "master.key")).returncode == 0
+        assert (mount_point / "master.key").stat().st_uid == APPLIANCE_UID
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)
+
+
+def token_box(box, *, owner: int) -> dict:
+    token = box.etc / "upstream.token"
+    token.write_text("a-bearer-token\n")
+    token.chmod(0o600)
+    box.give(box.home)
+    for name in ("master.key", "signing.key"):
+        box.give(box.etc / name)
+    os.chown(token, owner, owner)
+    return {"SONAE_UPSTREAM_TOKEN_FILE": str(token)}
+
+
+def test_the_worker_refuses_to_start_on_a_token_file_it_cannot_read(box, monkeypatch):
+    monkeypatch.setenv("SONAE_UPSTREAM_TOKEN_FILE", token_box(box, owner=0)["SONAE_UPSTREAM_TOKEN_FILE"])
+    for command in (("worker",), ("worker", "--list-jobs")):
+        assert one_line_error(box.sonae(*command)) == (
+            f"Error: permission denied: Sonae cannot read {box.etc / 'upstream.token'}, owner uid 0 (root), gid 0 (root), mode 0600; "
+            f"{RUNS_AS}: give that uid access (chown or chmod), or run Sonae as the owner"), command
+
+
+def test_the_worker_starts_with_a_token_file_of_its_own(box, monkeypatch):
+    monkeypatch.setenv("SONAE_UPSTREAM_TOKEN_FILE", token_box(box, owner=APPLIANCE_UID)["SONAE_UPSTREAM_TOKEN_FILE"])
+    result = box.sonae("worker", "--list-jobs")
     assert result.returncode == 0, result.stderr

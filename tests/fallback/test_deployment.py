@@ -168,3 +168,16 @@ def test_a_connection_silent_past_the_channel_timeout_is_closed(configure_app):
         with sock:
             sock.settimeout(8)
             assert sock.recv(1024) == b""  # closed by the server, not answered
+
+
+def test_health_checks_get_no_session_cookie_while_pages_do(appliance):
+    client = appliance.test_client()
+    for path in ("/healthz", "/readyz", "/metrics"):
+        assert "Set-Cookie" not in client.get(path).headers, path
+    assert "sonae_session=" in appliance.test_client().get("/login").headers["Set-Cookie"]
+
+
+def test_key_init_says_what_each_key_protects(tmp_path):
+    said = subprocess.run([sys.executable, "-m", "fallback.cli", "key", "init", str(tmp_path / "signing.key")],
+                          capture_output=True, text=True, check=True).stdout
+    assert "without the master key the data cannot be read, without the signing key certificates already issued cannot be checked" in said

@@ -16,7 +16,7 @@ from fallback.monitoring import alerts, run_alert_cycle, run_probe_cycle
 from fallback.ops import open_ops
 from sync.errors import ExportInvalid, UpstreamUnavailable
 from tests.conftest import example_records, write_export
-from tests.monitoring.conftest import ops_rows, sensitive_values
+from tests.monitoring.conftest import UPSTREAM_TOKEN, ops_rows, sensitive_values
 
 
 def cycles(config, clock, count):
@@ -261,3 +261,25 @@ def test_every_runbook_an_alert_names_exists_under_that_title():
     referenced = set(alerts.RUNBOOKS) | set(alerts.MODE_RUNBOOK.values())
     for slug in referenced:
         assert load(directory, slug).title == alerts.RUNBOOKS[slug], slug
+
+
+def test_a_token_file_the_box_cannot_use_is_an_it_alert_about_the_box_not_an_upstream_outage(configure, fresh_example_export,
+                                                                                               webhook, clock, tmp_path):
+    token_file = tmp_path / "upstream.token"  # not there yet: what a rename or a wrong mount leaves
+    config = configure(UPSTREAM_TOKEN="", UPSTREAM_TOKEN_FILE=token_file)
+    run_full_sync(config, source_dir=fresh_example_export)
+    for _ in range(4):  # more than probes.down_after
+        assert run_probe_cycle(config, at=clock.tick()) == {}
+    assert ops_rows(config, "SELECT count(*) FROM probes") == [(0,)], "no probe result: the upstream was never asked"
+    sent = run_alert_cycle(config, at=clock.at)
+    assert [(s.key, s.event) for s in sent] == [("upstream.setting", "opened")]
+    opened = webhook.bodies[0]
+    assert opened["title"] == "装置の設定のため上流を監視できません" and "障害ではなく" in opened["what"]
+    assert str(token_file) in opened["what"] and opened["runbook"] == "runbooks/07-kagi-kanri.md"
+    assert opened["mode"] == modes.LABELS[modes.STANDBY], "the mode stays: nothing says the upstream is down"
+
+    token_file.write_text(UPSTREAM_TOKEN)
+    statuses = run_probe_cycle(config, at=clock.tick())
+    assert statuses["register"].last_state == "ok"
+    sent = run_alert_cycle(config, at=clock.at)
+    assert ("upstream.setting", "resolved") in [(s.key, s.event) for s in sent]
