@@ -77,7 +77,7 @@ official_seal_image = "/etc/sonae/seal.png"
 [web]
 host = "127.0.0.1"
 port = $port
-public_base_url = "https://sonae.city.example.lg.jp"
+public_base_url = "https://sonae.proof.lg.jp"
 EOF
 chown 10001:10001 "$etc"/*
 
