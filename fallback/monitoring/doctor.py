@@ -35,7 +35,7 @@ from fallback.cli_support import listen_problem
 from fallback.clock import ntp_status
 from fallback.config import Config, ConfigError, config_path
 from fallback.keys import ops_key
-from fallback.mirror.syncing import upstream_from_config
+from fallback.mirror.syncing import token_folder_message, upstream_from_config
 from fallback.ops import Transaction, now_iso, open_ops
 from fallback.staff.users import list_users
 from printing.glyphs import IPAEX_MINCHO, IPAMJ_MINCHO
@@ -172,6 +172,9 @@ def _key_files(config: Config) -> list[tuple[str, Path, bool]]:
 
 
 def _key_problem(what: str, path: Path, home: Path) -> str | None:
+    if os.path.isdir(path):  # before its permissions: a folder's mode is not what to fix
+        folder = token_folder_message(path) if what == "upstream token" else crypto.key_folder_message(path)
+        return f"{what} {folder}"
     if access.blocking_path(path):
         return f"{what}: {access.permission_message(path)}"
     if not path.exists():
