@@ -356,6 +356,15 @@ def _render_processes_problem(processes: int) -> str | None:
     return None
 
 
+def _port_problem(port: int) -> str | None:
+    """A TCP port: outside 1–65535 the socket layer wraps it (70000 listens
+    on 4464) or refuses it as a bad service name; 0 would be a random port
+    each start, where the counters and the health check cannot find it."""
+    if not 1 <= port <= 65535:
+        return f"{port} is not a port: set a fixed port from 1 to 65535 (1024 or above unless Sonae runs as root; e.g. 8080)"
+    return None
+
+
 def _inkan_items_problem(items: list) -> str | None:
     unknown = [item for item in items if item not in INKAN_ITEMS]
     return f"unknown item(s) {', '.join(map(str, unknown))}; known: {', '.join(INKAN_ITEMS)}" if unknown else None
@@ -364,7 +373,8 @@ def _inkan_items_problem(items: list) -> str | None:
 # Keys whose values need more than a type check.
 _VALUE_CHECKS = {("municipality", "acting_mayors"): _acting_mayors_problem, ("printing", "inkan_items"): _inkan_items_problem,
                  ("counter", "serial_range"): _serial_range_problem, ("counter", "drill_serial_range"): _serial_range_problem,
-                 ("counter", "box_id"): _box_id_problem, ("web", "render_processes"): _render_processes_problem}
+                 ("counter", "box_id"): _box_id_problem, ("web", "render_processes"): _render_processes_problem,
+                 ("web", "port"): _port_problem}
 
 
 def _checked(section: str, key: str, value: Any, *, where: str) -> Any:

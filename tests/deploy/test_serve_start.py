@@ -62,6 +62,23 @@ def test_an_address_not_on_this_host_is_named(appliance_box):
                                       "set web.host to one of its addresses, or 0.0.0.0 for all")
 
 
+@pytest.mark.parametrize("port", [0, -1, 65536, 70000])
+def test_a_port_outside_1_to_65535_is_refused_by_serve_and_doctor_in_one_line(appliance_box, port):
+    configure(appliance_box, host="127.0.0.1", port=port)
+    expected = (f"{appliance_box.etc / 'sonae.toml'}: web.port: {port} is not a port: set a fixed port from 1 to 65535 "
+                "(1024 or above unless Sonae runs as root; e.g. 8080)")
+    assert refusal(appliance_box) == f"Error: {expected}"
+    doctor = appliance_box.sonae("doctor")
+    assert doctor.returncode == 1 and doctor.stdout.splitlines() == [f"PROBLEM  configuration  {expected}"], (doctor.stdout, doctor.stderr)
+
+
+def test_the_highest_port_is_a_port(appliance_box):
+    configure(appliance_box, host="127.0.0.1", port=65535)
+    doctor = appliance_box.sonae("doctor")
+    assert "is not a port" not in doctor.stdout, doctor.stdout
+    assert any(line.split()[1] == "web" and "65535" in line for line in doctor.stdout.splitlines()), doctor.stdout
+
+
 def serving(box) -> tuple[str, str]:
     """Start `sonae serve` as the appliance's uid; once it answers, stop it:
     (its base URL, what it wrote to stderr)."""

@@ -58,6 +58,20 @@ def test_environment_overrides_are_checked_too(tmp_path):
         load_config(env={"SONAE_COUNTER_KILL_SWITCH_HOURS": '{"inkn": 3}'})
 
 
+@pytest.mark.parametrize("port", [1, 8080, 65535])
+def test_a_web_port_from_1_to_65535_is_read(tmp_path, port):
+    assert load_config(write(tmp_path, f"[web]\nport = {port}\n"), env={})["web"]["port"] == port
+    assert load_config(env={"SONAE_WEB_PORT": str(port)})["web"]["port"] == port
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, 70000])
+def test_a_web_port_outside_1_to_65535_is_refused(tmp_path, port):
+    with pytest.raises(ConfigError, match=rf"sonae.toml: web.port: {port} is not a port: set a fixed port from 1 to 65535"):
+        load_config(write(tmp_path, f"[web]\nport = {port}\n"), env={})
+    with pytest.raises(ConfigError, match=rf"SONAE_WEB_PORT: web.port: {port} is not a port"):
+        load_config(env={"SONAE_WEB_PORT": str(port)})
+
+
 def test_environment_variables_of_other_tools_are_left_alone():
     config = load_config(env={"SONAE_CLOUDSIM_TOKEN": "x", "SONAE_PDF": "1"})
     assert config["sync"] == DEFAULTS["sync"]
