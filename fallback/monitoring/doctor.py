@@ -22,7 +22,6 @@ import shutil
 import socket
 import stat
 import subprocess
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import requests
 from fallback import access
 from fallback.cli_support import listen_problem
 from fallback.clock import ntp_status
-from fallback.config import Config, ConfigError, config_path
+from fallback.config import Config, ConfigError, config_path, parse_config_file
 from fallback.keys import ops_key
 from fallback.mirror.syncing import token_folder_message, upstream_from_config
 from fallback.ops import Transaction, now_iso, open_ops
@@ -108,7 +107,7 @@ def configuration(config: Config, env: Mapping[str, str] | None = None) -> list[
     else:
         # Unknown keys never get this far: load_config refuses them, and
         # `sonae doctor` prints that refusal as its one line.
-        raw = tomllib.loads(config.source.read_text(encoding="utf-8"))
+        raw = parse_config_file(config.source) or {}
     municipality = raw.get("municipality", {})
     unset = [key for key in ("code", "name", "prefecture", "mayor")
              if key not in municipality and f"SONAE_MUNICIPALITY_{key.upper()}" not in env]

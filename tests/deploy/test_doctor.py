@@ -82,6 +82,13 @@ def test_a_misspelt_key_is_the_doctors_one_line_with_the_nearest_key(sonae_env):
     assert "[sync] has no key 'keep_generation'; did you mean keep_generations?" in result.stdout
 
 
+def test_a_configuration_with_a_byte_order_mark_passes(sonae_env):
+    write_config(sonae_env, municipality=WARD, web={"public_base_url": "https://sonae.city.hachioji.lg.jp"})
+    path = sonae_env.home.parent / "etc" / "sonae.toml"
+    path.write_bytes(path.read_text(encoding="utf-8").encode("utf-8-sig"))
+    assert "八王子市" in only(doctor.configuration(load_config(), env={}), OK)
+
+
 def test_a_missing_municipality_is_named(sonae_env):
     config = write_config(sonae_env, municipality={"code": "132012"}, web={"public_base_url": "https://sonae.city.hachioji.lg.jp"})
     message = only(doctor.configuration(config, env={}), PROBLEM)
