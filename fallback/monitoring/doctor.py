@@ -34,7 +34,7 @@ from fallback import access
 from fallback.cli_support import listen_problem
 from fallback.clock import ntp_status
 from fallback.config import Config, ConfigError, config_path, parse_config_file
-from fallback.keys import ops_key
+from fallback.keys import lost_master_key_problem, ops_key
 from fallback.mirror.syncing import token_folder_message, upstream_from_config
 from fallback.ops import Transaction, now_iso, open_ops
 from fallback.staff.users import list_users
@@ -171,12 +171,15 @@ def _key_files(config: Config) -> list[tuple[str, Path, bool]]:
     return files
 
 
-def _key_problem(what: str, path: Path, home: Path) -> str | None:
+def _key_problem(what: str, path: Path, config: Config) -> str | None:
+    home = config.home
     if os.path.isdir(path):  # before its permissions: a folder's mode is not what to fix
         folder = token_folder_message(path) if what == "upstream token" else crypto.key_folder_message(path)
         return f"{what} {folder}"
     if access.blocking_path(path):
         return f"{what}: {access.permission_message(path)}"
+    if what == "master key" and (lost := lost_master_key_problem(config)):
+        return lost
     if not path.exists():
         hint = "write it with `sonae key init " + str(path) + "`" if what != "upstream token" else "put the vendor's bearer token there"
         return f"{what} {path} does not exist: {hint}"
@@ -204,7 +207,7 @@ def keys(config: Config) -> list[Finding]:
     for what, path, required in _key_files(config):
         if not required and not path.exists() and not access.blocking_path(path):
             continue  # the session key is derived from the master key when its file is absent
-        if problem := _key_problem(what, path, config.home):
+        if problem := _key_problem(what, path, config):
             findings.append(Finding("keys", PROBLEM, problem))
         else:
             fine.append(str(path))

@@ -165,6 +165,36 @@ def test_a_missing_key_and_a_key_inside_the_state_directory_are_named(keyed, mon
                           f"{keyed.home.parent / 'etc' / 'nowhere.key'}`"
 
 
+def master_key_line(config) -> str:
+    [message] = [f.message for f in doctor.keys(config) if f.message.startswith("master key")]
+    return message
+
+
+def test_a_missing_master_key_beside_its_encrypted_data_is_to_be_restored_not_made_anew(loaded_env):
+    key = loaded_env.home.parent / "etc" / "master.key"
+    key.unlink()
+    restore = (f"master key {key} is missing, and {loaded_env.home} holds data encrypted with it (ops.db): restore the key from "
+               "its offline copy (runbook 07-kagi-kanri); a new key from `sonae key init` cannot read that data")
+    assert master_key_line(loaded_env) == restore
+    (loaded_env.home / "ops.db").rename(loaded_env.home / "ops.db.elsewhere")
+    assert "holds data encrypted with it (gen-" in master_key_line(loaded_env)  # a snapshot generation alone is data too
+
+
+def test_a_master_key_symlinked_out_of_the_mount_is_named_as_such(loaded_env, tmp_path):
+    key = loaded_env.home.parent / "etc" / "master.key"
+    key.unlink()
+    key.symlink_to(tmp_path / "keystore" / "master.key")
+    assert master_key_line(loaded_env).startswith(
+        f"master key {key} is missing (a symlink to {tmp_path / 'keystore' / 'master.key'}, not there: a container sees only the "
+        f"folder mounted), and {loaded_env.home} holds data encrypted with it (ops.db): restore the key from its offline copy")
+
+
+def test_a_missing_master_key_on_a_new_box_is_to_be_made(sonae_env):
+    key = sonae_env.home.parent / "etc" / "master.key"
+    key.unlink()
+    assert master_key_line(sonae_env) == f"master key {key} does not exist: write it with `sonae key init {key}`"
+
+
 def doctor_as_appliance(check: str, env: dict) -> list[list[str]]:
     code = (f"import json; from fallback.config import load_config; from fallback.monitoring import doctor; "
             f"print(json.dumps([[f.status, f.message] for f in doctor.{check}(load_config())]))")

@@ -79,6 +79,21 @@ def test_the_highest_port_is_a_port(appliance_box):
     assert any(line.split()[1] == "web" and "65535" in line for line in doctor.stdout.splitlines()), doctor.stdout
 
 
+def test_serve_without_its_master_key_beside_its_data_says_to_restore_it(box):
+    assert box.sonae("user", "list", uid=None).returncode == 0  # ops.db, written with the master key
+    (box.etc / "master.key").unlink()
+    assert one_line_error(box.sonae("serve", "--port", "1", uid=None)) == (
+        f"Error: master key {box.etc / 'master.key'} is missing, and {box.home} holds data encrypted with it (ops.db): restore the key "
+        "from its offline copy (runbook 07-kagi-kanri); a new key from `sonae key init` cannot read that data")
+
+
+def test_serve_on_a_new_box_without_a_master_key_says_to_make_one(box):
+    (box.etc / "master.key").unlink()
+    assert one_line_error(box.sonae("serve", "--port", "1", uid=None)) == (
+        f"Error: key file {box.etc / 'master.key'} does not exist; create it with `sonae key init {box.etc / 'master.key'}` "
+        "or set SONAE_SECURITY_KEY")
+
+
 def serving(box) -> tuple[str, str]:
     """Start `sonae serve` as the appliance's uid; once it answers, stop it:
     (its base URL, what it wrote to stderr)."""
