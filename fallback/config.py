@@ -356,6 +356,15 @@ def _render_processes_problem(processes: int) -> str | None:
     return None
 
 
+def _port_problem(port: int) -> str | None:
+    """A TCP port: outside 1–65535 the socket layer wraps it (70000 listens
+    on 4464) or refuses it as a bad service name; 0 would be a random port
+    each start, where the counters and the health check cannot find it."""
+    if not 1 <= port <= 65535:
+        return f"{port} is not a port: set a fixed port from 1 to 65535 (1024 or above unless Sonae runs as root; e.g. 8080)"
+    return None
+
+
 def _inkan_items_problem(items: list) -> str | None:
     unknown = [item for item in items if item not in INKAN_ITEMS]
     return f"unknown item(s) {', '.join(map(str, unknown))}; known: {', '.join(INKAN_ITEMS)}" if unknown else None
@@ -364,7 +373,8 @@ def _inkan_items_problem(items: list) -> str | None:
 # Keys whose values need more than a type check.
 _VALUE_CHECKS = {("municipality", "acting_mayors"): _acting_mayors_problem, ("printing", "inkan_items"): _inkan_items_problem,
                  ("counter", "serial_range"): _serial_range_problem, ("counter", "drill_serial_range"): _serial_range_problem,
-                 ("counter", "box_id"): _box_id_problem, ("web", "render_processes"): _render_processes_problem}
+                 ("counter", "box_id"): _box_id_problem, ("web", "render_processes"): _render_processes_problem,
+                 ("web", "port"): _port_problem}
 
 
 def _checked(section: str, key: str, value: Any, *, where: str) -> Any:
@@ -461,14 +471,33 @@ def config_path(env: Mapping[str, str] | None = None) -> Path:
 def _config_text(source: Path) -> str | None:
     """The file's text; None when there is no file. One the appliance may
     not read is refused naming its owner and mode (a root-owned 0600 copy
-    of the example, or a folder on the way it may not enter)."""
+    of the example, or a folder on the way it may not enter). A UTF-8 file
+    may start with a byte-order mark (Windows editors write one); another
+    encoding (Shift_JIS, UTF-16 from a Japanese Windows) is refused as
+    such, not as the TOML error its first odd byte would give."""
     try:
-        return source.read_bytes().decode("utf-8")
+        text = source.read_bytes().decode("utf-8-sig")
     except FileNotFoundError:
         return None
     except PermissionError:
         raise ConfigError(permission_message(source)) from None
     except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source} is not UTF-8 (byte 0x{exc.object[exc.start]:02x} at position {exc.start}: Shift_JIS or UTF-16?): "
+                          "save it as UTF-8") from None
+    if "\x00" in text:  # UTF-16 without its byte-order mark decodes as UTF-8, NULs and all
+        raise ConfigError(f"{source} is not UTF-8 (it holds NUL bytes: UTF-16?): save it as UTF-8")
+    return text
+
+
+def parse_config_file(source: Path) -> dict | None:
+    """The file's TOML as written (None when there is no file), before any
+    key is checked."""
+    text = _config_text(source)
+    if text is None:
+        return None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
 
 
@@ -476,12 +505,8 @@ def load_config(path: str | os.PathLike | None = None, env: Mapping[str, str] | 
     env = os.environ if env is None else env
     values = copy.deepcopy(DEFAULTS)
     source = Path(path) if path is not None else config_path(env)
-    text = _config_text(source)
-    if text is not None:
-        try:
-            loaded = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source}: {exc}") from exc
+    loaded = parse_config_file(source)
+    if loaded is not None:
         for section, items in loaded.items():
             if section not in values or not isinstance(items, dict):
                 raise ConfigError(f"{source}: unknown section [{section}]{_nearest(section, values)}")

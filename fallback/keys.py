@@ -9,11 +9,12 @@ separate Ed25519 key: it can be rotated without re-encrypting anything.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from fallback.access import permission_message
+from fallback.access import blocking_path, permission_message
 from fallback.config import Config
 from sync.crypto import KeyFileError, decode_key, derive_key, read_key_file
 
@@ -27,10 +28,34 @@ def _read_key(path: str | Path, config: Config) -> bytes:
         raise KeyFileError(permission_message(path)) from None
 
 
+def encrypted_data(config: Config) -> list[Path]:
+    """What under SONAE_HOME was written with the master key: the
+    operational database and the snapshot generations (empty on a new box)."""
+    written = [config.ops_db_path] if os.path.exists(config.ops_db_path) else []
+    return written + sorted(config.snapshot_dir.glob("gen-*"))
+
+
+def lost_master_key_problem(config: Config) -> str | None:
+    """The one line for a master key file that is not there while
+    SONAE_HOME holds data written with it: `sonae key init` (what a missing
+    key on a new box needs) would make a key that cannot read that data."""
+    path = Path(config["security"]["key_file"])
+    if config["security"]["key"] or os.path.exists(path) or blocking_path(path):
+        return None
+    data = encrypted_data(config)
+    if not data:
+        return None
+    link = f" (a symlink to {os.readlink(path)}, not there: a container sees only the folder mounted)" if path.is_symlink() else ""
+    return (f"master key {path} is missing{link}, and {config.home} holds data encrypted with it ({data[0].name}): "
+            "restore the key from its offline copy (runbook 07-kagi-kanri); a new key from `sonae key init` cannot read that data")
+
+
 def master_key(config: Config) -> bytes:
     inline = config["security"]["key"]
     if inline:
         return decode_key(inline, "SONAE_SECURITY_KEY")
+    if problem := lost_master_key_problem(config):
+        raise KeyFileError(problem)
     return _read_key(config["security"]["key_file"], config)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 
@@ -9,16 +10,21 @@ import click
 
 from fallback.access import blocking_path, permission_message
 from fallback.cli_support import configure_logging, service_config, service_running, warn_without_config_file
+from fallback.mirror.syncing import token_folder_message
 from fallback.serve import claim_serial_ranges
 
 
 def refuse_an_unreadable_token(config) -> None:
     """The worker asks the upstream with the token file's token: one this
-    uid may not read is refused at start in one line, never taken for an
-    upstream that does not answer. (A token file not there at all is
+    uid may not read, or a folder in its place, is refused at start in one
+    line, never taken for an upstream that does not answer. (A token file not there at all is
     doctor's finding and, while the worker runs, the same IT alert.)"""
     path = config["upstream"]["token_file"]
-    if not config["upstream"]["token"] and blocking_path(path):
+    if config["upstream"]["token"]:
+        return
+    if os.path.isdir(path):
+        raise click.ClickException(token_folder_message(path))
+    if blocking_path(path):
         raise click.ClickException(permission_message(path))
 
 

@@ -48,6 +48,18 @@ class DiskError(sqlcipher.OperationalError):
         self.path = path
 
 
+def folder_not_file(path: str | os.PathLike, kind: str, remedy: str) -> str:
+    """The one line for a secret's path that is a folder: what `docker run
+    -v FILE:FILE` leaves when FILE is missing on the host, so the folder is
+    named as such (never "is a directory" as a traceback, nor its mode as
+    the fault)."""
+    return f"{path} is a folder, not a {kind} (Docker makes a folder when the file to mount is missing): remove it and {remedy}"
+
+
+def key_folder_message(path: str | os.PathLike) -> str:
+    return folder_not_file(path, "key file", f"write the key with `sonae key init {path}`")
+
+
 def write_key_file(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write 32 random bytes, base64 on one line, mode 0600."""
     path = Path(path)
@@ -91,6 +103,8 @@ def read_key_file(path: str | os.PathLike, *, forbidden_dir: str | os.PathLike |
         raise KeyFileError(f"key file {path} does not exist; create it with `sonae key init {path}` or set SONAE_SECURITY_KEY") from None
     except PermissionError:
         raise KeyFileError(f"key file {path} cannot be read by this user") from None
+    if stat.S_ISDIR(mode):
+        raise KeyFileError(key_folder_message(path))
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(f"key file {path} is readable by others (mode {stat.S_IMODE(mode):04o}); run `chmod 600 {path}`")
     return decode_key(path.read_text(encoding="ascii", errors="replace"), f"key file {path}")

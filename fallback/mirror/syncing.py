@@ -46,7 +46,7 @@ from fallback.ops import Transaction, now, now_iso, open_ops
 from printing.glyphs import GlyphMissingError, prepare_rare_glyph_font, rare_clusters
 from sync.changes import ChangesResult, apply_changes
 from sync.contract import ContractError, public_key_from_b64
-from sync.crypto import DiskError, KeyFileError, WrongKeyError
+from sync.crypto import DiskError, KeyFileError, WrongKeyError, folder_not_file
 from sync.errors import ExportInvalid, FeedBroken, GateRefused, NoSnapshot, SnapshotOutdated, SyncBusy, SyncError, UpstreamUntrusted
 from sync.loader import LoadResult, load_full
 from sync.store import SnapshotStore
@@ -72,6 +72,8 @@ def upstream_from_config(config: Config) -> HttpUpstream:
     token = section["token"]
     if not token:
         path = Path(section["token_file"])
+        if os.path.isdir(path):  # a root-owned folder would otherwise read as "permission denied"
+            raise ConfigError(token_folder_message(path))
         try:
             token = path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
@@ -79,6 +81,10 @@ def upstream_from_config(config: Config) -> HttpUpstream:
         except PermissionError:
             raise ConfigError(permission_message(path)) from None
     return HttpUpstream(section["url"], token, trust=trust, timeout=section["timeout_s"])
+
+
+def token_folder_message(path: Path) -> str:
+    return folder_not_file(path, "token file", "put the vendor's bearer token there")
 
 
 def check_upstream_url(url: str, allow_insecure_http: bool) -> None:

@@ -22,7 +22,7 @@ import shutil
 import socket
 import stat
 import subprocess
-import tomllib
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,9 +33,9 @@ import requests
 from fallback import access
 from fallback.cli_support import listen_problem
 from fallback.clock import ntp_status
-from fallback.config import Config, ConfigError, config_path
-from fallback.keys import ops_key
-from fallback.mirror.syncing import upstream_from_config
+from fallback.config import Config, ConfigError, config_path, parse_config_file
+from fallback.keys import lost_master_key_problem, ops_key
+from fallback.mirror.syncing import token_folder_message, upstream_from_config
 from fallback.ops import Transaction, now_iso, open_ops
 from fallback.staff.users import list_users
 from printing.glyphs import IPAEX_MINCHO, IPAMJ_MINCHO
@@ -108,7 +108,7 @@ def configuration(config: Config, env: Mapping[str, str] | None = None) -> list[
     else:
         # Unknown keys never get this far: load_config refuses them, and
         # `sonae doctor` prints that refusal as its one line.
-        raw = tomllib.loads(config.source.read_text(encoding="utf-8"))
+        raw = parse_config_file(config.source) or {}
     municipality = raw.get("municipality", {})
     unset = [key for key in ("code", "name", "prefecture", "mayor")
              if key not in municipality and f"SONAE_MUNICIPALITY_{key.upper()}" not in env]
@@ -171,9 +171,15 @@ def _key_files(config: Config) -> list[tuple[str, Path, bool]]:
     return files
 
 
-def _key_problem(what: str, path: Path, home: Path) -> str | None:
+def _key_problem(what: str, path: Path, config: Config) -> str | None:
+    home = config.home
+    if os.path.isdir(path):  # before its permissions: a folder's mode is not what to fix
+        folder = token_folder_message(path) if what == "upstream token" else crypto.key_folder_message(path)
+        return f"{what} {folder}"
     if access.blocking_path(path):
         return f"{what}: {access.permission_message(path)}"
+    if what == "master key" and (lost := lost_master_key_problem(config)):
+        return lost
     if not path.exists():
         hint = "write it with `sonae key init " + str(path) + "`" if what != "upstream token" else "put the vendor's bearer token there"
         return f"{what} {path} does not exist: {hint}"
@@ -201,7 +207,7 @@ def keys(config: Config) -> list[Finding]:
     for what, path, required in _key_files(config):
         if not required and not path.exists() and not access.blocking_path(path):
             continue  # the session key is derived from the master key when its file is absent
-        if problem := _key_problem(what, path, config.home):
+        if problem := _key_problem(what, path, config):
             findings.append(Finding("keys", PROBLEM, problem))
         else:
             fine.append(str(path))
@@ -217,8 +223,20 @@ def state_directory(config: Config) -> list[Finding]:
 # --- certificates: the 電子公印 and the fonts --------------------------------------
 
 
+# The 電子公印 prints at printing.official_seal_mm, at most 25 mm: a 300-dpi
+# scan of it is ≈ 295 px, a 1200-dpi printer's finest ≈ 1180 px. Under
+# 150 px a side (≈ 150 dpi at 25 mm) its ring of characters prints in
+# visible steps; over 4000 px a side is finer than any printer by a factor
+# of three and costs each render process 4 bytes a pixel decoded (12000 px
+# square: ≈ 580 MB) for nothing.
+SEAL_MIN_PX, SEAL_MAX_PX = 150, 4000
+
+
 def seal_image(config: Config) -> list[Finding]:
-    """Real issuance is refused without a configured 電子公印 image."""
+    """Real issuance is refused without a configured 電子公印 image; one
+    that would print badly is named too: no transparent background (it is
+    printed over the issuer's name, which an opaque background hides) or
+    a size no certificate prints well."""
     from PIL import Image, UnidentifiedImageError
 
     configured = config["printing"]["official_seal_image"]
@@ -226,16 +244,40 @@ def seal_image(config: Config) -> list[Finding]:
         return [Finding("seal", PROBLEM, "no 電子公印 image configured: real issuance is refused without one; "
                                          "set printing.official_seal_image to the ward's seal (PNG)")]
     path = Path(configured)
+    if os.path.isdir(path):
+        return [Finding("seal", PROBLEM, "printing.official_seal_image " + crypto.folder_not_file(path, "seal image", "put the seal image there"))]
     if access.blocking_path(path):
         return [Finding("seal", PROBLEM, access.permission_message(path))]
     if not path.is_file():
         return [Finding("seal", PROBLEM, f"printing.official_seal_image {path} does not exist: put the seal image there or correct the path")]
     try:
-        with Image.open(path) as image:
-            size = image.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is judged here, in one line
+            with Image.open(path) as image:
+                size = image.size
+                if problem := _seal_size_problem(path, size):
+                    return [Finding("seal", PROBLEM, problem)]
+                opaque = image.convert("RGBA").getchannel("A").getextrema()[0] == 255
+    except Image.DecompressionBombError as exc:  # PIL will not even open it
+        return [Finding("seal", PROBLEM, f"printing.official_seal_image {path} is far larger than any seal ({exc}): "
+                                         f"export it with at most {SEAL_MAX_PX} px a side (about 300 to 1200 px)")]
     except (UnidentifiedImageError, OSError) as exc:
         return [Finding("seal", PROBLEM, f"printing.official_seal_image {path} is not an image ({exc}): export the seal as PNG")]
-    return _ok("seal", f"電子公印 {path} ({size[0]}×{size[1]} px)")
+    if opaque:
+        return [Finding("seal", PROBLEM, f"printing.official_seal_image {path} has no transparent background: its background would "
+                                         "cover the mayor's name printed under it; export the seal as PNG with a transparent background")]
+    return _ok("seal", f"電子公印 {path} ({size[0]}×{size[1]} px, transparent background)")
+
+
+def _seal_size_problem(path: Path, size: tuple[int, int]) -> str | None:
+    width, height = size
+    if min(size) < SEAL_MIN_PX:
+        return (f"printing.official_seal_image {path} is {width}×{height} px, too coarse for a seal printed up to 25 mm: "
+                f"export it with at least {SEAL_MIN_PX} px a side (a 300-dpi scan, about 300 px)")
+    if max(size) > SEAL_MAX_PX:
+        return (f"printing.official_seal_image {path} is {width}×{height} px, far finer than any printer prints a 25-mm seal: "
+                f"export it with at most {SEAL_MAX_PX} px a side (about 300 to 1200 px)")
+    return None
 
 
 def fonts(config: Config, required: tuple[Path, ...] = (IPAEX_MINCHO, IPAMJ_MINCHO)) -> list[Finding]:

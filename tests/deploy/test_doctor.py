@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from fallback.config import load_config, render_toml
 from fallback.monitoring import doctor
@@ -80,6 +80,13 @@ def test_a_misspelt_key_is_the_doctors_one_line_with_the_nearest_key(sonae_env):
     assert result.returncode == 1 and len(result.stdout.splitlines()) == 1
     assert result.stdout.startswith("PROBLEM  configuration  ")
     assert "[sync] has no key 'keep_generation'; did you mean keep_generations?" in result.stdout
+
+
+def test_a_configuration_with_a_byte_order_mark_passes(sonae_env):
+    write_config(sonae_env, municipality=WARD, web={"public_base_url": "https://sonae.city.hachioji.lg.jp"})
+    path = sonae_env.home.parent / "etc" / "sonae.toml"
+    path.write_bytes(path.read_text(encoding="utf-8").encode("utf-8-sig"))
+    assert "八王子市" in only(doctor.configuration(load_config(), env={}), OK)
 
 
 def test_a_missing_municipality_is_named(sonae_env):
@@ -158,6 +165,36 @@ def test_a_missing_key_and_a_key_inside_the_state_directory_are_named(keyed, mon
                           f"{keyed.home.parent / 'etc' / 'nowhere.key'}`"
 
 
+def master_key_line(config) -> str:
+    [message] = [f.message for f in doctor.keys(config) if f.message.startswith("master key")]
+    return message
+
+
+def test_a_missing_master_key_beside_its_encrypted_data_is_to_be_restored_not_made_anew(loaded_env):
+    key = loaded_env.home.parent / "etc" / "master.key"
+    key.unlink()
+    restore = (f"master key {key} is missing, and {loaded_env.home} holds data encrypted with it (ops.db): restore the key from "
+               "its offline copy (runbook 07-kagi-kanri); a new key from `sonae key init` cannot read that data")
+    assert master_key_line(loaded_env) == restore
+    (loaded_env.home / "ops.db").rename(loaded_env.home / "ops.db.elsewhere")
+    assert "holds data encrypted with it (gen-" in master_key_line(loaded_env)  # a snapshot generation alone is data too
+
+
+def test_a_master_key_symlinked_out_of_the_mount_is_named_as_such(loaded_env, tmp_path):
+    key = loaded_env.home.parent / "etc" / "master.key"
+    key.unlink()
+    key.symlink_to(tmp_path / "keystore" / "master.key")
+    assert master_key_line(loaded_env).startswith(
+        f"master key {key} is missing (a symlink to {tmp_path / 'keystore' / 'master.key'}, not there: a container sees only the "
+        f"folder mounted), and {loaded_env.home} holds data encrypted with it (ops.db): restore the key from its offline copy")
+
+
+def test_a_missing_master_key_on_a_new_box_is_to_be_made(sonae_env):
+    key = sonae_env.home.parent / "etc" / "master.key"
+    key.unlink()
+    assert master_key_line(sonae_env) == f"master key {key} does not exist: write it with `sonae key init {key}`"
+
+
 def doctor_as_appliance(check: str, env: dict) -> list[list[str]]:
     code = (f"import json; from fallback.config import load_config; from fallback.monitoring import doctor; "
             f"print(json.dumps([[f.status, f.message] for f in doctor.{check}(load_config())]))")
@@ -185,13 +222,69 @@ def test_no_seal_image_is_a_problem_for_real_issuance(sonae_env, monkeypatch):
     assert "real issuance is refused without one" in only(doctor.seal_image(load_config()), PROBLEM)
 
 
+def seal_on(background: tuple, size: tuple[int, int], path) -> str:
+    """A red ring on `background` (RGBA; alpha 0: transparent)."""
+    image = Image.new("RGBA", size, background)
+    if min(size) > 8:  # a ring needs room; a dot-sized image is judged by its size alone
+        ImageDraw.Draw(image).ellipse((2, 2, size[0] - 3, size[1] - 3), outline=(200, 0, 0, 255),
+                                      width=max(1, min(size) // 20))
+    image.save(path)
+    return str(path)
+
+
+def seal_finding(monkeypatch, path) -> list:
+    monkeypatch.setenv("SONAE_PRINTING_OFFICIAL_SEAL_IMAGE", str(path))
+    return doctor.seal_image(load_config())
+
+
 def test_a_seal_image_passes_and_a_file_that_is_no_image_is_named(sonae_env, monkeypatch, tmp_path):
     seal = tmp_path / "seal.png"
-    Image.new("RGBA", (300, 300), (200, 0, 0, 255)).save(seal)
-    monkeypatch.setenv("SONAE_PRINTING_OFFICIAL_SEAL_IMAGE", str(seal))
-    assert only(doctor.seal_image(load_config()), OK) == f"電子公印 {seal} (300×300 px)"
+    seal_on((255, 255, 255, 0), (300, 300), seal)
+    assert only(seal_finding(monkeypatch, seal), OK) == f"電子公印 {seal} (300×300 px, transparent background)"
     seal.write_text("not a picture")
-    assert "is not an image" in only(doctor.seal_image(load_config()), PROBLEM)
+    assert "is not an image" in only(seal_finding(monkeypatch, seal), PROBLEM)
+
+
+@pytest.mark.parametrize("mode, suffix", [("RGB", "jpg"), ("RGB", "png"), ("RGBA", "png")])
+def test_a_seal_on_an_opaque_background_is_named(sonae_env, monkeypatch, tmp_path, mode, suffix):
+    seal = tmp_path / f"seal.{suffix}"
+    Image.open(seal_on((255, 255, 255, 255), (400, 400), tmp_path / "scan.png")).convert(mode).save(seal)  # a scan on white paper
+    assert only(seal_finding(monkeypatch, seal), PROBLEM) == (
+        f"printing.official_seal_image {seal} has no transparent background: its background would cover the mayor's name "
+        "printed under it; export the seal as PNG with a transparent background")
+
+
+def test_a_seal_with_a_transparent_palette_colour_passes(sonae_env, monkeypatch, tmp_path):
+    seal = tmp_path / "seal.png"
+    Image.open(seal_on((255, 255, 255, 0), (300, 300), seal)).convert("P").save(seal, transparency=0)
+    assert "transparent background" in only(seal_finding(monkeypatch, seal), OK)
+
+
+@pytest.mark.parametrize("size, fine", [((150, 150), True), ((149, 300), False), ((1, 1), False),
+                                        ((4000, 150), True), ((4001, 150), False)])
+def test_a_seal_size_outside_150_to_4000_px_a_side_is_named(sonae_env, monkeypatch, tmp_path, size, fine):
+    seal = seal_on((255, 255, 255, 0), size, tmp_path / "seal.png")
+    [finding] = seal_finding(monkeypatch, seal)
+    if fine:
+        assert finding.status == OK, finding.line
+    else:
+        assert finding.status == PROBLEM and f"is {size[0]}×{size[1]} px" in finding.message, finding.line
+        assert ("at least 150 px a side" if min(size) < 150 else "at most 4000 px a side") in finding.message
+
+
+def test_a_seal_too_large_for_the_image_library_to_open_is_named(sonae_env, monkeypatch, tmp_path):
+    seal = tmp_path / "seal.png"
+    Image.new("1", (14000, 14000), 1).save(seal)  # 196 million pixels: PIL refuses to open it
+    message = only(seal_finding(monkeypatch, seal), PROBLEM)
+    assert message.startswith(f"printing.official_seal_image {seal} is far larger than any seal") and "at most 4000 px" in message
+
+
+def test_a_seal_path_that_is_a_folder_is_named_as_one(sonae_env, monkeypatch, tmp_path):
+    folder = tmp_path / "seal.png"
+    folder.mkdir()
+    assert only(seal_finding(monkeypatch, folder), PROBLEM) == (
+        f"printing.official_seal_image {folder} is a folder, not a seal image (Docker makes a folder when the file to mount "
+        "is missing): remove it and put the seal image there")
 
 
 def test_the_certificate_fonts_are_installed(sonae_env):

@@ -8,6 +8,8 @@ import os
 import stat
 import subprocess
 
+import pytest
+
 from tests.deploy.conftest import APPLIANCE_UID, one_line_error
 from tests.mounts import require_tmpfs
 
@@ -174,3 +176,47 @@ def test_the_worker_starts_with_a_token_file_of_its_own(box, monkeypatch):
     monkeypatch.setenv("SONAE_UPSTREAM_TOKEN_FILE", token_box(box, owner=APPLIANCE_UID)["SONAE_UPSTREAM_TOKEN_FILE"])
     result = box.sonae("worker", "--list-jobs")
     assert result.returncode == 0, result.stderr
+
+
+# --- a folder where a secret file should be: what `docker run -v FILE:FILE` makes of a missing FILE ---
+
+
+def folder_in_place_of(path, mode: int) -> None:
+    """Root's folder, as Docker creates it, where the file was to be mounted."""
+    if path.exists():
+        path.unlink()
+    path.mkdir()
+    path.chmod(mode)
+
+
+def key_folder_line(path) -> str:
+    return (f"{path} is a folder, not a key file (Docker makes a folder when the file to mount is missing): "
+            f"remove it and write the key with `sonae key init {path}`")
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o700])
+@pytest.mark.parametrize("name", ["master.key", "signing.key", "session.key"])
+def test_a_key_path_that_is_a_folder_is_named_as_one_in_serve_and_doctor(box, name, mode):
+    box.give(box.etc)
+    box.give(box.home)
+    folder_in_place_of(box.etc / name, mode)
+    assert one_line_error(box.sonae("serve", "--port", "1")) == f"Error: {key_folder_line(box.etc / name)}"
+    doctor = box.sonae("doctor")
+    assert doctor.returncode == 1 and "Traceback" not in doctor.stderr, doctor.stderr
+    what = {"master.key": "master key", "signing.key": "signing key", "session.key": "session key"}[name]
+    assert f"PROBLEM  keys           {what} {key_folder_line(box.etc / name)}" in doctor.stdout.splitlines(), doctor.stdout
+
+
+@pytest.mark.parametrize("mode", [0o755, 0o700])
+def test_a_token_path_that_is_a_folder_is_named_as_one_in_the_worker_and_doctor(box, monkeypatch, mode):
+    monkeypatch.setenv("SONAE_UPSTREAM_TOKEN_FILE", token_box(box, owner=APPLIANCE_UID)["SONAE_UPSTREAM_TOKEN_FILE"])
+    monkeypatch.setenv("SONAE_UPSTREAM_URL", "https://127.0.0.1:9")  # no placeholder: the doctor's upstream check reads the token
+    token = box.etc / "upstream.token"
+    folder_in_place_of(token, mode)
+    expected = (f"{token} is a folder, not a token file (Docker makes a folder when the file to mount is missing): "
+                "remove it and put the vendor's bearer token there")
+    assert one_line_error(box.sonae("worker", "--list-jobs")) == f"Error: {expected}"
+    doctor = box.sonae("doctor")
+    assert "Traceback" not in doctor.stderr, doctor.stderr
+    assert f"PROBLEM  keys           upstream token {expected}" in doctor.stdout.splitlines(), doctor.stdout
+    assert f"PROBLEM  upstream       {expected}" in doctor.stdout.splitlines(), doctor.stdout

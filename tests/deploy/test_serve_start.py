@@ -62,6 +62,38 @@ def test_an_address_not_on_this_host_is_named(appliance_box):
                                       "set web.host to one of its addresses, or 0.0.0.0 for all")
 
 
+@pytest.mark.parametrize("port", [0, -1, 65536, 70000])
+def test_a_port_outside_1_to_65535_is_refused_by_serve_and_doctor_in_one_line(appliance_box, port):
+    configure(appliance_box, host="127.0.0.1", port=port)
+    expected = (f"{appliance_box.etc / 'sonae.toml'}: web.port: {port} is not a port: set a fixed port from 1 to 65535 "
+                "(1024 or above unless Sonae runs as root; e.g. 8080)")
+    assert refusal(appliance_box) == f"Error: {expected}"
+    doctor = appliance_box.sonae("doctor")
+    assert doctor.returncode == 1 and doctor.stdout.splitlines() == [f"PROBLEM  configuration  {expected}"], (doctor.stdout, doctor.stderr)
+
+
+def test_the_highest_port_is_a_port(appliance_box):
+    configure(appliance_box, host="127.0.0.1", port=65535)
+    doctor = appliance_box.sonae("doctor")
+    assert "is not a port" not in doctor.stdout, doctor.stdout
+    assert any(line.split()[1] == "web" and "65535" in line for line in doctor.stdout.splitlines()), doctor.stdout
+
+
+def test_serve_without_its_master_key_beside_its_data_says_to_restore_it(box):
+    assert box.sonae("user", "list", uid=None).returncode == 0  # ops.db, written with the master key
+    (box.etc / "master.key").unlink()
+    assert one_line_error(box.sonae("serve", "--port", "1", uid=None)) == (
+        f"Error: master key {box.etc / 'master.key'} is missing, and {box.home} holds data encrypted with it (ops.db): restore the key "
+        "from its offline copy (runbook 07-kagi-kanri); a new key from `sonae key init` cannot read that data")
+
+
+def test_serve_on_a_new_box_without_a_master_key_says_to_make_one(box):
+    (box.etc / "master.key").unlink()
+    assert one_line_error(box.sonae("serve", "--port", "1", uid=None)) == (
+        f"Error: key file {box.etc / 'master.key'} does not exist; create it with `sonae key init {box.etc / 'master.key'}` "
+        "or set SONAE_SECURITY_KEY")
+
+
 def serving(box) -> tuple[str, str]:
     """Start `sonae serve` as the appliance's uid; once it answers, stop it:
     (its base URL, what it wrote to stderr)."""

@@ -58,6 +58,42 @@ def test_environment_overrides_are_checked_too(tmp_path):
         load_config(env={"SONAE_COUNTER_KILL_SWITCH_HOURS": '{"inkn": 3}'})
 
 
+@pytest.mark.parametrize("port", [1, 8080, 65535])
+def test_a_web_port_from_1_to_65535_is_read(tmp_path, port):
+    assert load_config(write(tmp_path, f"[web]\nport = {port}\n"), env={})["web"]["port"] == port
+    assert load_config(env={"SONAE_WEB_PORT": str(port)})["web"]["port"] == port
+
+
+@pytest.mark.parametrize("port", [0, -1, 65536, 70000])
+def test_a_web_port_outside_1_to_65535_is_refused(tmp_path, port):
+    with pytest.raises(ConfigError, match=rf"sonae.toml: web.port: {port} is not a port: set a fixed port from 1 to 65535"):
+        load_config(write(tmp_path, f"[web]\nport = {port}\n"), env={})
+    with pytest.raises(ConfigError, match=rf"SONAE_WEB_PORT: web.port: {port} is not a port"):
+        load_config(env={"SONAE_WEB_PORT": str(port)})
+
+
+WARD_TOML = '[municipality]\nname = "八王子市"\n'
+
+
+def test_a_utf8_file_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "sonae.toml"
+    path.write_bytes(WARD_TOML.encode("utf-8-sig"))  # what Windows editors write
+    assert load_config(path, env={})["municipality"]["name"] == "八王子市"
+
+
+@pytest.mark.parametrize("text, encoding, found", [
+    (WARD_TOML, "shift_jis", "byte 0x94 at position 23: Shift_JIS or UTF-16?"),
+    (WARD_TOML, "utf-16", "byte 0xff at position 0: Shift_JIS or UTF-16?"),  # with its byte-order mark, as Notepad writes it
+    ("[web]\nport = 8080\n", "utf-16-le", "it holds NUL bytes: UTF-16?"),  # ASCII without a mark: every byte is valid UTF-8
+])
+def test_a_file_in_another_encoding_is_refused_as_not_utf8(tmp_path, text, encoding, found):
+    path = tmp_path / "sonae.toml"
+    path.write_bytes(text.encode(encoding))
+    with pytest.raises(ConfigError) as refused:
+        load_config(path, env={})
+    assert str(refused.value) == f"{path} is not UTF-8 ({found}): save it as UTF-8"
+
+
 def test_environment_variables_of_other_tools_are_left_alone():
     config = load_config(env={"SONAE_CLOUDSIM_TOKEN": "x", "SONAE_PDF": "1"})
     assert config["sync"] == DEFAULTS["sync"]

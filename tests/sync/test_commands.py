@@ -28,9 +28,11 @@ def test_wrong_key_is_a_clear_message(loaded, tmp_path):
         assert "cannot be opened with the configured key (wrong key, or not a Sonae database); check security.key_file" in line, line
 
 
-def test_missing_key_file_says_how_to_make_one(loaded, tmp_path):
+def test_missing_key_file_beside_loaded_data_says_to_restore_it(loaded, tmp_path):
+    # a new key cannot read the loaded data: `sonae key init` is for a new box (tests/deploy/test_serve_start.py)
     line = _one_line_error(run_sonae("snapshot", "list", env={"SONAE_SECURITY_KEY_FILE": str(tmp_path / "nowhere.key")}))
-    assert line == f"Error: key file {tmp_path / 'nowhere.key'} does not exist; create it with `sonae key init {tmp_path / 'nowhere.key'}` or set SONAE_SECURITY_KEY"
+    assert line.startswith(f"Error: master key {tmp_path / 'nowhere.key'} is missing, and ") and "holds data encrypted with it" in line
+    assert line.endswith("restore the key from its offline copy (runbook 07-kagi-kanri); a new key from `sonae key init` cannot read that data")
 
 
 def test_a_second_sync_is_refused_while_one_runs(loaded, store, small_export):
