@@ -5,10 +5,13 @@ mounting works the tests run."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +34,15 @@ def require_tmpfs() -> None:
     """Skip the calling test, saying why, unless a tmpfs can be mounted."""
     if reason := tmpfs_refusal():
         pytest.skip(f"cannot mount a tmpfs: {reason}")
+
+
+@contextlib.contextmanager
+def mounted_tmpfs(mount_point: Path, options: str) -> Iterator[Path]:
+    """A tmpfs mounted at `mount_point` (made here) with mount's `options`,
+    unmounted after: call require_tmpfs() first."""
+    mount_point.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount_point)], check=True)
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=True)

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 
 import pytest
 
 from tests.deploy.conftest import APPLIANCE_UID, one_line_error
-from tests.mounts import require_tmpfs
+from tests.mounts import mounted_tmpfs, require_tmpfs
 
 RUNS_AS = f"Sonae runs as uid {APPLIANCE_UID} (nobody)"
 
@@ -129,13 +128,8 @@ def test_a_configuration_file_the_appliance_can_read_is_used(box):
 
 def test_key_init_into_a_read_only_mount_says_read_only_not_a_failing_disk(box):
     require_tmpfs()
-    mount_point = box.root / "ro-etc"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m,mode=0777", "tmpfs", str(mount_point)], check=True)
-    try:
+    with mounted_tmpfs(box.root / "ro-etc", "ro,size=1m,mode=0777") as mount_point:
         line = one_line_error(box.sonae("key", "init", str(mount_point / "master.key")))
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
     assert line == (f"Error: read-only file system: cannot write {mount_point / 'master.key.tmp'} (mounted read-only? compose mounts "
                     "/etc/sonae read-only: write keys with a writable mount, README \"Deploying with Docker\")")
     assert "dmesg" not in line and "SONAE_HOME" not in line
@@ -143,14 +137,9 @@ def test_key_init_into_a_read_only_mount_says_read_only_not_a_failing_disk(box):
 
 def test_key_init_into_a_writable_mount_writes_the_key(box):
     require_tmpfs()
-    mount_point = box.root / "rw-etc"
-    mount_point.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0777", "tmpfs", str(mount_point)], check=True)
-    try:
+    with mounted_tmpfs(box.root / "rw-etc", "size=1m,mode=0777") as mount_point:
         assert box.sonae("key", "init", str(mount_point / "master.key")).returncode == 0
         assert (mount_point / "master.key").stat().st_uid == APPLIANCE_UID
-    finally:
-        subprocess.run(["umount", str(mount_point)], check=True)
 
 
 def token_box(box, *, owner: int) -> dict:
