@@ -63,6 +63,8 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import page_cache  # noqa: E402  (bench/, beside this script)
+
 from fallback.demo.commands import DemoSite  # noqa: E402
 
 PASSWORD = "bench-password-1"
@@ -237,23 +239,13 @@ def bench_search(base: str, residents: list[dict], clients: int, seconds: float,
 
 
 def evict_snapshot_from_page_cache(site: DemoSite) -> int:
-    """Drop the snapshot's files from the OS page cache (posix_fadvise
-    DONTNEED: only these files, nothing of anyone else's), so the start-up
+    """Drop the snapshot's files from the OS page cache, so the start-up
     reads them from disk as after a reboot. Returns the bytes evicted."""
     from fallback.config import load_config
     from fallback.mirror.registry import snapshot_store
 
     store = snapshot_store(load_config())
-    evicted = 0
-    for path in store.path_of(store.current()).parent.iterdir():
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)  # dirty pages are not dropped
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            evicted += os.fstat(fd).st_size
-        finally:
-            os.close(fd)
-    return evicted
+    return page_cache.evict(store.path_of(store.current()).parent.iterdir())
 
 
 def bench_startup(site: DemoSite, resident: dict, port: int, rounds: int) -> None:

@@ -3,7 +3,7 @@ over loopback HTTP.
 
     .venv/bin/python bench/bench_sync.py [--sizes 100000 1000000] [--changes 10000] [--repeat 3]
                                          [--state-dir bench/results/cloudsim] [--skip-plain]
-                                         [--work-dir DIR [--only-changes]]
+                                         [--work-dir DIR [--only-changes]] [--page-cache warm cold as-found]
 
 For each size, `sonae cloudsim serve` runs in its own process (its register
 is generated once and reused from --state-dir) and the appliance side runs as
@@ -24,7 +24,8 @@ a real `sonae sync full` process with its own SONAE_HOME. Printed per size:
   glyphs, the IPAmj subset built), in a child process: wall, CPU, peak RSS;
 and, on the largest size, applying N changes from the feed (with a reader
 open, as the counter app keeps them: the run then leaves its WAL to the next
-run, which is timed too), plus a linear extrapolation of load time and
+run, which is timed too) with the snapshot in the OS page cache and evicted
+from it (--page-cache: the runs take turns), plus a linear extrapolation of load time and
 memory to 4,000,000 residents. --only-changes measures the change feed
 alone, on the generations an earlier run left in --work-dir.
 
@@ -56,6 +57,8 @@ import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import page_cache  # noqa: E402  (bench/, beside this script)
 
 from fallback.config import load_config  # noqa: E402
 from fallback.mirror.registry import snapshot_store  # noqa: E402
@@ -344,47 +347,70 @@ def search_latency(env: dict, samples: int = 300) -> dict:
             "p95_ms": round(everything[int(len(everything) * 0.95)], 2), "max_ms": round(everything[-1], 2), "by_kind": per_kind}
 
 
-def changes_benchmark(sim: CloudSimProcess, env: dict, count: int, repeat: int, batch: int | None) -> dict:
+PAGE_CACHE_STATES = {
+    "warm": ("snapshot in the page cache (read through before each run, as on an appliance with the memory to hold it)",
+             page_cache.read_through),
+    "cold": ("snapshot evicted from the page cache before each run (every page read from disk, as after a reboot or on a register "
+             "larger than the memory)", page_cache.evict),
+    "as-found": ("page cache as the runs before left it", None),
+}
+
+
+def changes_benchmark(sim: CloudSimProcess, env: dict, count: int, repeat: int, batch: int | None, states: list[str]) -> dict:
+    """`repeat` rounds of one timed run per page-cache state, the states
+    taking turns so that the machine's moods spread over all of them."""
     os.environ.update({k: v for k, v in env.items() if k.startswith("SONAE_")})
     config = load_config()
     store = snapshot_store(config)
     upstream = upstream_from_config(config)  # pages verified as the appliance verifies them
     batch = batch or config["sync"]["changes_batch"]  # changes per page, as the worker asks for them
-    runs = []
+    runs = {state: [] for state in states}
     try:
         # As on the appliance, the counter app's readers stay open: closing
         # the feed's connection then neither checkpoints nor deletes the WAL,
         # and each run copies the WAL the previous run left into the database.
         with store.open_register():
             for _ in range(repeat):
-                caught_up = apply_changes(upstream, store, batch=batch)  # a reused cloudsim state carries older changes: untimed
-                sim.make_changes(count, caught_up.last_seq)
-                cpu_before = time.process_time()  # this process's threads: the writer and the fetcher
-                result = apply_changes(upstream, store, batch=batch)
-                cpu_seconds = time.process_time() - cpu_before
-                next_run = apply_changes(upstream, store, batch=batch)
-                changes = result.applied + result.skipped
-                runs.append({"changes": changes, "applied": result.applied, "pages": result.pages,
-                             "seconds": round(result.seconds, 2),
-                             "seconds_per_10000": round(result.seconds / changes * 10000, 2),
-                             "cpu_seconds_per_10000": round(cpu_seconds / changes * 10000, 2),
-                             "next_run_seconds": round(next_run.seconds, 2), "load_average": round(os.getloadavg()[0], 2), "batch": batch})
+                for state in states:
+                    caught_up = apply_changes(upstream, store, batch=batch)  # a reused cloudsim state carries older changes: untimed
+                    sim.make_changes(count, caught_up.last_seq)
+                    prepare = PAGE_CACHE_STATES[state][1]
+                    if prepare is not None:
+                        prepare(path for path in store.path_of(store.current()).parent.iterdir() if path.is_file())
+                    cpu_before = time.process_time()  # this process's threads: the writer and the fetcher
+                    result = apply_changes(upstream, store, batch=batch)
+                    cpu_seconds = time.process_time() - cpu_before
+                    next_run = apply_changes(upstream, store, batch=batch)
+                    changes = result.applied + result.skipped
+                    runs[state].append({"changes": changes, "applied": result.applied, "pages": result.pages,
+                                        "seconds": round(result.seconds, 2),
+                                        "seconds_per_10000": round(result.seconds / changes * 10000, 2),
+                                        "cpu_seconds_per_10000": round(cpu_seconds / changes * 10000, 2),
+                                        "next_run_seconds": round(next_run.seconds, 2), "load_average": round(os.getloadavg()[0], 2),
+                                        "batch": batch})
     finally:
         upstream.close()
-    runs.sort(key=lambda run: run["seconds_per_10000"])
-    return {**runs[len(runs) // 2], "all_seconds_per_10000": [run["seconds_per_10000"] for run in runs],
-            "all_cpu_seconds_per_10000": [run["cpu_seconds_per_10000"] for run in runs],
-            "all_load_averages": [run["load_average"] for run in runs],
-            "all_next_run_seconds": [run["next_run_seconds"] for run in runs]}
+    return {state: _median_run(state_runs) for state, state_runs in runs.items()}
 
 
-def print_changes(ch: dict, repeat: int) -> None:
-    print(f"changes: {ch['changes']:,} applied in {ch['seconds']:.2f} s ({ch['pages']} page(s) of at most {ch['batch']:,}); "
-          f"{ch['seconds_per_10000']:.2f} s per 10,000 (median of {repeat}: {', '.join(f'{t:.2f}' for t in ch['all_seconds_per_10000'])}; "
-          f"CPU of the writer and fetcher threads {', '.join(f'{t:.2f}' for t in ch['all_cpu_seconds_per_10000'])} s; "
-          f"load average {', '.join(f'{t:.1f}' for t in ch['all_load_averages'])}); "
-          f"the next run, copying them from the WAL into the database: {', '.join(f'{t:.2f}' for t in ch['all_next_run_seconds'])} s",
-          flush=True)
+def _median_run(runs: list[dict]) -> dict:
+    """The median run (by seconds per 10,000), with every run's figures beside it."""
+    ordered = sorted(runs, key=lambda run: run["seconds_per_10000"])
+    return {**ordered[len(ordered) // 2], "all_seconds_per_10000": [run["seconds_per_10000"] for run in ordered],
+            "all_cpu_seconds_per_10000": [run["cpu_seconds_per_10000"] for run in ordered],
+            "all_load_averages": [run["load_average"] for run in ordered],
+            "all_next_run_seconds": [run["next_run_seconds"] for run in ordered]}
+
+
+def print_changes(by_state: dict, repeat: int) -> None:
+    for state, ch in by_state.items():
+        print(f"changes, {PAGE_CACHE_STATES[state][0]}: {ch['changes']:,} applied in {ch['seconds']:.2f} s ({ch['pages']} page(s) "
+              f"of at most {ch['batch']:,}); {ch['seconds_per_10000']:.2f} s per 10,000 (median of {repeat}: "
+              f"{', '.join(f'{t:.2f}' for t in ch['all_seconds_per_10000'])}; "
+              f"CPU of the writer and fetcher threads {', '.join(f'{t:.2f}' for t in ch['all_cpu_seconds_per_10000'])} s; "
+              f"load average {', '.join(f'{t:.1f}' for t in ch['all_load_averages'])}); "
+              f"the next run, copying them from the WAL into the database: {', '.join(f'{t:.2f}' for t in ch['all_next_run_seconds'])} s",
+              flush=True)
 
 
 def bench_size(residents: int, args, work: Path) -> dict:
@@ -395,7 +421,7 @@ def bench_size(residents: int, args, work: Path) -> dict:
         env = appliance_env(home, sim)
         result = {"residents": residents}
         if args.only_changes:
-            result["changes"] = changes_benchmark(sim, env, args.changes, args.repeat, args.batch)
+            result["changes"] = changes_benchmark(sim, env, args.changes, args.repeat, args.batch, args.page_cache)
             print_changes(result["changes"], args.repeat)
             return result
         floors = sorted((floor(sim) for _ in range(args.repeat)), key=lambda run: run["seconds"])
@@ -435,7 +461,7 @@ def bench_size(residents: int, args, work: Path) -> dict:
             print(f"build into plain SQLite {enc['plain']['seconds']:.1f} s vs SQLCipher {enc['sqlcipher']['seconds']:.1f} s: "
                   f"encryption ×{enc['ratio']}", flush=True)
         if residents == max(args.sizes) and args.changes:
-            result["changes"] = changes_benchmark(sim, env, args.changes, args.repeat, args.batch)
+            result["changes"] = changes_benchmark(sim, env, args.changes, args.repeat, args.batch, args.page_cache)
             print_changes(result["changes"], args.repeat)
         return result
     finally:
@@ -467,6 +493,8 @@ def main() -> None:
     parser.add_argument("--skip-plain", action="store_true", help="skip the plain-SQLite comparison")
     parser.add_argument("--skip-verify", action="store_true", help="skip `sonae snapshot verify` of the new generation (≈ 2 min a million residents)")
     parser.add_argument("--repeat", type=int, default=1, help="floor, load and change-feed runs per size; the median is reported")
+    parser.add_argument("--page-cache", nargs="+", choices=["warm", "cold", "as-found"], default=["warm", "cold"],
+                        help="the page-cache states the change feed is timed in, taking turns (default: warm cold)")
     parser.add_argument("--only-changes", action="store_true",
                         help="only the change feed, applied to the generation a previous run left in --work-dir")
     args = parser.parse_args()
