@@ -245,7 +245,7 @@ def evict_snapshot_from_page_cache(site: DemoSite) -> int:
     from fallback.mirror.registry import snapshot_store
 
     store = snapshot_store(load_config())
-    return page_cache.evict(store.path_of(store.current()).parent.iterdir())
+    return page_cache.evict(store.path_of(store.current()).parent)
 
 
 def bench_startup(site: DemoSite, resident: dict, port: int, rounds: int) -> None:

@@ -7,18 +7,22 @@ anyone else's is evicted and no root is needed."""
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
 from pathlib import Path
 
 READ_BLOCK = 8 << 20
 
 
-def evict(paths: Iterable[Path]) -> int:
-    """Drop the files from the page cache (dirty pages are written first:
-    those are not dropped), as after a reboot or on a register larger than
-    the memory. Returns the bytes evicted."""
+def _files(directory: Path) -> list[Path]:
+    return [path for path in directory.iterdir() if path.is_file()]
+
+
+def evict(directory: Path) -> int:
+    """Drop the files in `directory` (a generation: the database and its WAL)
+    from the page cache (dirty pages are written first: those are not
+    dropped), as after a reboot or on a register larger than the memory.
+    Returns the bytes evicted."""
     evicted = 0
-    for path in paths:
+    for path in _files(directory):
         fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -29,12 +33,12 @@ def evict(paths: Iterable[Path]) -> int:
     return evicted
 
 
-def read_through(paths: Iterable[Path]) -> int:
-    """Read the files once, end to end, so that they are in the page cache,
-    as on an appliance with the memory to hold its snapshot. Returns the
-    bytes read."""
+def read_through(directory: Path) -> int:
+    """Read the files in `directory` once, end to end, so that they are in
+    the page cache, as on an appliance with the memory to hold its
+    snapshot. Returns the bytes read."""
     read = 0
-    for path in paths:
+    for path in _files(directory):
         with open(path, "rb", buffering=0) as file:
             while block := file.read(READ_BLOCK):
                 read += len(block)
