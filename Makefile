@@ -72,10 +72,12 @@ install-test: $(PY)
 # Regenerate both locks from pyproject.toml (needs PyPI) after changing a
 # dependency; pins already in a lock are kept while they still fit, so
 # delete the lock files first to take newer releases. pip-tools runs in
-# a venv of its own, outside the appliance's.
+# a venv of its own, outside the appliance's. Extras stay in the lock
+# (fonttools[woff]==…): the pip that `python3 -m venv` brings refuses a
+# hash-checked install where a package asks for an extra the lock does not pin.
 LOCK_VENV := .venv-lock
 LOCK := CUSTOM_COMPILE_COMMAND="make lock" $(LOCK_VENV)/bin/pip-compile -q --generate-hashes --allow-unsafe --all-build-deps \
-	--strip-extras --no-emit-index-url --no-emit-find-links
+	--no-strip-extras --no-emit-index-url --no-emit-find-links
 lock:
 	test -x $(LOCK_VENV)/bin/pip-compile || (python3 -m venv $(LOCK_VENV) && $(LOCK_VENV)/bin/pip install -q pip-tools)
 	$(LOCK) -o requirements.lock pyproject.toml

@@ -9,10 +9,13 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import pytest
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from fallback import clock
 from fallback.config import load_config
@@ -168,13 +171,34 @@ def test_the_image_installs_from_the_lock_with_hashes_and_ships_no_cloudsim():
 def test_every_locked_package_is_pinned_with_a_hash(lock):
     text = (ROOT / lock).read_text()
     entries = re.split(r"\n(?=[a-z0-9])", text)
-    pins = [e for e in entries if re.match(r"^[a-z0-9][a-z0-9._-]*==", e)]
+    pins = [e for e in entries if re.match(r"^[a-z0-9][a-z0-9._-]*(\[[a-z0-9,_-]+\])?==", e)]
     assert len(pins) > 20
     assert all("--hash=sha256:" in pin for pin in pins)
     assert "file://" not in text and "/work/" not in text  # nothing of a build machine
     production = (ROOT / "requirements.lock").read_text()
     for demo_or_test in ("selenium==", "pytest==", "aiosmtpd==", "schemathesis=="):
         assert demo_or_test not in production
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", "requirements-dev.lock"])
+def test_every_extra_a_locked_package_asks_for_is_locked_with_it(lock):
+    """pip before 23.3 (what `python3 -m venv` brings, and Debian's) refuses
+    a hash-checked install where a package asks for another's extra — weasyprint
+    needs fonttools[woff] — unless the lock pins it as `fonttools[woff]==`:
+    it took the newest fonttools from the index instead, unpinned."""
+    pinned = dict(re.findall(r"^([a-z0-9][a-z0-9._-]*)(?:\[([a-z0-9,_-]+)\])?==", (ROOT / lock).read_text(), re.M))
+    wanted: dict[str, set[str]] = {}
+    for dist in metadata.distributions():
+        if canonicalize_name(dist.metadata["Name"]) not in pinned:
+            continue
+        for line in dist.requires or ():
+            requirement = Requirement(line)
+            if requirement.extras and (requirement.marker is None or requirement.marker.evaluate({"extra": ""})):
+                wanted.setdefault(canonicalize_name(requirement.name), set()).update(requirement.extras)
+    assert "fonttools" in wanted  # the case that broke CI: weasyprint's fonttools[woff]
+    for name, extras in wanted.items():
+        assert name in pinned, f"{name} is asked for but not locked"
+        assert extras <= set(filter(None, pinned[name].split(","))), f"{lock} pins {name} without its extras {sorted(extras)}"
 
 
 def test_the_sonae_wheel_has_no_cloudsim_and_says_where_the_demo_is(tmp_path):
