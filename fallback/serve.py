@@ -204,7 +204,7 @@ class ServingProcesses:
 
     def stop_all(self, *_signal) -> None:
         self.stopping = True
-        for process, _ in self.running.values():
+        for process, _ in list(self.running.values()):  # a signal may come while run() changes it
             process.send_signal(signal.SIGTERM)
 
     def run(self) -> None:
