@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -51,25 +52,37 @@ def _wait_for(condition, what: str, timeout: float = 30):
     return found
 
 
-@pytest.fixture
-def two_processes(loaded_env):
-    """`sonae serve` with two serving processes over the loaded appliance,
-    in downtime: (the server process, its base URL)."""
+def _start_serving(processes: int, **web) -> tuple[subprocess.Popen, str]:
+    """`sonae serve` with `processes` serving processes over the loaded
+    appliance, in downtime, in a session of its own: (the server, its base
+    URL) once it answers."""
     port = free_port()
-    write_config(web={"processes": 2, "render_processes": 2, "port": port}, counter={"daily_cap_per_requester": 0})
+    write_config(web={"processes": processes, "render_processes": 2, "port": port, **web}, counter={"daily_cap_per_requester": 0})
     declared = subprocess.run([sys.executable, "-m", "fallback.cli", "mode", "set", "downtime", "--reason", "試験"],
                               capture_output=True, text=True)
     assert declared.returncode == 0, declared.stderr
     server = subprocess.Popen([sys.executable, "-m", "fallback.cli", "serve"], stderr=subprocess.PIPE, text=True, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
+    wait_until_answering(base, server)
+    if processes > 1:
+        _wait_for(lambda: len(_serving_children(server.pid)) == processes, f"{processes} serving processes")
+    return server, base
+
+
+def _end(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.fixture
+def two_processes(loaded_env):
+    """`sonae serve` with two serving processes: (the server, its base URL)."""
+    server, base = _start_serving(2)
     try:
-        wait_until_answering(base, server)
-        _wait_for(lambda: len(_serving_children(server.pid)) == 2, "two serving processes")
         yield server, base
     finally:
-        if server.poll() is None:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        _end(server)
 
 
 def test_both_processes_answer(two_processes):
@@ -171,3 +184,112 @@ def test_web_processes_out_of_range_is_refused_naming_the_setting(sonae_env, pro
     assert "web.processes" in str(refused.value)
     assert f"{processes}: 0 (one process per usable core), 1 (the server process alone) or up to 64 processes" in str(refused.value)
 
+
+
+def _statuses(config) -> dict[int, str]:
+    conn = open_ops(config)
+    try:
+        return dict(conn.execute("SELECT serial, status FROM certificates"))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_second_server_refused_for_the_port_voids_nothing_the_running_one_renders(loaded_env, processes):
+    """A second `sonae serve` on the port is refused before it touches the
+    box: the serials the running server has committed and not yet rendered
+    are not voided under it (each start voids what a dead server left)."""
+    server, base = _start_serving(processes)
+    try:
+        counter = Counter(base)
+        answer: list[requests.Response] = []
+        sending = threading.Thread(target=lambda: answer.append(counter.http.post(
+            f"{base}/api/v1/residents/{YAMADA_TARO}/certificates", timeout=120,
+            json={"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "members": [YAMADA_TARO],
+                  "copies": 10, "confirm_repeat": True})))
+        sending.start()
+        _wait_for(lambda: "allocated" in _statuses(loaded_env).values(), "serials committed", timeout=60)
+        os.killpg(server.pid, signal.SIGSTOP)  # its renders held where they are while the second starts
+        try:
+            second = subprocess.run([sys.executable, "-m", "fallback.cli", "serve"], capture_output=True, text=True, timeout=120)
+        finally:
+            os.killpg(server.pid, signal.SIGCONT)
+        port = base.rsplit(":", 1)[1]
+        assert second.returncode == 1 and second.stderr.strip() == (
+            f"Error: port {port} (web.port) on 127.0.0.1 is already in use by another program (another `sonae serve`?): "
+            "stop that program, or set web.port to a free port"), second.stderr
+        sending.join(120)
+        assert answer and answer[0].status_code == 201, answer and answer[0].text
+        assert set(_statuses(loaded_env).values()) == {"rendered"}
+    finally:
+        _end(server)
+
+
+def test_sigterm_while_serving_processes_start_stops_them_all(loaded_env):
+    port = free_port()
+    write_config(web={"processes": 4, "port": port})
+    server = subprocess.Popen([sys.executable, "-m", "fallback.cli", "serve"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: _serving_children(server.pid), "the first serving process")
+        server.send_signal(signal.SIGTERM)  # before they are all up
+        assert server.wait(30) == 0
+        _wait_for(lambda: not _session_members(server.pid), "every serving process ended", timeout=30)
+        assert "SIGTERM: stopping" in server.stderr.read()
+    finally:
+        _end(server)
+
+
+def test_a_serving_process_that_does_not_stop_is_killed_after_the_stop_timeout(two_processes):
+    server, _ = two_processes
+    frozen, _other = _serving_children(server.pid)
+    os.kill(frozen, signal.SIGSTOP)
+    started = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(60) == 0
+    assert time.monotonic() - started >= 19  # it waited its stop timeout (20 s) for the frozen one
+    assert f"serving process {frozen} did not stop within 20 s of SIGTERM: killed" in server.stderr.read()
+    _wait_for(lambda: not _session_members(server.pid), "every serving process ended")
+
+
+def _session_members(leader: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int(entry.name) != leader and os.getsid(int(entry.name)) == leader:
+                if "Z" not in (entry / "stat").read_text().rsplit(")", 1)[1][:3]:
+                    members.append(int(entry.name))
+        except (OSError, ValueError):
+            pass  # ended meanwhile
+    return members
+
+
+def _serving_processes_of(server: int) -> list[int]:
+    """Serving processes started by `server`, wherever they were re-parented."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            if entry.name.isdigit() and b"--server-pid" in command and command[command.index(b"--server-pid") + 1] == str(server).encode():
+                if "Z" not in (entry / "stat").read_text().rsplit(")", 1)[1][:3]:
+                    found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
+def test_a_server_killed_while_its_serving_processes_start_leaves_none_behind(loaded_env):
+    """Killed before a serving process has asked Linux to end it with the
+    server: that process sees it was orphaned and does not serve."""
+    port = free_port()
+    write_config(web={"processes": 2, "port": port})
+    server = subprocess.Popen([sys.executable, "-m", "fallback.cli", "serve"], stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for(lambda: _serving_processes_of(server.pid), "the serving processes started", timeout=60)
+        server.kill()  # they are still importing Sonae
+        server.wait()
+        _wait_for(lambda: not _serving_processes_of(server.pid), "no serving process left", timeout=30)
+        with socket.create_server(("127.0.0.1", port)):
+            pass  # nobody kept the port
+    finally:
+        for orphan in _serving_processes_of(server.pid):
+            os.kill(orphan, signal.SIGKILL)
