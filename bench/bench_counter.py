@@ -15,7 +15,8 @@ declares downtime, then measures through the HTTP API:
    date, kanji name, address + kana, resident code) drawn from real rows,
    S seconds per type; p50/p95/p99. Baseline in the same run: GET
    /api/v1/status through the same stack (login, session, no search), and
-   each p95 is printed as a ratio to it.
+   each p95 is printed as a ratio to it. --search-processes 1,0 runs it
+   with one serving process, then with one per core (web.processes).
 2. issuance: K counters (default 30), each repeating search → view →
    issue 住民票の写し → fetch the PDF with a think time between steps, for
    M minutes. p50/p95/p99 per endpoint, errors, duplicate serials, and audit
@@ -100,11 +101,11 @@ class Counter:
         return time.perf_counter() - start, response
 
 
-def configure(site: DemoSite, upstream: dict, args, render_processes: int) -> None:
+def configure(site: DemoSite, upstream: dict, args, render_processes: int, processes: int = 1) -> None:
     counters = max([args.counters, *args.knee])
     terminals = [{"id": f"本庁{i}", "office": "本庁", "printer": f"プリンタ{i:03d}", "queue": ""} for i in range(1, counters + 1)]
     site.configure(upstream, extra={"counter": {"terminals": terminals, "daily_cap_per_requester": 0},
-                                    "web": {"threads": args.threads, "render_processes": render_processes}})
+                                    "web": {"threads": args.threads, "render_processes": render_processes, "processes": processes}})
 
 
 def start_serve(site: DemoSite, base: str) -> subprocess.Popen:
@@ -127,7 +128,7 @@ def stop_serve(web: subprocess.Popen) -> None:
 def setup_site(args) -> tuple[DemoSite, dict, str]:
     site = DemoSite(Path(args.dir), residents=args.residents, seed=args.seed, web_port=args.port, upstream_port=args.port + 100)
     upstream = site.start_cloudsim()
-    configure(site, upstream, args, 1 if args.compare_pool else 0)
+    configure(site, upstream, args, 1 if args.compare_pool else 0, args.search_processes[0])
     if not serving_snapshot(site):
         started = time.perf_counter()
         print(site.run("sync", "full", "--actor", "bench").strip())
@@ -539,6 +540,9 @@ def main() -> None:
     parser.add_argument("--dir", default="/var/tmp/sonae-bench")
     parser.add_argument("--port", type=int, default=8190)
     parser.add_argument("--threads", type=int, default=16, help="waitress threads")
+    parser.add_argument("--search-processes", type=lambda text: [int(n) for n in text.split(",")], default=[1],
+                        help="web.processes for the search, e.g. 1,0: the search once per value, `sonae serve` restarted "
+                             "in between (0: one per usable core); what follows runs with the last")
     parser.add_argument("--search-clients", type=int, default=8)
     parser.add_argument("--search-seconds", type=float, default=30)
     parser.add_argument("--counters", type=int, default=30)
@@ -563,7 +567,13 @@ def main() -> None:
         if args.startup_rounds:
             bench_startup(site, residents[0], args.port + 2, args.startup_rounds)
         if not args.skip_search:
-            bench_search(base, residents, args.search_clients, args.search_seconds, Path(args.dir))
+            for step, processes in enumerate(args.search_processes):
+                if step:
+                    stop_serve(web)
+                    configure(site, upstream, args, 1 if args.compare_pool else 0, processes)
+                    web = start_serve(site, base)
+                print(f"\n### web.processes = {processes} ({processes or len(os.sched_getaffinity(0))} serving process(es))")
+                bench_search(base, residents, args.search_clients, args.search_seconds, Path(args.dir))
         if not args.skip_issue:
             bench_issue(site, base, residents, args.counters, args.issue_minutes, args.think)
         if args.compare_pool:

@@ -36,9 +36,10 @@ def configure_logging() -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JstFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
-    # Their INFO lines say only that a job ran as planned, or list glyph
-    # names: thousands of lines a day that hide the appliance's own.
-    for chatty in ("apscheduler", "fontTools"):
+    # Their INFO lines say only that a job ran as planned, list glyph names
+    # or a render's seven steps: thousands of lines a day that hide the
+    # appliance's own.
+    for chatty in ("apscheduler", "fontTools", "weasyprint"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
 
 

@@ -222,6 +222,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "connection_limit": 1000,
         # a connection silent this long is closed (waitress's default: 120 s)
         "channel_timeout_s": 30,
+        # processes answering requests, each with web.threads threads, all
+        # accepting on the one port (fallback.serve): 0 = one per core this
+        # process may use; 1 = the server process alone
+        "processes": 1,
         # processes rendering certificates beside the server (printing.pool):
         # 0 = one per core this process may use; 1 = none, the server's
         # request threads render (a one-core box)
@@ -346,6 +350,16 @@ def _box_id_problem(box_id: str) -> str | None:
     return None
 
 
+MAX_SERVING_PROCESSES = 64  # each holds ≈ 150 MB resident (the app, its connections)
+
+
+def _serving_processes_problem(processes: int) -> str | None:
+    if not 0 <= processes <= MAX_SERVING_PROCESSES:
+        return (f"{processes}: 0 (one process per usable core), 1 (the server process alone) "
+                f"or up to {MAX_SERVING_PROCESSES} processes")
+    return None
+
+
 MAX_RENDER_PROCESSES = 64  # each holds ≈ 120 MB resident (WeasyPrint, fonts), ≈ 65 MB of it its own
 
 
@@ -374,6 +388,7 @@ def _inkan_items_problem(items: list) -> str | None:
 _VALUE_CHECKS = {("municipality", "acting_mayors"): _acting_mayors_problem, ("printing", "inkan_items"): _inkan_items_problem,
                  ("counter", "serial_range"): _serial_range_problem, ("counter", "drill_serial_range"): _serial_range_problem,
                  ("counter", "box_id"): _box_id_problem, ("web", "render_processes"): _render_processes_problem,
+                 ("web", "processes"): _serving_processes_problem,
                  ("web", "port"): _port_problem}
 
 

@@ -17,6 +17,7 @@ table's triggers and indexes).
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 import threading
 from collections.abc import Callable
@@ -621,11 +622,7 @@ class Transaction:
         self.durable = durable
 
     def __enter__(self):
-        # Threads of one process queue here, in order, instead of inside
-        # SQLite: its busy handler sleeps in growing steps (up to 100 ms),
-        # which turned a 1 ms audit write into a 100 ms tail under load.
-        # Other processes (the worker) still meet SQLite's lock and wait.
-        _process_writer.acquire()
+        _writer.acquire(self.conn)
         try:
             if not self.durable:
                 self.conn.execute("PRAGMA synchronous = NORMAL")
@@ -647,7 +644,62 @@ class Transaction:
             if not self.durable:
                 self.conn.execute("PRAGMA synchronous = FULL")
         finally:
-            _process_writer.release()
+            _writer.release()
 
 
-_process_writer = threading.RLock()
+class _Writer:
+    """Writers of ops.db queue here, in order, instead of inside SQLite: its
+    busy handler sleeps in growing steps (up to 100 ms), which turned a 1 ms
+    audit write into a 100 ms tail under load. Threads of one process queue
+    on a lock; processes (the serving processes of `sonae serve`, the
+    worker) on an flock of a file beside the database, which the kernel
+    hands to the next waiter at once. Without that file (a read-only state
+    directory) they meet SQLite's lock as before."""
+
+    SUFFIX = "-writer.lock"
+    KEPT_OPEN = 8
+
+    def __init__(self):
+        self._threads = threading.RLock()
+        self._depth = 0  # transactions the holding thread has open (changed by it alone)
+        self._held: int | None = None
+        self._files: dict[str, int | None] = {}
+
+    def acquire(self, conn) -> None:
+        self._threads.acquire()
+        if self._depth == 0:
+            try:
+                fd = self._lock_file(conn)
+                if fd is not None:
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+            except BaseException:
+                self._threads.release()
+                raise
+            self._held = fd
+        self._depth += 1
+
+    def release(self) -> None:
+        self._depth -= 1
+        try:
+            if self._depth == 0 and self._held is not None:
+                fcntl.flock(self._held, fcntl.LOCK_UN)
+        finally:
+            self._threads.release()
+
+    def _lock_file(self, conn) -> int | None:
+        database = next((file for _, name, file in conn.execute("PRAGMA database_list") if name == "main"), "")
+        if database not in self._files:
+            try:
+                self._files[database] = os.open(database + self.SUFFIX, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600) if database else None
+            except OSError:  # e.g. made by another uid: SQLite's own lock still holds
+                self._files[database] = None
+            # A box has one ops.db; a process that opened many (the tests)
+            # keeps the newest few open. None is held while this runs.
+            while len(self._files) > self.KEPT_OPEN:
+                fd = self._files.pop(next(iter(self._files)))
+                if fd is not None:
+                    os.close(fd)
+        return self._files[database]
+
+
+_writer = _Writer()

@@ -1,9 +1,20 @@
 """`sonae serve`: the counter application under waitress, a production WSGI
-server with threads in one process — the simple fit for one SQLite writer —
-and beside it a pool of processes that render certificates
-(web.render_processes, fallback.counter.rendering.render_pool), so that
-rendering uses every core while serials, the audit and every database write
-stay in this one process.
+server with threads, and beside it a pool of processes that render
+certificates (web.render_processes, fallback.counter.rendering.render_pool),
+so that rendering uses every core.
+
+With web.processes above 1 the server binds the port itself and starts that
+many serving processes which accept on it in turn (the kernel hands each
+connection to one), so that searches too use every core: one interpreter
+answers about 500 requests a second whatever the box has. The serving
+processes share the render processes out between them. Serials and the
+audit stay single-writer through SQLite's write lock (ops.Transaction), as
+they already are between the server and `sonae worker`; what must happen
+once per start — claiming this box's serial ranges, voiding serials a
+killed server left unrendered — happens in the server before any serving
+process starts. A serving process that dies is replaced; the server's own
+end (SIGTERM, Ctrl-C) ends them all, and a server killed outright takes
+them with it (PR_SET_PDEATHSIG).
 
 HTTPS is ended by a reverse proxy in front (README, "Serving over HTTPS");
 waitress believes that proxy's X-Forwarded-For and X-Forwarded-Proto only
@@ -11,18 +22,22 @@ when it is web.trusted_proxy, and drops those headers from anyone else."""
 
 from __future__ import annotations
 
+import ctypes
 import datetime as dt
 import logging
+import os
 import signal
 import socket
+import subprocess
 import sys
+import time
 
 import click
 
 from fallback.cli_support import configure_logging, listen_problem, service_config, service_running, warn_without_config_file
 from fallback.config import Config
 from fallback.counter import issuance
-from fallback.counter.rendering import render_pool
+from fallback.counter.rendering import render_pool, render_processes
 from fallback.ops import open_ops
 from fallback.staff.security import UPLOAD_LIMIT
 
@@ -72,35 +87,207 @@ def void_serials_left_by_a_dead_server(config: Config) -> None:
         log.warning("voided %d serial(s) a stopped server left without their certificate", len(voided))
 
 
+def serving_processes(config: Config) -> int:
+    """How many processes answer requests: web.processes, or one per core
+    this process may run on."""
+    return config["web"]["processes"] or len(os.sched_getaffinity(0))
+
+
 @click.command()
 @click.option("--host", help="Address to listen on (default web.host).")
 @click.option("--port", type=int, help="Port (default web.port).")
-@click.option("--threads", type=int, help="Worker threads (default web.threads).")
-def serve(host, port, threads):
+@click.option("--threads", type=int, help="Worker threads of each serving process (default web.threads).")
+@click.option("--listen-fd", type=int, hidden=True, help="A serving process: accept on this inherited socket (started by `sonae serve`).")
+@click.option("--server-pid", type=int, hidden=True, help="A serving process: the `sonae serve` that started it.")
+def serve(host, port, threads, listen_fd, server_pid):
     """Serve the counter application."""
-    from fallback.app import create_app
-
     config = service_config()
     configure_logging()
+    if listen_fd is not None:
+        serve_on_inherited_socket(config, listen_fd, server_pid, threads)
+        return
     with service_running(config):
-        claim_serial_ranges(config)
-        void_serials_left_by_a_dead_server(config)
-        app = create_app(config)
         host = host or config["web"]["host"]
         port = port or config["web"]["port"]
+        processes = serving_processes(config)
+        if processes == 1:
+            serve_in_this_process(config, host, port, threads)
+            return
+        sock = bind(host, port)
+        take_over_the_box(config)
+        warn_without_config_file(config)
+        renderers = render_processes_each(config, processes)
+        click.echo(f"Sonae counter app on http://{host}:{port}/ in {processes} processes", err=True)
+        if renderers > 1:
+            click.echo(f"each renders certificates in {renderers} processes", err=True)
+        ServingProcesses(sock, processes, threads).run()
+
+
+def take_over_the_box(config: Config) -> None:
+    """Once the port is this server's — a start refused for the port must
+    change nothing, least of all void the serials a running server is
+    rendering — and before any request: the box's serial ranges claimed,
+    and what a dead server left unrendered voided."""
+    claim_serial_ranges(config)
+    void_serials_left_by_a_dead_server(config)
+
+
+def serve_in_this_process(config: Config, host: str, port: int, threads: int | None) -> None:
+    from fallback.app import create_app
+
+    app = create_app(config)
+    options = waitress_options(config)
+    if threads:
+        options["threads"] = threads
+    server = listen(app, host, port, options)
+    take_over_the_box(config)
+    warn_without_config_file(config)
+    click.echo(f"Sonae counter app on http://{host}:{port}/", err=True)
+    # SIGTERM (systemd, docker stop) ends waitress's loop like Ctrl-C, so the
+    # render pool below is closed rather than killed mid-certificate.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    with render_pool(config) as pool:
+        if pool is not None:
+            click.echo(f"rendering certificates in {pool.processes} processes", err=True)
+        server.run()
+
+
+def render_processes_each(config: Config, processes: int) -> int:
+    """The render processes of one serving process: web.render_processes
+    shared out, at least its own request threads (1)."""
+    return max(1, render_processes(config) // processes)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def serve_on_inherited_socket(config: Config, fd: int, server_pid: int | None, threads: int | None) -> None:
+    """One serving process of a multi-process `sonae serve`: the app under
+    waitress, accepting on the socket the server bound."""
+    from fallback.app import create_app
+
+    # Killed outright, the server cannot end its serving processes: Linux
+    # does, so that none keeps the port, even one stopped (SIGSTOP).
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != server_pid:  # the server ended before prctl took effect
+        return
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    # Ctrl-C reaches the whole process group: the server alone decides when
+    # its serving processes stop (it sends them SIGTERM).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    with service_running(config):
+        app = create_app(config)
         options = waitress_options(config)
         if threads:
             options["threads"] = threads
-        server = listen(app, host, port, options)
-        warn_without_config_file(config)
-        click.echo(f"Sonae counter app on http://{host}:{port}/", err=True)
-        # SIGTERM (systemd, docker stop) ends waitress's loop like Ctrl-C, so the
-        # render pool below is closed rather than killed mid-certificate.
-        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        with render_pool(config) as pool:
-            if pool is not None:
-                click.echo(f"rendering certificates in {pool.processes} processes", err=True)
+        import waitress
+
+        server = waitress.create_server(app, sockets=[socket.socket(fileno=fd)], **options)
+        with render_pool(config, processes=render_processes_each(config, serving_processes(config))):
             server.run()
+
+
+class ServingProcesses:
+    """The serving processes of `sonae serve`, kept at `count` until the
+    server is told to stop. Processes that keep dying at start (a fault no
+    restart mends) end the server, so that systemd reports it."""
+
+    RESTART_PAUSE_S = 1.0
+    QUICK_DEATH_S = 10.0  # a process that dies this soon after its start died "at start"
+    QUICK_DEATHS_TO_GIVE_UP = 3  # … this many times within
+    QUICK_DEATHS_WINDOW_S = 60.0
+    STOP_TIMEOUT_S = 20.0  # then SIGKILL: a stopped or stuck process must not hold the port
+
+    def __init__(self, sock: socket.socket, count: int, threads: int | None):
+        self.sock, self.count, self.threads = sock, count, threads
+        self.running: dict[int, tuple[subprocess.Popen, float]] = {}  # pid: (the process, when it started)
+        self.stopping_since: float | None = None
+        self.quick_deaths: list[float] = []
+
+    def start_one(self) -> None:
+        # -P: the working directory is not put on sys.path, so a `fallback`
+        # folder wherever the server was started cannot stand in for Sonae.
+        command = [sys.executable, "-P", "-m", "fallback.cli", "serve", "--listen-fd", str(self.sock.fileno()),
+                   "--server-pid", str(os.getpid())]
+        if self.threads:
+            command += ["--threads", str(self.threads)]
+        process = subprocess.Popen(command, pass_fds=(self.sock.fileno(),))
+        self.running[process.pid] = (process, time.monotonic())
+        if self.stopping_since is not None:  # told to stop while this one started
+            process.send_signal(signal.SIGTERM)
+
+    def stop(self, signum: int, _frame=None) -> None:
+        if self.stopping_since is None:
+            log.info("%s: stopping %d serving process(es)", signal.Signals(signum).name, len(self.running))
+            self.stopping_since = time.monotonic()
+        for process, _ in list(self.running.values()):  # a signal may come while run() changes it
+            process.send_signal(signal.SIGTERM)
+
+    def run(self) -> None:
+        for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            signal.signal(stop_signal, self.stop)
+        for _ in range(self.count):
+            if self.stopping_since is None:
+                self.start_one()
+        while self.running:
+            for pid, (process, started) in list(self.running.items()):
+                if process.poll() is None:
+                    continue
+                del self.running[pid]
+                if self.stopping_since is None:
+                    self._replace(pid, process.returncode, started)
+            self._kill_the_ones_that_do_not_stop()
+            time.sleep(0.1)
+
+    def _replace(self, pid: int, returncode: int, started: float) -> None:
+        ended = describe_end(returncode)
+        now = time.monotonic()
+        if now - started < self.QUICK_DEATH_S:
+            self.quick_deaths = [at for at in self.quick_deaths if now - at < self.QUICK_DEATHS_WINDOW_S] + [now]
+        if len(self.quick_deaths) >= self.QUICK_DEATHS_TO_GIVE_UP:
+            log.error("serving process %d %s; %d serving processes ended at start within %.0f s: stopping", pid, ended,
+                      len(self.quick_deaths), self.QUICK_DEATHS_WINDOW_S)
+            self.stop(signal.SIGTERM)
+            for process, _ in self.running.values():
+                process.wait()
+            raise click.ClickException("serving processes keep ending as they start: see the log above, mend the cause, "
+                                       "then start `sonae serve` again")
+        log.warning("serving process %d %s; starting another", pid, ended)
+        time.sleep(self.RESTART_PAUSE_S)
+        if self.stopping_since is None:
+            self.start_one()
+
+    def _kill_the_ones_that_do_not_stop(self) -> None:
+        if self.stopping_since is None or time.monotonic() - self.stopping_since < self.STOP_TIMEOUT_S:
+            return
+        for pid, (process, _) in list(self.running.items()):
+            log.warning("serving process %d did not stop within %.0f s of SIGTERM: killed", pid, self.STOP_TIMEOUT_S)
+            process.send_signal(signal.SIGKILL)
+        self.stopping_since = time.monotonic()  # once per timeout, not at every poll
+
+
+def describe_end(returncode: int) -> str:
+    if returncode < 0:
+        return f"was killed by {signal.Signals(-returncode).name}"
+    return f"ended with exit code {returncode}"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """The socket the serving processes share, listening, or a one-line
+    refusal as listen() gives. A connection made while they start waits in
+    its queue until the first is ready."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        # Listening at once is what makes the port this server's: two
+        # sockets with SO_REUSEADDR may both be bound until one listens.
+        sock.listen(1024)
+    except OSError as exc:
+        raise click.ClickException(listen_problem(exc, host, port)) from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def listen(app, host: str, port: int, options: dict):

@@ -23,6 +23,7 @@ import ctypes
 import logging
 import multiprocessing
 import os
+import select
 import signal
 import threading
 from concurrent.futures import ProcessPoolExecutor
@@ -49,21 +50,38 @@ class RenderProcessLost(RuntimeError):
     tried again: nothing was rendered."""
 
 
-def _start_process() -> None:
-    """A pool process's start: bound to the fork server's life, deaf to
-    Ctrl-C, warmed up."""
+def _start_process(server: int) -> None:
+    """A pool process's start: bound to the server's life, deaf to Ctrl-C,
+    warmed up."""
     # The processes hold their task queue open themselves, so they would
-    # wait forever after a killed server; the fork server ends with the
-    # server, and Linux then kills them (PR_SET_PDEATHSIG).
+    # wait forever after a killed server. Linux kills them with the fork
+    # server (PR_SET_PDEATHSIG), but the fork server outlives a killed
+    # server while they live — each holds the pipe whose end tells it the
+    # server is gone — so each also watches the server itself.
     fork_server = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != fork_server:  # it ended before prctl took effect
         os._exit(1)
+    _end_with(server)
     # Ctrl-C at a terminal reaches the whole process group: the server
     # alone decides when the pool stops (RenderPool.close).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     qr_code("warm-up")
     html_to_pdf(_WARM_UP_PAGE)
+
+
+def _end_with(server: int) -> None:
+    """End this process as soon as process `server` has ended."""
+    try:
+        ended = os.pidfd_open(server)
+    except ProcessLookupError:
+        os._exit(1)
+
+    def watch() -> None:
+        select.select([ended], [], [])  # readable once the process has ended
+        os._exit(1)
+
+    threading.Thread(target=watch, name="server-watch", daemon=True).start()
 
 
 def _render(cert: Certificate, signing_key: bytes) -> RenderedCertificate:
@@ -88,7 +106,7 @@ class RenderPool:
         self.restarts = 0  # executors started after one broke
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(self.processes, mp_context=self._context, initializer=_start_process)
+        return ProcessPoolExecutor(self.processes, mp_context=self._context, initializer=_start_process, initargs=(os.getpid(),))
 
     def warm(self) -> None:
         """Start every process (each warms up before its first task) and

@@ -144,12 +144,13 @@ def render_processes(config: Config) -> int:
 
 
 @contextmanager
-def render_pool(config: Config) -> Iterator[RenderPool | None]:
-    """While open, certificates render in a pool of render_processes(config)
-    warm processes — or in the request threads when that is 1. Serials,
-    the audit and every database write stay in this process."""
+def render_pool(config: Config, processes: int | None = None) -> Iterator[RenderPool | None]:
+    """While open, certificates render in a pool of `processes` (default
+    render_processes(config)) warm processes — or in the request threads
+    when that is 1. Serials, the audit and every database write stay in
+    this process."""
     global _pool
-    processes = render_processes(config)
+    processes = render_processes(config) if processes is None else processes
     if processes == 1:
         yield None
         return

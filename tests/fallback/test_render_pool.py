@@ -24,6 +24,7 @@ from fallback.counter.rendering import render_pool, render_processes
 from fallback.ops import open_ops
 from tests.conftest import write_config
 from tests.fallback.test_counter import YAMADA_TARO, issue
+from tests.pair.boxes import free_port
 from tests.support import pdf_text
 
 YAMADA_HANAKO = "10000000029"
@@ -205,6 +206,29 @@ def test_sonae_serve_warms_its_render_pool_while_it_listens_and_stops_it_with_it
     while _session(serve.pid):
         assert time.monotonic() < deadline, f"processes left behind: {_session(serve.pid)}"
         time.sleep(0.1)
+
+
+def test_a_server_killed_outright_leaves_no_render_process_or_fork_server_behind(loaded_env):
+    """kill -9: the render processes end with it, and so then does the fork
+    server (it used to outlive the server with them, each holding the
+    other alive)."""
+    port = free_port()
+    write_config(web={"render_processes": 2, "port": port})
+    serve = subprocess.Popen([sys.executable, "-m", "fallback.cli", "serve"], stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_session(serve.pid)) < 3:  # the fork server and its two render processes
+            assert serve.poll() is None and time.monotonic() < deadline, f"the render processes did not start: {_session(serve.pid)}"
+            time.sleep(0.2)
+        serve.kill()
+        serve.wait()
+        deadline = time.monotonic() + 10
+        while _session(serve.pid):
+            assert time.monotonic() < deadline, f"processes left behind: {_session(serve.pid)}"
+            time.sleep(0.1)
+    finally:
+        for left in _session(serve.pid):
+            os.kill(left, signal.SIGKILL)
 
 
 def _answers(url: str) -> bool:

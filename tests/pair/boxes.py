@@ -90,8 +90,8 @@ def wait_until_answering(base: str, process: subprocess.Popen, timeout: float = 
         try:
             if requests.get(f"{base}/healthz", timeout=2).status_code == 200:
                 return time.monotonic() - started
-        except requests.ConnectionError:
-            pass
+        except (requests.ConnectionError, requests.Timeout):
+            pass  # not listening yet, or listening with no process ready to answer (web.processes)
         time.sleep(0.05)
     pytest.fail(f"sonae serve did not answer on {base} within {timeout} s")
 

@@ -1,0 +1,295 @@
+"""`sonae serve` with web.processes above 1: that many serving processes
+accept on the one port the server bound. Both answer; certificates issued
+through both at once keep every serial distinct and the audit chain whole;
+one killed is replaced while the other goes on answering; the server's
+SIGTERM ends them all and a server killed outright takes them with it; one
+that keeps dying as it starts ends the server with a line saying so."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from fallback.config import ConfigError, load_config
+from fallback.ops import open_ops
+from tests.conftest import write_config
+from tests.fallback.test_counter import YAMADA_TARO
+from tests.pair.boxes import Counter, free_port, wait_until_answering
+
+
+def _serving_children(server: int) -> list[int]:
+    children = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and b"--listen-fd" in (entry / "cmdline").read_bytes():
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == server:
+                    children.append(int(entry.name))
+        except (OSError, ValueError):
+            pass  # ended meanwhile
+    return sorted(children)
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _wait_for(condition, what: str, timeout: float = 30):
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.1)
+    return found
+
+
+def _start_serving(processes: int, **web) -> tuple[subprocess.Popen, str]:
+    """`sonae serve` with `processes` serving processes over the loaded
+    appliance, in downtime, in a session of its own: (the server, its base
+    URL) once it answers."""
+    port = free_port()
+    write_config(web={"processes": processes, "render_processes": 2, "port": port, **web}, counter={"daily_cap_per_requester": 0})
+    declared = subprocess.run([sys.executable, "-m", "fallback.cli", "mode", "set", "downtime", "--reason", "試験"],
+                              capture_output=True, text=True)
+    assert declared.returncode == 0, declared.stderr
+    server = subprocess.Popen([sys.executable, "-m", "fallback.cli", "serve"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    wait_until_answering(base, server)
+    if processes > 1:
+        _wait_for(lambda: len(_serving_children(server.pid)) == processes, f"{processes} serving processes")
+    return server, base
+
+
+def _end(server: subprocess.Popen) -> None:
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+@pytest.fixture
+def two_processes(loaded_env):
+    """`sonae serve` with two serving processes: (the server, its base URL)."""
+    server, base = _start_serving(2)
+    try:
+        yield server, base
+    finally:
+        _end(server)
+
+
+def test_both_processes_answer(two_processes):
+    server, base = two_processes
+    children = _serving_children(server.pid)
+    before = {pid: _cpu_ticks(pid) for pid in children}
+    # Each request on a connection of its own, as through a reverse proxy:
+    # whichever process is free first accepts it.
+    with ThreadPoolExecutor(8) as browsers:
+        answers = list(browsers.map(lambda _: requests.get(f"{base}/login", timeout=30).status_code, range(240)))
+    assert answers == [200] * 240
+    worked = {pid: _cpu_ticks(pid) - before[pid] for pid in children}
+    assert all(ticks >= 3 for ticks in worked.values()), worked
+
+
+def test_issuing_through_both_at_once_keeps_every_serial_distinct_and_the_audit_chain_whole(two_processes, loaded_env):
+    server, base = two_processes
+
+    def clerk_at_work(index: int) -> list[int]:
+        serials = []
+        for _ in range(3):
+            counter = Counter(base, terminal="本庁1")  # a connection of its own each time
+            assert counter.search("ヤマダ").status_code == 200
+            answer = counter.issue(YAMADA_TARO)
+            assert answer.status_code == 201, answer.text
+            serials.append(answer.json()["certificates"][0]["serial"])
+        return serials
+
+    with ThreadPoolExecutor(6) as clerks:
+        serials = [serial for batch in clerks.map(clerk_at_work, range(6)) for serial in batch]
+    assert len(serials) == 18 and len(set(serials)) == 18
+    conn = open_ops(loaded_env)
+    try:
+        stored = [serial for (serial,) in conn.execute("SELECT serial FROM certificates WHERE status = 'rendered'")]
+    finally:
+        conn.close()
+    assert sorted(stored) == sorted(serials)
+    verified = subprocess.run([sys.executable, "-m", "fallback.cli", "audit", "verify"], capture_output=True, text=True)
+    assert verified.returncode == 0 and "intact" in verified.stdout, (verified.stdout, verified.stderr)
+
+
+def test_a_killed_serving_process_is_replaced_while_the_other_answers(two_processes):
+    server, base = two_processes
+    killed, survivor = _serving_children(server.pid)
+    os.kill(killed, signal.SIGKILL)
+    # Every connection from here on is the survivor's or the replacement's.
+    for _ in range(20):
+        assert requests.get(f"{base}/healthz", timeout=5).status_code == 200
+    replaced = _wait_for(lambda: len(now := _serving_children(server.pid)) == 2 and now, "a replacement")
+    assert survivor in replaced and killed not in replaced
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(30) == 0
+    said = server.stderr.read()
+    assert f"serving process {killed} was killed by SIGKILL; starting another" in said, said
+    assert "Traceback" not in said
+
+
+def test_sigterm_ends_every_serving_process_and_frees_the_port(two_processes):
+    server, base = two_processes
+    children = _serving_children(server.pid)
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(30) == 0
+    _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children), "the serving processes ended")
+    port = int(base.rsplit(":", 1)[1])
+    with socket.create_server(("127.0.0.1", port)):
+        pass  # free again
+
+
+def test_a_server_killed_outright_takes_its_serving_processes_with_it(two_processes):
+    server, base = two_processes
+    children = _serving_children(server.pid)
+    server.kill()
+    server.wait()
+    _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() and "Z" not in Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1][:3]
+                                 for pid in children), "the serving processes ended", timeout=10)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"{base}/healthz", timeout=5)
+
+
+def test_serving_processes_that_die_as_they_start_end_the_server_saying_so(loaded_env, tmp_path):
+    # Each serving process exits as it starts (a fault no restart mends):
+    # a sitecustomize on PYTHONPATH that only they run into.
+    (tmp_path / "sitecustomize.py").write_text('import os, sys\nif "--listen-fd" in sys.argv:\n    os._exit(3)\n')
+    port = free_port()
+    write_config(web={"processes": 2, "port": port})
+    server = subprocess.run([sys.executable, "-m", "fallback.cli", "serve"], env={**os.environ, "PYTHONPATH": str(tmp_path)},
+                            capture_output=True, text=True, timeout=60)
+    assert server.returncode == 1
+    assert server.stderr.strip().splitlines()[-1] == ("Error: serving processes keep ending as they start: see the log above, "
+                                                       "mend the cause, then start `sonae serve` again")
+    assert "ended with exit code 3; starting another" in server.stderr and "Traceback" not in server.stderr
+
+
+@pytest.mark.parametrize("processes", [-1, 65])
+def test_web_processes_out_of_range_is_refused_naming_the_setting(sonae_env, processes):
+    write_config(web={"processes": processes})
+    with pytest.raises(ConfigError) as refused:
+        load_config()
+    assert "web.processes" in str(refused.value)
+    assert f"{processes}: 0 (one process per usable core), 1 (the server process alone) or up to 64 processes" in str(refused.value)
+
+
+
+def _statuses(config) -> dict[int, str]:
+    conn = open_ops(config)
+    try:
+        return dict(conn.execute("SELECT serial, status FROM certificates"))
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_second_server_refused_for_the_port_voids_nothing_the_running_one_renders(loaded_env, processes):
+    """A second `sonae serve` on the port is refused before it touches the
+    box: the serials the running server has committed and not yet rendered
+    are not voided under it (each start voids what a dead server left)."""
+    server, base = _start_serving(processes)
+    try:
+        counter = Counter(base)
+        answer: list[requests.Response] = []
+        sending = threading.Thread(target=lambda: answer.append(counter.http.post(
+            f"{base}/api/v1/residents/{YAMADA_TARO}/certificates", timeout=120,
+            json={"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "members": [YAMADA_TARO],
+                  "copies": 10, "confirm_repeat": True})))
+        sending.start()
+        _wait_for(lambda: "allocated" in _statuses(loaded_env).values(), "serials committed", timeout=60)
+        os.killpg(server.pid, signal.SIGSTOP)  # its renders held where they are while the second starts
+        try:
+            second = subprocess.run([sys.executable, "-m", "fallback.cli", "serve"], capture_output=True, text=True, timeout=120)
+        finally:
+            os.killpg(server.pid, signal.SIGCONT)
+        port = base.rsplit(":", 1)[1]
+        assert second.returncode == 1 and second.stderr.strip() == (
+            f"Error: port {port} (web.port) on 127.0.0.1 is already in use by another program (another `sonae serve`?): "
+            "stop that program, or set web.port to a free port"), second.stderr
+        sending.join(120)
+        assert answer and answer[0].status_code == 201, answer and answer[0].text
+        assert set(_statuses(loaded_env).values()) == {"rendered"}
+    finally:
+        _end(server)
+
+
+def test_sigterm_while_serving_processes_start_stops_them_all(loaded_env):
+    port = free_port()
+    write_config(web={"processes": 4, "port": port})
+    server = subprocess.Popen([sys.executable, "-m", "fallback.cli", "serve"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        _wait_for(lambda: _serving_children(server.pid), "the first serving process")
+        server.send_signal(signal.SIGTERM)  # before they are all up
+        assert server.wait(30) == 0
+        _wait_for(lambda: not _session_members(server.pid), "every serving process ended", timeout=30)
+        assert "SIGTERM: stopping" in server.stderr.read()
+    finally:
+        _end(server)
+
+
+def test_a_serving_process_that_does_not_stop_is_killed_after_the_stop_timeout(two_processes):
+    server, _ = two_processes
+    frozen, _other = _serving_children(server.pid)
+    os.kill(frozen, signal.SIGSTOP)
+    started = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    assert server.wait(60) == 0
+    assert time.monotonic() - started >= 19  # it waited its stop timeout (20 s) for the frozen one
+    assert f"serving process {frozen} did not stop within 20 s of SIGTERM: killed" in server.stderr.read()
+    _wait_for(lambda: not _session_members(server.pid), "every serving process ended")
+
+
+def _session_members(leader: int) -> list[int]:
+    members = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int(entry.name) != leader and os.getsid(int(entry.name)) == leader:
+                if "Z" not in (entry / "stat").read_text().rsplit(")", 1)[1][:3]:
+                    members.append(int(entry.name))
+        except (OSError, ValueError):
+            pass  # ended meanwhile
+    return members
+
+
+def _serving_processes_of(server: int) -> list[int]:
+    """Serving processes started by `server`, wherever they were re-parented."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            command = (entry / "cmdline").read_bytes().split(b"\0")
+            if entry.name.isdigit() and b"--server-pid" in command and command[command.index(b"--server-pid") + 1] == str(server).encode():
+                if "Z" not in (entry / "stat").read_text().rsplit(")", 1)[1][:3]:
+                    found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
+def test_a_server_killed_while_its_serving_processes_start_leaves_none_behind(loaded_env):
+    """Killed before a serving process has asked Linux to end it with the
+    server: that process sees it was orphaned and does not serve."""
+    port = free_port()
+    write_config(web={"processes": 2, "port": port})
+    server = subprocess.Popen([sys.executable, "-m", "fallback.cli", "serve"], stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        _wait_for(lambda: _serving_processes_of(server.pid), "the serving processes started", timeout=60)
+        server.kill()  # they are still importing Sonae
+        server.wait()
+        _wait_for(lambda: not _serving_processes_of(server.pid), "no serving process left", timeout=30)
+        with socket.create_server(("127.0.0.1", port)):
+            pass  # nobody kept the port
+    finally:
+        for orphan in _serving_processes_of(server.pid):
+            os.kill(orphan, signal.SIGKILL)
