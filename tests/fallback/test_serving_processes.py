@@ -24,6 +24,7 @@ from fallback.config import ConfigError, load_config
 from fallback.ops import open_ops
 from tests.conftest import write_config
 from tests.fallback.test_counter import YAMADA_TARO
+from tests.fallback.test_counter_stress import _statuses
 from tests.pair.boxes import Counter, free_port, wait_until_answering
 
 
@@ -184,14 +185,6 @@ def test_web_processes_out_of_range_is_refused_naming_the_setting(sonae_env, pro
     assert "web.processes" in str(refused.value)
     assert f"{processes}: 0 (one process per usable core), 1 (the server process alone) or up to 64 processes" in str(refused.value)
 
-
-
-def _statuses(config) -> dict[int, str]:
-    conn = open_ops(config)
-    try:
-        return dict(conn.execute("SELECT serial, status FROM certificates"))
-    finally:
-        conn.close()
 
 
 @pytest.mark.parametrize("processes", [1, 2])
