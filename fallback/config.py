@@ -226,6 +226,10 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         # accepting on the one port (fallback.serve): 0 = one per core this
         # process may use; 1 = the server process alone
         "processes": 1,
+        # after SIGTERM, a serving process still running this much later
+        # (stuck, or stopped) is killed, so that it cannot keep the port;
+        # below systemd's TimeoutStopSec (90 s by default)
+        "stop_timeout_s": 20.0,
         # processes rendering certificates beside the server (printing.pool):
         # 0 = one per core this process may use; 1 = none, the server's
         # request threads render (a one-core box)
@@ -360,6 +364,12 @@ def _serving_processes_problem(processes: int) -> str | None:
     return None
 
 
+def _stop_timeout_problem(seconds: float) -> str | None:
+    if not 0 < seconds <= 600:
+        return f"{seconds:g}: a number of seconds above 0 and at most 600 (e.g. 20), below systemd's TimeoutStopSec"
+    return None
+
+
 MAX_RENDER_PROCESSES = 64  # each holds ≈ 120 MB resident (WeasyPrint, fonts), ≈ 65 MB of it its own
 
 
@@ -388,7 +398,7 @@ def _inkan_items_problem(items: list) -> str | None:
 _VALUE_CHECKS = {("municipality", "acting_mayors"): _acting_mayors_problem, ("printing", "inkan_items"): _inkan_items_problem,
                  ("counter", "serial_range"): _serial_range_problem, ("counter", "drill_serial_range"): _serial_range_problem,
                  ("counter", "box_id"): _box_id_problem, ("web", "render_processes"): _render_processes_problem,
-                 ("web", "processes"): _serving_processes_problem,
+                 ("web", "processes"): _serving_processes_problem, ("web", "stop_timeout_s"): _stop_timeout_problem,
                  ("web", "port"): _port_problem}
 
 

@@ -120,7 +120,7 @@ def serve(host, port, threads, listen_fd, server_pid):
         click.echo(f"Sonae counter app on http://{host}:{port}/ in {processes} processes", err=True)
         if renderers > 1:
             click.echo(f"each renders certificates in {renderers} processes", err=True)
-        ServingProcesses(sock, processes, threads).run()
+        ServingProcesses(sock, processes, threads, stop_timeout_s=config["web"]["stop_timeout_s"]).run()
 
 
 def take_over_the_box(config: Config) -> None:
@@ -196,10 +196,10 @@ class ServingProcesses:
     QUICK_DEATH_S = 10.0  # a process that dies this soon after its start died "at start"
     QUICK_DEATHS_TO_GIVE_UP = 3  # … this many times within
     QUICK_DEATHS_WINDOW_S = 60.0
-    STOP_TIMEOUT_S = 20.0  # then SIGKILL: a stopped or stuck process must not hold the port
 
-    def __init__(self, sock: socket.socket, count: int, threads: int | None):
+    def __init__(self, sock: socket.socket, count: int, threads: int | None, *, stop_timeout_s: float):
         self.sock, self.count, self.threads = sock, count, threads
+        self.stop_timeout_s = stop_timeout_s  # then SIGKILL: a stopped or stuck process must not hold the port
         self.running: dict[int, tuple[subprocess.Popen, float]] = {}  # pid: (the process, when it started)
         self.stopping_since: float | None = None
         self.quick_deaths: list[float] = []
@@ -258,10 +258,10 @@ class ServingProcesses:
             self.start_one()
 
     def _kill_the_ones_that_do_not_stop(self) -> None:
-        if self.stopping_since is None or time.monotonic() - self.stopping_since < self.STOP_TIMEOUT_S:
+        if self.stopping_since is None or time.monotonic() - self.stopping_since < self.stop_timeout_s:
             return
         for pid, (process, _) in list(self.running.items()):
-            log.warning("serving process %d did not stop within %.0f s of SIGTERM: killed", pid, self.STOP_TIMEOUT_S)
+            log.warning("serving process %d did not stop within %g s of SIGTERM: killed", pid, self.stop_timeout_s)
             process.send_signal(signal.SIGKILL)
         self.stopping_since = time.monotonic()  # once per timeout, not at every poll
 
