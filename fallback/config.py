@@ -354,29 +354,26 @@ def _box_id_problem(box_id: str) -> str | None:
     return None
 
 
+def _process_count_problem(one: str, maximum: int):
+    """The check of a number of processes: 0 (one per usable core), 1
+    (`one`, in words) or up to `maximum`."""
+    def problem(processes: int) -> str | None:
+        if not 0 <= processes <= maximum:
+            return f"{processes}: 0 (one process per usable core), 1 ({one}) or up to {maximum} processes"
+        return None
+
+    return problem
+
+
 MAX_SERVING_PROCESSES = 64  # each holds ≈ 150 MB resident (the app, its connections)
-
-
-def _serving_processes_problem(processes: int) -> str | None:
-    if not 0 <= processes <= MAX_SERVING_PROCESSES:
-        return (f"{processes}: 0 (one process per usable core), 1 (the server process alone) "
-                f"or up to {MAX_SERVING_PROCESSES} processes")
-    return None
+MAX_RENDER_PROCESSES = 64  # each holds ≈ 120 MB resident (WeasyPrint, fonts), ≈ 65 MB of it its own
+_serving_processes_problem = _process_count_problem("the server process alone", MAX_SERVING_PROCESSES)
+_render_processes_problem = _process_count_problem("render in the server process", MAX_RENDER_PROCESSES)
 
 
 def _stop_timeout_problem(seconds: float) -> str | None:
     if not 0 < seconds <= 600:
         return f"{seconds:g}: a number of seconds above 0 and at most 600 (e.g. 20), below systemd's TimeoutStopSec"
-    return None
-
-
-MAX_RENDER_PROCESSES = 64  # each holds ≈ 120 MB resident (WeasyPrint, fonts), ≈ 65 MB of it its own
-
-
-def _render_processes_problem(processes: int) -> str | None:
-    if not 0 <= processes <= MAX_RENDER_PROCESSES:
-        return (f"{processes}: 0 (one process per usable core), 1 (render in the server process) "
-                f"or up to {MAX_RENDER_PROCESSES} processes")
     return None
 
 
