@@ -118,7 +118,7 @@ def start_serve(site: DemoSite, base: str) -> subprocess.Popen:
         try:
             requests.get(base + "/api/v1/session", timeout=2)
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting on a busy box
             time.sleep(0.2)
     return web
 
