@@ -119,9 +119,11 @@ SEARCH_INDEXES = (
     # (ADDRESS_AFTER_TOWN; the town is already its first column), not the
     # whole address key: the load sorts an index's keys in memory, and this
     # is the widest — 11 bytes less a resident is ~50 MB less peak at 4M.
-    # Last, whether the resident is under a 支援措置, which an address never
-    # matches: the search then answers from the index alone, instead of
-    # reading each match's table row (one more scattered page a row).
+    # Last, whether the resident is under a 支援措置, whom an address never
+    # matches: the search then answers from the index alone instead of
+    # reading each match's table row (one more scattered page a row at 4M).
+    # (A partial index WHERE support_measure = 0 would not be: SQLite does
+    # not take an index on an expression as covering when it is partial.)
     "CREATE INDEX residents_town ON residents(town_key, kana_key, birth_date, substr(address_key, length(town_key) + 1), support_measure)",
     "CREATE INDEX residents_household ON residents(household_id, household_order)",
     "CREATE INDEX seals_resident ON seals(resident_code)",
