@@ -35,10 +35,13 @@ declares downtime, then measures through the HTTP API:
    its request→PDF p95 and the ratio of the two, and the CPU each
    certificate cost in the web process and in the render processes — the
    web process's share is what no number of cores speeds up.
+   With --compare-processes the knee runs with one serving process, then
+   with one per usable core (web.processes = 0), both with the render pool.
 
     python bench/bench_counter.py --residents 100000 --counters 30 --issue-minutes 10 --skip-search
     python bench/bench_counter.py --residents 100000 --skip-search --skip-issue --knee 30,50,70,100
     python bench/bench_counter.py --residents 100000 --skip-search --skip-issue --knee 10,20,40 --think 2 --knee-minutes 1 --compare-pool
+    python bench/bench_counter.py --residents 100000 --skip-search --skip-issue --knee 20,40,60 --think 2 --knee-minutes 1 --compare-processes
 """
 
 from __future__ import annotations
@@ -115,7 +118,7 @@ def start_serve(site: DemoSite, base: str) -> subprocess.Popen:
         try:
             requests.get(base + "/api/v1/session", timeout=2)
             break
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting on a busy box
             time.sleep(0.2)
     return web
 
@@ -508,29 +511,39 @@ def bench_knee(base: str, residents: list[dict], levels: list[int], minutes: flo
     return runs
 
 
-def compare_pool(site: DemoSite, upstream: dict, base: str, args, residents: list[dict]) -> None:
-    """The same knee with one rendering process and with the pool, `sonae
-    serve` restarted in between (the site starts configured for one)."""
+# The knees --compare-pool and --compare-processes run, in that order:
+# (label, web.render_processes, web.processes); 0 is one per usable core.
+KNEE_COMPARISONS = {
+    "pool": (("one process", 1, 1), ("render pool", 0, 1)),
+    "processes": (("one serving process", 0, 1), ("one per core", 0, 0)),
+}
+
+
+def compare_knees(site: DemoSite, upstream: dict, base: str, args, residents: list[dict], variants) -> None:
+    """The same knee once per variant, `sonae serve` restarted in between.
+    The CPU split is the web process's (the server's) against the rest of
+    its session: with one serving process, what no number of cores speeds up."""
     saturated = {}
-    for mode, render_processes in (("one process", 1), ("render pool", 0)):
-        configure(site, upstream, args, render_processes)
+    for label, render_processes, processes in variants:
+        configure(site, upstream, args, render_processes, processes)
         web = start_serve(site, base)
-        print(f"\n### {mode} (web.render_processes = {render_processes})")
+        print(f"\n### {label} (web.render_processes = {render_processes}, web.processes = {processes})")
         runs = bench_knee(base, residents, args.knee, args.knee_minutes, args.think, web_pid=web.pid)
         stop_serve(web)
-        saturated[mode] = max(runs, key=lambda run: run.per_second)
-    print(f"\n== one process against the render pool ({len(os.sched_getaffinity(0))} usable cores, "
+        saturated[label] = max(runs, key=lambda run: run.per_second)
+    print(f"\n== {' against '.join(saturated)} ({len(os.sched_getaffinity(0))} usable cores, "
           f"load average now {os.getloadavg()[0]:.2f} / {os.getloadavg()[1]:.2f} / {os.getloadavg()[2]:.2f}) ==")
-    for mode, run in saturated.items():
-        web_cpu, pool_cpu = run.cpu_per_certificate
-        print(f"{mode:12} saturated at {run.per_second:6.2f} certificates/s ({run.counters} counters), "
+    for label, run in saturated.items():
+        web_cpu, rest_cpu = run.cpu_per_certificate
+        print(f"{label:20} saturated at {run.per_second:6.2f} certificates/s ({run.counters} counters), "
               f"request→PDF p95 {percentile(run.timings.get('request_to_pdf', []), 95) * 1000:7.1f} ms; "
-              f"CPU per certificate: web process {web_cpu * 1000:.1f} ms, render processes {pool_cpu * 1000:.1f} ms")
-    one, pool = saturated["one process"], saturated["render pool"]
-    web_cpu, pool_cpu = pool.cpu_per_certificate
-    serial = web_cpu / (web_cpu + pool_cpu)
-    print(f"ratio: ×{pool.per_second / one.per_second:.2f} the one-process rate; the web process's share of a "
-          f"certificate's CPU (serial fraction) {serial:.2f}: at most {1 / web_cpu:.1f} certificates/s on any number of cores")
+              f"CPU per certificate: web process {web_cpu * 1000:.1f} ms, its other processes {rest_cpu * 1000:.1f} ms")
+    first, last = saturated.values()
+    print(f"ratio: ×{last.per_second / first.per_second:.2f} the {next(iter(saturated))} rate")
+    web_cpu, rest_cpu = last.cpu_per_certificate
+    if variants[-1][2] == 1:  # one serving process: its CPU is the serial part
+        print(f"the web process's share of a certificate's CPU (serial fraction) {web_cpu / (web_cpu + rest_cpu):.2f}: "
+              f"at most {1 / web_cpu:.1f} certificates/s on any number of cores")
 
 
 def main() -> None:
@@ -556,9 +569,12 @@ def main() -> None:
     parser.add_argument("--knee-minutes", type=float, default=2)
     parser.add_argument("--compare-pool", action="store_true",
                         help="run the knee with certificates rendered in the server process, then in its render pool")
+    parser.add_argument("--compare-processes", action="store_true",
+                        help="run the knee with one serving process, then with one per usable core (web.processes = 0)")
     args = parser.parse_args()
-    if args.compare_pool and not args.knee:
-        parser.error("--compare-pool compares two knees: give --knee")
+    comparisons = [KNEE_COMPARISONS[name] for name in ("pool", "processes") if getattr(args, f"compare_{name}")]
+    if comparisons and not args.knee:
+        parser.error("--compare-pool and --compare-processes compare knees: give --knee")
     site, upstream, base = setup_site(args)
     web = start_serve(site, base)
     try:
@@ -576,9 +592,10 @@ def main() -> None:
                 bench_search(base, residents, args.search_clients, args.search_seconds, Path(args.dir))
         if not args.skip_issue:
             bench_issue(site, base, residents, args.counters, args.issue_minutes, args.think)
-        if args.compare_pool:
+        if comparisons:
             stop_serve(web)
-            compare_pool(site, upstream, base, args, residents)
+            for variants in comparisons:
+                compare_knees(site, upstream, base, args, residents, variants)
         elif args.knee:
             bench_knee(base, residents, args.knee, args.knee_minutes, args.think)
     finally:
