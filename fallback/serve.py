@@ -6,8 +6,8 @@ so that rendering uses every core.
 With web.processes above 1 the server binds the port itself and starts that
 many serving processes which accept on it in turn (the kernel hands each
 connection to one), so that searches too use every core: one interpreter
-answers about 500 requests a second whatever the box has. The serving
-processes share the render processes out between them. Serials and the
+answers about 500 requests a second whatever the box has. Each serving
+process renders in twice its share of the render processes. Serials and the
 audit stay single-writer through SQLite's write lock (ops.Transaction), as
 they already are between the server and `sonae worker`; what must happen
 once per start — claiming this box's serial ranges, voiding serials a
@@ -25,6 +25,7 @@ from __future__ import annotations
 import ctypes
 import datetime as dt
 import logging
+import math
 import os
 import signal
 import socket
@@ -153,9 +154,17 @@ def serve_in_this_process(config: Config, host: str, port: int, threads: int | N
 
 
 def render_processes_each(config: Config, processes: int) -> int:
-    """The render processes of one serving process: web.render_processes
-    shared out, at least its own request threads (1)."""
-    return max(1, render_processes(config) // processes)
+    """The render processes of one serving process: twice its share of
+    web.render_processes, at most all of them (1: it renders in its own
+    threads). A counter's connection stays with the serving process that
+    accepted it, and the kernel does not even them out: 20 counters came
+    12 and 8, and a knee that left one process most of them issued half as
+    many certificates a second as one serving process (bench_counter
+    --compare-processes). With twice its share, one that was handed twice
+    its share of the counters still renders at full speed; the idle render
+    processes of the others cost memory, not CPU."""
+    total = render_processes(config)
+    return min(total, 2 * math.ceil(total / processes))
 
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>

@@ -127,8 +127,11 @@ class RenderPool:
     def _warm_quietly(self) -> None:
         try:
             self.warm()
-        except (BrokenProcessPool, RuntimeError) as e:  # closed, or a process died: render() starts afresh
-            log.info("render pool warm-up stopped: %s", e)
+        # Closed, a process died, or the server is stopping while a process
+        # starts (the fork server already gone): warming is only a head
+        # start, and render() starts what it needs afresh.
+        except Exception as e:  # noqa: BLE001
+            log.info("render pool warm-up stopped: %r", e)
 
     def render(self, cert: Certificate, signing_key: Ed25519PrivateKey) -> RenderedCertificate:
         """printing.render.render_certificate, in a pool process."""

@@ -22,6 +22,7 @@ import requests
 from fallback.config import ConfigError, load_config
 from fallback.counter.rendering import render_pool, render_processes
 from fallback.ops import open_ops
+from fallback.serve import render_processes_each
 from tests.conftest import write_config
 from tests.fallback.test_counter import YAMADA_TARO, issue
 from tests.pair.boxes import free_port
@@ -141,6 +142,13 @@ def test_the_default_is_one_render_process_per_usable_core(loaded_env):
     config = _pool_config(0)
     assert render_processes(config) == len(os.sched_getaffinity(0))
     assert render_processes(_pool_config(3)) == 3
+
+
+@pytest.mark.parametrize(("render", "serving", "each"), [(2, 2, 2), (1, 2, 1), (3, 2, 3), (16, 4, 8), (16, 16, 2), (64, 64, 2), (8, 3, 6)])
+def test_each_serving_process_renders_in_twice_its_share_of_the_render_processes(sonae_env, render, serving, each):
+    """The kernel leaves counters' connections unevenly spread over the
+    serving processes: twice its share, at most all of them (1: its threads)."""
+    assert render_processes_each(_pool_config(render), serving) == each
 
 
 @pytest.mark.parametrize("processes", [0, 1, 2, 64])
