@@ -533,17 +533,21 @@ def compare_knees(site: DemoSite, upstream: dict, base: str, args, residents: li
         saturated[label] = max(runs, key=lambda run: run.per_second)
     print(f"\n== {' against '.join(saturated)} ({len(os.sched_getaffinity(0))} usable cores, "
           f"load average now {os.getloadavg()[0]:.2f} / {os.getloadavg()[1]:.2f} / {os.getloadavg()[2]:.2f}) ==")
-    for label, run in saturated.items():
+    for (label, _, processes), run in zip(variants, saturated.values()):
         web_cpu, rest_cpu = run.cpu_per_certificate
+        # With serving processes, the server only supervises: they are among "the others".
+        web = "web process" if processes == 1 else "server (supervising)"
         print(f"{label:20} saturated at {run.per_second:6.2f} certificates/s ({run.counters} counters), "
               f"request→PDF p95 {percentile(run.timings.get('request_to_pdf', []), 95) * 1000:7.1f} ms; "
-              f"CPU per certificate: web process {web_cpu * 1000:.1f} ms, its other processes {rest_cpu * 1000:.1f} ms")
+              f"CPU per certificate: {web} {web_cpu * 1000:.1f} ms, its other processes {rest_cpu * 1000:.1f} ms")
     first, last = saturated.values()
     print(f"ratio: ×{last.per_second / first.per_second:.2f} the {next(iter(saturated))} rate")
-    web_cpu, rest_cpu = last.cpu_per_certificate
-    if variants[-1][2] == 1:  # one serving process: its CPU is the serial part
-        print(f"the web process's share of a certificate's CPU (serial fraction) {web_cpu / (web_cpu + rest_cpu):.2f}: "
-              f"at most {1 / web_cpu:.1f} certificates/s on any number of cores")
+    # The serial part: the one serving process's own CPU, where a render pool does the rendering.
+    for (label, render_processes, processes), run in zip(variants, saturated.values()):
+        if processes == 1 and render_processes != 1:
+            web_cpu, rest_cpu = run.cpu_per_certificate
+            print(f"{label}: the web process's share of a certificate's CPU (serial fraction) "
+                  f"{web_cpu / (web_cpu + rest_cpu):.2f}: at most {1 / web_cpu:.1f} certificates/s on any number of cores")
 
 
 def main() -> None:

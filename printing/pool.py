@@ -130,8 +130,10 @@ class RenderPool:
         # Closed, a process died, or the server is stopping while a process
         # starts (the fork server already gone): warming is only a head
         # start, and render() starts what it needs afresh.
-        except Exception as e:  # noqa: BLE001
+        except (BrokenProcessPool, RuntimeError, EOFError, ConnectionError, FileNotFoundError) as e:
             log.info("render pool warm-up stopped: %r", e)
+        except Exception:  # a fault render() would meet too: said now, not first at a counter
+            log.warning("render pool warm-up failed", exc_info=True)
 
     def render(self, cert: Certificate, signing_key: Ed25519PrivateKey) -> RenderedCertificate:
         """printing.render.render_certificate, in a pool process."""

@@ -258,7 +258,9 @@ class Register:
             params += [address_prefix, address_prefix + PREFIX_END]
             clauses.append("r.support_measure = 0")
             if protected_codes:
-                clauses.append(f"r.resident_code NOT IN ({', '.join('?' * len(protected_codes))})")
+                # By id (the rowid, in every index) rather than by code: the
+                # town + kana search then still reads no table row.
+                clauses.append(f"r.id NOT IN (SELECT id FROM residents WHERE resident_code IN ({', '.join('?' * len(protected_codes))}))")
                 params += sorted(protected_codes)
         if resident_code is not None:
             clauses.append("r.resident_code = ?")
