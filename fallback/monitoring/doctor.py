@@ -406,17 +406,21 @@ def disk_space(config: Config) -> list[Finding]:
 def snapshot_layout(config: Config) -> list[Finding]:
     """After an upgrade that changed the snapshot layout the counters refuse
     the generation built before it until a full load builds a current one:
-    said here, before a counter meets it."""
+    said here, before a counter meets it. Anything else that keeps the
+    current generation from opening is a problem too; a missing key is the
+    keys check's to name."""
     try:
-        store = snapshot_store(config)
-        current = store.current()
+        current = SnapshotStore(config.snapshot_dir, key=b"").current()  # the pointer needs no key
         if current is None:
             return [Finding("snapshot", UNKNOWN, "no generation loaded yet: `sonae sync full` loads the first")]
-        store.open_register().close()
+        snapshot_store(config).open_register().close()
+    except crypto.KeyFileError as exc:
+        return [Finding("snapshot", UNKNOWN, f"cannot open the current generation without its key: {exc}")]
     except SnapshotOutdated as exc:
         return [Finding("snapshot", PROBLEM, str(exc))]
-    except (SyncError, crypto.KeyFileError, crypto.WrongKeyError, crypto.DiskError) as exc:
-        return [Finding("snapshot", UNKNOWN, f"cannot open the current generation: {exc}")]
+    except (SyncError, crypto.WrongKeyError, crypto.DiskError, crypto.DatabaseError, OSError) as exc:
+        return [Finding("snapshot", PROBLEM, f"the current generation does not open, so the counters cannot search: {exc}; "
+                                             "see `sonae snapshot list`")]
     return _ok("snapshot", f"generation {current} opens (snapshot layout {SCHEMA_VERSION})")
 
 

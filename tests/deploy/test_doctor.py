@@ -481,6 +481,21 @@ def test_a_generation_built_before_an_upgrade_is_a_problem_named_with_the_full_l
     assert "generation 1 has snapshot layout 4" in message and "run `sonae sync full`" in message
 
 
+def test_a_generation_that_does_not_open_is_a_problem(loaded_env):
+    from fallback.mirror.registry import snapshot_store
+    from sync.register import connect_snapshot
+
+    store = snapshot_store(loaded_env)
+    path = store.path_of(1)
+    conn = connect_snapshot(path, store.key, readonly=True)
+    (meta_root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'meta'").fetchone()
+    conn.close()
+    data = bytearray(path.read_bytes())
+    data[(meta_root - 1) * 4096 + 200] ^= 0xFF  # the file opens; reading its layout fails
+    path.write_bytes(bytes(data))
+    assert "the current generation does not open" in only(doctor.snapshot_layout(loaded_env), PROBLEM)
+
+
 def test_no_generation_yet_is_said(sonae_env):
     assert "`sonae sync full` loads the first" in only(doctor.snapshot_layout(sonae_env), UNKNOWN)
 
@@ -493,7 +508,7 @@ def test_a_clerk_meets_a_generation_built_before_an_upgrade_as_such_not_as_damag
         from fallback.mirror.registry import register_problem, snapshot_store
 
         message = unavailable_message(register_problem(), snapshot_store(loaded_env))
-    assert "更新前の形式" in message and "sonae sync full" in message and "壊れています" not in message
+    assert "古い形式" in message and "sonae sync full" in message and "壊れているか" not in message
 
 
 # --- accounts --------------------------------------------------------------------------------------
