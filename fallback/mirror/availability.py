@@ -21,7 +21,7 @@ import logging
 
 from fallback.ops import Transaction, now
 from sync import crypto
-from sync.errors import NoSnapshot
+from sync.errors import NoSnapshot, SnapshotOutdated
 from sync.store import SnapshotStore
 
 log = logging.getLogger("sonae.mirror")
@@ -110,4 +110,7 @@ def unavailable_message(problem: Exception | None, store: SnapshotStore) -> str:
             f"情報政策課に連絡し、監視画面の「世代{pointer.candidate}で再開する」または "
             f"sonae snapshot rollback {pointer.candidate} で確認してもらってください。"
         )
+    if isinstance(problem, SnapshotOutdated):
+        return ("住民記録の写しは Sonae の更新前に作られた古い形式のため、更新後の Sonae では使えません（壊れてはいません）。"
+                "情報政策課に連絡し、sonae sync full で写しを読み込み直してもらってください。")
     return "住民記録の写しを開けません（写しが壊れているか、読み出せません）。情報政策課に連絡してください。理由は監視画面に表示されています。"

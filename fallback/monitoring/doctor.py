@@ -35,13 +35,15 @@ from fallback.cli_support import listen_problem
 from fallback.clock import ntp_status
 from fallback.config import Config, ConfigError, config_path, parse_config_file
 from fallback.keys import lost_master_key_problem, ops_key
+from fallback.mirror.registry import snapshot_store
 from fallback.mirror.syncing import token_folder_message, upstream_from_config
 from fallback.ops import Transaction, now_iso, open_ops
 from fallback.staff.users import list_users
 from printing.glyphs import IPAEX_MINCHO, IPAMJ_MINCHO
 from sync import crypto
 from sync.contract import CONTRACT_VERSION, ContractError, public_key_from_b64, verify_manifest
-from sync.errors import SyncError
+from sync.errors import SnapshotOutdated, SyncError
+from sync.schema import SCHEMA_VERSION
 from sync.store import SnapshotStore
 
 OK, PROBLEM, UNKNOWN = "ok", "problem", "unknown"
@@ -401,6 +403,27 @@ def disk_space(config: Config) -> list[Finding]:
     return _ok("disk", f"{_bytes(free)} free on {existing}: room for two generations of {_bytes(size)}")
 
 
+def snapshot_layout(config: Config) -> list[Finding]:
+    """After an upgrade that changed the snapshot layout the counters refuse
+    the generation built before it until a full load builds a current one:
+    said here, before a counter meets it. Anything else that keeps the
+    current generation from opening is a problem too; a missing key is the
+    keys check's to name."""
+    try:
+        current = SnapshotStore(config.snapshot_dir, key=b"").current()  # the pointer needs no key
+        if current is None:
+            return [Finding("snapshot", UNKNOWN, "no generation loaded yet: `sonae sync full` loads the first")]
+        snapshot_store(config).open_register().close()
+    except crypto.KeyFileError as exc:
+        return [Finding("snapshot", UNKNOWN, f"cannot open the current generation without its key: {exc}")]
+    except SnapshotOutdated as exc:
+        return [Finding("snapshot", PROBLEM, str(exc))]
+    except (SyncError, crypto.WrongKeyError, crypto.DiskError, crypto.DatabaseError, OSError) as exc:
+        return [Finding("snapshot", PROBLEM, f"the current generation does not open, so the counters cannot search: {exc}; "
+                                             "see `sonae snapshot list`")]
+    return _ok("snapshot", f"generation {current} opens (snapshot layout {SCHEMA_VERSION})")
+
+
 # --- accounts ----------------------------------------------------------------------------
 
 
@@ -427,7 +450,8 @@ def first_supervisor(config: Config) -> list[Finding]:
 
 # In the order a first run meets them.
 CHECKS: tuple[Callable[[Config], list[Finding]], ...] = (
-    running_user, configuration, web_address, keys, state_directory, seal_image, fonts, cups_queues, upstream, clock, disk_space, first_supervisor,
+    running_user, configuration, web_address, keys, state_directory, seal_image, fonts, cups_queues, upstream, clock, disk_space, snapshot_layout,
+    first_supervisor,
 )
 
 

@@ -460,6 +460,57 @@ def test_no_generation_yet_cannot_be_sized(sonae_env):
     assert "no generation yet to size one by" in only(doctor.disk_space(sonae_env), UNKNOWN)
 
 
+def _make_older_layout(config) -> None:
+    from fallback.mirror.registry import snapshot_store
+    from sync.register import connect_snapshot
+
+    store = snapshot_store(config)
+    conn = connect_snapshot(store.path_of(store.current()), store.key)
+    conn.execute("UPDATE meta SET value = 4 WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+
+def test_a_current_generation_passes(loaded_env):
+    assert "generation 1 opens (snapshot layout" in only(doctor.snapshot_layout(loaded_env), OK)
+
+
+def test_a_generation_built_before_an_upgrade_is_a_problem_named_with_the_full_load(loaded_env):
+    _make_older_layout(loaded_env)
+    message = only(doctor.snapshot_layout(loaded_env), PROBLEM)
+    assert "generation 1 has snapshot layout 4" in message and "run `sonae sync full`" in message
+
+
+def test_a_generation_that_does_not_open_is_a_problem(loaded_env):
+    from fallback.mirror.registry import snapshot_store
+    from sync.register import connect_snapshot
+
+    store = snapshot_store(loaded_env)
+    path = store.path_of(1)
+    conn = connect_snapshot(path, store.key, readonly=True)
+    (meta_root,) = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'meta'").fetchone()
+    conn.close()
+    data = bytearray(path.read_bytes())
+    data[(meta_root - 1) * 4096 + 200] ^= 0xFF  # the file opens; reading its layout fails
+    path.write_bytes(bytes(data))
+    assert "the current generation does not open" in only(doctor.snapshot_layout(loaded_env), PROBLEM)
+
+
+def test_no_generation_yet_is_said(sonae_env):
+    assert "`sonae sync full` loads the first" in only(doctor.snapshot_layout(sonae_env), UNKNOWN)
+
+
+def test_a_clerk_meets_a_generation_built_before_an_upgrade_as_such_not_as_damage(loaded_env, configure_app):
+    _make_older_layout(loaded_env)
+    app = configure_app()
+    with app.test_request_context():
+        from fallback.mirror.availability import unavailable_message
+        from fallback.mirror.registry import register_problem, snapshot_store
+
+        message = unavailable_message(register_problem(), snapshot_store(loaded_env))
+    assert "古い形式" in message and "sonae sync full" in message and "壊れているか" not in message
+
+
 # --- accounts --------------------------------------------------------------------------------------
 
 
@@ -492,7 +543,7 @@ def test_sonae_doctor_prints_one_line_per_finding_and_fails_on_a_problem(sonae_e
     assert result.returncode == 1
     lines = result.stdout.splitlines()
     assert {line.split()[1] for line in lines} == {"user", "configuration", "web", "keys", "state", "seal", "fonts", "printers", "upstream",
-                                                   "clock", "disk", "accounts"}
+                                                   "clock", "disk", "snapshot", "accounts"}
     assert all(line.split()[0] in ("OK", "PROBLEM", "UNKNOWN") for line in lines)
     assert result.stderr.strip().splitlines()[-1].startswith("Error: ") and "to fix before the first start" in result.stderr
 
