@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+from collections import Counter
 import os
 import shutil
 import tempfile
@@ -26,6 +27,22 @@ from tests.support import (  # noqa: F401  (re-exported for older imports)
 )
 
 KEY_FILES = ("master.key", "signing.key")
+
+
+def pytest_collection_modifyitems(items):
+    """`make test` runs the suite in parallel (pytest-xdist, one test file
+    per worker at a time), which schedules by node id: two items with one
+    id would run once. schemathesis names an item per API operation
+    (`test[GET /api/v1/status]`) but under pytest 9 gives them all the test
+    function's id, so each gets the operation as its id's parameter; any
+    other duplicate stops the run instead of silently running less."""
+    for item in items:
+        base, _, name = item.nodeid.rpartition("::")
+        if name != item.name and item.name.startswith(f"{name}[") and item.name.endswith("]"):
+            item._id = item._id.with_params(item.name[len(name) + 1:-1])
+    duplicates = sorted(nodeid for nodeid, count in Counter(item.nodeid for item in items).items() if count > 1)
+    if duplicates:
+        raise pytest.UsageError(f"tests with the same node id would run once in parallel: {', '.join(duplicates)}")
 
 
 def _configure(root, monkeypatch, *, keys_from=None):

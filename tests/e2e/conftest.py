@@ -7,11 +7,16 @@ receiver for the alerts, and a smaller register than the demo's."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+from fallback.app import create_app
 from fallback.config import load_config
 from fallback.demo.outage_day import DayOptions, DayRecord, free_ports, run_outage_day
+from fallback.modes.views import issuance_summary
 from fallback.ops import open_ops
 
 # Big enough to hold a resident for every case (support-measure households
@@ -188,3 +193,43 @@ def assert_report_matches_the_day(record: DayRecord) -> dict[str, str]:
     assert report["影響を受けた住民"].splitlines() == affected_lines(record)
     assert sum(int(row["請求件数"]) for row in tables(report["使用したデータの時点"])[0]) == requests_made(record)
     return report
+
+
+# --- the fault days (test_outage_faults*.py) ---
+
+
+def sonae(record: DayRecord, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SONAE_HOME": str(record.root / "home"), "SONAE_CONFIG": str(record.root / "etc" / "sonae.toml")}
+    return subprocess.run([sys.executable, "-m", "fallback.cli", *args], capture_output=True, text=True, env=env)
+
+
+def assert_the_day_ends_consistent(record: DayRecord) -> None:
+    """Whatever the fault, the day ends with a consistent issuance log
+    (every certificate rendered or void, none left allocated after the
+    worker's sweep, serials unique, an audit entry for every issued
+    request), a chain that `sonae audit verify` accepts, a snapshot that
+    `sonae snapshot verify` accepts, and an incident report whose figures
+    are what the counters did."""
+    assert record.problems == []  # `sonae audit verify` and `sonae snapshot verify` passed at the end of the day
+    statuses = dict(ops_rows(record, "SELECT status, count(*) FROM certificates GROUP BY status"))
+    killed = ops_rows(record, "SELECT copies FROM requests WHERE id = ?", (record.killed_request,))
+    assert statuses == {"rendered": record.certificates, **({"void": killed[0][0]} if killed else {})}
+    rows = ops_rows(record, "SELECT scope, serial FROM certificates")
+    assert len(rows) == len(set(rows))
+    issued = {row[0] for row in ops_rows(record, "SELECT id FROM requests WHERE outcome = 'issued'")}
+    audited = [json.loads(detail)["request"] for (detail,) in ops_rows(record, "SELECT detail FROM audit WHERE action = 'issue'")]
+    assert sorted(audited) == sorted(issued)
+    verified = sonae(record, "audit", "verify")
+    assert verified.returncode == 0 and verified.stdout.startswith("audit chain intact"), verified.stderr
+    assert_report_matches_the_day(record)
+    # what the supervisor's screen and /metrics count as handed out
+    conn = open_ops(appliance_config(record))
+    try:
+        assert issuance_summary(conn, "")["total"] == record.certificates
+    finally:
+        conn.close()
+    # the counts are for IT's scraper, not the public
+    scraped = create_app(appliance_config(record, SONAE_ALERTS_METRICS_TOKEN="scrape-secret"))
+    metrics = scraped.test_client().get("/metrics", headers={"Authorization": "Bearer scrape-secret"}).get_data(as_text=True)
+    counted = sum(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith("sonae_certificates_issued_total{"))
+    assert counted == record.certificates
