@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import atexit
 import functools
-from collections import Counter
 import os
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
