@@ -30,7 +30,7 @@ demo: system-packages test-system-packages install-test
 
 # One pytest worker per core, each running whole test files (--dist loadfile):
 # a file's module-scoped fixtures, such as the outage day the e2e tests read,
-# are built once. About 16 min on two cores against 26 min in one process.
+# are built once. About 17 min on two cores against 25–26 min in one process.
 test: system-packages test-system-packages install-test promtool browser-test-packages
 	$(VENV)/bin/pytest -q -p no:cacheprovider -n auto --dist loadfile
 
