@@ -161,6 +161,7 @@ def served(app, **options):
     this thread would leave the loop polling descriptors that the next
     test's files may reuse (and write HTTP into an encrypted database)."""
     import threading
+    import warnings
 
     import waitress.server
 
@@ -171,17 +172,21 @@ def served(app, **options):
         yield server
     finally:
         server.task_dispatcher.shutdown()
-        channels = list(server._map.values())
-        try:
-            server.trigger.pull_trigger(lambda: [channel.close() for channel in channels])
-        except OSError:
+        if not server.trigger._closed:
+            server.trigger.pull_trigger(lambda: [channel.close() for channel in list(server._map.values())])
+        else:
             # The loop's own trigger was already closed (seen once in the
             # parallel run; its cause not found), so the loop cannot be
-            # woken: emptied instead, it ends within its poll timeout, and
-            # only then are its sockets closed from here.
+            # woken, and writing to its old descriptor could write into
+            # whatever file has that number now: the loop is emptied
+            # instead, ends within its poll timeout, and only then are its
+            # sockets closed from here.
+            warnings.warn("the test server's trigger was closed before the server was stopped", stacklevel=1)
+            channels = list(server._map.values())
             server._map.clear()
             thread.join(10)
-            for channel in channels:
-                channel.close()
+            if not thread.is_alive():
+                for channel in channels:
+                    channel.close()
         thread.join(10)
         assert not thread.is_alive(), "the test server's loop did not stop"

@@ -27,7 +27,7 @@ def test_a_served_app_answers_and_its_loop_stops_with_the_block():
 
 
 def test_a_server_whose_trigger_is_already_closed_still_stops():
-    with served(app()) as server:
+    with pytest.warns(UserWarning, match="trigger was closed before the server was stopped"), served(app()) as server:
         assert requests.get(f"http://127.0.0.1:{server.effective_port}/", timeout=5).text == "ok"
         loop = next(t for t in threading.enumerate() if getattr(t, "_target", None) == server.run)
         server.trigger.close()

@@ -9,6 +9,7 @@ import socket
 import click
 import pytest
 
+from fallback.demo.outage_day import free_ports
 from fallback.demo.site import DemoSite
 
 
@@ -17,18 +18,9 @@ def site_on(port: int, tmp_path) -> DemoSite:
 
 
 def free_pair() -> int:
-    """A port whose next one is free too (cloudsim and its admin port)."""
-    while True:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
-        with socket.socket() as first, socket.socket() as second:
-            try:
-                first.bind(("127.0.0.1", port))
-                second.bind(("127.0.0.1", port + 1))
-                return port
-            except OSError:
-                continue
+    """A port whose next one is free too (cloudsim and its admin port), below
+    the ephemeral range (fallback.demo.outage_day)."""
+    return free_ports(1, width=2)[0]
 
 
 def test_a_port_another_program_listens_on_is_refused_in_one_line(tmp_path):

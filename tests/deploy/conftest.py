@@ -4,12 +4,15 @@ and a way to run `sonae` as that uid, as the services run."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import stat
 import subprocess
 import sys
 import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,20 +36,45 @@ def checkout_reachable_by_other_uids():
     a fresh machine's clone usually lies — would give that uid 'permission
     denied' on Python itself: for the session every uid may pass through
     (search, not list) the folders above the checkout and the interpreter,
-    then their modes are put back."""
+    then their modes are put back. `make test` runs several pytest
+    processes at once: the first to arrive opens the folders, the last to
+    leave puts them back (a state file beside the checkout names the
+    processes in between; one that died no longer counts)."""
     if os.geteuid() != 0:
         yield
         return
-    above = {folder for path in (ROOT, Path(sys.prefix), Path(sys.executable).resolve(), Path(sys.base_prefix).resolve())
-             for folder in path.parents}
-    opened = [(folder, folder.stat().st_mode) for folder in sorted(above) if not folder.stat().st_mode & stat.S_IXOTH]
-    for folder, mode in opened:
-        folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+    with _reachable_state() as state:
+        if not state["users"]:
+            if not state["opened"]:  # else a process died before putting them back: its list still holds their modes
+                above = {folder for path in (ROOT, Path(sys.prefix), Path(sys.executable).resolve(), Path(sys.base_prefix).resolve())
+                         for folder in path.parents}
+                state["opened"] = [(str(folder), folder.stat().st_mode) for folder in sorted(above)
+                                   if not folder.stat().st_mode & stat.S_IXOTH]
+            for folder, mode in state["opened"]:
+                Path(folder).chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+        state["users"].append(os.getpid())
     try:
         yield
     finally:
-        for folder, mode in opened:
-            folder.chmod(stat.S_IMODE(mode))
+        with _reachable_state() as state:
+            state["users"].remove(os.getpid())
+            if not state["users"]:
+                for folder, mode in state["opened"]:
+                    Path(folder).chmod(stat.S_IMODE(mode))
+                state["opened"] = []
+
+
+@contextmanager
+def _reachable_state():
+    """The shared state of checkout_reachable_by_other_uids, under a lock;
+    processes that are gone are dropped from it."""
+    path = ROOT / ".pytest-reachable.json"
+    with open(path.with_suffix(".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        state = json.loads(path.read_text()) if path.exists() else {"users": [], "opened": []}
+        state["users"] = [pid for pid in state["users"] if Path(f"/proc/{pid}").exists()]
+        yield state
+        path.write_text(json.dumps(state))
 
 
 @dataclass

@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from fallback.config import load_config
+from fallback.demo.outage_day import free_ports
 from fallback.demo.site import DEMO_ACCOUNTS, DemoSite
 from fallback.ops import open_ops
 from fallback.staff import users
@@ -24,9 +25,8 @@ def sonae(*args: str, cwd=None) -> subprocess.CompletedProcess:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """Below the ephemeral range: another test's outgoing connection cannot take it (fallback.demo.outage_day)."""
+    return free_ports(1)[0]
 
 
 def test_a_busy_port_is_refused_in_one_line_before_anything_starts(tmp_path):

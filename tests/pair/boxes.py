@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from fallback.demo.outage_day import free_ports
 from tests.support import PASSWORD
 
 # Box 1 and box 2 of the runbook's example: each its own half of the
@@ -75,9 +75,8 @@ class Box:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    """Below the ephemeral range: another test's outgoing connection cannot take it (fallback.demo.outage_day)."""
+    return free_ports(1)[0]
 
 
 def wait_until_answering(base: str, process: subprocess.Popen, timeout: float = 60) -> float:
