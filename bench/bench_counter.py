@@ -51,6 +51,7 @@ import collections
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -112,14 +113,25 @@ def configure(site: DemoSite, upstream: dict, args, render_processes: int, proce
 
 
 def start_serve(site: DemoSite, base: str) -> subprocess.Popen:
+    """`sonae serve`, once every serving process is ready: the first to be
+    ready takes every connection opened before the others are, and wrk's
+    stay with it for the whole run."""
+    log = site.root / "logs" / "bench-web.log"
+    said_before = log.stat().st_size if log.exists() else 0
     web = site.start("serve", log="bench-web.log")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         try:
             requests.get(base + "/api/v1/session", timeout=2)
             break
         except (requests.ConnectionError, requests.Timeout):  # not listening yet, or still starting on a busy box
             time.sleep(0.2)
+    while time.monotonic() < deadline:
+        said = log.read_bytes()[said_before:].decode(errors="replace")
+        processes = re.search(r"Sonae counter app on \S+ in (\d+) processes", said)
+        if not processes or said.count(" ready\n") >= int(processes.group(1)):
+            break
+        time.sleep(0.2)
     return web
 
 

@@ -4,9 +4,10 @@ certificates (web.render_processes, fallback.counter.rendering.render_pool),
 so that rendering uses every core.
 
 With web.processes above 1 the server binds the port itself and starts that
-many serving processes which accept on it in turn (the kernel hands each
-connection to one), so that searches too use every core: one interpreter
-answers about 500 requests a second whatever the box has. Each serving
+many serving processes which accept on it in turn, each only while it holds
+no more connections than the others (fallback.connection_shares), so that
+searches too use every core: one interpreter answers about 500 requests a
+second whatever the box has. Each serving
 process renders in twice its share of the render processes. Serials and the
 audit stay single-writer through SQLite's write lock (ops.Transaction), as
 they already are between the server and `sonae worker`; what must happen
@@ -34,9 +35,11 @@ import sys
 import time
 
 import click
+from waitress.adjustments import Adjustments
 
 from fallback.cli_support import configure_logging, listen_problem, service_config, service_running, warn_without_config_file
 from fallback.config import Config
+from fallback.connection_shares import ConnectionShares, SharingServer
 from fallback.counter import issuance
 from fallback.counter.rendering import render_pool, render_processes
 from fallback.ops import open_ops
@@ -100,12 +103,16 @@ def serving_processes(config: Config) -> int:
 @click.option("--threads", type=int, help="Worker threads of each serving process (default web.threads).")
 @click.option("--listen-fd", type=int, hidden=True, help="A serving process: accept on this inherited socket (started by `sonae serve`).")
 @click.option("--server-pid", type=int, hidden=True, help="A serving process: the `sonae serve` that started it.")
-def serve(host, port, threads, listen_fd, server_pid):
+@click.option("--shares-fd", type=int, hidden=True, help="A serving process: the memory where the serving processes count their connections.")
+@click.option("--wake-fds", hidden=True, help="A serving process: each serving process's eventfd, comma-separated.")
+@click.option("--slot", type=int, hidden=True, help="A serving process: its place among them.")
+def serve(host, port, threads, listen_fd, server_pid, shares_fd, wake_fds, slot):
     """Serve the counter application."""
     config = service_config()
     configure_logging()
     if listen_fd is not None:
-        serve_on_inherited_socket(config, listen_fd, server_pid, threads)
+        shares = ConnectionShares(shares_fd, [int(fd) for fd in wake_fds.split(",")], slot)
+        serve_on_inherited_socket(config, listen_fd, server_pid, threads, shares)
         return
     with service_running(config):
         host = host or config["web"]["host"]
@@ -157,12 +164,13 @@ def render_processes_each(config: Config, processes: int) -> int:
     """The render processes of one serving process: twice its share of
     web.render_processes, at most all of them (1: it renders in its own
     threads). A counter's connection stays with the serving process that
-    accepted it, and the kernel does not even them out: 20 counters came
-    12 and 8, and a knee that left one process most of them issued half as
-    many certificates a second as one serving process (bench_counter
-    --compare-processes). With twice its share, one that was handed twice
-    its share of the counters still renders at full speed; the idle render
-    processes of the others cost memory, not CPU."""
+    accepted it, and even connections are not even work: before the
+    processes shared connections 20 counters came 12 and 8, and a knee that
+    left one process most of them issued half as many certificates a second
+    as one serving process (bench_counter --compare-processes). With twice
+    its share, one whose counters are twice as busy as the others' still
+    renders at full speed; the idle render processes of the others cost
+    memory, not CPU."""
     total = render_processes(config)
     return min(total, 2 * math.ceil(total / processes))
 
@@ -170,9 +178,11 @@ def render_processes_each(config: Config, processes: int) -> int:
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def serve_on_inherited_socket(config: Config, fd: int, server_pid: int | None, threads: int | None) -> None:
+def serve_on_inherited_socket(config: Config, fd: int, server_pid: int | None, threads: int | None,
+                              shares: ConnectionShares) -> None:
     """One serving process of a multi-process `sonae serve`: the app under
-    waitress, accepting on the socket the server bound."""
+    waitress, accepting on the socket the server bound in turn with the
+    others."""
     from fallback.app import create_app
 
     # Killed outright, the server cannot end its serving processes: Linux
@@ -189,10 +199,9 @@ def serve_on_inherited_socket(config: Config, fd: int, server_pid: int | None, t
         options = waitress_options(config)
         if threads:
             options["threads"] = threads
-        import waitress
-
-        server = waitress.create_server(app, sockets=[socket.socket(fileno=fd)], **options)
+        server = SharingServer(app, socket.socket(fileno=fd), Adjustments(**options), shares)
         with render_pool(config, processes=render_processes_each(config, serving_processes(config))):
+            log.info("serving process %d ready", os.getpid())
             server.run()
 
 
@@ -208,20 +217,21 @@ class ServingProcesses:
 
     def __init__(self, sock: socket.socket, count: int, threads: int | None, *, stop_timeout_s: float):
         self.sock, self.count, self.threads = sock, count, threads
+        self.shares = ConnectionShares.create(count)
         self.stop_timeout_s = stop_timeout_s  # then SIGKILL: a stopped or stuck process must not hold the port
-        self.running: dict[int, tuple[subprocess.Popen, float]] = {}  # pid: (the process, when it started)
+        self.running: dict[int, tuple[subprocess.Popen, float, int]] = {}  # pid: (the process, when it started, its slot)
         self.stopping_since: float | None = None
         self.quick_deaths: list[float] = []
 
-    def start_one(self) -> None:
+    def start_one(self, slot: int) -> None:
         # -P: the working directory is not put on sys.path, so a `fallback`
         # folder wherever the server was started cannot stand in for Sonae.
         command = [sys.executable, "-P", "-m", "fallback.cli", "serve", "--listen-fd", str(self.sock.fileno()),
-                   "--server-pid", str(os.getpid())]
+                   "--server-pid", str(os.getpid()), *self.shares.serving_process_arguments(slot)]
         if self.threads:
             command += ["--threads", str(self.threads)]
-        process = subprocess.Popen(command, pass_fds=(self.sock.fileno(),))
-        self.running[process.pid] = (process, time.monotonic())
+        process = subprocess.Popen(command, pass_fds=(self.sock.fileno(), *self.shares.fds()))
+        self.running[process.pid] = (process, time.monotonic(), slot)
         if self.stopping_since is not None:  # told to stop while this one started
             process.send_signal(signal.SIGTERM)
 
@@ -229,26 +239,27 @@ class ServingProcesses:
         if self.stopping_since is None:
             log.info("%s: stopping %d serving process(es)", signal.Signals(signum).name, len(self.running))
             self.stopping_since = time.monotonic()
-        for process, _ in list(self.running.values()):  # a signal may come while run() changes it
+        for process, _, _ in list(self.running.values()):  # a signal may come while run() changes it
             process.send_signal(signal.SIGTERM)
 
     def run(self) -> None:
         for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(stop_signal, self.stop)
-        for _ in range(self.count):
+        for slot in range(self.count):
             if self.stopping_since is None:
-                self.start_one()
+                self.start_one(slot)
         while self.running:
-            for pid, (process, started) in list(self.running.items()):
+            for pid, (process, started, slot) in list(self.running.items()):
                 if process.poll() is None:
                     continue
                 del self.running[pid]
+                self.shares.clear(slot)
                 if self.stopping_since is None:
-                    self._replace(pid, process.returncode, started)
+                    self._replace(pid, process.returncode, started, slot)
             self._kill_the_ones_that_do_not_stop()
             time.sleep(0.1)
 
-    def _replace(self, pid: int, returncode: int, started: float) -> None:
+    def _replace(self, pid: int, returncode: int, started: float, slot: int) -> None:
         ended = describe_end(returncode)
         now = time.monotonic()
         if now - started < self.QUICK_DEATH_S:
@@ -257,19 +268,19 @@ class ServingProcesses:
             log.error("serving process %d %s; %d serving processes ended at start within %.0f s: stopping", pid, ended,
                       len(self.quick_deaths), self.QUICK_DEATHS_WINDOW_S)
             self.stop(signal.SIGTERM)
-            for process, _ in self.running.values():
+            for process, _, _ in self.running.values():
                 process.wait()
             raise click.ClickException("serving processes keep ending as they start: see the log above, mend the cause, "
                                        "then start `sonae serve` again")
         log.warning("serving process %d %s; starting another", pid, ended)
         time.sleep(self.RESTART_PAUSE_S)
         if self.stopping_since is None:
-            self.start_one()
+            self.start_one(slot)
 
     def _kill_the_ones_that_do_not_stop(self) -> None:
         if self.stopping_since is None or time.monotonic() - self.stopping_since < self.stop_timeout_s:
             return
-        for pid, (process, _) in list(self.running.items()):
+        for pid, (process, _, _) in list(self.running.items()):
             log.warning("serving process %d did not stop within %g s of SIGTERM: killed", pid, self.stop_timeout_s)
             process.send_signal(signal.SIGKILL)
         self.stopping_since = time.monotonic()  # once per timeout, not at every poll

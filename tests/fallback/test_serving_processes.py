@@ -67,7 +67,25 @@ def _start_serving(processes: int, **web) -> tuple[subprocess.Popen, str]:
     wait_until_answering(base, server)
     if processes > 1:
         _wait_for(lambda: len(_serving_children(server.pid)) == processes, f"{processes} serving processes")
+        _wait_for_ready_lines(server, processes)
     return server, base
+
+
+def _wait_for_ready_lines(server: subprocess.Popen, processes: int, timeout: float = 60) -> None:
+    """Until each serving process has said it is ready (the lines read are
+    gone from server.stderr)."""
+    ready = threading.Event()
+
+    def read():
+        said = 0
+        for line in server.stderr:
+            said += line.rstrip().endswith(" ready")
+            if said == processes:
+                ready.set()
+                return
+
+    threading.Thread(target=read, daemon=True).start()
+    assert ready.wait(timeout), f"{processes} serving processes ready: not within {timeout} s"
 
 
 def _end(server: subprocess.Popen) -> None:
@@ -97,6 +115,71 @@ def test_both_processes_answer(two_processes):
     assert answers == [200] * 240
     worked = {pid: _cpu_ticks(pid) - before[pid] for pid in children}
     assert all(ticks >= 3 for ticks in worked.values()), worked
+
+
+def _connections_per_process(port: int, clients: list[socket.socket], server: int) -> list[int]:
+    """How many of `clients`' connections each serving process holds, from
+    /proc (the server side of each is a socket with the client's port as
+    its peer)."""
+    peers = {client.getsockname()[1] for client in clients}
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port, remote_port = (int(address.split(":")[1], 16) for address in fields[1:3])
+        if local_port == port and remote_port in peers and fields[3] == "01":  # ESTABLISHED
+            inodes.add(fields[9])
+    held = []
+    for pid in _serving_children(server):
+        fds = Path(f"/proc/{pid}/fd")
+        held.append(sum(os.readlink(fd).removeprefix("socket:[").removesuffix("]") in inodes for fd in fds.iterdir()))
+    return held
+
+
+def _open_connections(port: int) -> int:
+    return sum(1 for line in Path("/proc/net/tcp").read_text().splitlines()[1:]
+               if int(line.split()[1].split(":")[1], 16) == port and line.split()[3] == "01")
+
+
+def _ask_on(client: socket.socket) -> bytes:
+    client.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    return client.recv(65536)
+
+
+def test_a_burst_of_connections_is_shared_evenly(two_processes):
+    """Eight keep-alive connections at once, as wrk or eight counters'
+    browsers opening at nine: four each, not whichever process woke first
+    taking most and keeping them."""
+    server, base = two_processes
+    port = int(base.rsplit(":", 1)[1])
+    _wait_for(lambda: _open_connections(port) == 0, "the start's connections closed")
+    clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+    try:
+        assert all(_ask_on(client).startswith(b"HTTP/1.1 200") for client in clients)
+        assert sorted(_connections_per_process(port, clients, server.pid)) == [4, 4]
+    finally:
+        for client in clients:
+            client.close()
+
+
+def test_a_stopped_serving_process_does_not_stop_the_other_taking_connections(two_processes):
+    """Stopped (SIGSTOP, or wedged) with as few connections as the other,
+    it would be the one whose turn it is: the other takes every connection
+    once it sees the stopped one no longer looks."""
+    server, base = two_processes
+    port = int(base.rsplit(":", 1)[1])
+    _wait_for(lambda: _open_connections(port) == 0, "the start's connections closed")
+    stopped, _ = _serving_children(server.pid)
+    os.kill(stopped, signal.SIGSTOP)
+    clients = []
+    try:
+        for _ in range(3):
+            clients.append(socket.create_connection(("127.0.0.1", port), timeout=20))
+            assert _ask_on(clients[-1]).startswith(b"HTTP/1.1 200")
+        assert _connections_per_process(port, clients, server.pid)[_serving_children(server.pid).index(stopped)] == 0
+    finally:
+        os.kill(stopped, signal.SIGCONT)
+        for client in clients:
+            client.close()
 
 
 def test_issuing_through_both_at_once_keeps_every_serial_distinct_and_the_audit_chain_whole(two_processes, loaded_env):
