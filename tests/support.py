@@ -12,6 +12,8 @@ import itertools
 import json
 import os
 import re
+import subprocess
+import sys
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -190,3 +192,10 @@ def served(app, **options):
                     channel.close()
         thread.join(10)
         assert not thread.is_alive(), "the test server's loop did not stop"
+
+
+def sonae(*args: str, env: dict | None = None, input: str | None = None, cwd=None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`sonae ARGS` in a process of its own, as an operator types it: the
+    tests' environment (plus `env`), its output captured as text."""
+    return subprocess.run([sys.executable, "-m", "fallback.cli", *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})}, input=input, cwd=cwd)

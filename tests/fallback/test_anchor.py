@@ -5,22 +5,15 @@ was handed out is ever issued again."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 from fallback import anchor, audit
 from fallback.app import create_app
 from fallback.ops import now, open_ops
-from tests.support import Staff
+from tests.support import Staff, sonae
 
 YAMADA_TARO = "10000000011"
 # Issued more than once to the same person on purpose: the same-day repeat is confirmed.
 SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "confirm_repeat": True}
-
-
-def sonae(*args):
-    return subprocess.run([sys.executable, "-m", "fallback.cli", *args], capture_output=True, text=True, env=dict(os.environ))
 
 
 def issue(clerk) -> int:

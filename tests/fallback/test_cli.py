@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
-
-def sonae(*args, env=None, input=None):
-    return subprocess.run([sys.executable, "-m", "fallback.cli", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, input=input)
+from tests.support import sonae
 
 
 @pytest.fixture

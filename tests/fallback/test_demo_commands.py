@@ -6,27 +6,17 @@ can give every demo account one fixed password."""
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 
 import click
 import pytest
 import requests
 
 from fallback.config import load_config
-from fallback.demo.outage_day import free_ports
 from fallback.demo.site import DEMO_ACCOUNTS, DemoSite
 from fallback.ops import open_ops
 from fallback.staff import users
-
-
-def sonae(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "fallback.cli", *args], capture_output=True, text=True, timeout=120, cwd=cwd)
-
-
-def free_port() -> int:
-    """Below the ephemeral range: another test's outgoing connection cannot take it (fallback.demo.outage_day)."""
-    return free_ports(1)[0]
+from tests.pair.boxes import free_port
+from tests.support import sonae
 
 
 def test_a_busy_port_is_refused_in_one_line_before_anything_starts(tmp_path):

@@ -10,7 +10,6 @@ import errno
 import os
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -21,7 +20,7 @@ from fallback.keys import ops_key
 from fallback.ops import open_ops
 from sync.crypto import DatabaseError, DiskError, WrongKeyError, connect, derive_key
 from tests.mounts import require_tmpfs
-from tests.support import PASSWORD, Staff, text_of
+from tests.support import PASSWORD, Staff, sonae, text_of
 
 YAMADA_TARO = "10000000011"
 SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
@@ -100,10 +99,6 @@ def test_with_space_the_same_calls_answer_normally(home_on_small_disk):
     assert boss.post("/supervisor/mode", {"to_mode": "downtime", "reason": "住民記録システム障害"}).status_code == 302
     assert clerk.api("GET", "/api/v1/residents?kana=ヤマダ").status_code == 200
     assert clerk.api("GET", f"/api/v1/residents/{YAMADA_TARO}").status_code == 200
-
-
-def sonae(*args):
-    return subprocess.run([sys.executable, "-m", "fallback.cli", *args], capture_output=True, text=True, timeout=120)
 
 
 def one_line(result) -> str:
