@@ -111,6 +111,8 @@ def serve(host, port, threads, listen_fd, server_pid, shares_fd, wake_fds, slot)
     config = service_config()
     configure_logging()
     if listen_fd is not None:
+        if None in (server_pid, shares_fd, wake_fds, slot):
+            raise click.UsageError("--listen-fd is for the serving processes `sonae serve` starts itself")
         shares = ConnectionShares(shares_fd, [int(fd) for fd in wake_fds.split(",")], slot)
         serve_on_inherited_socket(config, listen_fd, server_pid, threads, shares)
         return

@@ -380,3 +380,10 @@ def test_a_server_killed_while_its_serving_processes_start_leaves_none_behind(lo
     finally:
         for orphan in _serving_processes_of(server.pid):
             os.kill(orphan, signal.SIGKILL)
+
+
+def test_a_serving_process_started_by_hand_is_refused_in_one_line(sonae_env):
+    started = subprocess.run([sys.executable, "-m", "fallback.cli", "serve", "--listen-fd", "3"], capture_output=True, text=True, timeout=60)
+    assert started.returncode == 2
+    assert "--listen-fd is for the serving processes `sonae serve` starts itself" in started.stderr
+    assert "Traceback" not in started.stderr
