@@ -14,8 +14,17 @@ accepting wakes the others through their eventfds, since the one now with
 the fewest may be asleep in poll() having declined a moment ago; without
 that wake a connection could wait for its loop's timeout. A slot not
 refreshed for STALE_S seconds (a process stopped or wedged) does not count,
-so that no process stops the others from accepting; the server clears a dead
-process's slot and wakes the others at once."""
+so that a process holds the others back no longer than that; the server
+clears a dead process's slot and wakes the others at once.
+
+A process still starting — or about to be started in place of one that
+ended — counts as holding none, for at most STARTING_S (the server keeps
+its slot fresh until the process reports): otherwise the first one ready
+would take every connection queued while the others start, and the
+counters' browsers would keep them there (20 of 20 after a restart or a
+replacement). A connection opened meanwhile waits in the queue for the
+process whose turn it is, about two seconds at a start; where connections
+are short (a reverse proxy's), a process keeps taking them one at a time."""
 
 from __future__ import annotations
 
@@ -28,7 +37,10 @@ from waitress import wasyncore
 from waitress.server import TcpWSGIServer
 
 SLOT = struct.Struct("=qd")  # open connections, CLOCK_MONOTONIC when it last looked (0: no process)
-STALE_S = 3.0  # a serving process's loop looks at least once a second (waitress's poll timeout)
+STARTING = -1  # in a slot's connections: the process is starting, counted as holding none
+LOOK_INTERVAL_S = 0.25  # a serving process's loop looks at least this often (its poll timeout)
+STALE_S = 1.0
+STARTING_S = 10.0  # a serving process slower than this to start no longer holds the others back
 
 
 class ConnectionShares:
@@ -53,6 +65,18 @@ class ConnectionShares:
         """The descriptors a serving process inherits."""
         return (self.memory_fd, *self.wake_fds)
 
+    def starting(self, slot: int) -> None:
+        """The server started a process in `slot`: it counts as holding
+        none until it reports (keep_starting)."""
+        SLOT.pack_into(self.memory, slot * SLOT.size, STARTING, time.monotonic())
+
+    def keep_starting(self, slot: int) -> None:
+        """Still starting: its slot kept fresh (the server calls this until
+        STARTING_S after the start)."""
+        connections, _ = SLOT.unpack_from(self.memory, slot * SLOT.size)
+        if connections == STARTING:
+            SLOT.pack_into(self.memory, slot * SLOT.size, STARTING, time.monotonic())
+
     def clear(self, slot: int) -> None:
         """The process in `slot` ended: it no longer counts, and the others
         look again (the one that ended may have had the fewest)."""
@@ -71,7 +95,7 @@ class ConnectionShares:
         found = []
         for slot in range(len(self.wake_fds)):
             connections, looked = SLOT.unpack_from(self.memory, slot * SLOT.size)
-            found.append(connections if looked and now - looked < STALE_S else None)
+            found.append(max(connections, 0) if looked and now - looked < STALE_S else None)
         return found
 
     def take_next(self, connections: int, accepting: bool) -> bool:
@@ -97,6 +121,8 @@ class SharingServer(TcpWSGIServer):
         # What create_server(sockets=[sock]) builds, as this class.
         super().__init__(application, {}, True, sock, adj=adj, bind_socket=False,
                          sockinfo=(sock.family, sock.type, sock.proto, sock.getsockname()))
+        # Set here, not through Adjustments, which turns it into a whole number of seconds.
+        self.adj.asyncore_loop_timeout = LOOK_INTERVAL_S
         Woken(shares.wake_fds[shares.slot], self._map)
 
     def readable(self):

@@ -39,7 +39,7 @@ from waitress.adjustments import Adjustments
 
 from fallback.cli_support import configure_logging, listen_problem, service_config, service_running, warn_without_config_file
 from fallback.config import Config
-from fallback.connection_shares import ConnectionShares, SharingServer
+from fallback.connection_shares import STARTING_S, ConnectionShares, SharingServer
 from fallback.counter import issuance
 from fallback.counter.rendering import render_pool, render_processes
 from fallback.ops import open_ops
@@ -201,6 +201,9 @@ def serve_on_inherited_socket(config: Config, fd: int, server_pid: int | None, t
         options = waitress_options(config)
         if threads:
             options["threads"] = threads
+        # web.connection_limit is the box's: each process takes its share,
+        # and one place more for its eventfd, which waitress counts as one.
+        options["connection_limit"] = math.ceil(options["connection_limit"] / serving_processes(config)) + 1
         server = SharingServer(app, socket.socket(fileno=fd), Adjustments(**options), shares)
         with render_pool(config, processes=render_processes_each(config, serving_processes(config))):
             log.info("serving process %d ready", os.getpid())
@@ -210,18 +213,24 @@ def serve_on_inherited_socket(config: Config, fd: int, server_pid: int | None, t
 class ServingProcesses:
     """The serving processes of `sonae serve`, kept at `count` until the
     server is told to stop. Processes that keep dying at start (a fault no
-    restart mends) end the server, so that systemd reports it."""
+    restart mends, such as a configuration file edited wrongly since the
+    start, which a replacement reads) end the server once none is left
+    serving, so that systemd reports it; while others still serve, the
+    server says so and tries again a minute later."""
 
     RESTART_PAUSE_S = 1.0
     QUICK_DEATH_S = 10.0  # a process that dies this soon after its start died "at start"
     QUICK_DEATHS_TO_GIVE_UP = 3  # … this many times within
     QUICK_DEATHS_WINDOW_S = 60.0
+    RETRY_AFTER_S = 60.0  # after giving up on a slot while others serve
 
     def __init__(self, sock: socket.socket, count: int, threads: int | None, *, stop_timeout_s: float):
         self.sock, self.count, self.threads = sock, count, threads
         self.shares = ConnectionShares.create(count)
         self.stop_timeout_s = stop_timeout_s  # then SIGKILL: a stopped or stuck process must not hold the port
         self.running: dict[int, tuple[subprocess.Popen, float, int]] = {}  # pid: (the process, when it started, its slot)
+        self.starts_due: dict[int, float] = {}  # slot: when its next process starts
+        self.starting_since: dict[int, float] = {}  # slot: since when it counts as a process starting (ConnectionShares)
         self.stopping_since: float | None = None
         self.quick_deaths: list[float] = []
 
@@ -232,6 +241,8 @@ class ServingProcesses:
                    "--server-pid", str(os.getpid()), *self.shares.serving_process_arguments(slot)]
         if self.threads:
             command += ["--threads", str(self.threads)]
+        if slot not in self.starting_since:
+            self._count_as_starting(slot)
         process = subprocess.Popen(command, pass_fds=(self.sock.fileno(), *self.shares.fds()))
         self.running[process.pid] = (process, time.monotonic(), slot)
         if self.stopping_since is not None:  # told to stop while this one started
@@ -250,14 +261,25 @@ class ServingProcesses:
         for slot in range(self.count):
             if self.stopping_since is None:
                 self.start_one(slot)
-        while self.running:
+        while self.running or (self.starts_due and self.stopping_since is None):
+            now = time.monotonic()
             for pid, (process, started, slot) in list(self.running.items()):
                 if process.poll() is None:
                     continue
                 del self.running[pid]
+                self.starting_since.pop(slot, None)
                 self.shares.clear(slot)
                 if self.stopping_since is None:
                     self._replace(pid, process.returncode, started, slot)
+            for slot, since in list(self.starting_since.items()):
+                if now - since < STARTING_S:
+                    self.shares.keep_starting(slot)
+                else:
+                    del self.starting_since[slot]
+            for slot, due in list(self.starts_due.items()):
+                if now >= due and self.stopping_since is None:
+                    del self.starts_due[slot]
+                    self.start_one(slot)
             self._kill_the_ones_that_do_not_stop()
             time.sleep(0.1)
 
@@ -266,18 +288,27 @@ class ServingProcesses:
         now = time.monotonic()
         if now - started < self.QUICK_DEATH_S:
             self.quick_deaths = [at for at in self.quick_deaths if now - at < self.QUICK_DEATHS_WINDOW_S] + [now]
-        if len(self.quick_deaths) >= self.QUICK_DEATHS_TO_GIVE_UP:
-            log.error("serving process %d %s; %d serving processes ended at start within %.0f s: stopping", pid, ended,
-                      len(self.quick_deaths), self.QUICK_DEATHS_WINDOW_S)
-            self.stop(signal.SIGTERM)
-            for process, _, _ in self.running.values():
-                process.wait()
-            raise click.ClickException("serving processes keep ending as they start: see the log above, mend the cause, "
-                                       "then start `sonae serve` again")
-        log.warning("serving process %d %s; starting another", pid, ended)
-        time.sleep(self.RESTART_PAUSE_S)
-        if self.stopping_since is None:
-            self.start_one(slot)
+        if len(self.quick_deaths) < self.QUICK_DEATHS_TO_GIVE_UP:
+            log.warning("serving process %d %s; starting another", pid, ended)
+            self.starts_due[slot] = now + self.RESTART_PAUSE_S
+            # From now: the browsers whose connections it held reconnect at once.
+            self._count_as_starting(slot)
+            return
+        if self.running:
+            log.error("serving process %d %s; %d serving processes ended at start within %.0f s: the other %d go on serving, "
+                      "and another is tried in %.0f s (mend the cause: see the lines above)", pid, ended, len(self.quick_deaths),
+                      self.QUICK_DEATHS_WINDOW_S, len(self.running), self.RETRY_AFTER_S)
+            self.starts_due[slot] = now + self.RETRY_AFTER_S
+            return
+        log.error("serving process %d %s; %d serving processes ended at start within %.0f s and none is left: stopping", pid, ended,
+                  len(self.quick_deaths), self.QUICK_DEATHS_WINDOW_S)
+        self.stop(signal.SIGTERM)
+        raise click.ClickException("serving processes keep ending as they start: see the log above, mend the cause, "
+                                   "then start `sonae serve` again")
+
+    def _count_as_starting(self, slot: int) -> None:
+        self.starting_since[slot] = time.monotonic()
+        self.shares.starting(slot)
 
     def _kill_the_ones_that_do_not_stop(self) -> None:
         if self.stopping_since is None or time.monotonic() - self.stopping_since < self.stop_timeout_s:

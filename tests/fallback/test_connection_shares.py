@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from fallback.connection_shares import SLOT, STALE_S, ConnectionShares
+from fallback.connection_shares import SLOT, STALE_S, STARTING, ConnectionShares
 
 
 @pytest.fixture
@@ -84,3 +84,22 @@ def test_a_serving_process_gets_every_descriptor_it_needs(shares):
     arguments = server.serving_process_arguments(2)
     assert arguments == ["--shares-fd", str(server.memory_fd), "--wake-fds", ",".join(map(str, server.wake_fds)), "--slot", "2"]
     assert set(server.fds()) == {server.memory_fd, *server.wake_fds}
+
+
+def test_a_process_starting_counts_as_holding_none_until_it_reports(shares):
+    server, (first, second, _) = shares
+    server.starting(1)
+    assert first.take_next(0, accepting=True)
+    assert first.take_next(1, accepting=True) is False  # its turn is the starting one's
+    assert second.take_next(2, accepting=True) is False  # ready, it reports
+    server.keep_starting(1)  # then its own report stands
+    assert server.counts()[1] == 2
+    assert first.take_next(1, accepting=True)
+
+
+def test_a_start_no_longer_kept_fresh_stops_holding_the_others_back(shares):
+    server, (first, _, _) = shares
+    server.starting(1)
+    assert first.take_next(5, accepting=True) is False
+    SLOT.pack_into(server.memory, 1 * SLOT.size, STARTING, time.monotonic() - STALE_S - 0.5)  # STARTING_S passed
+    assert first.take_next(5, accepting=True)

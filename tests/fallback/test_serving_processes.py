@@ -63,29 +63,34 @@ def _start_serving(processes: int, **web) -> tuple[subprocess.Popen, str]:
                               capture_output=True, text=True)
     assert declared.returncode == 0, declared.stderr
     server = subprocess.Popen([sys.executable, "-m", "fallback.cli", "serve"], stderr=subprocess.PIPE, text=True, start_new_session=True)
+    server.said = Said(server)  # type: ignore[attr-defined]  (what the test reads of it)
     base = f"http://127.0.0.1:{port}"
     wait_until_answering(base, server)
     if processes > 1:
         _wait_for(lambda: len(_serving_children(server.pid)) == processes, f"{processes} serving processes")
-        _wait_for_ready_lines(server, processes)
+        server.said.wait_for(lambda text: text.count(" ready\n") == processes, f"{processes} serving processes ready")
     return server, base
 
 
-def _wait_for_ready_lines(server: subprocess.Popen, processes: int, timeout: float = 60) -> None:
-    """Until each serving process has said it is ready (the lines read are
-    gone from server.stderr)."""
-    ready = threading.Event()
+class Said:
+    """A server's standard error, read as it comes (a pipe left unread
+    would stop the server once full)."""
 
-    def read():
-        said = 0
-        for line in server.stderr:
-            said += line.rstrip().endswith(" ready")
-            if said == processes:
-                ready.set()
-                return
+    def __init__(self, server: subprocess.Popen):
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self.lines.extend(server.stderr), daemon=True)
+        self.reader.start()
 
-    threading.Thread(target=read, daemon=True).start()
-    assert ready.wait(timeout), f"{processes} serving processes ready: not within {timeout} s"
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, condition, what: str, timeout: float = 60) -> None:
+        _wait_for(lambda: condition(self.text()), what, timeout)
+
+    def all(self) -> str:
+        """Everything, once the server has ended."""
+        self.reader.join(30)
+        return self.text()
 
 
 def _end(server: subprocess.Popen) -> None:
@@ -161,6 +166,76 @@ def test_a_burst_of_connections_is_shared_evenly(two_processes):
             client.close()
 
 
+def _answered(clients: list[socket.socket]) -> None:
+    for client in clients:
+        client.settimeout(60)
+        assert _ask_on(client).startswith(b"HTTP/1.1 200")
+
+
+def test_connections_made_while_the_serving_processes_start_are_shared_evenly(loaded_env):
+    """The first process ready does not take every connection queued while
+    the other starts (a restart with the counters' browsers open)."""
+    port = free_port()
+    write_config(web={"processes": 2, "render_processes": 2, "port": port}, counter={"daily_cap_per_requester": 0})
+    server = subprocess.Popen([sys.executable, "-m", "fallback.cli", "serve"], stderr=subprocess.DEVNULL, start_new_session=True)
+    clients = []
+    try:
+        clients = [_wait_for(lambda: _connect(port), "the port listening")]
+        clients += [socket.create_connection(("127.0.0.1", port)) for _ in range(7)]
+        for client in clients:
+            client.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")  # queued before any process is ready
+        for client in clients:
+            client.settimeout(60)
+            assert client.recv(65536).startswith(b"HTTP/1.1 200")
+        assert sorted(_connections_per_process(port, clients, server.pid)) == [4, 4]
+    finally:
+        for client in clients:
+            client.close()
+        _end(server)
+
+
+def _connect(port: int) -> socket.socket | None:
+    try:
+        return socket.create_connection(("127.0.0.1", port), timeout=1)
+    except OSError:
+        return None
+
+
+def test_a_replacement_takes_its_share_of_the_connections_made_while_it_starts(two_processes):
+    server, base = two_processes
+    port = int(base.rsplit(":", 1)[1])
+    _wait_for(lambda: _open_connections(port) == 0, "the start's connections closed")
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+    _answered(held)
+    killed = _serving_children(server.pid)[0]
+    os.kill(killed, signal.SIGKILL)
+    _wait_for(lambda: killed not in _serving_children(server.pid), "the killed process gone")
+    try:
+        kept = [client for client in held if _connections_per_process(port, [client], server.pid) != [0]]
+        arrived = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]  # while its replacement starts
+        _answered(arrived)
+        assert sorted(_connections_per_process(port, kept + arrived, server.pid)) == [6, 6]
+    finally:
+        for client in held + locals().get("arrived", []):
+            client.close()
+
+
+def test_a_replacement_that_keeps_failing_leaves_the_others_serving(two_processes, loaded_env):
+    """The configuration file edited wrongly since the start, then a serving
+    process killed: its replacements cannot start, and the server says so
+    and goes on answering with the other instead of stopping it too."""
+    server, base = two_processes
+    port = int(base.rsplit(":", 1)[1])
+    write_config(web={"processes": 2, "render_processes": 2, "port": port, "threads": "sixteen"})
+    killed, survivor = _serving_children(server.pid)
+    os.kill(killed, signal.SIGKILL)
+    server.said.wait_for(lambda text: "the other 1 go on serving, and another is tried in 60 s" in text, "giving up for a minute")
+    assert server.poll() is None
+    assert _serving_children(server.pid) == [survivor]
+    assert all(requests.get(f"{base}/healthz", timeout=10).status_code == 200 for _ in range(5))
+    assert "web.threads" in server.said.text()
+
+
 def test_a_stopped_serving_process_does_not_stop_the_other_taking_connections(two_processes):
     """Stopped (SIGSTOP, or wedged) with as few connections as the other,
     it would be the one whose turn it is: the other takes every connection
@@ -219,7 +294,7 @@ def test_a_killed_serving_process_is_replaced_while_the_other_answers(two_proces
     assert survivor in replaced and killed not in replaced
     server.send_signal(signal.SIGTERM)
     assert server.wait(30) == 0
-    said = server.stderr.read()
+    said = server.said.all()
     assert f"serving process {killed} was killed by SIGKILL; starting another" in said, said
     assert "Traceback" not in said
 
@@ -332,7 +407,7 @@ def test_a_serving_process_that_does_not_stop_is_killed_after_the_stop_timeout(l
         server.send_signal(signal.SIGTERM)
         assert server.wait(60) == 0
         assert time.monotonic() - started >= 2.9  # it waited web.stop_timeout_s for the frozen one
-        assert f"serving process {frozen} did not stop within 3 s of SIGTERM: killed" in server.stderr.read()
+        assert f"serving process {frozen} did not stop within 3 s of SIGTERM: killed" in server.said.all()
         _wait_for(lambda: not _session_members(server.pid), "every serving process ended")
     finally:
         _end(server)
