@@ -377,6 +377,13 @@ def _stop_timeout_problem(seconds: float) -> str | None:
     return None
 
 
+def _connection_limit_problem(limit: int) -> str | None:
+    if not 10 <= limit <= 100_000:
+        return (f"{limit}: from 10 to 100000 open connections for the box (e.g. 1000): the counters' browsers keep "
+                "several each, and every serving process needs its share")
+    return None
+
+
 def _port_problem(port: int) -> str | None:
     """A TCP port: outside 1–65535 the socket layer wraps it (70000 listens
     on 4464) or refuses it as a bad service name; 0 would be a random port
@@ -396,7 +403,7 @@ _VALUE_CHECKS = {("municipality", "acting_mayors"): _acting_mayors_problem, ("pr
                  ("counter", "serial_range"): _serial_range_problem, ("counter", "drill_serial_range"): _serial_range_problem,
                  ("counter", "box_id"): _box_id_problem, ("web", "render_processes"): _render_processes_problem,
                  ("web", "processes"): _serving_processes_problem, ("web", "stop_timeout_s"): _stop_timeout_problem,
-                 ("web", "port"): _port_problem}
+                 ("web", "port"): _port_problem, ("web", "connection_limit"): _connection_limit_problem}
 
 
 def _checked(section: str, key: str, value: Any, *, where: str) -> Any:

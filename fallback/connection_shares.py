@@ -77,6 +77,11 @@ class ConnectionShares:
         if connections == STARTING:
             SLOT.pack_into(self.memory, slot * SLOT.size, STARTING, time.monotonic())
 
+    def reported(self, slot: int) -> bool:
+        """Whether the process in `slot` has reported, i.e. got ready."""
+        connections, looked = SLOT.unpack_from(self.memory, slot * SLOT.size)
+        return bool(looked) and connections != STARTING
+
     def clear(self, slot: int) -> None:
         """The process in `slot` ended: it no longer counts, and the others
         look again (the one that ended may have had the fewest)."""

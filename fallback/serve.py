@@ -177,6 +177,15 @@ def render_processes_each(config: Config, processes: int) -> int:
     return min(total, 2 * math.ceil(total / processes))
 
 
+def connection_limit_each(limit: int, processes: int) -> int:
+    """waitress's connection_limit for one serving process, such that the
+    box holds as many connections as one process under web.connection_limit
+    would (that limit less waitress's listening socket and its wake pipe,
+    which it counts too): each process its share, and places for those two
+    and its eventfd."""
+    return math.ceil((limit - 2) / processes) + 3
+
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -201,9 +210,7 @@ def serve_on_inherited_socket(config: Config, fd: int, server_pid: int | None, t
         options = waitress_options(config)
         if threads:
             options["threads"] = threads
-        # web.connection_limit is the box's: each process takes its share,
-        # and one place more for its eventfd, which waitress counts as one.
-        options["connection_limit"] = math.ceil(options["connection_limit"] / serving_processes(config)) + 1
+        options["connection_limit"] = connection_limit_each(options["connection_limit"], serving_processes(config))
         server = SharingServer(app, socket.socket(fileno=fd), Adjustments(**options), shares)
         with render_pool(config, processes=render_processes_each(config, serving_processes(config))):
             log.info("serving process %d ready", os.getpid())
@@ -241,8 +248,6 @@ class ServingProcesses:
                    "--server-pid", str(os.getpid()), *self.shares.serving_process_arguments(slot)]
         if self.threads:
             command += ["--threads", str(self.threads)]
-        if slot not in self.starting_since:
-            self._count_as_starting(slot)
         process = subprocess.Popen(command, pass_fds=(self.sock.fileno(), *self.shares.fds()))
         self.running[process.pid] = (process, time.monotonic(), slot)
         if self.stopping_since is not None:  # told to stop while this one started
@@ -260,6 +265,7 @@ class ServingProcesses:
             signal.signal(stop_signal, self.stop)
         for slot in range(self.count):
             if self.stopping_since is None:
+                self._count_as_starting(slot)
                 self.start_one(slot)
         while self.running or (self.starts_due and self.stopping_since is None):
             now = time.monotonic()
@@ -268,9 +274,10 @@ class ServingProcesses:
                     continue
                 del self.running[pid]
                 self.starting_since.pop(slot, None)
+                was_serving = self.shares.reported(slot)
                 self.shares.clear(slot)
                 if self.stopping_since is None:
-                    self._replace(pid, process.returncode, started, slot)
+                    self._replace(pid, process.returncode, started, slot, was_serving)
             for slot, since in list(self.starting_since.items()):
                 if now - since < STARTING_S:
                     self.shares.keep_starting(slot)
@@ -283,26 +290,33 @@ class ServingProcesses:
             self._kill_the_ones_that_do_not_stop()
             time.sleep(0.1)
 
-    def _replace(self, pid: int, returncode: int, started: float, slot: int) -> None:
+    def _replace(self, pid: int, returncode: int, started: float, slot: int, was_serving: bool) -> None:
         ended = describe_end(returncode)
         now = time.monotonic()
-        if now - started < self.QUICK_DEATH_S:
-            self.quick_deaths = [at for at in self.quick_deaths if now - at < self.QUICK_DEATHS_WINDOW_S] + [now]
-        if len(self.quick_deaths) < self.QUICK_DEATHS_TO_GIVE_UP:
+        self.quick_deaths = [at for at in self.quick_deaths if now - at < self.QUICK_DEATHS_WINDOW_S]
+        died_at_start = now - started < self.QUICK_DEATH_S
+        if died_at_start:
+            self.quick_deaths.append(now)
+        if not died_at_start or len(self.quick_deaths) < self.QUICK_DEATHS_TO_GIVE_UP:
             log.warning("serving process %d %s; starting another", pid, ended)
             self.starts_due[slot] = now + self.RESTART_PAUSE_S
-            # From now: the browsers whose connections it held reconnect at once.
-            self._count_as_starting(slot)
+            # The browsers whose connections it held reconnect at once: from
+            # now its replacement's turn. Not for one that never got ready —
+            # a replacement that keeps failing would hold connections back
+            # for good.
+            if was_serving:
+                self._count_as_starting(slot)
             return
+        serving = sum(self.shares.reported(other) for _, _, other in self.running.values())
         if self.running:
-            log.error("serving process %d %s; %d serving processes ended at start within %.0f s: the other %d go on serving, "
-                      "and another is tried in %.0f s (mend the cause: see the lines above)", pid, ended, len(self.quick_deaths),
-                      self.QUICK_DEATHS_WINDOW_S, len(self.running), self.RETRY_AFTER_S)
+            log.error("serving process %d %s; %d serving processes ended at start within %.0f s: %d other(s) serving and %d "
+                      "starting go on, and another is tried in %.0f s (mend the cause: see the lines above)", pid, ended,
+                      len(self.quick_deaths), self.QUICK_DEATHS_WINDOW_S, serving, len(self.running) - serving, self.RETRY_AFTER_S)
             self.starts_due[slot] = now + self.RETRY_AFTER_S
             return
         log.error("serving process %d %s; %d serving processes ended at start within %.0f s and none is left: stopping", pid, ended,
                   len(self.quick_deaths), self.QUICK_DEATHS_WINDOW_S)
-        self.stop(signal.SIGTERM)
+        self.stopping_since = now
         raise click.ClickException("serving processes keep ending as they start: see the log above, mend the cause, "
                                    "then start `sonae serve` again")
 

@@ -22,6 +22,7 @@ import requests
 
 from fallback.config import ConfigError, load_config
 from fallback.ops import open_ops
+from fallback.serve import ServingProcesses, connection_limit_each
 from tests.conftest import write_config
 from tests.fallback.test_counter import YAMADA_TARO
 from tests.fallback.test_counter_stress import _statuses
@@ -229,7 +230,8 @@ def test_a_replacement_that_keeps_failing_leaves_the_others_serving(two_processe
     write_config(web={"processes": 2, "render_processes": 2, "port": port, "threads": "sixteen"})
     killed, survivor = _serving_children(server.pid)
     os.kill(killed, signal.SIGKILL)
-    server.said.wait_for(lambda text: "the other 1 go on serving, and another is tried in 60 s" in text, "giving up for a minute")
+    server.said.wait_for(lambda text: "1 other(s) serving and 0 starting go on, and another is tried in 60 s" in text,
+                         "giving up for a minute")
     assert server.poll() is None
     assert _serving_children(server.pid) == [survivor]
     assert all(requests.get(f"{base}/healthz", timeout=10).status_code == 200 for _ in range(5))
@@ -462,3 +464,79 @@ def test_a_serving_process_started_by_hand_is_refused_in_one_line(sonae_env):
     assert started.returncode == 2
     assert "--listen-fd is for the serving processes `sonae serve` starts itself" in started.stderr
     assert "Traceback" not in started.stderr
+
+
+@pytest.fixture
+def supervisor():
+    """The server's bookkeeping of its serving processes, with one real
+    process standing in for a healthy serving process in slot 1."""
+    with socket.socket() as sock:
+        serving = ServingProcesses(sock, 2, None, stop_timeout_s=5)
+        healthy = subprocess.Popen(["sleep", "60"])
+        serving.running[healthy.pid] = (healthy, time.monotonic() - 600, 1)
+        try:
+            yield serving
+        finally:
+            healthy.kill()
+            healthy.wait()
+
+
+def test_failed_starts_a_minute_old_do_not_count_against_a_later_death(supervisor):
+    now = time.monotonic()
+    for _ in range(3):
+        supervisor._replace(1, 1, now - 1, 0, was_serving=False)  # three starts failed: given up on for a minute
+    assert supervisor.starts_due[0] > now + 30
+    supervisor.quick_deaths = [at - 61 for at in supervisor.quick_deaths]  # … a minute ago
+    supervisor.starts_due.clear()
+    supervisor._replace(2, -9, now - 300, 0, was_serving=True)  # a healthy process killed now
+    assert supervisor.starts_due[0] < now + 5  # replaced at once, not given up on
+    assert supervisor.quick_deaths == []
+
+
+def test_a_death_long_after_its_start_never_counts_as_a_failed_start(supervisor):
+    now = time.monotonic()
+    supervisor._replace(1, 1, now - 1, 0, was_serving=False)
+    supervisor._replace(2, 1, now - 1, 0, was_serving=False)
+    supervisor._replace(3, -9, now - 300, 0, was_serving=True)  # the third death, but of a process that ran for minutes
+    assert supervisor.starts_due[0] < now + 5
+
+
+def test_only_a_replacement_for_a_process_that_served_holds_connections_back(supervisor):
+    """A replacement for one that never got ready does not count as
+    starting: a slot whose starts keep failing slowly would otherwise keep
+    the others from taking connections."""
+    now = time.monotonic()
+    supervisor._replace(1, 1, now - 60, 0, was_serving=False)
+    assert 0 not in supervisor.starting_since and supervisor.shares.counts()[0] is None
+    supervisor._replace(2, -9, now - 600, 0, was_serving=True)
+    assert 0 in supervisor.starting_since and supervisor.shares.counts()[0] == 0
+
+
+@pytest.mark.parametrize(("limit", "processes", "each"), [(1000, 2, 499), (1000, 1, 998), (10, 64, 1), (10, 3, 3)])
+def test_each_serving_process_takes_its_share_of_the_connection_limit(limit, processes, each):
+    # waitress counts its listening socket, its wake pipe and the eventfd among the connections
+    assert connection_limit_each(limit, processes) - 3 == each
+
+
+def test_the_box_at_its_connection_limit_answers_as_many_as_one_process_would(loaded_env):
+    server, base = _start_serving(2, connection_limit=10)
+    port = int(base.rsplit(":", 1)[1])
+    clients = []
+    try:
+        _wait_for(lambda: _open_connections(port) == 0, "the start's connections closed")
+        clients = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]  # one process holds 10 - 2
+        for client in clients:
+            client.settimeout(20)
+        assert all(_ask_on(client).startswith(b"HTTP/1.1 200") for client in clients)
+    finally:
+        for client in clients:
+            client.close()
+        _end(server)
+
+
+@pytest.mark.parametrize("limit", [9, 100_001])
+def test_web_connection_limit_out_of_range_is_refused_naming_the_setting(sonae_env, limit):
+    write_config(web={"connection_limit": limit})
+    with pytest.raises(ConfigError) as refused:
+        load_config()
+    assert "web.connection_limit" in str(refused.value) and "from 10 to 100000" in str(refused.value)
