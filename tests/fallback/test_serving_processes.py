@@ -206,18 +206,20 @@ def test_a_replacement_takes_its_share_of_the_connections_made_while_it_starts(t
     server, base = two_processes
     port = int(base.rsplit(":", 1)[1])
     _wait_for(lambda: _open_connections(port) == 0, "the start's connections closed")
-    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
-    _answered(held)
-    killed = _serving_children(server.pid)[0]
-    os.kill(killed, signal.SIGKILL)
-    _wait_for(lambda: killed not in _serving_children(server.pid), "the killed process gone")
+    held: list[socket.socket] = []
+    arrived: list[socket.socket] = []
     try:
+        held += [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+        _answered(held)
+        killed = _serving_children(server.pid)[0]
+        os.kill(killed, signal.SIGKILL)
+        _wait_for(lambda: killed not in _serving_children(server.pid), "the killed process gone")
         kept = [client for client in held if _connections_per_process(port, [client], server.pid) != [0]]
-        arrived = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]  # while its replacement starts
+        arrived += [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]  # while its replacement starts
         _answered(arrived)
         assert sorted(_connections_per_process(port, kept + arrived, server.pid)) == [6, 6]
     finally:
-        for client in held + locals().get("arrived", []):
+        for client in held + arrived:
             client.close()
 
 
