@@ -429,16 +429,18 @@ def _session_members(leader: int) -> list[int]:
     return members
 
 
-def _serving_processes_of(server: int) -> list[int]:
-    """Serving processes started by `server`, wherever they were re-parented."""
-    found = []
+def _processes_in_session(session: int) -> dict[int, list[bytes]]:
+    """Live processes of the session `session` leads, by pid, with their
+    command lines: a server started in its own session and every process it
+    forked, wherever they were re-parented, even one forked but not yet
+    running its own program (which holds the listening socket too)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         try:
-            command = (entry / "cmdline").read_bytes().split(b"\0")
-            if entry.name.isdigit() and b"--server-pid" in command and command[command.index(b"--server-pid") + 1] == str(server).encode():
-                if "Z" not in (entry / "stat").read_text().rsplit(")", 1)[1][:3]:
-                    found.append(int(entry.name))
-        except (OSError, ValueError, IndexError):
+            state, _ppid, _pgrp, its_session = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:4]
+            if entry.name.isdigit() and int(its_session) == session and state != "Z":
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
             pass
     return found
 
@@ -450,14 +452,15 @@ def test_a_server_killed_while_its_serving_processes_start_leaves_none_behind(lo
     write_config(web={"processes": 2, "port": port})
     server = subprocess.Popen([sys.executable, "-m", "fallback.cli", "serve"], stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        _wait_for(lambda: _serving_processes_of(server.pid), "the serving processes started", timeout=60)
+        _wait_for(lambda: any(b"--server-pid" in command for command in _processes_in_session(server.pid).values()),
+                  "the serving processes started", timeout=60)
         server.kill()  # they are still importing Sonae
         server.wait()
-        _wait_for(lambda: not _serving_processes_of(server.pid), "no serving process left", timeout=30)
+        _wait_for(lambda: not _processes_in_session(server.pid), "no process of the server left", timeout=30)
         with socket.create_server(("127.0.0.1", port)):
             pass  # nobody kept the port
     finally:
-        for orphan in _serving_processes_of(server.pid):
+        for orphan in _processes_in_session(server.pid):
             os.kill(orphan, signal.SIGKILL)
 
 
