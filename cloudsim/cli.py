@@ -91,7 +91,9 @@ def serve(residents, seed, register_date, municipality_code, prefecture, city, i
         raise click.ClickException(f"cannot start: {exc.strerror or exc}") from exc
     how = "reused" if sim.register.reused else "generated"
     click.echo(f"cloudsim: register {how} in {time.monotonic() - started:.1f} s", err=True)
-    click.echo(f"cloudsim ready: url={sim.url} token={sim.token} public_key={sim.public_key} "
+    # A token it was given stays out of the output, which often ends in a log.
+    shown_token = "(as given)" if token else sim.token
+    click.echo(f"cloudsim ready: url={sim.url} token={shown_token} public_key={sim.public_key} "
                f"admin_url={sim.admin_url} export_id={sim.export_id}", nl=True)
     sys.stdout.flush()
     _wait_for_signal()

@@ -355,6 +355,9 @@ def _optional_float(body: dict, key: str) -> float | None:
 
 
 def write_ready_file(path: Path, info: dict) -> None:
+    """`info` (which holds the bearer token) for its starter's eyes only."""
     temporary = path.with_name(path.name + ".tmp")
+    temporary.touch(mode=0o600)
+    temporary.chmod(0o600)
     temporary.write_text(json.dumps(info, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     os.replace(temporary, path)

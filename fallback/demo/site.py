@@ -113,10 +113,13 @@ class DemoSite:
             raise click.ClickException(f"`sonae {' '.join(args)}` failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
         return result.stdout
 
-    def start(self, *args: str, log: str) -> subprocess.Popen:
+    def start(self, *args: str, log: str, secrets_env: dict[str, str] | None = None) -> subprocess.Popen:
+        """`sonae *args` in the background, its output in logs/`log`;
+        `secrets_env` reaches it in its environment, which other users
+        cannot read, rather than on its command line, which they can."""
         self.root.joinpath("logs").mkdir(parents=True, exist_ok=True)
         with open(self.root / "logs" / log, "ab") as out:
-            process = subprocess.Popen(self.sonae(*args), env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(self.sonae(*args), env={**self.env, **(secrets_env or {})}, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self.processes.append(process)
         return process
 
@@ -133,10 +136,10 @@ class DemoSite:
         self.start(
             "cloudsim", "serve", "--residents", str(self.residents), "--seed", str(self.seed),
             "--port", str(self.upstream_port), "--admin-port", str(self.upstream_port + 1),
-            "--token", token.read_text().strip(), "--key-file", str(self.etc / "upstream-signing.key"),
+            "--key-file", str(self.etc / "upstream-signing.key"),
             "--state-dir", str(self.cloudsim_dir), "--ready-file", str(ready),
             *([] if change_rate is None else ["--change-rate", str(change_rate)]),
-            log="cloudsim.log",
+            log="cloudsim.log", secrets_env={"SONAE_CLOUDSIM_TOKEN": token.read_text().strip()},
         )
         # Generating takes ≈ 40 s a million residents on two idle cores: room
         # for a busy machine, the hang guard only.

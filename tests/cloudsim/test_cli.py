@@ -48,10 +48,13 @@ def served(generated_state, tmp_path_factory):
 def test_the_ready_file_and_the_startup_line_say_how_to_connect(served):
     state, info, process = served
     assert set(info) >= {"url", "admin_url", "token", "public_key", "export_id"}
+    assert info["token"] == TOKEN
+    assert (state.parent / "ready.json").stat().st_mode & 0o777 == 0o600  # it holds the token
     line = process.stdout.readline()
     assert line.startswith("cloudsim ready:")
-    for key in ("url", "token", "public_key", "admin_url", "export_id"):
+    for key in ("url", "public_key", "admin_url", "export_id"):
         assert f"{key}={info[key]}" in line
+    assert "token=(as given)" in line and TOKEN not in line  # the starter knows it; a log need not
     manifest = requests.get(info["url"] + "/v1/exports/latest", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10).json()
     verify_manifest(manifest, public_key_from_b64(info["public_key"]))
 

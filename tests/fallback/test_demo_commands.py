@@ -6,6 +6,7 @@ can give every demo account one fixed password."""
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 
 import click
 import pytest
@@ -52,6 +53,18 @@ def health(upstream) -> int:
                             timeout=10).status_code
     except requests.ConnectionError:
         return 0
+
+
+def test_the_upstream_token_is_neither_on_a_command_line_nor_in_a_log(running_cloud):
+    """Any local user reads other processes' command lines (ps)."""
+    site, upstream = running_cloud
+    token = upstream["token"].encode()
+    assert token == (site.etc / "upstream.token").read_bytes().strip()
+    command_lines = [Path(f"/proc/{process.pid}/cmdline").read_bytes() for process in site.processes]
+    assert any(b"cloudsim" in line for line in command_lines)
+    assert not any(token in line for line in command_lines)
+    logs = list((site.root / "logs").iterdir())
+    assert logs and not any(token in log.read_bytes() for log in logs)
 
 
 def test_the_cloud_goes_down_and_comes_back(running_cloud):
