@@ -72,21 +72,26 @@ def warn_without_config_file(config: Config) -> None:
             "write it from deploy/sonae.toml.example (or point SONAE_CONFIG at it)", config_path())
 
 
-def listen_problem(exc: OSError, host: str, port: int) -> str:
+def listen_problem(exc: OSError, host: str, port: int, *, host_from: str = "web.host", port_from: str = "web.port") -> str:
     """Why the counter app cannot listen on host:port, in one line naming
-    web.host / web.port and what to do (`sonae serve`, `sonae doctor`)."""
+    where each came from (the setting, or `sonae serve`'s --host / --port)
+    and what to do (`sonae serve`, `sonae doctor`)."""
+    def change(source: str) -> str:
+        return f"set {source} to" if source.startswith("web.") else f"give {source}"
+
     if isinstance(exc, socket.gaierror):
-        return (f"web.host {host!r} is not an address or a name this host resolves ({exc.strerror}): "
-                "set web.host to one of this host's addresses, or 0.0.0.0 for all")
+        return (f"{host_from} {host!r} is not an address or a name this host resolves ({exc.strerror}): "
+                f"{change(host_from)} one of this host's addresses, or 0.0.0.0 for all")
     if exc.errno == errno.EADDRINUSE:
-        return (f"port {port} (web.port) on {host} is already in use by another program (another `sonae serve`?): "
-                "stop that program, or set web.port to a free port")
+        return (f"port {port} ({port_from}) on {host} is already in use by another program (another `sonae serve`?): "
+                f"stop that program, or {change(port_from)} a free port")
     if exc.errno == errno.EACCES:
-        return (f"{running_as()} may not listen on port {port} (web.port): ports below 1024 need root; "
+        return (f"{running_as()} may not listen on port {port} ({port_from}): ports below 1024 need root; "
                 "use a port of 1024 or above, with a reverse proxy in front for 80 or 443 (README \"Serving over HTTPS\")")
     if exc.errno == errno.EADDRNOTAVAIL:
-        return f"{host} (web.host) is not an address of this host: set web.host to one of its addresses, or 0.0.0.0 for all"
-    return f"cannot listen on {host}:{port} (web.host, web.port): {exc.strerror or exc}"
+        return (f"{host} ({host_from}) is not an address of this host: "
+                f"{change(host_from)} one of its addresses, or 0.0.0.0 for all")
+    return f"cannot listen on {host}:{port} ({host_from}, {port_from}): {exc.strerror or exc}"
 
 
 # `sonae serve` and `sonae worker` hold this shared for their lifetime;

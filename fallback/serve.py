@@ -33,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import NamedTuple
 
 import click
 from waitress.adjustments import Adjustments
@@ -97,6 +98,22 @@ def serving_processes(config: Config) -> int:
     return config["web"]["processes"] or len(os.sched_getaffinity(0))
 
 
+class ListenAddress(NamedTuple):
+    """Where `sonae serve` listens, and where each part came from (the
+    setting, or its option): a refusal names the one to change."""
+    host: str
+    port: int
+    host_from: str
+    port_from: str
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def problem(self, exc: OSError) -> str:
+        return listen_problem(exc, self.host, self.port, host_from=self.host_from, port_from=self.port_from)
+
+
 @click.command()
 @click.option("--host", help="Address to listen on (default web.host).")
 @click.option("--port", type=int, help="Port (default web.port).")
@@ -117,17 +134,17 @@ def serve(host, port, threads, listen_fd, server_pid, shares_fd, wake_fds, slot)
         serve_on_inherited_socket(config, listen_fd, server_pid, threads, shares)
         return
     with service_running(config):
-        host = host or config["web"]["host"]
-        port = port or config["web"]["port"]
+        address = ListenAddress(host or config["web"]["host"], port or config["web"]["port"],
+                                "--host" if host else "web.host", "--port" if port else "web.port")
         processes = serving_processes(config)
         if processes == 1:
-            serve_in_this_process(config, host, port, threads)
+            serve_in_this_process(config, address, threads)
             return
-        sock = bind(host, port)
+        sock = bind(address)
         take_over_the_box(config)
         warn_without_config_file(config)
         renderers = render_processes_each(config, processes)
-        click.echo(f"Sonae counter app on http://{host}:{port}/ in {processes} processes", err=True)
+        click.echo(f"Sonae counter app on {address.url} in {processes} processes", err=True)
         if renderers > 1:
             click.echo(f"each renders certificates in {renderers} processes", err=True)
         ServingProcesses(sock, processes, threads, stop_timeout_s=config["web"]["stop_timeout_s"]).run()
@@ -142,17 +159,17 @@ def take_over_the_box(config: Config) -> None:
     void_serials_left_by_a_dead_server(config)
 
 
-def serve_in_this_process(config: Config, host: str, port: int, threads: int | None) -> None:
+def serve_in_this_process(config: Config, address: ListenAddress, threads: int | None) -> None:
     from fallback.app import create_app
 
     app = create_app(config)
     options = waitress_options(config)
     if threads:
         options["threads"] = threads
-    server = listen(app, host, port, options)
+    server = listen(app, address, options)
     take_over_the_box(config)
     warn_without_config_file(config)
-    click.echo(f"Sonae counter app on http://{host}:{port}/", err=True)
+    click.echo(f"Sonae counter app on {address.url}", err=True)
     # SIGTERM (systemd, docker stop) ends waitress's loop like Ctrl-C, so the
     # render pool below is closed rather than killed mid-certificate.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -339,32 +356,32 @@ def describe_end(returncode: int) -> str:
     return f"ended with exit code {returncode}"
 
 
-def bind(host: str, port: int) -> socket.socket:
+def bind(address: ListenAddress) -> socket.socket:
     """The socket the serving processes share, listening, or a one-line
     refusal as listen() gives. A connection made while they start waits in
     its queue until the first is ready."""
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        family = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)[0][0]
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
+        sock.bind((address.host, address.port))
         # Listening at once is what makes the port this server's: two
         # sockets with SO_REUSEADDR may both be bound until one listens.
         sock.listen(1024)
     except OSError as exc:
-        raise click.ClickException(listen_problem(exc, host, port)) from None
+        raise click.ClickException(address.problem(exc)) from None
     sock.set_inheritable(True)
     return sock
 
 
-def listen(app, host: str, port: int, options: dict):
-    """The waitress server bound to host:port, or a one-line refusal naming
-    web.host / web.port and what to do: nothing says the app is on an
-    address before it listens there."""
+def listen(app, address: ListenAddress, options: dict):
+    """The waitress server bound to `address`, or a one-line refusal naming
+    where the address came from and what to do: nothing says the app is on
+    an address before it listens there."""
     import waitress
 
     try:
-        socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)  # waitress would say only "Invalid host/port specified"
-        return waitress.create_server(app, host=host, port=port, **options)
+        socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)  # waitress would say only "Invalid host/port specified"
+        return waitress.create_server(app, host=address.host, port=address.port, **options)
     except OSError as exc:
-        raise click.ClickException(listen_problem(exc, host, port)) from None
+        raise click.ClickException(address.problem(exc)) from None

@@ -32,8 +32,8 @@ def configure(box, **web) -> None:
     box.give(box.etc / "sonae.toml")
 
 
-def refusal(box) -> str:
-    result = box.sonae("serve")
+def refusal(box, *options: str) -> str:
+    result = box.sonae("serve", *options)
     assert "Sonae counter app on" not in result.stderr, result.stderr
     return one_line_error(result)
 
@@ -46,6 +46,24 @@ def test_a_port_in_use_is_named_with_the_setting(appliance_box):
         configure(appliance_box, host="127.0.0.1", port=port)
         assert refusal(appliance_box) == (f"Error: port {port} (web.port) on 127.0.0.1 is already in use by another program "
                                           "(another `sonae serve`?): stop that program, or set web.port to a free port")
+
+
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_port_in_use_given_with_the_option_is_named_as_the_option(appliance_box, processes):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        configure(appliance_box, host="127.0.0.1", port=free_port(), processes=processes)
+        assert refusal(appliance_box, "--port", str(port)) == (
+            f"Error: port {port} (--port) on 127.0.0.1 is already in use by another program "
+            "(another `sonae serve`?): stop that program, or give --port a free port")
+
+
+def test_an_address_given_with_the_option_is_named_as_the_option(appliance_box):
+    configure(appliance_box, host="127.0.0.1", port=free_port())
+    assert refusal(appliance_box, "--host", "192.0.2.1") == ("Error: 192.0.2.1 (--host) is not an address of this host: "
+                                                             "give --host one of its addresses, or 0.0.0.0 for all")
 
 
 def test_a_port_below_1024_as_an_unprivileged_uid_says_what_to_do(appliance_box):
