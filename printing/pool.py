@@ -25,6 +25,7 @@ import multiprocessing
 import os
 import select
 import signal
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -88,6 +89,9 @@ def _render(cert: Certificate, signing_key: bytes) -> RenderedCertificate:
     return render_certificate(cert, Ed25519PrivateKey.from_private_bytes(signing_key))
 
 
+QUIET_RESOURCE_TRACKER = "ignore:resource_tracker:UserWarning"
+
+
 class RenderPool:
     """`processes` warm processes rendering certificates; render() may be
     called from any number of threads."""
@@ -96,6 +100,13 @@ class RenderPool:
         if processes < 1:
             raise ValueError(f"a render pool needs at least one process, not {processes}")
         self.processes = processes
+        # A pool whose owner is killed outright leaves its semaphores to
+        # multiprocessing's resource tracker, which frees them and says so
+        # in a raw UserWarning on the service's log; the owner's own server
+        # has already logged the death in words. The tracker takes its
+        # warning filters from sys.warnoptions when it starts.
+        if QUIET_RESOURCE_TRACKER not in sys.warnoptions:
+            sys.warnoptions.append(QUIET_RESOURCE_TRACKER)
         self._context = multiprocessing.get_context("forkserver")
         # The fork server imports WeasyPrint once; each process forked from
         # it starts with it loaded (and imports the program's main module

@@ -301,6 +301,7 @@ def test_a_killed_serving_process_is_replaced_while_the_other_answers(two_proces
     said = server.said.all()
     assert f"serving process {killed} was killed by SIGKILL; starting another" in said, said
     assert "Traceback" not in said
+    assert "Warning" not in said, said  # nothing raw from what the killed process left behind
 
 
 def test_sigterm_ends_every_serving_process_and_frees_the_port(two_processes):
