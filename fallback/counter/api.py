@@ -120,8 +120,10 @@ def resident(code):
 @roles(*COUNTER_ROLES)
 def resident_self(code):
     """The record with what a 支援措置 withholds, once the clerk states that
-    the requester is the person themself (audited)."""
-    return _resident(service.view_resident(_open_counter(), code, requester_is_self=True))
+    the requester is the person themself and names the identity document
+    they showed (audited with it)."""
+    body = _json_body(openapi.SELF_BODY)
+    return _resident(service.view_resident(_open_counter(), code, self_identity_document=body["identity_document"]))
 
 
 def _resident(record: service.ResidentRecord):

@@ -46,10 +46,15 @@ MAX_MEMBERS = 100  # a household's members, far above any real household
 MAX_APPROVER_LENGTH = 64
 
 
+def _check_length(field: str, value: str) -> None:
+    label, limit = MAX_FIELD_LENGTHS[field]
+    if len(value) > limit:
+        raise issuance.IssueError(f"{label}が長すぎます（{limit}文字まで）。")
+
+
 def _check_lengths(req: IssueRequest) -> None:
-    for field, (label, limit) in MAX_FIELD_LENGTHS.items():
-        if len(getattr(req, field)) > limit:
-            raise issuance.IssueError(f"{label}が長すぎます（{limit}文字まで）。")
+    for field in MAX_FIELD_LENGTHS:
+        _check_length(field, getattr(req, field))
     if len(req.members) > MAX_MEMBERS or any(len(code) > 20 for code in req.members) or len(req.items) > len(issuance.OPTIONAL_ITEMS):
         raise issuance.IssueError("世帯員または記載事項の指定が多すぎます。")
 
@@ -82,6 +87,14 @@ def request_from_form(subject_code: str, form) -> IssueRequest:
     )
     _check_lengths(req)
     return req
+
+
+def check_identity_document(document: str) -> None:
+    """The identity document (本人確認書類) as a request's is checked, for
+    what needs one without issuing: showing the person themself their
+    withheld 支援措置 record (it is stored in that view's audit entry)."""
+    _check_length("identity_document", document)
+    issuance.check_identity_document(document)
 
 
 def supervisor_approval(conn, config: Config, username: str, password: str, *, clerk: str, subject: str) -> str:

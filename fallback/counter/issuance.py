@@ -195,13 +195,21 @@ class IssueResult:
 # --- validation and rules ----------------------------------------------------
 
 
+def check_identity_document(document: str) -> None:
+    """Every request records how the requester proved who they are; so does
+    showing a 支援措置 resident's withheld record to the person themself
+    (counter.service.view_resident), which reveals as much as a certificate.
+    Blank is refused as the API's schema refuses it."""
+    if not document.strip():
+        raise IssueError("本人確認書類を選んでください。")
+
+
 def validate_form(req: IssueRequest, max_copies: int) -> None:
     if req.kind not in KINDS:
         raise IssueError(f"証明書の種類を選んでください（{req.kind!r} は使えません）。")
     if req.requester_type not in REQUESTER_TYPES:
         raise IssueError("請求者の区分を選んでください。")
-    if not req.identity_document:
-        raise IssueError("本人確認書類を選んでください。")
+    check_identity_document(req.identity_document)
     if req.requester_type != "self" and not req.requester_name.strip():
         raise IssueError("請求者（窓口に来た方）の氏名を入力してください。")
     if not 1 <= req.copies <= max_copies:

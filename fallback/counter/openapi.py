@@ -62,6 +62,10 @@ _SEARCH_PARAMS = [
     )
 ]
 
+# How the requester proved who they are (本人確認書類): one rule for a
+# certificate request and for showing the person themself their withheld record.
+_IDENTITY_DOCUMENT = {**_text(MAX_FIELD_LENGTHS["identity_document"][1]),
+                      "description": "本人確認書類 as the counter's list names it (e.g. 運転免許証, マイナンバーカード)"}
 _ISSUE_BODY = {
     "type": "object",
     "required": ["kind", "requester_type", "identity_document"],
@@ -69,7 +73,7 @@ _ISSUE_BODY = {
         "kind": {"type": "string", "enum": list(KINDS)},
         "requester_type": {"type": "string", "enum": list(REQUESTER_TYPES),
                            "description": "official: 公用請求 (another public office; identity_document 職員の身分証明書, purpose required)"},
-        "identity_document": _text(MAX_FIELD_LENGTHS["identity_document"][1]),
+        "identity_document": _IDENTITY_DOCUMENT,
         "requester_name": _string(MAX_FIELD_LENGTHS["requester_name"][1]),
         "purpose": _string(MAX_FIELD_LENGTHS["purpose"][1]),
         "contact": _string(MAX_FIELD_LENGTHS["contact"][1]),
@@ -90,6 +94,7 @@ _ISSUE_BODY = {
         "approver_password": _string(MAX_PASSWORD_LENGTH),
     },
 }
+SELF_BODY = {"type": "object", "required": ["identity_document"], "properties": {"identity_document": _IDENTITY_DOCUMENT}}
 _LOGIN_BODY = {"type": "object", "required": ["username", "password"], "properties": {
     "username": _string(MAX_USERNAME_LENGTH), "password": _string(MAX_PASSWORD_LENGTH),
     "terminal": {"type": "string", "description": "one of the configured counter terminals (enum filled in per appliance); "
@@ -132,6 +137,17 @@ OPENAPI = {
             "get": {"summary": "One resident with household and seals",
                     "parameters": [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}],
                     "responses": {"200": {"description": "resident", **_json({"type": "object"})}, **_errors(401, 403, 404, 423, 503)}},
+        },
+        "/api/v1/residents/{code}/self": {
+            "post": {"summary": "One resident with what a 支援措置 withholds, for the person themself",
+                     "description": "The clerk states that the requester is the person themself and names the identity "
+                                    "document they showed, as a certificate request for them must; without one (or with a "
+                                    "blank or overlong one) the answer is 400 and nothing is shown. Audited with the "
+                                    "document, and put before the supervisors for a 支援措置 record.",
+                     "parameters": [{"name": "code", "in": "path", "required": True, "schema": {"type": "string"}}],
+                     "requestBody": {"required": True, **_json(SELF_BODY)},
+                     "responses": {"200": {"description": "resident", **_json({"type": "object"})},
+                                   **_errors(400, 401, 403, 404, 423, 503)}},
         },
         "/api/v1/residents/{code}/certificates": {
             "post": {"summary": "Issue certificates",

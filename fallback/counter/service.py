@@ -34,7 +34,7 @@ from typing import Any
 from fallback import audit, deferred, holds, modes
 from fallback.config import Config
 from fallback.counter import issuance, lookup
-from fallback.counter.certificates import form_flag, issue_certificate, request_from_form, supervisor_approval
+from fallback.counter.certificates import check_identity_document, form_flag, issue_certificate, request_from_form, supervisor_approval
 from fallback.counter.issuance import REAL, IssueResult, Scope
 from fallback.counter.labels import PRINT_STATE_LABELS
 from fallback.counter.printer import print_certificate
@@ -187,23 +187,29 @@ def record_of(counter: Counter, code: str, *, requester_is_self: bool = False) -
                                                     print_settings(counter.config).eras), withheld, protected)
 
 
-def view_resident(counter: Counter, code: str, *, requester_is_self: bool = False) -> ResidentRecord:
+def view_resident(counter: Counter, code: str, *, self_identity_document: str | None = None) -> ResidentRecord:
     """Open a resident's record: audited (found or not) and counted towards
     the bulk-viewing flag. Printing it on a form is a view too. A view of a
     支援措置 resident's record is also put before the supervisors (their
     desk lists it with who, when, where and whose), as is a view of a member
-    of such a household, and showing the address
-    (`requester_is_self`: the clerk states the requester is the person
-    themself) is a step of its own in the audit."""
+    of such a household, and showing the address is a step of its own in the
+    audit. The address is shown only when the clerk states the requester is
+    the person themself and names the identity document they showed
+    (`self_identity_document`), checked as a certificate request's is: it
+    reveals what a certificate would, so a bare statement must not."""
+    if self_identity_document is not None:
+        check_identity_document(self_identity_document)
     person = lookup.view_resident(counter.conn, counter.register, code, actor=counter.staff.username,
                                   drill=counter.scope.is_drill, **_flag_settings(counter.config))
     if person is None:
         raise ResidentNotFound()
+    requester_is_self = self_identity_document is not None
     record = record_of(counter, code, requester_is_self=requester_is_self)
     if record.protected:
+        shown = {"identity_document": self_identity_document} if requester_is_self else {}
         audit.record(counter.conn, counter.staff.username, SUPPORT_MEASURE_VIEW, code,
                      {"terminal": counter.staff.terminal, "address_shown": requester_is_self,
-                      "household_member": not person.get("support_measure")}, drill=counter.scope.is_drill)
+                      "household_member": not person.get("support_measure"), **shown}, drill=counter.scope.is_drill)
     return record
 
 

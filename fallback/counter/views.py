@@ -41,13 +41,16 @@ def search():
 
 
 def _resident_page(counter: service.Counter, record: service.ResidentRecord, *, form, error=None, refusal_rule=None,
-                   idempotency_key: str | None = None) -> str:
+                   idempotency_key: str | None = None, self_error: str | None = None) -> str:
     """The resident and the request form. Each rendered form carries a key
     of its own (a refused form keeps its key): whatever the browser does
-    with the page — Back, a second Ctrl+Enter — that form issues once."""
+    with the page — Back, a second Ctrl+Enter — that form issues once.
+    `self_error` is shown in the form that states a 本人 request on a
+    withheld record (it is that form's refusal, not the issue form's)."""
     return render_template(
         "counter/resident.html", person=record.person, household=record.household, seals=record.seals, scope=counter.scope,
         withheld=record.withheld, form=form, error=error, refusal_rule=refusal_rule, warnings=record.warnings,
+        self_error=self_error,
         idempotency_key=idempotency_key or secrets.token_urlsafe(18),
         kinds=issuance.KINDS, requester_types=issuance.REQUESTER_TYPES, documents=issuance.IDENTITY_DOCUMENTS,
         optional_items=issuance.OPTIONAL_ITEMS, layouts=issuance.LAYOUTS,
@@ -65,12 +68,20 @@ def resident(code):
 @bp.route("/resident/<code>/self", methods=["POST"])
 @roles(*COUNTER_ROLES)
 def resident_self(code):
-    """The clerk states that the requester is the person themself (identity
-    checked): a 支援措置 resident's record is shown whole, with the request
-    form set to 本人. Audited as a step of its own."""
+    """The clerk states that the requester is the person themself and picks
+    the identity document they showed, in one step: a 支援措置 resident's
+    record is shown whole, with the request form set to 本人 and that
+    document (the clerk does not pick it twice). Audited as a step of its
+    own, with the document. Without a document the record stays withheld
+    and the same form asks for one."""
     counter = _open_counter()
-    record = service.view_resident(counter, code, requester_is_self=True)
-    return _resident_page(counter, record, form=MultiDict({"requester_type": "self"}))
+    document = request.form.get("identity_document", "")
+    try:
+        record = service.view_resident(counter, code, self_identity_document=document)
+    except issuance.IssueError as exc:
+        return _resident_page(counter, service.record_of(counter, code), form=MultiDict(),
+                              self_error=f"住所と世帯は表示していません。{exc.message}"), exc.status
+    return _resident_page(counter, record, form=MultiDict({"requester_type": "self", "identity_document": document}))
 
 
 @bp.route("/resident/<code>/issue", methods=["POST"])

@@ -9,6 +9,8 @@ Example register: 佐藤美咲 (支援措置, alone in her household, 池上四�
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fallback.ops import open_ops
@@ -17,6 +19,7 @@ from tests.support import text_of
 SATO = "10000000087"
 YAMADA_TARO, YAMADA_HANAKO, YAMADA_ICHIRO = "10000000011", "10000000029", "10000000037"
 SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
+SHOWN = {"identity_document": "運転免許証"}  # how the clerk states a 本人 request on a withheld record
 OUTSIDE = {
     "agent": {"requester_type": "agent", "requester_name": "代理　人", "delegation_letter": True},
     "third_party": {"requester_type": "third_party", "requester_name": "第三　者", "purpose": "債権回収"},
@@ -95,6 +98,15 @@ def desk(downtime) -> str:
     return text_of(downtime.get("/supervisor/"))
 
 
+def support_measure_views(appliance) -> list[tuple[str, str, dict]]:
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        rows = conn.execute("SELECT actor, target, detail FROM audit WHERE action = 'support_measure.view' ORDER BY id").fetchall()
+    finally:
+        conn.close()
+    return [(actor, target, json.loads(detail)) for actor, target, detail in rows]
+
+
 def test_a_protected_record_opens_without_address_or_household(login, downtime):
     clerk = login("clerk1")
     record = clerk.api("GET", f"/api/v1/residents/{SATO}").get_json()
@@ -108,21 +120,20 @@ def test_a_protected_record_opens_without_address_or_household(login, downtime):
 def test_stating_a_self_request_shows_the_address_and_is_put_before_the_supervisor(appliance, login, downtime):
     clerk = login("clerk1", terminal="本庁2")
     assert "本人からの請求として住所を表示" not in desk(downtime)
-    record = clerk.api("POST", f"/api/v1/residents/{SATO}/self").get_json()
+    record = clerk.api("POST", f"/api/v1/residents/{SATO}/self", json=SHOWN).get_json()
     assert record["withheld"] is False and record["resident"]["address"]["town"] == "池上四丁目"
-    page = clerk.post(f"/counter/resident/{SATO}/self").get_data(as_text=True)
+    page = clerk.post(f"/counter/resident/{SATO}/self", {"identity_document": "マイナンバーカード"}).get_data(as_text=True)
     assert "池上四丁目2番3号" in page and 'id="self-button"' not in page
-    assert '<option value="self" selected>' in page
+    # The issue form follows on as 本人 with the document already picked: the clerk does not pick it twice.
+    assert '<option value="self" selected>' in page and "<option selected>マイナンバーカード</option>" in page
     listed = desk(downtime)
     assert listed.count(f"（本庁2）住民票コード {SATO}：本人からの請求として住所を表示。その後の請求の記録がありません") == 2
     assert refused_by(issue(clerk, SATO)) is None  # a request follows: no longer marked
     assert "その後の請求の記録がありません" not in desk(downtime)
-    conn = open_ops(appliance.config["SONAE"])
-    try:
-        entries = conn.execute("SELECT actor, target FROM audit WHERE action = 'support_measure.view'").fetchall()
-    finally:
-        conn.close()
-    assert entries == [("clerk1", SATO)] * 2
+    entries = support_measure_views(appliance)
+    assert [(actor, target) for actor, target, _ in entries] == [("clerk1", SATO)] * 2
+    assert [detail["identity_document"] for _, _, detail in entries] == ["運転免許証", "マイナンバーカード"]
+    assert all(detail["address_shown"] for _, _, detail in entries)
 
 
 def test_a_protected_persons_household_opens_withheld_and_is_put_before_the_supervisor(login, downtime):
@@ -135,14 +146,68 @@ def test_a_protected_persons_household_opens_withheld_and_is_put_before_the_supe
     assert [m["resident_code"] for m in record["household"]] == [YAMADA_TARO]
     assert "西蒲田七丁目" not in text_of(clerk.get(f"/counter/resident/{YAMADA_TARO}"))
     assert desk(downtime).count(f"住民票コード {YAMADA_TARO}（支援措置対象者の世帯員）：住所を表示せずに閲覧") == 2
-    shown = clerk.api("POST", f"/api/v1/residents/{YAMADA_TARO}/self").get_json()
+    shown = clerk.api("POST", f"/api/v1/residents/{YAMADA_TARO}/self", json=SHOWN).get_json()
     assert shown["withheld"] is False and len(shown["household"]) == 3
 
 
 def test_the_self_statement_needs_the_csrf_token(login, downtime):
     clerk = login("clerk1")
-    assert clerk.client.post(f"/counter/resident/{SATO}/self").status_code == 400
-    assert clerk.client.post(f"/api/v1/residents/{SATO}/self").status_code in (400, 403)
+    assert clerk.client.post(f"/counter/resident/{SATO}/self", data=SHOWN).status_code == 400
+    assert clerk.client.post(f"/api/v1/residents/{SATO}/self", json=SHOWN).status_code in (400, 403)
+
+
+def nothing_shown(appliance, downtime, *answers) -> None:
+    """None of the answers, the audit or the supervisor's desk has the
+    protected address or a view that showed it."""
+    for answer in answers:
+        body = answer.get_data(as_text=True)
+        assert "池上" not in body and "2番3号" not in body
+    assert not any(detail["address_shown"] for _, _, detail in support_measure_views(appliance))
+    assert "本人からの請求として住所を表示" not in desk(downtime)
+
+
+def test_a_bare_self_statement_shows_nothing(appliance, login, downtime):
+    """Showing the person themself their withheld record reveals what a
+    certificate to them would: it needs the identity document that
+    certificate needs, not a bare statement."""
+    clerk = login("clerk1")
+    empty = clerk.api("POST", f"/api/v1/residents/{SATO}/self")
+    assert empty.status_code == 400 and empty.get_json()["error"] == "bad_request"
+    no_document = clerk.api("POST", f"/api/v1/residents/{SATO}/self", json={})
+    assert no_document.status_code == 400 and no_document.get_json()["message"] == "missing: identity_document"
+    page = clerk.post(f"/counter/resident/{SATO}/self")
+    assert page.status_code == 400
+    html = page.get_data(as_text=True)
+    assert 'id="self-error"' in html and "住所と世帯は表示していません。本人確認書類を選んでください。" in text_of(page)
+    assert 'id="self-identity-document" required aria-invalid="true"' in html and 'id="self-button"' in html
+    nothing_shown(appliance, downtime, empty, no_document, page)
+
+
+@pytest.mark.parametrize("document", ["", "　", " \t", "x" * 101, None, 1, {"forged": True}, ["運転免許証"]])
+def test_an_invalid_identity_document_shows_nothing_through_the_api(appliance, login, downtime, document):
+    clerk = login("clerk1")
+    answer = clerk.api("POST", f"/api/v1/residents/{SATO}/self", json={"identity_document": document})
+    assert answer.status_code == 400 and answer.get_json()["message"].startswith("identity_document:")
+    nothing_shown(appliance, downtime, answer)
+
+
+@pytest.mark.parametrize("document", ["", "　", "x" * 101])
+def test_an_invalid_identity_document_shows_nothing_on_the_screen(appliance, login, downtime, document):
+    clerk = login("clerk1")
+    page = clerk.post(f"/counter/resident/{SATO}/self", {"identity_document": document})
+    assert page.status_code == 400 and 'id="self-error"' in page.get_data(as_text=True)
+    assert "本人確認書類" in text_of(page).split("住所と世帯は表示していません。", 1)[1]
+    nothing_shown(appliance, downtime, page)
+
+
+def test_the_withheld_record_asks_for_the_document_with_the_self_statement(login, downtime):
+    """One step at the counter: the document is picked in the form whose
+    button states 本人, and nothing is picked for the clerk."""
+    clerk = login("clerk1")
+    html = clerk.get(f"/counter/resident/{SATO}").get_data(as_text=True)
+    form = html.split('id="self-form"', 1)[1].split("</form>", 1)[0]
+    assert 'name="identity_document"' in form and '<option value="">（選んでください）</option>' in form
+    assert "<option>運転免許証</option>" in form and 'id="self-button"' in form and " selected" not in form
 
 
 def test_other_records_open_whole_and_are_not_listed(login, downtime):
@@ -167,7 +232,7 @@ def test_a_protected_record_view_counts_toward_the_flag(appliance, downtime, con
 
     clerk = Staff(configure_app(security={"view_flag_count": 1}), "clerk1")
     clerk.get(f"/counter/resident/{SATO}")
-    clerk.api("POST", f"/api/v1/residents/{YAMADA_TARO}/self")
+    clerk.api("POST", f"/api/v1/residents/{YAMADA_TARO}/self", json=SHOWN)
     assert "2人を閲覧" in desk(downtime)
 
 
