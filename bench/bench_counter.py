@@ -73,6 +73,11 @@ import page_cache  # noqa: E402  (bench/, beside this script)
 from fallback.demo.commands import DemoSite  # noqa: E402
 
 PASSWORD = "bench-password-1"
+SUPERVISOR = "bench-kakaricho"  # registers the bench's counters as terminals, as a 係長 does at /terminal
+# Each terminal's sonae_terminal cookie from that registration: signed with
+# the site's session key, it holds across restarts of `sonae serve`, so a
+# timed start-up round logs in without registering again.
+_terminal_cookies: dict[str, str] = {}
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -87,14 +92,30 @@ def summary(values: list[float]) -> str:
     return f"n={len(values):6d}  p50={percentile(values, 50) * 1000:7.1f} ms  p95={percentile(values, 95) * 1000:7.1f} ms  p99={percentile(values, 99) * 1000:7.1f} ms"
 
 
+def terminal_cookie(base: str, terminal: str) -> str:
+    """The cookie of a client registered as `terminal` (registered at
+    /terminal by the bench's supervisor the first time it is asked for)."""
+    if terminal not in _terminal_cookies:
+        http = requests.Session()
+        csrf = http.get(f"{base}/api/v1/session").json()["csrf_token"]
+        response = http.post(f"{base}/terminal", allow_redirects=False,
+                             data={"terminal": terminal, "username": SUPERVISOR, "password": PASSWORD, "csrf_token": csrf})
+        if response.status_code != 302:
+            raise SystemExit(f"registering {terminal} at /terminal failed: HTTP {response.status_code}")
+        _terminal_cookies[terminal] = http.cookies["sonae_terminal"]
+    return _terminal_cookies[terminal]
+
+
 class Counter:
-    """One logged-in counter terminal speaking the JSON API."""
+    """One logged-in counter terminal speaking the JSON API, from a client
+    registered as that terminal."""
 
     def __init__(self, base: str, username: str, terminal: str):
         self.base = base
         self.http = requests.Session()
+        self.http.cookies.set("sonae_terminal", terminal_cookie(base, terminal))
         csrf = self.http.get(f"{base}/api/v1/session").json()["csrf_token"]
-        response = self.http.post(f"{base}/api/v1/session", json={"username": username, "password": PASSWORD, "terminal": terminal},
+        response = self.http.post(f"{base}/api/v1/session", json={"username": username, "password": PASSWORD},
                                   headers={"X-CSRF-Token": csrf})
         response.raise_for_status()
         self.csrf = response.json()["csrf_token"]
@@ -152,6 +173,8 @@ def setup_site(args) -> tuple[DemoSite, dict, str]:
     for i in range(1, max([args.counters, *args.knee]) + 1):
         if f"bench{i}\t" not in existing:
             site.run("user", "add", f"bench{i}", "--name", f"bench {i}", "--role", "clerk", "--password", PASSWORD)
+    if f"{SUPERVISOR}\t" not in existing:
+        site.run("user", "add", SUPERVISOR, "--name", "bench 係長", "--role", "supervisor", "--password", PASSWORD)
     state = site.run("mode", "show")
     if not state.startswith("downtime"):
         if not state.startswith("standby"):
@@ -597,6 +620,7 @@ def main() -> None:
         residents = sample_residents(site, 2000, args.seed)
         print(json.dumps({"residents": args.residents, "cores": os.cpu_count(), "waitress_threads": args.threads}))
         if args.startup_rounds:
+            terminal_cookie(base, "本庁1")  # registered before the clock runs, as a counter PC is
             bench_startup(site, residents[0], args.port + 2, args.startup_rounds)
         if not args.skip_search:
             for step, processes in enumerate(args.search_processes):

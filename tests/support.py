@@ -110,6 +110,17 @@ def register_terminal(app, client, terminal: str) -> None:
     client.set_cookie(terminals.COOKIE_NAME, cookie)
 
 
+def register_terminal_over_http(http, base: str, terminal: str = "本庁1", *, supervisor: str = "boss",
+                                password: str = PASSWORD) -> None:
+    """Register the client behind `http` (a requests.Session) as `terminal`
+    through a running server, as a supervisor does at /terminal: the
+    session keeps the signed cookie, so its API logins work that counter."""
+    csrf = http.get(f"{base}/api/v1/session", timeout=10).json()["csrf_token"]
+    answer = http.post(f"{base}/terminal", data={"terminal": terminal, "username": supervisor, "password": password,
+                                                 "csrf_token": csrf}, allow_redirects=False, timeout=30)
+    assert answer.status_code == 302, answer.text
+
+
 class Staff:
     """A logged-in browser-like client on a PC registered as `terminal`
     (None: an unregistered PC): keeps the cookies and the CSRF token."""

@@ -60,14 +60,19 @@ def session_info():
 @bp.route("/session", methods=["POST"])
 @public
 def login():
-    """Log in. A PC registered to a terminal (its cookie) logs in there and
-    refuses another; a script names its terminal in the body."""
+    """Log in, at the terminal this PC (or script) was registered as by a
+    supervisor at /terminal (its cookie), as the HTML login does. A client
+    names no terminal of its own: the terminal fixes the office and printer
+    in every 発行番号, so a `terminal` in the body only confirms the
+    registration, and is refused where there is none or it differs."""
     config = current_app.config["SONAE"]
     body = _json_body(openapi.login_body(_terminals()))
-    bound = terminals.bound(config, current_app.secret_key, request.cookies.get(terminals.COOKIE_NAME))
-    if bound is not None and body.get("terminal") not in (None, bound["id"]):
-        raise SonaeError(f"この端末は「{bound['id']}」として登録されています。別の端末としてはログインできません。")
-    terminal = bound or (terminals.configured(config, body["terminal"]) if "terminal" in body else None)
+    terminal = terminals.bound(config, current_app.secret_key, request.cookies.get(terminals.COOKIE_NAME))
+    named = body.get("terminal")
+    if terminal is None and named is not None:
+        raise terminals.NotRegistered(named)
+    if terminal is not None and named not in (None, terminal["id"]):
+        raise SonaeError(f"この端末は「{terminal['id']}」として登録されています。別の端末としてはログインできません。")
     user = users.authenticate(get_ops(), body["username"], body["password"],
                               throttle=users.LoginThrottle.from_config(config["security"]), remote=request.remote_addr)
     staff = sessions.start_at(get_ops(), username=user.username, role=user.role, terminal=terminal, remote=request.remote_addr)

@@ -97,8 +97,11 @@ _ISSUE_BODY = {
 SELF_BODY = {"type": "object", "required": ["identity_document"], "properties": {"identity_document": _IDENTITY_DOCUMENT}}
 _LOGIN_BODY = {"type": "object", "required": ["username", "password"], "properties": {
     "username": _string(MAX_USERNAME_LENGTH), "password": _string(MAX_PASSWORD_LENGTH),
-    "terminal": {"type": "string", "description": "one of the configured counter terminals (enum filled in per appliance); "
-                                                  "a PC registered to a terminal (its cookie) uses that one, and another is refused"}}}
+    "terminal": {"type": "string", "description": "one of the configured counter terminals (enum filled in per appliance). "
+                                                  "The session is at the terminal the client was registered as by a supervisor "
+                                                  "at /terminal (its sonae_terminal cookie); this only confirms it: another "
+                                                  "terminal, or any from an unregistered client (terminal_not_registered), is "
+                                                  "refused with 400. Without a registration the login has no counter."}}}
 DEFERRED_BODY = {"type": "object", "required": ["kind", "name", "contact", "delivery", "consent"], "properties": {
     "kind": {"type": "string", "enum": list(DEFERRED_KINDS)}, "name": _text(DEFERRED_LENGTHS["name"]),
     "contact": _text(DEFERRED_LENGTHS["contact"]), "delivery": {"type": "string", "enum": list(DELIVERY)},
@@ -110,7 +113,8 @@ MODE_BODY = {"type": "object", "required": ["to_mode", "reason"], "properties": 
 OPENAPI = {
     "openapi": "3.0.3",
     "info": {"title": "Sonae counter API", "version": "1",
-             "description": "Staff session (cookie) from POST /session; unsafe methods need X-CSRF-Token."},
+             "description": "Staff session (cookie) from POST /session; unsafe methods need X-CSRF-Token. A client works a "
+                            "counter only once a supervisor has registered it as a terminal at /terminal (cookie sonae_terminal)."},
     "paths": {
         "/api/v1/session": {
             "get": {"summary": "Current session and CSRF token", "responses": {"200": {"description": "session", **_json({"type": "object"})}}},

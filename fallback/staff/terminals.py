@@ -22,11 +22,25 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from fallback import audit
 from fallback.config import Config
+from fallback.errors import SonaeError
 
 COOKIE_NAME = "sonae_terminal"
 # Browsers keep a cookie at most 400 days; each login on the PC renews it.
 COOKIE_MAX_AGE = dt.timedelta(days=400)
 _SALT = "sonae-terminal-binding"
+
+
+class NotRegistered(SonaeError):
+    """An API login naming a terminal from a client no supervisor
+    registered: naming it is not registering it."""
+
+    code = "terminal_not_registered"
+
+    def __init__(self, terminal: str):
+        super().__init__(
+            f"この端末（クライアント）は窓口の端末「{terminal}」として登録されていないため、ログインしていません。"
+            "係長が /terminal でこの端末を登録してから、その登録（Cookie sonae_terminal）を付けてログインしてください。"
+            "窓口を使わない場合は terminal を指定せずにログインしてください。")
 
 
 def configured(config: Config, terminal_id: str) -> dict | None:

@@ -23,7 +23,7 @@ from fallback.config import DEFAULTS
 from fallback.counter.openapi import document
 from fallback.ops import open_ops
 from tests.browser.conftest import live_url  # noqa: F401  (fixture)
-from tests.support import PASSWORD
+from tests.support import PASSWORD, register_terminal_over_http
 
 # Residents of the example register: path parameters are replaced by one of
 # them for half the generated cases, so issuance and record views really run.
@@ -67,9 +67,10 @@ class Desk:
             conn.close()
         if self.http is None or not self.http.get(f"{self.base_url}/api/v1/session", timeout=10).json()["authenticated"]:
             self.http = requests.Session()
+            register_terminal_over_http(self.http, self.base_url, "本庁1")
             csrf = self.http.get(f"{self.base_url}/api/v1/session", timeout=10).json()["csrf_token"]
             answer = self.http.post(f"{self.base_url}/api/v1/session", headers={"X-CSRF-Token": csrf}, timeout=10,
-                                    json={"username": "boss", "password": PASSWORD, "terminal": "本庁1"})
+                                    json={"username": "boss", "password": PASSWORD})
             assert answer.status_code == 201, answer.text
             self.csrf = answer.json()["csrf_token"]
         return self.http, self.csrf

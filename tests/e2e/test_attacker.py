@@ -20,7 +20,7 @@ import requests
 from fallback.counter.openapi import OPENAPI
 from fallback.ops import open_ops
 from tests.browser.conftest import live_url  # noqa: F401  (fixture)
-from tests.support import ACCOUNTS, PASSWORD, example_records, served
+from tests.support import ACCOUNTS, PASSWORD, example_records, register_terminal_over_http, served
 
 YAMADA_TARO = "10000000011"
 ISSUE = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "acknowledge_move_out": True}
@@ -29,13 +29,17 @@ ISSUE = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運
 class Client:
     """A browser-less client: a cookie jar and, once logged in, the CSRF token."""
 
-    def __init__(self, base_url: str):
+    def __init__(self, base_url: str, terminal: str | None = "本庁1"):
+        """`terminal`: the counter terminal a supervisor registered this
+        client as (None: a client nobody registered)."""
         self.base_url = base_url
         self.http = requests.Session()
+        if terminal is not None:
+            register_terminal_over_http(self.http, base_url, terminal)
         self.csrf = self.http.get(f"{base_url}/api/v1/session", timeout=10).json()["csrf_token"]
 
     def login(self, username: str, password: str = PASSWORD) -> requests.Response:
-        answer = self.http.post(f"{self.base_url}/api/v1/session", json={"username": username, "password": password, "terminal": "本庁1"},
+        answer = self.http.post(f"{self.base_url}/api/v1/session", json={"username": username, "password": password},
                                 headers={"X-CSRF-Token": self.csrf}, timeout=10)
         if answer.status_code == 201:
             self.csrf = answer.json()["csrf_token"]
@@ -84,7 +88,7 @@ def test_unsafe_requests_need_the_sessions_own_csrf_token(server):
 
 def stolen(base_url: str, victim: Client) -> Client:
     """A second client carrying a copy of the victim's cookie (and its CSRF token)."""
-    thief = Client(base_url)
+    thief = Client(base_url, terminal=None)
     thief.http.cookies.clear()
     thief.http.cookies.update(victim.http.cookies)
     thief.csrf = victim.csrf
@@ -200,7 +204,7 @@ def test_a_huge_username_is_refused_before_it_is_stored(server):
     base_url, config = server
     audit_bytes = "SELECT count(*) + coalesce(sum(length(actor) + length(detail) + length(coalesce(target, ''))), 0) FROM audit"
     before = ops_count(config, audit_bytes)
-    attacker = Client(base_url)
+    attacker = Client(base_url, terminal=None)
     huge = "x" * 900_000
     assert attacker.login(huge, "x").status_code == 413
     form = attacker.call("POST", "/login", csrf=None, data={"username": huge, "password": "x", "terminal": "本庁1",
@@ -236,7 +240,7 @@ def test_public_pages_show_no_resident_data(server, appliance, tmp_path):  # noq
         secrets |= {record["name"], record["name_kana"], record["birth_date"], record["address"]["town"] + record["address"]["banchi"]}
         if record.get("alias"):
             secrets.add(record["alias"])
-    anonymous = Client(base_url)
+    anonymous = Client(base_url, terminal=None)
     pages = {}
     for rule in appliance.url_map.iter_rules():
         if getattr(appliance.view_functions[rule.endpoint], "sonae_public", False) and "GET" in rule.methods:

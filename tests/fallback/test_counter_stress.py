@@ -18,7 +18,7 @@ import requests
 
 from fallback.ops import open_ops
 from tests.pair.boxes import free_port, wait_until_answering
-from tests.support import PASSWORD, Staff, served
+from tests.support import PASSWORD, Staff, register_terminal_over_http, served
 
 YAMADA_TARO = "10000000011"
 BODY = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証"}
@@ -152,6 +152,7 @@ def _kill_between_commit_and_render(config, base: str) -> dict[int, str]:
     "crash-1" and killed (SIGKILL) as soon as their serials are committed,
     before all are rendered: the certificates' statuses as it left them."""
     http = requests.Session()
+    register_terminal_over_http(http, base, "本庁1")
     http.headers["X-CSRF-Token"] = http.get(f"{base}/api/v1/session", timeout=10).json()["csrf_token"]
     login = http.post(f"{base}/api/v1/session", json={"username": "clerk1", "password": PASSWORD, "terminal": "本庁1"}, timeout=30)
     http.headers["X-CSRF-Token"] = login.json()["csrf_token"]

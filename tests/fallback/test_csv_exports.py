@@ -45,7 +45,7 @@ def failed_logins(appliance, usernames):
     csrf = client.get("/api/v1/session").get_json()["csrf_token"]
     for index, username in enumerate(usernames):
         client.environ_base["REMOTE_ADDR"] = f"10.60.0.{index + 1}"
-        answer = client.post("/api/v1/session", json={"username": username, "password": "x", "terminal": "本庁1"},
+        answer = client.post("/api/v1/session", json={"username": username, "password": "x"},
                              headers={"X-CSRF-Token": csrf})
         assert answer.status_code == 401
 

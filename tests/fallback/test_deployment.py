@@ -99,7 +99,7 @@ def login_through(base_url: str) -> requests.Response:
     cookie, which a client speaking plain HTTP to waitress would withhold."""
     first = requests.get(f"{base_url}/api/v1/session", headers=FORWARDED, timeout=10)
     cookie = first.headers["Set-Cookie"].split(";", 1)[0]
-    return requests.post(f"{base_url}/api/v1/session", json={"username": "it1", "password": PASSWORD, "terminal": "本庁1"},
+    return requests.post(f"{base_url}/api/v1/session", json={"username": "it1", "password": PASSWORD},
                          headers={**FORWARDED, "X-CSRF-Token": first.json()["csrf_token"], "Cookie": cookie}, timeout=10)
 
 

@@ -81,7 +81,7 @@ def test_the_api_answers_a_full_disk_in_json_with_its_cause(home_on_small_disk, 
     assert_storage_answer(clerk.api("POST", f"/api/v1/residents/{YAMADA_TARO}/certificates", json=SELF_REQUEST))
     stranger = app.test_client()
     csrf = stranger.get("/api/v1/session").get_json()["csrf_token"]
-    assert_storage_answer(stranger.post("/api/v1/session", json={"username": "clerk2", "password": PASSWORD, "terminal": "本庁1"},
+    assert_storage_answer(stranger.post("/api/v1/session", json={"username": "clerk2", "password": PASSWORD},
                                         headers={"X-CSRF-Token": csrf}))
     page = clerk.get("/counter/?kana=ヤマダ")
     assert page.status_code == 503 and page.mimetype == "text/html"

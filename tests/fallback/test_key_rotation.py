@@ -20,7 +20,7 @@ from fallback.cli_support import services_stopped
 from fallback.keys import master_key
 from sync import crypto
 from tests.pair.boxes import free_port, stop, wait_until_answering
-from tests.support import PASSWORD
+from tests.support import PASSWORD, register_terminal_over_http
 
 SONAE = str(Path(sys.executable).with_name("sonae"))
 REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
@@ -59,6 +59,7 @@ def clerk_at(base: str) -> tuple[requests.Session, str]:
     """clerk1 logged in on 本庁1 through the running server: the session
     and its CSRF token."""
     clerk = requests.Session()
+    register_terminal_over_http(clerk, base, "本庁1")
     csrf = clerk.get(f"{base}/api/v1/session", timeout=10).json()["csrf_token"]
     logged_in = clerk.post(f"{base}/api/v1/session", json={"username": "clerk1", "password": PASSWORD, "terminal": "本庁1"},
                            headers={"X-CSRF-Token": csrf}, timeout=30)

@@ -109,10 +109,10 @@ def test_the_api_says_how_long_to_wait(appliance):
     client.environ_base["REMOTE_ADDR"] = OUTSIDER
     csrf = client.get("/api/v1/session").get_json()["csrf_token"]
     for guess in range(appliance.config["SONAE"]["security"]["login_free_failures"]):
-        answer = client.post("/api/v1/session", json={"username": "boss", "password": f"g-{guess}", "terminal": "本庁1"},
+        answer = client.post("/api/v1/session", json={"username": "boss", "password": f"g-{guess}"},
                              headers={"X-CSRF-Token": csrf})
         assert answer.status_code == 401
-    slowed = client.post("/api/v1/session", json={"username": "boss", "password": PASSWORD, "terminal": "本庁1"},
+    slowed = client.post("/api/v1/session", json={"username": "boss", "password": PASSWORD},
                          headers={"X-CSRF-Token": csrf})
     assert slowed.status_code == 429 and slowed.get_json()["error"] == "login_throttled"
     assert slowed.get_json()["retry_after"] == int(slowed.headers["Retry-After"]) >= 1
@@ -226,9 +226,9 @@ def test_a_huge_username_is_not_stored(appliance):
     assert form_login(appliance, huge, "whatever", "10.50.0.1").status_code == 413
     client = appliance.test_client()
     csrf = client.get("/api/v1/session").get_json()["csrf_token"]
-    answer = client.post("/api/v1/session", json={"username": huge, "password": "x", "terminal": "本庁1"}, headers={"X-CSRF-Token": csrf})
+    answer = client.post("/api/v1/session", json={"username": huge, "password": "x"}, headers={"X-CSRF-Token": csrf})
     assert answer.status_code == 413 and answer.get_json()["error"] == "too_large"
-    answer = client.post("/api/v1/session", json={"username": "x" * 30_000, "password": "x", "terminal": "本庁1"}, headers={"X-CSRF-Token": csrf})
+    answer = client.post("/api/v1/session", json={"username": "x" * 30_000, "password": "x"}, headers={"X-CSRF-Token": csrf})
     assert answer.status_code == 400 and "username" in answer.get_json()["message"]
     assert conn.execute("SELECT count(*), coalesce(sum(length(detail) + length(actor) + length(coalesce(target, ''))), 0) FROM audit").fetchone() == audit_before
 

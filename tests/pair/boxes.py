@@ -20,7 +20,7 @@ import pytest
 import requests
 
 from fallback.demo.outage_day import free_ports
-from tests.support import PASSWORD
+from tests.support import PASSWORD, register_terminal_over_http
 
 # Box 1 and box 2 of the runbook's example: each its own half of the
 # appliance's default ranges.
@@ -111,7 +111,8 @@ class Counter:
     def __init__(self, base: str, username: str = "clerk1", terminal: str = "本庁1"):
         self.base = base
         self.http = requests.Session()
-        answer = self.http.post(f"{base}/api/v1/session", json={"username": username, "password": PASSWORD, "terminal": terminal},
+        register_terminal_over_http(self.http, base, terminal)
+        answer = self.http.post(f"{base}/api/v1/session", json={"username": username, "password": PASSWORD},
                                 headers={"X-CSRF-Token": self.http.get(f"{base}/api/v1/session").json()["csrf_token"]}, timeout=30)
         assert answer.status_code == 201, answer.text
         self.http.headers["X-CSRF-Token"] = answer.json()["csrf_token"]
