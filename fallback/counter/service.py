@@ -548,6 +548,20 @@ def deferred_list(conn, staff: StaffSession, config: Config, *, export: bool = F
     return rows
 
 
+def set_deferred_status(conn, staff: StaffSession, config: Config, request_id: int, status: str) -> None:
+    """Change a deferred request's status: only who may see it now
+    (deferred_list: its clerk, or a supervisor), in its scope, and while
+    the records are open to them; a refusal is audited like a denied look.
+    The worklists that change it (supervisor's desk, recovery) show real
+    requests only, so a drill's are out of reach here too."""
+    scope = records_scope(conn, staff, config, real_only=True)
+    row = conn.execute("SELECT id, clerk, scope, drill_id FROM deferred_requests WHERE id = ?", (request_id,)).fetchone()
+    if row is None:
+        raise NotFound(f"受付番号 {request_id} の後日対応の受付はありません。")
+    _check_owner(conn, staff, scope, row, f"deferred:{request_id}")
+    deferred.set_status(conn, request_id, status, actor=staff.username)
+
+
 def record_deferred(conn, staff: StaffSession, config: Config, *, kind: str, name: str, contact: str, delivery: str,
                     consent: bool, resident_code: str | None, note: str) -> int:
     """Record a request that cannot be done now, in the counter's scope;

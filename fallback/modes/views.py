@@ -134,7 +134,7 @@ def change_mode():
 @roles("supervisor")
 def deferred_status(request_id):
     try:
-        deferred.set_status(get_ops(), request_id, request.form.get("status", ""), actor=g.staff.username)
+        service.set_deferred_status(get_ops(), g.staff, current_app.config["SONAE"], request_id, request.form.get("status", ""))
     except deferred.DeferredError as exc:
         flash(str(exc), "error")
     return redirect(url_for("supervisor.index") + "#deferred")

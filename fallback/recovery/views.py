@@ -66,7 +66,7 @@ def at_risk_status(check_id):
 @roles(*WORKERS)
 def deferred_status(request_id):
     try:
-        deferred.set_status(get_ops(), request_id, request.form.get("status", ""), actor=g.staff.username)
+        service.set_deferred_status(get_ops(), g.staff, current_app.config["SONAE"], request_id, request.form.get("status", ""))
     except deferred.DeferredError as exc:
         flash(str(exc), "error")
     return redirect(url_for("recovery.index") + f"#deferred-{request_id}")

@@ -172,3 +172,41 @@ def test_a_mode_reason_is_bounded(appliance, login):
     assert boss.api("GET", "/api/v1/status").get_json()["mode"] == "standby"
     boss.post("/supervisor/mode", {"to_mode": "downtime", "reason": "x" * 500})
     assert boss.api("GET", "/api/v1/status").get_json()["mode"] == "downtime"
+
+
+def deferred_status(appliance, request_id) -> tuple[str, str | None]:
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        return conn.execute("SELECT status, status_changed_by FROM deferred_requests WHERE id = ?", (request_id,)).fetchone()
+    finally:
+        conn.close()
+
+
+def test_only_who_may_see_a_deferred_request_changes_its_status(appliance, login, downtime):
+    clerk, boss, it = login("clerk1"), downtime, login("it1", terminal=None)
+    request_id = record_deferred(clerk, "山田　太郎")
+    refused = it.post(f"/recovery/deferred/{request_id}", {"status": "done"})  # IT sees no names on /recovery/: nor changes them
+    assert refused.status_code == 403 and "係長だけ" in text_of(refused)
+    assert deferred_status(appliance, request_id) == ("open", None)
+    assert [e["actor"] for e in entries(appliance, "records.denied")] == ["it1"]
+    assert boss.post(f"/supervisor/deferred/{request_id}", {"status": "contacted"}).status_code == 302
+    set_mode(boss, "recovery")
+    assert it.post(f"/recovery/deferred/{request_id}", {"status": "done"}).status_code == 423
+    assert boss.post(f"/recovery/deferred/{request_id}", {"status": "done"}).status_code == 302
+    assert deferred_status(appliance, request_id) == ("done", "boss")
+    set_mode(boss, "standby")  # the records are closed to everyone: so is changing them
+    assert boss.post(f"/supervisor/deferred/{request_id}", {"status": "open"}).status_code == 423
+    assert boss.post("/supervisor/deferred/999", {"status": "open"}).status_code == 423
+    assert deferred_status(appliance, request_id) == ("done", "boss")
+
+
+def test_a_drills_deferred_request_is_out_of_reach_of_the_real_worklists(appliance, login):
+    start_drill(appliance.config["SONAE"], participants=["clerk1", "boss"])
+    clerk, boss = login("clerk1"), login("boss")
+    request_id = record_deferred(clerk, "訓練　花子")
+    set_mode(boss, "downtime")  # suspends the drill; the desk's worklist is the real one
+    for path in (f"/supervisor/deferred/{request_id}", f"/recovery/deferred/{request_id}"):
+        refused = boss.post(path, {"status": "done"})
+        assert refused.status_code == 403 and "本番・訓練" in text_of(refused)
+    assert deferred_status(appliance, request_id) == ("open", None)
+    assert boss.post(f"/recovery/deferred/{request_id + 1}", {"status": "done"}).status_code == 404
