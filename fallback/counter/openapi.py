@@ -106,7 +106,10 @@ DEFERRED_BODY = {"type": "object", "required": ["kind", "name", "contact", "deli
     "kind": {"type": "string", "enum": list(DEFERRED_KINDS)}, "name": _text(DEFERRED_LENGTHS["name"]),
     "contact": _text(DEFERRED_LENGTHS["contact"]), "delivery": {"type": "string", "enum": list(DELIVERY)},
     "consent": {"type": "boolean", "enum": [True], "description": "the resident agreed to be contacted after recovery"},
-    "resident_code": _string(DEFERRED_LENGTHS["resident_code"]), "note": _string(DEFERRED_LENGTHS["note"])}}
+    "resident_code": {**_string(DEFERRED_LENGTHS["resident_code"]),
+                      "description": "11 digits (full-width or with hyphens taken); a resident of the register the counter "
+                                     "reads when one is loaded, else 400"},
+    "note": {**_string(DEFERRED_LENGTHS["note"]), "description": "no control characters (400)"}}}
 MODE_BODY = {"type": "object", "required": ["to_mode", "reason"], "properties": {
     "to_mode": {"type": "string", "enum": ["standby", "suspect", "downtime", "recovery"]}, "reason": _text(MAX_REASON_LENGTH)}}
 

@@ -565,8 +565,15 @@ def set_deferred_status(conn, staff: StaffSession, config: Config, request_id: i
 def record_deferred(conn, staff: StaffSession, config: Config, *, kind: str, name: str, contact: str, delivery: str,
                     consent: bool, resident_code: str | None, note: str) -> int:
     """Record a request that cannot be done now, in the counter's scope;
-    DeferredError says what to fix."""
+    DeferredError says what to fix. A 住民票コード must be a resident of
+    the register the counter reads, as for a look-up or an issue; with no
+    register loaded (a reason to defer) its format is all there is to check."""
     scope = records_scope(conn, staff, config)
+    resident_code = deferred.resident_code_of(resident_code)
+    register = register_for(scope) if resident_code else None
+    if register is not None and register.resident(resident_code) is None:
+        audit.record(conn, staff.username, "deferred.refused", resident_code, {"reason": "unknown_resident"}, drill=scope.is_drill)
+        raise deferred.DeferredError(f"住民票コード {resident_code} の住民は住民記録にありません。コードを確かめるか、空欄にしてください。")
     return deferred.record(conn, clerk=staff.username, office=staff.office, kind=kind, name=name, contact=contact,
                            delivery=delivery, consent=consent, resident_code=resident_code, note=note,
                            scope=scope.name, drill_id=scope.drill_id)

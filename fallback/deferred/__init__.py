@@ -4,6 +4,9 @@ with contact details and consent, as a worklist for after recovery."""
 
 from __future__ import annotations
 
+import re
+import unicodedata
+
 from fallback import audit
 from fallback.errors import SonaeError
 from fallback.ops import Transaction, now_iso
@@ -29,6 +32,22 @@ class DeferredError(SonaeError):
     """A deferred request that cannot be recorded; the message says what to fix."""
 
 
+_CODE = re.compile(r"[0-9]{11}")
+_FULL_WIDTH_DIGITS = str.maketrans("０１２３４５６７８９", "0123456789")
+
+
+def resident_code_of(typed: str | None) -> str | None:
+    """The 住民票コード as the register keys it (11 digits; typed full-width
+    or with hyphens as the counter's search takes it), or None when left
+    blank; anything else is refused rather than stored for the worklist."""
+    if not typed or not typed.strip():
+        return None
+    code = typed.strip().translate(_FULL_WIDTH_DIGITS).replace("-", "")
+    if not _CODE.fullmatch(code):
+        raise DeferredError("住民票コードは11桁の数字です。分からなければ空欄にしてください。")
+    return code
+
+
 def record(conn, *, clerk: str, office: str, kind: str, name: str, contact: str, delivery: str, consent: bool,
            resident_code: str | None = None, note: str = "", scope: str = "real", drill_id: int | None = None) -> int:
     if kind not in KINDS:
@@ -41,10 +60,16 @@ def record(conn, *, clerk: str, office: str, kind: str, name: str, contact: str,
         raise DeferredError("受取り方法を選んでください。")
     if not consent:
         raise DeferredError("連絡先を復旧後の連絡に使うことについて、住民の方の同意を確認してください。")
-    labels = {"name": "氏名", "contact": "連絡先", "note": "備考", "resident_code": "住民票コード"}
-    for field, value in (("name", name), ("contact", contact), ("note", note), ("resident_code", resident_code or "")):
+    resident_code = resident_code_of(resident_code)
+    labels = {"name": "氏名", "contact": "連絡先", "note": "備考"}
+    for field, value in (("name", name), ("contact", contact), ("note", note)):
         if len(value.strip()) > MAX_LENGTHS[field]:
             raise DeferredError(f"{labels[field]}が長すぎます（{MAX_LENGTHS[field]}文字まで）。")
+        # A control character (NUL, escape, a line break in a one-line field) is never typed at the
+        # counter; stored, it would break the worklist, its CSV and whoever reads them. Leading and
+        # trailing ones (a tab pasted from a spreadsheet) are stripped like spaces, never stored.
+        if any(unicodedata.category(c) == "Cc" for c in value.strip()):
+            raise DeferredError(f"{labels[field]}に使えない文字（制御文字）が含まれています。入力し直してください。")
     with Transaction(conn):
         cursor = conn.execute(
             "INSERT INTO deferred_requests (created_at, scope, drill_id, clerk, office, kind, resident_code, name, contact, delivery, consent, note) "

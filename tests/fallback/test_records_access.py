@@ -210,3 +210,30 @@ def test_a_drills_deferred_request_is_out_of_reach_of_the_real_worklists(applian
         assert refused.status_code == 403 and "本番・訓練" in text_of(refused)
     assert deferred_status(appliance, request_id) == ("open", None)
     assert boss.post(f"/recovery/deferred/{request_id + 1}", {"status": "done"}).status_code == 404
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("resident_code", "\u0000", "住民票コードは11桁の数字です"), ("resident_code", "<script>", "住民票コードは11桁の数字です"),
+    ("resident_code", "99999999999", "住民票コード 99999999999 の住民は住民記録にありません"),
+    ("note", "折り返し\u0000希望", "備考に使えない文字（制御文字）"), ("name", "山田\u001b太郎", "氏名に使えない文字（制御文字）"),
+])
+def test_a_deferred_request_with_a_malformed_code_or_control_characters_is_refused(appliance, login, downtime, field, value, message):
+    clerk = login("clerk1")
+    body = {"kind": "certificate_later", "name": "山田　太郎", "contact": "090-1111-2222", "delivery": "phone", "consent": True, field: value}
+    answer = clerk.api("POST", "/api/v1/deferred", json=body)
+    assert answer.status_code == 400 and message in answer.get_json()["message"]
+    form = clerk.post("/counter/deferred", {**body, "consent": "1"})
+    assert form.status_code == 422 and message in text_of(form)
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        assert conn.execute("SELECT count(*) FROM deferred_requests").fetchone()[0] == 0
+    finally:
+        conn.close()
+
+
+def test_a_deferred_request_keeps_a_residents_code_as_the_register_keys_it(appliance, login, downtime):
+    clerk = login("clerk1")
+    answer = clerk.api("POST", "/api/v1/deferred", json={"kind": "certificate_later", "name": "山田　太郎", "contact": "090-1111-2222",
+                                                        "delivery": "phone", "consent": True, "resident_code": "１０００-００００-０１１"})
+    assert answer.status_code == 201, answer.get_json()
+    assert [row["resident_code"] for row in clerk.api("GET", "/api/v1/deferred").get_json()["deferred"]] == [YAMADA_TARO]
