@@ -73,6 +73,13 @@ def ops_key(config: Config) -> bytes:
     return derive_key(master_key(config), "ops")
 
 
+def login_name_key(config: Config) -> bytes:
+    """Keys the fingerprint the audit log keeps instead of a name typed at a
+    failed login that no account has (fallback.staff.users.recorded_name):
+    without the key, nobody can test guesses of the typed text against it."""
+    return derive_key(master_key(config), "login-name")
+
+
 def signing_key(config: Config) -> Ed25519PrivateKey:
     """The Ed25519 key that signs certificate QR codes (32 raw private bytes,
     base64, mode 0600 — the same file format as the master key)."""

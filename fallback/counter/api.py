@@ -10,7 +10,7 @@ import secrets
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, session, url_for
 
-from fallback import modes
+from fallback import keys, modes
 from fallback.counter import openapi, screen, service
 from fallback.counter.state import COUNTER_ROLES
 from fallback.db import get_ops
@@ -74,7 +74,8 @@ def login():
     if terminal is not None and named not in (None, terminal["id"]):
         raise SonaeError(f"この端末は「{terminal['id']}」として登録されています。別の端末としてはログインできません。")
     user = users.authenticate(get_ops(), body["username"], body["password"],
-                              throttle=users.LoginThrottle.from_config(config["security"]), remote=request.remote_addr)
+                              throttle=users.LoginThrottle.from_config(config["security"]), name_key=keys.login_name_key(config),
+                              remote=request.remote_addr)
     staff = sessions.start_at(get_ops(), username=user.username, role=user.role, terminal=terminal, remote=request.remote_addr)
     session.clear()
     session["sid"] = staff.id

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from fallback import anchor, audit, clock
+from fallback import anchor, audit, clock, keys
 from fallback.config import Config
 from fallback.counter import issuance
 from fallback.counter.issuance import Clerk, IssueRefused, IssueRequest, Scope
@@ -100,10 +100,11 @@ def check_identity_document(document: str) -> None:
 def supervisor_approval(conn, config: Config, username: str, password: str, *, clerk: str, subject: str) -> str:
     """A supervisor other than the issuing clerk approves a restricted
     request on the spot by entering their own credentials at the clerk's
-    terminal. Every attempt is audited. A failed approval never counts
-    against the supervisor's login (it would let a counter lock its own
-    supervisor out); failures slow down the clerk's next approvals instead,
-    as failed logins do, so a counter cannot guess a password either."""
+    terminal. Every attempt is audited, the approver as users.recorded_name
+    keeps it. A failed approval never counts against the supervisor's login
+    (it would let a counter lock its own supervisor out); failures slow down
+    the clerk's next approvals instead, as failed logins do, so a counter
+    cannot guess a password either."""
     throttle = users.LoginThrottle.from_config(config["security"])
     at = now()
     since = (at - throttle.window).isoformat(timespec="milliseconds")
@@ -113,7 +114,7 @@ def supervisor_approval(conn, config: Config, username: str, password: str, *, c
     wait = throttle.wait_seconds(failures, latest, at)
     if wait > 0:
         raise IssueRefused("approval_failed", f"承認の失敗が続いたため、{max(1, round(wait + 0.5))}秒待ってからやり直してください。")
-    approver = username[:MAX_APPROVER_LENGTH]
+    approver = users.recorded_name(conn, username, keys.login_name_key(config))  # never a password typed as the name
     if username == clerk:
         audit.record(conn, clerk, "approval.failed", subject, {"approver": approver, "reason": "self"})
         raise IssueRefused("approval_failed", "交付する職員は自分の交付を承認できません。別の係長に承認を依頼してください。")

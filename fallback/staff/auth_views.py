@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, session, url_for
 
+from fallback import keys
 from fallback.db import get_ops
 from fallback.staff import sessions, terminals, users
 from fallback.staff.security import public, served_over_https
@@ -52,6 +53,10 @@ def login_throttle() -> users.LoginThrottle:
     return users.LoginThrottle.from_config(current_app.config["SONAE"]["security"])
 
 
+def login_name_key() -> bytes:
+    return keys.login_name_key(current_app.config["SONAE"])
+
+
 def bound_terminal() -> dict | None:
     """The terminal this PC is registered as (its signed cookie), or None."""
     return terminals.bound(current_app.config["SONAE"], current_app.secret_key, request.cookies.get(terminals.COOKIE_NAME))
@@ -84,7 +89,7 @@ def login():
     if request.method == "POST":
         try:
             user = users.authenticate(get_ops(), request.form.get("username", "").strip(), request.form.get("password", ""),
-                                      throttle=login_throttle(), remote=request.remote_addr)
+                                      throttle=login_throttle(), name_key=login_name_key(), remote=request.remote_addr)
         except users.LoginRefused as exc:  # LoginThrottled too: its status and Retry-After come with it
             error, status, headers = exc.message, exc.status, exc.headers()
         else:
@@ -110,7 +115,7 @@ def register_terminal():
             if terminal is None:
                 raise users.LoginRefused("登録する端末を選んでください。")
             user = users.authenticate(get_ops(), request.form.get("username", "").strip(), request.form.get("password", ""),
-                                      throttle=login_throttle(), remote=request.remote_addr)
+                                      throttle=login_throttle(), name_key=login_name_key(), remote=request.remote_addr)
             if user.role != "supervisor":
                 raise users.LoginRefused("端末を登録できるのは係長です。")
         except users.LoginRefused as exc:

@@ -14,6 +14,8 @@ tell which accounts exist.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import hmac
 import secrets
 from dataclasses import dataclass
 from functools import cache
@@ -36,7 +38,10 @@ ROLES = {
 }
 SYSTEM_DISPLAY_NAME = "監視（自動）"  # the worker's probes and jobs act as "system"
 MIN_PASSWORD_LENGTH = 10
-MAX_USERNAME_LENGTH = 64  # also what is stored of a username typed at a failed login
+MAX_USERNAME_LENGTH = 64
+# What stands for a typed name that no account has; no username can contain
+# a colon, so the marker is never mistaken for an account.
+UNKNOWN_NAME_MARKER = "unknown:"
 MAX_DISPLAY_NAME_LENGTH = 100
 COMMON_PASSWORDS = Path(__file__).with_name("common-passwords.txt")
 
@@ -224,6 +229,20 @@ def password_matches(conn, username: str, password: str) -> User | None:
     return get_user(conn, username) if ok and row and not row[1] else None
 
 
+def recorded_name(conn, typed: str, name_key: bytes) -> str:
+    """What the audit log and the login throttle keep of a name typed at a
+    login or an approval: the name itself when an account has it, else the
+    marker and a short keyed fingerprint. A name no account has is often a
+    password typed into the wrong field, and the append-only log could never
+    forget it; the fingerprint still ties repeated attempts with one string
+    together, and without the key (fallback.keys.login_name_key) guesses
+    cannot be tested against it."""
+    if len(typed) <= MAX_USERNAME_LENGTH and conn.execute("SELECT 1 FROM users WHERE username = ?", (typed,)).fetchone():
+        return typed
+    digest = hmac.new(name_key, typed.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return UNKNOWN_NAME_MARKER + digest[:16]
+
+
 def _login_wait(conn, username: str, remote: str | None, throttle: LoginThrottle, at: dt.datetime) -> float:
     since = (at - throttle.window).isoformat(timespec="milliseconds")
     by_source = conn.execute("SELECT count(*), max(at) FROM login_failures WHERE remote IS ? AND at >= ?", (remote, since)).fetchone()
@@ -250,11 +269,12 @@ def _audit_throttled(conn, username: str, remote: str | None, wait: float, at: d
         audit.record(conn, username, "login.throttled", username, {"remote": remote, "wait_s": round(wait)})
 
 
-def authenticate(conn, username: str, password: str, *, throttle: LoginThrottle, remote: str | None = None) -> User:
+def authenticate(conn, username: str, password: str, *, throttle: LoginThrottle, name_key: bytes,
+                 remote: str | None = None) -> User:
     """Return the user, or raise LoginRefused (LoginThrottled while the
-    source or the account must wait). Every checked attempt is audited;
-    what is stored of the username is bounded."""
-    stored_name = username[:MAX_USERNAME_LENGTH]
+    source or the account must wait). Every checked attempt is audited,
+    under `recorded_name` (`name_key`: fallback.keys.login_name_key)."""
+    stored_name = recorded_name(conn, username, name_key)
     at = now()
     wait = _login_wait(conn, stored_name, remote, throttle, at)
     if wait > 0:
@@ -266,8 +286,7 @@ def authenticate(conn, username: str, password: str, *, throttle: LoginThrottle,
             conn.execute("INSERT INTO login_failures (username, remote, at) VALUES (?,?,?)", (stored_name, remote, now_iso()))
             # Failures older than the window count for nothing: keep the table that small.
             conn.execute("DELETE FROM login_failures WHERE at < ?", ((at - throttle.window).isoformat(timespec="milliseconds"),))
-            audit.append(conn, stored_name, "login.failed", stored_name,
-                         {"remote": remote, **({"username_length": len(username)} if len(username) > MAX_USERNAME_LENGTH else {})})
+            audit.append(conn, stored_name, "login.failed", stored_name, {"remote": remote})
         else:
             conn.execute("DELETE FROM login_failures WHERE username = ? AND remote IS ?", (username, remote))
             audit.append(conn, username, "login", username, {"remote": remote})

