@@ -25,8 +25,11 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1", template_folder="templates
 
 def _json_body(schema: dict) -> dict:
     """The request's JSON body; a 400 names what is wrong with it by the
-    API document's own schema."""
-    body = request.get_json(silent=True)
+    API document's own schema. Every endpoint reads its body here."""
+    try:
+        body = request.get_json(silent=True)
+    except RecursionError:  # the parser's own limit, far past MAX_JSON_DEPTH ("[" × 5000); not a ValueError
+        raise SonaeError(f"the body is nested too deeply (at most {openapi.MAX_JSON_DEPTH} levels)") from None
     problem = openapi.body_problem(schema, body)
     if problem is not None:
         raise SonaeError(problem)

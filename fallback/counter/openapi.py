@@ -27,6 +27,9 @@ _ERROR = {"$ref": "#/components/schemas/Error"}
 # spaces (ECMA's \s, which the document's readers use, is a different set).
 _TEXT = {"type": "string", "pattern": "[^\\t-\\r\\x1c- \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]"}
 MAX_PASSWORD_LENGTH = 1024  # Argon2 takes any length; nobody types more
+# Every body here is an object of plain values and lists of them (3 levels);
+# anything much deeper is a mistake or an attack on the parser.
+MAX_JSON_DEPTH = 16
 
 
 def _text(max_length: int) -> dict:
@@ -246,6 +249,8 @@ def body_problem(schema: dict, body) -> str | None:
     (the subset of JSON Schema used here); None when nothing is."""
     if not isinstance(body, dict):
         return "the body must be a JSON object"
+    if problem := json_problem(body):
+        return problem
     missing = [name for name in schema["required"] if name not in body]
     if missing:
         return f"missing: {', '.join(missing)}"
@@ -254,6 +259,31 @@ def body_problem(schema: dict, body) -> str | None:
             problem = _value_problem(rule, body[name])
             if problem:
                 return f"{name}: {problem}"
+    return None
+
+
+def json_problem(body) -> str | None:
+    """What no schema can say about a parsed JSON body: nesting deeper than
+    MAX_JSON_DEPTH, or text that is not valid Unicode (JSON's \\ud800
+    escapes decode to a lone surrogate, which no database nor hash takes).
+    Walked without recursion, so a deep body cannot exhaust the stack here."""
+    pending: list = [(body, 1, None)]  # (value, its depth, the top-level field it is in)
+    while pending:
+        value, depth, field = pending.pop()
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                return f"{field or 'a field'}: text that is not valid Unicode (an unpaired surrogate such as \\ud800)"
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                return f"the body is nested too deeply (at most {MAX_JSON_DEPTH} levels)"
+            if isinstance(value, list):
+                pending.extend((item, depth + 1, field) for item in value)
+                continue
+            for key, item in value.items():
+                inside = field or (key if isinstance(key, str) and key.isascii() and key.isprintable() else None)
+                pending.extend(((key, depth + 1, field), (item, depth + 1, inside)))
     return None
 
 

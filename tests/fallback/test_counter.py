@@ -143,6 +143,72 @@ def test_the_api_refuses_what_its_document_refuses(appliance, login, downtime):
     assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 0  # nothing was recorded, let alone issued
 
 
+def raw_json(client, path, text: str, csrf: str):
+    """POST `text` as it is: JSON escapes such as \\ud800 reach the parser
+    unchanged (a JSON encoder in the test would refuse to write them)."""
+    return client.open(path, method="POST", data=text.encode("utf-8"), content_type="application/json",
+                       headers={"X-CSRF-Token": csrf})
+
+
+ISSUE_PATH = f"/api/v1/residents/{YAMADA_TARO}/certificates"
+LONE_SURROGATE = "\\ud800"  # as JSON spells it
+
+
+@pytest.mark.parametrize("path, body, field", [
+    (ISSUE_PATH, '{"kind":"juminhyo","requester_type":"self","identity_document":"運転免許証%s"}', "identity_document"),
+    (ISSUE_PATH, '{"kind":"juminhyo","requester_type":"self","identity_document":"運転免許証","requester_name":"%s"}',
+     "requester_name"),
+    ("/api/v1/deferred", '{"kind":"tenkyo","name":"山田","contact":"03","delivery":"mail","consent":true,"note":"%s"}', "note"),
+    ("/api/v1/deferred", '{"kind":"tenkyo","name":"山田","contact":"03","delivery":"mail","consent":true,"resident_code":"%s"}',
+     "resident_code"),
+    ("/api/v1/mode", '{"to_mode":"downtime","reason":"障害","%s":1}', "a field"),
+])
+def test_text_that_is_not_unicode_is_refused_naming_the_field(appliance, login, downtime, path, body, field):
+    """A lone surrogate escape decodes to a str that no hash, database or
+    page takes: every endpoint refuses it with a 400, before any rule."""
+    clerk = login("boss" if path == "/api/v1/mode" else "clerk1")
+    answer = raw_json(clerk.client, path, body % LONE_SURROGATE, clerk.csrf)
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    assert answer.get_json()["error"] == "bad_request"
+    assert answer.get_json()["message"] == f"{field}: text that is not valid Unicode (an unpaired surrogate such as \\ud800)"
+    conn = open_ops(appliance.config["SONAE"])
+    assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM deferred_requests").fetchone()[0] == 0
+
+
+def test_a_login_with_text_that_is_not_unicode_is_refused_before_anything_is_counted(appliance):
+    client = appliance.test_client()
+    csrf = client.get("/api/v1/session").get_json()["csrf_token"]
+    for body in ('{"username":"%s","password":"x"}', '{"username":"clerk1","password":"%s"}'):
+        answer = raw_json(client, "/api/v1/session", body % LONE_SURROGATE, csrf)
+        assert answer.status_code == 400 and "not valid Unicode" in answer.get_json()["message"]
+    conn = open_ops(appliance.config["SONAE"])
+    assert conn.execute("SELECT count(*) FROM login_failures").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("body", ["[" * 5000 + "]" * 5000, '{"a":' * 3000 + "1" + "}" * 3000,
+                                  '{"kind":"juminhyo","members":' + "[" * 100 + "]" * 100 + "}"])
+def test_a_deeply_nested_body_is_refused(login, downtime, body):
+    clerk = login("clerk1")
+    answer = raw_json(clerk.client, ISSUE_PATH, body, clerk.csrf)
+    assert answer.status_code == 400 and answer.get_json()["message"] == "the body is nested too deeply (at most 16 levels)"
+
+
+def test_form_values_that_are_not_utf_8_never_fail_a_page(appliance, login, downtime):
+    """A form's bytes are decoded by werkzeug, which keeps a percent escape
+    that is not UTF-8 (a surrogate's %ED%A0%80) as the text it is: a login
+    is refused and an issue form is answered, never a 500."""
+    client = appliance.test_client()
+    csrf = client.get("/api/v1/session").get_json()["csrf_token"]
+    answer = client.post("/login", data=f"username=%ED%A0%80&password=%ED%A0%80&csrf_token={csrf}",
+                         content_type="application/x-www-form-urlencoded")
+    assert answer.status_code == 401
+    clerk = login("clerk1")
+    answer = clerk.client.post(f"/counter/resident/{YAMADA_TARO}/issue", content_type="application/x-www-form-urlencoded",
+                               data=f"kind=juminhyo&requester_type=self&identity_document=%ED%A0%80&csrf_token={clerk.csrf}")
+    assert answer.status_code < 500, answer.status_code
+
+
 def test_the_copies_cap_is_the_configured_one_in_the_api_and_its_document(configure_app, downtime):
     clerk = Staff(configure_app(counter={"max_copies": 12, "daily_cap_per_requester": 0}), "clerk1")
     document = clerk.get("/api/v1/openapi.json").get_json()
