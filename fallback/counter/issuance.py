@@ -269,8 +269,16 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
     removed = subject["status"] == "removed"
     if req.kind == "johyo" and not removed:
         raise IssueRefused("johyo_for_active", "この方は現在の住民です。除票の写しではなく住民票の写しを交付してください。")
+    if req.kind == "inkan" and removed:
+        # The seal registration ended with the residence: no card, however
+        # current the register's copy of it looks, makes it valid again.
+        raise IssueRefused(
+            "seal_revoked",
+            "この方は除票です（転出・死亡等）。住民でなくなったときに印鑑登録は廃止されるため、印鑑登録証明書は交付できません。"
+            "請求された方にそのことを説明してください（転出先の市区町村で改めて印鑑登録ができます）。",
+        )
     if req.kind != "johyo" and removed:
-        raise IssueRefused("removed_resident", "この方は除票です（転出・死亡等）。現在の住民票は交付できません。除票の写しを選んでください。")
+        raise IssueRefused("removed_resident", f"この方は除票です（転出・死亡等）。{KINDS[req.kind]}は交付できません。除票の写しを選んでください。")
 
     seal = None
     if req.kind == "inkan":
@@ -608,7 +616,11 @@ def _active_seal(register, subject: dict, card_number: str) -> dict:
                 f"この印鑑登録証（{revoked['seal_number']}）の登録は廃止されています。印鑑登録証明書は、"
                 "いま登録されている印鑑の登録証でだけ交付できます。住民の方に廃止されていることを説明してください。",
             )
-        raise IssueRefused("seal_card_mismatch", "印鑑登録証の番号が登録と一致しません。登録証を確認してください。")
+        raise IssueRefused(
+            "seal_card_mismatch",
+            "印鑑登録証の番号が登録と一致しません。入力するのは印鑑登録証（カード）に印字されている番号で、"
+            "画面の印鑑登録の登録番号とは別の番号です。登録証を確認してください。",
+        )
     return seal
 
 

@@ -13,7 +13,7 @@ RULE_LABELS = {
     "no_seal": "印鑑登録なし",
     "seal_card_mismatch": "印鑑登録証の番号違い",
     "johyo_for_active": "現在の住民に除票の写し",
-    "removed_resident": "除票の方に住民票の写し",
+    "removed_resident": "除票の方に除票の写し以外の証明書",
     "planned_move_out": "転出予定の確認なし",
     "third_party": "第三者からの請求",
     "agent_without_letter": "委任状のない代理人",

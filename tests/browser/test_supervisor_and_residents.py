@@ -93,7 +93,7 @@ def test_no_english_code_on_a_japanese_screen_and_staff_by_display_name(applianc
     link = wait_for(browser, "#incident-list a")
     texts["incident report"] = staff_pages_text(browser, [link.get_attribute("href").removeprefix(browser.base_url)]).popitem()[1]
     supervisor = texts["/supervisor/"]
-    assert "お断り: " in supervisor and "除票の方に住民票の写し" in supervisor and "委任状のない代理人" in supervisor
+    assert "お断り: " in supervisor and "除票の方に除票の写し以外の証明書" in supervisor and "委任状のない代理人" in supervisor
     assert "支援措置の対象者" in supervisor
     assert "窓口　一子" in supervisor and "係長二郎" in re.sub(r"\s", "", texts["incident report"])
     for where, text in texts.items():

@@ -78,7 +78,7 @@ def test_the_report_compares_with_last_years_drill(scripted_drills, tmp_path):
     assert "| 交付した証明書 | 6枚 | 4枚 | +2 |" in text
     assert "| 見つけた誤り（お断り） | 3件 | 1件 | +2 |" in text
     assert "| 本庁1 | 本庁 | 2026-09-15 09:20 | 20分 | 4 | 2.0 |" in text
-    assert "| 除票の方に住民票の写し | 1 |" in text
+    assert "| 除票の方に除票の写し以外の証明書 | 1 |" in text
     assert "実際の障害のため中断" in text and "訓練上の宣言" in text
 
     pdf = pdf_text(documents.markdown_pdf("訓練報告書", text, drill=True), tmp_path)

@@ -347,6 +347,23 @@ def test_removed_resident_gets_johyo_not_juminhyo(login, downtime):
     assert issue(clerk, YAMADA_TARO, kind="johyo", layout="kojin").get_json()["rule"] == "johyo_for_active"
 
 
+@pytest.mark.parametrize("kind, rule, says", [
+    ("juminhyo", "removed_resident", "住民票の写しは交付できません。除票の写しを選んでください。"),
+    ("kisai", "removed_resident", "住民票記載事項証明書は交付できません。除票の写しを選んでください。"),
+    ("inkan", "seal_revoked", "住民でなくなったときに印鑑登録は廃止されるため、印鑑登録証明書は交付できません。"),
+])
+def test_a_removed_residents_refusal_names_the_certificate_chosen(login, downtime, kind, rule, says):
+    clerk = login("clerk1")
+    refused = issue(clerk, SUZUKI_REMOVED, kind=kind, seal_card_number="C00000095")
+    assert refused.status_code == 422 and refused.get_json()["rule"] == rule
+    assert says in refused.get_json()["message"]
+    page = text_of(clerk.post(f"/counter/resident/{SUZUKI_REMOVED}/issue", {
+        "kind": kind, "requester_type": "self", "identity_document": "運転免許証", "seal_card_number": "C00000095"}))
+    assert says in page
+    if kind != "juminhyo":  # the refusal names no certificate the clerk did not choose
+        assert "住民票の写し" not in page.split("交付していません")[1].split("除票の写し")[0]
+
+
 def test_planned_move_out_must_be_acknowledged(login, downtime):
     clerk = login("clerk1")
     assert issue(clerk, TANAKA_MOVING).get_json()["rule"] == "planned_move_out"
@@ -358,6 +375,11 @@ def test_seal_certificate_needs_matching_card(login, downtime):
     clerk = login("clerk1")
     wrong = issue(clerk, YAMADA_TARO, kind="inkan", seal_card_number="C99999999")
     assert wrong.get_json()["rule"] == "seal_card_mismatch"
+    # the screen's registration number is not the card's: the refusal says which number to type
+    assert "登録番号 S00000011（登録中）" in text_of(clerk.get(f"/counter/resident/{YAMADA_TARO}"))
+    typed_registration = issue(clerk, YAMADA_TARO, kind="inkan", seal_card_number="S00000011")
+    assert typed_registration.get_json()["rule"] == "seal_card_mismatch"
+    assert "印鑑登録証（カード）に印字されている番号で、画面の印鑑登録の登録番号とは別の番号です" in typed_registration.get_json()["message"]
     assert issue(clerk, YAMADA_TARO, kind="inkan", seal_card_number="C00000011").status_code == 201
     assert issue(clerk, KATSURAGI, kind="inkan", seal_card_number="").status_code == 400
 

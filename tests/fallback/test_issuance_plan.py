@@ -127,6 +127,8 @@ def test_johyo_is_for_removed_residents_and_the_others_for_current_ones(example_
     assert refusal(example_register, counter, request(YAMADA_TARO, kind="johyo")) == "johyo_for_active"
     for kind in ("juminhyo", "kisai"):
         assert refusal(example_register, counter, request(SUZUKI_MOVED_OUT, kind=kind)) == "removed_resident"
+    # a removed resident's seal registration ended with the residence
+    assert refusal(example_register, counter, request(SUZUKI_MOVED_OUT, kind="inkan", seal_card_number="C1")) == "seal_revoked"
 
 
 def test_a_seal_certificate_needs_the_matching_card_of_an_active_seal(example_register, counter):
