@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from fallback.demo.outage_day import FAULTS, DayOptions, run_outage_day
-from fallback.demo.site import DemoSite
+from fallback.demo.site import DemoSite, training_password_problem
 
 
 @click.group("demo")
@@ -34,6 +34,8 @@ def demo_group():
 def run_demo(root, residents, seed, web_port, upstream_port, fresh, password):
     """Start cloudsim, sync, the worker and the counter app; print the
     accounts; run until Ctrl+C."""
+    if password is not None and (problem := training_password_problem(password)):
+        raise click.ClickException(problem)
     if fresh and root.exists():
         shutil.rmtree(root)
     site = DemoSite(root, residents=residents, seed=seed, web_port=web_port, upstream_port=upstream_port)

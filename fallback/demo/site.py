@@ -18,6 +18,7 @@ import click
 import requests
 
 from fallback.config import DEFAULTS, render_toml
+from fallback.staff import users
 from printing.model import SPECIMEN_SEAL_IMAGE
 from sync.crypto import write_key_file
 
@@ -30,6 +31,33 @@ DEMO_ACCOUNTS = (
     ("joho", "情報 政策", "it"),
     ("kansa", "監査 太郎", "auditor"),
 )
+
+# Options of the `sonae` commands the demo runs whose value is a secret: a
+# failed command is named without it.
+SECRET_OPTIONS = frozenset({"--password"})
+
+
+def training_password_problem(password: str) -> str | None:
+    """Why `password` cannot be every demo account's, by the rules `sonae
+    user add` applies to each, or None. Asked before anything starts: a
+    refusal halfway would leave a half-built demo. Never shows the password."""
+    for username, _, _ in DEMO_ACCOUNTS:
+        if problem := users.password_problem(password, username):
+            names = ", ".join(name for name, _, _ in DEMO_ACCOUNTS)
+            return (f"--password cannot be used for demo account {username}: {problem}. Choose one of at least "
+                    f"{users.MIN_PASSWORD_LENGTH} characters, not a common password, that contains none of the account names "
+                    f"({names}), or leave out --password for a random one per account")
+    return None
+
+
+def shown_command(args: tuple[str, ...]) -> str:
+    """A `sonae` command line as an error may show it: secrets as ***."""
+    def shown(before: str, arg: str) -> str:
+        if before in SECRET_OPTIONS:
+            return "***"
+        option, equals, _ = arg.partition("=")
+        return f"{option}=***" if equals and option in SECRET_OPTIONS else arg
+    return " ".join(shown(before, arg) for before, arg in zip(("", *args), args))
 
 
 class DemoSite:
@@ -110,7 +138,7 @@ class DemoSite:
     def run(self, *args: str) -> str:
         result = subprocess.run(self.sonae(*args), env=self.env, capture_output=True, text=True)
         if result.returncode != 0:
-            raise click.ClickException(f"`sonae {' '.join(args)}` failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
+            raise click.ClickException(f"`sonae {shown_command(args)}` failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
         return result.stdout
 
     def start(self, *args: str, log: str, secrets_env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -174,7 +202,10 @@ class DemoSite:
     def seed_accounts(self, password: str | None = None) -> list[tuple[str, str, str]]:
         """One account per role; each with a fresh random password, or all
         with `password` (a training room's fixed one; the password rules
-        still apply and a refusal names the rule)."""
+        still apply, to every account before any is made, and a refusal
+        names the account and the rule)."""
+        if password is not None and (problem := training_password_problem(password)):
+            raise click.ClickException(problem)
         existing = self.run("user", "list")
         created = []
         for username, display, role in DEMO_ACCOUNTS:

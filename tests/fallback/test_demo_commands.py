@@ -33,6 +33,32 @@ def test_a_busy_port_is_refused_in_one_line_before_anything_starts(tmp_path):
     assert not (tmp_path / "demo" / "cloudsim").exists()  # nothing was started
 
 
+def test_a_training_password_an_account_refuses_is_refused_before_anything_starts(tmp_path):
+    """Each demo account's password rules are asked first, as `sonae user
+    add` asks them: kunren's name is in this one."""
+    password = "Kunren-2026-pw!"
+    answer = sonae("demo", "run", "--dir", str(tmp_path / "demo"), "--residents", "300", "--password", password,
+                   "--port", str(free_port()), "--upstream-port", str(free_port()))
+    assert answer.returncode != 0
+    lines = answer.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "demo account kunren: password must not contain the username" in lines[0]
+    assert "or leave out --password for a random one per account" in lines[0]
+    assert password not in answer.stdout + answer.stderr
+    assert not (tmp_path / "demo").exists()  # nothing was started, nor written
+
+
+def test_a_failed_user_command_is_named_without_its_password(tmp_path):
+    site = DemoSite(tmp_path / "demo", residents=0, seed=0, web_port=0, upstream_port=0)
+    with pytest.raises(click.ClickException) as refused:
+        site.run("user", "add", "newclerk", "--name", "新人", "--role", "no-such-role", "--password", "Tsukimi-Dango-42x")
+    assert "`sonae user add newclerk --name 新人 --role no-such-role --password ***` failed" in refused.value.message
+    assert "Tsukimi-Dango-42x" not in refused.value.message
+    with pytest.raises(click.ClickException) as refused:
+        site.run("user", "add", "newclerk", "--name", "新人", "--role", "no-such-role", "--password=Tsukimi-Dango-42x")
+    assert "--password=***` failed" in refused.value.message and "Tsukimi-Dango-42x" not in refused.value.message
+
+
 def test_cloud_commands_without_a_running_demo_say_so(tmp_path):
     answer = sonae("demo", "cloud", "down", "--dir", str(tmp_path / "nothing"))
     assert answer.returncode != 0 and "start it with `sonae demo run" in answer.stderr
