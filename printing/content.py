@@ -68,11 +68,38 @@ class Sheet:
 
 @dataclass(frozen=True)
 class SealImpression:
-    """The registered 印影, printed at `width_mm` x `height_mm`."""
+    """The registered 印影, printed at `width_mm` x `height_mm`; `png` is
+    the image exactly as embedded (printed_seal), `pixel_digest` its
+    seal_pixels_digest, which the QR code signs."""
 
     png: bytes
     width_mm: float
     height_mm: float
+    pixel_digest: str
+
+
+def seal_pixels_digest(image: Image.Image) -> str:
+    """SHA-256 of an image's size and its pixels as 8-bit RGB. The pixels,
+    not the file: a PDF stores them under its own compression (WeasyPrint
+    re-encodes every PNG, another PDF writer would again), while its
+    samples come back unchanged from the PDF (pdfimages) and from the PNG.
+    As RGB because pdfimages writes a grayscale image as RGB, each gray
+    value thrice, exactly what converting it gives."""
+    rgb = image.convert("RGB")
+    return hashlib.sha256(f"RGB {rgb.width}x{rgb.height}\n".encode("ascii") + rgb.tobytes()).hexdigest()
+
+
+def printed_seal(image: Image.Image) -> Image.Image:
+    """The 印影 as it is embedded: 8-bit grayscale or RGB, opaque. WeasyPrint
+    would turn a palette or 1-bit image into RGB and split transparency into
+    a soft mask (which also makes CUPS rasterise the page); giving it the
+    samples it stores unchanged is what lets a checker recompute the signed
+    digest from the PDF."""
+    if image.mode in ("L", "RGB") and "transparency" not in image.info:
+        return image.copy()
+    gray = image.mode in ("1", "L", "LA", "I", "I;16") or (image.mode == "P" and image.palette.mode == "L")
+    white = Image.new("RGBA", image.size, (255, 255, 255, 255))
+    return Image.alpha_composite(white, image.convert("RGBA")).convert("L" if gray else "RGB")
 
 
 @dataclass(frozen=True)
@@ -266,16 +293,20 @@ class _Formatter:
 
     def seal_impression(self, seal: Mapping[str, Any]) -> SealImpression:
         try:
-            png = base64.b64decode(seal["image_png"], validate=True)
-            with Image.open(io.BytesIO(png)) as image:
+            registered = base64.b64decode(seal["image_png"], validate=True)
+            with Image.open(io.BytesIO(registered)) as image:
                 if image.format != "PNG":
                     raise UnidentifiedImageError("not a PNG")
-                width, height = image.size
+                printed = printed_seal(image)
         except (ValueError, UnidentifiedImageError, OSError, KeyError, TypeError):  # ValueError: bad base64, or not ASCII
             raise CertificateError("登録されている印影の画像が読めません（印影データが壊れています）") from None
+        out = io.BytesIO()
+        printed.save(out, format="PNG")
         longer = self.cert.settings.seal_impression_mm
-        scale = longer / max(width, height)
-        return SealImpression(png, round(width * scale, 2), round(height * scale, 2))
+        scale = longer / max(printed.size)
+        return SealImpression(
+            out.getvalue(), round(printed.width * scale, 2), round(printed.height * scale, 2), seal_pixels_digest(printed)
+        )
 
 
 def printed_content(cert: Certificate, people_per_sheet: int = PEOPLE_PER_RENKETSU_SHEET) -> PrintedContent:

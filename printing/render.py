@@ -361,6 +361,8 @@ def _signed_page(cert: Certificate, content: PrintedContent, index: int, grid: s
         closing=(content.certification, content.issue_date, content.issuer) if last else (),
         notice=content.notice,
         serial_line=f"発行番号　{content.page_label(index)}",
+        # The 印鑑登録証明書 is one sheet: its 印影 is on the signed page.
+        seal_digest=content.seal_impression.pixel_digest if content.seal_impression else "",
     )
 
 

@@ -27,6 +27,14 @@ DEFLATE is what the EU's COVID certificates chose for the same reason: every
 reader decodes alphanumeric QR codes as text, binary mode less reliably.
 Version 1 codes (SN1, a digest of the content) are refused: they vouch for
 less than the paper says.
+
+Format version 3 (SN3:, the signature over b"SN3" and the compressed bytes,
+the same dictionary) is version 2 with a fifteenth element: the SHA-256 of
+the 印影's pixels as embedded (printing.content.seal_pixels_digest), in hex.
+A page that prints a 印影 (the 印鑑登録証明書) is signed so; every other page
+stays version 2, its code unchanged. A version 2 code on an 印鑑登録証明書
+(issued before version 3) still verifies, with no seal digest: its 印影 is
+vouched for by nothing but the issued file.
 """
 
 from __future__ import annotations
@@ -46,6 +54,9 @@ from printing.wareki import JST
 
 PREFIX = "SN2:"
 _SIGNED_TAG = b"SN2"
+SEAL_PREFIX = "SN3:"
+_SEAL_SIGNED_TAG = b"SN3"
+_SEAL_DIGEST_HEX = 64
 _OLD_PREFIX = "SN1."
 _TIME_FORMAT = "%Y%m%d%H%M%S"
 _FLAGS = {(False, False): "R", (True, False): "D", (False, True): "S", (True, True): "DS"}
@@ -131,6 +142,7 @@ class SignedPage:
     closing: tuple[str, ...]  # certification, issue date, issuer line: last page only
     notice: str  # the data-as-of statement
     serial_line: str  # the 発行番号 as printed, with "i/n"
+    seal_digest: str = ""  # the 印影's pixels (hex SHA-256) on a version 3 page; "" on any other
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -194,6 +206,7 @@ def _page_json(page: SignedPage) -> bytes:
         [_field_json(field) for field in page.header],
         [[_field_json(field) for field in person] for person in page.people],
         list(page.closing), page.notice, page.serial_line,
+        *([page.seal_digest] if page.seal_digest else []),
     ]
     return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -202,12 +215,12 @@ def payload_bytes(page: SignedPage, private_key: Ed25519PrivateKey) -> bytes:
     """The compressed page and its signature: what the QR code carries, before base45."""
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, _DICTIONARY)
     compressed = compressor.compress(_page_json(page)) + compressor.flush()
-    return compressed + private_key.sign(_SIGNED_TAG + compressed)
+    return compressed + private_key.sign((_SEAL_SIGNED_TAG if page.seal_digest else _SIGNED_TAG) + compressed)
 
 
 def sign_page(page: SignedPage, private_key: Ed25519PrivateKey) -> str:
     """The QR payload text for this page."""
-    return PREFIX + _base45_encode(payload_bytes(page, private_key))
+    return (SEAL_PREFIX if page.seal_digest else PREFIX) + _base45_encode(payload_bytes(page, private_key))
 
 
 def _malformed(why: str) -> MalformedPayloadError:
@@ -222,10 +235,15 @@ def _fields(value) -> tuple[Field, ...]:
     return tuple(Field(*item) for item in value)
 
 
-def _parse(document) -> SignedPage:
-    if not isinstance(document, list) or len(document) != 14:
+def _parse(document, *, with_seal: bool) -> SignedPage:
+    if not isinstance(document, list) or len(document) != (15 if with_seal else 14):
         raise ValueError("shape")
-    code, kind, serial, issued, as_of, flags, page, pages, title, header, people, closing, notice, serial_line = document
+    code, kind, serial, issued, as_of, flags, page, pages, title, header, people, closing, notice, serial_line = document[:14]
+    seal_digest = document[14] if with_seal else ""
+    if with_seal and not (
+        isinstance(seal_digest, str) and len(seal_digest) == _SEAL_DIGEST_HEX and all(c in "0123456789abcdef" for c in seal_digest)
+    ):
+        raise ValueError("seal digest")
     if flags not in _FLAGS.values() or not isinstance(people, list) or not isinstance(closing, list):
         raise ValueError("flags")
     if not all(isinstance(value, str) for value in (code, kind, issued, as_of, title, notice, serial_line, *closing)):
@@ -238,7 +256,7 @@ def _parse(document) -> SignedPage:
         data_as_of=_dt.datetime.strptime(as_of, _TIME_FORMAT).replace(tzinfo=JST),
         drill="D" in flags, specimen="S" in flags, page=page, pages=pages, title=title,
         header=_fields(header), people=tuple(_fields(person) for person in people),
-        closing=tuple(closing), notice=notice, serial_line=serial_line,
+        closing=tuple(closing), notice=notice, serial_line=serial_line, seal_digest=seal_digest,
     )
 
 
@@ -256,7 +274,8 @@ def verify_payload(
         raise MalformedPayloadError(
             "旧形式（SN1）のQRコードです。記載内容が署名されていないため、この方法では確認できません。発行した自治体にお問い合わせください"
         )
-    if not text.startswith(PREFIX):
+    with_seal = text.startswith(SEAL_PREFIX)
+    if not (with_seal or text.startswith(PREFIX)):
         raise _malformed("形式が違います")
     try:
         data = _base45_decode(text[len(PREFIX):])
@@ -266,7 +285,7 @@ def verify_payload(
     if not compressed:
         raise _malformed("短すぎます")
     try:
-        public_key.verify(signature, _SIGNED_TAG + compressed)
+        public_key.verify(signature, (_SEAL_SIGNED_TAG if with_seal else _SIGNED_TAG) + compressed)
     except (InvalidSignature, binascii.Error):
         raise BadSignatureError(
             "署名を確認できません。QRコードが書き換えられたか、この自治体の装置が発行したものではありません"
@@ -276,7 +295,7 @@ def verify_payload(
         page_json = decompressor.decompress(compressed, _MAX_PAGE_JSON_BYTES)
         if decompressor.unconsumed_tail or not decompressor.eof:
             raise ValueError("size")
-        page = _parse(json.loads(page_json))
+        page = _parse(json.loads(page_json), with_seal=with_seal)
     except (ValueError, zlib.error, TypeError):  # signed by our key, yet unreadable: a newer or broken format
         raise _malformed("内容が読めません") from None
     if page.drill and not accept_drill:

@@ -29,8 +29,10 @@ import difflib
 import hmac
 import io
 import math
+import os
 import re
 import subprocess
+import tempfile
 import time
 import unicodedata
 import warnings
@@ -40,7 +42,7 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from PIL import Image, UnidentifiedImageError
 
-from printing.content import UNSIGNED_TEXTS, VERIFICATION_LEAD
+from printing.content import UNSIGNED_TEXTS, VERIFICATION_LEAD, seal_pixels_digest
 from printing.signing import CertificateVerificationError, SignedPage, pages_in_order, verify_payload
 from printing.wareki import DEFAULT_ERAS, Era, format_wareki, format_wareki_datetime
 
@@ -67,6 +69,7 @@ class Limits:
     max_image_pixels: int = 30_000_000  # a 12 MP phone photo fits twice over
     raster_long_side_px: int = 3508  # A4's long side at 300 dpi: 3 px per QR module
     decoded_image_pixels: int = 2480 * 3508  # an A4 page at 300 dpi: a larger image is scaled down to this
+    page_image_pixels: int = 4_000_000  # the images of a page whose 印影 is compared: the 電子公印 and the 印影 are far smaller
     seconds: float = 20.0  # the whole check
     tool_memory_bytes: int = 1024 * 1024 * 1024  # address space of each pdftoppm / zbarimg
 
@@ -128,6 +131,24 @@ class Verification:
             "PDFの文字情報が一致しても、見えている記載（文字の上に描かれた図形や画像）は機械では照合できません。"
         )
 
+    @property
+    def seal_to_compare(self) -> str:
+        """What the checker must do about the 印影 of an 印鑑登録証明書 that is
+        not the very file issued ("" for other certificates): a picture
+        carries no image the machine can compare, and a PDF can show another
+        seal drawn over the signed one."""
+        seals = [page for page in self.pages if page.kind == "inkan"]
+        if not seals:
+            return ""
+        if not all(page.seal_digest for page in seals):
+            return ("この証明書のQRコードは印影を含まない以前の形式のため、印影は機械で照合していません。"
+                    "印影は、発行番号を伝えて、交付した区役所に確認してください。")
+        if self.text_checked:
+            return ("PDFに埋め込まれた印影の画像は署名された印影と一致しました。"
+                    "PDFに見えている印影の上に別の印影が重ねられていないか確かめ、疑わしければ、発行番号を伝えて、交付した区役所に確認してください。")
+        return ("印影は、画像からは機械で照合できません。証明書のPDFを受け取っている場合は、そのPDFをこのページで確認してください（PDFの印影は署名と照合します）。"
+                "紙の証明書の場合は、発行番号を伝えて、交付した区役所に用紙の印影が登録された印影と同じか確認してください。")
+
     def differing(self, page: int) -> set[str]:
         """The names of page `page`'s fields that differ."""
         return {difference.field for difference in self.differences if difference.page == page}
@@ -163,6 +184,8 @@ def what_to_compare(page: SignedPage) -> str:
         f"{number}人目（{_name(person)}）の全項目（{len(person)}項目：{'・'.join(field.label for field in person)}）"
         for number, person in enumerate(page.people, start=1)
     ]
+    if page.kind == "inkan":
+        parts.append("印影")
     if page.closing:
         parts.append("証明文・交付日・市区町村長名")
     parts.append("住民記録の時点の文・発行番号")
@@ -393,6 +416,50 @@ def _unsigned_problem(page: SignedPage, unsigned: str) -> str:
     return f"{page.page}ページ目に、署名された内容にない記載「{shown}」があります（書き加えられた疑いがあります）"
 
 
+# --- the 印影 --------------------------------------------------------------------
+
+SEAL_DIFFERS = "{page}ページ目の印影が、交付したときのものと異なります（印影が差し替えられた疑いがあります）"
+
+
+def _page_image_digests(pdf: bytes, page: int, deadline: float, limits: Limits) -> set[str]:
+    """seal_pixels_digest of every image drawn on the page, as the PDF stores
+    its samples. pdfimages writes them to files: a private directory in
+    memory (/dev/shm) where there is one, removed at once. Their pixels are
+    counted from pdfimages -list first, so a hostile page cannot make it
+    write gigabytes."""
+    listing = _run(["pdfimages", "-list", "-f", str(page), "-l", str(page), "-"], pdf, deadline, limits)
+    if listing.returncode != 0:
+        raise UnreadableFileError(f"PDFの{page}ページ目を読めません（ファイルが壊れています）")
+    rows = [line.split() for line in listing.stdout.decode("utf-8", "replace").splitlines()[2:]]
+    pixels = sum(int(row[3]) * int(row[4]) for row in rows if len(row) > 4 and row[3].isdigit() and row[4].isdigit())
+    if pixels > limits.page_image_pixels:
+        raise UnreadableFileError(f"{page}ページ目の画像が大きすぎます（証明書の用紙ではありません）")
+    memory = "/dev/shm" if os.path.isdir("/dev/shm") else None
+    with tempfile.TemporaryDirectory(prefix="sonae-seal-", dir=memory) as directory:
+        result = _run(["pdfimages", "-f", str(page), "-l", str(page), "-", os.path.join(directory, "image")], pdf, deadline, limits)
+        if result.returncode != 0:
+            raise UnreadableFileError(f"PDFの{page}ページ目を読めません（ファイルが壊れています）")
+        digests = set()
+        for name in sorted(os.listdir(directory)):
+            try:
+                with Image.open(os.path.join(directory, name)) as image:
+                    digests.add(seal_pixels_digest(image))
+            except (UnidentifiedImageError, OSError, ValueError):  # an image kind pdfimages leaves raw: never our 印影
+                continue
+        return digests
+
+
+def _seal_problems(pdf: bytes, pages: Sequence[SignedPage], texts: Sequence[str], deadline: float, limits: Limits) -> list[str]:
+    """A page of a PDF with its text layer whose signed 印影 is not among
+    the images it holds. A page without text (a scanned PDF) holds the
+    scan, not the 印影: it is compared by eye, like a photo."""
+    return [
+        SEAL_DIFFERS.format(page=page.page)
+        for number, (page, text) in enumerate(zip(pages, texts), start=1)
+        if page.seal_digest and _normalise(text) and page.seal_digest not in _page_image_digests(pdf, number, deadline, limits)
+    ]
+
+
 # --- the check ----------------------------------------------------------------
 
 
@@ -441,6 +508,8 @@ def verify_document(
     differences = [difference for _page, (found, _unsigned) in compared for difference in found]
     problems = pages_in_order(pages) if data.startswith(b"%PDF-") else _partial(pages)
     problems += [_unsigned_problem(page, unsigned) for page, (_found, unsigned) in compared if unsigned]
+    if data.startswith(b"%PDF-"):
+        problems += _seal_problems(data, pages, texts, deadline, limits)
     issued_file = _against_issued(data, pages[0], issued_pdf) if data.startswith(b"%PDF-") else NOT_COMPARED
     return Verification(pages, text_checked, tuple(differences), tuple(problems), issued_file)
 

@@ -72,6 +72,8 @@ def _verdict_lines(result: Verification) -> list[str]:
     click.echo(f"  {result.why_compare_by_eye}")
     for page in result.pages:
         click.echo(f"  {what_to_compare(page)}")
+    if result.seal_to_compare:
+        click.echo(f"  {result.seal_to_compare}")
     return []
 
 
@@ -97,6 +99,8 @@ def _echo_signed(result: Verification, eras) -> None:
             for field in person:
                 annotation = f"（{field.annotation}）" if field.annotation else ""
                 click.echo(f"    {field.label}: {_one_line(field.value)}{annotation}")
+        if page.kind == "inkan":
+            click.echo(f"  印影: {('SHA-256 ' + page.seal_digest) if page.seal_digest else 'not signed (a code from before format 3)'}")
         for line in (*page.closing, page.notice, page.serial_line):
             click.echo(f"  {line}")
 

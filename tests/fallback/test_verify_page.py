@@ -310,3 +310,29 @@ def test_sonae_verify_finds_a_drill_certificate_in_the_drill_records(appliance, 
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
     assert accepted.stdout.startswith("VALID (drill — not a real certificate): the file is the very PDF this appliance issued as 800001")
     assert "記録: rendered" in accepted.stdout and "NOT VALID" not in accepted.stdout
+
+
+SEAL_REQUEST = {**SELF_REQUEST, "kind": "inkan", "seal_card_number": "C00000011"}
+
+
+def test_an_inkan_certificate_with_its_seal_replaced_is_refused_naming_the_seal(appliance, login, downtime):
+    """The outside tester's forgery: the 印鑑登録証明書 issued at the counter
+    with another seal drawn in place of the registered 印影. It answered
+    要確認 with a list of things to compare that left the 印影 out."""
+    from tests.printing.test_seal_impression import another_seal, with_seal_replaced
+
+    clerk = login("clerk1")
+    response = clerk.api("POST", f"/api/v1/residents/{YAMADA_TARO}/certificates", json=SEAL_REQUEST)
+    assert response.status_code == 201, response.get_json()
+    issued = clerk.get(response.get_json()["certificates"][0]["pdf"]).data
+    genuine = upload(appliance, issued)
+    assert genuine.status_code == 200 and FULL_VERDICT in text_of(genuine)
+    forged = upload(appliance, with_seal_replaced(issued, another_seal((64, 64))))
+    page = text_of(forged)
+    assert forged.status_code == 422 and "確認できません：この証明書は署名された内容と一致しません" in page
+    assert "1ページ目の印影が、交付したときのものと異なります" in page and "要確認" not in page
+    photo = upload(appliance, png(scan(issued)), "photo.png")
+    page = text_of(photo)
+    assert photo.status_code == 200 and "要確認" in page
+    assert "印影、証明文・交付日・市区町村長名" in page  # in the list of what to compare
+    assert "印影は、画像からは機械で照合できません" in page and "交付した区役所に" in page

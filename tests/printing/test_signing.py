@@ -65,8 +65,18 @@ def test_payload_holds_only_the_page_and_no_digest_of_an_identifier():
     assert {f.name for f in dataclasses.fields(decoded)} == {
         "municipality_code", "kind", "serial", "issued_at", "data_as_of", "drill", "specimen", "page", "pages",
         "title", "header", "people", "closing", "notice", "serial_line",
+        "seal_digest",  # the 印影's pixels: a drawing the paper prints, not an identifier
     }
     assert "10000000011" not in str(decoded)
+
+
+def test_a_seal_page_is_version_3_and_its_digest_is_signed():
+    signed = page(kind="inkan", title="印鑑登録証明書", seal_digest="ab" * 32)
+    payload = sign_page(signed, KEY)
+    assert payload.startswith("SN3:") and verify_payload(payload, KEY.public_key()) == signed
+    # Read as version 2 (the seal digest dropped by a forger's reader), its signature fails.
+    with pytest.raises((BadSignatureError, MalformedPayloadError)):
+        verify_payload("SN2:" + payload[len("SN3:"):], KEY.public_key())
 
 
 def test_any_changed_character_is_refused():

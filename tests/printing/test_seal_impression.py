@@ -1,0 +1,128 @@
+"""The 印影 of an 印鑑登録証明書 is vouched for by its signature: the code
+signs the SHA-256 of the seal's pixels as printed, a PDF whose seal image
+was replaced (as a forger's PDF editor replaces it, here with pikepdf) is
+NOT VALID naming the 印影, and a scan's checker is told to compare the 印影
+and how. Before format 3 the outside tester's swapped seal answered 要確認
+with a list of things to compare that left the 印影 out."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import io
+import zlib
+
+import pikepdf
+import pytest
+from PIL import Image, ImageDraw
+
+from printing.content import seal_pixels_digest
+from printing.render import render_certificate
+from printing.signing import PREFIX, SEAL_PREFIX, sign_page, verify_payload
+from printing.verify import SAME_AS_ISSUED, verify_document, verify_payloads, what_to_compare
+from tests.printing.test_forgery import png, scan
+
+TARO = "10000000011"
+SEAL_SWAPPED = "1ページ目の印影が、交付したときのものと異なります（印影が差し替えられた疑いがあります）"
+
+
+@pytest.fixture
+def inkan(residents, seals, certificate, signing_key):
+    """山田 太郎's 印鑑登録証明書 as issued, and his registered seal's image."""
+    rendered = render_certificate(certificate("inkan", [residents[TARO]], seal=seals[TARO]), signing_key)
+    registered = Image.open(io.BytesIO(base64.b64decode(seals[TARO]["image_png"])))
+    return rendered, registered
+
+
+def another_seal(size: tuple[int, int]) -> Image.Image:
+    """A fraudster's seal: a round seal of the same size, other strokes."""
+    image = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((2, 2, size[0] - 3, size[1] - 3), outline=0, width=3)
+    draw.line((size[0] // 4, size[1] // 2, 3 * size[0] // 4, size[1] // 2), fill=0, width=4)
+    draw.line((size[0] // 2, size[1] // 4, size[0] // 2, 3 * size[1] // 4), fill=0, width=4)
+    return image
+
+
+def with_seal_replaced(pdf: bytes, seal: Image.Image) -> bytes:
+    """The issued PDF with the 印影's image XObject (the one of the seal's
+    pixel size) holding `seal` instead; everything else, the QR code and
+    the text layer included, untouched."""
+    document = pikepdf.open(io.BytesIO(pdf))
+    images = [image for image in document.pages[0].Resources.XObject.values()
+              if image.Subtype == "/Image" and (int(image.Width), int(image.Height)) == seal.size]
+    assert len(images) == 1, "the 印影 is one image on the page"
+    images[0].write(zlib.compress(seal.convert("L").tobytes()), filter=pikepdf.Name.FlateDecode)
+    images[0].ColorSpace = pikepdf.Name.DeviceGray
+    images[0].BitsPerComponent = 8
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def test_the_code_signs_the_seal_as_printed(inkan, residents, certificate, signing_key):
+    rendered, registered = inkan
+    assert rendered.qr_payloads[0].startswith(SEAL_PREFIX)
+    page = verify_payload(rendered.qr_payloads[0], signing_key.public_key())
+    assert page.seal_digest == seal_pixels_digest(registered)
+    # A certificate without a 印影 keeps format 2: its codes are unchanged.
+    juminhyo = render_certificate(certificate("juminhyo", [residents[TARO]]), signing_key)
+    assert juminhyo.qr_payloads[0].startswith(PREFIX) and verify_payload(juminhyo.qr_payloads[0], signing_key.public_key()).seal_digest == ""
+
+
+def test_the_issued_pdf_still_verifies(inkan, signing_key):
+    rendered, _registered = inkan
+    result = verify_document(rendered.pdf, signing_key.public_key(), issued_pdf=lambda page: rendered.pdf)
+    assert result.valid and result.as_issued and result.issued_file == SAME_AS_ISSUED and result.problems == ()
+
+
+def test_a_replaced_seal_is_not_valid_and_named(inkan, signing_key):
+    """The outside tester's forgery: the genuine certificate with a
+    fraudster's seal in place of the registered one."""
+    rendered, registered = inkan
+    forged = with_seal_replaced(rendered.pdf, another_seal(registered.size))
+    assert scan(forged) != scan(rendered.pdf)  # another seal shows
+    for records in (lambda page: rendered.pdf, None):  # on the issuing appliance, and offline
+        result = verify_document(forged, signing_key.public_key(), issued_pdf=records)
+        assert not result.valid and result.text_checked and result.differences == ()
+        assert result.problems == (SEAL_SWAPPED,)
+
+
+def test_the_same_seal_stored_again_still_matches(inkan, signing_key):
+    """Another PDF writer compresses the image its own way: the pixels, not
+    the bytes, are what the code signs."""
+    rendered, registered = inkan
+    resaved = with_seal_replaced(rendered.pdf, registered)
+    result = verify_document(resaved, signing_key.public_key(), issued_pdf=lambda page: rendered.pdf)
+    assert result.valid and not result.as_issued
+    assert "PDFに埋め込まれた印影の画像は署名された印影と一致しました" in result.seal_to_compare
+
+
+def test_a_scan_says_to_compare_the_seal_and_how(inkan, signing_key):
+    rendered, _registered = inkan
+    result = verify_document(png(scan(rendered.pdf)), signing_key.public_key())
+    assert result.valid and not result.text_checked
+    assert "印影" in what_to_compare(result.pages[0])
+    assert result.seal_to_compare.startswith("印影は、画像からは機械で照合できません")
+    assert "交付した区役所に" in result.seal_to_compare
+    pasted = verify_payloads(list(rendered.qr_payloads), signing_key.public_key())
+    assert pasted.seal_to_compare == result.seal_to_compare
+
+
+def test_a_format_2_seal_certificate_still_verifies_and_says_its_seal_is_unsigned(inkan, signing_key):
+    """An 印鑑登録証明書 issued before format 3: its code still checks, and
+    the checker is told that nothing but the ward can vouch for its 印影."""
+    rendered, _registered = inkan
+    page = verify_payload(rendered.qr_payloads[0], signing_key.public_key())
+    older = sign_page(dataclasses.replace(page, seal_digest=""), signing_key)
+    assert older.startswith(PREFIX)
+    result = verify_payloads([older], signing_key.public_key())
+    assert result.valid and result.pages[0].seal_digest == ""
+    assert "印影" in what_to_compare(result.pages[0])
+    assert result.seal_to_compare.startswith("この証明書のQRコードは印影を含まない以前の形式のため")
+
+
+def test_other_certificates_have_nothing_about_a_seal(residents, certificate, signing_key):
+    rendered = render_certificate(certificate("juminhyo", [residents[TARO]]), signing_key)
+    result = verify_document(png(scan(rendered.pdf)), signing_key.public_key())
+    assert result.seal_to_compare == "" and "印影" not in what_to_compare(result.pages[0])
