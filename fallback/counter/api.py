@@ -6,6 +6,7 @@ unsafe methods need the X-CSRF-Token header."""
 
 from __future__ import annotations
 
+import json
 import secrets
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, session, url_for
@@ -23,13 +24,38 @@ from sync.schema import resident_summary
 bp = Blueprint("api", __name__, url_prefix="/api/v1", template_folder="templates")
 
 
+class _AmbiguousBody(ValueError):
+    """A body two readers could take two ways."""
+
+
+def _object_once(pairs: list[tuple[str, object]]) -> dict:
+    seen = set()
+    for key, _ in pairs:
+        if key in seen:
+            # Most parsers keep the last, some the first: a proxy or log
+            # could then see another request than the one acted on.
+            raise _AmbiguousBody(f"the key {key!r} appears twice in one object: send each field once")
+        seen.add(key)
+    return dict(pairs)
+
+
+def _no_constant(name: str):
+    raise _AmbiguousBody(f"{name} is not a JSON number (RFC 8259): send a number, or leave the field out")
+
+
 def _json_body(schema: dict) -> dict:
     """The request's JSON body; a 400 names what is wrong with it by the
     API document's own schema. Every endpoint reads its body here."""
-    try:
-        body = request.get_json(silent=True)
-    except RecursionError:  # the parser's own limit, far past MAX_JSON_DEPTH ("[" × 5000); not a ValueError
-        raise SonaeError(f"the body is nested too deeply (at most {openapi.MAX_JSON_DEPTH} levels)") from None
+    body = None
+    if request.is_json:
+        try:
+            body = json.loads(request.get_data(cache=True), object_pairs_hook=_object_once, parse_constant=_no_constant)
+        except _AmbiguousBody as exc:
+            raise SonaeError(str(exc)) from None
+        except RecursionError:  # the parser's own limit, far past MAX_JSON_DEPTH ("[" × 5000); not a ValueError
+            raise SonaeError(f"the body is nested too deeply (at most {openapi.MAX_JSON_DEPTH} levels)") from None
+        except ValueError:  # not JSON: the schema check below says a body is needed
+            body = None
     problem = openapi.body_problem(schema, body)
     if problem is not None:
         raise SonaeError(problem)

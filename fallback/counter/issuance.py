@@ -199,8 +199,12 @@ def check_identity_document(document: str) -> None:
     """Every request records how the requester proved who they are; so does
     showing a 支援措置 resident's withheld record to the person themself
     (counter.service.view_resident), which reveals as much as a certificate.
-    Blank is refused as the API's schema refuses it."""
-    if not document.strip():
+    Blank is refused as the API's schema refuses it, and so is a name
+    made only of what nobody sees (a zero-width space) or holding control
+    characters: the audit would show a blank or a broken entry."""
+    if any(unicodedata.category(character) in ("Cc", "Cf") for character in document):
+        raise IssueError("本人確認書類の名前に、見えない文字や制御文字が含まれています。書類を選び直してください。")
+    if not any(unicodedata.category(character)[0] in "LN" for character in document):
         raise IssueError("本人確認書類を選んでください。")
 
 

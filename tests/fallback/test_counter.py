@@ -194,6 +194,24 @@ def test_a_deeply_nested_body_is_refused(login, downtime, body):
     assert answer.status_code == 400 and answer.get_json()["message"] == "the body is nested too deeply (at most 16 levels)"
 
 
+@pytest.mark.parametrize("body, message", [
+    ('{"kind":"juminhyo","requester_type":"self","identity_document":"","identity_document":"運転免許証","members":[CODE]}'.replace("CODE", f'"{YAMADA_TARO}"'),
+     "the key 'identity_document' appears twice in one object: send each field once"),
+    ('{"kind":"juminhyo","requester_type":"self","identity_document":"運転免許証","members":[CODE],"copies":NaN}'.replace("CODE", f'"{YAMADA_TARO}"'),
+     "NaN is not a JSON number (RFC 8259): send a number, or leave the field out"),
+    ('{"kind":"juminhyo","requester_type":"self","identity_document":"運転免許証","members":[CODE],"x":-Infinity}'.replace("CODE", f'"{YAMADA_TARO}"'),
+     "-Infinity is not a JSON number (RFC 8259): send a number, or leave the field out"),
+])
+def test_a_body_two_readers_could_take_two_ways_is_refused(appliance, login, downtime, body, message):
+    """Most parsers keep a repeated key's last value and some its first; NaN
+    is no JSON at all: a proxy or a log could see another request than the
+    one the counter acts on."""
+    clerk = login("clerk1")
+    answer = raw_json(clerk.client, ISSUE_PATH, body, clerk.csrf)
+    assert answer.status_code == 400 and answer.get_json()["message"] == message
+    assert open_ops(appliance.config["SONAE"]).execute("SELECT count(*) FROM requests").fetchone()[0] == 0
+
+
 def test_form_values_that_are_not_utf_8_never_fail_a_page(appliance, login, downtime):
     """A form's bytes are decoded by werkzeug, which keeps a percent escape
     that is not UTF-8 (a surrogate's %ED%A0%80) as the text it is: a login

@@ -191,6 +191,19 @@ def test_an_invalid_identity_document_shows_nothing_through_the_api(appliance, l
     nothing_shown(appliance, downtime, answer)
 
 
+@pytest.mark.parametrize("document", ["\u200b", "\u2060", "\u00ad", " \u200b ", "運転\u0000免許証", "運転免許証\u200b"])
+def test_an_identity_document_of_invisible_or_control_characters_shows_nothing(appliance, login, downtime, document):
+    """A name nobody sees would stand in the audit as a blank one."""
+    clerk = login("clerk1")
+    answer = clerk.api("POST", f"/api/v1/residents/{SATO}/self", json={"identity_document": document})
+    assert answer.status_code == 400, answer.get_data(as_text=True)
+    assert "本人確認書類" in answer.get_json()["message"]
+    nothing_shown(appliance, downtime, answer)
+    page = clerk.post(f"/counter/resident/{SATO}/self", {"identity_document": document})
+    assert page.status_code == 400 and 'id="self-error"' in page.get_data(as_text=True)
+    nothing_shown(appliance, downtime, page)
+
+
 @pytest.mark.parametrize("document", ["", "　", "x" * 101])
 def test_an_invalid_identity_document_shows_nothing_on_the_screen(appliance, login, downtime, document):
     clerk = login("clerk1")
