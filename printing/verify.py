@@ -134,20 +134,39 @@ class Verification:
     @property
     def seal_to_compare(self) -> str:
         """What the checker must do about the 印影 of an 印鑑登録証明書 that is
-        not the very file issued ("" for other certificates): a picture
-        carries no image the machine can compare, and a PDF can show another
-        seal drawn over the signed one."""
+        not the very file issued ("" for other certificates). Only the very
+        file issued vouches for the 印影 it shows: a picture carries no image
+        the machine can compare, and a PDF other than the issued file can
+        hold the signed image yet show another seal (drawn over it, or the
+        signed one clipped away or shrunk to nothing). So the machine never
+        says a 印影 matched; it says who can."""
+        return self._seal_advice()[0]
+
+    @property
+    def seal_to_compare_en(self) -> str:
+        """seal_to_compare, in English."""
+        return self._seal_advice()[1]
+
+    def _seal_advice(self) -> tuple[str, str]:
         seals = [page for page in self.pages if page.kind == "inkan"]
         if not seals:
-            return ""
+            return "", ""
+        ask = ("印影は、発行番号を伝えて、交付した区役所に確認してください。",
+               "Ask the ward office that issued it about the seal impression (印影), giving its serial number.")
         if not all(page.seal_digest for page in seals):
-            return ("この証明書のQRコードは印影を含まない以前の形式のため、印影は機械で照合していません。"
-                    "印影は、発行番号を伝えて、交付した区役所に確認してください。")
+            return ("この証明書のQRコードは印影を含まない以前の形式のため、印影は機械で照合していません。" + ask[0],
+                    "This certificate's code predates signed seal impressions: the seal was not compared by machine. " + ask[1])
         if self.text_checked:
-            return ("PDFに埋め込まれた印影の画像は署名された印影と一致しました。"
-                    "PDFに見えている印影の上に別の印影が重ねられていないか確かめ、疑わしければ、発行番号を伝えて、交付した区役所に確認してください。")
-        return ("印影は、画像からは機械で照合できません。証明書のPDFを受け取っている場合は、そのPDFをこのページで確認してください（PDFの印影は署名と照合します）。"
-                "紙の証明書の場合は、発行番号を伝えて、交付した区役所に用紙の印影が登録された印影と同じか確認してください。")
+            return ("このPDFは交付したファイルと同一ではないため、見えている印影が署名された印影かどうかは機械では確かめられません"
+                    "（署名された印影の画像を残したまま、別の印影を重ねたり、署名された印影を見えなくしたりできます）。" + ask[0],
+                    "This PDF is not the file that was issued, so the machine cannot tell whether the seal you see is the signed one "
+                    "(the signed image can stay inside while another seal is drawn over it, or the signed one is hidden). " + ask[1])
+        return ("写真・スキャンした画像・文字情報のないPDFの印影は、機械では照合できません。"
+                "交付されたPDFファイルそのものを受け取っている場合は、そのファイルをこのページで確認してください（交付したファイルと同一と確認できれば、印影も交付したときのものです）。"
+                "紙の証明書の場合は、" + ask[0],
+                "A seal in a photo, a scan or a PDF without text cannot be compared by machine. If you received the issued PDF file "
+                "itself, check that file here (a file found identical to the one issued shows the seal as issued); for a paper "
+                "certificate, " + ask[1][0].lower() + ask[1][1:])
 
     def differing(self, page: int) -> set[str]:
         """The names of page `page`'s fields that differ."""

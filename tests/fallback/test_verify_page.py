@@ -335,4 +335,4 @@ def test_an_inkan_certificate_with_its_seal_replaced_is_refused_naming_the_seal(
     page = text_of(photo)
     assert photo.status_code == 200 and "要確認" in page
     assert "印影、証明文・交付日・市区町村長名" in page  # in the list of what to compare
-    assert "印影は、画像からは機械で照合できません" in page and "交付した区役所に" in page
+    assert "写真・スキャンした画像・文字情報のないPDFの印影は、機械では照合できません" in page and "交付した区役所に" in page

@@ -95,7 +95,42 @@ def test_the_same_seal_stored_again_still_matches(inkan, signing_key):
     resaved = with_seal_replaced(rendered.pdf, registered)
     result = verify_document(resaved, signing_key.public_key(), issued_pdf=lambda page: rendered.pdf)
     assert result.valid and not result.as_issued
-    assert "PDFに埋め込まれた印影の画像は署名された印影と一致しました" in result.seal_to_compare
+    assert result.seal_to_compare.startswith("このPDFは交付したファイルと同一ではないため、見えている印影が署名された印影かどうかは機械では確かめられません")
+
+
+def with_seal_hidden_and_another_drawn(pdf: bytes, registered_size: tuple[int, int], hide: bytes) -> bytes:
+    """A second tester's forgery: the signed 印影 stays among the page's
+    images, drawn where nobody sees it (`hide`: the operators that make it
+    invisible), and a fraudster's seal drawn in its place."""
+    document = pikepdf.open(io.BytesIO(pdf))
+    page = document.pages[0]
+    (name,) = [name for name, image in page.Resources.XObject.items()
+               if image.Subtype == "/Image" and (int(image.Width), int(image.Height)) == registered_size]
+    fake = another_seal(registered_size)
+    page.Resources.XObject["/Fake"] = pikepdf.Stream(document, zlib.compress(fake.tobytes()), Type=pikepdf.Name.XObject,
+                                                     Subtype=pikepdf.Name.Image, Width=fake.width, Height=fake.height,
+                                                     ColorSpace=pikepdf.Name.DeviceGray, BitsPerComponent=8,
+                                                     Filter=pikepdf.Name.FlateDecode)
+    content = page.Contents.read_bytes() if isinstance(page.Contents, pikepdf.Stream) else b"".join(
+        part.read_bytes() for part in page.Contents)
+    drawn = f"{name} Do".encode()
+    assert content.count(drawn) == 1
+    page.Contents = pikepdf.Stream(document, content.replace(drawn, b"q " + hide + b" " + drawn + b" Q /Fake Do"))
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("hide", [b"0 0 0 0 re W n", b"0.001 0 0 0.001 0 0 cm", b""])
+def test_a_signed_seal_kept_out_of_sight_under_another_is_never_said_to_match(inkan, signing_key, hide):
+    rendered, registered = inkan
+    forged = with_seal_hidden_and_another_drawn(rendered.pdf, registered.size, hide)
+    assert scan(forged) != scan(rendered.pdf)  # the fraudster's seal shows
+    for records in (lambda page: rendered.pdf, None):
+        result = verify_document(forged, signing_key.public_key(), issued_pdf=records)
+        assert not result.as_issued
+        assert "一致" not in result.seal_to_compare
+        assert "機械では確かめられません" in result.seal_to_compare and "交付した区役所に確認してください" in result.seal_to_compare
 
 
 def test_a_scan_says_to_compare_the_seal_and_how(inkan, signing_key):
@@ -103,7 +138,7 @@ def test_a_scan_says_to_compare_the_seal_and_how(inkan, signing_key):
     result = verify_document(png(scan(rendered.pdf)), signing_key.public_key())
     assert result.valid and not result.text_checked
     assert "印影" in what_to_compare(result.pages[0])
-    assert result.seal_to_compare.startswith("印影は、画像からは機械で照合できません")
+    assert result.seal_to_compare.startswith("写真・スキャンした画像・文字情報のないPDFの印影は、機械では照合できません")
     assert "交付した区役所に" in result.seal_to_compare
     pasted = verify_payloads(list(rendered.qr_payloads), signing_key.public_key())
     assert pasted.seal_to_compare == result.seal_to_compare
