@@ -36,6 +36,7 @@ COMMANDS = {
     "snapshot": "fallback.mirror.snapshot_commands:snapshot_group",
     "key": "fallback.key_commands:key_group",
     "user": "fallback.staff.commands:user_group",
+    "terminal": "fallback.staff.commands:terminal_group",
     "audit": "fallback.staff.audit_commands:audit_group",
     "ops": "fallback.ops_commands:ops_group",
     "verify": "fallback.verification.commands:verify",

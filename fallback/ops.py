@@ -489,6 +489,24 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     # Idempotency-Key header): a key the server has seen answers with the
     # request it issued, never with a second certificate.
     _create_issue_keys,
+    # 12: the PCs registered as terminals (fallback.staff.terminals), so that
+    # a registration can be withdrawn; those made before it are taken from
+    # their audit entries and stay valid.
+    """
+    CREATE TABLE terminal_registrations (
+        device TEXT PRIMARY KEY,
+        terminal TEXT NOT NULL,
+        registered_at TEXT NOT NULL,
+        registered_by TEXT NOT NULL,
+        withdrawn_at TEXT,
+        withdrawn_by TEXT,
+        withdrawn_why TEXT
+    );
+    CREATE INDEX terminal_registrations_terminal ON terminal_registrations(terminal);
+    INSERT OR IGNORE INTO terminal_registrations (device, terminal, registered_at, registered_by)
+        SELECT json_extract(detail, '$.device'), target, at, actor FROM audit
+        WHERE action = 'terminal.register' AND json_extract(detail, '$.device') IS NOT NULL AND target IS NOT NULL;
+    """,
 ]
 
 

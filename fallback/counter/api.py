@@ -96,7 +96,7 @@ def login():
     registration, and is refused where there is none or it differs."""
     config = current_app.config["SONAE"]
     body = _json_body(openapi.login_body(_terminals()))
-    terminal = terminals.bound(config, current_app.secret_key, request.cookies.get(terminals.COOKIE_NAME))
+    terminal = terminals.bound(get_ops(), config, current_app.secret_key, request.cookies.get(terminals.COOKIE_NAME))
     named = body.get("terminal")
     if terminal is None and named is not None:
         raise terminals.NotRegistered(named)

@@ -59,7 +59,7 @@ def login_name_key() -> bytes:
 
 def bound_terminal() -> dict | None:
     """The terminal this PC is registered as (its signed cookie), or None."""
-    return terminals.bound(current_app.config["SONAE"], current_app.secret_key, request.cookies.get(terminals.COOKIE_NAME))
+    return terminals.bound(get_ops(), current_app.config["SONAE"], current_app.secret_key, request.cookies.get(terminals.COOKIE_NAME))
 
 
 def keep_binding(response, cookie: str):
@@ -122,7 +122,7 @@ def register_terminal():
             error, status = exc.message, exc.status
         else:
             cookie = terminals.register(get_ops(), config, current_app.secret_key, terminal["id"], supervisor=user.username,
-                                        remote=request.remote_addr)
+                                        remote=request.remote_addr, previous_cookie=request.cookies.get(terminals.COOKIE_NAME))
             if g.staff is not None:
                 sessions.move_to_terminal(get_ops(), g.staff.id, terminal)
             flash(f"この端末を「{terminal['office']} {terminal['id']}」（プリンタ {terminal['printer']}）として登録しました。"

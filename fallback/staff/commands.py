@@ -6,7 +6,7 @@ import click
 
 from fallback.cli_support import config, operator
 from fallback.ops import open_ops
-from fallback.staff import users
+from fallback.staff import terminals, users
 
 
 def _password(value: str | None) -> str:
@@ -64,3 +64,27 @@ def list_users():
     """List accounts with role and state."""
     for user in users.list_users(open_ops(config())):
         click.echo(f"{user.username}\t{user.role}\t{'disabled' if user.disabled else 'active'}\t{user.display_name}")
+
+
+@click.group("terminal")
+def terminal_group():
+    """The PCs registered as counter terminals (a supervisor registers a PC at /terminal)."""
+
+
+@terminal_group.command("list")
+def list_terminals():
+    """Registrations in force: terminal, when, by whom."""
+    for registration in terminals.registrations(open_ops(config())):
+        click.echo(f"{registration['terminal']}\t{registration['registered_at']}\t{registration['registered_by']}")
+
+
+@terminal_group.command("withdraw")
+@click.argument("terminal")
+@click.option("--reason", required=True, help="Why, for the audit (e.g. 端末PC交換, 端末PC紛失).")
+@click.option("--actor", help="Who is doing this (default: the OS user).")
+def withdraw_terminal(terminal, reason, actor):
+    """Withdraw every PC's registration as TERMINAL: a PC lost or replaced,
+    or its cookie copied. Its counter stays closed until a supervisor
+    registers the PC again at /terminal."""
+    count = terminals.withdraw(open_ops(config()), terminal, actor=operator(actor), reason=reason)
+    click.echo(f"withdrew {count} registration(s) as {terminal}; register the PC again at /terminal to open its counter")

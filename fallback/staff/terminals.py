@@ -10,7 +10,11 @@ screen shows it. Registering again moves the PC to another terminal.
 The cookie proves only which terminal the PC was registered as; it logs
 nobody in. It is signed with the app's session secret (another salt), so
 it cannot be edited, and it is refused if its terminal is no longer
-configured. Every registration is audited.
+configured. Every registration is audited and kept (terminal_registrations):
+a PC registered again withdraws the registration it carried, and `sonae
+terminal withdraw` withdraws every PC of a terminal (a PC lost or replaced,
+a cookie copied off a PC), so a copied cookie does not open a counter for
+ever.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from fallback import audit
 from fallback.config import Config
 from fallback.errors import SonaeError
+from fallback.ops import Transaction, now_iso
 
 COOKIE_NAME = "sonae_terminal"
 # Browsers keep a cookie at most 400 days; each login on the PC renews it.
@@ -51,26 +56,68 @@ def _serializer(secret: bytes | str) -> URLSafeSerializer:
     return URLSafeSerializer(secret, salt=_SALT)
 
 
-def register(conn, config: Config, secret: bytes | str, terminal_id: str, *, supervisor: str, remote: str | None) -> str:
-    """Bind a PC to `terminal_id`; returns the cookie value to set on it."""
+def register(conn, config: Config, secret: bytes | str, terminal_id: str, *, supervisor: str, remote: str | None,
+             previous_cookie: str | None = None) -> str:
+    """Bind a PC to `terminal_id`; returns the cookie value to set on it.
+    The registration the PC carried (`previous_cookie`) is withdrawn: a copy
+    of that cookie no longer opens a counter."""
     terminal = configured(config, terminal_id)
     if terminal is None:
         raise ValueError(f"unknown terminal {terminal_id!r}")
     device = secrets.token_urlsafe(12)
-    audit.record(conn, supervisor, "terminal.register", terminal_id,
-                 {"device": device, "office": terminal["office"], "printer": terminal["printer"], "remote": remote})
+    previous = _device(secret, previous_cookie)
+    with Transaction(conn):
+        conn.execute("INSERT INTO terminal_registrations (device, terminal, registered_at, registered_by) VALUES (?, ?, ?, ?)",
+                     (device, terminal_id, now_iso(), supervisor))
+        detail = {"device": device, "office": terminal["office"], "printer": terminal["printer"], "remote": remote}
+        if previous is not None and _withdraw(conn, "device = ?", previous, by=supervisor, why="registered again"):
+            detail["replaces"] = previous
+        audit.append(conn, supervisor, "terminal.register", terminal_id, detail)
     return _serializer(secret).dumps({"terminal": terminal_id, "device": device})
 
 
-def bound(config: Config, secret: bytes | str, cookie: str | None) -> dict | None:
-    """The configured terminal a PC's cookie names, or None (no cookie, a
-    cookie not signed by this appliance, or a terminal no longer configured)."""
+def withdraw(conn, terminal_id: str, *, actor: str, reason: str) -> int:
+    """Withdraw every PC's registration as `terminal_id`; how many there
+    were. Each PC then logs in with its counter closed until a supervisor
+    registers it again."""
+    with Transaction(conn):
+        count = _withdraw(conn, "terminal = ?", terminal_id, by=actor, why=reason)
+        if count == 0:
+            raise SonaeError(f"no PC is registered as terminal {terminal_id!r} (`sonae terminal list` shows those that are)")
+        audit.append(conn, actor, "terminal.withdraw", terminal_id, {"registrations": count, "reason": reason})
+    return count
+
+
+def registrations(conn) -> list[dict]:
+    """Every registration still in force, by terminal, oldest first."""
+    rows = conn.execute("SELECT terminal, registered_at, registered_by FROM terminal_registrations "
+                        "WHERE withdrawn_at IS NULL ORDER BY terminal, registered_at")
+    return [{"terminal": terminal, "registered_at": at, "registered_by": by} for terminal, at, by in rows]
+
+
+def _withdraw(conn, where: str, value: str, *, by: str, why: str) -> int:
+    return conn.execute(f"UPDATE terminal_registrations SET withdrawn_at = ?, withdrawn_by = ?, withdrawn_why = ? "
+                        f"WHERE {where} AND withdrawn_at IS NULL", (now_iso(), by, why, value)).rowcount
+
+
+def _device(secret: bytes | str, cookie: str | None) -> str | None:
     if not cookie:
         return None
     try:
         payload = _serializer(secret).loads(cookie)
     except BadSignature:
         return None
-    if not isinstance(payload, dict) or not isinstance(payload.get("terminal"), str):
+    if not isinstance(payload, dict) or not isinstance(payload.get("device"), str):
         return None
-    return configured(config, payload["terminal"])
+    return payload["device"]
+
+
+def bound(conn, config: Config, secret: bytes | str, cookie: str | None) -> dict | None:
+    """The configured terminal a PC's cookie names, or None (no cookie, a
+    cookie not signed by this appliance, a registration withdrawn, or a
+    terminal no longer configured)."""
+    device = _device(secret, cookie)
+    if device is None:
+        return None
+    row = conn.execute("SELECT terminal FROM terminal_registrations WHERE device = ? AND withdrawn_at IS NULL", (device,)).fetchone()
+    return None if row is None else configured(config, row[0])

@@ -5,7 +5,8 @@ names a terminal opens no counter and issues nothing under its serials."""
 from __future__ import annotations
 
 from fallback.ops import open_ops
-from tests.support import PASSWORD
+from fallback.staff import terminals
+from tests.support import PASSWORD, sonae
 
 YAMADA_TARO = "10000000011"
 ISSUE = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "acknowledge_move_out": True}
@@ -55,3 +56,74 @@ def test_a_client_a_supervisor_registered_at_terminal_works_that_counter(applian
                          headers={"X-CSRF-Token": logged_in.get_json()["csrf_token"]})
     assert issued.status_code == 201, issued.get_json()
     assert certificates(appliance) == 1
+
+
+def register_at_terminal(client, terminal: str):
+    csrf = client.get("/api/v1/session").get_json()["csrf_token"]
+    registered = client.post("/terminal", data={"terminal": terminal, "username": "boss", "password": PASSWORD, "csrf_token": csrf})
+    assert registered.status_code == 302
+    return client.get_cookie(terminals.COOKIE_NAME).value
+
+
+def counter_open_with(appliance, cookie: str) -> bool:
+    """Whether a client carrying only `cookie` (copied off a PC) opens a counter."""
+    client = appliance.test_client()
+    client.set_cookie(terminals.COOKIE_NAME, cookie)
+    logged_in = api_login(client, {"username": "clerk2", "password": PASSWORD})
+    assert logged_in.status_code == 201
+    return client.get("/api/v1/status").get_json()["counter"]["open"]
+
+
+def test_a_pc_registered_again_withdraws_the_registration_it_carried(appliance, downtime):
+    """An outside tester copied a PC's cookie, had the PC registered as
+    another terminal, and still opened the first terminal's counter with the copy."""
+    pc = appliance.test_client()
+    first = register_at_terminal(pc, "本庁1")
+    assert counter_open_with(appliance, first)
+    second = register_at_terminal(pc, "本庁2")
+    assert second != first
+    assert not counter_open_with(appliance, first)
+    refused = api_login(appliance.test_client(), {"username": "clerk2", "password": PASSWORD, "terminal": "本庁1"})
+    assert refused.status_code == 400  # naming it does not bring it back
+    assert counter_open_with(appliance, second)
+
+
+def test_withdrawing_a_terminal_closes_every_pc_registered_as_it(appliance, downtime):
+    def listed() -> list[str]:
+        return [line.split("\t")[0] for line in sonae("terminal", "list").stdout.splitlines()]
+
+    before = listed()
+    one, other, elsewhere = appliance.test_client(), appliance.test_client(), appliance.test_client()
+    copies = [register_at_terminal(one, "本庁1"), register_at_terminal(other, "本庁1"), register_at_terminal(elsewhere, "本庁2")]
+    assert listed() == sorted([*before, "本庁1", "本庁1", "本庁2"])
+    withdrawn = sonae("terminal", "withdraw", "本庁1", "--reason", "端末PC紛失", "--actor", "it-oncall")
+    count = before.count("本庁1") + 2
+    assert withdrawn.returncode == 0 and f"withdrew {count} registration(s) as 本庁1" in withdrawn.stdout, withdrawn.stderr
+    assert "本庁1" not in listed()
+    assert [counter_open_with(appliance, cookie) for cookie in copies] == [False, False, True]
+    again = sonae("terminal", "withdraw", "本庁1", "--reason", "x")
+    assert again.returncode == 1 and "no PC is registered as terminal '本庁1'" in again.stderr
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        entry = conn.execute("SELECT actor, target, detail FROM audit WHERE action = 'terminal.withdraw'").fetchall()
+    finally:
+        conn.close()
+    assert entry == [("it-oncall", "本庁1", f'{{"reason":"端末PC紛失","registrations":{count}}}')]
+    assert register_at_terminal(one, "本庁1") and counter_open_with(appliance, one.get_cookie(terminals.COOKIE_NAME).value)
+
+
+def test_registrations_made_before_they_were_kept_stay_valid(tmp_path, monkeypatch):
+    """Migration 12 takes each PC's registration from its audit entry: an
+    upgrade closes no counter."""
+    from fallback import audit, ops
+    from sync import crypto
+
+    conn = crypto.connect(tmp_path / "ops.db", b"k" * 32)
+    conn.isolation_level = None
+    with monkeypatch.context() as before:
+        before.setattr(ops, "MIGRATIONS", ops.MIGRATIONS[:11])  # the ops database as the previous release left it
+        ops.migrate(conn)
+    audit.record(conn, "boss", "terminal.register", "本庁1", {"device": "old-device", "office": "本庁", "printer": "p1", "remote": None})
+    assert ops.migrate(conn) == 12
+    assert conn.execute("SELECT device, terminal, registered_by FROM terminal_registrations WHERE withdrawn_at IS NULL").fetchall() == [
+        ("old-device", "本庁1", "boss")]
