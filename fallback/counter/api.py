@@ -101,7 +101,7 @@ def login():
     if terminal is None and named is not None:
         raise terminals.NotRegistered(named)
     if terminal is not None and named not in (None, terminal["id"]):
-        raise SonaeError(f"この端末は「{terminal['id']}」として登録されています。別の端末としてはログインできません。")
+        raise terminals.RegisteredElsewhere(terminal["id"])
     user = users.authenticate(get_ops(), body["username"], body["password"],
                               throttle=users.LoginThrottle.from_config(config["security"]), name_key=keys.login_name_key(config),
                               remote=request.remote_addr)

@@ -13,7 +13,7 @@ import copy
 import re
 
 from fallback.counter.certificates import MAX_APPROVER_LENGTH, MAX_FIELD_LENGTHS, MAX_MEMBERS
-from fallback.counter.issuance import KINDS, LAYOUTS, OPTIONAL_ITEMS, REQUESTER_TYPES
+from fallback.counter.issuance import IDENTITY_DOCUMENT_PATTERN, KINDS, LAYOUTS, OPTIONAL_ITEMS, REQUESTER_TYPES
 from fallback.counter.lookup import MAX_QUERY_LENGTH
 from fallback.counter.service import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_LENGTH
 from fallback.deferred import DELIVERY
@@ -67,7 +67,7 @@ _SEARCH_PARAMS = [
 
 # How the requester proved who they are (本人確認書類): one rule for a
 # certificate request and for showing the person themself their withheld record.
-_IDENTITY_DOCUMENT = {**_text(MAX_FIELD_LENGTHS["identity_document"][1]),
+_IDENTITY_DOCUMENT = {**_string(MAX_FIELD_LENGTHS["identity_document"][1]), "pattern": IDENTITY_DOCUMENT_PATTERN,
                       "description": "本人確認書類 as the counter's list names it (e.g. 運転免許証, マイナンバーカード)"}
 _ISSUE_BODY = {
     "type": "object",
@@ -104,15 +104,21 @@ _LOGIN_BODY = {"type": "object", "required": ["username", "password"], "properti
                                                   "The session is at the terminal the client was registered as by a supervisor "
                                                   "at /terminal (its sonae_terminal cookie); this only confirms it: another "
                                                   "terminal, or any from an unregistered client (terminal_not_registered), is "
-                                                  "refused with 400. Without a registration the login has no counter."}}}
+                                                  "refused with 403 (terminal_mismatch, terminal_not_registered). Without a registration the login has no counter."}}}
+# The deferred request's rules (fallback.deferred) as patterns: a body the
+# document calls valid is never refused for its form.
+RESIDENT_CODE_OR_BLANK = r"^\s*$|^\s*-*([0-9０-９]-*){11}\s*$"
+NO_CONTROL_CHARACTERS = r"^\s*[^\x00-\x1f\x7f-\x9f]*\s*$"
+VISIBLE_WITHOUT_CONTROL_CHARACTERS = r"^\s*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*\s*$"
 DEFERRED_BODY = {"type": "object", "required": ["kind", "name", "contact", "delivery", "consent"], "properties": {
-    "kind": {"type": "string", "enum": list(DEFERRED_KINDS)}, "name": _text(DEFERRED_LENGTHS["name"]),
-    "contact": _text(DEFERRED_LENGTHS["contact"]), "delivery": {"type": "string", "enum": list(DELIVERY)},
+    "kind": {"type": "string", "enum": list(DEFERRED_KINDS)}, "name": {**_string(DEFERRED_LENGTHS["name"]), "pattern": VISIBLE_WITHOUT_CONTROL_CHARACTERS},
+    "contact": {**_string(DEFERRED_LENGTHS["contact"]), "pattern": VISIBLE_WITHOUT_CONTROL_CHARACTERS}, "delivery": {"type": "string", "enum": list(DELIVERY)},
     "consent": {"type": "boolean", "enum": [True], "description": "the resident agreed to be contacted after recovery"},
-    "resident_code": {**_string(DEFERRED_LENGTHS["resident_code"]),
-                      "description": "11 digits (full-width or with hyphens taken); a resident of the register the counter "
-                                     "reads when one is loaded, else 400"},
-    "note": {**_string(DEFERRED_LENGTHS["note"]), "description": "no control characters (400)"}}}
+    "resident_code": {**_string(DEFERRED_LENGTHS["resident_code"]), "pattern": RESIDENT_CODE_OR_BLANK,
+                      "description": "11 digits (full-width or with hyphens taken), or blank; a resident of the register "
+                                     "the counter reads when one is loaded, else 404"},
+    "note": {**_string(DEFERRED_LENGTHS["note"]), "pattern": NO_CONTROL_CHARACTERS,
+             "description": "no control characters but at either end (stripped there)"}}}
 MODE_BODY = {"type": "object", "required": ["to_mode", "reason"], "properties": {
     "to_mode": {"type": "string", "enum": ["standby", "suspect", "downtime", "recovery"]}, "reason": _text(MAX_REASON_LENGTH)}}
 
@@ -127,7 +133,7 @@ OPENAPI = {
             "post": {
                 "summary": "Log in at a counter terminal",
                 "requestBody": {"required": True, **_json(_LOGIN_BODY)},  # terminal's enum: see document()
-                "responses": {"201": {"description": "logged in", **_json({"type": "object"})}, **_errors(400, 401, 429, 503)},
+                "responses": {"201": {"description": "logged in", **_json({"type": "object"})}, **_errors(400, 401, 403, 429, 503)},
             },
             "delete": {"summary": "Log out", "responses": {"204": {"description": "logged out"}, **_errors(400, 401, 503)}},
         },

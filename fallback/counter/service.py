@@ -573,7 +573,7 @@ def record_deferred(conn, staff: StaffSession, config: Config, *, kind: str, nam
     register = register_for(scope) if resident_code else None
     if register is not None and register.resident(resident_code) is None:
         audit.record(conn, staff.username, "deferred.refused", resident_code, {"reason": "unknown_resident"}, drill=scope.is_drill)
-        raise deferred.DeferredError(f"住民票コード {resident_code} の住民は住民記録にありません。コードを確かめるか、空欄にしてください。")
+        raise deferred.UnknownResident(f"住民票コード {resident_code} の住民は住民記録にありません。コードを確かめるか、空欄にしてください。")
     return deferred.record(conn, clerk=staff.username, office=staff.office, kind=kind, name=name, contact=contact,
                            delivery=delivery, consent=consent, resident_code=resident_code, note=note,
                            scope=scope.name, drill_id=scope.drill_id)

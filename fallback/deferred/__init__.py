@@ -8,7 +8,7 @@ import re
 import unicodedata
 
 from fallback import audit
-from fallback.errors import SonaeError
+from fallback.errors import NotFound, SonaeError
 from fallback.ops import Transaction, now_iso
 from fallback.staff.spreadsheets import csv_text
 
@@ -30,6 +30,11 @@ MAX_LENGTHS = {"name": 100, "contact": 200, "note": 500, "resident_code": 20}
 
 class DeferredError(SonaeError):
     """A deferred request that cannot be recorded; the message says what to fix."""
+
+
+class UnknownResident(DeferredError, NotFound):
+    """A 住民票コード of nobody in the register the counter reads (404 in the
+    API, as a look-up of that code is; the form says so like its other refusals)."""
 
 
 _CODE = re.compile(r"[0-9]{11}")

@@ -26,7 +26,7 @@ from itsdangerous import BadSignature, URLSafeSerializer
 
 from fallback import audit
 from fallback.config import Config
-from fallback.errors import SonaeError
+from fallback.errors import Forbidden, SonaeError
 from fallback.ops import Transaction, now_iso
 
 COOKIE_NAME = "sonae_terminal"
@@ -35,9 +35,9 @@ COOKIE_MAX_AGE = dt.timedelta(days=400)
 _SALT = "sonae-terminal-binding"
 
 
-class NotRegistered(SonaeError):
-    """An API login naming a terminal from a client no supervisor
-    registered: naming it is not registering it."""
+class NotRegistered(Forbidden):
+    """An API login naming a terminal this client is not registered as:
+    naming it is not registering it."""
 
     code = "terminal_not_registered"
 
@@ -46,6 +46,15 @@ class NotRegistered(SonaeError):
             f"この端末（クライアント）は窓口の端末「{terminal}」として登録されていないため、ログインしていません。"
             "係長が /terminal でこの端末を登録してから、その登録（Cookie sonae_terminal）を付けてログインしてください。"
             "窓口を使わない場合は terminal を指定せずにログインしてください。")
+
+
+class RegisteredElsewhere(Forbidden):
+    """A login on a registered PC naming another terminal."""
+
+    code = "terminal_mismatch"
+
+    def __init__(self, registered: str):
+        super().__init__(f"この端末は「{registered}」として登録されています。別の端末としてはログインできません。")
 
 
 def configured(config: Config, terminal_id: str) -> dict | None:

@@ -28,7 +28,7 @@ def certificates(appliance) -> int:
 def test_naming_a_terminal_from_an_unregistered_client_is_refused(appliance, downtime):
     client = appliance.test_client()
     refused = api_login(client, {"username": "clerk1", "password": PASSWORD, "terminal": "本庁1"})
-    assert refused.status_code == 400
+    assert refused.status_code == 403
     assert refused.get_json()["error"] == "terminal_not_registered"
     assert "登録されていない" in refused.get_json()["message"] and "/terminal" in refused.get_json()["message"]
     assert client.get("/api/v1/session").get_json()["authenticated"] is False
@@ -84,7 +84,7 @@ def test_a_pc_registered_again_withdraws_the_registration_it_carried(appliance, 
     assert second != first
     assert not counter_open_with(appliance, first)
     refused = api_login(appliance.test_client(), {"username": "clerk2", "password": PASSWORD, "terminal": "本庁1"})
-    assert refused.status_code == 400  # naming it does not bring it back
+    assert refused.status_code == 403 and refused.get_json()["error"] == "terminal_not_registered"  # naming it does not bring it back
     assert counter_open_with(appliance, second)
 
 

@@ -263,7 +263,7 @@ def test_a_password_typed_as_the_username_is_never_kept(appliance, login):
         assert form_login(appliance, typed, PASSWORD, remote).status_code == 401
     client = appliance.test_client()
     csrf = client.get("/api/v1/session").get_json()["csrf_token"]
-    answer = client.post("/api/v1/session", json={"username": typed, "password": PASSWORD, "terminal": "本庁1"},
+    answer = client.post("/api/v1/session", json={"username": typed, "password": PASSWORD},
                          headers={"X-CSRF-Token": csrf})
     assert answer.status_code == 401
     assert form_login(appliance, "clerk1", "guess-0001", "10.50.1.3").status_code == 401  # an account's failure names it
