@@ -19,6 +19,7 @@ import requests
 
 from fallback.config import DEFAULTS, render_toml
 from fallback.staff import users
+from fallback.staff.commands import PASSWORD_ENV
 from printing.model import SPECIMEN_SEAL_IMAGE
 from sync.crypto import write_key_file
 
@@ -32,11 +33,6 @@ DEMO_ACCOUNTS = (
     ("kansa", "監査 太郎", "auditor"),
 )
 
-# Options of the `sonae` commands the demo runs whose value is a secret: a
-# failed command is named without it.
-SECRET_OPTIONS = frozenset({"--password"})
-
-
 def training_password_problem(password: str) -> str | None:
     """Why `password` cannot be every demo account's, by the rules `sonae
     user add` applies to each, or None. Asked before anything starts: a
@@ -48,16 +44,6 @@ def training_password_problem(password: str) -> str | None:
                     f"{users.MIN_PASSWORD_LENGTH} characters, not a common password, that contains none of the account names "
                     f"({names}), or leave out --password for a random one per account")
     return None
-
-
-def shown_command(args: tuple[str, ...]) -> str:
-    """A `sonae` command line as an error may show it: secrets as ***."""
-    def shown(before: str, arg: str) -> str:
-        if before in SECRET_OPTIONS:
-            return "***"
-        option, equals, _ = arg.partition("=")
-        return f"{option}=***" if equals and option in SECRET_OPTIONS else arg
-    return " ".join(shown(before, arg) for before, arg in zip(("", *args), args))
 
 
 class DemoSite:
@@ -135,10 +121,11 @@ class DemoSite:
     def sonae(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "fallback.cli", *args]
 
-    def run(self, *args: str) -> str:
-        result = subprocess.run(self.sonae(*args), env=self.env, capture_output=True, text=True)
+    def run(self, *args: str, secrets_env: dict[str, str] | None = None) -> str:
+        """`sonae *args`, its output; `secrets_env` as for start()."""
+        result = subprocess.run(self.sonae(*args), env={**self.env, **(secrets_env or {})}, capture_output=True, text=True)
         if result.returncode != 0:
-            raise click.ClickException(f"`sonae {shown_command(args)}` failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
+            raise click.ClickException(f"`sonae {' '.join(args)}` failed: {result.stderr.strip().splitlines()[-1:] or result.returncode}")
         return result.stdout
 
     def start(self, *args: str, log: str, secrets_env: dict[str, str] | None = None) -> subprocess.Popen:
@@ -210,10 +197,11 @@ class DemoSite:
         created = []
         for username, display, role in DEMO_ACCOUNTS:
             password_of_account = password or secrets.token_urlsafe(9)
+            given = {PASSWORD_ENV: password_of_account}
             if f"{username}\t" in existing:
-                self.run("user", "reset", username, "--password", password_of_account, "--actor", "demo")
+                self.run("user", "reset", username, "--actor", "demo", secrets_env=given)
             else:
-                self.run("user", "add", username, "--name", display, "--role", role, "--password", password_of_account, "--actor", "demo")
+                self.run("user", "add", username, "--name", display, "--role", role, "--actor", "demo", secrets_env=given)
             created.append((username, role, password_of_account))
         return created
 

@@ -8,6 +8,10 @@ from fallback.cli_support import config, operator
 from fallback.ops import open_ops
 from fallback.staff import terminals, users
 
+# A script gives the password here rather than as --password, whose value
+# every local user can read on its command line (ps).
+PASSWORD_ENV = "SONAE_USER_PASSWORD"
+
 
 def _password(value: str | None) -> str:
     return value or click.prompt("Password", hide_input=True, confirmation_prompt=True)
@@ -22,7 +26,7 @@ def user_group():
 @click.argument("username")
 @click.option("--name", "display_name", required=True, help="Display name, e.g. 窓口 一郎.")
 @click.option("--role", type=click.Choice(sorted(users.ROLES)), required=True)
-@click.option("--password", help="Initial password (prompted if omitted; at least 10 characters).")
+@click.option("--password", envvar=PASSWORD_ENV, help=f"Initial password (or ${PASSWORD_ENV}; prompted if neither; at least 10 characters).")
 @click.option("--actor", help="Who is doing this (default: the OS user).")
 def add(username, display_name, role, password, actor):
     """Create an account."""
@@ -51,7 +55,7 @@ def enable(username, actor):
 
 @user_group.command("reset")
 @click.argument("username")
-@click.option("--password", help="New password (prompted if omitted).")
+@click.option("--password", envvar=PASSWORD_ENV, help=f"New password (or ${PASSWORD_ENV}; prompted if neither).")
 @click.option("--actor")
 def reset(username, password, actor):
     """Set a new password and clear a login lockout."""

@@ -34,6 +34,16 @@ def test_user_lifecycle(env):
     assert sonae("user", "reset", "nobody", "--password", "another-long-pw", env=env).returncode == 1
 
 
+def test_a_password_from_the_environment_stays_off_the_command_line(env):
+    given = {**env, "SONAE_USER_PASSWORD": "long-enough-pw"}
+    assert sonae("user", "add", "clerk1", "--name", "窓口 一郎", "--role", "clerk", env=given).returncode == 0
+    short = sonae("user", "add", "clerk2", "--name", "x", "--role", "clerk", env={**env, "SONAE_USER_PASSWORD": "short"})
+    assert short.returncode == 1 and "at least 10" in short.stderr  # the variable's value, checked like --password's
+    assert sonae("user", "reset", "clerk1", env={**env, "SONAE_USER_PASSWORD": "another-long-pw"}).returncode == 0
+    unanswered = sonae("user", "reset", "clerk1", env=env, input="")  # neither: it asks, and nobody answers
+    assert unanswered.returncode != 0
+
+
 def test_mode_set_and_history_are_audited(env):
     assert sonae("mode", "set", "downtime", "--reason", "住民記録システム障害", "--actor", "it-oncall", env=env).returncode == 0
     assert sonae("mode", "show", env=env).stdout.startswith("downtime")
