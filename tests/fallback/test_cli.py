@@ -18,7 +18,7 @@ def env(sonae_env):
 
 def test_help_lists_every_area():
     out = sonae("--help").stdout
-    for command in ("serve", "worker", "sync", "snapshot", "key", "user", "audit", "verify", "certificate", "mode", "demo", "cloudsim"):
+    for command in ("serve", "worker", "sync", "snapshot", "key", "user", "terminal", "audit", "verify", "certificate", "mode", "demo", "cloudsim"):
         assert f"  {command}" in out, command
 
 
