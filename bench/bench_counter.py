@@ -317,7 +317,7 @@ def bench_startup(site: DemoSite, resident: dict, port: int, rounds: int) -> Non
                     try:
                         requests.get(base + "/api/v1/session", timeout=2)
                         break
-                    except requests.ConnectionError:
+                    except (requests.ConnectionError, requests.Timeout):  # not listening yet, or not answering yet
                         if process.poll() is not None:
                             raise SystemExit(f"sonae serve exited; see {site.root / 'logs' / 'bench-startup.log'}") from None
                         time.sleep(0.02)
