@@ -146,6 +146,17 @@ class Staff:
         return self.client.open(path, method=method, json=json, headers={"X-CSRF-Token": self.csrf})
 
 
+def certificates(appliance) -> int:
+    """How many certificates `appliance` (a Flask app) has recorded."""
+    from fallback.ops import open_ops
+
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        return conn.execute("SELECT count(*) FROM certificates").fetchone()[0]
+    finally:
+        conn.close()
+
+
 def text_of(response) -> str:
     """The visible text of an HTML response (tags stripped)."""
     return re.sub(r"<[^>]+>", " ", response.get_data(as_text=True))

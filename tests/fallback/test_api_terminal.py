@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from fallback.ops import open_ops
 from fallback.staff import terminals
-from tests.support import PASSWORD, sonae
+from tests.support import PASSWORD, certificates, sonae
 
 YAMADA_TARO = "10000000011"
 ISSUE = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1, "acknowledge_move_out": True}
@@ -15,14 +15,6 @@ ISSUE = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運
 def api_login(client, body: dict):
     csrf = client.get("/api/v1/session").get_json()["csrf_token"]
     return client.post("/api/v1/session", json=body, headers={"X-CSRF-Token": csrf})
-
-
-def certificates(appliance) -> int:
-    conn = open_ops(appliance.config["SONAE"])
-    try:
-        return conn.execute("SELECT count(*) FROM certificates").fetchone()[0]
-    finally:
-        conn.close()
 
 
 def test_naming_a_terminal_from_an_unregistered_client_is_refused(appliance, downtime):

@@ -18,7 +18,7 @@ import requests
 
 from fallback.ops import open_ops
 from tests.pair.boxes import free_port, wait_until_answering
-from tests.support import PASSWORD, Staff, register_terminal_over_http, served
+from tests.support import PASSWORD, Staff, certificates, register_terminal_over_http, served
 
 YAMADA_TARO = "10000000011"
 BODY = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証"}
@@ -27,14 +27,6 @@ BODY = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運�
 def issue(clerk, body=BODY, key: str | None = None):
     headers = {"X-CSRF-Token": clerk.csrf, **({"Idempotency-Key": key} if key is not None else {})}
     return clerk.client.post(f"/api/v1/residents/{YAMADA_TARO}/certificates", json=body, headers=headers)
-
-
-def certificates(appliance) -> int:
-    conn = open_ops(appliance.config["SONAE"])
-    try:
-        return conn.execute("SELECT count(*) FROM certificates").fetchone()[0]
-    finally:
-        conn.close()
 
 
 def test_a_repeated_idempotency_key_answers_the_first_result_and_issues_nothing(appliance, login, downtime):
