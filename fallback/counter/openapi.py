@@ -13,7 +13,7 @@ import copy
 import re
 
 from fallback.counter.certificates import MAX_APPROVER_LENGTH, MAX_FIELD_LENGTHS, MAX_MEMBERS
-from fallback.counter.issuance import IDENTITY_DOCUMENT_PATTERN, KINDS, LAYOUTS, OPTIONAL_ITEMS, REQUESTER_TYPES
+from fallback.counter.issuance import IDENTITY_DOCUMENTS, KINDS, LAYOUTS, OPTIONAL_ITEMS, REQUESTER_TYPES
 from fallback.counter.lookup import MAX_QUERY_LENGTH
 from fallback.counter.service import IDEMPOTENCY_KEY_PATTERN, MAX_IDEMPOTENCY_KEY_LENGTH
 from fallback.deferred import DELIVERY
@@ -67,7 +67,7 @@ _SEARCH_PARAMS = [
 
 # How the requester proved who they are (本人確認書類): one rule for a
 # certificate request and for showing the person themself their withheld record.
-_IDENTITY_DOCUMENT = {**_string(MAX_FIELD_LENGTHS["identity_document"][1]), "pattern": IDENTITY_DOCUMENT_PATTERN,
+_IDENTITY_DOCUMENT = {"type": "string", "enum": list(IDENTITY_DOCUMENTS),
                       "description": "本人確認書類 as the counter's list names it (e.g. 運転免許証, マイナンバーカード)"}
 _ISSUE_BODY = {
     "type": "object",

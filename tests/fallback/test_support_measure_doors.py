@@ -191,12 +191,16 @@ def test_an_invalid_identity_document_shows_nothing_through_the_api(appliance, l
     nothing_shown(appliance, downtime, answer)
 
 
-@pytest.mark.parametrize("document", ["\u200b", "\u2060", "\u00ad", " \u200b ", "運転\u0000免許証", "運転免許証\u200b"])
-def test_an_identity_document_of_invisible_or_control_characters_shows_nothing(appliance, login, downtime, document):
-    """A name nobody sees would stand in the audit as a blank one."""
+@pytest.mark.parametrize("document", ["\u200b", "\u2060", "\u00ad", " \u200b ", "運転\u0000免許証", "運転免許証\u200b", "\u3164", "\ufe0f",
+                                      "\U000e0041\U000e0042", "運転免許証\U000e0041", "\u0301", "\ue000", "運転免許証\n", "社員証"])
+def test_an_identity_document_not_on_the_counters_list_shows_nothing(appliance, login, downtime, document):
+    """Outside testers revealed a protected address with names nobody sees
+    (zero-width spaces, then Hangul fillers, variation selectors, tag
+    characters), which stood in the audit as blanks: the document is one
+    of the counter's list."""
     clerk = login("clerk1")
     answer = clerk.api("POST", f"/api/v1/residents/{SATO}/self", json={"identity_document": document})
-    assert answer.status_code == 400 and answer.get_json()["message"].startswith("identity_document: must match")
+    assert answer.status_code == 400 and answer.get_json()["message"].startswith("identity_document: must be one of")
     nothing_shown(appliance, downtime, answer)
     page = clerk.post(f"/counter/resident/{SATO}/self", {"identity_document": document})
     assert page.status_code == 400 and 'id="self-error"' in page.get_data(as_text=True)
