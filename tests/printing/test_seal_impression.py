@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import io
+import time
 import zlib
 
 import pikepdf
@@ -19,11 +20,12 @@ from PIL import Image, ImageDraw
 from printing.content import seal_pixels_digest
 from printing.render import render_certificate
 from printing.signing import PREFIX, SEAL_PREFIX, sign_page, verify_payload
-from printing.verify import SAME_AS_ISSUED, verify_document, verify_payloads, what_to_compare
+from printing.verify import SAME_AS_ISSUED, Limits, UnreadableFileError, verify_document, verify_payloads, what_to_compare
 from tests.printing.test_forgery import png, scan
 
 TARO = "10000000011"
-SEAL_SWAPPED = "1ページ目の印影が、交付したときのものと異なります（印影が差し替えられた疑いがあります）"
+SEAL_SWAPPED = ("1ページ目の印影が、交付したときのものと異なります（印影が差し替えられたか、PDFが圧縮・変換されて画像が変わっています。"
+                "交付されたPDFファイルそのものを確認してください）")
 
 
 @pytest.fixture
@@ -161,3 +163,28 @@ def test_other_certificates_have_nothing_about_a_seal(residents, certificate, si
     rendered = render_certificate(certificate("juminhyo", [residents[TARO]]), signing_key)
     result = verify_document(png(scan(rendered.pdf)), signing_key.public_key())
     assert result.seal_to_compare == "" and "印影" not in what_to_compare(result.pages[0])
+
+
+def test_a_page_drawing_an_image_thousands_of_times_is_refused_before_it_is_written_out(inkan, signing_key):
+    """A third tester's page: a 1×1 image drawn by forms nested five deep,
+    each drawing its child four times — 1,024 drawings in a few KB, each a
+    file pdfimages would write to /dev/shm."""
+    rendered, _registered = inkan
+    document = pikepdf.open(io.BytesIO(rendered.pdf))
+    page = document.pages[0]
+    dot = pikepdf.Stream(document, b"\x00", Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Image, Width=1, Height=1,
+                         ColorSpace=pikepdf.Name.DeviceGray, BitsPerComponent=8)
+    child, name = dot, "/Dot"
+    for depth in range(5):
+        form = pikepdf.Stream(document, f"q {name} Do Q q {name} Do Q q {name} Do Q q {name} Do Q".encode(),
+                              Type=pikepdf.Name.XObject, Subtype=pikepdf.Name.Form, BBox=[0, 0, 1, 1],
+                              Resources=pikepdf.Dictionary(XObject=pikepdf.Dictionary({name: child})))
+        child, name = form, f"/Nest{depth}"
+    page.Resources.XObject[name] = child
+    page.Contents = pikepdf.Stream(document, page.Contents.read_bytes() + f" q {name} Do Q".encode())
+    out = io.BytesIO()
+    document.save(out)
+    started = time.monotonic()
+    with pytest.raises(UnreadableFileError, match="1ページ目に画像が多すぎます"):
+        verify_document(out.getvalue(), signing_key.public_key(), issued_pdf=lambda number: rendered.pdf)
+    assert time.monotonic() - started < Limits().seconds
