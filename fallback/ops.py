@@ -490,9 +490,10 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     # request it issued, never with a second certificate.
     _create_issue_keys,
     # 12: the PCs registered as terminals (fallback.staff.terminals), so that
-    # a registration can be withdrawn; those made before it are taken from
-    # their audit entries and stay valid.
+    # a registration can be withdrawn with the sessions opened under it;
+    # those made before it are taken from their audit entries and stay valid.
     """
+    ALTER TABLE sessions ADD COLUMN device TEXT;
     CREATE TABLE terminal_registrations (
         device TEXT PRIMARY KEY,
         terminal TEXT NOT NULL,

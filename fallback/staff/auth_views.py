@@ -122,9 +122,10 @@ def register_terminal():
             error, status = exc.message, exc.status
         else:
             cookie = terminals.register(get_ops(), config, current_app.secret_key, terminal["id"], supervisor=user.username,
-                                        remote=request.remote_addr, previous_cookie=request.cookies.get(terminals.COOKIE_NAME))
+                                        remote=request.remote_addr, previous_cookie=request.cookies.get(terminals.COOKIE_NAME),
+                                        keep_session=g.staff.id if g.staff is not None else None)
             if g.staff is not None:
-                sessions.move_to_terminal(get_ops(), g.staff.id, terminal)
+                sessions.move_to_terminal(get_ops(), g.staff.id, {**terminal, "device": terminals.device_of(current_app.secret_key, cookie)})
             flash(f"この端末を「{terminal['office']} {terminal['id']}」（プリンタ {terminal['printer']}）として登録しました。"
                   "この端末でのログインと発行番号には、この端末が使われます。", "info")
             return keep_binding(redirect(url_for("auth.register_terminal")), cookie)

@@ -34,13 +34,17 @@ class StaffSession:
     last_seen: str
 
 
-def start(conn, *, username: str, role: str, terminal: str, office: str, printer: str, remote: str | None) -> StaffSession:
+def start(conn, *, username: str, role: str, terminal: str, office: str, printer: str, remote: str | None,
+          device: str | None = None) -> StaffSession:
+    """`device`: the PC's registration (fallback.staff.terminals), whose
+    withdrawal ends the session."""
     session_id = secrets.token_urlsafe(32)
     stamp = now_iso()
     with Transaction(conn):
         conn.execute(
-            "INSERT INTO sessions (id, username, role, terminal, office, printer, remote, created_at, last_seen) VALUES (?,?,?,?,?,?,?,?,?)",
-            (session_id, username, role, terminal, office, printer, remote, stamp, stamp),
+            "INSERT INTO sessions (id, username, role, terminal, office, printer, remote, created_at, last_seen, device) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (session_id, username, role, terminal, office, printer, remote, stamp, stamp, device),
         )
         audit.append(conn, username, "session.start", terminal, {"office": office, "printer": printer, "remote": remote})
     return StaffSession(session_id, username, role, terminal, office, printer, stamp)
@@ -50,7 +54,8 @@ def start_at(conn, *, username: str, role: str, terminal: dict | None, remote: s
     """Start a session at a configured terminal, or at none (a PC no
     supervisor registered: the counter stays closed there)."""
     return start(conn, username=username, role=role, terminal=terminal["id"] if terminal else "",
-                 office=terminal["office"] if terminal else "", printer=terminal["printer"] if terminal else "", remote=remote)
+                 office=terminal["office"] if terminal else "", printer=terminal["printer"] if terminal else "", remote=remote,
+                 device=terminal.get("device") if terminal else None)
 
 
 def resume(conn, session_id: str, *, idle_minutes: int, absolute_hours: float,
@@ -89,8 +94,8 @@ def move_to_terminal(conn, session_id: str, terminal: dict) -> None:
         row = conn.execute("SELECT username FROM sessions WHERE id = ? AND ended_at IS NULL", (session_id,)).fetchone()
         if row is None:
             return
-        conn.execute("UPDATE sessions SET terminal = ?, office = ?, printer = ? WHERE id = ?",
-                     (terminal["id"], terminal["office"], terminal["printer"], session_id))
+        conn.execute("UPDATE sessions SET terminal = ?, office = ?, printer = ?, device = ? WHERE id = ?",
+                     (terminal["id"], terminal["office"], terminal["printer"], terminal.get("device"), session_id))
         audit.append(conn, row[0], "session.terminal", terminal["id"], {"office": terminal["office"], "printer": terminal["printer"]})
 
 
@@ -101,6 +106,19 @@ def end(conn, session_id: str, reason: str) -> None:
             return
         conn.execute("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?", (now_iso(), reason, session_id))
         audit.append(conn, row[0], "session.end", row[1], {"reason": reason})
+
+
+def end_at_devices(conn, devices: list[str], reason: str, *, keep: str | None = None) -> int:
+    """End every open session opened on the PCs `devices` (their terminal
+    registrations, just withdrawn) but `keep`, inside the caller's
+    transaction; returns how many."""
+    open_sessions = [row for device in devices for row in conn.execute(
+        "SELECT id, username, terminal FROM sessions WHERE device = ? AND ended_at IS NULL", (device,)) if row[0] != keep]
+    stamp = now_iso()
+    for session_id, username, terminal in open_sessions:
+        conn.execute("UPDATE sessions SET ended_at = ?, end_reason = ? WHERE id = ?", (stamp, reason, session_id))
+        audit.append(conn, username, "session.end", terminal, {"reason": reason})
+    return len(open_sessions)
 
 
 def end_all(conn, username: str, reason: str) -> int:

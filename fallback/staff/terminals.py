@@ -28,6 +28,7 @@ from fallback import audit
 from fallback.config import Config
 from fallback.errors import Forbidden, SonaeError
 from fallback.ops import Transaction, now_iso
+from fallback.staff import sessions
 
 COOKIE_NAME = "sonae_terminal"
 # Browsers keep a cookie at most 400 days; each login on the PC renews it.
@@ -66,31 +67,33 @@ def _serializer(secret: bytes | str) -> URLSafeSerializer:
 
 
 def register(conn, config: Config, secret: bytes | str, terminal_id: str, *, supervisor: str, remote: str | None,
-             previous_cookie: str | None = None) -> str:
+             previous_cookie: str | None = None, keep_session: str | None = None) -> str:
     """Bind a PC to `terminal_id`; returns the cookie value to set on it.
-    The registration the PC carried (`previous_cookie`) is withdrawn: a copy
-    of that cookie no longer opens a counter."""
+    The registration the PC carried (`previous_cookie`) is withdrawn, with
+    the sessions opened under it but `keep_session` (the PC's own, which
+    moves): a copy of that cookie no longer opens a counter, nor keeps one
+    open."""
     terminal = configured(config, terminal_id)
     if terminal is None:
         raise ValueError(f"unknown terminal {terminal_id!r}")
     device = secrets.token_urlsafe(12)
-    previous = _device(secret, previous_cookie)
+    previous = device_of(secret, previous_cookie)
     with Transaction(conn):
         conn.execute("INSERT INTO terminal_registrations (device, terminal, registered_at, registered_by) VALUES (?, ?, ?, ?)",
                      (device, terminal_id, now_iso(), supervisor))
         detail = {"device": device, "office": terminal["office"], "printer": terminal["printer"], "remote": remote}
-        if previous is not None and _withdraw(conn, "device = ?", previous, by=supervisor, why="registered again"):
+        if previous is not None and _withdraw(conn, "device = ?", previous, by=supervisor, why="registered again", keep=keep_session):
             detail["replaces"] = previous
         audit.append(conn, supervisor, "terminal.register", terminal_id, detail)
     return _serializer(secret).dumps({"terminal": terminal_id, "device": device})
 
 
 def withdraw(conn, terminal_id: str, *, actor: str, reason: str) -> int:
-    """Withdraw every PC's registration as `terminal_id`; how many there
-    were. Each PC then logs in with its counter closed until a supervisor
-    registers it again."""
+    """Withdraw every PC's registration as `terminal_id`, ending the
+    sessions opened under them; how many there were. Each PC then logs in
+    with its counter closed until a supervisor registers it again."""
     with Transaction(conn):
-        count = _withdraw(conn, "terminal = ?", terminal_id, by=actor, why=reason)
+        count = len(_withdraw(conn, "terminal = ?", terminal_id, by=actor, why=reason))
         if count == 0:
             raise SonaeError(f"no PC is registered as terminal {terminal_id!r} (`sonae terminal list` shows those that are)")
         audit.append(conn, actor, "terminal.withdraw", terminal_id, {"registrations": count, "reason": reason})
@@ -104,12 +107,19 @@ def registrations(conn) -> list[dict]:
     return [{"terminal": terminal, "registered_at": at, "registered_by": by} for terminal, at, by in rows]
 
 
-def _withdraw(conn, where: str, value: str, *, by: str, why: str) -> int:
-    return conn.execute(f"UPDATE terminal_registrations SET withdrawn_at = ?, withdrawn_by = ?, withdrawn_why = ? "
-                        f"WHERE {where} AND withdrawn_at IS NULL", (now_iso(), by, why, value)).rowcount
+def _withdraw(conn, where: str, value: str, *, by: str, why: str, keep: str | None = None) -> list[str]:
+    """Withdraw the registrations in force `where`, and end the sessions
+    opened under them (but `keep`); the devices withdrawn."""
+    devices = [device for (device,) in conn.execute(
+        f"SELECT device FROM terminal_registrations WHERE {where} AND withdrawn_at IS NULL", (value,))]
+    conn.executemany("UPDATE terminal_registrations SET withdrawn_at = ?, withdrawn_by = ?, withdrawn_why = ? WHERE device = ?",
+                     [(now_iso(), by, why, device) for device in devices])
+    sessions.end_at_devices(conn, devices, f"terminal registration withdrawn ({why})", keep=keep)
+    return devices
 
 
-def _device(secret: bytes | str, cookie: str | None) -> str | None:
+def device_of(secret: bytes | str, cookie: str | None) -> str | None:
+    """The registration a PC's cookie carries, if this appliance signed it."""
     if not cookie:
         return None
     try:
@@ -125,8 +135,9 @@ def bound(conn, config: Config, secret: bytes | str, cookie: str | None) -> dict
     """The configured terminal a PC's cookie names, or None (no cookie, a
     cookie not signed by this appliance, a registration withdrawn, or a
     terminal no longer configured)."""
-    device = _device(secret, cookie)
+    device = device_of(secret, cookie)
     if device is None:
         return None
     row = conn.execute("SELECT terminal FROM terminal_registrations WHERE device = ? AND withdrawn_at IS NULL", (device,)).fetchone()
-    return None if row is None else configured(config, row[0])
+    terminal = None if row is None else configured(config, row[0])
+    return None if terminal is None else {**terminal, "device": device}

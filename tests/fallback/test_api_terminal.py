@@ -119,3 +119,32 @@ def test_registrations_made_before_they_were_kept_stay_valid(tmp_path, monkeypat
     assert ops.migrate(conn) == 12
     assert conn.execute("SELECT device, terminal, registered_by FROM terminal_registrations WHERE withdrawn_at IS NULL").fetchall() == [
         ("old-device", "本庁1", "boss")]
+
+
+def test_withdrawing_a_registration_ends_the_sessions_opened_under_it(appliance, downtime):
+    """A third tester logged in with a copied cookie before the terminal was
+    withdrawn and went on issuing until the session timed out."""
+    pc, copier = appliance.test_client(), appliance.test_client()
+    copier.set_cookie(terminals.COOKIE_NAME, register_at_terminal(pc, "本庁1"))
+    on_copy = api_login(copier, {"username": "clerk2", "password": PASSWORD})
+    assert on_copy.status_code == 201 and on_copy.get_json()["terminal"] == "本庁1"
+    register_at_terminal(pc, "本庁2")  # the PC registered again: the copy's registration is withdrawn…
+    assert copier.get("/api/v1/session").get_json()["authenticated"] is False  # … and its session with it
+    issued = copier.post(f"/api/v1/residents/{YAMADA_TARO}/certificates", json=ISSUE,
+                         headers={"X-CSRF-Token": on_copy.get_json()["csrf_token"]})
+    assert issued.status_code in (400, 401) and certificates(appliance) == 0
+
+    on_pc = api_login(pc, {"username": "clerk1", "password": PASSWORD})
+    assert on_pc.status_code == 201 and on_pc.get_json()["terminal"] == "本庁2"
+    assert sonae("terminal", "withdraw", "本庁2", "--reason", "端末PC紛失").returncode == 0
+    assert pc.get("/api/v1/session").get_json()["authenticated"] is False
+
+
+def test_a_pc_registered_again_keeps_the_session_of_whoever_is_logged_in_on_it(appliance, downtime):
+    pc = appliance.test_client()
+    register_at_terminal(pc, "本庁1")
+    assert api_login(pc, {"username": "clerk1", "password": PASSWORD}).status_code == 201
+    register_at_terminal(pc, "本庁2")
+    assert pc.get("/api/v1/session").get_json()["terminal"] == "本庁2"  # moved, not ended
+    assert sonae("terminal", "withdraw", "本庁2", "--reason", "端末PC交換").returncode == 0
+    assert pc.get("/api/v1/session").get_json()["authenticated"] is False  # its new registration's session ends with it
