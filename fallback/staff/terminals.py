@@ -92,6 +92,8 @@ def withdraw(conn, terminal_id: str, *, actor: str, reason: str) -> int:
     """Withdraw every PC's registration as `terminal_id`, ending the
     sessions opened under them; how many there were. Each PC then logs in
     with its counter closed until a supervisor registers it again."""
+    if not reason.strip():
+        raise SonaeError("say why in --reason (e.g. 端末PC紛失): the audit keeps it")
     with Transaction(conn):
         count = len(_withdraw(conn, "terminal = ?", terminal_id, by=actor, why=reason))
         if count == 0:

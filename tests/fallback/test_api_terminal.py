@@ -88,6 +88,8 @@ def test_withdrawing_a_terminal_closes_every_pc_registered_as_it(appliance, down
     one, other, elsewhere = appliance.test_client(), appliance.test_client(), appliance.test_client()
     copies = [register_at_terminal(one, "本庁1"), register_at_terminal(other, "本庁1"), register_at_terminal(elsewhere, "本庁2")]
     assert listed() == sorted([*before, "本庁1", "本庁1", "本庁2"])
+    blank = sonae("terminal", "withdraw", "本庁1", "--reason", "   ")
+    assert blank.returncode == 1 and "say why in --reason" in blank.stderr and listed() == sorted([*before, "本庁1", "本庁1", "本庁2"])
     withdrawn = sonae("terminal", "withdraw", "本庁1", "--reason", "端末PC紛失", "--actor", "it-oncall")
     count = before.count("本庁1") + 2
     assert withdrawn.returncode == 0 and f"withdrew {count} registration(s) as 本庁1" in withdrawn.stdout, withdrawn.stderr
