@@ -8,6 +8,7 @@ the one place that turns a counter request into printed certificates.
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 
 from fallback import anchor, audit, clock, keys
 from fallback.config import Config
@@ -47,9 +48,15 @@ MAX_APPROVER_LENGTH = 64
 
 
 def _check_length(field: str, value: str) -> None:
+    """Not longer than it may be stored, and no control character (NUL,
+    escape) but at either end, where it is whitespace stripped like a space:
+    nobody types one at the counter, and stored it would break the request
+    record and whatever exports it."""
     label, limit = MAX_FIELD_LENGTHS[field]
     if len(value) > limit:
         raise issuance.IssueError(f"{label}が長すぎます（{limit}文字まで）。")
+    if any(unicodedata.category(character) == "Cc" for character in value.strip()):
+        raise issuance.IssueError(f"{label}に使えない文字（制御文字）が含まれています。入力し直してください。")
 
 
 def _check_lengths(req: IssueRequest) -> None:

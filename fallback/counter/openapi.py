@@ -40,6 +40,19 @@ def _string(max_length: int) -> dict:
     return {"type": "string", "maxLength": max_length}
 
 
+# The counter's rules for free text (fallback.deferred, fallback.counter.
+# certificates) as patterns: a body the document calls valid is never
+# refused for its form.
+RESIDENT_CODE_OR_BLANK = r"^\s*$|^\s*-*([0-9０-９]-*){11}\s*$"
+NO_CONTROL_CHARACTERS = r"^\s*[^\x00-\x1f\x7f-\x9f]*\s*$"
+VISIBLE_WITHOUT_CONTROL_CHARACTERS = r"^\s*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*\s*$"
+
+
+def _free_text(max_length: int) -> dict:
+    """Text a clerk types, blank allowed: no control character but at either end."""
+    return {**_string(max_length), "pattern": NO_CONTROL_CHARACTERS}
+
+
 def _json(schema: dict) -> dict:
     return {"content": {"application/json": {"schema": schema}}}
 
@@ -77,9 +90,9 @@ _ISSUE_BODY = {
         "requester_type": {"type": "string", "enum": list(REQUESTER_TYPES),
                            "description": "official: 公用請求 (another public office; identity_document 職員の身分証明書, purpose required)"},
         "identity_document": _IDENTITY_DOCUMENT,
-        "requester_name": _string(MAX_FIELD_LENGTHS["requester_name"][1]),
-        "purpose": _string(MAX_FIELD_LENGTHS["purpose"][1]),
-        "contact": _string(MAX_FIELD_LENGTHS["contact"][1]),
+        "requester_name": _free_text(MAX_FIELD_LENGTHS["requester_name"][1]),
+        "purpose": _free_text(MAX_FIELD_LENGTHS["purpose"][1]),
+        "contact": _free_text(MAX_FIELD_LENGTHS["contact"][1]),
         "members": {"type": "array", "maxItems": MAX_MEMBERS, "items": _string(20)},
         "whole_household": {"type": "boolean"},
         "layout": {"type": "string", "enum": list(LAYOUTS)},
@@ -87,7 +100,7 @@ _ISSUE_BODY = {
         "omit_katagaki": {"type": "boolean"},
         "copies": {"type": "integer", "minimum": 1, "description": "at most counter.max_copies (maximum filled in per appliance)"},
         "delegation_letter": {"type": "boolean"},
-        "seal_card_number": _string(MAX_FIELD_LENGTHS["seal_card_number"][1]),
+        "seal_card_number": _free_text(MAX_FIELD_LENGTHS["seal_card_number"][1]),
         "acknowledge_move_out": {"type": "boolean"},
         "acknowledge_omissions": {"type": "boolean", "description": "issue although requested items will not be printed "
                                   "(a 422 with rule items_not_printed lists them in `omissions`)"},
@@ -105,11 +118,6 @@ _LOGIN_BODY = {"type": "object", "required": ["username", "password"], "properti
                                                   "at /terminal (its sonae_terminal cookie); this only confirms it: another "
                                                   "terminal, or any from an unregistered client (terminal_not_registered), is "
                                                   "refused with 403 (terminal_mismatch, terminal_not_registered). Without a registration the login has no counter."}}}
-# The deferred request's rules (fallback.deferred) as patterns: a body the
-# document calls valid is never refused for its form.
-RESIDENT_CODE_OR_BLANK = r"^\s*$|^\s*-*([0-9０-９]-*){11}\s*$"
-NO_CONTROL_CHARACTERS = r"^\s*[^\x00-\x1f\x7f-\x9f]*\s*$"
-VISIBLE_WITHOUT_CONTROL_CHARACTERS = r"^\s*[^\x00-\x1f\x7f-\x9f\s][^\x00-\x1f\x7f-\x9f]*\s*$"
 DEFERRED_BODY = {"type": "object", "required": ["kind", "name", "contact", "delivery", "consent"], "properties": {
     "kind": {"type": "string", "enum": list(DEFERRED_KINDS)}, "name": {**_string(DEFERRED_LENGTHS["name"]), "pattern": VISIBLE_WITHOUT_CONTROL_CHARACTERS},
     "contact": {**_string(DEFERRED_LENGTHS["contact"]), "pattern": VISIBLE_WITHOUT_CONTROL_CHARACTERS}, "delivery": {"type": "string", "enum": list(DELIVERY)},

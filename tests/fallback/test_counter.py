@@ -212,6 +212,21 @@ def test_a_body_two_readers_could_take_two_ways_is_refused(appliance, login, dow
     assert open_ops(appliance.config["SONAE"]).execute("SELECT count(*) FROM requests").fetchone()[0] == 0
 
 
+@pytest.mark.parametrize("field, value, label", [("requester_name", "山田\u0000太郎", "請求者の氏名"), ("purpose", "\u001b[31m就職", "使用目的"),
+                                                ("contact", "03\u0007", "連絡先")])
+def test_a_request_with_a_control_character_in_its_text_is_refused(appliance, login, downtime, field, value, label):
+    """An outside tester issued with a NUL in the requester's name and an
+    escape sequence in the purpose: stored, they break the request record
+    and whatever exports it."""
+    clerk = login("clerk1")
+    body = {**SELF_REQUEST, "members": [YAMADA_TARO], field: value}
+    answer = clerk.api("POST", ISSUE_PATH, json=body)
+    assert answer.status_code == 400 and answer.get_json()["message"].startswith(f"{field}: must match")
+    page = clerk.post(f"/counter/resident/{YAMADA_TARO}/issue", {**body, "members": YAMADA_TARO})
+    assert f"{label}に使えない文字（制御文字）が含まれています" in text_of(page)
+    assert open_ops(appliance.config["SONAE"]).execute("SELECT count(*) FROM requests WHERE outcome = 'issued'").fetchone()[0] == 0
+
+
 def test_form_values_that_are_not_utf_8_never_fail_a_page(appliance, login, downtime):
     """A form's bytes are decoded by werkzeug, which keeps a percent escape
     that is not UTF-8 (a surrogate's %ED%A0%80) as the text it is: a login
