@@ -130,7 +130,7 @@ def find_anomalies(conn, scratch_path: Path, key: bytes) -> AnomalyReport:
     return read_report(conn)
 
 
-# A row's id is its line number in its export file (sync.loader.parse_block).
+# A row's id is its line number in its export file (sync.parsing.parse_block).
 _POSITIONS = {
     "residents": "SELECT DISTINCT r.id FROM anomalies a JOIN residents r ON r.resident_code = a.resident_code "
                  "WHERE a.kind = ? ORDER BY r.id LIMIT ?",

@@ -29,9 +29,9 @@ The order of work, cheapest refusal first:
 6. install (fsync, rename) and promote (replace CURRENT), then prune.
 
 The pipeline of step 3: this thread reads, hashes and gunzips a file and
-cuts it into blocks of whole lines; the blocks are parsed and validated in
-worker processes (for a large export; in this process for a small one); a
-BlockInserter thread inserts the parsed blocks in file order — the search
+cuts it into blocks of whole lines; the blocks are parsed and validated
+(sync.parsing) in worker processes (for a large export; in this process for
+a small one); a BlockInserter thread inserts the parsed blocks in file order — the search
 rows from the workers, the records as lines of the block this process kept
 (only lines Sonae rewrote come back from a worker). Memory does
 not grow with the register: a file is held a few blocks at a time, and
@@ -60,7 +60,6 @@ import heapq
 import multiprocessing
 import os
 import queue
-import signal
 import threading
 import time
 import zlib
@@ -68,8 +67,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 
-import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from sync import crypto
@@ -81,36 +80,28 @@ from sync.anomalies import (
     AnomalyReport,
     check_duplicate_atena,
     find_anomalies,
-    record_facts,
 )
 from sync.changes import follow_feed
 from sync.contract import (
     CONTRACT_VERSION,
     KEY_FIELD,
-    MAX_SEAL_IMAGE_BYTES,
-    VALIDATORS,
     ContractError,
     check_not_ahead,
     parse_timestamp,
     verify_manifest,
 )
 from sync.errors import ExportInvalid, FeedBroken, GateRefused, StoreDamaged, SyncError, UpstreamUnavailable
+from sync.parsing import MAX_RECORD_BYTES, die_with_parent, parse_block
 from sync.register import SnapshotMeta, connect_any_layout, connect_snapshot, read_meta
 from sync.schema import (
     DIGEST_MODULUS,
-    ROW_BUILDERS,
     SCHEMA_VERSION,
     SEARCH_INDEXES,
     SEARCH_TABLE,
     TABLES,
     UNIQUE_INDEXES,
-    blank_individual_number,
     insert_record_sql,
     insert_sql,
-    record_digest,
-    record_text,
-    summary_key,
-    summary_text,
 )
 from sync.store import SnapshotStore, disk_full_reported
 from sync.upstream import DirectoryUpstream, system_clock
@@ -126,14 +117,8 @@ OVERRIDES = frozenset({OVERRIDE_DROP, OVERRIDE_UNKNOWN_SEAL_RESIDENTS, OVERRIDE_
 BLOCK_BYTES = 2 << 20  # lines parsed and inserted together (~2,000 residents, ~600 seals)
 PARALLEL_MIN_BYTES = 16 << 20  # below this, parsing in this process is quicker than starting workers
 MAX_WORKERS = 4
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 DECOMPRESS_LIMIT = 1 << 20  # output per step, so a hostile file cannot inflate in one go
 INPUT_SLICE = 64 << 10  # compressed bytes given to zlib at a time: the unconsumed rest is copied at every output step
-# The most one record's line may take, newline included: 64 KiB for a
-# resident (a real one takes about 1 KiB); for a seal, its image at the
-# contract's limit in base64 and 4 KiB for the rest. A file may decompress
-# to its record count, plus one for blank lines, times this.
-MAX_RECORD_BYTES = {"residents": 64 << 10, "seals": (MAX_SEAL_IMAGE_BYTES + 2) // 3 * 4 + (4 << 10)}
 BUILD_CACHE_KIB = 16384
 INDEX_BUILD_CACHE_KIB = 2048
 SCRATCH_NAME = "summaries-scratch.db"  # beside register.db in the generation being built
@@ -495,6 +480,10 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
         conn.execute(f"PRAGMA cache_size = -{INDEX_BUILD_CACHE_KIB}")
         for statement in SEARCH_INDEXES:
             conn.execute(statement)
+            # The sort's keys are freed once its index is written, but glibc
+            # keeps the pages: handed back, the next sort, the anomaly checks
+            # and the catch-up start from the floor again, not above it.
+            release_memory(conn)
         conn.execute(f"PRAGMA cache_size = -{BUILD_CACHE_KIB}")
         # Statistics for the planner, from a sample; only the search tables: the
         # record tables are read by id alone, and counting them would scan
@@ -534,52 +523,6 @@ def merge_summary_runs(conn, scratch, runs: list[tuple[int, int]]) -> None:
     holds one row per run and every insert lands at the end of the B-tree."""
     cursors = [scratch.execute("SELECT kana_key, birth_date, id, summary FROM summary_runs WHERE rowid >= ? AND rowid < ?", run) for run in runs]
     conn.executemany("INSERT INTO resident_summaries (kana_key, birth_date, id, summary) VALUES (?, ?, ?, ?)", heapq.merge(*cursors))
-
-
-@dataclass(frozen=True)
-class ParsedBlock:
-    rows: list[tuple]  # search rows, each starting with its id: the line number
-    rewritten: dict[int, bytes]  # line number → the record as Sonae stores it, where that differs from the line
-    digest: int
-    summaries: list[tuple]  # residents: (kana_key, birth_date, id, summary), sorted
-    facts: list[tuple]  # one per record, for sync.anomalies
-    findings: list[tuple]  # anomalies of single records (sync.anomalies)
-
-
-def parse_block(kind: str, name: str, first_line: int, block: bytes, mirror_individual_number: bool,
-                contract: int = CONTRACT_VERSION) -> ParsedBlock:
-    """Validate a block of NDJSON lines (records of that contract version)
-    and turn them into rows. A pure function of its arguments, so it can run
-    in a worker process. A row's id is its line number in the file. The
-    lines themselves are not sent back (the caller has the block): only
-    those stored otherwise."""
-    validate = VALIDATORS[kind]
-    build_row = ROW_BUILDERS[kind]
-    max_bytes = MAX_RECORD_BYTES[kind]
-    rows, rewritten, summaries, facts, findings, digest = [], {}, [], [], [], 0
-    for number, line in enumerate(block.split(b"\n"), start=first_line):
-        if not line.strip():
-            continue  # blank lines hold no record; the record count still has to match
-        if len(line) >= max_bytes:
-            raise ExportInvalid(f"{name} line {number:,}: {len(line):,} bytes, more than the {max_bytes:,} one {kind[:-1]} record may take")
-        try:
-            record = orjson.loads(line)
-            validate(record, contract)
-        except (ValueError, TypeError, KeyError, AttributeError) as exc:  # ContractError is a ValueError
-            problem = exc if isinstance(exc, ContractError) else f"not a valid record in UTF-8 JSON ({type(exc).__name__})"
-            raise ExportInvalid(f"{name} line {number:,}: {problem}") from None
-        if kind == "residents" and blank_individual_number(record, mirror_individual_number):
-            line = rewritten[number] = record_text(record).encode("utf-8")
-        digest += record_digest(line)
-        row = build_row(number, record)
-        rows.append(row)
-        if kind == "residents":
-            summaries.append((*summary_key(row), summary_text(record)))
-        fact, found = record_facts(kind, record)
-        facts.append(fact)
-        findings += found
-    summaries.sort()
-    return ParsedBlock(rows, rewritten, digest, summaries, facts, findings)
 
 
 def _load_file(conn, scratch, runs: list[tuple[int, int]], chunks: Iterable[bytes], entry: dict, contract: int,
@@ -683,15 +626,6 @@ class InlineExecutor:
         pass
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Worker start-up: ask Linux to SIGKILL this process when its parent
-    dies (PR_SET_PDEATHSIG), so a killed load leaves no workers behind —
-    they hold their own task queue open and would otherwise wait forever."""
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent_pid:  # the parent died before prctl took effect
-        os._exit(1)
-
-
 @dataclass(frozen=True)
 class Parsing:
     executor: ProcessPoolExecutor | InlineExecutor
@@ -705,13 +639,15 @@ def parse_executor(manifest: dict, workers: int | None) -> Iterator[Parsing]:
     if workers is None:
         large = sum(entry["bytes"] for entry in manifest["files"]) >= PARALLEL_MIN_BYTES
         workers = min(os.cpu_count() or 1, MAX_WORKERS) if large else 1
+    tracker_started_here = False
     if workers <= 1:
         executor = InlineExecutor()
     else:
+        tracker_started_here = not resource_tracker_running()
         # spawn: fresh interpreters, safe even when the caller has threads
         # (the worker's scheduler does); each dies with this process.
         executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=_die_with_parent, initargs=(os.getpid(),)
+            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
         )
     try:
         # Blocks parsed ahead of the inserts: enough to keep every worker
@@ -719,6 +655,25 @@ def parse_executor(manifest: dict, workers: int | None) -> Iterator[Parsing]:
         yield Parsing(executor, 2 * workers if workers > 1 else 0)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
+        if tracker_started_here:
+            stop_resource_tracker()
+
+
+def resource_tracker_running() -> bool:
+    return getattr(resource_tracker._resource_tracker, "_fd", None) is not None
+
+
+def stop_resource_tracker() -> None:
+    """Stop the process multiprocessing starts beside spawned workers, which
+    unlinks their semaphores should this process die. Once the pool is shut
+    down it has nothing left to watch, yet it would stay for the rest of the
+    load — about 12 MB counted in the peak, which comes later, while the
+    search indexes are sorted. Only one this load started is stopped (the
+    caller checks): another pool in the process may still need it."""
+    gc.collect()  # the pool's queues, so that their semaphores are unlinked and forgotten first
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)  # CPython's; absent elsewhere, the tracker stays
+    if stop is not None:
+        stop()
 
 
 class ExportFile:

@@ -28,7 +28,7 @@ from sync.contract import (
     verify_page,
 )
 from sync.errors import ExportInvalid, FeedBroken
-from sync.loader import parse_block
+from sync.parsing import parse_block
 from tests.support import EXAMPLE_CHANGES_PAGE, EXAMPLE_EXPORT, EXAMPLE_LOOKUP, example_records
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -304,6 +304,40 @@ def test_parsing_in_worker_processes_gives_the_same_generation(config, store, tm
     assert store.current() == pooled.generation
 
 
+def test_a_parsing_worker_imports_the_contract_and_not_the_loader():
+    # Each worker process counts in the load's peak memory: what it imports
+    # beyond the parsing (the HTTP client, the store, the feed) is paid twice.
+    import subprocess
+    import sys
+
+    probe = ("import sys, sync.parsing; "
+             "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in ('requests', 'urllib3', 'sqlcipher3') "
+             "or m in ('sync.loader', 'sync.store', 'sync.upstream', 'sync.changes', 'sync.register'))))")
+    imported = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert imported == []
+
+
+@pytest.mark.parametrize("tracker_before", [False, True], ids=["started-by-the-pool", "already-running"])
+def test_the_parsing_pool_stops_the_resource_tracker_it_started_and_no_other(tracker_before):
+    # The tracker would otherwise stay for the whole load and count in its
+    # peak; one that was running before belongs to someone else.
+    import subprocess
+    import sys
+
+    probe = (
+        "from multiprocessing import resource_tracker\n"
+        f"if {tracker_before}: resource_tracker.ensure_running()\n"
+        "from sync.loader import parse_executor, resource_tracker_running\n"
+        "with parse_executor({'files': []}, 2) as parsing:\n"
+        "    assert parsing.executor.submit(abs, -7).result() == 7\n"
+        "    during = resource_tracker_running()\n"
+        "print(during, resource_tracker_running())\n"
+    )
+    ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    assert ran.stdout.split() == ["True", str(tracker_before)]
+    assert ran.stderr == ""  # no "leaked semaphore" warning from the stopped tracker
+
+
 def test_an_unreadable_current_generation_needs_the_operator_to_load_a_new_one(loaded, store, small_export):
     store.path_of(1).write_bytes(b"\x00" * 8192)  # destroyed
     refused = run_sonae("sync", "full", "--from", str(small_export))
