@@ -228,8 +228,9 @@ def load_full(
                 write_meta(conn, manifest, figures, source=upstream.describe(), mirror_individual_number=mirror_individual_number)
                 conn.commit()
                 conn.execute("PRAGMA journal_mode = WAL")  # readers and the change feed from now on
-                _gate(catch_up(conn, number, feed or upstream, held, batch=feed_batch, mirror_individual_number=mirror_individual_number),
-                      OVERRIDE_OLDER_EXPORT, overrides, overridden)
+                with phases.timed("catch-up on the change feed"):
+                    caught_up = catch_up(conn, number, feed or upstream, held, batch=feed_batch, mirror_individual_number=mirror_individual_number)
+                _gate(caught_up, OVERRIDE_OLDER_EXPORT, overrides, overridden)
             finally:
                 scratch.close()
                 conn.close()

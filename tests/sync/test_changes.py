@@ -370,10 +370,11 @@ def _feed_applied(upstream, store) -> dt.datetime:
         return register.meta.as_of
 
 
-def test_a_full_load_behind_the_feed_follows_it_before_it_is_promoted(loaded, store, upstream):
+def test_a_full_load_behind_the_feed_follows_it_before_it_is_promoted(loaded, config, store, upstream):
     served_as_of = _feed_applied(upstream, store)
     result = run_sonae("sync", "full")  # the same export, whose data is older than what the feed brought
     assert result.returncode == 0, result.stderr
+    assert "catch-up on the change feed" in sync_runs(config)[-1]["detail"]["phases"]  # timed apart from the build
     assert store.current() == 2
     with store.open_register() as register:
         assert (register.meta.last_seq, register.meta.as_of) == (1001, served_as_of), "never moved back in time"
