@@ -538,8 +538,13 @@ def _load_file(conn, scratch, runs: list[tuple[int, int]], chunks: Iterable[byte
     try:
         with inserter:
             for first_line, block in export_file.blocks():
-                parsed = parsing.executor.submit(parse_block, kind, name, first_line, block, mirror_individual_number, contract)
+                try:
+                    parsed = parsing.executor.submit(parse_block, kind, name, first_line, block, mirror_individual_number, contract)
+                except OSError as exc:  # a worker died as the pool started another: CPython has closed the pool's pipes
+                    raise BrokenProcessPool(str(exc)) from exc
                 inserter.put(parsed, first_line, block)
+    except BrokenProcessPool as exc:  # found by this thread's next submit rather than by the inserter
+        raise parsing_process_died(exc) from None
     except ExportInvalid as exc:
         if exc is not inserter.error:
             raise  # the file itself differs from the manifest
@@ -548,6 +553,12 @@ def _load_file(conn, scratch, runs: list[tuple[int, int]], chunks: Iterable[byte
     if inserter.count != entry["records"]:
         raise ExportInvalid(f"{name}: {inserter.count:,} records, the manifest says {entry['records']:,}")
     return inserter.count, f"{inserter.digest % DIGEST_MODULUS:064x}"
+
+
+def parsing_process_died(exc: BrokenProcessPool) -> SyncError:
+    """A worker killed under the load (the kernel's out-of-memory killer, an
+    operator): a failure the nightly job retries, told in words."""
+    return SyncError(f"a parsing process stopped unexpectedly ({exc}); look for out-of-memory kills (dmesg) and rerun")
 
 
 class BlockInserter:
@@ -600,7 +611,7 @@ class BlockInserter:
                 self.count += len(parsed.rows)
                 self.digest += parsed.digest
             except BrokenProcessPool as exc:
-                self.error = SyncError(f"a parsing process stopped unexpectedly ({exc}); look for out-of-memory kills (dmesg) and rerun")
+                self.error = parsing_process_died(exc)
             except BaseException as exc:
                 self.error = exc
 
@@ -656,8 +667,10 @@ def parse_executor(manifest: dict, workers: int | None) -> Iterator[Parsing]:
         yield Parsing(executor, 2 * workers if workers > 1 else 0)
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
-        if tracker_started_here:
-            stop_resource_tracker()
+    # Not after a failure: a broken pool's semaphores may still be alive
+    # (held by the exception), and the tracker is what frees them.
+    if tracker_started_here:
+        stop_resource_tracker()
 
 
 def resource_tracker_running() -> bool:

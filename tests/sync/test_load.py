@@ -338,6 +338,45 @@ def test_the_parsing_pool_stops_the_resource_tracker_it_started_and_no_other(tra
     assert ran.stderr == ""  # no "leaked semaphore" warning from the stopped tracker
 
 
+def test_a_parsing_pool_that_lost_a_process_is_a_sync_error_not_a_raw_broken_pool(tmp_path):
+    # The out-of-memory killer's way: a worker gone between two blocks. The
+    # next submit finds the pool broken; the load must end in the error the
+    # nightly job retries, told in words. (A real worker, really gone.)
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures.process import BrokenProcessPool
+
+    from sync import crypto
+    from sync.errors import SyncError
+    from sync.loader import SUMMARY_RUNS, Parsing, _load_file
+    from sync.register import connect_snapshot
+    from sync.schema import TABLES
+    from sync.upstream import DirectoryUpstream
+
+    residents, seals = population(3000)
+    write_export(tmp_path / "e", residents, seals)
+    upstream = DirectoryUpstream(tmp_path / "e")
+    manifest = upstream.manifest()
+    entry = next(file for file in manifest["files"] if file["kind"] == "residents")
+    key = os.urandom(32)
+    conn = connect_snapshot(tmp_path / "register.db", key, check_same_thread=False)
+    conn.executescript(TABLES)
+    scratch = crypto.connect(tmp_path / "scratch.db", key, check_same_thread=False)
+    scratch.execute(SUMMARY_RUNS)
+    executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        with pytest.raises(BrokenProcessPool):
+            executor.submit(os._exit, 1).result(timeout=60)  # the worker ends abruptly: the pool is broken
+        with pytest.raises(SyncError, match=r"a parsing process stopped unexpectedly \(.+\); look for out-of-memory kills \(dmesg\) and rerun"):
+            _load_file(conn, scratch, [], upstream.iter_file(manifest["export_id"], entry["name"]), entry, manifest["contract"], False,
+                       Parsing(executor, 2))
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
+        conn.close()
+        scratch.close()
+
+
 def test_an_unreadable_current_generation_needs_the_operator_to_load_a_new_one(loaded, store, small_export):
     store.path_of(1).write_bytes(b"\x00" * 8192)  # destroyed
     refused = run_sonae("sync", "full", "--from", str(small_export))
