@@ -31,10 +31,10 @@ The order of work, cheapest refusal first:
 The pipeline of step 3: this thread reads, hashes and gunzips a file and
 cuts it into blocks of whole lines; the blocks are parsed and validated
 (sync.parsing) in worker processes (for a large export; in this process for
-a small one); a BlockInserter thread inserts the parsed blocks in file order — the search
-rows from the workers, the records as lines of the block this process kept
-(only lines Sonae rewrote come back from a worker). Memory does
-not grow with the register: a file is held a few blocks at a time, and
+a small one); a BlockInserter thread inserts the parsed blocks in file
+order — the search rows from the workers, the records as lines of the block
+this process kept (only lines Sonae rewrote come back from a worker). Memory
+does not grow with the register: a file is held a few blocks at a time, and
 duplicates are found by the unique index, not a Python set. The tmp
 database is written with journal and fsync off — if the process dies, the
 whole tmp directory is discarded — and made durable with one fsync before
