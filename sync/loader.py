@@ -151,9 +151,10 @@ class LoadResult:
     previous_generation: int | None
     export_id: str
     export_seq: int | None  # None for a contract 1 export
-    as_of: dt.datetime
-    last_seq: int
-    residents: int
+    as_of: dt.datetime  # of the promoted generation's data: the export's, or where the catch-up on the feed brought it
+    last_seq: int  # likewise
+    export_last_seq: int  # the export's own; below last_seq when the load caught up on the feed
+    residents: int  # in the promoted generation
     seals: int
     bytes: int
     seconds: float
@@ -231,6 +232,7 @@ def load_full(
                 with phases.timed("catch-up on the change feed"):
                     caught_up = catch_up(conn, number, feed or upstream, held, batch=feed_batch, mirror_individual_number=mirror_individual_number)
                 _gate(caught_up, OVERRIDE_OLDER_EXPORT, overrides, overridden)
+                promoted = read_meta(conn, number)
             finally:
                 scratch.close()
                 conn.close()
@@ -243,10 +245,11 @@ def load_full(
         previous_generation=previous,
         export_id=manifest["export_id"],
         export_seq=manifest.get("export_seq"),
-        as_of=as_of,
-        last_seq=manifest["last_seq"],
-        residents=figures.residents,
-        seals=figures.seals,
+        as_of=promoted.as_of,
+        last_seq=promoted.last_seq,
+        export_last_seq=manifest["last_seq"],
+        residents=promoted.residents,
+        seals=promoted.seals,
         bytes=figures.bytes,
         seconds=time.monotonic() - started,
         source=upstream.describe(),

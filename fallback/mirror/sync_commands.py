@@ -50,13 +50,23 @@ def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipalit
     sequence = f"export_seq {result.export_seq:,}" if result.export_seq is not None else "contract 1, no export_seq"
     click.echo(
         f"generation {result.generation} is current: {result.residents:,} residents, {result.seals:,} seals, "
-        f"data as of {jst(result.as_of)} (export {result.export_id}, {sequence}), loaded in {result.seconds:.1f} s"
+        f"data as of {jst(result.as_of)} (export {result.export_id}, {sequence}{_caught_up(result)}), loaded in {result.seconds:.1f} s"
     )
     for waived in result.overridden:
         click.echo(f"overridden (audited): {waived}")
     if result.pruned:
         click.echo(f"pruned generation(s) {', '.join(map(str, result.pruned))}")
     click.echo(_anomaly_line(result.anomalies.figures()))
+
+
+def _caught_up(result) -> str:
+    """The catch-up on the change feed that brought the new generation level
+    with the serving one, if there was one: its data is then newer than the
+    export's, and the time it took is part of the load's."""
+    if result.last_seq == result.export_last_seq:
+        return ""
+    seconds = result.phases.get("catch-up on the change feed", 0.0)
+    return f", then caught up on the change feed from seq {result.export_last_seq:,} to {result.last_seq:,} in {seconds:.1f} s"
 
 
 def _anomaly_line(anomalies: dict) -> str:

@@ -4,6 +4,7 @@ it cannot be trusted (the data stays, a full export becomes due)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import threading
 
@@ -375,6 +376,11 @@ def test_a_full_load_behind_the_feed_follows_it_before_it_is_promoted(loaded, co
     result = run_sonae("sync", "full")  # the same export, whose data is older than what the feed brought
     assert result.returncode == 0, result.stderr
     assert "catch-up on the change feed" in sync_runs(config)[-1]["detail"]["phases"]  # timed apart from the build
+    # What the operator reads: the data time of the generation now serving, not the export's.
+    from fallback.mirror.sync_commands import jst
+
+    assert f"data as of {jst(served_as_of)} (export " in result.stdout
+    assert re.search(r", then caught up on the change feed from seq 1,000 to 1,001 in \d+\.\d s\), loaded in", result.stdout), result.stdout
     assert store.current() == 2
     with store.open_register() as register:
         assert (register.meta.last_seq, register.meta.as_of) == (1001, served_as_of), "never moved back in time"
