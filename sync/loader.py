@@ -57,17 +57,14 @@ import datetime as dt
 import gc
 import hashlib
 import heapq
-import multiprocessing
 import os
 import queue
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import Future
 from dataclasses import dataclass
-from multiprocessing import resource_tracker
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -90,8 +87,8 @@ from sync.contract import (
     parse_timestamp,
     verify_manifest,
 )
-from sync.errors import ExportInvalid, FeedBroken, GateRefused, StoreDamaged, SyncError, UpstreamUnavailable
-from sync.parsing import MAX_RECORD_BYTES, die_with_parent, parse_block
+from sync.errors import ExportInvalid, FeedBroken, GateRefused, StoreDamaged, UpstreamUnavailable
+from sync.parsing import MAX_RECORD_BYTES, ParsingProcesses, PendingBlock, parse_block
 from sync.register import SnapshotMeta, connect_any_layout, connect_snapshot, read_meta
 from sync.schema import (
     DIGEST_MODULUS,
@@ -459,7 +456,7 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
     loaded: dict[str, tuple[int, str]] = {}
     total_bytes = 0
     files = {entry["kind"]: entry for entry in manifest["files"]}
-    with parse_executor(manifest, workers) as parsing:
+    with parsing_for(manifest, workers) as parsing:
         for kind in ("residents", "seals"):  # residents first: the seal gate looks them up
             entry = files[kind]
             chunks = upstream.iter_file(manifest["export_id"], entry["name"])
@@ -541,13 +538,8 @@ def _load_file(conn, scratch, runs: list[tuple[int, int]], chunks: Iterable[byte
     try:
         with inserter:
             for first_line, block in export_file.blocks():
-                try:
-                    parsed = parsing.executor.submit(parse_block, kind, name, first_line, block, mirror_individual_number, contract)
-                except OSError as exc:  # a worker died as the pool started another: CPython has closed the pool's pipes
-                    raise BrokenProcessPool(str(exc)) from exc
+                parsed = parsing.processes.submit(kind, name, first_line, block, mirror_individual_number, contract)
                 inserter.put(parsed, first_line, block)
-    except BrokenProcessPool as exc:  # found by this thread's next submit rather than by the inserter
-        raise parsing_process_died(exc) from None
     except ExportInvalid as exc:
         if exc is not inserter.error:
             raise  # the file itself differs from the manifest
@@ -556,12 +548,6 @@ def _load_file(conn, scratch, runs: list[tuple[int, int]], chunks: Iterable[byte
     if inserter.count != entry["records"]:
         raise ExportInvalid(f"{name}: {inserter.count:,} records, the manifest says {entry['records']:,}")
     return inserter.count, f"{inserter.digest % DIGEST_MODULUS:064x}"
-
-
-def parsing_process_died(exc: BrokenProcessPool) -> SyncError:
-    """A worker killed under the load (the kernel's out-of-memory killer, an
-    operator): a failure the nightly job retries, told in words."""
-    return SyncError(f"a parsing process stopped unexpectedly ({exc}); look for out-of-memory kills (dmesg) and rerun")
 
 
 class BlockInserter:
@@ -585,7 +571,7 @@ class BlockInserter:
         self._thread.start()
         return self
 
-    def put(self, parsed: Future, first_line: int, block: bytes) -> None:
+    def put(self, parsed: PendingBlock | Future, first_line: int, block: bytes) -> None:
         if self.error is not None:
             raise self.error
         self._queue.put((parsed, first_line, block))
@@ -595,7 +581,10 @@ class BlockInserter:
         while (item := self._queue.get()) is not None:
             future, first_line, block = item
             if self.error is not None:
-                future.cancel()  # after an error, only drain so that `put` never blocks
+                # After an error, only drain: a parsing process waits for its
+                # result to be read before it takes its next block, and `put` must not block.
+                with contextlib.suppress(Exception):
+                    future.result()
                 continue
             try:
                 parsed = future.result()
@@ -613,8 +602,6 @@ class BlockInserter:
                 self._scratch.executemany(FINDING_INSERT, parsed.findings)
                 self.count += len(parsed.rows)
                 self.digest += parsed.digest
-            except BrokenProcessPool as exc:
-                self.error = parsing_process_died(exc)
             except BaseException as exc:
                 self.error = exc
 
@@ -625,72 +612,43 @@ class BlockInserter:
             raise self.error
 
 
-class InlineExecutor:
-    """Runs each task when it is submitted: for small exports, where starting
-    worker processes would cost more than the parsing."""
+class InlineParsing:
+    """Parses each block when it is submitted, in this process: for small
+    exports, where starting worker processes would cost more than the
+    parsing."""
 
-    def submit(self, fn, *args) -> Future:
+    def submit(self, *task) -> Future:
         future: Future = Future()
         try:
-            future.set_result(fn(*args))
+            future.set_result(parse_block(*task))
         except Exception as exc:
             future.set_exception(exc)
         return future
 
-    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+    def stop(self) -> None:
         pass
 
 
 @dataclass(frozen=True)
 class Parsing:
-    executor: ProcessPoolExecutor | InlineExecutor
+    processes: ParsingProcesses | InlineParsing
     blocks_ahead: int
 
 
 @contextlib.contextmanager
-def parse_executor(manifest: dict, workers: int | None) -> Iterator[Parsing]:
+def parsing_for(manifest: dict, workers: int | None) -> Iterator[Parsing]:
     """Worker processes for parsing, or none for a small export. `workers`
     None: one per CPU when the export is large."""
     if workers is None:
         large = sum(entry["bytes"] for entry in manifest["files"]) >= PARALLEL_MIN_BYTES
         workers = min(os.cpu_count() or 1, MAX_WORKERS) if large else 1
-    tracker_started_here = False
-    if workers <= 1:
-        executor = InlineExecutor()
-    else:
-        tracker_started_here = not resource_tracker_running()
-        # spawn: fresh interpreters, safe even when the caller has threads
-        # (the worker's scheduler does); each dies with this process.
-        executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent, initargs=(os.getpid(),)
-        )
+    processes = ParsingProcesses(workers) if workers > 1 else InlineParsing()
     try:
         # Blocks parsed ahead of the inserts: enough to keep every worker
         # busy, few enough to bound memory; none when parsing inline.
-        yield Parsing(executor, 2 * workers if workers > 1 else 0)
+        yield Parsing(processes, 2 * workers if workers > 1 else 0)
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
-    # Not after a failure: a broken pool's semaphores may still be alive
-    # (held by the exception), and the tracker is what frees them.
-    if tracker_started_here:
-        stop_resource_tracker()
-
-
-def resource_tracker_running() -> bool:
-    return getattr(resource_tracker._resource_tracker, "_fd", None) is not None
-
-
-def stop_resource_tracker() -> None:
-    """Stop the process multiprocessing starts beside spawned workers, which
-    unlinks their semaphores should this process die. Once the pool is shut
-    down it has nothing left to watch, yet it would stay for the rest of the
-    load — about 12 MB counted in the peak, which comes later, while the
-    search indexes are sorted. Only one this load started is stopped (the
-    caller checks): another pool in the process may still need it."""
-    gc.collect()  # the pool's queues, so that their semaphores are unlinked and forgotten first
-    stop = getattr(resource_tracker._resource_tracker, "_stop", None)  # CPython's; absent elsewhere, the tracker stays
-    if stop is not None:
-        stop()
+        processes.stop()
 
 
 class ExportFile:

@@ -317,39 +317,58 @@ def test_a_parsing_worker_imports_the_contract_and_not_the_loader():
     assert imported == []
 
 
-@pytest.mark.parametrize("tracker_before", [False, True], ids=["started-by-the-pool", "already-running"])
-def test_the_parsing_pool_stops_the_resource_tracker_it_started_and_no_other(tracker_before):
-    # The tracker would otherwise stay for the whole load and count in its
-    # peak; one that was running before belongs to someone else.
+def parsing_processes_of_this_test() -> list[int]:
+    """Pids of this process's children that are parsing processes."""
+    import os
+    from pathlib import Path
+
+    children = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        try:
+            children += (task / "children").read_text().split()
+        except FileNotFoundError:  # the thread ended
+            continue
+    found = []
+    for pid in children:
+        try:
+            if b"serve_blocks_from_argv" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def test_parsing_processes_answer_in_order_and_leave_nothing_behind(tmp_path):
+    # No resource tracker, no semaphore, no child after stop: only the
+    # processes and their pipes.
     import subprocess
     import sys
 
     probe = (
+        "from sync.loader import parsing_for\n"
         "from multiprocessing import resource_tracker\n"
-        f"if {tracker_before}: resource_tracker.ensure_running()\n"
-        "from sync.loader import parse_executor, resource_tracker_running\n"
-        "with parse_executor({'files': []}, 2) as parsing:\n"
-        "    assert parsing.executor.submit(abs, -7).result() == 7\n"
-        "    during = resource_tracker_running()\n"
-        "print(during, resource_tracker_running())\n"
+        "with parsing_for({'files': []}, 3) as parsing:\n"
+        "    pending = [parsing.processes.submit('residents', 'r.ndjson', n, b'', False) for n in range(1, 8)]\n"
+        "    print(all(p.result().rows == [] for p in pending))\n"
+        "print(getattr(resource_tracker._resource_tracker, '_fd', None))\n"
+        "import os; print(open(f'/proc/{os.getpid()}/task/{os.getpid()}/children').read().split())\n"
     )
     ran = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
-    assert ran.stdout.split() == ["True", str(tracker_before)]
-    assert ran.stderr == ""  # no "leaked semaphore" warning from the stopped tracker
+    assert ran.stdout.split("\n")[:3] == ["True", "None", "[]"]
+    assert ran.stderr == ""
 
 
-def test_a_parsing_pool_that_lost_a_process_is_a_sync_error_not_a_raw_broken_pool(tmp_path):
+def test_a_parsing_process_found_dead_is_a_sync_error_in_words(tmp_path):
     # The out-of-memory killer's way: a worker gone between two blocks. The
-    # next submit finds the pool broken; the load must end in the error the
-    # nightly job retries, told in words. (A real worker, really gone.)
-    import multiprocessing
+    # load must end in the error the nightly job retries, told in words,
+    # naming the signal. (A real worker, really gone.)
     import os
-    from concurrent.futures import ProcessPoolExecutor
-    from concurrent.futures.process import BrokenProcessPool
+    import signal
 
     from sync import crypto
     from sync.errors import SyncError
     from sync.loader import SUMMARY_RUNS, Parsing, _load_file
+    from sync.parsing import ParsingProcesses
     from sync.register import connect_snapshot
     from sync.schema import TABLES
     from sync.upstream import DirectoryUpstream
@@ -364,17 +383,61 @@ def test_a_parsing_pool_that_lost_a_process_is_a_sync_error_not_a_raw_broken_poo
     conn.executescript(TABLES)
     scratch = crypto.connect(tmp_path / "scratch.db", key, check_same_thread=False)
     scratch.execute(SUMMARY_RUNS)
-    executor = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    processes = ParsingProcesses(2)
     try:
-        with pytest.raises(BrokenProcessPool):
-            executor.submit(os._exit, 1).result(timeout=60)  # the worker ends abruptly: the pool is broken
-        with pytest.raises(SyncError, match=r"a parsing process stopped unexpectedly \(.+\); look for out-of-memory kills \(dmesg\) and rerun"):
+        (victim,) = parsing_processes_of_this_test()[:1]
+        os.kill(victim, signal.SIGKILL)
+        with pytest.raises(SyncError, match=r"^a parsing process stopped unexpectedly \(killed by SIGKILL\); look for out-of-memory kills \(dmesg\) and rerun$"):
             _load_file(conn, scratch, [], upstream.iter_file(manifest["export_id"], entry["name"]), entry, manifest["contract"], False,
-                       Parsing(executor, 2))
+                       Parsing(processes, 4))
     finally:
-        executor.shutdown(wait=True, cancel_futures=True)
+        processes.stop()
         conn.close()
         scratch.close()
+    assert parsing_processes_of_this_test() == []
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.05, 0.15, 0.25, 0.4])
+def test_a_parsing_process_killed_at_any_moment_of_a_load_fails_it_and_never_hangs_it(config, store, tmp_path, delay):
+    # Whatever the worker was doing — starting, reading a block, sending its
+    # rows — the load either ends in words or, if the kill came too late to
+    # matter, loads correctly; it never waits forever, and leaves no process.
+    import os
+    import signal
+    import threading
+    import time
+
+    from fallback.mirror.syncing import upstream_public_key
+    from sync.errors import SyncError
+    from sync.loader import load_full
+    from sync.upstream import DirectoryUpstream
+
+    residents, seals = population(12000)
+    write_export(tmp_path / "e", residents, seals)
+    killed = []
+
+    def kill_one() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not parsing_processes_of_this_test():
+            time.sleep(0.005)
+        time.sleep(delay)
+        for pid in parsing_processes_of_this_test()[:1]:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    killer = threading.Thread(target=kill_one)
+    killer.start()
+    try:
+        result = load_full(DirectoryUpstream(tmp_path / "e"), store, workers=2, public_key=upstream_public_key(config), municipality_code="131113")
+    except SyncError as exc:
+        assert re.fullmatch(r"a parsing process stopped unexpectedly \(killed by SIGKILL\); look for out-of-memory kills \(dmesg\) and rerun", str(exc))
+        assert store.current_if_readable() is None  # nothing promoted
+    else:
+        assert result.residents == 12000 and store.verify(result.generation).ok
+    killer.join()
+    assert parsing_processes_of_this_test() == []
+    if delay == 0.0:
+        assert killed  # at the start of the load, the kill always found a worker
 
 
 def test_an_unreadable_current_generation_needs_the_operator_to_load_a_new_one(loaded, store, small_export):
