@@ -3,13 +3,25 @@ snapshot store and keep it current."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+from collections.abc import Iterator
 
 import click
 
 from fallback.cli_support import config as load_config
 from fallback.cli_support import operator
-from fallback.mirror.syncing import full_export_due, latest_load_anomalies, recent_runs, run_changes, run_full_sync, snapshot_store
+from fallback.mirror.syncing import (
+    SyncStopped,
+    full_export_due,
+    latest_load_anomalies,
+    recent_runs,
+    run_changes,
+    run_full_sync,
+    snapshot_store,
+    stopped_reason,
+)
 from fallback.ops import TOKYO, now, open_ops
 from sync.anomalies import OVERRIDE_DUPLICATE_ATENA, positions_text
 from sync.loader import OVERRIDE_CONTRACT_1, OVERRIDE_DROP, OVERRIDE_MUNICIPALITY, OVERRIDE_OLDER_EXPORT, OVERRIDE_UNKNOWN_SEAL_RESIDENTS
@@ -46,7 +58,8 @@ def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipalit
         raise click.UsageError("--allow-contract-1 needs --from DIR: a version 1 export is accepted only dropped into a directory")
     flags = {OVERRIDE_DROP: allow_drop, OVERRIDE_UNKNOWN_SEAL_RESIDENTS: allow_unknown_seal_residents, OVERRIDE_MUNICIPALITY: allow_municipality_mismatch,
              OVERRIDE_OLDER_EXPORT: allow_older_export, OVERRIDE_CONTRACT_1: allow_contract_1, OVERRIDE_DUPLICATE_ATENA: allow_duplicate_atena}
-    result = run_full_sync(load_config(), source_dir, {name for name, given in flags.items() if given}, operator(actor))
+    with stopped_in_words():
+        result = run_full_sync(load_config(), source_dir, {name for name, given in flags.items() if given}, operator(actor))
     sequence = f"export_seq {result.export_seq:,}" if result.export_seq is not None else "contract 1, no export_seq"
     click.echo(
         f"generation {result.generation} is current: {result.residents:,} residents, {result.seals:,} seals, "
@@ -57,6 +70,26 @@ def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipalit
     if result.pruned:
         click.echo(f"pruned generation(s) {', '.join(map(str, result.pruned))}")
     click.echo(_anomaly_line(result.anomalies.figures()))
+
+
+@contextlib.contextmanager
+def stopped_in_words() -> Iterator[None]:
+    """A sync stopped by SIGTERM or Ctrl-C ends as it would by an error: the
+    run unwinds and is recorded as stopped, and the operator reads what
+    that left — not click's bare "Aborted!". Exit status 128 + the signal,
+    as a shell reports a process the signal ended."""
+    def raise_stopped(signum, frame):
+        raise SyncStopped
+
+    previous = signal.signal(signal.SIGTERM, raise_stopped)
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        stopped = click.ClickException(stopped_reason(exc) + "; rerun when ready")
+        stopped.exit_code = 128 + (signal.SIGTERM if isinstance(exc, SyncStopped) else signal.SIGINT)
+        raise stopped from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _caught_up(result) -> str:
@@ -82,7 +115,8 @@ def _anomaly_line(anomalies: dict) -> str:
 @click.option("--actor", help="Who runs this, for the sync record (default: the OS user).")
 def changes(actor):
     """Apply the upstream change feed to the current generation."""
-    result = run_changes(load_config(), operator(actor))
+    with stopped_in_words():
+        result = run_changes(load_config(), operator(actor))
     click.echo(
         f"generation {result.generation}: {result.applied:,} change(s) applied, {result.skipped:,} skipped as not newer; "
         f"seq {result.from_seq:,} → {result.last_seq:,}; data as of {jst(result.as_of)}"

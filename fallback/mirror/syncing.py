@@ -56,6 +56,7 @@ REFUSALS = (GateRefused, ExportInvalid, FeedBroken, UpstreamUntrusted, SyncBusy,
 EXPECTED_FAILURES = (SyncError, WrongKeyError, DiskError, KeyFileError, ContractError, ConfigError)
 WORKER_ACTOR = "worker"
 INTERRUPTED = "interrupted: the process stopped before finishing (crash, kill or power cut); the previous generation kept serving"
+STOPPED = "stopped by {how} before finishing; nothing half-done was kept and the current generation kept serving"
 FONT_CACHE_DIR = "font-cache"  # under SONAE_HOME; fallback.counter.rendering gives printing the same directory
 RESIDENTS_NAMED_PER_GLYPH = 20  # enough for IT to find and correct the records; the count says how many in all
 
@@ -381,6 +382,9 @@ def _recorded_run(config: Config, store: SnapshotStore, kind: str, detail: dict,
             if isinstance(exc, GateRefused):
                 detail["gate"] = exc.gate
             raise
+        except KeyboardInterrupt as exc:
+            error = stopped_reason(exc)
+            raise
         except BaseException as exc:
             error = str(exc) if isinstance(exc, EXPECTED_FAILURES) else f"{type(exc).__name__}: {exc}"
             raise
@@ -397,6 +401,17 @@ def _recorded_run(config: Config, store: SnapshotStore, kind: str, detail: dict,
                                  {"run": run_id, "kind": kind, "outcome": outcome, "error": error, **detail})
     finally:
         ops.close()
+
+
+class SyncStopped(KeyboardInterrupt):
+    """SIGTERM (`kill`, `systemctl stop`) during a sync run from the command
+    line, raised where the run is, as Ctrl-C raises KeyboardInterrupt: the
+    run unwinds through the same clean-ups (the generation being built is
+    discarded, its parsing processes stopped) and is recorded as stopped."""
+
+
+def stopped_reason(exc: KeyboardInterrupt) -> str:
+    return STOPPED.format(how="SIGTERM" if isinstance(exc, SyncStopped) else "Ctrl-C (SIGINT)")
 
 
 def _close_interrupted_runs(ops, own_run_id: int) -> None:

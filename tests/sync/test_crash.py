@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
+
+import pytest
 
 from fallback.mirror.syncing import INTERRUPTED, run_changes, run_full_sync
 from tests.sync.conftest import SONAE, reload_config, run_sonae, sync_runs
@@ -72,6 +75,35 @@ def test_sigkill_during_full_load_leaves_a_usable_generation(config, store, tmp_
     assert runs[-1]["outcome"] == "ok"
     assert all(r["outcome"] == "ok" or (r["outcome"] == "failed" and r["error"] == INTERRUPTED) for r in runs[:-1]), runs
     assert any(code is None for code, _ in outcomes), "at least one run was killed mid-way"
+
+
+@pytest.mark.parametrize(("sent", "how", "status"), [(signal.SIGTERM, "SIGTERM", 143), (signal.SIGINT, r"Ctrl-C \(SIGINT\)", 130)],
+                         ids=["sigterm", "ctrl-c"])
+def test_a_full_load_stopped_by_a_signal_says_so_and_is_recorded_as_stopped(config, store, tmp_path, sent, how, status):
+    # `systemctl stop` or an operator's Ctrl-C while the new generation is
+    # built: the load unwinds — the build discarded, the current generation
+    # serving — tells the operator in one line, and the run is recorded as
+    # stopped at once, not left "running" for the next sync to find.
+    residents, seals = population(20000)
+    write_export(tmp_path / "export", residents, seals)
+    run_full_sync(config, tmp_path / "export")
+    before = store.current()
+    process = subprocess.Popen([SONAE, "sync", "full", "--from", str(tmp_path / "export")], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(store.directory.glob("*.tmp")) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.005)
+    process.send_signal(sent)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == status, (out, err)
+    reason = rf"stopped by {how} before finishing; nothing half-done was kept and the current generation kept serving"
+    assert re.fullmatch(rf"Error: {reason}; rerun when ready\n", err)
+    assert "Traceback" not in err and "Aborted" not in err
+    assert _assert_intact(store, {before}) == before
+    assert not list(store.directory.glob("*.tmp"))
+    last = sync_runs(config)[-1]
+    assert last["outcome"] == "failed" and last["finished_at"] is not None
+    assert re.fullmatch(reason, last["error"])
 
 
 def _applied_seq(store) -> int:
