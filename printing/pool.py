@@ -167,7 +167,11 @@ class RenderPool:
                 self._executor = self._new_executor()
                 self.restarts += 1
                 log.warning("a certificate render process died; rendering goes on in %d fresh processes", self.processes)
-        broken.shutdown(wait=False, cancel_futures=True)
+        # Not cancel_futures: an executor is marked broken a moment before
+        # its waiting renders are failed with BrokenProcessPool (which
+        # render() retries), and cancelling them in that moment handed
+        # their clerks a CancelledError instead.
+        broken.shutdown(wait=False)
 
     def close(self) -> None:
         """Stop taking certificates, let the ones rendering finish, and end
