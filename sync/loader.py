@@ -176,13 +176,18 @@ def load_full(
     clock: Callable[[], dt.datetime] = system_clock,
     feed=None,
     feed_batch: int = 10000,
+    committing: Callable[[], None] = lambda: None,
 ) -> LoadResult:
     """Load the upstream's latest full export as a new current generation.
     Raises ExportInvalid, GateRefused, UpstreamUnavailable, SnapshotDiskFull
     or SyncBusy; in every such case the current generation is unchanged.
     `clock`: this appliance's time, which no as_of may be ahead of.
     `feed`: where the change feed that catches the new generation up is
-    read (default: `upstream`), `feed_batch` changes a page."""
+    read (default: `upstream`), `feed_batch` changes a page.
+    `committing`: called once the new generation is built, checked and
+    caught up, before it is installed and promoted — from then on the load
+    runs to its end (the command line holds a stop signal back until it
+    has, rather than report a load that happened as one that did not)."""
     overrides = frozenset(overrides)
     unknown = overrides - OVERRIDES
     if unknown:
@@ -233,6 +238,7 @@ def load_full(
             finally:
                 scratch.close()
                 conn.close()
+            committing()
             with phases.timed("install (fsync)"):
                 store.install(number)
         store.promote_snapshot(number)
@@ -534,7 +540,7 @@ def _load_file(conn, scratch, runs: list[tuple[int, int]], chunks: Iterable[byte
     and a BlockInserter inserts them in order."""
     name, kind = entry["name"], entry["kind"]
     export_file = ExportFile(chunks, entry)
-    inserter = BlockInserter(conn, kind, parsing.blocks_ahead, scratch, runs)
+    inserter = BlockInserter(conn, kind, parsing.blocks_ahead, scratch, runs, abandon_parsing=parsing.processes.kill)
     try:
         with inserter:
             for first_line, block in export_file.blocks():
@@ -557,8 +563,10 @@ class BlockInserter:
     of blocks waiting is bounded (memory); the first error stops the load.
     A block's sorted summaries go to `scratch` as one run."""
 
-    def __init__(self, conn, kind: str, blocks_ahead: int, scratch, runs: list[tuple[int, int]]):
+    def __init__(self, conn, kind: str, blocks_ahead: int, scratch, runs: list[tuple[int, int]], *,
+                 abandon_parsing: Callable[[], None]):
         self._conn = conn
+        self._abandon_parsing = abandon_parsing
         self._scratch = scratch
         self._runs = runs
         self._statements = (insert_sql(kind), insert_record_sql(kind), FACT_INSERTS[kind])
@@ -606,8 +614,25 @@ class BlockInserter:
                 self.error = exc
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        self._queue.put(None)
-        self._thread.join()
+        if exc_type is not None:
+            self._abandon_parsing()  # a result it may wait for ends at once
+        # Wait for the thread to end even through a stop signal (SIGTERM,
+        # Ctrl-C): the caller closes the connection it writes through next,
+        # and SQLite crashes the process when a connection is closed under
+        # a running statement. The parsing is abandoned, so the wait is short.
+        interrupted: KeyboardInterrupt | None = None
+        ended = False
+        while self._thread.is_alive():
+            try:
+                if not ended:
+                    self._queue.put(None)
+                    ended = True
+                self._thread.join()
+            except KeyboardInterrupt as stop:
+                interrupted = stop
+                self._abandon_parsing()
+        if interrupted is not None:
+            raise interrupted
         if exc_type is None and self.error is not None:
             raise self.error
 
@@ -624,6 +649,9 @@ class InlineParsing:
         except Exception as exc:
             future.set_exception(exc)
         return future
+
+    def kill(self) -> None:
+        pass  # nothing runs apart from the caller
 
     def stop(self) -> None:
         pass

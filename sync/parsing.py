@@ -119,6 +119,13 @@ class ParsingProcesses:
             raise worker.died() from None
         return PendingBlock(worker)
 
+    def kill(self) -> None:
+        """SIGKILL every process, whatever it is doing (a load being
+        abandoned): a result being waited for then ends in EOF at once,
+        even from a process that was stopped (SIGSTOP) or stuck."""
+        for worker in self._workers:
+            worker.process.kill()
+
     def stop(self) -> None:
         """Close every pipe: a process waiting for a block sees their end,
         one sending a result finds nobody reading, one parsing finds that
@@ -153,9 +160,13 @@ class _Worker:
         result_reader, result_writer = os.pipe()
         environment = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")))))
         try:
+            # A process group of its own: Ctrl-C at the terminal reaches the
+            # loader's group, not the workers — the loader alone decides
+            # how a load stops, and a worker still importing would print
+            # its KeyboardInterrupt.
             process = subprocess.Popen(
                 [sys.executable, "-c", WORKER_PROGRAM, str(os.getpid()), str(task_reader), str(result_writer)],
-                pass_fds=(task_reader, result_writer), stdin=subprocess.DEVNULL, env=environment,
+                pass_fds=(task_reader, result_writer), stdin=subprocess.DEVNULL, env=environment, process_group=0,
             )
         except BaseException:
             for fd in (task_writer, result_reader):
@@ -174,9 +185,11 @@ class _Worker:
             code = self.process.wait(timeout=STOP_SECONDS)
         except subprocess.TimeoutExpired:
             code = None
+        if code == -signal.SIGKILL:  # what the kernel's out-of-memory killer sends
+            return SyncError("a parsing process stopped unexpectedly (killed by SIGKILL); look for out-of-memory kills (dmesg) and rerun")
         how = (f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 and -code in signal.valid_signals()
                else f"exit status {code}" if code is not None else "its pipe closed")
-        return SyncError(f"a parsing process stopped unexpectedly ({how}); look for out-of-memory kills (dmesg) and rerun")
+        return SyncError(f"a parsing process stopped unexpectedly ({how}); something on this machine stopped it — rerun")
 
 
 class PendingBlock:
@@ -201,13 +214,12 @@ def serve_blocks_from_argv(argv: list[str]) -> None:
     results go back on. Each result is (ParsedBlock, None) or (None, the
     exception parse_block raised)."""
     parent_pid, task_fd, result_fd = (int(argument) for argument in argv)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group: the loader decides
     die_with_parent(parent_pid)
     tasks, results = Connection(task_fd, writable=False), Connection(result_fd, readable=False)
     while True:
         try:
             task = tasks.recv()
-        except EOFError:
+        except (EOFError, OSError):  # OSError: the loader stopped halfway through sending a block
             return  # the loader is done with us, or gone
         try:
             outcome = (parse_block(*task), None)

@@ -58,8 +58,8 @@ def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipalit
         raise click.UsageError("--allow-contract-1 needs --from DIR: a version 1 export is accepted only dropped into a directory")
     flags = {OVERRIDE_DROP: allow_drop, OVERRIDE_UNKNOWN_SEAL_RESIDENTS: allow_unknown_seal_residents, OVERRIDE_MUNICIPALITY: allow_municipality_mismatch,
              OVERRIDE_OLDER_EXPORT: allow_older_export, OVERRIDE_CONTRACT_1: allow_contract_1, OVERRIDE_DUPLICATE_ATENA: allow_duplicate_atena}
-    with stopped_in_words():
-        result = run_full_sync(load_config(), source_dir, {name for name, given in flags.items() if given}, operator(actor))
+    with StopSignals().installed() as stop:
+        result = run_full_sync(load_config(), source_dir, {name for name, given in flags.items() if given}, operator(actor), committing=stop.hold)
     sequence = f"export_seq {result.export_seq:,}" if result.export_seq is not None else "contract 1, no export_seq"
     click.echo(
         f"generation {result.generation} is current: {result.residents:,} residents, {result.seals:,} seals, "
@@ -72,24 +72,52 @@ def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipalit
     click.echo(_anomaly_line(result.anomalies.figures()))
 
 
-@contextlib.contextmanager
-def stopped_in_words() -> Iterator[None]:
-    """A sync stopped by SIGTERM or Ctrl-C ends as it would by an error: the
-    run unwinds and is recorded as stopped, and the operator reads what
-    that left — not click's bare "Aborted!". Exit status 128 + the signal,
-    as a shell reports a process the signal ended."""
-    def raise_stopped(signum, frame):
-        raise SyncStopped
+class StopSignals:
+    """How SIGTERM and Ctrl-C stop a sync run from the command line: as an
+    error would — the run unwinds, is recorded as stopped, and the operator
+    reads what that left in one line (not a silent death, nor click's bare
+    "Aborted!"), with exit status 128 + the signal, as a shell reports a
+    process the signal ended.
 
-    previous = signal.signal(signal.SIGTERM, raise_stopped)
-    try:
-        yield
-    except KeyboardInterrupt as exc:
-        stopped = click.ClickException(stopped_reason(exc) + "; rerun when ready")
-        stopped.exit_code = 128 + (signal.SIGTERM if isinstance(exc, SyncStopped) else signal.SIGINT)
-        raise stopped from None
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    Only the first signal counts: a second one (an impatient Ctrl-C) would
+    cut short the clean-up the first started, or kill the process while it
+    says why. And once the load is
+    committing (built, checked, being installed and promoted) a signal is
+    held back until the run has ended, rather than report a load that
+    happened as one that did not."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._committing = False
+
+    def hold(self) -> None:
+        self._committing = True
+
+    def _arrived(self, signum, frame) -> None:
+        self.received = signum
+        # The ones after it are ignored, to the process's end: even while
+        # the interpreter exits, when its own handlers are gone.
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, signal.SIG_IGN)
+        if not self._committing:
+            raise SyncStopped(signum)
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[StopSignals]:
+        previous = {signum: signal.signal(signum, self._arrived) for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield self
+        except SyncStopped as exc:
+            stopped = click.ClickException(stopped_reason(exc) + "; rerun when ready")
+            stopped.exit_code = 128 + exc.signum
+            raise stopped from None
+        finally:
+            if self.received is None:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+        if self.received is not None:
+            click.echo(f"{signal.Signals(self.received).name} arrived while the new generation was being installed: "
+                       "the load was completed first", err=True)
 
 
 def _caught_up(result) -> str:
@@ -115,7 +143,7 @@ def _anomaly_line(anomalies: dict) -> str:
 @click.option("--actor", help="Who runs this, for the sync record (default: the OS user).")
 def changes(actor):
     """Apply the upstream change feed to the current generation."""
-    with stopped_in_words():
+    with StopSignals().installed():
         result = run_changes(load_config(), operator(actor))
     click.echo(
         f"generation {result.generation}: {result.applied:,} change(s) applied, {result.skipped:,} skipped as not newer; "

@@ -32,9 +32,10 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -110,8 +111,10 @@ def upstream_public_key(config: Config):
         raise ConfigError(str(exc)) from None
 
 
-def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, overrides: Iterable[str] = frozenset(), actor: str = WORKER_ACTOR) -> LoadResult:
-    """Load the latest full export (from the upstream, or from `source_dir`)."""
+def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, overrides: Iterable[str] = frozenset(), actor: str = WORKER_ACTOR,
+                  committing: Callable[[], None] = lambda: None) -> LoadResult:
+    """Load the latest full export (from the upstream, or from `source_dir`).
+    `committing`: as sync.loader.load_full's."""
     overrides = frozenset(overrides)
     store = snapshot_store(config)
     public_key = upstream_public_key(config)
@@ -133,6 +136,7 @@ def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, o
                 clock=now,
                 feed=feed,
                 feed_batch=sync_config["changes_batch"],
+                committing=committing,
             )
             run.update(
                 generation=result.generation,
@@ -404,14 +408,23 @@ def _recorded_run(config: Config, store: SnapshotStore, kind: str, detail: dict,
 
 
 class SyncStopped(KeyboardInterrupt):
-    """SIGTERM (`kill`, `systemctl stop`) during a sync run from the command
-    line, raised where the run is, as Ctrl-C raises KeyboardInterrupt: the
-    run unwinds through the same clean-ups (the generation being built is
-    discarded, its parsing processes stopped) and is recorded as stopped."""
+    """SIGTERM (`kill`, `systemctl stop`) or Ctrl-C during a sync run from
+    the command line (fallback.mirror.sync_commands), raised where the run
+    is: the run unwinds through the same clean-ups as after an error (the
+    generation being built is discarded, its parsing processes ended) and
+    is recorded as stopped."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+    @property
+    def how(self) -> str:
+        return "SIGTERM" if self.signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
 
 
 def stopped_reason(exc: KeyboardInterrupt) -> str:
-    return STOPPED.format(how="SIGTERM" if isinstance(exc, SyncStopped) else "Ctrl-C (SIGINT)")
+    return STOPPED.format(how=exc.how if isinstance(exc, SyncStopped) else "Ctrl-C (SIGINT)")
 
 
 def _close_interrupted_runs(ops, own_run_id: int) -> None:

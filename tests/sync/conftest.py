@@ -125,3 +125,16 @@ def assert_summaries_match_records(store, generation: int) -> None:
     finally:
         conn.close()
     assert stored == expected  # in key order too: the table is clustered by kana
+
+
+@pytest.fixture
+def signal_handlers_restored():
+    """For a test that installs fallback.mirror.sync_commands.StopSignals in
+    the test process: a command that ended on a signal keeps ignoring the
+    ones after it, which pytest must not."""
+    import signal
+
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for signum, handler in saved.items():
+        signal.signal(signum, handler)

@@ -77,13 +77,17 @@ def test_sigkill_during_full_load_leaves_a_usable_generation(config, store, tmp_
     assert any(code is None for code, _ in outcomes), "at least one run was killed mid-way"
 
 
-@pytest.mark.parametrize(("sent", "how", "status"), [(signal.SIGTERM, "SIGTERM", 143), (signal.SIGINT, r"Ctrl-C \(SIGINT\)", 130)],
-                         ids=["sigterm", "ctrl-c"])
-def test_a_full_load_stopped_by_a_signal_says_so_and_is_recorded_as_stopped(config, store, tmp_path, sent, how, status):
+@pytest.mark.parametrize(("sent", "times", "how", "status"), [
+    (signal.SIGTERM, 1, "SIGTERM", 143), (signal.SIGINT, 1, r"Ctrl-C \(SIGINT\)", 130),
+    (signal.SIGTERM, 2, "SIGTERM", 143), (signal.SIGINT, 3, r"Ctrl-C \(SIGINT\)", 130),
+], ids=["sigterm", "ctrl-c", "sigterm-twice", "ctrl-c-thrice"])
+def test_a_full_load_stopped_by_a_signal_says_so_and_is_recorded_as_stopped(config, store, tmp_path, sent, times, how, status):
     # `systemctl stop` or an operator's Ctrl-C while the new generation is
     # built: the load unwinds — the build discarded, the current generation
     # serving — tells the operator in one line, and the run is recorded as
-    # stopped at once, not left "running" for the next sync to find.
+    # stopped at once, not left "running" for the next sync to find. An
+    # impatient second Ctrl-C must not cut that clean-up short (it crashed
+    # the process: a connection closed under the thread inserting rows).
     residents, seals = population(20000)
     write_export(tmp_path / "export", residents, seals)
     run_full_sync(config, tmp_path / "export")
@@ -93,7 +97,9 @@ def test_a_full_load_stopped_by_a_signal_says_so_and_is_recorded_as_stopped(conf
     deadline = time.monotonic() + 60
     while not list(store.directory.glob("*.tmp")) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
-    process.send_signal(sent)
+    for _ in range(times):
+        process.send_signal(sent)
+        time.sleep(0.01)
     out, err = process.communicate(timeout=60)
     assert process.returncode == status, (out, err)
     reason = rf"stopped by {how} before finishing; nothing half-done was kept and the current generation kept serving"
@@ -104,6 +110,32 @@ def test_a_full_load_stopped_by_a_signal_says_so_and_is_recorded_as_stopped(conf
     last = sync_runs(config)[-1]
     assert last["outcome"] == "failed" and last["finished_at"] is not None
     assert re.fullmatch(reason, last["error"])
+
+
+def test_a_stop_signal_while_the_new_generation_is_installed_lets_the_load_finish(config, store, tmp_path, capsys, signal_handlers_restored):
+    # Once the new generation is built and checked, installing and promoting
+    # it takes a moment (an fsync of gigabytes at 4M). A signal then must
+    # not report "stopped, nothing kept" while the new generation serves:
+    # it is held back, the load completes and is recorded as it happened.
+    import os
+
+    from fallback.mirror.sync_commands import StopSignals
+
+    residents, seals = population(300)
+    write_export(tmp_path / "export", residents, seals)
+    stop = StopSignals()
+
+    def committing() -> None:
+        stop.hold()
+        os.kill(os.getpid(), signal.SIGTERM)  # handled before the next line of Python runs
+
+    with stop.installed():
+        result = run_full_sync(config, tmp_path / "export", committing=committing)
+    assert stop.received == signal.SIGTERM
+    assert store.current() == result.generation
+    last = sync_runs(config)[-1]
+    assert (last["outcome"], last["generation"], last["error"]) == ("ok", result.generation, None)
+    assert capsys.readouterr().err == "SIGTERM arrived while the new generation was being installed: the load was completed first\n"
 
 
 def _applied_seq(store) -> int:

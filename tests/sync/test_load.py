@@ -440,6 +440,49 @@ def test_a_parsing_process_killed_at_any_moment_of_a_load_fails_it_and_never_han
         assert killed  # at the start of the load, the kill always found a worker
 
 
+def test_a_stop_signal_ends_a_load_held_up_by_a_stopped_parsing_process(config, store, tmp_path, signal_handlers_restored):
+    # A worker stopped (SIGSTOP) holds the load up: it waits for that
+    # worker's rows. SIGTERM must still end it, at once and in words: the
+    # stopped worker is killed, the thread inserting rows ends before its
+    # connection is closed, and nothing is left behind.
+    import os
+    import signal
+    import threading
+    import time
+
+    import click
+
+    from fallback.mirror.sync_commands import StopSignals
+    from fallback.mirror.syncing import upstream_public_key
+    from sync.loader import load_full
+    from sync.upstream import DirectoryUpstream
+
+    residents, seals = population(12000)
+    write_export(tmp_path / "e", residents, seals)
+    held_up = []
+
+    def stop_a_worker_then_the_load() -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (workers := parsing_processes_of_this_test()):
+            time.sleep(0.002)
+        os.kill(workers[0], signal.SIGSTOP)
+        held_up.append(workers[0])
+        time.sleep(1.0)  # long past the rest of the parsing: the load now waits for the stopped worker
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signaller = threading.Thread(target=stop_a_worker_then_the_load)
+    started = time.monotonic()
+    signaller.start()
+    with pytest.raises(click.ClickException) as stopped, StopSignals().installed():
+        load_full(DirectoryUpstream(tmp_path / "e"), store, workers=2, public_key=upstream_public_key(config), municipality_code="131113")
+    signaller.join()
+    assert held_up and time.monotonic() - started < 20
+    assert stopped.value.exit_code == 143
+    assert stopped.value.message.startswith("stopped by SIGTERM before finishing; nothing half-done was kept")
+    assert parsing_processes_of_this_test() == []
+    assert store.current_if_readable() is None and not list(store.directory.glob("*.tmp"))
+
+
 def test_an_unreadable_current_generation_needs_the_operator_to_load_a_new_one(loaded, store, small_export):
     store.path_of(1).write_bytes(b"\x00" * 8192)  # destroyed
     refused = run_sonae("sync", "full", "--from", str(small_export))
