@@ -27,7 +27,7 @@ import select
 import signal
 import sys
 import threading
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import CancelledError, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -114,6 +114,7 @@ class RenderPool:
         self._context.set_forkserver_preload(["printing.pool"])
         self._lock = threading.Lock()
         self._executor = self._new_executor()
+        self._closing = False
         self.restarts = 0  # executors started after one broke
 
     def _new_executor(self) -> ProcessPoolExecutor:
@@ -155,7 +156,12 @@ class RenderPool:
             executor = self._executor
             try:
                 return executor.submit(_render, cert, key).result()
-            except BrokenProcessPool:
+            # Cancelled: it waited in an executor another render found
+            # broken and replaced — marked broken a moment before its
+            # waiting renders are failed, so some are cancelled instead.
+            except (BrokenProcessPool, CancelledError):
+                if self._closing:
+                    raise RenderProcessLost("the render pool was closing: the server is stopping") from None
                 self._replace(executor)
         raise RenderProcessLost(f"the process rendering the certificate died {TRIES} times")
 
@@ -167,13 +173,10 @@ class RenderPool:
                 self._executor = self._new_executor()
                 self.restarts += 1
                 log.warning("a certificate render process died; rendering goes on in %d fresh processes", self.processes)
-        # Not cancel_futures: an executor is marked broken a moment before
-        # its waiting renders are failed with BrokenProcessPool (which
-        # render() retries), and cancelling them in that moment handed
-        # their clerks a CancelledError instead.
-        broken.shutdown(wait=False)
+        broken.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         """Stop taking certificates, let the ones rendering finish, and end
         the processes."""
+        self._closing = True
         self._executor.shutdown(wait=True, cancel_futures=True)

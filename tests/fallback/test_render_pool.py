@@ -98,12 +98,16 @@ def test_a_render_process_killed_mid_certificate_costs_nothing(appliance, login,
     assert _rows(config) == [(first, "rendered"), (first + 1, "rendered"), (first + 2, "rendered")]
 
 
-def _keep_killing(stop: threading.Event) -> None:
+def _keep_killing(stop: threading.Event, swept: threading.Event) -> None:
     """Kill every render process as soon as it exists: none lives long
-    enough to warm up, let alone render."""
+    enough to warm up, let alone render. `swept`: set once the processes
+    that were there at the start are killed."""
     while not stop.is_set():
-        for child in multiprocessing.active_children():
+        children = multiprocessing.active_children()
+        for child in children:
             os.kill(child.pid, signal.SIGKILL)
+        if children:
+            swept.set()
         time.sleep(0.01)
 
 
@@ -112,10 +116,13 @@ def test_a_certificate_whose_render_processes_keep_dying_is_refused_and_its_seri
     config = _pool_config()
     with render_pool(config) as pool:
         first, _ = _issued_text(clerk, issue(clerk, YAMADA_TARO), tmp_path, "first.pdf")
-        stop = threading.Event()
-        killer = threading.Thread(target=_keep_killing, args=(stop,))
+        stop, swept = threading.Event(), threading.Event()
+        killer = threading.Thread(target=_keep_killing, args=(stop, swept))
         killer.start()
         try:
+            # The warm processes die first: on a busy machine a render could
+            # otherwise finish in one before the killer's first sweep.
+            assert swept.wait(30)
             refused = issue(clerk, YAMADA_HANAKO, confirm_repeat=False)
         finally:
             stop.set()
