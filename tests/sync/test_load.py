@@ -338,6 +338,17 @@ def parsing_processes_of_this_test() -> list[int]:
     return found
 
 
+def first_parsing_processes(within_s: float = 30) -> list[int]:
+    """Wait for a load in this process to start its parsing processes; their pids."""
+    import time
+
+    deadline = time.monotonic() + within_s
+    while not (found := parsing_processes_of_this_test()):
+        assert time.monotonic() < deadline, "no parsing process started"
+        time.sleep(0.002)
+    return found
+
+
 def test_parsing_processes_answer_in_order_and_leave_nothing_behind(tmp_path):
     # No resource tracker, no semaphore, no child after stop: only the
     # processes and their pipes.
@@ -417,9 +428,7 @@ def test_a_parsing_process_killed_at_any_moment_of_a_load_fails_it_and_never_han
     killed = []
 
     def kill_one() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not parsing_processes_of_this_test():
-            time.sleep(0.005)
+        first_parsing_processes()
         time.sleep(delay)
         for pid in parsing_processes_of_this_test()[:1]:
             os.kill(pid, signal.SIGKILL)
@@ -462,9 +471,7 @@ def test_a_stop_signal_ends_a_load_held_up_by_a_stopped_parsing_process(config, 
     held_up = []
 
     def stop_a_worker_then_the_load() -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (workers := parsing_processes_of_this_test()):
-            time.sleep(0.002)
+        workers = first_parsing_processes()
         os.kill(workers[0], signal.SIGSTOP)
         held_up.append(workers[0])
         time.sleep(1.0)  # long past the rest of the parsing: the load now waits for the stopped worker
