@@ -16,6 +16,8 @@ Both retry on UpstreamUnavailable (and a held lock) with exponential
 backoff (sync.retry_attempts attempts, waiting sync.retry_backoff_s × 2^n
 between them). Two syncs never overlap: the snapshot write lock refuses the
 second.
+A stopping worker (SIGTERM, Ctrl-C) ends a running sync at its next step,
+recorded as stopped (fallback.mirror.syncing.StopRequest).
 Beside them, certificate-font (every sync.changes_interval_s, and once at
 start) prepares the rare-glyph font of the current generation when the full
 load that made it — the worker's or one by hand — has not had it yet.
@@ -30,8 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.schedulers.base import BaseScheduler
-from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
@@ -40,7 +42,16 @@ from fallback.config import Config
 from fallback.counter.issuance import void_unrendered
 from fallback.maintenance import register_maintenance_jobs
 from fallback.mirror.registry import snapshot_store
-from fallback.mirror.syncing import EXPECTED_FAILURES, full_export_due, prepare_certificate_font, run_changes, run_full_sync
+from fallback.mirror.syncing import (
+    EXPECTED_FAILURES,
+    StopRequest,
+    SyncStopped,
+    full_export_due,
+    prepare_certificate_font,
+    run_changes,
+    run_full_sync,
+    stopped_reason,
+)
 from fallback.monitoring import register_monitoring_jobs
 from fallback.ops import open_ops
 from fallback.recovery import register_recovery_jobs
@@ -54,7 +65,7 @@ T = TypeVar("T")
 class Job:
     id: str
     trigger: Callable[[Config], BaseTrigger]
-    run: Callable[[Config, threading.Event], None]
+    run: Callable[[Config, StopRequest], None]
     run_at_start: bool = False
 
 
@@ -81,15 +92,17 @@ def _retrying(config: Config, stopping: threading.Event, action: Callable[[], T]
     return with_retry(action, attempts=max(1, sync["retry_attempts"]), backoff_s=sync["retry_backoff_s"], stopping=stopping, what=what)
 
 
-def full_sync_job(config: Config, stopping: threading.Event) -> None:
+def full_sync_job(config: Config, stopping: StopRequest) -> None:
     try:
-        result = _retrying(config, stopping, lambda: run_full_sync(config), "full export")
+        result = _retrying(config, stopping, lambda: run_full_sync(config, stop_if_asked=stopping.stop_if_asked), "full export")
         log.info("full export: generation %d is current (%d residents, %d seals, as of %s)", result.generation, result.residents, result.seals, result.as_of)
     except EXPECTED_FAILURES as exc:
         log.error("full export not loaded: %s", exc)  # recorded in sync_runs
+    except SyncStopped as exc:
+        log.warning("full export: %s", stopped_reason(exc))  # recorded in sync_runs
 
 
-def changes_job(config: Config, stopping: threading.Event) -> None:
+def changes_job(config: Config, stopping: StopRequest) -> None:
     if snapshot_store(config).writer_active():
         log.info("another sync is running (the nightly full export?); this change-feed turn is skipped")
         return
@@ -97,7 +110,7 @@ def changes_job(config: Config, stopping: threading.Event) -> None:
         due = full_export_due(config)
         if due is None:
             try:
-                result = _retrying(config, stopping, lambda: run_changes(config), "change feed")
+                result = _retrying(config, stopping, lambda: run_changes(config, stop_if_asked=stopping.stop_if_asked), "change feed")
                 if result.applied or result.skipped:
                     log.info("change feed: %d applied, %d skipped, now at seq %d", result.applied, result.skipped, result.last_seq)
                 return
@@ -107,6 +120,8 @@ def changes_job(config: Config, stopping: threading.Event) -> None:
         full_sync_job(config, stopping)
     except EXPECTED_FAILURES as exc:
         log.error("change feed not applied: %s", exc)  # recorded in sync_runs
+    except SyncStopped as exc:
+        log.warning("change feed: %s", stopped_reason(exc))  # recorded in sync_runs
 
 
 def certificate_font_job(config: Config, stopping: threading.Event) -> None:
@@ -140,9 +155,10 @@ JOBS: list[Job] = [
 ]
 
 
-def build_scheduler(config: Config, stopping: threading.Event, scheduler: BaseScheduler | None = None) -> BaseScheduler:
-    """The scheduler with every job in JOBS added (not started)."""
-    scheduler = scheduler or BlockingScheduler(timezone=config["sync"]["timezone"])
+def build_scheduler(config: Config, stopping: StopRequest, scheduler: BaseScheduler | None = None) -> BaseScheduler:
+    """The scheduler with every job in JOBS added (not started); its jobs
+    run on threads of their own, beside the caller's."""
+    scheduler = scheduler or BackgroundScheduler(timezone=config["sync"]["timezone"])
     for job in JOBS:
         scheduler.add_job(
             job.run,

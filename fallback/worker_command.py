@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
+import time
 
 import click
 
@@ -33,16 +33,16 @@ def refuse_an_unreadable_token(config) -> None:
 def worker(list_jobs):
     """Run the scheduled jobs until stopped (SIGTERM or Ctrl-C): the nightly
     full export on sync.full_cron and the change feed every
-    sync.changes_interval_s."""
-    from apscheduler.schedulers.background import BackgroundScheduler
-
+    sync.changes_interval_s. Stopping ends a running sync at its next step
+    (recorded as stopped), then the worker exits."""
+    from fallback.mirror.syncing import StopRequest
     from fallback.worker import build_scheduler
 
     config = service_config()
     refuse_an_unreadable_token(config)
-    stopping = threading.Event()
+    stopping = StopRequest()
     if list_jobs:
-        scheduler = build_scheduler(config, stopping, BackgroundScheduler(timezone=config["sync"]["timezone"]))
+        scheduler = build_scheduler(config, stopping)
         scheduler.start(paused=True)  # next run times are computed on start
         for job in scheduler.get_jobs():
             click.echo(f"{job.id:<16} next {job.next_run_time:%Y-%m-%d %H:%M:%S %Z}  {job.trigger}")
@@ -58,11 +58,17 @@ def worker(list_jobs):
         scheduler = build_scheduler(config, stopping)
 
         def stop(signum, frame):
-            stopping.set()  # cut retry waits short
-            scheduler.shutdown(wait=False)
+            if stopping.signum is None:  # a second signal changes nothing: the first is being carried out
+                stopping.request(signum)
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         click.echo("sonae worker: started; stop with SIGTERM or Ctrl-C", err=True)
         scheduler.start()
+        # Polled rather than waited for: a handler that set an event the
+        # main thread is waiting on could meet that event's lock held.
+        while stopping.signum is None:
+            time.sleep(0.2)
+        click.echo(f"sonae worker: {signal.Signals(stopping.signum).name}; stopping (a running sync stops at its next step)", err=True)
+        scheduler.shutdown(wait=True)
     click.echo("sonae worker: stopped", err=True)

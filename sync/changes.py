@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,7 +102,7 @@ class _FeedState:
 
 
 def apply_changes(upstream, store: SnapshotStore, *, batch: int = 2500, mirror_individual_number: bool = False,
-                  checkpoint_changes: int = CHECKPOINT_CHANGES) -> ChangesResult:
+                  checkpoint_changes: int = CHECKPOINT_CHANGES, stop_if_asked: Callable[[], None] = lambda: None) -> ChangesResult:
     """Apply the feed from the current generation's last_seq until caught up,
     `batch` changes a page (one transaction each: pages of a few thousand
     keep a page's dirty pages inside the connection's cache and let the
@@ -110,7 +110,9 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 2500, mirror_i
     Raises FeedBroken, UpstreamUnavailable (UpstreamUntrusted for a page
     that breaks a rule of the contract), NoSnapshot, SyncBusy or
     SnapshotDiskFull; pages committed before the failure stay applied (each
-    is complete and consistent)."""
+    is complete and consistent).
+    `stop_if_asked`: called before each page; it raises to stop the run
+    there (a stopping worker), with the pages before it applied."""
     started = time.monotonic()
     with store.write_lock(), disk_full_reported(store.directory):
         store.cleanup_incomplete()  # a killed load's .tmp would hold its disk space until the next full load
@@ -120,7 +122,7 @@ def apply_changes(upstream, store: SnapshotStore, *, batch: int = 2500, mirror_i
         conn = store.open_writable(generation)
         try:
             followed = follow_feed(conn, generation, upstream, batch=batch, mirror_individual_number=mirror_individual_number,
-                                   checkpoint_changes=checkpoint_changes)
+                                   checkpoint_changes=checkpoint_changes, stop_if_asked=stop_if_asked)
         finally:
             conn.close()
     return ChangesResult(generation, followed.from_seq, followed.state.last_seq, followed.applied, followed.skipped, followed.pages,
@@ -137,7 +139,7 @@ class Followed:
 
 
 def follow_feed(conn, generation: int, upstream, *, batch: int, mirror_individual_number: bool,
-                checkpoint_changes: int = CHECKPOINT_CHANGES) -> Followed:
+                checkpoint_changes: int = CHECKPOINT_CHANGES, stop_if_asked: Callable[[], None] = lambda: None) -> Followed:
     """Apply the feed to `generation` (open as `conn`, in WAL mode) from its
     last_seq until caught up, `batch` changes a page (one transaction each:
     pages of a few thousand keep a page's dirty pages inside the
@@ -159,6 +161,7 @@ def follow_feed(conn, generation: int, upstream, *, batch: int, mirror_individua
         # still use is copied next time.
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         while True:
+            stop_if_asked()
             fetched = ahead.result()
             _check_not_older(fetched.as_of, state)
             changes = fetched.changes

@@ -177,6 +177,7 @@ def load_full(
     feed=None,
     feed_batch: int = 10000,
     committing: Callable[[], None] = lambda: None,
+    stop_if_asked: Callable[[], None] = lambda: None,
 ) -> LoadResult:
     """Load the upstream's latest full export as a new current generation.
     Raises ExportInvalid, GateRefused, UpstreamUnavailable, SnapshotDiskFull
@@ -187,7 +188,11 @@ def load_full(
     `committing`: called once the new generation is built, checked and
     caught up, before it is installed and promoted — from then on the load
     runs to its end (the command line holds a stop signal back until it
-    has, rather than report a load that happened as one that did not)."""
+    has, rather than report a load that happened as one that did not).
+    `stop_if_asked`: called between the steps before that (each block of
+    an export file, each index, each page of the catch-up); it raises to
+    stop the load there (a stopping worker), which then unwinds as after an
+    error."""
     overrides = frozenset(overrides)
     unknown = overrides - OVERRIDES
     if unknown:
@@ -222,7 +227,8 @@ def load_full(
                 prepare_bulk_build(conn)
                 prepare_bulk_build(scratch)
                 figures = build_register(conn, upstream, manifest, mirror_individual_number=mirror_individual_number, workers=workers,
-                                         scratch=scratch, phases=phases)
+                                         scratch=scratch, phases=phases, stop_if_asked=stop_if_asked)
+                stop_if_asked()
                 with phases.timed("anomalies and gates"):
                     anomalies = report_anomalies(conn, scratch_path, store.key, overrides, overridden)
                     scratch.close()
@@ -232,7 +238,8 @@ def load_full(
                 conn.commit()
                 conn.execute("PRAGMA journal_mode = WAL")  # readers and the change feed from now on
                 with phases.timed("catch-up on the change feed"):
-                    caught_up = catch_up(conn, number, feed or upstream, held, batch=feed_batch, mirror_individual_number=mirror_individual_number)
+                    caught_up = catch_up(conn, number, feed or upstream, held, batch=feed_batch, mirror_individual_number=mirror_individual_number,
+                                         stop_if_asked=stop_if_asked)
                 _gate(caught_up, OVERRIDE_OLDER_EXPORT, overrides, overridden)
                 promoted = read_meta(conn, number)
             finally:
@@ -352,7 +359,8 @@ def check_order(manifest: dict, held: HeldGeneration) -> GateRefused | None:
     )
 
 
-def catch_up(conn, generation: int, feed, held: HeldGeneration, *, batch: int, mirror_individual_number: bool) -> GateRefused | None:
+def catch_up(conn, generation: int, feed, held: HeldGeneration, *, batch: int, mirror_individual_number: bool,
+             stop_if_asked: Callable[[], None] = lambda: None) -> GateRefused | None:
     """A new generation is never promoted with data older than the serving
     one's: an export behind what the change feed already brought (the same
     export reloaded, or the feed ahead of the newest export) follows the
@@ -364,7 +372,8 @@ def catch_up(conn, generation: int, feed, held: HeldGeneration, *, batch: int, m
     if new.as_of >= held.meta.as_of and new.last_seq >= held.meta.last_seq:
         return None
     try:
-        new = follow_feed(conn, generation, feed, batch=batch, mirror_individual_number=mirror_individual_number).state
+        new = follow_feed(conn, generation, feed, batch=batch, mirror_individual_number=mirror_individual_number,
+                          stop_if_asked=stop_if_asked).state
     except (UpstreamUnavailable, FeedBroken) as exc:
         problem = f"the change feed could not catch it up ({exc})"
     else:
@@ -445,7 +454,7 @@ def prepare_bulk_build(conn) -> None:
 
 
 def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: bool, scratch, workers: int | None = None,
-                   phases: Phases | None = None) -> BuildFigures:
+                   phases: Phases | None = None, stop_if_asked: Callable[[], None] = lambda: None) -> BuildFigures:
     """Create the schema in `conn` and fill it from the export's files,
     checking each against the manifest. Works on any SQLite connection
     opened with check_same_thread=False (rows are inserted from a thread of
@@ -453,7 +462,8 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
     `scratch`: a connection like `conn` to an empty database the caller
     deletes afterwards, where the summaries are sorted.
     `workers`: parsing processes (None: decided by the export's size).
-    `phases`: where each step's time is added up."""
+    `phases`: where each step's time is added up.
+    `stop_if_asked`: as load_full's."""
     phases = Phases() if phases is None else phases
     conn.executescript(TABLES)
     scratch.execute(SUMMARY_RUNS)
@@ -467,10 +477,12 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
             entry = files[kind]
             chunks = upstream.iter_file(manifest["export_id"], entry["name"])
             with phases.timed(f"{kind}: download, parse, insert"):
-                loaded[kind] = _load_file(conn, scratch, runs, chunks, entry, manifest["contract"], mirror_individual_number, parsing)
+                loaded[kind] = _load_file(conn, scratch, runs, chunks, entry, manifest["contract"], mirror_individual_number, parsing,
+                                          stop_if_asked)
             total_bytes += entry["bytes"]
     conn.commit()
     release_memory(conn, scratch)
+    stop_if_asked()
     with phases.timed("unique indexes"):
         for kind, statement in UNIQUE_INDEXES.items():
             try:
@@ -478,6 +490,7 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
             except conn.IntegrityError:  # the connection's own driver (sqlcipher3 or sqlite3)
                 raise ExportInvalid(_duplicates_message(conn, kind, files[kind]["name"])) from None
     scratch.commit()
+    stop_if_asked()
     with phases.timed("summaries in kana order"):
         merge_summary_runs(conn, scratch, runs)
     release_memory(conn, scratch)
@@ -486,6 +499,7 @@ def build_register(conn, upstream, manifest: dict, *, mirror_individual_number: 
         # B-tree: a small cache does, and leaves the memory to the sort.
         conn.execute(f"PRAGMA cache_size = -{INDEX_BUILD_CACHE_KIB}")
         for statement in SEARCH_INDEXES:
+            stop_if_asked()
             conn.execute(statement)
             # The sort's keys are freed once its index is written, but glibc
             # keeps the pages: handed back, the next sort, the anomaly checks
@@ -533,7 +547,7 @@ def merge_summary_runs(conn, scratch, runs: list[tuple[int, int]]) -> None:
 
 
 def _load_file(conn, scratch, runs: list[tuple[int, int]], chunks: Iterable[bytes], entry: dict, contract: int,
-               mirror_individual_number: bool, parsing: Parsing) -> tuple[int, str]:
+               mirror_individual_number: bool, parsing: Parsing, stop_if_asked: Callable[[], None]) -> tuple[int, str]:
     """Insert one file's records (and add its summary runs to `runs`);
     returns (records, digest). This thread reads and cuts the file into
     blocks, `parsing` parses them (in worker processes for a large export)
@@ -544,6 +558,7 @@ def _load_file(conn, scratch, runs: list[tuple[int, int]], chunks: Iterable[byte
     try:
         with inserter:
             for first_line, block in export_file.blocks():
+                stop_if_asked()
                 parsed = parsing.processes.submit(kind, name, first_line, block, mirror_individual_number, contract)
                 inserter.put(parsed, first_line, block)
     except ExportInvalid as exc:

@@ -33,6 +33,7 @@ import json
 import logging
 import os
 import signal
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
@@ -112,9 +113,9 @@ def upstream_public_key(config: Config):
 
 
 def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, overrides: Iterable[str] = frozenset(), actor: str = WORKER_ACTOR,
-                  committing: Callable[[], None] = lambda: None) -> LoadResult:
+                  committing: Callable[[], None] = lambda: None, stop_if_asked: Callable[[], None] = lambda: None) -> LoadResult:
     """Load the latest full export (from the upstream, or from `source_dir`).
-    `committing`: as sync.loader.load_full's."""
+    `committing`, `stop_if_asked`: as sync.loader.load_full's."""
     overrides = frozenset(overrides)
     store = snapshot_store(config)
     public_key = upstream_public_key(config)
@@ -137,6 +138,7 @@ def run_full_sync(config: Config, source_dir: str | os.PathLike | None = None, o
                 feed=feed,
                 feed_batch=sync_config["changes_batch"],
                 committing=committing,
+                stop_if_asked=stop_if_asked,
             )
             run.update(
                 generation=result.generation,
@@ -262,8 +264,9 @@ def _build_rare_glyph_font(clusters: set[str], cache_dir: Path) -> list[str]:
             clusters -= named
 
 
-def run_changes(config: Config, actor: str = WORKER_ACTOR) -> ChangesResult:
-    """Apply the change feed to the current generation until caught up."""
+def run_changes(config: Config, actor: str = WORKER_ACTOR, stop_if_asked: Callable[[], None] = lambda: None) -> ChangesResult:
+    """Apply the change feed to the current generation until caught up.
+    `stop_if_asked`: as sync.changes.apply_changes's."""
     store = snapshot_store(config)
     upstream = upstream_from_config(config)
     try:
@@ -273,6 +276,7 @@ def run_changes(config: Config, actor: str = WORKER_ACTOR) -> ChangesResult:
                 store,
                 batch=config["sync"]["changes_batch"],
                 mirror_individual_number=config["sync"]["mirror_individual_number"],
+                stop_if_asked=stop_if_asked,
             )
             run.update(
                 generation=result.generation,
@@ -408,11 +412,12 @@ def _recorded_run(config: Config, store: SnapshotStore, kind: str, detail: dict,
 
 
 class SyncStopped(KeyboardInterrupt):
-    """SIGTERM (`kill`, `systemctl stop`) or Ctrl-C during a sync run from
-    the command line (fallback.mirror.sync_commands), raised where the run
-    is: the run unwinds through the same clean-ups as after an error (the
-    generation being built is discarded, its parsing processes ended) and
-    is recorded as stopped."""
+    """SIGTERM (`kill`, `systemctl stop`) or Ctrl-C during a sync run: from
+    the command line (fallback.mirror.sync_commands) raised where the run
+    is, in the worker (StopRequest) at the run's next step. The run unwinds
+    through the same clean-ups as after an error (the generation being
+    built is discarded, its parsing processes ended) and is recorded as
+    stopped."""
 
     def __init__(self, signum: int):
         super().__init__(signum)
@@ -421,6 +426,28 @@ class SyncStopped(KeyboardInterrupt):
     @property
     def how(self) -> str:
         return "SIGTERM" if self.signum == signal.SIGTERM else "Ctrl-C (SIGINT)"
+
+
+class StopRequest(threading.Event):
+    """SIGTERM or Ctrl-C to `sonae worker`, as its jobs see it. The signal
+    arrives on the main thread while a sync runs on a job's thread, where
+    no signal handler can raise: the event is set (waits between retries
+    end at once) and the run stops at its next step — an export block, an
+    index, a page of the feed — when it calls `stop_if_asked`. So
+    `systemctl stop` ends a nightly load in seconds, recorded as stopped,
+    rather than waiting for systemd's SIGKILL."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signum: int | None = None
+
+    def request(self, signum: int) -> None:
+        self.signum = signum
+        self.set()
+
+    def stop_if_asked(self) -> None:
+        if self.signum is not None:
+            raise SyncStopped(self.signum)
 
 
 def stopped_reason(exc: KeyboardInterrupt) -> str:

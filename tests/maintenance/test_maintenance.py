@@ -16,6 +16,7 @@ from fallback import audit, maintenance, modes
 from fallback.app import create_app
 from fallback.config import load_config
 from fallback.mirror.registry import snapshot_store
+from fallback.mirror.syncing import StopRequest
 from fallback.ops import now, open_ops
 from tests.conftest import write_config
 from tests.support import Staff, text_of
@@ -134,13 +135,12 @@ def test_the_calendar_is_for_supervisors_and_it(loaded_env):
 
 
 def test_the_worker_looks_for_windows_to_prepare_as_configured(loaded_env, monkeypatch):
-    import threading
 
     from apscheduler.schedulers.background import BackgroundScheduler
 
     from fallback.worker import build_scheduler
 
     monkeypatch.setenv("SONAE_MAINTENANCE_CHECK_INTERVAL_S", "120")
-    scheduler = build_scheduler(load_config(), threading.Event(), BackgroundScheduler(timezone="Asia/Tokyo"))
+    scheduler = build_scheduler(load_config(), StopRequest(), BackgroundScheduler(timezone="Asia/Tokyo"))
     job = scheduler.get_job(maintenance.JOB_ID)
     assert job.func is maintenance.prepare_due and job.trigger.interval.total_seconds() == 120

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from fallback.mirror.registry import snapshot_store
-from fallback.mirror.syncing import full_export_due, run_changes, run_full_sync, upstream_from_config
+from fallback.mirror.syncing import StopRequest, full_export_due, run_changes, run_full_sync, upstream_from_config
 from fallback.monitoring.mirror import any_resident_code
 from fallback.worker import changes_job
 from sync.errors import ExportInvalid, FeedBroken, GateRefused, UpstreamUnavailable, UpstreamUntrusted
@@ -136,7 +134,7 @@ def test_feed_gap_makes_the_worker_reload(appliance, sim):
         run_changes(appliance)
     assert full_export_due(appliance)
     sim.faults.clear("feed_gap")
-    changes_job(appliance, threading.Event())
+    changes_job(appliance, StopRequest())
     assert snapshot_store(appliance).current() == 2 and full_export_due(appliance) is None
 
 

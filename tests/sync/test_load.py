@@ -400,7 +400,7 @@ def test_a_parsing_process_found_dead_is_a_sync_error_in_words(tmp_path):
         os.kill(victim, signal.SIGKILL)
         with pytest.raises(SyncError, match=r"^a parsing process stopped unexpectedly \(killed by SIGKILL\); look for out-of-memory kills \(dmesg\) and rerun$"):
             _load_file(conn, scratch, [], upstream.iter_file(manifest["export_id"], entry["name"]), entry, manifest["contract"], False,
-                       Parsing(processes, 4))
+                       Parsing(processes, 4), lambda: None)
     finally:
         processes.stop()
         conn.close()

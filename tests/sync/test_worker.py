@@ -12,12 +12,13 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from fallback.mirror.registry import snapshot_store
-from fallback.mirror.syncing import full_export_due
+from fallback.mirror.syncing import StopRequest, full_export_due
 from fallback.worker import build_scheduler, changes_job, with_retry
 from sync.errors import SyncBusy, UpstreamUnavailable
 from sync.store import LOCK_FILE, LOCK_PATIENCE_S
 from tests.sync.conftest import SONAE, reload_config, sync_runs
-from tests.sync.exports import change, make_resident
+from tests.sync.exports import change, make_resident, population, write_export
+from tests.sync.upstream_server import TOKEN, TestUpstream
 
 
 class RecordingEvent(threading.Event):
@@ -35,7 +36,7 @@ class RecordingEvent(threading.Event):
 def test_scheduler_has_the_sync_jobs_from_the_configuration(config, monkeypatch):
     monkeypatch.setenv("SONAE_SYNC_FULL_CRON", "30 3 * * *")
     monkeypatch.setenv("SONAE_SYNC_CHANGES_INTERVAL_S", "45")
-    scheduler = build_scheduler(reload_config(), threading.Event(), BackgroundScheduler(timezone="Asia/Tokyo"))
+    scheduler = build_scheduler(reload_config(), StopRequest(), BackgroundScheduler(timezone="Asia/Tokyo"))
     scheduler.start(paused=True)
     try:
         jobs = {job.id: job for job in scheduler.get_jobs()}
@@ -75,7 +76,7 @@ def test_retry_gives_up_after_the_last_attempt():
 
 def test_changes_tick_loads_a_full_export_when_one_is_due(config, upstream):
     config = reload_config()
-    stopping = threading.Event()
+    stopping = StopRequest()
     changes_job(config, stopping)  # no snapshot yet: the tick runs a full export
     assert snapshot_store(config).current() == 1
     upstream.changes = [change(1001, make_resident(100)), change(1003, make_resident(101))]  # a gap
@@ -107,12 +108,69 @@ def test_worker_process_syncs_and_stops_on_sigterm(config, upstream):
         assert register.meta.last_seq == 1001
 
 
+def test_a_stopped_worker_stops_its_full_load_at_the_next_step(config, tmp_path, monkeypatch):
+    # `systemctl stop sonae-worker` during the nightly load: the load runs
+    # on a job's thread, where the signal cannot raise, so it used to run
+    # on to its end (or to systemd's SIGKILL 30 s later, found "interrupted"
+    # at the next start). Now it stops at its next export block, discards
+    # the generation it was building and is recorded as stopped at once.
+    residents, seals = population(20000)
+    write_export(tmp_path / "export", residents, seals)
+    server = TestUpstream(tmp_path / "export").start()
+    monkeypatch.setenv("SONAE_UPSTREAM_URL", server.url)
+    monkeypatch.setenv("SONAE_UPSTREAM_TOKEN", TOKEN)
+    store = snapshot_store(reload_config())
+    worker = subprocess.Popen([SONAE, "worker"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not list(store.directory.glob("*.tmp")) and worker.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        worker.send_signal(signal.SIGTERM)
+        worker.send_signal(signal.SIGTERM)  # an impatient second one changes nothing
+        out, err = worker.communicate(timeout=60)
+    finally:
+        server.stop()
+    assert worker.returncode == 0, err
+    reason = "stopped by SIGTERM before finishing; nothing half-done was kept and the current generation kept serving"
+    assert f"full export: {reason}" in err
+    assert err.rstrip().endswith("sonae worker: stopped") and "Traceback" not in err
+    assert store.current() is None, "the load was stopped, not run to its end"
+    assert not [p.name for p in store.directory.iterdir() if p.name.endswith((".tmp", ".deleting"))]
+    (run,) = sync_runs(config)
+    assert (run["kind"], run["outcome"], run["error"]) == ("full", "failed", reason) and run["finished_at"] is not None
+
+
+def test_a_stop_request_ends_a_change_feed_run_between_pages(loaded, upstream, monkeypatch):
+    monkeypatch.setenv("SONAE_SYNC_CHANGES_BATCH", "10")
+    upstream.changes = [change(1001 + i, make_resident(100 + i)) for i in range(50)]
+    stopping = StopRequest()
+    pages_fetched = []
+
+    def page_then_stop(*args):
+        pages_fetched.append(args)
+        if len(pages_fetched) == 2:
+            stopping.request(signal.SIGINT)
+        return serve_page(*args)
+
+    serve_page = upstream.serve_page
+    upstream.serve_page = page_then_stop
+    changes_job(reload_config(), stopping)
+    last = sync_runs(loaded)[-1]
+    assert (last["kind"], last["outcome"]) == ("changes", "failed")
+    assert last["error"].startswith("stopped by Ctrl-C (SIGINT) before finishing")
+    with snapshot_store(loaded).open_register() as register:
+        # The page fetched when the stop came was applied (it had been
+        # fetched ahead); none after it.
+        assert register.meta.last_seq in (1010, 1020)
+    assert len(pages_fetched) <= 3
+
+
 def test_a_change_feed_turn_is_skipped_while_another_sync_runs(loaded, store, upstream):
     upstream.changes = [change(1001, make_resident(100))]
     with store.write_lock():  # the nightly full export, say
-        changes_job(reload_config(), threading.Event())
+        changes_job(reload_config(), StopRequest())
     assert [r["kind"] for r in sync_runs(loaded)] == ["full"], "nothing recorded: the turn was skipped, not refused"
-    changes_job(reload_config(), threading.Event())
+    changes_job(reload_config(), StopRequest())
     assert sync_runs(loaded)[-1]["kind"] == "changes" and sync_runs(loaded)[-1]["outcome"] == "ok"
 
 
