@@ -4,6 +4,7 @@ after each kill."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -14,9 +15,10 @@ import time
 
 import pytest
 
-from fallback.mirror.syncing import INTERRUPTED, run_changes, run_full_sync
+from fallback.mirror.syncing import INTERRUPTED, SyncStopped, run_changes, run_full_sync
 from tests.sync.conftest import SONAE, reload_config, run_sonae, sync_runs
 from tests.sync.exports import change, make_resident, population, write_export
+from tests.sync.test_load import parsing_processes_of_this_test
 
 
 def _kill_after(args: list[str], delay: float) -> int | None:
@@ -136,6 +138,34 @@ def test_a_stop_signal_while_the_new_generation_is_installed_lets_the_load_finis
     last = sync_runs(config)[-1]
     assert (last["outcome"], last["generation"], last["error"]) == ("ok", result.generation, None)
     assert capsys.readouterr().err == "SIGTERM arrived while the new generation was being installed: the load was completed first\n"
+
+
+def test_a_stop_request_ends_a_full_load_at_any_of_its_steps(config, store, tmp_path):
+    # The worker's stop (fallback.mirror.syncing.StopRequest) is seen where
+    # the load calls stop_if_asked: each export block, each slice of the
+    # summaries, each index, each page of the catch-up. At the first, a
+    # middle and the last of them, the load unwinds as after an error.
+    residents, seals = population(20000)  # summaries in three slices
+    write_export(tmp_path / "export", residents, seals)
+    calls = []
+    run_full_sync(config, tmp_path / "export", stop_if_asked=lambda: calls.append(1))
+    assert len(calls) > 10, "blocks, slices and indexes each ask"
+    for stop_at in sorted({1, len(calls) // 2, len(calls)}):
+        asked = itertools.count(1)
+
+        def stop_if_asked(asked=asked, stop_at=stop_at):
+            if next(asked) == stop_at:
+                raise SyncStopped(signal.SIGTERM)
+
+        before = store.current()
+        with pytest.raises(SyncStopped):
+            run_full_sync(config, tmp_path / "export", stop_if_asked=stop_if_asked)
+        assert _assert_intact(store, {before}) == before
+        assert not [p.name for p in store.directory.iterdir() if p.name.endswith((".tmp", ".deleting"))]
+        last = sync_runs(config)[-1]
+        assert (last["outcome"], last["generation"]) == ("failed", None), stop_at
+        assert last["error"].startswith("stopped by SIGTERM before finishing")
+        assert parsing_processes_of_this_test() == []
 
 
 def _applied_seq(store) -> int:
