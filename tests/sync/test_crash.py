@@ -145,7 +145,7 @@ def test_a_stop_request_ends_a_full_load_at_any_of_its_steps(config, store, tmp_
     # the load calls stop_if_asked: each export block, each slice of the
     # summaries, each index, each page of the catch-up. At the first, a
     # middle and the last of them, the load unwinds as after an error.
-    residents, seals = population(20000)  # summaries in three slices
+    residents, seals = population(10000)  # summaries in two slices
     write_export(tmp_path / "export", residents, seals)
     calls = []
     run_full_sync(config, tmp_path / "export", stop_if_asked=lambda: calls.append(1))
