@@ -173,7 +173,7 @@ def build_scheduler(config: Config, stopping: StopRequest, scheduler: BaseSchedu
         )
     register_monitoring_jobs(scheduler, config)
     register_recovery_jobs(scheduler, config)
-    register_maintenance_jobs(scheduler, config)
+    register_maintenance_jobs(scheduler, config, stopping)
     scheduler.add_job(void_unrendered_serials, IntervalTrigger(seconds=config["counter"]["void_unrendered_after_s"]), args=(config,), id="issuance-void",
                       name="issuance-void", max_instances=1, coalesce=True, next_run_time=dt.datetime.now(dt.UTC))
     return scheduler

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from fallback import audit, documents, modes
@@ -39,7 +41,7 @@ from fallback.counter.rendering import municipality, print_settings
 from fallback.errors import SonaeError
 from fallback.keys import signing_key
 from fallback.mirror.registry import snapshot_store
-from fallback.mirror.syncing import EXPECTED_FAILURES, run_changes, run_full_sync
+from fallback.mirror.syncing import EXPECTED_FAILURES, StopRequest, SyncStopped, run_changes, run_full_sync, stopped_reason
 from fallback.monitoring import notify
 from fallback.monitoring.probes import REGISTER
 from fallback.ops import TOKYO, Transaction, now, now_iso, open_ops
@@ -48,6 +50,8 @@ from printing.cups import PrintError, submit, wait_for_job
 from printing.model import Certificate, CertificateError, IssueStamp
 from printing.render import render_certificate
 from sync.synthetic.synth import RegisterSpec, Synth
+
+log = logging.getLogger("sonae.maintenance")
 
 MAX_TEXT = 200
 ACTOR = "worker"
@@ -159,17 +163,18 @@ class Step:
     detail: str
 
 
-def fresh_data(config: Config, actor: str) -> list[Step]:
-    """Pull, verify and load the newest export, then catch up the feed."""
+def fresh_data(config: Config, actor: str, stop_if_asked: Callable[[], None]) -> list[Step]:
+    """Pull, verify and load the newest export, then catch up the feed.
+    `stop_if_asked`: as run_full_sync's (a stopping worker)."""
     try:
-        loaded = run_full_sync(config, actor=actor)
+        loaded = run_full_sync(config, actor=actor, stop_if_asked=stop_if_asked)
     except EXPECTED_FAILURES as exc:
         return [Step("export", "最新の全件データの取得・検証・読込み", False, str(exc))]
     steps = [Step("export", "最新の全件データの取得・検証・読込み", True,
                   f"世代 {loaded.generation}（export_seq {loaded.export_seq}、{loaded.as_of.isoformat(timespec='minutes')} 時点、"
                   f"住民 {loaded.residents:,}人、印鑑 {loaded.seals:,}件）")]
     try:
-        caught = run_changes(config, actor=actor)
+        caught = run_changes(config, actor=actor, stop_if_asked=stop_if_asked)
     except EXPECTED_FAILURES as exc:
         return steps + [Step("feed", "差分の取込み（追いつき）", False, str(exc))]
     age_minutes = (now() - caught.as_of).total_seconds() / 60
@@ -263,15 +268,17 @@ def notice_draft(conn, config: Config, window: Window, actor: str) -> tuple[Step
     return Step("notice", "住民向けのお知らせの下書き", True, f"下書き {version_id}（係長が確認して公開します）"), version_id
 
 
-def prepare(config: Config, window_id: int, *, actor: str = ACTOR) -> Window:
-    """Prepare one window (see the module's docstring) and tell IT."""
+def prepare(config: Config, window_id: int, *, actor: str = ACTOR, stop_if_asked: Callable[[], None] = lambda: None) -> Window:
+    """Prepare one window (see the module's docstring) and tell IT.
+    `stop_if_asked`: as run_full_sync's; a preparation stopped that way is
+    not recorded, so the worker prepares the window again when it next runs."""
     conn = open_ops(config, check_same_thread=False)
     try:
         window = get(conn, window_id)
         if window is None or window.cancelled_at is not None:
             raise MaintenanceError(f"計画停止 {window_id} はないか、取り消し済みです。")
         started = now_iso()
-        steps = fresh_data(config, actor) + specimens(config) + printer_tests(config)
+        steps = fresh_data(config, actor, stop_if_asked) + specimens(config) + printer_tests(config)
         notice_step, version_id = notice_draft(conn, config, window, actor)
         steps.append(notice_step)
         steps.append(Step("declaration", "ダウン対策モードの宣言の準備", True, f"理由「{window.declaration_reason}」（開始時に係長が宣言）"))
@@ -308,14 +315,22 @@ def tell_it(config: Config, window: Window) -> list[notify.Delivery]:
     return notify.deliver(config, notify.Message(f"{prefix}{headline}（Sonae {ward['name']}）", "\n".join(lines), payload))
 
 
-def prepare_due(config: Config) -> list[Window]:
-    """The worker's job: prepare every window that is due."""
+def prepare_due(config: Config, stopping: StopRequest) -> list[Window]:
+    """The worker's job: prepare every window that is due. A stopping
+    worker ends the preparation under way at the next step of its load."""
     conn = open_ops(config, check_same_thread=False)
     try:
         waiting = due(conn, config)
     finally:
         conn.close()
-    return [prepare(config, window.id) for window in waiting]
+    prepared = []
+    for window in waiting:
+        try:
+            prepared.append(prepare(config, window.id, stop_if_asked=stopping.stop_if_asked))
+        except SyncStopped as exc:
+            log.warning("planned maintenance %d: preparation %s; it is prepared again when the worker next runs", window.id, stopped_reason(exc))
+            break
+    return prepared
 
 
 def declare(conn, window_id: int, *, actor: str, role: str) -> modes.ModeState:
@@ -329,7 +344,7 @@ def declare(conn, window_id: int, *, actor: str, role: str) -> modes.ModeState:
     return state
 
 
-def register_maintenance_jobs(scheduler, config: Config) -> None:
+def register_maintenance_jobs(scheduler, config: Config, stopping: StopRequest) -> None:
     """Add the preparation job to the worker's APScheduler scheduler."""
-    scheduler.add_job(prepare_due, "interval", seconds=config["maintenance"]["check_interval_s"], args=[config],
+    scheduler.add_job(prepare_due, "interval", seconds=config["maintenance"]["check_interval_s"], args=[config, stopping],
                       id=JOB_ID, replace_existing=True, max_instances=1, coalesce=True, next_run_time=dt.datetime.now(TOKYO))

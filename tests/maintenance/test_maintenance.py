@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import signal
 
 import pytest
 
@@ -48,8 +49,8 @@ def test_the_worker_prepares_a_window_before_it_and_tells_it(maintenance_env, up
     config = load_config()
     assert enter_window(staff(config, "it1"), starts_in_hours=3).status_code == 302
     held = snapshot_store(config).current()
-    (window,) = maintenance.prepare_due(config)  # the worker's job
-    assert maintenance.prepare_due(config) == []  # once
+    (window,) = maintenance.prepare_due(config, StopRequest())  # the worker's job
+    assert maintenance.prepare_due(config, StopRequest()) == []  # once
     steps = steps_of(window)
     assert window.ready is True, steps
     # the newest export pulled, verified and loaded, and the feed caught up, with the figures
@@ -94,6 +95,26 @@ def test_a_failed_step_is_reported_as_such_and_the_rest_still_run(maintenance_en
     assert smtp.subjects() == ["【要対応】計画停止の準備で問題が見つかりました（Sonae 大田区）"]
     assert "NG  最新の全件データの取得・検証・読込み" in smtp.bodies()[0]
     assert [b["ready"] for b in webhook.bodies if b["key"] == "maintenance.prepared"] == [False]
+
+
+def test_a_preparation_the_worker_stops_is_not_recorded_and_is_done_again(maintenance_env, upstream, caplog):
+    # `systemctl stop sonae-worker` while it prepares a window: the load of
+    # the newest export stops at its next step, and the window stays due
+    # rather than recorded as prepared with a load that never finished.
+    config = load_config()
+    conn = open_ops(config)
+    window_id = maintenance.add(conn, starts_at=now() + dt.timedelta(hours=1), ends_at=now() + dt.timedelta(hours=3), vendor="V",
+                                description="移行", actor="it1")
+    held = snapshot_store(config).current()
+    stopping = StopRequest()
+    stopping.request(signal.SIGTERM)
+    assert maintenance.prepare_due(config, stopping) == []
+    assert snapshot_store(config).current() == held
+    assert [w.id for w in maintenance.due(conn, config)] == [window_id]
+    assert maintenance.get(conn, window_id).prepared_at is None
+    assert f"planned maintenance {window_id}: preparation stopped by SIGTERM before finishing" in caplog.text
+    (window,) = maintenance.prepare_due(config, StopRequest())
+    assert window.id == window_id and snapshot_store(config).current() == held + 1
 
 
 def test_a_window_is_due_from_the_configured_lead_until_it_ends(loaded_env):
