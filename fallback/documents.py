@@ -6,8 +6,9 @@ page, the PDF and the Markdown export alike); forms and cards are Jinja
 templates, rendered through fallback.paper like every other paper Sonae
 prints. Everything the staff typed is escaped before it goes into
 Markdown, and raw HTML is switched off in the converter, so a reason or a
-name can never become markup. PDFs use IPAex fonts only (IPAexMincho for
-body text, IPAexGothic for headings; see documents/pdf_base.html).
+name can never become markup. PDFs use IPAex fonts (IPAexMincho for body
+text, IPAexGothic for headings; see documents/pdf_base.html), and IPAmj明朝
+for a name's rare glyphs (fallback.paper).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@
 They are rendered outside any web request (the incident report, a command)
 as well as inside one, so this uses its own template environment rather
 than Flask's, over the same folders: fallback/templates (the shared base)
-and each feature's templates/. Fonts are IPAex only, named in the
-templates' stylesheets.
+and each feature's templates/. Fonts are IPAex, named in the templates'
+stylesheets, and an IPAmj明朝 subset for the rare glyphs of names.
 """
 
 from __future__ import annotations
@@ -41,5 +41,6 @@ def template_from_file(path: str | Path) -> jinja2.Template:
 
 def html_to_pdf(html: str) -> bytes:
     """Through printing's one entry to WeasyPrint, which renders one PDF at
-    a time in the process, certificates included."""
-    return render.html_to_pdf(html).pdf
+    a time in the process, certificates included. A name with a 外字 or an
+    IVS prints as the register holds it (printing.render.with_rare_glyphs)."""
+    return render.html_to_pdf(render.with_rare_glyphs(html)).pdf

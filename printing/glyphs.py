@@ -143,6 +143,13 @@ def _clusters_of(run: str) -> list[str]:
     return clusters
 
 
+def ipamj_has(cluster: str) -> bool:
+    """Whether IPAmj明朝 has this character or variation sequence."""
+    codepoints, sequences = _ipamj_coverage()
+    base = ord(cluster[0])
+    return base in codepoints and all((base, ord(selector)) in sequences for selector in cluster[1:])
+
+
 def _check_ipamj_has(clusters: Iterable[str]) -> None:
     codepoints, sequences = _ipamj_coverage()
     for cluster in sorted(clusters):

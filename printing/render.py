@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import re
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -41,7 +42,7 @@ from printing.content import (
     Sheet,
     printed_content,
 )
-from printing.glyphs import rare_clusters, rare_glyph_fonts, split_glyph_runs
+from printing.glyphs import ipamj_has, rare_clusters, rare_glyph_fonts, split_glyph_runs
 from printing.model import PEOPLE_PER_RENKETSU_SHEET, Certificate, CertificateError
 from printing.pattern import page_background_css
 from printing.signing import Field, SignedPage, sign_page
@@ -101,6 +102,34 @@ def html_to_pdf(html: str, *, pdf_variant: str | None = None, pages: int | None 
         if pages is not None and len(document.pages) != pages:
             return LaidOut(None, len(document.pages))
         return LaidOut(document.write_pdf(pdf_variant=pdf_variant), len(document.pages))
+
+
+_TEXT_BETWEEN_TAGS = re.compile(r">([^<]+)<")
+
+
+def with_rare_glyphs(document: str, font_cache_dir: Path | None = None) -> str:
+    """An HTML page (a form, a card, a report — any paper but a certificate,
+    which does this itself) whose rare glyphs — 外字 and IVS sequences in
+    names, which IPAex does not have or would print in their common form —
+    are routed to an IPAmj明朝 subset of exactly those glyphs, as on a
+    certificate. A page without any is returned unchanged. Unlike a
+    certificate, which refuses one, a paper with a character IPAmj明朝 does
+    not have either (an emoji in a reason typed by staff) prints it as
+    WeasyPrint's font fallback can."""
+    clusters = frozenset(cluster for cluster in rare_clusters(match.group(1) for match in _TEXT_BETWEEN_TAGS.finditer(document))
+                         if ipamj_has(cluster))
+    if not clusters:
+        return document
+    font_path = rare_glyph_fonts(font_cache_dir).font_for(clusters)
+
+    def marked(match: re.Match) -> str:
+        runs = split_glyph_runs(match.group(1))
+        return ">" + "".join(f'<span class="mj">{run}</span>' if rare else run for run, rare in runs) + "<"
+
+    style = (f'<style>@font-face {{ font-family: "SonaeRareGlyphs"; src: url("{font_path.as_uri()}"); }}\n'
+             '.mj { font-family: "SonaeRareGlyphs"; }</style>')
+    marked_document = _TEXT_BETWEEN_TAGS.sub(marked, document)
+    return marked_document.replace("</head>", style + "</head>", 1) if "</head>" in marked_document else style + marked_document
 
 
 @dataclass(frozen=True)

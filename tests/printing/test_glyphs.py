@@ -11,7 +11,7 @@ from PIL import ImageChops
 
 from printing.glyphs import GlyphMissingError, prepare_rare_glyph_font, rare_clusters, rare_glyph_fonts, split_glyph_runs
 from printing.model import SPECIMEN_SEAL_IMAGE, PrintSettings
-from printing.render import render_certificate
+from printing.render import html_to_pdf, render_certificate, with_rare_glyphs
 from tests.printing.support import compact, page_images, pdf_text
 
 KATSURAGI = "10000000053"  # 葛󠄂城　辻󠄂: U+845B U+E0102, U+8FBB U+E0102
@@ -96,3 +96,27 @@ def test_a_glyph_no_font_has_is_refused_not_misprinted(residents, certificate, s
     person = dict(residents["10000000011"], name=f"山田　{text}")
     with pytest.raises(GlyphMissingError, match="IPAmj明朝"):
         render_certificate(certificate("juminhyo", [person]), signing_key)
+
+
+def test_a_paper_other_than_a_certificate_prints_rare_glyphs_from_ipamj_too(tmp_path):
+    # Persona cards, ledgers and reports name people as the register holds
+    # them: a variation sequence printed in its common form (IPAex has no
+    # variant) would not be the name on the certificate issued beside it.
+    def page(name: str) -> str:
+        return ('<!DOCTYPE html><html><head><meta charset="utf-8"><style>body { font-family: "IPAexMincho"; font-size: 24pt; }</style>'
+                f"</head><body><p>氏名：{name} &amp; 山田</p></body></html>")
+
+    plain = page("葛城　辻")
+    assert with_rare_glyphs(plain) == plain, "a page without rare glyphs is left as it was"
+    pages, pdfs = [], []
+    for label, name in (("ivs", f"葛{IVS}城　辻{IVS}"), ("base", "葛城　辻")):
+        pdfs.append(html_to_pdf(with_rare_glyphs(page(name))).pdf)
+        pages.append(page_images(pdfs[-1], tmp_path / label, dpi=100)[0])
+    assert "SonaeRareGlyphs" in embedded_fonts(pdfs[0]) and "SonaeRareGlyphs" not in embedded_fonts(pdfs[1])
+    assert f"葛{IVS}城辻{IVS}&山田" in compact(pdf_text(pdfs[0]))  # the text layer keeps the sequences, and the escaped "&"
+    assert ImageChops.difference(pages[0], pages[1]).getbbox() is not None, "the variation selectors were dropped"
+    # A character IPAmj明朝 does not have either (an emoji typed into a
+    # reason) prints as before, rather than failing the paper.
+    with_emoji = with_rare_glyphs(page(f"葛{IVS}城 \U0001F600"))
+    assert f"葛{IVS}城" in compact(pdf_text(html_to_pdf(with_emoji).pdf))
+    assert with_rare_glyphs(page("\U0001F600")) == page("\U0001F600")
