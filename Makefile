@@ -32,7 +32,7 @@ demo: system-packages test-system-packages install-test
 # a file's module-scoped fixtures, such as the outage day the e2e tests read,
 # are built once. About 17 min on two cores against 25–26 min in one process.
 test: system-packages test-system-packages install-test promtool browser-test-packages
-	$(VENV)/bin/pytest -q -p no:cacheprovider -n auto --dist loadfile
+	$(VENV)/bin/pytest -q -p no:cacheprovider -n $$(( $$(nproc) + 1 )) --dist loadfile
 
 # axe-core from the npm registry, pinned with its integrity hash in
 # tests/browser/package-lock.json (never from a CDN), for the browser tests only.
