@@ -124,11 +124,14 @@ def changes_job(config: Config, stopping: StopRequest) -> None:
         log.warning("change feed: %s", stopped_reason(exc))  # recorded in sync_runs
 
 
-def certificate_font_job(config: Config, stopping: threading.Event) -> None:
+def certificate_font_job(config: Config, stopping: StopRequest) -> None:
     try:
-        figures = prepare_certificate_font(config)
+        figures = prepare_certificate_font(config, stopping.stop_if_asked)
     except EXPECTED_FAILURES as exc:
         log.error("certificate font not prepared: %s", exc)
+        return
+    except SyncStopped as exc:
+        log.warning("certificate font: stopped by %s before finishing; it is prepared when the worker next runs", exc.how)
         return
     if figures is not None and "error" not in figures:
         log.info("certificate font: %d rare glyph(s) prepared in %.1f s", figures["rare_glyphs"], figures["seconds"])

@@ -58,8 +58,11 @@ def worker(list_jobs):
         scheduler = build_scheduler(config, stopping)
 
         def stop(signum, frame):
-            if stopping.signum is None:  # a second signal changes nothing: the first is being carried out
-                stopping.request(signum)
+            stopping.request(signum)
+            # The ones after it change nothing — the first is being carried
+            # out — to the process's end, when this handler is gone too.
+            for stop_signal in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(stop_signal, signal.SIG_IGN)
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)

@@ -58,8 +58,9 @@ REFUSALS = (GateRefused, ExportInvalid, FeedBroken, UpstreamUntrusted, SyncBusy,
 EXPECTED_FAILURES = (SyncError, WrongKeyError, DiskError, KeyFileError, ContractError, ConfigError)
 WORKER_ACTOR = "worker"
 INTERRUPTED = "interrupted: the process stopped before finishing (crash, kill or power cut); the previous generation kept serving"
-STOPPED = "stopped by {how} before finishing; nothing half-done was kept and the current generation kept serving"
+STOPPED = "stopped by {how} before finishing; {kept}"
 FONT_CACHE_DIR = "font-cache"  # under SONAE_HOME; fallback.counter.rendering gives printing the same directory
+RESIDENTS_PER_STOP_POINT = 10_000
 RESIDENTS_NAMED_PER_GLYPH = 20  # enough for IT to find and correct the records; the count says how many in all
 
 log = logging.getLogger("sonae.sync")
@@ -187,15 +188,16 @@ def certificate_font_due(config: Config) -> tuple[int, int] | None:
     return (row[0], generation) if row else None
 
 
-def prepare_certificate_font(config: Config) -> dict | None:
+def prepare_certificate_font(config: Config, stop_if_asked: Callable[[], None] = lambda: None) -> dict | None:
     """Prepare the certificate font for the current generation if it is due;
     returns the figures recorded in its load's run detail, or None when
-    nothing was due."""
+    nothing was due. `stop_if_asked`: called every RESIDENTS_PER_STOP_POINT
+    residents read (a minute's reading at 4M); a stop leaves the font due."""
     due = certificate_font_due(config)
     if due is None:
         return None
     run_id, generation = due
-    figures = _prepare_certificate_font(config, snapshot_store(config), generation)
+    figures = _prepare_certificate_font(config, snapshot_store(config), generation, stop_if_asked)
     ops = open_ops(config)
     try:
         with Transaction(ops):
@@ -208,7 +210,7 @@ def prepare_certificate_font(config: Config) -> dict | None:
     return figures
 
 
-def _prepare_certificate_font(config: Config, store: SnapshotStore, generation: int) -> dict:
+def _prepare_certificate_font(config: Config, store: SnapshotStore, generation: int, stop_if_asked: Callable[[], None]) -> dict:
     """Build the IPAmj subset for every rare glyph that the residents of
     `generation` print with; returns the figures for the run's detail.
     Never raises: the generation already serves, and without this font a
@@ -220,7 +222,9 @@ def _prepare_certificate_font(config: Config, store: SnapshotStore, generation: 
     figures: dict = {}
     try:
         with store.open_register(generation) as register:
-            for resident_code, text in register.printed_texts():
+            for read, (resident_code, text) in enumerate(register.printed_texts()):
+                if read % RESIDENTS_PER_STOP_POINT == 0:
+                    stop_if_asked()
                 for cluster in rare_clusters((text,)):
                     counts[cluster] += 1
                     named = holders.setdefault(cluster, [])
@@ -271,13 +275,18 @@ def run_changes(config: Config, actor: str = WORKER_ACTOR, stop_if_asked: Callab
     upstream = upstream_from_config(config)
     try:
         with _recorded_run(config, store, "changes", {"source": upstream.describe(), "actor": actor}) as run:
-            result = apply_changes(
-                upstream,
-                store,
-                batch=config["sync"]["changes_batch"],
-                mirror_individual_number=config["sync"]["mirror_individual_number"],
-                stop_if_asked=stop_if_asked,
-            )
+            from_seq = _feed_position(store)
+            try:
+                result = apply_changes(
+                    upstream,
+                    store,
+                    batch=config["sync"]["changes_batch"],
+                    mirror_individual_number=config["sync"]["mirror_individual_number"],
+                    stop_if_asked=stop_if_asked,
+                )
+            except KeyboardInterrupt:
+                _record_pages_kept(run, store, from_seq)
+                raise
             run.update(
                 generation=result.generation,
                 records=result.applied,
@@ -288,6 +297,29 @@ def run_changes(config: Config, actor: str = WORKER_ACTOR, stop_if_asked: Callab
             return result
     finally:
         upstream.close()
+
+
+def _feed_position(store: SnapshotStore) -> int | None:
+    """The current generation's last_seq, or None without a readable one
+    (apply_changes then says what is wrong with it)."""
+    try:
+        with store.open_register() as register:
+            return register.meta.last_seq
+    except Exception:
+        return None
+
+
+def _record_pages_kept(run: dict, store: SnapshotStore, from_seq: int | None) -> None:
+    """What a stopped change-feed run leaves: the pages applied before the
+    stop are committed, each whole, so IT is told how far it came."""
+    if from_seq is None:
+        return
+    with store.open_register() as register:
+        meta = register.meta
+    run.update(generation=meta.generation, records=None, as_of=meta.as_of.isoformat(),
+               detail={"from_seq": from_seq, "last_seq": meta.last_seq})
+    run["kept"] = (f"the pages applied before it are kept (seq {from_seq:,} → {meta.last_seq:,}) "
+                   "and the next run applies the rest")
 
 
 def rollback_snapshot(config: Config, generation: int, reason: str, actor: str) -> int | None:
@@ -391,7 +423,9 @@ def _recorded_run(config: Config, store: SnapshotStore, kind: str, detail: dict,
                 detail["gate"] = exc.gate
             raise
         except KeyboardInterrupt as exc:
-            error = stopped_reason(exc)
+            error = STOPPED.format(how=_how(exc), kept=run.get("kept") or _nothing_kept(store))
+            if isinstance(exc, SyncStopped):
+                exc.reason = error
             raise
         except BaseException as exc:
             error = str(exc) if isinstance(exc, EXPECTED_FAILURES) else f"{type(exc).__name__}: {exc}"
@@ -422,6 +456,7 @@ class SyncStopped(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signum)
         self.signum = signum
+        self.reason: str | None = None  # what the run's record says it left (_recorded_run)
 
     @property
     def how(self) -> str:
@@ -450,8 +485,19 @@ class StopRequest(threading.Event):
             raise SyncStopped(self.signum)
 
 
+def _how(exc: KeyboardInterrupt) -> str:
+    return exc.how if isinstance(exc, SyncStopped) else "Ctrl-C (SIGINT)"
+
+
+def _nothing_kept(store: SnapshotStore) -> str:
+    serving = store.current_if_readable()
+    where = f"generation {serving} kept serving" if serving is not None else "no generation is loaded yet"
+    return f"nothing half-done was kept and {where}"
+
+
 def stopped_reason(exc: KeyboardInterrupt) -> str:
-    return STOPPED.format(how=exc.how if isinstance(exc, SyncStopped) else "Ctrl-C (SIGINT)")
+    """What a stopped run left, as its record says it (_recorded_run)."""
+    return getattr(exc, "reason", None) or STOPPED.format(how=_how(exc), kept="nothing half-done was kept")
 
 
 def _close_interrupted_runs(ops, own_run_id: int) -> None:

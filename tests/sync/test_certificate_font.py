@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
+import signal
 
 from fontTools.ttLib import TTFont
 
-from fallback.mirror.syncing import certificate_font_due, prepare_certificate_font, run_full_sync
+from fallback.mirror.syncing import StopRequest, certificate_font_due, prepare_certificate_font, run_full_sync
 from fallback.worker import certificate_font_job
 from printing.glyphs import UNION_INDEX
 from tests.sync.conftest import assert_serving, run_sonae, sync_runs
@@ -50,7 +50,14 @@ def test_the_worker_prepares_the_font_after_a_load_by_hand(config, store, tmp_pa
     assert loaded.returncode == 0, loaded.stderr
     assert not (config.home / "font-cache").exists()  # the load itself does not wait for the font
     assert certificate_font_due(config) == (1, 1)
-    certificate_font_job(config, threading.Event())
+    # A stopping worker (SIGTERM) does not read the register to its end
+    # first: a minute at 4M, past systemd's patience. The font stays due.
+    stopping = StopRequest()
+    stopping.request(signal.SIGTERM)
+    certificate_font_job(config, stopping)
+    assert certificate_font_due(config) == (1, 1) and not (config.home / "font-cache").exists()
+    certificate_font_job(config, StopRequest())
+    assert certificate_font_due(config) is None
     clusters, font = _union(config)
     # 髙 comes from the test population's surname 髙橋; the others from the
     # name, the 転出先 and the 方書 of single residents.

@@ -104,7 +104,7 @@ def test_a_full_load_stopped_by_a_signal_says_so_and_is_recorded_as_stopped(conf
         time.sleep(0.01)
     out, err = process.communicate(timeout=60)
     assert process.returncode == status, (out, err)
-    reason = rf"stopped by {how} before finishing; nothing half-done was kept and the current generation kept serving"
+    reason = rf"stopped by {how} before finishing; nothing half-done was kept and generation {before} kept serving"
     assert re.fullmatch(rf"Error: {reason}; rerun when ready\n", err)
     assert "Traceback" not in err and "Aborted" not in err
     assert _assert_intact(store, {before}) == before
