@@ -21,10 +21,12 @@ IPAmj itself (about a third of a second; still correct, just slower).
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 import threading
 import unicodedata
@@ -269,7 +271,9 @@ def rare_glyph_fonts(cache_dir: Path | None) -> RareGlyphFonts:
 
 @lru_cache(maxsize=1)
 def _process_cache_dir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="sonae-rare-glyphs-"))
+    directory = Path(tempfile.mkdtemp(prefix="sonae-rare-glyphs-"))
+    atexit.register(shutil.rmtree, directory, ignore_errors=True)  # a server's papers would leave one behind each run
+    return directory
 
 
 def prepare_rare_glyph_font(texts: Iterable[str], cache_dir: str | os.PathLike) -> Path | None:

@@ -17,9 +17,11 @@ import base64
 import html
 import io
 import re
+import sys
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from html.parser import HTMLParser
 from itertools import takewhile
 from pathlib import Path
 
@@ -42,7 +44,7 @@ from printing.content import (
     Sheet,
     printed_content,
 )
-from printing.glyphs import ipamj_has, rare_clusters, rare_glyph_fonts, split_glyph_runs
+from printing.glyphs import ipamj_has, is_variation_selector, rare_clusters, rare_glyph_fonts, split_glyph_runs
 from printing.model import PEOPLE_PER_RENKETSU_SHEET, Certificate, CertificateError
 from printing.pattern import page_background_css
 from printing.signing import Field, SignedPage, sign_page
@@ -104,7 +106,52 @@ def html_to_pdf(html: str, *, pdf_variant: str | None = None, pages: int | None 
         return LaidOut(document.write_pdf(pdf_variant=pdf_variant), len(document.pages))
 
 
-_TEXT_BETWEEN_TAGS = re.compile(r">([^<]+)<")
+# Elements whose content is not text the page shows as such: the document's
+# title (PDF metadata), style sheets, scripts, a form field's raw value.
+_NOT_SHOWN_AS_TEXT = frozenset({"title", "style", "script", "textarea"})
+# A variation selector written as a character reference (&#xE0109;) still
+# makes a sequence with the character before it.
+_NUMERIC_REFERENCE = re.compile(r"&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));")
+
+
+def _selector_written_out(reference: re.Match) -> str:
+    code = int(reference.group(1), 16) if reference.group(1) else int(reference.group(2))
+    return chr(code) if code <= sys.maxunicode and is_variation_selector(chr(code)) else reference.group(0)
+
+
+class _ShownText(HTMLParser):
+    """Where the text a page shows lies in its HTML source: the (start, end)
+    of each run of character data outside the elements above, and where
+    </head> begins (None without one). Tags, attributes and comments are
+    never text, whatever they contain."""
+
+    def __init__(self, source: str):
+        super().__init__(convert_charrefs=False)  # data arrives as its source text, offsets intact
+        self._line_starts = [0, *(match.end() for match in re.finditer("\n", source))]
+        self._inside: list[str] = []
+        self.spans: list[tuple[int, int]] = []
+        self.head_end: int | None = None
+        self.feed(source)
+        self.close()
+
+    def _offset(self) -> int:
+        line, column = self.getpos()
+        return self._line_starts[line - 1] + column
+
+    def handle_starttag(self, tag, attrs):
+        if tag in _NOT_SHOWN_AS_TEXT:
+            self._inside.append(tag)
+
+    def handle_endtag(self, tag):
+        if tag in self._inside:
+            del self._inside[len(self._inside) - 1 - self._inside[::-1].index(tag):]
+        if tag == "head" and self.head_end is None:
+            self.head_end = self._offset()
+
+    def handle_data(self, data):
+        if not self._inside:
+            start = self._offset()
+            self.spans.append((start, start + len(data)))
 
 
 def with_rare_glyphs(document: str, font_cache_dir: Path | None = None) -> str:
@@ -116,20 +163,26 @@ def with_rare_glyphs(document: str, font_cache_dir: Path | None = None) -> str:
     certificate, which refuses one, a paper with a character IPAmj明朝 does
     not have either (an emoji in a reason typed by staff) prints it as
     WeasyPrint's font fallback can."""
-    clusters = frozenset(cluster for cluster in rare_clusters(match.group(1) for match in _TEXT_BETWEEN_TAGS.finditer(document))
-                         if ipamj_has(cluster))
+    document = _NUMERIC_REFERENCE.sub(_selector_written_out, document)
+    shown = _ShownText(document)
+    clusters = frozenset(cluster for cluster in rare_clusters(document[start:end] for start, end in shown.spans) if ipamj_has(cluster))
     if not clusters:
         return document
     font_path = rare_glyph_fonts(font_cache_dir).font_for(clusters)
-
-    def marked(match: re.Match) -> str:
-        runs = split_glyph_runs(match.group(1))
-        return ">" + "".join(f'<span class="mj">{run}</span>' if rare else run for run, rare in runs) + "<"
-
     style = (f'<style>@font-face {{ font-family: "SonaeRareGlyphs"; src: url("{font_path.as_uri()}"); }}\n'
              '.mj { font-family: "SonaeRareGlyphs"; }</style>')
-    marked_document = _TEXT_BETWEEN_TAGS.sub(marked, document)
-    return marked_document.replace("</head>", style + "</head>", 1) if "</head>" in marked_document else style + marked_document
+    # The style goes before </head>, or without one at the end: WeasyPrint
+    # applies a style element wherever it stands.
+    style_at = len(document) if shown.head_end is None else shown.head_end
+    edits = [(start, end, "".join(f'<span class="mj">{run}</span>' if rare else run for run, rare in split_glyph_runs(document[start:end])))
+             for start, end in shown.spans]
+    edits.append((style_at, style_at, style))
+    pieces, done = [], 0
+    for start, end, replacement in sorted(edits, key=lambda edit: edit[0]):
+        pieces += [document[done:start], replacement]
+        done = end
+    pieces.append(document[done:])
+    return "".join(pieces)
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ IPAmj明朝, checked on the rendered page images and the embedded fonts."""
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from fontTools.ttLib import TTFont
@@ -120,3 +122,36 @@ def test_a_paper_other_than_a_certificate_prints_rare_glyphs_from_ipamj_too(tmp_
     with_emoji = with_rare_glyphs(page(f"葛{IVS}城 \U0001F600"))
     assert f"葛{IVS}城" in compact(pdf_text(html_to_pdf(with_emoji).pdf))
     assert with_rare_glyphs(page("\U0001F600")) == page("\U0001F600")
+
+
+def test_rare_glyphs_are_marked_in_the_text_a_paper_shows_and_nowhere_else():
+    # Found by an outside attack on the first version, which marked any
+    # text between ">" and "<": the PDF's title, a style sheet and a form
+    # field then printed "<span …>", and a ">" inside an attribute broke it.
+    name = f"渡邊{chr(0xE0109)}"
+    marked = f'渡<span class="mj">邊{chr(0xE0109)}</span>'
+    document = ("<!DOCTYPE html><html><HEAD><meta charset='utf-8'>"
+                f"<title>{name}</title><style>p::after {{ content: '{name}'; }}</style><script>var n = '{name}</head>';</script>"
+                f'</HEAD><body><!-- {name} --><p title="a>{name}">本文{name}</p><textarea>{name}</textarea>'
+                "<p>渡邊&#xE0109;</p><p>渡邊&#917769;</p><p>&#x41;&#65;</p></body></html>")
+    out = with_rare_glyphs(document)
+    head, body = out.split("</HEAD>")
+    assert head.startswith(f"<!DOCTYPE html><html><HEAD><meta charset='utf-8'><title>{name}</title><style>p::after {{ content: '{name}'; }}</style>"
+                           f"<script>var n = '{name}</head>';</script><style>@font-face")  # the style before the real </head>
+    assert body.startswith(f'<body><!-- {name} --><p title="a>{name}">本文{marked}</p><textarea>{name}</textarea>')
+    # a selector written as a character reference makes its sequence too
+    assert body.endswith(f"<p>{marked}</p><p>{marked}</p><p>&#x41;&#65;</p></body></html>")
+    headless = with_rare_glyphs(f"<!DOCTYPE html><p>{name}</p>")
+    assert headless.startswith(f"<!DOCTYPE html><p>{marked}</p><style>@font-face"), "the doctype stays first"
+
+
+def test_a_process_without_a_font_cache_of_its_own_leaves_no_fonts_behind():
+    # fallback.paper renders outside any configuration (a command, a
+    # worker job): its fonts go to a temporary directory, removed when the
+    # process ends rather than left in /tmp by every run of a server.
+    script = ("from printing.glyphs import rare_glyph_fonts\n"
+              f"path = rare_glyph_fonts(None).font_for(frozenset({{'葛{IVS}'}}))\n"
+              "print(path.parent)\n")
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    directory = Path(ran.stdout.strip())
+    assert directory.name.startswith("sonae-rare-glyphs-") and not directory.exists()
