@@ -116,6 +116,9 @@ def _lock_holders(path: Path) -> list[int]:
 @contextlib.contextmanager
 def _services_lock(config: Config, mode: int) -> Iterator[bool]:
     """Yields whether the lock under SONAE_HOME was taken in `mode` (never waits)."""
+    if not config.home.is_dir():
+        raise click.ClickException(f"{config.home} (SONAE_HOME) is not a folder; create it for the user the services run as, "
+                                   "or point SONAE_HOME at the appliance's folder")
     fd = os.open(config.home / SERVICES_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:

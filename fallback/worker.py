@@ -93,6 +93,8 @@ def _retrying(config: Config, stopping: threading.Event, action: Callable[[], T]
 
 
 def full_sync_job(config: Config, stopping: StopRequest) -> None:
+    if stopping.is_set():  # due in the moment between the signal and the scheduler's shutdown
+        return
     try:
         result = _retrying(config, stopping, lambda: run_full_sync(config, stop_if_asked=stopping.stop_if_asked), "full export")
         log.info("full export: generation %d is current (%d residents, %d seals, as of %s)", result.generation, result.residents, result.seals, result.as_of)
@@ -103,6 +105,8 @@ def full_sync_job(config: Config, stopping: StopRequest) -> None:
 
 
 def changes_job(config: Config, stopping: StopRequest) -> None:
+    if stopping.is_set():  # as in full_sync_job
+        return
     if snapshot_store(config).writer_active():
         log.info("another sync is running (the nightly full export?); this change-feed turn is skipped")
         return
@@ -125,6 +129,8 @@ def changes_job(config: Config, stopping: StopRequest) -> None:
 
 
 def certificate_font_job(config: Config, stopping: StopRequest) -> None:
+    if stopping.is_set():  # as in full_sync_job
+        return
     try:
         figures = prepare_certificate_font(config, stopping.stop_if_asked)
     except EXPECTED_FAILURES as exc:

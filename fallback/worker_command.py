@@ -36,11 +36,15 @@ def worker(list_jobs):
     sync.changes_interval_s. Stopping ends a running sync at its next step
     (recorded as stopped), then the worker exits."""
     from fallback.mirror.syncing import StopRequest
+
+    stopping = StopRequest()
+    if not list_jobs:
+        # At once: a signal while the worker starts stops it as cleanly.
+        _stop_on_signals(stopping)
     from fallback.worker import build_scheduler
 
     config = service_config()
     refuse_an_unreadable_token(config)
-    stopping = StopRequest()
     if list_jobs:
         scheduler = build_scheduler(config, stopping)
         scheduler.start(paused=True)  # next run times are computed on start
@@ -56,22 +60,26 @@ def worker(list_jobs):
 
         reclaim_leftovers(config)  # a killed load's gen-N.tmp may be the size of a generation
         scheduler = build_scheduler(config, stopping)
-
-        def stop(signum, frame):
-            stopping.request(signum)
-            # The ones after it change nothing — the first is being carried
-            # out — to the process's end, when this handler is gone too.
-            for stop_signal in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(stop_signal, signal.SIG_IGN)
-
-        signal.signal(signal.SIGTERM, stop)
-        signal.signal(signal.SIGINT, stop)
-        click.echo("sonae worker: started; stop with SIGTERM or Ctrl-C", err=True)
-        scheduler.start()
-        # Polled rather than waited for: a handler that set an event the
-        # main thread is waiting on could meet that event's lock held.
-        while stopping.signum is None:
-            time.sleep(0.2)
-        click.echo(f"sonae worker: {signal.Signals(stopping.signum).name}; stopping (a running sync stops at its next step)", err=True)
-        scheduler.shutdown(wait=True)
+        if stopping.signum is None:
+            click.echo("sonae worker: started; stop with SIGTERM or Ctrl-C", err=True)
+            scheduler.start()
+            # Polled rather than waited for: a handler that set an event the
+            # main thread is waiting on could meet that event's lock held.
+            while stopping.signum is None:
+                time.sleep(0.2)
+            click.echo(f"sonae worker: {signal.Signals(stopping.signum).name}; stopping (a running sync stops at its next step)", err=True)
+            scheduler.shutdown(wait=True)
     click.echo("sonae worker: stopped", err=True)
+
+
+def _stop_on_signals(stopping) -> None:
+    """SIGTERM and Ctrl-C request the stop; the ones after the first change
+    nothing — it is being carried out — to the process's end, when this
+    handler is gone too."""
+    def stop(signum, frame):
+        stopping.request(signum)
+        for stop_signal in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(stop_signal, signal.SIG_IGN)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)

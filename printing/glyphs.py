@@ -131,11 +131,12 @@ def rare_clusters(texts: Iterable[str]) -> frozenset[str]:
     for text in texts:
         for run, rare in split_glyph_runs(text):
             if rare:
-                found.update(_clusters_of(run))
+                found.update(clusters_of(run))
     return frozenset(found)
 
 
-def _clusters_of(run: str) -> list[str]:
+def clusters_of(run: str) -> list[str]:
+    """A run's characters, each with the variation selectors after it."""
     clusters: list[str] = []
     for char in run:
         if clusters and is_variation_selector(char):

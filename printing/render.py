@@ -44,7 +44,7 @@ from printing.content import (
     Sheet,
     printed_content,
 )
-from printing.glyphs import ipamj_has, is_variation_selector, rare_clusters, rare_glyph_fonts, split_glyph_runs
+from printing.glyphs import clusters_of, ipamj_has, is_variation_selector, rare_clusters, rare_glyph_fonts, split_glyph_runs
 from printing.model import PEOPLE_PER_RENKETSU_SHEET, Certificate, CertificateError
 from printing.pattern import page_background_css
 from printing.signing import Field, SignedPage, sign_page
@@ -106,52 +106,70 @@ def html_to_pdf(html: str, *, pdf_variant: str | None = None, pages: int | None 
         return LaidOut(document.write_pdf(pdf_variant=pdf_variant), len(document.pages))
 
 
-# Elements whose content is not text the page shows as such: the document's
-# title (PDF metadata), style sheets, scripts, a form field's raw value.
-_NOT_SHOWN_AS_TEXT = frozenset({"title", "style", "script", "textarea"})
-# A variation selector written as a character reference (&#xE0109;) still
-# makes a sequence with the character before it.
-_NUMERIC_REFERENCE = re.compile(r"&#(?:[xX]([0-9a-fA-F]{1,6})|([0-9]{1,7}));")
+# Elements whose content is not text the page shows as HTML text: the
+# document's title (PDF metadata), style sheets and scripts, raw text
+# (a form field's value, <xmp>, <plaintext>, frames' fallbacks), and
+# foreign content (SVG, MathML), where a <span> would end the drawing.
+_NOT_SHOWN_AS_TEXT = frozenset({"title", "style", "script", "textarea", "xmp", "plaintext", "iframe", "noembed", "noframes", "svg", "math"})
+_NUMERIC_REFERENCE = re.compile(r"&#(?:[xX]([0-9a-fA-F]+)|([0-9]+));")
 
 
 def _selector_written_out(reference: re.Match) -> str:
+    """A variation selector written as a character reference (&#xE0109;)
+    as the character itself, which makes a sequence with the one before it."""
     code = int(reference.group(1), 16) if reference.group(1) else int(reference.group(2))
     return chr(code) if code <= sys.maxunicode and is_variation_selector(chr(code)) else reference.group(0)
 
 
 class _ShownText(HTMLParser):
     """Where the text a page shows lies in its HTML source: the (start, end)
-    of each run of character data outside the elements above, and where
-    </head> begins (None without one). Tags, attributes and comments are
-    never text, whatever they contain."""
+    of each stretch of character data and character references outside the
+    elements above, and where the real </head> begins (None without one).
+    Tags, attributes, comments and declarations are never text. Each event's
+    source runs from where it starts to where the next one does."""
 
     def __init__(self, source: str):
-        super().__init__(convert_charrefs=False)  # data arrives as its source text, offsets intact
+        super().__init__(convert_charrefs=False)  # data and references arrive as their source, offsets intact
         self._line_starts = [0, *(match.end() for match in re.finditer("\n", source))]
         self._inside: list[str] = []
+        self._open: int | None = None  # where the stretch of shown text being read began
         self.spans: list[tuple[int, int]] = []
         self.head_end: int | None = None
         self.feed(source)
         self.close()
+        self._event(shown=False, at=len(source))
 
-    def _offset(self) -> int:
-        line, column = self.getpos()
-        return self._line_starts[line - 1] + column
+    def _event(self, *, shown: bool, at: int | None = None) -> None:
+        if at is None:
+            line, column = self.getpos()
+            at = self._line_starts[line - 1] + column
+        if self._open is not None and not shown:
+            self.spans.append((self._open, at))
+            self._open = None
+        elif self._open is None and shown:
+            self._open = at
+
+    def _text(self, *_) -> None:
+        self._event(shown=not self._inside)
+
+    def _markup(self, *_) -> None:
+        self._event(shown=False)
+
+    handle_data = handle_charref = handle_entityref = _text
+    handle_startendtag = handle_comment = handle_decl = handle_pi = unknown_decl = _markup
 
     def handle_starttag(self, tag, attrs):
+        self._markup()
         if tag in _NOT_SHOWN_AS_TEXT:
             self._inside.append(tag)
 
     def handle_endtag(self, tag):
+        self._markup()
         if tag in self._inside:
             del self._inside[len(self._inside) - 1 - self._inside[::-1].index(tag):]
-        if tag == "head" and self.head_end is None:
-            self.head_end = self._offset()
-
-    def handle_data(self, data):
-        if not self._inside:
-            start = self._offset()
-            self.spans.append((start, start + len(data)))
+        elif tag == "head" and not self._inside and self.head_end is None:
+            line, column = self.getpos()
+            self.head_end = self._line_starts[line - 1] + column
 
 
 def with_rare_glyphs(document: str, font_cache_dir: Path | None = None) -> str:
@@ -159,23 +177,28 @@ def with_rare_glyphs(document: str, font_cache_dir: Path | None = None) -> str:
     which does this itself) whose rare glyphs — 外字 and IVS sequences in
     names, which IPAex does not have or would print in their common form —
     are routed to an IPAmj明朝 subset of exactly those glyphs, as on a
-    certificate. A page without any is returned unchanged. Unlike a
-    certificate, which refuses one, a paper with a character IPAmj明朝 does
-    not have either (an emoji in a reason typed by staff) prints it as
+    certificate. Only the shown text changes, by <span class="mj"> around
+    them, and one <style> is added; a page without any is returned
+    unchanged. Unlike a certificate, which refuses one, a paper with a
+    character IPAmj明朝 does not have (an emoji typed by staff) prints it as
     WeasyPrint's font fallback can."""
-    document = _NUMERIC_REFERENCE.sub(_selector_written_out, document)
     shown = _ShownText(document)
-    clusters = frozenset(cluster for cluster in rare_clusters(document[start:end] for start, end in shown.spans) if ipamj_has(cluster))
+    texts = {(start, end): _NUMERIC_REFERENCE.sub(_selector_written_out, document[start:end]) for start, end in shown.spans}
+    clusters = frozenset(cluster for cluster in rare_clusters(texts.values()) if ipamj_has(cluster))
     if not clusters:
         return document
     font_path = rare_glyph_fonts(font_cache_dir).font_for(clusters)
     style = (f'<style>@font-face {{ font-family: "SonaeRareGlyphs"; src: url("{font_path.as_uri()}"); }}\n'
              '.mj { font-family: "SonaeRareGlyphs"; }</style>')
+
+    def marked(text: str) -> str:
+        return "".join(f'<span class="mj">{run}</span>' if rare and clusters.intersection(clusters_of(run)) else run
+                       for run, rare in split_glyph_runs(text))
+
     # The style goes before </head>, or without one at the end: WeasyPrint
     # applies a style element wherever it stands.
     style_at = len(document) if shown.head_end is None else shown.head_end
-    edits = [(start, end, "".join(f'<span class="mj">{run}</span>' if rare else run for run, rare in split_glyph_runs(document[start:end])))
-             for start, end in shown.spans]
+    edits = [(start, end, marked(text)) for (start, end), text in texts.items() if clusters.intersection(rare_clusters((text,)))]
     edits.append((style_at, style_at, style))
     pieces, done = [], 0
     for start, end, replacement in sorted(edits, key=lambda edit: edit[0]):

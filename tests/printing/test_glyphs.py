@@ -143,6 +143,15 @@ def test_rare_glyphs_are_marked_in_the_text_a_paper_shows_and_nowhere_else():
     assert body.endswith(f"<p>{marked}</p><p>{marked}</p><p>&#x41;&#65;</p></body></html>")
     headless = with_rare_glyphs(f"<!DOCTYPE html><p>{name}</p>")
     assert headless.startswith(f"<!DOCTYPE html><p>{marked}</p><style>@font-face"), "the doctype stays first"
+    # ... and a second attack: raw text and foreign content, a title holding
+    # "</head>", a byte-order mark, references outside the shown text.
+    untouched = (f"<xmp>{name}</xmp><svg><text>{name}</text></svg><math><mi>{name}</mi></math>"
+                 f"<p title='&#xE0109;'>\ufeff\u200d</p><!-- &#xE0109; --><p>a&#xFE00;</p>")
+    page = f"\ufeff<!DOCTYPE html><html><head><title>a</head>b</title></head><body>{untouched}<p>渡邊&#x000E0109;</p></body></html>"
+    out = with_rare_glyphs(page)
+    assert out.startswith("\ufeff<!DOCTYPE html><html><head><title>a</head>b</title><style>@font-face")
+    assert out.endswith(f"</style></head><body>{untouched}<p>{marked}</p></body></html>")
+    assert with_rare_glyphs(f"<html><body>{untouched}</body></html>") == f"<html><body>{untouched}</body></html>"
 
 
 def test_a_process_without_a_font_cache_of_its_own_leaves_no_fonts_behind():

@@ -12,7 +12,7 @@ import pytest
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from fallback.mirror.registry import snapshot_store
-from fallback.mirror.syncing import StopRequest, full_export_due
+from fallback.mirror.syncing import StopRequest, SyncStopped, full_export_due, run_changes
 from fallback.worker import build_scheduler, changes_job, with_retry
 from sync.errors import SyncBusy, UpstreamUnavailable
 from sync.store import LOCK_FILE, LOCK_PATIENCE_S
@@ -219,3 +219,28 @@ def test_the_workers_probe_never_refuses_a_sync_started_by_hand(loaded, store):
     finally:
         releaser.join()
     assert 0.04 < waited < LOCK_PATIENCE_S
+
+
+def test_a_worker_without_its_home_folder_says_so_in_one_line(config, tmp_path):
+    missing = tmp_path / "not-created"
+    result = subprocess.run([SONAE, "worker"], capture_output=True, text=True, timeout=60, env={**os.environ, "SONAE_HOME": str(missing)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().endswith(f"Error: {missing} (SONAE_HOME) is not a folder; create it for the user the services run as, "
+                                          "or point SONAE_HOME at the appliance's folder")
+
+
+def test_a_feed_run_stopped_before_its_first_page_says_none_was_applied(loaded, upstream):
+    upstream.changes = [change(1001, make_resident(100))]
+
+    def stop_at_once():
+        raise SyncStopped(signal.SIGTERM)
+
+    with pytest.raises(SyncStopped):
+        run_changes(reload_config(), stop_if_asked=stop_at_once)
+    last = sync_runs(loaded)[-1]
+    assert last["error"] == "stopped by SIGTERM before finishing; no page was applied (still at seq 1,000); the next run applies them"
+    # and a job due in the moment between a stop and the scheduler's shutdown does not start
+    stopping = StopRequest()
+    stopping.request(signal.SIGTERM)
+    changes_job(reload_config(), stopping)
+    assert sync_runs(loaded)[-1]["id"] == last["id"]
