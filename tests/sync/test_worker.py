@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -134,13 +135,15 @@ def test_a_stopped_worker_stops_its_full_load_at_the_next_step(config, tmp_path,
     finally:
         server.stop()
     assert worker.returncode == 0, err
-    reason = "stopped by SIGTERM before finishing; nothing half-done was kept and no generation is loaded yet"
-    assert f"full export: {reason}" in err
+    # Named after the signal handled first: a SIGINT that arrives while the
+    # SIGTERM is still pending (the interpreter busy in C) is handled first.
+    reason = r"stopped by (SIGTERM|Ctrl-C \(SIGINT\)) before finishing; nothing half-done was kept and no generation is loaded yet"
+    assert re.search(f"full export: {reason}\n", err), err
     assert err.rstrip().endswith("sonae worker: stopped") and "Traceback" not in err
     assert store.current() is None, "the load was stopped, not run to its end"
     assert not [p.name for p in store.directory.iterdir() if p.name.endswith((".tmp", ".deleting"))]
     (run,) = sync_runs(config)
-    assert (run["kind"], run["outcome"], run["error"]) == ("full", "failed", reason) and run["finished_at"] is not None
+    assert (run["kind"], run["outcome"]) == ("full", "failed") and re.fullmatch(reason, run["error"]) and run["finished_at"] is not None
 
 
 def test_a_stop_request_ends_a_change_feed_run_between_pages(loaded, upstream, monkeypatch):
