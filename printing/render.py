@@ -198,7 +198,7 @@ def with_rare_glyphs(document: str, font_cache_dir: Path | None = None) -> str:
     # The style goes before </head>, or without one at the end: WeasyPrint
     # applies a style element wherever it stands.
     style_at = len(document) if shown.head_end is None else shown.head_end
-    edits = [(start, end, marked(text)) for (start, end), text in texts.items() if clusters.intersection(rare_clusters((text,)))]
+    edits = [(start, end, replacement) for (start, end), text in texts.items() if (replacement := marked(text)) != text]
     edits.append((style_at, style_at, style))
     pieces, done = [], 0
     for start, end, replacement in sorted(edits, key=lambda edit: edit[0]):

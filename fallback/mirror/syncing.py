@@ -316,7 +316,7 @@ def _record_pages_kept(run: dict, store: SnapshotStore, from_seq: int | None) ->
         return
     with store.open_register() as register:
         meta = register.meta
-    run.update(generation=meta.generation, records=None, as_of=meta.as_of.isoformat(),
+    run.update(generation=meta.generation, as_of=meta.as_of.isoformat(),
                detail={"from_seq": from_seq, "last_seq": meta.last_seq})
     run["kept"] = (f"the pages applied before it are kept (seq {from_seq:,} → {meta.last_seq:,}) and the next run applies the rest"
                    if meta.last_seq != from_seq else f"no page was applied (still at seq {from_seq:,}); the next run applies them")
