@@ -536,8 +536,10 @@ class SnapshotStore:
                     numbers.append(int(match.group(1)))
             number = max(numbers) + 1
             building = self.directory / f"{generation_name(number)}.tmp"
-            building.mkdir()
             try:
+                # Inside the try: a stop signal the moment after mkdir (a
+                # KeyboardInterrupt between two bytecodes) left it behind.
+                building.mkdir()
                 yield number, building / DB_NAME
             finally:
                 if building.exists():
