@@ -18,8 +18,8 @@ so that a process holds the others back no longer than that; the server
 clears a dead process's slot and wakes the others at once.
 
 A process still starting — or about to be started in place of one that
-ended — counts as holding none, for at most STARTING_S (the server keeps
-its slot fresh until the process reports): otherwise the first one ready
+ended — counts as holding none, for at most STARTING_S from its start (the
+server keeps its slot fresh until the process reports): otherwise the first one ready
 would take every connection queued while the others start, and the
 counters' browsers would keep them there (20 of 20 after a restart or a
 replacement). A connection opened meanwhile waits in the queue for the
@@ -40,7 +40,11 @@ SLOT = struct.Struct("=qd")  # open connections, CLOCK_MONOTONIC when it last lo
 STARTING = -1  # in a slot's connections: the process is starting, counted as holding none
 LOOK_INTERVAL_S = 0.25  # a serving process's loop looks at least this often (its poll timeout)
 STALE_S = 1.0
-STARTING_S = 10.0  # a serving process slower than this to start no longer holds the others back
+# A serving process slower than this to start no longer holds the others
+# back. A start takes about 3 s on an idle box, but over 9 s on a busy one
+# (two cores, three test workers and their browsers: the others then took
+# every connection made meanwhile), as during a nightly load at 4M.
+STARTING_S = 30.0
 
 
 class ConnectionShares:

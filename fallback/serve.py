@@ -267,6 +267,8 @@ class ServingProcesses:
             command += ["--threads", str(self.threads)]
         process = subprocess.Popen(command, pass_fds=(self.sock.fileno(), *self.shares.fds()))
         self.running[process.pid] = (process, time.monotonic(), slot)
+        if slot in self.starting_since:  # its time to get ready counts from now, not from the pause before
+            self.starting_since[slot] = time.monotonic()
         if self.stopping_since is not None:  # told to stop while this one started
             process.send_signal(signal.SIGTERM)
 

@@ -518,6 +518,23 @@ def test_only_a_replacement_for_a_process_that_served_holds_connections_back(sup
     assert 0 in supervisor.starting_since and supervisor.shares.counts()[0] == 0
 
 
+def test_a_replacement_has_its_whole_time_to_get_ready_counted_from_its_start(supervisor):
+    """The pause before a replacement starts does not eat into the time it
+    holds the others back while it gets ready (on a busy box a start took
+    most of the time, and the others took every connection made meanwhile)."""
+    supervisor._replace(2, -9, time.monotonic() - 600, 0, was_serving=True)
+    supervisor.starting_since[0] -= ServingProcesses.RESTART_PAUSE_S  # the pause has passed
+    before = time.monotonic()
+    supervisor.start_one(0)
+    try:
+        assert supervisor.starting_since[0] >= before
+    finally:
+        for process, _, slot in list(supervisor.running.values()):
+            if slot == 0:
+                process.kill()
+                process.wait()
+
+
 @pytest.mark.parametrize(("limit", "processes", "each"), [(1000, 2, 499), (1000, 1, 998), (10, 64, 1), (10, 3, 3)])
 def test_each_serving_process_takes_its_share_of_the_connection_limit(limit, processes, each):
     # waitress counts its listening socket, its wake pipe and the eventfd among the connections
