@@ -38,20 +38,35 @@ def worker(list_jobs):
     from fallback.mirror.syncing import StopRequest
 
     stopping = StopRequest()
-    if not list_jobs:
-        # At once: a signal while the worker starts stops it as cleanly.
-        _stop_on_signals(stopping)
+    if list_jobs:
+        _list_jobs(stopping)
+        return
+    # At once: a signal while the worker starts stops it as cleanly.
+    _stop_on_signals(stopping)
+    try:
+        _run_jobs(stopping)
+    finally:
+        _ignore_further_stops()
+    click.echo("sonae worker: stopped", err=True)
+
+
+def _list_jobs(stopping) -> None:
     from fallback.worker import build_scheduler
 
     config = service_config()
     refuse_an_unreadable_token(config)
-    if list_jobs:
-        scheduler = build_scheduler(config, stopping)
-        scheduler.start(paused=True)  # next run times are computed on start
-        for job in scheduler.get_jobs():
-            click.echo(f"{job.id:<16} next {job.next_run_time:%Y-%m-%d %H:%M:%S %Z}  {job.trigger}")
-        scheduler.shutdown(wait=False)
-        return
+    scheduler = build_scheduler(config, stopping)
+    scheduler.start(paused=True)  # next run times are computed on start
+    for job in scheduler.get_jobs():
+        click.echo(f"{job.id:<16} next {job.next_run_time:%Y-%m-%d %H:%M:%S %Z}  {job.trigger}")
+    scheduler.shutdown(wait=False)
+
+
+def _run_jobs(stopping) -> None:
+    from fallback.worker import build_scheduler
+
+    config = service_config()
+    refuse_an_unreadable_token(config)
     with service_running(config):
         claim_serial_ranges(config)  # a box that is not itself in ops.db runs nothing
         configure_logging()
@@ -69,17 +84,27 @@ def worker(list_jobs):
                 time.sleep(0.2)
             click.echo(f"sonae worker: {signal.Signals(stopping.signum).name}; stopping (a running sync stops at its next step)", err=True)
             scheduler.shutdown(wait=True)
-    click.echo("sonae worker: stopped", err=True)
 
 
 def _stop_on_signals(stopping) -> None:
     """SIGTERM and Ctrl-C request the stop; the ones after the first change
-    nothing — it is being carried out — to the process's end, when this
-    handler is gone too."""
+    nothing: it is being carried out."""
+    # The handler stays for the later ones rather than setting SIG_IGN from
+    # within: a signal already pending when it did so (a SIGTERM behind a
+    # SIGINT, handled in number order) met SIG_IGN, and CPython printed
+    # "Signal 15 ignored due to race condition" with a traceback.
     def stop(signum, frame):
-        stopping.request(signum)
-        for stop_signal in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(stop_signal, signal.SIG_IGN)
+        if stopping.signum is None:
+            stopping.request(signum)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+
+
+def _ignore_further_stops() -> None:
+    """From here to the process's end: as the interpreter finalises it puts
+    back the default action for its handlers, and a late Ctrl-C would then
+    kill a worker that has already stopped cleanly. (signal.signal runs the
+    handler for any signal already pending before it changes it.)"""
+    for stop_signal in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(stop_signal, signal.SIG_IGN)

@@ -2,7 +2,7 @@
 
 `sync` is a library taking explicit arguments; this module reads the
 configuration, calls it, and records every run in the operational database
-(`sync_runs`: start, end, outcome ok / refused / failed, figures, the
+(`sync_runs`: start, end, outcome ok / refused / failed / stopped, figures, the
 reason) and in the audit log where a person took a decision (an override
 flag, a rollback). Runs never overlap: the snapshot directory's write lock
 is held for the whole run, so a second `sonae sync …` is refused with a
@@ -423,6 +423,7 @@ def _recorded_run(config: Config, store: SnapshotStore, kind: str, detail: dict,
                 detail["gate"] = exc.gate
             raise
         except KeyboardInterrupt as exc:
+            outcome = "stopped"
             error = STOPPED.format(how=_how(exc), kept=run.get("kept") or _nothing_kept(store))
             if isinstance(exc, SyncStopped):
                 exc.reason = error

@@ -20,7 +20,9 @@ from sync.register import SnapshotMeta, connect_snapshot
 
 SYNC_RUN_COLUMNS = ("id", "kind", "started_at", "finished_at", "outcome", "generation", "records", "bytes", "as_of", "error")
 FULL, CHANGES = "full", "changes"
-FAILED_OUTCOMES = ("failed", "refused")
+# A run stopped by an operator (`systemctl stop`, Ctrl-C) did not finish either:
+# the morning report lists it beside the failures, under its own name.
+FAILED_OUTCOMES = ("failed", "refused", "stopped")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,8 @@ from sync.errors import SyncError
 
 log = logging.getLogger("sonae.monitoring")
 
-FULL_LOAD_OUTCOMES = {"ok": "成功", "failed": "失敗", "refused": "拒否（データの検査に不合格）", "running": "実行中"}
+FULL_LOAD_OUTCOMES = {"ok": "成功", "failed": "失敗", "refused": "拒否（データの検査に不合格）",
+                      "stopped": "中断（停止の操作による。完了していません）", "running": "実行中"}
 RUN_KINDS = {mirror.FULL: "全件取込", mirror.CHANGES: "差分取込"}
 
 
@@ -119,12 +120,12 @@ def morning_report_text(config: Config, report: dict) -> tuple[str, str]:
         lines.append(f"■ 件数: 住民 {snapshot['residents']:,}人（{_signed(snapshot['residents_change'])}）、"
                      f"印鑑登録 {snapshot['seals']:,}件（{_signed(snapshot['seals_change'])}）")
     if report["problem_runs"]:
-        lines.append(f"■ 拒否・失敗した取込: {len(report['problem_runs'])}件")
+        lines.append(f"■ 拒否・失敗・中断した取込: {len(report['problem_runs'])}件")
         for run in report["problem_runs"][:10]:
             lines.append(f"　- {alerts.format_moment(run['started_at'])} {RUN_KINDS.get(run['kind'], run['kind'])}: "
                          f"{FULL_LOAD_OUTCOMES.get(run['outcome'], run['outcome'])} {(run['error'] or '')[:200]}")
     else:
-        lines.append("■ 拒否・失敗した取込: なし")
+        lines.append("■ 拒否・失敗・中断した取込: なし")
     lines.append(f"■ 昨日（{report['yesterday']}）の上流の可用性（契約の基準 {report['threshold_percent']:g}%）:")
     for row in report["availability"]:
         percent = "計測なし" if row["measured_percent"] is None else f"{row['measured_percent']:.3f}%"

@@ -6,6 +6,7 @@ nothing else."""
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -105,7 +106,8 @@ def _keep_killing(stop: threading.Event, swept: threading.Event) -> None:
     while not stop.is_set():
         children = multiprocessing.active_children()
         for child in children:
-            os.kill(child.pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # it died between the listing and here
+                os.kill(child.pid, signal.SIGKILL)
         if children:
             swept.set()
         time.sleep(0.01)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import signal
 
 import pytest
 
 from fallback.app import create_app
-from fallback.mirror.syncing import run_full_sync
+from fallback.mirror.syncing import SyncStopped, run_full_sync
 from fallback.monitoring import run_alert_cycle, run_morning_report, run_probe_cycle
 from fallback.ops import TOKYO, Transaction, now, open_ops
 from fallback.staff import users
@@ -98,7 +99,7 @@ def test_the_morning_report_is_mailed_and_shown(app, loaded, smtp):
     assert "■ 昨夜の全件取込: 成功" in body
     assert "■ データ時点:" in body and "第1世代" in body
     assert "■ 件数: 住民" in body
-    assert "■ 拒否・失敗した取込: なし" in body
+    assert "■ 拒否・失敗・中断した取込: なし" in body
     assert f"■ 昨日（{yesterday.isoformat()}）の上流の可用性" in body
     assert "住民記録システム: 97.917%（停止 30分0秒" in body  # 23.5 h of 24 h
     assert not [v for v in sensitive_values() if v in body]
@@ -108,6 +109,26 @@ def test_the_morning_report_is_mailed_and_shown(app, loaded, smtp):
     text = text_of(page)
     assert "異常なし" in text and "メールで送信しました" in text
     assert "97.917%" in text
+
+
+def test_a_full_load_stopped_by_an_operator_is_reported_as_stopped_not_failed(app, loaded, tmp_path, smtp):
+    """`systemctl stop sonae-worker` during the nightly load: IT reads that
+    the load did not finish because someone stopped it, not that it failed."""
+    def stop_at_once():
+        raise SyncStopped(signal.SIGTERM)
+
+    with pytest.raises(SyncStopped):
+        run_full_sync(loaded, source_dir=write_export(tmp_path / "next", example_records("residents"), example_records("seals")),
+                      stop_if_asked=stop_at_once)
+    report = run_morning_report(loaded, at=now())
+    assert report["healthy"] is False
+    lines = smtp.messages[0].get_content().splitlines()
+    assert any(line.startswith("■ 昨夜の全件取込: 中断（停止の操作による。完了していません）") for line in lines)
+    problems = lines.index("■ 拒否・失敗・中断した取込: 1件")
+    assert re.fullmatch(r"　- .+ 全件取込: 中断（停止の操作による。完了していません） stopped by SIGTERM before finishing; "
+                        r"nothing half-done was kept and generation 1 kept serving", lines[problems + 1])
+    dashboard = Staff(app, "it1").get("/monitor/").get_data(as_text=True)
+    assert re.search(r'<span class="status-stopped">中断（停止の操作）</span>', dashboard)
 
 
 def test_before_the_first_report_the_page_shows_a_preview(app):

@@ -110,7 +110,7 @@ def test_a_full_load_stopped_by_a_signal_says_so_and_is_recorded_as_stopped(conf
     assert _assert_intact(store, {before}) == before
     assert not list(store.directory.glob("*.tmp"))
     last = sync_runs(config)[-1]
-    assert last["outcome"] == "failed" and last["finished_at"] is not None
+    assert last["outcome"] == "stopped" and last["finished_at"] is not None
     assert re.fullmatch(reason, last["error"])
 
 
@@ -163,7 +163,7 @@ def test_a_stop_request_ends_a_full_load_at_any_of_its_steps(config, store, tmp_
         assert _assert_intact(store, {before}) == before
         assert not [p.name for p in store.directory.iterdir() if p.name.endswith((".tmp", ".deleting"))]
         last = sync_runs(config)[-1]
-        assert (last["outcome"], last["generation"]) == ("failed", None), stop_at
+        assert (last["outcome"], last["generation"]) == ("stopped", None), stop_at
         assert last["error"].startswith("stopped by SIGTERM before finishing")
         assert parsing_processes_of_this_test() == []
 
