@@ -94,11 +94,13 @@ class StopSignals:
         self._committing = True
 
     def _arrived(self, signum, frame) -> None:
+        # The ones after it are ignored here, not by setting SIG_IGN from
+        # within: one already pending then (a SIGTERM behind a Ctrl-C,
+        # handled in number order) met SIG_IGN, and CPython printed "Signal
+        # 15 ignored due to race condition" with a traceback.
+        if self.received is not None:
+            return
         self.received = signum
-        # The ones after it are ignored, to the process's end: even while
-        # the interpreter exits, when its own handlers are gone.
-        for stop_signal in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(stop_signal, signal.SIG_IGN)
         if not self._committing:
             raise SyncStopped(signum)
 
@@ -115,6 +117,13 @@ class StopSignals:
             if self.received is None:
                 for signum, handler in previous.items():
                     signal.signal(signum, handler)
+            else:
+                # To the process's end: as the interpreter exits it puts back
+                # the default action, and a late Ctrl-C would kill the process
+                # while it says why. (signal.signal first runs the handler
+                # for any signal already pending.)
+                for signum in previous:
+                    signal.signal(signum, signal.SIG_IGN)
         if self.received is not None:
             click.echo(f"{signal.Signals(self.received).name} arrived while the new generation was being installed: "
                        "the load was completed first", err=True)
