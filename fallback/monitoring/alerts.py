@@ -261,6 +261,11 @@ def snapshot_conditions(config: Config, facts: mirror.SnapshotFacts | None, at: 
     return conditions
 
 
+# A run stopped by an operator still left the copy as it was: it is alerted
+# too, in its own words, until a run succeeds.
+SYNC_OUTCOME_SENTENCES = {"refused": "拒否されました（データの検査に不合格）", "stopped": "中断されました（停止の操作による）"}
+
+
 def sync_conditions(conn, config: Config, facts: mirror.SnapshotFacts | None, at: dt.datetime, register_down: bool) -> list[Condition]:
     """Failed or refused sync runs, and a change feed that stopped moving.
     While the upstream register is down its failed change pulls and the
@@ -278,7 +283,7 @@ def sync_conditions(conn, config: Config, facts: mirror.SnapshotFacts | None, at
         if register_down and latest.outcome != "refused":
             continue
         streak = len([r for r in mirror.runs_since(conn, first.started_at) if r.kind == kind and r.finished_at])
-        outcome = "拒否されました（データの検査に不合格）" if latest.outcome == "refused" else "失敗しました"
+        outcome = SYNC_OUTCOME_SENTENCES.get(latest.outcome, "失敗しました")
         conditions.append(Condition(
             f"sync.{kind}", WARNING, f"{label}が{outcome}",
             f"{f'{streak}回続けて' if streak > 1 else ''}{outcome}。理由: {mask_record_values(latest.error or '不明')[:300]}"

@@ -7,11 +7,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import shutil
+import signal
 
 import pytest
 
 from fallback import audit, modes
-from fallback.mirror.syncing import run_changes, run_full_sync
+from fallback.mirror.syncing import SyncStopped, run_changes, run_full_sync
 from fallback.monitoring import alerts, run_alert_cycle, run_probe_cycle
 from fallback.ops import open_ops
 from sync.errors import ExportInvalid, UpstreamUnavailable
@@ -152,6 +153,26 @@ def test_a_refused_full_export_is_alerted_without_resident_data(config, webhook,
     assert broken["resident_code"] not in leaving, "…the alert that leaves the box does not"
     assert "1990-02-30" not in leaving
     assert not [v for v in sensitive_values() if v in leaving]
+
+
+def test_a_full_load_stopped_by_an_operator_is_alerted_as_stopped_until_a_load_succeeds(loaded, webhook, tmp_path, clock):
+    """`systemctl stop sonae-worker` mid-load left last night's copy in
+    place: IT hears that the load was stopped, not that it failed, and the
+    alert clears with the next load."""
+    def stop_at_once():
+        raise SyncStopped(signal.SIGTERM)
+
+    export = write_export(tmp_path / "next", example_records("residents"), example_records("seals"))
+    with pytest.raises(SyncStopped):
+        run_full_sync(loaded, source_dir=export, stop_if_asked=stop_at_once)
+    run_alert_cycle(loaded, at=clock.tick())
+    alert = next(b for b in webhook.bodies if b["key"] == "sync.full")
+    assert alert["title"] == "全件取込が中断されました（停止の操作による）"
+    assert "理由: stopped by SIGTERM before finishing; nothing half-done was kept and generation 1 kept serving" in alert["what"]
+
+    run_full_sync(loaded, source_dir=export)
+    run_alert_cycle(loaded, at=clock.tick())
+    assert ("sync.full", "resolved") in webhook.events("sync.")
 
 
 def test_a_failed_change_pull_is_alerted_and_cleared_by_the_next_success(loaded, upstream, webhook, clock):
