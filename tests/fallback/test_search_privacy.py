@@ -5,10 +5,10 @@ flag for a clerk collecting residents, within the flag's window."""
 from __future__ import annotations
 
 import datetime as dt
-import time
 
 from fallback.counter import lookup
 from fallback.ops import open_ops
+from tests.clocks import set_clock_off
 from tests.support import Staff, example_records, text_of
 
 SATO_SUPPORT = "10000000087"
@@ -73,16 +73,21 @@ def test_searches_and_views_count_together_and_only_above_the_threshold(applianc
     assert len(flags(appliance)) == 1  # once per window
 
 
-def test_what_was_seen_before_the_window_does_not_count(appliance, login, downtime):
+# The appliance's clock is moved on between views rather than slept past a
+# window of a second: a busy machine could take that second over two views.
+MINUTE = dt.timedelta(minutes=1)
+
+
+def test_what_was_seen_before_the_window_does_not_count(appliance, login, downtime, monkeypatch):
     clerk = login("clerk1")
     clerk.api("GET", "/api/v1/residents?kana=ヤマダ")
     clerk.api("GET", "/api/v1/residents?kana=タカハシ")
-    time.sleep(1.2)
+    set_clock_off(monkeypatch, 2 * MINUTE)
     clerk.api("GET", "/api/v1/residents?kana=カツラギ")
     conn = open_ops(appliance.config["SONAE"])
-    assert not lookup.flag_bulk_viewing(conn, "clerk1", flag_count=1, window=dt.timedelta(seconds=1), drill=False)  # one in the last second
-    assert lookup.flag_bulk_viewing(conn, "clerk1", flag_count=4, window=dt.timedelta(minutes=1), drill=False)  # five in the minute
-    assert not lookup.flag_bulk_viewing(conn, "clerk1", flag_count=4, window=dt.timedelta(minutes=1), drill=False)  # already flagged
+    assert not lookup.flag_bulk_viewing(conn, "clerk1", flag_count=1, window=MINUTE, drill=False)  # one in the last minute
+    assert lookup.flag_bulk_viewing(conn, "clerk1", flag_count=4, window=5 * MINUTE, drill=False)  # five in the five minutes
+    assert not lookup.flag_bulk_viewing(conn, "clerk1", flag_count=4, window=5 * MINUTE, drill=False)  # already flagged
 
 
 def test_counting_stops_past_the_threshold_and_the_flag_records_every_resident_seen(appliance, downtime, configure_app):
@@ -103,17 +108,17 @@ def test_counting_stops_past_the_threshold_and_the_flag_records_every_resident_s
         conn.close()
 
 
-def test_records_opened_before_the_window_do_not_count_nor_does_an_older_flag(appliance, login, downtime):
+def test_records_opened_before_the_window_do_not_count_nor_does_an_older_flag(appliance, login, downtime, monkeypatch):
     clerk = login("clerk1")
     for code in ("10000000011", "10000000029", "10000000037"):
         clerk.get(f"/counter/resident/{code}")
-    time.sleep(1.2)
+    set_clock_off(monkeypatch, 2 * MINUTE)
     clerk.get("/counter/resident/10000000045")
     conn = open_ops(appliance.config["SONAE"])
-    assert not lookup.flag_bulk_viewing(conn, "clerk1", flag_count=1, window=dt.timedelta(seconds=1), drill=False)  # one in the last second
-    assert lookup.flag_bulk_viewing(conn, "clerk1", flag_count=3, window=dt.timedelta(minutes=1), drill=False)  # four in the minute
-    time.sleep(1.2)
+    assert not lookup.flag_bulk_viewing(conn, "clerk1", flag_count=1, window=MINUTE, drill=False)  # one in the last minute
+    assert lookup.flag_bulk_viewing(conn, "clerk1", flag_count=3, window=5 * MINUTE, drill=False)  # four in the five minutes
+    set_clock_off(monkeypatch, 4 * MINUTE)
     for code in ("10000000053", "10000000061"):
         clerk.get(f"/counter/resident/{code}")
-    # the flag above is older than this window: two opened in the last second is a new flag
-    assert lookup.flag_bulk_viewing(conn, "clerk1", flag_count=1, window=dt.timedelta(seconds=1), drill=False)
+    # the flag above is older than this window: two opened in the last minute is a new flag
+    assert lookup.flag_bulk_viewing(conn, "clerk1", flag_count=1, window=MINUTE, drill=False)

@@ -6,6 +6,7 @@ answer."""
 from __future__ import annotations
 
 import io
+import resource
 import struct
 import time
 import zlib
@@ -51,11 +52,19 @@ def bomb_png(side: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of the tools it ran and waited for: what
+    a check costs the box, which a busy machine does not change (the wall
+    time it took does)."""
+    used = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(usage.ru_utime + usage.ru_stime for usage in used)
+
+
 def refused_quickly(data: bytes, match: str, limits: Limits | None = None) -> None:
-    started = time.monotonic()
+    started = cpu_seconds()
     with pytest.raises(UnreadableFileError, match=match):
         verify_document(data, KEY, limits=limits or Limits())
-    assert time.monotonic() - started < QUICK_S
+    assert cpu_seconds() - started < QUICK_S
 
 
 def test_a_tiny_pdf_with_a_gigantic_page_is_refused_before_rendering():
@@ -122,15 +131,15 @@ def test_a_tool_over_its_memory_limit_fails_with_a_clear_answer(residents, certi
 
 
 def _seconds_to_find_no_code(data: bytes) -> float:
-    """The quicker of two checks of a file holding no code."""
+    """The cheaper of two checks of a file holding no code, in CPU seconds."""
     from printing.verify import QrCodeNotFoundError
 
     times = []
     for _ in range(2):
-        started = time.monotonic()
+        started = cpu_seconds()
         with pytest.raises(QrCodeNotFoundError):
             verify_document(data, KEY)
-        times.append(time.monotonic() - started)
+        times.append(cpu_seconds() - started)
     return min(times)
 
 
