@@ -243,7 +243,8 @@ class ServingProcesses:
     server says so and tries again a minute later."""
 
     RESTART_PAUSE_S = 1.0
-    QUICK_DEATH_S = 10.0  # a process that dies this soon after its start died "at start"
+    # A process that ends before it got ready died "at start" — however long
+    # it took: on a busy box a start takes over 9 s (connection_shares.STARTING_S).
     QUICK_DEATHS_TO_GIVE_UP = 3  # … this many times within
     QUICK_DEATHS_WINDOW_S = 60.0
     RETRY_AFTER_S = 60.0  # after giving up on a slot while others serve
@@ -252,7 +253,7 @@ class ServingProcesses:
         self.sock, self.count, self.threads = sock, count, threads
         self.shares = ConnectionShares.create(count)
         self.stop_timeout_s = stop_timeout_s  # then SIGKILL: a stopped or stuck process must not hold the port
-        self.running: dict[int, tuple[subprocess.Popen, float, int]] = {}  # pid: (the process, when it started, its slot)
+        self.running: dict[int, tuple[subprocess.Popen, int]] = {}  # pid: (the process, its slot)
         self.starts_due: dict[int, float] = {}  # slot: when its next process starts
         self.starting_since: dict[int, float] = {}  # slot: since when it counts as a process starting (ConnectionShares)
         self.stopping_since: float | None = None
@@ -266,7 +267,7 @@ class ServingProcesses:
         if self.threads:
             command += ["--threads", str(self.threads)]
         process = subprocess.Popen(command, pass_fds=(self.sock.fileno(), *self.shares.fds()))
-        self.running[process.pid] = (process, time.monotonic(), slot)
+        self.running[process.pid] = (process, slot)
         if slot in self.starting_since:  # its time to get ready counts from now, not from the pause before
             self.starting_since[slot] = time.monotonic()
         if self.stopping_since is not None:  # told to stop while this one started
@@ -276,7 +277,7 @@ class ServingProcesses:
         if self.stopping_since is None:
             log.info("%s: stopping %d serving process(es)", signal.Signals(signum).name, len(self.running))
             self.stopping_since = time.monotonic()
-        for process, _, _ in list(self.running.values()):  # a signal may come while run() changes it
+        for process, _ in list(self.running.values()):  # a signal may come while run() changes it
             process.send_signal(signal.SIGTERM)
 
     def run(self) -> None:
@@ -288,7 +289,7 @@ class ServingProcesses:
                 self.start_one(slot)
         while self.running or (self.starts_due and self.stopping_since is None):
             now = time.monotonic()
-            for pid, (process, started, slot) in list(self.running.items()):
+            for pid, (process, slot) in list(self.running.items()):
                 if process.poll() is None:
                     continue
                 del self.running[pid]
@@ -296,7 +297,7 @@ class ServingProcesses:
                 was_serving = self.shares.reported(slot)
                 self.shares.clear(slot)
                 if self.stopping_since is None:
-                    self._replace(pid, process.returncode, started, slot, was_serving)
+                    self._replace(pid, process.returncode, slot, was_serving)
             for slot, since in list(self.starting_since.items()):
                 if now - since < STARTING_S:
                     self.shares.keep_starting(slot)
@@ -309,11 +310,11 @@ class ServingProcesses:
             self._kill_the_ones_that_do_not_stop()
             time.sleep(0.1)
 
-    def _replace(self, pid: int, returncode: int, started: float, slot: int, was_serving: bool) -> None:
+    def _replace(self, pid: int, returncode: int, slot: int, was_serving: bool) -> None:
         ended = describe_end(returncode)
         now = time.monotonic()
         self.quick_deaths = [at for at in self.quick_deaths if now - at < self.QUICK_DEATHS_WINDOW_S]
-        died_at_start = now - started < self.QUICK_DEATH_S
+        died_at_start = not was_serving
         if died_at_start:
             self.quick_deaths.append(now)
         if not died_at_start or len(self.quick_deaths) < self.QUICK_DEATHS_TO_GIVE_UP:
@@ -326,7 +327,7 @@ class ServingProcesses:
             if was_serving:
                 self._count_as_starting(slot)
             return
-        serving = sum(self.shares.reported(other) for _, _, other in self.running.values())
+        serving = sum(self.shares.reported(other) for _, other in self.running.values())
         if self.running:
             log.error("serving process %d %s; %d serving processes ended at start within %.0f s: %d other(s) serving and %d "
                       "starting go on, and another is tried in %.0f s (mend the cause: see the lines above)", pid, ended,
@@ -346,7 +347,7 @@ class ServingProcesses:
     def _kill_the_ones_that_do_not_stop(self) -> None:
         if self.stopping_since is None or time.monotonic() - self.stopping_since < self.stop_timeout_s:
             return
-        for pid, (process, _, _) in list(self.running.items()):
+        for pid, (process, _) in list(self.running.items()):
             log.warning("serving process %d did not stop within %g s of SIGTERM: killed", pid, self.stop_timeout_s)
             process.send_signal(signal.SIGKILL)
         self.stopping_since = time.monotonic()  # once per timeout, not at every poll

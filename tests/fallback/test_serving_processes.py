@@ -479,7 +479,7 @@ def supervisor():
     with socket.socket() as sock:
         serving = ServingProcesses(sock, 2, None, stop_timeout_s=5)
         healthy = subprocess.Popen(["sleep", "60"])
-        serving.running[healthy.pid] = (healthy, time.monotonic() - 600, 1)
+        serving.running[healthy.pid] = (healthy, 1)
         try:
             yield serving
         finally:
@@ -490,20 +490,20 @@ def supervisor():
 def test_failed_starts_a_minute_old_do_not_count_against_a_later_death(supervisor):
     now = time.monotonic()
     for _ in range(3):
-        supervisor._replace(1, 1, now - 1, 0, was_serving=False)  # three starts failed: given up on for a minute
+        supervisor._replace(1, 1, 0, was_serving=False)  # three starts failed: given up on for a minute
     assert supervisor.starts_due[0] > now + 30
     supervisor.quick_deaths = [at - 61 for at in supervisor.quick_deaths]  # … a minute ago
     supervisor.starts_due.clear()
-    supervisor._replace(2, -9, now - 300, 0, was_serving=True)  # a healthy process killed now
+    supervisor._replace(2, -9, 0, was_serving=True)  # a healthy process killed now
     assert supervisor.starts_due[0] < now + 5  # replaced at once, not given up on
     assert supervisor.quick_deaths == []
 
 
-def test_a_death_long_after_its_start_never_counts_as_a_failed_start(supervisor):
+def test_the_death_of_a_process_that_had_served_never_counts_as_a_failed_start(supervisor):
     now = time.monotonic()
-    supervisor._replace(1, 1, now - 1, 0, was_serving=False)
-    supervisor._replace(2, 1, now - 1, 0, was_serving=False)
-    supervisor._replace(3, -9, now - 300, 0, was_serving=True)  # the third death, but of a process that ran for minutes
+    supervisor._replace(1, 1, 0, was_serving=False)
+    supervisor._replace(2, 1, 0, was_serving=False)
+    supervisor._replace(3, -9, 0, was_serving=True)  # the third death, but of a process that had served
     assert supervisor.starts_due[0] < now + 5
 
 
@@ -511,10 +511,9 @@ def test_only_a_replacement_for_a_process_that_served_holds_connections_back(sup
     """A replacement for one that never got ready does not count as
     starting: a slot whose starts keep failing slowly would otherwise keep
     the others from taking connections."""
-    now = time.monotonic()
-    supervisor._replace(1, 1, now - 60, 0, was_serving=False)
+    supervisor._replace(1, 1, 0, was_serving=False)
     assert 0 not in supervisor.starting_since and supervisor.shares.counts()[0] is None
-    supervisor._replace(2, -9, now - 600, 0, was_serving=True)
+    supervisor._replace(2, -9, 0, was_serving=True)
     assert 0 in supervisor.starting_since and supervisor.shares.counts()[0] == 0
 
 
@@ -522,14 +521,14 @@ def test_a_replacement_has_its_whole_time_to_get_ready_counted_from_its_start(su
     """The pause before a replacement starts does not eat into the time it
     holds the others back while it gets ready (on a busy box a start took
     most of the time, and the others took every connection made meanwhile)."""
-    supervisor._replace(2, -9, time.monotonic() - 600, 0, was_serving=True)
+    supervisor._replace(2, -9, 0, was_serving=True)
     supervisor.starting_since[0] -= ServingProcesses.RESTART_PAUSE_S  # the pause has passed
     before = time.monotonic()
     supervisor.start_one(0)
     try:
         assert supervisor.starting_since[0] >= before
     finally:
-        for process, _, slot in list(supervisor.running.values()):
+        for process, slot in list(supervisor.running.values()):
             if slot == 0:
                 process.kill()
                 process.wait()
