@@ -40,7 +40,7 @@ class FakeUpstream:
         self.components = {"register": "ok", "juki_net": "ok", "batch": "done"}
         self.health_as_of = lambda: dt.datetime.now(TOKYO)  # what /v1/health says the time is
         self.fault: str | None = None
-        self.timeout_delay_s = 1.5
+        self.timeout_delay_s = 5.0
         self.residents = {r["resident_code"]: r for r in example_records("residents")}
         upstream = self
 
@@ -174,7 +174,7 @@ def configure(sonae_env, monkeypatch, upstream, webhook, smtp):
     base = {
         "SONAE_UPSTREAM_URL": upstream.url,
         "SONAE_UPSTREAM_TOKEN": UPSTREAM_TOKEN,
-        "SONAE_PROBES_TIMEOUT_S": "0.5",
+        "SONAE_PROBES_TIMEOUT_S": "3",  # a busy test machine can stall an answer a second; the timeout fault waits longer (timeout_delay_s)
         "SONAE_ALERTS_WEBHOOK_URL": webhook.url,
         "SONAE_ALERTS_SMTP_HOST": "127.0.0.1",
         "SONAE_ALERTS_SMTP_PORT": str(smtp.port),

@@ -53,7 +53,7 @@ def test_a_healthy_simulator_is_all_up_including_the_synthetic_read(appliance, c
     assert {c: s.status for c, s in statuses.items()} == {"register": "up", "juki_net": "up", "batch": "up", "synthetic": "up"}
 
 
-@pytest.mark.parametrize("fault, options", [("down", {}), ("error5xx", {}), ("slow", {"seconds": 2.0})])
+@pytest.mark.parametrize("fault, options", [("down", {}), ("error5xx", {}), ("slow", {"seconds": 6.0})])  # twice the probes' timeout (tests/monitoring/conftest.py)
 def test_a_full_outage_is_detected_alerted_and_its_recovery_announced(appliance, sim, webhook, smtp, clock, fault, options):
     probe(appliance, clock, 2)
     sim.faults.set(fault, **options)
