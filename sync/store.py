@@ -200,7 +200,9 @@ class VerifyReport:
         return not self.problems
 
 
-LOCK_PATIENCE_S = 0.5  # longer than any probe holds the lock (writer_active), far shorter than a sync
+# Longer than any probe holds the lock (writer_active) even on a busy box,
+# where its instant can last most of a second; far shorter than a sync.
+LOCK_PATIENCE_S = 3.0
 
 
 def _flock_within(fd: int, seconds: float) -> bool:
