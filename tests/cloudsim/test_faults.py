@@ -59,9 +59,9 @@ def test_down_closes_the_port_and_clear_reopens_it(sim):
 
 
 def test_a_fault_with_a_duration_switches_itself_off(sim):
-    set_fault(sim, "down", duration=0.5)
+    set_fault(sim, "down", duration=3)  # long past the answer to this request, even on a busy machine
     assert refuses_connections(sim.contract.port)
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while refuses_connections(sim.contract.port) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert healthy(sim)
@@ -81,14 +81,14 @@ def test_down_cuts_a_download_in_flight(sim):
 
 
 def test_slow_delays_every_request(sim):
-    set_fault(sim, "slow", seconds=0.6)
+    set_fault(sim, "slow", seconds=4)
     started = time.monotonic()
     assert healthy(sim)
-    assert time.monotonic() - started >= 0.6
+    assert time.monotonic() - started >= 4
     clear_fault(sim, "slow")
     started = time.monotonic()
     healthy(sim)
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 4  # an answer a busy machine stalls is still far from the delay
 
 
 def test_error5xx_answers_503_and_health_reports_the_register_down(sim):

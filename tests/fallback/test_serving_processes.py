@@ -134,11 +134,14 @@ def _connections_per_process(port: int, clients: list[socket.socket], server: in
         local_port, remote_port = (int(address.split(":")[1], 16) for address in fields[1:3])
         if local_port == port and remote_port in peers and fields[3] == "01":  # ESTABLISHED
             inodes.add(fields[9])
-    held = []
-    for pid in _serving_children(server):
-        fds = Path(f"/proc/{pid}/fd")
-        held.append(sum(os.readlink(fd).removeprefix("socket:[").removesuffix("]") in inodes for fd in fds.iterdir()))
-    return held
+    return [sum(_socket_inode(fd) in inodes for fd in Path(f"/proc/{pid}/fd").iterdir()) for pid in _serving_children(server)]
+
+
+def _socket_inode(fd: Path) -> str | None:
+    try:
+        return os.readlink(fd).removeprefix("socket:[").removesuffix("]")
+    except FileNotFoundError:
+        return None  # closed since the listing (the render pool starting beside)
 
 
 def _open_connections(port: int) -> int:
