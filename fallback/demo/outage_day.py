@@ -298,7 +298,7 @@ class AlertInbox:
         threading.Thread(target=self._http.serve_forever, daemon=True).start()
         self.webhook_url = f"http://127.0.0.1:{self._http.server_address[1]}/hooks/sonae"
         self.smtp_port = free_ports(1)[0]
-        self._smtp = Controller(Mailbox(), hostname="127.0.0.1", port=self.smtp_port)
+        self._smtp = Controller(Mailbox(), hostname="127.0.0.1", port=self.smtp_port, ready_timeout=60)  # not aiosmtpd's 5 s: a busy box
         self._smtp.start()
 
     def arrived(self, key: str, event: str, since: dt.datetime | None = None) -> tuple[dict, object] | None:

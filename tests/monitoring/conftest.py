@@ -161,7 +161,7 @@ def webhook():
 @pytest.fixture
 def smtp():
     collector = MailCollector()
-    controller = Controller(collector, hostname="127.0.0.1", port=collector.port)
+    controller = Controller(collector, hostname="127.0.0.1", port=collector.port, ready_timeout=60)  # aiosmtpd waits 5 s by default: a busy machine takes longer
     controller.start()
     yield collector
     controller.stop()
