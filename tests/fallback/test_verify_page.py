@@ -196,10 +196,12 @@ def test_uploads_stay_in_memory(appliance):
 
 
 def test_checks_beyond_the_cap_are_told_to_come_back(live_url, issued_pdf, tmp_path):  # noqa: F811
-    # A slow but legitimate-looking file: the certificate's page twenty times.
+    # A slow but legitimate-looking file: the certificate's page six times
+    # (seconds of checking, still well within the check's deadline on a busy
+    # machine, where twenty pages came near it).
     (tmp_path / "one.pdf").write_bytes(issued_pdf)
-    subprocess.run(["pdfunite", *[str(tmp_path / "one.pdf")] * 20, str(tmp_path / "twenty.pdf")], check=True)
-    slow = (tmp_path / "twenty.pdf").read_bytes()
+    subprocess.run(["pdfunite", *[str(tmp_path / "one.pdf")] * 6, str(tmp_path / "six.pdf")], check=True)
+    slow = (tmp_path / "six.pdf").read_bytes()
     session = requests.Session()
     token = session.get(f"{live_url}/api/v1/session").json()["csrf_token"]
 
