@@ -6,8 +6,8 @@ configuration, calls it, and records every run in the operational database
 reason) and in the audit log where a person took a decision (an override
 flag, a rollback). Runs never overlap: the snapshot directory's write lock
 is held for the whole run, so a second `sonae sync …` is refused with a
-clear message and recorded as refused (the worker skips its change-feed
-turn instead). A run cut off by a crash stays 'running' until the next run
+clear message and not recorded, since it never ran (the worker skips its
+change-feed turn instead). A run cut off by a crash stays 'running' until the next run
 marks it failed as interrupted.
 
 After every successful full load — by the worker or by hand — the worker
@@ -404,14 +404,17 @@ def _recorded_run(config: Config, store: SnapshotStore, kind: str, detail: dict,
     run: dict = {"detail": {}}
     detail = {**detail, "pid": os.getpid()}
     try:
-        with Transaction(ops):
-            run_id = ops.execute(
-                "INSERT INTO sync_runs (kind, started_at, outcome, detail) VALUES (?, ?, 'running', ?)",
-                (kind, now_iso(), json.dumps(detail, ensure_ascii=False)),
-            ).lastrowid
-        outcome, error = "failed", None
+        outcome, error, run_id = "failed", None, None
         try:
+            # Recorded once it holds the lock: a run turned away because
+            # another holds it never ran (it is told so), and a record made
+            # before would stand as the latest run over the one that holds it.
             with store.write_lock():
+                with Transaction(ops):
+                    run_id = ops.execute(
+                        "INSERT INTO sync_runs (kind, started_at, outcome, detail) VALUES (?, ?, 'running', ?)",
+                        (kind, now_iso(), json.dumps(detail, ensure_ascii=False)),
+                    ).lastrowid
                 _close_interrupted_runs(ops, run_id)
                 yield run
             outcome = "ok"
@@ -432,18 +435,24 @@ def _recorded_run(config: Config, store: SnapshotStore, kind: str, detail: dict,
             error = str(exc) if isinstance(exc, EXPECTED_FAILURES) else f"{type(exc).__name__}: {exc}"
             raise
         finally:
-            detail.update(run["detail"])
-            with Transaction(ops):
-                ops.execute(
-                    "UPDATE sync_runs SET finished_at = ?, outcome = ?, generation = ?, records = ?, bytes = ?, as_of = ?, error = ?, detail = ? WHERE id = ?",
-                    (now_iso(), outcome, run.get("generation"), run.get("records"), run.get("bytes"), run.get("as_of"), error,
-                     json.dumps(detail, ensure_ascii=False), run_id),
-                )
-                if audit_action:
-                    audit.append(ops, detail["actor"], audit_action, str(run.get("generation") or ""),
-                                 {"run": run_id, "kind": kind, "outcome": outcome, "error": error, **detail})
+            if run_id is not None:
+                _record_outcome(ops, run_id, run, detail, outcome, error, kind, audit_action)
     finally:
         ops.close()
+
+
+def _record_outcome(ops, run_id: int, run: dict, detail: dict, outcome: str, error: str | None, kind: str,
+                    audit_action: str | None) -> None:
+    detail.update(run["detail"])
+    with Transaction(ops):
+        ops.execute(
+            "UPDATE sync_runs SET finished_at = ?, outcome = ?, generation = ?, records = ?, bytes = ?, as_of = ?, error = ?, detail = ? WHERE id = ?",
+            (now_iso(), outcome, run.get("generation"), run.get("records"), run.get("bytes"), run.get("as_of"), error,
+             json.dumps(detail, ensure_ascii=False), run_id),
+        )
+        if audit_action:
+            audit.append(ops, detail["actor"], audit_action, str(run.get("generation") or ""),
+                         {"run": run_id, "kind": kind, "outcome": outcome, "error": error, **detail})
 
 
 class SyncStopped(KeyboardInterrupt):

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import logging
 import re
@@ -54,8 +55,8 @@ log = logging.getLogger("sonae.monitoring")
 
 CRITICAL, WARNING, INFO = "critical", "warning", "info"
 SEVERITY_LABELS = {CRITICAL: "障害", WARNING: "警告", INFO: "通知"}
-OPENED, REMINDER, RESOLVED, NOTICE = "opened", "reminder", "resolved", "notice"
-SUBJECT_PREFIX = {REMINDER: "【継続中】", RESOLVED: "【復旧】", NOTICE: "【通知】"}
+OPENED, CHANGED, REMINDER, RESOLVED, NOTICE = "opened", "changed", "reminder", "resolved", "notice"
+SUBJECT_PREFIX = {CHANGED: "【状況変化】", REMINDER: "【継続中】", RESOLVED: "【復旧】", NOTICE: "【通知】"}
 
 # The runbooks alerts point to, with their titles (file names are fixed: see
 # runbooks/README.md; a test checks both against runbooks/).
@@ -282,7 +283,8 @@ def sync_conditions(conn, config: Config, facts: mirror.SnapshotFacts | None, at
         latest = mirror.latest_finished(conn, kind)
         if register_down and latest.outcome != "refused":
             continue
-        streak = len([r for r in mirror.runs_since(conn, first.started_at) if r.kind == kind and r.finished_at])
+        runs = [r for r in mirror.runs_since(conn, first.started_at) if r.kind == kind and r.finished_at]  # newest first
+        streak = len(list(itertools.takewhile(lambda run, same=latest.outcome: run.outcome == same, runs)))  # "3回続けて中断": stops only
         outcome = SYNC_OUTCOME_SENTENCES.get(latest.outcome, "失敗しました")
         conditions.append(Condition(
             f"sync.{kind}", WARNING, f"{label}が{outcome}",
@@ -542,6 +544,15 @@ def reconcile(conn, config: Config, conditions: list[Condition], at: dt.datetime
             if alert is None:
                 if not condition.subsumed:
                     events.append((_insert(conn, condition, stamp), OPENED))
+                continue
+            if condition.title != alert.title:
+                # Another situation under the same key (a sync stopped by an
+                # operator, then refused for a bad signature): said at once,
+                # not left under the first title until it resolves.
+                conn.execute("UPDATE alerts SET title = ?, severity = ?, runbook = ?, what = ?, still_works = ?, last_notified_at = ?, "
+                             "notifications = notifications + 1 WHERE id = ?",
+                             (condition.title, condition.severity, condition.runbook, condition.what, condition.still_works, stamp, alert.id))
+                events.append((alert.id, CHANGED))
                 continue
             # Keep the text current for the dashboard without sending it again.
             conn.execute("UPDATE alerts SET what = ?, still_works = ? WHERE id = ?", (condition.what, condition.still_works, alert.id))

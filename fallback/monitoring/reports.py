@@ -30,6 +30,7 @@ log = logging.getLogger("sonae.monitoring")
 FULL_LOAD_OUTCOMES = {"ok": "成功", "failed": "失敗", "refused": "拒否（データの検査に不合格）",
                       "stopped": "中断（停止の操作による。完了していません）", "running": "実行中"}
 RUN_KINDS = {mirror.FULL: "全件取込", mirror.CHANGES: "差分取込"}
+MAIL_PROBLEM_RUNS = 10  # the newest: the mail is read on a phone; the page shows them all
 
 
 def _run_dict(run: mirror.SyncRun) -> dict:
@@ -120,8 +121,10 @@ def morning_report_text(config: Config, report: dict) -> tuple[str, str]:
         lines.append(f"■ 件数: 住民 {snapshot['residents']:,}人（{_signed(snapshot['residents_change'])}）、"
                      f"印鑑登録 {snapshot['seals']:,}件（{_signed(snapshot['seals_change'])}）")
     if report["problem_runs"]:
-        lines.append(f"■ 拒否・失敗・中断した取込: {len(report['problem_runs'])}件")
-        for run in report["problem_runs"][:10]:
+        problems = report["problem_runs"]
+        left_out = max(0, len(problems) - MAIL_PROBLEM_RUNS)
+        lines.append(f"■ 拒否・失敗・中断した取込: {len(problems)}件" + (f"（新しい{MAIL_PROBLEM_RUNS}件。古い{left_out}件は監視画面の取込履歴）" if left_out else ""))
+        for run in problems[left_out:]:
             lines.append(f"　- {alerts.format_moment(run['started_at'])} {RUN_KINDS.get(run['kind'], run['kind'])}: "
                          f"{FULL_LOAD_OUTCOMES.get(run['outcome'], run['outcome'])} {(run['error'] or '')[:200]}")
     else:

@@ -175,6 +175,29 @@ def test_a_full_load_stopped_by_an_operator_is_alerted_as_stopped_until_a_load_s
     assert ("sync.full", "resolved") in webhook.events("sync.")
 
 
+def test_an_open_sync_alert_whose_situation_changes_says_so_at_once(loaded, webhook, tmp_path, clock):
+    """Stopped by an operator, then refused for its data: the refusal is
+    sent at once under its own title, not left behind 「中断」 until the
+    alert resolves, and its count is of refusals only."""
+    def stop_at_once():
+        raise SyncStopped(signal.SIGTERM)
+
+    residents = example_records("residents")
+    with pytest.raises(SyncStopped):
+        run_full_sync(loaded, source_dir=write_export(tmp_path / "next", residents, example_records("seals")), stop_if_asked=stop_at_once)
+    run_alert_cycle(loaded, at=clock.tick())
+    broken = write_export(tmp_path / "bad", [dict(residents[0], birth_date="1990-02-30")] + residents[1:], example_records("seals"))
+    with pytest.raises(ExportInvalid):
+        run_full_sync(loaded, source_dir=broken)
+    run_alert_cycle(loaded, at=clock.tick())
+    assert webhook.events("sync.") == [("sync.full", "opened"), ("sync.full", "changed")]
+    changed = webhook.bodies[-1]
+    assert changed["title"] == "全件取込が拒否されました（データの検査に不合格）"
+    assert changed["what"].startswith("拒否されました（データの検査に不合格）。理由: ")  # one refusal, not "2回続けて"
+    run_alert_cycle(loaded, at=clock.tick())
+    assert webhook.events("sync.") == [("sync.full", "opened"), ("sync.full", "changed")], "said once"
+
+
 def test_a_failed_change_pull_is_alerted_and_cleared_by_the_next_success(loaded, upstream, webhook, clock):
     with pytest.raises(UpstreamUnavailable):
         run_changes(loaded)  # the loopback upstream has no change feed: the pull fails

@@ -131,6 +131,22 @@ def test_a_full_load_stopped_by_an_operator_is_reported_as_stopped_not_failed(ap
     assert re.search(r'<span class="status-stopped">中断（停止の操作）</span>', dashboard)
 
 
+def test_the_mail_lists_the_newest_problem_runs_and_says_how_many_it_left_out(app, loaded, smtp):
+    at = now()
+    conn = open_ops(loaded)
+    with Transaction(conn):
+        for minute in range(12):
+            started = (at - dt.timedelta(hours=2) + dt.timedelta(minutes=minute)).isoformat(timespec="milliseconds")
+            conn.execute("INSERT INTO sync_runs (kind, started_at, finished_at, outcome, error) VALUES ('changes', ?, ?, 'failed', ?)",
+                         (started, started, f"run {minute}"))
+    conn.close()
+    run_morning_report(loaded, at=at)
+    lines = smtp.messages[0].get_content().splitlines()
+    heading = lines.index("■ 拒否・失敗・中断した取込: 12件（新しい10件。古い2件は監視画面の取込履歴）")
+    assert [line.rsplit(" ", 1)[1] for line in lines[heading + 1:heading + 11]] == [str(minute) for minute in range(2, 12)]
+    assert not lines[heading + 11].startswith("　- ")
+
+
 def test_before_the_first_report_the_page_shows_a_preview(app):
     page = Staff(app, "it1").get("/monitor/morning")
     assert page.status_code == 200
