@@ -876,7 +876,10 @@ class OutageDay:
             terminals[0]["queue"] = options.printer_queue
         counter = {"terminals": terminals}
         if "web_kill" in options.faults:
-            counter["void_unrendered_after_s"] = 10
+            # Short enough for the day, long past a render: with 10 s, a busy
+            # test machine's first render after the restart (its render
+            # processes still starting) was voided as never rendered.
+            counter["void_unrendered_after_s"] = 60
         sync = {"changes_interval_s": max(2, interval), "retry_attempts": 1, "retry_backoff_s": 1.0}
         if "worker_kill" in options.faults:
             sync["changes_batch"] = 20  # many small pages: the kill lands between two of them

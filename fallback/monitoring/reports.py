@@ -90,6 +90,11 @@ def build_morning_report(conn, config: Config, at: dt.datetime) -> dict:
     }
 
 
+def _shortened(text: str, limit: int) -> str:
+    """At most `limit` characters, saying so when cut (the page has it whole)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def _signed(value: int | None) -> str:
     return "前世代なし" if value is None else f"前世代比 {value:+,}"
 
@@ -126,7 +131,7 @@ def morning_report_text(config: Config, report: dict) -> tuple[str, str]:
         lines.append(f"■ 拒否・失敗・中断した取込: {len(problems)}件" + (f"（新しい{MAIL_PROBLEM_RUNS}件。古い{left_out}件は監視画面の取込履歴）" if left_out else ""))
         for run in problems[left_out:]:
             lines.append(f"　- {alerts.format_moment(run['started_at'])} {RUN_KINDS.get(run['kind'], run['kind'])}: "
-                         f"{FULL_LOAD_OUTCOMES.get(run['outcome'], run['outcome'])} {(run['error'] or '')[:200]}")
+                         f"{FULL_LOAD_OUTCOMES.get(run['outcome'], run['outcome'])} {_shortened(run['error'] or '', 200)}")
     else:
         lines.append("■ 拒否・失敗・中断した取込: なし")
     lines.append(f"■ 昨日（{report['yesterday']}）の上流の可用性（契約の基準 {report['threshold_percent']:g}%）:")
