@@ -22,15 +22,14 @@ import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from zoneinfo import ZoneInfo
 
 import sqlite_utils
 
 from fallback.config import Config
 from fallback.keys import ops_key
 from sync import crypto
+from sync.contract import TOKYO
 
-TOKYO = ZoneInfo("Asia/Tokyo")
 # The box that ran alone before pairs (counter.box_id's default): migration
 # 9 gives it the serial counters kept until then.
 BOX_BEFORE_PAIRS = "1"

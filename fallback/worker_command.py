@@ -57,8 +57,12 @@ def _list_jobs(stopping) -> None:
     refuse_an_unreadable_token(config)
     scheduler = build_scheduler(config, stopping)
     scheduler.start(paused=True)  # next run times are computed on start
-    for job in scheduler.get_jobs():
-        click.echo(f"{job.id:<16} next {job.next_run_time:%Y-%m-%d %H:%M:%S %Z}  {job.trigger}")
+    jobs = scheduler.get_jobs()
+    width = max(len(job.id) for job in jobs)
+    for job in jobs:
+        # A job run at start was given its first time in UTC: shown, like the others, in the ward's zone.
+        next_run = job.next_run_time.astimezone(scheduler.timezone)
+        click.echo(f"{job.id:<{width}}  next {next_run:%Y-%m-%d %H:%M:%S %Z}  {job.trigger}")
     scheduler.shutdown(wait=False)
 
 

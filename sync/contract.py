@@ -21,6 +21,7 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from cryptography.exceptions import InvalidSignature
@@ -30,6 +31,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 CONTRACT_VERSION = 2
+# The ward's time: every moment an operator or a clerk reads is shown in it.
+TOKYO = ZoneInfo("Asia/Tokyo")
 CONTRACT_1 = 1  # read only from a dropped directory, with an audited override
 FILE_KINDS = ("residents", "seals")
 KEY_FIELD = {"residents": "resident_code", "seals": "seal_number"}

@@ -43,6 +43,7 @@ from pathlib import Path
 from sqlcipher3 import dbapi2 as sqlcipher
 
 from sync import crypto
+from sync.contract import TOKYO
 from sync.errors import NoSnapshot, SnapshotDiskFull, StoreDamaged, SyncBusy
 from sync.register import (
     DB_NAME,
@@ -483,7 +484,7 @@ class SnapshotStore:
                 ) from None
             with contextlib.suppress(OSError):  # who holds the lock is only for the message above
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, f"pid {os.getpid()} since {dt.datetime.now().astimezone():%Y-%m-%d %H:%M:%S %z}".encode(), 0)
+                os.pwrite(fd, f"pid {os.getpid()} since {dt.datetime.now(TOKYO):%Y-%m-%d %H:%M:%S %Z}".encode(), 0)
             self._lock_owner, self._lock_depth = me, 1
             try:
                 yield

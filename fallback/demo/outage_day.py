@@ -1248,7 +1248,7 @@ class OutageDay:
         self.record.report_pdf = pdf.content
         if "web_kill" in self.options.faults:
             wait_until(lambda: not self.ops_value("SELECT count(*) FROM certificates WHERE status = 'allocated'"), 60,
-                       "the worker to void the serial the web server never rendered")
+                       "the serial the killed web server never rendered to be voided (by the restarted server at its start, or the worker after its window)")
 
     # --- the second day ---------------------------------------------------------------------
 

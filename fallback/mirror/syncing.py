@@ -319,7 +319,7 @@ def _record_pages_kept(run: dict, store: SnapshotStore, from_seq: int | None) ->
     run.update(generation=meta.generation, as_of=meta.as_of.isoformat(),
                detail={"from_seq": from_seq, "last_seq": meta.last_seq})
     run["kept"] = (f"the pages applied before it are kept (seq {from_seq:,} → {meta.last_seq:,}) and the next run applies the rest"
-                   if meta.last_seq != from_seq else f"no page was applied (still at seq {from_seq:,}); the next run applies them")
+                   if meta.last_seq != from_seq else f"no page was applied (still at seq {from_seq:,}); the next run fetches and applies the changes after it")
 
 
 def rollback_snapshot(config: Config, generation: int, reason: str, actor: str) -> int | None:

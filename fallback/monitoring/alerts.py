@@ -274,9 +274,8 @@ def sync_conditions(conn, config: Config, facts: mirror.SnapshotFacts | None, at
     run (bad data) is worth its own alert then."""
     keeps_serving = (f"前回の写し（データ時点 {format_moment(facts.current.as_of)}）が引き続き使われます。"
                      if facts else "写しがまだありません。")
-    kinds = {mirror.FULL: "全件取込", mirror.CHANGES: "差分（変更フィード）の取込"}
     conditions = []
-    for kind, label in kinds.items():
+    for kind, label in mirror.RUN_KINDS.items():
         first = mirror.failing_since(conn, kind)
         if first is None:
             continue
@@ -298,7 +297,7 @@ def sync_conditions(conn, config: Config, facts: mirror.SnapshotFacts | None, at
         finished = dt.datetime.fromisoformat(last_ok.finished_at)
         if at - finished > stall:
             conditions.append(Condition(
-                "feed.stalled", WARNING, "変更フィードの取込が止まっています",
+                "feed.stalled", WARNING, "差分取込が止まっています",
                 f"最後に取込が成功したのは {format_moment(finished)}（{format_duration(finished, at)}前）です。",
                 last_ok.finished_at, keeps_serving + "新しい異動が反映されないため、写しは古くなっていきます。", "08-snapshot-restore",
             ))
@@ -352,7 +351,7 @@ def snapshot_store_conditions(conn, config: Config, facts: mirror.SnapshotFacts 
         conditions.append(Condition(
             "snapshot.pointer", WARNING, "現在の世代を示すファイル（CURRENT）が壊れています",
             f"{pointer.damage}。", at.isoformat(timespec="milliseconds"),
-            "控えのファイルが示す同じ世代で、窓口は通常どおり使えます。次の差分の取込（1分ごと）で書き直されます。", "08-snapshot-restore",
+            "控えのファイルが示す同じ世代で、窓口は通常どおり使えます。次の差分取込（1分ごと）で書き直されます。", "08-snapshot-restore",
         ))
     errors = availability.recent(conn, facts.current.generation, at) if facts is not None else None
     if errors is not None:

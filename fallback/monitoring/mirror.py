@@ -20,6 +20,8 @@ from sync.register import SnapshotMeta, connect_snapshot
 
 SYNC_RUN_COLUMNS = ("id", "kind", "started_at", "finished_at", "outcome", "generation", "records", "bytes", "as_of", "error")
 FULL, CHANGES = "full", "changes"
+# What IT reads for each kind of run, in every alert, report and screen.
+RUN_KINDS = {FULL: "全件取込", CHANGES: "差分取込"}
 # A run stopped by an operator (`systemctl stop`, Ctrl-C) did not finish either:
 # the morning report lists it beside the failures, under its own name.
 FAILED_OUTCOMES = ("failed", "refused", "stopped")

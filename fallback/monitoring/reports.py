@@ -29,7 +29,6 @@ log = logging.getLogger("sonae.monitoring")
 
 FULL_LOAD_OUTCOMES = {"ok": "成功", "failed": "失敗", "refused": "拒否（データの検査に不合格）",
                       "stopped": "中断（停止の操作による。完了していません）", "running": "実行中"}
-RUN_KINDS = {mirror.FULL: "全件取込", mirror.CHANGES: "差分取込"}
 MAIL_PROBLEM_RUNS = 10  # the newest: the mail is read on a phone; the page shows them all
 
 
@@ -130,7 +129,7 @@ def morning_report_text(config: Config, report: dict) -> tuple[str, str]:
         left_out = max(0, len(problems) - MAIL_PROBLEM_RUNS)
         lines.append(f"■ 拒否・失敗・中断した取込: {len(problems)}件" + (f"（新しい{MAIL_PROBLEM_RUNS}件。古い{left_out}件は監視画面の取込履歴）" if left_out else ""))
         for run in problems[left_out:]:
-            lines.append(f"　- {alerts.format_moment(run['started_at'])} {RUN_KINDS.get(run['kind'], run['kind'])}: "
+            lines.append(f"　- {alerts.format_moment(run['started_at'])} {mirror.RUN_KINDS.get(run['kind'], run['kind'])}: "
                          f"{FULL_LOAD_OUTCOMES.get(run['outcome'], run['outcome'])} {_shortened(run['error'] or '', 200)}")
     else:
         lines.append("■ 拒否・失敗・中断した取込: なし")

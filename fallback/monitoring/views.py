@@ -12,7 +12,7 @@ from fallback import paper
 from fallback.db import get_ops
 from fallback.mirror.registry import format_age
 from fallback.mirror.syncing import rollback_snapshot
-from fallback.monitoring import alerts, reports, sla
+from fallback.monitoring import alerts, mirror, reports, sla
 from fallback.monitoring import dashboard as dashboard_data
 from fallback.ops import now
 from fallback.staff.security import roles, served_over_https
@@ -132,5 +132,5 @@ def morning():
     days = [row[0] for row in conn.execute("SELECT day FROM morning_reports ORDER BY day DESC LIMIT 14")]
     return render_template("monitor/morning.html", title="朝の報告", report=report, preview=preview, days=days,
                            outage_now=reports.outage_now(conn),
-                           outcomes=reports.FULL_LOAD_OUTCOMES, run_kinds=reports.RUN_KINDS,
+                           outcomes=reports.FULL_LOAD_OUTCOMES, run_kinds=mirror.RUN_KINDS,
                            severity_labels=alerts.SEVERITY_LABELS)

@@ -227,7 +227,7 @@ def test_a_stalled_change_feed_is_alerted(loaded, webhook, clock):
     later = clock.at + dt.timedelta(minutes=loaded["alerts"]["feed_stall_minutes"] + 1)
     run_alert_cycle(loaded, at=later)
     alert = next(b for b in webhook.bodies if b["key"] == "feed.stalled")
-    assert "変更フィード" in alert["title"]
+    assert alert["title"] == "差分取込が止まっています"  # the kind named as the report and the dashboard name it
     assert "最後に取込が成功したのは" in alert["what"]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from fallback.keys import master_key
 from fallback.mirror.registry import snapshot_store
@@ -43,6 +44,8 @@ def test_a_second_sync_is_refused_while_one_runs_and_not_recorded_as_a_run(loade
     with store.write_lock():
         line = _one_line_error(run_sonae("sync", "full", "--from", str(small_export)))
     assert "another sync is running (pid " in line and "wait for it to finish and rerun" in line
+    # Since when, in the ward's time as `sonae sync status` shows it, whatever the box's own zone.
+    assert re.search(r"\(pid \d+ since \d{4}-\d\d-\d\d \d\d:\d\d:\d\d JST holds ", line), line
     assert sync_runs(loaded) == runs
     assert store.current() == 1
 

@@ -207,6 +207,10 @@ def test_list_jobs(config):
     result = subprocess.run([SONAE, "worker", "--list-jobs"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "sync-full" in result.stdout and "sync-changes" in result.stdout and "cron[" in result.stdout
+    lines = result.stdout.splitlines()
+    # Every next run in the ward's zone (the jobs run at start were given theirs in UTC), in one column.
+    assert all(re.search(r" next \d{4}-\d\d-\d\d \d\d:\d\d:\d\d JST  ", line) for line in lines), lines
+    assert len({line.index(" next ") for line in lines}) == 1, lines
 
 
 def test_the_workers_probe_never_refuses_a_sync_started_by_hand(loaded, store):
@@ -245,7 +249,7 @@ def test_a_feed_run_stopped_before_its_first_page_says_none_was_applied(loaded, 
     with pytest.raises(SyncStopped):
         run_changes(reload_config(), stop_if_asked=stop_at_once)
     last = sync_runs(loaded)[-1]
-    assert last["error"] == "stopped by SIGTERM before finishing; no page was applied (still at seq 1,000); the next run applies them"
+    assert last["error"] == "stopped by SIGTERM before finishing; no page was applied (still at seq 1,000); the next run fetches and applies the changes after it"
     # and a job due in the moment between a stop and the scheduler's shutdown does not start
     stopping = StopRequest()
     stopping.request(signal.SIGTERM)
