@@ -140,6 +140,16 @@ def view_resident(conn, register, code: str, *, actor: str, drill: bool, flag_co
     return resident
 
 
+def viewed_in_session(conn, session_id: str, code: str, *, drill: bool) -> bool:
+    """Whether the staff member of this session has opened this resident's
+    record (an audited view that found it) since the session began."""
+    return conn.execute(
+        "SELECT 1 FROM sessions s JOIN audit a ON a.actor = s.username AND a.action = 'view' AND a.at >= s.created_at "
+        "WHERE s.id = ? AND a.target = ? AND a.drill = ? AND json_extract(a.detail, '$.found') LIMIT 1",
+        (session_id, code, int(drill)),
+    ).fetchone() is not None
+
+
 def household_members(register, person: dict) -> list[dict]:
     """Everyone in the person's household: current members in order, then
     former members (除票), as the resident screen lists them."""

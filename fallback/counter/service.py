@@ -166,7 +166,7 @@ class ResidentRecord:
 
 def record_of(counter: Counter, code: str, *, requester_is_self: bool = False) -> ResidentRecord:
     """A resident's record as the resident screen shows it, not audited:
-    for showing again the record just viewed (a refused issuance's form).
+    for showing again the record this session viewed (record_for_form).
     A 支援措置 resident's address and household are withheld unless the
     clerk stated that the requester is the person themself: only they may
     be given what the measure protects (DESIGN: on every path that shows
@@ -185,6 +185,18 @@ def record_of(counter: Counter, code: str, *, requester_is_self: bool = False) -
     return ResidentRecord(person, household, counter.register.seals_of(code),
                           issuance.counter_warnings(counter.register, person, household, now().date(),
                                                     print_settings(counter.config).eras), withheld, protected)
+
+
+def record_for_form(counter: Counter, code: str) -> ResidentRecord:
+    """The record a form sent from the resident's page acts on and, when it
+    is refused, shows again (an issuance, a hold, a filing). Not audited
+    again when this session opened the record, as that page did; a form
+    naming a resident the session never opened is a view of its own —
+    audited, found or not, and counted towards the bulk-viewing flag — or
+    refused forms would read records around the audit."""
+    if lookup.viewed_in_session(counter.conn, counter.staff.id, code, drill=counter.scope.is_drill):
+        return record_of(counter, code)
+    return view_resident(counter, code)
 
 
 def view_resident(counter: Counter, code: str, *, self_identity_document: str | None = None) -> ResidentRecord:
@@ -436,7 +448,9 @@ def issue(counter: Counter, code: str, form: Mapping, *, idempotency_key: str | 
     `idempotency_key` (a rendered form's, or the API's header): a key this
     staff member issued with before answers that request again, whatever
     happened since — never a second certificate."""
-    if counter.register.resident(code) is None:
+    if not lookup.viewed_in_session(counter.conn, counter.staff.id, code, drill=counter.scope.is_drill):
+        view_resident(counter, code)  # a request for a resident this session never opened opens it (record_for_form)
+    elif counter.register.resident(code) is None:
         raise ResidentNotFound()
     req = request_from_form(code, form)
     fingerprint = _fingerprint(req)

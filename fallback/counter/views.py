@@ -79,7 +79,7 @@ def resident_self(code):
     try:
         record = service.view_resident(counter, code, self_identity_document=document)
     except issuance.IssueError as exc:
-        return _resident_page(counter, service.record_of(counter, code), form=MultiDict(),
+        return _resident_page(counter, service.record_for_form(counter, code), form=MultiDict(),
                               self_error=f"住所と世帯は表示していません。{exc.message}"), exc.status
     return _resident_page(counter, record, form=MultiDict({"requester_type": "self", "identity_document": document}))
 
@@ -92,12 +92,12 @@ def issue(code):
     try:
         issued = service.issue(counter, code, request.form, idempotency_key=key)
     except service.IdempotencyKeyReused as exc:  # a form that issued, changed and sent again: a fresh form
-        return _resident_page(counter, service.record_of(counter, code), form=MultiDict(), error=exc.message), 422
+        return _resident_page(counter, service.record_for_form(counter, code), form=MultiDict(), error=exc.message), 422
     except service.IssueInterrupted as exc:  # the same entries under a fresh key: one more 交付する issues them
-        return _resident_page(counter, service.record_of(counter, code), form=request.form, error=exc.message), exc.status
+        return _resident_page(counter, service.record_for_form(counter, code), form=request.form, error=exc.message), exc.status
     except (issuance.IssueError, issuance.IssueRefused) as exc:
         refused = isinstance(exc, issuance.IssueRefused)
-        page = _resident_page(counter, service.record_of(counter, code), form=request.form, error=exc.message,
+        page = _resident_page(counter, service.record_for_form(counter, code), form=request.form, error=exc.message,
                               refusal_rule=exc.rule if refused else None, idempotency_key=key)
         return page, 422
     if issued.replayed:

@@ -84,7 +84,7 @@ def new():
     code = (request.values.get("resident_code") or "").strip()
     record = None
     if code:
-        record = service.view_resident(counter, code) if request.method == "GET" else service.record_of(counter, code)
+        record = service.view_resident(counter, code) if request.method == "GET" else service.record_for_form(counter, code)
     error = None
     if request.method == "POST":
         try:

@@ -57,7 +57,7 @@ def _details(form, eras) -> dict:
 @roles(*COUNTER_ROLES)
 def new(code):
     counter = _open_counter()
-    record = service.view_resident(counter, code) if request.method == "GET" else service.record_of(counter, code)
+    record = service.view_resident(counter, code) if request.method == "GET" else service.record_for_form(counter, code)
     error = None
     if request.method == "POST":
         form = request.form

@@ -122,3 +122,44 @@ def test_records_opened_before_the_window_do_not_count_nor_does_an_older_flag(ap
         clerk.get(f"/counter/resident/{code}")
     # the flag above is older than this window: two opened in the last minute is a new flag
     assert lookup.flag_bulk_viewing(conn, "clerk1", flag_count=1, window=MINUTE, drill=False)
+
+
+def views(appliance, actor="clerk1") -> list[tuple[str, bool]]:
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        return [(target, bool(found)) for target, found in conn.execute(
+            "SELECT target, json_extract(detail, '$.found') FROM audit WHERE actor = ? AND action = 'view' ORDER BY id", (actor,))]
+    finally:
+        conn.close()
+
+
+def test_a_form_sent_for_a_resident_never_opened_is_a_view_audited_and_counted(appliance, downtime, configure_app):
+    """A refused form answers with the resident's whole page (name, birth
+    date, address, household, seals): sent for residents the clerk never
+    opened, each is a view — audited, found or not, and counted towards the
+    flag — or refused forms would read the register around the audit. So is
+    a request through the API for a resident never opened."""
+    clerk = Staff(configure_app(security={"view_flag_count": 3}), "clerk1")
+    unopened = ["10000000011", "10000000029", "10000000037", "10000000045"]
+    refused = [
+        clerk.post(f"/counter/resident/{unopened[0]}/issue", data={"kind": "juminhyo"}),
+        clerk.post(f"/holds/new/{unopened[1]}", data={"kind": ""}),
+        clerk.post("/filings/new", data={"resident_code": unopened[2], "kind": ""}),
+        clerk.api("POST", f"/api/v1/residents/{unopened[3]}/certificates",  # issued: a request by code opens the record too
+                  json={"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}),
+        clerk.post("/counter/resident/99999999999/issue", data={"kind": "juminhyo"}),
+    ]
+    assert [r.status_code for r in refused] == [422, 422, 422, 201, 404]
+    assert views(appliance) == [(code, True) for code in unopened] + [("99999999999", False)]
+    (flag,) = flags(appliance)  # four residents opened through forms: above 3
+    assert flag["distinct_residents"] == 4
+
+
+def test_a_form_sent_from_the_page_the_clerk_opened_is_not_audited_again(appliance, login, downtime):
+    clerk = login("clerk1")
+    code = "10000000011"
+    clerk.get(f"/counter/resident/{code}")
+    for _ in range(2):
+        assert clerk.post(f"/counter/resident/{code}/issue", data={"kind": "juminhyo"}).status_code == 422
+    assert clerk.post(f"/holds/new/{code}", data={"kind": ""}).status_code == 422
+    assert views(appliance) == [(code, True)]
