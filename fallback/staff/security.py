@@ -20,9 +20,10 @@ from flask import abort, current_app, g, jsonify, redirect, render_template, req
 from flask.sessions import SecureCookieSessionInterface
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from fallback import audit
 from fallback.db import get_ops
 from fallback.errors import Forbidden
-from fallback.staff import sessions
+from fallback.staff import sessions, terminals
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Every form and JSON body Sonae takes is a few kilobytes; 64 KiB leaves
@@ -117,6 +118,8 @@ def before_request():
         if staff is None:
             session.pop("sid", None)
             g.session_expired = why == "expired"
+        elif not _on_its_terminal(staff):
+            return _opened_elsewhere(staff, public=view is None or getattr(view, "sonae_public", False))
     if view is None or getattr(view, "sonae_public", False):
         return None
     if g.staff is None:
@@ -124,6 +127,31 @@ def before_request():
             return jsonify(error="unauthenticated", message="log in first: POST /api/v1/session"), 401
         return redirect(url_for("auth.login", next=request.full_path, expired=int(g.session_expired)))
     return None
+
+
+def _on_its_terminal(staff: sessions.StaffSession) -> bool:
+    """A session opened on a registered PC is used from that PC: the one
+    whose terminal cookie carries the registration it was opened under.
+    (Its session cookie copied to another PC would otherwise issue and
+    print as that counter.)"""
+    if staff.device is None:
+        return True
+    return terminals.device_of(current_app.secret_key, request.cookies.get(terminals.COOKIE_NAME)) == staff.device
+
+
+def _opened_elsewhere(staff: sessions.StaffSession, *, public: bool):
+    """Not logged in here; the attempt is audited for the supervisors. The
+    session goes on at its own PC."""
+    g.staff = None
+    session.pop("sid", None)
+    audit.record(get_ops(), staff.username, "session.elsewhere", staff.terminal, {"remote": request.remote_addr}, durable=False)
+    if public:
+        return None
+    message = (f"このログインは端末「{staff.terminal}」で開かれたもので、この端末では使えません。"
+               "この端末でログインし直してください。")
+    if wants_json():
+        return jsonify(error="terminal_mismatch", message=message), 403
+    return render_template("error.html", title="この端末では使えないログインです", message=message), 403
 
 
 def after_request(response):

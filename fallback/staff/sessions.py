@@ -32,6 +32,7 @@ class StaffSession:
     office: str
     printer: str
     last_seen: str
+    device: str | None = None  # the PC's registration it was opened on (fallback.staff.terminals)
 
 
 def start(conn, *, username: str, role: str, terminal: str, office: str, printer: str, remote: str | None,
@@ -47,7 +48,7 @@ def start(conn, *, username: str, role: str, terminal: str, office: str, printer
             (session_id, username, role, terminal, office, printer, remote, stamp, stamp, device),
         )
         audit.append(conn, username, "session.start", terminal, {"office": office, "printer": printer, "remote": remote})
-    return StaffSession(session_id, username, role, terminal, office, printer, stamp)
+    return StaffSession(session_id, username, role, terminal, office, printer, stamp, device)
 
 
 def start_at(conn, *, username: str, role: str, terminal: dict | None, remote: str | None) -> StaffSession:
@@ -65,7 +66,7 @@ def resume(conn, session_id: str, *, idle_minutes: int, absolute_hours: float,
     `touch=False` for a screen's own polling, which is not the staff
     member's activity: an unattended open screen still times out."""
     row = conn.execute(
-        "SELECT s.id, s.username, s.role, s.terminal, s.office, s.printer, s.last_seen, s.ended_at, u.disabled, s.created_at "
+        "SELECT s.id, s.username, s.role, s.terminal, s.office, s.printer, s.last_seen, s.ended_at, u.disabled, s.created_at, s.device "
         "FROM sessions s JOIN users u ON u.username = s.username WHERE s.id = ?",
         (session_id,),
     ).fetchone()
@@ -84,7 +85,7 @@ def resume(conn, session_id: str, *, idle_minutes: int, absolute_hours: float,
         return None, "expired"
     if touch and current - last_seen > TOUCH_EVERY:
         conn.execute("UPDATE sessions SET last_seen = ? WHERE id = ?", (current.isoformat(timespec="milliseconds"), session_id))
-    return StaffSession(*row[:7]), None
+    return StaffSession(*row[:7], row[10]), None
 
 
 def move_to_terminal(conn, session_id: str, terminal: dict) -> None:

@@ -150,3 +150,43 @@ def test_a_pc_registered_again_keeps_the_session_of_whoever_is_logged_in_on_it(a
     assert pc.get("/api/v1/session").get_json()["terminal"] == "本庁2"  # moved, not ended
     assert sonae("terminal", "withdraw", "本庁2", "--reason", "端末PC交換").returncode == 0
     assert pc.get("/api/v1/session").get_json()["authenticated"] is False  # its new registration's session ends with it
+
+
+def audited(appliance, action: str) -> list[tuple[str, str]]:
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        return conn.execute("SELECT actor, target FROM audit WHERE action = ? ORDER BY id", (action,)).fetchall()
+    finally:
+        conn.close()
+
+
+def test_a_session_copied_to_another_pc_opens_nothing_there(appliance, downtime):
+    """The session cookie of a clerk at 本庁1 carried to a PC without that
+    registration (none, or 本庁2's) searches and issues nothing; the
+    attempt is audited, and the clerk at 本庁1 works on."""
+    clerk = appliance.test_client()
+    register_at_terminal(clerk, "本庁1")
+    logged_in = api_login(clerk, {"username": "clerk1", "password": PASSWORD, "terminal": "本庁1"})
+    csrf = logged_in.get_json()["csrf_token"]
+    session_cookie = clerk.get_cookie("sonae_session").value
+
+    elsewhere = appliance.test_client()
+    other_registration = register_at_terminal(appliance.test_client(), "本庁2")
+    for terminal_cookie in (None, other_registration):
+        elsewhere.delete_cookie(terminals.COOKIE_NAME)
+        if terminal_cookie:
+            elsewhere.set_cookie(terminals.COOKIE_NAME, terminal_cookie)
+        elsewhere.set_cookie("sonae_session", session_cookie)
+        search = elsewhere.get("/api/v1/residents?kana=ヤマダ")
+        assert search.status_code == 403 and search.get_json()["error"] == "terminal_mismatch"
+        assert "本庁1" in search.get_json()["message"] and "ログインし直して" in search.get_json()["message"]
+        elsewhere.set_cookie("sonae_session", session_cookie)
+        issued = elsewhere.post(f"/api/v1/residents/{YAMADA_TARO}/certificates", json=ISSUE, headers={"X-CSRF-Token": csrf})
+        assert issued.status_code == 403 and issued.get_json()["error"] == "terminal_mismatch"
+        elsewhere.set_cookie("sonae_session", session_cookie)
+        assert "この端末では使えないログイン" in elsewhere.get(f"/counter/resident/{YAMADA_TARO}").get_data(as_text=True)
+    assert certificates(appliance) == 0
+    assert audited(appliance, "session.elsewhere") == [("clerk1", "本庁1")] * 6
+
+    assert clerk.get("/api/v1/residents?kana=ヤマダ").status_code == 200
+    assert clerk.post(f"/api/v1/residents/{YAMADA_TARO}/certificates", json=ISSUE, headers={"X-CSRF-Token": csrf}).status_code == 201
