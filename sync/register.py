@@ -344,6 +344,18 @@ class Register:
             (active if status == "active" else removed).append(json.loads(text))
         return Household(household_id, active, removed)
 
+    def protected_households(self, household_ids) -> set[str]:
+        """Those of `household_ids` with a member (current or removed) under
+        a 支援措置: the household's address is theirs, so every member's is
+        protected as theirs is."""
+        ids = sorted(set(household_ids))
+        if not ids:
+            return set()
+        rows = self._conn.execute(
+            f"SELECT DISTINCT household_id FROM residents INDEXED BY residents_protected "
+            f"WHERE support_measure = 1 AND household_id IN ({', '.join('?' * len(ids))})", ids)
+        return {household_id for (household_id,) in rows}
+
     def seals_of(self, resident_code: str) -> list[dict]:
         """Every seal registration of a resident, active and revoked."""
         return [

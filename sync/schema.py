@@ -43,8 +43,8 @@ import orjson
 
 from sync.normalize import address_key, kana_key, name_key
 
-SCHEMA_VERSION = 5  # 2: resident_summaries, residents.town_key; 3: anomalies (sync.anomalies); 4: PAGE_HMAC;
-# 5: residents_town carries support_measure
+SCHEMA_VERSION = 6  # 2: resident_summaries, residents.town_key; 3: anomalies (sync.anomalies); 4: PAGE_HMAC;
+# 5: residents_town carries support_measure; 6: residents_protected
 # Every page of a snapshot is authenticated with HMAC-SHA256 rather than
 # SQLCipher's default HMAC-SHA512: with the CPU's SHA extensions it costs
 # about half as much, on every page the load, the change feed and the
@@ -126,6 +126,10 @@ SEARCH_INDEXES = (
     # not take an index on an expression as covering when it is partial.)
     "CREATE INDEX residents_town ON residents(town_key, kana_key, birth_date, substr(address_key, length(town_key) + 1), support_measure)",
     "CREATE INDEX residents_household ON residents(household_id, household_order)",
+    # The households with someone under a 支援措置, whose address is the
+    # protected one for every member (Register.protected_households): a few
+    # entries, read whole for a result list's households.
+    "CREATE INDEX residents_protected ON residents(household_id) WHERE support_measure = 1",
     "CREATE INDEX seals_resident ON seals(resident_code)",
 )
 # What follows the town in an address key (town_key is always its prefix):

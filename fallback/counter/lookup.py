@@ -29,6 +29,7 @@ MAX_QUERY_LENGTH = 100  # per field; the API document says the same
 # protected resident's summary contains exactly this text.
 _SUPPORT_MEASURE = '"support_measure":true'
 _RESIDENT_CODE = re.compile(r'"resident_code":"([^"]*)"')
+_HOUSEHOLD_ID = re.compile(r'"household_id":"([^"]*)"')
 
 
 class QueryError(SonaeError):
@@ -110,12 +111,30 @@ def withheld(summary: dict) -> dict:
     return {**summary, **dict.fromkeys(WITHHELD_FIELDS)}
 
 
-def as_listed(text: str) -> str:
+def as_listed(text: str, protected_households: set[str] = frozenset()) -> str:
     """A stored summary as a result list may show it: a 支援措置 resident's
-    is withheld. Others pass through unparsed."""
-    if _SUPPORT_MEASURE not in text:
+    is withheld, and so is a member's of their household, whose address is
+    theirs (as the member's record withholds it). Others pass through
+    unparsed."""
+    if _SUPPORT_MEASURE not in text and _household(text) not in protected_households:
         return text
     return json.dumps(withheld(json.loads(text)), ensure_ascii=False, separators=(",", ":"))
+
+
+def _household(text: str) -> str | None:
+    match = _HOUSEHOLD_ID.search(text)
+    return match.group(1) if match else None
+
+
+def listed(register, texts: list[str], *, by_address: bool) -> list[str]:
+    """A search's summaries as its result list shows them (as_listed). A
+    search by address finds no member of a household with someone under a
+    支援措置 — the register leaves out that person, this their household —
+    so a guess of the protected address cannot be tested with it."""
+    protected = register.protected_households(filter(None, map(_household, texts)))
+    if by_address:
+        texts = [text for text in texts if _household(text) not in protected]
+    return [as_listed(text, protected) for text in texts]
 
 
 def search(conn, register, query: Query, criteria: dict, *, actor: str, drill: bool, flag_count: int, flag_window_minutes: int) -> Found:
@@ -123,7 +142,8 @@ def search(conn, register, query: Query, criteria: dict, *, actor: str, drill: b
         texts = register.search_texts(**criteria, limit=MAX_RESULTS + 1)
     except ValueError:  # a criterion of punctuation only ("・", "ー") leaves nothing to search for
         raise QueryError("検索の条件が記号だけです。氏名・カナ・住所は文字で入力してください。") from None
-    shown = [as_listed(text) for text in texts[:MAX_RESULTS]]
+    texts = listed(register, texts, by_address="address" in criteria)
+    shown = texts[:MAX_RESULTS]
     codes = [match.group(1) for text in shown if (match := _RESIDENT_CODE.search(text))]
     audit.record(conn, actor, "search", None, {"query": query.as_dict(), "results": len(texts), "residents": codes},
                  drill=drill, durable=False)

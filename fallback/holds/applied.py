@@ -91,6 +91,14 @@ class HeldRegister:
             return texts
         return [self._held_text(text) for text in texts]
 
+    def protected_households(self, household_ids) -> set[str]:
+        """The register's, and the households of residents under a
+        仮支援措置."""
+        ids = set(household_ids)
+        held = {record["household_id"] for code in self.holds.support_measure_codes()
+                if (record := self._register.resident(code)) is not None}
+        return self._register.protected_households(ids) | (held & ids)
+
     def search(self, **criteria) -> list[dict]:
         return [json.loads(text) for text in self.search_texts(**criteria)]
 

@@ -18,6 +18,7 @@ from tests.support import text_of
 
 SATO = "10000000087"
 YAMADA_TARO, YAMADA_HANAKO, YAMADA_ICHIRO = "10000000011", "10000000029", "10000000037"
+NAKAMURA = "10000000126"  # 西蒲田七丁目 1番2号: the 山田 household's town, another household
 SELF_REQUEST = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "copies": 1}
 SHOWN = {"identity_document": "運転免許証"}  # how the clerk states a 本人 request on a withheld record
 OUTSIDE = {
@@ -69,11 +70,14 @@ def test_everyone_else_is_still_found_by_address(login, downtime):
     assert codes(clerk, "address=池上四丁目") == []  # the protected resident is the only one there
 
 
-def test_an_urgent_support_measure_hold_takes_the_person_out_of_address_searches(login, downtime):
+def test_an_urgent_support_measure_hold_takes_the_persons_household_out_of_address_searches(login, downtime):
+    """The household's address is the person's: a member found by it would
+    confirm a guess of it."""
     clerk = login("clerk1")
     hold_support_measure(downtime, YAMADA_ICHIRO)
-    assert sorted(codes(clerk, "kana=ヤマダ&address=西蒲田七丁目49番1号")) == [YAMADA_TARO, YAMADA_HANAKO]
+    assert codes(clerk, "kana=ヤマダ&address=西蒲田七丁目49番1号") == []
     assert codes(clerk, "kana=ヤマダ　イチロウ&address=西蒲田") == []
+    assert codes(clerk, "address=西蒲田七丁目") == [NAKAMURA]  # the town's other residents are found as before
     assert codes(clerk, "kana=ヤマダ　イチロウ") == [YAMADA_ICHIRO]
 
 
@@ -81,12 +85,16 @@ def test_an_urgent_support_measure_hold_takes_the_person_out_of_address_searches
 
 
 def test_a_protected_row_carries_no_household(login, downtime):
+    """Nor do its household's members' rows, whose address is the same (as
+    their records withhold it); residents of other households keep theirs."""
     clerk = login("clerk1")
     hold_support_measure(downtime, YAMADA_ICHIRO)
     rows = {r["resident_code"]: r for r in clerk.api("GET", "/api/v1/residents?kana=ヤマダ").get_json()["results"]}
-    ichiro, taro = rows[YAMADA_ICHIRO], rows[YAMADA_TARO]
-    assert ichiro["address"] is ichiro["household_id"] is ichiro["head_name"] is ichiro["relationship"] is None
-    assert taro["household_id"] == "0000100001" and taro["head_name"] == "山田　太郎"  # the others keep theirs
+    for member in (YAMADA_ICHIRO, YAMADA_TARO, YAMADA_HANAKO):
+        row = rows[member]
+        assert row["address"] is row["household_id"] is row["head_name"] is row["relationship"] is None
+    (nakamura,) = clerk.api("GET", f"/api/v1/residents?code={NAKAMURA}").get_json()["results"]
+    assert nakamura["household_id"] == "0000100010" and nakamura["address"]["town"] == "西蒲田七丁目"
     page = text_of(clerk.get("/counter/?kana=ヤマダ　イチロウ"))
     assert "山田　太郎（子）" not in page and "支援措置のため表示しません" in page
 

@@ -154,6 +154,25 @@ def test_an_urgent_support_measure_applies_every_support_measure_rule(appliance,
     assert "blank-form-link" in clerk.get(f"/counter/resident/{TAKAHASHI}").get_data(as_text=True)
 
 
+def test_an_urgent_support_measure_protects_the_address_of_the_persons_household_in_result_lists(appliance, login, downtime):
+    """The household's address is the protected person's: the members'
+    rows in a result list withhold it (as their records do), and a search
+    by address finds none of them — a guess of it cannot be tested. Other
+    residents of the same town are found as before."""
+    clerk = login("clerk1")
+    assert record_hold(downtime, YAMADA_HANAKO, "support_measure").status_code == 302
+    listed = {r["resident_code"]: r for r in clerk.api("GET", "/api/v1/residents?kana=ヤマダ").get_json()["results"]}
+    assert set(listed) == {YAMADA_TARO, YAMADA_HANAKO, YAMADA_ICHIRO}
+    assert all(r["address"] is None and r["household_id"] is None and r["head_name"] is None for r in listed.values())
+    page = text_of(clerk.get("/counter/?kana=ヤマダ"))
+    assert "西蒲田七丁目" not in page and "49番1号" not in page and page.count("支援措置のため表示しません") == 6
+    for address in ("西蒲田七丁目49", "西蒲田7-49-1", "東京都大田区西蒲田七丁目"):
+        found = clerk.api("GET", f"/api/v1/residents?address={address}").get_json()["results"]
+        assert {r["resident_code"] for r in found} <= {NAKAMURA}, address
+    assert [r["resident_code"] for r in clerk.api("GET", "/api/v1/residents?address=西蒲田七丁目&kana=ナカムラ").get_json()["results"]] == [NAKAMURA]
+    assert clerk.api("GET", "/api/v1/residents?address=西蒲田七丁目&kana=ヤマダ").get_json()["results"] == []
+
+
 @pytest.mark.parametrize("kind", ["court_police", "note"])
 def test_a_court_police_or_free_hold_needs_another_supervisors_approval(appliance, login, downtime, kind):
     clerk = login("clerk1")

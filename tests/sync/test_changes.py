@@ -403,3 +403,27 @@ def test_a_full_load_the_feed_cannot_bring_level_is_refused_and_the_current_gene
     assert run_sonae("sync", "full", "--allow-older-export").returncode == 0
     with store.open_register() as register:
         assert register.meta.last_seq == 1000 and register.meta.as_of < served_as_of
+
+
+DIED = {"reason": "死亡", "occurred_on": "2026-11-02", "notified_on": "2026-11-03", "moved_to": None, "moved_to_confirmed": False, "confirmed_on": None}
+
+
+def test_a_support_measure_protects_its_households_address_as_the_feed_moves_it(loaded, store, upstream):
+    """Register.protected_households: a household with a member under a
+    支援措置 (current or removed) — none in the export; one member put
+    under it by the feed protects the household, its lifting frees it, and
+    a removed member under it still protects the household."""
+    households = sorted({make_resident(i)["household_id"] for i in range(30)})
+
+    def protected() -> set[str]:
+        with store.open_register() as register:
+            return register.protected_households(households)
+
+    assert protected() == set()
+    upstream.changes = [change(1001, make_resident(4, version=2, support_measure=True)),
+                        change(1002, make_resident(9, version=2, status="removed", support_measure=True, removal=DIED))]
+    assert run_changes(reload_config()).applied == 2
+    assert protected() == {make_resident(4)["household_id"], make_resident(9)["household_id"]}
+    upstream.changes = [change(1003, make_resident(4, version=3, support_measure=False))]
+    assert run_changes(reload_config()).applied == 1
+    assert protected() == {make_resident(9)["household_id"]}
