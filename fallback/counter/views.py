@@ -49,7 +49,7 @@ def _resident_page(counter: service.Counter, record: service.ResidentRecord, *, 
     withheld record (it is that form's refusal, not the issue form's)."""
     return render_template(
         "counter/resident.html", person=record.person, household=record.household, seals=record.seals, scope=counter.scope,
-        withheld=record.withheld, form=form, error=error, refusal_rule=refusal_rule, warnings=record.warnings,
+        withheld=record.withheld, protected=record.protected, form=form, error=error, refusal_rule=refusal_rule, warnings=record.warnings,
         self_error=self_error,
         idempotency_key=idempotency_key or secrets.token_urlsafe(18),
         kinds=issuance.KINDS, requester_types=issuance.REQUESTER_TYPES, documents=issuance.IDENTITY_DOCUMENTS,

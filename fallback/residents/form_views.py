@@ -31,7 +31,8 @@ def prefilled_request(code):
     # counted towards the bulk-viewing flag, exactly as a record view is.
     record = service.view_resident(counter, code)
     try:
-        pdf = forms.request_form_pdf(config, record.person, printed_at=now(), data_as_of=counter.data_as_of, drill=counter.scope.is_drill)
+        pdf = forms.request_form_pdf(config, record.person, printed_at=now(), data_as_of=counter.data_as_of, drill=counter.scope.is_drill,
+                                     household_protected=record.protected)
     except forms.FormRefused:
         audit.record(counter.conn, g.staff.username, "support_measure.attempt", code,
                      {"outcome": "refused", "rule": "prefilled_form"}, drill=counter.scope.is_drill)

@@ -62,18 +62,21 @@ def applicant_fields(resident: dict, config: Config) -> dict:
     }
 
 
-def check_prefill_allowed(resident: dict) -> None:
+def check_prefill_allowed(resident: dict, *, household_protected: bool = False) -> None:
     """A support-measure (DV等) resident's address is never put on paper
-    for whoever stands at the counter: the clerk uses a blank form."""
+    for whoever stands at the counter — nor their household's, which is the
+    same address: the clerk uses a blank form."""
     if resident.get("support_measure"):
         raise FormRefused("支援措置（DV等）の対象者のため、記入済みの申請書は印刷できません。白紙の申請書に記入していただいてください。")
+    if household_protected:
+        raise FormRefused("世帯に支援措置（DV等）の対象者がいるため、記入済みの申請書は印刷できません。白紙の申請書に記入していただいてください。")
 
 
 def request_form_pdf(config: Config, resident: dict | None, *, printed_at: dt.datetime,
-                     data_as_of: dt.datetime | None = None, drill: bool = False) -> bytes:
+                     data_as_of: dt.datetime | None = None, drill: bool = False, household_protected: bool = False) -> bytes:
     """The form as PDF: pre-filled for `resident`, or blank when None."""
     if resident is not None:
-        check_prefill_allowed(resident)
+        check_prefill_allowed(resident, household_protected=household_protected)
     eras = eras_from_config(config["printing"]["eras"])
     forms = config["forms"]
     template = template_from_file(forms["template"]) if forms["template"] else BUILT_IN_TEMPLATE

@@ -284,3 +284,30 @@ def test_the_person_and_their_household_are_still_issued_a_protected_households_
     assert refused_by(issue(clerk, YAMADA_TARO)) is None
     household = {"requester_type": "household", "requester_name": "山田　花子", "members": [YAMADA_TARO]}
     assert refused_by(issue(clerk, YAMADA_TARO, **household, confirm_repeat=True)) is None
+
+
+# --- a member of the protected person's household ----------------------------------------------
+
+
+def test_a_household_members_record_says_why_its_address_is_withheld_and_how_to_show_it(login, downtime):
+    """The member's record withholds the shared address: it says why, offers
+    the same 本人 step as the protected person's own record, and prints a
+    blank request form — the pre-filled one refused in words, not an error
+    that sends the counter to paper."""
+    clerk = login("clerk1")
+    hold_support_measure(downtime, YAMADA_ICHIRO)
+    response = clerk.get(f"/counter/resident/{YAMADA_TARO}")
+    page = response.get_data(as_text=True)
+    assert 'id="support-household-warning"' in page and "世帯に支援措置（DV等）の対象者がいます" in text_of(response)
+    assert 'id="self-form"' in page and 'id="blank-form-link"' in page and 'id="prefilled-form-link"' not in page
+    assert "49番1号" not in text_of(response)
+
+    form = clerk.get(f"/forms/request/{YAMADA_TARO}.pdf")
+    assert form.status_code == 403 and "世帯に支援措置（DV等）の対象者がいるため" in form.get_data(as_text=True)
+    assert clerk.get("/forms/request-blank.pdf").status_code == 200
+
+    shown = clerk.post(f"/counter/resident/{YAMADA_TARO}/self", {"identity_document": "運転免許証"})
+    assert shown.status_code == 200 and "49番1号" in text_of(shown)
+
+    other = clerk.get(f"/counter/resident/{NAKAMURA}").get_data(as_text=True)
+    assert 'id="support-household-warning"' not in other and 'id="prefilled-form-link"' in other
