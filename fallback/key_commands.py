@@ -32,7 +32,7 @@ def init(path):
     master key the snapshots and the operational database cannot be read;
     without the signing key certificates already issued cannot be checked.
     """
-    written = crypto.write_key_file(path)
+    written = crypto.write_key_file(path, forbidden_dir=load_config().home)
     click.echo(f"wrote a new 256-bit key to {written} (mode 0600); keep an offline copy — without the master key the data "
                "cannot be read, without the signing key certificates already issued cannot be checked here")
 

@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fallback.access import blocking_path, permission_message
 from fallback.config import Config
-from sync.crypto import KeyFileError, decode_key, derive_key, read_key_file
+from sync.crypto import KeyFileError, MalformedKey, decode_key, derive_key, read_key_file
 
 
 def _read_key(path: str | Path, config: Config) -> bytes:
@@ -35,6 +35,9 @@ def encrypted_data(config: Config) -> list[Path]:
     return written + sorted(config.snapshot_dir.glob("gen-*"))
 
 
+RESTORE_THE_KEY = "restore the key from its offline copy (runbook 07-kagi-kanri); a new key from `sonae key init` cannot read that data"
+
+
 def lost_master_key_problem(config: Config) -> str | None:
     """The one line for a master key file that is not there while
     SONAE_HOME holds data written with it: `sonae key init` (what a missing
@@ -46,8 +49,7 @@ def lost_master_key_problem(config: Config) -> str | None:
     if not data:
         return None
     link = f" (a symlink to {os.readlink(path)}, not there: a container sees only the folder mounted)" if path.is_symlink() else ""
-    return (f"master key {path} is missing{link}, and {config.home} holds data encrypted with it ({data[0].name}): "
-            "restore the key from its offline copy (runbook 07-kagi-kanri); a new key from `sonae key init` cannot read that data")
+    return f"master key {path} is missing{link}, and {config.home} holds data encrypted with it ({data[0].name}): {RESTORE_THE_KEY}"
 
 
 def master_key(config: Config) -> bytes:
@@ -56,7 +58,14 @@ def master_key(config: Config) -> bytes:
         return decode_key(inline, "SONAE_SECURITY_KEY")
     if problem := lost_master_key_problem(config):
         raise KeyFileError(problem)
-    return _read_key(config["security"]["key_file"], config)
+    try:
+        return _read_key(config["security"]["key_file"], config)
+    except MalformedKey as exc:
+        # Damaged or emptied: a new key would leave the data unreadable.
+        if data := encrypted_data(config):
+            raise KeyFileError(f"the master {exc.problem}, and {config.home} holds data encrypted with the key it held "
+                               f"({data[0].name}): {RESTORE_THE_KEY}") from None
+        raise
 
 
 def snapshot_key(config: Config) -> bytes:

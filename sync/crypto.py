@@ -26,6 +26,16 @@ class KeyFileError(Exception):
     """A key file is missing, unreadable, too permissive or malformed."""
 
 
+class MalformedKey(KeyFileError):
+    """A key that is not 32 bytes of base64: `problem` says what it holds,
+    the message adds what to do on a new box (a caller that knows of data
+    written with the key says instead to restore it)."""
+
+    def __init__(self, problem: str):
+        self.problem = problem
+        super().__init__(f"{problem}; write a new one with `sonae key init PATH`")
+
+
 class WrongKeyError(Exception):
     """An encrypted database could not be opened with the key given."""
 
@@ -60,9 +70,21 @@ def key_folder_message(path: str | os.PathLike) -> str:
     return folder_not_file(path, "key file", f"write the key with `sonae key init {path}`")
 
 
-def write_key_file(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write 32 random bytes, base64 on one line, mode 0600."""
+def refuse_inside(path: Path, data_dir: str | os.PathLike, do: str) -> None:
+    """KeyFileError for a key file inside the data directory: a copy of the
+    data must not carry its key."""
+    resolved, data_dir = path.resolve(), Path(data_dir).resolve()
+    if resolved == data_dir or data_dir in resolved.parents:
+        raise KeyFileError(f"key file {path} is inside the data directory {data_dir}; {do} "
+                           "(e.g. /etc/sonae/) so that a copy of the data does not carry its key")
+
+
+def write_key_file(path: str | os.PathLike, *, overwrite: bool = False, forbidden_dir: str | os.PathLike | None = None) -> Path:
+    """Write 32 random bytes, base64 on one line, mode 0600 (never inside
+    `forbidden_dir`, the data directory)."""
     path = Path(path)
+    if forbidden_dir is not None:
+        refuse_inside(path, forbidden_dir, "write it outside")
     if path.exists() and not overwrite:
         raise KeyFileError(f"{path} already exists; refusing to overwrite a key (losing it loses the data it protects)")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,9 +102,9 @@ def decode_key(text: str, source: str) -> bytes:
     try:
         raw = base64.b64decode(text.strip(), validate=True)
     except ValueError as exc:  # binascii.Error, or characters outside ASCII
-        raise KeyFileError(f"{source} is not base64; write a new one with `sonae key init PATH`") from exc
+        raise MalformedKey(f"{source} is not base64") from exc
     if len(raw) != KEY_BYTES:
-        raise KeyFileError(f"{source} holds {len(raw)} bytes, a key must be {KEY_BYTES}; write one with `sonae key init PATH`")
+        raise MalformedKey(f"{source} holds {len(raw)} bytes, a key must be {KEY_BYTES}")
     return raw
 
 
@@ -91,12 +113,7 @@ def read_key_file(path: str | os.PathLike, *, forbidden_dir: str | os.PathLike |
     the data directory (a copied data directory must not carry its key)."""
     path = Path(path)
     if forbidden_dir is not None:
-        resolved, data_dir = path.resolve(), Path(forbidden_dir).resolve()
-        if resolved == data_dir or data_dir in resolved.parents:
-            raise KeyFileError(
-                f"key file {path} is inside the data directory {data_dir}; move it outside "
-                "(e.g. /etc/sonae/) so that a copy of the data does not carry its key"
-            )
+        refuse_inside(path, forbidden_dir, "move it outside")
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:

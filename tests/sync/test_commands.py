@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 
+import pytest
+
 from fallback.keys import master_key
 from fallback.mirror.registry import snapshot_store
 from sync import crypto
@@ -50,12 +52,34 @@ def test_a_second_sync_is_refused_while_one_runs_and_not_recorded_as_a_run(loade
     assert store.current() == 1
 
 
-def test_a_key_file_that_is_not_base64_says_how_to_make_one(loaded, tmp_path):
+@pytest.mark.parametrize("content", ["鍵ではありません\n", "", "c2hvcnQ=\n"], ids=["not-base64", "emptied", "too-short"])
+def test_a_damaged_key_file_beside_loaded_data_says_to_restore_it_not_to_make_one(loaded, tmp_path, content):
+    """A new key would leave every generation and the operational database
+    unreadable: the advice for a missing key holds for a damaged one."""
+    damaged = tmp_path / "damaged.key"
+    damaged.write_text(content, encoding="utf-8")
+    damaged.chmod(0o600)
+    line = _one_line_error(run_sonae("snapshot", "list", env={"SONAE_SECURITY_KEY_FILE": str(damaged)}))
+    assert line.startswith(f"Error: the master key file {damaged} ") and " holds data encrypted with the key it held " in line, line
+    assert line.endswith("restore the key from its offline copy (runbook 07-kagi-kanri); a new key from `sonae key init` cannot read that data")
+
+
+def test_a_key_file_that_is_not_base64_on_a_new_box_says_how_to_make_one(tmp_path):
     damaged = tmp_path / "damaged.key"
     damaged.write_text("鍵ではありません\n", encoding="utf-8")
     damaged.chmod(0o600)
     line = _one_line_error(run_sonae("snapshot", "list", env={"SONAE_SECURITY_KEY_FILE": str(damaged)}))
-    assert "is not base64" in line and "sonae key init" in line, line
+    assert line == f"Error: key file {damaged} is not base64; write a new one with `sonae key init PATH`", line
+
+
+def test_key_init_refuses_a_path_inside_the_data_directory(tmp_path):
+    """The key would be refused when used there (a copy of the data would
+    carry it): refused when written, before anything is encrypted with it."""
+    home = tmp_path / "home"
+    line = _one_line_error(run_sonae("key", "init", str(home / "keys" / "master.key"), env={"SONAE_HOME": str(home)}))
+    assert line == (f"Error: key file {home / 'keys' / 'master.key'} is inside the data directory {home}; write it outside "
+                    "(e.g. /etc/sonae/) so that a copy of the data does not carry its key")
+    assert not (home / "keys" / "master.key").exists()
 
 
 def test_key_init_refuses_to_overwrite(tmp_path):
