@@ -155,6 +155,28 @@ def services_stopped(config: Config) -> Iterator[None]:
         yield
 
 
+WORKER_LOCK = "worker.lock"
+
+
+@contextlib.contextmanager
+def the_only_worker(config: Config) -> Iterator[None]:
+    """Held by `sonae worker` from start to stop: a second one on the same
+    SONAE_HOME is refused in one line (it would probe, alert and mail the
+    morning report twice)."""
+    path = config.home / WORKER_LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pids = ", ".join(map(str, _lock_holders(path))) or "unknown"
+            raise click.ClickException(f"another `sonae worker` is running on {config.home} (pid {pids}, holding {path}); "
+                                       "a box runs one worker — leave that one running, or stop it first") from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def operator(actor: str | None) -> str:
     """Who is running a command: --actor if given, else the OS user, prefixed
     so the audit log tells CLI actions from web actions."""

@@ -9,7 +9,7 @@ import time
 import click
 
 from fallback.access import blocking_path, permission_message
-from fallback.cli_support import configure_logging, service_config, service_running, warn_without_config_file
+from fallback.cli_support import configure_logging, service_config, service_running, the_only_worker, warn_without_config_file
 from fallback.mirror.syncing import token_folder_message
 from fallback.serve import claim_serial_ranges
 
@@ -71,7 +71,7 @@ def _run_jobs(stopping) -> None:
 
     config = service_config()
     refuse_an_unreadable_token(config)
-    with service_running(config):
+    with service_running(config), the_only_worker(config):
         claim_serial_ranges(config)  # a box that is not itself in ops.db runs nothing
         configure_logging()
         warn_without_config_file(config)

@@ -100,6 +100,12 @@ def test_worker_process_syncs_and_stops_on_sigterm(config, upstream):
             time.sleep(0.3)
         else:
             pytest.fail(f"the worker did not sync within 60 s: {runs}")
+        # A second worker on the same SONAE_HOME would probe, alert and mail twice.
+        second = subprocess.run([SONAE, "worker"], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1 and second.stderr.strip() == (
+            f"Error: another `sonae worker` is running on {config.home} (pid {worker.pid}, holding {config.home / 'worker.lock'}); "
+            "a box runs one worker — leave that one running, or stop it first"), second.stderr
+        assert worker.poll() is None
     finally:
         worker.send_signal(signal.SIGTERM)
         out, err = worker.communicate(timeout=60)
