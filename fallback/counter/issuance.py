@@ -264,6 +264,12 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
             f"データが{data_age_hours:.0f}時間前のものであり、{KINDS[req.kind]}の交付は停止中です（上限{kill_hours}時間）。後日交付として受け付けてください。",
         )
     relation = requester_relation(req, subject)
+    # The 支援措置 refusal before any other about the requester: a third
+    # party's refusal says to take the request for later (後日交付), which
+    # the measure refuses at any time.
+    if subject.get("support_measure"):
+        check_support_measure(req, subject, counter_config["support_measure_approvable"], relation)
+    check_protected_household(register, subject, relation)
     check_third_party(relation, req, third_party_allowed)
     check_official_request(req)
     if req.requester_type == "agent" and not req.delegation_letter:
@@ -302,7 +308,6 @@ def plan_request(register, req: IssueRequest, *, counter_config: dict, data_age_
         check_support_measure(req, resident, counter_config["support_measure_approvable"], relation)
     if protected:
         flags.append("support_measure_approved" if req.approved_by else "support_measure_self")
-    check_protected_household(register, subject, relation)
     moves = [move for move in map(planned_move, residents) if move]
     if moves:
         if not req.acknowledge_move_out:

@@ -278,6 +278,21 @@ def test_outside_requesters_are_refused_a_protected_households_certificates(conf
     assert "お断り" in desk(downtime).split("支援措置対象者への請求")[1]
 
 
+@pytest.mark.parametrize("requester", ["third_party", "agent"])
+def test_the_support_measure_refusal_comes_before_any_other_about_the_requester(login, downtime, requester):
+    """With third parties refused during downtime (the default) and an agent
+    without a letter, the 支援措置 refusal still comes first: the others
+    tell the clerk to take the request for later (後日交付), which the
+    measure refuses at any time."""
+    clerk = login("clerk1")
+    hold_support_measure(downtime, YAMADA_ICHIRO)
+    fields = {**OUTSIDE[requester], "delegation_letter": False} if requester == "agent" else OUTSIDE[requester]
+    for code in (SATO, YAMADA_TARO):
+        refused = issue(clerk, code, **fields)
+        assert refused_by(refused) == "support_measure", (code, refused.get_json())
+        assert "後日" not in refused.get_json()["message"]
+
+
 def test_the_person_and_their_household_are_still_issued_a_protected_households_certificates(login, downtime):
     clerk = login("clerk1")
     hold_support_measure(downtime, YAMADA_ICHIRO)
