@@ -337,6 +337,12 @@ def check_support_measure(req: IssueRequest, resident: dict, approvable: list[st
         return
     relation = "household" if relation in ("self", "household") else relation
     if relation not in approvable or relation not in SUPPORT_MEASURE_APPROVABLE:
+        if relation == "household":  # the requester lives there: the rest of the household may still be issued
+            raise IssueRefused(
+                "support_measure",
+                "記載する方に支援措置（DV等）の対象者が含まれています。対象者の記載は、対象者ご本人の請求にしか交付できません。"
+                "対象者を除いた方（ご本人だけ、または選んだ方）の分なら交付できます。請求者には、理由を伝えずにそのことだけを案内してください。",
+            )
         raise IssueRefused(
             "support_measure",
             "支援措置（DV等）の対象者が含まれています。本人以外からの請求には交付できません。"

@@ -293,6 +293,19 @@ def test_the_support_measure_refusal_comes_before_any_other_about_the_requester(
         assert "後日" not in refused.get_json()["message"]
 
 
+def test_a_household_member_asking_for_the_protected_person_is_told_what_can_be_issued(login, downtime):
+    """本人 (山田太郎) asking for the whole household, 一郎 under a 支援措置:
+    refused — but not as 「本人以外からの請求」, which contradicts the form —
+    and told that the others' certificate can be issued; it then is."""
+    clerk = login("clerk1")
+    hold_support_measure(downtime, YAMADA_ICHIRO)
+    refused = issue(clerk, YAMADA_TARO, whole_household=True)
+    assert refused_by(refused) == "support_measure"
+    message = refused.get_json()["message"]
+    assert "本人以外からの請求" not in message and "対象者を除いた方" in message, message
+    assert refused_by(issue(clerk, YAMADA_TARO, members=[YAMADA_TARO, YAMADA_HANAKO])) is None
+
+
 def test_the_person_and_their_household_are_still_issued_a_protected_households_certificates(login, downtime):
     clerk = login("clerk1")
     hold_support_measure(downtime, YAMADA_ICHIRO)
