@@ -9,6 +9,7 @@ from markupsafe import Markup
 
 from fallback import audit, modes, runbooks
 from fallback.db import get_ops
+from fallback.errors import Forbidden
 from fallback.runbooks import paper_ledger
 from fallback.staff.security import roles
 
@@ -16,8 +17,13 @@ bp = Blueprint("runbooks", __name__, url_prefix="/runbooks", template_folder="te
 
 ALL_STAFF = ("clerk", "supervisor", "drill_coordinator", "it", "auditor")
 # Who ticks steps off: the supervisor runs the procedure; IT and the drill
-# coordinator tick the steps they lead.
+# coordinator tick the steps they lead — the coordinator a drill's only: a
+# real incident's steps go into its report as done.
 TICK_ROLES = ("supervisor", "it", "drill_coordinator")
+
+
+def _may_tick(drill) -> bool:
+    return g.staff.role in TICK_ROLES and (drill is not None or g.staff.role != "drill_coordinator")
 
 
 def _directory():
@@ -51,7 +57,7 @@ def show(slug):
     history = runbooks.tick_history(conn, drill_id=drill.id if drill else None,
                                     since="" if drill else runbooks.current_run_start(conn))
     standing = runbooks.tick_state(history)
-    can_tick = g.staff.role in TICK_ROLES
+    can_tick = _may_tick(drill)
     control = get_template_attribute("runbooks/_step.html", "step_control")
     body = runbooks.render_html(book, lambda step: str(control(slug, step, standing.get((slug, step.id)), can_tick)))
     done = sum(1 for step in book.steps if (slug, step.id) in standing)
@@ -64,6 +70,9 @@ def tick(slug, step_id):
     book = _load(slug)
     conn = get_ops()
     drill = runbooks.drill_of(conn, g.staff.username, g.staff.terminal)
+    if not _may_tick(drill):
+        audit.record(conn, g.staff.username, "records.denied", f"runbook:{slug}", {"step": step_id, "why": "not in a drill"})
+        raise Forbidden("訓練の担当は、訓練中の手順だけを記録できます。実際の障害の手順は、係長または情報政策課が記録します。")
     try:
         runbooks.record_tick(conn, book, step_id, done=request.form.get("done") == "1", actor=g.staff.username,
                              drill_id=drill.id if drill else None)

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
-from fallback import runbooks
+from fallback import audit, runbooks
 from fallback.cli import main
 from fallback.ops import open_ops
 from tests.support import text_of
@@ -111,6 +111,20 @@ def test_clerks_read_runbooks_but_do_not_tick(login, downtime):
     page = clerk.get("/runbooks/02-downtime-madoguchi")
     assert page.status_code == 200 and "完了にする" not in page.get_data(as_text=True)
     assert clerk.post(f"/runbooks/02-downtime-madoguchi/steps/{book.steps[0].id}", {"done": "1"}).status_code == 403
+
+
+def test_the_drill_coordinator_ticks_no_step_of_a_real_incident(appliance, login, downtime):
+    """Outside a drill their tick would go into the real incident's report
+    as a step done: refused (audited), and the page offers none."""
+    coordinator = login("coord")
+    step = runbooks.load(RUNBOOK_DIR, "01-shoki-taio").steps[1]
+    page = coordinator.get("/runbooks/01-shoki-taio")
+    assert page.status_code == 200 and "完了にする" not in page.get_data(as_text=True)
+    refused = coordinator.post(f"/runbooks/01-shoki-taio/steps/{step.id}", {"done": "1"})
+    assert refused.status_code == 403 and "訓練中の手順だけ" in text_of(refused)
+    conn = open_ops(appliance.config["SONAE"])
+    assert runbooks.tick_history(conn, drill_id=None) == []
+    assert [e["actor"] for e in audit.entries(conn, action="records.denied")] == ["coord"]
 
 
 def test_checklists_start_clean_for_each_incident(login, downtime):
