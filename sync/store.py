@@ -414,7 +414,9 @@ class SnapshotStore:
             if failures:
                 report.problems.append(f"encrypted page check: {summarise_page_failures(failures, _page_count(conn, path))}")
             try:
-                structure = [row[0] for row in conn.execute("PRAGMA integrity_check")]
+                # One message a line (SQLite puts up to 100 in one row, under a heading).
+                structure = [line for (text,) in conn.execute("PRAGMA integrity_check") for line in text.splitlines()
+                             if line.strip() and not line.startswith("*** in database")]
                 if structure != ["ok"]:
                     report.problems.append(f"integrity check: {summarise_page_failures(structure)}")
                 conn.execute("BEGIN")  # one read snapshot: the change feed may be writing

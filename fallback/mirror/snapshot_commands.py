@@ -11,7 +11,7 @@ from fallback.cli_support import operator
 from fallback.mirror.sync_commands import jst
 from fallback.mirror.syncing import rollback_snapshot, snapshot_store
 from fallback.ops import now
-from sync.store import WRONG_KEY
+from sync.store import OK, WRONG_KEY
 
 
 @click.group("snapshot")
@@ -77,12 +77,14 @@ def _as_json(info, moment) -> dict:
 def verify(generation):
     """Check a generation (default: the current one): every encrypted page,
     SQLite's structure, row counts and record digests."""
-    report = snapshot_store(load_config()).verify(generation)
+    store = snapshot_store(load_config())
+    report = store.verify(generation)
     if not report.ok:
-        raise click.ClickException(
-            f"generation {report.generation} FAILED verification: {'; '.join(report.problems)} — "
-            "roll back to a good generation with `sonae snapshot rollback N --reason ...` and run `sonae sync full`"
-        )
+        others = [info.number for info in store.generations() if info.number != report.generation and info.state == OK]
+        then = (f"roll back to a good one ({', '.join(map(str, others))}: check it first with `sonae snapshot verify N`) with "
+                "`sonae snapshot rollback N --reason ...`, and run `sonae sync full`" if others else
+                "no other generation to roll back to: run `sonae sync full` to load a new one")
+        raise click.ClickException(f"generation {report.generation} FAILED verification: {'; '.join(report.problems)} — {then}")
     click.echo(f"generation {report.generation}: ok — {report.residents:,} residents, {report.seals:,} seals; pages, structure and record digests check out ({report.seconds:.1f} s)")
 
 

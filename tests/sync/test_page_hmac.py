@@ -47,6 +47,9 @@ def test_snapshot_verify_catches_one_flipped_byte_anywhere_in_a_page(loaded, sto
     result = run_sonae("snapshot", "verify")
     assert result.returncode == 1
     assert "generation 1 FAILED verification" in result.stderr and f"1 of {pages:,} page(s) fail their check (damaged); first: page {page:,}" in result.stderr
+    # One line however many messages SQLCipher and SQLite give, and the step there is: no other generation to go back to.
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.strip().endswith("— no other generation to roll back to: run `sonae sync full` to load a new one")
 
 
 def make_layout_3(store, generation: int) -> None:
