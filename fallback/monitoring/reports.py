@@ -98,11 +98,22 @@ def _signed(value: int | None) -> str:
     return "前世代なし" if value is None else f"前世代比 {value:+,}"
 
 
+def verdict(report: dict, outage_now: list[str] = ()) -> str:
+    """The one phrase the subject and the page lead with: 要確認 (something
+    failed, is critical or down), 注意 (warnings open, nothing worse), or
+    異常なし — never while a warning is open, or someone reading only the
+    subject would not look."""
+    if not report["healthy"] or outage_now:
+        return "要確認"
+    warnings = sum(1 for alert in report["open_alerts"] if alert["severity"] == alerts.WARNING)
+    return f"注意（警告{warnings}件）" if warnings else "異常なし"
+
+
 def morning_report_text(config: Config, report: dict) -> tuple[str, str]:
     """(subject, body) of the morning e-mail."""
     municipality = config["municipality"]["name"]
-    verdict = "異常なし" if report["healthy"] else "要確認"
-    lines = [f"Sonae 朝の報告（{municipality}）　{alerts.format_moment(report['generated_at'])}", "", f"■ 総合判定: {verdict}", ""]
+    verdict_text = verdict(report)
+    lines = [f"Sonae 朝の報告（{municipality}）　{alerts.format_moment(report['generated_at'])}", "", f"■ 総合判定: {verdict_text}", ""]
     if report.get("outage"):
         lines += [f"■ いまの状態: {'、'.join(report['outage'])}", ""]
     full = report["full_load"]
@@ -146,7 +157,7 @@ def morning_report_text(config: Config, report: dict) -> tuple[str, str]:
     if report.get("audit_head"):
         lines.append(f"■ 記録の照合用: {anchor.Anchor(**report['audit_head']).line()}")
     lines += ["", f"監視画面: {config['web']['public_base_url'].rstrip('/')}/monitor/morning"]
-    subject = f"【朝の報告】{verdict}　{report['day']}（Sonae {municipality}）"
+    subject = f"【朝の報告】{verdict_text}　{report['day']}（Sonae {municipality}）"
     return subject, "\n".join(lines)
 
 

@@ -130,7 +130,7 @@ def morning():
     if report is None:
         return _error("朝の報告がありません", f"{day} の朝の報告はありません。", 404)
     days = [row[0] for row in conn.execute("SELECT day FROM morning_reports ORDER BY day DESC LIMIT 14")]
-    return render_template("monitor/morning.html", title="朝の報告", report=report, preview=preview, days=days,
+    return render_template("monitor/morning.html", title="朝の報告", report=report, preview=preview, days=days, verdict=reports.verdict,
                            outage_now=reports.outage_now(conn),
                            outcomes=reports.FULL_LOAD_OUTCOMES, run_kinds=mirror.RUN_KINDS,
                            severity_labels=alerts.SEVERITY_LABELS)

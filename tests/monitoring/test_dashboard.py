@@ -111,6 +111,24 @@ def test_the_morning_report_is_mailed_and_shown(app, loaded, smtp):
     assert "97.917%" in text
 
 
+def test_a_morning_with_a_warning_open_is_not_said_to_be_without_problems(app, loaded, smtp):
+    """Warnings do not make the morning 要確認, but someone reading only the
+    subject must not read 異常なし while one is open (a disk filling up)."""
+    from fallback.monitoring import alerts
+
+    conn = open_ops(loaded)
+    with Transaction(conn):
+        alerts._insert(conn, alerts.Condition("disk.low", alerts.WARNING, "ディスクの空きが少なくなっています", "空き 12%",
+                                              now().isoformat(), "窓口は通常どおり使えます。", "09-disk-full"), now().isoformat())
+    conn.close()
+    report = run_morning_report(loaded, at=now())
+    assert report["healthy"] is True
+    assert str(smtp.messages[0]["Subject"]).startswith("【朝の報告】注意（警告1件）")
+    assert "■ 総合判定: 注意（警告1件）" in smtp.messages[0].get_content()
+    page = Staff(app, "it1").get("/monitor/morning").get_data(as_text=True)
+    assert re.search(r'id="morning-verdict">注意（警告1件）<', page), page
+
+
 def test_a_full_load_stopped_by_an_operator_is_reported_as_stopped_not_failed(app, loaded, tmp_path, smtp):
     """`systemctl stop sonae-worker` during the nightly load: IT reads that
     the load did not finish because someone stopped it, not that it failed."""
