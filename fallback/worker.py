@@ -38,6 +38,7 @@ from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
+from fallback import disk
 from fallback.config import Config
 from fallback.counter.issuance import void_unrendered
 from fallback.maintenance import register_maintenance_jobs
@@ -58,6 +59,20 @@ from fallback.recovery import register_recovery_jobs
 from sync.errors import FeedBroken, SyncBusy, UpstreamUnavailable
 
 log = logging.getLogger("sonae.worker")
+
+
+class DiskFaultsInOneLine(logging.Filter):
+    """On APScheduler's log of a job's exception: a write the disk refused
+    (full, an I/O error, read-only) is no bug but a state IT is alerted to
+    (disk.full, ops.unwritable) — one line a turn, not a traceback every
+    ten seconds that buries the log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and disk.is_write_failure(exc):
+            record.msg, record.args = f"{record.getMessage()}: the disk refused a write ({exc}); runbooks/09-disk-full.md", ()
+            record.exc_info = record.exc_text = None
+        return True
 T = TypeVar("T")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import time
@@ -67,13 +68,14 @@ def _list_jobs(stopping) -> None:
 
 
 def _run_jobs(stopping) -> None:
-    from fallback.worker import build_scheduler
+    from fallback.worker import DiskFaultsInOneLine, build_scheduler
 
     config = service_config()
     refuse_an_unreadable_token(config)
     with service_running(config), the_only_worker(config):
         claim_serial_ranges(config)  # a box that is not itself in ops.db runs nothing
         configure_logging()
+        logging.getLogger("apscheduler.executors.default").addFilter(DiskFaultsInOneLine())
         warn_without_config_file(config)
         from fallback.mirror.syncing import reclaim_leftovers
 

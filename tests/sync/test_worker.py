@@ -261,3 +261,32 @@ def test_a_feed_run_stopped_before_its_first_page_says_none_was_applied(loaded, 
     stopping.request(signal.SIGTERM)
     changes_job(reload_config(), stopping)
     assert sync_runs(loaded)[-1]["id"] == last["id"]
+
+
+def test_a_job_the_full_disk_stops_is_logged_in_one_line_and_any_other_fault_with_its_traceback():
+    """APScheduler logs a job's exception with its traceback: a full disk,
+    which IT is alerted to already, made eight of them a minute."""
+    import errno
+    import io
+    import logging
+
+    from fallback.worker import DiskFaultsInOneLine
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("test.apscheduler.executors")
+    logger.addHandler(handler)
+    logger.addFilter(DiskFaultsInOneLine())
+    try:
+        for fault in (OSError(errno.ENOSPC, "No space left on device"), ValueError("a bug")):
+            try:
+                raise fault
+            except Exception:
+                logger.exception('Job "%s" raised an exception', "上流の監視")
+    finally:
+        logger.removeHandler(handler)
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == ('Job "上流の監視" raised an exception: the disk refused a write ([Errno 28] No space left on device); '
+                        "runbooks/09-disk-full.md")
+    assert lines[1] == 'Job "上流の監視" raised an exception' and lines[2] == "Traceback (most recent call last):"
+    assert lines[-1] == "ValueError: a bug" and "Errno 28" not in "\n".join(lines[1:])
