@@ -78,7 +78,11 @@ def terminal_group():
 @terminal_group.command("list")
 def list_terminals():
     """Registrations in force: terminal, when, by whom."""
-    for registration in terminals.registrations(open_ops(config())):
+    registrations = terminals.registrations(open_ops(config()))
+    if not registrations:  # said on stderr: a script reading stdout still gets no rows
+        click.echo("no PC is registered as a counter terminal: a supervisor registers each counter PC at /terminal "
+                   "(its counter stays closed until then)", err=True)
+    for registration in registrations:
         click.echo(f"{registration['terminal']}\t{registration['registered_at']}\t{registration['registered_by']}")
 
 

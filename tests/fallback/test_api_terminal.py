@@ -103,6 +103,12 @@ def test_withdrawing_a_terminal_closes_every_pc_registered_as_it(appliance, down
     finally:
         conn.close()
     assert entry == [("it-oncall", "本庁1", f'{{"reason":"端末PC紛失","registrations":{count}}}')]
+    for terminal in sorted(set(listed())):
+        sonae("terminal", "withdraw", terminal, "--reason", "端末PC交換")
+    empty = sonae("terminal", "list")  # none left: said on stderr, with what to do
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert empty.stderr.strip() == ("no PC is registered as a counter terminal: a supervisor registers each counter PC at "
+                                    "/terminal (its counter stays closed until then)")
     assert register_at_terminal(one, "本庁1") and counter_open_with(appliance, one.get_cookie(terminals.COOKIE_NAME).value)
 
 
