@@ -24,6 +24,7 @@ from fallback.mirror.syncing import (
 )
 from fallback.ops import TOKYO, now, open_ops
 from sync.anomalies import OVERRIDE_DUPLICATE_ATENA, positions_text
+from sync.errors import UpstreamUnavailable
 from sync.loader import OVERRIDE_CONTRACT_1, OVERRIDE_DROP, OVERRIDE_MUNICIPALITY, OVERRIDE_OLDER_EXPORT, OVERRIDE_UNKNOWN_SEAL_RESIDENTS
 
 
@@ -58,8 +59,9 @@ def full(source_dir, allow_drop, allow_unknown_seal_residents, allow_municipalit
         raise click.UsageError("--allow-contract-1 needs --from DIR: a version 1 export is accepted only dropped into a directory")
     flags = {OVERRIDE_DROP: allow_drop, OVERRIDE_UNKNOWN_SEAL_RESIDENTS: allow_unknown_seal_residents, OVERRIDE_MUNICIPALITY: allow_municipality_mismatch,
              OVERRIDE_OLDER_EXPORT: allow_older_export, OVERRIDE_CONTRACT_1: allow_contract_1, OVERRIDE_DUPLICATE_ATENA: allow_duplicate_atena}
-    with StopSignals().installed() as stop:
-        result = run_full_sync(load_config(), source_dir, {name for name, given in flags.items() if given}, operator(actor), committing=stop.hold)
+    config = load_config()
+    with StopSignals().installed() as stop, upstream_down_said(config):
+        result = run_full_sync(config, source_dir, {name for name, given in flags.items() if given}, operator(actor), committing=stop.hold)
     sequence = f"export_seq {result.export_seq:,}" if result.export_seq is not None else "contract 1, no export_seq"
     click.echo(
         f"generation {result.generation} is current: {result.residents:,} residents, {result.seals:,} seals, "
@@ -129,6 +131,19 @@ class StopSignals:
                        "the load was completed first", err=True)
 
 
+@contextlib.contextmanager
+def upstream_down_said(config) -> Iterator[None]:
+    """A sync by hand that found the upstream not answering says what that
+    leaves and what happens next, as the other refusals do."""
+    try:
+        yield
+    except UpstreamUnavailable as exc:
+        current = snapshot_store(config).current_if_readable()
+        keeps = f"generation {current} keeps serving" if current is not None else "no generation is loaded yet"
+        raise click.ClickException(f"{exc}; {keeps}, and the worker retries on its own every sync.changes_interval_s — "
+                                   "rerun by hand once the upstream answers (the IT dashboard shows when it does)") from None
+
+
 def _caught_up(result) -> str:
     """The catch-up on the change feed that brought the new generation level
     with the serving one, if there was one: its data is then newer than the
@@ -152,8 +167,9 @@ def _anomaly_line(anomalies: dict) -> str:
 @click.option("--actor", help="Who runs this, for the sync record (default: the OS user).")
 def changes(actor):
     """Apply the upstream change feed to the current generation."""
-    with StopSignals().installed():
-        result = run_changes(load_config(), operator(actor))
+    config = load_config()
+    with StopSignals().installed(), upstream_down_said(config):
+        result = run_changes(config, operator(actor))
     click.echo(
         f"generation {result.generation}: {result.applied:,} change(s) applied, {result.skipped:,} skipped as not newer; "
         f"seq {result.from_seq:,} → {result.last_seq:,}; data as of {jst(result.as_of)}"

@@ -101,11 +101,16 @@ def test_a_dropped_download_resumes_with_range(loaded, store, upstream, tmp_path
     assert store.verify().ok
 
 
-def test_full_sync_while_upstream_is_down_keeps_serving(loaded, upstream):
+@pytest.mark.parametrize("kind", ["full", "changes"])
+def test_a_sync_while_upstream_is_down_keeps_serving_and_says_what_next(loaded, upstream, kind):
     upstream.stop()
-    result = run_sonae("sync", "full")
+    result = run_sonae("sync", kind)
     assert result.returncode == 1
-    assert result.stderr.strip().splitlines() == [f"Error: GET {upstream.url}/v1/exports/latest: cannot connect (connection refused)"]
+    path = {"full": "exports/latest", "changes": "changes"}[kind]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"Error: GET {upstream.url}/v1/{path}") and "cannot connect (connection refused); " in line, line
+    assert line.endswith("; generation 1 keeps serving, and the worker retries on its own every sync.changes_interval_s — "
+                         "rerun by hand once the upstream answers (the IT dashboard shows when it does)"), line
     config = reload_config()
     assert_serving(config, 1, 30)
     run = sync_runs(config)[-1]
