@@ -26,8 +26,11 @@ from printing.verify import NO_ISSUED_FILE, NOT_AS_ISSUED, Verification, stateme
 from sync.contract import public_key_from_b64
 
 # Exit statuses: 0 VALID (the very file issued), 1 NOT VALID, 3 SIGNATURE
-# VALID — the signatures hold and the content is to be compared by eye.
+# VALID — the signatures hold and the content is to be compared by eye —
+# and 4 for a drill's certificate shown with --accept-drill, whatever it
+# checks as: never a real certificate, so never a script's pass.
 EXIT_COMPARE_BY_EYE = 3
+EXIT_DRILL = 4
 
 
 @click.command("verify")
@@ -50,6 +53,8 @@ def verify(file, public_key, accept_drill):
         failures += _issuance_lines(config, records, result)
     if failures:
         raise click.ClickException(f"NOT VALID: {len(failures)} problem(s), listed above")
+    if result.drill:
+        raise SystemExit(EXIT_DRILL)
     if not result.as_issued:
         # A script reading the status must not take "compare by eye" for a pass.
         raise SystemExit(EXIT_COMPARE_BY_EYE)
