@@ -97,14 +97,27 @@ def key_unusable(exc: KeyFileError):
     return answer(KeyUnusable(KEY_UNUSABLE_MESSAGE, reason=str(exc)))
 
 
+# What a URL that matches no page, or not with this method, is told, in
+# the staff's language (werkzeug's own words are English).
+ROUTE_ERRORS = {
+    404: ("ページが見つかりません", "このページはありません。アドレスを確かめるか、メニューから開き直してください。"),
+    405: ("この操作は受け付けられません", "このページでは、この操作を受け付けていません。画面を開き直してから操作してください。"),
+}
+
+
 def api_route_error(exc: HTTPException):
-    """Under /api/ even a URL that matches no route, or not with this
-    method, answers in JSON."""
-    if not request.path.startswith("/api/"):
-        return exc
-    code = "not_found" if exc.code == 404 else "method_not_allowed"
+    """A URL that matches no route, or not with this method: in JSON under
+    /api/, else a page; in Japanese unless the view gave its own words
+    (abort(404, "…"))."""
+    title, message = ROUTE_ERRORS[exc.code]
+    if exc.description != type(exc).description:
+        message = exc.description
     allowed = sorted(getattr(exc, "valid_methods", None) or [])  # abort(405) from a view names none
-    return jsonify(error=code, message=exc.description), exc.code, ({"Allow": ", ".join(allowed)} if allowed else {})
+    headers = {"Allow": ", ".join(allowed)} if allowed else {}
+    if request.path.startswith("/api/"):
+        code = "not_found" if exc.code == 404 else "method_not_allowed"
+        return jsonify(error=code, message=message), exc.code, headers
+    return render_template("error.html", title=title, message=message), exc.code, headers
 
 
 def internal_error(exc: InternalServerError):

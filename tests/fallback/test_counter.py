@@ -137,8 +137,12 @@ def test_the_api_refuses_what_its_document_refuses(appliance, login, downtime):
     assert clerk.get(f"/api/v1/certificates/real/{2**70}.pdf").status_code == 404
     missing = clerk.get("/api/v1/no-such-thing")
     assert missing.status_code == 404 and missing.get_json()["error"] == "not_found"
+    assert missing.get_json()["message"].startswith("このページはありません。")  # for staff, in Japanese (werkzeug's is English)
     not_allowed = clerk.api("PUT", "/api/v1/status")
     assert not_allowed.status_code == 405 and "GET" in not_allowed.headers["Allow"] and not_allowed.is_json
+    assert "受け付けていません" in not_allowed.get_json()["message"]
+    page = clerk.get("/no-such-page")
+    assert page.status_code == 404 and "ページが見つかりません" in text_of(page) and "Not Found" not in text_of(page)
     conn = open_ops(appliance.config["SONAE"])
     assert conn.execute("SELECT count(*) FROM requests").fetchone()[0] == 0  # nothing was recorded, let alone issued
 
