@@ -30,7 +30,7 @@ from urllib.parse import urlparse
 
 import requests
 
-from fallback import access
+from fallback import access, disk
 from fallback.cli_support import listen_problem
 from fallback.clock import ntp_status
 from fallback.config import Config, ConfigError, config_path, parse_config_file
@@ -403,6 +403,31 @@ def disk_space(config: Config) -> list[Finding]:
     return _ok("disk", f"{_bytes(free)} free on {existing}: room for two generations of {_bytes(size)}")
 
 
+def disk_reserve(config: Config) -> list[Finding]:
+    """The room kept back for a full disk (fallback.disk): made, released,
+    or not made — and then whether the worker can make it at all."""
+    reserve = disk.reserve_state(config)
+    path = disk.reserve_path(config)
+
+    def mb(count: int) -> str:  # as disk.reserve_mb counts
+        return f"{count / 2**20:,.0f} MB"
+
+    if reserve.size == 0:
+        return _ok("disk reserve", "none configured (disk.reserve_mb = 0): a full disk stops issuance at once")
+    if reserve.present:
+        return _ok("disk reserve", f"{mb(reserve.size)} kept in {path}, given back to the counters when the disk fills")
+    if reserve.released is not None:
+        return [Finding("disk reserve", PROBLEM, f"released at {reserve.released.get('at')} ({reserve.released.get('why')}): "
+                                                 "free space on the disk; the worker makes it again once there is room (runbook 09)")]
+    needed = 2 * reserve.size + (config["disk"]["release_below_mb"] << 20)
+    free = disk.free_bytes(config)
+    if free < needed:
+        return [Finding("disk reserve", PROBLEM, f"the {mb(reserve.size)} reserve cannot be made: {mb(free)} free, it needs "
+                                                 f"{mb(needed)} (twice the reserve above disk.release_below_mb) — without it a full disk "
+                                                 "stops issuance at once: free space, or lower disk.reserve_mb")]
+    return [Finding("disk reserve", UNKNOWN, f"not made yet: `sonae worker` makes it ({mb(reserve.size)} in {path}) at its next turn")]
+
+
 def snapshot_layout(config: Config) -> list[Finding]:
     """After an upgrade that changed the snapshot layout the counters refuse
     the generation built before it until a full load builds a current one:
@@ -450,7 +475,8 @@ def first_supervisor(config: Config) -> list[Finding]:
 
 # In the order a first run meets them.
 CHECKS: tuple[Callable[[Config], list[Finding]], ...] = (
-    running_user, configuration, web_address, keys, state_directory, seal_image, fonts, cups_queues, upstream, clock, disk_space, snapshot_layout,
+    running_user, configuration, web_address, keys, state_directory, seal_image, fonts, cups_queues, upstream, clock, disk_space, disk_reserve,
+    snapshot_layout,
     first_supervisor,
 )
 

@@ -456,6 +456,33 @@ def test_a_disk_without_room_for_two_generations_is_a_problem(loaded_env, tmp_pa
         subprocess.run(["umount", "-l", str(small)], check=True)
 
 
+def test_the_disk_reserve_is_reported_made_released_or_not_made(loaded_env):
+    from fallback import disk
+
+    assert "not made yet: `sonae worker` makes it" in only(doctor.disk_reserve(loaded_env), UNKNOWN)
+    disk.keep_reserve(loaded_env)  # the worker's turn
+    assert "kept in" in only(doctor.disk_reserve(loaded_env), OK)
+    disk.release_reserve(loaded_env, "only 3.0 MB free")
+    message = only(doctor.disk_reserve(loaded_env), PROBLEM)
+    assert message.startswith("released at ") and "(only 3.0 MB free)" in message and "runbook 09" in message
+
+
+def test_a_disk_too_small_for_the_reserve_is_a_problem(sonae_env, tmp_path, monkeypatch):
+    """An outside tester's box of 300 MB made no reserve, and nothing said so:
+    the full disk then stopped IT's own login."""
+    require_tmpfs()
+    small = tmp_path / "small-home"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300m", "tmpfs", str(small)], check=True)
+    try:
+        monkeypatch.setenv("SONAE_HOME", str(small))
+        monkeypatch.setenv("SONAE_DISK_RESERVE_MB", "256")  # the default (the tests' is 1 MB)
+        message = only(doctor.disk_reserve(load_config()), PROBLEM)
+        assert message.startswith("the 256 MB reserve cannot be made: ") and "lower disk.reserve_mb" in message, message
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=True)
+
+
 def test_no_generation_yet_cannot_be_sized(sonae_env):
     assert "no generation yet to size one by" in only(doctor.disk_space(sonae_env), UNKNOWN)
 
