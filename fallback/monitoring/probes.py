@@ -34,7 +34,7 @@ from fallback.monitoring import mirror
 from fallback.ops import Transaction, now, open_ops
 from sync.contract import ContractError, parse_timestamp
 from sync.crypto import DatabaseError, WrongKeyError
-from sync.errors import SyncError, UpstreamUnavailable
+from sync.errors import SyncError, UpstreamUnavailable, UpstreamUntrusted
 from sync.upstream import HttpUpstream
 
 log = logging.getLogger("sonae.monitoring")
@@ -169,6 +169,9 @@ def probe_synthetic(upstream: HttpUpstream, resident_code: str) -> ProbeResult:
         # A verified look-up: signed, and about the resident asked for.
         record = upstream.lookup(resident_code).resident
         error = None if record is not None else "写しにある住民を上流が見つけられません"
+    except UpstreamUntrusted as exc:  # it answered: counted as no answer (the contract), but said as what it is
+        error = ("上流の答えを検証できません（契約の規則に不合格。署名鍵の変更・改ざん・時計のずれのおそれ: "
+                 f"upstream.public_key と装置の時計を確かめ、ベンダーに連絡してください）（{mask_code(str(exc), resident_code)}）")
     except UpstreamUnavailable as exc:
         error = f"上流が応答しません（{mask_code(str(exc), resident_code)}）"
     latency_ms = (time.perf_counter() - started) * 1000

@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from fallback.config import load_config
 from fallback.ops import TOKYO, open_ops
@@ -34,7 +35,7 @@ def _serve(handler_class) -> ThreadingHTTPServer:
 class FakeUpstream:
     """The upstream's health and resident endpoints, with switches: the
     components it reports, and a fault ("timeout", "500", "malformed") that
-    replaces every answer."""
+    replaces every answer, or "wrong_key": look-ups signed by another key."""
 
     def __init__(self):
         self.components = {"register": "ok", "juki_net": "ok", "batch": "done"}
@@ -71,7 +72,8 @@ class FakeUpstream:
                     return self._send(200, json.dumps(body).encode())
                 if self.path.startswith("/v1/residents/"):
                     code = self.path.rsplit("/", 1)[1]
-                    return self._send(200, json.dumps(signed_lookup(code, upstream.residents.get(code)), ensure_ascii=False).encode())
+                    key = {"key": Ed25519PrivateKey.generate()} if upstream.fault == "wrong_key" else {}
+                    return self._send(200, json.dumps(signed_lookup(code, upstream.residents.get(code), **key), ensure_ascii=False).encode())
                 return self._send(404, b'{"error": "not_found", "message": "no such path"}')
 
         self.server = _serve(Handler)

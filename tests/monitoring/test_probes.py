@@ -142,6 +142,17 @@ def test_the_synthetic_read_uses_a_resident_from_the_snapshot_and_keeps_nothing_
     assert not [v for v in sensitive_values() if v in stored]
 
 
+def test_a_look_up_signed_by_another_key_is_said_to_fail_verification_not_to_go_unanswered(loaded, upstream, clock):
+    """The contract counts it as no answer, so the component goes down as
+    for one; but the upstream did answer, and IT reads what to check."""
+    assert cycles(loaded, clock, 2)["synthetic"].status == "up"
+    upstream.fault = "wrong_key"
+    status = cycles(loaded, clock, 3)["synthetic"]
+    assert status.status == "down"
+    assert "上流の答えを検証できません" in status.last_error and "upstream.public_key" in status.last_error
+    assert "応答しません" not in status.last_error and "signature" in status.last_error
+
+
 def test_a_configured_synthetic_resident_is_read_instead(configure, upstream, clock):
     code = next(iter(upstream.residents))
     config = configure(PROBES_SYNTHETIC_RESIDENT=code)
