@@ -436,6 +436,12 @@ def printed_items(req: IssueRequest, residents: list[dict], relation: str) -> tu
     return frozenset(items), omissions
 
 
+# The 在留 items a person's category or status has none of: a 特別永住者 has
+# no 在留資格 and no period, a 永住者 no period — nothing is missing from
+# their record, so nothing is reported as not printed.
+NOT_THEIRS = {("category", "特別永住者"): {"status", "period", "expiry"}, ("status", "永住者"): {"period", "expiry"}}
+
+
 def _missing_item(item: str, resident: dict) -> str | None:
     foreign = resident.get("foreign")
     if item == "honseki" and not foreign and not resident.get("honseki"):
@@ -443,6 +449,8 @@ def _missing_item(item: str, resident: dict) -> str | None:
     if item == "individual_number" and not resident.get("individual_number"):
         return "個人番号がこの装置の写しにありません（複製しない設定か、記録がありません）"
     if foreign and item in FOREIGN_ITEM_FIELDS and not foreign.get(FOREIGN_ITEM_FIELDS[item]):
+        if any(item in items for (field, value), items in NOT_THEIRS.items() if foreign.get(field) == value):
+            return None
         return "記録がありません"
     return None
 

@@ -208,6 +208,24 @@ def test_a_foreign_residents_missing_items_are_named_and_honseki_is_not_theirs(e
     assert refusal(example_register, counter, request(SUZUKI_MOVED_OUT, kind="johyo", items=["honseki"])) == "items_not_printed"
 
 
+def test_a_permanent_residents_absent_period_is_not_reported_as_missing(example_register, counter):
+    """A 永住者 has no 在留期間, a 特別永住者 no 在留資格 either: asking for
+    every 在留 item is no omission for them (an outside tester was told the
+    record lacked them and to take the request for later), but still is for
+    a 中長期在留者 whose record lacks one."""
+    wang = example_register.resident(WANG)
+    every = list(issuance.FOREIGN_ITEM_FIELDS)
+    foreign = {"nationality": "米国", "category": "中長期在留者", "status": "永住者", "period": None, "period_expiry": None,
+               "card_number": "AB12345678CD"}
+    permanent = {**wang, "foreign": foreign}
+    special = {**wang, "foreign": {**foreign, "category": "特別永住者", "status": None}}
+    lacking = {**wang, "foreign": {**foreign, "status": "定住者"}}
+    req = request(WANG, items=every)
+    assert issuance.printed_items(req, [permanent], "self")[1] == []
+    assert issuance.printed_items(req, [special], "self")[1] == []
+    assert [o["item"] for o in issuance.printed_items(req, [lacking], "self")[1]] == ["expiry", "period"]
+
+
 def test_a_seal_certificate_prints_no_optional_items(example_register, counter):
     planned = plan(example_register, counter, request(kind="inkan", seal_card_number="C00000011", items=["honseki"]))
     assert planned.items == frozenset() and planned.omissions == []
