@@ -8,7 +8,7 @@ import click
 
 from fallback.cli_support import config as load_config
 from fallback.cli_support import operator
-from fallback.mirror.sync_commands import jst
+from fallback.mirror.sync_commands import AHEAD_OF_THE_CLOCK, clock_behind, jst
 from fallback.mirror.syncing import rollback_snapshot, snapshot_store
 from fallback.ops import now
 from sync.store import OK, WRONG_KEY
@@ -45,11 +45,14 @@ def list_generations(as_json):
         if meta is None:
             click.echo(f"{marker}{info.number:>4}  {info.problem}")
             continue
+        ahead = clock_behind(meta, moment)
         click.echo(
-            f"{marker}{info.number:>4}  {jst(meta.as_of):<20} {meta.age(moment).total_seconds() / 3600:>7.1f}h "
+            f"{marker}{info.number:>4}  {jst(meta.as_of):<20} {'ahead!' if ahead else f'{meta.age(moment).total_seconds() / 3600:.1f}h':>8} "
             f"{meta.residents:>11,} {meta.seals:>9,} {info.size_bytes / 1e6:>7.1f}MB  {jst(meta.loaded_at)} / {meta.source}"
         )
     click.echo("* = current")
+    if any(info.meta is not None and clock_behind(info.meta, moment) for info in infos):
+        click.echo(f"ahead! = {AHEAD_OF_THE_CLOCK}", err=True)
 
 
 def _as_json(info, moment) -> dict:

@@ -4,6 +4,7 @@ snapshot store and keep it current."""
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import signal
 from collections.abc import Iterator
@@ -30,6 +31,19 @@ from sync.loader import OVERRIDE_CONTRACT_1, OVERRIDE_DROP, OVERRIDE_MUNICIPALIT
 
 def jst(moment) -> str:
     return moment.astimezone(TOKYO).strftime("%Y-%m-%d %H:%M JST")
+
+
+def jst_text(stamp: str | None) -> str:
+    """A stored ISO time as every other time these commands print."""
+    return dt.datetime.fromisoformat(stamp).astimezone(TOKYO).strftime("%Y-%m-%d %H:%M:%S JST") if stamp else "-"
+
+
+AHEAD_OF_THE_CLOCK = "data as of after this box's clock: check the clock, runbooks/10-tokei.md"
+
+
+def clock_behind(meta, moment) -> bool:
+    """A copy dated after now: this box's clock is behind (the data cannot be from the future)."""
+    return meta.age(moment).total_seconds() < 0
 
 
 @click.group("sync")
@@ -210,10 +224,12 @@ def status(as_json):
     if meta is None:
         click.echo("no snapshot loaded yet")
     else:
-        click.echo(f"generation {current}: data as of {jst(meta.as_of)} ({meta.age(now()).total_seconds() / 3600:.1f} h old), seq {meta.last_seq:,}, "
+        moment = now()
+        age = f"{AHEAD_OF_THE_CLOCK}" if clock_behind(meta, moment) else f"{meta.age(moment).total_seconds() / 3600:.1f} h old"
+        click.echo(f"generation {current}: data as of {jst(meta.as_of)} ({age}), seq {meta.last_seq:,}, "
                    f"{meta.residents:,} residents, {meta.seals:,} seals")
     click.echo(f"full export due: {due}" if due else "full export due: no")
     if anomalies:
-        click.echo(f"last full load ({anomalies['started_at']}): {_anomaly_line(anomalies)}")
+        click.echo(f"last full load ({jst_text(anomalies['started_at'])}): {_anomaly_line(anomalies)}")
     for run in runs:
-        click.echo(f"  {run['started_at']}  {run['kind']:<8} {run['outcome']:<8} {run['error'] or ''}")
+        click.echo(f"  {jst_text(run['started_at'])}  {run['kind']:<8} {run['outcome']:<8} {run['error'] or ''}")

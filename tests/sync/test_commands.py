@@ -129,3 +129,25 @@ def test_sync_status(loaded):
     assert status["runs"][0]["outcome"] == "ok" and status["runs"][0]["kind"] == "full"
     text = run_sonae("sync", "status").stdout
     assert text.startswith(f"generation 1: data as of {jst_text(AS_OF)}")
+
+
+def test_a_clock_behind_the_data_is_said_not_shown_as_a_negative_age(loaded, monkeypatch):
+    """A box whose clock is a day behind showed the copy as "-24.0 h old";
+    runbook 10 sends IT to these very commands to find such a clock."""
+    import datetime as dt
+
+    from click.testing import CliRunner
+
+    from fallback.cli import main
+    from tests.clocks import set_clock_off
+
+    as_of = dt.datetime.fromisoformat(AS_OF)
+    set_clock_off(monkeypatch, as_of - dt.datetime.now(as_of.tzinfo) - dt.timedelta(days=1))  # a day before the data's time
+    status = CliRunner().invoke(main, ["sync", "status"])
+    assert status.exit_code == 0, status.output
+    first = status.stdout.splitlines()[0]
+    assert first.startswith("generation 1: data as of ") and "(data as of after this box's clock: check the clock, runbooks/10-tokei.md)" in first
+    assert all(re.match(r"  \d{4}-\d\d-\d\d \d\d:\d\d:\d\d JST  ", line) for line in status.stdout.splitlines() if line.startswith("  "))
+    listing = CliRunner().invoke(main, ["snapshot", "list"])
+    assert listing.exit_code == 0 and "ahead!" in listing.stdout.splitlines()[1] and not re.search(r"-\d+\.\dh", listing.stdout)
+    assert listing.stderr.strip() == "ahead! = data as of after this box's clock: check the clock, runbooks/10-tokei.md"
