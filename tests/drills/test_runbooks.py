@@ -148,3 +148,15 @@ def test_the_paper_kit_is_a_blank_request_form_and_a_numbered_ledger(login, tmp_
     text = pdf_text(response.data, tmp_path)
     assert "手書き交付台帳" in text and "本庁-01-14" in text and "本庁-03-01" in text
     assert "訓練" not in text
+
+
+def test_the_runbooks_name_the_upstream_parts_as_the_dashboard_does():
+    """IT reads the dashboard's names and looks for them in the steps (they
+    said 住民記録API, which the dashboard never shows, and left out the read
+    check, the one part that alone can raise a suspicion)."""
+    from fallback.monitoring.probes import COMPONENT_LABELS
+
+    for slug in ("01-shoki-taio", "05-fukkyu-kakunin"):
+        text = (RUNBOOK_DIR / f"{slug}.md").read_text(encoding="utf-8")
+        assert all(label in text for label in COMPONENT_LABELS.values()), slug
+        assert "住民記録API" not in text
