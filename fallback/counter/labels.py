@@ -31,6 +31,7 @@ RULE_LABELS = {
     "hold_approval": "保留のある方（承認なし）",
     "clock_implausible": "時計の狂いの疑い",
     "same_day_repeat": "本日交付済みの同じ証明書",
+    "prefilled_form": "記入済み申請書の印刷（白紙の申請書を案内）",
 }
 OUTCOME_LABELS = {"issued": "交付", "refused": "お断り"}
 PRINT_STATE_LABELS = {"completed": "印刷済み", "pending": "印刷待ち", "processing": "印刷中", "stopped": "プリンタ停止",

@@ -275,7 +275,8 @@ def test_outside_requesters_are_refused_a_protected_households_certificates(conf
     assert refused_by(refused) == "support_measure"
     assert "ご本人が来庁して請求" in refused.get_json()["message"] and "係長" in refused.get_json()["message"]
     assert refused_by(issue(clerk, YAMADA_HANAKO, kind="kisai", **OUTSIDE[requester])) == "support_measure"
-    assert "お断り" in desk(downtime).split("支援措置対象者への請求")[1]
+    attempts = desk(downtime).split("支援措置対象者への請求")[1].split("支援措置対象者の記録の閲覧")[0]
+    assert "お断り" in attempts and f"住民票コード {YAMADA_TARO}" in attempts  # whose record was asked for
 
 
 @pytest.mark.parametrize("requester", ["third_party", "agent"])
@@ -332,6 +333,8 @@ def test_a_household_members_record_says_why_its_address_is_withheld_and_how_to_
 
     form = clerk.get(f"/forms/request/{YAMADA_TARO}.pdf")
     assert form.status_code == 403 and "世帯に支援措置（DV等）の対象者がいるため" in form.get_data(as_text=True)
+    attempts = desk(downtime).split("支援措置対象者への請求")[1].split("支援措置対象者の記録の閲覧")[0]
+    assert f"住民票コード {YAMADA_TARO}（お断り：記入済み申請書の印刷（白紙の申請書を案内））" in attempts
     assert clerk.get("/forms/request-blank.pdf").status_code == 200
 
     shown = clerk.post(f"/counter/resident/{YAMADA_TARO}/self", {"identity_document": "運転免許証"})
