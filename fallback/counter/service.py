@@ -644,7 +644,8 @@ def print_issued(conn, staff: StaffSession, config: Config, request_id: int) -> 
     found = issued_request(conn, staff, config, request_id)
     printer = terminal_printer(config, staff)
     if not printer.queue:
-        raise NoPrinter(f"この端末（{staff.terminal or '未登録'}）にはプリンタが設定されていません。PDFを開いてブラウザから印刷してください。")
+        raise NoPrinter(f"この端末（{staff.terminal or '未登録'}）には印刷キューが設定されていないため、ここからは印刷できません。"
+                        "PDFを開いてブラウザから印刷してください。")
     states = []
     for serial, scope, copy_number, status, *_ in found.certificates:
         pdf = issuance.certificate_pdf(conn, scope, serial) if status == "rendered" else None

@@ -78,7 +78,7 @@ def test_without_a_queue_p_opens_the_pdf(downtime, browser):
     login(browser, "clerk1", terminal="本庁2")  # no queue configured for 本庁2
     issue_yamada(browser)
     assert not browser.find_elements(By.ID, "print-button")
-    assert "プリンタが設定されていません" in browser.find_element(By.ID, "printer-info").text
+    assert "印刷キューが設定されていないため" in browser.find_element(By.ID, "printer-info").text
     windows = len(browser.window_handles)
     press(browser, "p")
     wait_until(browser, lambda d: len(d.window_handles) == windows + 1)
