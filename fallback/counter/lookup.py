@@ -126,6 +126,21 @@ def _household(text: str) -> str | None:
     return match.group(1) if match else None
 
 
+def _listed_results(register, criteria: dict) -> list[str]:
+    """Up to MAX_RESULTS + 1 rows as the list shows them (listed). A search
+    by address leaves out a protected household's members after the
+    register's LIMIT: it asks again for as many more as it left out, so
+    neither the count nor "more results" changes with a protected household
+    in the range (a shorter list said to be complete had shown one there)."""
+    wanted = asked = MAX_RESULTS + 1
+    while True:
+        texts = register.search_texts(**criteria, limit=asked)
+        shown = listed(register, texts, by_address="address" in criteria)
+        if len(shown) >= wanted or len(texts) < asked:
+            return shown[:wanted]
+        asked += wanted - len(shown)
+
+
 def listed(register, texts: list[str], *, by_address: bool) -> list[str]:
     """A search's summaries as its result list shows them (as_listed). A
     search by address finds no member of a household with someone under a
@@ -139,10 +154,9 @@ def listed(register, texts: list[str], *, by_address: bool) -> list[str]:
 
 def search(conn, register, query: Query, criteria: dict, *, actor: str, drill: bool, flag_count: int, flag_window_minutes: int) -> Found:
     try:
-        texts = register.search_texts(**criteria, limit=MAX_RESULTS + 1)
+        texts = _listed_results(register, criteria)
     except ValueError:  # a criterion of punctuation only ("・", "ー") leaves nothing to search for
         raise QueryError("検索の条件が記号だけです。氏名・カナ・住所は文字で入力してください。") from None
-    texts = listed(register, texts, by_address="address" in criteria)
     shown = texts[:MAX_RESULTS]
     codes = [match.group(1) for text in shown if (match := _RESIDENT_CODE.search(text))]
     audit.record(conn, actor, "search", None, {"query": query.as_dict(), "results": len(texts), "residents": codes},

@@ -427,3 +427,26 @@ def test_a_support_measure_protects_its_households_address_as_the_feed_moves_it(
     upstream.changes = [change(1003, make_resident(4, version=3, support_measure=False))]
     assert run_changes(reload_config()).applied == 1
     assert protected() == {make_resident(9)["household_id"]}
+
+
+def test_an_address_search_counts_the_same_with_a_protected_household_first_in_its_range(loaded, store, upstream, monkeypatch):
+    """西蒲田七丁目 holds households 0 (1番) and 6 (7番); the feed puts a member
+    of household 0 under a 支援措置. Its members scan first and are left
+    out after the register's LIMIT: the search asks again, so it still
+    lists household 6 and says more matched — a list cut short and said to
+    be complete had shown a protected household in the range."""
+    from fallback.counter import lookup
+    from fallback.ops import open_ops
+
+    upstream.changes = [change(1001, make_resident(1, version=2, support_measure=True))]
+    assert run_changes(reload_config()).applied == 1
+    monkeypatch.setattr(lookup, "MAX_RESULTS", 1)
+    conn = open_ops(reload_config())
+    try:
+        with store.open_register() as register:
+            found = lookup.search(conn, register, lookup.Query(address="西蒲田七丁目"), {"address": "西蒲田七丁目"}, actor="clerk1",
+                                  drill=False, flag_count=100, flag_window_minutes=10)
+    finally:
+        conn.close()
+    codes = [summary["resident_code"] for summary in found.summaries()]
+    assert len(codes) == 1 and codes[0] in {resident_code(i) for i in (18, 19, 20)} and found.truncated is True
