@@ -68,7 +68,8 @@ def test_a_key_file_that_is_not_base64_on_a_new_box_says_how_to_make_one(tmp_pat
     damaged = tmp_path / "damaged.key"
     damaged.write_text("鍵ではありません\n", encoding="utf-8")
     damaged.chmod(0o600)
-    line = _one_line_error(run_sonae("snapshot", "list", env={"SONAE_SECURITY_KEY_FILE": str(damaged)}))
+    (tmp_path / "home").mkdir()  # a new box: nothing encrypted yet (not the machine's /var/lib/sonae)
+    line = _one_line_error(run_sonae("snapshot", "list", env={"SONAE_SECURITY_KEY_FILE": str(damaged), "SONAE_HOME": str(tmp_path / "home")}))
     assert line == f"Error: key file {damaged} is not base64; write a new one with `sonae key init PATH`", line
 
 
