@@ -114,7 +114,9 @@ def submit_terminal_registration(driver, terminal: str, username: str, password:
 def register_terminal(driver, terminal: str = "本庁1", supervisor: str = "boss") -> None:
     """A supervisor registers this PC as `terminal` at /terminal."""
     submit_terminal_registration(driver, terminal, supervisor, PASSWORD)
-    assert terminal in driver.find_element(By.ID, "current-terminal").text
+    # Waited for, as every page here is: a CI run found the page without it an instant after it arrived.
+    wait_until(driver, lambda d: d.find_elements(By.ID, "current-terminal"), timeout=30)
+    assert terminal in driver.find_element(By.ID, "current-terminal").text, driver.find_element(By.TAG_NAME, "body").text
 
 
 def login(driver, username: str, *, terminal: str | None = "本庁1") -> None:
