@@ -194,9 +194,13 @@ def record_for_form(counter: Counter, code: str) -> ResidentRecord:
     naming a resident the session never opened is a view of its own —
     audited, found or not, and counted towards the bulk-viewing flag — or
     refused forms would read records around the audit."""
-    if lookup.viewed_in_session(counter.conn, counter.staff.id, code, drill=counter.scope.is_drill):
+    if _opened_in_session(counter, code):
         return record_of(counter, code)
     return view_resident(counter, code)
+
+
+def _opened_in_session(counter: Counter, code: str) -> bool:
+    return lookup.viewed_in_session(counter.conn, counter.staff.id, code, drill=counter.scope.is_drill)
 
 
 def view_resident(counter: Counter, code: str, *, self_identity_document: str | None = None) -> ResidentRecord:
@@ -448,7 +452,7 @@ def issue(counter: Counter, code: str, form: Mapping, *, idempotency_key: str | 
     `idempotency_key` (a rendered form's, or the API's header): a key this
     staff member issued with before answers that request again, whatever
     happened since — never a second certificate."""
-    if not lookup.viewed_in_session(counter.conn, counter.staff.id, code, drill=counter.scope.is_drill):
+    if not _opened_in_session(counter, code):
         view_resident(counter, code)  # a request for a resident this session never opened opens it (record_for_form)
     elif counter.register.resident(code) is None:
         raise ResidentNotFound()
