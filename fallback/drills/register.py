@@ -80,7 +80,9 @@ def _with_every_rare_case(residents: list[dict], synth: Synth, rng: random.Rando
              if all(m["status"] == "active" and m["foreign"] is None and m["planned_move_out"] is None and not m["support_measure"]
                     for m in members) and len(members) < LARGEST_HOUSEHOLD]
     rng.shuffle(plain)
-    if not any(r["support_measure"] for r in residents):
+    # An active one: the drill's 支援措置 persona is looked for among current residents
+    # (a register whose only protected people had moved away gave the drill none).
+    if not any(r["support_measure"] and r["status"] == "active" for r in residents):
         for member in plain.pop():
             member["support_measure"] = True
     if not any(r["planned_move_out"] for r in residents):
