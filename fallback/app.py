@@ -45,6 +45,7 @@ BLUEPRINTS = (
     "fallback.filings.views",
     "fallback.reentry.views",
     "fallback.maintenance.views",
+    "fallback.counter.cancellation_views",
 )
 
 

@@ -19,6 +19,7 @@ NAV = (
     ("reentry.index", "復旧後の入力", {"supervisor"}),
     ("maintenance.index", "計画停止", {"supervisor", "it"}),
     ("supervisor.index", "係長メニュー", {"supervisor"}),
+    ("cancellations.index", "証明書の取消", {"supervisor", "auditor"}),
     ("notice_admin.index", "住民向けのお知らせ", {"supervisor"}),
     ("drills.index", "訓練", {"drill_coordinator", "supervisor", "clerk"}),
     ("monitor.dashboard", "監視", {"it", "supervisor"}),

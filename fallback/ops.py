@@ -507,6 +507,22 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
         SELECT json_extract(detail, '$.device'), target, at, actor FROM audit
         WHERE action = 'terminal.register' AND json_extract(detail, '$.device') IS NOT NULL AND target IS NOT NULL;
     """,
+    # 13: certificates cancelled after they were issued (fallback.cancellations):
+    # 書損 and 誤交付; the certificate row, its serial and its PDF stay as they were.
+    """
+    CREATE TABLE certificate_cancellations (
+        scope TEXT NOT NULL,
+        serial INTEGER NOT NULL,
+        request_id INTEGER NOT NULL REFERENCES requests(id),
+        cancelled_at TEXT NOT NULL,
+        cancelled_by TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        note TEXT NOT NULL,
+        PRIMARY KEY (scope, serial),
+        FOREIGN KEY (scope, serial) REFERENCES certificates(scope, serial)
+    );
+    CREATE INDEX certificate_cancellations_at ON certificate_cancellations(scope, cancelled_at);
+    """,
 ]
 
 

@@ -101,14 +101,19 @@ class Verification:
     differences: tuple[Difference, ...]
     problems: tuple[str, ...]  # pages missing, repeated or from another certificate; text nothing signed
     issued_file: str = NOT_COMPARED  # SAME_AS_ISSUED, NOT_AS_ISSUED, NO_ISSUED_FILE or NOT_COMPARED
+    # The issuer's word that the certificate no longer holds (cancelled after
+    # it was issued), in words for the checker; "" while it holds. A
+    # signature cannot say this: only the issuer's records can.
+    withdrawn: str = ""
 
     @property
     def valid(self) -> bool:
-        """The signatures hold, the pages make one certificate and, where
-        there is text, it says nothing but what was signed. Valid is not
-        yet "the file shows what was signed" (as_issued): unless the file
-        is the one issued, the checker still compares it by eye."""
-        return not self.differences and not self.problems
+        """The signatures hold, the pages make one certificate, the issuer
+        has not withdrawn it and, where there is text, it says nothing but
+        what was signed. Valid is not yet "the file shows what was signed"
+        (as_issued): unless the file is the one issued, the checker still
+        compares it by eye."""
+        return not self.differences and not self.problems and not self.withdrawn
 
     @property
     def as_issued(self) -> bool:

@@ -1,4 +1,4 @@
-"""`sonae certificate specimen` and `sonae certificate public-key`.
+"""`sonae certificate specimen`, `public-key`, `cancel` and `cancellations`.
 
 A specimen (見本) is rendered from the current snapshot so a ward can check
 layouts and fonts before go-live: no serial is consumed and nothing is
@@ -13,6 +13,7 @@ import click
 from fallback import audit
 from fallback.cli_support import config as load_config
 from fallback.cli_support import operator
+from fallback.counter import cancellations
 from fallback.counter.rendering import municipality, print_settings
 from fallback.keys import signing_key
 from fallback.mirror.registry import snapshot_store
@@ -24,7 +25,8 @@ from sync.contract import public_key_to_b64
 
 @click.group("certificate")
 def certificate_group():
-    """Certificate layouts."""
+    """Certificate layouts, the public key, and cancelling a certificate issued."""
+
 
 
 @certificate_group.command("public-key")
@@ -87,3 +89,32 @@ def _residents(register, subject: dict, kind: str, members: str | None) -> list[
     if unknown:
         raise click.ClickException(f"not current members of household {subject['household_id']}: {', '.join(sorted(unknown))}")
     return chosen
+
+
+@certificate_group.command("cancel")
+@click.argument("serial", type=click.IntRange(min=0))
+@click.option("--reason", type=click.Choice(list(cancellations.REASONS)), required=True,
+              help="spoiled (書損), wrongly_issued (誤交付) or other.")
+@click.option("--note", required=True, help="What happened (who, what, and the serial of any new certificate issued instead).")
+@click.option("--actor", help="Who cancels (default: cli:<OS user>).")
+def cancel(serial, reason, note, actor):
+    """Cancel a real certificate already issued: from now on the
+    certificate check says it is NOT VALID, and the counter neither prints
+    nor opens it. Final; the serial is never used again."""
+    try:
+        done = cancellations.cancel(open_ops(load_config()), serial, reason=reason, note=note, actor=operator(actor))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"cancelled {done.serial:06d} (request {done.request_id}, {done.reason}) at {done.cancelled_at}")
+
+
+@certificate_group.command("cancellations")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True)
+def cancellations_list(limit):
+    """The certificates cancelled, newest first (tab-separated: serial,
+    when, by whom, reason, request, note)."""
+    found = cancellations.recent(open_ops(load_config()), limit)
+    if not found:
+        click.echo("no certificate has been cancelled", err=True)
+    for c in found:
+        click.echo(f"{c.serial:06d}\t{c.cancelled_at}\t{c.cancelled_by}\t{c.reason}\t{c.request_id}\t{c.note}")

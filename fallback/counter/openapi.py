@@ -61,6 +61,7 @@ def _errors(*codes: int) -> dict:
     text = {400: "bad request", 401: "not logged in", 403: "role not allowed", 404: "not found",
             409: "conflict (issuance: the first request under this Idempotency-Key is still rendering, or was cut by a crash "
                  "and its serials are void: issue again under a new key)",
+            410: "the certificate was cancelled after it was issued (certificate_cancelled: 書損・誤交付); it is neither served nor printed",
             422: "refused by a rule (or a same-day repeat to confirm, or an Idempotency-Key reused with another body)", 423: "counter locked (not in downtime)",
             429: "too many failed logins: wait Retry-After seconds",
             503: "no snapshot loaded (no_snapshot), or the appliance's disk failed: full, I/O error, busy (storage, with a one-line cause)"}
@@ -194,7 +195,7 @@ OPENAPI = {
                     "parameters": [{"name": "scope", "in": "path", "required": True, "schema": {"type": "string", "enum": ["real", "drill"]}},
                                    {"name": "serial", "in": "path", "required": True, "schema": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}}],
                     "responses": {"200": {"description": "PDF", "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}}},
-                                  **_errors(401, 403, 404, 423, 503)}},
+                                  **_errors(401, 403, 404, 410, 423, 503)}},
         },
         "/api/v1/deferred": {
             "get": {"summary": "Deferred requests (a clerk's own; every counter's for a supervisor)",

@@ -33,7 +33,7 @@ from typing import Any
 
 from fallback import audit, deferred, holds, modes
 from fallback.config import Config
-from fallback.counter import issuance, lookup
+from fallback.counter import cancellations, issuance, lookup
 from fallback.counter.certificates import check_identity_document, form_flag, issue_certificate, request_from_form, supervisor_approval
 from fallback.counter.issuance import REAL, IssueResult, Scope
 from fallback.counter.labels import PRINT_STATE_LABELS
@@ -410,7 +410,9 @@ def earlier_today(counter: Counter, code: str, kind: str) -> list[tuple[int, str
     this person in the counter's scope that were handed out (rendered) or
     are being rendered now (a request at another counter a moment ago). A
     serial voided after a crash, or still allocated after longer than any
-    render takes (a crash not voided yet), gave the resident nothing."""
+    render takes (a crash not voided yet), gave the resident nothing; a
+    certificate cancelled since (書損・誤交付) no longer counts: the
+    certificate issued again in its place is the point of cancelling it."""
     start_of_day = now().replace(hour=0, minute=0, second=0, microsecond=0).isoformat(timespec="milliseconds")
     rendering_since = (now() - dt.timedelta(seconds=counter.config["counter"]["void_unrendered_after_s"])).isoformat(
         timespec="milliseconds")
@@ -418,6 +420,7 @@ def earlier_today(counter: Counter, code: str, kind: str) -> list[tuple[int, str
         "SELECT c.serial, r.created_at, r.clerk FROM requests r JOIN certificates c ON c.request_id = r.id "
         "WHERE r.outcome = 'issued' AND r.subject_code = ? AND r.kind = ? AND r.created_at >= ? AND r.scope = ? "
         "AND r.drill_id IS ? AND c.scope = r.scope AND (c.status = 'rendered' OR (c.status = 'allocated' AND c.issued_at >= ?)) "
+        "AND NOT EXISTS (SELECT 1 FROM certificate_cancellations x WHERE x.scope = c.scope AND x.serial = c.serial) "
         "ORDER BY r.id, c.copy_number",
         (code, kind, start_of_day, counter.scope.name, counter.scope.drill_id, rendering_since),
     ).fetchall()
@@ -520,6 +523,12 @@ class IssuedRequest:
     clerk: str
     scope: str
     certificates: list[tuple]  # (serial, scope, copy_number, status, pages, print_job, print_state)
+    cancelled: dict[int, cancellations.Cancellation]  # by serial: copies cancelled since (書損・誤交付)
+
+    @property
+    def live(self) -> list[tuple]:
+        """The copies that still hold: not cancelled."""
+        return [c for c in self.certificates if c[0] not in self.cancelled]
 
 
 def issued_request(conn, staff: StaffSession, config: Config, request_id: int) -> IssuedRequest:
@@ -537,7 +546,18 @@ def issued_request(conn, staff: StaffSession, config: Config, request_id: int) -
         (request_id,),
     ).fetchall()
     audit.record(conn, staff.username, "issued.view", row[2], {"request": request_id}, drill=scope.is_drill)
-    return IssuedRequest(*row[:8], certificates)
+    return IssuedRequest(*row[:8], certificates, cancellations.cancelled(conn, row[7], [c[0] for c in certificates]))
+
+
+class CertificateCancelled(SonaeError):
+    status = 410
+    code = "certificate_cancelled"
+    title = "取り消した証明書です"
+
+
+def _cancelled_message(cancellation: cancellations.Cancellation) -> str:
+    return (f"発行番号 {cancellation.serial:06d} の証明書は {cancellation.cancelled_at[:16].replace('T', ' ')} に取り消されています"
+            f"（{cancellations.REASON_NAMES[cancellation.reason]}）。印刷も表示もしません。必要なら新しく交付してください。")
 
 
 def certificate_pdf(conn, staff: StaffSession, config: Config, scope_name: str, serial: int) -> bytes:
@@ -552,6 +572,9 @@ def certificate_pdf(conn, staff: StaffSession, config: Config, scope_name: str, 
     ).fetchone()
     target = f"{scope_name}:{serial}"
     _check_owner(conn, staff, scope, row, target)
+    cancellation = cancellations.cancellation_of(conn, scope_name, serial)
+    if cancellation is not None:
+        raise CertificateCancelled(_cancelled_message(cancellation))
     audit.record(conn, staff.username, "certificate.open", target, {"request": row[0]}, drill=scope.is_drill)
     return pdf
 
@@ -646,12 +669,15 @@ def print_issued(conn, staff: StaffSession, config: Config, request_id: int) -> 
     """Send every copy of an issued request to the CUPS queue of the
     terminal `staff` works at (audited per copy, as every print is)."""
     found = issued_request(conn, staff, config, request_id)
+    if not found.live:
+        raise CertificateCancelled(f"この交付の証明書（発行番号 {_serials_text(sorted(found.cancelled))}）はすべて取り消されています。"
+                                   "印刷しません。必要なら新しく交付してください。")
     printer = terminal_printer(config, staff)
     if not printer.queue:
         raise NoPrinter(f"この端末（{staff.terminal or '未登録'}）には印刷キューが設定されていないため、ここからは印刷できません。"
                         "PDFを開いてブラウザから印刷してください。")
     states = []
-    for serial, scope, copy_number, status, *_ in found.certificates:
+    for serial, scope, copy_number, status, *_ in found.live:
         pdf = issuance.certificate_pdf(conn, scope, serial) if status == "rendered" else None
         if pdf is None:
             states.append((serial, "failed"))

@@ -4,8 +4,9 @@ certificate received by post or a scan handed in at another office.
 Offline, like /verify: the QR codes say what the paper must say. On the
 issuing appliance (no --public-key) it also says what the issuance records
 hold for the serial, that the certificate issued under it signs the same
-pages, and whether a PDF is the very file issued: only that file is VALID
-outright. Any other whose signatures hold and whose text matches is
+pages, whether the ward has cancelled it since (then NOT VALID, however it
+checks otherwise) and whether a PDF is the very file issued: only that
+file is VALID outright. Any other whose signatures hold and whose text matches is
 SIGNATURE VALID, to be compared by eye like a scan: a text layer can match
 while the page shows something else drawn over it."""
 
@@ -44,7 +45,7 @@ def verify(file, public_key, accept_drill):
     key: Ed25519PublicKey = public_key_from_b64(public_key) if public_key else signing_key(config).public_key()
     records = None if public_key else open_ops(config)
     try:
-        result = check_file(file.read_bytes(), key, records, accept_drill=accept_drill)
+        result = check_file(file.read_bytes(), key, records, accept_drill=accept_drill, eras=print_settings(config).eras)
     except CertificateVerificationError as exc:
         raise click.ClickException(f"NOT VALID: {exc}") from exc
     failures = _verdict_lines(result)
@@ -62,7 +63,8 @@ def verify(file, public_key, accept_drill):
 
 def _verdict_lines(result: Verification) -> list[str]:
     """Print VALID or one NOT VALID line per problem; return the problems."""
-    failures = [f"page {d.page}: {d.field} differs from the signed 「{d.signed}」" for d in result.differences]
+    failures = [f"cancelled by the issuing ward: {result.withdrawn}"] if result.withdrawn else []
+    failures += [f"page {d.page}: {d.field} differs from the signed 「{d.signed}」" for d in result.differences]
     failures += list(result.problems)
     for failure in failures:
         click.echo(f"NOT VALID: {failure}")

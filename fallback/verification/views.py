@@ -24,14 +24,13 @@ from fallback.counter.rendering import print_settings
 from fallback.db import get_ops
 from fallback.keys import signing_key
 from fallback.staff.security import UPLOAD_LIMIT, public
-from fallback.verification import check_file
+from fallback.verification import check_file, check_payloads
 from printing.signing import CertificateVerificationError, SignedPage
 from printing.verify import (
     CLOSING_FIELDS,
     Verification,
     person_field,
     statements,
-    verify_payloads,
     what_to_compare,
 )
 from sync.crypto import KeyFileError
@@ -64,14 +63,15 @@ def _closing(page: SignedPage) -> list[tuple[str, str]]:
 
 def _check() -> Verification | str:
     """The verification of what was sent, or what to tell the sender."""
-    key = signing_key(current_app.config["SONAE"]).public_key()
+    config = current_app.config["SONAE"]
+    key, eras = signing_key(config).public_key(), print_settings(config).eras
     # A chosen file, or a photo taken with the phone's camera (its own field).
     upload = next((f for f in (request.files.get("file"), request.files.get("photo")) if f and f.filename), None)
     if upload is not None:
-        return check_file(upload.read(), key, get_ops())
+        return check_file(upload.read(), key, get_ops(), eras=eras)
     pasted = [line for line in request.form.get("payload", "").splitlines() if line.strip()]
     if pasted:
-        return verify_payloads(pasted, key)
+        return check_payloads(pasted, key, get_ops(), eras=eras)
     return "証明書のPDFか画像を選ぶか、QRコードの内容を貼り付けてください。"
 
 

@@ -1,0 +1,54 @@
+"""/cancellations/: a 係長 cancels a certificate issued in error or spoiled
+(書損・誤交付), in two steps — the serial and why, then the issuance it
+names, confirmed — and sees the cancellations made. The auditor reads the
+list."""
+
+from __future__ import annotations
+
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+
+from fallback.counter import cancellations, issuance
+from fallback.db import get_ops
+from fallback.errors import SonaeError
+from fallback.staff.security import roles
+
+bp = Blueprint("cancellations", __name__, url_prefix="/cancellations", template_folder="templates")
+
+
+def _serial(text: str) -> int:
+    digits = text.strip().translate(str.maketrans("０１２３４５６７８９", "0123456789"))
+    if not digits.isdigit():
+        raise ValueError("発行番号は、証明書の右下に印刷された数字（例: 000123）を入力してください。")
+    return int(digits)
+
+
+def _page(*, error: str | None = None, confirm: cancellations.Cancellable | None = None, status: int = 200):
+    return render_template(
+        "cancellations/index.html", error=error, confirm=confirm, form=request.values, reasons=cancellations.REASONS,
+        kinds=issuance.KINDS, recent=cancellations.recent(get_ops()),
+    ), status
+
+
+@bp.route("/")
+@roles("supervisor", "auditor")
+def index():
+    return _page()
+
+
+@bp.route("/", methods=["POST"])
+@roles("supervisor")
+def cancel():
+    form, conn = request.form, get_ops()
+    try:
+        serial = _serial(form.get("serial", ""))
+        if form.get("confirmed") != "yes":
+            cancellations.check_reason(form.get("reason", ""), form.get("note", ""))
+            return _page(confirm=cancellations.cancellable(conn, serial))
+        done = cancellations.cancel(conn, serial, reason=form.get("reason", ""), note=form.get("note", ""), actor=g.staff.username)
+    except ValueError as exc:
+        return _page(error=str(exc), status=422)
+    except SonaeError as exc:
+        return _page(error=exc.message, status=exc.status)
+    flash(f"発行番号 {done.serial:06d} の証明書を取り消しました（{cancellations.REASON_NAMES[done.reason]}）。"
+          "この証明書は、証明書の確認（/verify）で無効と表示されます。", "info")
+    return redirect(url_for("cancellations.index") + f"#cancellation-{done.serial}")
