@@ -6,7 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 
-from flask import Flask, Request, current_app, jsonify, render_template, request
+from flask import Flask, Request, current_app, jsonify, render_template, request, url_for
 from werkzeug.exceptions import HTTPException, InternalServerError, MethodNotAllowed, NotFound
 
 from fallback import banner, db, disk, filters
@@ -73,7 +73,8 @@ def answer(error: SonaeError):
     if security.wants_json():
         body = jsonify(error=error.code, message=error.message, **error.details())
     elif error.chrome:
-        body = render_template(error.template, title=error.title, message=error.message)
+        links = [(url_for(endpoint, **values), label) for endpoint, values, label in error.links()]
+        body = render_template(error.template, title=error.title, message=error.message, links=links)
     else:  # without the context processors that fill in the chrome
         body = current_app.jinja_env.get_template(error.template).render(title=error.title, message=error.message)
     return body, error.status, error.headers()

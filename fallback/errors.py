@@ -1,7 +1,8 @@
 """The appliance's refusals, one family, and how each face tells them.
 
 A refusal is a SonaeError. It carries what every reader needs: `message`
-in Japanese for staff (the HTML page, the JSON API's `message`), `reason`
+in Japanese for staff (the HTML page, the JSON API's `message`, and on the
+page the `links` that take the reader on), `reason`
 a one-line cause for the command line and the logs (the message itself
 unless a type says otherwise), and for the web its HTTP `status`, its JSON
 `code` and the page it is shown on. Each face maps them once: the app's one
@@ -44,6 +45,11 @@ class SonaeError(Exception):
 
     def headers(self) -> dict[str, str]:
         return {}
+
+    def links(self) -> list[tuple[str, dict, str]]:
+        """(endpoint, its values, label) of the pages that answer what the
+        refusal leaves open, shown as links on its HTML page."""
+        return []
 
 
 class InternalFault(SonaeError):

@@ -264,8 +264,15 @@ class IssueInProgress(SonaeError):
     title = "交付の処理中です"
 
     def __init__(self, request_id: int):
-        super().__init__("この申請は交付の処理中です。少し待ってから、画面を開き直してください。二重には交付されません。",
+        super().__init__("この申請は交付の処理中です（二重には交付されません）。数秒待ってから「交付の結果を開く」を押してください。",
                          reason=f"request {request_id} under this Idempotency-Key is still being rendered")
+        self.request_id = request_id
+
+    def details(self) -> dict:
+        return {"request_id": self.request_id}
+
+    def links(self) -> list[tuple[str, dict, str]]:
+        return [("counter.issued", {"request_id": self.request_id}, "交付の結果を開く")]
 
 
 class IssueInterrupted(SonaeError):
@@ -290,6 +297,9 @@ class IssueInterrupted(SonaeError):
 
     def details(self) -> dict:
         return {"request_id": self.request_id, "voided_serials": self.voided, "rendered_serials": self.rendered}
+
+    def links(self) -> list[tuple[str, dict, str]]:
+        return [("counter.issued", {"request_id": self.request_id}, f"交付番号 {self.request_id} の画面を開く")] if self.rendered else []
 
 
 class RepeatToday(issuance.AwaitsConfirmation):

@@ -276,3 +276,25 @@ def test_log_lines_carry_japan_time_with_its_offset():
     code = "from fallback.cli_support import configure_logging; import logging; configure_logging(); logging.getLogger('sonae.t').info('x')"
     line = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={"TZ": "UTC", "PATH": "/usr/bin"}).stderr
     assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+09:00 INFO sonae\.t: x$", line.strip()), line
+
+
+def test_a_second_click_while_the_first_renders_links_to_the_result(appliance, login, downtime):
+    """The clerk presses 交付する again while the first press is still
+    rendering (same form, same key): the page says it is in progress and
+    links to the request's result, instead of leaving the clerk to reload
+    a POST."""
+    clerk = login("clerk1")
+    form = {"kind": "juminhyo", "requester_type": "self", "identity_document": "運転免許証", "members": YAMADA_TARO,
+            "copies": "1", "idempotency_key": "double-click-1"}
+    first = clerk.post(f"/counter/resident/{YAMADA_TARO}/issue", form)
+    assert first.status_code == 302
+    request_id = int(first.headers["Location"].rsplit("/", 1)[1])
+    # As it stands while the first press renders: its serial committed, its PDF not made yet.
+    open_ops(appliance.config["SONAE"]).execute("UPDATE certificates SET status = 'allocated', pdf = NULL WHERE request_id = ?", (request_id,))
+    second = clerk.post(f"/counter/resident/{YAMADA_TARO}/issue", form)
+    html = second.get_data(as_text=True)
+    assert second.status_code == 409 and "この申請は交付の処理中です（二重には交付されません）" in html
+    assert f'href="/counter/issued/{request_id}"' in html and "交付の結果を開く" in html
+    api = issue(clerk, key="double-click-1", body={**BODY, "members": [YAMADA_TARO], "copies": 1})
+    body = api.get_json()
+    assert api.status_code == 409 and body["error"] == "issue_in_progress" and body["request_id"] == request_id
