@@ -595,8 +595,26 @@ def deferred_list(conn, staff: StaffSession, config: Config, *, export: bool = F
     scope = records_scope(conn, staff, config, real_only=real_only)
     rows = deferred.worklist(conn, scope=scope.name, drill_id=scope.drill_id,
                              clerk=None if staff.role == "supervisor" else staff.username)
+    protected = _protected_codes(conn, scope, {row["resident_code"] for row in rows if row["resident_code"]})
+    for row in rows:
+        row["support_measure"] = row["resident_code"] in protected
     audit.record(conn, staff.username, "deferred.export" if export else "deferred.list", None, {"rows": len(rows)}, drill=scope.is_drill)
     return rows
+
+
+def _protected_codes(conn, scope: Scope, codes: set[str]) -> set[str]:
+    """Those of `codes` whose person is under a 支援措置 now (the register's,
+    or a 仮支援措置 hold), or lives in a household with someone who is: a
+    deferred request for them is handled by the 支援措置 rules when it is
+    taken up, whoever recorded it and whenever the measure began. Empty
+    without a register (nothing is known then)."""
+    register = register_for(scope) if codes else None
+    if register is None:
+        return set()
+    held = HeldRegister(register, holds.ActiveHolds.load(conn, scope=scope.name, drill_id=scope.drill_id))
+    records = {code: record for code in codes if (record := held.resident(code)) is not None}
+    households = held.protected_households(record["household_id"] for record in records.values())
+    return {code for code, record in records.items() if record.get("support_measure") or record["household_id"] in households}
 
 
 def set_deferred_status(conn, staff: StaffSession, config: Config, request_id: int, status: str) -> None:

@@ -122,10 +122,12 @@ def worklist(conn, *, scope: str = "real", drill_id: int | None = None, status: 
 
 def to_csv(rows: list[dict]) -> str:
     """CSV with Japanese headings for a spreadsheet (typed text that looks
-    like a formula stays text: fallback.staff.spreadsheets)."""
-    headings = ["受付番号", "受付日時", "窓口", "受付者", "種類", "住民票コード", "氏名", "連絡先", "受取り方法", "備考", "状況", "状況更新日時", "更新者"]
+    like a formula stays text: fallback.staff.spreadsheets); 支援措置 is
+    「対象」 for a row the counter service marked (its `support_measure`)."""
+    headings = ["受付番号", "受付日時", "窓口", "受付者", "種類", "住民票コード", "氏名", "連絡先", "受取り方法", "備考", "状況", "状況更新日時", "更新者",
+                "支援措置"]
     return csv_text(headings, ([
         row["id"], row["created_at"], row["office"], row["clerk"], KINDS[row["kind"]], row["resident_code"] or "",
         row["name"], row["contact"], DELIVERY[row["delivery"]], row["note"] or "", STATUSES[row["status"]],
-        row["status_changed_at"] or "", row["status_changed_by"] or "",
+        row["status_changed_at"] or "", row["status_changed_by"] or "", "対象" if row.get("support_measure") else "",
     ] for row in rows))

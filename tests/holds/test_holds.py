@@ -247,3 +247,30 @@ def test_the_hold_list_is_for_supervisors_and_stays_open_after_the_outage(applia
     for to_mode in ("recovery", "standby"):
         downtime.post("/supervisor/mode", {"to_mode": to_mode, "reason": "復旧"})
         assert "中村　翔" in text_of(downtime.get("/holds/"))
+
+
+def test_a_deferred_request_for_a_protected_person_or_household_is_marked_wherever_it_is_listed(login, downtime):
+    """A request deferred for someone under a 支援措置 — the register's, or
+    a 仮支援措置 recorded after the request was taken — or living with
+    such a person is marked 支援措置 on every list and in the CSV, so
+    whoever takes it up after the outage follows those rules (no address
+    read out on the phone, no posting to whoever asks)."""
+    clerk = login("clerk1")
+    for code, name in ((YAMADA_ICHIRO, "山田　一郎"), (TAKAHASHI, "高橋　健"), (NAKAMURA, "中村　一")):
+        saved = clerk.post("/counter/deferred", {"kind": "tenkyo", "name": name, "contact": "090-0000-0000", "delivery": "phone",
+                                                 "consent": "1", "resident_code": code})
+        assert saved.status_code == 200, text_of(saved)
+    unmarked = clerk.get("/counter/deferred").get_data(as_text=True)
+    assert "tag-support" not in unmarked
+    assert record_hold(downtime, YAMADA_HANAKO, "support_measure").status_code == 302  # 一郎's household
+    assert record_hold(downtime, TAKAHASHI, "support_measure").status_code == 302  # the person themself
+
+    rows = {r["resident_code"]: r for r in clerk.api("GET", "/api/v1/deferred").get_json()["deferred"]}
+    assert {code: r["support_measure"] for code, r in rows.items()} == {YAMADA_ICHIRO: True, TAKAHASHI: True, NAKAMURA: False}
+    for page in (clerk.get("/counter/deferred"), downtime.get("/supervisor/")):
+        html = page.get_data(as_text=True)
+        assert page.status_code == 200 and html.count('class="tag tag-support"') == 2, html
+    csv_lines = downtime.get("/counter/deferred.csv").get_data(as_text=True).splitlines()
+    assert csv_lines[0].endswith(",支援措置")
+    marks = {line.split(",")[5]: line.rsplit(",", 1)[1] for line in csv_lines[1:]}
+    assert marks == {YAMADA_ICHIRO: "対象", TAKAHASHI: "対象", NAKAMURA: ""}
