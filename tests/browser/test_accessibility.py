@@ -85,7 +85,7 @@ def test_the_supervisor_pages(outage_records, browser):
     check(browser, {"desk": "/supervisor/", "notice": "/supervisor/notice/", "notice version": outage_records["notice"],
                     "recovery": "/recovery/", "incidents": "/recovery/incidents", "monitor": "/monitor/",
                     "runbook": "/runbooks/02-downtime-madoguchi", "drill": f"/drills/{outage_records['drill']}",
-                    "drill report": f"/drills/{outage_records['drill']}/report"})
+                    "drill report": f"/drills/{outage_records['drill']}/report", "certificate cancellations": "/cancellations/"})
     browser.get(browser.base_url + "/supervisor/")
     ready(browser)
     leave_page(browser)
