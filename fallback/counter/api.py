@@ -12,7 +12,7 @@ import secrets
 from flask import Blueprint, Response, current_app, g, jsonify, request, session, url_for
 
 from fallback import keys, modes
-from fallback.counter import openapi, screen, service
+from fallback.counter import cancellations, openapi, screen, service
 from fallback.counter.state import COUNTER_ROLES
 from fallback.db import get_ops
 from fallback.errors import SonaeError
@@ -182,9 +182,11 @@ def issue(code):
     key = service.idempotency_key_from_header(request.headers.get("Idempotency-Key"))
     issued = service.issue(counter, code, body, idempotency_key=key)
     result = issued.result
+    # A replay can answer copies cancelled since the first answer (書損・誤交付): said, not left to the PDF's 410.
+    cancelled = cancellations.cancelled(counter.conn, counter.scope.name, [c.serial for c in result.copies]) if issued.replayed else {}
     return jsonify(
         request_id=result.request_id, fee_yen=result.fee_yen, flags=result.flags, omissions=result.omissions,
-        certificates=[{"serial": c.serial, "scope": c.scope, "copy": c.copy_number,
+        certificates=[{"serial": c.serial, "scope": c.scope, "copy": c.copy_number, "cancelled": c.serial in cancelled,
                        "pdf": url_for("api.certificate_pdf", scope=c.scope, serial=c.serial)} for c in result.copies],
     ), 201, ({"Idempotent-Replayed": "true"} if issued.replayed else {})
 

@@ -5,9 +5,11 @@ list."""
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 
+from fallback import audit
 from fallback.counter import cancellations, issuance
+from fallback.counter.state import counter_scope
 from fallback.db import get_ops
 from fallback.errors import SonaeError
 from fallback.staff.security import roles
@@ -15,17 +17,31 @@ from fallback.staff.security import roles
 bp = Blueprint("cancellations", __name__, url_prefix="/cancellations", template_folder="templates")
 
 
+SERIAL_DIGITS = 18  # a serial has six digits and a box's range prefix; more was never printed
+DRILL_SESSION = ("訓練に参加している端末・職員では、証明書を取り消せません（本番の証明書に効いてしまいます）。"
+                 "訓練の証明書はもともと有効な証明書ではないため、取り消す必要はありません。訓練を終えてから操作してください。")
+
+
 def _serial(text: str) -> int:
     digits = text.strip().translate(str.maketrans("０１２３４５６７８９", "0123456789"))
-    if not digits.isdigit():
+    if not (digits.isascii() and digits.isdigit()):
         raise ValueError("発行番号は、証明書の右下に印刷された数字（例: 000123）を入力してください。")
+    if len(digits.lstrip("0")) > SERIAL_DIGITS:
+        raise ValueError(f"発行番号が長すぎます（{SERIAL_DIGITS}桁まで）。証明書の右下に印刷された数字を入力してください。")
     return int(digits)
+
+
+def _in_a_drill() -> bool:
+    """Whether this session works in a drill (its counter reads the drill's
+    register): what it does must not reach the real records."""
+    scope, _ = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
+    return scope is not None and scope.is_drill
 
 
 def _page(*, error: str | None = None, confirm: cancellations.Cancellable | None = None, status: int = 200):
     return render_template(
         "cancellations/index.html", error=error, confirm=confirm, form=request.values, reasons=cancellations.REASONS,
-        kinds=issuance.KINDS, recent=cancellations.recent(get_ops()),
+        kinds=issuance.KINDS, recent=cancellations.recent(get_ops()), drill_session=DRILL_SESSION if _in_a_drill() else None,
     ), status
 
 
@@ -39,6 +55,9 @@ def index():
 @roles("supervisor")
 def cancel():
     form, conn = request.form, get_ops()
+    if _in_a_drill():
+        audit.record(conn, g.staff.username, "records.denied", "certificate.cancel", {"reason": "drill_session"}, drill=True)
+        return _page(error=DRILL_SESSION, status=409)
     try:
         serial = _serial(form.get("serial", ""))
         if form.get("confirmed") != "yes":

@@ -35,7 +35,7 @@ REASONS = {
     "other": "その他",
 }
 # What the public check names: the kind only.
-REASON_NAMES = {"spoiled": "書損", "wrongly_issued": "誤交付", "other": "取消"}
+REASON_NAMES = {"spoiled": "書損", "wrongly_issued": "誤交付", "other": "その他"}
 NOTE_MAX_CHARS = 500
 SCOPE = "real"
 
@@ -62,7 +62,8 @@ class Cancellation:
     def public_statement(self, eras: Sequence[Era] = DEFAULT_ERAS) -> str:
         """What whoever checks the certificate is told: no resident data, no note."""
         day = format_wareki(dt.datetime.fromisoformat(self.cancelled_at).date(), eras)
-        return (f"この証明書（発行番号 {self.serial:06d}）は、{day}に発行した区役所が取り消しました（{REASON_NAMES[self.reason]}）。"
+        kind = "" if self.reason == "other" else f"（{REASON_NAMES[self.reason]}）"
+        return (f"この証明書（発行番号 {self.serial:06d}）は、発行した区役所が{day}に取り消しました{kind}。"
                 "証明書として受け付けないでください。")
 
 
@@ -93,6 +94,10 @@ def cancellable(conn, serial: int) -> Cancellable:
         "FROM certificates c JOIN requests r ON r.id = c.request_id WHERE c.scope = ? AND c.serial = ?", (SCOPE, serial),
     ).fetchone() if 0 <= serial <= SQLITE_MAX_INTEGER else None
     if row is None:
+        if 0 <= serial <= SQLITE_MAX_INTEGER and conn.execute(
+                "SELECT 1 FROM certificates WHERE scope = 'drill' AND serial = ?", (serial,)).fetchone():
+            raise CancellationRefused(f"発行番号 {serial:06d} は訓練の証明書です。訓練の証明書はもともと証明書として有効ではない"
+                                      "（証明書の確認でも「訓練用」と表示される）ため、取り消すものはありません。")
         raise NotFound(f"発行番号 {serial:06d} の証明書は、この装置の交付の記録にありません。用紙の発行番号を確かめてください。")
     status = row[-1]
     if status != "rendered":

@@ -96,13 +96,17 @@ def _residents(register, subject: dict, kind: str, members: str | None) -> list[
 @click.option("--reason", type=click.Choice(list(cancellations.REASONS)), required=True,
               help="spoiled (書損), wrongly_issued (誤交付) or other.")
 @click.option("--note", required=True, help="What happened (who, what, and the serial of any new certificate issued instead).")
-@click.option("--actor", help="Who cancels (default: cli:<OS user>).")
+@click.option("--actor", help="The 係長 who asked for it: recorded after the console's own name (cli:<OS user> for NAME).")
 def cancel(serial, reason, note, actor):
     """Cancel a real certificate already issued: from now on the
     certificate check says it is NOT VALID, and the counter neither prints
     nor opens it. Final; the serial is never used again."""
+    if actor is not None and (not actor.strip() or not actor.isprintable()):
+        raise click.BadParameter("a name, without tabs, line breaks or other control characters", param_hint="--actor")
+    # The console is always named: a cancellation cannot pass for a 係長's own at the web page.
+    who = operator(None) + (f" for {actor.strip()}" if actor else "")
     try:
-        done = cancellations.cancel(open_ops(load_config()), serial, reason=reason, note=note, actor=operator(actor))
+        done = cancellations.cancel(open_ops(load_config()), serial, reason=reason, note=note, actor=who)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"cancelled {done.serial:06d} (request {done.request_id}, {done.reason}) at {done.cancelled_at}")

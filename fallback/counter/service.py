@@ -583,7 +583,8 @@ def certificate_pdf(conn, staff: StaffSession, config: Config, scope_name: str, 
     target = f"{scope_name}:{serial}"
     _check_owner(conn, staff, scope, row, target)
     cancellation = cancellations.cancellation_of(conn, scope_name, serial)
-    if cancellation is not None:
+    if cancellation is not None:  # an attempt to hand it out again: kept, like any refused look
+        audit.record(conn, staff.username, "records.denied", target, {"request": row[0], "reason": "cancelled"}, drill=scope.is_drill)
         raise CertificateCancelled(_cancelled_message(cancellation))
     audit.record(conn, staff.username, "certificate.open", target, {"request": row[0]}, drill=scope.is_drill)
     return pdf
@@ -698,6 +699,8 @@ def print_issued(conn, staff: StaffSession, config: Config, request_id: int) -> 
     terminal `staff` works at (audited per copy, as every print is)."""
     found = issued_request(conn, staff, config, request_id)
     if not found.live:
+        audit.record(conn, staff.username, "records.denied", f"request:{request_id}", {"request": request_id, "reason": "cancelled"},
+                     drill=found.scope == "drill")
         raise CertificateCancelled(f"この交付の証明書（発行番号 {_serials_text(sorted(found.cancelled))}）はすべて取り消されています。"
                                    "印刷しません。必要なら新しく交付してください。")
     printer = terminal_printer(config, staff)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from fallback import deferred, documents, filings, holds, modes, recovery, reentry, runbooks
 from fallback.config import Config
-from fallback.counter import issuance
+from fallback.counter import cancellations, issuance
 from fallback.documents import format_minutes, format_time, minutes_between
 from fallback.monitoring.probes import COMPONENT_LABELS
 from fallback.ops import now_iso, open_ops
@@ -102,6 +102,7 @@ class IncidentFacts:
     components: list[ComponentOutage]
     timeline: list[TimelineEntry]
     issued: dict[tuple[str, str], int]  # (kind, office) -> certificates
+    cancelled: dict[str, int]  # reason -> certificates of the outage cancelled since (fallback.counter.cancellations)
     refused: int
     deferred_by_kind: dict[str, dict[str, int]]  # kind -> status -> count
     at_risk: list[recovery.AtRiskCertificate]
@@ -128,6 +129,9 @@ def gather(conn, incident: Incident, *, runbook_list: list[runbooks.Runbook]) ->
             "WHERE r.scope = 'real' AND c.scope = 'real' AND c.status = 'rendered' AND r.created_at BETWEEN ? AND ? "
             "GROUP BY r.kind, r.office ORDER BY r.kind, r.office", window)
     }
+    cancelled = dict(conn.execute(
+        "SELECT x.reason, count(*) FROM certificate_cancellations x JOIN requests r ON r.id = x.request_id "
+        "WHERE x.scope = 'real' AND r.created_at BETWEEN ? AND ? GROUP BY x.reason ORDER BY x.reason", window).fetchall())
     refused = conn.execute("SELECT count(*) FROM requests WHERE scope = 'real' AND outcome = 'refused' AND created_at BETWEEN ? AND ?", window).fetchone()[0]
     deferred_by_kind: dict[str, dict[str, int]] = {}
     for kind, status, count in conn.execute(
@@ -145,7 +149,7 @@ def gather(conn, incident: Incident, *, runbook_list: list[runbooks.Runbook]) ->
     unchecked = len({p.request_id for p in recovery.pending_checks(conn) if since <= p.issued_at <= until})
     return IncidentFacts(
         incident=incident, until=until, occurred_at=occurred, recovered_at=recovered, components=components,
-        timeline=_timeline(conn, incident, ticks, runbook_list, window), issued=issued, refused=refused,
+        timeline=_timeline(conn, incident, ticks, runbook_list, window), issued=issued, cancelled=cancelled, refused=refused,
         deferred_by_kind=deferred_by_kind, at_risk=recovery.at_risk(conn, since=since, until=until), unchecked=unchecked,
         requesters=len(requester_codes), deferred_people=len(deferred_people),
         residents_affected=len(requester_codes | deferred_people), data_as_of=data_as_of, ticks=ticks,
@@ -241,6 +245,9 @@ def ward_response(facts: IncidentFacts, config: Config) -> Section:
     if facts.issued:
         lines.append(documents.md_table(["種類", "庁舎", "枚数"], [[issuance.KINDS[k], office, n] for (k, office), n in facts.issued.items()]))
         lines.append(f"\n合計 {sum(facts.issued.values())}枚。お断りした請求 {facts.refused}件。")
+        if facts.cancelled:
+            kinds = "、".join(f"{cancellations.REASON_NAMES[reason]} {count}枚" for reason, count in facts.cancelled.items())
+            lines.append(f"うち、交付した後に取り消した証明書 {sum(facts.cancelled.values())}枚（{kinds}）。")
     else:
         lines.append(f"交付はありませんでした。お断りした請求 {facts.refused}件。")
     lines += ["", "### 後日対応で受け付けた請求", ""]

@@ -8,7 +8,7 @@ from flask import Blueprint, Response, abort, current_app, flash, g, redirect, r
 from markupsafe import Markup
 
 from fallback import deferred, documents, recovery, runbooks
-from fallback.counter import issuance, service
+from fallback.counter import cancellations, issuance, service
 from fallback.db import get_ops
 from fallback.recovery import incident
 from fallback.staff.security import roles
@@ -28,8 +28,10 @@ def index():
         deferred_locked = None
     except service.CounterLocked as exc:
         deferred_rows, deferred_locked = [], exc.message
+    at_risk = recovery.at_risk(conn)
     return render_template(
-        "recovery/index.html", progress=recovery.progress(conn), at_risk=recovery.at_risk(conn),
+        "recovery/index.html", progress=recovery.progress(conn), at_risk=at_risk,
+        cancelled=cancellations.cancelled(conn, "real", [serial for certificate in at_risk for serial in certificate.serials]),
         deferred_rows=deferred_rows, deferred_locked=deferred_locked, statuses=recovery.STATUSES, kinds=issuance.KINDS,
         deferred_kinds=deferred.KINDS, delivery=deferred.DELIVERY, requester_types=issuance.REQUESTER_TYPES,
         incidents=incident.incidents(conn)[:5],

@@ -38,6 +38,7 @@ every export.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import difflib
 import io
@@ -49,6 +50,7 @@ from typing import Any
 
 from fallback import audit, filings
 from fallback.config import Config
+from fallback.counter import cancellations
 from fallback.counter.issuance import KINDS as CERTIFICATE_KINDS
 from fallback.counter.issuance import REQUESTER_TYPES
 from fallback.errors import SonaeError
@@ -328,7 +330,7 @@ def tick(conn, filing_id: int, *, done: bool, actor: str) -> None:
 HISTORY_HEADINGS = [
     "請求番号", "交付日時", "庁舎", "端末", "交付した職員", "証明書", "発行番号", "通数", "証明された方の住民票コード", "証明された方の氏名",
     "請求者の区分", "請求者の氏名", "本人確認書類", "使用目的", "承認した係長", "データ時点", "世代", "本人通知の対象", "支援措置",
-    "窓口の保留",
+    "窓口の保留", "取り消した発行番号",
 ]
 NOTIFY_REQUESTERS = ("agent", "third_party")  # 本人通知制度: someone other than the person or their household received it
 
@@ -353,6 +355,7 @@ class HistoryRow:
     generation: int | None
     support_measure: bool
     holds: list[str]
+    cancelled: list[str] = dataclasses.field(default_factory=list)  # 「000123（書損）」: copies cancelled after issue
 
     @property
     def for_notice(self) -> bool:
@@ -380,7 +383,9 @@ def issuance_history(conn, *, since: str, until: str) -> list[HistoryRow]:
                 record.get("name", ""), requester_type, requester_name or "", document or "", purpose or "", approved_by or "",
                 data_as_of or "", generation, bool(record.get("support_measure")), [h["label"] for h in record.get("holds", ())],
             ))
-    return rows
+    cancelled = cancellations.cancelled(conn, "real", {serial for row in rows for serial in row.serials})
+    return [dataclasses.replace(row, cancelled=[f"{serial:06d}（{cancellations.REASON_NAMES[cancelled[serial].reason]}）"
+                                                for serial in row.serials if serial in cancelled]) for row in rows]
 
 
 def history_csv(rows: list[HistoryRow]) -> str:
@@ -389,7 +394,7 @@ def history_csv(rows: list[HistoryRow]) -> str:
         " ".join(str(s) for s in r.serials), len(r.serials), r.resident_code, r.name, REQUESTER_TYPES[r.requester_type],
         r.requester_name, r.identity_document, r.purpose, r.approved_by, r.data_as_of[:16].replace("T", " "),
         "" if r.generation is None else r.generation, "対象" if r.for_notice else "", "対象" if r.support_measure else "",
-        "・".join(r.holds),
+        "・".join(r.holds), " ".join(r.cancelled),
     ] for r in rows))
 
 

@@ -24,6 +24,7 @@ from fallback import audit
 from fallback.db import get_ops
 from fallback.errors import Forbidden
 from fallback.staff import sessions, terminals
+from fallback.staff.users import ROLES
 
 UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # Every form and JSON body Sonae takes is a few kilobytes; 64 KiB leaves
@@ -55,7 +56,7 @@ def roles(*allowed: str):
         @functools.wraps(view)
         def wrapped(*args, **kwargs):
             if g.staff is None or g.staff.role not in allowed:
-                raise Forbidden(f"この画面は次の役割の職員が使います: {', '.join(allowed)}")
+                raise Forbidden(f"この画面は次の役割の職員が使います: {'、'.join(ROLES.get(role, role) for role in allowed)}")
             return view(*args, **kwargs)
 
         wrapped.sonae_roles = allowed
