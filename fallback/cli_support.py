@@ -8,9 +8,9 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
-import getpass
 import logging
 import os
+import pwd
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,8 +182,10 @@ def operator(actor: str | None) -> str:
     so the audit log tells CLI actions from web actions."""
     if actor:
         return actor
+    # The account the process runs as, not $LOGNAME or $USER (which
+    # getpass trusts): anyone can set those to a 係長's name, or a tab.
     try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
         name = str(os.getuid())
     return f"cli:{name}"

@@ -128,7 +128,7 @@ class Verification:
         """Why a valid check that is not as_issued leaves the comparison to
         the checker, in words for them."""
         if not self.text_checked:
-            return "画像には文字の情報がないため、記載は機械では照合していません。"
+            return "写真・スキャンした画像やQRコードの内容には用紙の文字の情報がないため、記載は機械では照合していません。"
         reasons = {
             NOT_AS_ISSUED: "このPDFは交付したファイルと同一ではありません。",
             NO_ISSUED_FILE: f"発行番号 {self.pages[0].serial_text} のPDFは、この装置の交付記録にありません。",

@@ -5,11 +5,10 @@ list."""
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 
-from fallback import audit
+from fallback import audit, drills, modes
 from fallback.counter import cancellations, issuance
-from fallback.counter.state import counter_scope
 from fallback.db import get_ops
 from fallback.errors import SonaeError
 from fallback.staff.security import roles
@@ -18,8 +17,9 @@ bp = Blueprint("cancellations", __name__, url_prefix="/cancellations", template_
 
 
 SERIAL_DIGITS = 18  # a serial has six digits and a box's range prefix; more was never printed
-DRILL_SESSION = ("訓練に参加している端末・職員では、証明書を取り消せません（本番の証明書に効いてしまいます）。"
-                 "訓練の証明書はもともと有効な証明書ではないため、取り消す必要はありません。訓練を終えてから操作してください。")
+DRILL_RUNNING = ("訓練の実施中は、この画面では証明書を取り消せません（画面は訓練用と表示されますが、取消は本番の証明書に効きます）。"
+                 "訓練を終えてから操作してください。急ぐときは、情報政策課がコンソールで取り消せます（sonae certificate cancel）。"
+                 "訓練の証明書はもともと有効な証明書ではないため、取り消す必要はありません。")
 
 
 def _serial(text: str) -> int:
@@ -31,17 +31,18 @@ def _serial(text: str) -> int:
     return int(digits)
 
 
-def _in_a_drill() -> bool:
-    """Whether this session works in a drill (its counter reads the drill's
-    register): what it does must not reach the real records."""
-    scope, _ = counter_scope(get_ops(), g.staff, current_app.config["SONAE"])
-    return scope is not None and scope.is_drill
+def _drill_running() -> bool:
+    """Whether a drill runs outside a real downtime: every screen then says
+    that what is done on it is training (fallback.counter.screen), so none
+    may cancel a real certificate — whichever terminal or role."""
+    conn = get_ops()
+    return drills.active_drill(conn) is not None and not modes.current(conn).counters_open
 
 
 def _page(*, error: str | None = None, confirm: cancellations.Cancellable | None = None, status: int = 200):
     return render_template(
         "cancellations/index.html", error=error, confirm=confirm, form=request.values, reasons=cancellations.REASONS,
-        kinds=issuance.KINDS, recent=cancellations.recent(get_ops()), drill_session=DRILL_SESSION if _in_a_drill() else None,
+        kinds=issuance.KINDS, recent=cancellations.recent(get_ops()), drill_running=DRILL_RUNNING if _drill_running() else None,
     ), status
 
 
@@ -55,9 +56,10 @@ def index():
 @roles("supervisor")
 def cancel():
     form, conn = request.form, get_ops()
-    if _in_a_drill():
-        audit.record(conn, g.staff.username, "records.denied", "certificate.cancel", {"reason": "drill_session"}, drill=True)
-        return _page(error=DRILL_SESSION, status=409)
+    if _drill_running():
+        tried = form.get("serial", "").strip()[:40]
+        audit.record(conn, g.staff.username, "records.denied", "certificate.cancel", {"reason": "drill_running", "serial": tried}, drill=True)
+        return _page(error=DRILL_RUNNING, status=409)
     try:
         serial = _serial(form.get("serial", ""))
         if form.get("confirmed") != "yes":

@@ -6,6 +6,7 @@ recorded as issued (the look-up itself is audited, as every look-up is)."""
 
 from __future__ import annotations
 
+import unicodedata
 from pathlib import Path
 
 import click
@@ -101,7 +102,7 @@ def cancel(serial, reason, note, actor):
     """Cancel a real certificate already issued: from now on the
     certificate check says it is NOT VALID, and the counter neither prints
     nor opens it. Final; the serial is never used again."""
-    if actor is not None and (not actor.strip() or not actor.isprintable()):
+    if actor is not None and (not actor.strip() or any(unicodedata.category(c) in ("Cc", "Cf") for c in actor)):
         raise click.BadParameter("a name, without tabs, line breaks or other control characters", param_hint="--actor")
     # The console is always named: a cancellation cannot pass for a 係長's own at the web page.
     who = operator(None) + (f" for {actor.strip()}" if actor else "")

@@ -157,5 +157,5 @@ def deferred_requests():
 @roles("supervisor")
 def deferred_csv():
     rows = service.deferred_list(get_ops(), g.staff, current_app.config["SONAE"], export=True, real_only=True)
-    return Response(deferred.to_csv(rows), mimetype="text/csv; charset=utf-8",
+    return Response(deferred.to_csv(rows), content_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="deferred-requests.csv"'})

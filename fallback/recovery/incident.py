@@ -129,9 +129,10 @@ def gather(conn, incident: Incident, *, runbook_list: list[runbooks.Runbook]) ->
             "WHERE r.scope = 'real' AND c.scope = 'real' AND c.status = 'rendered' AND r.created_at BETWEEN ? AND ? "
             "GROUP BY r.kind, r.office ORDER BY r.kind, r.office", window)
     }
-    cancelled = dict(conn.execute(
+    counted = dict(conn.execute(
         "SELECT x.reason, count(*) FROM certificate_cancellations x JOIN requests r ON r.id = x.request_id "
-        "WHERE x.scope = 'real' AND r.created_at BETWEEN ? AND ? GROUP BY x.reason ORDER BY x.reason", window).fetchall())
+        "WHERE x.scope = 'real' AND r.created_at BETWEEN ? AND ? GROUP BY x.reason", window).fetchall())
+    cancelled = {reason: counted[reason] for reason in cancellations.REASONS if reason in counted}  # 書損, 誤交付, その他
     refused = conn.execute("SELECT count(*) FROM requests WHERE scope = 'real' AND outcome = 'refused' AND created_at BETWEEN ? AND ?", window).fetchone()[0]
     deferred_by_kind: dict[str, dict[str, int]] = {}
     for kind, status, count in conn.execute(

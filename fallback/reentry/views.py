@@ -57,7 +57,7 @@ def file(incident_id, kind):
     reentry.record_export(conn, g.staff.username, "file", {"incident": incident_id, "kind": kind, "rows": found.rows})
     mapping = reentry.load_mapping(config)
     charset = "shift_jis" if mapping.encoding == "cp932" else "utf-8"
-    return Response(found.content, mimetype=f"text/csv; charset={charset}",
+    return Response(found.content, content_type=f"text/csv; charset={charset}",
                     headers={"Content-Disposition": f'attachment; filename="{found.name}"', "Cache-Control": "no-store"})
 
 
@@ -83,7 +83,7 @@ def history_csv(incident_id):
     rows = reentry.issuance_history(conn, since=since, until=until)
     reentry.record_export(conn, g.staff.username, "history", {"incident": incident_id, "rows": len(rows),
                                                              "for_notice": sum(r.for_notice for r in rows)})
-    return Response(reentry.history_csv(rows), mimetype="text/csv; charset=utf-8",
+    return Response(reentry.history_csv(rows), content_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="issuance-history-{incident_id}.csv"', "Cache-Control": "no-store"})
 
 

@@ -63,5 +63,5 @@ def verify():
 def export_csv():
     filters = _filters()
     audit.record(get_ops(), g.staff.username, "audit.export", None, {k: v for k, v in filters.items() if v})
-    return Response(spreadsheets.csv_text(audit.CSV_HEADINGS, map(audit.csv_row, _entries(filters))), mimetype="text/csv; charset=utf-8",
+    return Response(spreadsheets.csv_text(audit.CSV_HEADINGS, map(audit.csv_row, _entries(filters))), content_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": 'attachment; filename="sonae-audit.csv"'})

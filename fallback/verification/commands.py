@@ -76,6 +76,7 @@ def _verdict_lines(result: Verification) -> list[str]:
                    "and every page's QR signature holds")
         return []
     click.echo(f"SIGNATURE VALID{drill}: every page's QR signature holds; {_why_by_eye(result)}:")
+    click.echo(f"  まず、証明書の発行番号が {result.pages[0].serial_text} であることを確かめてください（同じ請求で交付した別の通は、発行番号だけが違います）。")
     click.echo(f"  {result.why_compare_by_eye}")
     for page in result.pages:
         click.echo(f"  {what_to_compare(page)}")

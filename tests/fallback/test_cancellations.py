@@ -9,6 +9,7 @@ nothing else about the certificate changes (its serial stays used)."""
 from __future__ import annotations
 
 import os
+import pwd
 import subprocess
 import sys
 
@@ -168,9 +169,11 @@ def test_sonae_certificate_cancel_from_the_console(appliance, login, downtime):
     assert empty.returncode == 0 and empty.stdout == "" and "no certificate has been cancelled" in empty.stderr
     missing_note = sonae("cancel", str(serial), "--reason", "spoiled")
     assert missing_note.returncode == 2 and "--note" in missing_note.stderr
-    tabbed = sonae("cancel", str(serial), "--reason", "spoiled", "--note", "印刷ミス", "--actor", "evil\tname")
-    assert tabbed.returncode == 2 and "control characters" in tabbed.stderr
-    done = sonae("cancel", str(serial), "--reason", "spoiled", "--note", "印刷ミス", "--actor", "kakaricho")
+    for odd in ("evil\tname", "\u202eevil"):  # a tab breaks the listing's columns; a bidi override turns a name around
+        refused = sonae("cancel", str(serial), "--reason", "spoiled", "--note", "印刷ミス", "--actor", odd)
+        assert refused.returncode == 2 and "control characters" in refused.stderr
+    env["LOGNAME"] = env["USER"] = "kakaricho\t2026-12-07T09:00"  # the OS user is the process's, not what the environment says
+    done = sonae("cancel", str(serial), "--reason", "spoiled", "--note", "印刷ミス", "--actor", "鈴木　一郎")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"cancelled {serial:06d} (request {issued['request_id']}, spoiled)")
     twice = sonae("cancel", str(serial), "--reason", "spoiled", "--note", "印刷ミス")
@@ -180,40 +183,45 @@ def test_sonae_certificate_cancel_from_the_console(appliance, login, downtime):
     listed = sonae("cancellations")
     # The console is named first: --actor cannot make it pass for the 係長's own cancellation at the web page.
     console = records(appliance).execute("SELECT actor FROM audit WHERE action = 'certificate.cancel'").fetchone()[0]
-    assert console.startswith("cli:") and console.endswith(" for kakaricho")
+    assert console == f"cli:{pwd.getpwuid(os.getuid()).pw_name} for 鈴木　一郎"
     assert listed.stdout.split("\t")[0] == f"{serial:06d}" and f"\t{console}\tspoiled\t" in listed.stdout
 
 
-def test_a_drill_session_cancels_nothing_and_a_drill_serial_is_named_as_such(appliance, login, downtime):
-    """The outside tester's drill: a 係長 taking part in a drill, on the
-    drill's screen (「この画面の操作と証明書はすべて訓練用です」), cancelled a
-    real certificate for good; and a drill certificate's serial was called
-    absent from the records."""
+def test_nobody_cancels_on_the_web_while_a_drill_runs_and_a_drill_serial_is_named_as_such(appliance, login, downtime):
+    """The outside testers' drill: a 係長 taking part in it, on the drill's
+    screen (「この画面の操作と証明書はすべて訓練用です」), cancelled a real
+    certificate for good — at the drill's terminal, then (the re-test) at
+    another one, under the same banner; and a drill certificate's serial
+    was called absent from the records."""
     from tests.drills.support import start_drill
 
     clerk = login("clerk1")
     real_serial = issue(clerk)["certificates"][0]["serial"]
     for mode in ("recovery", "standby"):
         assert downtime.post("/supervisor/mode", {"to_mode": mode, "reason": "上流が復旧"}).status_code == 302
-    config = appliance.config["SONAE"]
-    start_drill(config, participants=("clerk2", "boss2"))
-    drill_boss = login("boss2")
-    page = drill_boss.get("/cancellations/")
-    assert page.status_code == 200 and 'id="cancellation-form"' not in page.get_data(as_text=True)
-    assert "訓練に参加している端末・職員では、証明書を取り消せません" in text_of(page)
-    refused = drill_boss.post("/cancellations/", {"serial": str(real_serial), "reason": "spoiled", "note": "訓練で書損の練習", "confirmed": "yes"})
-    assert refused.status_code == 409 and "訓練に参加している端末・職員では" in text_of(refused)
+    start_drill(appliance.config["SONAE"], participants=("clerk2", "boss2"))
+    for boss, terminal in (("boss2", "本庁1"), ("boss2", "本庁2"), ("boss", "本庁3")):  # a participant anywhere, and one who is not
+        staff = login(boss, terminal)
+        page = staff.get("/cancellations/")
+        assert page.status_code == 200 and 'id="cancellation-form"' not in page.get_data(as_text=True)
+        assert "訓練の実施中は、この画面では証明書を取り消せません" in text_of(page)
+        refused = staff.post("/cancellations/", {"serial": str(real_serial), "reason": "spoiled", "note": "訓練で書損の練習", "confirmed": "yes"})
+        assert refused.status_code == 409 and "訓練の実施中は" in text_of(refused)
     conn = records(appliance)
     assert conn.execute("SELECT count(*) FROM certificate_cancellations").fetchone()[0] == 0
-    assert conn.execute("SELECT actor, detail, drill FROM audit WHERE action = 'records.denied'").fetchall() == [
-        ("boss2", '{"reason":"drill_session"}', 1)]
+    denied = conn.execute("SELECT actor, detail, drill FROM audit WHERE action = 'records.denied' ORDER BY id").fetchall()
+    assert [(actor, drill) for actor, _, drill in denied] == [("boss2", 1), ("boss2", 1), ("boss", 1)]
+    assert all(f'"serial":"{real_serial}"' in detail and '"reason":"drill_running"' in detail for _, detail, _ in denied)
 
     drill_clerk = login("clerk2")
     drill_codes = [r["resident_code"] for r in drill_clerk.api("GET", "/api/v1/residents?kana=ア").get_json()["results"]]
     drill_issued = drill_clerk.api("POST", f"/api/v1/residents/{drill_codes[0]}/certificates", json=SELF_REQUEST)
     assert drill_issued.status_code == 201, drill_issued.get_json()
     drill_serial = drill_issued.get_json()["certificates"][0]["serial"]
-    named = downtime.post("/cancellations/", {"serial": str(drill_serial), "reason": "spoiled", "note": "印刷ミス"})  # boss: not in the drill
+    from fallback import drills
+
+    drills.end(conn, drills.active_drill(conn).id, actor="coord")
+    named = downtime.post("/cancellations/", {"serial": str(drill_serial), "reason": "spoiled", "note": "印刷ミス"})
     assert named.status_code == 409 and f"発行番号 {drill_serial:06d} は訓練の証明書です" in text_of(named)
 
 
@@ -235,6 +243,7 @@ def test_the_outage_records_say_which_certificates_were_cancelled(appliance, log
     incident = records(appliance).execute("SELECT min(id) FROM mode_changes").fetchone()[0]
 
     history = downtime.get(f"/reentry/{incident}/issuance-history.csv")
+    assert history.headers["Content-Type"] == "text/csv; charset=utf-8"  # once
     (row,) = list(csv.DictReader(io.StringIO(history.get_data().decode("utf-8-sig"))))
     assert row["発行番号"] == f"{first} {second} {third}"
     assert row["取り消した発行番号"] == f"{first:06d}（書損） {second:06d}（誤交付）"
