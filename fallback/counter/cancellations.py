@@ -89,16 +89,18 @@ def cancellable(conn, serial: int) -> Cancellable:
     """The certificate issued as `serial`, or raise NotFound (never
     allocated) or CancellationRefused (never handed out, or cancelled
     already)."""
+    not_found = NotFound(f"発行番号 {serial:06d} の証明書は、この装置の交付の記録にありません。用紙の発行番号を確かめてください。")
+    if not 0 <= serial <= SQLITE_MAX_INTEGER:  # a typed number can be any size; no serial is that large
+        raise not_found
     row = conn.execute(
         "SELECT c.serial, c.request_id, r.kind, c.copy_number, r.copies, c.issued_at, r.clerk, r.terminal, c.status "
         "FROM certificates c JOIN requests r ON r.id = c.request_id WHERE c.scope = ? AND c.serial = ?", (SCOPE, serial),
-    ).fetchone() if 0 <= serial <= SQLITE_MAX_INTEGER else None
+    ).fetchone()
     if row is None:
-        if 0 <= serial <= SQLITE_MAX_INTEGER and conn.execute(
-                "SELECT 1 FROM certificates WHERE scope = 'drill' AND serial = ?", (serial,)).fetchone():
+        if conn.execute("SELECT 1 FROM certificates WHERE scope = 'drill' AND serial = ?", (serial,)).fetchone():
             raise CancellationRefused(f"発行番号 {serial:06d} は訓練の証明書です。訓練の証明書はもともと証明書として有効ではない"
                                       "（証明書の確認でも「訓練用」と表示される）ため、取り消すものはありません。")
-        raise NotFound(f"発行番号 {serial:06d} の証明書は、この装置の交付の記録にありません。用紙の発行番号を確かめてください。")
+        raise not_found
     status = row[-1]
     if status != "rendered":
         raise CancellationRefused(
