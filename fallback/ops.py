@@ -523,6 +523,11 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     );
     CREATE INDEX certificate_cancellations_at ON certificate_cancellations(scope, cancelled_at);
     """,
+    # 14: whether a deferred request's person was under a 支援措置 when it was
+    # recorded ('self', 'household'): a hold reconciled since must not drop the mark.
+    """
+    ALTER TABLE deferred_requests ADD COLUMN protected_when_recorded TEXT;
+    """,
 ]
 
 

@@ -255,6 +255,9 @@ class IdempotencyKeyReused(SonaeError):
         return {"request_id": self.request_id, "serials": self.serials}
 
 
+RENDERING_RETRY_AFTER_S = 2  # a certificate renders in well under a second; a household's ten copies in a few
+
+
 class IssueInProgress(SonaeError):
     """The first request under this key is still being rendered (the IETF
     draft's 409): retry in a moment."""
@@ -264,12 +267,15 @@ class IssueInProgress(SonaeError):
     title = "交付の処理中です"
 
     def __init__(self, request_id: int):
-        super().__init__("この申請は交付の処理中です（二重には交付されません）。数秒待ってから「交付の結果を開く」を押してください。",
+        super().__init__(f"この申請は交付の処理中です（二重には交付されません）。数秒待ってから、交付の結果（交付番号 {request_id}）を開いてください。",
                          reason=f"request {request_id} under this Idempotency-Key is still being rendered")
         self.request_id = request_id
 
     def details(self) -> dict:
         return {"request_id": self.request_id}
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(RENDERING_RETRY_AFTER_S)}
 
     def links(self) -> list[tuple[str, dict, str]]:
         return [("counter.issued", {"request_id": self.request_id}, "交付の結果を開く")]
@@ -540,6 +546,12 @@ class IssuedRequest:
         """The copies that still hold: not cancelled."""
         return [c for c in self.certificates if c[0] not in self.cancelled]
 
+    @property
+    def rendering(self) -> bool:
+        """Whether some copy's PDF is still being made (the page was opened
+        from a second press's 「交付の結果を開く」 while the first renders)."""
+        return any(c[3] == "allocated" for c in self.certificates)
+
 
 def issued_request(conn, staff: StaffSession, config: Config, request_id: int) -> IssuedRequest:
     """An issued request and its certificates, audited."""
@@ -575,7 +587,7 @@ def certificate_pdf(conn, staff: StaffSession, config: Config, scope_name: str, 
     scope = records_scope(conn, staff, config)
     pdf = issuance.certificate_pdf(conn, scope_name, serial)
     if pdf is None:
-        raise NotFound(f"発行番号 {serial} の証明書はありません。")
+        raise _rendering_or_missing(conn, scope_name, serial)
     row = conn.execute(
         "SELECT r.id, r.clerk, r.scope, r.drill_id FROM certificates c JOIN requests r ON r.id = c.request_id "
         "WHERE c.scope = ? AND c.serial = ?", (scope_name, serial),
@@ -590,32 +602,54 @@ def certificate_pdf(conn, staff: StaffSession, config: Config, scope_name: str, 
     return pdf
 
 
+def _rendering_or_missing(conn, scope_name: str, serial: int) -> SonaeError:
+    """Why a serial has no PDF to serve: still being made (a moment), or none."""
+    row = conn.execute("SELECT request_id FROM certificates WHERE scope = ? AND serial = ? AND status = 'allocated'",
+                       (scope_name, serial)).fetchone() if 0 <= serial <= issuance.SQLITE_MAX_INTEGER else None
+    if row is not None:
+        return IssueInProgress(row[0])
+    return NotFound(f"発行番号 {serial} の証明書はありません。")
+
+
 def deferred_list(conn, staff: StaffSession, config: Config, *, export: bool = False, real_only: bool = False) -> list[dict]:
     """The deferred requests `staff` may see now (their own, or every
-    counter's for a supervisor), audited as a listing or an export."""
+    counter's for a supervisor), audited as a listing or an export. Each
+    row's `support_measure` says whether its person is under a 支援措置
+    ('self'), lives with someone who is ('household') — now, or when the
+    request was recorded — or cannot be told now ('unknown': no register
+    to read), so whoever takes it up follows those rules."""
     scope = records_scope(conn, staff, config, real_only=real_only)
     rows = deferred.worklist(conn, scope=scope.name, drill_id=scope.drill_id,
                              clerk=None if staff.role == "supervisor" else staff.username)
-    protected = _protected_codes(conn, scope, {row["resident_code"] for row in rows if row["resident_code"]})
+    now = _protection_now(conn, scope, {row["resident_code"] for row in rows if row["resident_code"]})
     for row in rows:
-        row["support_measure"] = row["resident_code"] in protected
+        marks = {row["protected_when_recorded"], None if now is None else now.get(row["resident_code"])}
+        row["support_measure"] = next((mark for mark in ("self", "household") if mark in marks),
+                                      "unknown" if now is None and row["resident_code"] else None)
     audit.record(conn, staff.username, "deferred.export" if export else "deferred.list", None, {"rows": len(rows)}, drill=scope.is_drill)
     return rows
 
 
-def _protected_codes(conn, scope: Scope, codes: set[str]) -> set[str]:
-    """Those of `codes` whose person is under a 支援措置 now (the register's,
-    or a 仮支援措置 hold), or lives in a household with someone who is: a
-    deferred request for them is handled by the 支援措置 rules when it is
-    taken up, whoever recorded it and whenever the measure began. Empty
-    without a register (nothing is known then)."""
-    register = register_for(scope) if codes else None
+def _held_register(conn, scope: Scope) -> HeldRegister | None:
+    register = register_for(scope)
+    return None if register is None else HeldRegister(register, holds.ActiveHolds.load(conn, scope=scope.name, drill_id=scope.drill_id))
+
+
+def _protection(register: HeldRegister, person: dict) -> str | None:
+    """'self' for a person under a 支援措置 (the register's or a 仮支援措置
+    hold), 'household' for one living with such a person, else None."""
+    if person.get("support_measure"):
+        return "self"
+    return "household" if register.protected_households([person["household_id"]]) else None
+
+
+def _protection_now(conn, scope: Scope, codes: set[str]) -> dict[str, str | None] | None:
+    """_protection of each of `codes` now (absent codes: None), or None
+    when there is no register to read."""
+    register = _held_register(conn, scope) if codes else None
     if register is None:
-        return set()
-    held = HeldRegister(register, holds.ActiveHolds.load(conn, scope=scope.name, drill_id=scope.drill_id))
-    records = {code: record for code in codes if (record := held.resident(code)) is not None}
-    households = held.protected_households(record["household_id"] for record in records.values())
-    return {code for code, record in records.items() if record.get("support_measure") or record["household_id"] in households}
+        return None if codes else {}
+    return {code: _protection(register, person) for code in codes if (person := register.resident(code)) is not None}
 
 
 def set_deferred_status(conn, staff: StaffSession, config: Config, request_id: int, status: str) -> None:
@@ -640,13 +674,23 @@ def record_deferred(conn, staff: StaffSession, config: Config, *, kind: str, nam
     register loaded (a reason to defer) its format is all there is to check."""
     scope = records_scope(conn, staff, config)
     resident_code = deferred.resident_code_of(resident_code)
-    register = register_for(scope) if resident_code else None
-    if register is not None and register.resident(resident_code) is None:
-        audit.record(conn, staff.username, "deferred.refused", resident_code, {"reason": "unknown_resident"}, drill=scope.is_drill)
-        raise deferred.UnknownResident(f"住民票コード {resident_code} の住民は住民記録にありません。コードを確かめるか、空欄にしてください。")
+    register = _held_register(conn, scope) if resident_code else None
+    protected = None
+    if register is not None:
+        # Looking the code up is a view (the request's list then tells whether the person is protected):
+        # audited and counted like opening the record, and put before the supervisors when protected.
+        person = lookup.view_resident(conn, register, resident_code, actor=staff.username, drill=scope.is_drill, **_flag_settings(config))
+        if person is None:
+            audit.record(conn, staff.username, "deferred.refused", resident_code, {"reason": "unknown_resident"}, drill=scope.is_drill)
+            raise deferred.UnknownResident(f"住民票コード {resident_code} の住民は住民記録にありません。コードを確かめるか、空欄にしてください。")
+        protected = _protection(register, person)
+        if protected:
+            audit.record(conn, staff.username, SUPPORT_MEASURE_VIEW, resident_code,
+                         {"terminal": staff.terminal, "address_shown": False, "household_member": protected == "household",
+                          "deferred_request": True}, drill=scope.is_drill)
     return deferred.record(conn, clerk=staff.username, office=staff.office, kind=kind, name=name, contact=contact,
                            delivery=delivery, consent=consent, resident_code=resident_code, note=note,
-                           scope=scope.name, drill_id=scope.drill_id)
+                           scope=scope.name, drill_id=scope.drill_id, protected=protected)
 
 
 # --- printing ---------------------------------------------------------------------------
@@ -698,6 +742,8 @@ def print_issued(conn, staff: StaffSession, config: Config, request_id: int) -> 
     """Send every copy of an issued request to the CUPS queue of the
     terminal `staff` works at (audited per copy, as every print is)."""
     found = issued_request(conn, staff, config, request_id)
+    if found.rendering:
+        raise IssueInProgress(request_id)
     if not found.live:
         audit.record(conn, staff.username, "records.denied", f"request:{request_id}", {"request": request_id, "reason": "cancelled"},
                      drill=found.scope == "drill")

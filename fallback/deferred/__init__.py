@@ -54,7 +54,11 @@ def resident_code_of(typed: str | None) -> str | None:
 
 
 def record(conn, *, clerk: str, office: str, kind: str, name: str, contact: str, delivery: str, consent: bool,
-           resident_code: str | None = None, note: str = "", scope: str = "real", drill_id: int | None = None) -> int:
+           resident_code: str | None = None, note: str = "", scope: str = "real", drill_id: int | None = None,
+           protected: str | None = None) -> int:
+    """Record a deferred request; `protected`: 'self' or 'household' when
+    its person was under a 支援措置 as it was recorded (kept, whatever
+    happens to the measure or its hold afterwards)."""
     if kind not in KINDS:
         raise DeferredError("受付の種類を選んでください。")
     if not name.strip():
@@ -77,9 +81,10 @@ def record(conn, *, clerk: str, office: str, kind: str, name: str, contact: str,
             raise DeferredError(f"{labels[field]}に使えない文字（制御文字）が含まれています。入力し直してください。")
     with Transaction(conn):
         cursor = conn.execute(
-            "INSERT INTO deferred_requests (created_at, scope, drill_id, clerk, office, kind, resident_code, name, contact, delivery, consent, note) "
-            "VALUES (?,?,?,?,?,?,?,?,?,?,1,?)",
-            (now_iso(), scope, drill_id, clerk, office, kind, resident_code or None, name.strip(), contact.strip(), delivery, note.strip()),
+            "INSERT INTO deferred_requests (created_at, scope, drill_id, clerk, office, kind, resident_code, name, contact, delivery, consent, note, "
+            "protected_when_recorded) VALUES (?,?,?,?,?,?,?,?,?,?,1,?,?)",
+            (now_iso(), scope, drill_id, clerk, office, kind, resident_code or None, name.strip(), contact.strip(), delivery, note.strip(),
+             protected),
         )
         audit.append(conn, clerk, "deferred.record", resident_code, {"id": cursor.lastrowid, "kind": kind}, drill=scope == "drill")
     return cursor.lastrowid
@@ -98,7 +103,10 @@ def set_status(conn, request_id: int, status: str, *, actor: str) -> None:
         audit.append(conn, actor, "deferred.status", str(request_id), {"status": status})
 
 
-COLUMNS = ("id", "created_at", "office", "clerk", "kind", "resident_code", "name", "contact", "delivery", "note", "status", "status_changed_at", "status_changed_by")
+COLUMNS = ("id", "created_at", "office", "clerk", "kind", "resident_code", "name", "contact", "delivery", "note", "status", "status_changed_at", "status_changed_by",
+           "protected_when_recorded")
+# A request's person and the 支援措置, as fallback.counter.service marks each listed row's `support_measure`.
+PROTECTION_CSV = {"self": "対象（本人）", "household": "対象（同じ世帯）", "unknown": "未確認"}
 
 
 def worklist(conn, *, scope: str = "real", drill_id: int | None = None, status: str | None = None,
@@ -122,12 +130,12 @@ def worklist(conn, *, scope: str = "real", drill_id: int | None = None, status: 
 
 def to_csv(rows: list[dict]) -> str:
     """CSV with Japanese headings for a spreadsheet (typed text that looks
-    like a formula stays text: fallback.staff.spreadsheets); 支援措置 is
-    「対象」 for a row the counter service marked (its `support_measure`)."""
+    like a formula stays text: fallback.staff.spreadsheets); 支援措置 as
+    the counter service marked the row (its `support_measure`: PROTECTION_CSV)."""
     headings = ["受付番号", "受付日時", "窓口", "受付者", "種類", "住民票コード", "氏名", "連絡先", "受取り方法", "備考", "状況", "状況更新日時", "更新者",
                 "支援措置"]
     return csv_text(headings, ([
         row["id"], row["created_at"], row["office"], row["clerk"], KINDS[row["kind"]], row["resident_code"] or "",
         row["name"], row["contact"], DELIVERY[row["delivery"]], row["note"] or "", STATUSES[row["status"]],
-        row["status_changed_at"] or "", row["status_changed_by"] or "", "対象" if row.get("support_measure") else "",
+        row["status_changed_at"] or "", row["status_changed_by"] or "", PROTECTION_CSV.get(row.get("support_measure"), ""),
     ] for row in rows))

@@ -298,3 +298,16 @@ def test_a_second_click_while_the_first_renders_links_to_the_result(appliance, l
     api = issue(clerk, key="double-click-1", body={**BODY, "members": [YAMADA_TARO], "copies": 1})
     body = api.get_json()
     assert api.status_code == 409 and body["error"] == "issue_in_progress" and body["request_id"] == request_id
+    assert second.headers["Retry-After"] == "2"
+    assert f"交付の結果（交付番号 {request_id}）を開いてください" in body["message"]  # no button named to an API client
+    # The result opened at once (the outside tester): it says the PDFs are being made, offers no PDF and no print,
+    # and the PDF's address says "a moment", not "no such certificate".
+    page = clerk.get(f"/counter/issued/{request_id}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and 'id="issued-rendering"' in html and "作成中" in html
+    assert 'id="print-form"' not in html and 'id="open-pdf"' not in html and "<iframe" not in html
+    serial = open_ops(appliance.config["SONAE"]).execute("SELECT serial FROM certificates WHERE request_id = ?", (request_id,)).fetchone()[0]
+    pdf = clerk.get(f"/counter/certificate/real/{serial}.pdf")
+    assert pdf.status_code == 409 and "交付の処理中です" in pdf.get_data(as_text=True)
+    printed = clerk.post(f"/counter/issued/{request_id}/print")
+    assert printed.status_code == 409 and "交付の処理中です" in printed.get_data(as_text=True)

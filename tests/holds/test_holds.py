@@ -249,12 +249,16 @@ def test_the_hold_list_is_for_supervisors_and_stays_open_after_the_outage(applia
         assert "中村　翔" in text_of(downtime.get("/holds/"))
 
 
-def test_a_deferred_request_for_a_protected_person_or_household_is_marked_wherever_it_is_listed(login, downtime):
+def test_a_deferred_request_for_a_protected_person_or_household_is_marked_wherever_it_is_listed(appliance, login, downtime):
     """A request deferred for someone under a 支援措置 — the register's, or
     a 仮支援措置 recorded after the request was taken — or living with
-    such a person is marked 支援措置 on every list and in the CSV, so
+    such a person is marked on every list and in the CSV, saying which, so
     whoever takes it up after the outage follows those rules (no address
-    read out on the phone, no posting to whoever asks)."""
+    read out on the phone, no posting to whoever asks). The outside
+    tester's findings: typing a code there told a clerk whether the person
+    was protected with no 支援措置 view on the supervisor's desk, and a
+    hold reconciled before the register carried the measure took the mark
+    off requests recorded while it held."""
     clerk = login("clerk1")
     for code, name in ((YAMADA_ICHIRO, "山田　一郎"), (TAKAHASHI, "高橋　健"), (NAKAMURA, "中村　一")):
         saved = clerk.post("/counter/deferred", {"kind": "tenkyo", "name": name, "contact": "090-0000-0000", "delivery": "phone",
@@ -266,11 +270,36 @@ def test_a_deferred_request_for_a_protected_person_or_household_is_marked_wherev
     assert record_hold(downtime, TAKAHASHI, "support_measure").status_code == 302  # the person themself
 
     rows = {r["resident_code"]: r for r in clerk.api("GET", "/api/v1/deferred").get_json()["deferred"]}
-    assert {code: r["support_measure"] for code, r in rows.items()} == {YAMADA_ICHIRO: True, TAKAHASHI: True, NAKAMURA: False}
+    assert {code: r["support_measure"] for code, r in rows.items()} == {YAMADA_ICHIRO: "household", TAKAHASHI: "self", NAKAMURA: None}
     for page in (clerk.get("/counter/deferred"), downtime.get("/supervisor/")):
         html = page.get_data(as_text=True)
-        assert page.status_code == 200 and html.count('class="tag tag-support"') == 2, html
+        assert page.status_code == 200 and "支援措置（本人）" in html and "支援措置（同じ世帯）" in html, html
     csv_lines = downtime.get("/counter/deferred.csv").get_data(as_text=True).splitlines()
     assert csv_lines[0].endswith(",支援措置")
     marks = {line.split(",")[5]: line.rsplit(",", 1)[1] for line in csv_lines[1:]}
-    assert marks == {YAMADA_ICHIRO: "対象", TAKAHASHI: "対象", NAKAMURA: ""}
+    assert marks == {YAMADA_ICHIRO: "対象（同じ世帯）", TAKAHASHI: "対象（本人）", NAKAMURA: ""}
+
+    # Recorded while the hold holds: a view put before the supervisors, and a mark that outlives the hold.
+    later = clerk.post("/counter/deferred", {"kind": "tenkyo", "name": "山田　一郎", "contact": "090-0000-0001", "delivery": "phone",
+                                             "consent": "1", "resident_code": YAMADA_ICHIRO})
+    assert later.status_code == 200
+    conn = open_ops(appliance.config["SONAE"])
+    seen = conn.execute("SELECT actor, target, detail FROM audit WHERE action = 'support_measure.view'").fetchall()
+    assert [(actor, target) for actor, target, _ in seen] == [("clerk1", YAMADA_ICHIRO)]
+    assert json.loads(seen[0][2])["deferred_request"] is True and json.loads(seen[0][2])["household_member"] is True
+    assert conn.execute("SELECT count(*) FROM audit WHERE action = 'view' AND target = ?", (YAMADA_ICHIRO,)).fetchone()[0] == 2
+    (hold_id,) = [h["id"] for h in hold_rows(appliance) if h["resident_code"] == YAMADA_HANAKO]
+    assert downtime.post(f"/holds/{hold_id}/reconcile").status_code == 302
+    ichiro = [r for r in clerk.api("GET", "/api/v1/deferred").get_json()["deferred"] if r["resident_code"] == YAMADA_ICHIRO]
+    assert [r["support_measure"] for r in ichiro] == [None, "household"]  # the one taken while the hold held keeps its mark
+
+
+def test_a_deferred_request_is_marked_unknown_while_no_register_can_be_read(appliance, login, downtime):
+    clerk = login("clerk1")
+    assert clerk.post("/counter/deferred", {"kind": "tenkyo", "name": "高橋　健", "contact": "090-0000-0000", "delivery": "phone",
+                                            "consent": "1", "resident_code": TAKAHASHI}).status_code == 200
+    config = appliance.config["SONAE"]
+    config.snapshot_dir.rename(config.home / "snapshots-away")  # the copy unreadable: lost, or being restored
+    (row,) = clerk.api("GET", "/api/v1/deferred").get_json()["deferred"]
+    assert row["support_measure"] == "unknown"
+    assert "支援措置：未確認" in clerk.get("/counter/deferred").get_data(as_text=True)
