@@ -10,12 +10,14 @@ search queries and resident codes are in it, and never in plain-text logs.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from fallback import audit_writer
 from fallback.ops import Transaction, now_iso
 
 GENESIS = "0" * 64
@@ -28,25 +30,56 @@ def _entry_hash(prev_hash: str, at: str, actor: str, action: str, target: str | 
 
 def record(conn, actor: str, action: str, target: str | None = None, detail: dict[str, Any] | None = None, *,
            drill: bool = False, durable: bool = True) -> int:
-    """Append one entry in its own transaction; returns its id. durable=False
-    is for high-rate look-up entries (see ops.Transaction)."""
+    """Append one entry in its own transaction; returns its id once it is
+    committed. durable=False is for high-rate look-up entries (see
+    ops.Transaction), which a serving process hands to the writer process
+    of `sonae serve` when there is one (fallback.audit_writer)."""
+    entry = _Entry(actor, action, target, _detail_text(detail), int(drill))
+    if not durable and (entry_id := audit_writer.append(*dataclasses.astuple(entry))) is not None:
+        return entry_id
     with Transaction(conn, durable=durable):
-        return append(conn, actor, action, target, detail, drill=drill)
+        return _append_all(conn, [entry])[0]
 
 
 def append(conn, actor: str, action: str, target: str | None = None, detail: dict[str, Any] | None = None, *, drill: bool = False) -> int:
     """Append one entry inside the caller's (IMMEDIATE) transaction, so that
     an action and its audit entry commit together or not at all."""
-    at = now_iso()
-    detail_text = json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-    row = conn.execute("SELECT hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
-    prev_hash = row[0] if row else GENESIS
-    entry_hash = _entry_hash(prev_hash, at, actor, action, target, detail_text, int(drill))
-    cursor = conn.execute(
-        "INSERT INTO audit (at, actor, action, target, detail, drill, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
-        (at, actor, action, target, detail_text, int(drill), prev_hash, entry_hash),
-    )
-    return cursor.lastrowid
+    return _append_all(conn, [_Entry(actor, action, target, _detail_text(detail), int(drill))])[0]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    actor: str
+    action: str
+    target: str | None
+    detail: str  # JSON
+    drill: int
+
+
+def _detail_text(detail: dict[str, Any] | None) -> str:
+    return json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def record_lookups(conn, entries: list[tuple]) -> list[int]:
+    """Commit look-up entries (actor, action, target, detail as JSON, drill)
+    together, as fallback.audit_writer receives them; returns their ids."""
+    with Transaction(conn, durable=False):
+        return _append_all(conn, [_Entry(*entry) for entry in entries])
+
+
+def _append_all(conn, entries: list[_Entry]) -> list[int]:
+    """Chain `entries` after the last one inside the caller's transaction,
+    which holds the write lock (so their ids follow the last one's)."""
+    row = conn.execute("SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1").fetchone()
+    last_id, prev_hash = row if row else (0, GENESIS)
+    rows = []
+    for entry in entries:
+        at = now_iso()
+        entry_hash = _entry_hash(prev_hash, at, entry.actor, entry.action, entry.target, entry.detail, entry.drill)
+        rows.append((at, entry.actor, entry.action, entry.target, entry.detail, entry.drill, prev_hash, entry_hash))
+        prev_hash = entry_hash
+    conn.executemany("INSERT INTO audit (at, actor, action, target, detail, drill, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)", rows)
+    return list(range(last_id + 1, last_id + 1 + len(rows)))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ when it is web.trusted_proxy, and drops those headers from anyone else."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import datetime as dt
 import logging
@@ -33,11 +34,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import click
 from waitress.adjustments import Adjustments
 
+from fallback import audit, audit_writer
 from fallback.cli_support import configure_logging, listen_problem, service_config, service_running, warn_without_config_file
 from fallback.config import Config
 from fallback.connection_shares import STARTING_S, ConnectionShares, SharingServer
@@ -123,10 +126,18 @@ class ListenAddress(NamedTuple):
 @click.option("--shares-fd", type=int, hidden=True, help="A serving process: the memory where the serving processes count their connections.")
 @click.option("--wake-fds", hidden=True, help="A serving process: each serving process's eventfd, comma-separated.")
 @click.option("--slot", type=int, hidden=True, help="A serving process: its place among them.")
-def serve(host, port, threads, listen_fd, server_pid, shares_fd, wake_fds, slot):
+@click.option("--lookup-writer", is_flag=True, hidden=True, help="The writer of look-up audit entries (started by `sonae serve`).")
+def serve(host, port, threads, listen_fd, server_pid, shares_fd, wake_fds, slot, lookup_writer):
     """Serve the counter application."""
     config = service_config()
     configure_logging()
+    if lookup_writer:
+        if server_pid is None:
+            raise click.UsageError("--lookup-writer is for the writer process `sonae serve` starts itself")
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == server_pid:  # else the server ended before prctl took effect
+            audit_writer.run(config, server_pid, audit.record_lookups)
+        return
     if listen_fd is not None:
         if None in (server_pid, shares_fd, wake_fds, slot):
             raise click.UsageError("--listen-fd is for the serving processes `sonae serve` starts itself")
@@ -147,7 +158,24 @@ def serve(host, port, threads, listen_fd, server_pid, shares_fd, wake_fds, slot)
         click.echo(f"Sonae counter app on {address.url} in {processes} processes", err=True)
         if renderers > 1:
             click.echo(f"each renders certificates in {renderers} processes", err=True)
-        ServingProcesses(sock, processes, threads, stop_timeout_s=config["web"]["stop_timeout_s"]).run()
+        with lookup_writer_process():
+            ServingProcesses(sock, processes, threads, stop_timeout_s=config["web"]["stop_timeout_s"]).run()
+
+
+@contextlib.contextmanager
+def lookup_writer_process() -> Iterator[None]:
+    """The writer of look-up audit entries (fallback.audit_writer) for as
+    long as the server runs; its serving processes find it by its socket."""
+    writer = subprocess.Popen([sys.executable, "-P", "-m", "fallback.cli", "serve", "--lookup-writer", "--server-pid", str(os.getpid())])
+    try:
+        yield
+    finally:
+        writer.send_signal(signal.SIGTERM)
+        try:
+            writer.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            writer.kill()
+            writer.wait()
 
 
 def take_over_the_box(config: Config) -> None:
@@ -173,7 +201,8 @@ def serve_in_this_process(config: Config, address: ListenAddress, threads: int |
     # SIGTERM (systemd, docker stop) ends waitress's loop like Ctrl-C, so the
     # render pool below is closed rather than killed mid-certificate.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    with render_pool(config) as pool:
+    audit_writer.use(audit_writer.socket_path(config.home))
+    with render_pool(config) as pool, lookup_writer_process():
         if pool is not None:
             click.echo(f"rendering certificates in {pool.processes} processes", err=True)
         server.run()
@@ -229,6 +258,7 @@ def serve_on_inherited_socket(config: Config, fd: int, server_pid: int | None, t
             options["threads"] = threads
         options["connection_limit"] = connection_limit_each(options["connection_limit"], serving_processes(config))
         server = SharingServer(app, socket.socket(fileno=fd), Adjustments(**options), shares)
+        audit_writer.use(audit_writer.socket_path(config.home))
         with render_pool(config, processes=render_processes_each(config, serving_processes(config))):
             log.info("serving process %d ready", os.getpid())
             server.run()

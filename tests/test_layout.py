@@ -34,7 +34,7 @@ ALLOWED = {
 # base and the features listed before it; its faces (web views, the JSON
 # API, CLI commands, the report a feature writes) may import any feature's
 # services, never another feature's faces. The README's architecture section shows the same table.
-BASE = {"config", "errors", "keys", "ops", "audit", "anchor", "db", "paper", "documents", "cli_support", "access", "disk", "clock"}
+BASE = {"config", "errors", "keys", "ops", "audit", "audit_writer", "anchor", "db", "paper", "documents", "cli_support", "access", "disk", "clock"}
 SHELL = {"app", "cli", "banner", "filters", "serve", "connection_shares", "worker", "worker_command", "key_commands", "ops_commands"}
 FEATURES = ("staff", "mirror", "deferred", "drills", "modes", "holds", "counter", "filings", "monitoring", "runbooks", "residents",
             "reentry", "maintenance", "recovery", "verification")

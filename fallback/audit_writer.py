@@ -1,0 +1,163 @@
+"""Look-up audit entries (searches, record views) written by a process of
+their own.
+
+Every look-up appends an audit entry under ops.db's writer lock, which the
+serving processes share (fallback.ops.Transaction). Written by the request's
+own thread, the lock's holder takes the interpreter lock again for every
+statement, behind its process's other threads, and the other serving
+process waits meanwhile: on a 2-core box 8 busy counters' searches stalled
+together for 100-300 ms at a time (bench/README.md, the counter search at
+4M, twelfth session). `sonae serve` therefore starts one writer process
+(`sonae serve --lookup-writer`, single-threaded, so its turn under the lock
+is never held up), and the threads of its serving processes hand it their
+look-up entries over a Unix socket in SONAE_HOME, each thread on its own
+connection. It writes what arrives together in one transaction and answers
+each entry's id once committed: a look-up still returns only after its
+entry is in the database, as before.
+
+Anything the writer cannot do — not started (the tests' apps, the CLI),
+stopped, its transaction failed — the thread does itself, as it always did
+(`append` answers None), so an entry is never dropped; one the writer
+committed but could not confirm (it died in between) is then written twice,
+which over-states a look-up and hides none.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from fallback.ops import open_ops
+
+log = logging.getLogger(__name__)
+
+SOCKET_NAME = "lookup-audit.sock"
+RETRY_AFTER_S = 5.0  # after the writer failed a thread, it writes itself this long before trying again
+REPLY_TIMEOUT_S = 10.0  # the writer's turn under the lock; longer, the thread writes itself
+
+_socket_path: Path | None = None
+_generation = 0  # which use() a thread's channel and back-off belong to
+_local = threading.local()
+
+
+def socket_path(home: Path) -> Path:
+    return home / SOCKET_NAME
+
+
+def use(path: Path | None) -> None:
+    """Hand this process's look-up entries to the writer listening at `path` (None: write them here)."""
+    global _socket_path, _generation
+    _socket_path, _generation = path, _generation + 1
+
+
+def append(actor: str, action: str, target: str | None, detail: str, drill: int) -> int | None:
+    """The id the writer gave the entry once committed, or None: write it yourself."""
+    if _socket_path is None:
+        return None
+    if getattr(_local, "generation", None) != _generation:  # a channel to an earlier writer is no use
+        _forget_channel()
+        _local.generation, _local.retry_at = _generation, 0.0
+    if time.monotonic() < _local.retry_at:
+        return None
+    try:
+        channel = getattr(_local, "channel", None)
+        if channel is None:
+            connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            connection.settimeout(REPLY_TIMEOUT_S)
+            connection.connect(str(_socket_path))
+            channel = _local.channel = connection.makefile("rwb")
+        channel.write(json.dumps([actor, action, target, detail, drill], ensure_ascii=False).encode() + b"\n")
+        channel.flush()
+        answer = channel.readline()
+        return int(answer)  # "error" or "" (the writer gone): ValueError
+    except (OSError, ValueError):
+        _forget_channel()
+        _local.retry_at = time.monotonic() + RETRY_AFTER_S
+        return None
+
+
+def _entry(sent) -> tuple:
+    """An entry as a serving thread sent it, or ValueError."""
+    if not (isinstance(sent, list) and len(sent) == 5 and all(isinstance(v, str) for v in sent[:2]) and isinstance(sent[3], str)
+            and (sent[2] is None or isinstance(sent[2], str)) and sent[4] in (0, 1)):
+        raise ValueError("not a look-up entry")
+    return tuple(sent)
+
+
+def _forget_channel() -> None:
+    channel = getattr(_local, "channel", None)
+    _local.channel = None
+    if channel is not None:
+        try:
+            channel.close()
+        except OSError:
+            pass
+
+
+def run(config, parent_pid: int, record_lookups: Callable[[object, list[tuple]], list[int]]) -> None:
+    """The writer process: until its parent ends (or SIGTERM), commit what
+    the serving processes' threads send, each round of arrivals in one
+    transaction (`record_lookups`: fallback.audit's), and answer each
+    entry's id (or "error")."""
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the server decides
+    path = socket_path(config.home)
+    path.unlink(missing_ok=True)  # a dead writer's
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    os.chmod(path, 0o600)
+    listener.listen(64)
+    conn = open_ops(config)
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    pending: dict[socket.socket, bytes] = {}
+    try:
+        while not stop.is_set() and os.getppid() == parent_pid:
+            arrived: list[tuple[socket.socket, tuple]] = []
+            for key, _ in selector.select(timeout=1.0):
+                if key.fileobj is listener:
+                    client, _ = listener.accept()
+                    selector.register(client, selectors.EVENT_READ)
+                    pending[client] = b""
+                    continue
+                client = key.fileobj
+                data = client.recv(65536)
+                if not data:
+                    selector.unregister(client)
+                    pending.pop(client, None)
+                    client.close()
+                    continue
+                lines = (pending[client] + data).split(b"\n")
+                pending[client] = lines.pop()
+                try:
+                    arrived += [(client, _entry(json.loads(line))) for line in lines if line]
+                except ValueError:  # not one of ours: no answer, the connection closed
+                    log.error("look-up audit writer: an entry it cannot read; its connection is closed")
+                    selector.unregister(client)
+                    pending.pop(client, None)
+                    client.close()
+            if not arrived:
+                continue
+            try:
+                answers = [str(entry_id).encode() for entry_id in record_lookups(conn, [entry for _, entry in arrived])]
+            except Exception as exc:  # the threads write themselves and meet the fault (a full disk) as the request's own
+                log.error("look-up audit writer: %s; the serving threads write their entries themselves", exc)
+                answers = [b"error"] * len(arrived)
+            for (client, _), answer in zip(arrived, answers, strict=True):
+                try:
+                    client.sendall(answer + b"\n")
+                except OSError:
+                    pass  # that thread has gone (its request timed out): it wrote the entry itself
+    finally:
+        path.unlink(missing_ok=True)
+        conn.close()

@@ -1,0 +1,80 @@
+"""The writer of look-up audit entries (fallback.audit_writer), as `sonae
+serve` starts it: the threads of a serving process hand it their search
+and view entries and get each one's id once it is committed; the chain
+stays whole with durable entries written in between; with the writer gone
+every entry is still written, by the thread itself."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from fallback import audit, audit_writer
+from fallback.ops import open_ops
+
+
+@pytest.fixture
+def writer(loaded_env):
+    """`sonae serve --lookup-writer` with this test as its server; the
+    process's look-up entries go to it until the test ends."""
+    path = audit_writer.socket_path(loaded_env.home)
+    process = subprocess.Popen([sys.executable, "-m", "fallback.cli", "serve", "--lookup-writer", "--server-pid", str(os.getpid())],
+                               env=os.environ.copy())
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the writer never listened"
+        time.sleep(0.05)
+    audit_writer.use(path)
+    yield process
+    audit_writer.use(None)
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=10)
+
+
+def count(config, action: str) -> int:
+    conn = open_ops(config)
+    try:
+        return conn.execute("SELECT count(*) FROM audit WHERE action = ?", (action,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_the_threads_look_up_entries_are_committed_by_the_writer_and_the_chain_holds(loaded_env, writer):
+    assert audit_writer.append("clerk1", "search", None, '{"query":{}}', 0) is not None  # the writer answers, not the thread
+
+    def searches(thread: int) -> list[int]:
+        conn = open_ops(loaded_env)
+        try:
+            return [audit.record(conn, f"clerk{thread}", "search", None, {"n": n}, durable=False) for n in range(25)]
+        finally:
+            conn.close()
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        running = [pool.submit(searches, thread) for thread in range(8)]
+        conn = open_ops(loaded_env)
+        durable = [audit.record(conn, "boss", "mode.change", None, {"n": n}) for n in range(5)]  # the server's own, between them
+        ids = [entry_id for done in running for entry_id in done.result()]
+    assert len(set(ids)) == 200 and not set(ids) & set(durable)
+    stored = {row[0]: row[1] for row in conn.execute("SELECT id, actor FROM audit WHERE action = 'search'")}
+    assert set(ids) <= set(stored) and stored[ids[0]] == "clerk0"
+    assert audit.verify_chain(conn).ok
+    # The writer's socket is the owner's alone: it hands resident codes over.
+    assert oct(audit_writer.socket_path(loaded_env.home).stat().st_mode & 0o777) == "0o600"
+
+
+def test_with_the_writer_gone_the_thread_writes_its_entry_itself(loaded_env, writer):
+    conn = open_ops(loaded_env)
+    audit.record(conn, "clerk1", "search", None, {"n": 1}, durable=False)
+    writer.send_signal(signal.SIGKILL)
+    writer.wait(timeout=10)
+    before = count(loaded_env, "search")
+    entry_id = audit.record(conn, "clerk1", "search", None, {"n": 2}, durable=False)
+    assert count(loaded_env, "search") == before + 1 and conn.execute("SELECT actor FROM audit WHERE id = ?", (entry_id,)).fetchone() == ("clerk1",)
+    assert audit_writer.append("clerk1", "search", None, "{}", 0) is None  # and it does not knock on a dead door again at once
+    assert audit.verify_chain(conn).ok
