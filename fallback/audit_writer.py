@@ -40,8 +40,11 @@ from fallback.ops import open_ops
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "lookup-audit.sock"
-RETRY_AFTER_S = 5.0  # after the writer failed a thread, it writes itself this long before trying again
-REPLY_TIMEOUT_S = 10.0  # the writer's turn under the lock; longer, the thread writes itself
+RETRY_AFTER_S = 30.0  # after the writer failed a thread, it writes itself this long before trying again
+REPLY_TIMEOUT_S = 2.0  # the writer's turn under the lock takes milliseconds; longer, the thread writes itself
+SEND_TIMEOUT_S = 0.5  # a client that does not read its answers is dropped, not waited on
+MAX_LINE_BYTES = 64 * 1024  # an entry is a query and up to 50 resident codes: a few KiB
+LOOKUP_ACTIONS = ("search", "view", "session.elsewhere")  # what the serving threads write without waiting for the disk
 
 _socket_path: Path | None = None
 _generation = 0  # which use() a thread's channel and back-off belong to
@@ -85,11 +88,26 @@ def append(actor: str, action: str, target: str | None, detail: str, drill: int)
 
 
 def _entry(sent) -> tuple:
-    """An entry as a serving thread sent it, or ValueError."""
-    if not (isinstance(sent, list) and len(sent) == 5 and all(isinstance(v, str) for v in sent[:2]) and isinstance(sent[3], str)
-            and (sent[2] is None or isinstance(sent[2], str)) and sent[4] in (0, 1)):
+    """A look-up entry as a serving thread sent it, or ValueError: the
+    writer takes nothing else (no other action, no detail that is not a
+    JSON object, which would stop `sonae audit export` for good)."""
+    if not (isinstance(sent, list) and len(sent) == 5 and isinstance(sent[0], str) and sent[1] in LOOKUP_ACTIONS
+            and (sent[2] is None or isinstance(sent[2], str)) and isinstance(sent[3], str) and sent[4] in (0, 1)):
         raise ValueError("not a look-up entry")
+    if not isinstance(json.loads(sent[3]), dict):
+        raise ValueError("a detail that is not a JSON object")
     return tuple(sent)
+
+
+def _gone(client: socket.socket) -> bool:
+    """Whether a client closed its end (its thread gave up waiting and
+    wrote its entries itself): what it sent before is not written again."""
+    try:
+        return client.recv(1, socket.MSG_PEEK) == b""  # the socket does not block: nothing waiting is BlockingIOError
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _forget_channel() -> None:
@@ -127,25 +145,30 @@ def run(config, parent_pid: int, record_lookups: Callable[[object, list[tuple]],
             for key, _ in selector.select(timeout=1.0):
                 if key.fileobj is listener:
                     client, _ = listener.accept()
+                    client.setblocking(False)
                     selector.register(client, selectors.EVENT_READ)
                     pending[client] = b""
                     continue
                 client = key.fileobj
-                data = client.recv(65536)
+                try:
+                    data = client.recv(65536)
+                except OSError:
+                    data = b""
                 if not data:
-                    selector.unregister(client)
-                    pending.pop(client, None)
-                    client.close()
+                    _drop(selector, pending, client)
                     continue
                 lines = (pending[client] + data).split(b"\n")
                 pending[client] = lines.pop()
                 try:
-                    arrived += [(client, _entry(json.loads(line))) for line in lines if line]
+                    if len(pending[client]) > MAX_LINE_BYTES:
+                        raise ValueError("a line longer than any entry")
+                    entries = [_entry(json.loads(line)) for line in lines if line]
                 except ValueError:  # not one of ours: no answer, the connection closed
-                    log.error("look-up audit writer: an entry it cannot read; its connection is closed")
-                    selector.unregister(client)
-                    pending.pop(client, None)
-                    client.close()
+                    log.error("look-up audit writer: something that is not a look-up entry; its connection is closed")
+                    _drop(selector, pending, client)
+                    continue
+                if not _gone(client):
+                    arrived += [(client, entry) for entry in entries]
             if not arrived:
                 continue
             try:
@@ -154,10 +177,21 @@ def run(config, parent_pid: int, record_lookups: Callable[[object, list[tuple]],
                 log.error("look-up audit writer: %s; the serving threads write their entries themselves", exc)
                 answers = [b"error"] * len(arrived)
             for (client, _), answer in zip(arrived, answers, strict=True):
+                if client.fileno() < 0:
+                    continue
                 try:
+                    client.settimeout(SEND_TIMEOUT_S)
                     client.sendall(answer + b"\n")
-                except OSError:
-                    pass  # that thread has gone (its request timed out): it wrote the entry itself
+                    client.setblocking(False)
+                except OSError:  # gone (it wrote the entry itself), or not reading its answers: dropped
+                    _drop(selector, pending, client)
     finally:
         path.unlink(missing_ok=True)
         conn.close()
+
+
+def _drop(selector, pending: dict, client: socket.socket) -> None:
+    if client.fileno() >= 0:
+        selector.unregister(client)
+        client.close()
+    pending.pop(client, None)

@@ -7,6 +7,7 @@ every entry is still written, by the thread itself."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import signal
 import subprocess
@@ -78,3 +79,31 @@ def test_with_the_writer_gone_the_thread_writes_its_entry_itself(loaded_env, wri
     assert count(loaded_env, "search") == before + 1 and conn.execute("SELECT actor FROM audit WHERE id = ?", (entry_id,)).fetchone() == ("clerk1",)
     assert audit_writer.append("clerk1", "search", None, "{}", 0) is None  # and it does not knock on a dead door again at once
     assert audit.verify_chain(conn).ok
+
+
+def test_the_writer_takes_look_up_entries_only_and_no_client_holds_it_up(loaded_env, writer):
+    """The outside tester's socket: another action under any name, a detail
+    that would stop `sonae audit export` for good, a line without end, and
+    a client that never reads its answers, which used to wedge the writer
+    (every counter then waited 10 s a look-up)."""
+    import json
+    import socket as sockets
+
+    path = str(audit_writer.socket_path(loaded_env.home))
+    before = count(loaded_env, "mode.change") + count(loaded_env, "search")
+    for line in (json.dumps(["boss", "mode.change", "x", "{}", 0]), json.dumps(["clerk1", "search", None, "not json {", 0]),
+                 json.dumps(["clerk1", "search", None, "[]", 0]), "x" * (audit_writer.MAX_LINE_BYTES + 10)):
+        with sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM) as forger:
+            forger.settimeout(5)
+            forger.connect(path)
+            forger.sendall(line.encode() + (b"\n" if not line.startswith("x") else b""))
+            assert forger.recv(100) == b""  # no answer: the connection is closed
+    assert count(loaded_env, "mode.change") + count(loaded_env, "search") == before
+    deaf = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    deaf.connect(path)
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the writer drops it once its answers back up
+        deaf.sendall(b"".join(json.dumps(["clerk1", "search", None, '{"n":1}', 0]).encode() + b"\n" for _ in range(20000)))
+    started = time.monotonic()
+    assert audit_writer.append("clerk2", "search", None, "{}", 0) is not None
+    assert time.monotonic() - started < audit_writer.REPLY_TIMEOUT_S
+    deaf.close()
