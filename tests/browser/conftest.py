@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 import pytest
-from selenium.common.exceptions import StaleElementReferenceException
+from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -65,7 +65,11 @@ def wait_for(driver, css: str, timeout: float = 10):
 def wait_until(driver, predicate, timeout: float = 10):
     """Wait for `predicate(driver)`; an element of the page being replaced
     may go stale meanwhile: look again."""
-    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(predicate)
+    try:
+        return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,)).until(predicate)
+    except TimeoutException:  # say what the browser showed instead: a CI run timed out here with nothing to go on
+        raise TimeoutException(f"waited {timeout:g} s at {driver.current_url}; the page said: "
+                               f"{driver.find_element(By.TAG_NAME, 'body').text[:1500]!r}") from None
 
 
 MODIFIERS = (Keys.CONTROL, Keys.SHIFT, Keys.ALT)
