@@ -238,24 +238,28 @@ request = function()
   return wrk.format("GET", paths[(i %% #paths) + 1], {["Cookie"] = "%s"})
 end
 done = function(summary, latency, requests)
-  io.write(string.format("RESULT %%d %%d %%.3f %%.3f %%.3f\\n", summary.requests,
-    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.timeout,
+  io.write(string.format("RESULT %%d %%d %%d %%d %%d %%d %%.3f %%.3f %%.3f\\n", summary.requests,
+    summary.errors.status, summary.errors.connect, summary.errors.read, summary.errors.write, summary.errors.timeout,
     latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000))
 end
 """
 
 
-def run_wrk(base: str, cookie: str, paths: list[str], clients: int, seconds: float, workdir: Path) -> tuple[int, int, float, float, float]:
+def run_wrk(base: str, cookie: str, paths: list[str], clients: int, seconds: float, workdir: Path) -> tuple[int, str, float, float, float]:
     """wrk (C, epoll) as the load generator: at 8 connections a Python
-    client would spend more CPU than the server it measures."""
+    client would spend more CPU than the server it measures. The errors
+    come back as wrk counts them: "0", or each kind it saw."""
     script = workdir / "paths.lua"
     quoted = ",".join(json.dumps(p, ensure_ascii=False) for p in paths)
     script.write_text(WRK_SCRIPT % (quoted, cookie), encoding="utf-8")
     result = subprocess.run(["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds:.0f}s", "-s", str(script), base],
                             capture_output=True, text=True, check=True)
     line = next(text for text in result.stdout.splitlines() if text.startswith("RESULT"))
-    requests_done, errors, p50, p95, p99 = line.split()[1:]
-    return int(requests_done), int(errors), float(p50), float(p95), float(p99)
+    requests_done, *error_counts, p50, p95, p99 = line.split()[1:]
+    # A timeout is an answer slower than wrk's 2 s; status: an answer other than 2xx/3xx.
+    seen = {kind: int(count) for kind, count in zip(("status", "connect", "read", "write", "timeout"), error_counts, strict=True) if int(count)}
+    errors = " + ".join(f"{count} {kind}" for kind, count in seen.items()) or "0"
+    return int(requests_done), errors, float(p50), float(p95), float(p99)
 
 
 def bench_search(base: str, residents: list[dict], clients: int, seconds: float, workdir: Path) -> None:
