@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from fallback import audit
 from fallback.errors import SonaeError
-from fallback.ops import now
+from fallback.ops import Transaction, now
 from printing.wareki import parse_date_input
 
 MAX_RESULTS = 50
@@ -197,24 +197,58 @@ def flag_bulk_viewing(conn, actor: str, *, flag_count: int, window: dt.timedelta
     list (which shows name, birth date and address): the pattern of someone
     browsing the register rather than serving the person at the counter."""
     since = (now() - window).isoformat(timespec="milliseconds")
-    if residents_seen(conn, actor, since, stop_after=flag_count + 1) <= flag_count:
+    # A flagged clerk's searches go on; they are not counted again.
+    if _flagged_since(conn, actor, since) or residents_seen(conn, actor, since, stop_after=flag_count + 1) <= flag_count:
         return False
-    already = conn.execute(
-        "SELECT 1 FROM audit WHERE actor = 'system' AND action = 'flag.bulk_viewing' AND target = ? AND at >= ?", (actor, since)
-    ).fetchone()
-    if already:
-        return False
-    audit.record(conn, "system", "flag.bulk_viewing", actor,
-                 {"distinct_residents": residents_seen(conn, actor, since), "window_minutes": int(window.total_seconds() // 60)},
-                 drill=drill)
+    figure, complete = residents_seen_lately(conn, actor, since, FLAG_FIGURE_ENTRIES)
+    figure = max(figure, flag_count + 1)  # the newest look-ups alone may show fewer than the window did
+    with Transaction(conn):
+        if _flagged_since(conn, actor, since):
+            return False  # another thread or serving process flagged them while this one counted
+        audit.append(conn, "system", "flag.bulk_viewing", actor,
+                     {"distinct_residents": figure, "at_least": not complete, "window_minutes": int(window.total_seconds() // 60)},
+                     drill=drill)
     return True
 
 
-def residents_seen(conn, actor: str, since: str, *, stop_after: int = -1) -> int:
+# The flag's figure reads at most this many of the clerk's newest views and
+# as many searches (each up to 50 residents): counted over the whole window,
+# a script's 400,000 searches took every serving thread 20-40 s, all
+# counting at once for the one flag (bench/README.md, thirteenth session).
+# A clerk at the counter looks up a few people a minute.
+FLAG_FIGURE_ENTRIES = 5_000
+
+
+def _flagged_since(conn, actor: str, since: str) -> bool:
+    return conn.execute(
+        "SELECT 1 FROM audit WHERE actor = 'system' AND action = 'flag.bulk_viewing' AND target = ? AND at >= ?", (actor, since)
+    ).fetchone() is not None
+
+
+def residents_seen_lately(conn, actor: str, since: str, entries: int) -> tuple[int, bool]:
+    """Distinct residents `actor` opened or was shown in their newest
+    `entries` views and newest `entries` searches since `since`, and
+    whether those were all their views and searches since then (False:
+    the figure is a lower bound)."""
+    newest = "SELECT {columns} FROM audit WHERE actor = ? AND action = ? AND at >= ? ORDER BY at DESC LIMIT ?"
+    figure = conn.execute(
+        "SELECT count(DISTINCT resident) FROM ("
+        f" SELECT target AS resident FROM ({newest.format(columns='target, detail')}) WHERE json_extract(detail, '$.found')"
+        " UNION ALL"
+        f" SELECT shown.value FROM ({newest.format(columns='detail')}) AS searches, json_each(searches.detail, '$.residents') AS shown)",
+        (actor, "view", since, entries, actor, "search", since, entries),
+    ).fetchone()[0]
+    complete = all(
+        conn.execute(f"SELECT count(*) FROM ({newest.format(columns='1')})", (actor, action, since, entries + 1)).fetchone()[0] <= entries
+        for action in ("view", "search"))
+    return figure, complete
+
+
+def residents_seen(conn, actor: str, since: str, *, stop_after: int) -> int:
     """Distinct residents `actor` opened or was shown in a result list since
-    `since`, counted up to `stop_after` (-1: all). Every search asks, and a
-    busy clerk's window holds thousands of entries of up to 50 residents
-    each: SQLite reads them only until `stop_after` distinct ones are found
+    `since`, counted up to `stop_after`. Every search asks, and a busy
+    clerk's window holds thousands of entries of up to 50 residents each:
+    SQLite reads them only until `stop_after` distinct ones are found
     (DISTINCT over UNION ALL streams; a UNION would collect them all first)."""
     return conn.execute(
         "SELECT count(*) FROM (SELECT DISTINCT resident FROM ("
