@@ -195,28 +195,38 @@ def flag_bulk_viewing(conn, actor: str, *, flag_count: int, window: dt.timedelta
     """Flag (once per window) a clerk who saw more distinct residents than
     `flag_count` within `window` — a record opened, or a row of a result
     list (which shows name, birth date and address): the pattern of someone
-    browsing the register rather than serving the person at the counter."""
+    browsing the register rather than serving the person at the counter —
+    or who looked up more often than LOOK_UPS_READ times, which no one at
+    a counter does."""
     since = (now() - window).isoformat(timespec="milliseconds")
-    # A flagged clerk's searches go on; they are not counted again.
-    if _flagged_since(conn, actor, since) or residents_seen(conn, actor, since, stop_after=flag_count + 1) <= flag_count:
+    if _flagged_since(conn, actor, since):
+        return False  # a flagged clerk's look-ups go on; they are not counted again
+    busy = _look_ups_beyond(conn, actor, since, LOOK_UPS_READ)
+    if not busy and residents_seen(conn, actor, since, stop_after=flag_count + 1) <= flag_count:
         return False
-    figure, complete = residents_seen_lately(conn, actor, since, FLAG_FIGURE_ENTRIES)
-    figure = max(figure, flag_count + 1)  # the newest look-ups alone may show fewer than the window did
+    figure = residents_seen(conn, actor, since)
     with Transaction(conn):
         if _flagged_since(conn, actor, since):
             return False  # another thread or serving process flagged them while this one counted
         audit.append(conn, "system", "flag.bulk_viewing", actor,
-                     {"distinct_residents": figure, "at_least": not complete, "window_minutes": int(window.total_seconds() // 60)},
+                     {"distinct_residents": figure, "at_least": busy, "look_ups_over": LOOK_UPS_READ if busy else None,
+                      "window_minutes": int(window.total_seconds() // 60)},
                      drill=drill)
     return True
 
 
-# The flag's figure reads at most this many of the clerk's newest views and
-# as many searches (each up to 50 residents): counted over the whole window,
-# a script's 400,000 searches took every serving thread 20-40 s, all
-# counting at once for the one flag (bench/README.md, thirteenth session).
-# A clerk at the counter looks up a few people a minute.
-FLAG_FIGURE_ENTRIES = 5_000
+# Every look-up asks whether its clerk is over the threshold, so what it
+# reads must not grow with the clerk's window: at most the newest
+# LOOK_UPS_READ views and as many searches (each up to 50 residents).
+# Counted over a script's whole window (400,000 searches in the 4M bench),
+# every serving thread counted for 20-40 s at once (bench/README.md,
+# thirteenth session). A clerk at the counter looks up a few people a
+# minute; one with more look-ups than this in the window is flagged for
+# them alone, so repeated searches cannot push what they saw out of what
+# is read.
+LOOK_UPS_READ = 600
+
+_NEWEST = "SELECT {columns} FROM audit WHERE actor = ? AND action = ? AND at >= ? ORDER BY at DESC LIMIT ?"
 
 
 def _flagged_since(conn, actor: str, since: str) -> bool:
@@ -225,38 +235,25 @@ def _flagged_since(conn, actor: str, since: str) -> bool:
     ).fetchone() is not None
 
 
-def residents_seen_lately(conn, actor: str, since: str, entries: int) -> tuple[int, bool]:
-    """Distinct residents `actor` opened or was shown in their newest
-    `entries` views and newest `entries` searches since `since`, and
-    whether those were all their views and searches since then (False:
-    the figure is a lower bound)."""
-    newest = "SELECT {columns} FROM audit WHERE actor = ? AND action = ? AND at >= ? ORDER BY at DESC LIMIT ?"
-    figure = conn.execute(
-        "SELECT count(DISTINCT resident) FROM ("
-        f" SELECT target AS resident FROM ({newest.format(columns='target, detail')}) WHERE json_extract(detail, '$.found')"
-        " UNION ALL"
-        f" SELECT shown.value FROM ({newest.format(columns='detail')}) AS searches, json_each(searches.detail, '$.residents') AS shown)",
-        (actor, "view", since, entries, actor, "search", since, entries),
-    ).fetchone()[0]
-    complete = all(
-        conn.execute(f"SELECT count(*) FROM ({newest.format(columns='1')})", (actor, action, since, entries + 1)).fetchone()[0] <= entries
-        for action in ("view", "search"))
-    return figure, complete
+def _look_ups_beyond(conn, actor: str, since: str, limit: int) -> bool:
+    """Whether `actor` viewed, or searched, more than `limit` times since `since`."""
+    return any(conn.execute(f"SELECT count(*) FROM ({_NEWEST.format(columns='1')})", (actor, action, since, limit + 1)).fetchone()[0] > limit
+               for action in ("view", "search"))
 
 
-def residents_seen(conn, actor: str, since: str, *, stop_after: int) -> int:
-    """Distinct residents `actor` opened or was shown in a result list since
-    `since`, counted up to `stop_after`. Every search asks, and a busy
-    clerk's window holds thousands of entries of up to 50 residents each:
-    SQLite reads them only until `stop_after` distinct ones are found
-    (DISTINCT over UNION ALL streams; a UNION would collect them all first)."""
+def residents_seen(conn, actor: str, since: str, *, stop_after: int = -1) -> int:
+    """Distinct residents `actor` opened or was shown in a result list in
+    their newest LOOK_UPS_READ views and searches since `since`, counted up
+    to `stop_after` (-1: all of them): SQLite reads only until `stop_after`
+    distinct ones are found (DISTINCT over UNION ALL streams; a UNION would
+    collect them all first)."""
     return conn.execute(
         "SELECT count(*) FROM (SELECT DISTINCT resident FROM ("
-        " SELECT target AS resident FROM audit WHERE actor = ? AND action = 'view' AND at >= ? AND json_extract(detail, '$.found')"
+        f" SELECT target AS resident FROM ({_NEWEST.format(columns='target, detail')}) WHERE json_extract(detail, '$.found')"
         " UNION ALL"
-        " SELECT shown.value FROM audit, json_each(audit.detail, '$.residents') AS shown"
-        " WHERE audit.actor = ? AND audit.action = 'search' AND audit.at >= ?) LIMIT ?)",
-        (actor, since, actor, since, stop_after),
+        f" SELECT shown.value FROM ({_NEWEST.format(columns='detail')}) AS searches, json_each(searches.detail, '$.residents') AS shown"
+        ") LIMIT ?)",
+        (actor, "view", since, LOOK_UPS_READ, actor, "search", since, LOOK_UPS_READ, stop_after),
     ).fetchone()[0]
 
 

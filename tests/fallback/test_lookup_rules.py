@@ -95,46 +95,45 @@ def flags(ops, actor="clerk1") -> list[dict]:
     return [f for f in lookup.open_flags(ops, "") if f["clerk"] == actor]
 
 
-def test_a_clerk_who_goes_on_past_the_flag_is_not_counted_again_and_a_window_of_many_look_ups_gives_a_lower_bound(
-        ops, example_register, monkeypatch):
-    """The flag's figure reads only the newest FLAG_FIGURE_ENTRIES views and
-    searches: over a script's whole window every serving thread counted
-    for tens of seconds. A figure from part of the window says so."""
-    monkeypatch.setattr(lookup, "FLAG_FIGURE_ENTRIES", 1)
+def test_a_flagged_clerk_is_not_counted_again(ops, example_register, monkeypatch):
     search(ops, example_register, kana="ヤマダ", flag_count=3)  # three shown: not above 3
-    assert flags(ops) == []
     view(ops, example_register, TAKAHASHI, flag_count=3)  # a fourth
-    (flag,) = flags(ops)
-    # Its one view and one search, the whole window, show four.
-    assert (flag["distinct_residents"], flag["at_least"]) == (4, False)
-    view(ops, example_register, SATO_SUPPORT, flag_count=3)
+    assert len(flags(ops)) == 1
     counted = []
     monkeypatch.setattr(lookup, "residents_seen", lambda *args, **kwargs: counted.append(args) or 99)
     search(ops, example_register, kana="タカハシ", flag_count=3)
+    view(ops, example_register, SATO_SUPPORT, flag_count=3)
     assert counted == [] and len(flags(ops)) == 1  # flagged already in this window: nothing counted
-    monkeypatch.undo()
-    monkeypatch.setattr(lookup, "FLAG_FIGURE_ENTRIES", 1)
-    set_clock_off(monkeypatch, dt.timedelta(minutes=11))  # the flag's window has passed, the look-ups have not all
-    for code in (YAMADA_TARO, YAMADA_HANAKO, YAMADA_ICHIRO):
-        view(ops, example_register, code, flag_count=3)
-    view(ops, example_register, TAKAHASHI, flag_count=3)
-    newest = flags(ops)[0]
-    # The newest view shows one resident; more were viewed: at least the threshold's four, said to be a lower bound.
-    assert (newest["distinct_residents"], newest["at_least"]) == (4, True)
+
+
+def test_more_look_ups_than_anyone_at_a_counter_makes_are_flagged_and_only_the_newest_are_read(ops, example_register, monkeypatch):
+    """A script repeating the same searches sees few residents, but every
+    look-up would read its whole window: the newest LOOK_UPS_READ views and
+    searches are read, and a clerk with more is flagged for them."""
+    monkeypatch.setattr(lookup, "LOOK_UPS_READ", 3)
+    search(ops, example_register, kana="ヤマダ")  # three residents, then the same search again and again
+    for _ in range(2):
+        search(ops, example_register, kana="ヤマダ")
+    assert flags(ops) == []  # three searches: not more than 3
+    view(ops, example_register, TAKAHASHI)
+    assert flags(ops) == []  # one view
+    search(ops, example_register, kana="タカハシ")  # a fourth search: its newest three are read
+    (flag,) = flags(ops)
+    assert (flag["distinct_residents"], flag["at_least"], flag["look_ups_over"]) == (4, True, 3)
 
 
 def test_look_ups_that_cross_the_threshold_at_once_raise_one_flag(ops, example_register, sonae_env, monkeypatch):
     """Two serving processes' threads may both find the clerk over the
     threshold; the one that writes second finds the first's flag."""
     other_process = open_ops(sonae_env)
-    counted = lookup.residents_seen_lately
+    counted = lookup.residents_seen
 
-    def while_another_flags(conn, *args):
-        if conn is ops:
+    def while_another_flags(conn, *args, **kwargs):
+        if conn is ops and "stop_after" not in kwargs:  # the figure of a flag about to be written
             assert lookup.flag_bulk_viewing(other_process, "clerk1", flag_count=3, window=dt.timedelta(minutes=10), drill=False)
-        return counted(conn, *args)
+        return counted(conn, *args, **kwargs)
 
-    monkeypatch.setattr(lookup, "residents_seen_lately", while_another_flags)
+    monkeypatch.setattr(lookup, "residents_seen", while_another_flags)
     search(ops, example_register, kana="ヤマダ", flag_count=3)
     view(ops, example_register, TAKAHASHI, flag_count=3)
     other_process.close()
@@ -180,7 +179,8 @@ def test_searches_and_views_count_together_and_only_above_the_threshold(ops, exa
     view(ops, example_register, SATO_SUPPORT, flag_count=4)  # a fifth
     (flag,) = flags(ops)
     (entry,) = audit.entries(ops, action="flag.bulk_viewing")
-    assert flag == {"at": entry["at"], "clerk": "clerk1", "distinct_residents": 5, "at_least": False, "window_minutes": 10}
+    assert flag == {"at": entry["at"], "clerk": "clerk1", "distinct_residents": 5, "at_least": False, "look_ups_over": None,
+                    "window_minutes": 10}
     search(ops, example_register, name="葛", flag_count=4)
     assert len(flags(ops)) == 1  # once per window
     assert not lookup.flag_bulk_viewing(ops, "clerk1", flag_count=4, window=dt.timedelta(minutes=10), drill=False)

