@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from fallback import audit
@@ -166,9 +167,17 @@ def search(conn, register, query: Query, criteria: dict, *, actor: str, drill: b
     return Found(shown, len(texts) > MAX_RESULTS)
 
 
-def view_resident(conn, register, code: str, *, actor: str, drill: bool, flag_count: int, flag_window_minutes: int) -> dict | None:
+def view_resident(conn, register, code: str, *, actor: str, drill: bool, flag_count: int, flag_window_minutes: int,
+                  household: Iterable[str] = ()) -> dict | None:
+    """Look a resident up by code: audited, found or not, and counted
+    towards the bulk-viewing flag. `household`: the codes of the members
+    the record shows beside them (name, birth date, address each), named in
+    the entry and counted as seen too."""
     resident = register.resident(code)
-    audit.record(conn, actor, "view", code, {"found": resident is not None}, drill=drill, durable=False)
+    detail: dict = {"found": resident is not None}
+    if others := sorted(set(household) - {code}):
+        detail["household"] = others
+    audit.record(conn, actor, "view", code, detail, drill=drill, durable=False)
     if resident is not None:
         flag_bulk_viewing(conn, actor, flag_count=flag_count, window=dt.timedelta(minutes=flag_window_minutes), drill=drill)
     return resident
@@ -242,8 +251,9 @@ def _look_ups_beyond(conn, actor: str, since: str, limit: int) -> bool:
 
 
 def residents_seen(conn, actor: str, since: str, *, stop_after: int = -1) -> int:
-    """Distinct residents `actor` opened or was shown in a result list in
-    their newest LOOK_UPS_READ views and searches since `since`, counted up
+    """Distinct residents `actor` opened (with the household members their
+    record showed) or was shown in a result list in their newest
+    LOOK_UPS_READ views and searches since `since`, counted up
     to `stop_after` (-1: all of them): SQLite reads only until `stop_after`
     distinct ones are found (DISTINCT over UNION ALL streams; a UNION would
     collect them all first)."""
@@ -251,9 +261,11 @@ def residents_seen(conn, actor: str, since: str, *, stop_after: int = -1) -> int
         "SELECT count(*) FROM (SELECT DISTINCT resident FROM ("
         f" SELECT target AS resident FROM ({_NEWEST.format(columns='target, detail')}) WHERE json_extract(detail, '$.found')"
         " UNION ALL"
+        f" SELECT member.value FROM ({_NEWEST.format(columns='detail')}) AS views, json_each(views.detail, '$.household') AS member"
+        " UNION ALL"
         f" SELECT shown.value FROM ({_NEWEST.format(columns='detail')}) AS searches, json_each(searches.detail, '$.residents') AS shown"
         ") LIMIT ?)",
-        (actor, "view", since, LOOK_UPS_READ, actor, "search", since, LOOK_UPS_READ, stop_after),
+        (actor, "view", since, LOOK_UPS_READ, actor, "view", since, LOOK_UPS_READ, actor, "search", since, LOOK_UPS_READ, stop_after),
     ).fetchone()[0]
 
 

@@ -215,12 +215,17 @@ def view_resident(counter: Counter, code: str, *, self_identity_document: str | 
     reveals what a certificate would, so a bare statement must not."""
     if self_identity_document is not None:
         check_identity_document(self_identity_document)
-    person = lookup.view_resident(counter.conn, counter.register, code, actor=counter.staff.username,
-                                  drill=counter.scope.is_drill, **_flag_settings(counter.config))
-    if person is None:
-        raise ResidentNotFound()
     requester_is_self = self_identity_document is not None
-    record = record_of(counter, code, requester_is_self=requester_is_self)
+    try:
+        record = record_of(counter, code, requester_is_self=requester_is_self)
+    except ResidentNotFound:
+        record = None
+    # Audited once what the record shows is known: its household members count as seen.
+    person = lookup.view_resident(counter.conn, counter.register, code, actor=counter.staff.username, drill=counter.scope.is_drill,
+                                  household=[member["resident_code"] for member in record.household] if record else (),
+                                  **_flag_settings(counter.config))
+    if person is None or record is None:
+        raise ResidentNotFound()
     if record.protected:
         shown = {"identity_document": self_identity_document} if requester_is_self else {}
         audit.record(counter.conn, counter.staff.username, SUPPORT_MEASURE_VIEW, code,

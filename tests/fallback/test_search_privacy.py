@@ -5,6 +5,7 @@ flag for a clerk collecting residents, within the flag's window."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 
 from fallback.counter import lookup
 from fallback.ops import open_ops
@@ -71,6 +72,23 @@ def test_searches_and_views_count_together_and_only_above_the_threshold(applianc
     assert flag["distinct_residents"] == 5
     clerk.api("GET", "/api/v1/residents?kana=カツラギ")
     assert len(flags(appliance)) == 1  # once per window
+
+
+def test_a_record_opened_counts_the_household_members_it_shows(appliance, downtime, configure_app):
+    """A record shows each member of the household (name, birth date,
+    address): an outside tester read 59 residents through 30 household
+    heads' records, each counted as one, and was not flagged."""
+    clerk = Staff(configure_app(security={"view_flag_count": 2}), "clerk1")
+    clerk.get("/counter/resident/10000000011")  # 山田 太郎, with 花子 and 一郎 beside him
+    (flag,) = flags(appliance)
+    assert flag["distinct_residents"] == 3
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        (detail,) = [json.loads(text) for (text,) in conn.execute("SELECT detail FROM audit WHERE action = 'view'")]
+    finally:
+        conn.close()
+    assert detail == {"found": True, "household": ["10000000029", "10000000037"]}
+    assert "3人を閲覧" in text_of(downtime.get("/supervisor/"))
 
 
 # The appliance's clock is moved on between views rather than slept past a

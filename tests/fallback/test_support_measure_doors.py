@@ -258,7 +258,7 @@ def test_a_protected_record_view_counts_toward_the_flag(appliance, downtime, con
     clerk = Staff(configure_app(security={"view_flag_count": 1}), "clerk1")
     clerk.get(f"/counter/resident/{SATO}")
     clerk.api("POST", f"/api/v1/residents/{YAMADA_TARO}/self", json=SHOWN)
-    assert "2人を閲覧" in desk(downtime)
+    assert "4人を閲覧" in desk(downtime)  # 佐藤, and 山田 太郎 with the two members of his household his record shows
 
 
 # --- certificates of a protected household ----------------------------------------------------
