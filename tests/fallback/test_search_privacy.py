@@ -91,6 +91,16 @@ def test_a_record_opened_counts_the_household_members_it_shows(appliance, downti
     assert "3人を閲覧" in text_of(downtime.get("/supervisor/"))
 
 
+def test_a_clerk_looking_up_more_often_than_anyone_at_a_counter_is_flagged_for_it(appliance, downtime, configure_app, monkeypatch):
+    monkeypatch.setattr(lookup, "LOOK_UPS_READ", 2)
+    clerk = Staff(configure_app(security={"view_flag_count": 30}), "clerk1")
+    for _ in range(3):  # the same person again and again: never over 30 residents
+        clerk.api("GET", "/api/v1/residents?code=10000000011")
+    (flag,) = flags(appliance)
+    assert (flag["distinct_residents"], flag["at_least"], flag["look_ups_over"]) == (1, True, 2)
+    assert "10分間に1人以上を閲覧（検索・閲覧が2回を超えました）" in text_of(downtime.get("/supervisor/"))
+
+
 # The appliance's clock is moved on between views rather than slept past a
 # window of a second: a busy machine could take that second over two views.
 MINUTE = dt.timedelta(minutes=1)
