@@ -103,7 +103,11 @@ def before_request():
     view = current_app.view_functions.get(request.endpoint) if request.endpoint else None
     if request.endpoint == "static" or getattr(view, "sonae_sessionless", False):
         return None
-    csrf_token()
+    # The token is made when a page or the API hands it out (csrf_token), not
+    # here: an answer that shows no form (a 404, the favicon) would otherwise
+    # set a session cookie of its own, and one arriving late replaced the
+    # cookie the form on screen was made with, whose sending was then
+    # refused (browser tests in CI, at /login and /terminal).
     if request.method in UNSAFE_METHODS and not _csrf_ok():
         message = "フォームの有効期限が切れたか、不正な送信です。画面を開き直してもう一度操作してください。"
         if wants_json():

@@ -8,6 +8,7 @@ and nothing a visitor types is stored unbounded."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 import statistics
 import time
 
@@ -295,3 +296,23 @@ def test_a_password_typed_as_the_approver_is_never_kept(appliance, configure_app
     (entry,) = audit.entries(conn, action="approval.failed")
     assert entry["detail"]["approver"].startswith(users.UNKNOWN_NAME_MARKER)
     assert "Tsukimi-Dango-Secret-42" not in audit_text(appliance)
+
+
+def test_an_answer_that_shows_no_form_sets_no_session_cookie(appliance):
+    """A form's token lives in the session cookie it was made with. An
+    answer that shows no form (the favicon's 404, a health check) made one
+    of its own, and arriving late it replaced the form's: the login was
+    refused as 「送信を受け付けられません」 (browser tests in CI)."""
+    client = appliance.test_client()
+    for path in ("/favicon.ico", "/healthz", "/no-such-page"):
+        answer = client.get(path)
+        assert "sonae_session" not in answer.headers.get("Set-Cookie", ""), path
+    page = client.get("/login")
+    assert "sonae_session" in page.headers["Set-Cookie"]  # the login form's token, in the cookie it comes with
+    client.get("/favicon.ico")
+    answer = client.post("/login", data={"username": "clerk1", "password": PASSWORD, "csrf_token": _form_token(page)})
+    assert answer.status_code == 302  # the favicon's answer left the form's cookie as it was
+
+
+def _form_token(page) -> str:
+    return re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True)).group(1)
