@@ -60,11 +60,19 @@ class Doubt:
     detail: str  # Japanese: what disagrees with the clock, by how much
 
 
+_boot_id: str | None = None
+
+
 def boot_id() -> str:
-    try:
-        return BOOT_ID.read_text(encoding="ascii").strip()
-    except OSError:
-        return ""
+    """This boot's id, read once per process (a process lives within one
+    boot, and every page's banner asks); "" while it cannot be read."""
+    global _boot_id
+    if _boot_id is None:
+        try:
+            _boot_id = BOOT_ID.read_text(encoding="ascii").strip()
+        except OSError:
+            return ""
+    return _boot_id
 
 
 def boottime() -> float:

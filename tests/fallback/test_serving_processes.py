@@ -22,7 +22,7 @@ import requests
 
 from fallback.config import ConfigError, load_config
 from fallback.ops import open_ops
-from fallback.serve import ServingProcesses, connection_limit_each
+from fallback.serve import SWITCH_INTERVAL_S, ServingProcesses, connection_limit_each, share_the_interpreter_between_threads
 from tests.conftest import write_config
 from tests.fallback.test_counter import YAMADA_TARO
 from tests.fallback.test_counter_stress import _statuses
@@ -565,3 +565,15 @@ def test_web_connection_limit_out_of_range_is_refused_naming_the_setting(sonae_e
     with pytest.raises(ConfigError) as refused:
         load_config()
     assert "web.connection_limit" in str(refused.value) and "from 10 to 100000" in str(refused.value)
+
+
+def test_a_serving_process_hands_the_interpreter_on_sooner_than_python_does():
+    """Python's 5 ms would let one busy thread hold back the answers of the
+    others (and of waitress's I/O thread) by whole intervals."""
+    before = sys.getswitchinterval()
+    try:
+        share_the_interpreter_between_threads()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
+        assert SWITCH_INTERVAL_S <= 0.001 < before
+    finally:
+        sys.setswitchinterval(before)
