@@ -129,13 +129,15 @@ def run(config, parent_pid: int, record_lookups: Callable[[object, list[tuple]],
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the group: the server decides
+    # ops.db opened before the socket is there: a thread that finds it gets
+    # its answer within REPLY_TIMEOUT_S, also while a busy box opens ops.db.
+    conn = open_ops(config)
     path = socket_path(config.home)
     path.unlink(missing_ok=True)  # a dead writer's
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(str(path))
     os.chmod(path, 0o600)
     listener.listen(64)
-    conn = open_ops(config)
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     pending: dict[socket.socket, bytes] = {}

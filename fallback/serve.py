@@ -23,7 +23,6 @@ when it is web.trusted_proxy, and drops those headers from anyone else."""
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import datetime as dt
 import logging
@@ -33,8 +32,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import click
@@ -168,24 +167,58 @@ def serve(host, port, threads, listen_fd, server_pid, shares_fd, wake_fds, slot,
         click.echo(f"Sonae counter app on {address.url} in {processes} processes", err=True)
         if renderers > 1:
             click.echo(f"each renders certificates in {renderers} processes", err=True)
-        with lookup_writer_process():
+        with LookupWriter():
             ServingProcesses(sock, processes, threads, stop_timeout_s=config["web"]["stop_timeout_s"]).run()
 
 
-@contextlib.contextmanager
-def lookup_writer_process() -> Iterator[None]:
+class LookupWriter:
     """The writer of look-up audit entries (fallback.audit_writer) for as
-    long as the server runs; its serving processes find it by its socket."""
-    writer = subprocess.Popen([sys.executable, "-P", "-m", "fallback.cli", "serve", "--lookup-writer", "--server-pid", str(os.getpid())])
-    try:
-        yield
-    finally:
-        writer.send_signal(signal.SIGTERM)
+    long as the server runs; its serving processes find it by its socket.
+    One that ends is started again: meanwhile, and until a thread tries the
+    writer again (audit_writer.RETRY_AFTER_S), the serving threads write
+    their entries themselves, each waiting for ops.db's writer lock."""
+
+    RESTART_PAUSE_S = 1.0
+    # One that ends this soon after its start meets a fault a restart does
+    # not mend (ops.db unopenable): tried again this much later, not at once.
+    QUICK_END_S = 10.0
+    RETRY_AFTER_QUICK_END_S = 30.0
+
+    def __init__(self) -> None:
+        self._stopping = threading.Event()
+        self._start()
+        self._watcher = threading.Thread(target=self._keep_running, name="lookup-writer-watch", daemon=True)
+        self._watcher.start()
+
+    def _start(self) -> None:
+        self.process = subprocess.Popen([sys.executable, "-P", "-m", "fallback.cli", "serve", "--lookup-writer", "--server-pid", str(os.getpid())])
+        self.started = time.monotonic()
+
+    def _keep_running(self) -> None:
+        while not self._stopping.wait(self.RESTART_PAUSE_S):
+            returncode = self.process.poll()
+            if returncode is None:
+                continue
+            quick = time.monotonic() - self.started < self.QUICK_END_S
+            pause = self.RETRY_AFTER_QUICK_END_S if quick else 0.0
+            log.error("look-up audit writer %d %s; another starts in %.0f s (the serving threads write their entries themselves "
+                      "meanwhile)", self.process.pid, describe_end(returncode), pause + self.RESTART_PAUSE_S)
+            if self._stopping.wait(pause):
+                return
+            self._start()
+
+    def __enter__(self) -> LookupWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stopping.set()
+        self._watcher.join()
+        self.process.send_signal(signal.SIGTERM)
         try:
-            writer.wait(timeout=5)
+            self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
-            writer.kill()
-            writer.wait()
+            self.process.kill()
+            self.process.wait()
 
 
 def take_over_the_box(config: Config) -> None:
@@ -217,7 +250,7 @@ def serve_in_this_process(config: Config, address: ListenAddress, threads: int |
     # render pool below is closed rather than killed mid-certificate.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     audit_writer.use(audit_writer.socket_path(config.home))
-    with render_pool(config) as pool, lookup_writer_process():
+    with render_pool(config) as pool, LookupWriter():
         if pool is not None:
             click.echo(f"rendering certificates in {pool.processes} processes", err=True)
         server.run()

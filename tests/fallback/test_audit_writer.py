@@ -13,11 +13,13 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from fallback import audit, audit_writer
 from fallback.ops import open_ops
+from fallback.serve import LookupWriter
 
 
 @pytest.fixture
@@ -107,3 +109,45 @@ def test_the_writer_takes_look_up_entries_only_and_no_client_holds_it_up(loaded_
     assert audit_writer.append("clerk2", "search", None, "{}", 0) is not None
     assert time.monotonic() - started < audit_writer.REPLY_TIMEOUT_S
     deaf.close()
+
+
+def _answering_writer(writer: LookupWriter, home: Path, not_pid: int | None = None, timeout: float = 60.0) -> int:
+    """The pid of the writer once it answers a look-up entry (another than `not_pid`)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        pid = writer.process.pid
+        audit_writer.use(audit_writer.socket_path(home))  # the thread's back-off starts over
+        if pid != not_pid and audit_writer.append("clerk1", "search", None, "{}", 0) is not None:
+            return pid
+        assert time.monotonic() < deadline, "no writer answered"
+        time.sleep(0.2)
+
+
+def test_a_writer_that_ends_is_started_again(loaded_env, monkeypatch, caplog):
+    monkeypatch.setattr(LookupWriter, "QUICK_END_S", 0.0)
+    try:
+        with LookupWriter() as writer:
+            first = _answering_writer(writer, loaded_env.home)
+            os.kill(first, signal.SIGKILL)
+            second = _answering_writer(writer, loaded_env.home, not_pid=first)
+            assert second != first and writer.process.poll() is None
+        assert writer.process.poll() is not None  # the server's end ends it
+    finally:
+        audit_writer.use(None)
+    assert f"look-up audit writer {first} was killed by SIGKILL" in caplog.text
+
+
+def test_a_writer_that_ends_as_it_starts_is_not_started_again_at_once(loaded_env, monkeypatch):
+    monkeypatch.setattr(LookupWriter, "RETRY_AFTER_QUICK_END_S", 600.0)
+    try:
+        with LookupWriter() as writer:
+            first = _answering_writer(writer, loaded_env.home)
+            os.kill(first, signal.SIGKILL)
+            time.sleep(3 * LookupWriter.RESTART_PAUSE_S)
+            assert writer.process.pid == first  # still the ended one: no new process a second
+            conn = open_ops(loaded_env)
+            entry_id = audit.record(conn, "clerk1", "search", None, {"n": 1}, durable=False)  # written by the thread itself
+            assert conn.execute("SELECT actor FROM audit WHERE id = ?", (entry_id,)).fetchone() == ("clerk1",)
+            conn.close()
+    finally:
+        audit_writer.use(None)
