@@ -53,13 +53,18 @@ def record(conn, generation: int, exc: BaseException) -> None:
 
 def recent(conn, generation: int, at: dt.datetime) -> dict | None:
     """The read errors of `generation` within WINDOW before `at`, or None."""
+    held = latest(conn, at)
+    return held if held is not None and held["generation"] == generation else None
+
+
+def latest(conn, at: dt.datetime) -> dict | None:
+    """The read errors within WINDOW before `at`, of whichever generation
+    had them (its number is "generation"), or None."""
     row = conn.execute("SELECT value FROM monitor_state WHERE key = ?", (STATE_KEY,)).fetchone()
     if row is None:
         return None
     held = json.loads(row[0])
-    if held["generation"] != generation or at - dt.datetime.fromisoformat(held["last_at"]) > WINDOW:
-        return None
-    return held
+    return held if at - dt.datetime.fromisoformat(held["last_at"]) <= WINDOW else None
 
 
 class WatchedRegister:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 
 import click
 
 from fallback.cli_support import config as load_config
 from fallback.cli_support import operator
+from fallback.mirror import availability
 from fallback.mirror.sync_commands import AHEAD_OF_THE_CLOCK, clock_behind, jst
 from fallback.mirror.syncing import rollback_snapshot, snapshot_store
-from fallback.ops import now
+from fallback.ops import now, open_ops
 from sync.store import OK, WRONG_KEY
 
 
@@ -23,17 +25,22 @@ def snapshot_group():
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_generations(as_json):
     """Every generation with its data-as-of time, age and counts, or what is
-    wrong with it; and what is wrong with the pointer to the current one."""
-    store = snapshot_store(load_config())
+    wrong with it; the reads of it that failed at the counters lately (a
+    generation can open and still be damaged inside); and what is wrong
+    with the pointer to the current one."""
+    config = load_config()
+    store = snapshot_store(config)
     infos = store.generations()
     if infos and all(info.state == WRONG_KEY for info in infos):
         raise click.ClickException(f"the snapshot generations in {store.directory} {infos[0].problem}")
     pointer = store.pointer()
     moment = now()
+    read_errors = _read_errors(config, moment)
     if pointer.damage:  # on stderr, so that --json stays a list of generations
         click.echo(f"damaged pointer: {store.undecided_message(pointer) if pointer.undecided else pointer.damage}", err=True)
     if as_json:
-        click.echo(json.dumps([_as_json(info, moment) for info in infos], ensure_ascii=False, indent=2))
+        click.echo(json.dumps([{**_as_json(info, moment), "read_errors": read_errors.get(info.number)} for info in infos],
+                              ensure_ascii=False, indent=2))
         return
     if not infos:
         click.echo("no snapshot generations yet; load one with `sonae sync full`")
@@ -50,9 +57,29 @@ def list_generations(as_json):
             f"{marker}{info.number:>4}  {jst(meta.as_of):<20} {'ahead!' if ahead else f'{meta.age(moment).total_seconds() / 3600:.1f}h':>8} "
             f"{meta.residents:>11,} {meta.seals:>9,} {info.size_bytes / 1e6:>7.1f}MB  {jst(meta.loaded_at)} / {meta.source}"
         )
+        if errors := read_errors.get(info.number):
+            click.echo(f"       reads failed at the counters: {errors['count']} since {jst(dt.datetime.fromisoformat(errors['first_at']))}, "
+                       f"last {jst(dt.datetime.fromisoformat(errors['last_at']))} ({errors['error']}); "
+                       f"run `sonae snapshot verify {info.number}`")
     click.echo("* = current")
     if any(info.meta is not None and clock_behind(info.meta, moment) for info in infos):
         click.echo(f"ahead! = {AHEAD_OF_THE_CLOCK}", err=True)
+
+
+def _read_errors(config, moment: dt.datetime) -> dict[int, dict]:
+    """The failed reads recorded for a generation within the last
+    availability.WINDOW, by generation; {} when ops.db cannot say (the
+    listing does not depend on it)."""
+    try:
+        conn = open_ops(config)
+    except Exception as exc:  # a full or damaged disk: list what the snapshot directory holds
+        click.echo(f"the counters' failed reads are not shown: the operational database cannot be opened ({exc})", err=True)
+        return {}
+    try:
+        held = availability.latest(conn, moment)
+        return {held["generation"]: held} if held else {}
+    finally:
+        conn.close()
 
 
 def _as_json(info, moment) -> dict:

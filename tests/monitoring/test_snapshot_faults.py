@@ -4,6 +4,8 @@ reads, and IT confirms the generation to fall back to."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from fallback import audit
@@ -14,6 +16,7 @@ from sync import crypto
 from sync.register import connect_snapshot
 from sync.store import POINTER_COPY_FILE
 from tests.support import text_of
+from tests.sync.conftest import run_sonae
 
 TOKEN = "scrape-secret"
 SCRAPER = {"Authorization": f"Bearer {TOKEN}"}
@@ -112,6 +115,12 @@ def test_readiness_follows_the_reads_of_a_damaged_current_generation(scraped, lo
     finally:
         conn.close()
     assert what and "世代1の読み出しが1回失敗しました" in what[0]
+    # IT's listing names the generation's failed reads: it opens, and says nothing else is wrong with it
+    listing = run_sonae("snapshot", "list")
+    assert listing.returncode == 0, listing.stderr
+    assert "reads failed at the counters: 1 since" in listing.stdout and "run `sonae snapshot verify 1`" in listing.stdout
+    (listed,) = json.loads(run_sonae("snapshot", "list", "--json").stdout)
+    assert listed["state"] == "ok" and listed["read_errors"]["count"] == 1 and "malformed" in listed["read_errors"]["error"]
 
 
 def test_a_generation_whose_meta_cannot_be_read_does_not_fail_every_page(scraped, loaded_env, login, downtime):
