@@ -528,6 +528,12 @@ MIGRATIONS: list[str | Callable[[sqlite_utils.Database], None]] = [
     """
     ALTER TABLE deferred_requests ADD COLUMN protected_when_recorded TEXT;
     """,
+    # 15: a clerk's look-ups are counted for the bulk-viewing flag within
+    # their scope (a drill's apart from the real register's), newest first.
+    """
+    CREATE INDEX audit_actor_action_scope ON audit(actor, action, drill, at);
+    DROP INDEX audit_actor_action;
+    """,
 ]
 
 

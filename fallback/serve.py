@@ -56,8 +56,10 @@ log = logging.getLogger(__name__)
 # between SQLite reads and socket writes, and waitress's I/O thread needs
 # it to hand every answer out: at 5 ms each wait for the lock could add a
 # whole interval to an answer. At 0.5 ms the 4M search bench's p95 fell by
-# a sixth to a third for every query type (bench/README.md, fourteenth
-# session); certificates render in their own processes, unaffected.
+# a sixth to a third on the kinds measured A/B (bench/README.md,
+# fourteenth session). The render pool's processes keep Python's default;
+# with web.render_processes = 1 certificates render in these threads, at
+# this interval too (not measured).
 SWITCH_INTERVAL_S = 0.0005
 
 

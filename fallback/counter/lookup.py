@@ -208,14 +208,14 @@ def flag_bulk_viewing(conn, actor: str, *, flag_count: int, window: dt.timedelta
     or who looked up more often than LOOK_UPS_READ times, which no one at
     a counter does."""
     since = (now() - window).isoformat(timespec="milliseconds")
-    if _flagged_since(conn, actor, since):
+    if _flagged_since(conn, actor, since, drill):
         return False  # a flagged clerk's look-ups go on; they are not counted again
-    busy = _look_ups_beyond(conn, actor, since, LOOK_UPS_READ)
-    if not busy and residents_seen(conn, actor, since, stop_after=flag_count + 1) <= flag_count:
+    busy = _look_ups_beyond(conn, actor, since, LOOK_UPS_READ, drill)
+    if not busy and residents_seen(conn, actor, since, drill=drill, stop_after=flag_count + 1) <= flag_count:
         return False
-    figure = residents_seen(conn, actor, since)
+    figure = residents_seen(conn, actor, since, drill=drill)
     with Transaction(conn):
-        if _flagged_since(conn, actor, since):
+        if _flagged_since(conn, actor, since, drill):
             return False  # another thread or serving process flagged them while this one counted
         audit.append(conn, "system", "flag.bulk_viewing", actor,
                      {"distinct_residents": figure, "at_least": busy, "look_ups_over": LOOK_UPS_READ if busy else None,
@@ -235,28 +235,33 @@ def flag_bulk_viewing(conn, actor: str, *, flag_count: int, window: dt.timedelta
 # is read.
 LOOK_UPS_READ = 600
 
-_NEWEST = "SELECT {columns} FROM audit WHERE actor = ? AND action = ? AND at >= ? ORDER BY at DESC LIMIT ?"
+# Within one scope: a drill's look-ups (its invented residents) neither
+# count towards a real flag nor, flagged in the drill, spare the clerk's
+# real look-ups from being counted.
+_NEWEST = "SELECT {columns} FROM audit WHERE actor = ? AND action = ? AND drill = ? AND at >= ? ORDER BY at DESC LIMIT ?"
 
 
-def _flagged_since(conn, actor: str, since: str) -> bool:
+def _flagged_since(conn, actor: str, since: str, drill: bool) -> bool:
     return conn.execute(
-        "SELECT 1 FROM audit WHERE actor = 'system' AND action = 'flag.bulk_viewing' AND target = ? AND at >= ?", (actor, since)
+        "SELECT 1 FROM audit WHERE actor = 'system' AND action = 'flag.bulk_viewing' AND target = ? AND drill = ? AND at >= ?",
+        (actor, int(drill), since),
     ).fetchone() is not None
 
 
-def _look_ups_beyond(conn, actor: str, since: str, limit: int) -> bool:
-    """Whether `actor` viewed, or searched, more than `limit` times since `since`."""
-    return any(conn.execute(f"SELECT count(*) FROM ({_NEWEST.format(columns='1')})", (actor, action, since, limit + 1)).fetchone()[0] > limit
+def _look_ups_beyond(conn, actor: str, since: str, limit: int, drill: bool) -> bool:
+    """Whether `actor` viewed, or searched, more than `limit` times since `since` (in the scope)."""
+    return any(conn.execute(f"SELECT count(*) FROM ({_NEWEST.format(columns='1')})", (actor, action, int(drill), since, limit + 1)).fetchone()[0] > limit
                for action in ("view", "search"))
 
 
-def residents_seen(conn, actor: str, since: str, *, stop_after: int = -1) -> int:
+def residents_seen(conn, actor: str, since: str, *, drill: bool = False, stop_after: int = -1) -> int:
     """Distinct residents `actor` opened (with the household members their
     record showed) or was shown in a result list in their newest
     LOOK_UPS_READ views and searches since `since`, counted up
     to `stop_after` (-1: all of them): SQLite reads only until `stop_after`
     distinct ones are found (DISTINCT over UNION ALL streams; a UNION would
-    collect them all first)."""
+    collect them all first). Of the real register's look-ups, or a drill's."""
+    scope = int(drill)
     return conn.execute(
         "SELECT count(*) FROM (SELECT DISTINCT resident FROM ("
         f" SELECT target AS resident FROM ({_NEWEST.format(columns='target, detail')}) WHERE json_extract(detail, '$.found')"
@@ -265,14 +270,15 @@ def residents_seen(conn, actor: str, since: str, *, stop_after: int = -1) -> int
         " UNION ALL"
         f" SELECT shown.value FROM ({_NEWEST.format(columns='detail')}) AS searches, json_each(searches.detail, '$.residents') AS shown"
         ") LIMIT ?)",
-        (actor, "view", since, LOOK_UPS_READ, actor, "view", since, LOOK_UPS_READ, actor, "search", since, LOOK_UPS_READ, stop_after),
+        (actor, "view", scope, since, LOOK_UPS_READ, actor, "view", scope, since, LOOK_UPS_READ, actor, "search", scope, since, LOOK_UPS_READ,
+         stop_after),
     ).fetchone()[0]
 
 
 def open_flags(conn, since: str) -> list[dict]:
     return [
-        {"at": at, "clerk": target, **json.loads(detail)}
-        for at, target, detail in conn.execute(
-            "SELECT at, target, detail FROM audit WHERE action = 'flag.bulk_viewing' AND at >= ? ORDER BY id DESC", (since,)
+        {"at": at, "clerk": target, "drill": bool(drill), **json.loads(detail)}
+        for at, target, detail, drill in conn.execute(
+            "SELECT at, target, detail, drill FROM audit WHERE action = 'flag.bulk_viewing' AND at >= ? ORDER BY id DESC", (since,)
         )
     ]

@@ -180,7 +180,7 @@ def test_searches_and_views_count_together_and_only_above_the_threshold(ops, exa
     (flag,) = flags(ops)
     (entry,) = audit.entries(ops, action="flag.bulk_viewing")
     assert flag == {"at": entry["at"], "clerk": "clerk1", "distinct_residents": 5, "at_least": False, "look_ups_over": None,
-                    "window_minutes": 10}
+                    "window_minutes": 10, "drill": False}
     search(ops, example_register, name="葛", flag_count=4)
     assert len(flags(ops)) == 1  # once per window
     assert not lookup.flag_bulk_viewing(ops, "clerk1", flag_count=4, window=dt.timedelta(minutes=10), drill=False)
@@ -245,3 +245,18 @@ def test_a_household_lists_its_current_members_in_order_then_its_former_ones(cro
     person = crowded_register.resident("30000000000")  # its second member by household_order; the first was removed
     members = lookup.household_members(crowded_register, person)
     assert [(m["resident_code"], m["status"]) for m in members] == [(person["resident_code"], "active"), ("10000000095", "removed")]
+
+
+def test_a_drill_s_look_ups_and_the_real_register_s_are_counted_apart(ops, example_register):
+    """A drill's residents are invented: seen in a drill they do not count
+    towards a real flag, and a clerk flagged in a drill is still counted
+    (and flagged) for what they see of the real register."""
+    search(ops, example_register, kana="ヤマダ", flag_count=3, drill=True)  # three, in the drill
+    search(ops, example_register, kana="タカハシ", flag_count=3)  # one, real: four in all, but not in one scope
+    assert flags(ops) == []
+    view(ops, example_register, TAKAHASHI, flag_count=0, drill=True)
+    (drill_flag,) = flags(ops)
+    assert drill_flag["drill"] is True and drill_flag["distinct_residents"] == 4  # the drill's three and the one viewed
+    view(ops, example_register, SATO_SUPPORT, flag_count=1)  # a second real resident: over 1 in the real scope
+    real = [f for f in flags(ops) if not f["drill"]]
+    assert len(real) == 1 and real[0]["distinct_residents"] == 2

@@ -21,7 +21,7 @@ def test_a_transformed_audit_table_stays_append_only_and_its_chain_intact(conn):
     with Transaction(conn):
         transform_table(schema_database(conn), "audit", types={"drill": int}, defaults={"drill": 0})
     assert {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE tbl_name = 'audit'")} >= {
-        "audit_no_update", "audit_no_delete", "audit_at", "audit_actor_action"}
+        "audit_no_update", "audit_no_delete", "audit_at", "audit_actor_action_scope"}
     with pytest.raises(Exception, match="append-only"):
         conn.execute("UPDATE audit SET actor = 'x' WHERE id = 2")
     with pytest.raises(Exception, match="append-only"):

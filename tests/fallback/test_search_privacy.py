@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from fallback import audit
 from fallback.counter import lookup
 from fallback.ops import open_ops
 from tests.clocks import set_clock_off
@@ -191,3 +192,13 @@ def test_a_form_sent_from_the_page_the_clerk_opened_is_not_audited_again(applian
         assert clerk.post(f"/counter/resident/{code}/issue", data={"kind": "juminhyo"}).status_code == 422
     assert clerk.post(f"/holds/new/{code}", data={"kind": ""}).status_code == 422
     assert views(appliance) == [(code, True)]
+
+
+def test_the_desk_says_which_flag_was_raised_in_a_drill(appliance, downtime):
+    conn = open_ops(appliance.config["SONAE"])
+    try:
+        audit.record(conn, "clerk1", "view", "10000000011", {"found": True}, drill=True)
+        assert lookup.flag_bulk_viewing(conn, "clerk1", flag_count=0, window=dt.timedelta(minutes=10), drill=True)
+    finally:
+        conn.close()
+    assert "訓練の架空の住民記録で、10分間に1人を閲覧" in text_of(downtime.get("/supervisor/"))
