@@ -24,6 +24,7 @@ which over-states a look-up and hides none.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -43,6 +44,7 @@ SOCKET_NAME = "lookup-audit.sock"
 RETRY_AFTER_S = 30.0  # after the writer failed a thread, it writes itself this long before trying again
 REPLY_TIMEOUT_S = 2.0  # the writer's turn under the lock takes milliseconds; longer, the thread writes itself
 SEND_TIMEOUT_S = 0.5  # a client that does not read its answers is dropped, not waited on
+HEARTBEAT_S = 1.0  # how often the writer's loop tells `sonae serve` it runs (serve.LookupWriter)
 MAX_LINE_BYTES = 64 * 1024  # an entry is a query and up to 50 resident codes: a few KiB
 LOOKUP_ACTIONS = ("search", "view", "session.elsewhere")  # what the serving threads write without waiting for the disk
 
@@ -120,7 +122,7 @@ def _forget_channel() -> None:
             pass
 
 
-def run(config, parent_pid: int, record_lookups: Callable[[object, list[tuple]], list[int]]) -> None:
+def run(config, parent_pid: int, record_lookups: Callable[[object, list[tuple]], list[int]], *, heartbeat_fd: int | None = None) -> None:
     """The writer process: until its parent ends (or SIGTERM), commit what
     the serving processes' threads send, each round of arrivals in one
     transaction (`record_lookups`: fallback.audit's), and answer each
@@ -142,7 +144,12 @@ def run(config, parent_pid: int, record_lookups: Callable[[object, list[tuple]],
     selector.register(listener, selectors.EVENT_READ)
     pending: dict[socket.socket, bytes] = {}
     try:
+        beat_at = 0.0
         while not stop.is_set() and os.getppid() == parent_pid:
+            if heartbeat_fd is not None and time.monotonic() - beat_at >= HEARTBEAT_S:
+                beat_at = time.monotonic()
+                with contextlib.suppress(OSError):  # a full pipe: the server has heard enough
+                    os.write(heartbeat_fd, b".")
             arrived: list[tuple[socket.socket, tuple]] = []
             for key, _ in selector.select(timeout=1.0):
                 if key.fileobj is listener:

@@ -138,7 +138,8 @@ class ListenAddress(NamedTuple):
 @click.option("--wake-fds", hidden=True, help="A serving process: each serving process's eventfd, comma-separated.")
 @click.option("--slot", type=int, hidden=True, help="A serving process: its place among them.")
 @click.option("--lookup-writer", is_flag=True, hidden=True, help="The writer of look-up audit entries (started by `sonae serve`).")
-def serve(host, port, threads, listen_fd, server_pid, shares_fd, wake_fds, slot, lookup_writer):
+@click.option("--heartbeat-fd", type=int, hidden=True, help="The look-up writer: the pipe it beats on while it runs.")
+def serve(host, port, threads, listen_fd, server_pid, shares_fd, wake_fds, slot, lookup_writer, heartbeat_fd):
     """Serve the counter application."""
     config = service_config()
     configure_logging()
@@ -147,7 +148,7 @@ def serve(host, port, threads, listen_fd, server_pid, shares_fd, wake_fds, slot,
             raise click.UsageError("--lookup-writer is for the writer process `sonae serve` starts itself")
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         if os.getppid() == server_pid:  # else the server ended before prctl took effect
-            audit_writer.run(config, server_pid, audit.record_lookups)
+            audit_writer.run(config, server_pid, audit.record_lookups, heartbeat_fd=heartbeat_fd)
         return
     if listen_fd is not None:
         if None in (server_pid, shares_fd, wake_fds, slot):
@@ -185,21 +186,52 @@ class LookupWriter:
     # not mend (ops.db unopenable): tried again this much later, not at once.
     QUICK_END_S = 10.0
     RETRY_AFTER_QUICK_END_S = 30.0
+    # The writer beats on a pipe every second (audit_writer.HEARTBEAT_S)
+    # while its loop runs. Silent this long — stopped, or stuck far longer
+    # than any wait for ops.db's writer lock — it is killed and replaced:
+    # each serving thread would otherwise wait REPLY_TIMEOUT_S once per
+    # RETRY_AFTER_S, and nothing would say why.
+    SILENT_AFTER_S = 15.0
 
     def __init__(self) -> None:
         self._stopping = threading.Event()
+        self._beats: int | None = None
         self._start()
         self._watcher = threading.Thread(target=self._keep_running, name="lookup-writer-watch", daemon=True)
         self._watcher.start()
 
     def _start(self) -> None:
-        self.process = subprocess.Popen([sys.executable, "-P", "-m", "fallback.cli", "serve", "--lookup-writer", "--server-pid", str(os.getpid())])
-        self.started = time.monotonic()
+        if self._beats is not None:
+            os.close(self._beats)
+        self._beats, beating = os.pipe()
+        os.set_blocking(self._beats, False)
+        os.set_blocking(beating, False)
+        try:
+            self.process = subprocess.Popen([sys.executable, "-P", "-m", "fallback.cli", "serve", "--lookup-writer",
+                                             "--server-pid", str(os.getpid()), "--heartbeat-fd", str(beating)], pass_fds=(beating,))
+        finally:
+            os.close(beating)
+        self.started = self.last_beat = time.monotonic()
+
+    def _heard(self) -> bool:
+        """Whether the writer beat since the last look."""
+        try:
+            return bool(os.read(self._beats, 4096))
+        except BlockingIOError:
+            return False
 
     def _keep_running(self) -> None:
         while not self._stopping.wait(self.RESTART_PAUSE_S):
             returncode = self.process.poll()
             if returncode is None:
+                now = time.monotonic()
+                if self._heard():
+                    self.last_beat = now
+                elif now - self.last_beat > self.SILENT_AFTER_S:
+                    log.error("look-up audit writer %d has been silent for %.0f s (stopped or stuck): killing it", self.process.pid,
+                              now - self.last_beat)
+                    self.process.kill()
+                    self.process.wait()
                 continue
             quick = time.monotonic() - self.started < self.QUICK_END_S
             pause = self.RETRY_AFTER_QUICK_END_S if quick else 0.0
@@ -215,6 +247,7 @@ class LookupWriter:
     def __exit__(self, *exc) -> None:
         self._stopping.set()
         self._watcher.join()
+        os.close(self._beats)
         self.process.send_signal(signal.SIGTERM)
         try:
             self.process.wait(timeout=5)

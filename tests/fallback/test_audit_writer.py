@@ -151,3 +151,22 @@ def test_a_writer_that_ends_as_it_starts_is_not_started_again_at_once(loaded_env
             conn.close()
     finally:
         audit_writer.use(None)
+
+
+def test_a_writer_that_goes_silent_is_killed_and_replaced(loaded_env, monkeypatch, caplog):
+    """The outside tester's SIGSTOP: a writer that neither answers nor ends
+    held every serving thread for 2 s a look-up, once per 30 s each, and
+    nothing said so."""
+    monkeypatch.setattr(LookupWriter, "SILENT_AFTER_S", 3.0)
+    monkeypatch.setattr(LookupWriter, "QUICK_END_S", 0.0)
+    try:
+        with LookupWriter() as writer:
+            first = _answering_writer(writer, loaded_env.home)
+            time.sleep(2 * LookupWriter.SILENT_AFTER_S)
+            assert writer.process.pid == first  # beating while idle: left alone
+            os.kill(first, signal.SIGSTOP)
+            second = _answering_writer(writer, loaded_env.home, not_pid=first)
+            assert second != first
+    finally:
+        audit_writer.use(None)
+    assert f"look-up audit writer {first} has been silent for" in caplog.text
